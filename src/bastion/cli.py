@@ -1,0 +1,221 @@
+"""Command line: bastion run / check / proxy / demo / reload / schema."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from bastion import __version__
+from bastion.config import ConfigError, LoadedConfig, config_from_dict, json_schema, load_config
+from bastion.observe.oplog import setup_logging
+
+log = logging.getLogger("bastion")
+
+
+def default_config_path() -> str:
+    return os.environ.get("BASTION_CONFIG", "bastion.yaml")
+
+
+def default_pid_file() -> Path:
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    base = Path(runtime) if runtime else Path("/tmp")
+    return base / f"bastion-{os.getuid()}.pid"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="bastion", description="HTTPS reverse proxy and API gateway"
+    )
+    parser.add_argument("--version", action="version", version=f"bastion {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="serve with a config file")
+    p.add_argument(
+        "-c",
+        "--config",
+        default=None,
+        help="config file (default ./bastion.yaml or $BASTION_CONFIG)",
+    )
+    p = sub.add_parser("check", help="validate a config file and print the compiled plan")
+    p.add_argument("-c", "--config", default=None)
+    p = sub.add_parser("proxy", help="quick mode: proxy one address to one upstream, no file")
+    p.add_argument("--from", dest="from_", default="127.0.0.1:8080", help="listen address")
+    p.add_argument("--to", required=True, help="upstream, e.g. http://127.0.0.1:8000")
+    p.add_argument("--access-log", choices=["json", "combined", "off"], default="combined")
+    p = sub.add_parser("demo", help="start a demo backend with bastion in front of it")
+    p.add_argument("--port", type=int, default=8080)
+    p = sub.add_parser("reload", help="ask the running instance to reload its config")
+    p.add_argument("-c", "--config", default=None, help="config whose pid_file to use")
+    p.add_argument("--pid-file", default=None)
+    sub.add_parser("schema", help="print the JSON Schema of the config file")
+
+    args = parser.parse_args(argv)
+    setup_logging("info")
+    handler = {
+        "run": cmd_run,
+        "check": cmd_check,
+        "proxy": cmd_proxy,
+        "demo": cmd_demo,
+        "reload": cmd_reload,
+        "schema": cmd_schema,
+    }[args.command]
+    return handler(args)
+
+
+def _load(path: str | None) -> LoadedConfig | None:
+    path = path or default_config_path()
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return None
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    loaded = _load(args.config)
+    if loaded is None:
+        return 1
+    return serve(loaded)
+
+
+def serve(loaded: LoadedConfig) -> int:
+    """Run until SIGTERM/SIGINT with one worker in this process, or a supervisor."""
+    config = loaded.config
+    setup_logging(config.log_level)
+    pid_file = Path(config.pid_file) if config.pid_file else default_pid_file()
+    _write_pid(pid_file)
+    try:
+        if config.workers <= 1:
+            from bastion.server.worker import run_worker
+
+            try:
+                run_worker(loaded)
+            except OSError as exc:
+                log.error("cannot start: %s", exc)
+                return 1
+            return 0
+        from bastion.server.supervisor import Supervisor
+
+        return Supervisor(loaded, config.workers).run()
+    finally:
+        _remove_pid(pid_file)
+
+
+def _write_pid(path: Path) -> None:
+    try:
+        path.write_text(f"{os.getpid()}\n")
+    except OSError as exc:
+        log.warning("cannot write pid file %s: %s", path, exc)
+
+
+def _remove_pid(path: Path) -> None:
+    try:
+        if path.read_text().strip() == str(os.getpid()):
+            path.unlink()
+    except OSError:
+        pass
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    loaded = _load(args.config)
+    if loaded is None:
+        return 1
+    from bastion.plan import compile_plan
+    from bastion.proxy.pool import PoolRegistry
+    from bastion.summary import describe
+
+    loop = asyncio.new_event_loop()
+    try:
+        plan = compile_plan(loaded.config, PoolRegistry(loop))
+    finally:
+        loop.close()
+    print(describe(loaded, plan))
+    return 0
+
+
+def cmd_proxy(args: argparse.Namespace) -> int:
+    try:
+        loaded = config_from_dict(
+            {
+                "listen": {"http": args.from_},
+                "access_log": {"format": args.access_log, "path": "stdout"},
+                "sites": [
+                    {"hosts": ["*"], "routes": [{"path": "/", "proxy": {"upstreams": [args.to]}}]}
+                ],
+            },
+            source="<command line>",
+        )
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    return serve(loaded)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    import uvloop
+
+    from bastion.demo import demo_config, start_backend, try_lines
+    from bastion.server.worker import Worker
+
+    async def main() -> None:
+        backend, port = await start_backend()
+        worker = Worker(demo_config(port, args.port))
+        task = asyncio.get_running_loop().create_task(worker.serve())
+        while worker.ready is None or not worker.ready.is_set():
+            if task.done():
+                await task
+            await asyncio.sleep(0.02)
+        print(
+            f"\nbastion demo: gateway on http://127.0.0.1:{args.port}, demo backend on "
+            f"127.0.0.1:{port}\n\nTry:"
+        )
+        for line in try_lines(args.port):
+            print("  " + line)
+        print("\nCtrl-C stops both.\n", flush=True)
+        try:
+            await task
+        finally:
+            backend.close()
+
+    try:
+        uvloop.run(main())
+    except OSError as exc:
+        log.error("cannot start the demo: %s", exc)
+        return 1
+    return 0
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    pid_path: Path
+    if args.pid_file:
+        pid_path = Path(args.pid_file)
+    elif args.config or os.path.exists(default_config_path()):
+        loaded = _load(args.config)
+        if loaded is None:
+            print(
+                "not reloading: the config has errors (the running instance keeps its config)",
+                file=sys.stderr,
+            )
+            return 1
+        pid_path = Path(loaded.config.pid_file) if loaded.config.pid_file else default_pid_file()
+    else:
+        pid_path = default_pid_file()
+    try:
+        pid = int(pid_path.read_text().strip())
+        os.kill(pid, signal.SIGHUP)
+    except (OSError, ValueError) as exc:
+        print(f"cannot signal the running instance via {pid_path}: {exc}", file=sys.stderr)
+        return 1
+    print(f"reload requested (pid {pid})")
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    print(json.dumps(json_schema(), indent=2))
+    return 0

@@ -1,0 +1,1 @@
+"""Route actions answered by the gateway itself: static files, redirects, fixed responses."""

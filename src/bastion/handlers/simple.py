@@ -1,0 +1,42 @@
+"""`redirect:` and `respond:` route actions."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bastion.config.models import Redirect, Respond
+    from bastion.http1.request import Request
+    from bastion.http1.server import HTTP1Connection
+
+
+class RedirectHandler:
+    __slots__ = ("keep_rest", "prefix", "status", "to")
+
+    def __init__(self, config: Redirect, prefix: str | None) -> None:
+        self.to = config.to
+        self.status = config.status
+        # "/old/" → "/api/" also sends "/old/x?y" to "/api/x?y"
+        self.prefix = prefix
+        self.keep_rest = prefix is not None and config.to.endswith("/")
+
+    def handle(self, client: HTTP1Connection, req: Request) -> None:
+        location = self.to
+        if self.keep_rest and self.prefix is not None:
+            location += req.raw_path[len(self.prefix) :]
+            if req.query:
+                location += "?" + req.query
+        headers = b"Location: " + location.encode("utf-8") + b"\r\n"
+        client.respond(req, self.status, b"", b"", headers)
+
+
+class RespondHandler:
+    __slots__ = ("body", "content_type", "status")
+
+    def __init__(self, config: Respond) -> None:
+        self.status = config.status
+        self.body = config.body.encode()
+        self.content_type = config.content_type.encode()
+
+    def handle(self, client: HTTP1Connection, req: Request) -> None:
+        client.respond(req, self.status, self.body, self.content_type)

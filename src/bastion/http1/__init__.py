@@ -1,0 +1,1 @@
+"""HTTP/1.1 wire protocol on asyncio Protocols (httptools underneath)."""

@@ -1,0 +1,639 @@
+"""The client side of HTTP/1.1: one asyncio Protocol per downstream connection.
+
+Parsing is httptools (llhttp, strict mode). Parsed requests become data: the
+callbacks only record them in a queue, and handlers run after `feed_data`
+returns, so a framing error anywhere in a received chunk is seen before a single
+byte of that request is forwarded. Handlers answer through the small API at the
+bottom (respond / problem / write_head / write_body / end_response).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+import httptools
+
+from bastion.http1.problem import PROBLEM_TYPE, problem_body
+from bastion.http1.request import BODY_CHUNKED, BODY_LENGTH, BODY_NONE, Request
+from bastion.http1.status import STATUS_LINES, status_line
+from bastion.routing import normalize_path, parse_host
+
+if TYPE_CHECKING:
+    from bastion.server.context import WorkerContext
+
+log = logging.getLogger("bastion.http1")
+
+# Timer kinds: what the connection is waiting for from the client.
+_T_NONE, _T_HEAD, _T_BODY, _T_IDLE, _T_LINGER = range(5)
+
+# Reasons to stop reading from the client, as bits (several may hold at once).
+PAUSE_QUEUE = 1  # pipelined requests wait for the current response
+PAUSE_UPSTREAM = 2  # the upstream cannot take more request body yet
+PAUSE_BUFFER = 4  # a handler is not ready for the body yet
+
+_SPECIAL = frozenset(
+    (
+        b"host",
+        b"content-length",
+        b"transfer-encoding",
+        b"connection",
+        b"expect",
+        b"upgrade",
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
+        b"x-forwarded-host",
+        b"x-request-id",
+    )
+)
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_LINGER_SECONDS = 2.0
+_MAX_BUFFERED_BODY = 256 * 1024
+
+
+class ParseReject(Exception):
+    """The client sent something we refuse: answered with `status`, then closed."""
+
+    def __init__(self, status: int, detail: str | None = None) -> None:
+        super().__init__(status, detail)
+        self.status = status
+        self.detail = detail
+
+
+class HTTP1Connection(asyncio.Protocol):
+    def __init__(self, ctx: WorkerContext, scheme: bytes = b"http") -> None:
+        self.ctx = ctx
+        self.scheme = scheme
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.client_ip = ""
+        self.server_port = b""
+        # limits copied once per connection from the plan in force when it opened
+        limits = ctx.plan.limits
+        self.max_header_bytes = limits.max_header_bytes
+        self.max_uri_bytes = limits.max_uri_bytes
+        self.max_body_bytes = limits.max_body_bytes
+        timeouts = ctx.plan.timeouts
+        self.header_timeout = timeouts.header
+        self.body_timeout = timeouts.body
+        self.idle_timeout = timeouts.keepalive
+        # parsing state of the request being received
+        self.req: Request | None = None  # being parsed
+        self.url_parts: list[bytes] = []
+        self.head_bytes = 0
+        self.head_raw = 0
+        self.in_head = False
+        self.client_eof = False
+        self.reject: ParseReject | None = None
+        # requests parsed and waiting; the first one is the active one once dispatched
+        self.queue: deque[Request] = deque()
+        self.active: Request | None = None
+        # response state
+        self.resp_started = False
+        self.resp_chunked = False
+        self.resp_keep_alive = True
+        self.producer: Any = None  # paused/resumed with the client's write buffer
+        self.write_paused = False
+        self.read_paused = 0
+        self.upgraded = False
+        self.tunnel: Any = None
+        self.closing = False
+        self.lingering = False
+        # one lazily re-armed timer (aiohttp's trick: re-arm only when it fires early)
+        self.timer_kind = _T_NONE
+        self.timer_deadline = 0.0
+        self.timer_handle: asyncio.TimerHandle | None = None
+
+    # ----------------------------------------------------------------- transport
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop transports are not asyncio.Transport subclasses; same interface
+        self.transport = transport  # type: ignore[assignment]
+        ctx = self.ctx
+        if len(ctx.connections) >= ctx.plan.limits.max_connections or ctx.draining:
+            transport.abort()
+            return
+        ctx.connections.add(self)
+        peer = transport.get_extra_info("peername")
+        self.client_ip = peer[0] if isinstance(peer, tuple) else "unix"
+        sock = transport.get_extra_info("sockname")
+        if isinstance(sock, tuple):
+            self.server_port = str(sock[1]).encode()
+        self._set_timer(_T_HEAD, self.header_timeout)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closing = True
+        self.ctx.connections.discard(self)
+        self.timer_kind = _T_NONE
+        if self.timer_handle is not None:
+            self.timer_handle.cancel()
+            self.timer_handle = None
+        if self.tunnel is not None:
+            self.tunnel.peer_closed()
+        active = self.active
+        if active is not None:
+            if active.status == 0:
+                active.status = 499
+            sink = active.sink
+            if sink is not None and hasattr(sink, "client_gone"):
+                sink.client_gone()
+            self._log(active)
+            self.active = None
+        self.queue.clear()
+        self.producer = None
+
+    def eof_received(self) -> bool:
+        # A client may half-close after sending its request and still read the
+        # answer; keep the write side open while a response is owed.
+        if self.tunnel is not None:
+            return False
+        self.client_eof = True
+        return bool(self.active is not None or self.queue)
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        if self.producer is not None:
+            self.producer.pause_producing()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self.producer is not None:
+            self.producer.resume_producing()
+
+    def pause_reading(self, reason: int) -> None:
+        if not self.read_paused and self.transport is not None and not self.closing:
+            self.transport.pause_reading()
+        self.read_paused |= reason
+
+    def resume_reading(self, reason: int) -> None:
+        if self.read_paused & reason:
+            self.read_paused &= ~reason
+            if not self.read_paused and self.transport is not None and not self.closing:
+                self.transport.resume_reading()
+
+    # -------------------------------------------------------------------- input
+    def data_received(self, data: bytes) -> None:
+        if self.tunnel is not None:
+            self.tunnel.from_client(data)
+            return
+        if self.lingering or self.reject is not None:
+            return
+        if self.upgraded:
+            active = self.active or (self.queue[0] if self.queue else None)
+            if active is not None:
+                active.upgrade_data += data
+                if len(active.upgrade_data) > _MAX_BUFFERED_BODY:
+                    self.pause_reading(PAUSE_BUFFER)
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as upgrade:
+            self.upgraded = True
+            req = self.queue[-1] if self.queue else self.active
+            if req is not None:
+                req.upgrade_data = data[upgrade.args[0] :]
+        except httptools.HttpParserError as exc:
+            if self.reject is None:
+                self.reject = self._classify_parse_error(exc)
+        except ParseReject as exc:
+            self.reject = exc
+        if self.in_head and self.reject is None:
+            # a head still incomplete after this whole chunk: all of it was head
+            self.head_raw += len(data)
+            if self.head_raw > self.max_header_bytes + self.max_uri_bytes:
+                self.reject = ParseReject(414 if self.req is None else 431)
+        if self.reject is not None:
+            self.pause_reading(PAUSE_QUEUE)
+            if self.active is None:
+                if self.queue:
+                    self._dispatch_next()
+                else:
+                    self._send_reject()
+            return
+        if self.active is None and self.queue:
+            self._dispatch_next()
+        elif len(self.queue) > 1:
+            self.pause_reading(PAUSE_QUEUE)
+
+    def _classify_parse_error(self, exc: Exception) -> ParseReject:
+        context = exc.__context__
+        if isinstance(context, ParseReject):
+            return context
+        if self.req is None and self.in_head and self.url_parts:
+            reason = str(exc)
+            if "HTTP/" in reason or "version" in reason.lower():
+                return ParseReject(400, "The request line is malformed.")
+        return ParseReject(400)
+
+    # ---------------------------------------------------------- parser callbacks
+    def on_message_begin(self) -> None:
+        self.in_head = True
+        self.head_bytes = 0
+        self.head_raw = 0
+        self.url_parts = []
+        self.req = None
+        if self.timer_kind != _T_HEAD:
+            self._set_timer(_T_HEAD, self.header_timeout)
+
+    def on_url(self, url: bytes) -> None:
+        self.url_parts.append(url)
+        if sum(map(len, self.url_parts)) > self.max_uri_bytes:
+            raise ParseReject(414)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        req = self.req
+        if req is None:
+            req = self.req = Request()
+        self.head_bytes += len(name) + len(value) + 4
+        if self.head_bytes > self.max_header_bytes:
+            raise ParseReject(431)
+        lname = name.lower()
+        req.headers.append((lname, name, value))
+        if lname in _SPECIAL:
+            self._special_header(req, lname, value)
+
+    def _special_header(self, req: Request, lname: bytes, value: bytes) -> None:
+        if lname == b"host":
+            if req.host:
+                raise ParseReject(400, "The request has more than one Host header.")
+            host = parse_host(value.decode("latin-1"))
+            if host is None:
+                raise ParseReject(400, "The Host header is malformed.")
+            req.host = host
+        elif lname == b"transfer-encoding":
+            codings = value.lower().replace(b" ", b"").replace(b"\t", b"")
+            if codings != b"chunked" or req.chunked:
+                raise ParseReject(501)
+            req.chunked = True
+        elif lname == b"content-length":
+            req.content_length = int(value)  # llhttp has already checked the digits
+        elif lname == b"connection":
+            req.connection_tokens = (
+                frozenset(t.strip().lower() for t in value.split(b",") if t.strip())
+                | req.connection_tokens
+            )
+        elif lname == b"expect":
+            if value.lower() == b"100-continue":
+                req.expect_continue = True
+            else:
+                raise ParseReject(417, "Only the 100-continue expectation is supported.")
+        elif lname == b"upgrade":
+            req.upgrade = value
+        elif lname == b"x-forwarded-for":
+            req.xff = value if req.xff is None else req.xff + b", " + value
+        elif lname == b"x-forwarded-proto":
+            req.xfp = value
+        elif lname == b"x-forwarded-host":
+            req.xfh = value
+        elif lname == b"x-request-id":
+            req.xrid = value
+
+    def on_headers_complete(self) -> None:
+        self.in_head = False
+        req = self.req
+        if req is None:
+            req = self.req = Request()
+        parser = self.parser
+        version = parser.get_http_version()
+        if version != "1.1" and version != "1.0":
+            raise ParseReject(505)
+        req.version = version
+        req.method = parser.get_method().decode("ascii")
+        target = b"".join(self.url_parts)
+        req.target = target
+        if version == "1.1":
+            if not req.host:
+                raise ParseReject(400, "HTTP/1.1 requests need a Host header.")
+        elif req.chunked:
+            raise ParseReject(400, "HTTP/1.0 requests cannot use chunked transfer coding.")
+        self._parse_target(req, target)
+        req.keep_alive = parser.should_keep_alive()
+        if not parser.should_upgrade():
+            req.upgrade = None
+        req.client_ip = self.client_ip
+        req.start = self.ctx.loop.time()
+        max_body = self.max_body_bytes
+        if max_body and req.content_length is not None and req.content_length > max_body:
+            raise ParseReject(413)
+        self.queue.append(req)
+        if req.has_body:
+            self._set_timer(_T_BODY, self.body_timeout)
+        else:
+            self._clear_timer()
+
+    def _parse_target(self, req: Request, target: bytes) -> None:
+        if target[:1] != b"/":
+            if target == b"*" and req.method == "OPTIONS":
+                req.path = req.raw_path = "*"
+                return
+            try:
+                url = httptools.parse_url(target)
+            except httptools.HttpParserInvalidURLError:
+                raise ParseReject(400, "The request target is malformed.") from None
+            if url.host is None or url.schema not in (b"http", b"https"):
+                raise ParseReject(400, "The request target is malformed.")
+            # absolute-form: the target's authority replaces Host (RFC 9112 §3.2.2)
+            host = parse_host(url.host.decode("latin-1"))
+            if host is None:
+                raise ParseReject(400, "The request target is malformed.")
+            req.host = host
+            target = (url.path or b"/") + (b"?" + url.query if url.query else b"")
+            req.target = target
+        raw = target.decode("latin-1")
+        path, _sep, query = raw.partition("?")
+        req.raw_path = path
+        req.query = query
+        normalized = normalize_path(path)
+        if normalized is None:
+            raise ParseReject(400, "The request path is malformed.")
+        req.path = normalized
+
+    def on_body(self, body: bytes) -> None:
+        req = self.queue[-1]
+        req.body_bytes += len(body)
+        if self.max_body_bytes and req.body_bytes > self.max_body_bytes:
+            raise ParseReject(413)
+        sink = req.sink
+        if sink is not None:
+            sink.on_body(body)
+        elif req.dispatched and req.body_buffer is None:
+            pass  # the handler does not want the body: read and dropped
+        else:
+            if req.body_buffer is None:
+                req.body_buffer = []
+            req.body_buffer.append(body)
+            if req.dispatched and req.body_bytes > _MAX_BUFFERED_BODY:
+                self.pause_reading(PAUSE_BUFFER)
+        if self.timer_kind == _T_BODY:
+            self.timer_deadline = self.ctx.loop.time() + self.body_timeout
+
+    def on_message_complete(self) -> None:
+        req = self.queue[-1] if self.queue else self.req
+        if req is None:
+            return
+        req.body_done = True
+        if req.sink is not None:
+            req.sink.on_body_end()
+        if self.timer_kind == _T_BODY:
+            self._clear_timer()
+
+    # ----------------------------------------------------------------- dispatch
+    def _dispatch_next(self) -> None:
+        req = self.queue[0]
+        self.active = req
+        req.dispatched = True
+        self.resp_started = False
+        self.resp_chunked = False
+        self.resp_keep_alive = req.keep_alive
+        ctx = self.ctx
+        plan = ctx.plan
+        if req.xrid is not None and plan.is_trusted(self.client_ip):
+            req.request_id = req.xrid.decode("latin-1")
+        else:
+            req.request_id = ctx.next_request_id()
+        try:
+            route, status, allow = plan.route(req)
+            if route is None:
+                headers = b"Allow: " + allow + b"\r\n" if allow else b""
+                self.problem(req, status, headers=headers)
+                return
+            req.route = route
+            req.route_name = route.name
+            route.handler.handle(self, req)
+        except Exception:
+            log.exception("request %s failed in its handler", req.request_id)
+            if not self.resp_started and self.active is req:
+                self.problem(req, 500)
+            elif self.transport is not None:
+                self.transport.abort()
+
+    def take_body(self, req: Request, sink: Any) -> list[bytes]:
+        """Install `sink` for the rest of the body; returns what was buffered so far."""
+        buffered = req.body_buffer or []
+        req.body_buffer = None
+        req.sink = sink
+        self.resume_reading(PAUSE_BUFFER)
+        return buffered
+
+    def send_continue(self, req: Request) -> None:
+        if req.expect_continue and not req.body_done and self.transport is not None:
+            req.expect_continue = False
+            self.transport.write(_CONTINUE)
+
+    # ----------------------------------------------------------------- output
+    def respond(
+        self,
+        req: Request,
+        status: int,
+        body: bytes = b"",
+        content_type: bytes = b"text/plain; charset=utf-8",
+        headers: bytes = b"",
+    ) -> None:
+        """A complete response with a known body (errors, redirects, small files)."""
+        if self.transport is None or self.closing:
+            return
+        if req.expect_continue and not req.body_done:
+            self.resp_keep_alive = False  # the body will not be read
+        self.resp_started = True
+        req.status = status
+        head = b"".join(
+            (
+                STATUS_LINES.get(status) or status_line(status),
+                self.ctx.date_header,
+                b"Content-Type: " + content_type + b"\r\n" if body or content_type else b"",
+                b"Content-Length: %d\r\n" % len(body)
+                if status >= 200 and status not in (204, 304)
+                else b"",
+                headers,
+                b"X-Request-ID: " + req.request_id.encode("latin-1") + b"\r\n",
+                b"" if self.resp_keep_alive else b"Connection: close\r\n",
+                b"\r\n",
+            )
+        )
+        if req.method == "HEAD" or status in (204, 304):
+            body = b""
+        self.transport.write(head + body)
+        req.bytes_out += len(head) + len(body)
+        self.end_response()
+
+    def problem(
+        self, req: Request, status: int, detail: str | None = None, headers: bytes = b""
+    ) -> None:
+        body = problem_body(status, detail, req.request_id)
+        self.respond(req, status, body, PROBLEM_TYPE.encode(), headers)
+
+    def write_head(self, req: Request, head: bytes, framing: int) -> None:
+        """Send a response head built by a handler: `head` is the status line and
+        header fields (without the framing fields below), `framing` says whether the
+        body has a Content-Length (already in `head`), no body, or an unknown length."""
+        if self.transport is None or self.closing:
+            return
+        self.resp_started = True
+        if req.expect_continue and not req.body_done:
+            self.resp_keep_alive = False
+        tail: list[bytes] = [head, b"X-Request-ID: ", req.request_id.encode("latin-1"), b"\r\n"]
+        if framing != BODY_NONE and framing != BODY_LENGTH:
+            if req.version == "1.1":
+                self.resp_chunked = True
+                tail.append(b"Transfer-Encoding: chunked\r\n")
+            else:
+                self.resp_keep_alive = False
+        if not self.resp_keep_alive:
+            tail.append(b"Connection: close\r\n")
+        elif req.version == "1.0":
+            tail.append(b"Connection: keep-alive\r\n")
+        tail.append(b"\r\n")
+        data = b"".join(tail)
+        req.bytes_out += len(data)
+        self.transport.write(data)
+
+    def write_body(self, data: bytes) -> None:
+        transport = self.transport
+        if transport is None or not data:
+            return
+        if self.resp_chunked:
+            transport.writelines((b"%x\r\n" % len(data), data, b"\r\n"))
+        else:
+            transport.write(data)
+        if self.active is not None:
+            self.active.bytes_out += len(data)
+
+    def end_response(self) -> None:
+        req = self.active
+        if req is None:
+            return
+        transport = self.transport
+        if self.resp_chunked and transport is not None:
+            transport.write(b"0\r\n\r\n")
+        self.resp_chunked = False
+        self.producer = None
+        self.active = None
+        if self.queue and self.queue[0] is req:
+            self.queue.popleft()
+        self._log(req)
+        if transport is None or self.closing:
+            return
+        if self.reject is not None and not self.queue:
+            self._send_reject()
+            return
+        if not req.body_done:
+            # Answered before the body arrived (413, 404, …): nothing more can be
+            # read on this connection; send FIN and drain briefly so the client
+            # sees the answer instead of a reset.
+            self._linger_close()
+            return
+        if not self.resp_keep_alive or self.upgraded or self.ctx.draining or self.client_eof:
+            self.closing = True
+            transport.close()
+            return
+        if self.queue:
+            self._dispatch_next()
+            if len(self.queue) <= 1:
+                self.resume_reading(PAUSE_QUEUE)
+            return
+        self.resume_reading(PAUSE_QUEUE)
+        self._set_timer(_T_IDLE, self.idle_timeout)
+
+    def abort(self) -> None:
+        """Drop the connection at once (a response was cut short upstream)."""
+        self.closing = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    def start_tunnel(self, tunnel: Any) -> None:
+        """Hand the connection over to an Upgrade tunnel (WebSocket and friends)."""
+        req = self.active
+        self.tunnel = tunnel
+        self._clear_timer()
+        self.resume_reading(PAUSE_BUFFER | PAUSE_QUEUE)
+        if req is not None and req.upgrade_data:
+            tunnel.from_client(req.upgrade_data)
+            req.upgrade_data = b""
+
+    # ------------------------------------------------------------ closing paths
+    def _send_reject(self) -> None:
+        reject = self.reject
+        assert reject is not None
+        req = self.req if self.req is not None and not self.req.dispatched else Request()
+        req.client_ip = self.client_ip
+        if not req.request_id:
+            req.request_id = self.ctx.next_request_id()
+        if not req.method:
+            req.method = "-"
+        req.start = req.start or self.ctx.loop.time()
+        self.queue.clear()
+        self.active = req
+        self.resp_keep_alive = False
+        self.reject = None
+        self.lingering = False
+        self.problem(req, reject.status, reject.detail)
+        self.reject = reject  # keep ignoring input until closed
+        self.closing = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def _linger_close(self) -> None:
+        self.lingering = True
+        transport = self.transport
+        assert transport is not None
+        self.resume_reading(PAUSE_QUEUE | PAUSE_BUFFER | PAUSE_UPSTREAM)
+        if transport.can_write_eof():
+            transport.write_eof()
+        self._set_timer(_T_LINGER, _LINGER_SECONDS)
+
+    def close_idle(self) -> None:
+        """Close now if no request is in progress (used when draining)."""
+        if self.active is None and not self.queue and not self.in_head and self.tunnel is None:
+            self.closing = True
+            if self.transport is not None:
+                self.transport.close()
+
+    # ------------------------------------------------------------------ timers
+    def _set_timer(self, kind: int, seconds: float) -> None:
+        self.timer_kind = kind
+        deadline = self.ctx.loop.time() + seconds
+        self.timer_deadline = deadline
+        if self.timer_handle is None:
+            self.timer_handle = self.ctx.loop.call_at(deadline, self._on_timer)
+
+    def _clear_timer(self) -> None:
+        self.timer_kind = _T_NONE
+
+    def _on_timer(self) -> None:
+        self.timer_handle = None
+        kind = self.timer_kind
+        if kind == _T_NONE or self.transport is None or self.closing:
+            return
+        now = self.ctx.loop.time()
+        if now < self.timer_deadline:
+            self.timer_handle = self.ctx.loop.call_at(self.timer_deadline, self._on_timer)
+            return
+        self.timer_kind = _T_NONE
+        if kind == _T_HEAD and self.in_head and self.active is None and not self.queue:
+            # the client started a request but did not finish its head in time
+            self.reject = ParseReject(408)
+            self._send_reject()
+        elif kind == _T_BODY and self.active is not None and not self.resp_started:
+            self.active.keep_alive = False
+            self.resp_keep_alive = False
+            self.problem(self.active, 408)
+            self.abort()
+        else:
+            self.closing = True
+            self.transport.close()
+
+    # -------------------------------------------------------------- access log
+    def _log(self, req: Request) -> None:
+        access_log = self.ctx.access_log
+        if access_log is not None:
+            access_log.write(req, self.ctx.loop.time())
+
+
+__all__ = [
+    "BODY_CHUNKED",
+    "BODY_LENGTH",
+    "BODY_NONE",
+    "HTTP1Connection",
+    "ParseReject",
+]

@@ -1,0 +1,22 @@
+"""Status lines and reason phrases, built once at import.
+
+Formatting a status line per response is measurable on the hot path, so every
+common line is precomputed (the same idea as uvicorn's STATUS_LINE table).
+"""
+
+from http import HTTPStatus
+
+REASONS: dict[int, str] = {s.value: s.phrase for s in HTTPStatus}
+REASONS.setdefault(499, "Client Closed Request")
+
+STATUS_LINES: dict[int, bytes] = {
+    code: b"HTTP/1.1 %d %s\r\n" % (code, reason.encode("latin-1"))
+    for code, reason in REASONS.items()
+}
+
+
+def status_line(code: int, reason: bytes = b"") -> bytes:
+    line = STATUS_LINES.get(code)
+    if line is not None:
+        return line
+    return b"HTTP/1.1 %d %s\r\n" % (code, reason or b"Unknown")

@@ -1,0 +1,1 @@
+"""Access log and operational logging (metrics and the dashboard arrive later)."""

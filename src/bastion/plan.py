@@ -1,0 +1,112 @@
+"""Compile a validated Config into the runtime Plan, once per load or reload.
+
+Everything a request needs is resolved here: host and path tables, each route's
+handler object with its settings copied in, upstream pools. Nothing in this
+module runs per request except `Plan.route` and `Plan.is_trusted`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from bastion.handlers.simple import RedirectHandler, RespondHandler
+from bastion.handlers.static import StaticHandler
+from bastion.proxy.handler import ProxyHandler
+from bastion.proxy.pool import Pool, PoolRegistry
+from bastion.routing import HostTable, PathTable
+
+if TYPE_CHECKING:
+    from bastion.config.models import Config, Route
+    from bastion.http1.request import Request
+
+
+class CompiledRoute:
+    __slots__ = ("handler", "methods", "name")
+
+    def __init__(self, name: str, methods: frozenset[str] | None, handler: Any) -> None:
+        self.name = name
+        self.methods = methods
+        self.handler = handler
+
+
+class Plan:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.listeners = list(config.listen.http)
+        self.limits = config.limits
+        self.timeouts = config.timeouts
+        self.hosts: HostTable[PathTable[CompiledRoute]] = HostTable()
+        self.pools: set[Pool] = set()
+        self._networks = [ipaddress.ip_network(n) for n in config.trusted_proxies]
+        self._trusted_cache: dict[str, bool] = {}
+        self.trusted: Callable[[str], bool] | None = self.is_trusted if self._networks else None
+
+    def route(self, req: Request) -> tuple[CompiledRoute | None, int, bytes]:
+        """The route for a request, or (None, status, Allow value) for 404/405."""
+        paths = self.hosts.lookup(req.host)
+        if paths is None:
+            return None, 404, b""
+        candidates = paths.match(req.path)
+        if candidates is None:
+            return None, 404, b""
+        method = req.method
+        for route in candidates:
+            if route.methods is None or method in route.methods:
+                return route, 0, b""
+        allowed = sorted({m for r in candidates if r.methods for m in r.methods})
+        return None, 405, ", ".join(allowed).encode()
+
+    def is_trusted(self, ip: str) -> bool:
+        if not self._networks:
+            return False
+        cached = self._trusted_cache.get(ip)
+        if cached is None:
+            try:
+                address = ipaddress.ip_address(ip)
+            except ValueError:
+                cached = False
+            else:
+                mapped = getattr(address, "ipv4_mapped", None)
+                address = mapped or address
+                cached = any(address in net for net in self._networks)
+            if len(self._trusted_cache) > 4096:
+                self._trusted_cache.clear()
+            self._trusted_cache[ip] = cached
+        return cached
+
+
+def compile_plan(config: Config, registry: PoolRegistry) -> Plan:
+    plan = Plan(config)
+    for site in config.sites:
+        paths: PathTable[CompiledRoute] = PathTable()
+        for route in site.routes:
+            handler = _handler(route, plan, registry)
+            methods = frozenset(route.methods) if route.methods else None
+            if methods is not None and "GET" in methods:
+                methods = methods | {"HEAD"}
+            compiled = CompiledRoute(route.path.text, methods, handler)
+            paths.add(route.path.kind, route.path.value, compiled)
+        for host in site.hosts:
+            plan.hosts.add(host, paths)
+    return plan
+
+
+def _handler(route: Route, plan: Plan, registry: PoolRegistry) -> Any:
+    prefix = route.path.value if route.path.kind == "prefix" else None
+    if route.proxy is not None:
+        proxy = route.proxy
+        pools = [
+            registry.get(address, proxy.max_idle_connections, proxy.idle_timeout)
+            for address in proxy.upstreams
+        ]
+        plan.pools.update(pools)
+        strip = prefix if route.strip_prefix else None
+        return ProxyHandler(proxy, pools, strip, plan.trusted)
+    if route.redirect is not None:
+        return RedirectHandler(route.redirect, prefix)
+    if route.static is not None:
+        return StaticHandler(route.static)
+    assert route.respond is not None
+    return RespondHandler(route.respond)

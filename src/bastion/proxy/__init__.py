@@ -1,0 +1,1 @@
+"""Forwarding to upstreams: connection pools, the request/response exchange, tunnels."""

@@ -1,0 +1,400 @@
+"""One proxied request: client → upstream and back, streamed, with backpressure.
+
+An `Exchange` is three things at once, so that no extra object or task sits on
+the hot path: the sink of the client's request body, the producer of the client's
+response (paused when the client reads slowly), and the receiver of the upstream
+connection's parser events. Only a new upstream connection costs a task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from bastion.http1.request import BODY_CHUNKED, BODY_CLOSE, BODY_LENGTH, BODY_NONE, Request
+from bastion.http1.server import PAUSE_UPSTREAM
+from bastion.http1.status import status_line
+from bastion.proxy.headers import RESPONSE_DROPPED
+from bastion.proxy.pool import Pool, UpstreamConnection
+
+if TYPE_CHECKING:
+    from bastion.http1.server import HTTP1Connection
+    from bastion.proxy.handler import ProxyHandler
+
+log = logging.getLogger("bastion.proxy")
+
+IDEMPOTENT = frozenset(("GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"))
+
+
+class Exchange:
+    __slots__ = (
+        "attempts",
+        "client",
+        "done",
+        "framing",
+        "handler",
+        "head",
+        "interim",
+        "loop",
+        "pool",
+        "req",
+        "request_sent",
+        "resp_headers",
+        "resp_started",
+        "sent_at",
+        "task",
+        "tunnelling",
+        "upstream",
+    )
+
+    def __init__(self, handler: ProxyHandler, client: HTTP1Connection, req: Request) -> None:
+        self.handler = handler
+        self.client = client
+        self.req = req
+        self.loop = client.ctx.loop
+        self.head = b""
+        self.pool: Pool | None = None
+        self.upstream: UpstreamConnection | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.resp_headers: list[tuple[bytes, bytes]] = []
+        self.resp_started = False
+        self.request_sent = False
+        self.interim = False
+        self.tunnelling = False
+        self.done = False
+        self.framing = BODY_NONE
+        self.attempts = 0
+        self.sent_at = 0.0
+
+    # ------------------------------------------------------------------- start
+    def start(self, head: bytes) -> None:
+        self.head = head
+        client = self.client
+        client.producer = self
+        client.send_continue(self.req)
+        pool = self.handler.pick()
+        self.pool = pool
+        conn = pool.acquire()
+        if conn is not None:
+            self._send(conn)
+        else:
+            self.task = self.loop.create_task(self._connect(pool))
+
+    async def _connect(self, pool: Pool) -> None:
+        handler = self.handler
+        tries = len(handler.pools)
+        while True:
+            self.attempts += 1
+            try:
+                conn = await asyncio.wait_for(pool.connect(), handler.connect_timeout)
+            except TimeoutError:
+                log.warning("upstream %s: connect timed out", pool.label)
+                self._fail(504, "The upstream server did not accept the connection in time.")
+                return
+            except OSError as exc:
+                log.warning("upstream %s: connect failed: %s", pool.label, exc.strerror or exc)
+                tries -= 1
+                if tries > 0 and not self.done:
+                    pool = self.pool = handler.pick()
+                    continue
+                self._fail(502, "The upstream server refused the connection.")
+                return
+            break
+        self.task = None
+        if self.done:
+            pool.release(conn)
+            return
+        self._send(conn)
+
+    def _send(self, conn: UpstreamConnection) -> None:
+        self.upstream = conn
+        conn.exchange = self
+        req = self.req
+        transport = conn.transport
+        assert transport is not None
+        self.sent_at = self.loop.time()
+        if req.has_body:
+            buffered = self.client.take_body(req, self)
+            if req.chunked:
+                chunks = [self.head]
+                for data in buffered:
+                    chunks += (b"%x\r\n" % len(data), data, b"\r\n")
+                transport.writelines(chunks)
+            elif buffered:
+                transport.writelines([self.head, *buffered])
+            else:
+                transport.write(self.head)
+            if req.body_done:
+                self.on_body_end()
+            else:
+                conn.arm(self.sent_at + self.handler.send_timeout)
+        else:
+            transport.write(self.head)
+            self.request_sent = True
+            conn.arm(self.sent_at + self.handler.read_timeout)
+
+    # ------------------------------------------------- request body (the sink)
+    def on_body(self, data: bytes) -> None:
+        conn = self.upstream
+        if conn is None or conn.transport is None:
+            return
+        if self.req.chunked:
+            conn.transport.writelines((b"%x\r\n" % len(data), data, b"\r\n"))
+        else:
+            conn.transport.write(data)
+        conn.deadline = self.loop.time() + self.handler.send_timeout
+
+    def on_body_end(self) -> None:
+        self.request_sent = True
+        conn = self.upstream
+        if conn is None or conn.transport is None:
+            return
+        if self.req.chunked:
+            conn.transport.write(b"0\r\n\r\n")
+        conn.arm(self.loop.time() + self.handler.read_timeout)
+
+    # -------------------------------------------------------------- backpressure
+    def pause_producing(self) -> None:
+        conn = self.upstream
+        if conn is not None and conn.transport is not None:
+            conn.transport.pause_reading()
+
+    def resume_producing(self) -> None:
+        conn = self.upstream
+        if conn is not None and conn.transport is not None:
+            conn.transport.resume_reading()
+
+    def upstream_pause_writing(self) -> None:
+        self.client.pause_reading(PAUSE_UPSTREAM)
+
+    def upstream_resume_writing(self) -> None:
+        self.client.resume_reading(PAUSE_UPSTREAM)
+
+    # ------------------------------------------------------- upstream response
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.resp_headers.append((name, value))
+
+    def on_response_head(self, status: int) -> None:
+        req = self.req
+        if status < 200 and not (status == 101 and req.upgrade is not None):
+            self.interim = True  # 100/102/103: not relayed, the final answer follows
+            self.resp_headers = []
+            return
+        parts = [status_line(status)]
+        append = parts.append
+        chunked = False
+        length = False
+        has_date = False
+        tokens: list[bytes] = []
+        for name, value in self.resp_headers:
+            lname = name.lower()
+            if lname in RESPONSE_DROPPED:
+                if lname == b"transfer-encoding":
+                    chunked = True
+                elif lname == b"connection":
+                    tokens += (t.strip().lower() for t in value.split(b","))
+                if status != 101 or lname not in (b"connection", b"upgrade"):
+                    continue
+            elif lname == b"content-length":
+                length = True
+            elif lname == b"date":
+                has_date = True
+            append(name + b": " + value + b"\r\n")
+        if tokens and status != 101:
+            named = set(tokens) - {b"close", b"keep-alive", b""}
+            if named:
+                parts = [parts[0]] + [
+                    p for p in parts[1:] if p.split(b":", 1)[0].lower() not in named
+                ]
+        if not has_date:
+            parts.append(self.client.ctx.date_header)
+        self.resp_headers = []
+        req.status = status
+        req.upstream = self.pool.label if self.pool is not None else ""
+        if status == 101:
+            self.head = b"".join(parts)
+            return  # the parser raises HttpParserUpgrade next: on_upgraded
+        if req.method == "HEAD" or status == 204 or status == 304:
+            framing = BODY_NONE
+        elif chunked:
+            framing = BODY_CHUNKED
+        elif length:
+            framing = BODY_LENGTH
+        else:
+            framing = BODY_CLOSE
+        self.framing = framing
+        self.resp_started = True
+        self.client.write_head(req, b"".join(parts), framing)
+        if req.method == "HEAD":
+            # llhttp cannot be told that a response answers a HEAD request; the
+            # head is complete, so give the connection a fresh parser.
+            conn = self.upstream
+            keep_alive = conn is not None and conn.parser.should_keep_alive()
+            if conn is not None:
+                conn.reset_parser()
+            self._finish(keep_alive)
+
+    def on_response_body(self, data: bytes) -> None:
+        self.client.write_body(data)
+        conn = self.upstream
+        if conn is not None:
+            conn.deadline = self.loop.time() + self.handler.read_timeout
+
+    def on_response_end(self) -> None:
+        if self.interim:
+            self.interim = False
+            return
+        conn = self.upstream
+        self._finish(conn is not None and conn.parser.should_keep_alive())
+
+    def _finish(self, keep_alive: bool) -> None:
+        if self.done:
+            return
+        self.done = True
+        req = self.req
+        conn = self.upstream
+        self.upstream = None
+        req.upstream_time = self.loop.time() - self.sent_at
+        if conn is not None:
+            if self.request_sent and keep_alive and self.framing != BODY_CLOSE:
+                conn.exchange = None
+                conn.pool.release(conn)
+            else:
+                conn.close()
+        if not req.body_done:
+            req.sink = None  # answered early: the rest of the body is not forwarded
+        self.client.end_response()
+
+    def upstream_eof(self) -> None:
+        if self.resp_started and self.framing == BODY_CLOSE and not self.done:
+            self.on_response_end()
+
+    # --------------------------------------------------------------- failures
+    def upstream_lost(self, exc: Exception | None) -> None:
+        if self.done:
+            return
+        if self.tunnelling:
+            self.done = True
+            self._close_client()
+            return
+        conn_reused = self.attempts == 0
+        req = self.req
+        if (
+            not self.resp_started
+            and conn_reused
+            and req.method in IDEMPOTENT
+            and not req.has_body
+            and self.pool is not None
+        ):
+            # A pooled connection the backend had closed: retrying is safe, the
+            # request has no body and its method is idempotent.
+            self.upstream = None
+            self.task = self.loop.create_task(self._connect(self.pool))
+            return
+        self.upstream = None
+        self._fail(502, None)
+
+    def upstream_failed(self, kind: str, exc: Exception) -> None:
+        log.warning(
+            "upstream %s sent an invalid response: %s",
+            self.pool.label if self.pool else "?",
+            exc,
+        )
+        conn = self.upstream
+        self.upstream = None
+        if conn is not None:
+            conn.abort()
+        self._fail(502, None)
+
+    def timed_out(self) -> None:
+        if self.tunnelling:
+            self.peer_closed()  # an idle tunnel past websocket_idle_timeout
+            self._close_client()
+            return
+        log.warning("upstream %s: timed out", self.pool.label if self.pool else "?")
+        conn = self.upstream
+        self.upstream = None
+        if conn is not None:
+            conn.abort()
+        self._fail(504, None)
+
+    def client_gone(self) -> None:
+        self.done = True
+        if self.task is not None:
+            self.task.cancel()
+            self.task = None
+        conn = self.upstream
+        self.upstream = None
+        if conn is not None:
+            conn.abort()
+
+    def _fail(self, status: int, detail: str | None) -> None:
+        if self.done:
+            return
+        self.done = True
+        self.task = None
+        req = self.req
+        req.sink = None
+        if self.upstream is not None:
+            self.upstream.abort()
+            self.upstream = None
+        if self.resp_started:
+            # The head is out: the only honest signal left is cutting the connection.
+            req.status = req.status or status
+            self.client.abort()
+            return
+        req.upstream = self.pool.label if self.pool is not None else ""
+        self.client.resp_keep_alive = self.client.resp_keep_alive and req.body_done
+        self.client.problem(req, status, detail)
+
+    def _close_client(self) -> None:
+        transport = self.client.transport
+        if transport is not None:
+            transport.close()
+
+    # ------------------------------------------------------------------ tunnel
+    def on_upgraded(self, rest: bytes) -> None:
+        client = self.client
+        self.tunnelling = True
+        self.resp_started = True
+        conn = self.upstream
+        if client.transport is None or conn is None:
+            return
+        conn.deadline = 0.0  # tunnels have their own idle rule, below
+        conn.tunnel_idle = self.handler.websocket_idle_timeout
+        head = self.head + b"\r\n"
+        self.req.bytes_out += len(head)
+        client.transport.write(head)
+        if rest:
+            client.transport.write(rest)
+        client.start_tunnel(self)
+        if conn.tunnel_idle:
+            conn.arm(self.loop.time() + conn.tunnel_idle)
+
+    def from_client(self, data: bytes) -> None:
+        conn = self.upstream
+        if conn is not None and conn.transport is not None:
+            conn.transport.write(data)
+            if conn.tunnel_idle:
+                conn.deadline = self.loop.time() + conn.tunnel_idle
+
+    def from_upstream(self, data: bytes) -> None:
+        transport = self.client.transport
+        if transport is not None:
+            transport.write(data)
+            self.req.bytes_out += len(data)
+            conn = self.upstream
+            if conn is not None and conn.tunnel_idle:
+                conn.deadline = self.loop.time() + conn.tunnel_idle
+
+    def peer_closed(self) -> None:
+        """The client side of a tunnel closed."""
+        self.done = True
+        conn = self.upstream
+        self.upstream = None
+        if conn is not None:
+            conn.close()
+
+
+__all__ = ["BODY_CLOSE", "Exchange"]

@@ -1,0 +1,71 @@
+"""The `proxy:` action of a route, compiled once per plan."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from bastion.http1.request import Request
+from bastion.proxy.exchange import Exchange
+from bastion.proxy.headers import build_request_head
+from bastion.proxy.pool import Pool
+
+if TYPE_CHECKING:
+    from bastion.config.models import Proxy
+    from bastion.http1.server import HTTP1Connection
+
+
+class ProxyHandler:
+    __slots__ = (
+        "connect_timeout",
+        "next_index",
+        "pools",
+        "preserve_host",
+        "read_timeout",
+        "send_timeout",
+        "strip",
+        "trusted",
+        "websocket_idle_timeout",
+    )
+
+    def __init__(
+        self,
+        config: Proxy,
+        pools: list[Pool],
+        strip: str | None,
+        trusted: Callable[[str], bool] | None,
+    ) -> None:
+        self.pools = pools
+        self.next_index = 0
+        self.strip = strip  # the prefix removed from the path before forwarding
+        self.trusted = trusted
+        self.preserve_host = config.preserve_host
+        self.connect_timeout = config.timeouts.connect
+        self.read_timeout = config.timeouts.read
+        self.send_timeout = config.timeouts.send
+        self.websocket_idle_timeout = config.websocket_idle_timeout
+
+    def pick(self) -> Pool:
+        """Round robin over the route's upstreams (load-balancing policies arrive
+        with the upstreams work; this is the fallback they will keep)."""
+        pools = self.pools
+        if len(pools) == 1:
+            return pools[0]
+        index = self.next_index
+        self.next_index = (index + 1) % len(pools)
+        return pools[index]
+
+    def handle(self, client: HTTP1Connection, req: Request) -> None:
+        target = req.target
+        if self.strip is not None:
+            rest = req.raw_path[len(self.strip) :] if req.raw_path.startswith(self.strip) else ""
+            path = rest if rest.startswith("/") else "/" + rest
+            target = (path + ("?" + req.query if req.query else "")).encode("latin-1")
+        if self.preserve_host:
+            host = req.header(b"host")
+            host_line = b"Host: " + (host if host is not None else req.host.encode()) + b"\r\n"
+        else:
+            pool = self.pools[0]
+            host_line = b"Host: " + pool.address.authority.encode() + b"\r\n"
+        head = build_request_head(req, target, host_line, client.scheme, self.trusted)
+        Exchange(self, client, req).start(head)

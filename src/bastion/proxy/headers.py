@@ -1,0 +1,102 @@
+"""Header rewriting between client and upstream (RFC 9110 §7.6.1, RFC 7239 practice).
+
+Everything here runs per request, so the sets are built once and each header is
+looked at exactly once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from bastion.http1.request import Request
+
+# Hop-by-hop fields: meaningful for one connection only, never forwarded.
+HOP_BY_HOP = frozenset(
+    (
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    )
+)
+
+# Request fields the gateway sets itself; the client's copies are dropped (or,
+# from a trusted proxy, folded into ours).
+_REQUEST_REWRITTEN = HOP_BY_HOP | frozenset(
+    (
+        b"host",
+        b"content-length",
+        b"expect",
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
+        b"x-forwarded-host",
+        b"x-real-ip",
+        b"x-request-id",
+    )
+)
+# Response fields not relayed: hop-by-hop ones, and the request id the gateway
+# adds itself (a backend echoing it would duplicate it).
+RESPONSE_DROPPED = HOP_BY_HOP | frozenset((b"x-request-id",))
+
+
+def build_request_head(
+    req: Request,
+    target: bytes,
+    host_line: bytes,
+    scheme: bytes,
+    trusted: Callable[[str], bool] | None,
+) -> bytes:
+    """The request line and header block sent upstream, ending with the blank line.
+
+    `host_line` is the full "Host: …\\r\\n" line; `trusted` tells whether an address
+    belongs to `trusted_proxies` (None when none are configured).
+    """
+    parts = [req.method.encode("ascii"), b" ", target, b" HTTP/1.1\r\n", host_line]
+    append = parts.append
+    tokens = req.connection_tokens
+    skip = _REQUEST_REWRITTEN
+    for lname, name, value in req.headers:
+        if lname in skip or (tokens and lname in tokens):
+            continue
+        append(name + b": " + value + b"\r\n")
+
+    ip = req.client_ip.encode("latin-1")
+    if trusted is not None and trusted(req.client_ip):
+        xff = req.xff + b", " + ip if req.xff else ip
+        real_ip = _real_ip(xff, trusted)
+        xfp = req.xfp or scheme
+        xfh = req.xfh or _host_value(host_line)
+    else:
+        xff = real_ip = ip
+        xfp = scheme
+        xfh = _host_value(host_line)
+    append(b"X-Forwarded-For: " + xff + b"\r\nX-Forwarded-Proto: " + xfp)
+    append(b"\r\nX-Forwarded-Host: " + xfh + b"\r\nX-Real-IP: " + real_ip)
+    append(b"\r\nX-Request-ID: " + req.request_id.encode("latin-1") + b"\r\n")
+    if req.upgrade is not None:
+        append(b"Connection: upgrade\r\nUpgrade: " + req.upgrade + b"\r\n")
+    if req.chunked:
+        append(b"Transfer-Encoding: chunked\r\n")
+    elif req.content_length is not None:
+        append(b"Content-Length: %d\r\n" % req.content_length)
+    append(b"\r\n")
+    return b"".join(parts)
+
+
+def _host_value(host_line: bytes) -> bytes:
+    return host_line[6:-2]
+
+
+def _real_ip(xff: bytes, trusted: Callable[[str], bool]) -> bytes:
+    """The rightmost address in X-Forwarded-For that is not a trusted proxy: the
+    first hop we cannot vouch for is the client (what nginx's real_ip_recursive does)."""
+    hops = [h.strip() for h in xff.split(b",") if h.strip()]
+    for hop in reversed(hops):
+        if not trusted(hop.decode("latin-1")):
+            return hop
+    return hops[0] if hops else b""

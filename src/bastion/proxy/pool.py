@@ -1,0 +1,246 @@
+"""Upstream connections and their keep-alive pools.
+
+One `Pool` per upstream endpoint. Idle connections are a LIFO stack: the most
+recently used connection is the warmest (its TCP window open, least likely to
+have hit the backend's own idle timeout). A connection closed by the backend
+while idle leaves the stack at once (`connection_lost`), so a request is rarely
+written to a dead socket; when it is, the exchange decides whether a retry is safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from typing import TYPE_CHECKING, Any
+
+import httptools
+
+if TYPE_CHECKING:
+    from bastion.config.models import UpstreamAddress
+
+log = logging.getLogger("bastion.proxy")
+
+
+class UpstreamConnection(asyncio.Protocol):
+    """One connection to a backend. While busy, every parser event goes to the
+    exchange that owns it; while idle, any byte or EOF from the backend retires it."""
+
+    def __init__(self, pool: Pool) -> None:
+        self.pool = pool
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.exchange: Any = None
+        self.closed = False
+        self.reused = False
+        self.in_feed = False
+        self.release_after_feed = False
+        # One timer per connection, re-armed lazily: while busy it watches the
+        # exchange's read/send deadline, while idle the pool's idle timeout.
+        self.deadline = 0.0
+        self.timer: asyncio.TimerHandle | None = None
+        self.tunnel_idle: float | None = None
+
+    # transport events
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop transports are not asyncio.Transport subclasses; same interface
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        exchange = self.exchange
+        if exchange is None:
+            self.close()  # bytes on an idle connection: the backend is confused
+            return
+        if exchange.tunnelling:
+            exchange.from_upstream(data)
+            return
+        self.in_feed = True
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as upgrade:
+            if self.exchange is not None:
+                self.exchange.on_upgraded(data[upgrade.args[0] :])
+        except httptools.HttpParserError as exc:
+            if self.exchange is not None:
+                self.exchange.upstream_failed("invalid", exc)
+            else:
+                self.close()
+        finally:
+            self.in_feed = False
+        if self.release_after_feed:
+            self.release_after_feed = False
+            self.pool.release(self)
+
+    def eof_received(self) -> bool:
+        if self.exchange is not None:
+            self.exchange.upstream_eof()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.pool.forget(self)
+        exchange = self.exchange
+        if exchange is not None:
+            self.exchange = None
+            exchange.upstream_lost(exc)
+
+    def pause_writing(self) -> None:
+        if self.exchange is not None:
+            self.exchange.upstream_pause_writing()
+
+    def resume_writing(self) -> None:
+        if self.exchange is not None:
+            self.exchange.upstream_resume_writing()
+
+    # parser events, forwarded to the exchange
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self.exchange is not None:
+            self.exchange.on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        if self.exchange is not None:
+            self.exchange.on_response_head(self.parser.get_status_code())
+
+    def on_body(self, body: bytes) -> None:
+        if self.exchange is not None:
+            self.exchange.on_response_body(body)
+
+    def on_message_complete(self) -> None:
+        if self.exchange is not None:
+            self.exchange.on_response_end()
+
+    # ownership
+    def reset_parser(self) -> None:
+        self.parser = httptools.HttpResponseParser(self)
+
+    def close(self) -> None:
+        self.closed = True
+        self.exchange = None
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        self.closed = True
+        self.exchange = None
+        if self.transport is not None:
+            self.transport.abort()
+
+    def arm(self, deadline: float) -> None:
+        self.deadline = deadline
+        if self.timer is None:
+            self.timer = self.pool.loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self.timer = None
+        if self.closed or self.deadline <= 0.0:
+            return
+        loop = self.pool.loop
+        if loop.time() < self.deadline:
+            self.timer = loop.call_at(self.deadline, self._on_timer)
+            return
+        exchange = self.exchange
+        if exchange is not None:
+            exchange.timed_out()
+        else:
+            self.pool.forget(self)
+            self.close()
+
+
+class Pool:
+    """Keep-alive connections to one endpoint."""
+
+    def __init__(
+        self,
+        address: UpstreamAddress,
+        loop: asyncio.AbstractEventLoop,
+        max_idle: int,
+        idle_timeout: float,
+    ) -> None:
+        self.address = address
+        self.loop = loop
+        self.max_idle = max_idle
+        self.idle_timeout = idle_timeout
+        self.idle: list[UpstreamConnection] = []
+        self.retired = False
+        self.label = address.text
+
+    def acquire(self) -> UpstreamConnection | None:
+        idle = self.idle
+        while idle:
+            conn = idle.pop()
+            if not conn.closed:
+                conn.reused = True
+                return conn
+        return None
+
+    async def connect(self) -> UpstreamConnection:
+        address = self.address
+        if address.scheme == "unix":
+            assert address.path is not None
+            _, conn = await self.loop.create_unix_connection(
+                lambda: UpstreamConnection(self), address.path
+            )
+        else:
+            _, conn = await self.loop.create_connection(
+                lambda: UpstreamConnection(self), address.host, address.port
+            )
+            sock = conn.transport.get_extra_info("socket") if conn.transport else None
+            if sock is not None:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return conn
+
+    def release(self, conn: UpstreamConnection) -> None:
+        """Take back a connection whose exchange finished cleanly."""
+        if conn.in_feed:
+            conn.release_after_feed = True
+            return
+        conn.exchange = None
+        if conn.closed:
+            return
+        if self.retired or len(self.idle) >= self.max_idle:
+            conn.close()
+            return
+        conn.arm(self.loop.time() + self.idle_timeout)
+        self.idle.append(conn)
+
+    def forget(self, conn: UpstreamConnection) -> None:
+        with contextlib.suppress(ValueError):
+            self.idle.remove(conn)
+
+    def retire(self) -> None:
+        """The endpoint left the configuration: close idle connections now and busy
+        ones when their exchange ends."""
+        self.retired = True
+        while self.idle:
+            self.idle.pop().close()
+
+
+class PoolRegistry:
+    """Pools keyed by endpoint and pool settings, kept across reloads so that a
+    reload does not drop warm connections to backends that are still configured."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.pools: dict[tuple[str, int, float], Pool] = {}
+
+    def get(self, address: UpstreamAddress, max_idle: int, idle_timeout: float) -> Pool:
+        key = (address.text, max_idle, idle_timeout)
+        pool = self.pools.get(key)
+        if pool is None:
+            pool = self.pools[key] = Pool(address, self.loop, max_idle, idle_timeout)
+        return pool
+
+    def keep_only(self, used: set[Pool]) -> None:
+        for key, pool in list(self.pools.items()):
+            if pool not in used:
+                pool.retire()
+                del self.pools[key]
+
+    def close(self) -> None:
+        for pool in self.pools.values():
+            pool.retire()
+        self.pools.clear()

@@ -1,0 +1,159 @@
+"""Request routing tables: host → site, then path → route.
+
+Both lookups are dictionary probes, never a scan over every route:
+- hosts: exact names in one dict, wildcard suffixes in another probed once per
+  dot of the request's host (longest suffix first), then the "*" fallback;
+- paths: exact paths in a dict; prefixes in a dict probed once per distinct
+  prefix length (longest first), so the cost grows with the number of distinct
+  prefix lengths, not with the number of routes; regex routes last, in file order,
+  only when no exact or prefix route matched.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class HostTable(Generic[T]):
+    __slots__ = ("_any", "_exact", "_suffixes")
+
+    def __init__(self) -> None:
+        self._exact: dict[str, T] = {}
+        self._suffixes: dict[str, T] = {}  # ".example.test" for "*.example.test"
+        self._any: T | None = None
+
+    def add(self, pattern: str, value: T) -> None:
+        pattern = pattern.lower().strip("[]")
+        if pattern == "*":
+            self._any = value
+        elif pattern.startswith("*."):
+            self._suffixes[pattern[1:]] = value
+        else:
+            self._exact[pattern] = value
+
+    def lookup(self, host: str) -> T | None:
+        found = self._exact.get(host)
+        if found is not None:
+            return found
+        if self._suffixes:
+            dot = host.find(".")
+            while dot > 0:
+                found = self._suffixes.get(host[dot:])
+                if found is not None:
+                    return found
+                dot = host.find(".", dot + 1)
+        return self._any
+
+
+class PathTable(Generic[T]):
+    """Maps a request path to the candidates of the most specific matching route.
+
+    A candidate list holds the routes sharing one path (they differ by methods).
+    """
+
+    __slots__ = ("_exact", "_prefix_lengths", "_prefixes", "_regexes")
+
+    def __init__(self) -> None:
+        self._exact: dict[str, list[T]] = {}
+        self._prefixes: dict[str, list[T]] = {}
+        self._prefix_lengths: tuple[int, ...] = ()
+        self._regexes: list[tuple[re.Pattern[str], list[T]]] = []
+
+    def add(self, kind: str, value: str, item: T) -> None:
+        if kind == "exact":
+            self._exact.setdefault(value, []).append(item)
+        elif kind == "prefix":
+            self._prefixes.setdefault(value, []).append(item)
+            self._prefix_lengths = tuple(sorted({len(p) for p in self._prefixes}, reverse=True))
+        else:
+            for pattern, items in self._regexes:
+                if pattern.pattern == value:
+                    items.append(item)
+                    return
+            self._regexes.append((re.compile(value), [item]))
+
+    def match(self, path: str) -> list[T] | None:
+        found = self._exact.get(path)
+        if found is not None:
+            return found
+        size = len(path)
+        prefixes = self._prefixes
+        for length in self._prefix_lengths:
+            if length <= size:
+                found = prefixes.get(path[:length])
+                if found is not None:
+                    return found
+        for pattern, items in self._regexes:
+            if pattern.search(path) is not None:
+                return items
+        return None
+
+    def values(self) -> Iterable[T]:
+        for group in (*self._exact.values(), *self._prefixes.values()):
+            yield from group
+        for _, items in self._regexes:
+            yield from items
+
+
+_HOST_CHARS = re.compile(r"[a-z0-9.\-_~!$&'()*+,;=%]+|\[[0-9a-f:.]+\]")
+
+
+def parse_host(value: str) -> str | None:
+    """Validate a Host header (RFC 9110 §7.2, RFC 3986 host) and return the host
+    lowercased without port or brackets; None when it is malformed."""
+    value = value.lower()
+    if value.startswith("["):
+        end = value.find("]")
+        if end < 0:
+            return None
+        host, rest = value[: end + 1], value[end + 1 :]
+    else:
+        host, sep, port = value.partition(":")
+        rest = ":" + port if sep else ""
+    if rest and (rest[0] != ":" or not rest[1:].isdigit() or len(rest) > 6) and rest != ":":
+        return None
+    if not host or _HOST_CHARS.fullmatch(host) is None:
+        return None
+    return host.strip("[]")
+
+
+def normalize_path(path: str) -> str | None:
+    """The path routes are matched on: percent-decoded, duplicate slashes merged
+    and dot segments resolved (as nginx does before matching locations), so that
+    "/api/../admin" cannot reach a route meant for "/admin" through "/api/".
+    None when the path is not absolute, climbs above the root or decodes to a
+    control character. Plain paths take the fast exit.
+    """
+    if not path.startswith("/"):
+        return None
+    if "%" not in path and "/." not in path and "//" not in path:
+        return path
+    if "%" in path:
+        from urllib.parse import unquote
+
+        path = unquote(path, errors="strict") if _valid_escapes(path) else ""
+        if not path or any(ord(c) < 0x20 or ord(c) == 0x7F for c in path):
+            return None
+    out: list[str] = []
+    for segment in path.split("/")[1:]:
+        if segment in ("", "."):
+            continue
+        if segment == "..":
+            if not out:
+                return None
+            out.pop()
+        else:
+            out.append(segment)
+    trailing = "/" if path.endswith(("/", "/.", "/..")) and out else ""
+    return "/" + "/".join(out) + trailing
+
+
+_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+
+
+def _valid_escapes(path: str) -> bool:
+    return _ESCAPE.search(path) is None

@@ -1,0 +1,1 @@
+"""Listeners, workers, signals, graceful reload and shutdown."""

@@ -1,0 +1,44 @@
+"""Per-worker state shared by every connection: the current plan, the clock-driven
+Date header, request ids and the set of open connections (for draining)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from email.utils import formatdate
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bastion.http1.server import HTTP1Connection
+    from bastion.observe.accesslog import AccessLog
+    from bastion.plan import Plan
+
+
+class WorkerContext:
+    def __init__(self, loop: asyncio.AbstractEventLoop, plan: Plan) -> None:
+        self.loop = loop
+        self.plan = plan
+        self.connections: set[HTTP1Connection] = set()
+        self.tunnels: set[Any] = set()
+        self.access_log: AccessLog | None = None
+        self.draining = False
+        self._id_prefix = os.urandom(5).hex()
+        self._id_counter = 0
+        self.date_header = b""
+        self._date_handle: asyncio.TimerHandle | None = None
+        self._tick()
+
+    def _tick(self) -> None:
+        # Formatting the Date header costs microseconds; once a second is enough
+        # (the same approach as uvicorn's server loop).
+        self.date_header = b"Date: " + formatdate(usegmt=True).encode() + b"\r\n"
+        self._date_handle = self.loop.call_later(1.0, self._tick)
+
+    def next_request_id(self) -> str:
+        self._id_counter += 1
+        return f"{self._id_prefix}{self._id_counter:07x}"
+
+    def close(self) -> None:
+        if self._date_handle is not None:
+            self._date_handle.cancel()
+            self._date_handle = None

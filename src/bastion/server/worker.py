@@ -1,0 +1,196 @@
+"""One worker process: an event loop, its listeners, reload and graceful shutdown.
+
+Reload swaps the plan reference in the worker context. Requests already being
+served keep the route objects they matched (so they finish on the old plan);
+the next request on any connection reads the new one. Listeners that exist in
+both plans are never closed; upstream pools for endpoints still configured keep
+their warm connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from pathlib import Path
+
+from bastion.config import Address, ConfigError, LoadedConfig, load_config
+from bastion.http1.server import HTTP1Connection
+from bastion.observe.accesslog import AccessLog
+from bastion.plan import Plan, compile_plan
+from bastion.proxy.pool import PoolRegistry
+from bastion.server.context import WorkerContext
+
+log = logging.getLogger("bastion.server")
+
+
+class Worker:
+    def __init__(self, loaded: LoadedConfig, *, reuse_port: bool = False) -> None:
+        self.loaded = loaded
+        self.reuse_port = reuse_port
+        self.servers: dict[str, asyncio.Server] = {}
+        self.stopping: asyncio.Event | None = None
+        self.ctx: WorkerContext | None = None
+        self.registry: PoolRegistry | None = None
+        self._reload_lock: asyncio.Lock | None = None
+        self.ready: asyncio.Event | None = None
+
+    # ------------------------------------------------------------------ serve
+    async def serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.stopping = asyncio.Event()
+        self.ready = asyncio.Event()
+        self._reload_lock = asyncio.Lock()
+        self.registry = PoolRegistry(loop)
+        plan = compile_plan(self.loaded.config, self.registry)
+        self.ctx = WorkerContext(loop, plan)
+        self._configure_access_log(plan)
+        await self._sync_listeners(plan.listeners)
+        self._install_signals(loop)
+        watch = None
+        if plan.config.watch and self.loaded.source is not None:
+            watch = loop.create_task(self._watch(self.loaded.source))
+        self.ready.set()
+        try:
+            await self.stopping.wait()
+        finally:
+            if watch is not None:
+                watch.cancel()
+            await self._drain()
+
+    def _install_signals(self, loop: asyncio.AbstractEventLoop) -> None:
+        loop.add_signal_handler(signal.SIGTERM, self.stop)
+        loop.add_signal_handler(signal.SIGINT, self.stop)
+        loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.reload()))
+        loop.add_signal_handler(signal.SIGUSR1, self.reopen_logs)
+
+    def stop(self) -> None:
+        if self.stopping is not None:
+            self.stopping.set()
+
+    def reopen_logs(self) -> None:
+        if self.ctx is not None and self.ctx.access_log is not None:
+            self.ctx.access_log.reopen()
+            log.info("access log reopened")
+
+    # -------------------------------------------------------------- listeners
+    async def _sync_listeners(self, wanted: list[Address]) -> None:
+        """Open listeners that are new, close those no longer configured. Raises
+        OSError (before closing anything) when a new address cannot be bound."""
+        assert self.ctx is not None
+        ctx = self.ctx
+        loop = ctx.loop
+        keys = {str(a): a for a in wanted}
+        opened: dict[str, asyncio.Server] = {}
+        try:
+            for key, address in keys.items():
+                if key in self.servers:
+                    continue
+                opened[key] = await loop.create_server(
+                    lambda: HTTP1Connection(ctx),
+                    address.host,
+                    address.port,
+                    reuse_port=self.reuse_port or None,
+                    backlog=2048,
+                )
+        except OSError:
+            for server in opened.values():
+                server.close()
+            raise
+        for key, server in opened.items():
+            self.servers[key] = server
+            log.info("listening on http://%s", key)
+        for key in [k for k in self.servers if k not in keys]:
+            self.servers.pop(key).close()
+            log.info("stopped listening on http://%s", key)
+
+    # ----------------------------------------------------------------- reload
+    async def reload(self) -> bool:
+        """Load the file again; on any error keep serving the running config."""
+        assert self.ctx is not None and self.registry is not None
+        assert self._reload_lock is not None
+        source = self.loaded.source
+        if source is None:
+            log.warning("reload ignored: this instance was not started from a file")
+            return False
+        async with self._reload_lock:
+            try:
+                loaded = load_config(source)
+                plan = compile_plan(loaded.config, self.registry)
+                await self._sync_listeners(plan.listeners)
+            except ConfigError as exc:
+                log.error("reload rejected, still serving the previous config:\n%s", exc)
+                return False
+            except OSError as exc:
+                log.error("reload rejected, still serving the previous config: %s", exc)
+                return False
+            self.loaded = loaded
+            old = self.ctx.plan
+            self.ctx.plan = plan
+            self.registry.keep_only(plan.pools)
+            if _log_settings(old) != _log_settings(plan):
+                self._configure_access_log(plan)
+            log.info("configuration reloaded from %s", source)
+            return True
+
+    async def _watch(self, path: Path) -> None:
+        last = _mtime(path)
+        while True:
+            await asyncio.sleep(1.0)
+            current = _mtime(path)
+            if current != last:
+                last = current
+                await self.reload()
+
+    def _configure_access_log(self, plan: Plan) -> None:
+        assert self.ctx is not None
+        if self.ctx.access_log is not None:
+            self.ctx.access_log.close()
+            self.ctx.access_log = None
+        settings = plan.config.access_log
+        if settings.format != "off":
+            self.ctx.access_log = AccessLog(self.ctx.loop, settings.format, settings.path)
+
+    # --------------------------------------------------------------- shutdown
+    async def _drain(self) -> None:
+        """Stop accepting, let in-flight requests finish up to shutdown_timeout,
+        then close what is left."""
+        assert self.ctx is not None
+        ctx = self.ctx
+        for server in self.servers.values():
+            server.close()
+        self.servers.clear()
+        ctx.draining = True
+        timeout = ctx.plan.config.shutdown_timeout
+        deadline = ctx.loop.time() + timeout
+        while ctx.connections and ctx.loop.time() < deadline:
+            for conn in list(ctx.connections):
+                conn.close_idle()
+            await asyncio.sleep(0.05)
+        for conn in list(ctx.connections):
+            conn.abort()
+        if ctx.access_log is not None:
+            ctx.access_log.close()
+        if self.registry is not None:
+            self.registry.close()
+        ctx.close()
+        log.info("stopped")
+
+
+def _log_settings(plan: Plan) -> tuple[str, str]:
+    return plan.config.access_log.format, plan.config.access_log.path
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return os.stat(path).st_mtime
+    except OSError:
+        return 0.0
+
+
+def run_worker(loaded: LoadedConfig, *, reuse_port: bool = False) -> None:
+    """Run one worker in this process until SIGTERM/SIGINT."""
+    import uvloop
+
+    uvloop.run(Worker(loaded, reuse_port=reuse_port).serve())

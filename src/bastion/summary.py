@@ -1,0 +1,52 @@
+"""The text `bastion check` prints: what the compiled plan will do. Secrets
+substituted from ${ENV} or ${file:} never appear in it."""
+
+from __future__ import annotations
+
+from bastion.config import LoadedConfig
+from bastion.plan import Plan
+
+
+def describe(loaded: LoadedConfig, plan: Plan) -> str:
+    config = loaded.config
+    lines = [f"configuration OK: {loaded.source or '<built-in>'}", ""]
+    lines.append("listeners:")
+    lines += [f"  http://{address}" for address in config.listen.http]
+    workers = config.workers
+    lines.append(f"workers: {workers}")
+    for index, site in enumerate(config.sites):
+        lines.append(f"site {index}: hosts {', '.join(site.hosts)}")
+        for route in site.routes:
+            methods = f" [{', '.join(route.methods)}]" if route.methods else ""
+            lines.append(f"  {route.path.text}{methods} -> {_action(route)}")
+    upstreams = sorted({pool.label for pool in plan.pools})
+    if upstreams:
+        lines.append("upstreams:")
+        lines += [f"  {u}" for u in upstreams]
+    limits = config.limits
+    lines.append(
+        f"limits: header {limits.max_header_bytes} B, uri {limits.max_uri_bytes} B, body "
+        f"{limits.max_body_bytes or 'unlimited'} B, {limits.max_connections} connections/worker"
+    )
+    log = config.access_log
+    lines.append(f"access log: {log.format}" + ("" if log.format == "off" else f" -> {log.path}"))
+    text = "\n".join(lines)
+    for secret in sorted(loaded.secrets, key=len, reverse=True):
+        if secret:
+            text = text.replace(secret, "<redacted>")
+    return text
+
+
+def _action(route: object) -> str:
+    proxy = getattr(route, "proxy", None)
+    if proxy is not None:
+        strip = ", strip prefix" if getattr(route, "strip_prefix", False) else ""
+        return f"proxy {', '.join(str(u) for u in proxy.upstreams)}{strip}"
+    redirect = getattr(route, "redirect", None)
+    if redirect is not None:
+        return f"redirect {redirect.status} {redirect.to}"
+    static = getattr(route, "static", None)
+    if static is not None:
+        return f"static {static.root}"
+    respond = getattr(route, "respond", None)
+    return f"respond {respond.status}" if respond is not None else "?"
