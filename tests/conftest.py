@@ -95,8 +95,13 @@ class _Handler(BaseHTTPRequestHandler):
                 total += len(data)
         return total, digest.hexdigest()
 
-    def _send(self, status: int, body: bytes, ctype: str = "application/json",
-              extra: dict[str, str] | None = None) -> None:
+    def _send(
+        self,
+        status: int,
+        body: bytes,
+        ctype: str = "application/json",
+        extra: dict[str, str] | None = None,
+    ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
@@ -153,11 +158,17 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             self.connection.shutdown(socket.SHUT_RDWR)
         elif path.endswith("/headers"):
-            self._send(200, b"ok", "text/plain", {
-                "Connection": "close, X-Hop" if query.get("close") else "X-Hop",
-                "X-Hop": "secret-hop", "Keep-Alive": "timeout=5",
-                "X-Backend": "yes",
-            })
+            self._send(
+                200,
+                b"ok",
+                "text/plain",
+                {
+                    "Connection": "close, X-Hop" if query.get("close") else "X-Hop",
+                    "X-Hop": "secret-hop",
+                    "Keep-Alive": "timeout=5",
+                    "X-Backend": "yes",
+                },
+            )
         else:
             doc = dict(entry)
             self._send(200, json.dumps(doc).encode())
@@ -285,8 +296,12 @@ class Gateway:
         assert self.proc is not None
         self.proc.send_signal(sig)
 
-    def reload(self, config: dict[str, Any] | str | None = None, wait_for: str | None = None,
-               timeout: float = 10.0) -> None:
+    def reload(
+        self,
+        config: dict[str, Any] | str | None = None,
+        wait_for: str | None = None,
+        timeout: float = 10.0,
+    ) -> None:
         """Rewrite the config (optional), send SIGHUP, wait for the log line."""
         before = self.stderr.count(wait_for) if wait_for else 0
         if config is not None:
@@ -340,7 +355,9 @@ def gateway(tmp_path: Path) -> Iterator[Callable[..., Gateway]]:
             port = port or free_port()
             config = {"listen": {"http": f"127.0.0.1:{port}"}, **config}
         elif port is None and isinstance(config, dict):
-            port = int(str(config["listen"]["http"]).rsplit(":", 1)[1])
+            listen = config["listen"]["http"]
+            first = listen[0] if isinstance(listen, list) else listen
+            port = int(str(first).rsplit(":", 1)[1])
         assert port is not None, "give the port for a YAML text config"
         workdir = tmp_path / f"gw{len(started)}"
         workdir.mkdir()

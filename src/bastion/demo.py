@@ -128,7 +128,7 @@ def try_lines(port: int) -> list[str]:
         f"curl -s {base}/api/headers                   # X-Forwarded-*, X-Real-IP, X-Request-ID",
         f"curl -s -d 'hi there' {base}/api/echo        # request bodies stream through",
         f"curl -i {base}/old/hello                     # 308 redirect to /api/hello",
-        f"curl -i {base}/nope/../api/hello             # paths are normalised before routing",
+        f"curl -i --path-as-is {base}/nope/../api/hello  # paths are normalised before routing",
         f"curl -i -X DELETE {base}/health              # exact route: 405 problem+json",
         f"curl -i {base}/api/slow?seconds=2            # a slow backend answer",
     ]

@@ -1,0 +1,142 @@
+"""The command line: check, proxy quick mode, schema, demo."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from conftest import Backend, free_port, wait_for_port
+
+
+def bastion(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bastion", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        cwd=cwd,
+    )
+
+
+THREE_MISTAKES = """\
+listen:
+  http: 127.0.0.1:8080
+sites:
+  - hosts: ["*"]
+    routes:
+      - path: /api/
+        strip_prefx: true
+        proxy:
+          upstreams: ["http://127.0.0.1:8000"]
+          timeouts: {connect: fast}
+      - path: /b/
+        proxy: {upstreams: ["ftp://127.0.0.1:21"]}
+"""
+
+
+def test_check_reports_every_mistake_with_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "bastion.yaml"
+    path.write_text(THREE_MISTAKES)
+    out = bastion("check", "-c", str(path))
+    assert out.returncode == 1
+    lines = out.stderr.strip().splitlines()
+    assert any(
+        re.match(rf"{re.escape(str(path))}:7: .*strip_prefx.*did you mean 'strip_prefix'", ln)
+        for ln in lines
+    ), out.stderr
+    assert any(ln.startswith(f"{path}:10: ") and "connect" in ln for ln in lines), out.stderr
+    assert any(ln.startswith(f"{path}:12: ") and "upstreams[0]" in ln for ln in lines), out.stderr
+
+
+def test_check_prints_the_plan_without_secrets(tmp_path: Path) -> None:
+    path = tmp_path / "bastion.yaml"
+    path.write_text(
+        "listen: {http: '127.0.0.1:8080'}\nsites:\n  - hosts: [api.example.test]\n    routes:\n"
+        "      - path: /\n        respond: {body: 'token ${SECRET_TOKEN}'}\n"
+        "      - path: /api/\n        proxy: {upstreams: ['http://127.0.0.1:8000']}\n"
+    )
+    out = bastion(
+        "check", "-c", str(path), env={"SECRET_TOKEN": "s3cr3t-value", "PATH": "/usr/bin"}
+    )
+    assert out.returncode == 0, out.stderr
+    assert "http://127.0.0.1:8080" in out.stdout and "api.example.test" in out.stdout
+    assert "/api/ -> proxy http://127.0.0.1:8000" in out.stdout
+    assert "s3cr3t-value" not in out.stdout + out.stderr
+    missing = bastion("check", "-c", str(path), env={"PATH": "/usr/bin"})
+    assert missing.returncode == 1 and "SECRET_TOKEN" in missing.stderr
+    assert f"{path}:6:" in missing.stderr
+
+
+def test_schema_is_json_schema() -> None:
+    out = bastion("schema")
+    assert out.returncode == 0
+    schema = json.loads(out.stdout)
+    assert "sites" in schema["properties"]
+
+
+def _serve(args: list[str], port: int, tmp_path: Path) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bastion", *args],
+        stdout=(tmp_path / "out").open("wb"),
+        stderr=(tmp_path / "err").open("wb"),
+    )
+    try:
+        wait_for_port(port)
+    except TimeoutError:
+        proc.kill()
+        raise
+    return proc
+
+
+def test_quick_proxy_mode(backend: Backend, tmp_path: Path) -> None:
+    port = free_port()
+    proc = _serve(["proxy", "--from", f"127.0.0.1:{port}", "--to", backend.url], port, tmp_path)
+    try:
+        r = httpx.get(f"http://127.0.0.1:{port}/quick")
+        assert r.status_code == 200 and backend.requests[-1]["path"] == "/quick"
+    finally:
+        proc.terminate()
+        assert proc.wait(10) == 0
+
+
+def test_demo_prints_curl_lines_that_work(tmp_path: Path) -> None:
+    port = free_port()
+    proc = _serve(["demo", "--port", str(port)], port, tmp_path)
+    try:
+        deadline = time.monotonic() + 10
+        while "Try:" not in (tmp_path / "out").read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        printed = (tmp_path / "out").read_text()
+        urls = re.findall(r"curl .*?(http://\S+)", printed)
+        assert len(urls) >= 6, printed
+        expect: dict[str, Any] = {
+            "/api/hello": 200,
+            "/api/headers": 200,
+            "/old/hello": 308,
+            "/nope/../api/hello": 200,
+            "/health": 405,
+            "/api/echo": 200,
+        }
+        with httpx.Client(follow_redirects=False) as client:
+            assert client.get(f"http://127.0.0.1:{port}/api/hello").json()["message"]
+            seen = client.get(f"http://127.0.0.1:{port}/api/headers").json()
+            assert seen["headers_seen_by_backend"]["x-forwarded-for"] == "127.0.0.1"
+            assert (
+                client.get(f"http://127.0.0.1:{port}/old/hello").headers["location"] == "/api/hello"
+            )
+            assert client.delete(f"http://127.0.0.1:{port}/health").status_code == expect["/health"]
+            echoed = client.post(f"http://127.0.0.1:{port}/api/echo", content=b"hi there").json()
+            assert echoed["received"] == "hi there"
+    finally:
+        proc.terminate()
+        assert proc.wait(10) == 0
