@@ -97,8 +97,8 @@ def test_bad_reload_keeps_the_running_config(gateway: Any) -> None:
     port = free_port()
     gw: Gateway = gateway(_respond_config(port, "good"))
     gw.reload(
-        "listen: {http: 127.0.0.1:%d}\nsites:\n  - routes:\n      - path: /\n"
-        "        respond: {stauts: 200}\n" % port,
+        f"listen: {{http: 127.0.0.1:{port}}}\nsites:\n  - routes:\n      - path: /\n"
+        "        respond: {stauts: 200}\n",
         wait_for="reload rejected",
     )
     assert "bastion.yaml:5" in gw.stderr and "did you mean 'status'" in gw.stderr

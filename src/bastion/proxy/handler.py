@@ -25,6 +25,7 @@ class ProxyHandler:
         "send_timeout",
         "strip",
         "trusted",
+        "upstream_host_line",
         "websocket_idle_timeout",
     )
 
@@ -40,6 +41,7 @@ class ProxyHandler:
         self.strip = strip  # the prefix removed from the path before forwarding
         self.trusted = trusted
         self.preserve_host = config.preserve_host
+        self.upstream_host_line = b"Host: " + pools[0].address.authority.encode() + b"\r\n"
         self.connect_timeout = config.timeouts.connect
         self.read_timeout = config.timeouts.read
         self.send_timeout = config.timeouts.send
@@ -61,11 +63,12 @@ class ProxyHandler:
             rest = req.raw_path[len(self.strip) :] if req.raw_path.startswith(self.strip) else ""
             path = rest if rest.startswith("/") else "/" + rest
             target = (path + ("?" + req.query if req.query else "")).encode("latin-1")
+        host = req.header(b"host")
+        if host is None:
+            host = req.host.encode()
         if self.preserve_host:
-            host = req.header(b"host")
-            host_line = b"Host: " + (host if host is not None else req.host.encode()) + b"\r\n"
+            host_line = b"Host: " + host + b"\r\n"
         else:
-            pool = self.pools[0]
-            host_line = b"Host: " + pool.address.authority.encode() + b"\r\n"
-        head = build_request_head(req, target, host_line, client.scheme, self.trusted)
+            host_line = self.upstream_host_line
+        head = build_request_head(req, target, host_line, host, client.scheme, self.trusted)
         Exchange(self, client, req).start(head)

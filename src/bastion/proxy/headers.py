@@ -48,12 +48,14 @@ def build_request_head(
     req: Request,
     target: bytes,
     host_line: bytes,
+    client_host: bytes,
     scheme: bytes,
     trusted: Callable[[str], bool] | None,
 ) -> bytes:
     """The request line and header block sent upstream, ending with the blank line.
 
-    `host_line` is the full "Host: …\\r\\n" line; `trusted` tells whether an address
+    `host_line` is the full "Host: …\\r\\n" line sent upstream, `client_host` the
+    host the client asked for (X-Forwarded-Host); `trusted` tells whether an address
     belongs to `trusted_proxies` (None when none are configured).
     """
     parts = [req.method.encode("ascii"), b" ", target, b" HTTP/1.1\r\n", host_line]
@@ -70,11 +72,11 @@ def build_request_head(
         xff = req.xff + b", " + ip if req.xff else ip
         real_ip = _real_ip(xff, trusted)
         xfp = req.xfp or scheme
-        xfh = req.xfh or _host_value(host_line)
+        xfh = req.xfh or client_host
     else:
         xff = real_ip = ip
         xfp = scheme
-        xfh = _host_value(host_line)
+        xfh = client_host
     append(b"X-Forwarded-For: " + xff + b"\r\nX-Forwarded-Proto: " + xfp)
     append(b"\r\nX-Forwarded-Host: " + xfh + b"\r\nX-Real-IP: " + real_ip)
     append(b"\r\nX-Request-ID: " + req.request_id.encode("latin-1") + b"\r\n")
@@ -86,10 +88,6 @@ def build_request_head(
         append(b"Content-Length: %d\r\n" % req.content_length)
     append(b"\r\n")
     return b"".join(parts)
-
-
-def _host_value(host_line: bytes) -> bytes:
-    return host_line[6:-2]
 
 
 def _real_ip(xff: bytes, trusted: Callable[[str], bool]) -> bytes:
