@@ -51,6 +51,7 @@ _SPECIAL = frozenset(
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _LINGER_SECONDS = 2.0
 _MAX_BUFFERED_BODY = 256 * 1024
+_VERSION_DETAIL = "Only HTTP/1.0 and HTTP/1.1 are supported on this connection."
 
 
 class ParseReject(Exception):
@@ -101,6 +102,9 @@ class HTTP1Connection(asyncio.Protocol):
         self.tunnel: Any = None
         self.closing = False
         self.lingering = False
+        # While an upstream chunk is being parsed, response bytes collect here and
+        # leave in one write: head, body and terminator usually share a packet.
+        self.corked: list[bytes] | None = None
         # one lazily re-armed timer (aiohttp's trick: re-arm only when it fires early)
         self.timer_kind = _T_NONE
         self.timer_deadline = 0.0
@@ -135,9 +139,7 @@ class HTTP1Connection(asyncio.Protocol):
         if active is not None:
             if active.status == 0:
                 active.status = 499
-            sink = active.sink
-            if sink is not None and hasattr(sink, "client_gone"):
-                sink.client_gone()
+            self._cancel_handler(active)
             self._log(active)
             self.active = None
         self.queue.clear()
@@ -205,6 +207,14 @@ class HTTP1Connection(asyncio.Protocol):
                 self.reject = ParseReject(414 if self.req is None else 431)
         if self.reject is not None:
             self.pause_reading(PAUSE_QUEUE)
+            queue = self.queue
+            if queue and not queue[-1].body_done:
+                # the error is in the body of the last request: it never completes
+                broken = queue[-1]
+                if broken.dispatched:
+                    self._fail_active(broken)
+                    return
+                queue.pop()
             if self.active is None:
                 if self.queue:
                     self._dispatch_next()
@@ -222,6 +232,9 @@ class HTTP1Connection(asyncio.Protocol):
             return context
         if self.req is None and self.in_head and self.url_parts:
             reason = str(exc)
+            if reason == "Invalid HTTP version":
+                # well-formed digits, a version llhttp does not speak (HTTP/3.0)
+                return ParseReject(505, _VERSION_DETAIL)
             if "HTTP/" in reason or "version" in reason.lower():
                 return ParseReject(400, "The request line is malformed.")
         return ParseReject(400)
@@ -297,7 +310,7 @@ class HTTP1Connection(asyncio.Protocol):
         parser = self.parser
         version = parser.get_http_version()
         if version != "1.1" and version != "1.0":
-            raise ParseReject(505)
+            raise ParseReject(505, _VERSION_DETAIL)
         req.version = version
         req.method = parser.get_method().decode("ascii")
         target = b"".join(self.url_parts)
@@ -419,7 +432,7 @@ class HTTP1Connection(asyncio.Protocol):
     def send_continue(self, req: Request) -> None:
         if req.expect_continue and not req.body_done and self.transport is not None:
             req.expect_continue = False
-            self.transport.write(_CONTINUE)
+            self._write(_CONTINUE)
 
     # ----------------------------------------------------------------- output
     def respond(
@@ -453,7 +466,7 @@ class HTTP1Connection(asyncio.Protocol):
         )
         if req.method == "HEAD" or status in (204, 304):
             body = b""
-        self.transport.write(head + body)
+        self._write(head + body)
         req.bytes_out += len(head) + len(body)
         self.end_response()
 
@@ -486,14 +499,23 @@ class HTTP1Connection(asyncio.Protocol):
         tail.append(b"\r\n")
         data = b"".join(tail)
         req.bytes_out += len(data)
-        self.transport.write(data)
+        if self.corked is not None:
+            self.corked.append(data)
+        else:
+            self.transport.write(data)
 
     def write_body(self, data: bytes) -> None:
         transport = self.transport
         if transport is None or not data:
             return
+        corked = self.corked
         if self.resp_chunked:
-            transport.writelines((b"%x\r\n" % len(data), data, b"\r\n"))
+            if corked is not None:
+                corked += (b"%x\r\n" % len(data), data, b"\r\n")
+            else:
+                transport.writelines((b"%x\r\n" % len(data), data, b"\r\n"))
+        elif corked is not None:
+            corked.append(data)
         else:
             transport.write(data)
         if self.active is not None:
@@ -505,7 +527,10 @@ class HTTP1Connection(asyncio.Protocol):
             return
         transport = self.transport
         if self.resp_chunked and transport is not None:
-            transport.write(b"0\r\n\r\n")
+            if self.corked is not None:
+                self.corked.append(b"0\r\n\r\n")
+            else:
+                transport.write(b"0\r\n\r\n")
         self.resp_chunked = False
         self.producer = None
         self.active = None
@@ -514,6 +539,11 @@ class HTTP1Connection(asyncio.Protocol):
         self._log(req)
         if transport is None or self.closing:
             return
+        if self.corked and (
+            not self.resp_keep_alive or not req.body_done or self.reject is not None
+        ):
+            self.uncork()  # about to close: what is queued must leave first
+            self.corked = []
         if self.reject is not None and not self.queue:
             self._send_reject()
             return
@@ -535,8 +565,25 @@ class HTTP1Connection(asyncio.Protocol):
         self.resume_reading(PAUSE_QUEUE)
         self._set_timer(_T_IDLE, self.idle_timeout)
 
+    def _write(self, data: bytes) -> None:
+        if self.corked is not None:
+            self.corked.append(data)
+        elif self.transport is not None:
+            self.transport.write(data)
+
+    def cork(self) -> None:
+        if self.corked is None:
+            self.corked = []
+
+    def uncork(self) -> None:
+        corked = self.corked
+        self.corked = None
+        if corked and self.transport is not None and not self.closing:
+            self.transport.write(corked[0] if len(corked) == 1 else b"".join(corked))
+
     def abort(self) -> None:
         """Drop the connection at once (a response was cut short upstream)."""
+        self.corked = None
         self.closing = True
         if self.transport is not None:
             self.transport.abort()
@@ -552,10 +599,40 @@ class HTTP1Connection(asyncio.Protocol):
             req.upgrade_data = b""
 
     # ------------------------------------------------------------ closing paths
-    def _send_reject(self) -> None:
+    def _cancel_handler(self, req: Request) -> None:
+        """Tell the handler of `req` (a proxy exchange, possibly still connecting
+        and without a sink yet) that the client side is gone."""
+        target = req.sink if req.sink is not None else self.producer
+        req.sink = None
+        self.producer = None
+        if target is not None and hasattr(target, "client_gone"):
+            target.client_gone()
+
+    def _fail_active(self, req: Request) -> None:
+        """The body of the dispatched request broke (bad chunk, over the limit):
+        stop its handler so no complete request reaches an upstream, then answer
+        with the reject status, or cut the connection if a response is under way."""
+        self._cancel_handler(req)
+        if self.resp_started:
+            if req.status == 0 and self.reject is not None:
+                req.status = self.reject.status
+            self.active = None
+            self.queue.clear()
+            self._log(req)
+            self.abort()
+            return
+        self.active = None
+        self._send_reject(req)
+
+    def _send_reject(self, failed: Request | None = None) -> None:
         reject = self.reject
         assert reject is not None
-        req = self.req if self.req is not None and not self.req.dispatched else Request()
+        if failed is not None:
+            req = failed
+        elif self.req is not None and not self.req.dispatched:
+            req = self.req
+        else:
+            req = Request()
         req.client_ip = self.client_ip
         if not req.request_id:
             req.request_id = self.ctx.next_request_id()
@@ -615,6 +692,7 @@ class HTTP1Connection(asyncio.Protocol):
             self.reject = ParseReject(408)
             self._send_reject()
         elif kind == _T_BODY and self.active is not None and not self.resp_started:
+            self._cancel_handler(self.active)
             self.active.keep_alive = False
             self.resp_keep_alive = False
             self.problem(self.active, 408)

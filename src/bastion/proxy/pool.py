@@ -56,6 +56,8 @@ class UpstreamConnection(asyncio.Protocol):
             exchange.from_upstream(data)
             return
         self.in_feed = True
+        client = exchange.client
+        client.cork()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
@@ -68,6 +70,7 @@ class UpstreamConnection(asyncio.Protocol):
                 self.close()
         finally:
             self.in_feed = False
+            client.uncork()
         if self.release_after_feed:
             self.release_after_feed = False
             self.pool.release(self)

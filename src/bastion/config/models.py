@@ -1,0 +1,342 @@
+"""The configuration as typed, frozen pydantic models.
+
+Every field carries a description: it is the reference documentation (``bastion schema`` and
+docs/configuration.md). Values are stored parsed: durations in seconds, sizes in bytes,
+addresses and route paths as dataclasses, relative paths made absolute.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+    model_validator,
+)
+
+from bastion.config.addresses import Address
+from bastion.config.rules import config_rules, route_rules, site_rules, validate_with_rules
+from bastion.config.show import redact
+from bastion.config.types import (
+    Duration,
+    HeaderValue,
+    HostPattern,
+    IndexName,
+    ListenAddress,
+    Method,
+    Network,
+    RelativePath,
+    RoutePathType,
+    Size,
+    Upstream,
+    WorkerCount,
+    base_dir,
+    one_or_many,
+    string_or_list_schema,
+)
+
+__all__ = [
+    "AccessLog",
+    "Config",
+    "Limits",
+    "Listen",
+    "Proxy",
+    "ProxyTimeouts",
+    "Redirect",
+    "Respond",
+    "Route",
+    "ServerTimeouts",
+    "Site",
+    "Static",
+]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Listen(_Model):
+    """Where bastion accepts connections."""
+
+    http: Annotated[
+        list[ListenAddress],
+        BeforeValidator(one_or_many),
+        string_or_list_schema({"type": "string"}),
+    ] = Field(
+        default_factory=lambda: [Address("127.0.0.1", 8080)],
+        min_length=1,
+        description="Plain-HTTP listen address, or a list of them: host:port, [ipv6]:port, "
+        "or :port for every interface.",
+    )
+
+
+class ProxyTimeouts(_Model):
+    """Time limits for talking to an upstream."""
+
+    connect: Duration = Field(default=5.0, gt=0, description="Time allowed to open a connection.")
+    read: Duration = Field(
+        default=60.0, gt=0, description="Longest gap allowed between two reads from the upstream."
+    )
+    send: Duration = Field(
+        default=60.0, gt=0, description="Longest time a write to the upstream may stay blocked."
+    )
+
+
+class Proxy(_Model):
+    """Forward the request to an upstream server."""
+
+    upstreams: list[Upstream] = Field(
+        min_length=1,
+        description="Upstream servers: http://host[:port] (port 80 by default) or "
+        "unix:/absolute/path.sock.",
+    )
+    timeouts: ProxyTimeouts = Field(
+        default_factory=lambda: ProxyTimeouts(), description="Upstream time limits."
+    )
+    preserve_host: bool = Field(
+        default=True,
+        description="Send the client's Host header upstream; false sends the upstream's "
+        "host:port instead.",
+    )
+    websocket_idle_timeout: Duration | None = Field(
+        default=None,
+        gt=0,
+        description="Close an upgraded (WebSocket) tunnel idle for this long; null never does.",
+    )
+    max_idle_connections: int = Field(
+        default=64, ge=0, description="Idle keep-alive connections kept per upstream endpoint."
+    )
+    idle_timeout: Duration = Field(
+        default=4.0,
+        gt=0,
+        description="How long an idle pooled upstream connection is kept; shorter than the "
+        "5s keep-alive of common app servers so that they never close it first.",
+    )
+
+
+class Redirect(_Model):
+    """Answer with a redirect."""
+
+    to: HeaderValue = Field(
+        min_length=1,
+        description="Target URL or path. On a prefix route, a target ending in '/' gets the "
+        "rest of the path after the prefix appended; the query string is kept.",
+    )
+    status: Literal[301, 302, 303, 307, 308] = Field(
+        default=302, description="Redirect status code."
+    )
+
+
+class Static(_Model):
+    """Serve files from a directory."""
+
+    root: Path = Field(
+        description="Directory to serve; relative paths resolve against the config file's "
+        "directory. It must exist."
+    )
+    index: Annotated[
+        list[IndexName], BeforeValidator(one_or_many), string_or_list_schema({"type": "string"})
+    ] = Field(
+        default_factory=lambda: ["index.html"],
+        description="File names tried, in order, when a directory is requested.",
+    )
+    cache_control: HeaderValue | None = Field(
+        default=None, description="Cache-Control header value for served files; null sends none."
+    )
+
+    @field_validator("root", mode="before")
+    @classmethod
+    def _resolve_root(cls, value: Any, info: ValidationInfo) -> Any:
+        if not isinstance(value, str | Path):
+            return value  # pydantic reports the wrong type
+        if not str(value).strip():
+            raise ValueError("must not be empty")
+        path = Path(str(value).strip()).expanduser()
+        resolved = (path if path.is_absolute() else base_dir(info) / path).resolve()
+        if not resolved.exists():
+            raise ValueError(f"static root {redact(str(value))} does not exist")
+        if not resolved.is_dir():
+            raise ValueError(f"static root {redact(str(value))} is not a directory")
+        return resolved
+
+
+class Respond(_Model):
+    """Answer directly with a fixed response."""
+
+    status: int = Field(default=200, ge=200, le=599, description="Status code (200-599).")
+    body: str = Field(default="", description="Response body.")
+    content_type: HeaderValue = Field(
+        default="text/plain; charset=utf-8", description="Content-Type of the body."
+    )
+
+
+class Route(_Model):
+    """A path (and optionally methods) within a site, and the one action taken for it."""
+
+    path: RoutePathType = Field(
+        description="'/api/' matches by prefix, '= /health' exactly, '~ ^/v[0-9]+/' by "
+        "regular expression."
+    )
+    methods: list[Method] | None = Field(
+        default=None,
+        min_length=1,
+        description="Allowed methods; others get 405. Omit to allow every method.",
+    )
+    strip_prefix: bool = Field(
+        default=False,
+        description="Remove the matched prefix from the path sent upstream (prefix routes "
+        "with proxy only).",
+    )
+    proxy: Proxy | None = Field(default=None, description="Forward to upstream servers.")
+    redirect: Redirect | None = Field(default=None, description="Answer with a redirect.")
+    static: Static | None = Field(default=None, description="Serve files from a directory.")
+    respond: Respond | None = Field(default=None, description="Answer with a fixed response.")
+
+    @field_validator("methods")
+    @classmethod
+    def _dedupe_methods(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else list(dict.fromkeys(value))
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _rules(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        return validate_with_rules(cls.__name__, data, handler, route_rules)
+
+
+class Site(_Model):
+    """A set of host names and the routes served for them."""
+
+    hosts: Annotated[list[HostPattern], BeforeValidator(one_or_many)] = Field(
+        default_factory=lambda: ["*"],
+        min_length=1,
+        description="Host names served by this site: an exact name or IP, '*.example.test' "
+        "for any name ending in '.example.test', or '*' for any host.",
+    )
+    routes: list[Route] = Field(
+        min_length=1,
+        description="Routes; exact paths win, then the longest prefix, then "
+        "regular expressions in file order.",
+    )
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _rules(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        return validate_with_rules(cls.__name__, data, handler, site_rules)
+
+
+class Limits(_Model):
+    """Request size and connection limits."""
+
+    max_header_bytes: Size = Field(
+        default=16 * 1024,
+        gt=0,
+        description="Largest request head (request line and headers); "
+        "beyond it the client gets 431.",
+    )
+    max_uri_bytes: Size = Field(
+        default=8 * 1024, gt=0, description="Longest request target; beyond it the client gets 414."
+    )
+    max_body_bytes: Size = Field(
+        default=10 * 1024 * 1024,
+        ge=0,
+        description="Largest request body; beyond it the client gets 413. 0 means unlimited.",
+    )
+    max_connections: int = Field(
+        default=10000, ge=1, description="Simultaneous client connections per worker."
+    )
+
+
+class ServerTimeouts(_Model):
+    """Time limits for clients."""
+
+    header: Duration = Field(
+        default=10.0,
+        gt=0,
+        description="Time allowed to receive a request's head (slowloris defence).",
+    )
+    body: Duration = Field(
+        default=60.0, gt=0, description="Longest gap allowed between two reads of a request body."
+    )
+    keepalive: Duration = Field(
+        default=75.0,
+        gt=0,
+        description="How long an idle client keep-alive connection is kept open.",
+    )
+
+
+def _off_from_yaml(value: Any) -> Any:
+    # YAML 1.1 reads a bare `off` as false.
+    return "off" if value is False else value
+
+
+class AccessLog(_Model):
+    """One line per request."""
+
+    format: Annotated[Literal["json", "combined", "off"], BeforeValidator(_off_from_yaml)] = Field(
+        default="json",
+        description="'json' (one object per line), 'combined' (Apache style) or 'off'.",
+    )
+    path: str = Field(
+        default="stdout",
+        min_length=1,
+        description="'stdout', 'stderr' or a file path (relative paths resolve against the "
+        "config file's directory).",
+    )
+
+    @field_validator("path")
+    @classmethod
+    def _resolve_path(cls, value: str, info: ValidationInfo) -> str:
+        if value in ("stdout", "stderr"):
+            return value
+        path = Path(value).expanduser()
+        return str((path if path.is_absolute() else base_dir(info) / path).resolve())
+
+
+def _lower(value: Any) -> Any:
+    return value.strip().lower() if isinstance(value, str) else value
+
+
+class Config(_Model):
+    """A whole bastion configuration file."""
+
+    listen: Listen = Field(default_factory=lambda: Listen(), description="Listen addresses.")
+    sites: list[Site] = Field(
+        min_length=1,
+        description="Sites, chosen by the request's host: an exact name first, then the "
+        "longest matching '*.suffix', then '*'.",
+    )
+    limits: Limits = Field(default_factory=lambda: Limits(), description="Request size limits.")
+    timeouts: ServerTimeouts = Field(
+        default_factory=lambda: ServerTimeouts(), description="Client time limits."
+    )
+    access_log: AccessLog = Field(default_factory=lambda: AccessLog(), description="Access log.")
+    trusted_proxies: list[Network] = Field(
+        default_factory=list,
+        description="Addresses or CIDRs of proxies in front of bastion whose "
+        "X-Forwarded-For is believed.",
+    )
+    workers: WorkerCount = Field(
+        default=1, ge=1, description="Worker processes; 'auto' means one per CPU."
+    )
+    shutdown_timeout: Duration = Field(
+        default=30.0, description="On shutdown, how long in-flight requests may take to finish."
+    )
+    pid_file: RelativePath | None = Field(
+        default=None, description="Write the process id to this file; null writes none."
+    )
+    watch: bool = Field(default=False, description="Reload when the config file changes.")
+    log_level: Annotated[Literal["debug", "info", "warning", "error"], BeforeValidator(_lower)] = (
+        Field(default="info", description="Lowest level of the server's own log messages.")
+    )
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _rules(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        return validate_with_rules(cls.__name__, data, handler, config_rules)

@@ -1,0 +1,210 @@
+"""Checks that span several fields or list items: one action per route, strip_prefix, duplicate
+routes within a site, duplicate hosts across sites.
+
+They run on the raw (pre-validation) data from a ``mode="wrap"`` model validator, so they are
+reported together with every field error instead of only once all fields are valid, and each
+carries the location of the offending item, not of the whole model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError, ValidatorFunctionWrapHandler
+from pydantic_core import ErrorDetails, InitErrorDetails
+
+from bastion.config.matching import RoutePath, parse_host_pattern, parse_method, parse_route_path
+from bastion.config.show import show
+
+__all__ = ["ACTIONS", "config_rules", "route_rules", "site_rules", "validate_with_rules"]
+
+Loc = tuple[str | int, ...]
+Problem = tuple[Loc, str]
+
+ACTIONS = ("proxy", "redirect", "static", "respond")
+"""What a route does with a request; exactly one per route."""
+
+_BOOL: TypeAdapter[bool] = TypeAdapter(bool)
+
+
+def validate_with_rules(
+    title: str,
+    data: Any,
+    handler: ValidatorFunctionWrapHandler,
+    rules: Callable[[Any], list[Problem]],
+) -> Any:
+    """Run pydantic's validation and ``rules(data)``; raise one error holding both lists."""
+    errors: list[ErrorDetails] = []
+    result = None
+    try:
+        result = handler(data)
+    except ValidationError as exc:
+        errors.extend(exc.errors())
+    problems = rules(data) if isinstance(data, dict) else []
+    if not errors and not problems:
+        return result
+    details = [_value_error(loc, message) for loc, message in problems]
+    try:
+        raise ValidationError.from_exception_data(title, [*map(_details, errors), *details])
+    except (KeyError, TypeError):
+        # An error type pydantic cannot rebuild: keep its text as a plain value error.
+        kept = [_value_error(tuple(e["loc"]), e["msg"]) for e in errors]
+        raise ValidationError.from_exception_data(title, [*kept, *details]) from None
+
+
+def _details(error: ErrorDetails) -> InitErrorDetails:
+    details = InitErrorDetails(type=error["type"], loc=error["loc"], input=error["input"])
+    if "ctx" in error:
+        details["ctx"] = error["ctx"]
+    return details
+
+
+def _value_error(loc: Loc, message: str) -> InitErrorDetails:
+    return InitErrorDetails(
+        type="value_error", loc=loc, input=None, ctx={"error": ValueError(message)}
+    )
+
+
+def _join(names: Sequence[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def _try_path(value: Any) -> RoutePath | None:
+    try:
+        return parse_route_path(value)
+    except ValueError:
+        return None
+
+
+def _as_bool(value: Any) -> bool | None:
+    try:
+        return _BOOL.validate_python(value)
+    except ValidationError:
+        return None
+
+
+def route_rules(route: dict[str, Any]) -> list[Problem]:
+    """One action per route; strip_prefix only on prefix routes that proxy."""
+    problems: list[Problem] = []
+    given = [name for name in ACTIONS if route.get(name) is not None]
+    if len(given) != 1:
+        message = "a route needs exactly one of proxy, redirect, static, respond"
+        if given:
+            message += f"; this one has {_join(given)}"
+        problems.append(((), message))
+    if _as_bool(route.get("strip_prefix")):
+        path = _try_path(route.get("path"))
+        if path is not None and path.kind != "prefix":
+            article = "an" if path.kind == "exact" else "a"
+            problems.append(
+                (
+                    ("strip_prefix",),
+                    f"strip_prefix only applies to prefix routes; {show(path.text)} is "
+                    f"{article} {path.kind} match",
+                )
+            )
+        elif len(given) == 1 and given[0] != "proxy":
+            problems.append(
+                (("strip_prefix",), f"strip_prefix only applies to proxy routes, not {given[0]}")
+            )
+    return problems
+
+
+def _methods(value: Any) -> tuple[bool, frozenset[str] | None]:
+    """``(valid, methods)``; methods None means every method (no ``methods`` key)."""
+    if value is None:
+        return True, None
+    if not isinstance(value, list):
+        return False, None
+    try:
+        return True, frozenset(parse_method(m) for m in value)
+    except ValueError:
+        return False, None
+
+
+def _overlap(later: frozenset[str] | None, earlier: frozenset[str] | None) -> str | None:
+    """Why ``later`` can never serve some of its methods because ``earlier`` (same path, earlier
+    in the file) takes them; None when it can. A route without methods after routes with methods
+    on the same path is a fallback for the remaining methods, which is fine.
+    """
+    if earlier is None:
+        return "both for every method" if later is None else "it takes every method"
+    if later is None:
+        return None
+    common = later & earlier
+    return f"both for {', '.join(sorted(common))}" if common else None
+
+
+def _host_list(site: dict[str, Any]) -> list[tuple[Loc, str]]:
+    """``(loc, normalised host)`` for each valid host of a site (default ``*`` when omitted)."""
+    if "hosts" not in site:
+        return [((), "*")]
+    hosts = site["hosts"]
+    if isinstance(hosts, str):
+        hosts = [hosts]
+    if not isinstance(hosts, list):
+        return []
+    result: list[tuple[Loc, str]] = []
+    for index, host in enumerate(hosts):
+        try:
+            result.append((("hosts", index), parse_host_pattern(host)))
+        except ValueError:
+            continue
+    return result
+
+
+def site_rules(site: dict[str, Any]) -> list[Problem]:
+    """No host listed twice in a site; no route shadowed by an earlier one with the same path
+    and overlapping methods."""
+    problems: list[Problem] = []
+    seen_hosts: dict[str, Loc] = {}
+    for loc, host in _host_list(site):
+        if host in seen_hosts:
+            problems.append((loc, f"host {show(host)} is listed twice in this site"))
+        seen_hosts.setdefault(host, loc)
+    routes = site.get("routes")
+    if not isinstance(routes, list):
+        return problems
+    seen: list[tuple[int, RoutePath, frozenset[str] | None]] = []
+    for index, route in enumerate(routes):
+        if not isinstance(route, dict):
+            continue
+        path = _try_path(route.get("path"))
+        valid, methods = _methods(route.get("methods"))
+        if path is None or not valid:
+            continue
+        for other_index, other_path, other_methods in seen:
+            detail = _overlap(methods, other_methods) if other_path == path else None
+            if detail is None:
+                continue
+            problems.append(
+                (
+                    ("routes", index, "path"),
+                    f"route {show(path.text)} duplicates routes[{other_index}] ({detail})",
+                )
+            )
+            break
+        seen.append((index, path, methods))
+    return problems
+
+
+def config_rules(config: dict[str, Any]) -> list[Problem]:
+    """A host belongs to one site only."""
+    problems: list[Problem] = []
+    sites = config.get("sites")
+    if not isinstance(sites, list):
+        return problems
+    owners: dict[str, int] = {}
+    for index, site in enumerate(sites):
+        if not isinstance(site, dict):
+            continue
+        for loc, host in _host_list(site):
+            owner = owners.setdefault(host, index)
+            if owner == index:
+                continue
+            what = f"host {show(host)}" + (
+                " (the default when hosts is omitted)" if not loc else ""
+            )
+            problems.append((("sites", index, *loc), f"{what} is already used by sites[{owner}]"))
+    return problems

@@ -1,0 +1,57 @@
+"""docs/configuration.md documents every key the models accept."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel
+
+from bastion.config import models
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
+
+MODELS = [
+    value
+    for value in vars(models).values()
+    if isinstance(value, type)
+    and issubclass(value, BaseModel)
+    and value.__module__ == models.__name__
+    and not value.__name__.startswith("_")
+]
+
+
+def test_every_model_is_checked() -> None:
+    assert {m.__name__ for m in MODELS} == {
+        "AccessLog",
+        "Config",
+        "Limits",
+        "Listen",
+        "Proxy",
+        "ProxyTimeouts",
+        "Redirect",
+        "Respond",
+        "Route",
+        "ServerTimeouts",
+        "Site",
+        "Static",
+    }
+
+
+@pytest.mark.parametrize(
+    ("model", "key"), [(m.__name__, key) for m in MODELS for key in m.model_fields]
+)
+def test_key_is_documented(model: str, key: str) -> None:
+    text = DOC.read_text(encoding="utf-8")
+    assert re.search(rf"\| `(\w+\.)?{key}` \|", text), f"{model}.{key} has no row in {DOC.name}"
+
+
+def test_every_field_has_a_description() -> None:
+    missing = [
+        f"{m.__name__}.{key}"
+        for m in MODELS
+        for key, field in m.model_fields.items()
+        if not field.description
+    ]
+    assert missing == []
