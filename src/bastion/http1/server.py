@@ -539,11 +539,6 @@ class HTTP1Connection(asyncio.Protocol):
         self._log(req)
         if transport is None or self.closing:
             return
-        if self.corked and (
-            not self.resp_keep_alive or not req.body_done or self.reject is not None
-        ):
-            self.uncork()  # about to close: what is queued must leave first
-            self.corked = []
         if self.reject is not None and not self.queue:
             self._send_reject()
             return
@@ -554,6 +549,7 @@ class HTTP1Connection(asyncio.Protocol):
             self._linger_close()
             return
         if not self.resp_keep_alive or self.upgraded or self.ctx.draining or self.client_eof:
+            self.uncork()  # what is queued leaves before the FIN
             self.closing = True
             transport.close()
             return
@@ -651,6 +647,7 @@ class HTTP1Connection(asyncio.Protocol):
             self.transport.close()
 
     def _linger_close(self) -> None:
+        self.uncork()
         self.lingering = True
         transport = self.transport
         assert transport is not None
