@@ -41,8 +41,8 @@ class Supervisor:
                 break
             except InterruptedError:
                 continue
-            slot = self.children.pop(pid, None)
-            if slot is None or self.stopping:
+            slot = self.children.pop(pid, -1)
+            if slot < 0 or self.stopping:
                 continue
             crashes = self.crashes.get(slot, 0)
             delay = _RESTART_BACKOFF[min(crashes, len(_RESTART_BACKOFF) - 1)]
