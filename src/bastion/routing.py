@@ -104,7 +104,9 @@ _HOST_CHARS = re.compile(r"[a-z0-9.\-_~!$&'()*+,;=%]+|\[[0-9a-f:.]+\]")
 
 def parse_host(value: str) -> str | None:
     """Validate a Host header (RFC 9110 §7.2, RFC 3986 host) and return the host
-    lowercased without port or brackets; None when it is malformed."""
+    lowercased without port, brackets or the trailing dot of a fully qualified
+    name ("www.example.test." is the same site as "www.example.test", so it must
+    not fall through to another site); None when it is malformed."""
     value = value.lower()
     if value.startswith("["):
         end = value.find("]")
@@ -116,6 +118,8 @@ def parse_host(value: str) -> str | None:
         rest = ":" + port if sep else ""
     if rest and (rest[0] != ":" or not rest[1:].isdigit() or len(rest) > 6) and rest != ":":
         return None
+    if host[-1:] == ".":
+        host = host[:-1]
     if not host or _HOST_CHARS.fullmatch(host) is None:
         return None
     return host.strip("[]")
@@ -135,7 +139,10 @@ def normalize_path(path: str) -> str | None:
     if "%" in path:
         from urllib.parse import unquote
 
-        path = unquote(path, errors="strict") if _valid_escapes(path) else ""
+        try:
+            path = unquote(path, errors="strict") if _valid_escapes(path) else ""
+        except UnicodeDecodeError:  # escapes that are not UTF-8
+            return None
         if not path or any(ord(c) < 0x20 or ord(c) == 0x7F for c in path):
             return None
     out: list[str] = []

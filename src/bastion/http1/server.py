@@ -109,6 +109,7 @@ class HTTP1Connection(asyncio.Protocol):
         self.timer_kind = _T_NONE
         self.timer_deadline = 0.0
         self.timer_handle: asyncio.TimerHandle | None = None
+        self.timer_at = 0.0  # when timer_handle fires
 
     # ----------------------------------------------------------------- transport
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -116,7 +117,7 @@ class HTTP1Connection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         ctx = self.ctx
         if len(ctx.connections) >= ctx.plan.limits.max_connections or ctx.draining:
-            transport.abort()
+            transport.abort()  # type: ignore[attr-defined]
             return
         ctx.connections.add(self)
         peer = transport.get_extra_info("peername")
@@ -204,7 +205,9 @@ class HTTP1Connection(asyncio.Protocol):
             # a head still incomplete after this whole chunk: all of it was head
             self.head_raw += len(data)
             if self.head_raw > self.max_header_bytes + self.max_uri_bytes:
-                self.reject = ParseReject(414 if self.req is None else 431)
+                # no version parsed yet: still in the request line, the target is long
+                in_line = self.req is None and self.parser.get_http_version() == "0.0"
+                self.reject = ParseReject(414 if in_line else 431)
         if self.reject is not None:
             self.pause_reading(PAUSE_QUEUE)
             queue = self.queue
@@ -668,7 +671,13 @@ class HTTP1Connection(asyncio.Protocol):
         self.timer_kind = kind
         deadline = self.ctx.loop.time() + seconds
         self.timer_deadline = deadline
-        if self.timer_handle is None:
+        handle = self.timer_handle
+        if handle is None or deadline < self.timer_at:
+            # a later deadline waits for the pending handle (re-armed when it
+            # fires); an earlier one (idle → head, head → body) needs its own
+            if handle is not None:
+                handle.cancel()
+            self.timer_at = deadline
             self.timer_handle = self.ctx.loop.call_at(deadline, self._on_timer)
 
     def _clear_timer(self) -> None:
@@ -681,6 +690,7 @@ class HTTP1Connection(asyncio.Protocol):
             return
         now = self.ctx.loop.time()
         if now < self.timer_deadline:
+            self.timer_at = self.timer_deadline
             self.timer_handle = self.ctx.loop.call_at(self.timer_deadline, self._on_timer)
             return
         self.timer_kind = _T_NONE
