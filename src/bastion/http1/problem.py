@@ -19,6 +19,7 @@ DETAILS: dict[int, str] = {
     405: "The method is not allowed on this path.",
     408: "The request was not received in time.",
     413: "The request body is larger than allowed.",
+    417: "Only the 100-continue expectation is supported.",
     414: "The request target is longer than allowed.",
     431: "The request header fields are larger than allowed.",
     500: "The gateway failed to handle this request.",
@@ -26,6 +27,7 @@ DETAILS: dict[int, str] = {
     502: "The upstream server sent an invalid response or closed the connection.",
     503: "No upstream server is available.",
     504: "The upstream server did not answer in time.",
+    505: "Only HTTP/1.0 and HTTP/1.1 are supported on this connection.",
 }
 
 

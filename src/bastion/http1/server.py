@@ -643,10 +643,14 @@ class HTTP1Connection(asyncio.Protocol):
         self.resp_keep_alive = False
         self.reject = None
         self.lingering = False
+        # Whatever follows the bad bytes is unread: answer, send FIN, then drain
+        # briefly (nginx's lingering close) so that a client still sending does not
+        # get a reset that destroys the answer in flight.
+        req.body_done = False
         self.problem(req, reject.status, reject.detail)
         self.reject = reject  # keep ignoring input until closed
-        self.closing = True
-        if self.transport is not None:
+        if not self.lingering and not self.closing and self.transport is not None:
+            self.closing = True
             self.transport.close()
 
     def _linger_close(self) -> None:

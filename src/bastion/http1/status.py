@@ -8,6 +8,15 @@ from http import HTTPStatus
 
 REASONS: dict[int, str] = {s.value: s.phrase for s in HTTPStatus}
 REASONS.setdefault(499, "Client Closed Request")
+# RFC 9110 renamed these; the stdlib keeps the RFC 7231 names.
+REASONS.update(
+    {
+        413: "Content Too Large",
+        414: "URI Too Long",
+        416: "Range Not Satisfiable",
+        422: "Unprocessable Content",
+    }
+)
 
 STATUS_LINES: dict[int, bytes] = {
     code: b"HTTP/1.1 %d %s\r\n" % (code, reason.encode("latin-1"))
