@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
+from urllib.parse import quote
 
 if TYPE_CHECKING:
     from bastion.config.models import Redirect, Respond
     from bastion.http1.request import Request
     from bastion.http1.server import HTTP1Connection
+
+# Characters left as they are when a decoded path is put back into a URL.
+PATH_SAFE = "/:@!$&'()*+,;=~"
 
 
 class RedirectHandler:
@@ -23,7 +27,10 @@ class RedirectHandler:
     def handle(self, client: HTTP1Connection, req: Request) -> None:
         location = self.to
         if self.keep_rest and self.prefix is not None:
-            location += req.raw_path[len(self.prefix) :]
+            # the rest of the normalized path (the route matched on it): the raw
+            # path may spell the prefix differently ("/%6Fld/") or carry "//"
+            # that would turn a "/" target into a protocol-relative URL
+            location += quote(req.path[len(self.prefix) :], safe=PATH_SAFE)
             if req.query:
                 location += "?" + req.query
         headers = b"Location: " + location.encode("utf-8") + b"\r\n"

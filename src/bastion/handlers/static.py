@@ -16,7 +16,9 @@ import os
 import stat
 from email.utils import formatdate, parsedate_to_datetime
 from typing import TYPE_CHECKING, BinaryIO
+from urllib.parse import quote
 
+from bastion.handlers.simple import PATH_SAFE
 from bastion.http1.request import BODY_LENGTH, BODY_NONE
 from bastion.http1.status import status_line
 
@@ -57,7 +59,11 @@ class StaticHandler:
             st = os.stat(full)
             if stat.S_ISDIR(st.st_mode):
                 if not path.endswith("/"):
-                    location = req.raw_path + "/" + ("?" + req.query if req.query else "")
+                    # from the normalized path: the raw one may start with "//" (a
+                    # protocol-relative URL: an open redirect to another host)
+                    location = quote(path, safe=PATH_SAFE) + "/"
+                    if req.query:
+                        location += "?" + req.query
                     client.respond(req, 301, b"", b"", b"Location: " + location.encode() + b"\r\n")
                     return
                 for name in self.index:
@@ -72,6 +78,9 @@ class StaticHandler:
                 else:
                     client.problem(req, 404)
                     return
+            elif path.endswith("/"):
+                client.problem(req, 404)  # a file asked for as a directory: "/a.txt/"
+                return
             if not stat.S_ISREG(st.st_mode):
                 client.problem(req, 404)
                 return

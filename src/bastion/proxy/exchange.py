@@ -72,7 +72,12 @@ class Exchange:
         self.head = head
         client = self.client
         client.producer = self
-        client.send_continue(self.req)
+        req = self.req
+        if req.has_body and req.body_buffer is None and not req.body_done:
+            # Keep what arrives while the upstream connection opens: the client
+            # protocol drops body bytes of a dispatched request that has no buffer.
+            req.body_buffer = []
+        client.send_continue(req)
         pool = self.handler.pick()
         self.pool = pool
         conn = pool.acquire()
@@ -178,6 +183,9 @@ class Exchange:
     def on_response_head(self, status: int) -> None:
         req = self.req
         if status < 200 and not (status == 101 and req.upgrade is not None):
+            if status == 101:  # a switch the client never asked for: no tunnel
+                self.upstream_failed("invalid", ValueError("101 to a request without Upgrade"))
+                return
             self.interim = True  # 100/102/103: not relayed, the final answer follows
             self.resp_headers = []
             return
@@ -214,7 +222,10 @@ class Exchange:
         req.upstream = self.pool.label if self.pool is not None else ""
         if status == 101:
             self.head = b"".join(parts)
-            return  # the parser raises HttpParserUpgrade next: on_upgraded
+            # llhttp reports the 101's message end before raising HttpParserUpgrade
+            # (then on_upgraded): that end must not finish the exchange.
+            self.interim = True
+            return
         if req.method == "HEAD" or status == 204 or status == 304:
             framing = BODY_NONE
         elif chunked:
@@ -264,7 +275,13 @@ class Exchange:
                 conn.close()
         if not req.body_done:
             req.sink = None  # answered early: the rest of the body is not forwarded
-        self.client.end_response()
+        if conn is not None and conn.in_feed:
+            # Ending the response may dispatch the client's next (pipelined)
+            # request at once: let the pool take the connection back first, so
+            # that request reuses it instead of opening another one.
+            conn.after_feed = self.client.end_response
+        else:
+            self.client.end_response()
 
     def upstream_eof(self) -> None:
         if self.resp_started and self.framing == BODY_CLOSE and not self.done:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import TYPE_CHECKING
+from urllib.parse import quote
 
 from bastion.http1.request import Request
 from bastion.proxy.exchange import Exchange
@@ -13,6 +14,9 @@ from bastion.proxy.pool import Pool
 if TYPE_CHECKING:
     from bastion.config.models import Proxy
     from bastion.http1.server import HTTP1Connection
+
+# Characters kept as they are when a decoded path goes back into a request target.
+_PATH_SAFE = "/:@!$&'()*+,;=~"
 
 
 class ProxyHandler:
@@ -59,16 +63,17 @@ class ProxyHandler:
 
     def handle(self, client: HTTP1Connection, req: Request) -> None:
         target = req.target
-        if self.strip is not None:
-            rest = req.raw_path[len(self.strip) :] if req.raw_path.startswith(self.strip) else ""
+        strip = self.strip
+        if strip is not None:
+            if req.raw_path.startswith(strip):
+                rest = req.raw_path[len(strip) :]
+            else:  # the prefix spelled otherwise ("/%61pi/", "//api/"): use the routed path
+                rest = quote(req.path[len(strip) :], safe=_PATH_SAFE)
             path = rest if rest.startswith("/") else "/" + rest
             target = (path + ("?" + req.query if req.query else "")).encode("latin-1")
         host = req.header(b"host")
         if host is None:
             host = req.host.encode()
-        if self.preserve_host:
-            host_line = b"Host: " + host + b"\r\n"
-        else:
-            host_line = self.upstream_host_line
+        host_line = b"Host: " + host + b"\r\n" if self.preserve_host else self.upstream_host_line
         head = build_request_head(req, target, host_line, host, client.scheme, self.trusted)
         Exchange(self, client, req).start(head)

@@ -13,12 +13,13 @@ import asyncio
 import contextlib
 import logging
 import socket
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import httptools
 
 if TYPE_CHECKING:
-    from bastion.config.models import UpstreamAddress
+    from bastion.config import UpstreamAddress
 
 log = logging.getLogger("bastion.proxy")
 
@@ -36,6 +37,9 @@ class UpstreamConnection(asyncio.Protocol):
         self.reused = False
         self.in_feed = False
         self.release_after_feed = False
+        # set by an exchange that finished during a feed: called once the feed is
+        # over and the connection is back in the pool (ends the client's response)
+        self.after_feed: Callable[[], None] | None = None
         # One timer per connection, re-armed lazily: while busy it watches the
         # exchange's read/send deadline, while idle the pool's idle timeout.
         self.deadline = 0.0
@@ -74,6 +78,10 @@ class UpstreamConnection(asyncio.Protocol):
         if self.release_after_feed:
             self.release_after_feed = False
             self.pool.release(self)
+        after = self.after_feed
+        if after is not None:
+            self.after_feed = None
+            after()
 
     def eof_received(self) -> bool:
         if self.exchange is not None:
@@ -133,8 +141,16 @@ class UpstreamConnection(asyncio.Protocol):
             self.transport.abort()
 
     def arm(self, deadline: float) -> None:
+        """Watch a new deadline. A later one only moves `deadline` (the timer
+        re-arms itself when it fires early); an earlier one than the pending
+        timer (read timeout after the idle timeout, tunnel idle after read)
+        reschedules it, or it would fire late."""
         self.deadline = deadline
-        if self.timer is None:
+        timer = self.timer
+        if timer is None:
+            self.timer = self.pool.loop.call_at(deadline, self._on_timer)
+        elif deadline < timer.when():
+            timer.cancel()
             self.timer = self.pool.loop.call_at(deadline, self._on_timer)
 
     def _on_timer(self) -> None:
@@ -188,6 +204,7 @@ class Pool:
                 lambda: UpstreamConnection(self), address.path
             )
         else:
+            assert address.host is not None and address.port is not None
             _, conn = await self.loop.create_connection(
                 lambda: UpstreamConnection(self), address.host, address.port
             )
