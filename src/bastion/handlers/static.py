@@ -180,6 +180,10 @@ class _FileStreamer:
     def pause_producing(self) -> None:
         self.paused = True
 
+    def client_gone(self) -> None:
+        self.remaining = 0
+        self.handle.close()
+
     def resume_producing(self) -> None:
         if self.paused:
             self.paused = False

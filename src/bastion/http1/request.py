@@ -33,6 +33,7 @@ class Request:
         "expect_continue",
         "headers",
         "host",
+        "host_header",
         "keep_alive",
         "method",
         "path",
@@ -66,6 +67,7 @@ class Request:
         # (lowercased name, name as sent, value) for every header field
         self.headers: list[tuple[bytes, bytes, bytes]] = []
         self.host = ""
+        self.host_header = b""  # the Host field as sent (with its port)
         self.keep_alive = True
         self.content_length: int | None = None
         self.chunked = False

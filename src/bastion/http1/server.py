@@ -277,6 +277,7 @@ class HTTP1Connection(asyncio.Protocol):
             if host is None:
                 raise ParseReject(400, "The Host header is malformed.")
             req.host = host
+            req.host_header = value
         elif lname == b"transfer-encoding":
             codings = value.lower().replace(b" ", b"").replace(b"\t", b"")
             if codings != b"chunked" or req.chunked:
@@ -354,6 +355,7 @@ class HTTP1Connection(asyncio.Protocol):
             if host is None:
                 raise ParseReject(400, "The request target is malformed.")
             req.host = host
+            req.host_header = url.host + (b":%d" % url.port if url.port else b"")
             target = (url.path or b"/") + (b"?" + url.query if url.query else b"")
             req.target = target
         raw = target.decode("latin-1")
@@ -401,7 +403,8 @@ class HTTP1Connection(asyncio.Protocol):
         req.dispatched = True
         self.resp_started = False
         self.resp_chunked = False
-        self.resp_keep_alive = req.keep_alive
+        # an Upgrade request that is not switched leaves the connection unusable
+        self.resp_keep_alive = req.keep_alive and req.upgrade is None
         ctx = self.ctx
         plan = ctx.plan
         if req.xrid is not None and plan.is_trusted(self.client_ip):

@@ -40,7 +40,6 @@ class Exchange:
         "pool",
         "req",
         "request_sent",
-        "resp_headers",
         "resp_started",
         "sent_at",
         "task",
@@ -57,7 +56,6 @@ class Exchange:
         self.pool: Pool | None = None
         self.upstream: UpstreamConnection | None = None
         self.task: asyncio.Task[None] | None = None
-        self.resp_headers: list[tuple[bytes, bytes]] = []
         self.resp_started = False
         self.request_sent = False
         self.interim = False
@@ -177,9 +175,6 @@ class Exchange:
         self.client.resume_reading(PAUSE_UPSTREAM)
 
     # ------------------------------------------------------- upstream response
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.resp_headers.append((name, value))
-
     def on_response_head(self, status: int) -> None:
         req = self.req
         if status < 200 and not (status == 101 and req.upgrade is not None):
@@ -187,7 +182,8 @@ class Exchange:
                 self.upstream_failed("invalid", ValueError("101 to a request without Upgrade"))
                 return
             self.interim = True  # 100/102/103: not relayed, the final answer follows
-            self.resp_headers = []
+            if self.upstream is not None:
+                self.upstream.resp_headers = []
             return
         parts = [status_line(status)]
         append = parts.append
@@ -195,7 +191,12 @@ class Exchange:
         length = False
         has_date = False
         tokens: list[bytes] = []
-        for name, value in self.resp_headers:
+        conn = self.upstream
+        headers: list[tuple[bytes, bytes]] = []
+        if conn is not None:
+            headers = conn.resp_headers
+            conn.resp_headers = []
+        for name, value in headers:
             lname = name.lower()
             if lname in RESPONSE_DROPPED:
                 if lname == b"transfer-encoding":
@@ -217,7 +218,6 @@ class Exchange:
                 ]
         if not has_date:
             parts.append(self.client.ctx.date_header)
-        self.resp_headers = []
         req.status = status
         req.upstream = self.pool.label if self.pool is not None else ""
         if status == 101:

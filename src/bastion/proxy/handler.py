@@ -71,9 +71,7 @@ class ProxyHandler:
                 rest = quote(req.path[len(strip) :], safe=_PATH_SAFE)
             path = rest if rest.startswith("/") else "/" + rest
             target = (path + ("?" + req.query if req.query else "")).encode("latin-1")
-        host = req.header(b"host")
-        if host is None:
-            host = req.host.encode()
+        host = req.host_header or req.host.encode()
         host_line = b"Host: " + host + b"\r\n" if self.preserve_host else self.upstream_host_line
         head = build_request_head(req, target, host_line, host, client.scheme, self.trusted)
         Exchange(self, client, req).start(head)

@@ -33,6 +33,8 @@ class UpstreamConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.exchange: Any = None
+        # response header fields as parsed; the exchange takes and clears them
+        self.resp_headers: list[tuple[bytes, bytes]] = []
         self.closed = False
         self.reused = False
         self.in_feed = False
@@ -109,8 +111,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     # parser events, forwarded to the exchange
     def on_header(self, name: bytes, value: bytes) -> None:
-        if self.exchange is not None:
-            self.exchange.on_header(name, value)
+        self.resp_headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         if self.exchange is not None:
@@ -127,6 +128,7 @@ class UpstreamConnection(asyncio.Protocol):
     # ownership
     def reset_parser(self) -> None:
         self.parser = httptools.HttpResponseParser(self)
+        self.resp_headers = []
 
     def close(self) -> None:
         self.closed = True
