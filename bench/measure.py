@@ -1,0 +1,147 @@
+"""Measurement loop: every started target, every scenario, runs interleaved round-robin.
+
+The targets all stay up (idle when not measured) and each round runs wrk once against each
+of them in turn, so slow periods of a shared or virtual machine hit all targets alike
+instead of whichever one happened to be measured then.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import report
+import targets
+import wrk
+from procs import RssSampler, cpu_snapshot, foreign_cpu_pct, http_get_ok, tree_rss_mib, wait_quiet
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    path: str
+    headers: tuple[str, ...]
+    description: str
+
+
+@dataclass
+class Slot:
+    """One started target and its runs per scenario."""
+
+    running: targets.Running
+    idle_rss_mib: float | None = None
+    runs: dict[str, list[wrk.WrkResult]] = field(default_factory=dict)
+    failed: str | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.running.proc.pid if self.running.proc else None
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def idle_rss(slot: Slot) -> None:
+    """Idle RSS after one warm-up request, before any load."""
+    http_get_ok(slot.running.port, "/")
+    time.sleep(0.5)
+    slot.idle_rss_mib = tree_rss_mib(slot.pid) if slot.pid else None
+
+
+@dataclass
+class Measure:
+    args: argparse.Namespace
+    lua: Path
+    load_cpus: set[int] | None
+    backend_pid: int
+
+    def _wrk(self, slot: Slot, sc: Scenario, duration: float) -> wrk.WrkResult:
+        url = f"http://127.0.0.1:{slot.running.port}{sc.path}"
+        return wrk.run(url, duration=duration, connections=self.args.connections,
+                       threads=self.args.threads, lua=self.lua, headers=list(sc.headers),
+                       cpus=self.load_cpus)
+
+    def _check_alive(self, slot: Slot, sc: Scenario) -> None:
+        proc = slot.running.proc
+        if proc is not None and not proc.alive():
+            tail = proc.log_tail()
+            last = tail.strip().splitlines()[-1][:100] if tail.strip() else ""
+            slot.failed = f"failed: died during {sc.name} (exit {proc.popen.returncode}) {last}"
+            log(f"  {slot.running.name} died during {sc.name}:\n{tail}")
+
+    def _one(self, slot: Slot, sc: Scenario) -> None:
+        args = self.args
+        roots = [self.backend_pid] + ([slot.pid] if slot.pid else [])
+        if args.quiet_wait > 0:
+            load = wait_quiet(roots, args.noise_limit / 2, args.quiet_wait)
+            if load >= args.noise_limit / 2:
+                log(f"  machine still busy ({load:.0f}% of a CPU used by other processes)")
+        with RssSampler(slot.pid) as sampler:
+            before = cpu_snapshot(roots)
+            res = self._wrk(slot, sc, args.duration)
+            res.foreign_cpu_pct, res.steal_pct = foreign_cpu_pct(before, cpu_snapshot(roots))
+        res.noisy = res.foreign_cpu_pct + res.steal_pct > args.noise_limit
+        res.rss_peak_mib = sampler.peak_mib
+        runs = slot.runs.setdefault(sc.name, [])
+        runs.append(res)
+        flag = "" if res.ok else f"  ERRORS {res.errors} non-2xx {res.non_2xx}"
+        if res.noisy:
+            flag += "  NOISY"
+        rss = f"  rss {report.fmt_mib(res.rss_peak_mib)} MB" if slot.pid else ""
+        log(f"  {sc.name:<8} {slot.running.name:<13} run {len(runs)}: {res.rps:>9,.0f} rps  "
+            f"p50 {report.fmt_us(res.p50_us):>7}  p99 {report.fmt_us(res.p99_us):>7}{rss}  "
+            f"other load {res.foreign_cpu_pct:.0f}% steal {res.steal_pct:.0f}%{flag}")
+        if res.exit_code != 0 and res.requests == 0:
+            log(f"  wrk failed (exit {res.exit_code}):\n{res.raw.strip()}")
+        self._check_alive(slot, sc)
+
+    def scenario(self, slots: list[Slot], sc: Scenario) -> None:
+        """Warm up every live target, then run rounds until each has enough clean runs."""
+        args = self.args
+        if args.warmup > 0:
+            for slot in slots:
+                if not slot.failed:
+                    self._wrk(slot, sc, args.warmup)
+                    self._check_alive(slot, sc)
+        max_runs = args.runs + args.noisy_retries
+
+        def pending(slot: Slot) -> bool:
+            runs = slot.runs.get(sc.name, [])
+            clean = sum(not r.noisy for r in runs)
+            return not slot.failed and clean < args.runs and len(runs) < max_runs
+
+        while todo := [s for s in slots if pending(s)]:
+            for slot in todo:
+                self._one(slot, sc)
+
+
+def summarize(slot: Slot, sc: Scenario) -> dict[str, Any]:
+    """The result entry of one target in one scenario: the median run by rps, over the runs
+    not disturbed by other load when there are any."""
+    runs = slot.runs.get(sc.name, [])
+    if slot.failed and not runs:
+        return {"skipped": slot.failed}
+    if not runs:
+        return {"skipped": "not measured"}
+    if sc.path == "/16k" and any(r.requests and r.bytes < r.requests * 16384 for r in runs):
+        log(f"WARNING: {slot.running.name} returned fewer than 16384 bytes per response")
+    clean = [r for r in runs if not r.noisy]
+    ordered = sorted(clean or runs, key=lambda r: r.rps)
+    median = ordered[(len(ordered) - 1) // 2]
+    entry: dict[str, Any] = {
+        "median": median.to_dict() | {"raw": median.raw},
+        "runs": [r.to_dict() | {"raw": ""} for r in runs],
+        "clean_runs": len(clean),
+        "rps_median_all_runs": sorted(r.rps for r in runs)[(len(runs) - 1) // 2],
+        "rss_idle_mib": slot.idle_rss_mib,
+        "rss_peak_mib": max(r.rss_peak_mib for r in runs) if slot.pid else None,
+        "flagged": any(not r.ok for r in runs),
+    }
+    if slot.failed:
+        entry["failed"] = slot.failed
+    return entry

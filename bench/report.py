@@ -1,0 +1,182 @@
+"""Tables, ratios and headline checks for the benchmark results."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+# Headline targets for bastion (small keep-alive scenario unless noted).
+RPS_RATIO_MIN = 0.8
+P99_RATIO_MAX = 1.5
+IDLE_RSS_MAX_MIB = 40.0
+LOAD_RSS_MAX_MIB = 60.0
+JSON_LOG_RPS_RATIO_MIN = 0.7
+
+Results = dict[str, dict[str, dict[str, Any]]]  # scenario -> target -> entry
+
+
+def fmt_us(us: float | None) -> str:
+    if not us:
+        return "-"
+    if us >= 1_000_000:
+        return f"{us / 1_000_000:.2f}s"
+    if us >= 1000:
+        return f"{us / 1000:.2f}ms"
+    return f"{us:.0f}us"
+
+
+def fmt_ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
+def fmt_mib(value: float | None) -> str:
+    return "-" if not value else f"{value:.1f}"
+
+
+def _ratio(num: float | None, den: float | None) -> float | None:
+    if not num or not den:
+        return None
+    return num / den
+
+
+def add_ratios(results: Results, baseline: str = "nginx") -> None:
+    """Store rps and p99 ratios to the baseline target in each measured entry."""
+    for entries in results.values():
+        base = entries.get(baseline, {}).get("median")
+        for entry in entries.values():
+            med = entry.get("median")
+            if not med or not base:
+                entry["rps_ratio"] = entry["p99_ratio"] = None
+                continue
+            entry["rps_ratio"] = _ratio(med["rps"], base["rps"])
+            entry["p99_ratio"] = _ratio(med["p99_us"], base["p99_us"])
+
+
+HEADERS = ["target", "rps", "x nginx", "p50", "p99", "p99 x nginx", "errors",
+           "RSS idle MB", "RSS peak MB", "noise"]
+
+
+def _row(target: str, entry: dict[str, Any], markdown: bool) -> list[str]:
+    med = entry.get("median")
+    if not med:
+        reason = str(entry.get("skipped", "skipped"))
+        return [target, reason if markdown else reason[:40], *([""] * (len(HEADERS) - 2))]
+    errors = str(med["error_count"])
+    if med["error_count"]:
+        detail = ", ".join(f"{k} {v}" for k, v in med["errors"].items())
+        if med["non_2xx"]:
+            detail = ", ".join(filter(None, [detail, f"non-2xx {med['non_2xx']}"]))
+        errors = f"{errors} ({detail}) FLAGGED"
+    runs_flagged = sum(1 for r in entry["runs"] if not r["ok"])
+    if runs_flagged and not med["error_count"]:
+        errors += f" ({runs_flagged} other run(s) with errors)"
+    return [
+        target,
+        f"{med['rps']:,.0f}",
+        fmt_ratio(entry.get("rps_ratio")),
+        fmt_us(med["p50_us"]),
+        fmt_us(med["p99_us"]),
+        fmt_ratio(entry.get("p99_ratio")),
+        errors,
+        fmt_mib(entry.get("rss_idle_mib")),
+        fmt_mib(entry.get("rss_peak_mib")),
+        _noise(med, entry),
+    ]
+
+
+def _noise(med: dict[str, Any], entry: dict[str, Any]) -> str:
+    """CPU used by other processes + CPU steal during the median run (% of one CPU), and the
+    runs set aside as noisy."""
+    text = f"{med.get('foreign_cpu_pct', 0.0):.0f}+{med.get('steal_pct', 0.0):.0f}%"
+    noisy = sum(1 for r in entry["runs"] if r.get("noisy"))
+    if noisy:
+        text += f" ({noisy} noisy run{'s' if noisy > 1 else ''} set aside)"
+    if med.get("noisy"):
+        text += " NOISY"
+    return text
+
+
+def table(scenario: str, entries: dict[str, dict[str, Any]], markdown: bool) -> str:
+    rows = [_row(t, e, markdown) for t, e in entries.items()]
+    if markdown:
+        lines = [f"#### {scenario}", "", "| " + " | ".join(HEADERS) + " |",
+                 "|" + "|".join("---" if i == 0 else "---:" for i in range(len(HEADERS))) + "|"]
+        lines += ["| " + " | ".join(r) + " |" for r in rows]
+        return "\n".join(lines) + "\n"
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(HEADERS)]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
+
+    out = [f"== {scenario} ==", line(HEADERS), line(["-" * w for w in widths])]
+    out += [line(r) for r in rows]
+    return "\n".join(out) + "\n"
+
+
+@dataclass
+class Check:
+    name: str
+    status: str  # PASS, FAIL or SKIP
+    detail: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"name": self.name, "status": self.status, "detail": self.detail}
+
+
+def _median(results: Results, scenario: str, target: str) -> dict[str, Any] | None:
+    med = results.get(scenario, {}).get(target, {}).get("median")
+    return med if isinstance(med, dict) else None
+
+
+def checks(results: Results) -> list[Check]:
+    """bastion's headline checks against nginx (small keep-alive scenario)."""
+    out: list[Check] = []
+    b = _median(results, "small", "bastion")
+    n = _median(results, "small", "nginx")
+    bj = _median(results, "small", "bastion-json")
+
+    def ratio_check(name: str, med: dict[str, Any] | None, key: str, limit: float,
+                    at_least: bool) -> None:
+        if med is None or n is None:
+            out.append(Check(name, "SKIP", "needs bastion and nginx in the small scenario"))
+            return
+        ratio = med[key] / n[key] if n[key] else 0.0
+        ok = ratio >= limit if at_least else ratio <= limit
+        detail = (f"{ratio:.2f}x ({fmt_value(key, med[key])} vs nginx "
+                  f"{fmt_value(key, n[key])}; limit {'>=' if at_least else '<='} {limit}x)")
+        if med["error_count"]:
+            ok = False
+            detail += f"; {med['error_count']} errors in the run"
+        out.append(Check(name, "PASS" if ok else "FAIL", detail))
+
+    ratio_check("small keep-alive rps >= 0.8x nginx", b, "rps", RPS_RATIO_MIN, True)
+    ratio_check("small keep-alive p99 <= 1.5x nginx", b, "p99_us", P99_RATIO_MAX, False)
+
+    entries = [e for s in results.values() if (e := s.get("bastion")) and e.get("median")]
+    if entries:
+        idle = max(e.get("rss_idle_mib") or 0.0 for e in entries)
+        peak = max(e.get("rss_peak_mib") or 0.0 for e in entries)
+        out.append(Check("idle RSS <= 40 MB", "PASS" if 0 < idle <= IDLE_RSS_MAX_MIB else "FAIL",
+                         f"{idle:.1f} MB"))
+        out.append(Check("RSS under load <= 60 MB",
+                         "PASS" if 0 < peak <= LOAD_RSS_MAX_MIB else "FAIL",
+                         f"{peak:.1f} MB peak over {len(entries)} scenario(s)"))
+    else:
+        out.append(Check("idle RSS <= 40 MB", "SKIP", "bastion not measured"))
+        out.append(Check("RSS under load <= 60 MB", "SKIP", "bastion not measured"))
+    ratio_check("JSON access log rps >= 0.7x nginx", bj, "rps", JSON_LOG_RPS_RATIO_MIN, True)
+    return out
+
+
+def fmt_value(key: str, value: float) -> str:
+    return f"{value:,.0f} rps" if key == "rps" else fmt_us(value)
+
+
+def checks_text(items: list[Check], markdown: bool) -> str:
+    if markdown:
+        lines = ["| check | result | detail |", "|---|---|---|"]
+        lines += [f"| {c.name} | {c.status} | {c.detail} |" for c in items]
+        return "\n".join(lines) + "\n"
+    width = max(len(c.name) for c in items)
+    return "\n".join(f"  {c.status:<4}  {c.name.ljust(width)}  {c.detail}" for c in items) + "\n"

@@ -1,0 +1,329 @@
+"""bastion benchmark: wrk against bastion, nginx, Caddy and HAProxy in front of one nginx origin.
+
+Usage: python bench/run.py [--quick] [--targets none,nginx,...] [--scenarios small,16k,newconn]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from datetime import datetime
+from pathlib import Path
+from typing import Any, NoReturn
+
+import report
+import targets
+import wrk
+from measure import Measure, Scenario, Slot, idle_rss, log, summarize
+from procs import parse_cpus, wait_ready
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO = BENCH_DIR.parent
+
+
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s
+    for s in (
+        Scenario("small", "/", (), "keep-alive, 13-byte body"),
+        Scenario("16k", "/16k", (), "keep-alive, 16 KiB body"),
+        Scenario("newconn", "/", ("Connection: close",),
+                 "new connection per request (Connection: close), 13-byte body"),
+    )
+}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run (10)")
+    p.add_argument("--runs", type=int, default=3,
+                   help="wrk runs per measurement (3); the median by rps is reported")
+    p.add_argument("--warmup", type=float, default=2.0,
+                   help="seconds of unrecorded wrk load before each measurement (2; 0 = none)")
+    p.add_argument("--quick", action="store_true", help="smoke test: 3 s, 1 run, 1 s warm-up")
+    p.add_argument("--connections", type=int, default=64, help="wrk connections (64)")
+    p.add_argument("--threads", type=int, default=1, help="wrk threads (1)")
+    p.add_argument("--targets", default=",".join(targets.TARGETS),
+                   help=f"comma list of {','.join(targets.TARGETS)}")
+    p.add_argument("--scenarios", default=",".join(SCENARIOS),
+                   help=f"comma list of {','.join(SCENARIOS)}")
+    p.add_argument("--proxy-cpus", default="1", help="CPU list for the proxy under test (1)")
+    p.add_argument("--load-cpus", default="0", help="CPU list for wrk and the backend (0)")
+    p.add_argument("--noise-limit", type=float, default=20.0,
+                   help="flag a run as noisy when other processes used more than this %% of "
+                        "one CPU during it, CPU steal included (20); the median skips noisy runs")
+    p.add_argument("--noisy-retries", type=int, default=None,
+                   help="extra runs allowed to replace noisy ones (default: --runs)")
+    p.add_argument("--quiet-wait", type=float, default=60.0,
+                   help="before each run wait up to this many seconds for other load to drop "
+                        "below half the noise limit (60; 0 = don't wait)")
+    p.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
+    p.add_argument("--bastion", default=targets.default_bastion_bin(),
+                   help="bastion executable (default: the one beside this python)")
+    p.add_argument("--markdown", action="store_true", help="also print markdown tables")
+    p.add_argument("--results-dir", type=Path, default=BENCH_DIR / "results",
+                   help="where the JSON results go (bench/results)")
+    p.add_argument("--strict", action="store_true",
+                   help="exit with status 1 when a bastion headline check fails")
+    p.add_argument("--render", type=Path, metavar="RESULTS_JSON",
+                   help="measure nothing: print the tables of a saved results file")
+    p.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (configs, logs)")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.duration, args.runs, args.warmup = 3.0, 1, 1.0
+    if args.noisy_retries is None:
+        args.noisy_retries = args.runs
+    if args.runs < 1 or args.duration < 1:
+        p.error("--runs and --duration must be >= 1")
+    args.target_list = _pick(p, args.targets, list(targets.TARGETS), "target")
+    args.scenario_list = _pick(p, args.scenarios, list(SCENARIOS), "scenario")
+    return args
+
+
+def _pick(p: argparse.ArgumentParser, spec: str, known: list[str], kind: str) -> list[str]:
+    wanted = [x.strip() for x in spec.split(",") if x.strip()]
+    unknown = [x for x in wanted if x not in known]
+    if unknown or not wanted:
+        p.error(f"unknown {kind}(s) {unknown or spec!r}; choose from {','.join(known)}")
+    return [x for x in known if x in wanted]  # canonical order
+
+
+def pinning(args: argparse.Namespace, notes: list[str]) -> tuple[set[int] | None, set[int] | None]:
+    available = os.sched_getaffinity(0)
+    if args.no_pin:
+        notes.append("pinning disabled (--no-pin): all processes share all CPUs")
+        return None, None
+    if len(available) < 2:
+        notes.append(f"only {len(available)} CPU available: running unpinned")
+        return None, None
+    proxy, load = parse_cpus(args.proxy_cpus), parse_cpus(args.load_cpus)
+    for name, cpus in (("--proxy-cpus", proxy), ("--load-cpus", load)):
+        if not cpus <= available:
+            raise SystemExit(f"{name} {sorted(cpus)} not within available CPUs {sorted(available)}")
+    if proxy & load:
+        notes.append(f"proxy CPUs {sorted(proxy)} overlap load CPUs {sorted(load)}")
+    return proxy, load
+
+
+def machine_info() -> dict[str, Any]:
+    cpu_model = ""
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+
+    def first_line(cmd: list[str]) -> str:
+        try:
+            out = subprocess.run(cmd, capture_output=True, text=True, timeout=10, check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            return ""
+        lines = (out.stdout + out.stderr).strip().splitlines()
+        return lines[0].strip() if lines else ""
+
+    return {
+        "nproc": os.cpu_count(),
+        "cpus_available": sorted(os.sched_getaffinity(0)),
+        "cpu_model": cpu_model,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "wrk": first_line(["wrk", "-v"]) if shutil.which("wrk") else "",
+        "nginx": first_line(["nginx", "-v"]) if shutil.which("nginx") else "",
+        "caddy": first_line(["caddy", "version"]) if shutil.which("caddy") else "",
+        "haproxy": first_line(["haproxy", "-v"]) if shutil.which("haproxy") else "",
+        "bastion_commit": first_line(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"]),
+        "bastion_src_uncommitted": bool(first_line(
+            ["git", "-C", str(REPO), "status", "--porcelain", "--", "src"])),
+    }
+
+
+def access_log_note(path: Path) -> str:
+    """Confirm the JSON access log was really written during the bastion-json runs."""
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as f:
+            first = f.readline().decode(errors="replace").strip()
+    except OSError:
+        return f"bastion-json: access log {path.name} was not created (logging inactive?)"
+    if size == 0:
+        return "bastion-json: access log is empty (logging inactive?)"
+    try:
+        json.loads(first)
+        kind = "JSON lines"
+    except ValueError:
+        kind = "NOT JSON"
+    return f"bastion-json: access log written, {size / 1e6:.1f} MB ({kind}); e.g. {first[:160]}"
+
+
+def print_report(results: report.Results, titles: dict[str, str], notes: list[str],
+                 method: str, markdown: bool) -> list[report.Check]:
+    """Add the ratios to ``results``, print the tables and return bastion's checks."""
+    report.add_ratios(results)
+    has_bastion = any(t.startswith("bastion") for e in results.values() for t in e)
+    checks = report.checks(results) if has_bastion else []
+    print()
+    for name, title in titles.items():
+        print(report.table(title, results[name], markdown=False))
+    if checks:
+        print("bastion headline checks (vs nginx, small keep-alive):")
+        print(report.checks_text(checks, markdown=False))
+    for note in notes:
+        print(f"note: {note}")
+    print(f"method: {method}")
+    if markdown:
+        print("\n<!-- markdown -->\n")
+        for name, title in titles.items():
+            print(report.table(title, results[name], markdown=True))
+        if checks:
+            print(report.checks_text(checks, markdown=True))
+    return checks
+
+
+def render(path: Path, markdown: bool) -> int:
+    """Print the report of a saved results file again (with this version's formatting)."""
+    payload = json.loads(path.read_text())
+    titles = {name: f"{name}: {sc['description']}" for name, sc in payload["scenarios"].items()}
+    print(f"results of {payload['timestamp']} (bastion {payload['machine']['bastion_commit']})")
+    print_report(payload["results"], titles, payload["notes"], payload["method"], markdown)
+    return 0
+
+
+def _raise_interrupt(signum: int, _frame: object) -> NoReturn:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.render:
+        return render(args.render, args.markdown)
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk not found (apt-get install -y wrk)")
+    if shutil.which("nginx") is None:
+        raise SystemExit("nginx not found: it is the backend (apt-get install -y nginx)")
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGHUP, _raise_interrupt)
+
+    notes: list[str] = []
+    proxy_cpus, load_cpus = pinning(args, notes)
+    scenarios = [SCENARIOS[s] for s in args.scenario_list]
+    results: report.Results = {s.name: {} for s in scenarios}
+    versions: dict[str, str] = {}
+    tmp = Path(tempfile.mkdtemp(prefix="bastion-bench-"))
+    backend = None
+    slots: list[Slot] = []
+    skipped: dict[str, str] = {}
+    interrupted = False
+    try:
+        lua = wrk.write_lua(tmp)
+        backend, backend_port = targets.start_backend(tmp, load_cpus)
+        log(f"backend nginx on 127.0.0.1:{backend_port} (pid {backend.pid}); "
+            f"proxy CPUs {sorted(proxy_cpus) if proxy_cpus else 'any'}, "
+            f"wrk+backend CPUs {sorted(load_cpus) if load_cpus else 'any'}")
+        env = targets.Env(tmp=tmp, backend_port=backend_port, proxy_cpus=proxy_cpus,
+                          bastion_bin=args.bastion)
+        for name in args.target_list:
+            target = targets.TARGETS[name]
+            missing = targets.missing_binary(target, args.bastion)
+            if missing:
+                skipped[name] = f"skipped: {missing} not installed"
+                log(f"{name}: {skipped[name]}")
+                continue
+            log(f"starting {name}: {target.description}")
+            try:
+                running = target.starter(env)
+            except OSError as exc:
+                skipped[name] = f"failed: could not start: {exc}"
+                log(f"{name} {skipped[name]}")
+                continue
+            slot = Slot(running)
+            slots.append(slot)
+            try:
+                if running.proc is not None:
+                    wait_ready(running.proc, running.port)
+            except RuntimeError as exc:
+                lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+                reason = f"failed: {lines[0].rstrip(':')}" if lines else "failed"
+                if len(lines) > 1:
+                    reason += f" ({lines[-1][:100]})"
+                slot.failed = reason
+                log(f"{name} {reason}\n{exc}")
+                running.stop()
+                continue
+            versions[name] = running.version
+        for slot in slots:
+            if not slot.failed:
+                idle_rss(slot)
+        measure = Measure(args, lua, load_cpus, backend.pid)
+        for sc in scenarios:
+            log(f"scenario {sc.name}: {sc.description}")
+            measure.scenario(slots, sc)
+        for slot in slots:
+            if slot.running.name == "bastion-json" and slot.runs:
+                notes.append(access_log_note(tmp / "bastion-json" / "access.log"))
+    except KeyboardInterrupt:
+        interrupted = True
+        log("interrupted: stopping everything")
+    finally:
+        for slot in slots:
+            slot.running.stop()
+        if backend is not None:
+            backend.stop()
+        if args.keep_tmp:
+            log(f"kept temp dir {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    if interrupted:
+        return 130
+
+    by_name = {s.running.name: s for s in slots}
+    for name in args.target_list:
+        found = by_name.get(name)
+        if found is not None and found.failed:
+            notes.append(f"{name} {found.failed}")
+        elif name in skipped:
+            notes.append(f"{name} {skipped[name]}")
+        for sc in scenarios:
+            results[sc.name][name] = (summarize(found, sc) if found is not None
+                                      else {"skipped": skipped.get(name, "skipped")})
+
+    method = (f"wrk -t{args.threads} -c{args.connections} -d{args.duration:g}s --latency, "
+              f"{args.runs} run(s) per target interleaved round-robin, median by rps, "
+              f"{args.warmup:g}s warm-up; "
+              f"proxy on CPU {sorted(proxy_cpus) if proxy_cpus else 'any'}, "
+              f"wrk + backend on CPU {sorted(load_cpus) if load_cpus else 'any'}")
+    titles = {sc.name: f"{sc.name}: {sc.description}" for sc in scenarios}
+    checks = print_report(results, titles, notes, method, args.markdown)
+
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    args.results_dir.mkdir(parents=True, exist_ok=True)
+    out_path = args.results_dir / f"{stamp}.json"
+    payload = {
+        "timestamp": stamp,
+        "machine": machine_info(),
+        "versions": versions,
+        "method": method,
+        "params": {k: v for k, v in vars(args).items() if k not in ("results_dir",)},
+        "notes": notes,
+        "scenarios": {s.name: {"path": s.path, "headers": list(s.headers),
+                               "description": s.description} for s in scenarios},
+        "results": results,
+        "checks": [c.to_dict() for c in checks],
+    }
+    out_path.write_text(json.dumps(payload, indent=2, default=str))
+    print(f"results written to {out_path}")
+    if args.strict and any(c.status == "FAIL" for c in checks):
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
