@@ -65,27 +65,22 @@ class AccessLog:
         duration = now - req.start if req.start else 0.0
         target = req.target.decode("latin-1") if req.target else "-"
         if self.format == "json":
-            record = {
-                "time": iso,
-                "request_id": req.request_id,
-                "client_ip": req.client_ip,
-                "method": req.method,
-                "host": req.host,
-                "target": target,
-                "protocol": "HTTP/" + req.version,
-                "status": req.status,
-                "bytes_in": req.body_bytes,
-                "bytes_out": req.bytes_out,
-                "duration_ms": round(duration * 1000, 3),
-                "route": req.route_name,
-                "upstream": req.upstream,
-                "upstream_ms": round(req.upstream_time * 1000, 3)
-                if req.upstream_time >= 0
-                else None,
-                "user_agent": _text(req.header(b"user-agent")),
-                "referer": _text(req.header(b"referer")),
-            }
-            line = json.dumps(record, separators=(",", ":")) + "\n"
+            # Built as text rather than through json.dumps: this runs once per
+            # request, and only the free-form fields need escaping.
+            user_agent, referer = _agent_and_referer(req)
+            upstream_ms = (
+                str(round(req.upstream_time * 1000, 3)) if req.upstream_time >= 0 else "null"
+            )
+            line = (
+                f'{{"time":"{iso}","request_id":{_js(req.request_id)},'
+                f'"client_ip":"{req.client_ip}","method":{_js(req.method)},'
+                f'"host":{_js(req.host)},"target":{_js(target)},'
+                f'"protocol":"HTTP/{req.version}","status":{req.status},'
+                f'"bytes_in":{req.body_bytes},"bytes_out":{req.bytes_out},'
+                f'"duration_ms":{round(duration * 1000, 3)},"route":{_js(req.route_name)},'
+                f'"upstream":{_js(req.upstream)},"upstream_ms":{upstream_ms},'
+                f'"user_agent":{_js_or_null(user_agent)},"referer":{_js_or_null(referer)}}}\n'
+            )
         else:
             upstream_ms = f"{req.upstream_time:.3f}" if req.upstream_time >= 0 else "-"
             line = (
@@ -128,6 +123,27 @@ class AccessLog:
         if self.own_fd:
             os.close(self.fd)
             self.own_fd = False
+
+
+def _agent_and_referer(req: Request) -> tuple[str | None, str | None]:
+    agent = referer = None
+    for lname, _, value in req.headers:
+        if lname == b"user-agent":
+            agent = value.decode("latin-1")
+        elif lname == b"referer":
+            referer = value.decode("latin-1")
+    return agent, referer
+
+
+def _js(value: str) -> str:
+    """A JSON string literal; plain printable ASCII skips the encoder."""
+    if value.isascii() and value.isprintable() and '"' not in value and "\\" not in value:
+        return '"' + value + '"'
+    return json.dumps(value)
+
+
+def _js_or_null(value: str | None) -> str:
+    return "null" if value is None else _js(value)
 
 
 def _text(value: bytes | None) -> str | None:
