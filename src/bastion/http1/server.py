@@ -83,6 +83,11 @@ class HTTP1Connection(asyncio.Protocol):
         # parsing state of the request being received
         self.req: Request | None = None  # being parsed
         self.url_parts: list[bytes] = []
+        self.url_bytes = 0
+        # the last Host value seen on this connection and its parsed form: clients
+        # send the same one on every request, so it is validated once
+        self.last_host_value = b""
+        self.last_host = ""
         self.head_bytes = 0
         self.head_raw = 0
         self.in_head = False
@@ -247,6 +252,7 @@ class HTTP1Connection(asyncio.Protocol):
         self.in_head = True
         self.head_bytes = 0
         self.head_raw = 0
+        self.url_bytes = 0
         self.url_parts = []
         self.req = None
         if self.timer_kind != _T_HEAD:
@@ -254,7 +260,8 @@ class HTTP1Connection(asyncio.Protocol):
 
     def on_url(self, url: bytes) -> None:
         self.url_parts.append(url)
-        if sum(map(len, self.url_parts)) > self.max_uri_bytes:
+        self.url_bytes += len(url)
+        if self.url_bytes > self.max_uri_bytes:
             raise ParseReject(414)
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -273,9 +280,14 @@ class HTTP1Connection(asyncio.Protocol):
         if lname == b"host":
             if req.host:
                 raise ParseReject(400, "The request has more than one Host header.")
-            host = parse_host(value.decode("latin-1"))
-            if host is None:
-                raise ParseReject(400, "The Host header is malformed.")
+            if value == self.last_host_value:
+                host = self.last_host
+            else:
+                parsed = parse_host(value.decode("latin-1"))
+                if parsed is None:
+                    raise ParseReject(400, "The Host header is malformed.")
+                host = self.last_host = parsed
+                self.last_host_value = value
             req.host = host
             req.host_header = value
         elif lname == b"transfer-encoding":
@@ -362,6 +374,9 @@ class HTTP1Connection(asyncio.Protocol):
         path, _sep, query = raw.partition("?")
         req.raw_path = path
         req.query = query
+        if "%" not in path and "/." not in path and "//" not in path:
+            req.path = path  # already normal: the common case skips the call
+            return
         normalized = normalize_path(path)
         if normalized is None:
             raise ParseReject(400, "The request path is malformed.")

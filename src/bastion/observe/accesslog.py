@@ -68,16 +68,16 @@ class AccessLog:
             # Built as text rather than through json.dumps: this runs once per
             # request, and only the free-form fields need escaping.
             user_agent, referer = _agent_and_referer(req)
-            upstream_ms = (
-                str(round(req.upstream_time * 1000, 3)) if req.upstream_time >= 0 else "null"
-            )
+            upstream_ms = f"{req.upstream_time * 1000:.3f}" if req.upstream_time >= 0 else "null"
+            # method and host were validated by the parser (token and host
+            # characters only): they need no escaping
             line = (
                 f'{{"time":"{iso}","request_id":{_js(req.request_id)},'
-                f'"client_ip":"{req.client_ip}","method":{_js(req.method)},'
-                f'"host":{_js(req.host)},"target":{_js(target)},'
+                f'"client_ip":"{req.client_ip}","method":"{req.method}",'
+                f'"host":"{req.host}","target":{_js(target)},'
                 f'"protocol":"HTTP/{req.version}","status":{req.status},'
                 f'"bytes_in":{req.body_bytes},"bytes_out":{req.bytes_out},'
-                f'"duration_ms":{round(duration * 1000, 3)},"route":{_js(req.route_name)},'
+                f'"duration_ms":{duration * 1000:.3f},"route":{_js(req.route_name)},'
                 f'"upstream":{_js(req.upstream)},"upstream_ms":{upstream_ms},'
                 f'"user_agent":{_js_or_null(user_agent)},"referer":{_js_or_null(referer)}}}\n'
             )

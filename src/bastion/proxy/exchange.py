@@ -26,44 +26,55 @@ log = logging.getLogger("bastion.proxy")
 
 IDEMPOTENT = frozenset(("GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"))
 
+# What to do with a response header, by name: a dict probe on the name as sent
+# (most backends use one spelling) before falling back to its lowercase form.
+_KEEP, _LENGTH, _DATE, _CHUNKED, _CONNECTION, _UPGRADE, _DROP = range(7)
+_RESPONSE_KINDS: dict[bytes, int] = {}
+for _name in RESPONSE_DROPPED:
+    _RESPONSE_KINDS[_name] = _DROP
+_RESPONSE_KINDS[b"transfer-encoding"] = _CHUNKED
+_RESPONSE_KINDS[b"connection"] = _CONNECTION
+_RESPONSE_KINDS[b"upgrade"] = _UPGRADE
+_RESPONSE_KINDS[b"content-length"] = _LENGTH
+_RESPONSE_KINDS[b"date"] = _DATE
+for _name, _kind in list(_RESPONSE_KINDS.items()):
+    _RESPONSE_KINDS[_name.title()] = _kind  # "Content-Length", "Transfer-Encoding", …
+for _name in (
+    b"Server",
+    b"Content-Type",
+    b"Cache-Control",
+    b"ETag",
+    b"Last-Modified",
+    b"Vary",
+    b"Set-Cookie",
+    b"Location",
+    b"Expires",
+    b"Accept-Ranges",
+):
+    _RESPONSE_KINDS[_name] = _KEEP
+
 
 class Exchange:
-    __slots__ = (
-        "attempts",
-        "client",
-        "done",
-        "framing",
-        "handler",
-        "head",
-        "interim",
-        "loop",
-        "pool",
-        "req",
-        "request_sent",
-        "resp_started",
-        "sent_at",
-        "task",
-        "tunnelling",
-        "upstream",
-    )
+    # No __slots__: with class-level defaults, creating an exchange sets only the
+    # four attributes below, which is measurably cheaper once per request.
+    head = b""
+    pool: Pool | None = None
+    upstream: UpstreamConnection | None = None
+    task: asyncio.Task[None] | None = None
+    resp_started = False
+    request_sent = False
+    interim = False
+    tunnelling = False
+    done = False
+    framing = BODY_NONE
+    attempts = 0
+    sent_at = 0.0
 
     def __init__(self, handler: ProxyHandler, client: HTTP1Connection, req: Request) -> None:
         self.handler = handler
         self.client = client
         self.req = req
         self.loop = client.ctx.loop
-        self.head = b""
-        self.pool: Pool | None = None
-        self.upstream: UpstreamConnection | None = None
-        self.task: asyncio.Task[None] | None = None
-        self.resp_started = False
-        self.request_sent = False
-        self.interim = False
-        self.tunnelling = False
-        self.done = False
-        self.framing = BODY_NONE
-        self.attempts = 0
-        self.sent_at = 0.0
 
     # ------------------------------------------------------------------- start
     def start(self, head: bytes) -> None:
@@ -196,19 +207,25 @@ class Exchange:
         if conn is not None:
             headers = conn.resp_headers
             conn.resp_headers = []
+        kinds = _RESPONSE_KINDS
         for name, value in headers:
-            lname = name.lower()
-            if lname in RESPONSE_DROPPED:
-                if lname == b"transfer-encoding":
-                    chunked = True
-                elif lname == b"connection":
-                    tokens += (t.strip().lower() for t in value.split(b","))
-                if status != 101 or lname not in (b"connection", b"upgrade"):
-                    continue
-            elif lname == b"content-length":
+            kind = kinds.get(name)
+            if kind is None:
+                kind = kinds.get(name.lower(), _KEEP)
+            if kind == _KEEP:
+                append(name + b": " + value + b"\r\n")
+                continue
+            if kind == _LENGTH:
                 length = True
-            elif lname == b"date":
+            elif kind == _DATE:
                 has_date = True
+            else:
+                if kind == _CHUNKED:
+                    chunked = True
+                elif kind == _CONNECTION:
+                    tokens += [t.strip().lower() for t in value.split(b",")]
+                if status != 101 or kind in (_CHUNKED, _DROP):
+                    continue
             append(name + b": " + value + b"\r\n")
         if tokens and status != 101:
             named = set(tokens) - {b"close", b"keep-alive", b""}
