@@ -29,6 +29,8 @@ IDEMPOTENT = frozenset(("GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"))
 # What to do with a response header, by name: a dict probe on the name as sent
 # (most backends use one spelling) before falling back to its lowercase form.
 _KEEP, _LENGTH, _DATE, _CHUNKED, _CONNECTION, _UPGRADE, _DROP = range(7)
+# Connection values that name no other header: nothing to strip besides Connection
+_PLAIN_CONNECTION = frozenset((b"keep-alive", b"Keep-Alive", b"close", b"Close"))
 _RESPONSE_KINDS: dict[bytes, int] = {}
 for _name in RESPONSE_DROPPED:
     _RESPONSE_KINDS[_name] = _DROP
@@ -222,7 +224,7 @@ class Exchange:
             else:
                 if kind == _CHUNKED:
                     chunked = True
-                elif kind == _CONNECTION:
+                elif kind == _CONNECTION and value not in _PLAIN_CONNECTION:
                     tokens += [t.strip().lower() for t in value.split(b",")]
                 if status != 101 or kind in (_CHUNKED, _DROP):
                     continue

@@ -22,7 +22,7 @@ class WorkerContext:
         self.tunnels: set[Any] = set()
         self.access_log: AccessLog | None = None
         self.draining = False
-        self._id_prefix = os.urandom(5).hex()
+        self._id_prefix = os.urandom(6).hex()
         self._id_counter = 0
         self.date_header = b""
         self._date_handle: asyncio.TimerHandle | None = None
@@ -36,7 +36,8 @@ class WorkerContext:
 
     def next_request_id(self) -> str:
         self._id_counter += 1
-        return f"{self._id_prefix}{self._id_counter:07x}"
+        # a random per-process prefix and a counter: unique, and cheap to make
+        return self._id_prefix + hex(self._id_counter)[2:]
 
     def close(self) -> None:
         if self._date_handle is not None:
