@@ -179,6 +179,24 @@ def start_bastion_json(env: Env) -> Running:
     return _start_bastion(env, "bastion-json", f'{{format: json, path: "{log_path}"}}')
 
 
+def start_floor(env: Env) -> Running:
+    """The reference relay of bench/floor_proxy.py: uvloop + httptools and nothing else."""
+    workdir = env.tmp / "floor"
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    script = Path(__file__).resolve().parent / "floor_proxy.py"
+    proc = start("floor", [_bastion_python(env.bastion_bin), str(script), str(port),
+                           str(env.backend_port)], workdir / "stdout.log",
+                 cpus=env.proxy_cpus, cwd=workdir)
+    return Running("floor", port, proc, "uvloop + httptools relay")
+
+
+def _bastion_python(bastion_bin: str) -> str:
+    """The interpreter bastion runs under (it has uvloop and httptools)."""
+    near = Path(bastion_bin).parent / "python"
+    return str(near) if near.exists() else sys.executable
+
+
 def start_caddy(env: Env) -> Running:
     workdir = env.tmp / "caddy"
     workdir.mkdir(parents=True, exist_ok=True)
@@ -273,6 +291,8 @@ TARGETS: dict[str, Target] = {
         Target("bastion", "bastion", start_bastion, "bastion, 1 worker, access log off"),
         Target("bastion-json", "bastion", start_bastion_json,
                "bastion, 1 worker, JSON access log to a file"),
+        Target("floor", "", start_floor,
+               "reference floor: a uvloop + httptools byte relay with no features"),
         Target("caddy", "caddy", start_caddy, "Caddy reverse_proxy, GOMAXPROCS=1"),
         Target("haproxy", "haproxy", start_haproxy, "HAProxy, nbthread 1, http-reuse always"),
     )
