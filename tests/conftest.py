@@ -67,33 +67,29 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _read_body(self) -> tuple[int, str]:
         digest = hashlib.sha256()
+        if self.headers.get("Transfer-Encoding", "").lower() != "chunked":
+            length = int(self.headers.get("Content-Length") or 0)
+            return self._read_exact(length, digest), digest.hexdigest()
         total = 0
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            while True:
-                size = int(self.rfile.readline().split(b";")[0].strip(), 16)
-                if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                        pass
-                    break
-                remaining = size
-                while remaining:
-                    data = self.rfile.read(min(remaining, 1 << 20))
-                    if not data:
-                        raise ConnectionError("body cut short")
-                    digest.update(data)
-                    remaining -= len(data)
-                    total += len(data)
-                self.rfile.readline()
-        else:
-            remaining = int(self.headers.get("Content-Length") or 0)
-            while remaining:
-                data = self.rfile.read(min(remaining, 1 << 20))
-                if not data:
-                    raise ConnectionError("body cut short")
-                digest.update(data)
-                remaining -= len(data)
-                total += len(data)
-        return total, digest.hexdigest()
+        while True:
+            size = int(self.rfile.readline().split(b";")[0].strip(), 16)
+            if size == 0:
+                while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                    pass
+                return total, digest.hexdigest()
+            total += self._read_exact(size, digest)
+            self.rfile.readline()
+
+    def _read_exact(self, remaining: int, digest: Any) -> int:
+        total = 0
+        while remaining:
+            data = self.rfile.read(min(remaining, 1 << 20))
+            if not data:
+                raise ConnectionError("body cut short")
+            digest.update(data)
+            remaining -= len(data)
+            total += len(data)
+        return total
 
     def _send(
         self,

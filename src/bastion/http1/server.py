@@ -64,57 +64,60 @@ class ParseReject(Exception):
 
 
 class HTTP1Connection(asyncio.Protocol):
+    # Per-connection state starts from these class-level defaults, so opening a
+    # connection assigns only what differs (new connections per second count too).
+    transport: asyncio.Transport | None = None
+    client_ip = ""
+    # parsing state of the request being received
+    req: Request | None = None  # being parsed
+    url_bytes = 0
+    # the last Host value seen on this connection and its parsed form: clients
+    # send the same one on every request, so it is validated once
+    last_host_value = b""
+    last_host = ""
+    head_bytes = 0
+    head_raw = 0
+    in_head = False
+    client_eof = False
+    reject: ParseReject | None = None
+    active: Request | None = None  # the request being answered (first in the queue)
+    # response state
+    resp_started = False
+    resp_chunked = False
+    resp_keep_alive = True
+    producer: Any = None  # paused/resumed with the client's write buffer
+    write_paused = False
+    read_paused = 0
+    upgraded = False
+    tunnel: Any = None
+    closing = False
+    lingering = False
+    # While an upstream chunk is being parsed, response bytes collect here and
+    # leave in one write: head, body and terminator usually share a packet.
+    corked: list[bytes] | None = None
+    # one lazily re-armed timer (aiohttp's trick: re-arm only when it fires early)
+    timer_kind = _T_NONE
+    timer_deadline = 0.0
+    timer_handle: asyncio.TimerHandle | None = None
+    timer_at = 0.0  # when timer_handle fires
+
     def __init__(self, ctx: WorkerContext, scheme: bytes = b"http") -> None:
         self.ctx = ctx
         self.scheme = scheme
-        self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
-        self.client_ip = ""
-        self.server_port = b""
         # limits copied once per connection from the plan in force when it opened
-        limits = ctx.plan.limits
+        plan = ctx.plan
+        limits = plan.limits
         self.max_header_bytes = limits.max_header_bytes
         self.max_uri_bytes = limits.max_uri_bytes
         self.max_body_bytes = limits.max_body_bytes
-        timeouts = ctx.plan.timeouts
+        timeouts = plan.timeouts
         self.header_timeout = timeouts.header
         self.body_timeout = timeouts.body
         self.idle_timeout = timeouts.keepalive
-        # parsing state of the request being received
-        self.req: Request | None = None  # being parsed
         self.url_parts: list[bytes] = []
-        self.url_bytes = 0
-        # the last Host value seen on this connection and its parsed form: clients
-        # send the same one on every request, so it is validated once
-        self.last_host_value = b""
-        self.last_host = ""
-        self.head_bytes = 0
-        self.head_raw = 0
-        self.in_head = False
-        self.client_eof = False
-        self.reject: ParseReject | None = None
         # requests parsed and waiting; the first one is the active one once dispatched
         self.queue: deque[Request] = deque()
-        self.active: Request | None = None
-        # response state
-        self.resp_started = False
-        self.resp_chunked = False
-        self.resp_keep_alive = True
-        self.producer: Any = None  # paused/resumed with the client's write buffer
-        self.write_paused = False
-        self.read_paused = 0
-        self.upgraded = False
-        self.tunnel: Any = None
-        self.closing = False
-        self.lingering = False
-        # While an upstream chunk is being parsed, response bytes collect here and
-        # leave in one write: head, body and terminator usually share a packet.
-        self.corked: list[bytes] | None = None
-        # one lazily re-armed timer (aiohttp's trick: re-arm only when it fires early)
-        self.timer_kind = _T_NONE
-        self.timer_deadline = 0.0
-        self.timer_handle: asyncio.TimerHandle | None = None
-        self.timer_at = 0.0  # when timer_handle fires
 
     # ----------------------------------------------------------------- transport
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -127,9 +130,6 @@ class HTTP1Connection(asyncio.Protocol):
         ctx.connections.add(self)
         peer = transport.get_extra_info("peername")
         self.client_ip = peer[0] if isinstance(peer, tuple) else "unix"
-        sock = transport.get_extra_info("sockname")
-        if isinstance(sock, tuple):
-            self.server_port = str(sock[1]).encode()
         self._set_timer(_T_HEAD, self.header_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
