@@ -36,7 +36,6 @@ class UpstreamConnection(asyncio.Protocol):
         # response header fields as parsed; the exchange takes and clears them
         self.resp_headers: list[tuple[bytes, bytes]] = []
         self.closed = False
-        self.reused = False
         self.in_feed = False
         self.release_after_feed = False
         # set by an exchange that finished during a feed: called once the feed is
@@ -194,7 +193,6 @@ class Pool:
         while idle:
             conn = idle.pop()
             if not conn.closed:
-                conn.reused = True
                 return conn
         return None
 

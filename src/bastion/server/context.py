@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 from email.utils import formatdate
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from bastion.http1.server import HTTP1Connection
@@ -19,7 +19,6 @@ class WorkerContext:
         self.loop = loop
         self.plan = plan
         self.connections: set[HTTP1Connection] = set()
-        self.tunnels: set[Any] = set()
         self.access_log: AccessLog | None = None
         self.draining = False
         self._id_prefix = os.urandom(6).hex()

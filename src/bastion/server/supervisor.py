@@ -27,7 +27,6 @@ class Supervisor:
         self.children: dict[int, int] = {}  # pid -> worker slot
         self.crashes: dict[int, int] = {}  # slot -> recent crash count
         self.stopping = False
-        self.pending: list[int] = []
 
     def run(self) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
