@@ -14,6 +14,7 @@ from pathlib import Path
 from bastion import __version__
 from bastion.config import ConfigError, LoadedConfig, config_from_dict, json_schema, load_config
 from bastion.observe.oplog import setup_logging
+from bastion.tls.store import DATA_DIR_ENV
 
 log = logging.getLogger("bastion")
 
@@ -42,8 +43,15 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="config file (default ./bastion.yaml or $BASTION_CONFIG)",
     )
+    _data_dir_flag(p)
     p = sub.add_parser("check", help="validate a config file and print the compiled plan")
     p.add_argument("-c", "--config", default=None)
+    _data_dir_flag(p)
+    p = sub.add_parser("trust", help="show the local CA root and how to install it")
+    p.add_argument(
+        "-c", "--config", default=None, help="config whose data_dir to use (if it exists)"
+    )
+    _data_dir_flag(p)
     p = sub.add_parser("proxy", help="quick mode: proxy one address to one upstream, no file")
     p.add_argument("--from", dest="from_", default="127.0.0.1:8080", help="listen address")
     p.add_argument("--to", required=True, help="upstream, e.g. http://127.0.0.1:8000")
@@ -56,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("schema", help="print the JSON Schema of the config file")
 
     args = parser.parse_args(argv)
+    if getattr(args, "data_dir", None):
+        # exported so that worker processes and reloads resolve the same directory
+        os.environ[DATA_DIR_ENV] = str(Path(args.data_dir).expanduser().resolve())
     setup_logging("info")
     handler = {
         "run": cmd_run,
@@ -64,8 +75,18 @@ def main(argv: list[str] | None = None) -> int:
         "demo": cmd_demo,
         "reload": cmd_reload,
         "schema": cmd_schema,
+        "trust": cmd_trust,
     }[args.command]
     return handler(args)
+
+
+def _data_dir_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data-dir",
+        default=None,
+        help="where the local CA and certificates live (default $BASTION_DATA_DIR, the "
+        "config's data_dir, /var/lib/bastion for root, else ~/.local/share/bastion)",
+    )
 
 
 def _load(path: str | None) -> LoadedConfig | None:
@@ -96,7 +117,7 @@ def serve(loaded: LoadedConfig) -> int:
 
             try:
                 run_worker(loaded)
-            except OSError as exc:
+            except (OSError, ValueError) as exc:
                 log.error("cannot start: %s", exc)
                 return 1
             return 0
@@ -133,6 +154,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     loop = asyncio.new_event_loop()
     try:
         plan = compile_plan(loaded.config, PoolRegistry(loop))
+    except (OSError, ValueError) as exc:
+        print(f"cannot prepare the certificates: {exc}", file=sys.stderr)
+        return 1
     finally:
         loop.close()
     print(describe(loaded, plan))
@@ -218,4 +242,25 @@ def cmd_reload(args: argparse.Namespace) -> int:
 
 def cmd_schema(args: argparse.Namespace) -> int:
     print(json.dumps(json_schema(), indent=2))
+    return 0
+
+
+def cmd_trust(args: argparse.Namespace) -> int:
+    from bastion.tls.localca import LocalCA
+    from bastion.tls.store import ensure_dir, resolve_data_dir
+    from bastion.tls.trust import trust_text
+
+    configured = None
+    if args.config or os.path.exists(default_config_path()):
+        loaded = _load(args.config)
+        if loaded is None:
+            return 1
+        configured = loaded.config.data_dir
+    try:
+        ca = LocalCA(ensure_dir(resolve_data_dir(configured)))
+        fingerprint = ca.root_fingerprint()
+    except (OSError, ValueError) as exc:
+        print(f"cannot open the local CA: {exc}", file=sys.stderr)
+        return 1
+    print(trust_text(ca.root_cert_path, fingerprint))
     return 0

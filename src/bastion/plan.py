@@ -11,41 +11,53 @@ import ipaddress
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from bastion.handlers.simple import RedirectHandler, RespondHandler
+from bastion.config.models import Hsts
+from bastion.handlers.simple import HttpsRedirectHandler, RedirectHandler, RespondHandler
 from bastion.handlers.static import StaticHandler
 from bastion.proxy.handler import ProxyHandler
 from bastion.proxy.pool import Pool, PoolRegistry
 from bastion.routing import HostTable, PathTable
+from bastion.tls.table import TLSTable, site_tls_mode
 
 if TYPE_CHECKING:
-    from bastion.config.models import Config, Route
+    from bastion.config.models import Config, Route, Site
     from bastion.http1.request import Request
 
 
 class CompiledRoute:
-    __slots__ = ("handler", "methods", "name")
+    __slots__ = ("extra_head", "handler", "methods", "name")
 
-    def __init__(self, name: str, methods: frozenset[str] | None, handler: Any) -> None:
+    def __init__(
+        self, name: str, methods: frozenset[str] | None, handler: Any, extra_head: bytes = b""
+    ) -> None:
         self.name = name
         self.methods = methods
         self.handler = handler
+        # header lines added to every response of this route (HSTS over HTTPS)
+        self.extra_head = extra_head
 
 
 class Plan:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.listeners = list(config.listen.http)
+        self.https_listeners = list(config.listen.https)
         self.limits = config.limits
         self.timeouts = config.timeouts
+        # sites by host, as seen from plain-HTTP and from HTTPS listeners: a site with TLS
+        # is a redirect on the first and itself on the second; a site without TLS is
+        # absent from the second
         self.hosts: HostTable[PathTable[CompiledRoute]] = HostTable()
+        self.https_hosts: HostTable[PathTable[CompiledRoute]] = HostTable()
+        self.tls: TLSTable | None = None
         self.pools: set[Pool] = set()
         self._networks = [ipaddress.ip_network(n) for n in config.trusted_proxies]
         self._trusted_cache: dict[str, bool] = {}
         self.trusted: Callable[[str], bool] | None = self.is_trusted if self._networks else None
 
-    def route(self, req: Request) -> tuple[CompiledRoute | None, int, bytes]:
+    def route(self, req: Request, secure: bool = False) -> tuple[CompiledRoute | None, int, bytes]:
         """The route for a request, or (None, status, Allow value) for 404/405."""
-        paths = self.hosts.lookup(req.host)
+        paths = (self.https_hosts if secure else self.hosts).lookup(req.host)
         if paths is None:
             return None, 404, b""
         candidates = paths.match(req.path)
@@ -78,19 +90,48 @@ class Plan:
 
 
 def compile_plan(config: Config, registry: PoolRegistry) -> Plan:
+    """Raises ``OSError`` / ``ssl.SSLError`` when a certificate cannot be issued or loaded."""
     plan = Plan(config)
+    plan.tls = TLSTable.build(config)
+    has_https = bool(plan.https_listeners)
+    redirect: PathTable[CompiledRoute] | None = None
+    if has_https:
+        port = plan.https_listeners[0].port
+        redirect = PathTable()
+        handler = HttpsRedirectHandler(None if port == 443 else port)
+        redirect.add("prefix", "/", CompiledRoute("(redirect to https)", None, handler))
     for site in config.sites:
+        secure = site_tls_mode(site, has_https) != "off"
         paths: PathTable[CompiledRoute] = PathTable()
+        extra_head = _hsts_line(site) if secure else b""
         for route in site.routes:
             handler = _handler(route, plan, registry)
             methods = frozenset(route.methods) if route.methods else None
             if methods is not None and "GET" in methods:
                 methods = methods | {"HEAD"}
-            compiled = CompiledRoute(route.path.text, methods, handler)
+            compiled = CompiledRoute(route.path.text, methods, handler, extra_head)
             paths.add(route.path.kind, route.path.value, compiled)
         for host in site.hosts:
-            plan.hosts.add(host, paths)
+            if secure and redirect is not None:
+                plan.https_hosts.add(host, paths)
+                plan.hosts.add(host, redirect)
+            else:
+                plan.hosts.add(host, paths)
     return plan
+
+
+def _hsts_line(site: Site) -> bytes:
+    hsts = site.hsts
+    if hsts is False:
+        return b""
+    if hsts is True:
+        hsts = Hsts()
+    value = f"max-age={int(hsts.max_age)}"
+    if hsts.include_subdomains:
+        value += "; includeSubDomains"
+    if hsts.preload:
+        value += "; preload"
+    return b"Strict-Transport-Security: " + value.encode() + b"\r\n"
 
 
 def _handler(route: Route, plan: Plan, registry: PoolRegistry) -> Any:

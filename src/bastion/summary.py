@@ -4,7 +4,9 @@ substituted from ${ENV} or ${file:} never appear in it."""
 from __future__ import annotations
 
 from bastion.config import LoadedConfig
+from bastion.config.models import Site, TlsFiles
 from bastion.plan import Plan
+from bastion.tls.table import site_tls_mode
 
 
 def describe(loaded: LoadedConfig, plan: Plan) -> str:
@@ -12,10 +14,12 @@ def describe(loaded: LoadedConfig, plan: Plan) -> str:
     lines = [f"configuration OK: {loaded.source or '<built-in>'}", ""]
     lines.append("listeners:")
     lines += [f"  http://{address}" for address in config.listen.http]
+    lines += [f"  https://{address}" for address in config.listen.https]
     workers = config.workers
     lines.append(f"workers: {workers}")
     for index, site in enumerate(config.sites):
         lines.append(f"site {index}: hosts {', '.join(site.hosts)}")
+        lines.append(f"  tls: {_tls(site, bool(config.listen.https))}")
         for route in site.routes:
             methods = f" [{', '.join(route.methods)}]" if route.methods else ""
             lines.append(f"  {route.path.text}{methods} -> {_action(route)}")
@@ -50,3 +54,14 @@ def _action(route: object) -> str:
         return f"static {static.root}"
     respond = getattr(route, "respond", None)
     return f"respond {respond.status}" if respond is not None else "?"
+
+
+def _tls(site: Site, has_https: bool) -> str:
+    """The site's TLS mode and certificate source; never key material."""
+    mode = site_tls_mode(site, has_https)
+    if isinstance(site.tls, TlsFiles):
+        return f"files (cert {site.tls.cert})" + (", HSTS" if site.hsts else "")
+    if mode == "internal":
+        how = "auto: local names, local CA" if site.tls == "auto" else "internal (local CA)"
+        return how + (", HSTS" if site.hsts else "")
+    return "off"

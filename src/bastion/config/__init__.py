@@ -12,6 +12,7 @@ from bastion.config.matching import RoutePath
 from bastion.config.models import (
     AccessLog,
     Config,
+    Hsts,
     Limits,
     Listen,
     Proxy,
@@ -22,6 +23,7 @@ from bastion.config.models import (
     ServerTimeouts,
     Site,
     Static,
+    TlsFiles,
 )
 
 __all__ = [
@@ -30,6 +32,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "ConfigIssue",
+    "Hsts",
     "Limits",
     "Listen",
     "LoadedConfig",
@@ -42,6 +45,7 @@ __all__ = [
     "ServerTimeouts",
     "Site",
     "Static",
+    "TlsFiles",
     "UpstreamAddress",
     "config_from_dict",
     "json_schema",

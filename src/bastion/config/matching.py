@@ -13,7 +13,32 @@ from typing import Literal
 from bastion.config.addresses import parse_hostname
 from bastion.config.show import show
 
-__all__ = ["RoutePath", "parse_host_pattern", "parse_method", "parse_route_path"]
+__all__ = [
+    "LOCAL_SUFFIXES",
+    "RoutePath",
+    "is_local_name",
+    "parse_host_pattern",
+    "parse_method",
+    "parse_route_path",
+]
+
+LOCAL_SUFFIXES = (".localhost", ".test", ".local", ".internal")
+"""Names no public CA will certify (RFC 2606, RFC 6761, RFC 6762, ICANN's .internal)."""
+
+
+def is_local_name(host: str) -> bool:
+    """True for a site host that gets a local-CA certificate: ``*`` (served as localhost),
+    ``localhost``, IP addresses, single-label names and the reserved suffixes."""
+    name = host.lower().strip("[]")
+    if name in ("*", "localhost") or "." not in name.removeprefix("*."):
+        return True
+    try:
+        ipaddress.ip_address(name)
+        return True
+    except ValueError:
+        pass
+    return name.endswith(LOCAL_SUFFIXES)
+
 
 # RFC 9110 section 5.6.2: token = 1*tchar
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")

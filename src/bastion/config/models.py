@@ -7,6 +7,7 @@ addresses and route paths as dataclasses, relative paths made absolute.
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -23,7 +24,7 @@ from pydantic import (
 
 from bastion.config.addresses import Address
 from bastion.config.rules import config_rules, route_rules, site_rules, validate_with_rules
-from bastion.config.show import redact
+from bastion.config.show import redact, show
 from bastion.config.types import (
     Duration,
     HeaderValue,
@@ -45,6 +46,7 @@ from bastion.config.types import (
 __all__ = [
     "AccessLog",
     "Config",
+    "Hsts",
     "Limits",
     "Listen",
     "Proxy",
@@ -55,6 +57,7 @@ __all__ = [
     "ServerTimeouts",
     "Site",
     "Static",
+    "TlsFiles",
 ]
 
 
@@ -74,6 +77,15 @@ class Listen(_Model):
         min_length=1,
         description="Plain-HTTP listen address, or a list of them: host:port, [ipv6]:port, "
         "or :port for every interface.",
+    )
+    https: Annotated[
+        list[ListenAddress],
+        BeforeValidator(one_or_many),
+        string_or_list_schema({"type": "string"}),
+    ] = Field(
+        default_factory=list,
+        description="HTTPS listen address, or a list of them (same forms as http); none by "
+        "default. With one, sites get TLS unless they say tls: off.",
     )
 
 
@@ -210,6 +222,53 @@ class Route(_Model):
         return validate_with_rules(cls.__name__, data, handler, route_rules)
 
 
+class TlsFiles(_Model):
+    """A certificate and key read from files."""
+
+    cert: RelativePath = Field(
+        description="PEM file with the certificate, followed by its intermediates."
+    )
+    key: RelativePath = Field(description="PEM file with the certificate's private key.")
+
+    @field_validator("cert", "key")
+    @classmethod
+    def _exists(cls, value: str) -> str:
+        if not Path(value).is_file():
+            raise ValueError(f"file {redact(value)} does not exist")
+        return value
+
+    @model_validator(mode="after")
+    def _loads(self) -> TlsFiles:
+        try:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(self.cert, self.key)
+        except (ssl.SSLError, OSError) as exc:
+            reason = getattr(exc, "reason", None) or exc.strerror or str(exc)
+            raise ValueError(
+                f"cannot load the certificate {redact(self.cert)} with the key "
+                f"{redact(self.key)}: {reason}"
+            ) from None
+        return self
+
+
+class Hsts(_Model):
+    """Strict-Transport-Security sent over HTTPS."""
+
+    max_age: Duration = Field(
+        default=365 * 86400.0, gt=0, description="How long browsers remember to use HTTPS only."
+    )
+    include_subdomains: bool = Field(
+        default=False, description="Apply to every subdomain of the site's hosts as well."
+    )
+    preload: bool = Field(
+        default=False,
+        description="Ask for inclusion in browsers' preload lists (needs max_age >= 1y and "
+        "include_subdomains).",
+    )
+
+
+_TLS_HINT = "expected off, internal, auto or {cert: FILE, key: FILE}"
+
+
 class Site(_Model):
     """A set of host names and the routes served for them."""
 
@@ -224,6 +283,33 @@ class Site(_Model):
         description="Routes; exact paths win, then the longest prefix, then "
         "regular expressions in file order.",
     )
+    tls: Literal["off", "internal", "auto"] | TlsFiles | None = Field(
+        default=None,
+        description="'internal' (local CA), {cert: FILE, key: FILE}, 'auto' (ACME; for now "
+        "only local names, served by the local CA) or 'off'. Default: 'internal' when an "
+        "https listener exists (local names only), else 'off'.",
+    )
+    hsts: bool | Hsts = Field(
+        default=False,
+        description="Send Strict-Transport-Security over HTTPS; true means max-age one year.",
+    )
+
+    @field_validator("tls", mode="wrap")
+    @classmethod
+    def _tls(cls, value: Any, handler: ValidatorFunctionWrapHandler, info: ValidationInfo) -> Any:
+        # one clear message instead of one per member of the union
+        if value is None:
+            return None
+        if value is False:
+            return "off"  # YAML 1.1 reads a bare `off` as false
+        if isinstance(value, str):
+            mode = value.strip().lower()
+            if mode not in ("off", "internal", "auto"):
+                raise ValueError(f"{_TLS_HINT}, got {show(value)}")
+            return mode
+        if isinstance(value, dict | TlsFiles):
+            return TlsFiles.model_validate(value, context=info.context)
+        raise ValueError(f"{_TLS_HINT}, got {show(value)}")
 
     @model_validator(mode="wrap")
     @classmethod
@@ -332,6 +418,11 @@ class Config(_Model):
         default=None, description="Write the process id to this file; null writes none."
     )
     watch: bool = Field(default=False, description="Reload when the config file changes.")
+    data_dir: RelativePath | None = Field(
+        default=None,
+        description="Where the local CA and certificates are kept; null means "
+        "$BASTION_DATA_DIR, else /var/lib/bastion for root, else ~/.local/share/bastion.",
+    )
     log_level: Annotated[Literal["debug", "info", "warning", "error"], BeforeValidator(_lower)] = (
         Field(default="info", description="Lowest level of the server's own log messages.")
     )

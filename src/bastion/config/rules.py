@@ -14,7 +14,13 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError, ValidatorFunctionWrapHandler
 from pydantic_core import ErrorDetails, InitErrorDetails
 
-from bastion.config.matching import RoutePath, parse_host_pattern, parse_method, parse_route_path
+from bastion.config.matching import (
+    RoutePath,
+    is_local_name,
+    parse_host_pattern,
+    parse_method,
+    parse_route_path,
+)
 from bastion.config.show import show
 
 __all__ = ["ACTIONS", "config_rules", "route_rules", "site_rules", "validate_with_rules"]
@@ -189,12 +195,70 @@ def site_rules(site: dict[str, Any]) -> list[Problem]:
     return problems
 
 
+def _has_https(config: dict[str, Any]) -> bool:
+    listen = config.get("listen")
+    return isinstance(listen, dict) and bool(listen.get("https"))
+
+
+def _tls_mode(value: Any, https: bool) -> str | None:
+    """The site's effective TLS mode from its raw ``tls`` value; None when invalid (its
+    field error is reported by pydantic)."""
+    if value is None:
+        return "default" if https else "off"
+    if value is False:
+        return "off"
+    if isinstance(value, dict):
+        return "files"
+    if isinstance(value, str) and value.strip().lower() in ("off", "internal", "auto"):
+        return value.strip().lower()
+    return None
+
+
+def tls_rules(config: dict[str, Any], sites: list[Any]) -> list[Problem]:
+    """TLS needs an https listener; ACME (public names) is not there yet; HSTS needs TLS."""
+    problems: list[Problem] = []
+    https = _has_https(config)
+    for index, site in enumerate(sites):
+        if not isinstance(site, dict):
+            continue
+        mode = _tls_mode(site.get("tls"), https)
+        if mode is None:
+            continue
+        if mode != "off" and not https:
+            problems.append(
+                (
+                    ("sites", index, "tls"),
+                    f"tls {mode} needs an https listener: add listen.https (like "
+                    "127.0.0.1:8443), or set tls: off",
+                )
+            )
+        if mode in ("auto", "default"):
+            public = [h for _, h in _host_list(site) if not is_local_name(h)]
+            if public:
+                how = "tls: auto" if mode == "auto" else "an https listener (tls defaults to auto)"
+                problems.append(
+                    (
+                        ("sites", index, "tls") if mode == "auto" else ("sites", index, "hosts"),
+                        f"{how} with the public name {show(public[0])}: ACME certificates "
+                        "are not implemented yet; use tls: {cert: FILE, key: FILE}, "
+                        "tls: internal (local CA) or tls: off",
+                    )
+                )
+        hsts = site.get("hsts")
+        if mode == "off" and hsts not in (None, False) and _as_bool(hsts) is not False:
+            problems.append(
+                (("sites", index, "hsts"), "hsts is only sent over HTTPS; this site has tls off")
+            )
+    return problems
+
+
 def config_rules(config: dict[str, Any]) -> list[Problem]:
-    """A host belongs to one site only."""
+    """A host belongs to one site only; the TLS rules."""
     problems: list[Problem] = []
     sites = config.get("sites")
     if not isinstance(sites, list):
         return problems
+    problems += tls_rules(config, sites)
     owners: dict[str, int] = {}
     for index, site in enumerate(sites):
         if not isinstance(site, dict):

@@ -121,7 +121,7 @@ Duration = Annotated[
         {
             "anyOf": [
                 {"type": "number", "minimum": 0},
-                {"type": "string", "pattern": r"^\s*(\d+(\.\d+)?(ms|s|m|h|d)?)+\s*$"},
+                {"type": "string", "pattern": r"^\s*(\d+(\.\d+)?(ms|s|m|h|d|w|y)?)+\s*$"},
             ],
             "description": "seconds, or a duration like 250ms, 5s, 2m, 1h30m, 1d",
         }

@@ -13,11 +13,19 @@ from bastion.config.show import show
 
 __all__ = ["parse_duration", "parse_size"]
 
-_DURATION_UNITS: dict[str, float] = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION_UNITS: dict[str, float] = {
+    "ms": 0.001,
+    "s": 1.0,
+    "m": 60.0,
+    "h": 3600.0,
+    "d": 86400.0,
+    "w": 7 * 86400.0,
+    "y": 365 * 86400.0,  # for HSTS max_age: "1y"
+}
 # One or more "<number><unit>" parts: "1h30m", "1.5s". "ms" is listed before "m" so that the
 # alternation prefers it.
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
-_DURATION_WHOLE = re.compile(r"(?:\d+(?:\.\d+)?(?:ms|s|m|h|d))+")
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w|y)")
+_DURATION_WHOLE = re.compile(r"(?:\d+(?:\.\d+)?(?:ms|s|m|h|d|w|y))+")
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
 
 _DURATION_HINT = "expected a duration like 5s, 250ms or 1m"
@@ -45,7 +53,7 @@ _SIZE_HINT = "expected a size like 512, 16KiB, 10MiB, 1GiB, 16KB or 16k"
 
 
 def parse_duration(value: object) -> float:
-    """Return ``value`` in seconds. Numbers are seconds; strings use ms, s, m, h, d parts."""
+    """Return ``value`` in seconds. Numbers are seconds; strings use ms, s, m, h, d, w, y parts."""
     if isinstance(value, bool):
         raise ValueError(f"{_DURATION_HINT}, got {show(value)}")
     if isinstance(value, int | float):

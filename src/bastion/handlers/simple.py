@@ -37,6 +37,31 @@ class RedirectHandler:
         client.respond(req, self.status, b"", b"", headers)
 
 
+class HttpsRedirectHandler:
+    """A plain-HTTP request for a site with TLS: the same URL over HTTPS.
+
+    301 for GET and HEAD, 308 otherwise (308 keeps the method and body). The path is sent
+    as received (raw, before normalization), with its query.
+    """
+
+    __slots__ = ("port_suffix",)
+
+    def __init__(self, port: int | None) -> None:
+        self.port_suffix = "" if port is None else f":{port}"
+
+    def handle(self, client: HTTP1Connection, req: Request) -> None:
+        host = req.host
+        if ":" in host:
+            host = f"[{host}]"
+        path = req.raw_path if req.raw_path.startswith("/") else "/"  # OPTIONS *
+        location = f"https://{host}{self.port_suffix}{path}"
+        if req.query:
+            location += "?" + req.query
+        status = 301 if req.method in ("GET", "HEAD") else 308
+        headers = b"Location: " + location.encode("latin-1") + b"\r\n"
+        client.respond(req, status, b"", b"", headers)
+
+
 class RespondHandler:
     __slots__ = ("body", "content_type", "status")
 

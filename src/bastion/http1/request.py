@@ -31,6 +31,7 @@ class Request:
         "content_length",
         "dispatched",
         "expect_continue",
+        "extra_head",
         "headers",
         "host",
         "host_header",
@@ -83,6 +84,7 @@ class Request:
         self.request_id = ""
         self.route: Any = None
         self.route_name = ""
+        self.extra_head = b""  # header lines the route adds to every response (HSTS)
         self.start = 0.0
         # body delivery: buffered until a handler installs a sink
         self.sink: BodySink | None = None

@@ -104,6 +104,7 @@ class HTTP1Connection(asyncio.Protocol):
     def __init__(self, ctx: WorkerContext, scheme: bytes = b"http") -> None:
         self.ctx = ctx
         self.scheme = scheme
+        self.secure = scheme == b"https"
         self.parser = httptools.HttpRequestParser(self)
         # limits copied once per connection from the plan in force when it opened
         plan = ctx.plan
@@ -427,13 +428,14 @@ class HTTP1Connection(asyncio.Protocol):
         else:
             req.request_id = ctx.next_request_id()
         try:
-            route, status, allow = plan.route(req)
+            route, status, allow = plan.route(req, self.secure)
             if route is None:
                 headers = b"Allow: " + allow + b"\r\n" if allow else b""
                 self.problem(req, status, headers=headers)
                 return
             req.route = route
             req.route_name = route.name
+            req.extra_head = route.extra_head
             route.handler.handle(self, req)
         except Exception:
             log.exception("request %s failed in its handler", req.request_id)
@@ -480,6 +482,7 @@ class HTTP1Connection(asyncio.Protocol):
                 if status >= 200 and status not in (204, 304)
                 else b"",
                 headers,
+                req.extra_head,
                 b"X-Request-ID: " + req.request_id.encode("latin-1") + b"\r\n",
                 b"" if self.resp_keep_alive else b"Connection: close\r\n",
                 b"\r\n",
@@ -506,7 +509,13 @@ class HTTP1Connection(asyncio.Protocol):
         self.resp_started = True
         if req.expect_continue and not req.body_done:
             self.resp_keep_alive = False
-        tail: list[bytes] = [head, b"X-Request-ID: ", req.request_id.encode("latin-1"), b"\r\n"]
+        tail: list[bytes] = [
+            head,
+            req.extra_head,
+            b"X-Request-ID: ",
+            req.request_id.encode("latin-1"),
+            b"\r\n",
+        ]
         if framing != BODY_NONE and framing != BODY_LENGTH:
             if req.version == "1.1":
                 self.resp_chunked = True

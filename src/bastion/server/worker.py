@@ -13,6 +13,7 @@ import asyncio
 import logging
 import os
 import signal
+import ssl
 from pathlib import Path
 
 from bastion.config import Address, ConfigError, LoadedConfig, load_config
@@ -21,6 +22,7 @@ from bastion.observe.accesslog import AccessLog
 from bastion.plan import Plan, compile_plan
 from bastion.proxy.pool import PoolRegistry
 from bastion.server.context import WorkerContext
+from bastion.tls.context import dispatch_context
 
 log = logging.getLogger("bastion.server")
 
@@ -35,6 +37,7 @@ class Worker:
         self.registry: PoolRegistry | None = None
         self._reload_lock: asyncio.Lock | None = None
         self.ready: asyncio.Event | None = None
+        self._tls_context: ssl.SSLContext | None = None
 
     # ------------------------------------------------------------------ serve
     async def serve(self) -> None:
@@ -46,7 +49,7 @@ class Worker:
         plan = compile_plan(self.loaded.config, self.registry)
         self.ctx = WorkerContext(loop, plan)
         self._configure_access_log(plan)
-        await self._sync_listeners(plan.listeners)
+        await self._sync_listeners(plan)
         self._install_signals(loop)
         watch = None
         if plan.config.watch and self.loaded.source is not None:
@@ -75,35 +78,63 @@ class Worker:
             log.info("access log reopened")
 
     # -------------------------------------------------------------- listeners
-    async def _sync_listeners(self, wanted: list[Address]) -> None:
+    async def _sync_listeners(self, plan: Plan) -> None:
         """Open listeners that are new, close those no longer configured. Raises
         OSError (before closing anything) when a new address cannot be bound."""
         assert self.ctx is not None
         ctx = self.ctx
         loop = ctx.loop
-        keys = {str(a): a for a in wanted}
+        keys: dict[str, tuple[Address, bool]] = {f"http://{a}": (a, False) for a in plan.listeners}
+        keys.update({f"https://{a}": (a, True) for a in plan.https_listeners})
         opened: dict[str, asyncio.Server] = {}
         try:
-            for key, address in keys.items():
+            for key, (address, secure) in keys.items():
                 if key in self.servers:
                     continue
-                opened[key] = await loop.create_server(
-                    lambda: HTTP1Connection(ctx),
-                    address.host,
-                    address.port,
-                    reuse_port=self.reuse_port or None,
-                    backlog=2048,
-                )
+                if secure:
+                    server = await loop.create_server(
+                        lambda: HTTP1Connection(ctx, b"https"),
+                        address.host,
+                        address.port,
+                        reuse_port=self.reuse_port or None,
+                        backlog=2048,
+                        ssl=self._dispatch_context(),
+                        ssl_handshake_timeout=ctx.plan.timeouts.header,
+                    )
+                else:
+                    server = await loop.create_server(
+                        lambda: HTTP1Connection(ctx),
+                        address.host,
+                        address.port,
+                        reuse_port=self.reuse_port or None,
+                        backlog=2048,
+                    )
+                opened[key] = server
         except OSError:
             for server in opened.values():
                 server.close()
             raise
         for key, server in opened.items():
             self.servers[key] = server
-            log.info("listening on http://%s", key)
+            log.info("listening on %s", key)
         for key in [k for k in self.servers if k not in keys]:
             self.servers.pop(key).close()
-            log.info("stopped listening on http://%s", key)
+            log.info("stopped listening on %s", key)
+
+    def _dispatch_context(self) -> ssl.SSLContext:
+        """One SNI-dispatching context for every https listener of this worker. It
+        consults the current plan at each handshake, so a reload's certificates are
+        used by the next handshake while the listening sockets stay open."""
+        if self._tls_context is None:
+            ctx = self.ctx
+            assert ctx is not None
+
+            def lookup(server_name: str | None) -> ssl.SSLContext | None:
+                table = ctx.plan.tls
+                return None if table is None else table.lookup(server_name)
+
+            self._tls_context = dispatch_context(lookup)
+        return self._tls_context
 
     # ----------------------------------------------------------------- reload
     async def reload(self) -> bool:
@@ -118,11 +149,12 @@ class Worker:
             try:
                 loaded = load_config(source)
                 plan = compile_plan(loaded.config, self.registry)
-                await self._sync_listeners(plan.listeners)
+                await self._sync_listeners(plan)
             except ConfigError as exc:
                 log.error("reload rejected, still serving the previous config:\n%s", exc)
                 return False
-            except OSError as exc:
+            except (OSError, ValueError) as exc:
+                # OSError includes ssl.SSLError: a certificate that does not load
                 log.error("reload rejected, still serving the previous config: %s", exc)
                 return False
             self.loaded = loaded

@@ -1,0 +1,1 @@
+"""TLS: certificate storage, the local CA, SSL contexts and the per-plan SNI table."""
