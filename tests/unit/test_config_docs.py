@@ -26,6 +26,7 @@ def test_every_model_is_checked() -> None:
     assert {m.__name__ for m in MODELS} == {
         "AccessLog",
         "Config",
+        "Hsts",
         "Limits",
         "Listen",
         "Proxy",
@@ -36,6 +37,7 @@ def test_every_model_is_checked() -> None:
         "ServerTimeouts",
         "Site",
         "Static",
+        "TlsFiles",
     }
 
 
