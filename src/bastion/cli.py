@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--access-log", choices=["json", "combined", "off"], default="combined")
     p = sub.add_parser("demo", help="start a demo backend with bastion in front of it")
     p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--https-port", type=int, default=8443)
     p = sub.add_parser("reload", help="ask the running instance to reload its config")
     p.add_argument("-c", "--config", default=None, help="config whose pid_file to use")
     p.add_argument("--pid-file", default=None)
@@ -186,20 +187,23 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     from bastion.demo import demo_config, start_backend, try_lines
     from bastion.server.worker import Worker
+    from bastion.tls.localca import LocalCA
+    from bastion.tls.store import ensure_dir, resolve_data_dir
 
     async def main() -> None:
         backend, port = await start_backend()
-        worker = Worker(demo_config(port, args.port))
+        root = str(LocalCA(ensure_dir(resolve_data_dir(None))).root_cert_path)
+        worker = Worker(demo_config(port, args.port, args.https_port, root))
         task = asyncio.get_running_loop().create_task(worker.serve())
         while worker.ready is None or not worker.ready.is_set():
             if task.done():
                 await task
             await asyncio.sleep(0.02)
         print(
-            f"\nbastion demo: gateway on http://127.0.0.1:{args.port}, demo backend on "
-            f"127.0.0.1:{port}\n\nTry:"
+            f"\nbastion demo: gateway on http://127.0.0.1:{args.port} and "
+            f"https://localhost:{args.https_port}, demo backend on 127.0.0.1:{port}\n\nTry:"
         )
-        for line in try_lines(args.port):
+        for line in try_lines(args.port, args.https_port, root):
             print("  " + line)
         print("\nCtrl-C stops both.\n", flush=True)
         try:

@@ -16,6 +16,7 @@ import httptools
 from bastion.config import LoadedConfig, config_from_dict
 
 DEMO_PORT = 8080
+DEMO_HTTPS_PORT = 8443
 
 
 class DemoBackend(asyncio.Protocol):
@@ -90,39 +91,48 @@ class DemoBackend(asyncio.Protocol):
             self.transport.close()
 
 
-def demo_config(backend_port: int, port: int = DEMO_PORT) -> LoadedConfig:
+def demo_config(
+    backend_port: int,
+    port: int = DEMO_PORT,
+    https_port: int = DEMO_HTTPS_PORT,
+    ca_root: str = "<data dir>/ca/root.crt",
+) -> LoadedConfig:
+    """Two sites with the same routes: `localhost` over HTTPS with a certificate from
+    the local CA (plain HTTP redirects to it), and every other host over plain HTTP."""
     upstream = f"http://127.0.0.1:{backend_port}"
     guide = "\n".join(
         [
             "bastion demo: this page is a fixed response from the gateway itself.",
             "",
             "Try:",
-            *(f"  {line}" for line in try_lines(port)),
+            *(f"  {line}" for line in try_lines(port, https_port, ca_root)),
             "",
         ]
     )
+    routes = [
+        {"path": "/api/", "proxy": {"upstreams": [upstream]}},
+        {"path": "= /health", "methods": ["GET"], "respond": {"body": "ok\n"}},
+        {"path": "/old/", "redirect": {"to": "/api/", "status": 308}},
+        {"path": "/", "respond": {"body": guide}},
+    ]
     return config_from_dict(
         {
-            "listen": {"http": f"127.0.0.1:{port}"},
+            "listen": {"http": f"127.0.0.1:{port}", "https": f"127.0.0.1:{https_port}"},
             "access_log": {"format": "combined", "path": "stdout"},
             "sites": [
-                {
-                    "hosts": ["*"],
-                    "routes": [
-                        {"path": "/api/", "proxy": {"upstreams": [upstream]}},
-                        {"path": "= /health", "methods": ["GET"], "respond": {"body": "ok\n"}},
-                        {"path": "/old/", "redirect": {"to": "/api/", "status": 308}},
-                        {"path": "/", "respond": {"body": guide}},
-                    ],
-                }
+                {"hosts": ["localhost"], "tls": "internal", "hsts": True, "routes": routes},
+                {"hosts": ["*"], "tls": "off", "routes": routes},
             ],
         },
         source="<demo>",
     )
 
 
-def try_lines(port: int) -> list[str]:
+def try_lines(
+    port: int, https_port: int = DEMO_HTTPS_PORT, ca_root: str = "<data dir>/ca/root.crt"
+) -> list[str]:
     base = f"http://127.0.0.1:{port}"
+    secure = f"https://localhost:{https_port}"
     return [
         f"curl -i {base}/api/hello                     # proxied to the demo backend",
         f"curl -s {base}/api/headers                   # X-Forwarded-*, X-Real-IP, X-Request-ID",
@@ -131,6 +141,9 @@ def try_lines(port: int) -> list[str]:
         f"curl -i --path-as-is {base}/nope/../api/hello  # paths are normalised before routing",
         f"curl -i -X DELETE {base}/health              # exact route: 405 problem+json",
         f"curl -i {base}/api/slow?seconds=2            # a slow backend answer",
+        f"curl -i --cacert {ca_root} {secure}/api/hello   # HTTPS from the local CA, with HSTS",
+        f"curl -i http://localhost:{port}/api/hello    # localhost has TLS: 301 to https",
+        "bastion trust                                 # how to make browsers trust the local CA",
     ]
 
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import ssl
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import httpx
 
@@ -89,6 +90,7 @@ def _serve(args: list[str], port: int, tmp_path: Path) -> subprocess.Popen[bytes
         [sys.executable, "-m", "bastion", *args],
         stdout=(tmp_path / "out").open("wb"),
         stderr=(tmp_path / "err").open("wb"),
+        env=dict(os.environ, BASTION_DATA_DIR=str(tmp_path / "data")),
     )
     try:
         wait_for_port(port)
@@ -110,33 +112,34 @@ def test_quick_proxy_mode(backend: Backend, tmp_path: Path) -> None:
 
 
 def test_demo_prints_curl_lines_that_work(tmp_path: Path) -> None:
-    port = free_port()
-    proc = _serve(["demo", "--port", str(port)], port, tmp_path)
+    port, https_port = free_port(), free_port()
+    proc = _serve(["demo", "--port", str(port), "--https-port", str(https_port)], port, tmp_path)
     try:
         deadline = time.monotonic() + 10
         while "Try:" not in (tmp_path / "out").read_text() and time.monotonic() < deadline:
             time.sleep(0.05)
         printed = (tmp_path / "out").read_text()
-        urls = re.findall(r"curl .*?(http://\S+)", printed)
-        assert len(urls) >= 6, printed
-        expect: dict[str, Any] = {
-            "/api/hello": 200,
-            "/api/headers": 200,
-            "/old/hello": 308,
-            "/nope/../api/hello": 200,
-            "/health": 405,
-            "/api/echo": 200,
-        }
+        urls = re.findall(r"curl .*?(https?://\S+)", printed)
+        assert len(urls) >= 8, printed
+        root = tmp_path / "data" / "ca" / "root.crt"
+        assert f"--cacert {root} https://localhost:{https_port}/api/hello" in printed
         with httpx.Client(follow_redirects=False) as client:
             assert client.get(f"http://127.0.0.1:{port}/api/hello").json()["message"]
             seen = client.get(f"http://127.0.0.1:{port}/api/headers").json()
             assert seen["headers_seen_by_backend"]["x-forwarded-for"] == "127.0.0.1"
-            assert (
-                client.get(f"http://127.0.0.1:{port}/old/hello").headers["location"] == "/api/hello"
-            )
-            assert client.delete(f"http://127.0.0.1:{port}/health").status_code == expect["/health"]
+            old = client.get(f"http://127.0.0.1:{port}/old/hello")
+            assert old.status_code == 308 and old.headers["location"] == "/api/hello"
+            assert client.delete(f"http://127.0.0.1:{port}/health").status_code == 405
             echoed = client.post(f"http://127.0.0.1:{port}/api/echo", content=b"hi there").json()
             assert echoed["received"] == "hi there"
+            redirect = client.get(f"http://localhost:{port}/api/hello")
+            assert redirect.status_code == 301
+            assert redirect.headers["location"] == f"https://localhost:{https_port}/api/hello"
+        trusted = ssl.create_default_context(cafile=str(root))
+        with httpx.Client(verify=trusted) as client:
+            r = client.get(f"https://localhost:{https_port}/api/hello")
+            assert r.status_code == 200 and r.json()["message"]
+            assert r.headers["strict-transport-security"].startswith("max-age=")
     finally:
         proc.terminate()
         assert proc.wait(10) == 0
