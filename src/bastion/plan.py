@@ -17,6 +17,8 @@ from bastion.handlers.static import StaticHandler
 from bastion.proxy.handler import ProxyHandler
 from bastion.proxy.pool import Pool, PoolRegistry
 from bastion.routing import HostTable, PathTable
+from bastion.tls.challenges import ChallengeStore
+from bastion.tls.store import resolve_data_dir
 from bastion.tls.table import TLSTable, site_tls_mode
 
 if TYPE_CHECKING:
@@ -98,10 +100,14 @@ def compile_plan(config: Config, registry: PoolRegistry) -> Plan:
     if has_https:
         port = plan.https_listeners[0].port
         redirect = PathTable()
-        handler = HttpsRedirectHandler(None if port == 443 else port)
+        challenges = None
+        directory = config.acme.directory
+        if any(site_tls_mode(s, True, directory) == "acme" for s in config.sites):
+            challenges = ChallengeStore(resolve_data_dir(config.data_dir))
+        handler = HttpsRedirectHandler(None if port == 443 else port, challenges)
         redirect.add("prefix", "/", CompiledRoute("(redirect to https)", None, handler))
     for site in config.sites:
-        secure = site_tls_mode(site, has_https) != "off"
+        secure = site_tls_mode(site, has_https, config.acme.directory) != "off"
         paths: PathTable[CompiledRoute] = PathTable()
         extra_head = _hsts_line(site) if secure else b""
         for route in site.routes:

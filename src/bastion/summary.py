@@ -19,7 +19,7 @@ def describe(loaded: LoadedConfig, plan: Plan) -> str:
     lines.append(f"workers: {workers}")
     for index, site in enumerate(config.sites):
         lines.append(f"site {index}: hosts {', '.join(site.hosts)}")
-        lines.append(f"  tls: {_tls(site, bool(config.listen.https))}")
+        lines.append(f"  tls: {_tls(site, bool(config.listen.https), config.acme.directory)}")
         for route in site.routes:
             methods = f" [{', '.join(route.methods)}]" if route.methods else ""
             lines.append(f"  {route.path.text}{methods} -> {_action(route)}")
@@ -56,9 +56,11 @@ def _action(route: object) -> str:
     return f"respond {respond.status}" if respond is not None else "?"
 
 
-def _tls(site: Site, has_https: bool) -> str:
+def _tls(site: Site, has_https: bool, directory: str) -> str:
     """The site's TLS mode and certificate source; never key material."""
-    mode = site_tls_mode(site, has_https)
+    mode = site_tls_mode(site, has_https, directory)
+    if mode == "acme":
+        return f"auto: ACME from {directory}" + (", HSTS" if site.hsts else "")
     if isinstance(site.tls, TlsFiles):
         return f"files (cert {site.tls.cert})" + (", HSTS" if site.hsts else "")
     if mode == "internal":

@@ -40,6 +40,37 @@ def is_local_name(host: str) -> bool:
     return name.endswith(LOCAL_SUFFIXES)
 
 
+def uses_acme(host: str, private_ca: bool = False) -> bool:
+    """True for a ``tls: auto`` host certified through ACME. Public names always are; with
+    a private ACME CA (a directory other than Let's Encrypt's, like Pebble) the reserved
+    suffixes ``.test``, ``.local`` and ``.internal`` are too. ``localhost``, ``*.localhost``,
+    IP addresses, single-label names and ``*`` stay with the local CA."""
+    if not is_local_name(host):
+        return True
+    if not private_ca:
+        return False
+    name = host.lower().strip("[]")
+    if name in ("*", "localhost") or "." not in name.removeprefix("*."):
+        return False
+    try:
+        ipaddress.ip_address(name)
+        return False
+    except ValueError:
+        pass
+    return not name.endswith(".localhost")
+
+
+def is_private_acme(directory: object) -> bool:
+    """A configured ACME directory that is not Let's Encrypt's (then reserved names may be
+    ordered from it)."""
+    if not isinstance(directory, str) or not directory.strip():
+        return False
+    from urllib.parse import urlsplit
+
+    host = urlsplit(directory.strip()).hostname or ""
+    return not host.endswith("api.letsencrypt.org")
+
+
 # RFC 9110 section 5.6.2: token = 1*tchar
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _PATH_HINT = "expected a path like /api/ (prefix), = /health (exact) or ~ ^/v[0-9]+/ (regex)"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ssl
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -44,7 +45,9 @@ from bastion.config.types import (
 )
 
 __all__ = [
+    "LETSENCRYPT_DIRECTORY",
     "AccessLog",
+    "Acme",
     "Config",
     "Hsts",
     "Limits",
@@ -285,9 +288,9 @@ class Site(_Model):
     )
     tls: Literal["off", "internal", "auto"] | TlsFiles | None = Field(
         default=None,
-        description="'internal' (local CA), {cert: FILE, key: FILE}, 'auto' (ACME; for now "
-        "only local names, served by the local CA) or 'off'. Default: 'internal' when an "
-        "https listener exists (local names only), else 'off'.",
+        description="'internal' (local CA), {cert: FILE, key: FILE}, 'auto' (ACME for public "
+        "names, the local CA for local ones) or 'off'. Default: 'auto' when an https "
+        "listener exists, else 'off'.",
     )
     hsts: bool | Hsts = Field(
         default=False,
@@ -385,6 +388,58 @@ class AccessLog(_Model):
         return str((path if path.is_absolute() else base_dir(info) / path).resolve())
 
 
+LETSENCRYPT_DIRECTORY = "https://acme-v02.api.letsencrypt.org/directory"
+
+
+class Acme(_Model):
+    """Where certificates for public names (tls: auto) come from: an RFC 8555 CA."""
+
+    email: str | None = Field(
+        default=None,
+        description="Contact address given to the CA (expiry and policy mail); optional.",
+    )
+    directory: str = Field(
+        default=LETSENCRYPT_DIRECTORY,
+        description="The CA's ACME directory URL. Let's Encrypt production by default; "
+        "staging is https://acme-staging-v02.api.letsencrypt.org/directory.",
+    )
+    trusted_roots: RelativePath | None = Field(
+        default=None,
+        description="PEM bundle of CA certificates trusted when connecting to the ACME "
+        "server (for a private CA such as Pebble); null uses the system's roots.",
+    )
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.strip()
+        local, at, domain = value.partition("@")
+        if not at or not local or "." not in domain or any(c in value for c in " ,<>\r\n"):
+            raise ValueError(f"expected an email address like ops@example.com, got {show(value)}")
+        return value
+
+    @field_validator("directory")
+    @classmethod
+    def _directory(cls, value: str) -> str:
+        value = value.strip()
+        parsed = urlsplit(value)
+        if parsed.scheme not in ("https", "http") or not parsed.netloc:
+            raise ValueError(
+                "expected the CA's directory URL like "
+                f"{LETSENCRYPT_DIRECTORY}, got {show(value)}"
+            )
+        return value
+
+    @field_validator("trusted_roots")
+    @classmethod
+    def _roots_exist(cls, value: str | None) -> str | None:
+        if value is not None and not Path(value).is_file():
+            raise ValueError(f"file {redact(value)} does not exist")
+        return value
+
+
 def _lower(value: Any) -> Any:
     return value.strip().lower() if isinstance(value, str) else value
 
@@ -422,6 +477,10 @@ class Config(_Model):
         default=None,
         description="Where the local CA and certificates are kept; null means "
         "$BASTION_DATA_DIR, else /var/lib/bastion for root, else ~/.local/share/bastion.",
+    )
+    acme: Acme = Field(
+        default_factory=lambda: Acme(),
+        description="ACME settings for certificates of public names (tls: auto).",
     )
     log_level: Annotated[Literal["debug", "info", "warning", "error"], BeforeValidator(_lower)] = (
         Field(default="info", description="Lowest level of the server's own log messages.")

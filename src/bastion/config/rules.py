@@ -16,10 +16,11 @@ from pydantic_core import ErrorDetails, InitErrorDetails
 
 from bastion.config.matching import (
     RoutePath,
-    is_local_name,
+    is_private_acme,
     parse_host_pattern,
     parse_method,
     parse_route_path,
+    uses_acme,
 )
 from bastion.config.show import show
 
@@ -215,9 +216,12 @@ def _tls_mode(value: Any, https: bool) -> str | None:
 
 
 def tls_rules(config: dict[str, Any], sites: list[Any]) -> list[Problem]:
-    """TLS needs an https listener; ACME (public names) is not there yet; HSTS needs TLS."""
+    """TLS needs an https listener; ACME wildcards need DNS-01 (not there yet); HSTS needs
+    TLS."""
     problems: list[Problem] = []
     https = _has_https(config)
+    acme = config.get("acme")
+    private = is_private_acme(acme.get("directory") if isinstance(acme, dict) else None)
     for index, site in enumerate(sites):
         if not isinstance(site, dict):
             continue
@@ -232,16 +236,16 @@ def tls_rules(config: dict[str, Any], sites: list[Any]) -> list[Problem]:
                     "127.0.0.1:8443), or set tls: off",
                 )
             )
-        if mode in ("auto", "default"):
-            public = [h for _, h in _host_list(site) if not is_local_name(h)]
-            if public:
+        if mode in ("auto", "default") and https:
+            wild = [h for _, h in _host_list(site) if h.startswith("*.") and uses_acme(h, private)]
+            if wild:
                 how = "tls: auto" if mode == "auto" else "an https listener (tls defaults to auto)"
                 problems.append(
                     (
                         ("sites", index, "tls") if mode == "auto" else ("sites", index, "hosts"),
-                        f"{how} with the public name {show(public[0])}: ACME certificates "
-                        "are not implemented yet; use tls: {cert: FILE, key: FILE}, "
-                        "tls: internal (local CA) or tls: off",
+                        f"{how} with the wildcard {show(wild[0])}: wildcard certificates need "
+                        "the ACME DNS-01 challenge, which is not implemented yet; use "
+                        "tls: {cert: FILE, key: FILE} or list the names",
                     )
                 )
         hsts = site.get("hsts")

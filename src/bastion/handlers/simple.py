@@ -5,10 +5,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
+from bastion.tls.challenges import CHALLENGE_PREFIX
+
 if TYPE_CHECKING:
     from bastion.config.models import Redirect, Respond
     from bastion.http1.request import Request
     from bastion.http1.server import HTTP1Connection
+    from bastion.tls.challenges import ChallengeStore
 
 # Characters left as they are when a decoded path is put back into a URL.
 PATH_SAFE = "/:@!$&'()*+,;=~"
@@ -44,12 +47,19 @@ class HttpsRedirectHandler:
     as received (raw, before normalization), with its query.
     """
 
-    __slots__ = ("port_suffix",)
+    __slots__ = ("challenges", "port_suffix")
 
-    def __init__(self, port: int | None) -> None:
+    def __init__(self, port: int | None, challenges: ChallengeStore | None = None) -> None:
         self.port_suffix = "" if port is None else f":{port}"
+        # ACME HTTP-01 answers, only when some site gets its certificate through ACME
+        self.challenges = challenges
 
     def handle(self, client: HTTP1Connection, req: Request) -> None:
+        if self.challenges is not None and req.path.startswith(CHALLENGE_PREFIX):
+            answer = self.challenges.lookup(req.path[len(CHALLENGE_PREFIX) :])
+            if answer is not None:
+                client.respond(req, 200, answer, b"application/octet-stream")
+                return
         host = req.host
         if ":" in host:
             host = f"[{host}]"

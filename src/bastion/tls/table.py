@@ -16,29 +16,40 @@ import ssl
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from bastion.config.matching import is_private_acme, uses_acme
 from bastion.config.models import TlsFiles
 from bastion.tls.context import certificate_context
+from bastion.tls.issuer import issuer_for
 from bastion.tls.localca import LocalCA
 from bastion.tls.store import ensure_dir, resolve_data_dir
 
 if TYPE_CHECKING:
-    from bastion.config.models import Config, Site
+    from collections.abc import Callable
 
-__all__ = ["LOCALHOST_NAMES", "SiteTLS", "TLSTable", "site_tls_mode"]
+    from bastion.config.models import Config, Site
+    from bastion.tls.issuer import CertFiles
+
+    AcmeStored = Callable[[list[str]], CertFiles | None]
+
+__all__ = ["LOCALHOST_NAMES", "PendingACME", "SiteTLS", "TLSTable", "site_tls_mode"]
 
 # What the "*" catch-all site is certified for by the local CA.
 LOCALHOST_NAMES = ("localhost", "127.0.0.1", "::1")
 
 
-def site_tls_mode(site: Site, has_https: bool) -> str:
-    """'off', 'internal' or 'files'. 'auto' (and the default with an https listener)
-    means the local CA until ACME lands: the config rules allow it only for local names."""
+def site_tls_mode(site: Site, has_https: bool, acme_directory: str | None = None) -> str:
+    """'off', 'internal', 'files' or 'acme'. 'auto' (and the default with an https
+    listener) is 'acme' when some host is certified through ACME (see ``uses_acme``; the
+    local names of such a site still get a local-CA certificate), else 'internal'."""
     tls = site.tls
     if isinstance(tls, TlsFiles):
         return "files"
-    if tls is None:
-        return "internal" if has_https else "off"
-    return "internal" if tls == "auto" else tls
+    if tls is None and not has_https:
+        return "off"
+    if tls is None or tls == "auto":
+        private = is_private_acme(acme_directory)
+        return "acme" if any(uses_acme(h, private) for h in site.hosts) else "internal"
+    return tls
 
 
 def _is_ip(name: str) -> bool:
@@ -46,8 +57,16 @@ def _is_ip(name: str) -> bool:
 
 
 @dataclass(frozen=True)
+class PendingACME:
+    """Names of a site waiting for an ACME certificate (not in the table meanwhile: their
+    handshakes fail with ``unrecognized_name``)."""
+
+    names: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class SiteTLS:
-    mode: str  # "internal" or "files"
+    mode: str  # "internal", "files" or "acme"
     names: tuple[str, ...]  # what SNI names select this certificate
     cert_file: str
     context: ssl.SSLContext
@@ -59,6 +78,7 @@ class TLSTable:
         self.wildcards: dict[str, ssl.SSLContext] = {}  # ".example.test" → context
         self.default: ssl.SSLContext | None = None
         self.sites: list[SiteTLS] = []
+        self.pending: list[PendingACME] = []
 
     def lookup(self, server_name: str | None) -> ssl.SSLContext | None:
         if server_name is None:
@@ -71,8 +91,26 @@ class TLSTable:
                 found = self.wildcards.get(name[dot:])
         return found
 
+    def _add(self, site: SiteTLS) -> None:
+        self.sites.append(site)
+        for name in site.names:
+            if name.startswith("*."):
+                self.wildcards.setdefault(name[1:], site.context)
+            else:
+                self.exact.setdefault(name, site.context)
+
+    def install_acme(self, names: tuple[str, ...], cert_file: str, context: ssl.SSLContext) -> bool:
+        """Serve a certificate that arrived after the table was built (new handshakes use it
+        at once). False when these names are no longer pending in this table."""
+        pending = PendingACME(names)
+        if pending not in self.pending:
+            return False
+        self.pending.remove(pending)
+        self._add(SiteTLS("acme", names, cert_file, context))
+        return True
+
     @classmethod
-    def build(cls, config: Config) -> TLSTable | None:
+    def build(cls, config: Config, acme_store: AcmeStored | None = None) -> TLSTable | None:
         """None when there is no https listener. Issues local-CA leaves as needed
         (file I/O: called at start and on reload, never per request)."""
         has_https = bool(config.listen.https)
@@ -82,13 +120,28 @@ class TLSTable:
         ca: LocalCA | None = None
         ip_sites: list[ssl.SSLContext] = []
         for site in config.sites:
-            mode = site_tls_mode(site, has_https)
+            mode = site_tls_mode(site, has_https, config.acme.directory)
             if mode == "off":
                 continue
             names = [
                 n for host in site.hosts for n in (LOCALHOST_NAMES if host == "*" else (host,))
             ]
             names = [n.strip("[]") for n in dict.fromkeys(names)]
+            if mode == "acme":
+                private = is_private_acme(config.acme.directory)
+                acme_names = tuple(n for n in names if uses_acme(n, private))
+                names = [n for n in names if n not in acme_names]
+                if acme_store is None:
+                    acme_store = issuer_for(config).stored
+                stored = acme_store(list(acme_names))
+                if stored is None:
+                    table.pending.append(PendingACME(acme_names))
+                else:
+                    context = certificate_context(str(stored.cert), str(stored.key))
+                    table._add(SiteTLS("acme", acme_names, str(stored.cert), context))
+                if not names:
+                    continue
+                mode = "internal"
             if isinstance(site.tls, TlsFiles):
                 cert_file, key_file = site.tls.cert, site.tls.key
             else:
@@ -97,12 +150,7 @@ class TLSTable:
                 leaf = ca.leaf(names)
                 cert_file, key_file = str(leaf.cert), str(leaf.key)
             context = certificate_context(cert_file, key_file)
-            table.sites.append(SiteTLS(mode, tuple(names), cert_file, context))
-            for name in names:
-                if name.startswith("*."):
-                    table.wildcards.setdefault(name[1:], context)
-                else:
-                    table.exact.setdefault(name, context)
+            table._add(SiteTLS(mode, tuple(names), cert_file, context))
             if any(_is_ip(n) for n in names):
                 ip_sites.append(context)
         if len(table.sites) == 1:

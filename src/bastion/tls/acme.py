@@ -1,0 +1,396 @@
+"""A small RFC 8555 (ACME) client: account, order, HTTP-01, finalize, download.
+
+Synchronous on purpose: it runs in a worker thread (``asyncio.to_thread``), never on the
+event loop, and talks to the CA with the standard library's ``urllib`` over TLS. Signing
+(JWS ES256) and keys use ``cryptography``, which bastion already depends on. Why not
+certbot's ``acme`` library: it would add pyOpenSSL, requests and josepy for a protocol that
+is a dozen JSON requests, and it retries ``badNonce`` only once; here every request retries
+``badNonce`` several times, honours ``Retry-After``, and every problem document becomes a
+typed :class:`AcmeProblem` whose ``hint`` says what the operator should do.
+
+The client never knows about routes or sites: it is given names, a challenge publisher
+(where the HTTP-01 key authorizations go) and gives back a PEM chain.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import ssl
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+from cryptography.x509.oid import NameOID
+
+__all__ = [
+    "LETSENCRYPT_PRODUCTION",
+    "LETSENCRYPT_STAGING",
+    "AcmeClient",
+    "AcmeError",
+    "AcmeProblem",
+    "jwk_thumbprint",
+]
+
+log = logging.getLogger("bastion.acme")
+
+LETSENCRYPT_PRODUCTION = "https://acme-v02.api.letsencrypt.org/directory"
+LETSENCRYPT_STAGING = "https://acme-staging-v02.api.letsencrypt.org/directory"
+
+_ERR = "urn:ietf:params:acme:error:"
+_NONCE_RETRIES = 8
+_USER_AGENT = "bastion-acme/0.1"
+
+# What the operator should do, by problem type (the part after urn:ietf:params:acme:error:).
+_HINTS = {
+    "connection": "the CA could not connect to this server for the challenge: port 80 of every "
+    "name must reach bastion's http listener from the internet (firewall, NAT, DNS)",
+    "dns": "the CA could not resolve the name: check the name's A/AAAA records",
+    "unauthorized": "the CA fetched a wrong answer for the challenge: check that the name's "
+    "DNS points at this machine and that nothing in front of bastion answers "
+    "/.well-known/acme-challenge/",
+    "incorrectResponse": "the challenge answer did not match: is another server answering "
+    "port 80 for this name?",
+    "rateLimited": "the CA's rate limit was reached: wait (see Retry-After) and use the "
+    "staging directory while testing",
+    "rejectedIdentifier": "the CA will not issue for this name (reserved or forbidden name)",
+    "caa": "a CAA DNS record forbids this CA from issuing for the name",
+    "accountDoesNotExist": "the stored account is unknown to the CA: remove the account files "
+    "in the data dir to create a new one",
+    "externalAccountRequired": "this CA needs External Account Binding (not supported yet)",
+    "badNonce": "the CA kept rejecting nonces; it will be retried",
+    "serverInternal": "the CA had an internal error; it will be retried",
+    "malformed": "the CA rejected a request as malformed; please report it with this log line",
+    "tls": "the CA could not connect over TLS for the challenge",
+    "timeout": "the challenge was not validated in time: check that the CA can reach port 80",
+}
+
+
+class AcmeError(Exception):
+    """Talking to the CA failed (network, TLS, unexpected answer)."""
+
+    retry_after: float | None = None
+
+    @property
+    def hint(self) -> str:
+        return "check the acme.directory URL, the network and acme.trusted_roots"
+
+
+@dataclass
+class AcmeProblem(AcmeError):
+    """An RFC 7807 problem document from the CA."""
+
+    type: str
+    detail: str
+    status: int = 0
+    subproblems: list[dict[str, Any]] = field(default_factory=list)
+    retry_after: float | None = None
+
+    def __str__(self) -> str:
+        text = f"{self.type}: {self.detail}"
+        for sub in self.subproblems:
+            ident = sub.get("identifier", {}).get("value", "?")
+            text += f"; {ident}: {sub.get('type', '?')}: {sub.get('detail', '')}"
+        return text
+
+    @property
+    def short_type(self) -> str:
+        return self.type.removeprefix(_ERR)
+
+    @property
+    def hint(self) -> str:
+        return _HINTS.get(self.short_type, "see the CA's detail above")
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _jwk(key: ec.EllipticCurvePrivateKey) -> dict[str, str]:
+    numbers = key.public_key().public_numbers()
+    return {
+        "crv": "P-256",
+        "kty": "EC",
+        "x": _b64(numbers.x.to_bytes(32, "big")),
+        "y": _b64(numbers.y.to_bytes(32, "big")),
+    }
+
+
+def jwk_thumbprint(key: ec.EllipticCurvePrivateKey) -> str:
+    """RFC 7638 thumbprint: the members in lexical order, no whitespace."""
+    canonical = json.dumps(_jwk(key), sort_keys=True, separators=(",", ":"))
+    return _b64(hashlib.sha256(canonical.encode()).digest())
+
+
+def _retry_after(headers: Any) -> float | None:
+    value = headers.get("Retry-After") if headers is not None else None
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        from email.utils import parsedate_to_datetime
+
+        try:
+            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+        except (TypeError, ValueError):
+            return None
+
+
+@dataclass
+class Response:
+    status: int
+    headers: Any
+    body: bytes
+
+    def json(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.body)
+        except ValueError as exc:
+            raise AcmeError(f"the CA answered with invalid JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise AcmeError("the CA answered with a JSON value that is not an object")
+        return data
+
+
+Publish = Callable[[str, str], None]  # (token, key authorization)
+Unpublish = Callable[[str], None]
+
+
+class AcmeClient:
+    def __init__(
+        self,
+        directory: str,
+        account_key: ec.EllipticCurvePrivateKey,
+        *,
+        cafile: str | None = None,
+        timeout: float = 30.0,
+        poll_timeout: float = 120.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.directory_url = directory
+        self.key = account_key
+        self.kid: str | None = None
+        self.timeout = timeout
+        self.poll_timeout = poll_timeout
+        self.sleep = sleep
+        self._ssl = ssl.create_default_context(cafile=cafile)
+        self._dir: dict[str, Any] | None = None
+        self._nonce: str | None = None
+        self.thumbprint = jwk_thumbprint(account_key)
+
+    # ------------------------------------------------------------- transport
+    def _http(
+        self, method: str, url: str, body: bytes | None = None, ctype: str | None = None
+    ) -> Response:
+        request = urllib.request.Request(url, data=body, method=method)
+        request.add_header("User-Agent", _USER_AGENT)
+        if ctype:
+            request.add_header("Content-Type", ctype)
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout, context=self._ssl) as resp:
+                result = Response(resp.status, resp.headers, resp.read())
+        except urllib.error.HTTPError as exc:
+            result = Response(exc.code, exc.headers, exc.read())
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise AcmeError(f"cannot reach the ACME server {url}: {reason}") from None
+        nonce = result.headers.get("Replay-Nonce") if result.headers else None
+        if nonce:
+            self._nonce = nonce
+        return result
+
+    def directory(self) -> dict[str, Any]:
+        if self._dir is None:
+            resp = self._http("GET", self.directory_url)
+            if resp.status != 200:
+                raise AcmeError(f"GET {self.directory_url} answered {resp.status}")
+            self._dir = resp.json()
+            for needed in ("newNonce", "newAccount", "newOrder"):
+                if needed not in self._dir:
+                    raise AcmeError(f"the ACME directory has no {needed}: wrong directory URL?")
+        return self._dir
+
+    def _new_nonce(self) -> str:
+        resp = self._http("HEAD", self.directory()["newNonce"])
+        if not self._nonce:
+            raise AcmeError("the CA sent no Replay-Nonce")
+        del resp
+        nonce, self._nonce = self._nonce, None
+        assert nonce is not None
+        return nonce
+
+    def _sign(self, url: str, payload: dict[str, Any] | None, use_jwk: bool) -> bytes:
+        nonce = self._nonce
+        self._nonce = None
+        if nonce is None:
+            nonce = self._new_nonce()
+        protected: dict[str, Any] = {"alg": "ES256", "nonce": nonce, "url": url}
+        if use_jwk or self.kid is None:
+            protected["jwk"] = _jwk(self.key)
+        else:
+            protected["kid"] = self.kid
+        p64 = _b64(json.dumps(protected).encode())
+        body64 = "" if payload is None else _b64(json.dumps(payload).encode())
+        der = self.key.sign(f"{p64}.{body64}".encode(), ec.ECDSA(hashes.SHA256()))
+        r, s = decode_dss_signature(der)
+        signature = _b64(r.to_bytes(32, "big") + s.to_bytes(32, "big"))
+        return json.dumps({"protected": p64, "payload": body64, "signature": signature}).encode()
+
+    def post(self, url: str, payload: dict[str, Any] | None, use_jwk: bool = False) -> Response:
+        """A signed POST (``payload=None`` is POST-as-GET). Retries ``badNonce`` and
+        ``Retry-After`` answers to 503; raises :class:`AcmeProblem` on a problem document."""
+        for attempt in range(_NONCE_RETRIES):
+            resp = self._http(
+                "POST", url, self._sign(url, payload, use_jwk), "application/jose+json"
+            )
+            if resp.status < 400:
+                return resp
+            problem = self._problem(resp)
+            if problem.short_type == "badNonce" and attempt + 1 < _NONCE_RETRIES:
+                log.debug("acme: badNonce from the CA, retrying with a fresh nonce")
+                continue
+            if resp.status == 503 and problem.retry_after is not None and attempt < 2:
+                self.sleep(min(problem.retry_after, 60.0))
+                continue
+            raise problem
+        raise AcmeError("unreachable")  # pragma: no cover
+
+    def _problem(self, resp: Response) -> AcmeProblem:
+        try:
+            data = json.loads(resp.body)
+        except ValueError:
+            data = {}
+        if not isinstance(data, dict):
+            data = {}
+        return AcmeProblem(
+            type=str(data.get("type", "about:blank")),
+            detail=str(data.get("detail", f"HTTP {resp.status}")),
+            status=resp.status,
+            subproblems=list(data.get("subproblems") or []),
+            retry_after=_retry_after(resp.headers),
+        )
+
+    # --------------------------------------------------------------- account
+    def register(self, email: str | None) -> str:
+        """Create the account, or find the existing one for this key. Returns its URL."""
+        payload: dict[str, Any] = {"termsOfServiceAgreed": True}
+        if email:
+            payload["contact"] = [f"mailto:{email}"]
+        resp = self.post(self.directory()["newAccount"], payload, use_jwk=True)
+        kid = resp.headers.get("Location")
+        if not kid:
+            raise AcmeError("the CA sent no account URL (Location) for newAccount")
+        self.kid = kid
+        return str(kid)
+
+    # ----------------------------------------------------------------- order
+    def order(
+        self,
+        names: list[str],
+        cert_key: ec.EllipticCurvePrivateKey,
+        publish: Publish,
+        unpublish: Unpublish,
+    ) -> bytes:
+        """Order a certificate for ``names`` (SAN, the first one also the CN) through
+        HTTP-01; returns the PEM chain the CA sends (leaf first)."""
+        assert self.kid is not None, "register() first"
+        identifiers = [{"type": "dns", "value": n} for n in names]
+        resp = self.post(self.directory()["newOrder"], {"identifiers": identifiers})
+        order_url = resp.headers.get("Location")
+        order = resp.json()
+        if not order_url:
+            raise AcmeError("the CA sent no order URL (Location) for newOrder")
+        log.info("acme: order %s created for %s", order_url, ", ".join(names))
+        tokens: list[str] = []
+        try:
+            for authz_url in order.get("authorizations", []):
+                self._authorize(str(authz_url), publish, tokens)
+        finally:
+            for token in tokens:
+                unpublish(token)
+        order = self._poll(order_url, ("ready", "valid"), "order")
+        if order.get("status") == "ready":
+            csr = _csr(names, cert_key)
+            self.post(str(order["finalize"]), {"csr": _b64(csr)})
+            order = self._poll(order_url, ("valid",), "order")
+        cert_url = order.get("certificate")
+        if not cert_url:
+            raise AcmeError("the order is valid but has no certificate URL")
+        resp = self.post(str(cert_url), None)
+        if b"-----BEGIN CERTIFICATE-----" not in resp.body:
+            raise AcmeError("the CA's certificate download is not a PEM chain")
+        return resp.body
+
+    def _authorize(self, url: str, publish: Publish, tokens: list[str]) -> None:
+        authz = self.post(url, None).json()
+        ident = authz.get("identifier", {}).get("value", "?")
+        if authz.get("status") == "valid":
+            return  # the CA remembers an earlier validation
+        challenge = next(
+            (c for c in authz.get("challenges", []) if c.get("type") == "http-01"), None
+        )
+        if challenge is None:
+            raise AcmeError(f"the CA offers no http-01 challenge for {ident}")
+        token = str(challenge["token"])
+        publish(token, f"{token}.{self.thumbprint}")
+        tokens.append(token)
+        self.post(str(challenge["url"]), {})
+        self._poll(url, ("valid",), f"authorization for {ident}")
+
+    def _poll(self, url: str, done: tuple[str, ...], what: str) -> dict[str, Any]:
+        deadline = time.monotonic() + self.poll_timeout
+        delay = 0.5
+        while True:
+            resp = self.post(url, None)
+            data = resp.json()
+            status = data.get("status")
+            if status in done:
+                return data
+            if status == "invalid":
+                raise _invalid(data, what)
+            if time.monotonic() > deadline:
+                raise AcmeProblem(
+                    _ERR + "timeout", f"{what} still {status} after {self.poll_timeout:.0f}s"
+                )
+            wait = _retry_after(resp.headers)
+            self.sleep(min(wait if wait is not None else delay, 10.0))
+            delay = min(delay * 2, 5.0)
+
+
+def _invalid(data: dict[str, Any], what: str) -> AcmeProblem:
+    """The most useful problem inside an invalid authorization or order."""
+    error = data.get("error")
+    for challenge in data.get("challenges", []):
+        if challenge.get("status") == "invalid" and challenge.get("error"):
+            error = challenge["error"]
+            break
+    if isinstance(error, dict):
+        return AcmeProblem(
+            type=str(error.get("type", _ERR + "unauthorized")),
+            detail=f"{what} is invalid: {error.get('detail', '')}",
+            status=int(error.get("status", 0) or 0),
+            subproblems=list(error.get("subproblems") or []),
+        )
+    return AcmeProblem(_ERR + "unauthorized", f"{what} is invalid")
+
+
+def _csr(names: list[str], key: ec.EllipticCurvePrivateKey) -> bytes:
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0][:64])]))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False
+        )
+        .sign(key, hashes.SHA256())
+    )
+    return csr.public_bytes(serialization.Encoding.DER)
