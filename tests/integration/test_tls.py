@@ -358,11 +358,19 @@ def test_config_errors(tmp_path: Path, backend: Backend) -> None:
     result = check(tls_config(tmp_path, [missing]), tmp_path)
     assert result.returncode == 1
     assert "sites[0].tls.cert: file" in result.stderr and "nope.crt does not exist" in result.stderr
-    public = proxy_site(backend, ["api.example.com"], tls="auto")
-    result = check(tls_config(tmp_path, [public]), tmp_path)
+    wildcard = proxy_site(backend, ["*.example.com"], tls="auto")
+    result = check(tls_config(tmp_path, [wildcard]), tmp_path)
     assert result.returncode == 1
     assert "sites[0].tls:" in result.stderr
-    assert "ACME certificates are not implemented yet" in result.stderr
+    assert "need the ACME DNS-01 challenge" in result.stderr
+    public = proxy_site(backend, ["api.example.com"], tls="auto")
+    result = check(tls_config(tmp_path, [public]), tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "auto: ACME from https://acme-v02.api.letsencrypt.org/directory" in result.stdout
+    bad = tls_config(tmp_path, [public], acme={"directory": "ftp://x", "email": "nope"})
+    result = check(bad, tmp_path)
+    assert result.returncode == 1
+    assert "acme.directory" in result.stderr and "acme.email" in result.stderr
 
 
 def test_trust_prints_root_and_instructions(tmp_path: Path) -> None:

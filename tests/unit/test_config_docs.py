@@ -25,6 +25,7 @@ MODELS = [
 def test_every_model_is_checked() -> None:
     assert {m.__name__ for m in MODELS} == {
         "AccessLog",
+        "Acme",
         "Config",
         "Hsts",
         "Limits",
