@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import httptools
 
 from bastion.http1.problem import PROBLEM_TYPE, problem_body
-from bastion.http1.request import BODY_CHUNKED, BODY_LENGTH, BODY_NONE, Request
+from bastion.http1.request import BODY_LENGTH, BODY_NONE, Request
 from bastion.http1.status import STATUS_LINES, status_line
 from bastion.routing import normalize_path, parse_host
 
@@ -745,11 +745,3 @@ class HTTP1Connection(asyncio.Protocol):
         if access_log is not None:
             access_log.write(req, self.ctx.loop.time())
 
-
-__all__ = [
-    "BODY_CHUNKED",
-    "BODY_LENGTH",
-    "BODY_NONE",
-    "HTTP1Connection",
-    "ParseReject",
-]

@@ -64,10 +64,10 @@ class AccessLog:
         iso, clf = self._stamps()
         duration = now - req.start if req.start else 0.0
         target = req.target.decode("latin-1") if req.target else "-"
+        user_agent, referer = _agent_and_referer(req)
         if self.format == "json":
             # Built as text rather than through json.dumps: this runs once per
             # request, and only the free-form fields need escaping.
-            user_agent, referer = _agent_and_referer(req)
             upstream_ms = f"{req.upstream_time * 1000:.3f}" if req.upstream_time >= 0 else "null"
             # method and host were validated by the parser (token and host
             # characters only): they need no escaping
@@ -86,8 +86,7 @@ class AccessLog:
             line = (
                 f'{req.client_ip} - - [{clf}] "{req.method} {_q(target)} HTTP/{req.version}" '
                 f"{req.status} {req.bytes_out} "
-                f'"{_q(_text(req.header(b"referer")) or "-")}" '
-                f'"{_q(_text(req.header(b"user-agent")) or "-")}" '
+                f'"{_q(referer or "-")}" "{_q(user_agent or "-")}" '
                 f"rid={req.request_id} route={_q(req.route_name) or '-'} "
                 f"upstream={req.upstream or '-'} rt={duration:.3f} urt={upstream_ms}\n"
             )
@@ -144,10 +143,6 @@ def _js(value: str) -> str:
 
 def _js_or_null(value: str | None) -> str:
     return "null" if value is None else _js(value)
-
-
-def _text(value: bytes | None) -> str | None:
-    return value.decode("latin-1") if value is not None else None
 
 
 def _q(value: str) -> str:

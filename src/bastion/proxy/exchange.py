@@ -192,7 +192,7 @@ class Exchange:
         req = self.req
         if status < 200 and not (status == 101 and req.upgrade is not None):
             if status == 101:  # a switch the client never asked for: no tunnel
-                self.upstream_failed("invalid", ValueError("101 to a request without Upgrade"))
+                self.upstream_failed(ValueError("101 to a request without Upgrade"))
                 return
             self.interim = True  # 100/102/103: not relayed, the final answer follows
             if self.upstream is not None:
@@ -331,7 +331,7 @@ class Exchange:
         self.upstream = None
         self._fail(502, None)
 
-    def upstream_failed(self, kind: str, exc: Exception) -> None:
+    def upstream_failed(self, exc: Exception) -> None:
         log.warning(
             "upstream %s sent an invalid response: %s",
             self.pool.label if self.pool else "?",
@@ -432,5 +432,3 @@ class Exchange:
         if conn is not None:
             conn.close()
 
-
-__all__ = ["BODY_CLOSE", "Exchange"]

@@ -70,7 +70,7 @@ class UpstreamConnection(asyncio.Protocol):
                 self.exchange.on_upgraded(data[upgrade.args[0] :])
         except httptools.HttpParserError as exc:
             if self.exchange is not None:
-                self.exchange.upstream_failed("invalid", exc)
+                self.exchange.upstream_failed(exc)
             else:
                 self.close()
         finally:
