@@ -365,7 +365,7 @@ def test_config_from_dict_reports_with_its_source_name() -> None:
         config_from_dict({"sites": [{"routes": [{"path": "/"}]}]}, source="<quick mode>")
     assert str(info.value) == (
         "<quick mode>: sites[0].routes[0]: "
-        "a route needs exactly one of proxy, redirect, static, respond"
+        "a route needs exactly one of proxy, redirect, static, respond, s3"
     )
 
 

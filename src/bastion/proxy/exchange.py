@@ -298,9 +298,13 @@ class Exchange:
             # Ending the response may dispatch the client's next (pipelined)
             # request at once: let the pool take the connection back first, so
             # that request reuses it instead of opening another one.
-            conn.after_feed = self.client.end_response
+            conn.after_feed = self.end_client
         else:
-            self.client.end_response()
+            self.end_client()
+
+    def end_client(self) -> None:
+        """The upstream's answer is complete; origins that rewrite answers hook in here."""
+        self.client.end_response()
 
     def upstream_eof(self) -> None:
         if self.resp_started and self.framing == BODY_CLOSE and not self.done:
