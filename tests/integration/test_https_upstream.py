@@ -140,7 +140,11 @@ def test_mutual_tls(
     with_cert = gateway(
         proxy_config(
             backend.url,
-            {"ca": str(ca.cert_file), "client_cert": str(client_cert), "client_key": str(client_key)},
+            {
+                "ca": str(ca.cert_file),
+                "client_cert": str(client_cert),
+                "client_key": str(client_key),
+            },
         )
     )
     without = gateway(proxy_config(backend.url, {"ca": str(ca.cert_file)}))
@@ -153,6 +157,7 @@ def test_mutual_tls(
     assert r.status_code == 502
     assert r.headers["content-type"] == "application/problem+json"
     assert [e["path"] for e in backend.requests] == ["/with"]
+    assert "proxy.tls.client_cert" in wait_for_log(without, "TLS handshake failed")
 
 
 def test_keep_alive_reuses_one_tls_connection(

@@ -142,6 +142,13 @@ class UpstreamTls(_Model):
         "client_cert holds the key too.",
     )
 
+    @field_validator("ca", "client_cert", "client_key")
+    @classmethod
+    def _exists(cls, value: str | None) -> str | None:
+        if value is not None and not Path(value).is_file():
+            raise ValueError(f"file {redact(value)} does not exist")
+        return value
+
     @model_validator(mode="after")
     def _loads(self) -> UpstreamTls:
         check_upstream_tls(self)

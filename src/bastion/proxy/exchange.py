@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from typing import TYPE_CHECKING
 
 from bastion.http1.request import BODY_CHUNKED, BODY_CLOSE, BODY_LENGTH, BODY_NONE, Request
@@ -17,6 +18,7 @@ from bastion.http1.server import PAUSE_UPSTREAM
 from bastion.http1.status import status_line
 from bastion.proxy.headers import RESPONSE_DROPPED
 from bastion.proxy.pool import Pool, UpstreamConnection
+from bastion.tls.client import describe_tls_error
 
 if TYPE_CHECKING:
     from bastion.http1.server import HTTP1Connection
@@ -333,6 +335,10 @@ class Exchange:
             self.task = self.loop.create_task(self._connect(self.pool))
             return
         self.upstream = None
+        if isinstance(exc, ssl.SSLError):
+            # TLS 1.3 servers reject a missing client certificate after the handshake
+            label = self.pool.label if self.pool is not None else "?"
+            log.warning("upstream %s: %s", label, describe_tls_error(exc))
         self._fail(502, None)
 
     def upstream_failed(self, exc: Exception) -> None:

@@ -54,9 +54,7 @@ def describe_tls_error(exc: ssl.SSLError) -> str:
         if code in _CA_CODES:
             return message + " — set proxy.tls.ca to the CA that issued the upstream's certificate"
         if code in _NAME_MISMATCH:
-            return (
-                message + " — set proxy.tls.server_name to a name in the upstream's certificate"
-            )
+            return message + " — set proxy.tls.server_name to a name in the upstream's certificate"
         if code in _EXPIRED_CODES:
             return message + " — the upstream's certificate is outside its validity period"
         return message
