@@ -72,9 +72,9 @@ def s3_endpoint(config: S3) -> tuple[UpstreamAddress, str, str]:
         path_style = True if config.path_style is None else config.path_style
     if not path_style:
         assert endpoint.host is not None
-        endpoint = parse_upstream(
-            f"{endpoint.scheme}://{config.bucket}.{endpoint.host}:{endpoint.port}"
-        )
+        default = 443 if endpoint.scheme == "https" else 80
+        port = "" if endpoint.port == default else f":{endpoint.port}"
+        endpoint = parse_upstream(f"{endpoint.scheme}://{config.bucket}.{endpoint.host}{port}")
     return endpoint, endpoint.authority, "/" + config.bucket if path_style else ""
 
 
