@@ -4,6 +4,7 @@ name checked, mutual TLS, and keep-alive reuse of TLS connections."""
 from __future__ import annotations
 
 import json
+import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -11,8 +12,9 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.conftest import Gateway, free_port
-from tests.tlsbackend import TestCA, TLSBackend
+
+from conftest import Gateway, free_port
+from tlsbackend import TestCA, TLSBackend
 
 
 @pytest.fixture
@@ -185,3 +187,20 @@ def test_plain_http_port_named_https_is_a_502_with_a_hint(
 
     assert httpx.get(gw.url + "/", timeout=10).status_code == 502
     wait_for_log(gw, "TLS handshake failed")
+
+
+def test_a_stalled_handshake_counts_in_the_connect_timeout(
+    gateway: Callable[..., Gateway],
+) -> None:
+    # accepts TCP connections and never answers the ClientHello
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        port = silent.getsockname()[1]
+        gw = gateway(proxy_config(f"https://127.0.0.1:{port}", timeouts={"connect": "500ms"}))
+
+        r = httpx.get(gw.url + "/", timeout=30)
+
+        assert r.status_code == 504
+        assert r.headers["content-type"] == "application/problem+json"
+        wait_for_log(gw, "connect timed out")

@@ -16,7 +16,8 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-from tests.conftest import Gateway, free_port, wait_for_port
+
+from conftest import Gateway, free_port, wait_for_port
 
 BUCKET = "site-bucket"
 REGION = "eu-west-1"
