@@ -27,4 +27,5 @@ def upstream_tls(
     if tls is None:
         return (None, client_context(), address.host)
     context = client_context(tls.verify, tls.ca, tls.client_cert, tls.client_key)
-    return (tls, context, tls.server_name or address.host)
+    name = tls.server_name.strip().strip("[]") if tls.server_name else address.host
+    return (tls, context, name)
