@@ -12,10 +12,12 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from bastion.config.models import Hsts
+from bastion.handlers.s3 import S3Handler, s3_endpoint
 from bastion.handlers.simple import HttpsRedirectHandler, RedirectHandler, RespondHandler
 from bastion.handlers.static import StaticHandler
 from bastion.proxy.handler import ProxyHandler
 from bastion.proxy.pool import Pool, PoolRegistry
+from bastion.proxy.tls import upstream_tls
 from bastion.routing import HostTable, PathTable
 from bastion.tls.challenges import ChallengeStore
 from bastion.tls.store import resolve_data_dir
@@ -145,12 +147,23 @@ def _handler(route: Route, plan: Plan, registry: PoolRegistry) -> Any:
     if route.proxy is not None:
         proxy = route.proxy
         pools = [
-            registry.get(address, proxy.max_idle_connections, proxy.idle_timeout)
+            registry.get(
+                address,
+                proxy.max_idle_connections,
+                proxy.idle_timeout,
+                upstream_tls(proxy.tls, address),
+            )
             for address in proxy.upstreams
         ]
         plan.pools.update(pools)
         strip = prefix if route.strip_prefix else None
         return ProxyHandler(proxy, pools, strip, plan.trusted)
+    if route.s3 is not None:
+        s3 = route.s3
+        endpoint, host, base = s3_endpoint(s3)
+        pool = registry.get(endpoint, 64, 4.0, upstream_tls(s3.tls, endpoint))
+        plan.pools.add(pool)
+        return S3Handler(s3, pool, host, base, prefix if route.strip_prefix else None)
     if route.redirect is not None:
         return RedirectHandler(route.redirect, prefix)
     if route.static is not None:

@@ -52,6 +52,11 @@ def _action(route: object) -> str:
     static = getattr(route, "static", None)
     if static is not None:
         return f"static {static.root}"
+    s3 = getattr(route, "s3", None)
+    if s3 is not None:
+        prefix = f", key prefix {s3.prefix}" if s3.prefix else ""
+        strip = ", strip prefix" if getattr(route, "strip_prefix", False) else ""
+        return f"s3 bucket {s3.bucket} ({s3.region}){prefix}{strip}"
     respond = getattr(route, "respond", None)
     return f"respond {respond.status}" if respond is not None else "?"
 

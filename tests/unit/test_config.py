@@ -76,7 +76,7 @@ def test_example_loads_with_every_value_parsed(tmp_path: Path) -> None:
     assert str(upstream) == "http://127.0.0.1:8000"
     assert (api.proxy.timeouts.connect, api.proxy.timeouts.read) == (5.0, 60.0)
     assert api.proxy.timeouts.send == 60.0
-    assert api.proxy.preserve_host is True
+    assert api.proxy.preserve_host is None  # true for http:// upstreams, false for https://
     assert api.proxy.websocket_idle_timeout is None
     assert api.proxy.max_idle_connections == 64
     assert api.proxy.idle_timeout == 4.0
@@ -365,7 +365,7 @@ def test_config_from_dict_reports_with_its_source_name() -> None:
         config_from_dict({"sites": [{"routes": [{"path": "/"}]}]}, source="<quick mode>")
     assert str(info.value) == (
         "<quick mode>: sites[0].routes[0]: "
-        "a route needs exactly one of proxy, redirect, static, respond"
+        "a route needs exactly one of proxy, redirect, static, respond, s3"
     )
 
 
@@ -383,6 +383,7 @@ def test_json_schema() -> None:
         "redirect",
         "static",
         "respond",
+        "s3",
     }
     assert route["properties"]["path"]["type"] == "string"
     assert "description" in schema["$defs"]["Proxy"]["properties"]["idle_timeout"]

@@ -53,8 +53,8 @@ sites:
         "bastion.yaml:10: sites[0].routes[0].proxy.timeouts.connect: "
         "expected a duration like 5s, 250ms or 1m, got 'fast'",
         "bastion.yaml:15: sites[0].routes[1].proxy.upstreams[1]: "
-        "only http:// and unix: upstreams are supported; "
-        "expected http://host:port or unix:/absolute/path.sock, got 'ftp://files.example.test'",
+        "only http://, https:// and unix: upstreams are supported; expected http://host:port, "
+        "https://host:port or unix:/absolute/path.sock, got 'ftp://files.example.test'",
     ]
     first = error.issues[0]
     assert first == ConfigIssue(
@@ -220,9 +220,9 @@ sites:
 """
     assert lines_of(errors_of(tmp_path, text), tmp_path) == [
         "bastion.yaml:3: sites[0].routes[0]: "
-        "a route needs exactly one of proxy, redirect, static, respond",
+        "a route needs exactly one of proxy, redirect, static, respond, s3",
         "bastion.yaml:4: sites[0].routes[1]: "
-        "a route needs exactly one of proxy, redirect, static, respond; this one has proxy "
+        "a route needs exactly one of proxy, redirect, static, respond, s3; this one has proxy "
         "and static",
     ]
 
@@ -235,7 +235,7 @@ def test_rules_are_reported_alongside_field_errors() -> None:
         ("sites[0].routes[0].respond.status", "expected a whole number, got 'x'"),
         (
             "sites[0].routes[0]",
-            "a route needs exactly one of proxy, redirect, static, respond; "
+            "a route needs exactly one of proxy, redirect, static, respond, s3; "
             "this one has redirect and respond",
         ),
     ]
@@ -264,7 +264,7 @@ sites:
         "bastion.yaml:7: sites[0].routes[1].strip_prefix: "
         "strip_prefix only applies to prefix routes; '~ ^/v1/' is a regex match",
         "bastion.yaml:10: sites[0].routes[2].strip_prefix: "
-        "strip_prefix only applies to proxy routes, not redirect",
+        "strip_prefix only applies to proxy and s3 routes, not redirect",
     ]
 
 
@@ -319,7 +319,7 @@ sites:
       - path: /
         proxy:
           upstreams:
-            - https://127.0.0.1:8443
+            - https://127.0.0.1:0
             - http://127.0.0.1:8000/api
             - unix:run/app.sock
             - http://:80
@@ -333,16 +333,16 @@ sites:
         "port must be a number from 1 to 65535, got '0' in '127.0.0.1:0'",
         "bastion.yaml:2: listen.http[3]: missing port in '127.0.0.1'; expected host:port, "
         "[ipv6]:port or :port (all interfaces), like 127.0.0.1:8080",
-        "bastion.yaml:8: sites[0].routes[0].proxy.upstreams[0]: only http:// and unix: "
-        "upstreams are supported, got 'https://127.0.0.1:8443' "
-        "(https upstreams come in a later version)",
+        "bastion.yaml:8: sites[0].routes[0].proxy.upstreams[0]: "
+        "port must be a number from 1 to 65535, got '0' in 'https://127.0.0.1:0'",
         "bastion.yaml:9: sites[0].routes[0].proxy.upstreams[1]: an upstream must not have a "
         "path, query or fragment, got 'http://127.0.0.1:8000/api'; use strip_prefix on the "
         "route to change the path sent upstream",
         "bastion.yaml:10: sites[0].routes[0].proxy.upstreams[2]: a unix socket path must be "
         "absolute, like unix:/run/app.sock, got 'unix:run/app.sock'",
         "bastion.yaml:11: sites[0].routes[0].proxy.upstreams[3]: missing host in "
-        "'http://:80'; expected http://host:port or unix:/absolute/path.sock",
+        "'http://:80'; expected http://host:port, https://host:port or "
+        "unix:/absolute/path.sock",
     ]
 
 

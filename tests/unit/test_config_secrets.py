@@ -173,6 +173,6 @@ def test_escaped_or_shortened_secrets_do_not_leak(
         load_config(write(tmp_path, text))
     [issue] = info.value.issues
     assert issue.message == (
-        "only http:// and unix: upstreams are supported; "
-        "expected http://host:port or unix:/absolute/path.sock, got '<redacted>'"
+        "only http://, https:// and unix: upstreams are supported; expected http://host:port, "
+        "https://host:port or unix:/absolute/path.sock, got '<redacted>'"
     )

@@ -14,10 +14,14 @@ def test_there_are_examples() -> None:
         "single-api.yaml",
         "api-static-websocket.yaml",
         "unix-socket.yaml",
+        "saas-and-bucket.yaml",
     }
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
-def test_example_loads(path: Path) -> None:
+def test_example_loads(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the variables an example's header asks the reader to export
+    monkeypatch.setenv("S3_ACCESS_KEY_ID", "AKIAEXAMPLE")
+    monkeypatch.setenv("S3_SECRET_ACCESS_KEY", "example-secret")
     loaded = load_config(path)
     assert loaded.config.sites

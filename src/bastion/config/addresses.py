@@ -1,5 +1,5 @@
 """Listen addresses (``127.0.0.1:8080``, ``[::1]:8080``, ``:8080``) and upstream addresses
-(``http://host:port``, ``unix:/run/app.sock``).
+(``http://host:port``, ``https://host:port``, ``unix:/run/app.sock``).
 
 Pure parsing: each ``parse_*`` takes the raw value and returns a frozen dataclass or raises
 ``ValueError`` with a message that says what is accepted.
@@ -25,7 +25,8 @@ __all__ = [
 
 _LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?")
 _LISTEN_HINT = "expected host:port, [ipv6]:port or :port (all interfaces), like 127.0.0.1:8080"
-_UPSTREAM_HINT = "expected http://host:port or unix:/absolute/path.sock"
+_UPSTREAM_HINT = "expected http://host:port, https://host:port or unix:/absolute/path.sock"
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 def parse_hostname(text: str) -> str:
@@ -127,9 +128,9 @@ def parse_address(value: object) -> Address:
 
 @dataclass(frozen=True, slots=True)
 class UpstreamAddress:
-    """Where a proxy route sends requests: an HTTP host and port, or a Unix socket."""
+    """Where a proxy route sends requests: an HTTP(S) host and port, or a Unix socket."""
 
-    scheme: Literal["http", "unix"]
+    scheme: Literal["http", "https", "unix"]
     host: str | None
     port: int | None
     path: str | None
@@ -140,14 +141,19 @@ class UpstreamAddress:
 
     @property
     def authority(self) -> str:
-        """The ``Host`` value for this upstream: ``host:port`` (IPv6 in brackets)."""
+        """The ``Host`` value for this upstream: ``host:port`` (IPv6 in brackets), or the host
+        alone on the scheme's default port (what a virtual host such as a SaaS API expects,
+        like a browser or curl would send)."""
         if self.scheme == "unix" or self.host is None or self.port is None:
             return "localhost"
+        if self.scheme == "https" and self.port == 443:
+            return f"[{self.host}]" if ":" in self.host else self.host
         return format_authority(self.host, self.port)
 
 
 def parse_upstream(value: object) -> UpstreamAddress:
-    """Parse ``http://host[:port][/]``, ``http://[::1]:8000`` or ``unix:/run/app.sock``."""
+    """Parse ``http://host[:port][/]``, ``https://host[:port]``, ``http://[::1]:8000`` or
+    ``unix:/run/app.sock``."""
     if isinstance(value, UpstreamAddress):
         return value
     if not isinstance(value, str):
@@ -155,14 +161,10 @@ def parse_upstream(value: object) -> UpstreamAddress:
     text = value.strip()
     scheme, sep, rest = text.partition(":")
     scheme = scheme.lower()
-    if not sep or scheme not in ("http", "unix"):
-        if sep and scheme == "https":
-            raise ValueError(
-                f"only http:// and unix: upstreams are supported, got {show(text)}"
-                " (https upstreams come in a later version)"
-            )
+    if not sep or scheme not in ("http", "https", "unix"):
         raise ValueError(
-            f"only http:// and unix: upstreams are supported; {_UPSTREAM_HINT}, got {show(text)}"
+            f"only http://, https:// and unix: upstreams are supported; {_UPSTREAM_HINT}, "
+            f"got {show(text)}"
         )
     if scheme == "unix":
         # "unix:///run/app.sock" (empty authority) means the same as "unix:/run/app.sock".
@@ -185,6 +187,6 @@ def parse_upstream(value: object) -> UpstreamAddress:
     host, port = _split_host_port(authority, _UPSTREAM_HINT)
     if not host:
         raise ValueError(f"missing host in {show(text)}; {_UPSTREAM_HINT}")
-    port_number = 80 if port is None else _parse_port(port, text)
+    port_number = _DEFAULT_PORTS[scheme] if port is None else _parse_port(port, text)
     host = _parse_ipv6(host) if authority.startswith("[") else parse_hostname(host)
-    return UpstreamAddress("http", host, port_number, None, text)
+    return UpstreamAddress("https" if scheme == "https" else "http", host, port_number, None, text)

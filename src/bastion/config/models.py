@@ -17,6 +17,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationInfo,
     ValidatorFunctionWrapHandler,
     field_validator,
@@ -24,6 +25,12 @@ from pydantic import (
 )
 
 from bastion.config.addresses import Address
+from bastion.config.origins import (
+    check_upstream_tls,
+    parse_endpoint,
+    resolve_credentials,
+    validate_bucket,
+)
 from bastion.config.rules import config_rules, route_rules, site_rules, validate_with_rules
 from bastion.config.show import redact, show
 from bastion.config.types import (
@@ -46,6 +53,7 @@ from bastion.config.types import (
 
 __all__ = [
     "LETSENCRYPT_DIRECTORY",
+    "S3",
     "AccessLog",
     "Acme",
     "Config",
@@ -61,6 +69,7 @@ __all__ = [
     "Site",
     "Static",
     "TlsFiles",
+    "UpstreamTls",
 ]
 
 
@@ -104,21 +113,69 @@ class ProxyTimeouts(_Model):
     )
 
 
+class UpstreamTls(_Model):
+    """How bastion connects to https:// upstreams (TLS 1.2 or newer, ALPN http/1.1)."""
+
+    verify: bool = Field(
+        default=True,
+        description="Verify the upstream's certificate chain and name; false accepts any "
+        "certificate (testing only).",
+    )
+    ca: RelativePath | None = Field(
+        default=None,
+        description="PEM bundle of the CA certificates trusted for the upstream; null uses "
+        "the system's trust store.",
+    )
+    server_name: str | None = Field(
+        default=None,
+        description="Name sent in SNI and checked against the certificate; null uses the "
+        "upstream URL's host (an IP address is checked against the IP SANs).",
+    )
+    client_cert: RelativePath | None = Field(
+        default=None,
+        description="PEM file with the client certificate (and its intermediates) presented "
+        "to the upstream (mutual TLS).",
+    )
+    client_key: RelativePath | None = Field(
+        default=None,
+        description="PEM file with the client certificate's private key; null when "
+        "client_cert holds the key too.",
+    )
+
+    @field_validator("ca", "client_cert", "client_key")
+    @classmethod
+    def _exists(cls, value: str | None) -> str | None:
+        if value is not None and not Path(value).is_file():
+            raise ValueError(f"file {redact(value)} does not exist")
+        return value
+
+    @model_validator(mode="after")
+    def _loads(self) -> UpstreamTls:
+        check_upstream_tls(self)
+        return self
+
+
 class Proxy(_Model):
     """Forward the request to an upstream server."""
 
     upstreams: list[Upstream] = Field(
         min_length=1,
-        description="Upstream servers: http://host[:port] (port 80 by default) or "
-        "unix:/absolute/path.sock.",
+        description="Upstream servers: http://host[:port] (port 80 by default), "
+        "https://host[:port] (port 443) or unix:/absolute/path.sock.",
+    )
+    tls: UpstreamTls | None = Field(
+        default=None,
+        description="TLS settings for the https:// upstreams; null verifies them against "
+        "the system's trust store.",
     )
     timeouts: ProxyTimeouts = Field(
         default_factory=lambda: ProxyTimeouts(), description="Upstream time limits."
     )
-    preserve_host: bool = Field(
-        default=True,
+    preserve_host: bool | None = Field(
+        default=None,
         description="Send the client's Host header upstream; false sends the upstream's "
-        "host:port instead.",
+        "host[:port] instead. Default: true for http:// and unix: upstreams, false for "
+        "https:// ones.",
     )
     websocket_idle_timeout: Duration | None = Field(
         default=None,
@@ -134,6 +191,92 @@ class Proxy(_Model):
         description="How long an idle pooled upstream connection is kept; shorter than the "
         "5s keep-alive of common app servers so that they never close it first.",
     )
+
+    @model_validator(mode="after")
+    def _tls_needs_https(self) -> Proxy:
+        if self.tls is not None and not any(u.scheme == "https" for u in self.upstreams):
+            raise ValueError("tls only applies to https:// upstreams, and this proxy has none")
+        return self
+
+
+class S3(_Model):
+    """Serve objects of an S3-compatible bucket (GET and HEAD, SigV4-signed)."""
+
+    bucket: str = Field(description="Bucket name.")
+    region: str = Field(
+        default="us-east-1", min_length=1, description="Region used in the request signature."
+    )
+    endpoint: str | None = Field(
+        default=None,
+        description="http:// or https:// URL of an S3-compatible service; null means AWS "
+        "(https://s3.REGION.amazonaws.com).",
+    )
+    path_style: bool | None = Field(
+        default=None,
+        description="Address the bucket in the path (ENDPOINT/BUCKET/KEY) instead of the host "
+        "name (BUCKET.ENDPOINT/KEY). Default: false for AWS, true for a custom endpoint.",
+    )
+    access_key_id: str | None = Field(
+        default=None,
+        description="Access key id; null takes AWS_ACCESS_KEY_ID, else the shared credentials "
+        "file (~/.aws/credentials, profile AWS_PROFILE or default).",
+    )
+    secret_access_key: SecretStr | None = Field(
+        default=None,
+        description="Secret access key; given together with access_key_id.",
+    )
+    session_token: SecretStr | None = Field(
+        default=None,
+        description="Session token of temporary credentials (optional).",
+    )
+    prefix: str = Field(
+        default="", description="Prepended to the request path to form the object key."
+    )
+    index: IndexName | None = Field(
+        default="index.html",
+        description="Object name appended to paths ending in '/'; null answers 404 for them.",
+    )
+    not_found: str | None = Field(
+        default=None,
+        description="Key (below prefix) of an object served with status 404 when the "
+        "requested one does not exist; null answers a problem+json 404.",
+    )
+    tls: UpstreamTls | None = Field(
+        default=None, description="TLS settings for an https endpoint (custom CA, etc.)."
+    )
+    timeouts: ProxyTimeouts = Field(
+        default_factory=lambda: ProxyTimeouts(), description="Time limits for the endpoint."
+    )
+
+    @field_validator("bucket")
+    @classmethod
+    def _bucket(cls, value: str) -> str:
+        return validate_bucket(value)
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, value: str | None) -> str | None:
+        return None if value is None else parse_endpoint(value).text
+
+    @field_validator("prefix", "not_found")
+    @classmethod
+    def _key_part(cls, value: str | None) -> str | None:
+        if value is not None and (value.startswith("/") or "\x00" in value):
+            raise ValueError(f"must be an object key without a leading '/', got {show(value)}")
+        return value
+
+    @model_validator(mode="after")
+    def _credentials(self) -> S3:
+        access, secret, token = resolve_credentials(
+            self.access_key_id,
+            None if self.secret_access_key is None else self.secret_access_key.get_secret_value(),
+            None if self.session_token is None else self.session_token.get_secret_value(),
+        )
+        # frozen model: the resolved credentials are stored through object.__setattr__
+        object.__setattr__(self, "access_key_id", access)
+        object.__setattr__(self, "secret_access_key", SecretStr(secret))
+        object.__setattr__(self, "session_token", None if token is None else SecretStr(token))
+        return self
 
 
 class Redirect(_Model):
@@ -206,13 +349,14 @@ class Route(_Model):
     )
     strip_prefix: bool = Field(
         default=False,
-        description="Remove the matched prefix from the path sent upstream (prefix routes "
-        "with proxy only).",
+        description="Remove the matched prefix from the path sent upstream or used as the "
+        "object key (prefix routes with proxy or s3 only).",
     )
     proxy: Proxy | None = Field(default=None, description="Forward to upstream servers.")
     redirect: Redirect | None = Field(default=None, description="Answer with a redirect.")
     static: Static | None = Field(default=None, description="Serve files from a directory.")
     respond: Respond | None = Field(default=None, description="Answer with a fixed response.")
+    s3: S3 | None = Field(default=None, description="Serve objects from an S3-compatible bucket.")
 
     @field_validator("methods")
     @classmethod

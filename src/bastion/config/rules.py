@@ -29,7 +29,7 @@ __all__ = ["ACTIONS", "config_rules", "route_rules", "site_rules", "validate_wit
 Loc = tuple[str | int, ...]
 Problem = tuple[Loc, str]
 
-ACTIONS = ("proxy", "redirect", "static", "respond")
+ACTIONS = ("proxy", "redirect", "static", "respond", "s3")
 """What a route does with a request; exactly one per route."""
 
 _BOOL: TypeAdapter[bool] = TypeAdapter(bool)
@@ -92,11 +92,11 @@ def _as_bool(value: Any) -> bool | None:
 
 
 def route_rules(route: dict[str, Any]) -> list[Problem]:
-    """One action per route; strip_prefix only on prefix routes that proxy."""
+    """One action per route; strip_prefix only on prefix routes that proxy or serve s3."""
     problems: list[Problem] = []
     given = [name for name in ACTIONS if route.get(name) is not None]
     if len(given) != 1:
-        message = "a route needs exactly one of proxy, redirect, static, respond"
+        message = "a route needs exactly one of proxy, redirect, static, respond, s3"
         if given:
             message += f"; this one has {_join(given)}"
         problems.append(((), message))
@@ -111,9 +111,12 @@ def route_rules(route: dict[str, Any]) -> list[Problem]:
                     f"{article} {path.kind} match",
                 )
             )
-        elif len(given) == 1 and given[0] != "proxy":
+        elif len(given) == 1 and given[0] not in ("proxy", "s3"):
             problems.append(
-                (("strip_prefix",), f"strip_prefix only applies to proxy routes, not {given[0]}")
+                (
+                    ("strip_prefix",),
+                    f"strip_prefix only applies to proxy and s3 routes, not {given[0]}",
+                )
             )
     return problems
 

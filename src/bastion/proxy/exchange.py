@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from typing import TYPE_CHECKING
 
 from bastion.http1.request import BODY_CHUNKED, BODY_CLOSE, BODY_LENGTH, BODY_NONE, Request
@@ -17,6 +18,7 @@ from bastion.http1.server import PAUSE_UPSTREAM
 from bastion.http1.status import status_line
 from bastion.proxy.headers import RESPONSE_DROPPED
 from bastion.proxy.pool import Pool, UpstreamConnection
+from bastion.tls.client import describe_tls_error
 
 if TYPE_CHECKING:
     from bastion.http1.server import HTTP1Connection
@@ -298,9 +300,13 @@ class Exchange:
             # Ending the response may dispatch the client's next (pipelined)
             # request at once: let the pool take the connection back first, so
             # that request reuses it instead of opening another one.
-            conn.after_feed = self.client.end_response
+            conn.after_feed = self.end_client
         else:
-            self.client.end_response()
+            self.end_client()
+
+    def end_client(self) -> None:
+        """The upstream's answer is complete; origins that rewrite answers hook in here."""
+        self.client.end_response()
 
     def upstream_eof(self) -> None:
         if self.resp_started and self.framing == BODY_CLOSE and not self.done:
@@ -329,6 +335,10 @@ class Exchange:
             self.task = self.loop.create_task(self._connect(self.pool))
             return
         self.upstream = None
+        if isinstance(exc, ssl.SSLError):
+            # TLS 1.3 servers reject a missing client certificate after the handshake
+            label = self.pool.label if self.pool is not None else "?"
+            log.warning("upstream %s: %s", label, describe_tls_error(exc))
         self._fail(502, None)
 
     def upstream_failed(self, exc: Exception) -> None:

@@ -44,7 +44,10 @@ class ProxyHandler:
         self.next_index = 0
         self.strip = strip  # the prefix removed from the path before forwarding
         self.trusted = trusted
-        self.preserve_host = config.preserve_host
+        preserve = config.preserve_host
+        # by default an https:// upstream is a virtual host of its own (a SaaS API, a CDN):
+        # it gets its own name, as in its certificate; a private http:// app gets the client's
+        self.preserve_host = pools[0].address.scheme != "https" if preserve is None else preserve
         self.upstream_host_line = b"Host: " + pools[0].address.authority.encode() + b"\r\n"
         self.connect_timeout = config.timeouts.connect
         self.read_timeout = config.timeouts.read

@@ -13,10 +13,13 @@ import asyncio
 import contextlib
 import logging
 import socket
+import ssl
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import httptools
+
+from bastion.tls.client import describe_tls_error
 
 if TYPE_CHECKING:
     from bastion.config import UpstreamAddress
@@ -187,6 +190,9 @@ class Pool:
         self.idle: list[UpstreamConnection] = []
         self.retired = False
         self.label = address.text
+        # https:// upstreams: the context built with the plan, and the SNI / verified name
+        self.tls: ssl.SSLContext | None = None
+        self.server_name: str | None = None
 
     def acquire(self) -> UpstreamConnection | None:
         idle = self.idle
@@ -203,6 +209,8 @@ class Pool:
             _, conn = await self.loop.create_unix_connection(
                 lambda: UpstreamConnection(self), address.path
             )
+        elif self.tls is not None:
+            conn = await self._connect_tls()
         else:
             assert address.host is not None and address.port is not None
             _, conn = await self.loop.create_connection(
@@ -211,6 +219,26 @@ class Pool:
             sock = conn.transport.get_extra_info("socket") if conn.transport else None
             if sock is not None:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return conn
+
+    async def _connect_tls(self) -> UpstreamConnection:
+        """A TLS connection; the caller's connect timeout covers the handshake too."""
+        address = self.address
+        assert address.host is not None and address.port is not None
+        try:
+            _, conn = await self.loop.create_connection(
+                lambda: UpstreamConnection(self),
+                address.host,
+                address.port,
+                ssl=self.tls,
+                server_hostname=self.server_name,
+            )
+        except ssl.SSLError as exc:
+            # re-raised as a plain connect failure whose text says what to fix
+            raise OSError(exc.errno or 0, describe_tls_error(exc)) from None
+        sock = conn.transport.get_extra_info("socket") if conn.transport else None
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return conn
 
     def release(self, conn: UpstreamConnection) -> None:
@@ -245,13 +273,25 @@ class PoolRegistry:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self.pools: dict[tuple[str, int, float], Pool] = {}
+        self.pools: dict[tuple[str, int, float, object], Pool] = {}
 
-    def get(self, address: UpstreamAddress, max_idle: int, idle_timeout: float) -> Pool:
-        key = (address.text, max_idle, idle_timeout)
+    def get(
+        self,
+        address: UpstreamAddress,
+        max_idle: int,
+        idle_timeout: float,
+        tls: tuple[object, ssl.SSLContext, str | None] | None = None,
+    ) -> Pool:
+        """`tls` is (settings key, context, server name) for an https:// endpoint: pools
+        with other TLS settings are other pools; the same settings on a reload keep the
+        pool and its warm connections, and new connections use the new context (a rotated
+        client certificate or CA file takes effect)."""
+        key = (address.text, max_idle, idle_timeout, tls[0] if tls is not None else None)
         pool = self.pools.get(key)
         if pool is None:
             pool = self.pools[key] = Pool(address, self.loop, max_idle, idle_timeout)
+        if tls is not None:
+            pool.tls, pool.server_name = tls[1], tls[2]
         return pool
 
     def keep_only(self, used: set[Pool]) -> None:

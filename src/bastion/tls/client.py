@@ -1,0 +1,68 @@
+"""Client-side TLS for https:// upstreams and S3 endpoints.
+
+One context per upstream pool, built when the plan is compiled, never per request. The
+policy matches the listener side: TLS 1.2 or newer, ALPN ``http/1.1`` (the upstream protocol
+is HTTP/1.1), certificate and host name verification on unless switched off.
+"""
+
+from __future__ import annotations
+
+import ssl
+
+__all__ = ["client_context", "describe_tls_error"]
+
+# OpenSSL X509_V_ERR_* codes that a configuration key can fix, and the key to point at.
+_CA_CODES = frozenset((2, 18, 19, 20, 21))  # unknown issuer, self-signed, incomplete chain
+_EXPIRED_CODES = frozenset((9, 10))  # not yet valid, expired
+_NAME_MISMATCH = frozenset((62, 64))  # host name, IP address
+
+
+def client_context(
+    verify: bool = True,
+    ca: str | None = None,
+    client_cert: str | None = None,
+    client_key: str | None = None,
+) -> ssl.SSLContext:
+    """A client context; raises ``ssl.SSLError`` / ``OSError`` when a file does not load."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.set_alpn_protocols(["http/1.1"])
+    if verify:
+        context.check_hostname = True
+        context.verify_mode = ssl.CERT_REQUIRED
+        if ca is not None:
+            context.load_verify_locations(cafile=ca)
+        else:
+            context.load_default_certs(ssl.Purpose.SERVER_AUTH)
+    else:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    if client_cert is not None:
+        context.load_cert_chain(client_cert, client_key)
+    return context
+
+
+def describe_tls_error(exc: ssl.SSLError) -> str:
+    """What failed in a handshake with an upstream, and which key fixes it, for the log.
+
+    Never shown to clients: it names certificates and settings of the backend side.
+    """
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        reason = exc.verify_message or exc.reason or "rejected"
+        code = exc.verify_code
+        message = f"TLS certificate verify failed: {reason}"
+        if code in _CA_CODES:
+            return message + " — set proxy.tls.ca to the CA that issued the upstream's certificate"
+        if code in _NAME_MISMATCH:
+            return message + " — set proxy.tls.server_name to a name in the upstream's certificate"
+        if code in _EXPIRED_CODES:
+            return message + " — the upstream's certificate is outside its validity period"
+        return message
+    reason = exc.reason or str(exc)
+    message = f"TLS handshake failed: {reason}"
+    lowered = reason.lower()
+    if "certificate_required" in lowered or "handshake_failure" in lowered:
+        return message + " — the upstream may require a client certificate (proxy.tls.client_cert)"
+    if "wrong_version_number" in lowered or "record_layer_failure" in lowered:
+        return message + " — the upstream may not speak TLS on this port (use http://)"
+    return message
