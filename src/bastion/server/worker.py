@@ -22,8 +22,10 @@ from bastion.observe.accesslog import AccessLog
 from bastion.plan import Plan, compile_plan
 from bastion.proxy.pool import PoolRegistry
 from bastion.server.context import WorkerContext
+from bastion.tls.alpn import AlpnListener, listening_socket
 from bastion.tls.context import apply_profile, dispatch_context
-from bastion.tls.renewal import CertManager
+from bastion.tls.renewal import CertManager, alpn_challenge_dir
+from bastion.tls.solvers import ALPN_POLL
 
 log = logging.getLogger("bastion.server")
 
@@ -32,7 +34,7 @@ class Worker:
     def __init__(self, loaded: LoadedConfig, *, reuse_port: bool = False) -> None:
         self.loaded = loaded
         self.reuse_port = reuse_port
-        self.servers: dict[str, asyncio.Server] = {}
+        self.servers: dict[str, asyncio.Server | AlpnListener] = {}
         self.stopping: asyncio.Event | None = None
         self.ctx: WorkerContext | None = None
         self.registry: PoolRegistry | None = None
@@ -40,6 +42,7 @@ class Worker:
         self.ready: asyncio.Event | None = None
         self._tls_context: ssl.SSLContext | None = None
         self._certs: CertManager | None = None
+        self._alpn_dir: Path | None = None
 
     # ------------------------------------------------------------------ serve
     async def serve(self) -> None:
@@ -49,6 +52,7 @@ class Worker:
         self._reload_lock = asyncio.Lock()
         self.registry = PoolRegistry(loop)
         plan = compile_plan(self.loaded.config, self.registry)
+        self._alpn_dir = alpn_challenge_dir(plan.config)
         self.ctx = WorkerContext(loop, plan)
         self._configure_access_log(plan)
         await self._sync_listeners(plan)
@@ -91,12 +95,16 @@ class Worker:
         loop = ctx.loop
         keys: dict[str, tuple[Address, bool]] = {f"http://{a}": (a, False) for a in plan.listeners}
         keys.update({f"https://{a}": (a, True) for a in plan.https_listeners})
-        opened: dict[str, asyncio.Server] = {}
+        opened: dict[str, asyncio.Server | AlpnListener] = {}
         try:
             for key, (address, secure) in keys.items():
                 if key in self.servers:
                     continue
-                if secure:
+                server: asyncio.Server | AlpnListener
+                if secure and self._alpn_dir is not None:
+                    # TLS-ALPN-01 may be used: a listener that can answer it (tls/alpn.py)
+                    server = await self._alpn_listener(address, self._alpn_dir)
+                elif secure:
                     server = await loop.create_server(
                         lambda: HTTP1Connection(ctx, b"https"),
                         address.host,
@@ -125,6 +133,21 @@ class Worker:
         for key in [k for k in self.servers if k not in keys]:
             self.servers.pop(key).close()
             log.info("stopped listening on %s", key)
+
+    async def _alpn_listener(self, address: Address, directory: Path) -> AlpnListener:
+        assert self.ctx is not None
+        ctx = self.ctx
+        listener = AlpnListener(
+            ctx.loop,
+            listening_socket(address, self.reuse_port),
+            lambda: HTTP1Connection(ctx, b"https"),
+            self._dispatch_context(),
+            ctx.plan.timeouts.header,
+            directory,
+            ALPN_POLL,
+        )
+        await listener.start()
+        return listener
 
     def _dispatch_context(self) -> ssl.SSLContext:
         """One SNI-dispatching context for every https listener of this worker. It

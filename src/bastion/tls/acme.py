@@ -53,7 +53,7 @@ LETSENCRYPT_PRODUCTION = "https://acme-v02.api.letsencrypt.org/directory"
 LETSENCRYPT_STAGING = "https://acme-staging-v02.api.letsencrypt.org/directory"
 
 _ERR = "urn:ietf:params:acme:error:"
-_NONCE_RETRIES = 8
+_NONCE_RETRIES = 30
 _USER_AGENT = "bastion-acme/0.1"
 
 # What the operator should do, by problem type (the part after urn:ietf:params:acme:error:).

@@ -28,17 +28,23 @@ import ssl
 import time
 from typing import TYPE_CHECKING
 
+from bastion.config.matching import is_private_acme, uses_acme
 from bastion.tls.acme import AcmeError
 from bastion.tls.context import certificate_context
-from bastion.tls.issuer import AcmeIssuer, CertFiles, issuer_for
+from bastion.tls.issuer import AcmeIssuer, CertFiles, default_challenges, issuer_for
+from bastion.tls.solvers import alpn_dir
+from bastion.tls.store import resolve_data_dir
+from bastion.tls.table import site_tls_mode
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from pathlib import Path
 
+    from bastion.config.models import Config
     from bastion.plan import Plan
     from bastion.tls.table import TLSTable
 
-__all__ = ["CertManager"]
+__all__ = ["CertManager", "alpn_challenge_dir"]
 
 log = logging.getLogger("bastion.acme")
 
@@ -249,6 +255,21 @@ class CertManager:
                         site.cert_file,
                         ", ".join(site.names),
                     )
+
+
+def alpn_challenge_dir(config: Config) -> Path | None:
+    """Where TLS-ALPN-01 certificates appear, when this config may use that challenge
+    (then https listeners are ``AlpnListener``s); None otherwise."""
+    if not config.listen.https or "tls-alpn-01" not in default_challenges(config):
+        return None
+    has_https = bool(config.listen.https)
+    private = is_private_acme(config.acme.directory)
+    for site in config.sites:
+        if site_tls_mode(site, has_https, config.acme.directory) == "acme" and any(
+            uses_acme(h, private) for h in site.hosts
+        ):
+            return alpn_dir(resolve_data_dir(config.data_dir))
+    return None
 
 
 def _mtimes(cert: str, key: str) -> tuple[float, float]:
