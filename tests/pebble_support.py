@@ -93,6 +93,13 @@ class Pebble:
     minica: Path
     log: Path
     challtestsrv: int  # pebble-challtestsrv's management port (set-txt, clear-txt)
+    proc: subprocess.Popen[bytes] | None = None
+
+    def stop(self) -> None:
+        """The CA goes away (renewals then fail)."""
+        assert self.proc is not None
+        self.proc.terminate()
+        self.proc.wait(10)
 
     def root(self) -> bytes:
         """Pebble's issuing root, from its management interface."""
@@ -177,7 +184,9 @@ def pebble_factory(tmp_path: Path) -> Iterator[Callable[..., Pebble]]:
         wait_for_port(port)
         wait_for_port(management)
         wait_for_port(challtest)
-        return Pebble(f"https://127.0.0.1:{port}/dir", management, minica, log_path, challtest)
+        return Pebble(
+            f"https://127.0.0.1:{port}/dir", management, minica, log_path, challtest, procs[-1]
+        )
 
     yield start
     for proc in reversed(procs):
