@@ -80,6 +80,10 @@ class CertManager:
         if table is None:
             return
         loop = asyncio.get_running_loop()
+        # the files as this plan loaded them: later changes are what the watcher looks for
+        for site in table.sites:
+            if site.mode in ("files", "acme") and site.key_file:
+                self.mtimes[site.cert_file] = _mtimes(site.cert_file, site.key_file)
         if self.watch_task is None:
             self.watch_task = loop.create_task(self._watch(plan.config.tls.watch_interval))
         acme = [s for s in table.sites if s.mode == "acme"]
