@@ -26,19 +26,20 @@ import os
 import random
 import ssl
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bastion.config.matching import is_private_acme, uses_acme
 from bastion.tls.acme import AcmeError
 from bastion.tls.context import certificate_context
 from bastion.tls.issuer import AcmeIssuer, CertFiles, default_challenges, issuer_for
+from bastion.tls.localca import LocalCA
 from bastion.tls.solvers import alpn_dir
 from bastion.tls.store import resolve_data_dir
 from bastion.tls.table import site_tls_mode
 
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from pathlib import Path
 
     from bastion.config.models import Config
     from bastion.plan import Plan
@@ -52,6 +53,7 @@ log = logging.getLogger("bastion.acme")
 _FIRST_RETRY = float(os.environ.get("BASTION_ACME_RETRY", "30"))
 _MAX_RETRY = 3600.0
 _MAX_SLEEP = 3600.0  # re-check the schedule at least hourly (clock jumps, ARI changes)
+_LEAF_CHECK = 600.0  # how often local-CA leaves are checked for re-issue (seconds)
 
 
 def _now() -> dt.datetime:
@@ -73,6 +75,7 @@ class CertManager:
         self.tasks: dict[tuple[str, ...], asyncio.Task[None]] = {}
         self.watch_task: asyncio.Task[None] | None = None
         self.mtimes: dict[str, tuple[float, float]] = {}
+        self.data_dir: Path | None = None
 
     def start(self, plan: Plan) -> None:
         """Tasks for this plan's ACME sites (new and renewals) and the file watcher."""
@@ -82,8 +85,9 @@ class CertManager:
         loop = asyncio.get_running_loop()
         # the files as this plan loaded them: later changes are what the watcher looks for
         for site in table.sites:
-            if site.mode in ("files", "acme") and site.key_file:
+            if site.key_file:
                 self.mtimes[site.cert_file] = _mtimes(site.cert_file, site.key_file)
+        self.data_dir = resolve_data_dir(plan.config.data_dir)
         if self.watch_task is None:
             self.watch_task = loop.create_task(self._watch(plan.config.tls.watch_interval))
         acme = [s for s in table.sites if s.mode == "acme"]
@@ -222,14 +226,22 @@ class CertManager:
             )
 
     # ------------------------------------------------------------- watcher
+    def _reissue_local_leaves(self, table: TLSTable) -> None:
+        if self.data_dir is not None:
+            _reissue_local_leaves_of(self.data_dir, table)
+
     async def _watch(self, interval: float) -> None:
+        next_leaf_check = time.monotonic() + _LEAF_CHECK
         while True:
             await asyncio.sleep(interval)
             table = self.table()
             if table is None:
                 continue
+            if time.monotonic() >= next_leaf_check:
+                next_leaf_check = time.monotonic() + _LEAF_CHECK
+                await asyncio.to_thread(self._reissue_local_leaves, table)
             for site in list(table.sites):
-                if site.mode not in ("files", "acme") or not site.key_file:
+                if not site.key_file:
                     continue
                 now = _mtimes(site.cert_file, site.key_file)
                 before = self.mtimes.setdefault(site.cert_file, now)
@@ -274,6 +286,20 @@ def alpn_challenge_dir(config: Config) -> Path | None:
         ):
             return alpn_dir(resolve_data_dir(config.data_dir))
     return None
+
+
+def _reissue_local_leaves_of(data_dir: Path, table: TLSTable) -> None:
+    """Local-CA leaves are short-lived (7 days): re-issue those in their last third, in
+    place; the watcher then loads them like any changed file."""
+    sites = [s for s in table.sites if s.mode == "internal"]
+    if not sites:
+        return
+    ca = LocalCA(data_dir)
+    for site in sites:
+        try:
+            ca.leaf(list(site.names))
+        except (OSError, ValueError) as exc:
+            log.error("tls: cannot re-issue the local CA certificate for %s: %s", site.names, exc)
 
 
 def _mtimes(cert: str, key: str) -> tuple[float, float]:
