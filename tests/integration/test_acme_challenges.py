@@ -5,11 +5,15 @@ https listener alone, External Account Binding, and a CA rejecting most nonces."
 from __future__ import annotations
 
 import json
+import socket
+import ssl
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import rsa
 from tests.conftest import Backend, Gateway, free_port
 from tests.pebble_support import (
     NAMES,
@@ -157,3 +161,25 @@ def test_ca_rejecting_most_nonces_is_survived(
     assert gw.stderr.count("badNonce from the CA, retrying") >= 5, gw.stderr
     response = https_get(https, "www.bastion.test", save_root(ca, tmp_path))
     assert response.startswith(b"HTTP/1.1 200"), response[:300]
+
+
+def test_rsa_key_type(
+    tmp_path: Path,
+    backend: Backend,
+    pebble: Callable[..., Pebble],
+    gateway: Callable[..., Gateway],
+) -> None:
+    http, https = free_port(), free_port()
+    ca = pebble(http)
+    config = acme_config(tmp_path, backend, ca, http, https)
+    config["acme"]["key_type"] = "rsa3072"
+    gw = gateway(config)
+    wait_for_log(gw, "acme: serving the certificate for bastion.test, www.bastion.test")
+    root = save_root(ca, tmp_path)
+    context = ssl.create_default_context(cafile=str(root))
+    with socket.create_connection(("127.0.0.1", https), timeout=10) as raw:  # noqa: SIM117
+        with context.wrap_socket(raw, server_hostname="bastion.test") as tls:
+            der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    key = x509.load_der_x509_certificate(der).public_key()
+    assert isinstance(key, rsa.RSAPublicKey) and key.key_size == 3072

@@ -7,6 +7,7 @@ addresses and route paths as dataclasses, relative paths made absolute.
 
 from __future__ import annotations
 
+import re
 import ssl
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -401,6 +402,7 @@ LETSENCRYPT_DIRECTORY = "https://acme-v02.api.letsencrypt.org/directory"
 
 
 ChallengeType = Literal["http-01", "tls-alpn-01", "dns-01"]
+_B64URL = re.compile(r"[A-Za-z0-9_-]+=*")
 
 
 class AcmeEab(_Model):
@@ -416,14 +418,8 @@ class AcmeEab(_Model):
     @field_validator("hmac_key")
     @classmethod
     def _b64(cls, value: SecretStr) -> SecretStr:
-        import base64
-
         raw = value.get_secret_value().strip()
-        try:
-            decoded = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
-        except ValueError:
-            decoded = b""
-        if not decoded:
+        if len(raw) < 16 or not _B64URL.fullmatch(raw):
             raise ValueError("expected the CA's base64url HMAC key (the value is hidden)")
         return SecretStr(raw)
 

@@ -92,16 +92,19 @@ class CertManager:
             self.watch_task = loop.create_task(self._watch(plan.config.tls.watch_interval))
         acme = [s for s in table.sites if s.mode == "acme"]
         if not table.pending and not acme:
+            for task in self.tasks.values():
+                task.cancel()
+            self.tasks = {}
             return
+        # fresh tasks with this plan's settings (key type, challenges, CA); an order already
+        # running in a thread finishes, and the new task finds its result in the store
         issuer = issuer_for(plan.config)
+        for task in self.tasks.values():
+            task.cancel()
+        self.tasks = {}
         wanted = {p.names for p in table.pending} | {s.names for s in acme}
         for names in wanted:
-            task = self.tasks.get(names)
-            if task is not None and not task.done():
-                continue
             self.tasks[names] = loop.create_task(self._run(issuer, names))
-        for names in [n for n in self.tasks if n not in wanted]:
-            self.tasks.pop(names).cancel()
 
     def stop(self) -> None:
         for task in self.tasks.values():
