@@ -258,3 +258,9 @@ def https_get(port: int, name: str, root: Path) -> bytes:
             while chunk := tls.recv(65536):
                 chunks.append(chunk)
     return b"".join(chunks)
+
+
+@pytest.fixture(name="pebble")
+def pebble_fixture(tmp_path: Path) -> Iterator[Callable[..., Pebble]]:
+    """A factory of real Pebble ACME servers; import it into a test module to use it."""
+    yield from pebble_factory(tmp_path)

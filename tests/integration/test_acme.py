@@ -13,7 +13,14 @@ from pathlib import Path
 
 import pytest
 from tests.conftest import Backend, Gateway, free_port, wait_for_port
-from tests.pebble_support import NAMES, Pebble, acme_config, https_get, wait_for_log
+from tests.pebble_support import (  # noqa: F401 (pebble_fixture is a fixture)
+    NAMES,
+    Pebble,
+    acme_config,
+    https_get,
+    pebble_fixture,
+    wait_for_log,
+)
 
 
 def test_http01_certificate_served_and_reused_after_restart(

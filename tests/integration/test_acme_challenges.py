@@ -15,11 +15,12 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 from tests.conftest import Backend, Gateway, free_port
-from tests.pebble_support import (
+from tests.pebble_support import (  # noqa: F401 (pebble_fixture is a fixture)
     NAMES,
     Pebble,
     acme_config,
     https_get,
+    pebble_fixture,
     save_root,
     wait_for_log,
 )

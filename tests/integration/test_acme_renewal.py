@@ -18,10 +18,11 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from tests.conftest import Backend, Gateway, free_port
-from tests.pebble_support import (
+from tests.pebble_support import (  # noqa: F401 (pebble_fixture is a fixture)
     NAMES,
     Pebble,
     acme_config,
+    pebble_fixture,
     save_root,
     served_serial,
     wait_for_log,
