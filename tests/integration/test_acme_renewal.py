@@ -54,6 +54,7 @@ def start(
     gateway: Callable[..., Gateway],
     challenge: str,
     validity: int,
+    workers: int = 1,
 ) -> tuple[Pebble, Gateway, int]:
     http, https = free_port(), free_port()
     alpn = challenge == "tls-alpn-01"
@@ -62,6 +63,7 @@ def start(
     if alpn:
         config["listen"] = {"http": [], "https": f"127.0.0.1:{https}"}
     config["tls"] = {"watch_interval": "1s"}
+    config["workers"] = workers
     gw = gateway(config, port=https)
     wait_for_log(gw, SERVING)
     return ca, gw, https
@@ -75,7 +77,7 @@ def test_renewal_without_restart_while_serving(
     gateway: Callable[..., Gateway],
     challenge: str,
 ) -> None:
-    ca, gw, https = start(tmp_path, backend, pebble, gateway, challenge, validity=30)
+    ca, gw, https = start(tmp_path, backend, pebble, gateway, challenge, validity=40)
     root = save_root(ca, tmp_path)
     first = served_serial(https, "bastion.test", root)
     # an established keep-alive connection keeps its certificate across the renewal
@@ -122,6 +124,24 @@ def test_renewal_without_restart_while_serving(
     assert requests > 100
     if challenge == "tls-alpn-01":
         assert "tls-alpn-01 validation connection for bastion.test" in gw.stderr
+
+
+def test_two_workers_renew_once(
+    tmp_path: Path,
+    backend: Backend,
+    pebble: Callable[..., Pebble],
+    gateway: Callable[..., Gateway],
+) -> None:
+    ca, gw, https = start(tmp_path, backend, pebble, gateway, "http-01", validity=30, workers=2)
+    root = save_root(ca, tmp_path)
+    first = served_serial(https, "bastion.test", root)
+    # both workers schedule the renewal; the store's lock lets one order, the other picks
+    # the new certificate up from the store
+    wait_for_log(gw, RENEWED, timeout=60, count=2)
+    time.sleep(1)
+    assert gw.stderr.count("acme: ordering a certificate for") == 2, gw.stderr  # first + renewal
+    serials = {served_serial(https, NAMES[i % 2], root) for i in range(40)}
+    assert first not in serials and len(serials) == 1, serials  # every worker serves the new one
 
 
 def test_failing_renewal_is_loud_and_keeps_serving(

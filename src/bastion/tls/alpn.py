@@ -26,6 +26,7 @@ import os
 import socket
 import ssl
 import struct
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -38,6 +39,7 @@ log = logging.getLogger("bastion.acme")
 ACME_TLS_1 = b"acme-tls/1"
 _PEEK_TIMEOUT = 10.0
 _MAX_HELLO = 16384 + 5
+_STALE = 3600.0  # challenge files older than this are ignored (seconds)
 
 
 def parse_client_hello(data: bytes) -> tuple[str | None, list[bytes]] | None:
@@ -175,7 +177,13 @@ class AlpnListener:
             paths = list(self.dir.glob("*.pem"))
         except OSError:
             return found
+        now = time.time()
         for path in paths:
+            try:
+                if now - path.stat().st_mtime > _STALE:
+                    continue  # left behind by a crash mid-order: not worth intercepting for
+            except OSError:
+                continue
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             context.minimum_version = ssl.TLSVersion.TLSv1_2
             context.set_alpn_protocols([ACME_TLS_1.decode()])

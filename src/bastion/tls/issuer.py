@@ -28,7 +28,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from bastion.tls.acme import AcmeClient, CertKey, Eab, Solver, ari_cert_id
+from bastion.tls.acme import AcmeClient, AcmeError, CertKey, Eab, Solver, ari_cert_id
 from bastion.tls.challenges import ChallengeStore
 from bastion.tls.solvers import Dns01Solver, DnsHook, Http01Solver, TlsAlpn01Solver
 from bastion.tls.store import atomic_write, ensure_dir, file_lock, resolve_data_dir
@@ -260,7 +260,7 @@ class AcmeIssuer:
         """The CA's ARI window for the certificate, or None (no ARI, or unreachable)."""
         try:
             return self.client().renewal_window(found.load())
-        except (OSError, ValueError) as exc:
+        except (AcmeError, OSError, ValueError) as exc:
             log.debug("acme: no renewal information: %s", exc)
             return None
 

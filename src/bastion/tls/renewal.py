@@ -114,6 +114,21 @@ class CertManager:
 
     # ---------------------------------------------------------------- ACME
     async def _run(self, issuer: AcmeIssuer, names: tuple[str, ...]) -> None:
+        """``_lifecycle``, restarted after an unexpected error instead of dying silently."""
+        while True:
+            try:
+                await self._lifecycle(issuer, names)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception(
+                    "acme: unexpected error managing the certificate for %s; retrying in %.0fs",
+                    ", ".join(names),
+                    _FIRST_RETRY,
+                )
+                await asyncio.sleep(_FIRST_RETRY)
+
+    async def _lifecycle(self, issuer: AcmeIssuer, names: tuple[str, ...]) -> None:
         """Obtain (when pending), then renew forever."""
         files = await asyncio.to_thread(issuer.stored, list(names))
         if files is None or not self._serving(names):
