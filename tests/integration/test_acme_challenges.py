@@ -77,25 +77,37 @@ def test_dns01_hook_gets_a_wildcard_certificate(
     assert "answering http-01 for bastion.test" in gw.stderr
 
 
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (
+            "import sys\nprint('no credentials for zone bastion.test', file=sys.stderr)\n"
+            "sys.exit(3)\n",
+            "exited with status 3: no credentials for zone bastion.test",
+        ),
+        ("import time\ntime.sleep(30)\n", "did not finish within 1s"),
+    ],
+    ids=["exit-status", "timeout"],
+)
 def test_failing_dns_hook_is_reported(
     tmp_path: Path,
     backend: Backend,
     pebble: Callable[..., Pebble],
     gateway: Callable[..., Gateway],
+    body: str,
+    expected: str,
 ) -> None:
     http, https = free_port(), free_port()
     ca = pebble(http)
     script = tmp_path / "broken-hook.py"
-    script.write_text(
-        "import sys\nprint('no credentials for zone bastion.test', file=sys.stderr)\nsys.exit(3)\n"
-    )
+    script.write_text(body)
     config = acme_config(tmp_path, backend, ca, http, https)
-    config["acme"]["dns_hook"] = {"command": [sys.executable, str(script)]}
+    config["acme"]["dns_hook"] = {"command": [sys.executable, str(script)], "timeout": "1s"}
     config["sites"][0]["hosts"] = ["*.bastion.test"]
     gw = gateway(config)
     wait_for_log(gw, "acme: could not get a certificate for *.bastion.test")
     log = gw.stderr
-    assert "exited with status 3: no credentials for zone bastion.test" in log, log
+    assert expected in log, log
     assert "run it by hand" in log and "Retrying in" in log
 
 
