@@ -59,7 +59,8 @@ _USER_AGENT = "bastion-acme/0.1"
 # What the operator should do, by problem type (the part after urn:ietf:params:acme:error:).
 _HINTS = {
     "connection": "the CA could not connect to this server for the challenge: port 80 of every "
-    "name must reach bastion's http listener from the internet (firewall, NAT, DNS)",
+    "name must reach bastion's http listener (http-01), or port 443 its https listener "
+    "(tls-alpn-01), from the internet (firewall, NAT, DNS)",
     "dns": "the CA could not resolve the name: check the name's A/AAAA records",
     "unauthorized": "the CA fetched a wrong answer for the challenge: check that the name's "
     "DNS points at this machine and that nothing in front of bastion answers "
