@@ -111,16 +111,20 @@ def test_failing_dns_hook_is_reported(
     assert "run it by hand" in log and "Retrying in" in log
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 def test_tls_alpn01_without_http_listener(
     tmp_path: Path,
     backend: Backend,
     pebble: Callable[..., Pebble],
     gateway: Callable[..., Gateway],
+    workers: int,
 ) -> None:
+    # with two workers the CA's connections reach either one: both must answer
     https = free_port()
     ca = pebble(free_port(), tls_port=https)
     config = acme_config(tmp_path, backend, ca, 0, https)
     config["listen"] = {"http": [], "https": f"127.0.0.1:{https}"}
+    config["workers"] = workers
     gw = gateway(config, port=https)
     wait_for_log(gw, "acme: serving the certificate for bastion.test, www.bastion.test")
     assert "answering tls-alpn-01 for bastion.test" in gw.stderr
