@@ -63,6 +63,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-c", "--config", default=None, help="config whose pid_file to use")
     p.add_argument("--pid-file", default=None)
     sub.add_parser("schema", help="print the JSON Schema of the config file")
+    p = sub.add_parser("certs", help="list, renew or revoke the certificates of a config")
+    p.add_argument("action", choices=["list", "renew", "revoke"])
+    p.add_argument(
+        "names",
+        nargs="*",
+        help="renew/revoke: any name of the site (default: all ACME sites for renew)",
+    )
+    p.add_argument("-c", "--config", default=None)
+    _data_dir_flag(p)
 
     args = parser.parse_args(argv)
     if getattr(args, "data_dir", None):
@@ -77,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         "reload": cmd_reload,
         "schema": cmd_schema,
         "trust": cmd_trust,
+        "certs": cmd_certs,
     }[args.command]
     return handler(args)
 
@@ -268,3 +278,49 @@ def cmd_trust(args: argparse.Namespace) -> int:
         return 1
     print(trust_text(ca.root_cert_path, fingerprint))
     return 0
+
+
+def cmd_certs(args: argparse.Namespace) -> int:
+    from bastion.tls.acme import AcmeError
+    from bastion.tls.certs import acme_sites, cert_rows, format_rows
+    from bastion.tls.issuer import issuer_for
+
+    loaded = _load(args.config)
+    if loaded is None:
+        return 1
+    config = loaded.config
+    if args.action == "list":
+        print(format_rows(cert_rows(config)))
+        return 0
+    sites = acme_sites(config)
+    wanted = {n.lower() for n in args.names}
+    chosen = [s for s in sites if not wanted or wanted & {n.lower() for n in s}]
+    if not chosen or (args.action == "revoke" and not wanted):
+        known = "; ".join(", ".join(s) for s in sites) or "none"
+        print(
+            f"no ACME site matches {' '.join(args.names) or '(give a name)'}; ACME sites: {known}",
+            file=sys.stderr,
+        )
+        return 2
+    issuer = issuer_for(config)
+    status = 0
+    for names in chosen:
+        what = ", ".join(names)
+        try:
+            if args.action == "renew":
+                files = issuer.obtain(list(names), force=True)
+                print(
+                    f"renewed {what}: serial {files.serial:x}, valid until "
+                    f"{files.not_after.isoformat(timespec='seconds')}; running gateways use "
+                    "it within tls.watch_interval"
+                )
+            else:
+                files = issuer.revoke(list(names))
+                print(f"revoked {what} (serial {files.serial:x}) and removed it from the store")
+        except AcmeError as exc:
+            print(f"{args.action} {what} failed: {exc}. What to do: {exc.hint}", file=sys.stderr)
+            status = 1
+        except (OSError, ValueError) as exc:
+            print(f"{args.action} {what} failed: {exc}", file=sys.stderr)
+            status = 1
+    return status

@@ -153,7 +153,8 @@ def test_keys_are_not_substituted() -> None:
     assert [i.message for i in info.value.issues] == [
         "must not be empty",
         "unknown key '${X}' (expected one of: listen, sites, limits, timeouts, access_log, "
-        "trusted_proxies, workers, shutdown_timeout, pid_file, watch, data_dir, acme, log_level)",
+        "trusted_proxies, workers, shutdown_timeout, pid_file, watch, data_dir, acme, tls, "
+        "log_level)",
     ]
 
 

@@ -7,6 +7,7 @@ addresses and route paths as dataclasses, relative paths made absolute.
 
 from __future__ import annotations
 
+import re
 import ssl
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -56,6 +57,8 @@ __all__ = [
     "S3",
     "AccessLog",
     "Acme",
+    "AcmeDnsHook",
+    "AcmeEab",
     "Config",
     "Hsts",
     "Limits",
@@ -69,6 +72,7 @@ __all__ = [
     "Site",
     "Static",
     "TlsFiles",
+    "TlsPolicy",
     "UpstreamTls",
 ]
 
@@ -86,9 +90,8 @@ class Listen(_Model):
         string_or_list_schema({"type": "string"}),
     ] = Field(
         default_factory=lambda: [Address("127.0.0.1", 8080)],
-        min_length=1,
         description="Plain-HTTP listen address, or a list of them: host:port, [ipv6]:port, "
-        "or :port for every interface.",
+        "or :port for every interface; [] for none (HTTPS only: ACME then uses tls-alpn-01).",
     )
     https: Annotated[
         list[ListenAddress],
@@ -99,6 +102,12 @@ class Listen(_Model):
         description="HTTPS listen address, or a list of them (same forms as http); none by "
         "default. With one, sites get TLS unless they say tls: off.",
     )
+
+    @model_validator(mode="after")
+    def _some(self) -> Listen:
+        if not self.http and not self.https:
+            raise ValueError("no listener: give listen.http or listen.https an address")
+        return self
 
 
 class ProxyTimeouts(_Model):
@@ -535,6 +544,49 @@ class AccessLog(_Model):
 LETSENCRYPT_DIRECTORY = "https://acme-v02.api.letsencrypt.org/directory"
 
 
+ChallengeType = Literal["http-01", "tls-alpn-01", "dns-01"]
+_B64URL = re.compile(r"[A-Za-z0-9_-]+=*")
+
+
+class AcmeEab(_Model):
+    """External Account Binding (RFC 8555 section 7.3.4), required by ZeroSSL and some
+    commercial CAs."""
+
+    key_id: str = Field(min_length=1, description="The EAB key identifier given by the CA.")
+    hmac_key: SecretStr = Field(
+        description="The EAB HMAC key given by the CA (base64url); a secret: write it as "
+        "${ENV_VAR} or ${file:path}. Never logged."
+    )
+
+    @field_validator("hmac_key")
+    @classmethod
+    def _b64(cls, value: SecretStr) -> SecretStr:
+        raw = value.get_secret_value().strip()
+        if len(raw) < 16 or not _B64URL.fullmatch(raw):
+            raise ValueError("expected the CA's base64url HMAC key (the value is hidden)")
+        return SecretStr(raw)
+
+
+class AcmeDnsHook(_Model):
+    """A command that publishes and removes the TXT records of the DNS-01 challenge."""
+
+    command: Annotated[list[str], BeforeValidator(one_or_many)] = Field(
+        min_length=1,
+        description="The program and its first arguments (a string is one program path); "
+        "bastion appends the action (present or cleanup), the record name "
+        "(_acme-challenge.<domain>) and the TXT value.",
+    )
+    timeout: Duration = Field(
+        default=60.0, gt=0, description="How long one run of the command may take."
+    )
+    propagation: Duration = Field(
+        default=0.0,
+        ge=0,
+        description="How long to wait after a successful present before asking the CA to "
+        "validate (time for the record to reach every authoritative DNS server).",
+    )
+
+
 class Acme(_Model):
     """Where certificates for public names (tls: auto) come from: an RFC 8555 CA."""
 
@@ -552,6 +604,28 @@ class Acme(_Model):
         description="PEM bundle of CA certificates trusted when connecting to the ACME "
         "server (for a private CA such as Pebble); null uses the system's roots.",
     )
+
+    challenges: list[ChallengeType] | None = Field(
+        default=None,
+        min_length=1,
+        description="Challenge types to use, in order of preference. Default: http-01 when "
+        "an http listener exists, else tls-alpn-01; dns-01 for wildcard names (needs dns_hook).",
+    )
+    dns_hook: AcmeDnsHook | None = Field(
+        default=None, description="Command that publishes DNS-01 TXT records; needed for wildcards."
+    )
+    eab: AcmeEab | None = Field(
+        default=None, description="External Account Binding credentials (ZeroSSL and others)."
+    )
+    key_type: Literal["ecdsa-p256", "rsa2048", "rsa3072"] = Field(
+        default="ecdsa-p256", description="Key type of the certificates ordered."
+    )
+
+    @model_validator(mode="after")
+    def _dns_needs_hook(self) -> Acme:
+        if self.challenges and "dns-01" in self.challenges and self.dns_hook is None:
+            raise ValueError("challenges lists dns-01, which needs acme.dns_hook")
+        return self
 
     @field_validator("email")
     @classmethod
@@ -571,8 +645,7 @@ class Acme(_Model):
         parsed = urlsplit(value)
         if parsed.scheme not in ("https", "http") or not parsed.netloc:
             raise ValueError(
-                "expected the CA's directory URL like "
-                f"{LETSENCRYPT_DIRECTORY}, got {show(value)}"
+                f"expected the CA's directory URL like {LETSENCRYPT_DIRECTORY}, got {show(value)}"
             )
         return value
 
@@ -582,6 +655,22 @@ class Acme(_Model):
         if value is not None and not Path(value).is_file():
             raise ValueError(f"file {redact(value)} does not exist")
         return value
+
+
+class TlsPolicy(_Model):
+    """TLS settings shared by every https listener."""
+
+    profile: Literal["intermediate", "modern"] = Field(
+        default="intermediate",
+        description="'intermediate' (TLS 1.2 with Mozilla's intermediate ciphers, and TLS 1.3) "
+        "or 'modern' (TLS 1.3 only).",
+    )
+    watch_interval: Duration = Field(
+        default=5.0,
+        gt=0,
+        description="How often certificate files (tls: {cert, key} and the certificate "
+        "store) are checked for changes; a changed pair is loaded for new handshakes.",
+    )
 
 
 def _lower(value: Any) -> Any:
@@ -625,6 +714,10 @@ class Config(_Model):
     acme: Acme = Field(
         default_factory=lambda: Acme(),
         description="ACME settings for certificates of public names (tls: auto).",
+    )
+    tls: TlsPolicy = Field(
+        default_factory=lambda: TlsPolicy(),
+        description="TLS policy of the https listeners (profile, certificate file watching).",
     )
     log_level: Annotated[Literal["debug", "info", "warning", "error"], BeforeValidator(_lower)] = (
         Field(default="info", description="Lowest level of the server's own log messages.")

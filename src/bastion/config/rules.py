@@ -219,12 +219,13 @@ def _tls_mode(value: Any, https: bool) -> str | None:
 
 
 def tls_rules(config: dict[str, Any], sites: list[Any]) -> list[Problem]:
-    """TLS needs an https listener; ACME wildcards need DNS-01 (not there yet); HSTS needs
-    TLS."""
+    """TLS needs an https listener; ACME wildcards need DNS-01 (an acme.dns_hook); HSTS
+    needs TLS."""
     problems: list[Problem] = []
     https = _has_https(config)
     acme = config.get("acme")
     private = is_private_acme(acme.get("directory") if isinstance(acme, dict) else None)
+    dns_hook = isinstance(acme, dict) and acme.get("dns_hook") is not None
     for index, site in enumerate(sites):
         if not isinstance(site, dict):
             continue
@@ -239,7 +240,7 @@ def tls_rules(config: dict[str, Any], sites: list[Any]) -> list[Problem]:
                     "127.0.0.1:8443), or set tls: off",
                 )
             )
-        if mode in ("auto", "default") and https:
+        if mode in ("auto", "default") and https and not dns_hook:
             wild = [h for _, h in _host_list(site) if h.startswith("*.") and uses_acme(h, private)]
             if wild:
                 how = "tls: auto" if mode == "auto" else "an https listener (tls defaults to auto)"
@@ -247,7 +248,7 @@ def tls_rules(config: dict[str, Any], sites: list[Any]) -> list[Problem]:
                     (
                         ("sites", index, "tls") if mode == "auto" else ("sites", index, "hosts"),
                         f"{how} with the wildcard {show(wild[0])}: wildcard certificates need "
-                        "the ACME DNS-01 challenge, which is not implemented yet; use "
+                        "the ACME DNS-01 challenge: set acme.dns_hook (see docs/https.md), use "
                         "tls: {cert: FILE, key: FILE} or list the names",
                     )
                 )

@@ -22,29 +22,27 @@ from bastion.observe.accesslog import AccessLog
 from bastion.plan import Plan, compile_plan
 from bastion.proxy.pool import PoolRegistry
 from bastion.server.context import WorkerContext
-from bastion.tls.acme import AcmeError
-from bastion.tls.context import certificate_context, dispatch_context
-from bastion.tls.issuer import AcmeIssuer, issuer_for
+from bastion.tls.alpn import AlpnListener, listening_socket
+from bastion.tls.context import apply_profile, dispatch_context
+from bastion.tls.renewal import CertManager, alpn_challenge_dir
+from bastion.tls.solvers import ALPN_POLL
 
 log = logging.getLogger("bastion.server")
-
-# back-off between failed ACME attempts for one site: 30s, 1m, 2m ... up to 1h
-_ACME_FIRST_RETRY = float(os.environ.get("BASTION_ACME_RETRY", "30"))
-_ACME_MAX_RETRY = 3600.0
 
 
 class Worker:
     def __init__(self, loaded: LoadedConfig, *, reuse_port: bool = False) -> None:
         self.loaded = loaded
         self.reuse_port = reuse_port
-        self.servers: dict[str, asyncio.Server] = {}
+        self.servers: dict[str, asyncio.Server | AlpnListener] = {}
         self.stopping: asyncio.Event | None = None
         self.ctx: WorkerContext | None = None
         self.registry: PoolRegistry | None = None
         self._reload_lock: asyncio.Lock | None = None
         self.ready: asyncio.Event | None = None
         self._tls_context: ssl.SSLContext | None = None
-        self._acme_tasks: dict[tuple[str, ...], asyncio.Task[None]] = {}
+        self._certs: CertManager | None = None
+        self._alpn_dir: Path | None = None
 
     # ------------------------------------------------------------------ serve
     async def serve(self) -> None:
@@ -54,6 +52,7 @@ class Worker:
         self._reload_lock = asyncio.Lock()
         self.registry = PoolRegistry(loop)
         plan = compile_plan(self.loaded.config, self.registry)
+        self._alpn_dir = alpn_challenge_dir(plan.config)
         self.ctx = WorkerContext(loop, plan)
         self._configure_access_log(plan)
         await self._sync_listeners(plan)
@@ -68,8 +67,8 @@ class Worker:
         finally:
             if watch is not None:
                 watch.cancel()
-            for task in self._acme_tasks.values():
-                task.cancel()
+            if self._certs is not None:
+                self._certs.stop()
             await self._drain()
 
     def _install_signals(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -96,12 +95,16 @@ class Worker:
         loop = ctx.loop
         keys: dict[str, tuple[Address, bool]] = {f"http://{a}": (a, False) for a in plan.listeners}
         keys.update({f"https://{a}": (a, True) for a in plan.https_listeners})
-        opened: dict[str, asyncio.Server] = {}
+        opened: dict[str, asyncio.Server | AlpnListener] = {}
         try:
             for key, (address, secure) in keys.items():
                 if key in self.servers:
                     continue
-                if secure:
+                server: asyncio.Server | AlpnListener
+                if secure and self._alpn_dir is not None:
+                    # TLS-ALPN-01 may be used: a listener that can answer it (tls/alpn.py)
+                    server = await self._alpn_listener(address, self._alpn_dir)
+                elif secure:
                     server = await loop.create_server(
                         lambda: HTTP1Connection(ctx, b"https"),
                         address.host,
@@ -131,6 +134,21 @@ class Worker:
             self.servers.pop(key).close()
             log.info("stopped listening on %s", key)
 
+    async def _alpn_listener(self, address: Address, directory: Path) -> AlpnListener:
+        assert self.ctx is not None
+        ctx = self.ctx
+        listener = AlpnListener(
+            ctx.loop,
+            listening_socket(address, self.reuse_port),
+            lambda: HTTP1Connection(ctx, b"https"),
+            self._dispatch_context(),
+            ctx.plan.timeouts.header,
+            directory,
+            ALPN_POLL,
+        )
+        await listener.start()
+        return listener
+
     def _dispatch_context(self) -> ssl.SSLContext:
         """One SNI-dispatching context for every https listener of this worker. It
         consults the current plan at each handshake, so a reload's certificates are
@@ -143,62 +161,20 @@ class Worker:
                 table = ctx.plan.tls
                 return None if table is None else table.lookup(server_name)
 
-            self._tls_context = dispatch_context(lookup)
+            self._tls_context = apply_profile(dispatch_context(lookup), ctx.plan.config.tls.profile)
         return self._tls_context
 
     # ------------------------------------------------------------------- ACME
     def _start_acme(self, plan: Plan) -> None:
-        """Order, in the background, the certificates this plan still lacks. Until one
-        arrives, handshakes for its names fail with unrecognized_name (the plan's SNI table
-        does not know them); then it is installed in the current plan's table."""
-        if plan.tls is None or not plan.tls.pending:
-            return
-        issuer = issuer_for(plan.config)
-        for pending in plan.tls.pending:
-            task = self._acme_tasks.get(pending.names)
-            if task is not None and not task.done():
-                continue
-            assert self.ctx is not None
-            self._acme_tasks[pending.names] = self.ctx.loop.create_task(
-                self._obtain(issuer, pending.names)
-            )
-
-    async def _obtain(self, issuer: AcmeIssuer, names: tuple[str, ...]) -> None:
-        delay = _ACME_FIRST_RETRY
-        what = ", ".join(names)
-        while True:
-            try:
-                # blocking HTTP and file I/O: in a thread, never on the loop
-                files = await asyncio.to_thread(issuer.obtain, list(names))
-                context = await asyncio.to_thread(
-                    certificate_context, str(files.cert), str(files.key)
-                )
-            except AcmeError as exc:
-                delay = max(delay, exc.retry_after or 0.0)
-                log.error(
-                    "acme: could not get a certificate for %s: %s. What to do: %s. "
-                    "Retrying in %.0fs; meanwhile HTTPS for these names is refused "
-                    "(unrecognized_name)",
-                    what,
-                    exc,
-                    exc.hint,
-                    delay,
-                )
-            except (OSError, ValueError) as exc:
-                log.error(
-                    "acme: could not get a certificate for %s: %s (retrying in %.0fs)",
-                    what,
-                    exc,
-                    delay,
-                )
-            else:
-                assert self.ctx is not None
-                table = self.ctx.plan.tls
-                if table is not None and table.install_acme(names, str(files.cert), context):
-                    log.info("acme: serving the certificate for %s", what)
-                return
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, _ACME_MAX_RETRY)
+        """Order the certificates this plan still lacks, renew the others, and watch
+        certificate files (see ``tls/renewal.py``); all in the background."""
+        if self._certs is None:
+            ctx = self.ctx
+            assert ctx is not None
+            self._certs = CertManager(lambda: ctx.plan.tls)
+        if self._tls_context is not None:
+            apply_profile(self._tls_context, plan.config.tls.profile)
+        self._certs.start(plan)
 
     # ----------------------------------------------------------------- reload
     async def reload(self) -> bool:

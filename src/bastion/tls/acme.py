@@ -8,27 +8,29 @@ is a dozen JSON requests, and it retries ``badNonce`` only once; here every requ
 ``badNonce`` several times, honours ``Retry-After``, and every problem document becomes a
 typed :class:`AcmeProblem` whose ``hint`` says what the operator should do.
 
-The client never knows about routes or sites: it is given names, a challenge publisher
-(where the HTTP-01 key authorizations go) and gives back a PEM chain.
+The client never knows about routes or sites: it is given names and challenge solvers
+(HTTP-01 files, TLS-ALPN-01 certificates, DNS-01 hook; see ``solvers.py``) and gives back a
+PEM chain. It also asks for ACME Renewal Information (RFC 9773) and revokes (section 7.6).
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import json
 import logging
 import ssl
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import NameOID
 
@@ -38,6 +40,10 @@ __all__ = [
     "AcmeClient",
     "AcmeError",
     "AcmeProblem",
+    "CertKey",
+    "Eab",
+    "Solver",
+    "ari_cert_id",
     "jwk_thumbprint",
 ]
 
@@ -47,13 +53,14 @@ LETSENCRYPT_PRODUCTION = "https://acme-v02.api.letsencrypt.org/directory"
 LETSENCRYPT_STAGING = "https://acme-staging-v02.api.letsencrypt.org/directory"
 
 _ERR = "urn:ietf:params:acme:error:"
-_NONCE_RETRIES = 8
+_NONCE_RETRIES = 30
 _USER_AGENT = "bastion-acme/0.1"
 
 # What the operator should do, by problem type (the part after urn:ietf:params:acme:error:).
 _HINTS = {
     "connection": "the CA could not connect to this server for the challenge: port 80 of every "
-    "name must reach bastion's http listener from the internet (firewall, NAT, DNS)",
+    "name must reach bastion's http listener (http-01), or port 443 its https listener "
+    "(tls-alpn-01), from the internet (firewall, NAT, DNS)",
     "dns": "the CA could not resolve the name: check the name's A/AAAA records",
     "unauthorized": "the CA fetched a wrong answer for the challenge: check that the name's "
     "DNS points at this machine and that nothing in front of bastion answers "
@@ -66,13 +73,43 @@ _HINTS = {
     "caa": "a CAA DNS record forbids this CA from issuing for the name",
     "accountDoesNotExist": "the stored account is unknown to the CA: remove the account files "
     "in the data dir to create a new one",
-    "externalAccountRequired": "this CA needs External Account Binding (not supported yet)",
+    "externalAccountRequired": "this CA needs External Account Binding: set acme.eab "
+    "{key_id, hmac_key} with the credentials from the CA's dashboard",
+    "unauthorizedEab": "the CA rejected the External Account Binding: check acme.eab key_id "
+    "and hmac_key (they are single-use at some CAs; create new ones)",
+    "badCSR": "the CA rejected the certificate request: check acme.key_type",
+    "badPublicKey": "the CA does not accept this key: try another acme.key_type",
+    "alreadyRevoked": "the certificate was already revoked",
     "badNonce": "the CA kept rejecting nonces; it will be retried",
     "serverInternal": "the CA had an internal error; it will be retried",
     "malformed": "the CA rejected a request as malformed; please report it with this log line",
     "tls": "the CA could not connect over TLS for the challenge",
     "timeout": "the challenge was not validated in time: check that the CA can reach port 80",
+    "dnsHook": "the DNS-01 hook failed: run it by hand with the same arguments and fix it "
+    "(see the DNS-01 hook section of docs/https.md)",
+    "noChallenge": "the CA offers none of the challenge types allowed for this name: check "
+    "acme.challenges (wildcard names need dns-01 and acme.dns_hook)",
 }
+
+CertKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+
+
+class Solver(Protocol):
+    """Makes one challenge type answerable, then tidies up."""
+
+    type: str
+
+    def present(self, domain: str, token: str, key_authorization: str) -> None: ...
+
+    def cleanup(self, domain: str, token: str, key_authorization: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class Eab:
+    """External Account Binding credentials; ``repr`` never shows the key."""
+
+    key_id: str
+    hmac_key: str = field(repr=False)
 
 
 class AcmeError(Exception):
@@ -160,10 +197,6 @@ class Response:
         if not isinstance(data, dict):
             raise AcmeError("the CA answered with a JSON value that is not an object")
         return data
-
-
-Publish = Callable[[str, str], None]  # (token, key authorization)
-Unpublish = Callable[[str], None]
 
 
 class AcmeClient:
@@ -281,43 +314,99 @@ class AcmeClient:
         )
 
     # --------------------------------------------------------------- account
-    def register(self, email: str | None) -> str:
+    def register(self, email: str | None, eab: Eab | None = None) -> str:
         """Create the account, or find the existing one for this key. Returns its URL."""
         payload: dict[str, Any] = {"termsOfServiceAgreed": True}
         if email:
             payload["contact"] = [f"mailto:{email}"]
-        resp = self.post(self.directory()["newAccount"], payload, use_jwk=True)
+        url = self.directory()["newAccount"]
+        if eab is not None:
+            payload["externalAccountBinding"] = self._eab(url, eab)
+        resp = self.post(url, payload, use_jwk=True)
         kid = resp.headers.get("Location")
         if not kid:
             raise AcmeError("the CA sent no account URL (Location) for newAccount")
         self.kid = kid
         return str(kid)
 
+    def _eab(self, url: str, eab: Eab) -> dict[str, str]:
+        """The inner JWS binding this account key to the CA's external account: the
+        account's JWK signed with HS256 under the CA-given MAC key (RFC 8555 7.3.4)."""
+        raw = eab.hmac_key.strip()
+        mac_key = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
+        protected = _b64(json.dumps({"alg": "HS256", "kid": eab.key_id, "url": url}).encode())
+        payload = _b64(json.dumps(_jwk(self.key)).encode())
+        mac = hmac.new(mac_key, f"{protected}.{payload}".encode(), hashlib.sha256).digest()
+        return {"protected": protected, "payload": payload, "signature": _b64(mac)}
+
+    # ------------------------------------------------------------------- ARI
+    def renewal_window(self, cert: x509.Certificate) -> tuple[float, float] | None:
+        """The CA's suggested renewal window (RFC 9773) as Unix times, or None when the
+        CA has no renewalInfo endpoint or answers nothing usable."""
+        base = self.directory().get("renewalInfo")
+        if not base:
+            return None
+        cert_id = ari_cert_id(cert)
+        if cert_id is None:
+            return None
+        resp = self._http("GET", f"{str(base).rstrip('/')}/{cert_id}")
+        if resp.status != 200:
+            return None
+        try:
+            window = resp.json()["suggestedWindow"]
+            from datetime import datetime
+
+            start = datetime.fromisoformat(str(window["start"]).replace("Z", "+00:00"))
+            end = datetime.fromisoformat(str(window["end"]).replace("Z", "+00:00"))
+        except (AcmeError, KeyError, TypeError, ValueError):
+            return None
+        if end <= start:
+            return None
+        return start.timestamp(), end.timestamp()
+
+    # ---------------------------------------------------------------- revoke
+    def revoke(self, cert: x509.Certificate, reason: int = 0) -> None:
+        """Revoke with the account key (RFC 8555 7.6)."""
+        assert self.kid is not None, "register() first"
+        url = self.directory().get("revokeCert")
+        if not url:
+            raise AcmeError("the ACME directory has no revokeCert")
+        der = cert.public_bytes(serialization.Encoding.DER)
+        self.post(str(url), {"certificate": _b64(der), "reason": reason})
+
     # ----------------------------------------------------------------- order
     def order(
         self,
         names: list[str],
-        cert_key: ec.EllipticCurvePrivateKey,
-        publish: Publish,
-        unpublish: Unpublish,
+        cert_key: CertKey,
+        solvers: Sequence[Solver],
+        replaces: str | None = None,
     ) -> bytes:
-        """Order a certificate for ``names`` (SAN, the first one also the CN) through
-        HTTP-01; returns the PEM chain the CA sends (leaf first)."""
+        """Order a certificate for ``names`` (SAN, the first one also the CN), answering
+        each authorization with the first solver whose type the CA offers (wildcards only
+        with dns-01); returns the PEM chain the CA sends (leaf first). ``replaces`` is the
+        ARI id of the certificate being renewed, sent when the CA supports ARI."""
         assert self.kid is not None, "register() first"
         identifiers = [{"type": "dns", "value": n} for n in names]
-        resp = self.post(self.directory()["newOrder"], {"identifiers": identifiers})
+        payload: dict[str, Any] = {"identifiers": identifiers}
+        if replaces and self.directory().get("renewalInfo"):
+            payload["replaces"] = replaces
+        resp = self.post(self.directory()["newOrder"], payload)
         order_url = resp.headers.get("Location")
         order = resp.json()
         if not order_url:
             raise AcmeError("the CA sent no order URL (Location) for newOrder")
         log.info("acme: order %s created for %s", order_url, ", ".join(names))
-        tokens: list[str] = []
+        presented: list[tuple[Solver, str, str, str]] = []
         try:
             for authz_url in order.get("authorizations", []):
-                self._authorize(str(authz_url), publish, tokens)
+                self._authorize(str(authz_url), solvers, presented)
         finally:
-            for token in tokens:
-                unpublish(token)
+            for solver, domain, token, key_auth in presented:
+                try:
+                    solver.cleanup(domain, token, key_auth)
+                except (AcmeError, OSError) as exc:
+                    log.warning("acme: %s cleanup for %s failed: %s", solver.type, domain, exc)
         order = self._poll(order_url, ("ready", "valid"), "order")
         if order.get("status") == "ready":
             csr = _csr(names, cert_key)
@@ -331,19 +420,30 @@ class AcmeClient:
             raise AcmeError("the CA's certificate download is not a PEM chain")
         return resp.body
 
-    def _authorize(self, url: str, publish: Publish, tokens: list[str]) -> None:
+    def _authorize(
+        self, url: str, solvers: Sequence[Solver], presented: list[tuple[Solver, str, str, str]]
+    ) -> None:
         authz = self.post(url, None).json()
-        ident = authz.get("identifier", {}).get("value", "?")
+        ident = str(authz.get("identifier", {}).get("value", "?"))
         if authz.get("status") == "valid":
             return  # the CA remembers an earlier validation
-        challenge = next(
-            (c for c in authz.get("challenges", []) if c.get("type") == "http-01"), None
-        )
-        if challenge is None:
-            raise AcmeError(f"the CA offers no http-01 challenge for {ident}")
+        wildcard = bool(authz.get("wildcard"))
+        offered = {str(c.get("type")): c for c in authz.get("challenges", [])}
+        usable = [s for s in solvers if s.type in offered and (s.type == "dns-01" or not wildcard)]
+        if not usable:
+            kinds = ", ".join(sorted(offered)) or "none"
+            raise AcmeProblem(
+                _ERR + "noChallenge",
+                f"for {'*.' if wildcard else ''}{ident} the CA offers {kinds}; allowed here: "
+                + (", ".join(s.type for s in solvers) or "none"),
+            )
+        solver = usable[0]
+        challenge = offered[solver.type]
         token = str(challenge["token"])
-        publish(token, f"{token}.{self.thumbprint}")
-        tokens.append(token)
+        key_auth = f"{token}.{self.thumbprint}"
+        log.info("acme: answering %s for %s", solver.type, ident)
+        solver.present(ident, token, key_auth)
+        presented.append((solver, ident, token, key_auth))
         self.post(str(challenge["url"]), {})
         self._poll(url, ("valid",), f"authorization for {ident}")
 
@@ -384,7 +484,21 @@ def _invalid(data: dict[str, Any], what: str) -> AcmeProblem:
     return AcmeProblem(_ERR + "unauthorized", f"{what} is invalid")
 
 
-def _csr(names: list[str], key: ec.EllipticCurvePrivateKey) -> bytes:
+def ari_cert_id(cert: x509.Certificate) -> str | None:
+    """RFC 9773 certificate identifier: base64url(AKI keyIdentifier) "." base64url(the
+    serial's DER integer content bytes); None without an AKI key identifier."""
+    try:
+        aki = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+    except x509.ExtensionNotFound:
+        return None
+    if aki.key_identifier is None:
+        return None
+    serial = cert.serial_number
+    length = serial.bit_length() // 8 + 1  # room for the sign bit, as DER encodes it
+    return f"{_b64(aki.key_identifier)}.{_b64(serial.to_bytes(length, 'big'))}"
+
+
+def _csr(names: list[str], key: CertKey) -> bytes:
     csr = (
         x509.CertificateSigningRequestBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0][:64])]))

@@ -19,7 +19,13 @@ from __future__ import annotations
 import ssl
 from collections.abc import Callable
 
-__all__ = ["ALPN", "INTERMEDIATE_CIPHERS", "certificate_context", "dispatch_context"]
+__all__ = [
+    "ALPN",
+    "INTERMEDIATE_CIPHERS",
+    "apply_profile",
+    "certificate_context",
+    "dispatch_context",
+]
 
 # Mozilla server side TLS, "intermediate" configuration, TLS 1.2 part (version 5.7).
 INTERMEDIATE_CIPHERS = ":".join(
@@ -48,12 +54,22 @@ def _policy(context: ssl.SSLContext) -> ssl.SSLContext:
     return context
 
 
-def certificate_context(cert_file: str, key_file: str) -> ssl.SSLContext:
+def apply_profile(context: ssl.SSLContext, profile: str) -> ssl.SSLContext:
+    """'modern' is TLS 1.3 only; 'intermediate' (the default) also allows TLS 1.2."""
+    context.minimum_version = (
+        ssl.TLSVersion.TLSv1_3 if profile == "modern" else ssl.TLSVersion.TLSv1_2
+    )
+    return context
+
+
+def certificate_context(
+    cert_file: str, key_file: str, profile: str = "intermediate"
+) -> ssl.SSLContext:
     """A server context holding one certificate chain and its key.
 
     Raises ``ssl.SSLError`` / ``OSError`` when the files do not load or do not match.
     """
-    context = _policy(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER))
+    context = apply_profile(_policy(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)), profile)
     context.load_cert_chain(cert_file, key_file)
     return context
 

@@ -6,6 +6,7 @@ production never mix)::
     acme/<host>/account.key          ECDSA P-256 account key (0600), created once
     acme/<host>/account.json         the account URL for that key
     certs/acme/<host>/<site>/cert.pem, key.pem   the chain (leaf first) and its key (0600)
+    certs/acme/<host>/<site>/status.json         next renewal and last error (bastion certs)
 
 Several workers may start together: ordering for a site happens under a file lock in the
 site's directory, and whoever gets the lock second finds the stored certificate and orders
@@ -25,16 +26,24 @@ from typing import TYPE_CHECKING
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from bastion.tls.acme import AcmeClient
+from bastion.tls.acme import AcmeClient, AcmeError, CertKey, Eab, Solver, ari_cert_id
 from bastion.tls.challenges import ChallengeStore
+from bastion.tls.solvers import Dns01Solver, DnsHook, Http01Solver, TlsAlpn01Solver
 from bastion.tls.store import atomic_write, ensure_dir, file_lock, resolve_data_dir
 
 if TYPE_CHECKING:
     from bastion.config.models import Config
 
-__all__ = ["AcmeIssuer", "AcmeSettings", "CertFiles", "issuer_for"]
+__all__ = [
+    "AcmeIssuer",
+    "AcmeSettings",
+    "CertFiles",
+    "default_challenges",
+    "issuer_for",
+    "new_cert_key",
+]
 
 log = logging.getLogger("bastion.acme")
 _PRIVATE = 0o600
@@ -45,6 +54,10 @@ class AcmeSettings:
     directory: str
     email: str | None = None
     trusted_roots: str | None = None
+    challenges: tuple[str, ...] = ("http-01",)
+    dns_hook: DnsHook | None = None
+    eab: Eab | None = None
+    key_type: str = "ecdsa-p256"
 
 
 @dataclass(frozen=True)
@@ -52,9 +65,34 @@ class CertFiles:
     cert: Path
     key: Path
     not_after: dt.datetime
+    not_before: dt.datetime = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+    serial: int = 0
+
+    def renew_at(self) -> dt.datetime:
+        """Two thirds into the lifetime (the default schedule without ARI)."""
+        return self.not_before + (self.not_after - self.not_before) * 2 / 3
+
+    def load(self) -> x509.Certificate:
+        return x509.load_pem_x509_certificate(self.cert.read_bytes())
 
 
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+def new_cert_key(key_type: str) -> CertKey:
+    if key_type == "rsa2048":
+        return rsa.generate_private_key(65537, 2048)
+    if key_type == "rsa3072":
+        return rsa.generate_private_key(65537, 3072)
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _key_type_of(key: object) -> str:
+    if isinstance(key, rsa.RSAPrivateKey):
+        return f"rsa{key.key_size}"
+    if isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.name == "secp256r1":
+        return "ecdsa-p256"
+    return "other"
+
+
+def _key_pem(key: CertKey) -> bytes:
     return key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
@@ -79,7 +117,7 @@ class AcmeIssuer:
 
     def stored(self, names: list[str], now: dt.datetime | None = None) -> CertFiles | None:
         """The stored certificate for exactly these names, if it is valid now, covers them
-        all, matches its key and has more than a third of its lifetime left."""
+        all and matches its key (it may already be due for renewal: see ``due``)."""
         directory = self.site_dir(names)
         files = (directory / "cert.pem", directory / "key.pem")
         try:
@@ -98,9 +136,38 @@ class AcmeIssuer:
             return None
         now = now or dt.datetime.now(dt.UTC)
         start, end = cert.not_valid_before_utc, cert.not_valid_after_utc
-        if now >= end - (end - start) / 3:
+        if now >= end:
             return None
-        return CertFiles(files[0], files[1], end)
+        return CertFiles(files[0], files[1], end, start, cert.serial_number)
+
+    def due(self, found: CertFiles, now: dt.datetime | None = None) -> bool:
+        """Past two thirds of its lifetime, or ordered with another key type than the one
+        configured now."""
+        now = now or dt.datetime.now(dt.UTC)
+        if now >= found.renew_at():
+            return True
+        try:
+            key = serialization.load_pem_private_key(found.key.read_bytes(), password=None)
+        except (OSError, ValueError, TypeError):
+            return True
+        return _key_type_of(key) != self.settings.key_type
+
+    def status_path(self, names: list[str]) -> Path:
+        return self.site_dir(names) / "status.json"
+
+    def write_status(self, names: list[str], **fields: object) -> None:
+        """Next renewal and last error, for ``bastion certs list`` (best effort)."""
+        path = self.status_path(names)
+        try:
+            current = json.loads(path.read_text())
+        except (OSError, ValueError):
+            current = {}
+        current.update(fields)
+        try:
+            ensure_dir(path.parent)
+            atomic_write(path, json.dumps(current).encode())
+        except OSError as exc:
+            log.debug("acme: cannot write %s: %s", path, exc)
 
     # ---------------------------------------------------------------- account
     def client(self) -> AcmeClient:
@@ -132,7 +199,7 @@ class AcmeIssuer:
                 if kid:
                     client.kid = str(kid)
                 else:
-                    kid = client.register(self.settings.email)
+                    kid = client.register(self.settings.email, self.settings.eab)
                     record = {"directory": self.settings.directory, "url": kid}
                     atomic_write(info_path, json.dumps(record).encode())
                     log.info("acme: account %s registered with %s", kid, self.settings.directory)
@@ -140,23 +207,42 @@ class AcmeIssuer:
         return self._client
 
     # ------------------------------------------------------------------ order
-    def obtain(self, names: list[str]) -> CertFiles:
-        """A valid certificate for ``names``: the stored one, or a new order. Blocking."""
+    def solvers(self) -> list[Solver]:
+        data_dir = self.account_dir.parents[1]
+        made: list[Solver] = []
+        for kind in self.settings.challenges:
+            if kind == "http-01":
+                made.append(Http01Solver(self.challenges))
+            elif kind == "tls-alpn-01":
+                made.append(TlsAlpn01Solver(data_dir))
+            elif kind == "dns-01" and self.settings.dns_hook is not None:
+                made.append(Dns01Solver(self.settings.dns_hook))
+        return made
+
+    def obtain(
+        self, names: list[str], *, force: bool = False, replacing: int | None = None
+    ) -> CertFiles:
+        """A valid certificate for ``names``: the stored one unless it is due (or ``force``),
+        else a new order. ``replacing`` is the serial the caller serves: when the store
+        already holds another one (a second worker or ``bastion certs renew`` renewed
+        it), that one is returned and nothing is ordered. Blocking."""
         directory = ensure_dir(self.site_dir(names))
         with file_lock(directory / ".lock"):
             found = self.stored(names)
             if found is not None:
-                return found
+                if replacing is not None and found.serial != replacing:
+                    return found
+                if not force and not self.due(found):
+                    return found
             client = self.client()
             log.info(
                 "acme: ordering a certificate for %s from %s",
                 ", ".join(names),
                 client.directory_url,
             )
-            cert_key = ec.generate_private_key(ec.SECP256R1())
-            chain = client.order(
-                names, cert_key, self.challenges.publish, self.challenges.unpublish
-            )
+            cert_key = new_cert_key(self.settings.key_type)
+            replaces = ari_cert_id(found.load()) if found is not None else None
+            chain = client.order(names, cert_key, self.solvers(), replaces=replaces)
             # the key first: a crash in between leaves a mismatch that stored() rejects
             atomic_write(directory / "key.pem", _key_pem(cert_key), _PRIVATE)
             atomic_write(directory / "cert.pem", chain)
@@ -170,8 +256,57 @@ class AcmeIssuer:
             )
             return found
 
+    def renewal_window(self, found: CertFiles) -> tuple[float, float] | None:
+        """The CA's ARI window for the certificate, or None (no ARI, or unreachable)."""
+        try:
+            return self.client().renewal_window(found.load())
+        except (AcmeError, OSError, ValueError) as exc:
+            log.debug("acme: no renewal information: %s", exc)
+            return None
+
+    def revoke(self, names: list[str]) -> CertFiles:
+        """Revoke the stored certificate with the account key and remove it from the store."""
+        directory = self.site_dir(names)
+        with file_lock(ensure_dir(directory) / ".lock"):
+            found = self.stored(names)
+            if found is None:
+                raise ValueError(f"no valid stored certificate for {', '.join(names)}")
+            self.client().revoke(found.load())
+            for name in ("cert.pem", "key.pem", "status.json"):
+                (directory / name).unlink(missing_ok=True)
+            return found
+
+
+def default_challenges(config: Config) -> tuple[str, ...]:
+    """http-01 when an http listener exists, else tls-alpn-01; dns-01 too with a hook
+    (wildcard authorizations only accept dns-01)."""
+    acme = config.acme
+    if acme.challenges:
+        return tuple(acme.challenges)
+    chosen = ["http-01"] if config.listen.http else ["tls-alpn-01"]
+    if acme.dns_hook is not None:
+        chosen.append("dns-01")
+    return tuple(chosen)
+
 
 def issuer_for(config: Config) -> AcmeIssuer:
     """The issuer for a config's ``acme`` settings and data dir."""
-    settings = AcmeSettings(config.acme.directory, config.acme.email, config.acme.trusted_roots)
+    acme = config.acme
+    hook = (
+        DnsHook(list(acme.dns_hook.command), acme.dns_hook.timeout, acme.dns_hook.propagation)
+        if acme.dns_hook is not None
+        else None
+    )
+    eab = (
+        Eab(acme.eab.key_id, acme.eab.hmac_key.get_secret_value()) if acme.eab is not None else None
+    )
+    settings = AcmeSettings(
+        acme.directory,
+        acme.email,
+        acme.trusted_roots,
+        default_challenges(config),
+        hook,
+        eab,
+        acme.key_type,
+    )
     return AcmeIssuer(resolve_data_dir(config.data_dir), settings)

@@ -70,6 +70,7 @@ class SiteTLS:
     names: tuple[str, ...]  # what SNI names select this certificate
     cert_file: str
     context: ssl.SSLContext
+    key_file: str = ""
 
 
 class TLSTable:
@@ -79,6 +80,7 @@ class TLSTable:
         self.default: ssl.SSLContext | None = None
         self.sites: list[SiteTLS] = []
         self.pending: list[PendingACME] = []
+        self.profile = "intermediate"
 
     def lookup(self, server_name: str | None) -> ssl.SSLContext | None:
         if server_name is None:
@@ -99,15 +101,35 @@ class TLSTable:
             else:
                 self.exact.setdefault(name, site.context)
 
-    def install_acme(self, names: tuple[str, ...], cert_file: str, context: ssl.SSLContext) -> bool:
+    def install_acme(
+        self, names: tuple[str, ...], cert_file: str, context: ssl.SSLContext, key_file: str = ""
+    ) -> bool:
         """Serve a certificate that arrived after the table was built (new handshakes use it
         at once). False when these names are no longer pending in this table."""
         pending = PendingACME(names)
         if pending not in self.pending:
             return False
         self.pending.remove(pending)
-        self._add(SiteTLS("acme", names, cert_file, context))
+        self._add(SiteTLS("acme", names, cert_file, context, key_file))
         return True
+
+    def replace(self, names: tuple[str, ...], context: ssl.SSLContext) -> bool:
+        """Swap the certificate of the entry for ``names`` (renewal, changed files): new
+        handshakes get it at once, established connections keep theirs. False when no
+        entry has these names."""
+        for index, site in enumerate(self.sites):
+            if site.names != names:
+                continue
+            old = site.context
+            self.sites[index] = SiteTLS(site.mode, names, site.cert_file, context, site.key_file)
+            for table in (self.exact, self.wildcards):
+                for key, value in table.items():
+                    if value is old:
+                        table[key] = context
+            if self.default is old:
+                self.default = context
+            return True
+        return False
 
     @classmethod
     def build(cls, config: Config, acme_store: AcmeStored | None = None) -> TLSTable | None:
@@ -117,6 +139,7 @@ class TLSTable:
         if not has_https:
             return None
         table = cls()
+        profile = table.profile = config.tls.profile
         ca: LocalCA | None = None
         ip_sites: list[ssl.SSLContext] = []
         for site in config.sites:
@@ -137,8 +160,10 @@ class TLSTable:
                 if stored is None:
                     table.pending.append(PendingACME(acme_names))
                 else:
-                    context = certificate_context(str(stored.cert), str(stored.key))
-                    table._add(SiteTLS("acme", acme_names, str(stored.cert), context))
+                    context = certificate_context(str(stored.cert), str(stored.key), profile)
+                    table._add(
+                        SiteTLS("acme", acme_names, str(stored.cert), context, str(stored.key))
+                    )
                 if not names:
                     continue
                 mode = "internal"
@@ -149,8 +174,8 @@ class TLSTable:
                     ca = LocalCA(ensure_dir(resolve_data_dir(config.data_dir)))
                 leaf = ca.leaf(names)
                 cert_file, key_file = str(leaf.cert), str(leaf.key)
-            context = certificate_context(cert_file, key_file)
-            table._add(SiteTLS(mode, tuple(names), cert_file, context))
+            context = certificate_context(cert_file, key_file, profile)
+            table._add(SiteTLS(mode, tuple(names), cert_file, context, key_file))
             if any(_is_ip(n) for n in names):
                 ip_sites.append(context)
         if len(table.sites) == 1:

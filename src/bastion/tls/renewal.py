@@ -1,0 +1,327 @@
+"""Certificates over time, in each worker: first orders, renewals, and changed files.
+
+- A site whose ACME certificate is missing is ordered in the background (its names are
+  refused with ``unrecognized_name`` meanwhile); one that has a certificate gets a renewal
+  task. Renewal happens at two thirds of the lifetime, or at a random point of the CA's
+  ARI window (RFC 9773) when it publishes one, plus a small jitter so that many instances
+  do not hit the CA at once; failures are retried with exponential back-off and logged
+  louder as expiry nears.
+- Every worker runs this. The store's file lock makes the first worker order; the others
+  find the new certificate in the store (``obtain(replacing=serial)``) and order nothing.
+- A watcher polls the mtimes of every certificate and key file served (files given in the
+  config and the ACME store), so a certificate renewed by ``bastion certs renew`` or by a
+  script is used for new handshakes within ``tls.watch_interval``; a pair that does not
+  load is logged and the old one kept.
+
+Swapping a certificate only changes the SNI table entry: connections already established
+keep theirs. All blocking work (HTTP to the CA, files, key loading) runs in threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import os
+import random
+import ssl
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from bastion.config.matching import is_private_acme, uses_acme
+from bastion.tls.acme import AcmeError
+from bastion.tls.context import certificate_context
+from bastion.tls.issuer import AcmeIssuer, CertFiles, default_challenges, issuer_for
+from bastion.tls.localca import LocalCA
+from bastion.tls.solvers import alpn_dir
+from bastion.tls.store import resolve_data_dir
+from bastion.tls.table import site_tls_mode
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from bastion.config.models import Config
+    from bastion.plan import Plan
+    from bastion.tls.table import TLSTable
+
+__all__ = ["CertManager", "alpn_challenge_dir"]
+
+log = logging.getLogger("bastion.acme")
+
+# back-off between failed ACME attempts for one site: 30s, 1m, 2m ... up to 1h
+_FIRST_RETRY = float(os.environ.get("BASTION_ACME_RETRY", "30"))
+_MAX_RETRY = 3600.0
+_MAX_SLEEP = 3600.0  # re-check the schedule at least hourly (clock jumps, ARI changes)
+_LEAF_CHECK = 600.0  # how often local-CA leaves are checked for re-issue (seconds)
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _left(files: CertFiles) -> str:
+    seconds = (files.not_after - _now()).total_seconds()
+    if seconds <= 0:
+        return "it has EXPIRED"
+    if seconds < 2 * 86400:
+        return f"it expires in {seconds / 3600:.1f} hours"
+    return f"it expires in {seconds / 86400:.0f} days"
+
+
+class CertManager:
+    def __init__(self, current_table: Callable[[], TLSTable | None]) -> None:
+        self.table = current_table
+        self.tasks: dict[tuple[str, ...], asyncio.Task[None]] = {}
+        self.watch_task: asyncio.Task[None] | None = None
+        self.mtimes: dict[str, tuple[float, float]] = {}
+        self.data_dir: Path | None = None
+
+    def start(self, plan: Plan) -> None:
+        """Tasks for this plan's ACME sites (new and renewals) and the file watcher."""
+        table = plan.tls
+        if table is None:
+            return
+        loop = asyncio.get_running_loop()
+        # the files as this plan loaded them: later changes are what the watcher looks for
+        for site in table.sites:
+            if site.key_file:
+                self.mtimes[site.cert_file] = _mtimes(site.cert_file, site.key_file)
+        self.data_dir = resolve_data_dir(plan.config.data_dir)
+        if self.watch_task is None:
+            self.watch_task = loop.create_task(self._watch(plan.config.tls.watch_interval))
+        acme = [s for s in table.sites if s.mode == "acme"]
+        if not table.pending and not acme:
+            for task in self.tasks.values():
+                task.cancel()
+            self.tasks = {}
+            return
+        # fresh tasks with this plan's settings (key type, challenges, CA); an order already
+        # running in a thread finishes, and the new task finds its result in the store
+        issuer = issuer_for(plan.config)
+        for task in self.tasks.values():
+            task.cancel()
+        self.tasks = {}
+        wanted = {p.names for p in table.pending} | {s.names for s in acme}
+        for names in wanted:
+            self.tasks[names] = loop.create_task(self._run(issuer, names))
+
+    def stop(self) -> None:
+        for task in self.tasks.values():
+            task.cancel()
+        if self.watch_task is not None:
+            self.watch_task.cancel()
+
+    # ---------------------------------------------------------------- ACME
+    async def _run(self, issuer: AcmeIssuer, names: tuple[str, ...]) -> None:
+        """``_lifecycle``, restarted after an unexpected error instead of dying silently."""
+        while True:
+            try:
+                await self._lifecycle(issuer, names)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception(
+                    "acme: unexpected error managing the certificate for %s; retrying in %.0fs",
+                    ", ".join(names),
+                    _FIRST_RETRY,
+                )
+                await asyncio.sleep(_FIRST_RETRY)
+
+    async def _lifecycle(self, issuer: AcmeIssuer, names: tuple[str, ...]) -> None:
+        """Obtain (when pending), then renew forever."""
+        files = await asyncio.to_thread(issuer.stored, list(names))
+        if files is None or not self._serving(names):
+            files = await self._attempt(issuer, names, None)
+        while True:
+            when = await self._schedule(issuer, files)
+            await asyncio.to_thread(
+                issuer.write_status, list(names), next_renewal=when.isoformat(timespec="seconds")
+            )
+            delay = (when - _now()).total_seconds()
+            while delay > 0:
+                await asyncio.sleep(min(delay, _MAX_SLEEP))
+                delay = (when - _now()).total_seconds()
+            files = await self._attempt(issuer, names, files)
+
+    def _serving(self, names: tuple[str, ...]) -> bool:
+        table = self.table()
+        return table is not None and any(s.names == names for s in table.sites)
+
+    async def _schedule(self, issuer: AcmeIssuer, files: CertFiles) -> dt.datetime:
+        lifetime = (files.not_after - files.not_before).total_seconds()
+        window = await asyncio.to_thread(issuer.renewal_window, files)
+        if window is not None:
+            # RFC 9773 4.2: a uniformly random point inside the suggested window
+            return dt.datetime.fromtimestamp(random.uniform(*window), dt.UTC)
+        if await asyncio.to_thread(issuer.due, files):
+            return _now()
+        # jitter: up to 1% of the lifetime (at most an hour) either way
+        spread = min(lifetime * 0.01, 3600.0)
+        return files.renew_at() + dt.timedelta(seconds=random.uniform(-spread, spread))
+
+    async def _attempt(
+        self, issuer: AcmeIssuer, names: tuple[str, ...], current: CertFiles | None
+    ) -> CertFiles:
+        """Order (or pick up from the store) until it works; install it; return it."""
+        delay = _FIRST_RETRY
+        what = ", ".join(names)
+        while True:
+            try:
+                replacing = None if current is None else current.serial
+                files = await asyncio.to_thread(
+                    issuer.obtain, list(names), force=current is not None, replacing=replacing
+                )
+                context = await self._context(str(files.cert), str(files.key))
+            except (AcmeError, OSError, ValueError) as exc:
+                delay = max(delay, getattr(exc, "retry_after", None) or 0.0)
+                hint = getattr(exc, "hint", "")
+                await asyncio.to_thread(
+                    issuer.write_status,
+                    list(names),
+                    last_error=f"{_now().isoformat(timespec='seconds')} {exc}",
+                )
+                self._report(what, exc, hint, delay, current)
+            else:
+                await asyncio.to_thread(issuer.write_status, list(names), last_error=None)
+                self._install(names, files, context, current is None)
+                return files
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _MAX_RETRY)
+
+    def _report(
+        self, what: str, exc: Exception, hint: str, delay: float, current: CertFiles | None
+    ) -> None:
+        if current is None:
+            log.error(
+                "acme: could not get a certificate for %s: %s. What to do: %s. "
+                "Retrying in %.0fs; meanwhile HTTPS for these names is refused "
+                "(unrecognized_name)",
+                what,
+                exc,
+                hint or "see the error",
+                delay,
+            )
+            return
+        left = (current.not_after - _now()).total_seconds()
+        lifetime = (current.not_after - current.not_before).total_seconds()
+        # louder as expiry nears: warning, then error in the last tenth of the lifetime
+        level = logging.ERROR if left < lifetime / 10 else logging.WARNING
+        log.log(
+            level,
+            "acme: renewing the certificate for %s failed: %s. What to do: %s. The current "
+            "certificate is still served; %s. Retrying in %.0fs",
+            what,
+            exc,
+            hint or "see the error",
+            _left(current),
+            delay,
+        )
+
+    async def _context(self, cert: str, key: str) -> ssl.SSLContext:
+        table_profile = "intermediate"
+        table = self.table()
+        if table is not None:
+            table_profile = table.profile
+        return await asyncio.to_thread(certificate_context, cert, key, table_profile)
+
+    def _install(
+        self, names: tuple[str, ...], files: CertFiles, context: ssl.SSLContext, new: bool
+    ) -> None:
+        table = self.table()
+        what = ", ".join(names)
+        if table is None:
+            return
+        self.mtimes[str(files.cert)] = _mtimes(str(files.cert), str(files.key))
+        if table.install_acme(names, str(files.cert), context, str(files.key)):
+            log.info("acme: serving the certificate for %s", what)
+        elif table.replace(names, context):
+            log.info(
+                "acme: serving the renewed certificate for %s (serial %x, valid until %s)",
+                what,
+                files.serial,
+                files.not_after.isoformat(timespec="seconds"),
+            )
+
+    # ------------------------------------------------------------- watcher
+    def _reissue_local_leaves(self, table: TLSTable) -> None:
+        if self.data_dir is not None:
+            _reissue_local_leaves_of(self.data_dir, table)
+
+    async def _watch(self, interval: float) -> None:
+        next_leaf_check = time.monotonic() + _LEAF_CHECK
+        while True:
+            await asyncio.sleep(interval)
+            table = self.table()
+            if table is None:
+                continue
+            if time.monotonic() >= next_leaf_check:
+                next_leaf_check = time.monotonic() + _LEAF_CHECK
+                await asyncio.to_thread(self._reissue_local_leaves, table)
+            for site in list(table.sites):
+                if not site.key_file:
+                    continue
+                now = _mtimes(site.cert_file, site.key_file)
+                before = self.mtimes.setdefault(site.cert_file, now)
+                if now == before:
+                    continue
+                self.mtimes[site.cert_file] = now
+                try:
+                    context = await self._context(site.cert_file, site.key_file)
+                except (OSError, ValueError) as exc:
+                    if time.time() - max(now) < 2.0:
+                        # maybe caught between the key's and the certificate's write
+                        self.mtimes[site.cert_file] = before
+                        continue
+                    reason = getattr(exc, "reason", None) or exc
+                    log.error(
+                        "tls: %s or %s changed but does not load (%s); still serving the "
+                        "previous certificate for %s",
+                        site.cert_file,
+                        site.key_file,
+                        reason,
+                        ", ".join(site.names),
+                    )
+                    continue
+                if table.replace(site.names, context):
+                    log.info(
+                        "tls: %s changed; new handshakes for %s use it",
+                        site.cert_file,
+                        ", ".join(site.names),
+                    )
+
+
+def alpn_challenge_dir(config: Config) -> Path | None:
+    """Where TLS-ALPN-01 certificates appear, when this config may use that challenge
+    (then https listeners are ``AlpnListener``s); None otherwise."""
+    if not config.listen.https or "tls-alpn-01" not in default_challenges(config):
+        return None
+    has_https = bool(config.listen.https)
+    private = is_private_acme(config.acme.directory)
+    for site in config.sites:
+        if site_tls_mode(site, has_https, config.acme.directory) == "acme" and any(
+            uses_acme(h, private) for h in site.hosts
+        ):
+            return alpn_dir(resolve_data_dir(config.data_dir))
+    return None
+
+
+def _reissue_local_leaves_of(data_dir: Path, table: TLSTable) -> None:
+    """Local-CA leaves are short-lived (7 days): re-issue those in their last third, in
+    place; the watcher then loads them like any changed file."""
+    sites = [s for s in table.sites if s.mode == "internal"]
+    if not sites:
+        return
+    ca = LocalCA(data_dir)
+    for site in sites:
+        try:
+            ca.leaf(list(site.names))
+        except (OSError, ValueError) as exc:
+            log.error("tls: cannot re-issue the local CA certificate for %s: %s", site.names, exc)
+
+
+def _mtimes(cert: str, key: str) -> tuple[float, float]:
+    try:
+        return os.stat(cert).st_mtime, os.stat(key).st_mtime
+    except OSError:
+        return 0.0, 0.0
