@@ -406,6 +406,8 @@ class HTTP2Connection(asyncio.Protocol):
         self.close()
 
     def close(self) -> None:
+        if not self.closing:
+            self.flush()  # what the last stream ended with leaves before the FIN
         self.closing = True
         streams = list(self.streams.values())
         self.streams.clear()
