@@ -26,7 +26,14 @@ import httpx
 import pytest
 from h2.errors import ErrorCodes
 from hpack import Decoder, Encoder
-from hyperframe.frame import ContinuationFrame, DataFrame, Frame, GoAwayFrame, HeadersFrame
+from hyperframe.frame import (
+    ContinuationFrame,
+    DataFrame,
+    Frame,
+    GoAwayFrame,
+    HeadersFrame,
+    RstStreamFrame,
+)
 
 from conftest import Backend, Gateway, free_port, pattern_digest, wait_for_port
 
@@ -74,7 +81,7 @@ def start(gateway: Callable[..., Gateway], config: dict[str, Any]) -> Gateway:
 
 def client(tmp_path: Path, **kwargs: Any) -> httpx.Client:
     return httpx.Client(
-        http1=False,
+        http1=True,
         http2=True,
         verify=ssl.create_default_context(cafile=str(root_ca(tmp_path))),
         timeout=30,
@@ -160,7 +167,7 @@ def test_many_streams_on_one_connection(
 
     async def run() -> list[httpx.Response]:
         async with httpx.AsyncClient(
-            http1=False,
+            http1=True,
             http2=True,
             verify=context,
             timeout=30,
@@ -494,3 +501,80 @@ def read_frames(sock: ssl.SSLSocket, timeout: float) -> list[Frame]:
         frames.append(frame)
         view = view[9 + length :]
     return frames
+
+
+def test_reload_sends_graceful_goaway(
+    tmp_path: Path, backend: Backend, gateway: Callable[..., Gateway]
+) -> None:
+    config = h2_config(tmp_path, backend)
+    gw = start(gateway, config)
+    port = https_port(config)
+    raw = RawH2(port, root_ca(tmp_path))
+    raw.conn.send_headers(1, raw.request_headers("/before"), end_stream=True)
+    raw.flush()
+    for event in raw.events(timeout=10):
+        if isinstance(event, h2.events.StreamEnded):
+            break
+    config["sites"][0]["routes"].insert(
+        0, {"path": "/new", "respond": {"status": 200, "body": "new config"}}
+    )
+    gw.reload(config, wait_for="configuration reloaded")
+    frames = read_frames(raw.sock, timeout=10)  # until the gateway closes
+    raw.close()
+    goaways = [f for f in frames if isinstance(f, GoAwayFrame)]
+    assert len(goaways) == 1
+    assert goaways[0].error_code == ErrorCodes.NO_ERROR and goaways[0].last_stream_id == 1
+    with client(tmp_path) as c:
+        r = c.get(f"https://localhost:{port}/new")
+        assert r.http_version == "HTTP/2" and r.text == "new config"
+
+
+def test_max_requests_per_connection(
+    tmp_path: Path, backend: Backend, gateway: Callable[..., Gateway]
+) -> None:
+    config = h2_config(tmp_path, backend, http2={"max_requests": 2})
+    start(gateway, config)
+    raw = RawH2(https_port(config), root_ca(tmp_path))
+    for sid in (1, 3, 5):
+        raw.conn.send_headers(sid, raw.request_headers(f"/n{sid}"), end_stream=True)
+    raw.flush()
+    frames = read_frames(raw.sock, timeout=10)
+    raw.close()
+    goaways = [f for f in frames if isinstance(f, GoAwayFrame)]
+    assert goaways and goaways[0].last_stream_id == 3
+    refused = [f for f in frames if isinstance(f, RstStreamFrame) and f.stream_id == 5]
+    assert refused and refused[0].error_code == ErrorCodes.REFUSED_STREAM
+    ends = {f.stream_id for f in frames if "END_STREAM" in f.flags}
+    assert {1, 3} <= ends
+    assert sorted(e["path"] for e in backend.requests) == ["/n1", "/n3"]
+
+
+def test_http2_can_be_turned_off(
+    tmp_path: Path, backend: Backend, gateway: Callable[..., Gateway]
+) -> None:
+    config = h2_config(tmp_path, backend, http2={"enabled": False})
+    start(gateway, config)
+    with client(tmp_path) as c:
+        r = c.get(f"https://localhost:{https_port(config)}/plain")
+    assert r.status_code == 200
+    assert r.http_version == "HTTP/1.1"
+
+
+def test_unfinished_header_block_times_out(
+    tmp_path: Path, backend: Backend, gateway: Callable[..., Gateway]
+) -> None:
+    config = h2_config(tmp_path, backend, timeouts={"header": "1s"})
+    gw = start(gateway, config)
+    raw = RawH2(https_port(config), root_ca(tmp_path))
+    block = Encoder().encode(raw.request_headers("/never"))
+    # HEADERS without END_HEADERS, and no CONTINUATION ever: a slow-loris head
+    raw.sock.sendall(HeadersFrame(1, data=block, flags=["END_STREAM"]).serialize())
+    started = time.monotonic()
+    frames = read_frames(raw.sock, timeout=20)
+    elapsed = time.monotonic() - started
+    raw.close()
+    assert elapsed < 15, "the connection was not closed"
+    goaways = [f for f in frames if isinstance(f, GoAwayFrame)]
+    assert goaways and goaways[0].error_code == ErrorCodes.PROTOCOL_ERROR
+    assert backend.requests == []
+    assert gw.proc is not None and gw.proc.poll() is None

@@ -154,6 +154,15 @@ class HTTP2Connection(asyncio.Protocol):
                 self.block_since = now
         elif self.preface_seen:
             self.block_since = 0.0
+        try:
+            self._handle_events(events, now)
+        except Exception:
+            # a bug must cost this connection at most, never the worker
+            log.exception("http2: failed handling frames from %s", self.client_ip)
+            self.fail(ErrorCodes.INTERNAL_ERROR)
+
+    def _handle_events(self, events: list[Any], now: float) -> None:
+        guard = self.guard
         new: list[Stream] = []
         for event in events:
             if isinstance(event, DataReceived):
@@ -233,7 +242,7 @@ class HTTP2Connection(asyncio.Protocol):
             req.request_id = ctx.next_request_id()
         self.requests += 1
         if self.requests >= self.max_requests:
-            self.goaway()  # this stream is still served; the client reconnects for more
+            self.goaway(sid)  # this stream is still served; the client reconnects for more
         return stream
 
     def _dispatch(self, stream: Stream) -> None:
@@ -379,7 +388,7 @@ class HTTP2Connection(asyncio.Protocol):
             access_log.write(req, self.ctx.loop.time())
 
     # ------------------------------------------------------------- closing
-    def goaway(self) -> None:
+    def goaway(self, last_sid: int | None = None) -> None:
         """Graceful GOAWAY: no new streams, the open ones finish, then close.
 
         Written by hand: `h2` forbids sending on any stream once it has sent a GOAWAY,
@@ -387,7 +396,7 @@ class HTTP2Connection(asyncio.Protocol):
         if self.goaway_sent or self.closing or self.transport is None:
             return
         self.goaway_sent = True
-        self.last_sid = self.h2.highest_inbound_stream_id
+        self.last_sid = self.h2.highest_inbound_stream_id if last_sid is None else last_sid
         self.flush()
         frame = GoAwayFrame(0)
         frame.last_stream_id = self.last_sid
