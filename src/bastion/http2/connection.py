@@ -293,9 +293,16 @@ class HTTP2Connection(asyncio.Protocol):
             return
         try:
             self.h2.send_headers(stream.sid, fields, end_stream=end)
-        except (ProtocolError, StreamClosedError):
-            stream.on_reset()
+        except StreamClosedError:
+            stream.on_reset()  # the client reset it meanwhile
             self._forget(stream)
+            return
+        except ProtocolError as exc:
+            # a field HTTP/2 cannot carry (from an upstream): this stream fails alone
+            log.warning("http2: response %s not sendable: %s", stream.req.request_id, exc)
+            if stream.req.status < 500:
+                stream.req.status = 502
+            stream.abort()
             return
         if end:
             self._sent_end(stream)
