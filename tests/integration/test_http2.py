@@ -32,6 +32,7 @@ from hyperframe.frame import (
     Frame,
     GoAwayFrame,
     HeadersFrame,
+    PingFrame,
     RstStreamFrame,
 )
 
@@ -578,3 +579,44 @@ def test_unfinished_header_block_times_out(
     assert goaways and goaways[0].error_code == ErrorCodes.PROTOCOL_ERROR
     assert backend.requests == []
     assert gw.proc is not None and gw.proc.poll() is None
+
+
+def test_ping_flood_closes_the_connection(
+    tmp_path: Path, backend: Backend, gateway: Callable[..., Gateway]
+) -> None:
+    config = h2_config(tmp_path, backend)
+    gw = start(gateway, config)
+    port = https_port(config)
+    raw = RawH2(port, root_ca(tmp_path))
+    pings = b"".join(
+        PingFrame(0, opaque_data=i.to_bytes(8, "big")).serialize() for i in range(3000)
+    )
+    with contextlib.suppress(ConnectionError, ssl.SSLError):
+        raw.sock.sendall(pings)
+    frames = read_frames(raw.sock, timeout=10)
+    raw.close()
+    goaways = [f for f in frames if isinstance(f, GoAwayFrame)]
+    assert goaways and goaways[0].error_code == ErrorCodes.ENHANCE_YOUR_CALM
+    # far fewer answers than pings: the flood was not reflected in full
+    assert sum(1 for f in frames if isinstance(f, PingFrame)) <= 1001
+    with client(tmp_path) as c:
+        assert c.get(f"https://localhost:{port}/after").status_code == 200
+    assert gw.proc is not None and gw.proc.poll() is None
+
+
+def test_idle_connection_gets_goaway(
+    tmp_path: Path, backend: Backend, gateway: Callable[..., Gateway]
+) -> None:
+    config = h2_config(tmp_path, backend, timeouts={"keepalive": "1s"})
+    start(gateway, config)
+    raw = RawH2(https_port(config), root_ca(tmp_path))
+    raw.conn.send_headers(1, raw.request_headers("/once"), end_stream=True)
+    raw.flush()
+    started = time.monotonic()
+    frames = read_frames(raw.sock, timeout=20)
+    raw.close()
+    assert time.monotonic() - started < 15, "the idle connection was not closed"
+    assert any(isinstance(f, DataFrame) and f.stream_id == 1 for f in frames)
+    goaways = [f for f in frames if isinstance(f, GoAwayFrame)]
+    assert goaways and goaways[0].error_code == ErrorCodes.NO_ERROR
+    assert goaways[0].last_stream_id == 1

@@ -31,7 +31,7 @@ from h2.settings import SettingCodes, Settings
 from hyperframe.frame import GoAwayFrame
 
 from bastion.http1.request import Request
-from bastion.http2.guard import HeaderBlockGuard
+from bastion.http2.guard import FrameGuard
 from bastion.http2.headers import StreamReject, build_request
 from bastion.http2.stream import Stream
 
@@ -42,6 +42,9 @@ log = logging.getLogger("bastion.http2")
 
 _RESET_WINDOW = 10.0  # seconds over which early cancellations are counted
 _MAX_CONTINUATIONS = 16  # more CONTINUATION frames in one header block: a flood
+# PING, SETTINGS, PRIORITY and empty DATA frames allowed per _RESET_WINDOW: browsers
+# send a handful per connection, a flood sends them by the thousand
+_MAX_CONTROL = 1000
 _TICK = 1.0
 
 
@@ -57,6 +60,7 @@ class HTTP2Connection(asyncio.Protocol):
     reset_window_start = 0.0
     preface_seen = False
     block_since = 0.0
+    control_since = 0.0
     timer: asyncio.TimerHandle | None = None
 
     def __init__(self, ctx: WorkerContext) -> None:
@@ -77,7 +81,7 @@ class HTTP2Connection(asyncio.Protocol):
         # what a header block may take compressed: the head limits plus HPACK's
         # per-field overhead; decoded lists are bounded by SETTINGS below
         block_limit = limits.max_header_bytes + limits.max_uri_bytes + 4096
-        self.guard = HeaderBlockGuard(block_limit, _MAX_CONTINUATIONS)
+        self.guard = FrameGuard(block_limit, _MAX_CONTINUATIONS)
         self.h2 = H2Connection(H2Configuration(client_side=False, header_encoding=None))
         self.h2.local_settings = Settings(
             client=False,
@@ -103,7 +107,7 @@ class HTTP2Connection(asyncio.Protocol):
         # the connection window is shared by all streams: wider than one stream's
         h2.increment_flow_control_window(self.connection_window - 65535)
         self.flush()
-        self.block_since = ctx.loop.time()  # the client preface is a head too
+        self.block_since = self.control_since = ctx.loop.time()  # the preface is a head too
         self.timer = ctx.loop.call_later(_TICK, self._on_tick)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -139,6 +143,10 @@ class HTTP2Connection(asyncio.Protocol):
         guard = self.guard
         if not guard.feed(data):
             log.warning("http2: header block flood from %s: closing", self.client_ip)
+            self.fail(ErrorCodes.ENHANCE_YOUR_CALM)
+            return
+        if guard.control > _MAX_CONTROL:
+            log.warning("http2: control frame flood from %s: closing", self.client_ip)
             self.fail(ErrorCodes.ENHANCE_YOUR_CALM)
             return
         try:
@@ -447,6 +455,9 @@ class HTTP2Connection(asyncio.Protocol):
         if self.closing or self.transport is None:
             return
         now = self.ctx.loop.time()
+        if now - self.control_since >= _RESET_WINDOW:
+            self.control_since = now
+            self.guard.control = 0
         if self.block_since and now - self.block_since > self.header_timeout:
             # the preface or a header block that never completes (slowloris)
             self.fail(ErrorCodes.PROTOCOL_ERROR if self.preface_seen else ErrorCodes.NO_ERROR)

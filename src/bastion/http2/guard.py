@@ -5,20 +5,32 @@ may carry a full frame of header bytes, so a block can grow to about a megabyte
 before anything is decoded; an endless block of empty CONTINUATION frames also
 keeps a stream half-open. The scanner reads only the 9-byte frame headers, so it
 costs a few operations per frame, and reports a block that outgrows the limits.
+
+It also counts frames that cost the gateway work but carry no request: PING and
+SETTINGS (each one answered), PRIORITY, and empty DATA frames without END_STREAM
+(the floods of CVE-2019-9512/9515/9518); the connection compares the count
+with its limit per time window.
 """
 
 from __future__ import annotations
 
 _PREFACE_BYTES = 24  # "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+_DATA = 0x0
 _HEADERS = 0x1
+_PRIORITY = 0x2
+_SETTINGS = 0x4
 _PUSH_PROMISE = 0x5
+_PING = 0x6
 _CONTINUATION = 0x9
 _END_HEADERS = 0x4
+_END_STREAM = 0x1
+_ACK = 0x1
 
 
-class HeaderBlockGuard:
+class FrameGuard:
     __slots__ = (
         "block_bytes",
+        "control",
         "frames",
         "in_block",
         "max_bytes",
@@ -37,6 +49,7 @@ class HeaderBlockGuard:
         self.in_block = False  # a header block has started and not ended
         self.block_bytes = 0
         self.frames = 0
+        self.control = 0  # frames without a request in them, since the last reset
 
     def feed(self, data: bytes) -> bool:
         """False when a header block is over the limits (the connection must go)."""
@@ -68,6 +81,14 @@ class HeaderBlockGuard:
                     self.in_block = True
                     self.block_bytes = length
                     self.frames = 0
+            elif kind == _DATA:
+                if not length and not flags & _END_STREAM:
+                    self.control += 1
+            elif kind in (_PING, _SETTINGS):
+                if not flags & _ACK:
+                    self.control += 1
+            elif kind == _PRIORITY:
+                self.control += 1
             elif kind == _CONTINUATION:
                 self.frames += 1
                 self.block_bytes += length
