@@ -620,3 +620,40 @@ def test_idle_connection_gets_goaway(
     goaways = [f for f in frames if isinstance(f, GoAwayFrame)]
     assert goaways and goaways[0].error_code == ErrorCodes.NO_ERROR
     assert goaways[0].last_stream_id == 1
+
+
+def test_expect_continue_and_sized_upload(
+    tmp_path: Path, backend: Backend, gateway: Callable[..., Gateway]
+) -> None:
+    config = h2_config(tmp_path, backend)
+    start(gateway, config)
+    raw = RawH2(https_port(config), root_ca(tmp_path))
+    headers = [
+        *raw.request_headers("/upload", "POST"),
+        ("content-length", "5"),
+        ("expect", "100-continue"),
+    ]
+    raw.conn.send_headers(1, headers, end_stream=False)
+    raw.flush()
+    informational = False
+    body = b""
+    status = 0
+    for event in raw.events(timeout=15):
+        if isinstance(event, h2.events.InformationalResponseReceived):
+            informational = dict(event.headers)[b":status"] == b"100"
+            raw.conn.send_data(1, b"hello", end_stream=True)
+            raw.flush()
+        elif isinstance(event, h2.events.ResponseReceived):
+            status = int(dict(event.headers)[b":status"])
+        elif isinstance(event, h2.events.DataReceived):
+            body += event.data
+            raw.conn.acknowledge_received_data(event.flow_controlled_length, 1)
+        elif isinstance(event, h2.events.StreamEnded):
+            break
+    raw.close()
+    assert informational
+    assert status == 200
+    doc = json.loads(body)
+    assert doc["body_len"] == 5
+    assert doc["sha256"] == hashlib.sha256(b"hello").hexdigest()
+    assert ["content-length", "5"] in doc["headers"]
