@@ -657,3 +657,31 @@ def test_expect_continue_and_sized_upload(
     assert doc["body_len"] == 5
     assert doc["sha256"] == hashlib.sha256(b"hello").hexdigest()
     assert ["content-length", "5"] in doc["headers"]
+
+
+def test_upstream_connection_reused_after_a_slow_reader(
+    tmp_path: Path, backend: Backend, gateway: Callable[..., Gateway]
+) -> None:
+    """A response that ends while its client's window is closed (the upstream socket
+    paused for backpressure) leaves a pooled connection that still answers."""
+    config = h2_config(tmp_path, backend)
+    start(gateway, config)
+    raw = RawH2(https_port(config), root_ca(tmp_path))
+    for round_ in range(3):
+        sid = raw.conn.get_next_available_stream_id()
+        raw.conn.send_headers(sid, raw.request_headers(f"/bytes?n=300000&r={round_}"), True)
+        raw.flush()
+        time.sleep(0.3)  # the whole answer reaches the gateway; the window stays closed
+        received = 0
+        ended = False
+        for event in raw.events(timeout=10):
+            if isinstance(event, h2.events.DataReceived):
+                received += len(event.data)
+                raw.conn.acknowledge_received_data(event.flow_controlled_length, sid)
+                raw.flush()
+            elif isinstance(event, h2.events.StreamEnded):
+                ended = True
+                break
+        assert ended and received == 300000
+    raw.close()
+    assert len(backend.requests) == 3
