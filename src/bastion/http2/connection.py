@@ -91,7 +91,7 @@ class HTTP2Connection(asyncio.Protocol):
                 SettingCodes.INITIAL_WINDOW_SIZE: window,
             },
         )
-        self.connection_window = window * 4
+        self.connection_window = min(window * 4, 2**31 - 1)
         self.idle_since = ctx.loop.time()
 
     # ----------------------------------------------------------- transport
