@@ -48,6 +48,7 @@ class Plan:
         self.https_listeners = list(config.listen.https)
         self.limits = config.limits
         self.timeouts = config.timeouts
+        self.http2_enabled = config.http2.enabled
         # sites by host, as seen from plain-HTTP and from HTTPS listeners: a site with TLS
         # is a redirect on the first and itself on the second; a site without TLS is
         # absent from the second

@@ -152,7 +152,7 @@ def test_keys_are_not_substituted() -> None:
         config_from_dict({"sites": [], "${X}": 1})
     assert [i.message for i in info.value.issues] == [
         "must not be empty",
-        "unknown key '${X}' (expected one of: listen, sites, limits, timeouts, access_log, "
+        "unknown key '${X}' (expected one of: listen, sites, limits, timeouts, access_log, http2, "
         "trusted_proxies, workers, shutdown_timeout, pid_file, watch, data_dir, acme, tls, "
         "log_level)",
     ]

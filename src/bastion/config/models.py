@@ -61,6 +61,7 @@ __all__ = [
     "AcmeEab",
     "Config",
     "Hsts",
+    "Http2",
     "Limits",
     "Listen",
     "Proxy",
@@ -513,6 +514,42 @@ class ServerTimeouts(_Model):
     )
 
 
+class Http2(_Model):
+    """HTTP/2 on the HTTPS listeners (negotiated with ALPN; no cleartext h2c)."""
+
+    enabled: bool = Field(
+        default=True,
+        description="Offer h2 in ALPN on HTTPS listeners; false serves HTTP/1.1 only.",
+    )
+    max_concurrent_streams: int = Field(
+        default=100,
+        ge=1,
+        le=10000,
+        description="Streams a client may have open at once on one connection "
+        "(SETTINGS_MAX_CONCURRENT_STREAMS).",
+    )
+    max_requests: int = Field(
+        default=10000,
+        ge=1,
+        description="Streams served on one connection before a graceful GOAWAY asks the "
+        "client to open a new one.",
+    )
+    initial_window: Size = Field(
+        default=256 * 1024,
+        ge=65535,
+        le=2**31 - 1,
+        description="Per-stream receive window for request bodies: how much a client may "
+        "send before the gateway has passed it on upstream.",
+    )
+    max_resets: int = Field(
+        default=200,
+        ge=1,
+        description="Streams a client may cancel before they are answered within 10 seconds; "
+        "beyond it the connection is closed with GOAWAY(ENHANCE_YOUR_CALM) "
+        "(rapid reset defence).",
+    )
+
+
 def _off_from_yaml(value: Any) -> Any:
     # YAML 1.1 reads a bare `off` as false.
     return "off" if value is False else value
@@ -691,6 +728,9 @@ class Config(_Model):
         default_factory=lambda: ServerTimeouts(), description="Client time limits."
     )
     access_log: AccessLog = Field(default_factory=lambda: AccessLog(), description="Access log.")
+    http2: Http2 = Field(
+        default_factory=lambda: Http2(), description="HTTP/2 on the HTTPS listeners."
+    )
     trusted_proxies: list[Network] = Field(
         default_factory=list,
         description="Addresses or CIDRs of proxies in front of bastion whose "

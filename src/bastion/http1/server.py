@@ -128,6 +128,11 @@ class HTTP1Connection(asyncio.Protocol):
         if len(ctx.connections) >= ctx.plan.limits.max_connections or ctx.draining:
             transport.abort()  # type: ignore[attr-defined]
             return
+        if self.secure and ctx.start_http2 is not None:
+            ssl_object = transport.get_extra_info("ssl_object")
+            if ssl_object is not None and ssl_object.selected_alpn_protocol() == "h2":
+                ctx.start_http2(transport)  # ALPN chose HTTP/2: that protocol takes over
+                return
         ctx.connections.add(self)
         peer = transport.get_extra_info("peername")
         self.client_ip = peer[0] if isinstance(peer, tuple) else "unix"

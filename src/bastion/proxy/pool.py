@@ -252,6 +252,12 @@ class Pool:
         if self.retired or len(self.idle) >= self.max_idle:
             conn.close()
             return
+        transport = conn.transport
+        if transport is not None and not transport.is_reading():
+            # The response ended while its client was slow (reading paused for
+            # backpressure): an idle connection must read, to see the backend
+            # close it, and the next exchange must get its answer.
+            transport.resume_reading()
         conn.arm(self.loop.time() + self.idle_timeout)
         self.idle.append(conn)
 

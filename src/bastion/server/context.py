@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Callable
 from email.utils import formatdate
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from bastion.http1.server import HTTP1Connection
+    from bastion.http2.connection import HTTP2Connection
     from bastion.observe.accesslog import AccessLog
     from bastion.plan import Plan
 
@@ -18,7 +20,10 @@ class WorkerContext:
     def __init__(self, loop: asyncio.AbstractEventLoop, plan: Plan) -> None:
         self.loop = loop
         self.plan = plan
-        self.connections: set[HTTP1Connection] = set()
+        self.connections: set[HTTP1Connection | HTTP2Connection] = set()
+        self.http2_connections: set[HTTP2Connection] = set()
+        # set when HTTPS listeners exist: takes over a TLS connection that chose h2
+        self.start_http2: Callable[[Any], None] | None = None
         self.access_log: AccessLog | None = None
         self.draining = False
         self._id_prefix = os.urandom(6).hex()

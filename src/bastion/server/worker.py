@@ -18,12 +18,13 @@ from pathlib import Path
 
 from bastion.config import Address, ConfigError, LoadedConfig, load_config
 from bastion.http1.server import HTTP1Connection
+from bastion.http2.connection import start_http2
 from bastion.observe.accesslog import AccessLog
 from bastion.plan import Plan, compile_plan
 from bastion.proxy.pool import PoolRegistry
 from bastion.server.context import WorkerContext
 from bastion.tls.alpn import AlpnListener, listening_socket
-from bastion.tls.context import apply_profile, dispatch_context
+from bastion.tls.context import HTTP1_ONLY, apply_profile, dispatch_context
 from bastion.tls.renewal import CertManager, alpn_challenge_dir
 from bastion.tls.solvers import ALPN_POLL
 
@@ -158,8 +159,15 @@ class Worker:
             assert ctx is not None
 
             def lookup(server_name: str | None) -> ssl.SSLContext | None:
-                table = ctx.plan.tls
-                return None if table is None else table.lookup(server_name)
+                plan = ctx.plan
+                table = plan.tls
+                chosen = None if table is None else table.lookup(server_name)
+                if chosen is not None and not plan.http2_enabled:
+                    # ALPN is chosen from the certificate context's list: narrow it
+                    chosen.set_alpn_protocols(HTTP1_ONLY)
+                return chosen
+
+            ctx.start_http2 = lambda transport: start_http2(ctx, transport)
 
             self._tls_context = apply_profile(dispatch_context(lookup), ctx.plan.config.tls.profile)
         return self._tls_context
@@ -201,6 +209,8 @@ class Worker:
             old = self.ctx.plan
             self.ctx.plan = plan
             self.registry.keep_only(plan.pools)
+            for conn in list(self.ctx.http2_connections):
+                conn.goaway()  # clients reconnect and meet the new config
             if _log_settings(old) != _log_settings(plan):
                 self._configure_access_log(plan)
             self._start_acme(plan)

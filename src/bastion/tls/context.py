@@ -3,7 +3,8 @@
 - TLS 1.2 and 1.3 only; TLS 1.2 uses the Mozilla "intermediate" cipher list (forward-secret
   ECDHE key exchange with AES-GCM or ChaCha20-Poly1305; TLS 1.3 suites are OpenSSL's
   defaults, which are exactly those of the same profile).
-- ALPN offers ``http/1.1`` only until the HTTP/2 protocol lands.
+- ALPN offers ``h2`` then ``http/1.1``; with ``http2.enabled: false`` the worker narrows a
+  certificate context to ``http/1.1`` when a handshake picks it (`HTTP1_ONLY`).
 - Session tickets stay on (OpenSSL's default), so returning clients resume without a full
   handshake.
 
@@ -21,6 +22,7 @@ from collections.abc import Callable
 
 __all__ = [
     "ALPN",
+    "HTTP1_ONLY",
     "INTERMEDIATE_CIPHERS",
     "apply_profile",
     "certificate_context",
@@ -38,7 +40,10 @@ INTERMEDIATE_CIPHERS = ":".join(
         "ECDHE-RSA-CHACHA20-POLY1305",
     )
 )
-ALPN = ["http/1.1"]
+# Server preference order: a client offering both gets h2. WebSocket clients offer
+# http/1.1 only and keep their Upgrade on the same listener.
+ALPN = ["h2", "http/1.1"]
+HTTP1_ONLY = ["http/1.1"]
 
 Lookup = Callable[[str | None], ssl.SSLContext | None]
 

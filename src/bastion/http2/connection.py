@@ -1,0 +1,476 @@
+"""The HTTP/2 connection protocol: frames in, streams dispatched, frames out.
+
+Started on a TLS connection whose ALPN chose ``h2`` (the HTTP/1.1 protocol hands
+the transport over). Requests of one received chunk are dispatched only after the
+whole chunk is processed, so a stream reset in the same read never reaches a
+backend (rapid reset); past `http2.max_resets` early cancellations in 10 seconds
+the connection is closed with GOAWAY(ENHANCE_YOUR_CALM).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING, Any
+
+from h2.config import H2Configuration
+from h2.connection import H2Connection
+from h2.errors import ErrorCodes
+from h2.events import (
+    ConnectionTerminated,
+    DataReceived,
+    RemoteSettingsChanged,
+    RequestReceived,
+    StreamEnded,
+    StreamReset,
+    WindowUpdated,
+)
+from h2.exceptions import ProtocolError, StreamClosedError
+from h2.settings import SettingCodes, Settings
+from hyperframe.frame import GoAwayFrame
+
+from bastion.http1.request import Request
+from bastion.http2.guard import FrameGuard
+from bastion.http2.headers import StreamReject, build_request
+from bastion.http2.stream import Stream
+
+if TYPE_CHECKING:
+    from bastion.server.context import WorkerContext
+
+log = logging.getLogger("bastion.http2")
+
+_RESET_WINDOW = 10.0  # seconds over which early cancellations are counted
+_MAX_CONTINUATIONS = 16  # more CONTINUATION frames in one header block: a flood
+# PING, SETTINGS, PRIORITY and empty DATA frames allowed per _RESET_WINDOW: browsers
+# send a handful per connection, a flood sends them by the thousand
+_MAX_CONTROL = 1000
+_TICK = 1.0
+
+
+class HTTP2Connection(asyncio.Protocol):
+    transport: Any = None
+    closing = False
+    write_paused = False
+    goaway_sent = False
+    last_sid = 0
+    corked = 0
+    requests = 0
+    resets = 0
+    reset_window_start = 0.0
+    preface_seen = False
+    block_since = 0.0
+    control_since = 0.0
+    timer: asyncio.TimerHandle | None = None
+
+    def __init__(self, ctx: WorkerContext) -> None:
+        self.ctx = ctx
+        plan = ctx.plan
+        limits = plan.limits
+        settings = plan.config.http2
+        self.max_header_bytes = limits.max_header_bytes
+        self.max_uri_bytes = limits.max_uri_bytes
+        self.max_body_bytes = limits.max_body_bytes
+        self.header_timeout = plan.timeouts.header
+        self.idle_timeout = plan.timeouts.keepalive
+        self.max_requests = settings.max_requests
+        self.max_resets = settings.max_resets
+        window = settings.initial_window
+        self.client_ip = ""
+        self.streams: dict[int, Stream] = {}
+        # what a header block may take compressed: the head limits plus HPACK's
+        # per-field overhead; decoded lists are bounded by SETTINGS below
+        block_limit = limits.max_header_bytes + limits.max_uri_bytes + 4096
+        self.guard = FrameGuard(block_limit, _MAX_CONTINUATIONS)
+        self.h2 = H2Connection(H2Configuration(client_side=False, header_encoding=None))
+        self.h2.local_settings = Settings(
+            client=False,
+            initial_values={
+                SettingCodes.MAX_CONCURRENT_STREAMS: settings.max_concurrent_streams,
+                SettingCodes.MAX_HEADER_LIST_SIZE: block_limit,
+                SettingCodes.INITIAL_WINDOW_SIZE: window,
+            },
+        )
+        self.connection_window = min(window * 4, 2**31 - 1)
+        self.idle_since = ctx.loop.time()
+
+    # ----------------------------------------------------------- transport
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        ctx = self.ctx
+        ctx.connections.add(self)
+        ctx.http2_connections.add(self)
+        peer = transport.get_extra_info("peername")
+        self.client_ip = peer[0] if isinstance(peer, tuple) else "unix"
+        h2 = self.h2
+        h2.initiate_connection()
+        # the connection window is shared by all streams: wider than one stream's
+        h2.increment_flow_control_window(self.connection_window - 65535)
+        self.flush()
+        self.block_since = self.control_since = ctx.loop.time()  # the preface is a head too
+        self.timer = ctx.loop.call_later(_TICK, self._on_tick)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closing = True
+        ctx = self.ctx
+        ctx.connections.discard(self)
+        ctx.http2_connections.discard(self)
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        streams = list(self.streams.values())
+        self.streams.clear()
+        for stream in streams:
+            stream.on_reset()
+        self.transport = None
+
+    def eof_received(self) -> bool:
+        return False
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        for stream in list(self.streams.values()):
+            if stream.pending:
+                self.send_pending(stream)
+
+    # --------------------------------------------------------------- input
+    def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return
+        guard = self.guard
+        if not guard.feed(data):
+            log.warning("http2: header block flood from %s: closing", self.client_ip)
+            self.fail(ErrorCodes.ENHANCE_YOUR_CALM)
+            return
+        if guard.control > _MAX_CONTROL:
+            log.warning("http2: control frame flood from %s: closing", self.client_ip)
+            self.fail(ErrorCodes.ENHANCE_YOUR_CALM)
+            return
+        try:
+            events = self.h2.receive_data(data)
+        except ProtocolError as exc:
+            code = getattr(exc, "error_code", ErrorCodes.PROTOCOL_ERROR)
+            log.info("http2: protocol error from %s: %s", self.client_ip, exc)
+            self.fail(code)
+            return
+        now = self.ctx.loop.time()
+        if guard.in_block:
+            if not self.block_since:
+                self.block_since = now
+        elif self.preface_seen:
+            self.block_since = 0.0
+        try:
+            self._handle_events(events, now)
+        except Exception:
+            # a bug must cost this connection at most, never the worker
+            log.exception("http2: failed handling frames from %s", self.client_ip)
+            self.fail(ErrorCodes.INTERNAL_ERROR)
+
+    def _handle_events(self, events: list[Any], now: float) -> None:
+        guard = self.guard
+        new: list[Stream] = []
+        for event in events:
+            if isinstance(event, DataReceived):
+                stream = self.streams.get(event.stream_id)
+                if stream is None:
+                    self.ack(event.stream_id, event.flow_controlled_length)
+                else:
+                    stream.on_data(event.data, event.flow_controlled_length)
+            elif isinstance(event, RequestReceived):
+                stream = self._open(event, now)
+                if stream is not None:
+                    new.append(stream)
+            elif isinstance(event, StreamEnded):
+                stream = self.streams.get(event.stream_id)
+                if stream is not None:
+                    stream.on_end()
+            elif isinstance(event, WindowUpdated):
+                if event.stream_id == 0:
+                    for stream in list(self.streams.values()):
+                        if stream.pending:
+                            self.send_pending(stream)
+                else:
+                    stream = self.streams.get(event.stream_id)
+                    if stream is not None and stream.pending:
+                        self.send_pending(stream)
+            elif isinstance(event, StreamReset):
+                self._on_client_reset(event.stream_id, now)
+            elif isinstance(event, RemoteSettingsChanged):
+                if not self.preface_seen:
+                    self.preface_seen = True
+                    self.block_since = now if guard.in_block else 0.0
+                for stream in list(self.streams.values()):
+                    if stream.pending:
+                        self.send_pending(stream)
+            elif isinstance(event, ConnectionTerminated):
+                # the client is leaving: what it still waits for cannot be sent
+                self.close()
+                return
+            if self.closing:
+                return
+        for stream in new:
+            if not stream.closed and not stream.answered:
+                self._dispatch(stream)
+        if not self.corked:
+            self.flush()
+
+    def _open(self, event: RequestReceived, now: float) -> Stream | None:
+        sid = event.stream_id
+        if self.goaway_sent and sid > self.last_sid:
+            # after our GOAWAY: never processed, the client may retry it elsewhere
+            self.h2.reset_stream(sid, ErrorCodes.REFUSED_STREAM)
+            return None
+        req = Request()
+        req.version = "2.0"
+        req.client_ip = self.client_ip
+        req.start = now
+        stream = Stream(self, sid, req)
+        self.streams[sid] = stream
+        try:
+            build_request(
+                event.headers or [],
+                req,
+                self.max_header_bytes,
+                self.max_uri_bytes,
+                self.max_body_bytes,
+            )
+        except StreamReject as exc:
+            stream.reject = exc
+        if req.content_length is None and event.stream_ended is None:
+            req.chunked = True  # a body of unknown length: chunked to the upstream
+        elif event.stream_ended is not None and req.content_length:
+            stream.reject = StreamReject(400, "The body is shorter than its Content-Length.")
+        ctx = self.ctx
+        if req.xrid is not None and ctx.plan.is_trusted(self.client_ip):
+            req.request_id = req.xrid.decode("latin-1")
+        else:
+            req.request_id = ctx.next_request_id()
+        self.requests += 1
+        if self.requests >= self.max_requests:
+            self.goaway(sid)  # this stream is still served; the client reconnects for more
+        return stream
+
+    def _dispatch(self, stream: Stream) -> None:
+        req = stream.req
+        req.dispatched = True
+        reject = stream.reject
+        if reject is not None:
+            stream.problem(req, reject.status, reject.detail)
+            return
+        try:
+            route, status, allow = self.ctx.plan.route(req, True)
+            if route is None:
+                headers = b"Allow: " + allow + b"\r\n" if allow else b""
+                stream.problem(req, status, headers=headers)
+                return
+            req.route = route
+            req.route_name = route.name
+            req.extra_head = route.extra_head
+            route.handler.handle(stream, req)
+        except Exception:
+            log.exception("request %s failed in its handler", req.request_id)
+            if not stream.resp_started:
+                stream.problem(req, 500)
+            else:
+                stream.abort()
+
+    def _on_client_reset(self, sid: int, now: float) -> None:
+        stream = self.streams.pop(sid, None)
+        if stream is None:
+            return
+        early = not stream.answered
+        stream.on_reset()
+        self._stream_gone()
+        if early:
+            # a stream cancelled before its answer: the rapid reset pattern when
+            # it repeats (CVE-2023-44487); the backend work was cancelled above
+            if now - self.reset_window_start > _RESET_WINDOW:
+                self.reset_window_start = now
+                self.resets = 0
+            self.resets += 1
+            if self.resets > self.max_resets:
+                log.warning("http2: rapid reset from %s: closing", self.client_ip)
+                self.fail(ErrorCodes.ENHANCE_YOUR_CALM)
+
+    # -------------------------------------------------------------- output
+    def send_headers(self, stream: Stream, fields: list[tuple[bytes, bytes]], end: bool) -> None:
+        if self.closing or stream.closed:
+            return
+        try:
+            self.h2.send_headers(stream.sid, fields, end_stream=end)
+        except StreamClosedError:
+            stream.on_reset()  # the client reset it meanwhile
+            self._forget(stream)
+            return
+        except ProtocolError as exc:
+            # a field HTTP/2 cannot carry (from an upstream): this stream fails alone
+            log.warning("http2: response %s not sendable: %s", stream.req.request_id, exc)
+            if stream.req.status < 500:
+                stream.req.status = 502
+            stream.abort()
+            return
+        if end:
+            self._sent_end(stream)
+        if not self.corked:
+            self.flush()
+
+    def send_pending(self, stream: Stream) -> None:
+        """Move a stream's pending bytes into DATA frames as far as the windows allow."""
+        if self.closing or stream.closed:
+            return
+        h2 = self.h2
+        sid = stream.sid
+        pending = stream.pending
+        try:
+            while pending and not self.write_paused:
+                window = h2.local_flow_control_window(sid)
+                if window <= 0:
+                    break
+                chunk = pending[0]
+                size = min(window, h2.max_outbound_frame_size, len(chunk))
+                if size < len(chunk):
+                    h2.send_data(sid, chunk[:size])
+                    pending[0] = chunk[size:]
+                else:
+                    h2.send_data(sid, chunk)
+                    pending.popleft()
+                stream.pending_bytes -= size
+            if not pending and stream.ended:
+                h2.end_stream(sid)
+                self._sent_end(stream)
+        except (ProtocolError, StreamClosedError):
+            stream.on_reset()
+            self._forget(stream)
+        if not self.corked:
+            self.flush()
+        stream.drained()
+
+    def _sent_end(self, stream: Stream) -> None:
+        stream.closed = True
+        if not stream.req.body_done and not self.closing:
+            # answered before the body was complete: ask the client to stop
+            # sending it, without error (RFC 9113 §8.1)
+            self.h2.reset_stream(stream.sid, ErrorCodes.NO_ERROR)
+        self._forget(stream)
+
+    def _forget(self, stream: Stream) -> None:
+        if self.streams.pop(stream.sid, None) is not None:
+            self._stream_gone()
+
+    def _stream_gone(self) -> None:
+        if not self.streams:
+            self.idle_since = self.ctx.loop.time()
+            if self.goaway_sent and not self.closing:
+                self.close()
+
+    def reset(self, stream: Stream, cancelled: bool) -> None:
+        stream.closed = True
+        stream.pending.clear()
+        if not self.closing:
+            with contextlib.suppress(ProtocolError, StreamClosedError):
+                self.h2.reset_stream(stream.sid, ErrorCodes.INTERNAL_ERROR)
+            if not self.corked:
+                self.flush()
+        self._forget(stream)
+
+    def ack(self, sid: int, size: int) -> None:
+        if self.closing or not size:
+            return
+        try:
+            self.h2.acknowledge_received_data(size, sid)
+        except (ProtocolError, StreamClosedError):
+            return
+        if not self.corked:
+            self.flush()
+
+    def uncork(self) -> None:
+        if self.corked:
+            self.corked -= 1
+        if not self.corked:
+            self.flush()
+
+    def flush(self) -> None:
+        data = self.h2.data_to_send()
+        if data and self.transport is not None:
+            self.transport.write(data)
+
+    def log(self, req: Request) -> None:
+        access_log = self.ctx.access_log
+        if access_log is not None:
+            access_log.write(req, self.ctx.loop.time())
+
+    # ------------------------------------------------------------- closing
+    def goaway(self, last_sid: int | None = None) -> None:
+        """Graceful GOAWAY: no new streams, the open ones finish, then close.
+
+        Written by hand: `h2` forbids sending on any stream once it has sent a GOAWAY,
+        and the open streams still need their answers."""
+        if self.goaway_sent or self.closing or self.transport is None:
+            return
+        self.goaway_sent = True
+        self.last_sid = self.h2.highest_inbound_stream_id if last_sid is None else last_sid
+        self.flush()
+        frame = GoAwayFrame(0)
+        frame.last_stream_id = self.last_sid
+        frame.error_code = ErrorCodes.NO_ERROR
+        self.transport.write(frame.serialize())
+        if not self.streams:
+            self.close()
+
+    def fail(self, code: int) -> None:
+        """A connection error: GOAWAY with `code`, every stream cancelled, closed."""
+        if self.closing:
+            return
+        with contextlib.suppress(ProtocolError):
+            self.h2.close_connection(error_code=code)
+        self.flush()
+        self.close()
+
+    def close(self) -> None:
+        if not self.closing:
+            self.flush()  # what the last stream ended with leaves before the FIN
+        self.closing = True
+        streams = list(self.streams.values())
+        self.streams.clear()
+        for stream in streams:
+            stream.on_reset()
+        if self.transport is not None:
+            self.transport.close()
+
+    def close_idle(self) -> None:
+        """Draining: tell the client with GOAWAY, close once the streams are done."""
+        self.goaway()
+
+    def abort(self) -> None:
+        self.closing = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    # --------------------------------------------------------------- timer
+    def _on_tick(self) -> None:
+        self.timer = None
+        if self.closing or self.transport is None:
+            return
+        now = self.ctx.loop.time()
+        if now - self.control_since >= _RESET_WINDOW:
+            self.control_since = now
+            self.guard.control = 0
+        if self.block_since and now - self.block_since > self.header_timeout:
+            # the preface or a header block that never completes (slowloris)
+            self.fail(ErrorCodes.PROTOCOL_ERROR if self.preface_seen else ErrorCodes.NO_ERROR)
+            return
+        if not self.streams and now - self.idle_since > self.idle_timeout:
+            self.goaway()
+            self.close()
+            return
+        self.timer = self.ctx.loop.call_later(_TICK, self._on_tick)
+
+
+def start_http2(ctx: WorkerContext, transport: Any) -> None:
+    """Take over a TLS connection whose ALPN chose h2 (the handshake is done)."""
+    protocol = HTTP2Connection(ctx)
+    transport.set_protocol(protocol)
+    protocol.connection_made(transport)

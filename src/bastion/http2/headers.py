@@ -1,0 +1,156 @@
+"""Header translation between HTTP/2 header lists and the HTTP/1.1 shapes the
+router, the proxy and the handlers already speak.
+
+The `h2` library has already rejected what RFC 9113 §8.2 calls malformed (uppercase
+names, connection-specific fields, `te` other than `trailers`, misplaced or
+duplicate pseudo-headers, Host differing from :authority) and joined split Cookie
+fields; what is left here are the gateway's own limits and the mapping.
+"""
+
+from __future__ import annotations
+
+from bastion.http1.request import Request
+from bastion.routing import normalize_path, parse_host
+
+# Response fields that mean something only to an HTTP/1.1 connection (RFC 9113 §8.2.2).
+_CONNECTION_SPECIFIC = frozenset(
+    (
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"transfer-encoding",
+        b"upgrade",
+    )
+)
+_SPECIAL = frozenset(
+    (
+        b"content-length",
+        b"expect",
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
+        b"x-forwarded-host",
+        b"x-request-id",
+    )
+)
+
+
+class StreamReject(Exception):
+    """The request is refused with `status` on its stream; the connection lives on."""
+
+    def __init__(self, status: int, detail: str | None = None) -> None:
+        super().__init__(status, detail)
+        self.status = status
+        self.detail = detail
+
+
+def build_request(
+    headers: list[tuple[bytes, bytes]],
+    req: Request,
+    max_header_bytes: int,
+    max_uri_bytes: int,
+    max_body_bytes: int,
+) -> None:
+    """Fill `req` from a request header list; raises StreamReject.
+
+    Sizes are counted as the HTTP/1.1 side counts them (name, value and four bytes
+    of framing per field), so one `limits:` section means the same on both.
+    """
+    method = scheme = path = authority = b""
+    host = b""
+    size = 0
+    fields = req.headers
+    for name, value in headers:
+        if name[:1] == b":":
+            if name == b":method":
+                method = value
+            elif name == b":path":
+                path = value
+            elif name == b":authority":
+                authority = value
+            elif name == b":scheme":
+                scheme = value
+            continue
+        size += len(name) + len(value) + 4
+        fields.append((name, name, value))
+        if name == b"host":
+            host = value
+        elif name in _SPECIAL:
+            _special(req, name, value)
+    if size > max_header_bytes:
+        raise StreamReject(431)
+    if len(path) > max_uri_bytes:
+        raise StreamReject(414)
+    req.method = method.decode("latin-1")
+    if method == b"CONNECT":
+        raise StreamReject(501, "CONNECT is not supported on this connection.")
+    if scheme not in (b"https", b"http"):
+        raise StreamReject(400, "The :scheme pseudo-header must be https.")
+    raw_host = authority or host
+    parsed = parse_host(raw_host.decode("latin-1"))
+    if parsed is None:
+        raise StreamReject(400, "The :authority pseudo-header is malformed.")
+    req.host = parsed
+    req.host_header = raw_host
+    req.target = path
+    _parse_path(req, path)
+    max_body = max_body_bytes
+    if max_body and req.content_length is not None and req.content_length > max_body:
+        raise StreamReject(413)
+
+
+def _special(req: Request, name: bytes, value: bytes) -> None:
+    if name == b"content-length":
+        if not value.isdigit() or (
+            req.content_length is not None and int(value) != req.content_length
+        ):
+            raise StreamReject(400, "The Content-Length header is malformed.")
+        req.content_length = int(value)
+    elif name == b"expect":
+        if value.lower() != b"100-continue":
+            raise StreamReject(417, "Only the 100-continue expectation is supported.")
+        req.expect_continue = True
+    elif name == b"x-forwarded-for":
+        req.xff = value if req.xff is None else req.xff + b", " + value
+    elif name == b"x-forwarded-proto":
+        req.xfp = value
+    elif name == b"x-forwarded-host":
+        req.xfh = value
+    elif name == b"x-request-id":
+        req.xrid = value
+
+
+def _parse_path(req: Request, target: bytes) -> None:
+    if target[:1] != b"/":
+        if target == b"*" and req.method == "OPTIONS":
+            req.path = req.raw_path = "*"
+            return
+        raise StreamReject(400, "The :path pseudo-header is malformed.")
+    raw = target.decode("latin-1")
+    path, _sep, query = raw.partition("?")
+    req.raw_path = path
+    req.query = query
+    if "%" not in path and "/." not in path and "//" not in path:
+        req.path = path
+        return
+    normalized = normalize_path(path)
+    if normalized is None:
+        raise StreamReject(400, "The request path is malformed.")
+    req.path = normalized
+
+
+def response_headers(head: bytes) -> list[tuple[bytes, bytes]]:
+    """An HTTP/1.1 response head (status line, fields, optional blank line) as an
+    HTTP/2 header list: `:status` first, names lowercased, connection fields dropped."""
+    lines = head.split(b"\r\n")
+    status = lines[0][9:12]
+    out: list[tuple[bytes, bytes]] = [(b":status", status)]
+    append = out.append
+    for line in lines[1:]:
+        if not line:
+            continue
+        name, _, value = line.partition(b":")
+        lname = name.strip().lower()
+        if lname in _CONNECTION_SPECIFIC:
+            continue
+        append((lname, value.strip()))
+    return out

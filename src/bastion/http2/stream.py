@@ -1,0 +1,242 @@
+"""One HTTP/2 stream, seen by handlers as if it were an HTTP/1.1 connection.
+
+`ProxyHandler`/`Exchange`, static files, redirects and problem answers call the
+same methods they call on `HTTP1Connection` (respond, problem, write_head,
+write_body, end_response, take_body, pause_reading, cork, …); the stream turns
+them into HEADERS and DATA frames within the HTTP/2 flow-control windows.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from bastion.http1.problem import PROBLEM_TYPE, problem_body
+from bastion.http1.request import BODY_NONE, Request
+from bastion.http1.status import STATUS_LINES, status_line
+from bastion.http2.headers import StreamReject, response_headers
+
+if TYPE_CHECKING:
+    from bastion.http2.connection import HTTP2Connection
+    from bastion.server.context import WorkerContext
+
+# Response bytes a stream may hold while its windows are closed; past it the
+# producer (the upstream socket, a file) is paused until the client opens them.
+HIGH_WATER = 64 * 1024
+LOW_WATER = 16 * 1024
+
+
+class Stream:
+    # class-level defaults: a new stream assigns only what differs
+    producer: Any = None
+    producer_paused = False
+    resp_started = False
+    resp_keep_alive = True  # read by the proxy; meaningless for one stream
+    answered = False  # end_response/abort done and logged
+    ended = False  # the response body is complete (END_STREAM once flushed)
+    closed = False  # END_STREAM sent or the stream reset: no more frames
+    read_paused = 0
+    unacked = 0  # request body bytes received but not yet passed on
+    pending_bytes = 0
+    reject: StreamReject | None = None
+    scheme = b"https"
+    secure = True
+
+    def __init__(self, conn: HTTP2Connection, sid: int, req: Request) -> None:
+        self.conn = conn
+        self.sid = sid
+        self.req = req
+        self.ctx: WorkerContext = conn.ctx
+        self.pending: deque[bytes] = deque()
+
+    # ---------------------------------------------- what handlers look at
+    @property
+    def transport(self) -> Any:
+        return None if self.closed else self.conn.transport
+
+    @property
+    def closing(self) -> bool:
+        return self.closed or self.conn.closing
+
+    @property
+    def write_paused(self) -> bool:
+        return self.producer_paused
+
+    # ------------------------------------------------------ request body
+    def on_data(self, data: bytes, flow_length: int) -> None:
+        req = self.req
+        req.body_bytes += len(data)
+        max_body = self.conn.max_body_bytes
+        if max_body and req.body_bytes > max_body:
+            self.conn.ack(self.sid, flow_length)
+            self._cancel_handler()
+            if self.resp_started:
+                self.abort()
+            elif not self.answered:
+                self.problem(req, 413)
+            return
+        sink = req.sink
+        if sink is not None:
+            sink.on_body(data)
+            self._ack(flow_length)
+        elif req.dispatched and req.body_buffer is None:
+            self.conn.ack(self.sid, flow_length)  # nobody wants it: dropped
+        else:
+            if req.body_buffer is None:
+                req.body_buffer = []
+            req.body_buffer.append(data)
+            # held, not acknowledged: the stream window bounds what waits here
+            self.unacked += flow_length
+
+    def on_end(self) -> None:
+        req = self.req
+        req.body_done = True
+        if req.sink is not None:
+            req.sink.on_body_end()
+
+    def _ack(self, flow_length: int) -> None:
+        if self.read_paused:
+            self.unacked += flow_length
+        else:
+            self.conn.ack(self.sid, flow_length)
+
+    def take_body(self, req: Request, sink: Any) -> list[bytes]:
+        buffered = req.body_buffer or []
+        req.body_buffer = None
+        req.sink = sink
+        if not self.read_paused and self.unacked:
+            self.conn.ack(self.sid, self.unacked)
+            self.unacked = 0
+        return buffered
+
+    def pause_reading(self, reason: int) -> None:
+        # the upstream cannot take more: stop acknowledging, the client's window closes
+        self.read_paused |= reason
+
+    def resume_reading(self, reason: int) -> None:
+        if self.read_paused & reason:
+            self.read_paused &= ~reason
+            if not self.read_paused and self.unacked and self.req.sink is not None:
+                self.conn.ack(self.sid, self.unacked)
+                self.unacked = 0
+
+    def send_continue(self, req: Request) -> None:
+        if req.expect_continue and not req.body_done and not self.closing:
+            req.expect_continue = False
+            self.conn.send_headers(self, [(b":status", b"100")], False)
+
+    # ------------------------------------------------------------ output
+    def respond(
+        self,
+        req: Request,
+        status: int,
+        body: bytes = b"",
+        content_type: bytes = b"text/plain; charset=utf-8",
+        headers: bytes = b"",
+    ) -> None:
+        if self.closing or self.answered:
+            return
+        req.status = status
+        no_body = req.method == "HEAD" or status in (204, 304)
+        head = b"".join(
+            (
+                STATUS_LINES.get(status) or status_line(status),
+                self.ctx.date_header,
+                b"Content-Type: " + content_type + b"\r\n" if body or content_type else b"",
+                b"Content-Length: %d\r\n" % len(body)
+                if status >= 200 and status not in (204, 304)
+                else b"",
+                headers,
+            )
+        )
+        if no_body:
+            body = b""
+        self.write_head(req, head, BODY_NONE if not body else 1)
+        self.write_body(body)
+        self.end_response()
+
+    def problem(
+        self, req: Request, status: int, detail: str | None = None, headers: bytes = b""
+    ) -> None:
+        body = problem_body(status, detail, req.request_id)
+        self.respond(req, status, body, PROBLEM_TYPE.encode(), headers)
+
+    def write_head(self, req: Request, head: bytes, framing: int) -> None:
+        if self.closing or self.resp_started:
+            return
+        self.resp_started = True
+        fields = response_headers(head + req.extra_head)
+        fields.append((b"x-request-id", req.request_id.encode("latin-1")))
+        req.bytes_out += len(head)
+        end = framing == BODY_NONE
+        if end:
+            self.ended = True
+        self.conn.send_headers(self, fields, end)
+
+    def write_body(self, data: bytes) -> None:
+        if not data or self.closing or self.ended:
+            return
+        self.pending.append(data)
+        self.pending_bytes += len(data)
+        self.req.bytes_out += len(data)
+        self.conn.send_pending(self)
+        if self.pending_bytes > HIGH_WATER and not self.producer_paused:
+            self.producer_paused = True
+            if self.producer is not None:
+                self.producer.pause_producing()
+
+    def drained(self) -> None:
+        """Called by the connection after it moved pending bytes into frames."""
+        if self.producer_paused and self.pending_bytes <= LOW_WATER:
+            self.producer_paused = False
+            if self.producer is not None:
+                self.producer.resume_producing()
+
+    def end_response(self) -> None:
+        if self.answered:
+            return
+        self.answered = True
+        self.ended = True
+        self.producer = None
+        req = self.req
+        if not req.body_done:
+            req.sink = None  # answered early: the rest of the body is not wanted
+        self.conn.log(req)
+        if not self.closed:
+            self.conn.send_pending(self)
+
+    def abort(self) -> None:
+        """The response was cut short: reset this stream only, its neighbours go on."""
+        self._cancel_handler()
+        if not self.answered:
+            self.answered = True
+            self.conn.log(self.req)
+        self.conn.reset(self, cancelled=False)
+
+    def cork(self) -> None:
+        self.conn.corked += 1
+
+    def uncork(self) -> None:
+        self.conn.uncork()
+
+    # --------------------------------------------------------- the end
+    def on_reset(self) -> None:
+        """The client reset the stream or the connection went away."""
+        self.closed = True
+        self.pending.clear()
+        self.pending_bytes = 0
+        self._cancel_handler()
+        if not self.answered:
+            self.answered = True
+            if self.req.status == 0:
+                self.req.status = 499
+            if self.req.dispatched:
+                self.conn.log(self.req)
+
+    def _cancel_handler(self) -> None:
+        req = self.req
+        target = req.sink if req.sink is not None else self.producer
+        req.sink = None
+        self.producer = None
+        if target is not None and hasattr(target, "client_gone"):
+            target.client_gone()
