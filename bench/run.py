@@ -55,7 +55,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="wrk runs per measurement (3); the median by rps is reported")
     p.add_argument("--warmup", type=float, default=2.0,
                    help="seconds of unrecorded wrk load before each measurement (2; 0 = none)")
-    p.add_argument("--quick", action="store_true", help="smoke test: 3 s, 1 run, 1 s warm-up")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke test: 3 s, 1 run, 1 s warm-up, 10 s quiet wait")
     p.add_argument("--connections", type=int, default=64, help="wrk connections (64)")
     p.add_argument("--threads", type=int, default=1, help="wrk threads (1)")
     p.add_argument("--h2-connections", type=int, default=16,
@@ -73,9 +74,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "one CPU during it, CPU steal included (20); the median skips noisy runs")
     p.add_argument("--noisy-retries", type=int, default=None,
                    help="extra runs allowed to replace noisy ones (default: --runs)")
-    p.add_argument("--quiet-wait", type=float, default=60.0,
+    p.add_argument("--quiet-wait", type=float, default=None,
                    help="before each run wait up to this many seconds for other load to drop "
-                        "below half the noise limit (60; 0 = don't wait)")
+                        "below half the noise limit (60, with --quick 10; 0 = don't wait)")
     p.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     p.add_argument("--bastion", default=targets.default_bastion_bin(),
                    help="bastion executable (default: the one beside this python)")
@@ -90,6 +91,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.quick:
         args.duration, args.runs, args.warmup = 3.0, 1, 1.0
+    if args.quiet_wait is None:
+        # a smoke test on a busy machine should not spend minutes waiting for quiet
+        args.quiet_wait = 10.0 if args.quick else 60.0
     if args.noisy_retries is None:
         args.noisy_retries = args.runs
     if args.runs < 1 or args.duration < 1:
