@@ -277,11 +277,11 @@ def main(argv: list[str] | None = None) -> int:
     notes: list[str] = []
     proxy_cpus, load_cpus = pinning(args, notes)
     if "h2" in args.scenario_list and not h2load.available():
-        log(h2load.MISSING)
-        notes.append(h2load.MISSING)
         args.scenario_list.remove("h2")
         if not args.scenario_list:
             raise SystemExit(h2load.MISSING)
+        log(h2load.MISSING)
+        notes.append(h2load.MISSING)
     scenarios = [SCENARIOS[s] for s in args.scenario_list]
     results: report.Results = {s.name: {} for s in scenarios}
     versions: dict[str, str] = {}
