@@ -10,14 +10,25 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import h2load
 import report
 import targets
+import tlscert
 import wrk
-from procs import RssSampler, cpu_snapshot, foreign_cpu_pct, http_get_ok, tree_rss_mib, wait_quiet
+from procs import (
+    RssSampler,
+    cpu_snapshot,
+    foreign_cpu_pct,
+    http_get_ok,
+    tree_cpu_seconds,
+    tree_rss_mib,
+    wait_quiet,
+)
 
 
 @dataclass(frozen=True)
@@ -26,6 +37,11 @@ class Scenario:
     path: str
     headers: tuple[str, ...]
     description: str
+    kind: str = "http"  # "http" (wrk), "https" (wrk over TLS) or "h2" (h2load over TLS)
+
+    @property
+    def tls(self) -> bool:
+        return self.kind != "http"
 
 
 @dataclass
@@ -36,6 +52,7 @@ class Slot:
     idle_rss_mib: float | None = None
     runs: dict[str, list[wrk.WrkResult]] = field(default_factory=dict)
     failed: str | None = None
+    unsupported: dict[str, str] = field(default_factory=dict)  # scenario -> why ("no h2")
 
     @property
     def pid(self) -> int | None:
@@ -46,9 +63,16 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+def get_ok(running: targets.Running) -> Callable[[int, str], bool]:
+    """The readiness GET for a target: plain HTTP or HTTPS."""
+    if running.tls:
+        return tlscert.https_get_ok
+    return http_get_ok
+
+
 def idle_rss(slot: Slot) -> None:
     """Idle RSS after one warm-up request, before any load."""
-    http_get_ok(slot.running.port, "/")
+    get_ok(slot.running)(slot.running.port, "/")
     time.sleep(0.5)
     slot.idle_rss_mib = tree_rss_mib(slot.pid) if slot.pid else None
 
@@ -61,7 +85,17 @@ class Measure:
     backend_pid: int
 
     def _wrk(self, slot: Slot, sc: Scenario, duration: float) -> wrk.WrkResult:
-        url = f"http://127.0.0.1:{slot.running.port}{sc.path}"
+        if sc.kind == "h2":
+            res = h2load.run(f"https://localhost:{slot.running.port}{sc.path}",
+                             duration=duration, warmup=0.0,
+                             connections=self.args.h2_connections,
+                             streams=self.args.h2_streams, cpus=self.load_cpus)
+            if res.protocol != "h2":
+                slot.unsupported[sc.name] = f"no h2 (ALPN: {res.protocol or 'none'})"
+                log(f"  {sc.name:<8} {slot.running.name:<13} {slot.unsupported[sc.name]}")
+            return res
+        scheme = "https" if sc.tls else "http"
+        url = f"{scheme}://127.0.0.1:{slot.running.port}{sc.path}"
         return wrk.run(url, duration=duration, connections=self.args.connections,
                        threads=self.args.threads, lua=self.lua, headers=list(sc.headers),
                        cpus=self.load_cpus)
@@ -83,8 +117,15 @@ class Measure:
                 log(f"  machine still busy ({load:.0f}% of a CPU used by other processes)")
         with RssSampler(slot.pid) as sampler:
             before = cpu_snapshot(roots)
+            cpu_before = tree_cpu_seconds(slot.pid) if slot.pid else 0.0
             res = self._wrk(slot, sc, args.duration)
-            res.foreign_cpu_pct, res.steal_pct = foreign_cpu_pct(before, cpu_snapshot(roots))
+            after = cpu_snapshot(roots)
+            res.foreign_cpu_pct, res.steal_pct = foreign_cpu_pct(before, after)
+            if slot.pid:
+                used = tree_cpu_seconds(slot.pid) - cpu_before
+                res.proxy_cpu_pct = 100.0 * used / max(after.time - before.time, 1e-6)
+        if sc.name in slot.unsupported:
+            return
         res.noisy = res.foreign_cpu_pct + res.steal_pct > args.noise_limit
         res.rss_peak_mib = sampler.peak_mib
         runs = slot.runs.setdefault(sc.name, [])
@@ -93,8 +134,11 @@ class Measure:
         if res.noisy:
             flag += "  NOISY"
         rss = f"  rss {report.fmt_mib(res.rss_peak_mib)} MB" if slot.pid else ""
-        log(f"  {sc.name:<8} {slot.running.name:<13} run {len(runs)}: {res.rps:>9,.0f} rps  "
-            f"p50 {report.fmt_us(res.p50_us):>7}  p99 {report.fmt_us(res.p99_us):>7}{rss}  "
+        cpu = f"  cpu {res.proxy_cpu_pct:.0f}%" if slot.pid else ""
+        lat = (f"p50 {report.fmt_us(res.p50_us):>7}  p99 {report.fmt_us(res.p99_us):>7}"
+               if sc.kind != "h2" else f"mean {report.fmt_us(res.mean_us):>7}")
+        log(f"  {sc.name:<9} {slot.running.name:<13} run {len(runs)}: {res.rps:>9,.0f} rps  "
+            f"{lat}{rss}{cpu}  "
             f"other load {res.foreign_cpu_pct:.0f}% steal {res.steal_pct:.0f}%{flag}")
         if res.exit_code != 0 and res.requests == 0:
             log(f"  wrk failed (exit {res.exit_code}):\n{res.raw.strip()}")
@@ -113,7 +157,8 @@ class Measure:
         def pending(slot: Slot) -> bool:
             runs = slot.runs.get(sc.name, [])
             clean = sum(not r.noisy for r in runs)
-            return not slot.failed and clean < args.runs and len(runs) < max_runs
+            return (not slot.failed and sc.name not in slot.unsupported
+                    and clean < args.runs and len(runs) < max_runs)
 
         while todo := [s for s in slots if pending(s)]:
             for slot in todo:
@@ -124,6 +169,8 @@ def summarize(slot: Slot, sc: Scenario) -> dict[str, Any]:
     """The result entry of one target in one scenario: the median run by rps, over the runs
     not disturbed by other load when there are any."""
     runs = slot.runs.get(sc.name, [])
+    if sc.name in slot.unsupported:
+        return {"skipped": slot.unsupported[sc.name], "unsupported": True}
     if slot.failed and not runs:
         return {"skipped": slot.failed}
     if not runs:
@@ -140,6 +187,7 @@ def summarize(slot: Slot, sc: Scenario) -> dict[str, Any]:
         "rps_median_all_runs": sorted(r.rps for r in runs)[(len(runs) - 1) // 2],
         "rss_idle_mib": slot.idle_rss_mib,
         "rss_peak_mib": max(r.rss_peak_mib for r in runs) if slot.pid else None,
+        "rps_per_cpu": median.rps_per_cpu or None,
         "flagged": any(not r.ok for r in runs),
     }
     if slot.failed:

@@ -10,7 +10,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -158,15 +158,18 @@ def http_get_ok(port: int, path: str = "/", timeout: float = 1.0) -> bool:
     return len(parts) >= 2 and parts[0].startswith(b"HTTP/1.") and parts[1][:1] == b"2"
 
 
-def wait_ready(proc: Proc, port: int, timeout: float = 20.0, path: str = "/") -> None:
-    """Poll until ``port`` answers a GET with 2xx; raise RuntimeError with the log tail if not."""
+def wait_ready(proc: Proc, port: int, timeout: float = 20.0, path: str = "/",
+               get: Callable[[int, str], bool] | None = None) -> None:
+    """Poll until ``port`` answers a GET with 2xx; raise RuntimeError with the log tail if not.
+    ``get`` replaces the plain-HTTP GET (the HTTPS targets pass theirs)."""
+    get_ok = get or http_get_ok
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not proc.alive():
             raise RuntimeError(
                 f"{proc.name} exited with code {proc.popen.returncode}:\n{proc.log_tail()}"
             )
-        if http_get_ok(port, path):
+        if get_ok(port, path):
             return
         time.sleep(0.1)
     raise RuntimeError(f"{proc.name} did not answer on port {port} in {timeout:.0f}s:\n"
@@ -279,6 +282,11 @@ def _proc_jiffies(pid: int) -> int:
     rest = stat[stat.rfind(b")") + 2 :].split()
     # utime and stime are fields 14 and 15 (1-based); rest starts at field 3.
     return int(rest[11]) + int(rest[12])
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) used so far by ``pid`` and its live descendants."""
+    return sum(_proc_jiffies(p) for p in process_tree(pid)) / _HZ
 
 
 @dataclass

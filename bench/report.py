@@ -11,6 +11,11 @@ P99_RATIO_MAX = 1.5
 IDLE_RSS_MAX_MIB = 40.0
 LOAD_RSS_MAX_MIB = 60.0
 JSON_LOG_RPS_RATIO_MIN = 0.7
+# HTTPS targets for bastion (issue 3).
+HTTPS_RATIO_MIN = 0.75
+HANDSHAKE_RATIO_MIN = 0.9
+H2_RATIO_MIN = 0.4
+TLS_SCENARIOS = ("https", "handshake", "h2")
 
 Results = dict[str, dict[str, dict[str, Any]]]  # scenario -> target -> entry
 
@@ -53,7 +58,7 @@ def add_ratios(results: Results, baseline: str = "nginx") -> None:
 
 
 HEADERS = ["target", "rps", "x nginx", "p50", "p99", "p99 x nginx", "errors",
-           "RSS idle MB", "RSS peak MB", "noise"]
+           "RSS idle MB", "RSS peak MB", "CPU %", "rps/CPU", "noise"]
 
 
 def _row(target: str, entry: dict[str, Any], markdown: bool) -> list[str]:
@@ -80,6 +85,8 @@ def _row(target: str, entry: dict[str, Any], markdown: bool) -> list[str]:
         errors,
         fmt_mib(entry.get("rss_idle_mib")),
         fmt_mib(entry.get("rss_peak_mib")),
+        f"{med['proxy_cpu_pct']:.0f}" if med.get("proxy_cpu_pct") else "-",
+        f"{med['rps_per_cpu']:,.0f}" if med.get("rps_per_cpu") else "-",
         _noise(med, entry),
     ]
 
@@ -153,7 +160,9 @@ def checks(results: Results) -> list[Check]:
     ratio_check("small keep-alive rps >= 0.8x nginx", b, "rps", RPS_RATIO_MIN, True)
     ratio_check("small keep-alive p99 <= 1.5x nginx", b, "p99_us", P99_RATIO_MAX, False)
 
-    entries = [e for s in results.values() if (e := s.get("bastion")) and e.get("median")]
+    # the memory targets are those of plain HTTP; the HTTPS instances are reported apart
+    entries = [e for name, s in results.items() if name not in TLS_SCENARIOS
+               and (e := s.get("bastion")) and e.get("median")]
     if entries:
         idle = max(e.get("rss_idle_mib") or 0.0 for e in entries)
         peak = max(e.get("rss_peak_mib") or 0.0 for e in entries)
@@ -180,3 +189,70 @@ def checks_text(items: list[Check], markdown: bool) -> str:
         return "\n".join(lines) + "\n"
     width = max(len(c.name) for c in items)
     return "\n".join(f"  {c.status:<4}  {c.name.ljust(width)}  {c.detail}" for c in items) + "\n"
+
+
+# --- HTTPS targets --------------------------------------------------------------------------
+
+
+def _value(results: Results, scenario: str, target: str, key: str) -> float | None:
+    med = _median(results, scenario, target)
+    if med is None or not med.get("ok", True):
+        return None
+    value = med.get(key)
+    return float(value) if value else None
+
+
+def _vs(b: float | None, other: float | None, name: str) -> str:
+    return f"{b / other:.2f}x {name}" if b and other else f"- {name}"
+
+
+def tls_checks(results: Results) -> list[Check]:
+    """bastion against nginx and Caddy in the HTTPS scenarios that were measured. Status
+    PASS/FAIL/SKIP as for the other checks; printed as met / not met."""
+    out: list[Check] = []
+    specs = [
+        ("https", "rps", f"HTTPS keep-alive rps >= {HTTPS_RATIO_MIN}x nginx", HTTPS_RATIO_MIN),
+        ("handshake", "rps_per_cpu",
+         f"new handshakes per CPU-second >= {HANDSHAKE_RATIO_MIN}x nginx", HANDSHAKE_RATIO_MIN),
+        ("h2", "rps", f"HTTP/2 rps >= {H2_RATIO_MIN}x nginx and above Caddy", H2_RATIO_MIN),
+    ]
+    for scenario, key, name, limit in specs:
+        entries = results.get(scenario)
+        if entries is None:
+            continue
+        bastion = entries.get("bastion", {})
+        if bastion.get("unsupported"):
+            out.append(Check(name, "FAIL", f"bastion: {bastion.get('skipped')}"))
+            continue
+        b = _value(results, scenario, "bastion", key)
+        n = _value(results, scenario, "nginx", key)
+        c = _value(results, scenario, "caddy", key)
+        detail = f"{_vs(b, n, 'nginx')}, {_vs(b, c, 'caddy')}"
+        if key == "rps_per_cpu":
+            br = _value(results, scenario, "bastion", "rps")
+            nr = _value(results, scenario, "nginx", "rps")
+            cr = _value(results, scenario, "caddy", "rps")
+            detail += f" (handshakes/s: {_vs(br, nr, 'nginx')}, {_vs(br, cr, 'caddy')})"
+        if b is None or n is None:
+            out.append(Check(name, "SKIP", detail + "; needs clean bastion and nginx runs"))
+            continue
+        ok = b / n >= limit
+        if scenario == "h2":
+            if c is None:
+                detail += "; Caddy not measured"
+            ok = ok and (c is None or b > c)
+        out.append(Check(name, "PASS" if ok else "FAIL", detail))
+    return out
+
+
+_MET = {"PASS": "met", "FAIL": "not met", "SKIP": "not measured"}
+
+
+def tls_checks_text(items: list[Check], markdown: bool) -> str:
+    if markdown:
+        lines = ["| bastion over HTTPS | result | ratios |", "|---|---|---|"]
+        lines += [f"| {c.name} | {_MET[c.status]} | {c.detail} |" for c in items]
+        return "\n".join(lines) + "\n"
+    width = max(len(c.name) for c in items)
+    return "\n".join(f"  {_MET[c.status]:<12}  {c.name.ljust(width)}  {c.detail}"
+                     for c in items) + "\n"

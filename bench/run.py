@@ -1,6 +1,7 @@
 """bastion benchmark: wrk against bastion, nginx, Caddy and HAProxy in front of one nginx origin.
 
-Usage: python bench/run.py [--quick] [--targets none,nginx,...] [--scenarios small,16k,newconn]
+Usage: python bench/run.py [--quick] [--targets none,nginx,...]
+       [--scenarios small,16k,newconn,https,handshake,h2]
 """
 
 from __future__ import annotations
@@ -19,10 +20,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
+import h2load
 import report
 import targets
+import tlscert
 import wrk
-from measure import Measure, Scenario, Slot, idle_rss, log, summarize
+from measure import Measure, Scenario, Slot, get_ok, idle_rss, log, summarize
 from procs import parse_cpus, wait_ready
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -36,6 +39,10 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("16k", "/16k", (), "keep-alive, 16 KiB body"),
         Scenario("newconn", "/", ("Connection: close",),
                  "new connection per request (Connection: close), 13-byte body"),
+        Scenario("https", "/", (), "HTTPS keep-alive (TLS 1.3), 13-byte body", "https"),
+        Scenario("handshake", "/", ("Connection: close",),
+                 "HTTPS, new connection and full TLS 1.3 handshake per request", "https"),
+        Scenario("h2", "/", (), "HTTP/2 over TLS 1.3 (h2load), 13-byte body", "h2"),
     )
 }
 
@@ -48,9 +55,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="wrk runs per measurement (3); the median by rps is reported")
     p.add_argument("--warmup", type=float, default=2.0,
                    help="seconds of unrecorded wrk load before each measurement (2; 0 = none)")
-    p.add_argument("--quick", action="store_true", help="smoke test: 3 s, 1 run, 1 s warm-up")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke test: 3 s, 1 run, 1 s warm-up, 10 s quiet wait")
     p.add_argument("--connections", type=int, default=64, help="wrk connections (64)")
     p.add_argument("--threads", type=int, default=1, help="wrk threads (1)")
+    p.add_argument("--h2-connections", type=int, default=16,
+                   help="h2load connections in the h2 scenario (16)")
+    p.add_argument("--h2-streams", type=int, default=10,
+                   help="h2load concurrent streams per connection in the h2 scenario (10)")
     p.add_argument("--targets", default=",".join(targets.TARGETS),
                    help=f"comma list of {','.join(targets.TARGETS)}")
     p.add_argument("--scenarios", default=",".join(SCENARIOS),
@@ -62,9 +74,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "one CPU during it, CPU steal included (20); the median skips noisy runs")
     p.add_argument("--noisy-retries", type=int, default=None,
                    help="extra runs allowed to replace noisy ones (default: --runs)")
-    p.add_argument("--quiet-wait", type=float, default=60.0,
+    p.add_argument("--quiet-wait", type=float, default=None,
                    help="before each run wait up to this many seconds for other load to drop "
-                        "below half the noise limit (60; 0 = don't wait)")
+                        "below half the noise limit (60, with --quick 10; 0 = don't wait)")
     p.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     p.add_argument("--bastion", default=targets.default_bastion_bin(),
                    help="bastion executable (default: the one beside this python)")
@@ -79,6 +91,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.quick:
         args.duration, args.runs, args.warmup = 3.0, 1, 1.0
+    if args.quiet_wait is None:
+        # a smoke test on a busy machine should not spend minutes waiting for quiet
+        args.quiet_wait = 10.0 if args.quick else 60.0
     if args.noisy_retries is None:
         args.noisy_retries = args.runs
     if args.runs < 1 or args.duration < 1:
@@ -169,12 +184,18 @@ def print_report(results: report.Results, titles: dict[str, str], notes: list[st
     report.add_ratios(results)
     has_bastion = any(t.startswith("bastion") for e in results.values() for t in e)
     checks = report.checks(results) if has_bastion else []
+    tls = report.tls_checks(results) if has_bastion else []
+    if not any(name not in report.TLS_SCENARIOS for name in results):
+        checks = []  # the plain-HTTP checks need the plain scenarios
     print()
     for name, title in titles.items():
         print(report.table(title, results[name], markdown=False))
     if checks:
         print("bastion headline checks (vs nginx, small keep-alive):")
         print(report.checks_text(checks, markdown=False))
+    if tls:
+        print("bastion over HTTPS (targets vs nginx; ratios to nginx and Caddy):")
+        print(report.tls_checks_text(tls, markdown=False))
     for note in notes:
         print(f"note: {note}")
     print(f"method: {method}")
@@ -184,7 +205,9 @@ def print_report(results: report.Results, titles: dict[str, str], notes: list[st
             print(report.table(title, results[name], markdown=True))
         if checks:
             print(report.checks_text(checks, markdown=True))
-    return checks
+        if tls:
+            print(report.tls_checks_text(tls, markdown=True))
+    return checks + tls
 
 
 def render(path: Path, markdown: bool) -> int:
@@ -194,6 +217,45 @@ def render(path: Path, markdown: bool) -> int:
     print(f"results of {payload['timestamp']} (bastion {payload['machine']['bastion_commit']})")
     print_report(payload["results"], titles, payload["notes"], payload["method"], markdown)
     return 0
+
+
+def start_slots(env: targets.Env, names: list[str], tls: bool, skipped: dict[str, str],
+                versions: dict[str, str]) -> list[Slot]:
+    """Start the plain (or the HTTPS) instance of each named target and wait until it
+    answers; targets that are missing or fail to start are recorded, not fatal."""
+    slots: list[Slot] = []
+    for name in names:
+        target = targets.TARGETS[name]
+        starter = target.tls_starter if tls else target.starter
+        label = f"{name} (HTTPS)" if tls else name
+        missing = targets.missing_binary(target, env.bastion_bin)
+        if missing or starter is None:
+            skipped[name] = f"skipped: {missing} not installed" if missing else "skipped"
+            log(f"{label}: {skipped[name]}")
+            continue
+        log(f"starting {label}: {target.description}")
+        try:
+            running = starter(env)
+        except OSError as exc:
+            skipped[name] = f"failed: could not start: {exc}"
+            log(f"{label} {skipped[name]}")
+            continue
+        slot = Slot(running)
+        slots.append(slot)
+        try:
+            if running.proc is not None:
+                wait_ready(running.proc, running.port, get=get_ok(running))
+        except RuntimeError as exc:
+            lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+            reason = f"failed: {lines[0].rstrip(':')}" if lines else "failed"
+            if len(lines) > 1:
+                reason += f" ({lines[-1][:100]})"
+            slot.failed = reason
+            log(f"{label} {reason}\n{exc}")
+            running.stop()
+            continue
+        versions[name] = running.version
+    return slots
 
 
 def _raise_interrupt(signum: int, _frame: object) -> NoReturn:
@@ -214,6 +276,12 @@ def main(argv: list[str] | None = None) -> int:
 
     notes: list[str] = []
     proxy_cpus, load_cpus = pinning(args, notes)
+    if "h2" in args.scenario_list and not h2load.available():
+        args.scenario_list.remove("h2")
+        if not args.scenario_list:
+            raise SystemExit(h2load.MISSING)
+        log(h2load.MISSING)
+        notes.append(h2load.MISSING)
     scenarios = [SCENARIOS[s] for s in args.scenario_list]
     results: report.Results = {s.name: {} for s in scenarios}
     versions: dict[str, str] = {}
@@ -221,6 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     backend = None
     slots: list[Slot] = []
     skipped: dict[str, str] = {}
+    tls_skipped: dict[str, str] = {}
     interrupted = False
     try:
         lua = wrk.write_lua(tmp)
@@ -230,42 +299,25 @@ def main(argv: list[str] | None = None) -> int:
             f"wrk+backend CPUs {sorted(load_cpus) if load_cpus else 'any'}")
         env = targets.Env(tmp=tmp, backend_port=backend_port, proxy_cpus=proxy_cpus,
                           bastion_bin=args.bastion)
-        for name in args.target_list:
-            target = targets.TARGETS[name]
-            missing = targets.missing_binary(target, args.bastion)
-            if missing:
-                skipped[name] = f"skipped: {missing} not installed"
-                log(f"{name}: {skipped[name]}")
-                continue
-            log(f"starting {name}: {target.description}")
-            try:
-                running = target.starter(env)
-            except OSError as exc:
-                skipped[name] = f"failed: could not start: {exc}"
-                log(f"{name} {skipped[name]}")
-                continue
-            slot = Slot(running)
-            slots.append(slot)
-            try:
-                if running.proc is not None:
-                    wait_ready(running.proc, running.port)
-            except RuntimeError as exc:
-                lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-                reason = f"failed: {lines[0].rstrip(':')}" if lines else "failed"
-                if len(lines) > 1:
-                    reason += f" ({lines[-1][:100]})"
-                slot.failed = reason
-                log(f"{name} {reason}\n{exc}")
-                running.stop()
-                continue
-            versions[name] = running.version
+        kinds = {sc.tls for sc in scenarios}
+        if False in kinds:
+            slots += start_slots(env, args.target_list, False, skipped, versions)
+        if True in kinds:
+            env.tls = tlscert.make(tmp / "tls")
+            tls_targets = [n for n in args.target_list if targets.TARGETS[n].tls_starter]
+            tls_slots = start_slots(env, tls_targets, True, tls_skipped, versions)
+            slots += tls_slots
+            for slot in tls_slots:
+                if not slot.failed:
+                    notes.append(f"{slot.running.name} HTTPS negotiated: "
+                                 f"{tlscert.probe(slot.running.port)}")
         for slot in slots:
             if not slot.failed:
                 idle_rss(slot)
         measure = Measure(args, lua, load_cpus, backend.pid)
         for sc in scenarios:
             log(f"scenario {sc.name}: {sc.description}")
-            measure.scenario(slots, sc)
+            measure.scenario([s for s in slots if s.running.tls == sc.tls], sc)
         for slot in slots:
             if slot.running.name == "bastion-json" and slot.runs:
                 notes.append(access_log_note(tmp / "bastion-json" / "access.log"))
@@ -284,20 +336,27 @@ def main(argv: list[str] | None = None) -> int:
     if interrupted:
         return 130
 
-    by_name = {s.running.name: s for s in slots}
-    for name in args.target_list:
-        found = by_name.get(name)
-        if found is not None and found.failed:
-            notes.append(f"{name} {found.failed}")
-        elif name in skipped:
-            notes.append(f"{name} {skipped[name]}")
-        for sc in scenarios:
-            results[sc.name][name] = (summarize(found, sc) if found is not None
-                                      else {"skipped": skipped.get(name, "skipped")})
+    for tls in (False, True):
+        by_name = {s.running.name: s for s in slots if s.running.tls == tls}
+        why = tls_skipped if tls else skipped
+        kind_scenarios = [sc for sc in scenarios if sc.tls == tls]
+        # the HTTPS scenarios list only the targets that have an HTTPS instance
+        names = [n for n in args.target_list if not tls or targets.TARGETS[n].tls_starter]
+        for name in names if kind_scenarios else []:
+            found = by_name.get(name)
+            label = f"{name} (HTTPS)" if tls else name
+            if found is not None and found.failed:
+                notes.append(f"{label} {found.failed}")
+            elif name in why:
+                notes.append(f"{label} {why[name]}")
+            for sc in kind_scenarios:
+                results[sc.name][name] = (summarize(found, sc) if found is not None
+                                          else {"skipped": why.get(name, "skipped")})
 
     method = (f"wrk -t{args.threads} -c{args.connections} -d{args.duration:g}s --latency, "
               f"{args.runs} run(s) per target interleaved round-robin, median by rps, "
-              f"{args.warmup:g}s warm-up; "
+              f"{args.warmup:g}s warm-up; h2: h2load -t1 -c{args.h2_connections} "
+              f"-m{args.h2_streams}; "
               f"proxy on CPU {sorted(proxy_cpus) if proxy_cpus else 'any'}, "
               f"wrk + backend on CPU {sorted(load_cpus) if load_cpus else 'any'}")
     titles = {sc.name: f"{sc.name}: {sc.description}" for sc in scenarios}

@@ -11,8 +11,11 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import tlscert
 from procs import Proc, free_port, start, wait_ready
+from tlscert import TlsFiles
 
 SMALL_BODY = "hello, world\n"
 BIG_SIZE = 16 * 1024
@@ -27,6 +30,7 @@ class Env:
     proxy_cpus: set[int] | None
     bastion_bin: str
     notes: list[str] = field(default_factory=list)
+    tls: TlsFiles | None = None  # set when an HTTPS scenario is selected
 
 
 @dataclass
@@ -37,6 +41,7 @@ class Running:
     port: int
     proc: Proc | None  # None for "none" (wrk hits the backend directly)
     version: str = ""
+    tls: bool = False  # listens with HTTPS (and h2 where the server has it) on ``port``
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -146,14 +151,21 @@ http {{
     return Running("nginx", port, proc, _version(["nginx", "-v"]))
 
 
-def _bastion_yaml(port: int, backend_port: int, access_log: str) -> str:
+def _bastion_yaml(port: int, backend_port: int, access_log: str,
+                  tls: TlsFiles | None = None) -> str:
+    listen = f"{{http: 127.0.0.1:{port}}}"
+    site_tls = ""
+    if tls is not None:
+        # without an explicit plain listener bastion would also open its default :8080
+        listen = f"{{http: 127.0.0.1:{free_port()}, https: 127.0.0.1:{port}}}"
+        site_tls = f"    tls: {{cert: \"{tls.cert}\", key: \"{tls.key}\"}}\n"
     return f"""\
-listen: {{http: 127.0.0.1:{port}}}
+listen: {listen}
 workers: 1
 access_log: {access_log}
 sites:
   - hosts: ["*"]
-    routes:
+{site_tls}    routes:
       - path: /
         proxy: {{upstreams: ["http://127.0.0.1:{backend_port}"]}}
 """
@@ -197,11 +209,8 @@ def _bastion_python(bastion_bin: str) -> str:
     return str(near) if near.exists() else sys.executable
 
 
-def start_caddy(env: Env) -> Running:
-    workdir = env.tmp / "caddy"
-    workdir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    config = {
+def _caddy_config(workdir: Path, port: int, backend_port: int) -> dict[str, Any]:
+    return {
         "admin": {"disabled": True, "config": {"persist": False}},
         "logging": {"logs": {"default": {"level": "ERROR"}}},
         "storage": {"module": "file_system", "root": str(workdir / "data")},
@@ -216,7 +225,7 @@ def start_caddy(env: Env) -> Running:
                                 "handle": [
                                     {
                                         "handler": "reverse_proxy",
-                                        "upstreams": [{"dial": f"127.0.0.1:{env.backend_port}"}],
+                                        "upstreams": [{"dial": f"127.0.0.1:{backend_port}"}],
                                         "transport": {
                                             "protocol": "http",
                                             "keep_alive": {
@@ -233,6 +242,11 @@ def start_caddy(env: Env) -> Running:
             }
         },
     }
+
+
+def _caddy_start(env: Env, workdir: Path, config: dict[str, Any], name: str,
+                 tls: bool = False) -> Running:
+    port = int(config["apps"]["http"]["servers"]["bench"]["listen"][0].rsplit(":", 1)[1])
     cfg = workdir / "caddy.json"
     cfg.write_text(json.dumps(config, indent=2))
     caddy_env = {
@@ -241,20 +255,26 @@ def start_caddy(env: Env) -> Running:
         "XDG_DATA_HOME": str(workdir / "data"),
         "XDG_CONFIG_HOME": str(workdir / "config"),
     }
-    proc = start("caddy", ["caddy", "run", "--config", str(cfg)], workdir / "stdout.log",
+    proc = start(name, ["caddy", "run", "--config", str(cfg)], workdir / "stdout.log",
                  cpus=env.proxy_cpus, env=caddy_env, cwd=workdir)
-    return Running("caddy", port, proc, _version(["caddy", "version"]))
+    return Running("caddy", port, proc, _version(["caddy", "version"]), tls=tls)
 
 
-def start_haproxy(env: Env) -> Running:
-    workdir = env.tmp / "haproxy"
+def start_caddy(env: Env) -> Running:
+    workdir = env.tmp / "caddy"
     workdir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    return _caddy_start(env, workdir, _caddy_config(workdir, free_port(), env.backend_port),
+                        "caddy")
+
+
+def _haproxy_start(env: Env, workdir: Path, port: int, bind: str, global_extra: str,
+                   name: str, tls: bool = False) -> Running:
     cfg = workdir / "haproxy.cfg"
     cfg.write_text(f"""\
 global
     nbthread 1
     maxconn 4096
+    {global_extra}
 
 defaults
     mode http
@@ -264,15 +284,118 @@ defaults
     http-reuse always
 
 frontend fe
-    bind 127.0.0.1:{port}
+    {bind}
     default_backend be
 
 backend be
     server origin 127.0.0.1:{env.backend_port}
 """)
-    proc = start("haproxy", ["haproxy", "-db", "-f", str(cfg)], workdir / "stdout.log",
+    proc = start(name, ["haproxy", "-db", "-f", str(cfg)], workdir / "stdout.log",
                  cpus=env.proxy_cpus, cwd=workdir)
-    return Running("haproxy", port, proc, _version(["haproxy", "-v"]))
+    return Running("haproxy", port, proc, _version(["haproxy", "-v"]), tls=tls)
+
+
+def start_haproxy(env: Env) -> Running:
+    workdir = env.tmp / "haproxy"
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    return _haproxy_start(env, workdir, port, f"bind 127.0.0.1:{port}", "", "haproxy")
+
+
+# --- HTTPS instances ---------------------------------------------------------------------
+# The HTTPS scenarios run separate instances of the same proxies (bastion redirects plain
+# HTTP for a site with TLS, so one instance cannot serve both kinds of scenario). All: the
+# run's ECDSA P-256 certificate, TLS 1.3 only, X25519, no session resumption (no tickets, no
+# session cache), HTTP/2 offered by ALPN where the server has it, the same plain-HTTP backend.
+
+
+def _tls(env: Env) -> TlsFiles:
+    if env.tls is None:
+        raise RuntimeError("HTTPS instance started without the run's certificate")
+    return env.tls
+
+
+def start_nginx_tls(env: Env) -> Running:
+    tls = _tls(env)
+    prefix = env.tmp / "nginx-tls"
+    port = free_port()
+    conf = f"""{_nginx_common(prefix)}
+worker_processes 1;
+events {{ worker_connections 8192; multi_accept on; }}
+http {{
+{_nginx_http_common(prefix)}
+    upstream backend {{
+        server 127.0.0.1:{env.backend_port};
+        keepalive 64;
+        keepalive_requests 100000;
+    }}
+    server {{
+        listen 127.0.0.1:{port} ssl http2 backlog=4096;
+        ssl_certificate {tls.cert};
+        ssl_certificate_key {tls.key};
+        ssl_protocols TLSv1.3;
+        ssl_ecdh_curve X25519;
+        ssl_conf_command Ciphersuites {tlscert.TLS13_SUITE};
+        ssl_session_tickets off;
+        ssl_session_cache off;
+        location / {{
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+    }}
+}}
+"""
+    proc = _nginx_start("nginx-tls", prefix, conf, env.proxy_cpus)
+    return Running("nginx", port, proc, _version(["nginx", "-v"]), tls=True)
+
+
+def start_bastion_tls(env: Env) -> Running:
+    tls = _tls(env)
+    workdir = env.tmp / "bastion-tls"
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    cfg = workdir / "bastion.yaml"
+    text = _bastion_yaml(port, env.backend_port, '{format: "off"}', tls)
+    cfg.write_text(f"data_dir: \"{workdir / 'data'}\"\n{text}")
+    proc = start("bastion-tls", [env.bastion_bin, "run", "-c", str(cfg)],
+                 workdir / "stdout.log", cpus=env.proxy_cpus, cwd=workdir,
+                 env={"OPENSSL_CONF": str(tls.openssl_conf)})
+    return Running("bastion", port, proc, _bastion_version(env.bastion_bin), tls=True)
+
+
+def start_caddy_tls(env: Env) -> Running:
+    tls = _tls(env)
+    workdir = env.tmp / "caddy-tls"
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    config = _caddy_config(workdir, port, env.backend_port)
+    server = config["apps"]["http"]["servers"]["bench"]
+    server["protocols"] = ["h1", "h2"]
+    server["tls_connection_policies"] = [{
+        "certificate_selection": {"any_tag": ["bench"]},
+        "default_sni": "localhost",  # clients connecting to an IP address send no SNI
+        "protocol_min": "tls1.3",
+        "curves": ["x25519"],
+    }]
+    config["apps"]["tls"] = {
+        "certificates": {"load_files": [
+            {"certificate": str(tls.cert), "key": str(tls.key), "tags": ["bench"]}]},
+        "session_tickets": {"disabled": True},
+    }
+    return _caddy_start(env, workdir, config, "caddy-tls", tls=True)
+
+
+def start_haproxy_tls(env: Env) -> Running:
+    tls = _tls(env)
+    workdir = env.tmp / "haproxy-tls"
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    bind = (f"bind 127.0.0.1:{port} ssl crt {tls.combined} alpn h2,http/1.1 "
+            f"ssl-min-ver TLSv1.3 curves X25519 ciphersuites {tlscert.TLS13_SUITE} "
+            "no-tls-tickets")
+    return _haproxy_start(env, workdir, port, bind, "tune.ssl.cachesize 0", "haproxy-tls",
+                          tls=True)
 
 
 @dataclass(frozen=True)
@@ -281,20 +404,25 @@ class Target:
     binary: str  # "" when nothing beyond the backend is needed
     starter: Callable[[Env], Running]
     description: str
+    tls_starter: Callable[[Env], Running] | None = None  # for the HTTPS scenarios
 
 
 TARGETS: dict[str, Target] = {
     t.name: t
     for t in (
         Target("none", "", start_none, "wrk -> backend nginx directly (no proxy)"),
-        Target("nginx", "nginx", start_nginx, "nginx reverse proxy, 1 worker, upstream keepalive"),
-        Target("bastion", "bastion", start_bastion, "bastion, 1 worker, access log off"),
+        Target("nginx", "nginx", start_nginx, "nginx reverse proxy, 1 worker, upstream keepalive",
+               start_nginx_tls),
+        Target("bastion", "bastion", start_bastion, "bastion, 1 worker, access log off",
+               start_bastion_tls),
         Target("bastion-json", "bastion", start_bastion_json,
                "bastion, 1 worker, JSON access log to a file"),
         Target("floor", "", start_floor,
                "reference floor: a uvloop + httptools byte relay with no features"),
-        Target("caddy", "caddy", start_caddy, "Caddy reverse_proxy, GOMAXPROCS=1"),
-        Target("haproxy", "haproxy", start_haproxy, "HAProxy, nbthread 1, http-reuse always"),
+        Target("caddy", "caddy", start_caddy, "Caddy reverse_proxy, GOMAXPROCS=1",
+               start_caddy_tls),
+        Target("haproxy", "haproxy", start_haproxy, "HAProxy, nbthread 1, http-reuse always",
+               start_haproxy_tls),
     )
 }
 

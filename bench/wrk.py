@@ -47,6 +47,8 @@ class WrkResult:
     rss_peak_mib: float = 0.0
     foreign_cpu_pct: float = 0.0  # CPU used by processes we did not start, % of one CPU
     steal_pct: float = 0.0
+    proxy_cpu_pct: float = 0.0  # CPU used by the target's processes, % of one CPU
+    protocol: str = ""  # h2load: the protocol ALPN chose
     noisy: bool = False
     exit_code: int = 0
     raw: str = ""
@@ -64,7 +66,14 @@ class WrkResult:
         data["error_count"] = self.error_count
         data["ok"] = self.ok
         data["bytes_per_response"] = round(self.bytes / self.requests) if self.requests else 0
+        data["rps_per_cpu"] = self.rps_per_cpu
         return data
+
+    @property
+    def rps_per_cpu(self) -> float:
+        """Requests per second of the target's CPU time: its capacity when the load
+        generator, not the target, is the bottleneck (new TLS handshakes)."""
+        return self.rps * 100.0 / self.proxy_cpu_pct if self.proxy_cpu_pct > 0 else 0.0
 
 
 def write_lua(directory: Path) -> Path:
