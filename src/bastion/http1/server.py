@@ -131,7 +131,10 @@ class HTTP1Connection(asyncio.Protocol):
         if self.secure and ctx.start_http2 is not None:
             ssl_object = transport.get_extra_info("ssl_object")
             if ssl_object is not None and ssl_object.selected_alpn_protocol() == "h2":
-                ctx.start_http2(transport)  # ALPN chose HTTP/2: that protocol takes over
+                # ALPN chose HTTP/2: that protocol takes over. Drop our reference so
+                # this object (kept alive by its parser cycle) does not hold the transport.
+                self.transport = None
+                ctx.start_http2(transport)
                 return
         ctx.connections.add(self)
         peer = transport.get_extra_info("peername")
