@@ -11,6 +11,10 @@ import ipaddress
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from bastion.balance import health
+from bastion.balance.balancer import Balancer, Member
+from bastion.balance.endpoint import endpoint_of
+from bastion.balance.policies import make_policy
 from bastion.config.models import Hsts
 from bastion.handlers.simple import HttpsRedirectHandler, RedirectHandler, RespondHandler
 from bastion.handlers.static import StaticHandler
@@ -22,7 +26,7 @@ from bastion.tls.store import resolve_data_dir
 from bastion.tls.table import TLSTable, site_tls_mode
 
 if TYPE_CHECKING:
-    from bastion.config.models import Config, Route, Site
+    from bastion.config.models import Config, Proxy, Route, Site
     from bastion.http1.request import Request
 
 
@@ -53,6 +57,7 @@ class Plan:
         self.https_hosts: HostTable[PathTable[CompiledRoute]] = HostTable()
         self.tls: TLSTable | None = None
         self.pools: set[Pool] = set()
+        self.balancers: list[Balancer] = []
         self._networks = [ipaddress.ip_network(n) for n in config.trusted_proxies]
         self._trusted_cache: dict[str, bool] = {}
         self.trusted: Callable[[str], bool] | None = self.is_trusted if self._networks else None
@@ -111,7 +116,7 @@ def compile_plan(config: Config, registry: PoolRegistry) -> Plan:
         paths: PathTable[CompiledRoute] = PathTable()
         extra_head = _hsts_line(site) if secure else b""
         for route in site.routes:
-            handler = _handler(route, plan, registry)
+            handler = _handler(route, plan, registry, f"{site.hosts[0]} {route.path.text}")
             methods = frozenset(route.methods) if route.methods else None
             if methods is not None and "GET" in methods:
                 methods = methods | {"HEAD"}
@@ -124,6 +129,30 @@ def compile_plan(config: Config, registry: PoolRegistry) -> Plan:
             else:
                 plan.hosts.add(host, paths)
     return plan
+
+
+def _balancer(proxy: Proxy, registry: PoolRegistry, name: str) -> Balancer:
+    members: list[Member] = []
+    for upstream in proxy.upstreams:
+        pool = registry.get(upstream.url, proxy.max_idle_connections, proxy.idle_timeout)
+        endpoint = endpoint_of(pool)
+        health.configure(endpoint, proxy.health)
+        members.append(Member(endpoint, upstream.weight, upstream.zone, upstream.backup))
+    policy = proxy.balance
+    if policy is None:
+        zones = {u.zone for u in proxy.upstreams if u.zone is not None}
+        policy = "peak_ewma" if len(zones) > 1 else "round_robin"
+    return Balancer(
+        name,
+        members,
+        make_policy(policy, proxy.hash.key, proxy.sticky.cookie),
+        policy,
+        proxy.passive,
+        proxy.slow_start,
+        proxy.max_connections,
+        proxy.max_pending,
+        proxy.health.interval if proxy.health is not None else None,
+    )
 
 
 def _hsts_line(site: Site) -> bytes:
@@ -140,17 +169,14 @@ def _hsts_line(site: Site) -> bytes:
     return b"Strict-Transport-Security: " + value.encode() + b"\r\n"
 
 
-def _handler(route: Route, plan: Plan, registry: PoolRegistry) -> Any:
+def _handler(route: Route, plan: Plan, registry: PoolRegistry, name: str) -> Any:
     prefix = route.path.value if route.path.kind == "prefix" else None
     if route.proxy is not None:
-        proxy = route.proxy
-        pools = [
-            registry.get(address, proxy.max_idle_connections, proxy.idle_timeout)
-            for address in proxy.upstreams
-        ]
-        plan.pools.update(pools)
+        balancer = _balancer(route.proxy, registry, name)
+        plan.pools.update(m.ep.pool for m in balancer.members)
+        plan.balancers.append(balancer)
         strip = prefix if route.strip_prefix else None
-        return ProxyHandler(proxy, pools, strip, plan.trusted)
+        return ProxyHandler(route.proxy, balancer, strip, plan.trusted)
     if route.redirect is not None:
         return RedirectHandler(route.redirect, prefix)
     if route.static is not None:

@@ -45,7 +45,7 @@ def _action(route: object) -> str:
     proxy = getattr(route, "proxy", None)
     if proxy is not None:
         strip = ", strip prefix" if getattr(route, "strip_prefix", False) else ""
-        return f"proxy {', '.join(str(u) for u in proxy.upstreams)}{strip}"
+        return f"proxy {', '.join(str(u.url) for u in proxy.upstreams)}{strip}"
     redirect = getattr(route, "redirect", None)
     if redirect is not None:
         return f"redirect {redirect.status} {redirect.to}"

@@ -187,6 +187,9 @@ class Pool:
         self.idle: list[UpstreamConnection] = []
         self.retired = False
         self.label = address.text
+        # balancing state (bastion.balance.endpoint.Endpoint), kept with the pool
+        # across reloads so that health and latency survive them
+        self.endpoint: Any = None
 
     def acquire(self) -> UpstreamConnection | None:
         idle = self.idle
@@ -237,6 +240,8 @@ class Pool:
         self.retired = True
         while self.idle:
             self.idle.pop().close()
+        if self.endpoint is not None:
+            self.endpoint.retire()
 
 
 class PoolRegistry:
