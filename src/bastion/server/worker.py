@@ -16,6 +16,7 @@ import signal
 import ssl
 from pathlib import Path
 
+from bastion.balance import status
 from bastion.config import Address, ConfigError, LoadedConfig, load_config
 from bastion.http1.server import HTTP1Connection
 from bastion.observe.accesslog import AccessLog
@@ -25,6 +26,7 @@ from bastion.server.context import WorkerContext
 from bastion.tls.acme import AcmeError
 from bastion.tls.context import certificate_context, dispatch_context
 from bastion.tls.issuer import AcmeIssuer, issuer_for
+from bastion.tls.store import resolve_data_dir
 
 log = logging.getLogger("bastion.server")
 
@@ -62,10 +64,19 @@ class Worker:
         watch = None
         if plan.config.watch and self.loaded.source is not None:
             watch = loop.create_task(self._watch(self.loaded.source))
+        ctx = self.ctx
+        publisher = loop.create_task(
+            status.publish(
+                lambda: ctx.plan.balancers,
+                status.status_dir(resolve_data_dir(plan.config.data_dir)),
+                int(os.environ.get(status.INSTANCE_ENV, os.getpid())),
+            )
+        )
         self.ready.set()
         try:
             await self.stopping.wait()
         finally:
+            publisher.cancel()
             if watch is not None:
                 watch.cancel()
             for task in self._acme_tasks.values():
