@@ -15,6 +15,7 @@ from bastion.balance import health
 from bastion.balance.balancer import Balancer, Member
 from bastion.balance.endpoint import endpoint_of
 from bastion.balance.policies import make_policy
+from bastion.balance.resolve import Resolver, needs_resolver
 from bastion.config.models import Hsts
 from bastion.handlers.simple import HttpsRedirectHandler, RedirectHandler, RespondHandler
 from bastion.handlers.static import StaticHandler
@@ -135,6 +136,12 @@ def _balancer(proxy: Proxy, registry: PoolRegistry, name: str) -> Balancer:
     members: list[Member] = []
     for upstream in proxy.upstreams:
         pool = registry.get(upstream.url, proxy.max_idle_connections, proxy.idle_timeout)
+        address = pool.address
+        if needs_resolver(address.host) and address.port is not None:
+            resolver = pool.resolver
+            if resolver is None or resolver.ttl != proxy.resolve_ttl:
+                assert address.host is not None
+                pool.resolver = Resolver(address.host, address.port, proxy.resolve_ttl)
         endpoint = endpoint_of(pool)
         health.configure(endpoint, proxy.health)
         members.append(Member(endpoint, upstream.weight, upstream.zone, upstream.backup))

@@ -444,3 +444,16 @@ def test_status_shows_each_endpoint(
     text = status()
     assert text.returncode == 0
     assert a.url in text.stdout and "unhealthy" in text.stdout and "ewma" in text.stdout
+
+
+def test_host_names_are_resolved_and_every_address_tried(
+    controlled: Callable[[str], Controlled], gateway: Callable[..., Gateway]
+) -> None:
+    a = controlled("a")
+    port = a.url.rsplit(":", 1)[1]
+    # "localhost" may also resolve to ::1, where nothing listens: that address is skipped
+    gw = gateway(pool_config([f"http://localhost:{port}"], resolve_ttl="1s"))
+    with httpx.Client(base_url=gw.url, timeout=10) as client:
+        assert who(client, 5) == {"a": 5}
+        time.sleep(1.5)  # past the TTL: answered from the cache while it refreshes
+        assert who(client, 5) == {"a": 5}

@@ -190,6 +190,8 @@ class Pool:
         # balancing state (bastion.balance.endpoint.Endpoint), kept with the pool
         # across reloads so that health and latency survive them
         self.endpoint: Any = None
+        # host names only (bastion.balance.resolve.Resolver): addresses cached on a TTL
+        self.resolver: Any = None
 
     def acquire(self) -> UpstreamConnection | None:
         idle = self.idle
@@ -208,9 +210,17 @@ class Pool:
             )
         else:
             assert address.host is not None and address.port is not None
-            _, conn = await self.loop.create_connection(
-                lambda: UpstreamConnection(self), address.host, address.port
-            )
+            port = address.port
+            if self.resolver is not None:
+                _, conn = await self.resolver.connect(
+                    lambda host: self.loop.create_connection(
+                        lambda: UpstreamConnection(self), host, port
+                    )
+                )
+            else:
+                _, conn = await self.loop.create_connection(
+                    lambda: UpstreamConnection(self), address.host, port
+                )
             sock = conn.transport.get_extra_info("socket") if conn.transport else None
             if sock is not None:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
