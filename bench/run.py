@@ -229,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
             f"proxy CPUs {sorted(proxy_cpus) if proxy_cpus else 'any'}, "
             f"wrk+backend CPUs {sorted(load_cpus) if load_cpus else 'any'}")
         env = targets.Env(tmp=tmp, backend_port=backend_port, proxy_cpus=proxy_cpus,
-                          bastion_bin=args.bastion)
+                          bastion_bin=args.bastion, load_cpus=load_cpus)
         for name in args.target_list:
             target = targets.TARGETS[name]
             missing = targets.missing_binary(target, args.bastion)
