@@ -16,6 +16,7 @@ from bastion.balance.balancer import Balancer, Member
 from bastion.balance.endpoint import endpoint_of
 from bastion.balance.policies import make_policy
 from bastion.balance.resolve import Resolver, needs_resolver
+from bastion.config.balancing import default_policy
 from bastion.config.models import Hsts
 from bastion.handlers.simple import HttpsRedirectHandler, RedirectHandler, RespondHandler
 from bastion.handlers.static import StaticHandler
@@ -145,10 +146,7 @@ def _balancer(proxy: Proxy, registry: PoolRegistry, name: str) -> Balancer:
         endpoint = endpoint_of(pool)
         health.configure(endpoint, proxy.health)
         members.append(Member(endpoint, upstream.weight, upstream.zone, upstream.backup))
-    policy = proxy.balance
-    if policy is None:
-        zones = {u.zone for u in proxy.upstreams if u.zone is not None}
-        policy = "peak_ewma" if len(zones) > 1 else "round_robin"
+    policy = proxy.balance or default_policy(proxy.upstreams)
     return Balancer(
         name,
         members,
