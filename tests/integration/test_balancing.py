@@ -457,3 +457,51 @@ def test_host_names_are_resolved_and_every_address_tried(
         assert who(client, 5) == {"a": 5}
         time.sleep(1.5)  # past the TTL: answered from the cache while it refreshes
         assert who(client, 5) == {"a": 5}
+
+
+def test_reload_drains_a_removed_endpoint(
+    controlled: Callable[[str], Controlled], gateway: Callable[..., Gateway]
+) -> None:
+    a, b = controlled("a"), controlled("b")
+    b.set(delay=1.5)
+    config = pool_config([a.url, b.url])
+    gw = gateway(config)
+    answers: list[httpx.Response] = []
+
+    def get() -> None:
+        answers.append(httpx.get(gw.url + "/", timeout=10))
+
+    # round robin: of two requests at once, one is in flight on the slow b
+    threads = [threading.Thread(target=get) for _ in range(2)]
+    for t in threads:
+        t.start()
+    wait_until(lambda: b.hits == 1)
+    config["sites"][0]["routes"][0]["proxy"]["upstreams"] = [a.url]
+    gw.reload(config, wait_for="configuration reloaded")
+    with httpx.Client(base_url=gw.url, timeout=10) as client:
+        assert who(client, 6) == {"a": 6}  # no new request for b
+    for t in threads:
+        t.join()
+    # the request in flight on b finished normally
+    assert sorted(r.headers["x-backend"] for r in answers) == ["a", "b"]
+    assert all(r.status_code == 200 for r in answers)
+
+
+def test_reload_keeps_the_health_of_kept_endpoints(
+    controlled: Callable[[str], Controlled], gateway: Callable[..., Gateway]
+) -> None:
+    a, c = controlled("a"), controlled("c")
+    health = {"path": "/healthz", "interval": "500ms", "rise": 5, "fall": 1}
+    config = pool_config([a.url, c.url], health=health)
+    c.set(health="fail")
+    gw = gateway(config)
+    with httpx.Client(base_url=gw.url, timeout=10) as client:
+        wait_until(lambda: set(who(client, 4)) == {"a"})
+        # c passes its checks again, but needs 5 in a row (2.5 s) to come back; a
+        # reload meanwhile must not reset it to "healthy"
+        c.set(health="ok")
+        config["sites"][0]["routes"].insert(0, {"path": "= /ping", "respond": {"body": "pong"}})
+        gw.reload(config, wait_for="configuration reloaded")
+        assert client.get("/ping").text == "pong"  # the new config is live
+        assert who(client, 6) == {"a": 6}
+        wait_until(lambda: "c" in who(client, 4))

@@ -119,3 +119,73 @@ def test_retry_budget_is_a_share_of_recent_requests_with_a_floor() -> None:
     for _ in range(10):
         budget.request(111.0)
     assert sum(budget.try_retry(111.0) for _ in range(50)) == 10
+
+
+def balancer(members: list[Member], **kw: Any) -> Any:
+    from bastion.balance.balancer import Balancer
+    from bastion.config.balancing import PassiveHealth
+
+    return Balancer(
+        "test",
+        members,
+        RoundRobin(),
+        "round_robin",
+        PassiveHealth(**kw.pop("passive", {})),
+        kw.pop("slow_start", 0.0),
+        kw.pop("max_connections", 0),
+        0,
+        kw.pop("health_interval", 5.0),
+    )
+
+
+def test_backups_serve_only_when_no_primary_is_usable() -> None:
+    a, b = member("a"), member("b")
+    spare = Member(Endpoint(_Pool("spare")), 1, None, True)  # type: ignore[arg-type]
+    pool = balancer([a, b, spare])
+    assert {pool.pick(None, 1.0).ep.label for _ in range(4)} == {"a", "b"}
+    a.ep.set_healthy(False, 1.0)
+    assert {pool.pick(None, 1.0).ep.label for _ in range(4)} == {"b"}
+    b.ep.set_healthy(False, 1.0)
+    assert pool.pick(None, 1.0).ep.label == "spare"
+    spare.ep.set_healthy(False, 1.0)
+    assert pool.pick(None, 1.0) is None
+    assert pool.retry_after(1.0) == 5  # the health check interval
+
+
+def test_passive_ejection_backs_off_and_never_exceeds_max_ejected() -> None:
+    members = [member(n) for n in "abcd"]
+    pool = balancer(members, passive={"failures": 2, "ejection": 10, "max_ejected": "50%"})
+    for m in members:
+        pool.failed(m, 1.0)
+        pool.failed(m, 1.0)
+    ejected = [m.ep.label for m in members if m.ep.ejected_until > 1.0]
+    assert ejected == ["a", "b"]  # 50% of 4: the other two stay in, failing or not
+    assert {pool.pick(None, 1.0).ep.label for _ in range(4)} == {"c", "d"}
+    a = members[0].ep
+    assert a.ejected_until == 11.0
+    # back after 10s; failing again at once doubles the ejection time
+    pool.failed(members[0], 11.5)
+    pool.failed(members[0], 11.5)
+    assert a.ejected_until == 31.5 and a.ejections == 2
+
+
+def test_slow_start_ramps_the_weight_of_an_endpoint_that_comes_back() -> None:
+    a, b = member("a"), member("b")
+    pool = balancer([a, b], slow_start=10.0)
+    b.ep.set_healthy(False, 0.0)
+    b.ep.set_healthy(True, 100.0)
+
+    def share(now: float) -> float:
+        picks = [pool.pick(None, now).ep.label for _ in range(1000)]
+        return picks.count("b") / 1000
+
+    assert share(100.0) < 0.12  # 10% of its weight at first
+    assert 0.3 < share(105.0) < 0.4  # half its weight: 0.5 / 1.5
+    assert share(111.0) == 0.5  # full weight once the ramp is over
+
+
+def test_a_full_endpoint_is_passed_over_for_one_with_room() -> None:
+    a, b = member("a"), member("b")
+    pool = balancer([a, b], max_connections=2)
+    a.ep.inflight = 2
+    assert {pool.pick(None, 1.0).ep.label for _ in range(4)} == {"b"}

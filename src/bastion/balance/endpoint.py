@@ -103,6 +103,8 @@ class Endpoint:
         changed()
 
     def eject(self, now: float, base: float) -> None:
+        if self.ejected_until and now - self.ejected_until > 4 * base:
+            self.eject_streak = 0  # well since the last ejection: start over at `base`
         self.eject_streak = min(self.eject_streak + 1, 4)
         # back-off: 1x, 2x, 4x, 8x the configured time (capped) while it keeps failing
         self.ejected_until = now + base * (1 << (self.eject_streak - 1))
@@ -110,11 +112,6 @@ class Endpoint:
         self.failures = 0
         self.up_since = self.ejected_until
         changed()
-
-    def succeeded(self) -> None:
-        self.failures = 0
-        if self.eject_streak and self.ejected_until == 0.0:
-            self.eject_streak = 0
 
     # ---------------------------------------------------------- connections
     def release_slot(self) -> None:
