@@ -505,3 +505,37 @@ def test_reload_keeps_the_health_of_kept_endpoints(
         assert client.get("/ping").text == "pong"  # the new config is live
         assert who(client, 6) == {"a": 6}
         wait_until(lambda: "c" in who(client, 4))
+
+
+def test_total_timeout_bounds_the_whole_exchange(
+    backend: Backend, gateway: Callable[..., Gateway]
+) -> None:
+    gw = gateway(pool_config([backend.url], timeouts={"total": "500ms", "read": "30s"}))
+    started = time.monotonic()
+    r = httpx.get(gw.url + "/slow?s=3", timeout=10)
+    assert r.status_code == 504
+    assert r.headers["content-type"] == "application/problem+json"
+    assert time.monotonic() - started < 2.5  # well before the backend's answer
+    assert httpx.get(gw.url + "/", timeout=10).status_code == 200
+
+
+def test_tcp_health_check_sets_aside_an_endpoint_that_does_not_listen(
+    controlled: Callable[[str], Controlled], gateway: Callable[..., Gateway]
+) -> None:
+    a = controlled("a")
+    gone = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    gw = gateway(
+        pool_config(
+            [a.url, gone],
+            health={"type": "tcp", "interval": "100ms", "fall": 1},
+            passive={"failures": 0},
+        )
+    )
+    with httpx.Client(base_url=gw.url, timeout=10) as client:
+        # connect failures go to the other endpoint, and the check removes it
+        assert who(client, 10) == {"a": 10}
+    wait_until(lambda: f"upstream {gone} is unhealthy" in gw.stderr)
+    refused = gw.stderr.count("connect failed")
+    with httpx.Client(base_url=gw.url, timeout=10) as client:
+        assert who(client, 10) == {"a": 10}
+    assert gw.stderr.count("connect failed") == refused  # no request tries it any more
