@@ -184,7 +184,9 @@ class RetryBudget:
         return self.buckets[second % 10]
 
     def request(self, now: float) -> None:
-        self._bucket(now)[0] += 1
+        if int(now) != self.second:
+            self._bucket(now)
+        self.buckets[self.second % 10][0] += 1
 
     def try_retry(self, now: float) -> bool:
         bucket = self._bucket(now)

@@ -26,10 +26,25 @@ class RoundRobin:
     """Smooth weighted round robin (as nginx does it): weights 5,1,1 give
     a a b a c a a, not a a a a a b c."""
 
+    def __init__(self) -> None:
+        self.seen: Sequence[Member] | None = None
+        self.uniform = False
+        self.turn = 0
+
     def choose(self, members: Sequence[Member], req: Request | None, now: float) -> Member:
         best = members[0]
-        if len(members) == 1:
+        n = len(members)
+        if n == 1:
             return best
+        if members is not self.seen:
+            # a new candidate list (the balancer rebuilds it only on changes): with equal
+            # weights the smooth sequence is plain rotation, which costs O(1)
+            self.seen = members
+            self.uniform = all(m.eff == best.eff for m in members)
+        if self.uniform:
+            turn = self.turn % n
+            self.turn = turn + 1
+            return members[turn]
         total = 0.0
         top = -math.inf
         for m in members:
