@@ -13,6 +13,8 @@ import random
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
+from bastion.balance.endpoint import EWMA_DECAY
+
 if TYPE_CHECKING:
     from bastion.balance.balancer import Member
     from bastion.http1.request import Request
@@ -110,12 +112,22 @@ class PeakEwma:
         self.rand = rand
 
     def choose(self, members: Sequence[Member], req: Request | None, now: float) -> Member:
-        if len(members) == 1:
+        n = len(members)
+        if n == 1:
             return members[0]
-        a, b = _two(members, self.rand)
-        cost_a = a.ep.latency(now) * (a.ep.inflight + 1) / a.eff
-        cost_b = b.ep.latency(now) * (b.ep.inflight + 1) / b.eff
-        return a if cost_a <= cost_b else b
+        # inlined (this runs per request): two distinct members, then their costs
+        rand = self.rand
+        i = int(rand() * n)
+        j = int(rand() * (n - 1))
+        if j >= i:
+            j += 1
+        a = members[i]
+        b = members[j]
+        ea = a.ep
+        eb = b.ep
+        la = ea.ewma if now - ea.ewma_at < EWMA_DECAY else ea.latency(now)
+        lb = eb.ewma if now - eb.ewma_at < EWMA_DECAY else eb.latency(now)
+        return a if la * (ea.inflight + 1) * b.eff <= lb * (eb.inflight + 1) * a.eff else b
 
 
 def rendezvous_score(key: bytes, member_id: bytes, weight: float) -> float:
