@@ -24,7 +24,7 @@ _NEVER = math.inf
 class Member:
     """An endpoint as one pool sees it."""
 
-    __slots__ = ("backup", "cookie", "current", "eff", "ep", "key", "weight", "zone")
+    __slots__ = ("backup", "cookie", "current", "eff", "ep", "key", "track", "weight", "zone")
 
     def __init__(self, ep: Endpoint, weight: int, zone: str | None, backup: bool) -> None:
         self.ep = ep
@@ -35,6 +35,9 @@ class Member:
         self.zone = zone
         self.backup = backup
         self.cookie = b""  # the Set-Cookie line naming this endpoint (sticky policy)
+        # whether responses feed latency and passive health: not for a lone endpoint
+        # that nothing can set aside (its latency then comes from health checks only)
+        self.track = True
 
 
 class Balancer:
@@ -69,8 +72,10 @@ class Balancer:
         self.next_change = _NEVER
         # the fast path: one endpoint, nothing that could ever set it aside
         self.only: Member | None = None
-        if len(members) == 1 and health_interval is None and self.max_ejected == 0:
-            self.only = members[0]
+        if len(members) == 1 and self.max_ejected == 0:
+            members[0].track = False
+            if health_interval is None:
+                self.only = members[0]
 
     # ------------------------------------------------------------------ pick
     def pick(

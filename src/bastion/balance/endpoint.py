@@ -118,7 +118,7 @@ class Endpoint:
         """One request finished: wake a request waiting for a connection, if any."""
         self.inflight -= 1
         waiters = self.waiters
-        while waiters:
+        while waiters:  # empty unless max_pending lets requests wait
             waiter = waiters.popleft()
             if not waiter.done():
                 waiter.set_result(None)

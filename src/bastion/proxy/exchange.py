@@ -300,7 +300,7 @@ class Exchange:
     def on_response_head(self, status: int) -> None:
         req = self.req
         member = self.member
-        if member is not None and status >= 200:
+        if member is not None and member.track and status >= 200:
             now = self.loop.time()
             member.ep.observe(now - self.sent_at, now)
             if status >= 500:
@@ -404,8 +404,13 @@ class Exchange:
         if self.done:
             return
         self.done = True
-        if self.member is not None or self.timer is not None:
-            self._release()
+        member = self.member
+        if member is not None:  # inlined _release(): this runs for every response
+            self.member = None
+            member.ep.release_slot()
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
         req = self.req
         conn = self.upstream
         self.upstream = None
