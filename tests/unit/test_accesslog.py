@@ -67,6 +67,6 @@ def test_json_line_without_upstream_or_agent(tmp_path: Path) -> None:
 
 def test_combined_line_quotes_client_text(tmp_path: Path) -> None:
     line = _write(tmp_path, "combined", _request())
-    assert line.startswith("203.0.113.7 - - [")
+    assert line.startswith('203.0.113.7 - - [')
     assert '"GET /p?q=\\"x\\"\\\\y HTTP/1.1" 200 123 "http://ref.test/"' in line
     assert "rid=" in line and "urt=0.002" in line
