@@ -168,6 +168,17 @@ class Proxy(_Model):
         description="Requests allowed to wait for a free connection per endpoint when "
         "max_connections is reached; beyond that, 503.",
     )
+
+    @field_validator("max_pending")
+    @classmethod
+    def _pending_needs_a_limit(cls, value: int, info: ValidationInfo) -> int:
+        if value and not info.data.get("max_connections"):
+            raise ValueError(
+                "max_pending needs max_connections: requests wait for a connection only "
+                "when the number of connections is limited"
+            )
+        return value
+
     slow_start: Duration = Field(
         default=0.0,
         ge=0,
