@@ -539,3 +539,34 @@ def test_tcp_health_check_sets_aside_an_endpoint_that_does_not_listen(
     with httpx.Client(base_url=gw.url, timeout=10) as client:
         assert who(client, 10) == {"a": 10}
     assert gw.stderr.count("connect failed") == refused  # no request tries it any more
+
+
+def test_status_merges_the_workers_of_one_instance(
+    tmp_path: Path, controlled: Callable[[str], Controlled], gateway: Callable[..., Gateway]
+) -> None:
+    a, b = controlled("a"), controlled("b")
+    config = pool_config([a.url, b.url])
+    config["workers"] = 2
+    config["data_dir"] = str(tmp_path / "data")
+    config["pid_file"] = str(tmp_path / "bastion.pid")
+    gw = gateway(config)
+    for _ in range(20):
+        assert httpx.get(gw.url + "/", timeout=10).status_code == 200  # new connection each
+
+    def merged() -> list[dict[str, Any]]:
+        out = subprocess.run(
+            [sys.executable, "-m", "bastion", "status", "-c", str(gw.config_path), "--json"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        return json.loads(out.stdout)["pools"] if out.returncode == 0 else []
+
+    def complete() -> bool:
+        pools = merged()
+        return bool(pools) and sum(e["requests"] for e in pools[0]["endpoints"]) == 20
+
+    wait_until(complete)
+    [pool] = merged()
+    assert [e["workers"] for e in pool["endpoints"]] == [2, 2]
+    assert pool["policy"] == "round_robin"
