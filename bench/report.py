@@ -175,6 +175,30 @@ def checks(results: Results) -> list[Check]:
         out.append(Check("idle RSS <= 40 MB", "SKIP", "bastion not measured"))
         out.append(Check("RSS under load <= 60 MB", "SKIP", "bastion not measured"))
     ratio_check("JSON access log rps >= 0.7x nginx", bj, "rps", JSON_LOG_RPS_RATIO_MIN, True)
+    out += pool_checks(results)
+    return out
+
+
+POOL_RPS_RATIO_MIN = 0.9
+
+
+def pool_checks(results: Results) -> list[Check]:
+    """A 3-endpoint pool against the single-endpoint bastion of the same run."""
+    out: list[Check] = []
+    single = _median(results, "small", "bastion")
+    for target in ("bastion-pool-rr", "bastion-pool-ewma"):
+        name = f"{target} rps >= {POOL_RPS_RATIO_MIN}x single-endpoint bastion"
+        pool = _median(results, "small", target)
+        if pool is None or single is None:
+            out.append(Check(name, "SKIP", f"needs bastion and {target} in the small scenario"))
+            continue
+        ratio = pool["rps"] / single["rps"] if single["rps"] else 0.0
+        ok = ratio >= POOL_RPS_RATIO_MIN and not pool["error_count"]
+        versus = f"{fmt_value('rps', pool['rps'])} vs {fmt_value('rps', single['rps'])}"
+        detail = f"{ratio:.2f}x ({versus})"
+        if pool["error_count"]:
+            detail += f"; {pool['error_count']} errors in the run"
+        out.append(Check(name, "PASS" if ok else "FAIL", detail))
     return out
 
 

@@ -298,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
             f"proxy CPUs {sorted(proxy_cpus) if proxy_cpus else 'any'}, "
             f"wrk+backend CPUs {sorted(load_cpus) if load_cpus else 'any'}")
         env = targets.Env(tmp=tmp, backend_port=backend_port, proxy_cpus=proxy_cpus,
-                          bastion_bin=args.bastion)
+                          bastion_bin=args.bastion, load_cpus=load_cpus)
         kinds = {sc.tls for sc in scenarios}
         if False in kinds:
             slots += start_slots(env, args.target_list, False, skipped, versions)

@@ -31,6 +31,7 @@ class Env:
     bastion_bin: str
     notes: list[str] = field(default_factory=list)
     tls: TlsFiles | None = None  # set when an HTTPS scenario is selected
+    load_cpus: set[int] | None = None  # where extra backends run (with the first one)
 
 
 @dataclass
@@ -42,10 +43,13 @@ class Running:
     proc: Proc | None  # None for "none" (wrk hits the backend directly)
     version: str = ""
     tls: bool = False  # listens with HTTPS (and h2 where the server has it) on ``port``
+    extra: list[Proc] = field(default_factory=list)  # more backends this target started
 
     def stop(self) -> None:
         if self.proc is not None:
             self.proc.stop()
+        for proc in self.extra:
+            proc.stop()
 
 
 def _nginx_user_line() -> str:
@@ -189,6 +193,45 @@ def start_bastion(env: Env) -> Running:
 def start_bastion_json(env: Env) -> Running:
     log_path = env.tmp / "bastion-json" / "access.log"
     return _start_bastion(env, "bastion-json", f'{{format: json, path: "{log_path}"}}')
+
+
+def _start_bastion_pool(env: Env, name: str, policy: str) -> Running:
+    """bastion with a 3-endpoint pool: the shared backend plus two more nginx backends
+    (same content, same CPUs as the first), so the pool's cost is measured, not a
+    backend's."""
+    workdir = env.tmp / name
+    workdir.mkdir(parents=True, exist_ok=True)
+    extra: list[Proc] = []
+    ports = [env.backend_port]
+    for i in (1, 2):
+        proc, backend_port = start_backend(workdir / f"backend{i}", env.load_cpus)
+        extra.append(proc)
+        ports.append(backend_port)
+    port = free_port()
+    upstreams = ", ".join(f'"http://127.0.0.1:{p}"' for p in ports)
+    cfg = workdir / "bastion.yaml"
+    cfg.write_text(f"""\
+listen: {{http: 127.0.0.1:{port}}}
+workers: 1
+access_log: {{format: "off"}}
+data_dir: {workdir / "data"}
+sites:
+  - hosts: ["*"]
+    routes:
+      - path: /
+        proxy: {{upstreams: [{upstreams}], balance: {policy}}}
+""")
+    proc = start(name, [env.bastion_bin, "run", "-c", str(cfg)], workdir / "stdout.log",
+                 cpus=env.proxy_cpus, cwd=workdir)
+    return Running(name, port, proc, _bastion_version(env.bastion_bin), extra)
+
+
+def start_bastion_pool_rr(env: Env) -> Running:
+    return _start_bastion_pool(env, "bastion-pool-rr", "round_robin")
+
+
+def start_bastion_pool_ewma(env: Env) -> Running:
+    return _start_bastion_pool(env, "bastion-pool-ewma", "peak_ewma")
 
 
 def start_floor(env: Env) -> Running:
@@ -417,6 +460,10 @@ TARGETS: dict[str, Target] = {
                start_bastion_tls),
         Target("bastion-json", "bastion", start_bastion_json,
                "bastion, 1 worker, JSON access log to a file"),
+        Target("bastion-pool-rr", "bastion", start_bastion_pool_rr,
+               "bastion, 1 worker, 3-endpoint pool (3 nginx backends), round robin"),
+        Target("bastion-pool-ewma", "bastion", start_bastion_pool_ewma,
+               "bastion, 1 worker, 3-endpoint pool (3 nginx backends), peak-EWMA"),
         Target("floor", "", start_floor,
                "reference floor: a uvloop + httptools byte relay with no features"),
         Target("caddy", "caddy", start_caddy, "Caddy reverse_proxy, GOMAXPROCS=1",

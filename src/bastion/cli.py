@@ -71,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
         help="renew/revoke: any name of the site (default: all ACME sites for renew)",
     )
     p.add_argument("-c", "--config", default=None)
+    p = sub.add_parser("status", help="show the upstream pools of the running instance")
+    p.add_argument("-c", "--config", default=None, help="config whose data_dir and pid_file to use")
+    p.add_argument("--json", action="store_true", help="print JSON")
     _data_dir_flag(p)
 
     args = parser.parse_args(argv)
@@ -85,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         "demo": cmd_demo,
         "reload": cmd_reload,
         "schema": cmd_schema,
+        "status": cmd_status,
         "trust": cmd_trust,
         "certs": cmd_certs,
     }[args.command]
@@ -122,6 +126,9 @@ def serve(loaded: LoadedConfig) -> int:
     setup_logging(config.log_level)
     pid_file = Path(config.pid_file) if config.pid_file else default_pid_file()
     _write_pid(pid_file)
+    from bastion.balance.status import INSTANCE_ENV
+
+    os.environ[INSTANCE_ENV] = str(os.getpid())  # names this instance's status files
     try:
         if config.workers <= 1:
             from bastion.server.worker import run_worker
@@ -251,6 +258,31 @@ def cmd_reload(args: argparse.Namespace) -> int:
         print(f"cannot signal the running instance via {pid_path}: {exc}", file=sys.stderr)
         return 1
     print(f"reload requested (pid {pid})")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from bastion.balance import status
+    from bastion.tls.store import resolve_data_dir
+
+    loaded = _load(args.config)
+    if loaded is None:
+        return 1
+    config = loaded.config
+    pid_path = Path(config.pid_file) if config.pid_file else default_pid_file()
+    try:
+        instance: int | None = int(pid_path.read_text().strip())
+    except (OSError, ValueError):
+        instance = None  # no pid file: show whatever live workers published
+    directory = status.status_dir(resolve_data_dir(config.data_dir))
+    pools = status.merge(status.read(directory, instance))
+    if args.json:
+        print(json.dumps({"pools": pools}, indent=2))
+        return 0
+    if not pools:
+        print(f"no pool status found in {directory}: is bastion running with this config?")
+        return 1
+    print(status.render(pools))
     return 0
 
 

@@ -11,7 +11,13 @@ import ipaddress
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from bastion.config.models import Hsts
+from bastion.balance import health
+from bastion.balance.balancer import Balancer, Member
+from bastion.balance.endpoint import endpoint_of
+from bastion.balance.policies import make_policy
+from bastion.balance.resolve import Resolver, needs_resolver
+from bastion.config.balancing import default_policy
+from bastion.config.models import Hsts, PassiveHealth
 from bastion.handlers.s3 import S3Handler, s3_endpoint
 from bastion.handlers.simple import HttpsRedirectHandler, RedirectHandler, RespondHandler
 from bastion.handlers.static import StaticHandler
@@ -24,7 +30,7 @@ from bastion.tls.store import resolve_data_dir
 from bastion.tls.table import TLSTable, site_tls_mode
 
 if TYPE_CHECKING:
-    from bastion.config.models import Config, Route, Site
+    from bastion.config.models import Config, Proxy, Route, Site
     from bastion.http1.request import Request
 
 
@@ -56,6 +62,7 @@ class Plan:
         self.https_hosts: HostTable[PathTable[CompiledRoute]] = HostTable()
         self.tls: TLSTable | None = None
         self.pools: set[Pool] = set()
+        self.balancers: list[Balancer] = []
         self._networks = [ipaddress.ip_network(n) for n in config.trusted_proxies]
         self._trusted_cache: dict[str, bool] = {}
         self.trusted: Callable[[str], bool] | None = self.is_trusted if self._networks else None
@@ -114,7 +121,7 @@ def compile_plan(config: Config, registry: PoolRegistry) -> Plan:
         paths: PathTable[CompiledRoute] = PathTable()
         extra_head = _hsts_line(site) if secure else b""
         for route in site.routes:
-            handler = _handler(route, plan, registry)
+            handler = _handler(route, plan, registry, f"{site.hosts[0]} {route.path.text}")
             methods = frozenset(route.methods) if route.methods else None
             if methods is not None and "GET" in methods:
                 methods = methods | {"HEAD"}
@@ -127,6 +134,45 @@ def compile_plan(config: Config, registry: PoolRegistry) -> Plan:
             else:
                 plan.hosts.add(host, paths)
     return plan
+
+
+def _balancer(proxy: Proxy, registry: PoolRegistry, name: str) -> Balancer:
+    members: list[Member] = []
+    for upstream in proxy.upstreams:
+        pool = registry.get(
+            upstream.url,
+            proxy.max_idle_connections,
+            proxy.idle_timeout,
+            upstream_tls(proxy.tls, upstream.url),
+        )
+        address = pool.address
+        if needs_resolver(address.host) and address.port is not None:
+            resolver = pool.resolver
+            if resolver is None or resolver.ttl != proxy.resolve_ttl:
+                assert address.host is not None
+                pool.resolver = Resolver(address.host, address.port, proxy.resolve_ttl)
+        endpoint = endpoint_of(pool)
+        health.configure(endpoint, proxy.health)
+        members.append(Member(endpoint, upstream.weight, upstream.zone, upstream.backup))
+    policy = proxy.balance or default_policy(proxy.upstreams)
+    return Balancer(
+        name,
+        members,
+        make_policy(policy, proxy.hash.key, proxy.sticky.cookie),
+        policy,
+        proxy.passive,
+        proxy.slow_start,
+        proxy.max_connections,
+        proxy.max_pending,
+        proxy.health.interval if proxy.health is not None else None,
+    )
+
+
+def _single_balancer(pool: Pool, name: str) -> Balancer:
+    """A one-endpoint pool with the defaults (an S3 endpoint)."""
+    member = Member(endpoint_of(pool), 1, None, False)
+    policy = make_policy("round_robin", "client_ip", "")
+    return Balancer(name, [member], policy, "round_robin", PassiveHealth(), 0.0, 0, 0, None)
 
 
 def _hsts_line(site: Site) -> bytes:
@@ -143,28 +189,22 @@ def _hsts_line(site: Site) -> bytes:
     return b"Strict-Transport-Security: " + value.encode() + b"\r\n"
 
 
-def _handler(route: Route, plan: Plan, registry: PoolRegistry) -> Any:
+def _handler(route: Route, plan: Plan, registry: PoolRegistry, name: str) -> Any:
     prefix = route.path.value if route.path.kind == "prefix" else None
     if route.proxy is not None:
-        proxy = route.proxy
-        pools = [
-            registry.get(
-                address,
-                proxy.max_idle_connections,
-                proxy.idle_timeout,
-                upstream_tls(proxy.tls, address),
-            )
-            for address in proxy.upstreams
-        ]
-        plan.pools.update(pools)
+        balancer = _balancer(route.proxy, registry, name)
+        plan.pools.update(m.ep.pool for m in balancer.members)
+        plan.balancers.append(balancer)
         strip = prefix if route.strip_prefix else None
-        return ProxyHandler(proxy, pools, strip, plan.trusted)
+        return ProxyHandler(route.proxy, balancer, strip, plan.trusted)
     if route.s3 is not None:
         s3 = route.s3
         endpoint, host, base = s3_endpoint(s3)
         pool = registry.get(endpoint, 64, 4.0, upstream_tls(s3.tls, endpoint))
         plan.pools.add(pool)
-        return S3Handler(s3, pool, host, base, prefix if route.strip_prefix else None)
+        balancer = _single_balancer(pool, name)
+        plan.balancers.append(balancer)
+        return S3Handler(s3, balancer, host, base, prefix if route.strip_prefix else None)
     if route.redirect is not None:
         return RedirectHandler(route.redirect, prefix)
     if route.static is not None:

@@ -4,6 +4,7 @@ substituted from ${ENV} or ${file:} never appear in it."""
 from __future__ import annotations
 
 from bastion.config import LoadedConfig
+from bastion.config.balancing import default_policy
 from bastion.config.models import Site, TlsFiles
 from bastion.plan import Plan
 from bastion.tls.table import site_tls_mode
@@ -45,7 +46,11 @@ def _action(route: object) -> str:
     proxy = getattr(route, "proxy", None)
     if proxy is not None:
         strip = ", strip prefix" if getattr(route, "strip_prefix", False) else ""
-        return f"proxy {', '.join(str(u) for u in proxy.upstreams)}{strip}"
+        upstreams = proxy.upstreams
+        policy = ""
+        if len(upstreams) > 1:
+            policy = f" ({proxy.balance or default_policy(upstreams)})"
+        return f"proxy{policy} {', '.join(str(u.url) for u in upstreams)}{strip}"
     redirect = getattr(route, "redirect", None)
     if redirect is not None:
         return f"redirect {redirect.status} {redirect.to}"

@@ -70,7 +70,8 @@ def test_example_loads_with_every_value_parsed(tmp_path: Path) -> None:
     assert api.strip_prefix is False
     assert api.proxy is not None
     assert api.redirect is None and api.static is None and api.respond is None
-    [upstream] = api.proxy.upstreams
+    [endpoint] = api.proxy.upstreams
+    upstream = endpoint.url
     assert upstream == UpstreamAddress("http", "127.0.0.1", 8000, None, "http://127.0.0.1:8000")
     assert upstream.authority == "127.0.0.1:8000"
     assert str(upstream) == "http://127.0.0.1:8000"
@@ -83,7 +84,7 @@ def test_example_loads_with_every_value_parsed(tmp_path: Path) -> None:
 
     assert ws.path.kind == "prefix" and ws.path.value == "/ws"
     assert ws.methods is None
-    assert ws.proxy is not None and ws.proxy.upstreams[0].port == 8001
+    assert ws.proxy is not None and ws.proxy.upstreams[0].url.port == 8001
 
     assert old.redirect is not None
     assert (old.redirect.to, old.redirect.status) == ("/api/", 308)
@@ -243,7 +244,7 @@ def test_upstream_forms() -> None:
     route = {"path": "/", "proxy": {"upstreams": upstreams}}
     config = config_from_dict({"sites": [{"routes": [route]}]}).config
     assert config.sites[0].routes[0].proxy is not None
-    parsed = config.sites[0].routes[0].proxy.upstreams
+    parsed = [u.url for u in config.sites[0].routes[0].proxy.upstreams]
 
     assert [(u.scheme, u.host, u.port, u.path) for u in parsed] == [
         ("http", "backend.internal", 80, None),
@@ -347,8 +348,8 @@ sites:
     config = load_config(write(tmp_path, text)).config
     a, b = (route.proxy for route in config.sites[0].routes)
     assert a is not None and b is not None
-    assert a.upstreams[0].port == 9000 and a.preserve_host is True
-    assert b.upstreams[0].port == 9000 and b.preserve_host is False
+    assert a.upstreams[0].url.port == 9000 and a.preserve_host is True
+    assert b.upstreams[0].url.port == 9000 and b.preserve_host is False
 
 
 def test_model_dump_gives_back_text_forms() -> None:

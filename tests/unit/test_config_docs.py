@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from bastion.config import models
+from bastion.config import balancing, models
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 
@@ -17,7 +17,7 @@ MODELS = [
     for value in vars(models).values()
     if isinstance(value, type)
     and issubclass(value, BaseModel)
-    and value.__module__ == models.__name__
+    and value.__module__ in (models.__name__, balancing.__name__)
     and not value.__name__.startswith("_")
 ]
 

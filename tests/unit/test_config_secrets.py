@@ -67,7 +67,7 @@ def test_substituted_values_are_then_validated(monkeypatch: pytest.MonkeyPatch) 
     loaded = config_from_dict({"sites": [{"routes": [route]}]})
     proxy = loaded.config.sites[0].routes[0].proxy
     assert proxy is not None
-    assert proxy.upstreams[0].port == 8123
+    assert proxy.upstreams[0].url.port == 8123
     assert proxy.timeouts.read == 90.0
     assert loaded.secrets == frozenset({"8123", "90s"})
 

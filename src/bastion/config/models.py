@@ -26,6 +26,15 @@ from pydantic import (
 )
 
 from bastion.config.addresses import Address
+from bastion.config.balancing import (
+    ActiveHealth,
+    HashKey,
+    PassiveHealth,
+    Retries,
+    Sticky,
+    UpstreamEndpoint,
+    endpoint_short_form,
+)
 from bastion.config.origins import (
     check_upstream_tls,
     parse_endpoint,
@@ -45,7 +54,6 @@ from bastion.config.types import (
     RelativePath,
     RoutePathType,
     Size,
-    Upstream,
     WorkerCount,
     base_dir,
     one_or_many,
@@ -59,21 +67,27 @@ __all__ = [
     "Acme",
     "AcmeDnsHook",
     "AcmeEab",
+    "ActiveHealth",
     "Config",
+    "HashKey",
     "Hsts",
     "Http2",
     "Limits",
     "Listen",
+    "PassiveHealth",
     "Proxy",
     "ProxyTimeouts",
     "Redirect",
     "Respond",
+    "Retries",
     "Route",
     "ServerTimeouts",
     "Site",
     "Static",
+    "Sticky",
     "TlsFiles",
     "TlsPolicy",
+    "UpstreamEndpoint",
     "UpstreamTls",
 ]
 
@@ -120,6 +134,12 @@ class ProxyTimeouts(_Model):
     )
     send: Duration = Field(
         default=60.0, gt=0, description="Longest time a write to the upstream may stay blocked."
+    )
+    total: Duration = Field(
+        default=0.0,
+        ge=0,
+        description="Longest time for a whole exchange, retries included, until the response "
+        "head arrives; 0 for no limit.",
     )
 
 
@@ -168,15 +188,74 @@ class UpstreamTls(_Model):
 class Proxy(_Model):
     """Forward the request to an upstream server."""
 
-    upstreams: list[Upstream] = Field(
+    upstreams: list[Annotated[UpstreamEndpoint, BeforeValidator(endpoint_short_form)]] = Field(
         min_length=1,
-        description="Upstream servers: http://host[:port] (port 80 by default), "
-        "https://host[:port] (port 443) or unix:/absolute/path.sock.",
+        description="Upstream endpoints: http://host[:port] (port 80 by default), "
+        "https://host[:port] (port 443), unix:/absolute/path.sock, or {url, weight, zone, "
+        "backup}.",
     )
     tls: UpstreamTls | None = Field(
         default=None,
         description="TLS settings for the https:// upstreams; null verifies them against "
         "the system's trust store.",
+    )
+    balance: (
+        Literal["round_robin", "least_requests", "random_two", "peak_ewma", "hash", "sticky"]
+        | None
+    ) = Field(
+        default=None,
+        description="Load-balancing policy; round_robin, or peak_ewma when the endpoints "
+        "have more than one zone.",
+    )
+    hash: HashKey = Field(
+        default_factory=lambda: HashKey(), description="Key of the hash policy."
+    )
+    sticky: Sticky = Field(
+        default_factory=lambda: Sticky(), description="Cookie of the sticky policy."
+    )
+    health: ActiveHealth | None = Field(
+        default=None, description="Active health checks; none by default."
+    )
+    passive: PassiveHealth = Field(
+        default_factory=lambda: PassiveHealth(),
+        description="Ejection of endpoints that fail real requests.",
+    )
+    retries: Retries = Field(
+        default_factory=lambda: Retries(), description="Retries on another endpoint."
+    )
+    max_connections: int = Field(
+        default=0,
+        ge=0,
+        description="Requests in flight per endpoint (each holds one connection); 0 for no "
+        "limit.",
+    )
+    max_pending: int = Field(
+        default=0,
+        ge=0,
+        description="Requests allowed to wait for a free connection per endpoint when "
+        "max_connections is reached; beyond that, 503.",
+    )
+
+    @field_validator("max_pending")
+    @classmethod
+    def _pending_needs_a_limit(cls, value: int, info: ValidationInfo) -> int:
+        if value and not info.data.get("max_connections"):
+            raise ValueError(
+                "max_pending needs max_connections: requests wait for a connection only "
+                "when the number of connections is limited"
+            )
+        return value
+
+    slow_start: Duration = Field(
+        default=0.0,
+        ge=0,
+        description="Time over which an endpoint that comes back ramps up to its full weight.",
+    )
+    resolve_ttl: Duration = Field(
+        default=30.0,
+        gt=0,
+        description="How long the addresses of an upstream host name are used before it is "
+        "resolved again.",
     )
     timeouts: ProxyTimeouts = Field(
         default_factory=lambda: ProxyTimeouts(), description="Upstream time limits."
@@ -204,7 +283,7 @@ class Proxy(_Model):
 
     @model_validator(mode="after")
     def _tls_needs_https(self) -> Proxy:
-        if self.tls is not None and not any(u.scheme == "https" for u in self.upstreams):
+        if self.tls is not None and not any(u.url.scheme == "https" for u in self.upstreams):
             raise ValueError("tls only applies to https:// upstreams, and this proxy has none")
         return self
 

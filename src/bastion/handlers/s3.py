@@ -19,6 +19,7 @@ from bastion.handlers.sigv4 import Signer, encode_key_path
 from bastion.proxy.exchange import Exchange
 
 if TYPE_CHECKING:
+    from bastion.balance.balancer import Balancer
     from bastion.config.models import S3
     from bastion.http1.request import Request
     from bastion.http1.server import HTTP1Connection
@@ -79,7 +80,18 @@ def s3_endpoint(config: S3) -> tuple[UpstreamAddress, str, str]:
 
 
 class S3Handler:
+    # the attributes an Exchange reads from its handler: one endpoint, no retries on
+    # statuses, no connection limits
+    attempts = 1
+    budget = None
+    retry_statuses = None
+    max_connections = 0
+    max_pending = 0
+    sticky_cookie = None
+    total_timeout = 0.0
+
     __slots__ = (
+        "balancer",
         "base",
         "bucket",
         "connect_timeout",
@@ -95,7 +107,11 @@ class S3Handler:
         "websocket_idle_timeout",
     )
 
-    def __init__(self, config: S3, pool: Pool, host: str, base: str, strip: str | None) -> None:
+    def __init__(
+        self, config: S3, balancer: Balancer, host: str, base: str, strip: str | None
+    ) -> None:
+        self.balancer = balancer
+        pool = balancer.members[0].ep.pool
         self.pool = pool
         self.pools = [pool]
         self.bucket = config.bucket

@@ -13,6 +13,7 @@ import logging
 import ssl
 from typing import TYPE_CHECKING
 
+from bastion.balance.policies import read_cookie
 from bastion.http1.request import BODY_CHUNKED, BODY_CLOSE, BODY_LENGTH, BODY_NONE, Request
 from bastion.http1.server import PAUSE_UPSTREAM
 from bastion.http1.status import status_line
@@ -21,6 +22,7 @@ from bastion.proxy.pool import Pool, UpstreamConnection
 from bastion.tls.client import describe_tls_error
 
 if TYPE_CHECKING:
+    from bastion.balance.balancer import Member
     from bastion.http1.server import HTTP1Connection
     from bastion.proxy.handler import ProxyHandler
 
@@ -73,6 +75,11 @@ class Exchange:
     framing = BODY_NONE
     attempts = 0
     sent_at = 0.0
+    member: Member | None = None
+    tried: list[Member] | None = None  # members tried before the current one
+    set_cookie = b""
+    retries = 0
+    timer: asyncio.TimerHandle | None = None
 
     def __init__(self, handler: ProxyHandler, client: HTTP1Connection, req: Request) -> None:
         self.handler = handler
@@ -91,33 +98,135 @@ class Exchange:
             # protocol drops body bytes of a dispatched request that has no buffer.
             req.body_buffer = []
         client.send_continue(req)
-        pool = self.handler.pick()
-        self.pool = pool
+        handler = self.handler
+        balancer = handler.balancer
+        member = balancer.only
+        if member is None:
+            now = self.loop.time()
+            member = balancer.pick(req, now)
+            if handler.budget is not None:
+                handler.budget.request(now)
+            if member is None:
+                self._unavailable()
+                return
+        if handler.total_timeout:
+            self.timer = self.loop.call_later(handler.total_timeout, self._total_expired)
+        if handler.sticky_cookie is not None and read_cookie(req, handler.sticky_cookie) != (
+            member.key
+        ):
+            self.set_cookie = member.cookie
+        self._begin(member)
+
+    def _begin(self, member: Member) -> None:
+        """Send the request to `member` (a pooled connection, else a new one)."""
+        handler = self.handler
+        ep = member.ep
+        limit = handler.max_connections
+        if limit and ep.inflight >= limit:
+            if len(ep.waiters) < handler.max_pending:
+                self.task = self.loop.create_task(self._wait_for_slot(member))
+                return
+            log.warning("upstream %s: at max_connections, request refused", ep.label)
+            self._fail(
+                503, "The upstream server is at its connection limit.", b"Retry-After: 1\r\n"
+            )
+            return
+        self.member = member
+        ep.inflight += 1
+        ep.requests += 1
+        pool = self.pool = ep.pool
         conn = pool.acquire()
         if conn is not None:
             self._send(conn)
         else:
             self.task = self.loop.create_task(self._connect(pool))
 
+    async def _wait_for_slot(self, member: Member) -> None:
+        waiter: asyncio.Future[None] = self.loop.create_future()
+        member.ep.waiters.append(waiter)
+        try:
+            await asyncio.wait_for(waiter, self.handler.connect_timeout)
+        except TimeoutError:
+            self.task = None
+            self._fail(
+                503, "The upstream server is at its connection limit.", b"Retry-After: 1\r\n"
+            )
+            return
+        self.task = None
+        if not self.done:
+            self._begin(member)
+
+    def _release(self) -> None:
+        """The request no longer occupies its endpoint."""
+        member = self.member
+        if member is not None:
+            self.member = None
+            member.ep.release_slot()
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _next_member(self) -> Member | None:
+        """Another endpoint for a new try (the current one is set aside)."""
+        member = self.member
+        tried = self.tried
+        if tried is None:
+            tried = self.tried = []
+        if member is not None:
+            tried.append(member)
+            self._release_slot_only()
+        return self.handler.balancer.pick(self.req, self.loop.time(), tried)
+
+    def _release_slot_only(self) -> None:
+        member = self.member
+        if member is not None:
+            self.member = None
+            member.ep.release_slot()
+
+    def _failed_here(self) -> None:
+        member = self.member
+        if member is not None:
+            self.handler.balancer.failed(member, self.loop.time())
+
     async def _connect(self, pool: Pool) -> None:
         handler = self.handler
-        tries = len(handler.pools)
         while True:
             self.attempts += 1
             try:
                 conn = await asyncio.wait_for(pool.connect(), handler.connect_timeout)
-            except TimeoutError:
-                log.warning("upstream %s: connect timed out", pool.label)
-                self._fail(504, "The upstream server did not accept the connection in time.")
-                return
-            except OSError as exc:
-                log.warning("upstream %s: connect failed: %s", pool.label, exc.strerror or exc)
-                tries -= 1
-                if tries > 0 and not self.done:
-                    pool = self.pool = handler.pick()
-                    continue
-                self._fail(502, "The upstream server refused the connection.")
-                return
+            except (TimeoutError, OSError) as exc:
+                if isinstance(exc, TimeoutError):
+                    log.warning("upstream %s: connect timed out", pool.label)
+                else:
+                    log.warning("upstream %s: connect failed: %s", pool.label, exc.strerror or exc)
+                if self.done:
+                    return
+                self._failed_here()
+                # Nothing reached the backend: any request may go elsewhere.
+                member = self._next_member()
+                if member is None or (
+                    handler.max_connections and member.ep.inflight >= handler.max_connections
+                ):
+                    self.task = None
+                    if isinstance(exc, TimeoutError):
+                        self._fail(
+                            504, "The upstream server did not accept the connection in time."
+                        )
+                    else:
+                        self._fail(502, "The upstream server refused the connection.")
+                    return
+                self.member = member
+                member.ep.inflight += 1
+                member.ep.requests += 1
+                pool = self.pool = member.ep.pool
+                if handler.sticky_cookie is not None:
+                    self.set_cookie = member.cookie
+                idle = pool.acquire()
+                if idle is not None:
+                    self.task = None
+                    self._send(idle)
+                    return
+                continue
             break
         self.task = None
         if self.done:
@@ -192,6 +301,17 @@ class Exchange:
     # ------------------------------------------------------- upstream response
     def on_response_head(self, status: int) -> None:
         req = self.req
+        member = self.member
+        if member is not None and member.track and status >= 200:
+            now = self.loop.time()
+            member.ep.observe(now - self.sent_at, now)
+            if status >= 500:
+                self.handler.balancer.failed(member, now)
+                statuses = self.handler.retry_statuses
+                if statuses is not None and status in statuses and self._retry(now):
+                    return
+            else:
+                member.ep.failures = 0
         if status < 200 and not (status == 101 and req.upgrade is not None):
             if status == 101:  # a switch the client never asked for: no tunnel
                 self.upstream_failed(ValueError("101 to a request without Upgrade"))
@@ -239,6 +359,8 @@ class Exchange:
                 ]
         if not has_date:
             parts.append(self.client.ctx.date_header)
+        if self.set_cookie:
+            parts.append(self.set_cookie)
         req.status = status
         req.upstream = self.pool.label if self.pool is not None else ""
         if status == 101:
@@ -284,6 +406,13 @@ class Exchange:
         if self.done:
             return
         self.done = True
+        member = self.member
+        if member is not None:  # inlined _release(): this runs for every response
+            self.member = None
+            member.ep.release_slot()
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
         req = self.req
         conn = self.upstream
         self.upstream = None
@@ -318,27 +447,28 @@ class Exchange:
             return
         if self.tunnelling:
             self.done = True
+            self._release()
             self._close_client()
             return
         conn_reused = self.attempts == 0
         req = self.req
-        if (
-            not self.resp_started
-            and conn_reused
-            and req.method in IDEMPOTENT
-            and not req.has_body
-            and self.pool is not None
-        ):
-            # A pooled connection the backend had closed: retrying is safe, the
-            # request has no body and its method is idempotent.
-            self.upstream = None
-            self.task = self.loop.create_task(self._connect(self.pool))
-            return
         self.upstream = None
         if isinstance(exc, ssl.SSLError):
             # TLS 1.3 servers reject a missing client certificate after the handshake
             label = self.pool.label if self.pool is not None else "?"
             log.warning("upstream %s: %s", label, describe_tls_error(exc))
+        if not self.resp_started and req.method in IDEMPOTENT and not req.has_body:
+            if conn_reused and self.pool is not None and self.tried is None:
+                # A pooled connection the backend had closed: retrying is safe, the
+                # request has no body and its method is idempotent.
+                self.task = self.loop.create_task(self._connect(self.pool))
+                return
+            # A fresh connection lost: the backend itself went away mid-request.
+            self._failed_here()
+            if self._retry(self.loop.time()):
+                return
+        elif not self.resp_started:
+            self._failed_here()
         self._fail(502, None)
 
     def upstream_failed(self, exc: Exception) -> None:
@@ -367,6 +497,7 @@ class Exchange:
 
     def client_gone(self) -> None:
         self.done = True
+        self._release()
         if self.task is not None:
             self.task.cancel()
             self.task = None
@@ -375,10 +506,67 @@ class Exchange:
         if conn is not None:
             conn.abort()
 
-    def _fail(self, status: int, detail: str | None) -> None:
+    def _unavailable(self) -> None:
+        balancer = self.handler.balancer
+        after = balancer.retry_after(self.loop.time())
+        log.warning("upstream pool %s: no healthy endpoint", balancer.name)
+        self._fail(
+            503,
+            "No healthy upstream server is available.",
+            b"Retry-After: %d\r\n" % after,
+        )
+
+    def _retry(self, now: float) -> bool:
+        """Try again elsewhere an idempotent request without a body, within the
+        pool's attempts and retry budget. The current connection is dropped."""
+        handler = self.handler
+        req = self.req
+        if (
+            handler.budget is None
+            or self.resp_started
+            or req.method not in IDEMPOTENT
+            or req.has_body
+            or self.retries + 1 >= handler.attempts
+        ):
+            return False
+        avoid = list(self.tried or ())
+        if self.member is not None:
+            avoid.append(self.member)
+        member = handler.balancer.pick(req, now, avoid)
+        if member is None or not handler.budget.try_retry(now):
+            return False
+        self.retries += 1
+        conn = self.upstream
+        self.upstream = None
+        if conn is not None:
+            conn.exchange = None
+            conn.abort()
+        tried = self.tried
+        if tried is None:
+            tried = self.tried = []
+        if self.member is not None:
+            tried.append(self.member)
+        self._release_slot_only()
+        self.request_sent = False
+        self.attempts = 1  # a retried request never counts as "on a reused connection"
+        if handler.sticky_cookie is not None:
+            self.set_cookie = member.cookie
+        self._begin(member)
+        return True
+
+    def _total_expired(self) -> None:
+        self.timer = None
+        if self.done:
+            return
+        log.warning("upstream %s: total timeout", self.pool.label if self.pool else "?")
+        self._fail(504, "The upstream server did not answer in time.")
+
+    def _fail(self, status: int, detail: str | None, headers: bytes = b"") -> None:
         if self.done:
             return
         self.done = True
+        if self.member is not None or self.timer is not None:
+            self._release()
         self.task = None
         req = self.req
         req.sink = None
@@ -392,7 +580,7 @@ class Exchange:
             return
         req.upstream = self.pool.label if self.pool is not None else ""
         self.client.resp_keep_alive = self.client.resp_keep_alive and req.body_done
-        self.client.problem(req, status, detail)
+        self.client.problem(req, status, detail, headers)
 
     def _close_client(self) -> None:
         transport = self.client.transport
@@ -437,8 +625,8 @@ class Exchange:
     def peer_closed(self) -> None:
         """The client side of a tunnel closed."""
         self.done = True
+        self._release()
         conn = self.upstream
         self.upstream = None
         if conn is not None:
             conn.close()
-

@@ -6,10 +6,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
+from bastion.balance.balancer import Balancer, RetryBudget
 from bastion.http1.request import Request
 from bastion.proxy.exchange import Exchange
 from bastion.proxy.headers import build_request_head
-from bastion.proxy.pool import Pool
 
 if TYPE_CHECKING:
     from bastion.config.models import Proxy
@@ -21,13 +21,19 @@ _PATH_SAFE = "/:@!$&'()*+,;=~"
 
 class ProxyHandler:
     __slots__ = (
+        "attempts",
+        "balancer",
+        "budget",
         "connect_timeout",
-        "next_index",
-        "pools",
+        "max_connections",
+        "max_pending",
         "preserve_host",
         "read_timeout",
+        "retry_statuses",
         "send_timeout",
+        "sticky_cookie",
         "strip",
+        "total_timeout",
         "trusted",
         "upstream_host_line",
         "websocket_idle_timeout",
@@ -36,33 +42,40 @@ class ProxyHandler:
     def __init__(
         self,
         config: Proxy,
-        pools: list[Pool],
+        balancer: Balancer,
         strip: str | None,
         trusted: Callable[[str], bool] | None,
     ) -> None:
-        self.pools = pools
-        self.next_index = 0
+        self.balancer = balancer
         self.strip = strip  # the prefix removed from the path before forwarding
         self.trusted = trusted
+        first = balancer.members[0].ep.pool.address
         preserve = config.preserve_host
         # by default an https:// upstream is a virtual host of its own (a SaaS API, a CDN):
         # it gets its own name, as in its certificate; a private http:// app gets the client's
-        self.preserve_host = pools[0].address.scheme != "https" if preserve is None else preserve
-        self.upstream_host_line = b"Host: " + pools[0].address.authority.encode() + b"\r\n"
+        self.preserve_host = first.scheme != "https" if preserve is None else preserve
+        self.upstream_host_line = b"Host: " + first.authority.encode() + b"\r\n"
         self.connect_timeout = config.timeouts.connect
         self.read_timeout = config.timeouts.read
         self.send_timeout = config.timeouts.send
+        self.total_timeout = config.timeouts.total
         self.websocket_idle_timeout = config.websocket_idle_timeout
-
-    def pick(self) -> Pool:
-        """Round robin over the route's upstreams (load-balancing policies arrive
-        with the upstreams work; this is the fallback they will keep)."""
-        pools = self.pools
-        if len(pools) == 1:
-            return pools[0]
-        index = self.next_index
-        self.next_index = (index + 1) % len(pools)
-        return pools[index]
+        self.max_connections = config.max_connections
+        self.max_pending = config.max_pending
+        retries = config.retries
+        self.attempts = retries.attempts
+        self.retry_statuses = retries.on_status or None
+        # only a pool with somewhere else to go can retry, and only it pays for counting
+        self.budget = RetryBudget(retries.budget) if len(balancer.members) > 1 else None
+        self.sticky_cookie: bytes | None = None
+        if balancer.policy_name == "sticky":
+            self.sticky_cookie = config.sticky.cookie.encode()
+            age = f"; Max-Age={int(config.sticky.ttl)}" if config.sticky.ttl else ""
+            for m in balancer.members:
+                m.cookie = (
+                    f"Set-Cookie: {config.sticky.cookie}={m.ep.id}; Path=/{age}; HttpOnly; "
+                    "SameSite=Lax\r\n"
+                ).encode()
 
     def handle(self, client: HTTP1Connection, req: Request) -> None:
         target = req.target

@@ -193,6 +193,11 @@ class Pool:
         # https:// upstreams: the context built with the plan, and the SNI / verified name
         self.tls: ssl.SSLContext | None = None
         self.server_name: str | None = None
+        # balancing state (bastion.balance.endpoint.Endpoint), kept with the pool
+        # across reloads so that health and latency survive them
+        self.endpoint: Any = None
+        # host names only (bastion.balance.resolve.Resolver): addresses cached on a TTL
+        self.resolver: Any = None
 
     def acquire(self) -> UpstreamConnection | None:
         idle = self.idle
@@ -209,37 +214,35 @@ class Pool:
             _, conn = await self.loop.create_unix_connection(
                 lambda: UpstreamConnection(self), address.path
             )
-        elif self.tls is not None:
-            conn = await self._connect_tls()
         else:
             assert address.host is not None and address.port is not None
-            _, conn = await self.loop.create_connection(
-                lambda: UpstreamConnection(self), address.host, address.port
-            )
+            port = address.port
+            if self.resolver is not None:
+                _, conn = await self.resolver.connect(lambda host: self._open(host, port))
+            else:
+                _, conn = await self._open(address.host, port)
             sock = conn.transport.get_extra_info("socket") if conn.transport else None
             if sock is not None:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return conn
 
-    async def _connect_tls(self) -> UpstreamConnection:
-        """A TLS connection; the caller's connect timeout covers the handshake too."""
-        address = self.address
-        assert address.host is not None and address.port is not None
+    async def _open(self, host: str, port: int) -> tuple[Any, UpstreamConnection]:
+        """A TCP (or TLS) connection to one address; the caller's connect timeout covers
+        the TLS handshake too. With TLS, SNI and verification use the configured name,
+        not the address the name resolved to."""
+        if self.tls is None:
+            return await self.loop.create_connection(lambda: UpstreamConnection(self), host, port)
         try:
-            _, conn = await self.loop.create_connection(
+            return await self.loop.create_connection(
                 lambda: UpstreamConnection(self),
-                address.host,
-                address.port,
+                host,
+                port,
                 ssl=self.tls,
                 server_hostname=self.server_name,
             )
         except ssl.SSLError as exc:
             # re-raised as a plain connect failure whose text says what to fix
             raise OSError(exc.errno or 0, describe_tls_error(exc)) from None
-        sock = conn.transport.get_extra_info("socket") if conn.transport else None
-        if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return conn
 
     def release(self, conn: UpstreamConnection) -> None:
         """Take back a connection whose exchange finished cleanly."""
@@ -271,6 +274,8 @@ class Pool:
         self.retired = True
         while self.idle:
             self.idle.pop().close()
+        if self.endpoint is not None:
+            self.endpoint.retire()
 
 
 class PoolRegistry:

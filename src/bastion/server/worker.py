@@ -16,6 +16,7 @@ import signal
 import ssl
 from pathlib import Path
 
+from bastion.balance import status
 from bastion.config import Address, ConfigError, LoadedConfig, load_config
 from bastion.http1.server import HTTP1Connection
 from bastion.http2.connection import start_http2
@@ -27,6 +28,7 @@ from bastion.tls.alpn import AlpnListener, listening_socket
 from bastion.tls.context import HTTP1_ONLY, apply_profile, dispatch_context
 from bastion.tls.renewal import CertManager, alpn_challenge_dir
 from bastion.tls.solvers import ALPN_POLL
+from bastion.tls.store import resolve_data_dir
 
 log = logging.getLogger("bastion.server")
 
@@ -62,10 +64,19 @@ class Worker:
         watch = None
         if plan.config.watch and self.loaded.source is not None:
             watch = loop.create_task(self._watch(self.loaded.source))
+        ctx = self.ctx
+        publisher = loop.create_task(
+            status.publish(
+                lambda: ctx.plan.balancers,
+                status.status_dir(resolve_data_dir(plan.config.data_dir)),
+                int(os.environ.get(status.INSTANCE_ENV, os.getpid())),
+            )
+        )
         self.ready.set()
         try:
             await self.stopping.wait()
         finally:
+            publisher.cancel()
             if watch is not None:
                 watch.cancel()
             if self._certs is not None:

@@ -1,0 +1,170 @@
+"""Pool status for `bastion status`: each worker publishes, the command merges.
+
+There is no admin API yet, so every worker writes a JSON snapshot of its pools
+once a second (off the hot path: a timer, not a request) to
+``<data_dir>/status/worker-<pid>.json`` with an atomic rename. `bastion status`
+reads the snapshots of the running instance's live workers and merges them:
+counters add up, an endpoint is shown unhealthy or ejected in as many workers as
+say so (balancing state is per worker).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bastion.balance.balancer import Balancer
+
+INTERVAL = 1.0
+# set by `bastion run` to its own pid, so that all workers of one instance say so
+INSTANCE_ENV = "BASTION_INSTANCE"
+
+
+def status_dir(data_dir: Path) -> Path:
+    return data_dir / "status"
+
+
+def snapshot(balancers: Iterable[Balancer], now: float, instance: int) -> dict[str, Any]:
+    return {
+        "pid": os.getpid(),
+        "instance": instance,
+        "written": time.time(),
+        "pools": [b.snapshot(now) for b in balancers],
+    }
+
+
+def write(directory: Path, data: dict[str, Any]) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"worker-{os.getpid()}.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data))
+    tmp.replace(path)
+
+
+async def publish(balancers: Callable[[], list[Balancer]], directory: Path, instance: int) -> None:
+    """Write this worker's snapshot every second until cancelled; then remove it."""
+    loop = asyncio.get_running_loop()
+    try:
+        while True:
+            pools = balancers()
+            if pools:
+                # a status file is a convenience: never a reason to stop serving
+                with contextlib.suppress(OSError):
+                    write(directory, snapshot(pools, loop.time(), instance))
+            await asyncio.sleep(INTERVAL)
+    finally:
+        with contextlib.suppress(OSError):
+            (directory / f"worker-{os.getpid()}.json").unlink()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def read(directory: Path, instance: int | None) -> list[dict[str, Any]]:
+    """The snapshots of live workers (of one instance, when its pid is known)."""
+    found = []
+    for path in sorted(directory.glob("worker-*.json")):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if not isinstance(data, dict) or not _alive(int(data.get("pid", 0))):
+            continue
+        if instance is not None and data.get("instance") != instance:
+            continue
+        found.append(data)
+    return found
+
+
+def merge(snapshots: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    pools: dict[str, dict[str, Any]] = {}
+    for snap in snapshots:
+        for pool in snap["pools"]:
+            merged = pools.setdefault(
+                pool["name"], {"name": pool["name"], "policy": pool["policy"], "endpoints": {}}
+            )
+            for ep in pool["endpoints"]:
+                into = merged["endpoints"].setdefault(
+                    ep["url"],
+                    {
+                        "url": ep["url"],
+                        "zone": ep["zone"],
+                        "weight": ep["weight"],
+                        "backup": ep["backup"],
+                        "workers": 0,
+                        "unhealthy_in": 0,
+                        "ejected_in": 0,
+                        "in_flight": 0,
+                        "requests": 0,
+                        "ejections": 0,
+                        "ewma_ms": [],
+                    },
+                )
+                into["workers"] += 1
+                into["unhealthy_in"] += 0 if ep["healthy"] else 1
+                into["ejected_in"] += 1 if ep["ejected"] else 0
+                into["in_flight"] += ep["in_flight"]
+                into["requests"] += ep["requests"]
+                into["ejections"] += ep["ejections"]
+                into["ewma_ms"].append(ep["ewma_ms"])
+    result = []
+    for pool in pools.values():
+        endpoints = []
+        for ep in pool["endpoints"].values():
+            samples = ep.pop("ewma_ms")
+            ep["ewma_ms"] = round(sum(samples) / len(samples), 2)
+            ep["health"] = _health(ep)
+            endpoints.append(ep)
+        result.append({**pool, "endpoints": endpoints})
+    return result
+
+
+def _health(ep: dict[str, Any]) -> str:
+    workers = ep["workers"]
+    if ep["unhealthy_in"]:
+        return "unhealthy" + (f" ({ep['unhealthy_in']}/{workers} workers)" if workers > 1 else "")
+    if ep["ejected_in"]:
+        return "ejected" + (f" ({ep['ejected_in']}/{workers} workers)" if workers > 1 else "")
+    return "healthy"
+
+
+def render(pools: list[dict[str, Any]]) -> str:
+    lines: list[str] = []
+    for pool in pools:
+        lines.append(f"pool {pool['name']} ({pool['policy']})")
+        rows = [("endpoint", "zone", "health", "ewma", "in-flight", "requests", "ejections")]
+        for ep in pool["endpoints"]:
+            url = ep["url"] + (" (backup)" if ep["backup"] else "")
+            if ep["weight"] != 1:
+                url += f" weight {ep['weight']}"
+            rows.append(
+                (
+                    url,
+                    ep["zone"] or "-",
+                    ep["health"],
+                    f"{ep['ewma_ms']:.1f}ms",
+                    str(ep["in_flight"]),
+                    str(ep["requests"]),
+                    str(ep["ejections"]),
+                )
+            )
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        for row in rows:
+            lines.append(
+                "  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+            )
+    return "\n".join(lines)
