@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bastion.http1.request import BODY_CHUNKED, BODY_CLOSE, BODY_LENGTH, BODY_NONE, Request
 from bastion.http1.server import PAUSE_UPSTREAM
@@ -73,6 +73,8 @@ class Exchange:
     framing = BODY_NONE
     attempts = 0
     sent_at = 0.0
+    # a cache's copy of the response: told of the head, body chunks and the end
+    recorder: Any = None
 
     def __init__(self, handler: ProxyHandler, client: HTTP1Connection, req: Request) -> None:
         self.handler = handler
@@ -257,6 +259,8 @@ class Exchange:
             framing = BODY_CLOSE
         self.framing = framing
         self.resp_started = True
+        if self.recorder is not None:
+            self.recorder.on_head(status, parts[0], headers)
         self.client.write_head(req, b"".join(parts), framing)
         if req.method == "HEAD":
             # llhttp cannot be told that a response answers a HEAD request; the
@@ -268,6 +272,8 @@ class Exchange:
             self._finish(keep_alive)
 
     def on_response_body(self, data: bytes) -> None:
+        if self.recorder is not None:
+            self.recorder.on_body(data)
         self.client.write_body(data)
         conn = self.upstream
         if conn is not None:
@@ -284,6 +290,8 @@ class Exchange:
         if self.done:
             return
         self.done = True
+        if self.recorder is not None:
+            self.recorder.on_end()
         req = self.req
         conn = self.upstream
         self.upstream = None
@@ -367,6 +375,8 @@ class Exchange:
 
     def client_gone(self) -> None:
         self.done = True
+        if self.recorder is not None:
+            self.recorder.on_abort()
         if self.task is not None:
             self.task.cancel()
             self.task = None
@@ -379,6 +389,8 @@ class Exchange:
         if self.done:
             return
         self.done = True
+        if self.recorder is not None:
+            self.recorder.on_abort()
         self.task = None
         req = self.req
         req.sink = None
