@@ -98,18 +98,22 @@ def decide(
         and not ("public" in cc or "s-maxage" in cc or "must-revalidate" in cc)
     ):
         return Decision(False, "authorization")  # RFC 9111 §3.5
-    lifetime = freshness_lifetime(cc, headers, rules, now)
-    if lifetime is None:
-        return Decision(False, "no-freshness")
     if "no-cache" in cc and rules.ttl is None:
         # stored, but every use is revalidated: only worth it with a validator
         if "etag" not in headers and "last-modified" not in headers:
             return Decision(False, "no-cache")
         lifetime = 0.0
+    else:
+        found = freshness_lifetime(cc, headers, rules, now)
+        if found is None:
+            return Decision(False, "no-freshness")
+        lifetime = found
     swr = _seconds(cc.get("stale-while-revalidate"))
     sie = _seconds(cc.get("stale-if-error"))
     if "must-revalidate" in cc or "proxy-revalidate" in cc:
         swr = sie = 0.0  # stale responses must not be used at all
+    elif "no-cache" in cc and rules.ttl is None:
+        swr = 0.0  # every use waits for a successful validation
     return Decision(
         True,
         "",
