@@ -45,7 +45,12 @@ def _action(route: object) -> str:
     proxy = getattr(route, "proxy", None)
     if proxy is not None:
         strip = ", strip prefix" if getattr(route, "strip_prefix", False) else ""
-        return f"proxy {', '.join(str(u) for u in proxy.upstreams)}{strip}"
+        cache = getattr(route, "cache", None)
+        cached = ""
+        if cache is not None:
+            ttl = f"ttl {cache.ttl:g}s" if cache.ttl else "as the backend says"
+            cached = f", cached ({ttl})"
+        return f"proxy {', '.join(str(u) for u in proxy.upstreams)}{strip}{cached}"
     redirect = getattr(route, "redirect", None)
     if redirect is not None:
         return f"redirect {redirect.status} {redirect.to}"
