@@ -383,3 +383,45 @@ def test_hit_over_http2(origin: CountingBackend, gateway: Start, tmp_path: Path)
     assert first.headers["x-cache"] == "MISS"
     assert (second.text, second.headers["x-cache"]) == ("two", "HIT")
     assert origin.hits_of("/h2") == 1
+
+
+def test_purge_method_from_allowed_addresses(
+    origin: CountingBackend, gateway: Start, tmp_path: Path
+):
+    origin.replies["/x"] = Reply(headers={"Cache-Control": "max-age=600"}, body=b"{n}")
+    gw = gateway(cache_config(tmp_path, origin.url, cache={"purge_from": ["127.0.0.1"]}))
+    get(gw, "/x")
+    assert get(gw, "/x").headers["x-cache"] == "HIT"
+    answer = httpx.request("PURGE", gw.url + "/x", timeout=10)
+    assert answer.status_code == 200 and answer.json() == {"purged": 1}
+    again = get(gw, "/x")
+    assert (again.headers["x-cache"], again.text) == ("MISS", "2")
+
+
+def test_purge_method_refused_elsewhere(origin: CountingBackend, gateway: Start, tmp_path: Path):
+    origin.replies["/x"] = Reply(headers={"Cache-Control": "max-age=600"}, body=b"{n}")
+    gw = gateway(cache_config(tmp_path, origin.url, cache={"purge_from": ["10.0.0.0/8"]}))
+    get(gw, "/x")
+    # not from an allowed address: an ordinary request for the backend
+    assert httpx.request("PURGE", gw.url + "/x", timeout=10).headers["x-cache"] == "BYPASS"
+    assert get(gw, "/x").headers["x-cache"] == "HIT"
+
+
+def test_cache_config_errors(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "sites:\n"
+        "  - hosts: ['*']\n"
+        "    routes:\n"
+        "      - path: /\n"
+        "        respond: {body: hi}\n"
+        "        cache: {ttl: 5m}\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "bastion", "check", "-c", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode != 0
+    assert "cache only applies to proxy routes" in result.stderr
