@@ -125,3 +125,14 @@ def test_memory_store_purges() -> None:
     store.put(entry("/c", 10))
     assert store.purge_url("http://h/c") == 1
     assert len(store) == 0 and store.size == 0
+
+
+def test_vary_names_forgotten_with_the_last_variant() -> None:
+    store = MemoryStore(10**6, 10**5)
+    for lang in ("fr", "de"):
+        e = Entry(f"http://h/v\x1d{lang}", "http://h/v", 200, b"", b"x", NOW, 60,
+                  vary=("accept-language",))  # fmt: skip
+        store.put(e)
+    assert store.vary == {"http://h/v": ("accept-language",)}
+    store.purge_url("http://h/v")
+    assert store.vary == {} and store.variants == {}

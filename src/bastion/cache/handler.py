@@ -4,6 +4,7 @@ decides which exchanges happen and answers hits itself."""
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
     from bastion.cache.store import Entry, MemoryStore
     from bastion.http1.request import Request
     from bastion.proxy.handler import ProxyHandler
+
+log = logging.getLogger("bastion.cache")
 
 HIT = b"X-Cache: HIT\r\n"
 MISS = b"X-Cache: MISS\r\n"
@@ -146,6 +149,10 @@ class CachingHandler:
                     self._answer_revalidation(client, req, cap, entry, recorder, key)
                 elif cap.status == 304:
                     self._refresh(entry, cap.head, time.time())
+            except Exception:
+                log.exception("request %s failed in cache revalidation", req.request_id)
+                if client is not None and not client.resp_started:
+                    client.problem(req, 500)
             finally:
                 if client is not None:
                     self.release(key)
@@ -214,10 +221,8 @@ class CachingHandler:
 
     def stored(self, primary: str, entry: Entry) -> None:
         store = self.store
-        if entry.vary:
-            store.vary[primary] = entry.vary
-        else:
-            store.vary.pop(primary, None)
+        if not entry.vary:
+            store.vary.pop(primary, None)  # the backend stopped varying this URL
         store.put(entry)
         if self.purge is not None:
             self.purge.watch()
@@ -266,9 +271,17 @@ class Waiter:
         if self.gone:
             return
         self.gone = True
-        if self.client.producer is self:
-            self.client.producer = None
-        self.handler.handle(self.client, self.req, may_wait=False)
+        client = self.client
+        if client.producer is self:
+            client.producer = None
+        # runs inside another request's exchange or a timer: a failure here is this
+        # request's alone
+        try:
+            self.handler.handle(client, self.req, may_wait=False)
+        except Exception:
+            log.exception("request %s failed in the cache", self.req.request_id)
+            if not client.resp_started:
+                client.problem(self.req, 500)
 
 
 class Recorder:

@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from urllib.parse import quote, unquote_plus
 
+from bastion.cache.store import VARIANT_MARK
+
 QUERY_ALL = "all"  # every parameter, sorted
 QUERY_IGNORE = "ignore"  # no parameter
 
@@ -59,7 +61,7 @@ def variant_key(
     if not vary:
         return primary
     names = [v.encode("latin-1") for v in vary]
-    return primary + "\x1d" + header_values(headers, names)
+    return primary + VARIANT_MARK + header_values(headers, names)
 
 
 def parse_vary(value: str) -> tuple[str, ...]:

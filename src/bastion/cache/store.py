@@ -13,6 +13,8 @@ from typing import Protocol
 # bookkeeping per entry beyond its head and body (objects, index slots), so the
 # byte bound holds for many small entries too
 ENTRY_OVERHEAD = 512
+# separates a primary key from the request's values of the Vary fields
+VARIANT_MARK = "\x1d"
 
 
 class Entry:
@@ -111,6 +113,7 @@ class MemoryStore:
         # the Vary field names last seen for a primary key: a lookup adds the request's
         # values of those fields to find the variant
         self.vary: dict[str, tuple[str, ...]] = {}
+        self.variants: dict[str, int] = {}  # stored variants per primary key
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -128,6 +131,10 @@ class MemoryStore:
         self.entries[entry.key] = entry
         self.size += entry.size
         self.by_url.setdefault(entry.url, set()).add(entry.key)
+        if entry.vary:
+            primary = entry.key.partition(VARIANT_MARK)[0]
+            self.vary[primary] = entry.vary
+            self.variants[primary] = self.variants.get(primary, 0) + 1
         for tag in entry.tags:
             self.by_tag.setdefault(tag, set()).add(entry.key)
         entries = self.entries
@@ -139,6 +146,15 @@ class MemoryStore:
         if entry is None:
             return
         self.size -= entry.size
+        if entry.vary:
+            # the Vary names of a URL are forgotten with its last variant
+            primary = key.partition(VARIANT_MARK)[0]
+            left = self.variants.get(primary, 1) - 1
+            if left > 0:
+                self.variants[primary] = left
+            else:
+                self.variants.pop(primary, None)
+                self.vary.pop(primary, None)
         _unindex(self.by_url, entry.url, key)
         for tag in entry.tags:
             _unindex(self.by_tag, tag, key)
