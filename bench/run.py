@@ -1,7 +1,7 @@
 """bastion benchmark: wrk against bastion, nginx, Caddy and HAProxy in front of one nginx origin.
 
 Usage: python bench/run.py [--quick] [--targets none,nginx,...]
-       [--scenarios small,16k,newconn,https,handshake,h2]
+       [--scenarios small,16k,newconn,https,handshake,h2,cache-hit]
 """
 
 from __future__ import annotations
