@@ -428,3 +428,22 @@ def test_cache_config_errors(tmp_path: Path) -> None:
     )
     assert result.returncode != 0
     assert "cache only applies to proxy routes" in result.stderr
+
+
+def test_head_from_stored_get_and_if_modified_since(
+    origin: CountingBackend, gateway: Start, tmp_path: Path
+):
+    modified = "Mon, 13 Nov 2023 22:13:20 GMT"
+    origin.replies["/hd"] = Reply(
+        headers={"Cache-Control": "max-age=60", "Last-Modified": modified}, body=b"body!"
+    )
+    gw = gateway(cache_config(tmp_path, origin.url))
+    get(gw, "/hd")
+    head = httpx.head(gw.url + "/hd", timeout=10)
+    assert head.status_code == 200 and head.headers["x-cache"] == "HIT"
+    assert head.headers["content-length"] == "5" and head.content == b""
+    later = get(gw, "/hd", **{"If-Modified-Since": "Tue, 14 Nov 2023 22:13:20 GMT"})
+    assert later.status_code == 304 and later.headers["last-modified"] == modified
+    older = get(gw, "/hd", **{"If-Modified-Since": "Sun, 12 Nov 2023 22:13:20 GMT"})
+    assert older.status_code == 200 and older.text == "body!"
+    assert origin.hits_of("/hd") == 1
