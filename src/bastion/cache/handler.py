@@ -8,20 +8,20 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+from bastion.cache.answer import BYPASS, HIT, MISS, REVALIDATED, STALE, relay, serve
 from bastion.cache.capture import CaptureClient
-from bastion.cache.conditional import conditional_request, not_modified, refreshed_headers
+from bastion.cache.conditional import conditional_request, refreshed_headers
 from bastion.cache.entries import build_entry, field_map
 from bastion.cache.key import (
     KeyRules,
     header_values,
     normalise_query,
-    parse_vary,
     primary_key,
     url_of,
     variant_key,
 )
 from bastion.cache.policy import Rules, decide
-from bastion.http1.request import BODY_LENGTH, BODY_NONE
+from bastion.cache.recorder import Recorder
 
 if TYPE_CHECKING:
     from bastion.cache.purge import PurgeQueue
@@ -30,14 +30,6 @@ if TYPE_CHECKING:
     from bastion.proxy.handler import ProxyHandler
 
 log = logging.getLogger("bastion.cache")
-
-HIT = b"X-Cache: HIT\r\n"
-MISS = b"X-Cache: MISS\r\n"
-STALE = b"X-Cache: STALE\r\n"
-REVALIDATED = b"X-Cache: REVALIDATED\r\n"
-BYPASS = b"X-Cache: BYPASS\r\n"
-_NOT_MODIFIED = b"HTTP/1.1 304 Not Modified\r\n"
-_AUTHORIZATION = b"authorization"
 
 
 class CachingHandler:
@@ -282,157 +274,3 @@ class Waiter:
             log.exception("request %s failed in the cache", self.req.request_id)
             if not client.resp_started:
                 client.problem(self.req, 500)
-
-
-class Recorder:
-    """Fed by the proxy exchange with the backend's response; stores it when the rules
-    allow and it fits. The leader of a coalesced miss releases its waiters at the end."""
-
-    __slots__ = (
-        "chunks",
-        "decision",
-        "fields",
-        "handler",
-        "headers",
-        "key",
-        "now",
-        "over",
-        "primary",
-        "req",
-        "size",
-        "status",
-        "status_line",
-        "stored",
-        "url",
-    )
-
-    def __init__(
-        self,
-        handler: CachingHandler,
-        key: str | None,
-        primary: str,
-        url: str,
-        req: Request,
-        now: float,
-    ) -> None:
-        self.handler = handler
-        self.key = key  # set for the leader of waiters
-        self.primary = primary
-        self.url = url
-        self.req = req
-        self.now = now
-        self.decision: Any = None
-        self.chunks: list[bytes] = []
-        self.size = 0
-        self.status = 0
-        self.status_line = b""
-        self.headers: list[tuple[bytes, bytes]] = []
-        self.fields: dict[str, str] = {}
-        self.stored: Entry | None = None
-        self.over = False
-
-    def on_head(self, status: int, status_line: bytes, headers: list[tuple[bytes, bytes]]) -> None:
-        handler = self.handler
-        fields = field_map(headers)
-        authorized = any(n == _AUTHORIZATION for n, _, _ in self.req.headers)
-        decision = decide(self.req.method, status, fields, handler.rules, authorized, time.time())
-        if decision.store:
-            self.decision = decision
-            self.status = status
-            self.status_line = status_line
-            self.headers = list(headers)
-            self.fields = fields
-
-    def on_body(self, data: bytes) -> None:
-        if self.decision is None:
-            return
-        self.size += len(data)
-        if self.size > self.handler.store.max_object_size:
-            self.decision = None  # too large: streamed through, not kept
-            self.chunks = []
-            return
-        self.chunks.append(data)
-
-    def on_end(self) -> None:
-        if self.over:
-            return
-        self.over = True
-        decision = self.decision
-        handler = self.handler
-        if decision is not None:
-            now = time.time()
-            fields = self.fields
-            vary = parse_vary(fields.get("vary", ""))
-            key = variant_key(self.primary, vary, self.req.headers)
-            entry = build_entry(
-                key,
-                self.url,
-                self.status_line,
-                self.status,
-                self.headers,
-                fields,
-                b"".join(self.chunks),
-                decision,
-                now,
-            )
-            self.chunks = []
-            handler.stored(self.primary, entry)
-            self.stored = entry
-        if self.key is not None:
-            handler.release(self.key)
-
-    def on_abort(self) -> None:
-        if self.over:
-            return
-        self.over = True
-        self.chunks = []
-        if self.key is not None:
-            self.handler.release(self.key)
-
-
-def serve(client: Any, req: Request, entry: Entry, label: bytes, now: float) -> None:
-    """Answer from a stored entry: the prebuilt head plus Date, Age, X-Cache and the
-    length, then the body, in one write."""
-    age = b"Age: %d\r\n" % int(entry.age(now))
-    date = client.ctx.date_header
-    if entry.status == 200 and not_modified(req, entry):
-        req.status = 304
-        head = b"".join((_NOT_MODIFIED, entry.meta, date, age, label))
-        framing = BODY_NONE
-        body = b""
-    else:
-        req.status = entry.status
-        body = entry.body
-        if entry.status == 204 or entry.status == 304:
-            head = b"".join((entry.head, date, age, label))
-            framing = BODY_NONE
-            body = b""
-        else:
-            length = b"Content-Length: %d\r\n" % len(body)
-            head = b"".join((entry.head, date, age, label, length))
-            framing = BODY_LENGTH
-            if req.method == "HEAD":
-                framing = BODY_NONE
-                body = b""
-    client.cork()
-    client.write_head(req, head, framing)
-    if body:
-        client.write_body(body)
-    client.end_response()
-    client.uncork()
-
-
-def relay(client: Any, req: Request, cap: CaptureClient) -> None:
-    """Pass on a response collected by a capture client (not stored)."""
-    req.status = cap.status
-    framing = cap.framing
-    body = cap.body
-    if req.method == "HEAD":
-        framing = BODY_NONE
-        body = b""
-    client.cork()
-    client.write_head(req, cap.head, framing)
-    if body:
-        client.write_body(body)
-    client.end_response()
-    client.uncork()
