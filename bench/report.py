@@ -280,3 +280,32 @@ def tls_checks_text(items: list[Check], markdown: bool) -> str:
     width = max(len(c.name) for c in items)
     return "\n".join(f"  {_MET[c.status]:<12}  {c.name.ljust(width)}  {c.detail}"
                      for c in items) + "\n"
+
+
+# --- cache hits ------------------------------------------------------------------------------
+CACHE_HIT_VS_UNCACHED_MIN = 1.5
+
+
+def cache_checks(results: Results) -> list[Check]:
+    """bastion's cache-hit throughput as ratios to nginx proxy_cache and to bastion's own
+    uncached proxy figure (the small scenario: the same 13-byte answer, proxied)."""
+    hit = _median(results, "cache-hit", "bastion")
+    nginx = _median(results, "cache-hit", "nginx")
+    uncached = _median(results, "small", "bastion")
+    out: list[Check] = []
+    if hit is None:
+        return [Check("cache-hit rps", "SKIP", "bastion not measured in cache-hit")]
+    if nginx is not None and nginx["rps"]:
+        out.append(Check("cache-hit rps vs nginx proxy_cache", "INFO",
+                         f"{hit['rps'] / nginx['rps']:.2f}x ({hit['rps']:,.0f} vs "
+                         f"{nginx['rps']:,.0f} rps)"))
+    if uncached is not None and uncached["rps"]:
+        ratio = hit["rps"] / uncached["rps"]
+        ok = ratio >= CACHE_HIT_VS_UNCACHED_MIN and not hit["error_count"]
+        out.append(Check(f"cache-hit rps >= {CACHE_HIT_VS_UNCACHED_MIN}x bastion uncached",
+                         "PASS" if ok else "FAIL",
+                         f"{ratio:.2f}x ({hit['rps']:,.0f} vs {uncached['rps']:,.0f} rps)"))
+    else:
+        out.append(Check(f"cache-hit rps >= {CACHE_HIT_VS_UNCACHED_MIN}x bastion uncached",
+                         "SKIP", "needs the small scenario in the same run"))
+    return out

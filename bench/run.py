@@ -1,7 +1,7 @@
 """bastion benchmark: wrk against bastion, nginx, Caddy and HAProxy in front of one nginx origin.
 
 Usage: python bench/run.py [--quick] [--targets none,nginx,...]
-       [--scenarios small,16k,newconn,https,handshake,h2]
+       [--scenarios small,16k,newconn,https,handshake,h2,cache-hit]
 """
 
 from __future__ import annotations
@@ -43,6 +43,9 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("handshake", "/", ("Connection: close",),
                  "HTTPS, new connection and full TLS 1.3 handshake per request", "https"),
         Scenario("h2", "/", (), "HTTP/2 over TLS 1.3 (h2load), 13-byte body", "h2"),
+        Scenario("cache-hit", "/cached/", (),
+                 "keep-alive cache hits (bastion cache: ttl 1h, nginx proxy_cache; "
+                 "the others just proxy), 13-byte body"),
     )
 }
 
@@ -196,6 +199,10 @@ def print_report(results: report.Results, titles: dict[str, str], notes: list[st
     if tls:
         print("bastion over HTTPS (targets vs nginx; ratios to nginx and Caddy):")
         print(report.tls_checks_text(tls, markdown=False))
+    cache = report.cache_checks(results) if "cache-hit" in results else []
+    if cache:
+        print("bastion cache hits (vs nginx proxy_cache and bastion's own uncached proxying):")
+        print(report.checks_text(cache, markdown=False))
     for note in notes:
         print(f"note: {note}")
     print(f"method: {method}")
@@ -207,7 +214,9 @@ def print_report(results: report.Results, titles: dict[str, str], notes: list[st
             print(report.checks_text(checks, markdown=True))
         if tls:
             print(report.tls_checks_text(tls, markdown=True))
-    return checks + tls
+        if cache:
+            print(report.checks_text(cache, markdown=True))
+    return checks + tls + cache
 
 
 def render(path: Path, markdown: bool) -> int:

@@ -112,6 +112,8 @@ http {{
         listen 127.0.0.1:{port} backlog=4096;
         location = / {{ default_type text/plain; return 200 "{body}"; }}
         location = /16k {{ root {www}; default_type application/octet-stream; }}
+        # what a proxy without a cache configured forwards in the cache-hit scenario
+        location = /cached/ {{ default_type text/plain; return 200 "{body}"; }}
     }}
 }}
 """
@@ -141,12 +143,21 @@ http {{
         keepalive 64;
         keepalive_requests 100000;
     }}
+    proxy_cache_path {prefix}/cache keys_zone=bench:10m max_size=256m inactive=1h;
     server {{
         listen 127.0.0.1:{port} backlog=4096;
         location / {{
             proxy_pass http://backend;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
+        }}
+        location /cached/ {{  # the cache-hit scenario: served from proxy_cache
+            proxy_pass http://backend/;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_cache bench;
+            proxy_cache_valid 200 1h;
+            add_header X-Cache $upstream_cache_status;
         }}
     }}
 }}
@@ -170,6 +181,10 @@ access_log: {access_log}
 sites:
   - hosts: ["*"]
 {site_tls}    routes:
+      - path: /cached/                 # the cache-hit scenario
+        strip_prefix: true
+        proxy: {{upstreams: ["http://127.0.0.1:{backend_port}"]}}
+        cache: {{ttl: 1h}}
       - path: /
         proxy: {{upstreams: ["http://127.0.0.1:{backend_port}"]}}
 """

@@ -76,6 +76,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="print JSON")
     _data_dir_flag(p)
 
+    p = sub.add_parser("cache", help="purge cached responses in the running gateway")
+    p.add_argument("action", choices=["purge"])
+    p.add_argument("url", nargs="?", help="the URL to purge (every variant of it)")
+    what = p.add_mutually_exclusive_group()
+    what.add_argument("--prefix", help="a URL or path prefix ('/api/' on every host)")
+    what.add_argument("--tag", help="a Surrogate-Key / Cache-Tag value")
+    p.add_argument("-c", "--config", default=None)
+    _data_dir_flag(p)
+
     args = parser.parse_args(argv)
     if getattr(args, "data_dir", None):
         # exported so that worker processes and reloads resolve the same directory
@@ -91,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         "status": cmd_status,
         "trust": cmd_trust,
         "certs": cmd_certs,
+        "cache": cmd_cache,
     }[args.command]
     return handler(args)
 
@@ -356,3 +366,29 @@ def cmd_certs(args: argparse.Namespace) -> int:
             print(f"{args.action} {what} failed: {exc}", file=sys.stderr)
             status = 1
     return status
+
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    from bastion.cache.purge import purge_dir, write_request
+    from bastion.tls.store import resolve_data_dir
+
+    options = (("url", args.url), ("prefix", args.prefix), ("tag", args.tag))
+    given = [(k, v) for k, v in options if v]
+    if len(given) != 1:
+        print("give exactly one of URL, --prefix P or --tag T", file=sys.stderr)
+        return 2
+    kind, value = given[0]
+    if kind == "url" and "://" not in value:
+        print(f"{value!r} is not a URL (expected http://host/path)", file=sys.stderr)
+        return 2
+    loaded = _load(args.config)
+    if loaded is None:
+        return 1
+    directory = purge_dir(resolve_data_dir(loaded.config.data_dir))
+    try:
+        write_request(directory, kind, value)
+    except OSError as exc:
+        print(f"cannot queue the purge in {directory}: {exc}", file=sys.stderr)
+        return 1
+    print(f"purge of {kind} {value} queued; every worker applies it within a second")
+    return 0

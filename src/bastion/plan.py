@@ -66,6 +66,8 @@ class Plan:
         self._networks = [ipaddress.ip_network(n) for n in config.trusted_proxies]
         self._trusted_cache: dict[str, bool] = {}
         self.trusted: Callable[[str], bool] | None = self.is_trusted if self._networks else None
+        # the response cache, made when a route has `cache:` (see bastion.cache.setup)
+        self.cache: Any = None
 
     def route(self, req: Request, secure: bool = False) -> tuple[CompiledRoute | None, int, bytes]:
         """The route for a request, or (None, status, Allow value) for 404/405."""
@@ -196,7 +198,12 @@ def _handler(route: Route, plan: Plan, registry: PoolRegistry, name: str) -> Any
         plan.pools.update(m.ep.pool for m in balancer.members)
         plan.balancers.append(balancer)
         strip = prefix if route.strip_prefix else None
-        return ProxyHandler(route.proxy, balancer, strip, plan.trusted)
+        handler = ProxyHandler(route.proxy, balancer, strip, plan.trusted)
+        if route.cache is not None:
+            from bastion.cache.setup import caching_handler
+
+            return caching_handler(handler, route.cache, plan)
+        return handler
     if route.s3 is not None:
         s3 = route.s3
         endpoint, host, base = s3_endpoint(s3)

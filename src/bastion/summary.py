@@ -50,7 +50,12 @@ def _action(route: object) -> str:
         policy = ""
         if len(upstreams) > 1:
             policy = f" ({proxy.balance or default_policy(upstreams)})"
-        return f"proxy{policy} {', '.join(str(u.url) for u in upstreams)}{strip}"
+        cache = getattr(route, "cache", None)
+        cached = ""
+        if cache is not None:
+            ttl = f"ttl {cache.ttl:g}s" if cache.ttl else "as the backend says"
+            cached = f", cached ({ttl})"
+        return f"proxy{policy} {', '.join(str(u.url) for u in upstreams)}{strip}{cached}"
     redirect = getattr(route, "redirect", None)
     if redirect is not None:
         return f"redirect {redirect.status} {redirect.to}"

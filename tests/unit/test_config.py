@@ -385,6 +385,7 @@ def test_json_schema() -> None:
         "static",
         "respond",
         "s3",
+        "cache",
     }
     assert route["properties"]["path"]["type"] == "string"
     assert "description" in schema["$defs"]["Proxy"]["properties"]["idle_timeout"]

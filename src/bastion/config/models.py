@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -68,6 +69,8 @@ __all__ = [
     "AcmeDnsHook",
     "AcmeEab",
     "ActiveHealth",
+    "Cache",
+    "CacheKey",
     "Config",
     "HashKey",
     "Hsts",
@@ -81,6 +84,7 @@ __all__ = [
     "Respond",
     "Retries",
     "Route",
+    "RouteCache",
     "ServerTimeouts",
     "Site",
     "Static",
@@ -424,6 +428,97 @@ class Respond(_Model):
     )
 
 
+def _header_name(value: str) -> str:
+    if not value or not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", value):
+        raise ValueError(f"{show(value)} is not a header field name")
+    return value.lower()
+
+
+class CacheKey(_Model):
+    """What makes two requests the same cache entry (besides scheme, host and path)."""
+
+    query: Literal["all", "ignore"] | list[str] = Field(
+        default="all",
+        description="Query parameters in the key: 'all' (sorted, so order does not "
+        "matter), 'ignore', or the list of parameter names kept.",
+    )
+    headers: list[Annotated[str, AfterValidator(_header_name)]] = Field(
+        default_factory=list,
+        description="Request header fields whose values are added to the key (as if the "
+        "backend always sent them in Vary).",
+    )
+
+
+class RouteCache(_Model):
+    """Caching of a proxy route's responses (RFC 9111 shared-cache rules)."""
+
+    ttl: Duration | None = Field(
+        default=None,
+        gt=0,
+        description="Freshness lifetime that overrides the backend's Cache-Control/Expires; "
+        "null follows the backend. no-store, private, Set-Cookie and Vary: * are still "
+        "never stored.",
+    )
+    stale_while_revalidate: Duration = Field(
+        default=0.0,
+        ge=0,
+        description="Default window after expiry in which a stale response is served at "
+        "once while one background request refreshes it (the response's own "
+        "stale-while-revalidate wins).",
+    )
+    stale_if_error: Duration = Field(
+        default=0.0,
+        ge=0,
+        description="Default window after expiry in which a stale response is served when "
+        "the backend fails or times out (the response's own stale-if-error wins).",
+    )
+    key: CacheKey = Field(
+        default_factory=lambda: CacheKey(), description="What the cache key is made of."
+    )
+    heuristic: bool = Field(
+        default=False,
+        description="Allow heuristic freshness (10% of the age of Last-Modified) for "
+        "responses without max-age, s-maxage or Expires.",
+    )
+    allow_authorization: bool = Field(
+        default=False,
+        description="Store responses to requests with Authorization even without public, "
+        "s-maxage or must-revalidate (only when the answer is the same for everyone).",
+    )
+    statuses: list[Annotated[int, Field(ge=200, le=599)]] | None = Field(
+        default=None,
+        description="Cacheable status codes; null means 200, 203, 204, 300, 301, 308, 404, "
+        "405, 410, 414, 501.",
+    )
+
+
+class Cache(_Model):
+    """The response cache shared by the routes that have `cache:` (one per worker)."""
+
+    max_size: Size = Field(
+        default=256 * 1024 * 1024,
+        gt=0,
+        description="Memory for cached responses (heads, bodies, bookkeeping); least "
+        "recently used entries are evicted past it.",
+    )
+    max_object_size: Size = Field(
+        default=8 * 1024 * 1024,
+        gt=0,
+        description="Responses with larger bodies are streamed through and not stored.",
+    )
+    lock_timeout: Duration = Field(
+        default=5.0,
+        gt=0,
+        description="How long concurrent misses for one key wait for the single backend "
+        "request before going to the backend themselves.",
+    )
+    purge_from: list[Network] = Field(
+        default_factory=list,
+        description="Client addresses or CIDRs allowed to send PURGE requests on cached "
+        "routes; empty disables the PURGE method.",
+    )
+
+
 class Route(_Model):
     """A path (and optionally methods) within a site, and the one action taken for it."""
 
@@ -446,6 +541,9 @@ class Route(_Model):
     static: Static | None = Field(default=None, description="Serve files from a directory.")
     respond: Respond | None = Field(default=None, description="Answer with a fixed response.")
     s3: S3 | None = Field(default=None, description="Serve objects from an S3-compatible bucket.")
+    cache: RouteCache | None = Field(
+        default=None, description="Cache responses of this proxy route (see docs/caching.md)."
+    )
 
     @field_validator("methods")
     @classmethod
@@ -837,6 +935,10 @@ class Config(_Model):
     tls: TlsPolicy = Field(
         default_factory=lambda: TlsPolicy(),
         description="TLS policy of the https listeners (profile, certificate file watching).",
+    )
+    cache: Cache = Field(
+        default_factory=lambda: Cache(),
+        description="The response cache used by routes with `cache:`.",
     )
     log_level: Annotated[Literal["debug", "info", "warning", "error"], BeforeValidator(_lower)] = (
         Field(default="info", description="Lowest level of the server's own log messages.")

@@ -100,6 +100,8 @@ def route_rules(route: dict[str, Any]) -> list[Problem]:
         if given:
             message += f"; this one has {_join(given)}"
         problems.append(((), message))
+    if route.get("cache") is not None and given and given != ["proxy"]:
+        problems.append((("cache",), f"cache only applies to proxy routes, not {given[0]}"))
     if _as_bool(route.get("strip_prefix")):
         path = _try_path(route.get("path"))
         if path is not None and path.kind != "prefix":

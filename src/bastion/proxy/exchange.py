@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bastion.balance.policies import read_cookie
 from bastion.http1.request import BODY_CHUNKED, BODY_CLOSE, BODY_LENGTH, BODY_NONE, Request
@@ -80,6 +80,8 @@ class Exchange:
     set_cookie = b""
     retries = 0
     timer: asyncio.TimerHandle | None = None
+    # a cache's copy of the response: told of the head, body chunks and the end
+    recorder: Any = None
 
     def __init__(self, handler: ProxyHandler, client: HTTP1Connection, req: Request) -> None:
         self.handler = handler
@@ -379,6 +381,8 @@ class Exchange:
             framing = BODY_CLOSE
         self.framing = framing
         self.resp_started = True
+        if self.recorder is not None:
+            self.recorder.on_head(status, parts[0], headers)
         self.client.write_head(req, b"".join(parts), framing)
         if req.method == "HEAD":
             # llhttp cannot be told that a response answers a HEAD request; the
@@ -390,6 +394,8 @@ class Exchange:
             self._finish(keep_alive)
 
     def on_response_body(self, data: bytes) -> None:
+        if self.recorder is not None:
+            self.recorder.on_body(data)
         self.client.write_body(data)
         conn = self.upstream
         if conn is not None:
@@ -413,6 +419,8 @@ class Exchange:
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
+        if self.recorder is not None:
+            self.recorder.on_end()
         req = self.req
         conn = self.upstream
         self.upstream = None
@@ -497,6 +505,8 @@ class Exchange:
 
     def client_gone(self) -> None:
         self.done = True
+        if self.recorder is not None:
+            self.recorder.on_abort()
         self._release()
         if self.task is not None:
             self.task.cancel()
@@ -565,6 +575,8 @@ class Exchange:
         if self.done:
             return
         self.done = True
+        if self.recorder is not None:
+            self.recorder.on_abort()
         if self.member is not None or self.timer is not None:
             self._release()
         self.task = None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from bastion.balance.balancer import Balancer, RetryBudget
@@ -77,7 +77,7 @@ class ProxyHandler:
                     "SameSite=Lax\r\n"
                 ).encode()
 
-    def handle(self, client: HTTP1Connection, req: Request) -> None:
+    def handle(self, client: HTTP1Connection, req: Request, recorder: Any = None) -> None:
         target = req.target
         strip = self.strip
         if strip is not None:
@@ -90,4 +90,7 @@ class ProxyHandler:
         host = req.host_header or req.host.encode()
         host_line = b"Host: " + host + b"\r\n" if self.preserve_host else self.upstream_host_line
         head = build_request_head(req, target, host_line, host, client.scheme, self.trusted)
-        Exchange(self, client, req).start(head)
+        exchange = Exchange(self, client, req)
+        if recorder is not None:
+            exchange.recorder = recorder  # a cache keeping a copy of the response
+        exchange.start(head)

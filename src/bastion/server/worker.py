@@ -219,6 +219,8 @@ class Worker:
             self.loaded = loaded
             old = self.ctx.plan
             self.ctx.plan = plan
+            if old.cache is not None:
+                old.cache.purge.stop()  # the old plan's cache is dropped with it
             self.registry.keep_only(plan.pools)
             for conn in list(self.ctx.http2_connections):
                 conn.goaway()  # clients reconnect and meet the new config

@@ -1,0 +1,87 @@
+"""A client stand-in that collects a proxied response instead of sending it.
+
+Revalidations and background refreshes go through the route's proxy handler like
+any request (same upstream choice, retries and timeouts) with this object in place
+of the client connection; `done` is called once with the outcome.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from bastion.http1.request import Request
+
+
+class CaptureClient:
+    producer: Any = None
+    resp_keep_alive = True
+    resp_started = False
+    transport = None
+    closing = False
+    corked = None
+
+    def __init__(self, ctx: Any, scheme: bytes, done: Callable[[CaptureClient], None]) -> None:
+        self.ctx = ctx
+        self.scheme = scheme
+        self.done = done
+        self.finished = False
+        self.status = 0  # 0 until a head arrived
+        self.error = 0  # the status of a failure answered by the gateway itself (502, 504)
+        self.head = b""
+        self.framing = 0
+        self.chunks: list[bytes] = []
+
+    # what the exchange calls on a client
+    def send_continue(self, req: Request) -> None:
+        pass
+
+    def take_body(self, req: Request, sink: Any) -> list[bytes]:
+        return []
+
+    def pause_reading(self, reason: int) -> None:
+        pass
+
+    def resume_reading(self, reason: int) -> None:
+        pass
+
+    def cork(self) -> None:
+        pass
+
+    def uncork(self) -> None:
+        pass
+
+    def write_head(self, req: Request, head: bytes, framing: int) -> None:
+        self.resp_started = True
+        self.head = head
+        self.framing = framing
+        self.status = int(head[9:12])
+
+    def write_body(self, data: bytes) -> None:
+        self.chunks.append(data)
+
+    def end_response(self) -> None:
+        self._finish()
+
+    def problem(
+        self, req: Request, status: int, detail: str | None = None, headers: bytes = b""
+    ) -> None:
+        self.error = status
+        self._finish()
+
+    def respond(self, req: Request, status: int, *args: Any, **kwargs: Any) -> None:
+        self.error = status
+        self._finish()
+
+    def abort(self) -> None:
+        self.error = self.error or 502
+        self._finish()
+
+    def _finish(self) -> None:
+        if not self.finished:
+            self.finished = True
+            self.done(self)
+
+    @property
+    def body(self) -> bytes:
+        return b"".join(self.chunks)

@@ -1,0 +1,276 @@
+"""A proxy route with a cache in front: lookups, stores, revalidation, stale serving
+and request coalescing. The proxy handler does every upstream exchange; this object
+decides which exchanges happen and answers hits itself."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from bastion.cache.answer import BYPASS, HIT, MISS, REVALIDATED, STALE, relay, serve
+from bastion.cache.capture import CaptureClient
+from bastion.cache.conditional import conditional_request, refreshed_headers
+from bastion.cache.entries import build_entry, field_map
+from bastion.cache.key import (
+    KeyRules,
+    header_values,
+    normalise_query,
+    primary_key,
+    url_of,
+    variant_key,
+)
+from bastion.cache.policy import Rules, decide
+from bastion.cache.recorder import Recorder
+
+if TYPE_CHECKING:
+    from bastion.cache.purge import PurgeQueue
+    from bastion.cache.store import Entry, MemoryStore
+    from bastion.http1.request import Request
+    from bastion.proxy.handler import ProxyHandler
+
+log = logging.getLogger("bastion.cache")
+
+
+class CachingHandler:
+    __slots__ = (
+        "inflight",
+        "key_rules",
+        "lock_timeout",
+        "proxy",
+        "purge",
+        "refreshing",
+        "rules",
+        "store",
+    )
+
+    def __init__(
+        self,
+        proxy: ProxyHandler,
+        store: MemoryStore,
+        rules: Rules,
+        key_rules: KeyRules,
+        lock_timeout: float,
+        purge: PurgeQueue | None,
+    ) -> None:
+        self.proxy = proxy
+        self.store = store
+        self.rules = rules
+        self.key_rules = key_rules
+        self.lock_timeout = lock_timeout
+        self.purge = purge  # the worker's purge queue (the PURGE method, the watcher)
+        # key → requests waiting for the one backend request already under way
+        self.inflight: dict[str, list[Waiter]] = {}
+        self.refreshing: set[str] = set()  # keys with a background refresh running
+
+    # ----------------------------------------------------------------- lookup
+    def handle(self, client: Any, req: Request, may_wait: bool = True) -> None:
+        method = req.method
+        if method != "GET" and method != "HEAD":
+            if method == "PURGE" and self.purge is not None and self.purge.allowed(req.client_ip):
+                self._purge_request(client, req)
+                return
+            req.extra_head += BYPASS
+            self.proxy.handle(client, req)
+            return
+        if req.has_body:
+            req.extra_head += BYPASS
+            self.proxy.handle(client, req)
+            return
+        key_rules = self.key_rules
+        query = normalise_query(req.query, key_rules.query) if req.query else ""
+        url = url_of(client.scheme.decode(), req.host, req.path, query)
+        extra = header_values(req.headers, key_rules.headers) if key_rules.headers else ""
+        primary = primary_key(url, extra)
+        store = self.store
+        vary = store.vary.get(primary)
+        key = variant_key(primary, vary, req.headers) if vary else primary
+        entry = store.get(key)
+        now = time.time()
+        if entry is not None:
+            staleness = entry.staleness(now)
+            if staleness <= 0:
+                serve(client, req, entry, HIT, now)
+                return
+            if staleness <= entry.stale_while_revalidate:
+                serve(client, req, entry, STALE, now)
+                if key not in self.refreshing:
+                    self.refreshing.add(key)
+                    self._revalidate(None, req, key, primary, url, entry, client)
+                return
+        if may_wait:
+            waiters = self.inflight.get(key)
+            if waiters is not None:
+                waiters.append(Waiter(self, client, req, key))
+                return
+        if entry is not None:
+            self.inflight.setdefault(key, [])
+            self._revalidate(client, req, key, primary, url, entry, client)
+            return
+        req.extra_head += MISS
+        if method == "HEAD":
+            self.proxy.handle(client, req)  # a HEAD answer has no body to store
+            return
+        leader = may_wait and key not in self.inflight
+        if leader:
+            self.inflight[key] = []
+        recorder = Recorder(self, key if leader else None, primary, url, req, now)
+        self.proxy.handle(client, req, recorder)
+
+    # ----------------------------------------------------------- revalidation
+    def _revalidate(
+        self,
+        client: Any,
+        req: Request,
+        key: str,
+        primary: str,
+        url: str,
+        entry: Entry,
+        origin: Any,
+    ) -> None:
+        """Ask the backend whether `entry` still holds. With `client`, answer it
+        from the outcome; without, refresh in the background."""
+        sub = conditional_request(req, entry)
+        now = time.time()
+        recorder = Recorder(self, None, primary, url, sub, now)
+
+        def done(cap: CaptureClient) -> None:
+            self.refreshing.discard(key)
+            try:
+                if client is not None:
+                    self._answer_revalidation(client, req, cap, entry, recorder, key)
+                elif cap.status == 304:
+                    self._refresh(entry, cap.head, time.time())
+            except Exception:
+                log.exception("request %s failed in cache revalidation", req.request_id)
+                if client is not None and not client.resp_started:
+                    client.problem(req, 500)
+            finally:
+                if client is not None:
+                    self.release(key)
+
+        capture: Any = CaptureClient(origin.ctx, origin.scheme, done)
+        self.proxy.handle(capture, sub, recorder)
+
+    def _answer_revalidation(
+        self,
+        client: Any,
+        req: Request,
+        cap: CaptureClient,
+        entry: Entry,
+        recorder: Recorder,
+        key: str,
+    ) -> None:
+        now = time.time()
+        failed = cap.error != 0 or cap.status >= 500
+        if failed and entry.staleness(now) <= entry.stale_if_error:
+            serve(client, req, entry, STALE, now)
+            return
+        if cap.status == 304 and not cap.error:
+            serve(client, req, self._refresh(entry, cap.head, now), REVALIDATED, now)
+            return
+        if recorder.stored is not None:
+            serve(client, req, recorder.stored, MISS, now)
+            return
+        req.extra_head += MISS
+        if cap.error:
+            client.problem(req, cap.error)
+            return
+        relay(client, req, cap)
+
+    def _refresh(self, entry: Entry, head_304: bytes, now: float) -> Entry:
+        """A 304 from the backend: the stored body with the updated fields, fresh again."""
+        headers = refreshed_headers(entry.headers, head_304)
+        fields = field_map(headers)
+        decision = decide("GET", entry.status, fields, self.rules, False, now)
+        status_line = entry.head[: entry.head.index(b"\r\n") + 2]
+        fresh = build_entry(
+            entry.key,
+            entry.url,
+            status_line,
+            entry.status,
+            headers,
+            fields,
+            entry.body,
+            decision,
+            now,
+        )
+        if decision.store:
+            self.store.put(fresh)
+        else:
+            self.store.delete(entry.key)
+        return fresh
+
+    # ------------------------------------------------------------ coalescing
+    def release(self, key: str) -> None:
+        """The request the waiters of `key` were waiting for is over: each looks again
+        (a hit now, or its own backend request when the answer was not stored)."""
+        waiters = self.inflight.pop(key, None)
+        if not waiters:
+            return
+        for waiter in waiters:
+            waiter.wake()
+
+    def stored(self, primary: str, entry: Entry) -> None:
+        store = self.store
+        if not entry.vary:
+            store.vary.pop(primary, None)  # the backend stopped varying this URL
+        store.put(entry)
+        if self.purge is not None:
+            self.purge.watch()
+
+    # ------------------------------------------------------------------ purge
+    def _purge_request(self, client: Any, req: Request) -> None:
+        assert self.purge is not None
+        url = url_of(client.scheme.decode(), req.host, req.path, normalise_query(req.query, "all"))
+        count = self.purge.submit("url", url)
+        body = b'{"purged": %d}' % count
+        client.respond(req, 200, body, b"application/json")
+
+
+class Waiter:
+    """A request waiting for the same key's backend request (coalescing)."""
+
+    __slots__ = ("client", "gone", "handler", "key", "req", "timer")
+
+    def __init__(self, handler: CachingHandler, client: Any, req: Request, key: str) -> None:
+        self.handler = handler
+        self.client = client
+        self.req = req
+        self.key = key
+        self.gone = False
+        client.producer = self  # told when the client leaves while waiting
+        self.timer = client.ctx.loop.call_later(handler.lock_timeout, self.timed_out)
+
+    def pause_producing(self) -> None:
+        pass
+
+    def resume_producing(self) -> None:
+        pass
+
+    def client_gone(self) -> None:
+        self.gone = True
+        self.timer.cancel()
+
+    def timed_out(self) -> None:
+        waiters = self.handler.inflight.get(self.key)
+        if waiters is not None and self in waiters:
+            waiters.remove(self)
+        self.wake()
+
+    def wake(self) -> None:
+        self.timer.cancel()
+        if self.gone:
+            return
+        self.gone = True
+        client = self.client
+        if client.producer is self:
+            client.producer = None
+        # runs inside another request's exchange or a timer: a failure here is this
+        # request's alone
+        try:
+            self.handler.handle(client, self.req, may_wait=False)
+        except Exception:
+            log.exception("request %s failed in the cache", self.req.request_id)
+            if not client.resp_started:
+                client.problem(self.req, 500)

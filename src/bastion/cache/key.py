@@ -1,0 +1,68 @@
+"""Cache keys: scheme + host + path + normalised query (+ chosen request headers),
+then the request's values of the response's Vary fields for the variant."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from urllib.parse import quote, unquote_plus
+
+from bastion.cache.store import VARIANT_MARK
+
+QUERY_ALL = "all"  # every parameter, sorted
+QUERY_IGNORE = "ignore"  # no parameter
+
+
+def normalise_query(query: str, mode: str | frozenset[str]) -> str:
+    """Parameters decoded and re-encoded one way, sorted (`?b=2&a=1` is `?a=1&b=2`);
+    `mode` is "all", "ignore" or the set of parameter names kept."""
+    if not query or mode == QUERY_IGNORE:
+        return ""
+    pairs = []
+    for part in query.split("&"):
+        if not part:
+            continue
+        name, sep, value = part.partition("=")
+        name = unquote_plus(name)
+        if not isinstance(mode, str) and name not in mode:
+            continue
+        pairs.append((quote(name, safe=""), sep, quote(unquote_plus(value), safe="")))
+    pairs.sort()
+    return "&".join(n + s + v for n, s, v in pairs)
+
+
+class KeyRules:
+    __slots__ = ("headers", "query")
+
+    def __init__(self, query: str | frozenset[str], headers: Sequence[str]) -> None:
+        self.query = query
+        self.headers = tuple(h.lower().encode("latin-1") for h in headers)
+
+
+def header_values(headers: list[tuple[bytes, bytes, bytes]], names: Sequence[bytes]) -> str:
+    """The request's values of `names` (lowercased), joined in a stable way."""
+    parts = []
+    for wanted in names:
+        values = [v for n, _, v in headers if n == wanted]
+        parts.append(b",".join(values).decode("latin-1").strip())
+    return "\x1f".join(parts)
+
+
+def url_of(scheme: str, host: str, path: str, query: str) -> str:
+    return f"{scheme}://{host}{path}" + ("?" + query if query else "")
+
+
+def primary_key(url: str, extra: str) -> str:
+    return url + ("\x1e" + extra if extra else "")
+
+
+def variant_key(
+    primary: str, vary: Sequence[str], headers: list[tuple[bytes, bytes, bytes]]
+) -> str:
+    if not vary:
+        return primary
+    names = [v.encode("latin-1") for v in vary]
+    return primary + VARIANT_MARK + header_values(headers, names)
+
+
+def parse_vary(value: str) -> tuple[str, ...]:
+    return tuple(sorted({v.strip().lower() for v in value.split(",") if v.strip()}))

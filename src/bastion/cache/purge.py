@@ -1,0 +1,148 @@
+"""Purge requests reach every worker through a directory in the data dir.
+
+`bastion cache purge` (and the PURGE method) write one small JSON file per request
+into ``<data_dir>/cache-purge/``; each worker that holds entries polls the directory
+twice a second and applies each file once. Files are removed after a minute, by
+whichever worker sees them first past that age.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+from bastion.cache.key import normalise_query, url_of
+
+if TYPE_CHECKING:
+    from bastion.cache.store import MemoryStore
+
+log = logging.getLogger("bastion.cache")
+
+POLL_SECONDS = 0.5
+KEEP_SECONDS = 60.0
+KINDS = ("url", "prefix", "tag")
+
+
+def purge_dir(data_dir: Path) -> Path:
+    return data_dir / "cache-purge"
+
+
+def cache_url(url: str) -> str:
+    """A URL spelled the way the cache keys it: lowercase scheme and host, no port,
+    sorted query."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    if ":" in host:
+        host = f"[{host}]"
+    query = normalise_query(parts.query, "all")
+    return url_of((parts.scheme or "http").lower(), host, parts.path or "/", query)
+
+
+def write_request(directory: Path, kind: str, value: str) -> Path:
+    """Queue a purge for every worker (atomic: a temp file renamed into place)."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown purge kind {kind!r}")
+    directory.mkdir(parents=True, exist_ok=True)
+    name = f"{time.time_ns():020d}-{os.getpid()}-{os.urandom(4).hex()}.json"
+    tmp = directory / ("." + name)
+    tmp.write_text(json.dumps({"kind": kind, "value": value}))
+    final = directory / name
+    tmp.replace(final)
+    return final
+
+
+class PurgeQueue:
+    def __init__(
+        self, directory: Path, store: MemoryStore, allowed_from: list[str] | None = None
+    ) -> None:
+        self.directory = directory
+        self.store = store
+        self.networks = [ipaddress.ip_network(n) for n in allowed_from or []]
+        self.seen: set[str] = set()
+        self.handle: asyncio.TimerHandle | None = None
+        self.stopped = False
+
+    def allowed(self, ip: str) -> bool:
+        if not self.networks:
+            return False
+        try:
+            address = ipaddress.ip_address(ip)
+        except ValueError:
+            return False
+        address = getattr(address, "ipv4_mapped", None) or address
+        return any(address in net for net in self.networks)
+
+    def apply(self, kind: str, value: str) -> int:
+        store = self.store
+        if kind == "url":
+            return store.purge_url(cache_url(value))
+        if kind == "prefix":
+            return store.purge_prefix(value if value.startswith("/") else cache_url(value))
+        return store.purge_tag(value)
+
+    def submit(self, kind: str, value: str) -> int:
+        """Purge here at once, and queue it for the other workers."""
+        count = self.apply(kind, value)
+        try:
+            path = write_request(self.directory, kind, value)
+            self.seen.add(path.name)
+        except OSError as exc:
+            log.warning("cache purge: cannot queue for other workers: %s", exc)
+        return count
+
+    def watch(self) -> None:
+        """Start polling (once this worker holds an entry: before, nothing to purge)."""
+        if self.handle is None and not self.stopped:
+            loop = asyncio.get_running_loop()
+            self.handle = loop.call_later(POLL_SECONDS, self.poll)
+
+    def stop(self) -> None:
+        self.stopped = True
+        if self.handle is not None:
+            self.handle.cancel()
+            self.handle = None
+
+    def poll(self) -> None:
+        self.handle = None
+        if self.stopped:
+            return
+        try:
+            self._scan()
+        except OSError as exc:
+            log.warning("cache purge: cannot read %s: %s", self.directory, exc)
+        self.handle = asyncio.get_running_loop().call_later(POLL_SECONDS, self.poll)
+
+    def _scan(self) -> None:
+        try:
+            names = sorted(n for n in os.listdir(self.directory) if n.endswith(".json"))
+        except FileNotFoundError:
+            return
+        now_ns = time.time_ns()
+        for name in names:
+            path = self.directory / name
+            if name not in self.seen:
+                self.seen.add(name)
+                try:
+                    request = json.loads(path.read_text())
+                    kind, value = request["kind"], request["value"]
+                except (OSError, ValueError, KeyError, TypeError):
+                    continue
+                if kind in KINDS and isinstance(value, str):
+                    count = self.apply(kind, value)
+                    log.info("cache purge %s %s: %d entries", kind, value, count)
+            try:
+                age = (now_ns - int(name.split("-", 1)[0])) / 1e9
+            except ValueError:
+                age = 0.0
+            if age > KEEP_SECONDS:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+        self.seen &= set(names)

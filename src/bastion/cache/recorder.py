@@ -1,0 +1,123 @@
+"""The cache's copy of a response the proxy exchange streams to a client."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from bastion.cache.entries import build_entry, field_map
+from bastion.cache.key import parse_vary, variant_key
+from bastion.cache.policy import decide
+
+if TYPE_CHECKING:
+    from bastion.cache.handler import CachingHandler
+    from bastion.cache.store import Entry
+    from bastion.http1.request import Request
+
+_AUTHORIZATION = b"authorization"
+
+
+class Recorder:
+    """Fed by the proxy exchange with the backend's response; stores it when the rules
+    allow and it fits. The leader of a coalesced miss releases its waiters at the end."""
+
+    __slots__ = (
+        "chunks",
+        "decision",
+        "fields",
+        "handler",
+        "headers",
+        "key",
+        "now",
+        "over",
+        "primary",
+        "req",
+        "size",
+        "status",
+        "status_line",
+        "stored",
+        "url",
+    )
+
+    def __init__(
+        self,
+        handler: CachingHandler,
+        key: str | None,
+        primary: str,
+        url: str,
+        req: Request,
+        now: float,
+    ) -> None:
+        self.handler = handler
+        self.key = key  # set for the leader of waiters
+        self.primary = primary
+        self.url = url
+        self.req = req
+        self.now = now
+        self.decision: Any = None
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.status = 0
+        self.status_line = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.fields: dict[str, str] = {}
+        self.stored: Entry | None = None
+        self.over = False
+
+    def on_head(self, status: int, status_line: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+        handler = self.handler
+        fields = field_map(headers)
+        authorized = any(n == _AUTHORIZATION for n, _, _ in self.req.headers)
+        decision = decide(self.req.method, status, fields, handler.rules, authorized, time.time())
+        if decision.store:
+            self.decision = decision
+            self.status = status
+            self.status_line = status_line
+            self.headers = list(headers)
+            self.fields = fields
+
+    def on_body(self, data: bytes) -> None:
+        if self.decision is None:
+            return
+        self.size += len(data)
+        if self.size > self.handler.store.max_object_size:
+            self.decision = None  # too large: streamed through, not kept
+            self.chunks = []
+            return
+        self.chunks.append(data)
+
+    def on_end(self) -> None:
+        if self.over:
+            return
+        self.over = True
+        decision = self.decision
+        handler = self.handler
+        if decision is not None:
+            now = time.time()
+            fields = self.fields
+            vary = parse_vary(fields.get("vary", ""))
+            key = variant_key(self.primary, vary, self.req.headers)
+            entry = build_entry(
+                key,
+                self.url,
+                self.status_line,
+                self.status,
+                self.headers,
+                fields,
+                b"".join(self.chunks),
+                decision,
+                now,
+            )
+            self.chunks = []
+            handler.stored(self.primary, entry)
+            self.stored = entry
+        if self.key is not None:
+            handler.release(self.key)
+
+    def on_abort(self) -> None:
+        if self.over:
+            return
+        self.over = True
+        self.chunks = []
+        if self.key is not None:
+            self.handler.release(self.key)
