@@ -12,12 +12,14 @@ from __future__ import annotations
 from bastion.http1.request import Request
 from bastion.routing import normalize_path, parse_host
 
-# Response fields that mean something only to an HTTP/1.1 connection (RFC 9113 §8.2.2).
+# Response fields that mean something only to an HTTP/1.1 connection (RFC 9113 §8.2.2),
+# and TE, which only a request may carry.
 _CONNECTION_SPECIFIC = frozenset(
     (
         b"connection",
         b"keep-alive",
         b"proxy-connection",
+        b"te",
         b"transfer-encoding",
         b"upgrade",
     )
@@ -140,9 +142,18 @@ def _parse_path(req: Request, target: bytes) -> None:
 
 def response_headers(head: bytes) -> list[tuple[bytes, bytes]]:
     """An HTTP/1.1 response head (status line, fields, optional blank line) as an
-    HTTP/2 header list: `:status` first, names lowercased, connection fields dropped."""
+    HTTP/2 header list: `:status` first, names lowercased, connection fields dropped.
+
+    This is the outbound check of RFC 9113 §8.2 for what the gateway sends: the
+    connection runs `h2` with its own (much slower) outbound normalization and
+    validation off. Raises ValueError for a head HTTP/2 cannot carry: a NUL, or a CR
+    or LF that is not a line end (an upstream's obs-fold, say)."""
+    if b"\0" in head or head.count(b"\n") != head.count(b"\r\n"):
+        raise ValueError("a response header field contains a forbidden character")
     lines = head.split(b"\r\n")
     status = lines[0][9:12]
+    if len(status) != 3 or not status.isdigit():
+        raise ValueError("the response status is malformed")
     out: list[tuple[bytes, bytes]] = [(b":status", status)]
     append = out.append
     for line in lines[1:]:
@@ -150,7 +161,8 @@ def response_headers(head: bytes) -> list[tuple[bytes, bytes]]:
             continue
         name, _, value = line.partition(b":")
         lname = name.strip().lower()
-        if lname in _CONNECTION_SPECIFIC:
+        # an empty name (a line starting with ":" included) has no HTTP/2 form
+        if not lname or lname in _CONNECTION_SPECIFIC:
             continue
         append((lname, value.strip()))
     return out
