@@ -685,3 +685,105 @@ def test_upstream_connection_reused_after_a_slow_reader(
         assert ended and received == 300000
     raw.close()
     assert len(backend.requests) == 3
+
+
+def test_malformed_header_blocks_reset_only_their_stream(
+    tmp_path: Path, backend: Backend, gateway: Callable[..., Gateway]
+) -> None:
+    """RFC 9113 §8.2/§8.3: each malformed request is reset with PROTOCOL_ERROR,
+    never reaches the backend, and the requests beside it on the connection are served."""
+    config = h2_config(tmp_path, backend)
+    start(gateway, config)
+    raw = RawH2(https_port(config), root_ca(tmp_path))
+    conn = raw.conn
+    # let the test client send what a polite one would refuse to
+    conn.config.validate_outbound_headers = False
+    conn.config.normalize_outbound_headers = False
+    base = raw.request_headers("/bad")
+    malformed: dict[int, list[tuple[str, str]]] = {
+        1: [*base, ("X-Upper", "1")],
+        3: [*base, ("connection", "keep-alive")],
+        5: [*base, ("te", "gzip")],
+        7: [*base, ("x-a", " padded")],
+        9: [*base, ("x-a", "a\nb")],
+        11: [("x-early", "1"), *base],
+        13: [*base[:3], (":path", "/bad"), (":path", "/bad2")],
+        15: [*base[:3]],  # no :path
+        17: [*base, ("host", "elsewhere.example")],
+        19: [*base, (":status", "200")],
+        21: [*base, ("x:colon", "1")],
+    }
+    for sid, fields in malformed.items():
+        conn.send_headers(sid, fields, end_stream=True)
+    conn.send_headers(23, raw.request_headers("/fine"), end_stream=True)
+    raw.flush()
+    resets: dict[int, int] = {}
+    status = 0
+    ended = False
+    for event in raw.events(timeout=15):
+        if isinstance(event, h2.events.StreamReset):
+            resets[event.stream_id] = event.error_code
+        elif isinstance(event, h2.events.ResponseReceived) and event.stream_id == 23:
+            status = int(dict(event.headers)[b":status"])
+        elif isinstance(event, h2.events.DataReceived):
+            conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+        elif isinstance(event, h2.events.StreamEnded) and event.stream_id == 23:
+            ended = True
+        if ended and len(resets) == len(malformed):
+            break
+    raw.close()
+    assert resets == {sid: ErrorCodes.PROTOCOL_ERROR for sid in malformed}
+    assert status == 200
+    assert [entry["path"] for entry in backend.requests] == ["/fine"]
+
+
+def test_response_fields_are_lowercased_and_connection_fields_dropped(
+    tmp_path: Path, gateway: Callable[..., Gateway]
+) -> None:
+    """The gateway's own outbound checks (h2's are off): an upstream's mixed-case and
+    HTTP/1.1-only fields arrive as valid HTTP/2 fields, the body intact."""
+    upstream = socket.socket()
+    upstream.bind(("127.0.0.1", 0))
+    upstream.listen(8)
+    port = upstream.getsockname()[1]
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                sock, _ = upstream.accept()
+                with sock:
+                    data = b""
+                    while b"\r\n\r\n" not in data:
+                        chunk = sock.recv(65536)
+                        if not chunk:
+                            break
+                        data += chunk
+                    sock.sendall(
+                        b"HTTP/1.1 200 OK\r\nX-Mixed-Case: Yes\r\nConnection: keep-alive\r\n"
+                        b"Keep-Alive: timeout=5\r\nContent-Length: 5\r\n\r\nhello"
+                    )
+
+    threading.Thread(target=serve, daemon=True).start()
+    http, https = free_port(), free_port()
+    config = {
+        "listen": {"http": f"127.0.0.1:{http}", "https": f"127.0.0.1:{https}"},
+        "data_dir": str(tmp_path / "data"),
+        "sites": [
+            {
+                "hosts": ["localhost"],
+                "routes": [{"path": "/", "proxy": {"upstreams": [f"http://127.0.0.1:{port}"]}}],
+            }
+        ],
+    }
+    start(gateway, config)
+    try:
+        with client(tmp_path) as c:
+            resp = c.get(f"https://localhost:{https}/x")
+        assert resp.http_version == "HTTP/2"
+        assert resp.status_code == 200
+        assert resp.text == "hello"
+        assert resp.headers["x-mixed-case"] == "Yes"
+        assert "connection" not in resp.headers
+        assert "keep-alive" not in resp.headers
+    finally:
+        upstream.close()

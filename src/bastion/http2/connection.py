@@ -39,7 +39,7 @@ from hyperframe.frame import GoAwayFrame
 from bastion.http1.request import Request
 from bastion.http2.encoder import StaticEncoder
 from bastion.http2.guard import FrameGuard
-from bastion.http2.headers import StreamReject, build_request
+from bastion.http2.headers import Malformed, StreamReject, build_request
 from bastion.http2.stream import Stream
 
 if TYPE_CHECKING:
@@ -91,14 +91,16 @@ class HTTP2Connection(asyncio.Protocol):
         # per-field overhead; decoded lists are bounded by SETTINGS below
         block_limit = limits.max_header_bytes + limits.max_uri_bytes + 4096
         self.guard = FrameGuard(block_limit, _MAX_CONTINUATIONS)
-        # Outbound normalization and validation are off: the fields we send are
-        # built by `headers.response_headers`, which does the equivalent checks in
-        # one pass over the head; h2's generator chain cost several times that.
-        # Its HPACK encoder is swapped for a static-table one (see encoder.py).
-        # Inbound, h2 keeps validating what clients send (RFC 9113 §8.2 defences).
+        # Header validation and outbound normalization are off: `headers.py` does
+        # the equivalent RFC 9113 §8.2/§8.3 checks in the one pass that maps the
+        # fields anyway (build_request inbound, response_headers outbound); h2's
+        # chain of per-field generators cost several times that. Its HPACK encoder
+        # is swapped for a static-table one (see encoder.py). h2 still joins split
+        # Cookie fields and checks DATA lengths against Content-Length.
         config = H2Configuration(
             client_side=False,
             header_encoding=None,
+            validate_inbound_headers=False,
             validate_outbound_headers=False,
             normalize_outbound_headers=False,
         )
@@ -249,7 +251,6 @@ class HTTP2Connection(asyncio.Protocol):
         req.client_ip = self.client_ip
         req.start = now
         stream = Stream(self, sid, req)
-        self.streams[sid] = stream
         try:
             build_request(
                 event.headers or [],
@@ -260,6 +261,14 @@ class HTTP2Connection(asyncio.Protocol):
             )
         except StreamReject as exc:
             stream.reject = exc
+        except Malformed as exc:
+            # a stream error (RFC 9113 §8.1.1): this stream is reset, its neighbours
+            # go on; it counts like a cancelled stream against the reset limit
+            log.info("http2: malformed request from %s: %s", self.client_ip, exc)
+            self.h2.reset_stream(sid, ErrorCodes.PROTOCOL_ERROR)
+            self._count_early_reset(now)
+            return None
+        self.streams[sid] = stream
         if req.content_length is None and event.stream_ended is None:
             req.chunked = True  # a body of unknown length: chunked to the upstream
         elif event.stream_ended is not None and req.content_length:
@@ -308,13 +317,16 @@ class HTTP2Connection(asyncio.Protocol):
         if early:
             # a stream cancelled before its answer: the rapid reset pattern when
             # it repeats (CVE-2023-44487); the backend work was cancelled above
-            if now - self.reset_window_start > _RESET_WINDOW:
-                self.reset_window_start = now
-                self.resets = 0
-            self.resets += 1
-            if self.resets > self.max_resets:
-                log.warning("http2: rapid reset from %s: closing", self.client_ip)
-                self.fail(ErrorCodes.ENHANCE_YOUR_CALM)
+            self._count_early_reset(now)
+
+    def _count_early_reset(self, now: float) -> None:
+        if now - self.reset_window_start > _RESET_WINDOW:
+            self.reset_window_start = now
+            self.resets = 0
+        self.resets += 1
+        if self.resets > self.max_resets:
+            log.warning("http2: rapid reset from %s: closing", self.client_ip)
+            self.fail(ErrorCodes.ENHANCE_YOUR_CALM)
 
     # -------------------------------------------------------------- output
     def send_headers(self, stream: Stream, fields: list[tuple[bytes, bytes]], end: bool) -> None:
