@@ -37,6 +37,7 @@ from h2.settings import SettingCodes, Settings
 from hyperframe.frame import GoAwayFrame
 
 from bastion.http1.request import Request
+from bastion.http2.decoder import MemoDecoder
 from bastion.http2.encoder import StaticEncoder
 from bastion.http2.guard import FrameGuard
 from bastion.http2.headers import Malformed, StreamReject, build_request
@@ -106,6 +107,8 @@ class HTTP2Connection(asyncio.Protocol):
         )
         self.h2 = H2Connection(config)
         self.h2.encoder = StaticEncoder()  # type: ignore[assignment]
+        # the same decoder with a memo for repeated all-indexed header blocks
+        self.h2.decoder = MemoDecoder(self.h2.decoder.max_header_list_size)
         self.h2.local_settings = Settings(
             client=False,
             initial_values={
