@@ -787,3 +787,93 @@ def test_response_fields_are_lowercased_and_connection_fields_dropped(
         assert "keep-alive" not in resp.headers
     finally:
         upstream.close()
+
+
+class _CountingBackend:
+    """A keep-alive HTTP/1.1 backend that answers after `delay` and counts the
+    connections it accepted and those still open."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self.accepted = 0
+        self.open = 0
+        self.lock = threading.Lock()
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = self.sock.accept()
+                with self.lock:
+                    self.accepted += 1
+                    self.open += 1
+                threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        buf = b""
+        try:
+            with conn, contextlib.suppress(OSError):
+                while True:
+                    while b"\r\n\r\n" not in buf:
+                        chunk = conn.recv(65536)
+                        if not chunk:
+                            return
+                        buf += chunk
+                    _, buf = buf.split(b"\r\n\r\n", 1)
+                    time.sleep(self.delay)
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        finally:
+            with self.lock:
+                self.open -= 1
+
+
+def test_upstream_connections_survive_between_bursts_of_streams(
+    tmp_path: Path, gateway: Callable[..., Gateway]
+) -> None:
+    """Eight streams at once against `max_idle_connections: 2`: the second burst reuses
+    the first burst's eight upstream connections instead of opening six new ones, and a
+    second later only two stay open."""
+    upstream = _CountingBackend(delay=0.3)
+    http, https = free_port(), free_port()
+    config = {
+        "listen": {"http": f"127.0.0.1:{http}", "https": f"127.0.0.1:{https}"},
+        "data_dir": str(tmp_path / "data"),
+        "sites": [
+            {
+                "hosts": ["localhost"],
+                "routes": [
+                    {
+                        "path": "/",
+                        "proxy": {"upstreams": [upstream.url], "max_idle_connections": 2},
+                    }
+                ],
+            }
+        ],
+    }
+    start(gateway, config)
+
+    async def bursts() -> list[int]:
+        context = ssl.create_default_context(cafile=str(root_ca(tmp_path)))
+        async with httpx.AsyncClient(http2=True, verify=context, timeout=30) as ac:
+            statuses = []
+            for _ in range(2):
+                answers = await asyncio.gather(
+                    *(ac.get(f"https://localhost:{https}/b/{i}") for i in range(8))
+                )
+                assert all(a.http_version == "HTTP/2" for a in answers)
+                statuses += [a.status_code for a in answers]
+            return statuses
+
+    try:
+        assert asyncio.run(bursts()) == [200] * 16
+        assert upstream.accepted <= 9  # one spare for an unlucky interleaving
+        deadline = time.monotonic() + 10
+        while upstream.open > 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert upstream.open == 2
+    finally:
+        upstream.sock.close()
