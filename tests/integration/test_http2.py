@@ -685,3 +685,195 @@ def test_upstream_connection_reused_after_a_slow_reader(
         assert ended and received == 300000
     raw.close()
     assert len(backend.requests) == 3
+
+
+def test_malformed_header_blocks_reset_only_their_stream(
+    tmp_path: Path, backend: Backend, gateway: Callable[..., Gateway]
+) -> None:
+    """RFC 9113 §8.2/§8.3: each malformed request is reset with PROTOCOL_ERROR,
+    never reaches the backend, and the requests beside it on the connection are served."""
+    config = h2_config(tmp_path, backend)
+    start(gateway, config)
+    raw = RawH2(https_port(config), root_ca(tmp_path))
+    conn = raw.conn
+    # let the test client send what a polite one would refuse to
+    conn.config.validate_outbound_headers = False
+    conn.config.normalize_outbound_headers = False
+    base = raw.request_headers("/bad")
+    malformed: dict[int, list[tuple[str, str]]] = {
+        1: [*base, ("X-Upper", "1")],
+        3: [*base, ("connection", "keep-alive")],
+        5: [*base, ("te", "gzip")],
+        7: [*base, ("x-a", " padded")],
+        9: [*base, ("x-a", "a\nb")],
+        11: [("x-early", "1"), *base],
+        13: [*base[:3], (":path", "/bad"), (":path", "/bad2")],
+        15: [*base[:3]],  # no :path
+        17: [*base, ("host", "elsewhere.example")],
+        19: [*base, (":status", "200")],
+        21: [*base, ("x:colon", "1")],
+    }
+    for sid, fields in malformed.items():
+        conn.send_headers(sid, fields, end_stream=True)
+    conn.send_headers(23, raw.request_headers("/fine"), end_stream=True)
+    raw.flush()
+    resets: dict[int, int] = {}
+    status = 0
+    ended = False
+    for event in raw.events(timeout=15):
+        if isinstance(event, h2.events.StreamReset):
+            resets[event.stream_id] = event.error_code
+        elif isinstance(event, h2.events.ResponseReceived) and event.stream_id == 23:
+            status = int(dict(event.headers)[b":status"])
+        elif isinstance(event, h2.events.DataReceived):
+            conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+        elif isinstance(event, h2.events.StreamEnded) and event.stream_id == 23:
+            ended = True
+        if ended and len(resets) == len(malformed):
+            break
+    raw.close()
+    assert resets == {sid: ErrorCodes.PROTOCOL_ERROR for sid in malformed}
+    assert status == 200
+    assert [entry["path"] for entry in backend.requests] == ["/fine"]
+
+
+def test_response_fields_are_lowercased_and_connection_fields_dropped(
+    tmp_path: Path, gateway: Callable[..., Gateway]
+) -> None:
+    """The gateway's own outbound checks (h2's are off): an upstream's mixed-case and
+    HTTP/1.1-only fields arrive as valid HTTP/2 fields, the body intact."""
+    upstream = socket.socket()
+    upstream.bind(("127.0.0.1", 0))
+    upstream.listen(8)
+    port = upstream.getsockname()[1]
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                sock, _ = upstream.accept()
+                with sock:
+                    data = b""
+                    while b"\r\n\r\n" not in data:
+                        chunk = sock.recv(65536)
+                        if not chunk:
+                            break
+                        data += chunk
+                    sock.sendall(
+                        b"HTTP/1.1 200 OK\r\nX-Mixed-Case: Yes\r\nConnection: keep-alive\r\n"
+                        b"Keep-Alive: timeout=5\r\nContent-Length: 5\r\n\r\nhello"
+                    )
+
+    threading.Thread(target=serve, daemon=True).start()
+    http, https = free_port(), free_port()
+    config = {
+        "listen": {"http": f"127.0.0.1:{http}", "https": f"127.0.0.1:{https}"},
+        "data_dir": str(tmp_path / "data"),
+        "sites": [
+            {
+                "hosts": ["localhost"],
+                "routes": [{"path": "/", "proxy": {"upstreams": [f"http://127.0.0.1:{port}"]}}],
+            }
+        ],
+    }
+    start(gateway, config)
+    try:
+        with client(tmp_path) as c:
+            resp = c.get(f"https://localhost:{https}/x")
+        assert resp.http_version == "HTTP/2"
+        assert resp.status_code == 200
+        assert resp.text == "hello"
+        assert resp.headers["x-mixed-case"] == "Yes"
+        assert "connection" not in resp.headers
+        assert "keep-alive" not in resp.headers
+    finally:
+        upstream.close()
+
+
+class _CountingBackend:
+    """A keep-alive HTTP/1.1 backend that answers after `delay` and counts the
+    connections it accepted and those still open."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self.accepted = 0
+        self.open = 0
+        self.lock = threading.Lock()
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = self.sock.accept()
+                with self.lock:
+                    self.accepted += 1
+                    self.open += 1
+                threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        buf = b""
+        try:
+            with conn, contextlib.suppress(OSError):
+                while True:
+                    while b"\r\n\r\n" not in buf:
+                        chunk = conn.recv(65536)
+                        if not chunk:
+                            return
+                        buf += chunk
+                    _, buf = buf.split(b"\r\n\r\n", 1)
+                    time.sleep(self.delay)
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        finally:
+            with self.lock:
+                self.open -= 1
+
+
+def test_upstream_connections_survive_between_bursts_of_streams(
+    tmp_path: Path, gateway: Callable[..., Gateway]
+) -> None:
+    """Eight streams at once against `max_idle_connections: 2`: the second burst reuses
+    the first burst's eight upstream connections instead of opening six new ones, and a
+    second later only two stay open."""
+    upstream = _CountingBackend(delay=0.3)
+    http, https = free_port(), free_port()
+    config = {
+        "listen": {"http": f"127.0.0.1:{http}", "https": f"127.0.0.1:{https}"},
+        "data_dir": str(tmp_path / "data"),
+        "sites": [
+            {
+                "hosts": ["localhost"],
+                "routes": [
+                    {
+                        "path": "/",
+                        "proxy": {"upstreams": [upstream.url], "max_idle_connections": 2},
+                    }
+                ],
+            }
+        ],
+    }
+    start(gateway, config)
+
+    async def bursts() -> list[int]:
+        context = ssl.create_default_context(cafile=str(root_ca(tmp_path)))
+        async with httpx.AsyncClient(http2=True, verify=context, timeout=30) as ac:
+            statuses = []
+            for _ in range(2):
+                answers = await asyncio.gather(
+                    *(ac.get(f"https://localhost:{https}/b/{i}") for i in range(8))
+                )
+                assert all(a.http_version == "HTTP/2" for a in answers)
+                statuses += [a.status_code for a in answers]
+            return statuses
+
+    try:
+        assert asyncio.run(bursts()) == [200] * 16
+        assert upstream.accepted <= 9  # one spare for an unlucky interleaving
+        deadline = time.monotonic() + 10
+        while upstream.open > 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert upstream.open == 2
+    finally:
+        upstream.sock.close()

@@ -276,7 +276,10 @@ class Proxy(_Model):
         description="Close an upgraded (WebSocket) tunnel idle for this long; null never does.",
     )
     max_idle_connections: int = Field(
-        default=64, ge=0, description="Idle keep-alive connections kept per upstream endpoint."
+        default=64,
+        ge=0,
+        description="Idle keep-alive connections kept per upstream endpoint; more released "
+        "together in a burst are kept for up to a second for the next burst. 0 keeps none.",
     )
     idle_timeout: Duration = Field(
         default=4.0,

@@ -5,6 +5,12 @@ the transport over). Requests of one received chunk are dispatched only after th
 whole chunk is processed, so a stream reset in the same read never reaches a
 backend (rapid reset); past `http2.max_resets` early cancellations in 10 seconds
 the connection is closed with GOAWAY(ENHANCE_YOUR_CALM).
+
+Output is coalesced: frames (and response bodies handed over by streams) wait until
+the end of the event-loop iteration, then leave in one transport write. With many
+streams answered by many upstream reads in the same iteration, that is one TLS
+record and one send() for all of them instead of a few per response, and a body's
+last DATA frame carries END_STREAM instead of an empty frame after it.
 """
 
 from __future__ import annotations
@@ -31,8 +37,10 @@ from h2.settings import SettingCodes, Settings
 from hyperframe.frame import GoAwayFrame
 
 from bastion.http1.request import Request
+from bastion.http2.decoder import MemoDecoder
+from bastion.http2.encoder import StaticEncoder
 from bastion.http2.guard import FrameGuard
-from bastion.http2.headers import StreamReject, build_request
+from bastion.http2.headers import Malformed, StreamReject, build_request
 from bastion.http2.stream import Stream
 
 if TYPE_CHECKING:
@@ -54,7 +62,7 @@ class HTTP2Connection(asyncio.Protocol):
     write_paused = False
     goaway_sent = False
     last_sid = 0
-    corked = 0
+    flush_scheduled = False
     requests = 0
     resets = 0
     reset_window_start = 0.0
@@ -78,11 +86,29 @@ class HTTP2Connection(asyncio.Protocol):
         window = settings.initial_window
         self.client_ip = ""
         self.streams: dict[int, Stream] = {}
+        # streams with response bytes to move into DATA frames at the next flush
+        self.ready: list[Stream] = []
         # what a header block may take compressed: the head limits plus HPACK's
         # per-field overhead; decoded lists are bounded by SETTINGS below
         block_limit = limits.max_header_bytes + limits.max_uri_bytes + 4096
         self.guard = FrameGuard(block_limit, _MAX_CONTINUATIONS)
-        self.h2 = H2Connection(H2Configuration(client_side=False, header_encoding=None))
+        # Header validation and outbound normalization are off: `headers.py` does
+        # the equivalent RFC 9113 §8.2/§8.3 checks in the one pass that maps the
+        # fields anyway (build_request inbound, response_headers outbound); h2's
+        # chain of per-field generators cost several times that. Its HPACK encoder
+        # is swapped for a static-table one (see encoder.py). h2 still joins split
+        # Cookie fields and checks DATA lengths against Content-Length.
+        config = H2Configuration(
+            client_side=False,
+            header_encoding=None,
+            validate_inbound_headers=False,
+            validate_outbound_headers=False,
+            normalize_outbound_headers=False,
+        )
+        self.h2 = H2Connection(config)
+        self.h2.encoder = StaticEncoder()  # type: ignore[assignment]
+        # the same decoder with a memo for repeated all-indexed header blocks
+        self.h2.decoder = MemoDecoder(self.h2.decoder.max_header_list_size)
         self.h2.local_settings = Settings(
             client=False,
             initial_values={
@@ -134,7 +160,8 @@ class HTTP2Connection(asyncio.Protocol):
         self.write_paused = False
         for stream in list(self.streams.values()):
             if stream.pending:
-                self.send_pending(stream)
+                self._move(stream)
+        self.flush()
 
     # --------------------------------------------------------------- input
     def data_received(self, data: bytes) -> None:
@@ -191,11 +218,11 @@ class HTTP2Connection(asyncio.Protocol):
                 if event.stream_id == 0:
                     for stream in list(self.streams.values()):
                         if stream.pending:
-                            self.send_pending(stream)
+                            self._move(stream)
                 else:
                     stream = self.streams.get(event.stream_id)
                     if stream is not None and stream.pending:
-                        self.send_pending(stream)
+                        self._move(stream)
             elif isinstance(event, StreamReset):
                 self._on_client_reset(event.stream_id, now)
             elif isinstance(event, RemoteSettingsChanged):
@@ -204,7 +231,7 @@ class HTTP2Connection(asyncio.Protocol):
                     self.block_since = now if guard.in_block else 0.0
                 for stream in list(self.streams.values()):
                     if stream.pending:
-                        self.send_pending(stream)
+                        self._move(stream)
             elif isinstance(event, ConnectionTerminated):
                 # the client is leaving: what it still waits for cannot be sent
                 self.close()
@@ -214,8 +241,7 @@ class HTTP2Connection(asyncio.Protocol):
         for stream in new:
             if not stream.closed and not stream.answered:
                 self._dispatch(stream)
-        if not self.corked:
-            self.flush()
+        self.flush_soon()
 
     def _open(self, event: RequestReceived, now: float) -> Stream | None:
         sid = event.stream_id
@@ -228,7 +254,6 @@ class HTTP2Connection(asyncio.Protocol):
         req.client_ip = self.client_ip
         req.start = now
         stream = Stream(self, sid, req)
-        self.streams[sid] = stream
         try:
             build_request(
                 event.headers or [],
@@ -239,6 +264,14 @@ class HTTP2Connection(asyncio.Protocol):
             )
         except StreamReject as exc:
             stream.reject = exc
+        except Malformed as exc:
+            # a stream error (RFC 9113 §8.1.1): this stream is reset, its neighbours
+            # go on; it counts like a cancelled stream against the reset limit
+            log.info("http2: malformed request from %s: %s", self.client_ip, exc)
+            self.h2.reset_stream(sid, ErrorCodes.PROTOCOL_ERROR)
+            self._count_early_reset(now)
+            return None
+        self.streams[sid] = stream
         if req.content_length is None and event.stream_ended is None:
             req.chunked = True  # a body of unknown length: chunked to the upstream
         elif event.stream_ended is not None and req.content_length:
@@ -287,13 +320,16 @@ class HTTP2Connection(asyncio.Protocol):
         if early:
             # a stream cancelled before its answer: the rapid reset pattern when
             # it repeats (CVE-2023-44487); the backend work was cancelled above
-            if now - self.reset_window_start > _RESET_WINDOW:
-                self.reset_window_start = now
-                self.resets = 0
-            self.resets += 1
-            if self.resets > self.max_resets:
-                log.warning("http2: rapid reset from %s: closing", self.client_ip)
-                self.fail(ErrorCodes.ENHANCE_YOUR_CALM)
+            self._count_early_reset(now)
+
+    def _count_early_reset(self, now: float) -> None:
+        if now - self.reset_window_start > _RESET_WINDOW:
+            self.reset_window_start = now
+            self.resets = 0
+        self.resets += 1
+        if self.resets > self.max_resets:
+            log.warning("http2: rapid reset from %s: closing", self.client_ip)
+            self.fail(ErrorCodes.ENHANCE_YOUR_CALM)
 
     # -------------------------------------------------------------- output
     def send_headers(self, stream: Stream, fields: list[tuple[bytes, bytes]], end: bool) -> None:
@@ -306,19 +342,30 @@ class HTTP2Connection(asyncio.Protocol):
             self._forget(stream)
             return
         except ProtocolError as exc:
-            # a field HTTP/2 cannot carry (from an upstream): this stream fails alone
-            log.warning("http2: response %s not sendable: %s", stream.req.request_id, exc)
-            if stream.req.status < 500:
-                stream.req.status = 502
-            stream.abort()
+            self.unsendable(stream, exc)
             return
         if end:
             self._sent_end(stream)
-        if not self.corked:
-            self.flush()
+        self.flush_soon()
+
+    def unsendable(self, stream: Stream, exc: Exception) -> None:
+        """A response head HTTP/2 cannot carry (from an upstream): this stream fails alone."""
+        log.warning("http2: response %s not sendable: %s", stream.req.request_id, exc)
+        if stream.req.status < 500:
+            stream.req.status = 502
+        stream.abort()
 
     def send_pending(self, stream: Stream) -> None:
-        """Move a stream's pending bytes into DATA frames as far as the windows allow."""
+        """Queue a stream's pending bytes (or its end) for the next flush."""
+        if stream.queued or self.closing or stream.closed:
+            return
+        stream.queued = True
+        self.ready.append(stream)
+        self.flush_soon()
+
+    def _move(self, stream: Stream) -> None:
+        """Move a stream's pending bytes into DATA frames as far as the windows allow;
+        the last one carries END_STREAM when the response is complete."""
         if self.closing or stream.closed:
             return
         h2 = self.h2
@@ -331,21 +378,24 @@ class HTTP2Connection(asyncio.Protocol):
                     break
                 chunk = pending[0]
                 size = min(window, h2.max_outbound_frame_size, len(chunk))
+                stream.pending_bytes -= size
                 if size < len(chunk):
                     h2.send_data(sid, chunk[:size])
                     pending[0] = chunk[size:]
                 else:
-                    h2.send_data(sid, chunk)
                     pending.popleft()
-                stream.pending_bytes -= size
-            if not pending and stream.ended:
-                h2.end_stream(sid)
-                self._sent_end(stream)
+                    if not pending and stream.ended:
+                        h2.send_data(sid, chunk, end_stream=True)
+                        self._sent_end(stream)
+                        break
+                    h2.send_data(sid, chunk)
+            else:
+                if not pending and stream.ended:
+                    h2.end_stream(sid)
+                    self._sent_end(stream)
         except (ProtocolError, StreamClosedError):
             stream.on_reset()
             self._forget(stream)
-        if not self.corked:
-            self.flush()
         stream.drained()
 
     def _sent_end(self, stream: Stream) -> None:
@@ -372,8 +422,7 @@ class HTTP2Connection(asyncio.Protocol):
         if not self.closing:
             with contextlib.suppress(ProtocolError, StreamClosedError):
                 self.h2.reset_stream(stream.sid, ErrorCodes.INTERNAL_ERROR)
-            if not self.corked:
-                self.flush()
+            self.flush_soon()
         self._forget(stream)
 
     def ack(self, sid: int, size: int) -> None:
@@ -383,16 +432,27 @@ class HTTP2Connection(asyncio.Protocol):
             self.h2.acknowledge_received_data(size, sid)
         except (ProtocolError, StreamClosedError):
             return
-        if not self.corked:
-            self.flush()
+        self.flush_soon()
 
-    def uncork(self) -> None:
-        if self.corked:
-            self.corked -= 1
-        if not self.corked:
-            self.flush()
+    def flush_soon(self) -> None:
+        """Write what is waiting once the current loop iteration's events are handled."""
+        if not self.flush_scheduled:
+            self.flush_scheduled = True
+            self.ctx.loop.call_soon(self._scheduled_flush)
+
+    def _scheduled_flush(self) -> None:
+        self.flush_scheduled = False
+        if self.closing:
+            return
+        self.flush()
 
     def flush(self) -> None:
+        ready = self.ready
+        if ready:
+            self.ready = []
+            for stream in ready:
+                stream.queued = False
+                self._move(stream)
         data = self.h2.data_to_send()
         if data and self.transport is not None:
             self.transport.write(data)

@@ -1,23 +1,31 @@
 """Header translation between HTTP/2 header lists and the HTTP/1.1 shapes the
 router, the proxy and the handlers already speak.
 
-The `h2` library has already rejected what RFC 9113 §8.2 calls malformed (uppercase
-names, connection-specific fields, `te` other than `trailers`, misplaced or
-duplicate pseudo-headers, Host differing from :authority) and joined split Cookie
-fields; what is left here are the gateway's own limits and the mapping.
+The connection runs `h2` with its header validation off in both directions (its
+chain of per-field generators cost more than the rest of a proxied request), so
+the checks of RFC 9113 §8.2 and §8.3 are done here, in the one pass that maps the
+fields anyway: `build_request` raises `Malformed` for uppercase or otherwise
+illegal names, CR/LF/NUL or surrounding whitespace in values, connection-specific
+fields, `te` other than `trailers`, unknown, duplicate, misplaced or missing
+pseudo-headers and Host differing from :authority. `h2` still joins split Cookie
+fields. `response_headers` does the outbound side.
 """
 
 from __future__ import annotations
 
+import re
+
 from bastion.http1.request import Request
 from bastion.routing import normalize_path, parse_host
 
-# Response fields that mean something only to an HTTP/1.1 connection (RFC 9113 §8.2.2).
+# Response fields that mean something only to an HTTP/1.1 connection (RFC 9113 §8.2.2),
+# and TE, which only a request may carry.
 _CONNECTION_SPECIFIC = frozenset(
     (
         b"connection",
         b"keep-alive",
         b"proxy-connection",
+        b"te",
         b"transfer-encoding",
         b"upgrade",
     )
@@ -32,6 +40,21 @@ _SPECIAL = frozenset(
         b"x-request-id",
     )
 )
+
+
+# RFC 9113 §8.2.1: a field name never holds 0x00-0x20, uppercase, 0x7f-0xff, and
+# a colon only as a pseudo-header's first character (checked separately)
+_BAD_NAME = re.compile(rb"[\x00-\x20A-Z:\x7f-\xff]")
+_BAD_VALUE = re.compile(rb"[\x00\r\n]")
+_WHITESPACE = (32, 9)  # SP and HTAB, as byte values
+# fields HTTP/2 forbids in a request (RFC 9113 §8.2.2); TE is checked by value
+_FORBIDDEN = frozenset(
+    (b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade")
+)
+
+
+class Malformed(Exception):
+    """A malformed request (RFC 9113 §8.1.1): a stream error of type PROTOCOL_ERROR."""
 
 
 class StreamReject(Exception):
@@ -50,42 +73,86 @@ def build_request(
     max_uri_bytes: int,
     max_body_bytes: int,
 ) -> None:
-    """Fill `req` from a request header list; raises StreamReject.
+    """Fill `req` from a request header list; raises Malformed or StreamReject.
 
     Sizes are counted as the HTTP/1.1 side counts them (name, value and four bytes
     of framing per field), so one `limits:` section means the same on both.
     """
-    method = scheme = path = authority = b""
-    host = b""
+    method = scheme = path = authority = protocol = None
+    host = None
     size = 0
     fields = req.headers
+    regular = False  # a regular field was seen: no pseudo-header may follow
+    deferred: StreamReject | None = None  # the gateway's own refusal, after §8 checks
+    bad_name = _BAD_NAME.search
+    bad_value = _BAD_VALUE.search
     for name, value in headers:
+        if value and (
+            bad_value(value) is not None
+            or value[0] in _WHITESPACE
+            or value[-1] in _WHITESPACE
+        ):
+            raise Malformed(f"illegal character or whitespace in the value of {name!r}")
         if name[:1] == b":":
-            if name == b":method":
+            if regular:
+                raise Malformed(f"pseudo-header {name!r} after a regular field")
+            if name == b":method" and method is None:
                 method = value
-            elif name == b":path":
+            elif name == b":path" and path is None:
                 path = value
-            elif name == b":authority":
+            elif name == b":authority" and authority is None:
                 authority = value
-            elif name == b":scheme":
+            elif name == b":scheme" and scheme is None:
                 scheme = value
+            elif name == b":protocol" and protocol is None:
+                protocol = value
+            else:
+                raise Malformed(f"unknown or repeated pseudo-header {name!r}")
             continue
+        regular = True
+        if not name or bad_name(name) is not None:
+            raise Malformed(f"illegal field name {name!r}")
         size += len(name) + len(value) + 4
         fields.append((name, name, value))
         if name == b"host":
+            if host is not None:
+                raise Malformed("more than one Host field")
             host = value
         elif name in _SPECIAL:
-            _special(req, name, value)
+            if deferred is None:
+                try:
+                    _special(req, name, value)
+                except StreamReject as exc:
+                    deferred = exc
+        elif name in _FORBIDDEN or (name == b"te" and value.lower() != b"trailers"):
+            raise Malformed(f"connection-specific field {name!r}")
+    if method is None:
+        raise Malformed("no :method pseudo-header")
+    if method == b"CONNECT" and protocol is None:
+        # plain CONNECT carries neither :scheme nor :path (RFC 9113 §8.5)
+        if scheme is not None or path is not None or authority is None:
+            raise Malformed("malformed CONNECT request")
+        raise StreamReject(501, "CONNECT is not supported on this connection.")
+    if scheme is None or not path:
+        raise Malformed("no :scheme or empty :path pseudo-header")
+    if protocol is not None:
+        # extended CONNECT (RFC 8441) is not offered: SETTINGS_ENABLE_CONNECT_PROTOCOL
+        # is never sent, so a client may not use :protocol
+        raise Malformed(":protocol without extended CONNECT")
+    if authority is None and host is None:
+        raise Malformed("neither :authority nor Host")
+    if authority is not None and host is not None and authority != host:
+        raise Malformed("Host differs from :authority")
+    if deferred is not None:
+        raise deferred
     if size > max_header_bytes:
         raise StreamReject(431)
     if len(path) > max_uri_bytes:
         raise StreamReject(414)
     req.method = method.decode("latin-1")
-    if method == b"CONNECT":
-        raise StreamReject(501, "CONNECT is not supported on this connection.")
     if scheme not in (b"https", b"http"):
         raise StreamReject(400, "The :scheme pseudo-header must be https.")
-    raw_host = authority or host
+    raw_host = authority or host or b""
     parsed = parse_host(raw_host.decode("latin-1"))
     if parsed is None:
         raise StreamReject(400, "The :authority pseudo-header is malformed.")
@@ -140,9 +207,18 @@ def _parse_path(req: Request, target: bytes) -> None:
 
 def response_headers(head: bytes) -> list[tuple[bytes, bytes]]:
     """An HTTP/1.1 response head (status line, fields, optional blank line) as an
-    HTTP/2 header list: `:status` first, names lowercased, connection fields dropped."""
+    HTTP/2 header list: `:status` first, names lowercased, connection fields dropped.
+
+    This is the outbound check of RFC 9113 §8.2 for what the gateway sends: the
+    connection runs `h2` with its own (much slower) outbound normalization and
+    validation off. Raises ValueError for a head HTTP/2 cannot carry: a NUL, or a CR
+    or LF that is not a line end (an upstream's obs-fold, say)."""
+    if b"\0" in head or head.count(b"\n") != head.count(b"\r\n"):
+        raise ValueError("a response header field contains a forbidden character")
     lines = head.split(b"\r\n")
     status = lines[0][9:12]
+    if len(status) != 3 or not status.isdigit():
+        raise ValueError("the response status is malformed")
     out: list[tuple[bytes, bytes]] = [(b":status", status)]
     append = out.append
     for line in lines[1:]:
@@ -150,7 +226,8 @@ def response_headers(head: bytes) -> list[tuple[bytes, bytes]]:
             continue
         name, _, value = line.partition(b":")
         lname = name.strip().lower()
-        if lname in _CONNECTION_SPECIFIC:
+        # an empty name (a line starting with ":" included) has no HTTP/2 form
+        if not lname or lname in _CONNECTION_SPECIFIC:
             continue
         append((lname, value.strip()))
     return out

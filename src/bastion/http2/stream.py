@@ -38,6 +38,7 @@ class Stream:
     read_paused = 0
     unacked = 0  # request body bytes received but not yet passed on
     pending_bytes = 0
+    queued = False  # waiting in the connection's list for the next flush
     reject: StreamReject | None = None
     scheme = b"https"
     secure = True
@@ -165,7 +166,11 @@ class Stream:
         if self.closing or self.resp_started:
             return
         self.resp_started = True
-        fields = response_headers(head + req.extra_head)
+        try:
+            fields = response_headers(head + req.extra_head)
+        except ValueError as exc:
+            self.conn.unsendable(self, exc)
+            return
         fields.append((b"x-request-id", req.request_id.encode("latin-1")))
         req.bytes_out += len(head)
         end = framing == BODY_NONE
@@ -213,11 +218,13 @@ class Stream:
             self.conn.log(self.req)
         self.conn.reset(self, cancelled=False)
 
+    # The connection already holds every frame until the end of the loop iteration
+    # (see HTTP2Connection.flush_soon): corking a stream has nothing left to do.
     def cork(self) -> None:
-        self.conn.corked += 1
+        pass
 
     def uncork(self) -> None:
-        self.conn.uncork()
+        pass
 
     # --------------------------------------------------------- the end
     def on_reset(self) -> None:

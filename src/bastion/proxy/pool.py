@@ -26,6 +26,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("bastion.proxy")
 
+# How long connections released beyond `max_idle` in a burst may wait for the next
+# burst before the coldest of them are closed.
+_TRIM_DELAY = 1.0
+
 
 class UpstreamConnection(asyncio.Protocol):
     """One connection to a backend. While busy, every parser event goes to the
@@ -189,6 +193,7 @@ class Pool:
         self.idle_timeout = idle_timeout
         self.idle: list[UpstreamConnection] = []
         self.retired = False
+        self.trim_timer: asyncio.TimerHandle | None = None
         self.label = address.text
         # https:// upstreams: the context built with the plan, and the SNI / verified name
         self.tls: ssl.SSLContext | None = None
@@ -252,7 +257,7 @@ class Pool:
         conn.exchange = None
         if conn.closed:
             return
-        if self.retired or len(self.idle) >= self.max_idle:
+        if self.retired or not self.max_idle:
             conn.close()
             return
         transport = conn.transport
@@ -263,6 +268,23 @@ class Pool:
             transport.resume_reading()
         conn.arm(self.loop.time() + self.idle_timeout)
         self.idle.append(conn)
+        if len(self.idle) > self.max_idle and self.trim_timer is None:
+            # Over the limit after a burst (an HTTP/2 client sends up to
+            # max_concurrent_streams requests at once; their answers release that
+            # many connections together). Closing the extra ones now would reopen as
+            # many on the next burst, a TCP connection per few requests; the coldest
+            # beyond the limit are closed a second later if still unused.
+            self.trim_timer = self.loop.call_later(_TRIM_DELAY, self._trim)
+
+    def _trim(self) -> None:
+        self.trim_timer = None
+        idle = self.idle
+        excess = len(idle) - self.max_idle
+        if excess > 0:
+            cold = idle[:excess]  # the bottom of the LIFO stack: unused the longest
+            del idle[:excess]
+            for conn in cold:
+                conn.close()
 
     def forget(self, conn: UpstreamConnection) -> None:
         with contextlib.suppress(ValueError):
@@ -272,6 +294,9 @@ class Pool:
         """The endpoint left the configuration: close idle connections now and busy
         ones when their exchange ends."""
         self.retired = True
+        if self.trim_timer is not None:
+            self.trim_timer.cancel()
+            self.trim_timer = None
         while self.idle:
             self.idle.pop().close()
         if self.endpoint is not None:
