@@ -32,6 +32,15 @@ from bastion.config.origins import (
     resolve_credentials,
     validate_bucket,
 )
+from bastion.config.policy_traffic import (
+    Cors,
+    Headers,
+    IpRules,
+    Quota,
+    RateLimit,
+    SecurityHeaders,
+    security_headers_value,
+)
 from bastion.config.rules import config_rules, route_rules, site_rules, validate_with_rules
 from bastion.config.show import redact, show
 from bastion.config.types import (
@@ -367,6 +376,31 @@ class Route(_Model):
     static: Static | None = Field(default=None, description="Serve files from a directory.")
     respond: Respond | None = Field(default=None, description="Answer with a fixed response.")
     s3: S3 | None = Field(default=None, description="Serve objects from an S3-compatible bucket.")
+    # traffic policies (docs/policies.md)
+    ip_rules: IpRules | None = Field(
+        default=None,
+        description="Client networks allowed or denied; replaces the site's ip_rules.",
+    )
+    cors: Cors | None = Field(
+        default=None, description="CORS for browsers on other origins; replaces the site's cors."
+    )
+    rate_limits: list[RateLimit] = Field(
+        default_factory=list, description="Rate limits; a request must pass every one."
+    )
+    quotas: list[Quota] = Field(
+        default_factory=list, description="Per-day or per-month request quotas."
+    )
+    headers: Headers | None = Field(
+        default=None,
+        description="Header rules and secret injection, applied after the site's headers.",
+    )
+    security_headers: Annotated[
+        SecurityHeaders | None, BeforeValidator(security_headers_value)
+    ] = Field(
+        default=None,
+        description="Browser security fields preset (true for the defaults); replaces the "
+        "site's security_headers.",
+    )
 
     @field_validator("methods")
     @classmethod
@@ -449,6 +483,19 @@ class Site(_Model):
     hsts: bool | Hsts = Field(
         default=False,
         description="Send Strict-Transport-Security over HTTPS; true means max-age one year.",
+    )
+    # traffic policies: defaults for the site's routes (docs/policies.md)
+    ip_rules: IpRules | None = Field(
+        default=None, description="Client networks allowed or denied on every route."
+    )
+    cors: Cors | None = Field(default=None, description="CORS for every route.")
+    headers: Headers | None = Field(
+        default=None, description="Header rules applied on every route, before the route's."
+    )
+    security_headers: Annotated[
+        SecurityHeaders | None, BeforeValidator(security_headers_value)
+    ] = Field(
+        default=None, description="Browser security fields preset for every route."
     )
 
     @field_validator("tls", mode="wrap")
