@@ -15,6 +15,7 @@ from bastion.config.models import Hsts
 from bastion.handlers.s3 import S3Handler, s3_endpoint
 from bastion.handlers.simple import HttpsRedirectHandler, RedirectHandler, RespondHandler
 from bastion.handlers.static import StaticHandler
+from bastion.policies.build import wrap_handler
 from bastion.proxy.handler import ProxyHandler
 from bastion.proxy.pool import Pool, PoolRegistry
 from bastion.proxy.tls import upstream_tls
@@ -114,7 +115,7 @@ def compile_plan(config: Config, registry: PoolRegistry) -> Plan:
         paths: PathTable[CompiledRoute] = PathTable()
         extra_head = _hsts_line(site) if secure else b""
         for route in site.routes:
-            handler = _handler(route, plan, registry)
+            handler = wrap_handler(_handler(route, plan, registry), route, site, plan)
             methods = frozenset(route.methods) if route.methods else None
             if methods is not None and "GET" in methods:
                 methods = methods | {"HEAD"}

@@ -1,0 +1,41 @@
+"""Compile a route's policy settings into its chain, once per plan."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from bastion.policies.base import RequestPolicy, ResponsePolicy, apply_response_policies
+from bastion.policies.chain import PolicyHandler
+
+if TYPE_CHECKING:
+    from bastion.config.models import Route, Site
+    from bastion.plan import Plan
+
+
+def build_policies(
+    route: Route, site: Site, plan: Plan
+) -> tuple[list[RequestPolicy], list[ResponsePolicy]]:
+    """The route's request-phase policies in the order they run, and its
+    response-phase ones (see docs/policies.md for the order)."""
+    request: list[RequestPolicy] = []
+    response: list[ResponsePolicy] = []
+    # 1. IP rules
+    # 2. CORS (answers preflights; adds its response fields)
+    # 3. authentication: API keys, JWT, Basic auth, forward auth
+    # 4. rate limits and quotas
+    # 5. request validation and body limits
+    # 6. request header rules and secret injection
+    # response phase: header rules, security headers -> compression (last)
+    return request, response
+
+
+def wrap_handler(handler: Any, route: Route, site: Site, plan: Plan) -> Any:
+    """The route's handler behind its policies, or the handler itself when it has none."""
+    request, response = build_policies(route, site, plan)
+    if not request and not response:
+        return handler
+    on_head: Callable[..., tuple[bytes, int]] | None = (
+        apply_response_policies(tuple(response)) if response else None
+    )
+    return PolicyHandler(handler, tuple(request), on_head)
