@@ -72,6 +72,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("-c", "--config", default=None)
     _data_dir_flag(p)
+    p = sub.add_parser("keys", help="create, list or revoke API keys of consumers")
+    p.add_argument("action", choices=["create", "list", "revoke"])
+    p.add_argument("--consumer", default=None, help="consumer name (create, revoke, list)")
+    p.add_argument("--id", dest="key_id", default=None, help="revoke: one key by its id")
+    p.add_argument("-c", "--config", default=None, help="config whose data_dir to use")
+    _data_dir_flag(p)
 
     args = parser.parse_args(argv)
     if getattr(args, "data_dir", None):
@@ -87,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         "schema": cmd_schema,
         "trust": cmd_trust,
         "certs": cmd_certs,
+        "keys": cmd_keys,
     }[args.command]
     return handler(args)
 
@@ -324,3 +331,15 @@ def cmd_certs(args: argparse.Namespace) -> int:
             print(f"{args.action} {what} failed: {exc}", file=sys.stderr)
             status = 1
     return status
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    from bastion.policies.keycli import run_keys
+
+    configured = None
+    if args.config or os.path.exists(default_config_path()):
+        loaded = _load(args.config)
+        if loaded is None:
+            return 1
+        configured = loaded.config.data_dir
+    return run_keys(args.action, args.consumer, args.key_id, configured)

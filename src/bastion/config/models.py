@@ -32,6 +32,8 @@ from bastion.config.origins import (
     resolve_credentials,
     validate_bucket,
 )
+from bastion.config.policy_auth import Auth
+from bastion.config.policy_body import CompressSetting, Validation
 from bastion.config.policy_traffic import (
     Cors,
     Headers,
@@ -401,6 +403,27 @@ class Route(_Model):
         description="Browser security fields preset (true for the defaults); replaces the "
         "site's security_headers.",
     )
+    # authentication (docs/policies.md)
+    auth: Auth | None = Field(
+        default=None,
+        description="Who may use the route: api_keys, jwt, basic or forward (one of them).",
+    )
+    # body policies (docs/policies.md)
+    max_body: Size | None = Field(
+        default=None,
+        gt=0,
+        description="Largest request body on this route (413 beyond); can only be lower "
+        "than limits.max_body_bytes, which still applies.",
+    )
+    validation: Validation | None = Field(
+        default=None,
+        description="Check requests against an OpenAPI document or a JSON Schema.",
+    )
+    compress: CompressSetting = Field(
+        default=None,
+        description="Compress answers (true for the defaults, false for none); replaces the "
+        "site's compress.",
+    )
 
     @field_validator("methods")
     @classmethod
@@ -496,6 +519,9 @@ class Site(_Model):
         SecurityHeaders | None, BeforeValidator(security_headers_value)
     ] = Field(
         default=None, description="Browser security fields preset for every route."
+    )
+    compress: CompressSetting = Field(
+        default=None, description="Compress answers on every route (true for the defaults)."
     )
 
     @field_validator("tls", mode="wrap")

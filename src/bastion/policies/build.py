@@ -5,8 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from bastion.policies.auth import build_auth
 from bastion.policies.base import RequestPolicy, ResponsePolicy, apply_response_policies
 from bastion.policies.chain import PolicyHandler
+from bastion.policies.compress import build_compress_policy
+from bastion.policies.validate import build_body_policy
 
 if TYPE_CHECKING:
     from bastion.config.models import Route, Site
@@ -23,10 +26,19 @@ def build_policies(
     # 1. IP rules
     # 2. CORS (answers preflights; adds its response fields)
     # 3. authentication: API keys, JWT, Basic auth, forward auth
+    auth = build_auth(route, site, plan)
+    if auth is not None:
+        request.append(auth)
     # 4. rate limits and quotas
     # 5. request validation and body limits
+    body = build_body_policy(route, plan)
+    if body is not None:
+        request.append(body)
     # 6. request header rules and secret injection
     # response phase: header rules, security headers -> compression (last)
+    compress = build_compress_policy(route, site)
+    if compress is not None:
+        response.append(compress)
     return request, response
 
 
