@@ -84,7 +84,11 @@ class _Pending:
         try:
             for policy in self.chain.policies[self.index :]:
                 if policy.is_async:
-                    outcome = await policy.on_request(req)  # type: ignore[misc]
+                    # a policy that reads the body (validation) needs the connection
+                    if getattr(policy, "reads_body", False):
+                        outcome = await policy.on_request(req, client)  # type: ignore[call-arg,misc]
+                    else:
+                        outcome = await policy.on_request(req)  # type: ignore[misc]
                 else:
                     outcome = policy.on_request(req)
                 if outcome is not None:
