@@ -9,6 +9,14 @@ from bastion.policies.auth import build_auth
 from bastion.policies.base import RequestPolicy, ResponsePolicy, apply_response_policies
 from bastion.policies.chain import PolicyHandler
 from bastion.policies.compress import build_compress_policy
+from bastion.policies.cors import build_cors
+from bastion.policies.headers import (
+    build_request_headers,
+    build_response_headers,
+    build_security_headers,
+)
+from bastion.policies.ipfilter import build_ip_filter
+from bastion.policies.ratelimit import build_rate_limit
 from bastion.policies.validate import build_body_policy
 
 if TYPE_CHECKING:
@@ -24,18 +32,38 @@ def build_policies(
     request: list[RequestPolicy] = []
     response: list[ResponsePolicy] = []
     # 1. IP rules
+    ip_filter = build_ip_filter(route, site, plan)
+    if ip_filter is not None:
+        request.append(ip_filter)
     # 2. CORS (answers preflights; adds its response fields)
+    cors = build_cors(route, site)
+    if cors is not None:
+        request.append(cors)
     # 3. authentication: API keys, JWT, Basic auth, forward auth
     auth = build_auth(route, site, plan)
     if auth is not None:
         request.append(auth)
     # 4. rate limits and quotas
+    limits = build_rate_limit(route, site, plan)
+    if limits is not None:
+        request.append(limits)
     # 5. request validation and body limits
     body = build_body_policy(route, plan)
     if body is not None:
         request.append(body)
     # 6. request header rules and secret injection
+    upstream_headers = build_request_headers(route, site, plan)
+    if upstream_headers is not None:
+        request.append(upstream_headers)
     # response phase: header rules, security headers -> compression (last)
+    # (the preset first, then CORS fields, then the header rules, which thus win)
+    for policy in (
+        build_security_headers(route, site, plan),
+        cors,
+        build_response_headers(route, site, plan),
+    ):
+        if policy is not None:
+            response.append(policy)
     compress = build_compress_policy(route, site)
     if compress is not None:
         response.append(compress)
