@@ -120,6 +120,13 @@ class ApiKeysAuth(_Model):
         "request sent upstream.",
     )
 
+    @field_validator("query")
+    @classmethod
+    def _query_name(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z0-9_.~-]+", value):
+            raise ValueError(f"expected a query parameter name like api_key, got {show(value)}")
+        return value
+
     @model_validator(mode="after")
     def _somewhere(self) -> ApiKeysAuth:
         if self.header is None and not self.bearer and self.query is None:

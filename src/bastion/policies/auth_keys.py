@@ -57,10 +57,14 @@ class ApiKeyPolicy:
         if conf.query:
             where.append(f"the {conf.query} query parameter")
         self.missing = f"This route needs an API key in {' or '.join(where)}."
+        # 401 must carry a challenge (RFC 9110): the standard Bearer one when bearer keys are
+        # accepted, else an ApiKey challenge naming where the key goes
         if conf.bearer:
             self.realm = b'Bearer realm="api"'
-        else:
+        elif conf.header:
             self.realm = f'ApiKey realm="api", header="{conf.header}"'.encode()
+        else:
+            self.realm = f'ApiKey realm="api", query="{conf.query}"'.encode()
         self.challenge = b"WWW-Authenticate: " + self.realm + b"\r\n"
         self.invalid = (
             b"WWW-Authenticate: " + self.realm + b', error="invalid_token"\r\n'
