@@ -13,8 +13,8 @@ from typing import Any
 
 import httpx
 import pytest
-from authtokens import HS_SECRET, KID, Keys, ScriptedServer, claims, json_reply, sign
 
+from authtokens import HS_SECRET, KID, Keys, ScriptedServer, claims, json_reply, sign
 from conftest import Backend, Gateway
 
 

@@ -60,14 +60,17 @@ class AuthClient:
         head.append(b"\r\n")
         request = b"".join(head)
         async with asyncio.timeout(timeout):
-            # a kept-alive connection may have been closed by the server meanwhile: one retry
-            # on a fresh connection, never more
+            # a kept-alive connection may have been closed by the server meanwhile: then
+            # the request is tried on a fresh connection
             while self._idle:
                 reader, writer = self._idle.pop()
                 try:
                     return await self._exchange(reader, writer, request)
                 except (AuthClientError, OSError):
                     writer.close()
+                except BaseException:  # timeout or cancellation: the answer is lost
+                    writer.close()
+                    raise
             try:
                 reader, writer = await asyncio.open_connection(
                     self.host, self.port, ssl=self._ssl, limit=_MAX_HEAD
@@ -79,6 +82,9 @@ class AuthClient:
             except OSError as exc:
                 writer.close()
                 raise AuthClientError(exc.strerror or str(exc)) from None
+            except BaseException:
+                writer.close()
+                raise
 
     async def _exchange(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes
