@@ -120,6 +120,9 @@ COMPRESSIBLE_TYPES = (
 class Compress(_Model):
     """Compress answers for clients that accept it."""
 
+    enabled: bool = Field(
+        default=True, description="false turns compression off (on a route: the site's too)."
+    )
     algorithms: list[Literal["zstd", "br", "gzip"]] = Field(
         default=["zstd", "br", "gzip"],
         min_length=1,
@@ -162,9 +165,13 @@ class Compress(_Model):
 
 
 def compress_value(value: Any) -> Any:
-    """``compress: true`` stands for the defaults; ``false`` is kept: on a route it turns the
-    site's compression off."""
-    return {} if value is True else value
+    """``compress: true`` stands for the defaults, ``false`` for ``{enabled: false}`` (on a
+    route it turns the site's compression off)."""
+    if value is True:
+        return {}
+    if value is False:
+        return {"enabled": False}
+    return value
 
 
-CompressSetting = Annotated[Compress | Literal[False] | None, BeforeValidator(compress_value)]
+CompressSetting = Annotated[Compress | None, BeforeValidator(compress_value)]

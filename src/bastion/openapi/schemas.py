@@ -10,6 +10,7 @@ in Rust. OpenAPI 3.0's ``nullable`` is rewritten into a JSON Schema type list fi
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 import jsonschema_rs
 
@@ -79,7 +80,8 @@ class SchemaSet:
 
     def compile(self, location: list[str]) -> Any:
         """A validator for the schema found at `location` (keys from the document root)."""
-        ref = "#/" + "/".join(_escape(k) for k in location)
+        # a URI fragment: pointer tokens percent-encoded ({id} in a path template)
+        ref = "#/" + "/".join(quote(_escape(k), safe="~!$&'()*+,;=:@") for k in location)
         try:
             return self.cls(
                 {"$ref": _DOC_URI + ref},

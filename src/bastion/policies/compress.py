@@ -167,8 +167,8 @@ class CompressPolicy:
 
     def on_response(self, req: Request, head: ResponseHead) -> None:
         status = head.status
-        if status < 200 or status in (204, 206, 304):
-            return
+        if status < 200 or status in (204, 206, 304) or not head.can_transform:
+            return  # (a body fixed in advance, such as a problem answer, is never encoded)
         content_type = head.get(b"content-type")
         if content_type is None or not self.is_compressible(content_type):
             return
@@ -186,7 +186,7 @@ class CompressPolicy:
         cache_control = head.get(b"cache-control")
         if cache_control is not None and b"no-transform" in cache_control.lower():
             return
-        if not head.can_transform or req.method == "HEAD":
+        if req.method == "HEAD":
             return
         accept = req.header(b"accept-encoding")
         if not accept:
@@ -215,4 +215,4 @@ def _add_vary(head: ResponseHead) -> None:
 def build_compress_policy(route: Route, site: Site) -> CompressPolicy | None:
     """The route's compression (its own setting, else the site's), or None."""
     settings = route.compress if route.compress is not None else site.compress
-    return CompressPolicy(settings) if settings else None
+    return CompressPolicy(settings) if settings is not None and settings.enabled else None

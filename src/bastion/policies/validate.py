@@ -87,7 +87,7 @@ class BodyPolicy:
         if max_body and req.chunked:
             # no length announced: read it (at most max_body) to enforce the limit
             outcome = await read_body(client, req, max_body)
-            if isinstance(outcome, Denied):
+            if isinstance(outcome, Denied) or len(outcome) > max_body:
                 return Denied(413, _TOO_LARGE.format(max_body))
         return None
 
@@ -103,7 +103,8 @@ class BodyPolicy:
 
     async def _check_body(self, req: Request, client: Any, validator: Any) -> Outcome:
         body = await read_body(client, req, self.read_limit)
-        if isinstance(body, Denied):
+        # (a body that had fully arrived before the read is returned whole: measure it too)
+        if isinstance(body, Denied) or len(body) > self.read_limit:
             return Denied(413, _TOO_LARGE.format(self.read_limit))
         try:
             value = json.loads(body)
