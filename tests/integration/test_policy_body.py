@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import ssl
 import subprocess
 import sys
 import threading
@@ -18,7 +19,7 @@ import httpx
 import pytest
 import yaml
 
-from conftest import Backend, Gateway, free_port, raw_request
+from conftest import Backend, Gateway, free_port, raw_request, wait_for_port
 
 SPEC_30 = {
     "openapi": "3.0.3",
@@ -502,3 +503,30 @@ def test_gateway_start_fails_on_a_broken_schema(
         time.sleep(0.1)
     assert gw.proc is not None and gw.proc.returncode == 1
     assert "route /api/: validation:" in gw.stderr
+
+
+# ------------------------------------------------------------------ HTTP/2
+def test_validation_over_http2(
+    backend: Backend, gateway: Callable[..., Gateway], tmp_path: Path, spec_file: Path
+) -> None:
+    http, https = free_port(), free_port()
+    config = route_config(backend, tmp_path, {"validation": {"openapi": str(spec_file)}})
+    config["listen"] = {"http": f"127.0.0.1:{http}", "https": f"127.0.0.1:{https}"}
+    config["sites"][0]["hosts"] = ["localhost"]
+    gateway(config)
+    wait_for_port(https)
+    context = ssl.create_default_context(cafile=str(tmp_path / "data" / "ca" / "root.crt"))
+    with httpx.Client(http2=True, verify=context) as client:
+        url = f"https://localhost:{https}/api/items"
+        r = client.post(url, json={"name": "pen", "price": "cheap"})
+        assert r.http_version == "HTTP/2"
+        doc = problem(r, 400)
+        assert doc["errors"] == [
+            {"detail": '"cheap" is not of type "number"', "pointer": "#/price"}
+        ]
+        body = json.dumps({"name": "pen", "price": 1}).encode()
+        r = client.post(url, content=body, headers={"Content-Type": "application/json"})
+        assert r.status_code == 200
+        assert r.json()["sha256"] == hashlib.sha256(body).hexdigest()
+        problem(client.post(url, content=b"{", headers={"Content-Type": "application/json"}), 400)
+    assert [r["method"] for r in backend.requests] == ["POST"]
