@@ -5,7 +5,10 @@ security headers."""
 from __future__ import annotations
 
 import json
+import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -295,12 +298,14 @@ def test_injected_secret_never_reaches_logs_or_errors(
     bodies = [a.text + str(a.headers) for a in answers if a.status_code != 200]
     gw.reload(wait_for="configuration reloaded")
     gw.stop()
-    check = __import__("subprocess").run(
-        [__import__("sys").executable, "-m", "bastion", "check", "-c", str(gw.config_path)],
+    check = subprocess.run(
+        [sys.executable, "-m", "bastion", "check", "-c", str(gw.config_path)],
         capture_output=True,
         text=True,
-        env={**__import__("os").environ, "SAAS_TOKEN": SECRET},
+        env={**os.environ, "SAAS_TOKEN": SECRET},
     )
+    assert check.returncode == 0, check.stderr
+    assert "/down/" in check.stdout  # the plan was printed
     access = (tmp_path / "access.log").read_text()
     assert len(access.splitlines()) == 9
     for text in [access, gw.stderr, gw.stdout, check.stdout, check.stderr, *bodies]:
