@@ -9,11 +9,15 @@ import contextlib
 import hashlib
 import hmac
 import json
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives import hashes, serialization
@@ -177,3 +181,22 @@ class ScriptedServer:
 
 def json_reply(doc: Any) -> Reply:
     return 200, {"Content-Type": "application/json"}, json.dumps(doc).encode()
+
+
+# ------------------------------------------------------------ bastion keys
+def keys_cli(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bastion", "keys", *args, "--data-dir", str(data_dir)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={k: v for k, v in os.environ.items() if k != "BASTION_DATA_DIR"},
+    )
+
+
+def create_key(data_dir: Path, consumer: str) -> str:
+    done = keys_cli(data_dir, "create", "--consumer", consumer)
+    assert done.returncode == 0, done.stderr
+    key = done.stdout.strip()
+    assert key.startswith("bk_")
+    return key

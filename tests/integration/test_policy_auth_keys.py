@@ -5,7 +5,6 @@ in a log or an error body."""
 from __future__ import annotations
 
 import json
-import os
 import stat
 import subprocess
 import sys
@@ -16,25 +15,8 @@ from typing import Any
 
 import httpx
 
+from authtokens import create_key, keys_cli
 from conftest import Backend, Gateway, raw_request
-
-
-def keys_cli(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "bastion", "keys", *args, "--data-dir", str(data_dir)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={k: v for k, v in os.environ.items() if k != "BASTION_DATA_DIR"},
-    )
-
-
-def create_key(data_dir: Path, consumer: str) -> str:
-    done = keys_cli(data_dir, "create", "--consumer", consumer)
-    assert done.returncode == 0, done.stderr
-    key = done.stdout.strip()
-    assert key.startswith("bk_")
-    return key
 
 
 def config(backend: Backend, data_dir: Path, **api_keys: Any) -> dict[str, Any]:
