@@ -302,3 +302,32 @@ def test_compression_over_http2(
             assert "content-length" not in r.headers
             assert r.headers["vary"] == "Accept-Encoding"
             assert r.content == TEXT  # httpx decoded it
+
+
+def test_static_files_are_compressed_and_fixed_answers_are_not(
+    gateway: Callable[..., Gateway], tmp_path: Path
+) -> None:
+    root = tmp_path / "www"
+    root.mkdir()
+    (root / "app.js").write_bytes(b"console.log('bastion');\n" * 200)
+    config = {
+        "data_dir": str(tmp_path / "data"),
+        "access_log": {"format": "off"},
+        "sites": [
+            {
+                "compress": True,
+                "routes": [
+                    {"path": "= /fixed", "respond": {"body": "x" * 5000}},
+                    {"path": "/", "static": {"root": str(root)}},
+                ],
+            }
+        ],
+    }
+    gw = gateway(config)
+    head, body = _raw_get(gw.port, "/app.js", "Accept-Encoding: br\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    assert _field(head, "content-encoding") == "br"
+    assert brotli.decompress(body) == b"console.log('bastion');\n" * 200
+    head, body = _raw_get(gw.port, "/fixed", "Accept-Encoding: br\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    assert _field(head, "content-encoding") is None and body == b"x" * 5000
