@@ -52,6 +52,8 @@ def test_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     ) in out
     assert "give exactly one of" in errors(tmp_path, "{}")
     assert "expected a header field name" in errors(tmp_path, "{consumer_header: 'X Bad'}")
+    out = errors(tmp_path, "{forward: {url: 'http://a', copy_headers: [Content-Length]}}")
+    assert "auth.forward.copy_headers[0]: Content-Length is set by the gateway" in out
     assert "query parameter name" in errors(tmp_path, "{api_keys: {query: 'a b'}}")
     assert "does not exist" in errors(tmp_path, "{jwt: {algorithms: [RS256], key_file: nope.pem}}")
     assert "give users or users_file" in errors(tmp_path, "{basic: {}}")

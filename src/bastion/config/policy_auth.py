@@ -69,11 +69,20 @@ _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _REALM = re.compile(r'[^"\\\x00-\x1f\x7f]*')
 
 
+# Fields the gateway computes itself: adding or sending them would break the framing.
+_RESERVED = frozenset(
+    {"content-length", "transfer-encoding", "connection", "keep-alive", "upgrade", "te",
+     "trailer", "host", "proxy-connection"}
+)  # fmt: skip
+
+
 def _header_name(value: Any) -> Any:
     if isinstance(value, str):
         value = value.strip()
         if not _TOKEN.fullmatch(value):
             raise ValueError(f"expected a header field name like X-Consumer, got {show(value)}")
+        if value.lower() in _RESERVED:
+            raise ValueError(f"{value} is set by the gateway itself and cannot be used here")
     return value
 
 
