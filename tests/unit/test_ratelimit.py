@@ -9,64 +9,69 @@ from pathlib import Path
 
 import pytest
 
-from bastion.state.limits import Check, MemoryLimitStore, quota_window
+from bastion.state.limits import Check, MemoryLimitStore, Outcome, quota_window
 from bastion.state.persist import PersistentStore
 
 T0 = calendar.timegm((2026, 3, 31, 23, 59, 0))
 
-
-def gcra(key: str = "k", count: int = 10, period: float = 1.0, burst: int = 20) -> Check:
-    return Check(key, count, period, burst)
+Limit = tuple[Check, str]
 
 
-def quota(key: str = "q", limit: int = 3, per: str = "day") -> Check:
-    return Check(key, limit, 86400.0, 0, per, True)
+def gcra(key: str = "k", count: int = 10, period: float = 1.0, burst: int = 20) -> Limit:
+    return Check(count, period, burst), key
+
+
+def quota(key: str = "q", limit: int = 3, per: str = "day") -> Limit:
+    return Check(limit, 0.0, 0, per, True), key
+
+
+def take(store: MemoryLimitStore, now: float, *limits: Limit) -> list[Outcome] | None:
+    return store.take([c for c, _ in limits], [k for _, k in limits], now)
+
+
+def passes(store: MemoryLimitStore, now: float, *limits: Limit) -> bool:
+    return take(store, now, *limits) is None
 
 
 def test_burst_passes_at_once_then_one_per_interval() -> None:
     store = MemoryLimitStore()
-    allowed = [store.take([gcra()], T0)[0].allowed for _ in range(25)]
+    allowed = [passes(store, T0, gcra()) for _ in range(25)]
     assert allowed == [True] * 20 + [False] * 5
     # one emission interval (0.1 s) later exactly one more passes
-    assert store.take([gcra()], T0 + 0.1)[0].allowed
-    assert not store.take([gcra()], T0 + 0.1)[0].allowed
+    assert passes(store, T0 + 0.1, gcra())
+    assert not passes(store, T0 + 0.1, gcra())
 
 
 def test_boundary_is_exact() -> None:
     store = MemoryLimitStore()
-    for _ in range(3):
-        assert store.take([gcra(count=3, period=3.0, burst=3)], T0)[0].allowed
-    refused = store.take([gcra(count=3, period=3.0, burst=3)], T0)[0]
-    assert not refused.allowed
-    assert refused.retry_after == pytest.approx(1.0)
-    assert not store.take([gcra(count=3, period=3.0, burst=3)], T0 + 0.999)[0].allowed
-    assert store.take([gcra(count=3, period=3.0, burst=3)], T0 + 1.0)[0].allowed
-
-
-def test_remaining_counts_down() -> None:
-    store = MemoryLimitStore()
-    check = gcra(count=3, period=3.0, burst=3)
-    remaining = [store.take([check], T0)[0].remaining for _ in range(4)]
-    assert remaining == [2, 1, 0, 0]
+    limit = gcra(count=3, period=3.0, burst=3)
+    assert [passes(store, T0, limit) for _ in range(3)] == [True] * 3
+    refused = take(store, T0, limit)
+    assert refused is not None and not refused[0].allowed
+    assert refused[0].retry_after == pytest.approx(1.0)
+    assert refused[0].remaining == 0
+    assert not passes(store, T0 + 0.999, limit)
+    assert passes(store, T0 + 1.0, limit)
 
 
 def test_refusal_consumes_nothing_from_other_limits() -> None:
     store = MemoryLimitStore()
-    checks = [gcra("fast", count=1, period=1.0, burst=1), quota("day", limit=5)]
-    assert all(o.allowed for o in store.take(checks, T0))
+    fast, day = gcra("fast", count=1, period=1.0, burst=1), quota("day", limit=5)
+    assert passes(store, T0, fast, day)
     for _ in range(10):
-        assert not store.take(checks, T0)[0].allowed  # the per-second limit refuses...
+        refused = take(store, T0, fast, day)  # the per-second limit refuses...
+        assert refused is not None and not refused[0].allowed
     # ...and the day quota was not eaten by the refused requests: 4 left
-    outcomes = store.take(checks, T0 + 1.0)
-    assert outcomes[1].allowed and outcomes[1].remaining == 3
+    assert refused[1].allowed and refused[1].remaining == 4
+    assert passes(store, T0 + 1.0, fast, day)
 
 
 def test_quota_starts_again_with_the_next_day() -> None:
     store = MemoryLimitStore()
-    assert [store.take([quota()], T0)[0].allowed for _ in range(4)] == [True] * 3 + [False]
-    refused = store.take([quota()], T0)[0]
-    assert refused.retry_after == pytest.approx(60.0)  # midnight UTC
-    assert store.take([quota()], T0 + 60.0)[0].allowed
+    assert [passes(store, T0, quota()) for _ in range(4)] == [True] * 3 + [False]
+    refused = take(store, T0, quota())
+    assert refused is not None and refused[0].retry_after == pytest.approx(60.0)  # midnight
+    assert passes(store, T0 + 60.0, quota())
 
 
 def test_calendar_windows() -> None:
@@ -80,38 +85,39 @@ def test_calendar_windows() -> None:
 def test_idle_keys_are_forgotten() -> None:
     store = MemoryLimitStore(sweep_every=1.0)
     for i in range(1000):
-        store.take([gcra(f"ip{i}")], T0)
+        take(store, T0, gcra(f"ip{i}"))
     assert len(store) == 1000
-    store.take([gcra("late")], T0 + 5.0)  # every bucket above is whole again
+    take(store, T0 + 5.0, gcra("late"))  # every bucket above is whole again
     assert len(store) == 1
 
 
 def test_memory_is_bounded() -> None:
     store = MemoryLimitStore(max_keys=100, sweep_every=3600.0)
     for i in range(1000):
-        store.take([gcra(f"ip{i}", count=1, period=3600.0, burst=1)], T0 + i * 0.001)
+        take(store, T0 + i * 0.001, gcra(f"ip{i}", count=1, period=3600.0, burst=1))
     assert len(store) <= 101
 
 
 def test_counters_survive_in_the_file(tmp_path: Path) -> None:
     store = PersistentStore(tmp_path)
     day = quota("consumer=alice", limit=2)
-    long = Check("hourly", 1, 3600.0, 1, None, True)
+    hourly = (Check(1, 3600.0, 1, None, True), "hourly")
     short = gcra("per-second")
     now = time.time()  # the file is read back against the clock
-    store.take([day, long, short], now)
+    assert passes(store, now, day, hourly, short)
     store.save_now()
     saved = json.loads((tmp_path / "ratelimit.json").read_text())
     assert "per-second" not in saved["tat"]  # short windows are not worth saving
     assert (tmp_path / "ratelimit.json").stat().st_mode & 0o777 == 0o600
 
     again = PersistentStore(tmp_path)
-    outcomes = again.take([day, long], now + 1)
-    assert not outcomes[1].allowed  # the hourly limit is still spent
-    assert again.take([day], now + 1)[0].remaining == 0  # one of two used before
+    refused = take(again, now + 1, day, hourly)
+    assert refused is not None
+    assert not refused[1].allowed  # the hourly limit is still spent
+    assert refused[0].remaining == 1  # one of the two a day was used before
 
 
 def test_a_broken_file_is_ignored(tmp_path: Path) -> None:
     (tmp_path / "ratelimit.json").write_text("{not json")
     store = PersistentStore(tmp_path)
-    assert store.take([quota()], T0)[0].allowed
+    assert passes(store, T0, quota())

@@ -167,12 +167,16 @@ class ResponseHeaderPolicy:
         self.add = [(n.encode(), compile_template(v, trusted))
                     for n, values in rules.add.items() for v in values]  # fmt: skip
 
+        # one pass drops the removed fields and those set anew
+        self.drop = frozenset([*self.remove.exact, *(n.lower() for n, _ in self.set)])
+
     def on_response(self, req: Request, head: ResponseHead) -> None:
-        _strip(head, self.remove)
+        _drop(head, self.drop, self.remove.prefixes)
+        fields = head.fields
         for name, template in self.set:
-            head.set(name, template.render(req))
+            fields.append([name, template.render(req)])
         for name, template in self.add:
-            head.add(name, template.render(req))
+            fields.append([name, template.render(req)])
 
 
 class SecurityHeadersPolicy:
@@ -200,24 +204,29 @@ class SecurityHeadersPolicy:
             fields.append((name, preset.csp.encode()))
         self.fields = [(n, n.lower(), v) for n, v in fields]
         self.keep = preset.keep_backend_values
+        replaced = [] if self.keep else [lname for _, lname, _ in self.fields]
+        self.drop = frozenset([*self.strip.exact, *replaced])
 
     def on_response(self, req: Request, head: ResponseHead) -> None:
-        _strip(head, self.strip)
-        for name, lname, value in self.fields:
-            if self.keep and head.get(lname) is not None:
-                continue
-            head.set(name, value)
+        _drop(head, self.drop, self.strip.prefixes)
+        if self.keep:
+            for name, lname, value in self.fields:
+                if head.get(lname) is None:
+                    head.add(name, value)
+        else:
+            head.fields.extend([name, value] for name, _, value in self.fields)
 
 
-def _strip(head: ResponseHead, names: _Names) -> None:
-    if not names:
-        return
-    for lname in names.exact:
-        head.remove(lname)
-    if names.prefixes:
-        for lname in head.names():
-            if lname.startswith(names.prefixes):
-                head.remove(lname)
+def _drop(head: ResponseHead, names: frozenset[bytes], prefixes: tuple[bytes, ...]) -> None:
+    """Remove the fields named (lowercase) or starting with one of ``prefixes``, in one pass."""
+    if prefixes:
+        head.fields = [
+            f
+            for f in head.fields
+            if (n := f[0].lower()) not in names and not n.startswith(prefixes)
+        ]
+    elif names:
+        head.fields = [f for f in head.fields if f[0].lower() not in names]
 
 
 def build_request_headers(route: Route, site: Site, plan: Plan) -> RequestHeaderPolicy | None:

@@ -35,7 +35,7 @@ _PERIOD_NAMES = {1.0: "s", 60.0: "m", 3600.0: "h", 86400.0: "day"}
 class Limit:
     """One configured limit, resolved: how to key it, and its check parameters."""
 
-    __slots__ = ("burst", "count", "key", "name", "per", "period", "persist", "prefix")
+    __slots__ = ("burst", "check", "count", "key", "name", "per", "period", "persist", "prefix")
 
     def __init__(self, scope: str, spec: RateLimit | Quota) -> None:
         self.key = spec.key
@@ -55,6 +55,7 @@ class Limit:
             # the counter of a quota is kept when its limit changes
             identity = f"q:{spec.per}"
         self.prefix = f"{scope}|{self.name}|{identity}|{spec.key}="
+        self.check = Check(self.count, self.period, self.burst, self.per, self.persist)
 
     def window(self, now: float) -> float:
         if self.per is None:
@@ -79,16 +80,15 @@ class RateLimitPolicy:
         after_take: Callable[[float], None] | None = None,
     ) -> None:
         self.limits = [Limit(scope, spec) for spec in specs]
+        self.checks = [limit.check for limit in self.limits]
         self.store = store
         self.trusted = trusted
         self.after_take = after_take
 
-    def client(self, req: Request) -> str:
-        return real_client_ip(req, self.trusted) if self.trusted is not None else req.client_ip
-
-    def checks(self, req: Request, now: float) -> list[Check]:
-        ip = self.client(req)
-        checks = []
+    def keys(self, req: Request) -> list[str]:
+        """The store key of each limit for this request."""
+        ip = real_client_ip(req, self.trusted) if self.trusted is not None else req.client_ip
+        keys = []
         for limit in self.limits:
             key = limit.key
             if key == "client_ip":
@@ -100,23 +100,15 @@ class RateLimitPolicy:
             else:
                 header = req.header(key[len("header:") :].encode())
                 value = "h:" + header.decode("latin-1") if header else "ip:" + ip
-            period = limit.period if limit.per is None else limit.window(now)
-            checks.append(
-                Check(
-                    limit.prefix + value, limit.count, period, limit.burst, limit.per, limit.persist
-                )
-            )
-        return checks
+            keys.append(limit.prefix + value)
+        return keys
 
     def on_request(self, req: Request) -> Denied | None:
         now = time.time()
-        outcomes = self.store.take(self.checks(req, now), now)
+        refused = self.store.take(self.checks, self.keys(req), now)
         if self.after_take is not None:
             self.after_take(now)
-        for outcome in outcomes:
-            if not outcome.allowed:
-                return self.refusal(outcomes, now)
-        return None
+        return None if refused is None else self.refusal(refused, now)
 
     def refusal(self, outcomes: list[Outcome], now: float) -> Denied:
         wait = max(o.retry_after for o in outcomes)

@@ -28,16 +28,27 @@ from typing import Protocol
 __all__ = ["Check", "LimitStore", "MemoryLimitStore", "Outcome", "quota_window"]
 
 
-@dataclass(frozen=True, slots=True)
 class Check:
-    """One limit to apply: a GCRA bucket (``per`` is None) or a calendar quota."""
+    """One limit, fixed when the plan is compiled: a GCRA bucket (``per`` is None) or a
+    calendar quota (``per`` is "day" or "month")."""
 
-    key: str  # the store key: the limit's identity and the counted value
-    count: int  # requests per period (GCRA) or per calendar period (quota)
-    period: float  # seconds (GCRA); the current calendar period's length (quota)
-    burst: int = 0  # GCRA only
-    per: str | None = None  # "day" or "month" for a quota
-    persist: bool = False  # survives a restart (long windows and quotas)
+    __slots__ = ("burst", "count", "interval", "per", "period", "persist", "tau")
+
+    def __init__(
+        self,
+        count: int,
+        period: float,
+        burst: int = 0,
+        per: str | None = None,
+        persist: bool = False,
+    ) -> None:
+        self.count = count  # requests per period (GCRA) or per calendar period (quota)
+        self.period = period  # seconds (GCRA)
+        self.burst = burst  # GCRA only
+        self.per = per
+        self.persist = persist  # survives a restart (long windows and quotas)
+        self.interval = period / count if per is None else 0.0
+        self.tau = (burst - 1) * self.interval if per is None else 0.0
 
 
 @dataclass(slots=True)
@@ -45,9 +56,9 @@ class Outcome:
     """The store's answer for one check."""
 
     allowed: bool
-    remaining: int  # units left after this request (0 when refused)
+    remaining: int  # units left (none was consumed: the request was refused)
     reset: float  # seconds until the limit is whole again (GCRA) or the period ends (quota)
-    retry_after: float  # seconds until one more request would pass; 0 when allowed
+    retry_after: float  # seconds until this check would let a request pass; 0 if it would now
 
 
 class LimitStore(Protocol):
@@ -57,7 +68,12 @@ class LimitStore(Protocol):
 
     is_async: bool
 
-    def take(self, checks: Sequence[Check], now: float) -> list[Outcome]: ...
+    def take(
+        self, checks: Sequence[Check], keys: Sequence[str], now: float
+    ) -> list[Outcome] | None:
+        """Consume one unit of ``checks[i]`` under ``keys[i]`` for every i, or nothing.
+        None when every check allowed the request; else one `Outcome` per check."""
+        ...
 
 
 def quota_window(per: str, now: float) -> tuple[int, float, float]:
@@ -86,57 +102,67 @@ class MemoryLimitStore:
         self.sweep_every = sweep_every
         self.next_sweep = 0.0
         self.dirty = False
+        self.windows: dict[str, tuple[int, float, float]] = {}  # the current day and month
 
     def __len__(self) -> int:
         return len(self.tat) + len(self.quota)
 
-    def take(self, checks: Sequence[Check], now: float) -> list[Outcome]:
+    def take(
+        self, checks: Sequence[Check], keys: Sequence[str], now: float
+    ) -> list[Outcome] | None:
         if now >= self.next_sweep or len(self) > self.max_keys:
             self.sweep(now)
-        outcomes: list[Outcome] = []
-        new_tats: list[float] = []
-        refused = False
-        for check in checks:
+        tats, quotas = self.tat, self.quota
+        values: list[float] = []
+        for check, key in zip(checks, keys, strict=True):
             if check.per is None:
-                interval = check.period / check.count
-                tau = (check.burst - 1) * interval
-                tat = max(self.tat.get(check.key, now), now)
-                new_tat = tat + interval
-                if new_tat - now > tau + interval + 1e-9:
-                    wait = tat - tau - now
-                    outcomes.append(Outcome(False, 0, tat - now, wait))
-                    refused = True
-                else:
-                    left = math.floor((now + tau - new_tat) / interval + 1e-9) + 1
-                    wait = 0.0 if left > 0 else new_tat - tau - now
-                    outcomes.append(Outcome(True, left, new_tat - now, wait))
-                new_tats.append(new_tat)
+                tat = tats.get(key, now)
+                new_tat = (tat if tat > now else now) + check.interval
+                if new_tat - now > check.tau + check.interval + 1e-9:
+                    return self._refusal(checks, keys, now)
+                values.append(new_tat)
             else:
-                window, _, end = quota_window(check.per, now)
-                seen, used = self.quota.get(check.key, (window, 0))
+                window = self._window(check.per, now)[0]
+                seen, used = quotas.get(key, (window, 0))
                 if seen != window:
                     used = 0
                 if used >= check.count:
-                    outcomes.append(Outcome(False, 0, end - now, end - now))
-                    refused = True
-                else:
-                    outcomes.append(Outcome(True, check.count - used - 1, end - now, 0.0))
-                new_tats.append(float(used + 1))
-        if refused:
-            for outcome in outcomes:
-                if outcome.allowed:
-                    # nothing is consumed: report what was left before this request
-                    outcome.allowed = False
-                    outcome.remaining += 1
-            return outcomes
-        for check, value in zip(checks, new_tats, strict=True):
+                    return self._refusal(checks, keys, now)
+                values.append(used + 1)
+        for check, key, value in zip(checks, keys, values, strict=True):
             if check.per is None:
-                self.tat[check.key] = value
+                tats[key] = value
             else:
-                self.quota[check.key] = (quota_window(check.per, now)[0], int(value))
+                quotas[key] = (self._window(check.per, now)[0], int(value))
             if check.persist:
-                self.persistent.add(check.key)
+                self.persistent.add(key)
                 self.dirty = True
+        return None
+
+    def _window(self, per: str, now: float) -> tuple[int, float, float]:
+        window = self.windows.get(per)
+        if window is None or not window[1] <= now < window[2]:
+            window = self.windows[per] = quota_window(per, now)
+        return window
+
+    def _refusal(self, checks: Sequence[Check], keys: Sequence[str], now: float) -> list[Outcome]:
+        """What every check has left (nothing was consumed), for the 429 answer."""
+        outcomes = []
+        for check, key in zip(checks, keys, strict=True):
+            if check.per is None:
+                interval, tau = check.interval, check.tau
+                tat = max(self.tat.get(key, now), now)
+                if tat + interval - now > tau + interval + 1e-9:
+                    outcomes.append(Outcome(False, 0, tat - now, tat - tau - now))
+                else:
+                    left = math.floor((now + tau - tat) / interval + 1e-9) + 1
+                    outcomes.append(Outcome(True, left, tat - now, 0.0))
+            else:
+                window, _, end = self._window(check.per, now)
+                seen, used = self.quota.get(key, (window, 0))
+                used = used if seen == window else 0
+                left = max(0, check.count - used)
+                outcomes.append(Outcome(left > 0, left, end - now, 0.0 if left else end - now))
         return outcomes
 
     def sweep(self, now: float) -> None:
