@@ -13,9 +13,17 @@ import ssl
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-__all__ = ["Answer", "AuthClient", "AuthClientError"]
+__all__ = ["Answer", "AuthClient", "AuthClientError", "loggable_url"]
 
 _MAX_HEAD = 32 * 1024
+
+
+def loggable_url(url: str) -> str:
+    """The URL without user info or query string, which may hold a credential."""
+    parts = urlsplit(url)
+    host = f"[{parts.hostname}]" if parts.hostname and ":" in parts.hostname else parts.hostname
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
 class AuthClientError(Exception):

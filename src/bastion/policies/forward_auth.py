@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from bastion.policies.authclient import AuthClient, AuthClientError
+from bastion.policies.authclient import AuthClient, AuthClientError, loggable_url
 from bastion.policies.base import Answer, Denied
 
 if TYPE_CHECKING:
@@ -45,7 +45,7 @@ class ForwardAuthPolicy:
 
     def __init__(self, conf: ForwardAuth, identity: Identity, scheme: str = "http") -> None:
         self.client = AuthClient(conf.url, max_body=64 * 1024)
-        self.url = conf.url
+        self.url = loggable_url(conf.url)  # for log lines
         self.timeout = conf.timeout
         self.identity = identity
         self.send = frozenset(h.lower().encode("latin-1") for h in conf.request_headers)

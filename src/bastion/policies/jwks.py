@@ -21,7 +21,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
-from bastion.policies.authclient import AuthClient, AuthClientError
+from bastion.policies.authclient import AuthClient, AuthClientError, loggable_url
 
 __all__ = [
     "JwksSource",
@@ -148,7 +148,7 @@ class JwksSource:
     the last fetch is older than ``min_interval`` (a key rotation)."""
 
     def __init__(self, url: str, refresh: float, min_interval: float, timeout: float) -> None:
-        self.url = url
+        self.url = loggable_url(url)  # for log lines
         self.refresh = refresh
         self.min_interval = min_interval
         self.timeout = timeout
@@ -156,7 +156,7 @@ class JwksSource:
         self.fetched_at = 0.0  # monotonic time of the last successful fetch
         self.tried_at = -1e18  # monotonic time of the last attempt
         self.error = ""
-        self._client = AuthClient(url)
+        self._client = AuthClient(url)  # the full URL
         self._task: asyncio.Task[None] | None = None
 
     def stale(self) -> bool:
