@@ -132,6 +132,11 @@ def claims(**extra: Any) -> dict[str, Any]:
 Reply = tuple[int, dict[str, str], bytes]
 
 
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # a client that gave up (a timeout under test) is expected
+
+
 class ScriptedServer:
     """A threaded HTTP/1.1 server answering every GET with ``handler(path, headers)``;
     the requests it saw are kept in ``seen``."""
@@ -163,7 +168,7 @@ class ScriptedServer:
                 self.end_headers()
                 self.wfile.write(body)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _H)
+        self.server = _QuietServer(("127.0.0.1", 0), _H)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"
