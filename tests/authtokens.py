@@ -141,7 +141,7 @@ class ScriptedServer:
     """A threaded HTTP/1.1 server answering every GET with ``handler(path, headers)``;
     the requests it saw are kept in ``seen``."""
 
-    def __init__(self, handler: Callable[[str, dict[str, str]], Reply]) -> None:
+    def __init__(self, handler: Callable[[str, dict[str, str]], Reply], port: int = 0) -> None:
         self.handler = handler
         self.seen: list[tuple[str, dict[str, str]]] = []
         self.connections: list[Any] = []
@@ -168,7 +168,7 @@ class ScriptedServer:
                 self.end_headers()
                 self.wfile.write(body)
 
-        self.server = _QuietServer(("127.0.0.1", 0), _H)
+        self.server = _QuietServer(("127.0.0.1", port), _H)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"

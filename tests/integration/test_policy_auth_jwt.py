@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from authtokens import HS_SECRET, KID, Keys, ScriptedServer, claims, json_reply, sign
-from conftest import Backend, Gateway
+from conftest import Backend, Gateway, free_port
 
 
 @pytest.fixture(scope="module")
@@ -329,10 +329,9 @@ def test_jwks_url_cached_rotated_and_down(
 def test_jwks_down_with_nothing_cached(
     keys: Keys, backend: Backend, gateway: Callable[..., Gateway]
 ) -> None:
-    server = Jwks(keys.jwks())
-    url = server.server.url + "/jwks"
-    server.server.stop()  # nothing listens there any more
-    gw = gateway(jwks_config(backend, url, jwks_timeout="2s"))
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/jwks"  # nothing listens there yet
+    gw = gateway(jwks_config(backend, url, jwks_timeout="2s", jwks_min_interval="1s"))
     with httpx.Client(base_url=gw.url, timeout=15) as client:
         token = sign(claims(), "RS256", keys.rsa, "rsa")
         r = client.get("/x", headers=bearer(token))
@@ -341,9 +340,19 @@ def test_jwks_down_with_nothing_cached(
         assert int(r.headers["retry-after"]) >= 1
         # a token that is refused anyway does not need the keys
         problem(client.get("/x"), 401)
+        # the issuer comes up after the gateway: its keys are found without a restart
+        server = ScriptedServer(lambda path, headers: json_reply(keys.jwks()), port)
+        try:
+            deadline = time.monotonic() + 15
+            while client.get("/x", headers=bearer(token)).status_code != 200:
+                assert time.monotonic() < deadline, "the JWKS server was never asked again"
+                time.sleep(0.3)
+        finally:
+            server.stop()
     gw.stop()
     assert f"JWKS {url} cannot be fetched" in gw.stderr
     assert "no keys are cached" in gw.stderr
+    assert f"JWKS {url} fetched" in gw.stderr
 
 
 def test_jwks_error_status_is_logged(

@@ -169,10 +169,23 @@ class JwksSource:
         ):
             self._task = asyncio.get_running_loop().create_task(self._fetch())
 
+    def prefetch(self) -> None:
+        """At load: start fetching now, so that the first request finds the keys, when
+        called from the running loop and no key is held yet."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return  # `bastion check`: no loop serves, nothing to fetch for
+        if not self.keys:
+            self.refresh_soon()
+
     async def wait(self, forced: bool = False) -> None:
-        """Fetch now (or join the fetch under way), at most once per min_interval."""
+        """Fetch now (or join the fetch under way), at most once per min_interval; while no
+        key is held at all, at most every 5 seconds (an issuer that starts after the
+        gateway is found soon)."""
         if self._task is None:
-            if forced and time.monotonic() - self.tried_at < self.min_interval:
+            interval = self.min_interval if self.keys else min(self.min_interval, 5.0)
+            if forced and time.monotonic() - self.tried_at < interval:
                 return
             self._task = asyncio.get_running_loop().create_task(self._fetch())
         await asyncio.shield(self._task)

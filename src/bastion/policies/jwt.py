@@ -307,6 +307,11 @@ class JwksJwtPolicy(JwtPolicy):
 
     is_async = True
 
+    def __init__(self, conf: JwtAuth, identity: Identity) -> None:
+        super().__init__(conf, identity)
+        assert self.verifier.jwks is not None
+        self.verifier.jwks.prefetch()
+
     async def on_request(self, req: Request) -> Denied | None:  # type: ignore[override]
         token = self.identity.bearer(req, self.challenge, self.realm)
         if isinstance(token, Denied):
