@@ -39,4 +39,5 @@ def build_auth(route: Route, site: Site, plan: Plan) -> RequestPolicy | None:
     from bastion.tls.table import site_tls_mode
 
     secure = site_tls_mode(site, bool(plan.https_listeners), plan.config.acme.directory) != "off"
-    return ForwardAuthPolicy(conf.forward, identity, "https" if secure else "http")
+    scheme = "https" if secure else "http"
+    return ForwardAuthPolicy(conf.forward, identity, scheme, plan.trusted)

@@ -14,10 +14,11 @@ X-Forwarded-Method/-Proto/-Host/-Uri/-For. Its answer decides:
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from bastion.policies.authclient import AuthClient, AuthClientError, loggable_url
-from bastion.policies.base import Answer, Denied
+from bastion.policies.base import Answer, Denied, real_client_ip
 
 if TYPE_CHECKING:
     from bastion.config.policy_auth import ForwardAuth
@@ -43,7 +44,13 @@ def _line(name: bytes, value: bytes) -> bytes:
 class ForwardAuthPolicy:
     is_async = True
 
-    def __init__(self, conf: ForwardAuth, identity: Identity, scheme: str = "http") -> None:
+    def __init__(
+        self,
+        conf: ForwardAuth,
+        identity: Identity,
+        scheme: str = "http",
+        trusted: Callable[[str], bool] | None = None,
+    ) -> None:
         self.client = AuthClient(conf.url, max_body=64 * 1024)
         self.url = loggable_url(conf.url)  # for log lines
         self.timeout = conf.timeout
@@ -53,6 +60,7 @@ class ForwardAuthPolicy:
         self.consumer_from = conf.consumer_from.lower().encode() if conf.consumer_from else None
         # the scheme the route is served on (its site has TLS or not), never a client's claim
         self.scheme = scheme.encode()
+        self.trusted = trusted
 
     def _headers(self, req: Request) -> list[tuple[str, bytes]]:
         headers = [
@@ -67,7 +75,8 @@ class ForwardAuthPolicy:
             ("X-Forwarded-Proto", self.scheme),
             ("X-Forwarded-Host", req.host_header or req.host.encode("latin-1")),
             ("X-Forwarded-Uri", uri),
-            ("X-Forwarded-For", req.client_ip.encode("latin-1")),
+            # the client's address after trusted_proxies, as the service's own logs want it
+            ("X-Forwarded-For", real_client_ip(req, self.trusted).encode("latin-1")),
         ]
         return headers
 
