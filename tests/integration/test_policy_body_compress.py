@@ -331,3 +331,25 @@ def test_static_files_are_compressed_and_fixed_answers_are_not(
     head, body = _raw_get(gw.port, "/fixed", "Accept-Encoding: br\r\n")
     assert head.startswith(b"HTTP/1.1 200")
     assert _field(head, "content-encoding") is None and body == b"x" * 5000
+
+
+def test_revalidation_of_a_compressed_static_file(
+    gateway: Callable[..., Gateway], tmp_path: Path
+) -> None:
+    root = tmp_path / "www"
+    root.mkdir()
+    (root / "style.css").write_bytes(b"body { color: black; }\n" * 100)
+    config = {
+        "data_dir": str(tmp_path / "data"),
+        "access_log": {"format": "off"},
+        "sites": [{"compress": True, "routes": [{"path": "/", "static": {"root": str(root)}}]}],
+    }
+    gw = gateway(config)
+    head, _ = _raw_get(gw.port, "/style.css", "Accept-Encoding: gzip\r\n")
+    etag = _field(head, "etag")
+    assert etag is not None and etag.startswith('W/"')
+    head, body = _raw_get(
+        gw.port, "/style.css", f"Accept-Encoding: gzip\r\nIf-None-Match: {etag}\r\n"
+    )
+    assert head.startswith(b"HTTP/1.1 304") and body == b""
+    assert _field(head, "etag") == etag

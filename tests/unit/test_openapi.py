@@ -108,3 +108,12 @@ def test_unreachable_url_uses_the_saved_copy(tmp_path: Path) -> None:
     saved.parent.mkdir(parents=True)
     saved.write_text(json.dumps(DOC))
     assert load_document(url, tmp_path, 2.0)["paths"].keys() == DOC["paths"].keys()
+
+
+def test_urls_in_logs_lose_credentials_and_query() -> None:
+    from bastion.openapi.source import shown
+
+    assert shown("https://user:pw@api.test:8443/openapi.json?token=abc") == (
+        "https://api.test:8443/openapi.json"
+    )
+    assert shown("http://[::1]/o.json") == "http://[::1]/o.json"

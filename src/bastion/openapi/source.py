@@ -15,6 +15,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -48,6 +49,16 @@ def parse_document(data: bytes, where: str) -> dict[str, Any]:
     return doc
 
 
+def shown(url: str) -> str:
+    """The URL for logs and errors: without user info or query, which may hold a token."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
 def _fetch(url: str, timeout: float) -> bytes:
     request = urllib.request.Request(
         url, headers={"Accept": "application/json, application/yaml;q=0.9"}
@@ -75,18 +86,18 @@ def load_document(source: str, data_dir: Path, timeout: float) -> dict[str, Any]
         except OSError as exc:
             raise ValueError(f"cannot read {source}: {exc.strerror}") from None
     saved = saved_copy_path(data_dir, source)
+    where = shown(source)
     try:
-        doc = parse_document(_fetch(source, timeout), source)
+        doc = parse_document(_fetch(source, timeout), where)
     except (OSError, ValueError, urllib.error.URLError) as exc:
         reason = getattr(exc, "reason", None) or exc
         if not saved.is_file():
             raise SpecUnavailable(
-                f"cannot fetch the OpenAPI document {source} ({reason}) and no earlier copy "
-                "is saved"
+                f"cannot fetch the OpenAPI document {where} ({reason}) and no earlier copy is saved"
             ) from None
         log.warning(
             "cannot fetch the OpenAPI document %s (%s): using the copy saved in %s",
-            source,
+            where,
             reason,
             saved,
         )
@@ -95,5 +106,5 @@ def load_document(source: str, data_dir: Path, timeout: float) -> dict[str, Any]
         ensure_dir(saved.parent)
         atomic_write(saved, json.dumps(doc).encode(), 0o600)
     except OSError as exc:
-        log.warning("cannot save a copy of the OpenAPI document %s: %s", source, exc)
+        log.warning("cannot save a copy of the OpenAPI document %s: %s", where, exc)
     return doc

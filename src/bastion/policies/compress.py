@@ -165,9 +165,21 @@ class CompressPolicy:
             self.choices[accept] = found
         return found  # type: ignore[return-value]
 
+    def _not_modified(self, req: Request, head: ResponseHead) -> None:
+        """A 304 carries the validators the full answer would have: when that answer would
+        be encoded for this client, its ETag is the weak one too."""
+        if head.get(b"etag") is None or req.method == "HEAD":
+            return
+        accept = req.header(b"accept-encoding")
+        if accept and self.choose(accept) is not None:
+            _weaken(head)
+
     def on_response(self, req: Request, head: ResponseHead) -> None:
         status = head.status
-        if status < 200 or status in (204, 206, 304) or not head.can_transform:
+        if status == 304:
+            self._not_modified(req, head)
+            return
+        if status < 200 or status in (204, 206) or not head.can_transform:
             return  # (a body fixed in advance, such as a problem answer, is never encoded)
         content_type = head.get(b"content-type")
         if content_type is None or not self.is_compressible(content_type):
@@ -195,11 +207,15 @@ class CompressPolicy:
         if coding is None:
             return
         head.set(b"Content-Encoding", coding.encode())
-        etag = head.get(b"etag")
-        if etag is not None and not etag.startswith(b"W/"):
-            # the encoded bytes differ from the original: a strong validator would lie
-            head.set(b"ETag", b"W/" + etag)
+        _weaken(head)
         head.set_body_filter(self.makers[coding]())  # type: ignore[arg-type]
+
+
+def _weaken(head: ResponseHead) -> None:
+    etag = head.get(b"etag")
+    if etag is not None and not etag.startswith(b"W/"):
+        # the encoded bytes differ from the original: a strong validator would lie
+        head.set(b"ETag", b"W/" + etag)
 
 
 def _add_vary(head: ResponseHead) -> None:
