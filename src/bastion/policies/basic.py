@@ -104,7 +104,7 @@ class BasicPolicy:
         self._pepper = secrets.token_bytes(32)
         self._cache: dict[bytes, tuple[float, str]] = {}
         # a hash of the same cost as the users' (the first one's kind) for unknown names
-        sample = next(iter(users.values()))
+        sample = next(iter(users.values()), "$2b$10$")  # an empty users_file refuses all
         if sample.startswith("$argon2"):
             self._dummy = _ARGON2.hash(secrets.token_hex(8))
         else:
