@@ -110,6 +110,8 @@ def compile_plain(schema: Any) -> Any:
 
 def body_errors(validator: Any, value: Any, limit: int) -> list[dict[str, str]]:
     """Each way `value` fails `validator`, as ``{"detail", "pointer"}``, at most `limit`."""
+    if validator.is_valid(value):  # the common case, without building error objects
+        return []
     errors: list[dict[str, str]] = []
     for error in validator.iter_errors(value):
         errors.append({"detail": _short(error.message), "pointer": pointer(error.instance_path)})

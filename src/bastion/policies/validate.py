@@ -179,7 +179,10 @@ class BodyPolicy:
                 continue
             if param.validator is None:
                 continue
-            for error in param.validator.iter_errors(param.convert(values)):
+            value = param.convert(values)
+            if param.validator.is_valid(value):
+                continue
+            for error in param.validator.iter_errors(value):
                 detail = error.message if len(error.message) <= 200 else error.message[:199] + "…"
                 errors.append(_param_error(location, param.name, detail))
         return errors[:_MAX_ERRORS]
