@@ -530,3 +530,29 @@ def test_validation_over_http2(
         assert r.json()["sha256"] == hashlib.sha256(body).hexdigest()
         problem(client.post(url, content=b"{", headers={"Content-Type": "application/json"}), 400)
     assert [r["method"] for r in backend.requests] == ["POST"]
+
+
+def test_route_body_limit_over_http2(
+    backend: Backend, gateway: Callable[..., Gateway], tmp_path: Path
+) -> None:
+    http, https = free_port(), free_port()
+    config = route_config(backend, tmp_path, {"max_body": "4KiB"})
+    config["listen"] = {"http": f"127.0.0.1:{http}", "https": f"127.0.0.1:{https}"}
+    config["sites"][0]["hosts"] = ["localhost"]
+    gateway(config)
+    wait_for_port(https)
+    context = ssl.create_default_context(cafile=str(tmp_path / "data" / "ca" / "root.crt"))
+
+    def parts(size: int) -> Iterator[bytes]:
+        for _ in range(size // 1000):
+            yield b"h" * 1000
+
+    with httpx.Client(http2=True, verify=context) as client:
+        url = f"https://localhost:{https}/api/upload"
+        r = client.post(url, content=b"x" * 5000)
+        assert r.http_version == "HTTP/2"
+        problem(r, 413)
+        problem(client.post(url, content=parts(9000)), 413)  # no length announced
+        r = client.post(url, content=parts(3000))
+        assert r.status_code == 200 and r.json()["body_len"] == 3000
+    assert len(backend.requests) == 1
