@@ -269,6 +269,8 @@ class JwtPolicy:
             if value is not None:
                 req.add_upstream_header(name, value)
         consumer = claims.get(self.consumer_claim) if self.consumer_claim else None
+        if isinstance(consumer, int) and not isinstance(consumer, bool):
+            consumer = str(consumer)  # numeric user ids
         self.identity.accept(req, consumer if isinstance(consumer, str) else "")
 
     def _finish(
