@@ -300,7 +300,7 @@ def test_body_larger_than_the_validation_limit_gets_413(
 class _SpecServer:
     """The backend's own /openapi.json (FastAPI style), which can go down."""
 
-    def __init__(self, doc: dict[str, Any]) -> None:
+    def __init__(self, doc: dict[str, Any], port: int | None = None) -> None:
         body = json.dumps(doc).encode()
 
         class Handler(BaseHTTPRequestHandler):
@@ -314,7 +314,7 @@ class _SpecServer:
                 self.end_headers()
                 self.wfile.write(body)
 
-        self.port = free_port()
+        self.port = port or free_port()
         self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
@@ -360,6 +360,31 @@ def test_last_good_copy_is_used_when_the_backend_is_down(
     doc = problem(httpx.post(f"{gw.url}/api/users", json={"email": 1, "age": 1}), 400)
     assert doc["errors"][0]["pointer"] == "#/email"
     assert "using the copy saved" in gw.stderr
+
+
+def test_no_document_yet_gives_503_then_it_is_fetched_without_a_reload(
+    backend: Backend, gateway: Callable[..., Gateway], tmp_path: Path
+) -> None:
+    server = _SpecServer(SPEC_31)
+    server.stop()  # its port is now free: the backend "has not started yet"
+    gw = gateway(_users_config(backend, tmp_path, server.url))
+    r = httpx.post(f"{gw.url}/api/users", json={"email": "x", "age": 1})
+    problem(r, 503)
+    assert r.headers["retry-after"] == "5"
+    assert backend.requests == []
+    late = _SpecServer(SPEC_31, port=server.port)  # the backend comes up on its port
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            r = httpx.post(f"{gw.url}/api/users", json={"email": "x", "age": "1"})
+            if r.status_code != 503:
+                break
+            time.sleep(0.5)
+        doc = problem(r, 400)
+        assert doc["errors"][0]["pointer"] == "#/age"
+        assert "the OpenAPI document is available" in gw.stderr
+    finally:
+        late.stop()
 
 
 def test_no_document_and_no_copy_gives_503_until_a_reload_finds_it(

@@ -8,8 +8,10 @@ the route's limit) and one validation. The body is then replayed to the route's 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from bastion.http1.status import REASONS
@@ -35,6 +37,7 @@ __all__ = ["BodyPolicy", "build_body_policy"]
 log = logging.getLogger("bastion.policies")
 
 _MAX_ERRORS = 20
+_RETRY_INTERVAL = 5  # seconds between two fetches of a document that is not available
 _TOO_LARGE = "The request body is larger than this route accepts ({} bytes)."
 _PROBLEM = b"application/problem+json"
 
@@ -64,7 +67,7 @@ class BodyPolicy:
         plain: Any = None,
         unknown: int | str = 404,
         base_path: str = "",
-        unavailable: str | None = None,
+        unavailable: Callable[[], OperationTable] | None = None,
     ) -> None:
         self.max_body = max_body  # 0: no route limit (the server's still applies)
         self.read_limit = read_limit
@@ -72,14 +75,22 @@ class BodyPolicy:
         self.plain = plain
         self.unknown = unknown
         self.base_path = base_path
+        # while the document could not be had: how to try again (in a thread), and when
         self.unavailable = unavailable
+        self.retry: asyncio.Future[OperationTable] | None = None
+        self.next_try = 0.0
 
     async def on_request(self, req: Request, client: Any = None) -> Outcome:
         max_body = self.max_body
         if max_body and req.content_length is not None and req.content_length > max_body:
             return Denied(413, _TOO_LARGE.format(max_body))
         if self.unavailable is not None:
-            return Denied(503, "The API description of this route is not available.")
+            self._try_again()
+            return Denied(
+                503,
+                "The API description of this route is not available yet.",
+                b"Retry-After: %d\r\n" % _RETRY_INTERVAL,
+            )
         if self.table is not None:
             return await self._operation(req, client)
         if self.plain is not None:
@@ -90,6 +101,28 @@ class BodyPolicy:
             if isinstance(outcome, Denied) or len(outcome) > max_body:
                 return Denied(413, _TOO_LARGE.format(max_body))
         return None
+
+    def _try_again(self) -> None:
+        """Fetch the document again in a thread, at most once per interval: the backend
+        that serves it may have started since. Requests meanwhile get 503."""
+        loop = asyncio.get_running_loop()
+        if self.retry is not None or loop.time() < self.next_try or self.unavailable is None:
+            return
+        self.next_try = loop.time() + _RETRY_INTERVAL
+        self.retry = loop.run_in_executor(None, self.unavailable)
+        self.retry.add_done_callback(self._tried)
+
+    def _tried(self, future: asyncio.Future[OperationTable]) -> None:
+        self.retry = None
+        if future.cancelled():
+            return
+        error = future.exception()
+        if error is not None:
+            log.info("the OpenAPI document is still not available: %s", error)
+            return
+        self.table = future.result()
+        self.unavailable = None
+        log.info("the OpenAPI document is available: requests are validated")
 
     # ------------------------------------------------------------------ JSON Schema
     async def _plain(self, req: Request, client: Any) -> Outcome:
@@ -238,16 +271,30 @@ def _build(route: Route, plan: Plan) -> BodyPolicy | None:
     if base is None:
         base = route.path.value.rstrip("/") if route.strip_prefix else ""
     data_dir = resolve_data_dir(plan.config.data_dir)
+    source, timeout = settings.openapi, settings.fetch_timeout
+
+    def load() -> OperationTable:
+        doc = load_document(source, data_dir, timeout)
+        return OperationTable(doc, SchemaSet(doc))
+
+    table: OperationTable | None = None
+    unavailable: Callable[[], OperationTable] | None = None
     try:
-        doc = load_document(settings.openapi, data_dir, settings.fetch_timeout)
+        table = load()
     except SpecUnavailable as exc:
-        # the backend may start after the gateway: serve 503 on this route until a
-        # reload finds the document, rather than refusing the whole configuration
-        log.error("route %s: %s; its requests get 503 until a reload", route.path.text, exc)
-        return BodyPolicy(max_body, read_limit, unavailable=str(exc))
-    table = OperationTable(doc, SchemaSet(doc))
+        # the backend may start after the gateway: its route answers 503 and tries again
+        # now and then, rather than the whole configuration being refused
+        log.error(
+            "route %s: %s; its requests get 503 until it can be fetched", route.path.text, exc
+        )
+        unavailable = load
     return BodyPolicy(
-        max_body, read_limit, table=table, unknown=settings.unknown_operation, base_path=base
+        max_body,
+        read_limit,
+        table=table,
+        unknown=settings.unknown_operation,
+        base_path=base,
+        unavailable=unavailable,
     )
 
 
