@@ -214,8 +214,14 @@ def test_body_that_is_not_json_gets_400(shop: Gateway, backend: Backend) -> None
     r = httpx.post(
         f"{shop.url}/api/items", content=b"\xff\xfe{", headers={"Content-Type": "application/json"}
     )
-    assert "not valid JSON" in problem(r, 400)["errors"][0]["detail"]
-    assert backend.requests == []
+    assert "not UTF-8" in problem(r, 400)["errors"][0]["detail"]
+    deep = b'{"name": ' + b"[" * 100000 + b"]" * 100000 + b', "price": 1}'
+    r = httpx.post(
+        f"{shop.url}/api/items", content=deep, headers={"Content-Type": "application/json"}
+    )
+    assert "nested too deeply" in problem(r, 400)["errors"][0]["detail"]
+    assert httpx.get(f"{shop.url}/api/items/1").status_code == 200  # still serving
+    assert backend.requests[-1]["path"] == "/items/1" and len(backend.requests) == 1
 
 
 def test_valid_body_reaches_the_backend_unchanged(shop: Gateway, backend: Backend) -> None:

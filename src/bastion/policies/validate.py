@@ -142,7 +142,12 @@ class BodyPolicy:
         try:
             value = json.loads(body)
         except (ValueError, RecursionError) as exc:
-            reason = exc.msg if isinstance(exc, json.JSONDecodeError) else "not UTF-8 text"
+            if isinstance(exc, json.JSONDecodeError):
+                reason = exc.msg
+            elif isinstance(exc, RecursionError):
+                reason = "nested too deeply"
+            else:
+                reason = "not UTF-8 text"
             return self._invalid(
                 req, [{"detail": f"The body is not valid JSON: {reason}.", "pointer": "#"}]
             )
