@@ -107,6 +107,9 @@ def test_answers_left_alone() -> None:
     small = _head(b"text/plain", 99)
     policy.on_response(_request(b"gzip"), small)
     assert small.body_filter is None and small.get(b"vary") is None
+    empty = _head(b"text/plain", 0)
+    CompressPolicy(Compress(min_size=0)).on_response(_request(b"gzip"), empty)
+    assert empty.body_filter is None
     fixed = _head(b"application/problem+json", 5000, BODY_FIXED)
     policy.on_response(_request(b"gzip"), fixed)
     assert fixed.body_filter is None and fixed.get(b"vary") is None

@@ -187,7 +187,7 @@ class CompressPolicy:
         length = head.get(b"content-length")
         if length is not None:
             try:
-                if int(length) < self.min_size:
+                if int(length) < self.min_size or length == b"0":
                     return
             except ValueError:
                 return
