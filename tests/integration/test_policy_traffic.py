@@ -323,6 +323,9 @@ def test_security_headers_preset_and_stripping(
     config["sites"][0]["routes"].insert(
         0, {"path": "/files/", "static": {"root": str(tmp_path)}, "security_headers": True}
     )
+    config["sites"][0]["routes"].insert(
+        0, {"path": "/raw/", "proxy": {"upstreams": [backend.url]}, "security_headers": False}
+    )
     (tmp_path / "files").mkdir()
     (tmp_path / "files" / "a.txt").write_text("hello")
     gw = gateway(config)
@@ -338,6 +341,10 @@ def test_security_headers_preset_and_stripping(
     r = httpx.get(gw.url + "/files/a.txt")
     assert r.text == "hello" and r.headers["x-content-type-options"] == "nosniff"
     assert "content-security-policy" not in r.headers
+    # switched off on one route
+    r = httpx.get(gw.url + "/raw/headers")
+    assert r.status_code == 200 and "x-content-type-options" not in r.headers
+    assert r.headers["server"].startswith("BaseHTTP")
     # and on the gateway's own error answers
     r = httpx.get(gw.url + "/files/missing")
     assert r.status_code == 404 and r.headers["x-frame-options"] == "DENY"

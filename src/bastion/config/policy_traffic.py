@@ -439,9 +439,20 @@ class SecurityHeaders(_Model):
 
 
 def security_headers_value(value: Any) -> Any:
-    """``security_headers: true`` is the preset with its defaults; false is none."""
+    """``security_headers: true`` is the preset with its defaults; ``false`` sends and strips
+    nothing (on a route: switches the site's preset off there)."""
     if value is True:
         return SecurityHeaders()
     if value is False:
-        return None
+        return SECURITY_HEADERS_OFF
     return value
+
+
+SECURITY_HEADERS_OFF = SecurityHeaders(
+    hsts=False,
+    content_type_options=False,
+    referrer_policy=None,
+    frame_options=None,
+    csp=None,
+    strip=[],
+)

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from bastion.config.policy_traffic import (
+    SECURITY_HEADERS_OFF,
     HeaderRules,
     RequestHeaderRules,
     SecurityHeaders,
@@ -248,7 +249,7 @@ def _injects(rules: HeaderRules) -> bool:
 def build_security_headers(route: Route, site: Site, plan: Plan) -> SecurityHeadersPolicy | None:
     """The security-headers preset (the route's, else the site's), or None."""
     preset = route.security_headers or site.security_headers
-    if preset is None:
+    if preset is None or preset == SECURITY_HEADERS_OFF:
         return None
     https = site_tls_mode(site, bool(plan.https_listeners), plan.config.acme.directory) != "off"
     # the site's own hsts key already sends Strict-Transport-Security
