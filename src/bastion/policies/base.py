@@ -173,10 +173,10 @@ async def read_body(client: Any, req: Request, limit: int) -> bytes | Denied:
     reader = _BodyReader(limit)
     reader.parts = client.take_body(req, reader)
     reader.size = sum(len(p) for p in reader.parts)
-    if req.body_done:
+    if limit and reader.size > limit:
+        reader.done.set_result(False)  # what already arrived is over the limit
+    elif req.body_done:
         reader.on_body_end()
-    elif limit and reader.size > limit:
-        reader.done.set_result(False)
     else:
         client.send_continue(req)
     complete = await reader.done
