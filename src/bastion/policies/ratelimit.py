@@ -17,7 +17,7 @@ from bastion.config.policy_traffic import Quota, RateLimit, parse_rate
 from bastion.http1.request import Request
 from bastion.policies.base import Denied, real_client_ip
 from bastion.state.limits import Check, LimitStore, Outcome, quota_window
-from bastion.state.persist import limit_store
+from bastion.state.persist import PersistentStore, limit_store
 from bastion.tls.store import resolve_data_dir
 
 if TYPE_CHECKING:
@@ -77,13 +77,13 @@ class RateLimitPolicy:
         specs: Sequence[RateLimit | Quota],
         store: LimitStore,
         trusted: Callable[[str], bool] | None,
-        after_take: Callable[[float], None] | None = None,
+        saver: PersistentStore | None = None,
     ) -> None:
         self.limits = [Limit(scope, spec) for spec in specs]
         self.checks = [limit.check for limit in self.limits]
         self.store = store
         self.trusted = trusted
-        self.after_take = after_take
+        self.saver = saver  # saves long-window counters now and then
 
     def keys(self, req: Request) -> list[str]:
         """The store key of each limit for this request."""
@@ -106,8 +106,9 @@ class RateLimitPolicy:
     def on_request(self, req: Request) -> Denied | None:
         now = time.time()
         refused = self.store.take(self.checks, self.keys(req), now)
-        if self.after_take is not None:
-            self.after_take(now)
+        saver = self.saver
+        if saver is not None and saver.dirty:
+            saver.take_and_save(now)
         return None if refused is None else self.refusal(refused, now)
 
     def refusal(self, outcomes: list[Outcome], now: float) -> Denied:
@@ -137,4 +138,4 @@ def build_rate_limit(route: Route, site: Site, plan: Plan) -> RateLimitPolicy | 
         return None
     store = limit_store(resolve_data_dir(plan.config.data_dir))
     scope = ",".join(site.hosts) + " " + route.path.text
-    return RateLimitPolicy(scope, specs, store, plan.trusted, store.take_and_save)
+    return RateLimitPolicy(scope, specs, store, plan.trusted, store)

@@ -110,9 +110,10 @@ class MemoryLimitStore:
     def take(
         self, checks: Sequence[Check], keys: Sequence[str], now: float
     ) -> list[Outcome] | None:
-        if now >= self.next_sweep or len(self) > self.max_keys:
-            self.sweep(now)
         tats, quotas = self.tat, self.quota
+        if now >= self.next_sweep or len(tats) + len(quotas) > self.max_keys:
+            self.sweep(now)
+            tats, quotas = self.tat, self.quota
         values: list[float] = []
         for check, key in zip(checks, keys, strict=True):
             if check.per is None:
