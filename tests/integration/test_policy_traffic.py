@@ -223,7 +223,12 @@ def test_quota_survives_restart_and_reload(
     assert int(refused.headers["retry-after"]) <= 86400
     gw.reload(wait_for="configuration reloaded")  # a new plan, the same counters
     problem(httpx.get(gw.url + "/"), 429)
-    assert len(backend.requests) == 2
+    # a raised limit keeps the count: one more request today
+    config["listen"] = {"http": f"127.0.0.1:{gw.port}"}
+    config["sites"][0]["routes"][0]["quotas"][0]["limit"] = 3
+    gw.reload(config, wait_for="configuration reloaded")
+    assert [httpx.get(gw.url + "/").status_code for _ in range(2)] == [200, 429]
+    assert len(backend.requests) == 3
 
 
 def test_long_window_limit_survives_restart(

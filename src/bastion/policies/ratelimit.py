@@ -46,15 +46,15 @@ class Limit:
             self.persist = self.period >= LONG_WINDOW
             unit = _PERIOD_NAMES.get(self.period) or f"{self.period:g}s"
             self.name = spec.name or f"{_short(spec.key)}-{self.count}-per-{unit}"
-            identity = f"r:{self.count}/{self.period:g}:{self.burst}"
+            identity = f"r:{self.count}/{self.period:g}:{self.burst}:{spec.name or ''}"
         else:
             self.count, self.period, self.burst = spec.limit, 0.0, 0
             self.per = spec.per
             self.persist = True
             self.name = spec.name or f"{_short(spec.key)}-{spec.limit}-per-{spec.per}"
-            # the counter of a quota is kept when its limit changes
-            identity = f"q:{spec.per}"
-        self.prefix = f"{scope}|{self.name}|{identity}|{spec.key}="
+            # not the limit: a quota's counter is kept when its limit changes
+            identity = f"q:{spec.per}:{spec.name or ''}"
+        self.prefix = f"{scope}|{identity}|{spec.key}="
         self.check = Check(self.count, self.period, self.burst, self.per, self.persist)
 
     def window(self, now: float) -> float:
