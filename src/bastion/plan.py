@@ -119,6 +119,8 @@ def compile_plan(config: Config, registry: PoolRegistry) -> Plan:
             methods = frozenset(route.methods) if route.methods else None
             if methods is not None and "GET" in methods:
                 methods = methods | {"HEAD"}
+            if methods is not None and (route.cors or site.cors):
+                methods = methods | {"OPTIONS"}  # CORS preflights; cors.py refuses other OPTIONS
             compiled = CompiledRoute(route.path.text, methods, handler, extra_head)
             paths.add(route.path.kind, route.path.value, compiled)
         for host in site.hosts:

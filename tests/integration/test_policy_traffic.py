@@ -353,3 +353,19 @@ def test_security_headers_preset_and_stripping(
     # and on the gateway's own error answers
     r = httpx.get(gw.url + "/files/missing")
     assert r.status_code == 404 and r.headers["x-frame-options"] == "DENY"
+
+
+def test_cors_preflight_on_a_route_limited_to_some_methods(
+    backend: Backend, gateway: Callable[..., Gateway], tmp_path: Path
+) -> None:
+    config = site(backend, tmp_path, methods=["GET", "POST"])
+    config["sites"][0]["cors"] = {"origins": ["https://app.example.com"]}  # the site's
+    gw = gateway(config)
+    asked = {"Origin": "https://app.example.com", "Access-Control-Request-Method": "POST"}
+    assert httpx.options(gw.url + "/x", headers=asked).status_code == 204
+    # any other OPTIONS is still not allowed on this route
+    plain = httpx.options(gw.url + "/x")
+    problem(plain, 405)
+    assert plain.headers["allow"] == "GET, HEAD, POST, OPTIONS"
+    problem(httpx.delete(gw.url + "/x"), 405)
+    assert backend.requests == []

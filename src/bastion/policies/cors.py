@@ -35,7 +35,7 @@ _PREFLIGHT_VARY = b"Origin, Access-Control-Request-Method, Access-Control-Reques
 class CorsPolicy:
     is_async = False
 
-    def __init__(self, cors: Cors) -> None:
+    def __init__(self, cors: Cors, route_methods: list[str] | None = None) -> None:
         self.any_origin = cors.origins == ["*"]
         self.exact = frozenset(o.encode() for o in cors.origins if "*" not in o)
         # wildcard subdomains: (b"https://", b".example.com", b":8443" or b"")
@@ -55,6 +55,13 @@ class CorsPolicy:
         # an answer that is the same for every origin needs no Vary
         self.star = self.any_origin and not self.credentials
         self.cache: dict[bytes, bool] = {}
+        # a route limited to some methods lets OPTIONS in for preflights only (plan.py)
+        self.not_options: Denied | None = None
+        if route_methods is not None and "OPTIONS" not in route_methods:
+            allowed = list(dict.fromkeys([*route_methods, "OPTIONS"]))
+            if "GET" in allowed and "HEAD" not in allowed:
+                allowed.insert(allowed.index("GET") + 1, "HEAD")
+            self.not_options = Denied(405, None, b"Allow: " + ", ".join(allowed).encode() + b"\r\n")
         self.refused_origin = Denied(
             403,
             "This origin is not allowed to call this route.",
@@ -93,7 +100,7 @@ class CorsPolicy:
         origin = req.header(b"origin")
         method = req.header(b"access-control-request-method")
         if origin is None or method is None:
-            return None  # a plain OPTIONS request: the route answers it
+            return self.not_options  # a plain OPTIONS request: the route answers it, if allowed
         if not self.origin_allowed(origin):
             return self.refused_origin
         wanted = method.strip().decode("latin-1")
@@ -188,4 +195,4 @@ def _add_vary(head: ResponseHead, token: bytes) -> None:
 def build_cors(route: Route, site: Site) -> CorsPolicy | None:
     """The route's CORS (its own, else the site's), or None."""
     cors = route.cors or site.cors
-    return None if cors is None else CorsPolicy(cors)
+    return None if cors is None else CorsPolicy(cors, route.methods)
