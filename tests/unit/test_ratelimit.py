@@ -121,3 +121,17 @@ def test_a_broken_file_is_ignored(tmp_path: Path) -> None:
     (tmp_path / "ratelimit.json").write_text("{not json")
     store = PersistentStore(tmp_path)
     assert passes(store, T0, quota())
+
+
+def test_an_unwritable_data_dir_is_reported_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    store = PersistentStore(blocker)
+    limit = (Check(100, 86400.0, 100, None, True), "daily")
+    for _ in range(3):
+        assert passes(store, time.time(), limit)  # counting goes on
+        store.save_now()
+    warnings = [r for r in caplog.records if "cannot save rate-limit counters" in r.message]
+    assert len(warnings) == 1

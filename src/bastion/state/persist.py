@@ -37,6 +37,7 @@ class PersistentStore(MemoryLimitStore):
         self.save_every = save_every
         self.next_save = 0.0
         self._lock = threading.Lock()  # one save at a time
+        self.failing = False
         self._load()
 
     def _load(self) -> None:
@@ -73,7 +74,13 @@ class PersistentStore(MemoryLimitStore):
                     data = json.dumps(merged.snapshot(time.time()), separators=(",", ":"))
                     atomic_write(self.path, data.encode(), 0o600)
             except OSError as exc:
-                log.warning("cannot save rate-limit counters to %s: %s", self.path, exc)
+                if not self.failing:  # once, not every few seconds
+                    log.warning("cannot save rate-limit counters to %s: %s", self.path, exc)
+                self.failing = True
+            else:
+                if self.failing:
+                    log.info("rate-limit counters saved to %s again", self.path)
+                self.failing = False
 
 
 _stores: dict[Path, PersistentStore] = {}
