@@ -176,8 +176,16 @@ def test_rate_limit_boundary_429_and_retry_after(
 ) -> None:
     gw = gateway(site(backend, tmp_path, rate_limits=[{"rate": "3/3s", "name": "api"}]))
     with httpx.Client(base_url=gw.url) as client:
-        statuses = [client.get("/").status_code for _ in range(3)]
-        assert statuses == [200, 200, 200]
+        answers = [client.get("/") for _ in range(3)]
+        assert [a.status_code for a in answers] == [200, 200, 200]
+        # every answer tells what is left
+        assert {a.headers["ratelimit-policy"] for a in answers} == {'"api";q=3;w=3'}
+        assert [a.headers["ratelimit"].split(";t=")[0] for a in answers] == [
+            '"api";r=2',
+            '"api";r=1',
+            '"api";r=0',
+        ]
+        assert answers[2].headers["ratelimit"] == '"api";r=0;t=1'
         refused = client.get("/")
         doc = problem(refused, 429)
         assert "try again" in doc["detail"]
@@ -197,6 +205,7 @@ def test_several_limits_and_keys(
     limits = [
         {"rate": "6/m", "burst": 2, "key": "header:X-Tenant", "name": "tenant"},
         {"rate": "10000/day", "key": "route", "name": "daily"},
+        {"rate": "1000/s", "name": "secret-ceiling", "advertise": False},
     ]
     gw = gateway(site(backend, tmp_path, rate_limits=limits))
     with httpx.Client(base_url=gw.url) as client:
@@ -207,6 +216,8 @@ def test_several_limits_and_keys(
         assert refused.headers["ratelimit-policy"] == '"tenant";q=6;w=60, "daily";q=10000;w=86400'
         # the refused requests did not count against the daily limit: 4 passed
         assert '"daily";r=9996;' in refused.headers["ratelimit"]
+        assert "secret-ceiling" not in refused.headers["ratelimit"]
+        assert "secret-ceiling" not in str(client.get("/", headers={"X-Tenant": "c"}).headers)
 
 
 def test_quota_survives_restart_and_reload(

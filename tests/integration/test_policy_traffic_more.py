@@ -81,6 +81,7 @@ def test_response_policies_over_https_and_http2(
         assert "server" not in ok.headers
         assert ok.headers["access-control-allow-origin"] == "https://app.example.com"
         assert ok.headers["x-edge"] == "GET /items"
+        assert ok.headers["ratelimit"].startswith('"client-ip-2-per-m";r=1;t=')
         preflight = client.options(
             url,
             headers={"Origin": "https://app.example.com", "Access-Control-Request-Method": "GET"},

@@ -26,11 +26,26 @@ def quota(key: str = "q", limit: int = 3, per: str = "day") -> Limit:
 
 
 def take(store: MemoryLimitStore, now: float, *limits: Limit) -> list[Outcome] | None:
-    return store.take([c for c, _ in limits], [k for _, k in limits], now)
+    """The outcomes of a refusal, None when the request passes."""
+    allowed, outcomes = store.take([c for c, _ in limits], [k for _, k in limits], now)
+    assert allowed == (outcomes is None)
+    return outcomes
 
 
 def passes(store: MemoryLimitStore, now: float, *limits: Limit) -> bool:
     return take(store, now, *limits) is None
+
+
+def test_what_is_left_is_reported_on_request() -> None:
+    store = MemoryLimitStore()
+    check, day = Check(3, 3.0, 3), Check(5, 0.0, 0, "day", True)
+    left = []
+    for _ in range(3):
+        allowed, outcomes = store.take([check, day], ["k", "d"], T0, report=True)
+        assert allowed and outcomes is not None
+        left.append((outcomes[0].remaining, outcomes[1].remaining))
+    assert left == [(2, 4), (1, 3), (0, 2)]
+    assert outcomes[0].retry_after == pytest.approx(1.0)  # when the next one may come
 
 
 def test_burst_passes_at_once_then_one_per_interval() -> None:

@@ -228,6 +228,11 @@ class RateLimit(_Model):
         description="Name of the limit in the RateLimit-Policy and RateLimit response fields; "
         "null derives one from the key and rate.",
     )
+    advertise: bool = Field(
+        default=True,
+        description="Name this limit in the RateLimit-Policy and RateLimit fields of the "
+        "route's answers; false keeps it out of them (Retry-After still counts it).",
+    )
 
     @field_validator("rate")
     @classmethod
@@ -258,6 +263,11 @@ class Quota(_Model):
         default=None,
         description="Name of the quota in the RateLimit-Policy and RateLimit response fields; "
         "null derives one.",
+    )
+    advertise: bool = Field(
+        default=True,
+        description="Name this quota in the RateLimit-Policy and RateLimit fields of the "
+        "route's answers; false keeps it out of them.",
     )
 
     @field_validator("name")

@@ -35,10 +35,13 @@ _PERIOD_NAMES = {1.0: "s", 60.0: "m", 3600.0: "h", 86400.0: "day"}
 class Limit:
     """One configured limit, resolved: how to key it, and its check parameters."""
 
-    __slots__ = ("burst", "check", "count", "key", "name", "per", "period", "persist", "prefix")
+    __slots__ = ("advertise", "burst", "check", "count", "key", "name", "per", "period",
+                 "persist", "prefix", "span")  # fmt: skip
 
     def __init__(self, scope: str, spec: RateLimit | Quota) -> None:
         self.key = spec.key
+        self.advertise = spec.advertise
+        self.span = (0.0, 0.0)  # the current calendar period of a quota
         if isinstance(spec, RateLimit):
             self.count, self.period = parse_rate(spec.rate)
             self.burst = spec.burst or self.count
@@ -60,7 +63,10 @@ class Limit:
     def window(self, now: float) -> float:
         if self.per is None:
             return self.period
-        _, start, end = quota_window(self.per, now)
+        start, end = self.span
+        if not start <= now < end:
+            _, start, end = quota_window(self.per, now)
+            self.span = (start, end)
         return end - start
 
 
@@ -81,6 +87,8 @@ class RateLimitPolicy:
     ) -> None:
         self.limits = [Limit(scope, spec) for spec in specs]
         self.checks = [limit.check for limit in self.limits]
+        # the RateLimit fields go on every answer when any limit is advertised
+        self.report = any(limit.advertise for limit in self.limits)
         self.store = store
         self.trusted = trusted
         self.saver = saver  # saves long-window counters now and then
@@ -105,30 +113,39 @@ class RateLimitPolicy:
 
     def on_request(self, req: Request) -> Denied | None:
         now = time.time()
-        refused = self.store.take(self.checks, self.keys(req), now)
+        allowed, outcomes = self.store.take(self.checks, self.keys(req), now, self.report)
         saver = self.saver
         if saver is not None and saver.dirty:
             saver.take_and_save(now)
-        return None if refused is None else self.refusal(refused, now)
-
-    def refusal(self, outcomes: list[Outcome], now: float) -> Denied:
-        wait = max(o.retry_after for o in outcomes)
+        if outcomes is None:
+            return None
+        if allowed:
+            # added to every answer of this request, whatever produces it
+            req.extra_head += self.fields(outcomes, now)
+            return None
+        wait = max(o.retry_after for o in outcomes if not o.allowed)
         seconds = max(1, math.ceil(wait - 1e-6))
+        headers = f"Retry-After: {seconds}\r\n".encode() + self.fields(outcomes, now)
+        return Denied(429, f"Too many requests: try again in {seconds} s.", headers)
+
+    def fields(self, outcomes: list[Outcome], now: float) -> bytes:
+        """The RateLimit-Policy and RateLimit lines naming the advertised limits."""
         policy = []
         state = []
         for limit, outcome in zip(self.limits, outcomes, strict=True):
+            if not limit.advertise:
+                continue
             window = limit.window(now)
             policy.append(f'"{limit.name}";q={limit.count};w={max(1, round(window))}')
             reset = outcome.retry_after if outcome.remaining == 0 else outcome.reset
             state.append(
                 f'"{limit.name}";r={outcome.remaining};t={max(0, math.ceil(reset - 1e-6))}'
             )
-        headers = (
-            f"Retry-After: {seconds}\r\n"
-            f"RateLimit-Policy: {', '.join(policy)}\r\n"
-            f"RateLimit: {', '.join(state)}\r\n"
+        if not policy:
+            return b""
+        return (
+            f"RateLimit-Policy: {', '.join(policy)}\r\nRateLimit: {', '.join(state)}\r\n"
         ).encode("latin-1")
-        return Denied(429, f"Too many requests: try again in {seconds} s.", headers)
 
 
 def build_rate_limit(route: Route, site: Site, plan: Plan) -> RateLimitPolicy | None:

@@ -69,10 +69,12 @@ class LimitStore(Protocol):
     is_async: bool
 
     def take(
-        self, checks: Sequence[Check], keys: Sequence[str], now: float
-    ) -> list[Outcome] | None:
+        self, checks: Sequence[Check], keys: Sequence[str], now: float, report: bool = False
+    ) -> tuple[bool, list[Outcome] | None]:
         """Consume one unit of ``checks[i]`` under ``keys[i]`` for every i, or nothing.
-        None when every check allowed the request; else one `Outcome` per check."""
+        Returns (allowed, outcomes): when a check refuses, (False, one `Outcome` per check;
+        nothing consumed); when all allow, (True, None), or with ``report`` (True, what each
+        check has left after this request)."""
         ...
 
 
@@ -108,8 +110,8 @@ class MemoryLimitStore:
         return len(self.tat) + len(self.quota)
 
     def take(
-        self, checks: Sequence[Check], keys: Sequence[str], now: float
-    ) -> list[Outcome] | None:
+        self, checks: Sequence[Check], keys: Sequence[str], now: float, report: bool = False
+    ) -> tuple[bool, list[Outcome] | None]:
         tats, quotas = self.tat, self.quota
         if now >= self.next_sweep or len(tats) + len(quotas) > self.max_keys:
             self.sweep(now)
@@ -120,7 +122,7 @@ class MemoryLimitStore:
                 tat = tats.get(key, now)
                 new_tat = (tat if tat > now else now) + check.interval
                 if new_tat - now > check.tau + check.interval + 1e-9:
-                    return self._refusal(checks, keys, now)
+                    return False, self.state(checks, keys, now)
                 values.append(new_tat)
             else:
                 window = self._window(check.per, now)[0]
@@ -128,7 +130,7 @@ class MemoryLimitStore:
                 if seen != window:
                     used = 0
                 if used >= check.count:
-                    return self._refusal(checks, keys, now)
+                    return False, self.state(checks, keys, now)
                 values.append(used + 1)
         for check, key, value in zip(checks, keys, values, strict=True):
             if check.per is None:
@@ -138,7 +140,7 @@ class MemoryLimitStore:
             if check.persist:
                 self.persistent.add(key)
                 self.dirty = True
-        return None
+        return True, (self.state(checks, keys, now) if report else None)
 
     def _window(self, per: str, now: float) -> tuple[int, float, float]:
         window = self.windows.get(per)
@@ -146,8 +148,8 @@ class MemoryLimitStore:
             window = self.windows[per] = quota_window(per, now)
         return window
 
-    def _refusal(self, checks: Sequence[Check], keys: Sequence[str], now: float) -> list[Outcome]:
-        """What every check has left (nothing was consumed), for the 429 answer."""
+    def state(self, checks: Sequence[Check], keys: Sequence[str], now: float) -> list[Outcome]:
+        """What every check has left now, without consuming anything."""
         outcomes = []
         for check, key in zip(checks, keys, strict=True):
             if check.per is None:
