@@ -309,3 +309,25 @@ def cache_checks(results: Results) -> list[Check]:
         out.append(Check(f"cache-hit rps >= {CACHE_HIT_VS_UNCACHED_MIN}x bastion uncached",
                          "SKIP", "needs the small scenario in the same run"))
     return out
+# The policy scenario (issue 4): an API route with its policies against the bare proxy.
+POLICY_PAIR = ("bastion", "bastion-policy")
+POLICY_RATIO_MIN = 0.85
+
+
+def policy_checks(results: Results) -> list[Check]:
+    """bastion-policy's rps over bastion's in the policy scenario (same run, interleaved)."""
+    if "policy" not in results:
+        return []
+    name = f"API key + rate limit + header rules + JSON log rps >= {POLICY_RATIO_MIN}x bare"
+    bare = _median(results, "policy", "bastion")
+    full = _median(results, "policy", "bastion-policy")
+    if bare is None or full is None or not bare["rps"]:
+        return [Check(name, "SKIP", "needs bastion and bastion-policy in the policy scenario")]
+    ratio = full["rps"] / bare["rps"]
+    detail = (f"ratio {ratio:.2f} ({fmt_value('rps', full['rps'])} vs bare "
+              f"{fmt_value('rps', bare['rps'])})")
+    ok = ratio >= POLICY_RATIO_MIN
+    if full["error_count"]:
+        ok = False
+        detail += f"; {full['error_count']} errors or non-2xx answers in the run"
+    return [Check(name, "PASS" if ok else "FAIL", detail)]

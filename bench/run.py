@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import platform
@@ -46,6 +47,9 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("cache-hit", "/cached/", (),
                  "keep-alive cache hits (bastion cache: ttl 1h, nginx proxy_cache; "
                  "the others just proxy), 13-byte body"),
+        Scenario("policy", targets.POLICY_PATH, (),
+                 "API route with API key + rate limit + header rules + JSON access log "
+                 "(bastion-policy) vs the bare proxy (bastion), keep-alive, 13-byte body"),
     )
 }
 
@@ -188,7 +192,8 @@ def print_report(results: report.Results, titles: dict[str, str], notes: list[st
     has_bastion = any(t.startswith("bastion") for e in results.values() for t in e)
     checks = report.checks(results) if has_bastion else []
     tls = report.tls_checks(results) if has_bastion else []
-    if not any(name not in report.TLS_SCENARIOS for name in results):
+    policy = report.policy_checks(results) if has_bastion else []
+    if not any(name not in (*report.TLS_SCENARIOS, "policy", "cache-hit") for name in results):
         checks = []  # the plain-HTTP checks need the plain scenarios
     print()
     for name, title in titles.items():
@@ -203,6 +208,9 @@ def print_report(results: report.Results, titles: dict[str, str], notes: list[st
     if cache:
         print("bastion cache hits (vs nginx proxy_cache and bastion's own uncached proxying):")
         print(report.checks_text(cache, markdown=False))
+    if policy:
+        print("bastion with API gateway policies (policy scenario, same run):")
+        print(report.checks_text(policy, markdown=False))
     for note in notes:
         print(f"note: {note}")
     print(f"method: {method}")
@@ -216,7 +224,9 @@ def print_report(results: report.Results, titles: dict[str, str], notes: list[st
             print(report.tls_checks_text(tls, markdown=True))
         if cache:
             print(report.checks_text(cache, markdown=True))
-    return checks + tls + cache
+        if policy:
+            print(report.checks_text(policy, markdown=True))
+    return checks + tls + cache + policy
 
 
 def render(path: Path, markdown: bool) -> int:
@@ -265,6 +275,14 @@ def start_slots(env: targets.Env, names: list[str], tls: bool, skipped: dict[str
             continue
         versions[name] = running.version
     return slots
+
+
+def in_scenario(target: str, scenario: str) -> bool:
+    """The policy scenario compares bastion-policy with the bare bastion only, and
+    bastion-policy runs in no other scenario."""
+    if scenario == "policy":
+        return target in report.POLICY_PAIR
+    return target != "bastion-policy"
 
 
 def _raise_interrupt(signum: int, _frame: object) -> NoReturn:
@@ -326,7 +344,10 @@ def main(argv: list[str] | None = None) -> int:
         measure = Measure(args, lua, load_cpus, backend.pid)
         for sc in scenarios:
             log(f"scenario {sc.name}: {sc.description}")
-            measure.scenario([s for s in slots if s.running.tls == sc.tls], sc)
+            if sc.name == "policy":
+                sc = dataclasses.replace(sc, headers=env.policy_headers)
+            measure.scenario([s for s in slots if s.running.tls == sc.tls
+                              and in_scenario(s.running.name, sc.name)], sc)
         for slot in slots:
             if slot.running.name == "bastion-json" and slot.runs:
                 notes.append(access_log_note(tmp / "bastion-json" / "access.log"))
@@ -359,6 +380,8 @@ def main(argv: list[str] | None = None) -> int:
             elif name in why:
                 notes.append(f"{label} {why[name]}")
             for sc in kind_scenarios:
+                if not in_scenario(name, sc.name):
+                    continue
                 results[sc.name][name] = (summarize(found, sc) if found is not None
                                           else {"skipped": why.get(name, "skipped")})
 

@@ -32,6 +32,8 @@ class Env:
     notes: list[str] = field(default_factory=list)
     tls: TlsFiles | None = None  # set when an HTTPS scenario is selected
     load_cpus: set[int] | None = None  # where extra backends run (with the first one)
+    # the request headers of the policy scenario (the API key bastion-policy created)
+    policy_headers: tuple[str, ...] = ()
 
 
 @dataclass
@@ -114,6 +116,7 @@ http {{
         location = /16k {{ root {www}; default_type application/octet-stream; }}
         # what a proxy without a cache configured forwards in the cache-hit scenario
         location = /cached/ {{ default_type text/plain; return 200 "{body}"; }}
+        location = /api/ {{ default_type text/plain; return 200 "{body}"; }}
     }}
 }}
 """
@@ -247,6 +250,58 @@ def start_bastion_pool_rr(env: Env) -> Running:
 
 def start_bastion_pool_ewma(env: Env) -> Running:
     return _start_bastion_pool(env, "bastion-pool-ewma", "peak_ewma")
+POLICY_PATH = "/api/"
+
+
+def _bastion_policy_yaml(port: int, backend_port: int, data_dir: Path, log_path: Path) -> str:
+    """An API route with an API key, a rate limit (never reached, but counted), header rules
+    and a JSON access log; ``/`` stays bare for the readiness probe."""
+    upstream = f"http://127.0.0.1:{backend_port}"
+    return f"""\
+listen: {{http: 127.0.0.1:{port}}}
+workers: 1
+data_dir: "{data_dir}"
+access_log: {{format: json, path: "{log_path}"}}
+sites:
+  - hosts: ["*"]
+    routes:
+      - path: "= {POLICY_PATH}"
+        proxy: {{upstreams: ["{upstream}"]}}
+        auth: {{api_keys: {{}}}}
+        rate_limits:
+          - {{rate: 1000000/s, key: consumer}}
+        headers:
+          request:
+            set: {{X-Client-IP: "{{client_ip}}"}}
+            remove: [Cookie]
+          response:
+            set: {{X-Served-By: bastion}}
+            remove: [X-Powered-By]
+      - path: /
+        proxy: {{upstreams: ["{upstream}"]}}
+"""
+
+
+def start_bastion_policy(env: Env) -> Running:
+    """bastion with the policies of a public API on the route (the policy scenario)."""
+    import subprocess
+
+    workdir = env.tmp / "bastion-policy"
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    cfg = workdir / "bastion.yaml"
+    log_path = workdir / "access.log"
+    cfg.write_text(_bastion_policy_yaml(port, env.backend_port, workdir / "data", log_path))
+    made = subprocess.run(
+        [env.bastion_bin, "keys", "create", "--consumer", "bench", "-c", str(cfg)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    if made.returncode != 0 or not made.stdout.strip():
+        raise OSError(f"bastion keys create failed: {made.stderr.strip()[:200]}")
+    env.policy_headers = (f"X-API-Key: {made.stdout.split()[0]}",)
+    proc = start("bastion-policy", [env.bastion_bin, "run", "-c", str(cfg)],
+                 workdir / "stdout.log", cpus=env.proxy_cpus, cwd=workdir)
+    return Running("bastion-policy", port, proc, _bastion_version(env.bastion_bin))
 
 
 def start_floor(env: Env) -> Running:
@@ -479,6 +534,9 @@ TARGETS: dict[str, Target] = {
                "bastion, 1 worker, 3-endpoint pool (3 nginx backends), round robin"),
         Target("bastion-pool-ewma", "bastion", start_bastion_pool_ewma,
                "bastion, 1 worker, 3-endpoint pool (3 nginx backends), peak-EWMA"),
+        Target("bastion-policy", "bastion", start_bastion_policy,
+               "bastion, 1 worker, API key + rate limit + header rules + JSON access log "
+               "on the route (policy scenario only)"),
         Target("floor", "", start_floor,
                "reference floor: a uvloop + httptools byte relay with no features"),
         Target("caddy", "caddy", start_caddy, "Caddy reverse_proxy, GOMAXPROCS=1",

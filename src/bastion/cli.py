@@ -84,6 +84,12 @@ def main(argv: list[str] | None = None) -> int:
     what.add_argument("--tag", help="a Surrogate-Key / Cache-Tag value")
     p.add_argument("-c", "--config", default=None)
     _data_dir_flag(p)
+    p = sub.add_parser("keys", help="create, list or revoke API keys of consumers")
+    p.add_argument("action", choices=["create", "list", "revoke"])
+    p.add_argument("--consumer", default=None, help="consumer name (create, revoke, list)")
+    p.add_argument("--id", dest="key_id", default=None, help="revoke: one key by its id")
+    p.add_argument("-c", "--config", default=None, help="config whose data_dir to use")
+    _data_dir_flag(p)
 
     args = parser.parse_args(argv)
     if getattr(args, "data_dir", None):
@@ -101,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         "trust": cmd_trust,
         "certs": cmd_certs,
         "cache": cmd_cache,
+        "keys": cmd_keys,
     }[args.command]
     return handler(args)
 
@@ -392,3 +399,15 @@ def cmd_cache(args: argparse.Namespace) -> int:
         return 1
     print(f"purge of {kind} {value} queued; every worker applies it within a second")
     return 0
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    from bastion.policies.keycli import run_keys
+
+    configured = None
+    if args.config or os.path.exists(default_config_path()):
+        loaded = _load(args.config)
+        if loaded is None:
+            return 1
+        configured = loaded.config.data_dir
+    return run_keys(args.action, args.consumer, args.key_id, configured)

@@ -21,6 +21,7 @@ from bastion.config.models import Hsts, PassiveHealth
 from bastion.handlers.s3 import S3Handler, s3_endpoint
 from bastion.handlers.simple import HttpsRedirectHandler, RedirectHandler, RespondHandler
 from bastion.handlers.static import StaticHandler
+from bastion.policies.build import wrap_handler
 from bastion.proxy.handler import ProxyHandler
 from bastion.proxy.pool import Pool, PoolRegistry
 from bastion.proxy.tls import upstream_tls
@@ -123,10 +124,17 @@ def compile_plan(config: Config, registry: PoolRegistry) -> Plan:
         paths: PathTable[CompiledRoute] = PathTable()
         extra_head = _hsts_line(site) if secure else b""
         for route in site.routes:
-            handler = _handler(route, plan, registry, f"{site.hosts[0]} {route.path.text}")
+            handler = wrap_handler(
+                _handler(route, plan, registry, f"{site.hosts[0]} {route.path.text}"),
+                route,
+                site,
+                plan,
+            )
             methods = frozenset(route.methods) if route.methods else None
             if methods is not None and "GET" in methods:
                 methods = methods | {"HEAD"}
+            if methods is not None and (route.cors or site.cors):
+                methods = methods | {"OPTIONS"}  # CORS preflights; cors.py refuses other OPTIONS
             compiled = CompiledRoute(route.path.text, methods, handler, extra_head)
             paths.add(route.path.kind, route.path.value, compiled)
         for host in site.hosts:

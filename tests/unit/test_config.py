@@ -386,6 +386,17 @@ def test_json_schema() -> None:
         "respond",
         "s3",
         "cache",
+        # policies (docs/policies.md)
+        "ip_rules",
+        "cors",
+        "rate_limits",
+        "quotas",
+        "headers",
+        "security_headers",
+        "auth",
+        "max_body",
+        "validation",
+        "compress",
     }
     assert route["properties"]["path"]["type"] == "string"
     assert "description" in schema["$defs"]["Proxy"]["properties"]["idle_timeout"]

@@ -23,5 +23,6 @@ def test_example_loads(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # the variables an example's header asks the reader to export
     monkeypatch.setenv("S3_ACCESS_KEY_ID", "AKIAEXAMPLE")
     monkeypatch.setenv("S3_SECRET_ACCESS_KEY", "example-secret")
+    monkeypatch.setenv("SAAS_TOKEN", "example-saas-token")
     loaded = load_config(path)
     assert loaded.config.sites

@@ -42,6 +42,17 @@ from bastion.config.origins import (
     resolve_credentials,
     validate_bucket,
 )
+from bastion.config.policy_auth import Auth
+from bastion.config.policy_body import CompressSetting, Validation
+from bastion.config.policy_traffic import (
+    Cors,
+    Headers,
+    IpRules,
+    Quota,
+    RateLimit,
+    SecurityHeaders,
+    security_headers_value,
+)
 from bastion.config.rules import config_rules, route_rules, site_rules, validate_with_rules
 from bastion.config.show import redact, show
 from bastion.config.types import (
@@ -547,6 +558,52 @@ class Route(_Model):
     cache: RouteCache | None = Field(
         default=None, description="Cache responses of this proxy route (see docs/caching.md)."
     )
+    # traffic policies (docs/policies.md)
+    ip_rules: IpRules | None = Field(
+        default=None,
+        description="Client networks allowed or denied; replaces the site's ip_rules.",
+    )
+    cors: Cors | None = Field(
+        default=None, description="CORS for browsers on other origins; replaces the site's cors."
+    )
+    rate_limits: list[RateLimit] = Field(
+        default_factory=list, description="Rate limits; a request must pass every one."
+    )
+    quotas: list[Quota] = Field(
+        default_factory=list, description="Per-day or per-month request quotas."
+    )
+    headers: Headers | None = Field(
+        default=None,
+        description="Header rules and secret injection, applied after the site's headers.",
+    )
+    security_headers: Annotated[
+        SecurityHeaders | None, BeforeValidator(security_headers_value)
+    ] = Field(
+        default=None,
+        description="Browser security fields preset (true for the defaults); replaces the "
+        "site's security_headers.",
+    )
+    # authentication (docs/policies.md)
+    auth: Auth | None = Field(
+        default=None,
+        description="Who may use the route: api_keys, jwt, basic or forward (one of them).",
+    )
+    # body policies (docs/policies.md)
+    max_body: Size | None = Field(
+        default=None,
+        gt=0,
+        description="Largest request body on this route (413 beyond); can only be lower "
+        "than limits.max_body_bytes, which still applies.",
+    )
+    validation: Validation | None = Field(
+        default=None,
+        description="Check requests against an OpenAPI document or a JSON Schema.",
+    )
+    compress: CompressSetting = Field(
+        default=None,
+        description="Compress answers (true for the defaults, false for none); replaces the "
+        "site's compress.",
+    )
 
     @field_validator("methods")
     @classmethod
@@ -629,6 +686,22 @@ class Site(_Model):
     hsts: bool | Hsts = Field(
         default=False,
         description="Send Strict-Transport-Security over HTTPS; true means max-age one year.",
+    )
+    # traffic policies: defaults for the site's routes (docs/policies.md)
+    ip_rules: IpRules | None = Field(
+        default=None, description="Client networks allowed or denied on every route."
+    )
+    cors: Cors | None = Field(default=None, description="CORS for every route.")
+    headers: Headers | None = Field(
+        default=None, description="Header rules applied on every route, before the route's."
+    )
+    security_headers: Annotated[
+        SecurityHeaders | None, BeforeValidator(security_headers_value)
+    ] = Field(
+        default=None, description="Browser security fields preset for every route."
+    )
+    compress: CompressSetting = Field(
+        default=None, description="Compress answers on every route (true for the defaults)."
     )
 
     @field_validator("tls", mode="wrap")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 # How a message body is framed on the wire.
@@ -9,6 +10,9 @@ BODY_NONE = 0  # no body (HEAD, 204, 304, or an empty request)
 BODY_LENGTH = 1  # Content-Length
 BODY_CHUNKED = 2  # Transfer-Encoding: chunked
 BODY_CLOSE = 3  # response delimited by closing the connection
+# A complete answer whose body is already known (errors, fixed answers): response
+# policies may edit its head but not transform its body. Sent as BODY_LENGTH.
+BODY_FIXED = 4
 
 
 class BodySink(Protocol):
@@ -19,15 +23,25 @@ class BodySink(Protocol):
     def on_body_end(self) -> None: ...
 
 
+class BodyFilter(Protocol):
+    """Transforms a response body as it streams (compression)."""
+
+    def feed(self, data: bytes) -> bytes: ...
+
+    def finish(self) -> bytes: ...
+
+
 class Request:
     __slots__ = (
         "body_buffer",
         "body_bytes",
         "body_done",
+        "body_filter",
         "bytes_out",
         "chunked",
         "client_ip",
         "connection_tokens",
+        "consumer",
         "content_length",
         "dispatched",
         "expect_continue",
@@ -37,6 +51,7 @@ class Request:
         "host_header",
         "keep_alive",
         "method",
+        "on_head",
         "path",
         "query",
         "raw_path",
@@ -50,6 +65,8 @@ class Request:
         "upgrade",
         "upgrade_data",
         "upstream",
+        "upstream_drop",
+        "upstream_extra",
         "upstream_time",
         "version",
         "xff",
@@ -97,10 +114,27 @@ class Request:
         self.bytes_out = 0
         self.upstream = ""
         self.upstream_time = -1.0
+        # set by route policies (src/bastion/policies/); untouched on routes without them
+        self.consumer = ""  # the authenticated consumer's name
+        self.upstream_extra = b""  # header lines added to the forwarded request
+        self.upstream_drop: set[bytes] | None = None  # lowercase names not forwarded
+        # (req, head, framing) -> (head, framing): edits each answer's head before it is sent
+        self.on_head: Callable[[Request, bytes, int], tuple[bytes, int]] | None = None
+        self.body_filter: BodyFilter | None = None  # transforms the answer's body (compression)
 
     @property
     def has_body(self) -> bool:
         return self.chunked or bool(self.content_length)
+
+    def add_upstream_header(self, name: bytes, value: bytes) -> None:
+        """A header field added to the request forwarded upstream."""
+        self.upstream_extra += name + b": " + value + b"\r\n"
+
+    def drop_upstream_header(self, lname: bytes) -> None:
+        """A client header field (lowercase name) not forwarded upstream."""
+        if self.upstream_drop is None:
+            self.upstream_drop = set()
+        self.upstream_drop.add(lname)
 
     def header(self, lname: bytes) -> bytes | None:
         for name, _, value in self.headers:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import httptools
 
 from bastion.http1.problem import PROBLEM_TYPE, problem_body
-from bastion.http1.request import BODY_LENGTH, BODY_NONE, Request
+from bastion.http1.request import BODY_FIXED, BODY_LENGTH, BODY_NONE, Request
 from bastion.http1.status import STATUS_LINES, status_line
 from bastion.routing import normalize_path, parse_host
 
@@ -485,7 +485,7 @@ class HTTP1Connection(asyncio.Protocol):
             self.resp_keep_alive = False  # the body will not be read
         self.resp_started = True
         req.status = status
-        head = b"".join(
+        fields = b"".join(
             (
                 STATUS_LINES.get(status) or status_line(status),
                 self.ctx.date_header,
@@ -494,6 +494,13 @@ class HTTP1Connection(asyncio.Protocol):
                 if status >= 200 and status not in (204, 304)
                 else b"",
                 headers,
+            )
+        )
+        if req.on_head is not None:
+            fields = req.on_head(req, fields, BODY_FIXED)[0]
+        head = b"".join(
+            (
+                fields,
                 req.extra_head,
                 b"X-Request-ID: " + req.request_id.encode("latin-1") + b"\r\n",
                 b"" if self.resp_keep_alive else b"Connection: close\r\n",
@@ -521,6 +528,8 @@ class HTTP1Connection(asyncio.Protocol):
         self.resp_started = True
         if req.expect_continue and not req.body_done:
             self.resp_keep_alive = False
+        if req.on_head is not None:
+            head, framing = req.on_head(req, head, framing)
         tail: list[bytes] = [
             head,
             req.extra_head,
@@ -547,6 +556,12 @@ class HTTP1Connection(asyncio.Protocol):
             self.transport.write(data)
 
     def write_body(self, data: bytes) -> None:
+        active = self.active
+        if active is not None and active.body_filter is not None:
+            data = active.body_filter.feed(data)
+        self._write_body(data)
+
+    def _write_body(self, data: bytes) -> None:
         transport = self.transport
         if transport is None or not data:
             return
@@ -567,6 +582,10 @@ class HTTP1Connection(asyncio.Protocol):
         req = self.active
         if req is None:
             return
+        if req.body_filter is not None:
+            body_filter = req.body_filter
+            req.body_filter = None
+            self._write_body(body_filter.finish())
         transport = self.transport
         if self.resp_chunked and transport is not None:
             if self.corked is not None:

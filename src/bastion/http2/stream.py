@@ -12,7 +12,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from bastion.http1.problem import PROBLEM_TYPE, problem_body
-from bastion.http1.request import BODY_NONE, Request
+from bastion.http1.request import BODY_FIXED, BODY_LENGTH, BODY_NONE, Request
 from bastion.http1.status import STATUS_LINES, status_line
 from bastion.http2.headers import StreamReject, response_headers
 
@@ -152,7 +152,7 @@ class Stream:
         )
         if no_body:
             body = b""
-        self.write_head(req, head, BODY_NONE if not body else 1)
+        self.write_head(req, head, BODY_NONE if not body else BODY_FIXED)
         self.write_body(body)
         self.end_response()
 
@@ -166,6 +166,10 @@ class Stream:
         if self.closing or self.resp_started:
             return
         self.resp_started = True
+        if req.on_head is not None:
+            head, framing = req.on_head(req, head, framing)
+        if framing == BODY_FIXED:
+            framing = BODY_LENGTH
         try:
             fields = response_headers(head + req.extra_head)
         except ValueError as exc:
@@ -179,6 +183,12 @@ class Stream:
         self.conn.send_headers(self, fields, end)
 
     def write_body(self, data: bytes) -> None:
+        body_filter = self.req.body_filter
+        if body_filter is not None:
+            data = body_filter.feed(data)
+        self._write_body(data)
+
+    def _write_body(self, data: bytes) -> None:
         if not data or self.closing or self.ended:
             return
         self.pending.append(data)
@@ -200,10 +210,14 @@ class Stream:
     def end_response(self) -> None:
         if self.answered:
             return
+        req = self.req
+        if req.body_filter is not None:
+            body_filter = req.body_filter
+            req.body_filter = None
+            self._write_body(body_filter.finish())
         self.answered = True
         self.ended = True
         self.producer = None
-        req = self.req
         if not req.body_done:
             req.sink = None  # answered early: the rest of the body is not wanted
         self.conn.log(req)

@@ -78,13 +78,15 @@ class AccessLog:
                 f'"protocol":"HTTP/{req.version}","status":{req.status},'
                 f'"bytes_in":{req.body_bytes},"bytes_out":{req.bytes_out},'
                 f'"duration_ms":{duration * 1000:.3f},"route":{_js(req.route_name)},'
+                f'"consumer":{_js_or_null(req.consumer or None)},'
                 f'"upstream":{_js(req.upstream)},"upstream_ms":{upstream_ms},'
                 f'"user_agent":{_js_or_null(user_agent)},"referer":{_js_or_null(referer)}}}\n'
             )
         else:
             upstream_ms = f"{req.upstream_time:.3f}" if req.upstream_time >= 0 else "-"
             line = (
-                f'{req.client_ip} - - [{clf}] "{req.method} {_q(target)} HTTP/{req.version}" '
+                f'{req.client_ip} - {_q(req.consumer) or "-"} [{clf}] '
+                f'"{req.method} {_q(target)} HTTP/{req.version}" '
                 f"{req.status} {req.bytes_out} "
                 f'"{_q(referer or "-")}" "{_q(user_agent or "-")}" '
                 f"rid={req.request_id} route={_q(req.route_name) or '-'} "

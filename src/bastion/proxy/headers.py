@@ -62,15 +62,18 @@ def build_request_head(
     append = parts.append
     tokens = req.connection_tokens
     skip = _REQUEST_REWRITTEN
+    drop = req.upstream_drop
     for lname, name, value in req.headers:
-        if lname in skip or (tokens and lname in tokens):
+        if lname in skip or (tokens and lname in tokens) or (drop and lname in drop):
             continue
         append(name + b": " + value + b"\r\n")
+    if req.upstream_extra:
+        append(req.upstream_extra)
 
     ip = req.client_ip.encode("latin-1")
     if trusted is not None and trusted(req.client_ip):
         xff = req.xff + b", " + ip if req.xff else ip
-        real_ip = _real_ip(xff, trusted)
+        real_ip = real_ip_from(xff, trusted)
         xfp = req.xfp or scheme
         xfh = req.xfh or client_host
     else:
@@ -90,7 +93,7 @@ def build_request_head(
     return b"".join(parts)
 
 
-def _real_ip(xff: bytes, trusted: Callable[[str], bool]) -> bytes:
+def real_ip_from(xff: bytes, trusted: Callable[[str], bool]) -> bytes:
     """The rightmost address in X-Forwarded-For that is not a trusted proxy: the
     first hop we cannot vouch for is the client (what nginx's real_ip_recursive does)."""
     hops = [h.strip() for h in xff.split(b",") if h.strip()]

@@ -1,0 +1,43 @@
+"""Build a route's authentication policy from its ``auth:`` section (once per plan)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from bastion.policies.authcommon import Identity
+
+if TYPE_CHECKING:
+    from bastion.config.models import Route, Site
+    from bastion.plan import Plan
+    from bastion.policies.base import RequestPolicy
+
+__all__ = ["build_auth"]
+
+
+def build_auth(route: Route, site: Site, plan: Plan) -> RequestPolicy | None:
+    conf = route.auth
+    if conf is None:
+        return None
+    identity = Identity(conf.consumer_header)
+    if conf.api_keys is not None:
+        from bastion.policies.auth_keys import ApiKeyPolicy
+        from bastion.policies.keystore import file_key_store
+        from bastion.tls.store import resolve_data_dir
+
+        store = file_key_store(resolve_data_dir(plan.config.data_dir))
+        return ApiKeyPolicy(conf.api_keys, store, identity)
+    if conf.jwt is not None:
+        from bastion.policies.jwt import jwt_policy
+
+        return jwt_policy(conf.jwt, identity)
+    if conf.basic is not None:
+        from bastion.policies.basic import BasicPolicy
+
+        return BasicPolicy(conf.basic, identity)
+    assert conf.forward is not None
+    from bastion.policies.forward_auth import ForwardAuthPolicy
+    from bastion.tls.table import site_tls_mode
+
+    secure = site_tls_mode(site, bool(plan.https_listeners), plan.config.acme.directory) != "off"
+    scheme = "https" if secure else "http"
+    return ForwardAuthPolicy(conf.forward, identity, scheme, plan.trusted)

@@ -1,0 +1,112 @@
+"""API keys: a key from `bastion keys create` in X-API-Key, Authorization: Bearer or a query
+parameter; the key's consumer becomes the request's consumer.
+
+401 for a missing, unknown or revoked key, 403 for a valid key whose consumer is not allowed on
+the route. A key in the query string is always cut out of the request target, so that it
+reaches neither the upstream nor the access log.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+from urllib.parse import unquote_plus
+
+from bastion.policies.authcommon import Identity, authorization
+from bastion.policies.base import Denied
+
+if TYPE_CHECKING:
+    from bastion.config.policy_auth import ApiKeysAuth
+    from bastion.http1.request import Request
+    from bastion.policies.keystore import KeyStore
+
+__all__ = ["ApiKeyPolicy", "strip_query_param"]
+
+_MAX_KEY = 512
+
+
+def strip_query_param(query: str, name: str) -> tuple[str, str | None]:
+    """``query`` without every ``name=value`` pair, and the first such value (decoded)."""
+    found: str | None = None
+    kept: list[str] = []
+    for pair in query.split("&"):
+        key, _, value = pair.partition("=")
+        if unquote_plus(key) == name:
+            if found is None:
+                found = unquote_plus(value)
+            continue
+        kept.append(pair)
+    return "&".join(kept), found
+
+
+class ApiKeyPolicy:
+    is_async = False
+
+    def __init__(self, conf: ApiKeysAuth, store: KeyStore, identity: Identity) -> None:
+        self.store = store
+        self.identity = identity
+        self.header = conf.header.lower().encode("latin-1") if conf.header else None
+        self.bearer = conf.bearer
+        self.query = conf.query
+        self.allowed = frozenset(conf.consumers) if conf.consumers is not None else None
+        self.hide = conf.hide_credentials
+        where = []
+        if conf.header:
+            where.append(f"the {conf.header} header")
+        if conf.bearer:
+            where.append("an Authorization: Bearer field")
+        if conf.query:
+            where.append(f"the {conf.query} query parameter")
+        self.missing = f"This route needs an API key in {' or '.join(where)}."
+        # 401 must carry a challenge (RFC 9110): the standard Bearer one when bearer keys are
+        # accepted, else an ApiKey challenge naming where the key goes
+        if conf.bearer:
+            self.realm = b'Bearer realm="api"'
+        elif conf.header:
+            self.realm = f'ApiKey realm="api", header="{conf.header}"'.encode()
+        else:
+            self.realm = f'ApiKey realm="api", query="{conf.query}"'.encode()
+        self.challenge = b"WWW-Authenticate: " + self.realm + b"\r\n"
+        self.invalid = (
+            b"WWW-Authenticate: " + self.realm + b', error="invalid_token"\r\n'
+            if conf.bearer
+            else self.challenge
+        )
+
+    def _find(self, req: Request) -> tuple[str | None, bytes | None, Denied | None]:
+        """(key, the request header it came from, refusal of a malformed field)."""
+        if self.header is not None:
+            for lname, _, value in req.headers:
+                if lname == self.header:
+                    return value.strip().decode("latin-1"), self.header, None
+        if self.bearer and authorization(req):
+            token = self.identity.bearer(req, self.challenge, self.realm)
+            if isinstance(token, str):
+                return token, b"authorization", None
+            if token.status == 400:
+                return None, None, token
+        if self.query is not None and req.query:
+            # cut out whatever happens: the key must not reach the log or the upstream
+            rest, found = strip_query_param(req.query, self.query)
+            if found is not None:
+                req.query = rest
+                path = req.target.split(b"?", 1)[0]
+                req.target = path + (b"?" + rest.encode("latin-1") if rest else b"")
+                return found, None, None
+        return None, None, None
+
+    def on_request(self, req: Request) -> Denied | None:
+        key, source, malformed = self._find(req)
+        if malformed is not None:
+            return malformed
+        if not key:
+            return Denied(401, self.missing, self.challenge)
+        record = self.store.lookup(key) if len(key) <= _MAX_KEY else None
+        if record is None:
+            return Denied(401, "The API key is unknown or revoked.", self.invalid)
+        if self.allowed is not None and record.consumer not in self.allowed:
+            req.consumer = record.consumer  # the access log shows who was refused
+            return Denied(403, "This API key is not allowed on this route.")
+        if self.hide and source is not None:
+            req.drop_upstream_header(source)
+        self.identity.accept(req, record.consumer)
+        return None

@@ -1,0 +1,67 @@
+"""What the authentication policies share: reading credentials from the Authorization field
+and handing the authenticated consumer on (access log, upstream header)."""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+from bastion.policies.base import Denied
+
+if TYPE_CHECKING:
+    from bastion.http1.request import Request
+
+__all__ = ["AuthResult", "Identity", "authorization"]
+
+AuthResult = Denied | None | tuple[Any, ...]
+
+# RFC 6750 section 2.1: b64token
+_B64TOKEN = re.compile(rb"[A-Za-z0-9\-._~+/]+=*")
+
+
+def authorization(req: Request) -> list[bytes]:
+    return [value for lname, _, value in req.headers if lname == b"authorization"]
+
+
+class Identity:
+    """Sets the consumer on the request and in the upstream header; removes a client-sent
+    consumer header on every request of the route, authenticated or not."""
+
+    def __init__(self, consumer_header: str | None) -> None:
+        self.header = consumer_header.encode("latin-1") if consumer_header else None
+        self.lheader = self.header.lower() if self.header else None
+
+    def accept(self, req: Request, consumer: str) -> None:
+        req.consumer = consumer
+        if self.lheader is not None:
+            req.drop_upstream_header(self.lheader)
+            if consumer and not any(c in consumer for c in "\r\n\x00"):
+                assert self.header is not None
+                req.add_upstream_header(self.header, consumer.encode("utf-8"))
+
+    def bearer(self, req: Request, challenge: bytes, realm: bytes) -> str | Denied:
+        """The bearer token of the request, or the RFC 6750 refusal: 401 with a bare
+        challenge when there is none, 400 invalid_request when the field is malformed."""
+        fields = authorization(req)
+        if not fields:
+            return Denied(401, "This route needs a bearer token.", challenge)
+        if len(fields) > 1:
+            return _invalid_request(realm, "Several Authorization fields were sent.")
+        scheme, _, rest = fields[0].strip().partition(b" ")
+        if scheme.lower() != b"bearer":
+            return Denied(401, "This route needs a bearer token.", challenge)
+        token = rest.strip()
+        if not _B64TOKEN.fullmatch(token):
+            return _invalid_request(realm, "The Authorization field is malformed.")
+        return token.decode("ascii")
+
+
+def _invalid_request(realm: bytes, detail: str) -> Denied:
+    line = (
+        b"WWW-Authenticate: "
+        + realm
+        + b', error="invalid_request", error_description="'
+        + detail.encode()
+        + b'"\r\n'
+    )
+    return Denied(400, detail, line)

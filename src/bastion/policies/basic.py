@@ -1,0 +1,164 @@
+"""HTTP Basic authentication (RFC 7617) against bcrypt (``bcrypt``) or argon2 (``argon2-cffi``)
+password hashes.
+
+Both hashes are slow on purpose (tens to hundreds of milliseconds), so a check runs in a worker
+thread, never on the event loop, and a verified name and password are remembered for
+``cache`` seconds under a keyed hash (never the password itself): a client sending the same
+credentials on every request pays the slow hash once. Unknown user names are checked against
+a dummy hash too, so that the answer time does not tell which names exist.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import hmac
+import secrets
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import bcrypt
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from bastion.policies.authcommon import Identity, authorization
+from bastion.policies.base import Denied
+
+if TYPE_CHECKING:
+    from bastion.config.policy_auth import BasicAuth
+    from bastion.http1.request import Request
+
+__all__ = ["BasicPolicy", "check_hash", "read_users_file", "verify_password"]
+
+_ARGON2 = PasswordHasher()
+_CACHE_MAX = 4096
+_MAX_FIELD = 4096
+
+
+def check_hash(value: str) -> str | None:
+    """What is wrong with a stored hash, or None when it is a usable bcrypt/argon2 hash."""
+    if value.startswith(("$2a$", "$2b$", "$2y$")):
+        parts = value.split("$")
+        if len(value) != 60 or len(parts) != 4 or not parts[2].isdigit():
+            return "not a valid bcrypt hash (the value is hidden)"
+        return None
+    if value.startswith("$argon2"):
+        try:
+            _ARGON2.check_needs_rehash(value)  # parses the parameters
+        except (InvalidHashError, ValueError):
+            return "not a valid argon2 hash (the value is hidden)"
+        return None
+    return "expected a bcrypt ($2b$...) or argon2 ($argon2id$...) hash, not a plain password"
+
+
+def read_users_file(path: str) -> dict[str, str]:
+    """name -> hash from an htpasswd-style file; raises ValueError with the line number."""
+    users: dict[str, str] = {}
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or exc
+        raise ValueError(f"cannot read users_file: {reason}") from None
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, sep, hashed = line.partition(":")
+        if not sep or not name:
+            raise ValueError(f"users_file line {number}: expected name:hash")
+        problem = check_hash(hashed.strip())
+        if problem:
+            raise ValueError(f"users_file line {number} ({name}): {problem}")
+        users[name] = hashed.strip()
+    return users
+
+
+def verify_password(hashed: str, password: bytes) -> bool:
+    if hashed.startswith("$argon2"):
+        try:
+            return _ARGON2.verify(hashed, password)
+        except (VerificationError, InvalidHashError):
+            return False
+    try:
+        return bcrypt.checkpw(password[:72], hashed.encode("ascii"))
+    except ValueError:
+        return False
+
+
+class BasicPolicy:
+    is_async = True
+
+    def __init__(self, conf: BasicAuth, identity: Identity) -> None:
+        users = {name: value.get_secret_value() for name, value in conf.users.items()}
+        if conf.users_file is not None:
+            users.update(read_users_file(conf.users_file))
+        self.users = users
+        self.identity = identity
+        self.challenge = (
+            f'WWW-Authenticate: Basic realm="{conf.realm}", charset="UTF-8"\r\n'.encode()
+        )
+        self.ttl = conf.cache
+        self._pepper = secrets.token_bytes(32)
+        self._cache: dict[bytes, tuple[float, str]] = {}
+        # a hash of the same cost as the users' (the first one's kind) for unknown names
+        sample = next(iter(users.values()), "$2b$10$")  # an empty users_file refuses all
+        if sample.startswith("$argon2"):
+            self._dummy = _ARGON2.hash(secrets.token_hex(8))
+        else:
+            rounds = int(sample.split("$")[2])
+            self._dummy = bcrypt.hashpw(b"x", bcrypt.gensalt(rounds)).decode()
+
+    def _deny(self, detail: str) -> Denied:
+        return Denied(401, detail, self.challenge)
+
+    def _credentials(self, req: Request) -> tuple[str, bytes] | Denied:
+        fields = authorization(req)
+        if not fields:
+            return self._deny("This route needs a user name and password.")
+        if len(fields) > 1:
+            return self._deny("Several Authorization fields were sent.")
+        scheme, _, rest = fields[0].strip().partition(b" ")
+        if scheme.lower() != b"basic":
+            return self._deny("This route needs a user name and password (Basic).")
+        rest = rest.strip()
+        if len(rest) > _MAX_FIELD:
+            return self._deny("The Authorization field is too long.")
+        try:
+            decoded = base64.b64decode(rest, validate=True)
+        except (binascii.Error, ValueError):
+            return self._deny("The Authorization field is malformed (not base64).")
+        name, sep, password = decoded.partition(b":")
+        if not sep:
+            return self._deny("The Authorization field is malformed (no ':').")
+        try:
+            return name.decode("utf-8"), password
+        except UnicodeDecodeError:
+            return self._deny("The Authorization field is malformed (not UTF-8).")
+
+    async def on_request(self, req: Request) -> Denied | None:
+        creds = self._credentials(req)
+        if isinstance(creds, Denied):
+            return creds
+        name, password = creds
+        tag = hmac.new(self._pepper, name.encode() + b"\x00" + password, hashlib.sha256).digest()
+        now = time.monotonic()
+        hit = self._cache.get(tag)
+        if hit is not None and hit[0] > now and self.users.get(name) == hit[1]:
+            self.identity.accept(req, name)
+            return None
+        hashed = self.users.get(name)
+        loop = asyncio.get_running_loop()
+        ok = await loop.run_in_executor(None, verify_password, hashed or self._dummy, password)
+        if not ok or hashed is None:
+            return self._deny("The user name or password is wrong.")
+        if self.ttl > 0:
+            if len(self._cache) >= _CACHE_MAX:
+                self._cache = {k: v for k, v in self._cache.items() if v[0] > now}
+                if len(self._cache) >= _CACHE_MAX:
+                    self._cache.clear()
+            self._cache[tag] = (now + self.ttl, hashed)
+        self.identity.accept(req, name)
+        return None

@@ -1,0 +1,120 @@
+"""Run a route's policies around its handler.
+
+Compiled only for routes that have policies: a route without any calls its handler
+directly. Synchronous policies run inline; at the first asynchronous one the rest of
+the chain continues in a task, with the request body held (and the client paused)
+meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from bastion.http1.request import Request
+from bastion.policies.base import Answer, Denied, Outcome, RequestPolicy
+
+log = logging.getLogger("bastion.policies")
+
+# the HTTP/1 connection's reason for pausing reads while a handler is not ready
+_PAUSE_BUFFER = 4
+
+
+class PolicyHandler:
+    __slots__ = ("inner", "on_head", "policies")
+
+    def __init__(
+        self,
+        inner: Any,
+        policies: tuple[RequestPolicy, ...],
+        on_head: Callable[[Request, bytes, int], tuple[bytes, int]] | None,
+    ) -> None:
+        self.inner = inner
+        self.policies = policies
+        self.on_head = on_head
+
+    def handle(self, client: Any, req: Request) -> None:
+        if self.on_head is not None:
+            req.on_head = self.on_head
+        policies = self.policies
+        for index, policy in enumerate(policies):
+            if policy.is_async:
+                _Pending(self, client, req, index).start()
+                return
+            outcome: Outcome = policy.on_request(req)  # type: ignore[assignment]
+            if outcome is not None:
+                answer(client, req, outcome)
+                return
+        self.inner.handle(client, req)
+
+
+def answer(client: Any, req: Request, outcome: Denied | Answer) -> None:
+    if isinstance(outcome, Denied):
+        client.problem(req, outcome.status, outcome.detail, headers=outcome.headers)
+    else:
+        client.respond(req, outcome.status, outcome.body, outcome.content_type, outcome.headers)
+
+
+class _Pending:
+    """The rest of a chain, waiting on an asynchronous policy."""
+
+    def __init__(self, chain: PolicyHandler, client: Any, req: Request, index: int) -> None:
+        self.chain = chain
+        self.client = client
+        self.req = req
+        self.index = index
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        req = self.req
+        if req.has_body and req.body_buffer is None and not req.body_done:
+            req.body_buffer = []  # keep what arrives while the policy waits
+        self.client.producer = self  # told `client_gone` if the client leaves
+        self.task = asyncio.get_running_loop().create_task(self._run())
+
+    def client_gone(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            self.task = None
+
+    async def _run(self) -> None:
+        client, req = self.client, self.req
+        try:
+            for policy in self.chain.policies[self.index :]:
+                if policy.is_async:
+                    # a policy that reads the body (validation) needs the connection
+                    if getattr(policy, "reads_body", False):
+                        outcome = await policy.on_request(req, client)  # type: ignore[call-arg,misc]
+                    else:
+                        outcome = await policy.on_request(req)  # type: ignore[misc]
+                else:
+                    outcome = policy.on_request(req)
+                if outcome is not None:
+                    self._finish()
+                    answer(client, req, outcome)
+                    return
+        except asyncio.CancelledError:
+            return
+        except Exception:
+            log.exception("request %s failed in a policy", req.request_id)
+            self._finish()
+            if not client.resp_started:
+                client.problem(req, 500)
+            return
+        self._finish()
+        if client.transport is None or client.closing:
+            return
+        try:
+            self.chain.inner.handle(client, req)
+        except Exception:
+            log.exception("request %s failed in its handler", req.request_id)
+            if not client.resp_started:
+                client.problem(req, 500)
+
+    def _finish(self) -> None:
+        self.task = None
+        if self.client.producer is self:
+            self.client.producer = None
+        self.client.resume_reading(_PAUSE_BUFFER)

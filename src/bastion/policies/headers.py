@@ -1,0 +1,267 @@
+"""Header rules: edits of the forwarded request (with secret injection) and of the route's
+answers, and the security-headers preset.
+
+Values are compiled once into templates: constant bytes, or a list of constant parts and
+per-request getters for the placeholders. ``{env.NAME}`` is read when the plan is compiled.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+from bastion.config.policy_traffic import (
+    SECURITY_HEADERS_OFF,
+    HeaderRules,
+    RequestHeaderRules,
+    SecurityHeaders,
+    StsHeader,
+)
+from bastion.http1.request import Request
+from bastion.policies.base import ResponseHead, real_client_ip
+from bastion.tls.table import site_tls_mode
+
+if TYPE_CHECKING:
+    from bastion.config.models import Route, Site
+    from bastion.plan import Plan
+
+__all__ = [
+    "RequestHeaderPolicy",
+    "ResponseHeaderPolicy",
+    "SecurityHeadersPolicy",
+    "Template",
+    "compile_template",
+    "merge_rules",
+]
+
+Getter = Callable[[Request], bytes]
+_PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}]*)\}")
+
+
+class Template:
+    """A header value: constant, or rendered per request from its parts."""
+
+    __slots__ = ("constant", "parts")
+
+    def __init__(self, constant: bytes | None, parts: list[bytes | Getter]) -> None:
+        self.constant = constant
+        self.parts = parts
+
+    def render(self, req: Request) -> bytes:
+        if self.constant is not None:
+            return self.constant
+        return b"".join(p if isinstance(p, bytes) else p(req) for p in self.parts)
+
+
+def compile_template(text: str, trusted: Callable[[str], bool] | None) -> Template:
+    getters: dict[str, Getter] = {
+        "client_ip": (lambda r: real_client_ip(r, trusted).encode("latin-1"))
+        if trusted is not None
+        else (lambda r: r.client_ip.encode("latin-1")),
+        "consumer": lambda r: r.consumer.encode("latin-1", "replace"),
+        "request_id": lambda r: r.request_id.encode("latin-1", "replace"),
+        "host": lambda r: r.host.encode("latin-1", "replace"),
+        "method": lambda r: r.method.encode("latin-1"),
+        "path": lambda r: r.raw_path.encode("latin-1", "replace"),
+    }
+    parts: list[bytes | Getter] = []
+    position = 0
+    for match in _PLACEHOLDER.finditer(text):
+        literal = text[position : match.start()]
+        position = match.end()
+        token = match.group(0)
+        if token in ("{{", "}}"):
+            literal += token[0]
+            _append(parts, literal.encode("latin-1", "replace"))
+            continue
+        _append(parts, literal.encode("latin-1", "replace"))
+        name = (match.group(1) or "").strip()
+        if name.startswith("env."):
+            _append(parts, os.environ.get(name[4:], "").encode("latin-1", "replace"))
+        else:
+            parts.append(getters[name])
+    _append(parts, text[position:].encode("latin-1", "replace"))
+    if all(isinstance(p, bytes) for p in parts):
+        return Template(b"".join(p for p in parts if isinstance(p, bytes)), [])
+    return Template(None, parts)
+
+
+def _append(parts: list[bytes | Getter], data: bytes) -> None:
+    if not data:
+        return
+    if parts and isinstance(parts[-1], bytes):
+        parts[-1] = parts[-1] + data
+    else:
+        parts.append(data)
+
+
+def merge_rules(first: HeaderRules | None, then: HeaderRules | None) -> HeaderRules | None:
+    """The site's rules followed by the route's: a route's set of a field replaces the
+    site's set and add of it."""
+    if first is None or then is None:
+        return then if first is None else first
+    overridden = {name.lower() for name in then.set}
+    remove = [*first.remove, *then.remove]
+    set_ = {**{k: v for k, v in first.set.items() if k.lower() not in overridden}, **then.set}
+    add = {**{k: v for k, v in first.add.items() if k.lower() not in overridden}, **then.add}
+    if isinstance(first, RequestHeaderRules) or isinstance(then, RequestHeaderRules):
+        inject = {**getattr(first, "inject", {}), **getattr(then, "inject", {})}
+        return RequestHeaderRules.model_construct(remove=remove, set=set_, add=add, inject=inject)
+    return HeaderRules.model_construct(remove=remove, set=set_, add=add)
+
+
+class _Names:
+    """Field names to remove: exact lowercase names and 'prefix*' patterns."""
+
+    __slots__ = ("exact", "prefixes")
+
+    def __init__(self, names: Sequence[str]) -> None:
+        self.exact = [n.lower().encode() for n in names if not n.endswith("*")]
+        self.prefixes = tuple(n[:-1].lower().encode() for n in names if n.endswith("*"))
+
+    def __bool__(self) -> bool:
+        return bool(self.exact or self.prefixes)
+
+
+class RequestHeaderPolicy:
+    """Rules for the request sent upstream; runs last in the request phase, so no other
+    policy ever sees an injected secret."""
+
+    is_async = False
+
+    def __init__(self, rules: RequestHeaderRules, trusted: Callable[[str], bool] | None) -> None:
+        self.remove = _Names(rules.remove)
+        self.set = [(n.encode(), n.lower().encode(), compile_template(v, trusted))
+                    for n, v in rules.set.items()]  # fmt: skip
+        self.add = [(n.encode(), compile_template(v, trusted))
+                    for n, values in rules.add.items() for v in values]  # fmt: skip
+        # secrets: kept as bytes only here, never in a message
+        self.inject = [(n.encode(), n.lower().encode(), v.get_secret_value().encode("latin-1"))
+                       for n, v in rules.inject.items()]  # fmt: skip
+
+    def on_request(self, req: Request) -> None:
+        remove = self.remove
+        for lname in remove.exact:
+            req.drop_upstream_header(lname)
+        if remove.prefixes:
+            for lname, _, _ in req.headers:
+                if lname.startswith(remove.prefixes):
+                    req.drop_upstream_header(lname)
+        for name, lname, template in self.set:
+            req.drop_upstream_header(lname)
+            req.add_upstream_header(name, template.render(req))
+        for name, template in self.add:
+            req.add_upstream_header(name, template.render(req))
+        for name, lname, secret in self.inject:
+            req.drop_upstream_header(lname)
+            req.add_upstream_header(name, secret)
+
+
+class ResponseHeaderPolicy:
+    """Rules for every answer of the route."""
+
+    def __init__(self, rules: HeaderRules, trusted: Callable[[str], bool] | None) -> None:
+        self.remove = _Names(rules.remove)
+        self.set = [(n.encode(), compile_template(v, trusted)) for n, v in rules.set.items()]
+        self.add = [(n.encode(), compile_template(v, trusted))
+                    for n, values in rules.add.items() for v in values]  # fmt: skip
+
+        # one pass drops the removed fields and those set anew
+        self.drop = frozenset([*self.remove.exact, *(n.lower() for n, _ in self.set)])
+
+    def on_response(self, req: Request, head: ResponseHead) -> None:
+        _drop(head, self.drop, self.remove.prefixes)
+        fields = head.fields
+        for name, template in self.set:
+            fields.append([name, template.render(req)])
+        for name, template in self.add:
+            fields.append([name, template.render(req)])
+
+
+class SecurityHeadersPolicy:
+    """The preset: strip banners and debug fields, then set the browser security fields."""
+
+    def __init__(self, preset: SecurityHeaders, https: bool) -> None:
+        self.strip = _Names(preset.strip)
+        fields: list[tuple[bytes, bytes]] = []
+        if preset.hsts is not False and https:
+            sts = StsHeader() if preset.hsts is True else preset.hsts
+            value = f"max-age={int(sts.max_age)}"
+            if sts.include_subdomains:
+                value += "; includeSubDomains"
+            if sts.preload:
+                value += "; preload"
+            fields.append((b"Strict-Transport-Security", value.encode()))
+        if preset.content_type_options:
+            fields.append((b"X-Content-Type-Options", b"nosniff"))
+        if preset.referrer_policy:
+            fields.append((b"Referrer-Policy", preset.referrer_policy.encode()))
+        if preset.frame_options:
+            fields.append((b"X-Frame-Options", preset.frame_options.encode()))
+        if preset.csp:
+            name = b"Content-Security-Policy" + (b"-Report-Only" if preset.csp_report_only else b"")
+            fields.append((name, preset.csp.encode()))
+        self.fields = [(n, n.lower(), v) for n, v in fields]
+        self.keep = preset.keep_backend_values
+        replaced = [] if self.keep else [lname for _, lname, _ in self.fields]
+        self.drop = frozenset([*self.strip.exact, *replaced])
+
+    def on_response(self, req: Request, head: ResponseHead) -> None:
+        _drop(head, self.drop, self.strip.prefixes)
+        if self.keep:
+            for name, lname, value in self.fields:
+                if head.get(lname) is None:
+                    head.add(name, value)
+        else:
+            head.fields.extend([name, value] for name, _, value in self.fields)
+
+
+def _drop(head: ResponseHead, names: frozenset[bytes], prefixes: tuple[bytes, ...]) -> None:
+    """Remove the fields named (lowercase) or starting with one of ``prefixes``, in one pass."""
+    if prefixes:
+        head.fields = [
+            f
+            for f in head.fields
+            if (n := f[0].lower()) not in names and not n.startswith(prefixes)
+        ]
+    elif names:
+        head.fields = [f for f in head.fields if f[0].lower() not in names]
+
+
+def build_request_headers(route: Route, site: Site, plan: Plan) -> RequestHeaderPolicy | None:
+    """Request header rules and secret injection: the site's, then the route's."""
+    rules = merge_rules(
+        None if site.headers is None else site.headers.request,
+        None if route.headers is None else route.headers.request,
+    )
+    if rules is None or not (rules.remove or rules.set or rules.add or _injects(rules)):
+        return None
+    assert isinstance(rules, RequestHeaderRules)
+    return RequestHeaderPolicy(rules, plan.trusted)
+
+
+def _injects(rules: HeaderRules) -> bool:
+    return bool(getattr(rules, "inject", None))
+
+
+def build_security_headers(route: Route, site: Site, plan: Plan) -> SecurityHeadersPolicy | None:
+    """The security-headers preset (the route's, else the site's), or None."""
+    preset = route.security_headers or site.security_headers
+    if preset is None or preset == SECURITY_HEADERS_OFF:
+        return None
+    https = site_tls_mode(site, bool(plan.https_listeners), plan.config.acme.directory) != "off"
+    # the site's own hsts key already sends Strict-Transport-Security
+    return SecurityHeadersPolicy(preset, https and site.hsts is False)
+
+
+def build_response_headers(route: Route, site: Site, plan: Plan) -> ResponseHeaderPolicy | None:
+    """Response header rules: the site's, then the route's."""
+    rules = merge_rules(
+        None if site.headers is None else site.headers.response,
+        None if route.headers is None else route.headers.response,
+    )
+    if rules is None or not (rules.remove or rules.set or rules.add):
+        return None
+    return ResponseHeaderPolicy(rules, plan.trusted)

@@ -1,0 +1,223 @@
+"""Rate-limit and quota counters: the store interface and the in-process store.
+
+A request is checked against all its route's limits in ONE call (`LimitStore.take`), which
+either consumes one unit from every limit or from none: a refused request must not eat a
+day's quota, and a Redis store can do the same atomically in one script.
+
+Rate limits use GCRA (the generic cell rate algorithm): per key, one float, the theoretical
+arrival time (TAT) of the next request. With an emission interval ``T = period / count`` and
+a tolerance ``tau = (burst - 1) * T``, a request at ``now`` is allowed when
+``max(TAT, now) - now <= tau``, and then ``TAT = max(TAT, now) + T``. This is exact: ``burst``
+requests pass at once on an idle key, then one every ``T``.
+
+Quotas count requests per calendar day or month (UTC) and start again at its beginning.
+
+Times are wall-clock seconds (``time.time()``) so that a saved TAT means the same after a
+restart.
+"""
+
+from __future__ import annotations
+
+import calendar
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+__all__ = ["Check", "LimitStore", "MemoryLimitStore", "Outcome", "quota_window"]
+
+
+class Check:
+    """One limit, fixed when the plan is compiled: a GCRA bucket (``per`` is None) or a
+    calendar quota (``per`` is "day" or "month")."""
+
+    __slots__ = ("burst", "count", "interval", "per", "period", "persist", "tau")
+
+    def __init__(
+        self,
+        count: int,
+        period: float,
+        burst: int = 0,
+        per: str | None = None,
+        persist: bool = False,
+    ) -> None:
+        self.count = count  # requests per period (GCRA) or per calendar period (quota)
+        self.period = period  # seconds (GCRA)
+        self.burst = burst  # GCRA only
+        self.per = per
+        self.persist = persist  # survives a restart (long windows and quotas)
+        self.interval = period / count if per is None else 0.0
+        self.tau = (burst - 1) * self.interval if per is None else 0.0
+
+
+@dataclass(slots=True)
+class Outcome:
+    """The store's answer for one check."""
+
+    allowed: bool
+    remaining: int  # units left (none was consumed: the request was refused)
+    reset: float  # seconds until the limit is whole again (GCRA) or the period ends (quota)
+    retry_after: float  # seconds until this check would let a request pass; 0 if it would now
+
+
+class LimitStore(Protocol):
+    """Where counters live. ``take`` consumes one unit of every check, or none when any of
+    them refuses. A cluster store (Redis) does it in one atomic script and sets
+    ``is_async`` (its ``take`` is then a coroutine function)."""
+
+    is_async: bool
+
+    def take(
+        self, checks: Sequence[Check], keys: Sequence[str], now: float, report: bool = False
+    ) -> tuple[bool, list[Outcome] | None]:
+        """Consume one unit of ``checks[i]`` under ``keys[i]`` for every i, or nothing.
+        Returns (allowed, outcomes): when a check refuses, (False, one `Outcome` per check;
+        nothing consumed); when all allow, (True, None), or with ``report`` (True, what each
+        check has left after this request)."""
+        ...
+
+
+def quota_window(per: str, now: float) -> tuple[int, float, float]:
+    """The calendar period containing ``now``: (its id, its start, its end), in UTC."""
+    t = time.gmtime(now)
+    if per == "day":
+        start = calendar.timegm((t.tm_year, t.tm_mon, t.tm_mday, 0, 0, 0))
+        return t.tm_year * 10000 + t.tm_mon * 100 + t.tm_mday, start, start + 86400.0
+    start = calendar.timegm((t.tm_year, t.tm_mon, 1, 0, 0, 0))
+    days = calendar.monthrange(t.tm_year, t.tm_mon)[1]
+    return t.tm_year * 100 + t.tm_mon, start, start + days * 86400.0
+
+
+class MemoryLimitStore:
+    """Counters in this process: exact for one worker. Idle keys are forgotten (a GCRA key
+    whose TAT has passed is the same as a fresh one; a quota key of a past period is zero),
+    and the table is bounded by ``max_keys``."""
+
+    is_async = False
+
+    def __init__(self, max_keys: int = 1_000_000, sweep_every: float = 10.0) -> None:
+        self.tat: dict[str, float] = {}  # GCRA
+        self.quota: dict[str, tuple[int, int]] = {}  # quota: (period id, count)
+        self.persistent: set[str] = set()  # keys that are saved (long windows, quotas)
+        self.max_keys = max_keys
+        self.sweep_every = sweep_every
+        self.next_sweep = 0.0
+        self.dirty = False
+        self.windows: dict[str, tuple[int, float, float]] = {}  # the current day and month
+
+    def __len__(self) -> int:
+        return len(self.tat) + len(self.quota)
+
+    def take(
+        self, checks: Sequence[Check], keys: Sequence[str], now: float, report: bool = False
+    ) -> tuple[bool, list[Outcome] | None]:
+        tats, quotas = self.tat, self.quota
+        if now >= self.next_sweep or len(tats) + len(quotas) > self.max_keys:
+            self.sweep(now)
+            tats, quotas = self.tat, self.quota
+        values: list[float] = []
+        for check, key in zip(checks, keys, strict=True):
+            if check.per is None:
+                tat = tats.get(key, now)
+                new_tat = (tat if tat > now else now) + check.interval
+                if new_tat - now > check.tau + check.interval + 1e-9:
+                    return False, self.state(checks, keys, now)
+                values.append(new_tat)
+            else:
+                window = self._window(check.per, now)[0]
+                seen, used = quotas.get(key, (window, 0))
+                if seen != window:
+                    used = 0
+                if used >= check.count:
+                    return False, self.state(checks, keys, now)
+                values.append(used + 1)
+        for check, key, value in zip(checks, keys, values, strict=True):
+            if check.per is None:
+                tats[key] = value
+            else:
+                quotas[key] = (self._window(check.per, now)[0], int(value))
+            if check.persist:
+                self.persistent.add(key)
+                self.dirty = True
+        return True, (self.state(checks, keys, now) if report else None)
+
+    def _window(self, per: str, now: float) -> tuple[int, float, float]:
+        window = self.windows.get(per)
+        if window is None or not window[1] <= now < window[2]:
+            window = self.windows[per] = quota_window(per, now)
+        return window
+
+    def state(self, checks: Sequence[Check], keys: Sequence[str], now: float) -> list[Outcome]:
+        """What every check has left now, without consuming anything."""
+        outcomes = []
+        for check, key in zip(checks, keys, strict=True):
+            if check.per is None:
+                interval, tau = check.interval, check.tau
+                tat = max(self.tat.get(key, now), now)
+                if tat + interval - now > tau + interval + 1e-9:
+                    outcomes.append(Outcome(False, 0, tat - now, tat - tau - now))
+                else:
+                    left = math.floor((now + tau - tat) / interval + 1e-9) + 1
+                    outcomes.append(Outcome(True, left, tat - now, 0.0))
+            else:
+                window, _, end = self._window(check.per, now)
+                seen, used = self.quota.get(key, (window, 0))
+                used = used if seen == window else 0
+                left = max(0, check.count - used)
+                outcomes.append(Outcome(left > 0, left, end - now, 0.0 if left else end - now))
+        return outcomes
+
+    def sweep(self, now: float) -> None:
+        """Forget idle keys; when still over ``max_keys``, the ones closest to being idle."""
+        self.next_sweep = now + self.sweep_every
+        self.tat = {k: v for k, v in self.tat.items() if v > now}
+        day, month = quota_window("day", now)[0], quota_window("month", now)[0]
+        self.quota = {k: v for k, v in self.quota.items() if v[0] in (day, month)}
+        over = len(self) - self.max_keys
+        if over > 0:
+            # a GCRA key about to be idle loses the least when forgotten
+            for key in sorted(self.tat, key=self.tat.__getitem__)[: over + self.max_keys // 10]:
+                del self.tat[key]
+        self.persistent &= self.tat.keys() | self.quota.keys()
+
+    # ------------------------------------------------------------ persistence
+    def snapshot(self, now: float) -> dict[str, object]:
+        """The persistent counters still in force, as JSON-ready data."""
+        self.dirty = False
+        return {
+            "version": 1,
+            "saved": now,
+            "tat": {k: v for k, v in self.tat.items() if k in self.persistent and v > now},
+            "quota": {k: list(v) for k, v in self.quota.items() if k in self.persistent},
+        }
+
+    def restore(self, data: object, now: float) -> int:
+        """Merge saved counters (from `snapshot`); returns how many were taken."""
+        if not isinstance(data, dict) or data.get("version") != 1:
+            return 0
+        taken = 0
+        tats = data.get("tat")
+        if isinstance(tats, dict):
+            for key, value in tats.items():
+                if isinstance(key, str) and isinstance(value, int | float) and value > now:
+                    self.tat[key] = max(float(value), self.tat.get(key, 0.0))
+                    self.persistent.add(key)
+                    taken += 1
+        quotas = data.get("quota")
+        if isinstance(quotas, dict):
+            for key, value in quotas.items():
+                if (
+                    isinstance(key, str)
+                    and isinstance(value, list)
+                    and len(value) == 2
+                    and all(isinstance(v, int) for v in value)
+                ):
+                    window, used = self.quota.get(key, (value[0], 0))
+                    self.quota[key] = (
+                        value[0],
+                        max(used, value[1]) if window == value[0] else value[1],
+                    )
+                    self.persistent.add(key)
+                    taken += 1
+        return taken

@@ -1,0 +1,98 @@
+"""Traffic policies with the others: per-consumer quotas behind API keys, and the
+response-phase policies over HTTPS and HTTP/2 (HSTS only there)."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from authtokens import create_key
+from conftest import Backend, Gateway, free_port, wait_for_port
+
+
+def test_quota_per_consumer_behind_api_keys(
+    backend: Backend, gateway: Callable[..., Gateway], tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    alice, bob = create_key(data, "alice"), create_key(data, "bob")
+    route = {
+        "path": "/api/",
+        "auth": {"api_keys": {}},
+        "quotas": [{"limit": 2, "per": "month", "name": "monthly"}],
+        "rate_limits": [{"rate": "100/s", "key": "consumer"}],
+        "headers": {"request": {"set": {"X-Who": "{consumer}"}}},
+        "proxy": {"upstreams": [backend.url]},
+    }
+    gw = gateway({"data_dir": str(data), "access_log": {"format": "off"},
+                  "sites": [{"routes": [route]}]})  # fmt: skip
+    with httpx.Client(base_url=gw.url) as client:
+        # no key: 401 from authentication, which runs first and counts nothing
+        assert [client.get("/api/x").status_code for _ in range(3)] == [401] * 3
+        as_alice = [client.get("/api/x", headers={"X-API-Key": alice}) for _ in range(3)]
+        assert [r.status_code for r in as_alice] == [200, 200, 429]
+        refused = as_alice[2]
+        assert refused.headers["content-type"] == "application/problem+json"
+        assert '"monthly";q=2;w=' in refused.headers["ratelimit-policy"]
+        assert '"monthly";r=0;' in refused.headers["ratelimit"]
+        assert int(refused.headers["retry-after"]) <= 31 * 86400
+        # bob has his own quota
+        assert client.get("/api/x", headers={"X-API-Key": bob}).status_code == 200
+    assert [dict(r["headers"]).get("x-who") for r in backend.requests] == ["alice"] * 2 + ["bob"]
+
+
+def test_response_policies_over_https_and_http2(
+    backend: Backend, gateway: Callable[..., Gateway], tmp_path: Path
+) -> None:
+    https = free_port()
+    config: dict[str, Any] = {
+        "listen": {"http": f"127.0.0.1:{free_port()}", "https": f"127.0.0.1:{https}"},
+        "data_dir": str(tmp_path / "data"),
+        "access_log": {"format": "off"},
+        "sites": [
+            {
+                "hosts": ["localhost"],
+                "tls": "internal",
+                "security_headers": {"hsts": {"max_age": "180d", "include_subdomains": True}},
+                "cors": {"origins": ["https://app.example.com"]},
+                "routes": [
+                    {
+                        "path": "/",
+                        "proxy": {"upstreams": [backend.url]},
+                        "rate_limits": [{"rate": "2/m"}],
+                        "headers": {"response": {"set": {"X-Edge": "{method} {path}"}}},
+                    }
+                ],
+            }
+        ],
+    }
+    gateway(config)
+    wait_for_port(https)
+    context = ssl.create_default_context(cafile=str(tmp_path / "data" / "ca" / "root.crt"))
+    with httpx.Client(http1=False, http2=True, verify=context, timeout=30) as client:
+        url = f"https://localhost:{https}/items"
+        ok = client.get(url, headers={"Origin": "https://app.example.com"})
+        assert ok.http_version == "HTTP/2" and ok.status_code == 200
+        assert ok.headers["strict-transport-security"] == "max-age=15552000; includeSubDomains"
+        assert ok.headers["x-content-type-options"] == "nosniff"
+        assert "server" not in ok.headers
+        assert ok.headers["access-control-allow-origin"] == "https://app.example.com"
+        assert ok.headers["x-edge"] == "GET /items"
+        assert ok.headers["ratelimit"].startswith('"client-ip-2-per-m";r=1;t=')
+        preflight = client.options(
+            url,
+            headers={"Origin": "https://app.example.com", "Access-Control-Request-Method": "GET"},
+        )
+        assert preflight.status_code == 204  # answered at the gateway, not rate limited
+        assert preflight.headers["access-control-allow-origin"] == "https://app.example.com"
+        client.get(url)
+        refused = client.get(url)
+        assert refused.status_code == 429
+        assert refused.headers["content-type"] == "application/problem+json"
+        assert int(refused.headers["retry-after"]) >= 1
+        assert refused.headers["x-frame-options"] == "DENY"
+        assert refused.headers["strict-transport-security"].startswith("max-age=15552000")
+    assert len(backend.requests) == 2
