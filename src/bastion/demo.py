@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -20,7 +21,8 @@ DEMO_HTTPS_PORT = 8443
 
 
 class DemoBackend(asyncio.Protocol):
-    """An HTTP/1.1 keep-alive JSON API: /api/hello, /api/headers, /api/echo, /api/slow."""
+    """An HTTP/1.1 keep-alive JSON API: /api/hello, /api/headers, /api/echo, /api/slow,
+    /api/time (what the clock says now: shows when an answer came from the cache)."""
 
     def __init__(self) -> None:
         self.parser = httptools.HttpRequestParser(self)
@@ -55,7 +57,8 @@ class DemoBackend(asyncio.Protocol):
     def on_message_complete(self) -> None:
         method = self.parser.get_method().decode()
         url = httptools.parse_url(self.url)
-        path = url.path.decode()
+        # answered by the last segment, so routes that strip their prefix reach it too
+        path = "/api/" + url.path.decode().rsplit("/", 1)[-1]
         query = parse_qs((url.query or b"").decode())
         keep_alive = self.parser.should_keep_alive()
         if path == "/api/slow":
@@ -67,6 +70,8 @@ class DemoBackend(asyncio.Protocol):
         self._send(status, doc, keep_alive)
 
     def _answer(self, method: str, path: str) -> tuple[int, Any]:
+        if path == "/api/time":
+            return 200, {"backend_time": time.strftime("%H:%M:%S")}
         if path == "/api/hello":
             return 200, {"message": "hello from the demo backend", "method": method}
         if path == "/api/headers":
@@ -109,8 +114,17 @@ def demo_config(
             "",
         ]
     )
+    proxy = {"upstreams": [upstream]}
     routes = [
-        {"path": "/api/", "proxy": {"upstreams": [upstream]}},
+        # answers kept for 10 seconds: X-Cache says HIT or MISS, the body keeps its time
+        {"path": "= /api/time", "proxy": proxy, "cache": {"ttl": "10s"}},
+        # 3 requests a second per client address, bursts of 5: then 429 with Retry-After
+        {"path": "/api/limited/", "proxy": proxy, "strip_prefix": True,
+         "rate_limits": [{"rate": "3/s", "burst": 5}]},
+        # needs a key from `bastion keys create --consumer NAME`
+        {"path": "/api/private/", "proxy": proxy, "strip_prefix": True,
+         "auth": {"api_keys": {}}},
+        {"path": "/api/", "proxy": proxy},
         {"path": "= /health", "methods": ["GET"], "respond": {"body": "ok\n"}},
         {"path": "/old/", "redirect": {"to": "/api/", "status": 308}},
         {"path": "/", "respond": {"body": guide}},
@@ -120,8 +134,9 @@ def demo_config(
             "listen": {"http": f"127.0.0.1:{port}", "https": f"127.0.0.1:{https_port}"},
             "access_log": {"format": "combined", "path": "stdout"},
             "sites": [
-                {"hosts": ["localhost"], "tls": "internal", "hsts": True, "routes": routes},
-                {"hosts": ["*"], "tls": "off", "routes": routes},
+                {"hosts": ["localhost"], "tls": "internal", "hsts": True, "routes": routes,
+                 "compress": True, "security_headers": True},
+                {"hosts": ["*"], "tls": "off", "routes": routes, "compress": True},
             ],
         },
         source="<demo>",
@@ -141,7 +156,15 @@ def try_lines(
         f"curl -i --path-as-is {base}/nope/../api/hello  # paths are normalised before routing",
         f"curl -i -X DELETE {base}/health              # exact route: 405 problem+json",
         f"curl -i {base}/api/slow?seconds=2            # a slow backend answer",
+        f"curl -i {base}/api/time                      # cached 10 s: X-Cache MISS, then HIT",
+        f"for i in 1 2 3 4 5 6 7; do curl -s -o /dev/null -w '%{{http_code}} ' "
+        f"{base}/api/limited/hello; done  # 429 past the burst",
+        f"curl -i {base}/api/private/hello             # 401: this route needs an API key",
+        "bastion keys create --consumer me            # prints a key (stored hashed)",
+        f"curl -i -H 'X-API-Key: KEY' {base}/api/private/headers  # X-Consumer: me upstream",
+        f"curl -s --compressed -D - {base}/api/headers -o /dev/null  # gzip/br/zstd answers",
         f"curl -i --cacert {ca_root} {secure}/api/hello   # HTTPS from the local CA, with HSTS",
+        f"curl -i --http2 --cacert {ca_root} {secure}/api/hello  # HTTP/2 (ALPN h2)",
         f"curl -i http://localhost:{port}/api/hello    # localhost has TLS: 301 to https",
         "bastion trust                                 # how to make browsers trust the local CA",
     ]

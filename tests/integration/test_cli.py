@@ -135,6 +135,31 @@ def test_demo_prints_curl_lines_that_work(tmp_path: Path) -> None:
             redirect = client.get(f"http://localhost:{port}/api/hello")
             assert redirect.status_code == 301
             assert redirect.headers["location"] == f"https://localhost:{https_port}/api/hello"
+            # the cache, the rate limit and the API key the printed lines show
+            first = client.get(f"http://127.0.0.1:{port}/api/time")
+            again = client.get(f"http://127.0.0.1:{port}/api/time")
+            assert (first.headers["x-cache"], again.headers["x-cache"]) == ("MISS", "HIT")
+            assert again.json() == first.json()
+            codes = [client.get(f"http://127.0.0.1:{port}/api/limited/hello").status_code
+                     for _ in range(12)]
+            assert codes[0] == 200 and 429 in codes, codes
+            assert client.get(f"http://127.0.0.1:{port}/api/private/hello").status_code == 401
+            created = subprocess.run(
+                [sys.executable, "-m", "bastion", "keys", "create", "--consumer", "me"],
+                capture_output=True, text=True, timeout=30,
+                env=dict(os.environ, BASTION_DATA_DIR=str(tmp_path / "data")),
+            )
+            assert created.returncode == 0, created.stderr
+            key = created.stdout.split()[0]
+            deadline = time.monotonic() + 10  # the gateway re-reads the key file each second
+            while time.monotonic() < deadline:
+                private = client.get(
+                    f"http://127.0.0.1:{port}/api/private/headers", headers={"X-API-Key": key}
+                )
+                if private.status_code == 200:
+                    break
+                time.sleep(0.2)
+            assert private.json()["headers_seen_by_backend"]["x-consumer"] == "me"
         trusted = ssl.create_default_context(cafile=str(root))
         with httpx.Client(verify=trusted) as client:
             r = client.get(f"https://localhost:{https_port}/api/hello")
