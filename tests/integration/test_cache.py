@@ -183,6 +183,34 @@ def test_vary_splits_entries(origin: CountingBackend, gateway: Start, tmp_path: 
     assert origin.hits_of("/v") == 2
 
 
+def _create_key(data_dir: Path, consumer: str) -> str:
+    out = subprocess.run(
+        [sys.executable, "-m", "bastion", "keys", "create", "--consumer", consumer,
+         "--data-dir", str(data_dir)],
+        capture_output=True, text=True, timeout=30, check=True,
+    )
+    return out.stdout.split()[0]
+
+
+def test_consumer_in_the_key_behind_api_keys(
+    origin: CountingBackend, gateway: Start, tmp_path: Path
+):
+    origin.replies["/me"] = Reply(headers={"Cache-Control": "max-age=60"}, body=b"n={n}")
+    config = cache_config(tmp_path, origin.url, {"key": {"consumer": True}})
+    config["sites"][0]["routes"][0]["auth"] = {"api_keys": {}}
+    alice = _create_key(tmp_path / "data", "alice")
+    bob = _create_key(tmp_path / "data", "bob")
+    gw = gateway(config)
+    assert get(gw, "/me").status_code == 401  # no key: refused before the cache
+    a1 = get(gw, "/me", **{"X-API-Key": alice})
+    b1 = get(gw, "/me", **{"X-API-Key": bob})
+    a2 = get(gw, "/me", **{"X-API-Key": alice})
+    assert (a1.headers["x-cache"], b1.headers["x-cache"]) == ("MISS", "MISS")
+    assert (a2.text, a2.headers["x-cache"]) == (a1.text, "HIT")
+    assert b1.text != a1.text and origin.hits_of("/me") == 2
+    assert get(gw, "/me", **{"X-API-Key": "not-a-key"}).status_code == 401
+
+
 def test_revalidation_with_304_and_client_conditionals(
     origin: CountingBackend, gateway: Start, tmp_path: Path
 ):

@@ -81,6 +81,8 @@ class CachingHandler:
         query = normalise_query(req.query, key_rules.query) if req.query else ""
         url = url_of(client.scheme.decode(), req.host, req.path, query)
         extra = header_values(req.headers, key_rules.headers) if key_rules.headers else ""
+        if key_rules.consumer:
+            extra += "\x1d" + req.consumer
         primary = primary_key(url, extra)
         store = self.store
         vary = store.vary.get(primary)

@@ -46,7 +46,11 @@ def caching_handler(proxy: ProxyHandler, config: RouteCache, plan: Any) -> Cachi
         stale_if_error=config.stale_if_error,
     )
     query = config.key.query
-    key_rules = KeyRules(query if isinstance(query, str) else frozenset(query), config.key.headers)
+    key_rules = KeyRules(
+        query if isinstance(query, str) else frozenset(query),
+        config.key.headers,
+        config.key.consumer,
+    )
     return CachingHandler(
         proxy, shared.store, rules, key_rules, plan.config.cache.lock_timeout, shared.purge
     )

@@ -461,6 +461,11 @@ class CacheKey(_Model):
         description="Request header fields whose values are added to the key (as if the "
         "backend always sent them in Vary).",
     )
+    consumer: bool = Field(
+        default=False,
+        description="Add the authenticated consumer's name (from the route's auth) to the "
+        "key: each consumer gets its own entries.",
+    )
 
 
 class RouteCache(_Model):
