@@ -89,6 +89,11 @@ class RateLimitPolicy:
         self.checks = [limit.check for limit in self.limits]
         # the RateLimit fields go on every answer when any limit is advertised
         self.report = any(limit.advertise for limit in self.limits)
+        self.state_prefixes = [
+            f'"{limit.name}";r='.encode() if limit.advertise else None for limit in self.limits
+        ]
+        self.policy_line = b""
+        self.policy_until = (0.0, 0.0)  # when policy_line must be built again
         self.store = store
         self.trusted = trusted
         self.saver = saver  # saves long-window counters now and then
@@ -130,22 +135,30 @@ class RateLimitPolicy:
 
     def fields(self, outcomes: list[Outcome], now: float) -> bytes:
         """The RateLimit-Policy and RateLimit lines naming the advertised limits."""
-        policy = []
-        state = []
-        for limit, outcome in zip(self.limits, outcomes, strict=True):
-            if not limit.advertise:
-                continue
-            window = limit.window(now)
-            policy.append(f'"{limit.name}";q={limit.count};w={max(1, round(window))}')
-            reset = outcome.retry_after if outcome.remaining == 0 else outcome.reset
-            state.append(
-                f'"{limit.name}";r={outcome.remaining};t={max(0, math.ceil(reset - 1e-6))}'
-            )
-        if not policy:
+        if not self.report:
             return b""
-        return (
-            f"RateLimit-Policy: {', '.join(policy)}\r\nRateLimit: {', '.join(state)}\r\n"
-        ).encode("latin-1")
+        if not self.policy_until[0] <= now < self.policy_until[1]:
+            self._policy_line(now)
+        state = []
+        for prefix, outcome in zip(self.state_prefixes, outcomes, strict=True):
+            if prefix is not None:
+                left = outcome.remaining
+                reset = outcome.retry_after if left == 0 else outcome.reset
+                state.append(b"%s%d;t=%d" % (prefix, left, max(0, math.ceil(reset - 1e-6))))
+        return b"%sRateLimit: %s\r\n" % (self.policy_line, b", ".join(state))
+
+    def _policy_line(self, now: float) -> None:
+        """RateLimit-Policy is constant but for the length of a quota's month."""
+        policy = []
+        start, end = float("-inf"), float("inf")
+        for limit in self.limits:
+            if limit.advertise:
+                window = limit.window(now)
+                policy.append(f'"{limit.name}";q={limit.count};w={max(1, round(window))}')
+                if limit.per is not None:
+                    start, end = max(start, limit.span[0]), min(end, limit.span[1])
+        self.policy_line = ("RateLimit-Policy: " + ", ".join(policy) + "\r\n").encode("latin-1")
+        self.policy_until = (start, end)
 
 
 def build_rate_limit(route: Route, site: Site, plan: Plan) -> RateLimitPolicy | None:

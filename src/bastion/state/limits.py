@@ -132,15 +132,25 @@ class MemoryLimitStore:
                 if used >= check.count:
                     return False, self.state(checks, keys, now)
                 values.append(used + 1)
+        outcomes: list[Outcome] | None = [] if report else None
         for check, key, value in zip(checks, keys, values, strict=True):
             if check.per is None:
                 tats[key] = value
+                if outcomes is not None:
+                    # what is left after this request, as `state` would say
+                    left = math.floor((now + check.tau - value) / check.interval + 1e-9) + 1
+                    wait = 0.0 if left > 0 else value - check.tau - now
+                    outcomes.append(Outcome(left > 0, max(left, 0), value - now, wait))
             else:
-                quotas[key] = (self._window(check.per, now)[0], int(value))
+                window, _, end = self._window(check.per, now)
+                quotas[key] = (window, int(value))
+                if outcomes is not None:
+                    left = check.count - int(value)
+                    outcomes.append(Outcome(left > 0, left, end - now, 0.0 if left else end - now))
             if check.persist:
                 self.persistent.add(key)
                 self.dirty = True
-        return True, (self.state(checks, keys, now) if report else None)
+        return True, outcomes
 
     def _window(self, per: str, now: float) -> tuple[int, float, float]:
         window = self.windows.get(per)
