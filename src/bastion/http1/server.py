@@ -18,7 +18,7 @@ import httptools
 
 from bastion.http1.problem import PROBLEM_TYPE, problem_body
 from bastion.http1.request import BODY_FIXED, BODY_LENGTH, BODY_NONE, Request
-from bastion.http1.status import STATUS_LINES, status_line
+from bastion.http1.status import fixed_head
 from bastion.routing import normalize_path, parse_host
 
 if TYPE_CHECKING:
@@ -485,17 +485,7 @@ class HTTP1Connection(asyncio.Protocol):
             self.resp_keep_alive = False  # the body will not be read
         self.resp_started = True
         req.status = status
-        fields = b"".join(
-            (
-                STATUS_LINES.get(status) or status_line(status),
-                self.ctx.date_header,
-                b"Content-Type: " + content_type + b"\r\n" if body or content_type else b"",
-                b"Content-Length: %d\r\n" % len(body)
-                if status >= 200 and status not in (204, 304)
-                else b"",
-                headers,
-            )
-        )
+        fields = fixed_head(status, self.ctx.date_header, body, content_type, headers)
         if req.on_head is not None:
             fields = req.on_head(req, fields, BODY_FIXED)[0]
         head = b"".join(

@@ -29,3 +29,21 @@ def status_line(code: int, reason: bytes = b"") -> bytes:
     if line is not None:
         return line
     return b"HTTP/1.1 %d %s\r\n" % (code, reason or b"Unknown")
+
+
+def fixed_head(
+    status: int, date_header: bytes, body: bytes, content_type: bytes, headers: bytes
+) -> bytes:
+    """Status line and fields of a complete answer whose body is known (errors,
+    redirects, fixed responses), shared by the HTTP/1.1 and HTTP/2 sides."""
+    return b"".join(
+        (
+            STATUS_LINES.get(status) or status_line(status),
+            date_header,
+            b"Content-Type: " + content_type + b"\r\n" if body or content_type else b"",
+            b"Content-Length: %d\r\n" % len(body)
+            if status >= 200 and status not in (204, 304)
+            else b"",
+            headers,
+        )
+    )

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from bastion.http1.problem import PROBLEM_TYPE, problem_body
 from bastion.http1.request import BODY_FIXED, BODY_LENGTH, BODY_NONE, Request
-from bastion.http1.status import STATUS_LINES, status_line
+from bastion.http1.status import fixed_head
 from bastion.http2.headers import StreamReject, response_headers
 
 if TYPE_CHECKING:
@@ -139,17 +139,7 @@ class Stream:
             return
         req.status = status
         no_body = req.method == "HEAD" or status in (204, 304)
-        head = b"".join(
-            (
-                STATUS_LINES.get(status) or status_line(status),
-                self.ctx.date_header,
-                b"Content-Type: " + content_type + b"\r\n" if body or content_type else b"",
-                b"Content-Length: %d\r\n" % len(body)
-                if status >= 200 and status not in (204, 304)
-                else b"",
-                headers,
-            )
-        )
+        head = fixed_head(status, self.ctx.date_header, body, content_type, headers)
         if no_body:
             body = b""
         self.write_head(req, head, BODY_NONE if not body else BODY_FIXED)
