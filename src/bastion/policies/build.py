@@ -5,10 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from bastion.policies.auth import build_auth
 from bastion.policies.base import RequestPolicy, ResponsePolicy, apply_response_policies
 from bastion.policies.chain import PolicyHandler
-from bastion.policies.compress import build_compress_policy
 from bastion.policies.cors import build_cors
 from bastion.policies.headers import (
     build_request_headers,
@@ -17,7 +15,6 @@ from bastion.policies.headers import (
 )
 from bastion.policies.ipfilter import build_ip_filter
 from bastion.policies.ratelimit import build_rate_limit
-from bastion.policies.validate import build_body_policy
 
 if TYPE_CHECKING:
     from bastion.config.models import Route, Site
@@ -40,17 +37,25 @@ def build_policies(
     if cors is not None:
         request.append(cors)
     # 3. authentication: API keys, JWT, Basic auth, forward auth
-    auth = build_auth(route, site, plan)
-    if auth is not None:
-        request.append(auth)
+    # (the modules of auth, validation and compression, and the libraries they use, are
+    # imported only for routes that use them: a feature that is off costs no memory)
+    if route.auth is not None:
+        from bastion.policies.auth import build_auth
+
+        auth = build_auth(route, site, plan)
+        if auth is not None:
+            request.append(auth)
     # 4. rate limits and quotas
     limits = build_rate_limit(route, site, plan)
     if limits is not None:
         request.append(limits)
     # 5. request validation and body limits
-    body = build_body_policy(route, plan)
-    if body is not None:
-        request.append(body)
+    if route.validation is not None or route.max_body is not None:
+        from bastion.policies.validate import build_body_policy
+
+        body = build_body_policy(route, plan)
+        if body is not None:
+            request.append(body)
     # 6. request header rules and secret injection
     upstream_headers = build_request_headers(route, site, plan)
     if upstream_headers is not None:
@@ -64,9 +69,12 @@ def build_policies(
     ):
         if policy is not None:
             response.append(policy)
-    compress = build_compress_policy(route, site)
-    if compress is not None:
-        response.append(compress)
+    if route.compress is not None or site.compress is not None:
+        from bastion.policies.compress import build_compress_policy
+
+        compress = build_compress_policy(route, site)
+        if compress is not None:
+            response.append(compress)
     return request, response
 
 
