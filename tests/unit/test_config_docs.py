@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from bastion.config import balancing, models
+from bastion.config import balancing, models, policy_auth, policy_body, policy_traffic
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 
@@ -44,6 +44,37 @@ def test_every_field_has_a_description() -> None:
     missing = [
         f"{m.__name__}.{key}"
         for m in MODELS
+        for key, field in m.model_fields.items()
+        if not field.description
+    ]
+    assert missing == []
+
+
+# The policy models live in modules of their own: the same two promises hold for them.
+POLICY_MODELS = [
+    value
+    for module in (policy_auth, policy_body, policy_traffic)
+    for value in vars(module).values()
+    if isinstance(value, type)
+    and issubclass(value, BaseModel)
+    and value.__module__ == module.__name__
+    and not value.__name__.startswith("_")
+]
+
+
+@pytest.mark.parametrize(
+    ("model", "key"), [(m.__name__, key) for m in POLICY_MODELS for key in m.model_fields]
+)
+def test_policy_key_is_documented(model: str, key: str) -> None:
+    text = DOC.read_text(encoding="utf-8")
+    assert re.search(rf"\| `(\w+\.)?{key}` \|", text), f"{model}.{key} has no row in {DOC.name}"
+
+
+def test_every_policy_field_has_a_description() -> None:
+    assert len(POLICY_MODELS) >= 10
+    missing = [
+        f"{m.__name__}.{key}"
+        for m in POLICY_MODELS
         for key, field in m.model_fields.items()
         if not field.description
     ]
