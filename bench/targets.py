@@ -133,11 +133,10 @@ def start_none(env: Env) -> Running:
     return Running("none", env.backend_port, None, "")
 
 
-def start_nginx(env: Env) -> Running:
-    prefix = env.tmp / "nginx-proxy"
-    port = free_port()
-    conf = f"""{_nginx_common(prefix)}
-worker_processes 1;
+def _nginx_proxy_head(prefix: Path, env: Env) -> str:
+    """Worker, events and the keep-alive upstream block shared by the nginx proxy targets
+    (the `http {` block stays open for the target's own server)."""
+    return f"""worker_processes 1;
 events {{ worker_connections 8192; multi_accept on; }}
 http {{
 {_nginx_http_common(prefix)}
@@ -145,7 +144,14 @@ http {{
         server 127.0.0.1:{env.backend_port};
         keepalive 64;
         keepalive_requests 100000;
-    }}
+    }}"""
+
+
+def start_nginx(env: Env) -> Running:
+    prefix = env.tmp / "nginx-proxy"
+    port = free_port()
+    conf = f"""{_nginx_common(prefix)}
+{_nginx_proxy_head(prefix, env)}
     proxy_cache_path {prefix}/cache keys_zone=bench:10m max_size=256m inactive=1h;
     server {{
         listen 127.0.0.1:{port} backlog=4096;
@@ -433,15 +439,7 @@ def start_nginx_tls(env: Env) -> Running:
     prefix = env.tmp / "nginx-tls"
     port = free_port()
     conf = f"""{_nginx_common(prefix)}
-worker_processes 1;
-events {{ worker_connections 8192; multi_accept on; }}
-http {{
-{_nginx_http_common(prefix)}
-    upstream backend {{
-        server 127.0.0.1:{env.backend_port};
-        keepalive 64;
-        keepalive_requests 100000;
-    }}
+{_nginx_proxy_head(prefix, env)}
     server {{
         listen 127.0.0.1:{port} ssl http2 backlog=4096;
         ssl_certificate {tls.cert};
