@@ -46,6 +46,7 @@ class Request:
         "dispatched",
         "expect_continue",
         "extra_head",
+        "head_edit",
         "headers",
         "host",
         "host_header",
@@ -117,10 +118,15 @@ class Request:
         # set by route policies (src/bastion/policies/); untouched on routes without them
         self.consumer = ""  # the authenticated consumer's name
         self.upstream_extra = b""  # header lines added to the forwarded request
-        self.upstream_drop: set[bytes] | None = None  # lowercase names not forwarded
+        # lowercase names not forwarded: the route's fixed set (a frozenset shared by its
+        # requests), copied into a set of this request's own at its first addition
+        self.upstream_drop: frozenset[bytes] | set[bytes] | None = None
         # (req, head, framing) -> (head, framing): edits each answer's head before it is sent
         self.on_head: Callable[[Request, bytes, int], tuple[bytes, int]] | None = None
         self.body_filter: BodyFilter | None = None  # transforms the answer's body (compression)
+        # the route's field edits, for a proxied answer to apply as it builds the head (a
+        # `bastion.policies.fields.FieldEdit`); on_head does the same for other answers
+        self.head_edit: Any = None
 
     @property
     def has_body(self) -> bool:
@@ -132,9 +138,14 @@ class Request:
 
     def drop_upstream_header(self, lname: bytes) -> None:
         """A client header field (lowercase name) not forwarded upstream."""
-        if self.upstream_drop is None:
-            self.upstream_drop = set()
-        self.upstream_drop.add(lname)
+        drop = self.upstream_drop
+        if drop is None:
+            self.upstream_drop = {lname}
+        elif lname not in drop:
+            if type(drop) is frozenset:  # the route's shared set: never changed in place
+                self.upstream_drop = {*drop, lname}
+            else:
+                drop.add(lname)  # type: ignore[union-attr]
 
     def header(self, lname: bytes) -> bytes | None:
         for name, _, value in self.headers:

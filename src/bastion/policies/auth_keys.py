@@ -49,6 +49,11 @@ class ApiKeyPolicy:
         self.query = conf.query
         self.allowed = frozenset(conf.consumers) if conf.consumers is not None else None
         self.hide = conf.hide_credentials
+        # dropped from every request of the route: a client's consumer header, and the key
+        # header itself when credentials are hidden (a key from a bearer field is dropped
+        # per request)
+        hidden = [self.header] if self.hide and self.header is not None else []
+        self.upstream_drops = identity.drops | frozenset(hidden)
         where = []
         if conf.header:
             where.append(f"the {conf.header} header")
@@ -95,6 +100,21 @@ class ApiKeyPolicy:
         return None, None, None
 
     def on_request(self, req: Request) -> Denied | None:
+        header = self.header
+        if header is not None:
+            # the common case first: a valid key in the key header
+            for lname, _, value in req.headers:
+                if lname == header:
+                    record = self.store.find(value)
+                    if record is None or (
+                        self.allowed is not None and record.consumer not in self.allowed
+                    ):
+                        break  # the full path below gives the right refusal
+                    self.identity.accept(req, record.consumer)
+                    return None
+        return self._check(req)
+
+    def _check(self, req: Request) -> Denied | None:
         key, source, malformed = self._find(req)
         if malformed is not None:
             return malformed

@@ -15,6 +15,8 @@ __all__ = ["AuthResult", "Identity", "authorization"]
 
 AuthResult = Denied | None | tuple[Any, ...]
 
+_MAX_LINES = 4096  # consumer header lines kept
+
 # RFC 6750 section 2.1: b64token
 _B64TOKEN = re.compile(rb"[A-Za-z0-9\-._~+/]+=*")
 
@@ -25,19 +27,35 @@ def authorization(req: Request) -> list[bytes]:
 
 class Identity:
     """Sets the consumer on the request and in the upstream header; removes a client-sent
-    consumer header on every request of the route, authenticated or not."""
+    consumer header on every request of the route, authenticated or not (``drops``, which
+    the route's chain applies to every request, and again here)."""
 
     def __init__(self, consumer_header: str | None) -> None:
         self.header = consumer_header.encode("latin-1") if consumer_header else None
         self.lheader = self.header.lower() if self.header else None
+        self.drops = frozenset([self.lheader]) if self.lheader else frozenset()
+        # consumer -> its upstream header line (b"" for a name that cannot be sent): the
+        # same few consumers call again and again
+        self.lines: dict[str, bytes] = {}
 
     def accept(self, req: Request, consumer: str) -> None:
         req.consumer = consumer
         if self.lheader is not None:
             req.drop_upstream_header(self.lheader)
-            if consumer and not any(c in consumer for c in "\r\n\x00"):
-                assert self.header is not None
-                req.add_upstream_header(self.header, consumer.encode("utf-8"))
+            line = self.lines.get(consumer)
+            if line is None:
+                line = self._line(consumer)
+            if line:
+                req.upstream_extra += line
+
+    def _line(self, consumer: str) -> bytes:
+        assert self.header is not None
+        ok = consumer and not any(c in consumer for c in "\r\n\x00")
+        line = self.header + b": " + consumer.encode("utf-8") + b"\r\n" if ok else b""
+        if len(self.lines) >= _MAX_LINES:
+            self.lines.clear()
+        self.lines[consumer] = line
+        return line
 
     def bearer(self, req: Request, challenge: bytes, realm: bytes) -> str | Denied:
         """The bearer token of the request, or the RFC 6750 refusal: 401 with a bare

@@ -97,6 +97,7 @@ class BasicPolicy:
             users.update(read_users_file(conf.users_file))
         self.users = users
         self.identity = identity
+        self.upstream_drops = identity.drops  # a client-sent consumer header
         self.challenge = (
             f'WWW-Authenticate: Basic realm="{conf.realm}", charset="UTF-8"\r\n'.encode()
         )

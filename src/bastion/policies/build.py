@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from bastion.policies.base import RequestPolicy, ResponsePolicy, apply_response_policies
 from bastion.policies.chain import PolicyHandler
 from bastion.policies.cors import build_cors
+from bastion.policies.fields import fold
 from bastion.policies.headers import (
     build_request_headers,
     build_response_headers,
@@ -86,4 +87,6 @@ def wrap_handler(handler: Any, route: Route, site: Site, plan: Plan) -> Any:
     on_head: Callable[..., tuple[bytes, int]] | None = (
         apply_response_policies(tuple(response)) if response else None
     )
-    return PolicyHandler(handler, tuple(request), on_head)
+    # header rules and the preset alone: a proxied answer applies them as it builds its head
+    head_edit = fold(response) if response else None
+    return PolicyHandler(handler, tuple(request), on_head, head_edit)

@@ -15,6 +15,7 @@ from typing import Any
 
 from bastion.http1.request import Request
 from bastion.policies.base import Answer, Denied, Outcome, RequestPolicy
+from bastion.policies.fields import FieldEdit
 
 log = logging.getLogger("bastion.policies")
 
@@ -23,30 +24,43 @@ _PAUSE_BUFFER = 4
 
 
 class PolicyHandler:
-    __slots__ = ("inner", "on_head", "policies")
+    """``checks`` are the bound ``on_request`` of the synchronous policies before the first
+    asynchronous one (at ``policies[first_async]``); ``drops`` the client fields that the
+    policies never forward (the same on every request: one shared frozenset)."""
+
+    __slots__ = ("checks", "drops", "first_async", "head_edit", "inner", "on_head", "policies")
 
     def __init__(
         self,
         inner: Any,
         policies: tuple[RequestPolicy, ...],
         on_head: Callable[[Request, bytes, int], tuple[bytes, int]] | None,
+        head_edit: FieldEdit | None = None,
     ) -> None:
         self.inner = inner
         self.policies = policies
         self.on_head = on_head
+        self.head_edit = head_edit
+        first_async = next((i for i, p in enumerate(policies) if p.is_async), len(policies))
+        self.first_async = first_async
+        self.checks = tuple(p.on_request for p in policies[:first_async])
+        drops = frozenset().union(*(getattr(p, "upstream_drops", ()) for p in policies))
+        self.drops = drops or None
 
     def handle(self, client: Any, req: Request) -> None:
         if self.on_head is not None:
             req.on_head = self.on_head
-        policies = self.policies
-        for index, policy in enumerate(policies):
-            if policy.is_async:
-                _Pending(self, client, req, index).start()
-                return
-            outcome: Outcome = policy.on_request(req)  # type: ignore[assignment]
+            req.head_edit = self.head_edit
+        if self.drops is not None:
+            req.upstream_drop = self.drops
+        for check in self.checks:
+            outcome: Outcome = check(req)  # type: ignore[assignment]
             if outcome is not None:
                 answer(client, req, outcome)
                 return
+        if self.first_async < len(self.policies):
+            _Pending(self, client, req, self.first_async).start()
+            return
         self.inner.handle(client, req)
 
 

@@ -55,6 +55,7 @@ class ForwardAuthPolicy:
         self.url = loggable_url(conf.url)  # for log lines
         self.timeout = conf.timeout
         self.identity = identity
+        self.upstream_drops = identity.drops  # a client-sent consumer header
         self.send = frozenset(h.lower().encode("latin-1") for h in conf.request_headers)
         self.copy = [(h.lower().encode("latin-1"), h.encode("latin-1")) for h in conf.copy_headers]
         self.consumer_from = conf.consumer_from.lower().encode() if conf.consumer_from else None

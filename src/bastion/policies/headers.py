@@ -21,6 +21,7 @@ from bastion.config.policy_traffic import (
 )
 from bastion.http1.request import Request
 from bastion.policies.base import ResponseHead, real_client_ip
+from bastion.policies.fields import Fields, field_line
 from bastion.tls.table import site_tls_mode
 
 if TYPE_CHECKING:
@@ -52,7 +53,10 @@ class Template:
     def render(self, req: Request) -> bytes:
         if self.constant is not None:
             return self.constant
-        return b"".join(p if isinstance(p, bytes) else p(req) for p in self.parts)
+        out = b""
+        for part in self.parts:
+            out += part if part.__class__ is bytes else part(req)  # type: ignore[operator]
+        return out
 
 
 def compile_template(text: str, trusted: Callable[[str], bool] | None) -> Template:
@@ -127,36 +131,43 @@ class _Names:
 
 class RequestHeaderPolicy:
     """Rules for the request sent upstream; runs last in the request phase, so no other
-    policy ever sees an injected secret."""
+    policy ever sees an injected secret.
+
+    Removed fields, and the client's copies of fields set or injected, are dropped by name
+    through ``upstream_drops``, which the route's chain applies to every request; the added
+    lines are prepared once, so a request renders only its placeholders."""
 
     is_async = False
 
     def __init__(self, rules: RequestHeaderRules, trusted: Callable[[str], bool] | None) -> None:
         self.remove = _Names(rules.remove)
-        self.set = [(n.encode(), n.lower().encode(), compile_template(v, trusted))
-                    for n, v in rules.set.items()]  # fmt: skip
-        self.add = [(n.encode(), compile_template(v, trusted))
-                    for n, values in rules.add.items() for v in values]  # fmt: skip
+        set_ = [(n.encode(), compile_template(v, trusted)) for n, v in rules.set.items()]
+        add = [(n.encode(), compile_template(v, trusted))
+               for n, values in rules.add.items() for v in values]  # fmt: skip
         # secrets: kept as bytes only here, never in a message
-        self.inject = [(n.encode(), n.lower().encode(), v.get_secret_value().encode("latin-1"))
-                       for n, v in rules.inject.items()]  # fmt: skip
+        inject = [(n.encode(), v.get_secret_value().encode("latin-1"))
+                  for n, v in rules.inject.items()]  # fmt: skip
+        self.upstream_drops = frozenset(
+            [*self.remove.exact, *(n.lower() for n, _ in set_), *(n.lower() for n, _ in inject)]
+        )
+        lines = [field_line(n, t) for n, t in [*set_, *add]]
+        lines += [n + b": " + v + b"\r\n" for n, v in inject]
+        self.lines = lines
+        self.constant = b"".join(lines) if all(type(x) is bytes for x in lines) else None  # type: ignore[arg-type]
 
     def on_request(self, req: Request) -> None:
-        remove = self.remove
-        for lname in remove.exact:
-            req.drop_upstream_header(lname)
-        if remove.prefixes:
+        prefixes = self.remove.prefixes
+        if prefixes:
             for lname, _, _ in req.headers:
-                if lname.startswith(remove.prefixes):
+                if lname.startswith(prefixes):
                     req.drop_upstream_header(lname)
-        for name, lname, template in self.set:
-            req.drop_upstream_header(lname)
-            req.add_upstream_header(name, template.render(req))
-        for name, template in self.add:
-            req.add_upstream_header(name, template.render(req))
-        for name, lname, secret in self.inject:
-            req.drop_upstream_header(lname)
-            req.add_upstream_header(name, secret)
+        if self.constant is not None:
+            req.upstream_extra += self.constant
+            return
+        extra = req.upstream_extra
+        for line in self.lines:
+            extra += line if line.__class__ is bytes else line(req)  # type: ignore[operator]
+        req.upstream_extra = extra
 
 
 class ResponseHeaderPolicy:
@@ -170,6 +181,9 @@ class ResponseHeaderPolicy:
 
         # one pass drops the removed fields and those set anew
         self.drop = frozenset([*self.remove.exact, *(n.lower() for n, _ in self.set)])
+
+    def field_edit(self) -> Fields:
+        return self.drop, self.remove.prefixes, [*self.set, *self.add]
 
     def on_response(self, req: Request, head: ResponseHead) -> None:
         _drop(head, self.drop, self.remove.prefixes)
@@ -207,6 +221,11 @@ class SecurityHeadersPolicy:
         self.keep = preset.keep_backend_values
         replaced = [] if self.keep else [lname for _, lname, _ in self.fields]
         self.drop = frozenset([*self.strip.exact, *replaced])
+
+    def field_edit(self) -> Fields | None:
+        if self.keep:
+            return None  # a field is set only when the backend sent none: needs the head
+        return self.drop, self.strip.prefixes, [(name, value) for name, _, value in self.fields]
 
     def on_response(self, req: Request, head: ResponseHead) -> None:
         _drop(head, self.drop, self.strip.prefixes)

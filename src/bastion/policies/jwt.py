@@ -234,6 +234,7 @@ class JwtPolicy:
     def __init__(self, conf: JwtAuth, identity: Identity) -> None:
         self.verifier = JwtVerifier(conf)
         self.identity = identity
+        self.upstream_drops = identity.drops  # a client-sent consumer header
         self.consumer_claim = conf.consumer_claim
         self.claim_headers = [
             (claim, name.encode("latin-1")) for claim, name in conf.claims_to_headers.items()

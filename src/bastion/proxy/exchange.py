@@ -24,6 +24,7 @@ from bastion.tls.client import describe_tls_error
 if TYPE_CHECKING:
     from bastion.balance.balancer import Member
     from bastion.http1.server import HTTP1Connection
+    from bastion.policies.fields import FieldEdit
     from bastion.proxy.handler import ProxyHandler
 
 log = logging.getLogger("bastion.proxy")
@@ -58,6 +59,21 @@ for _name in (
     b"Accept-Ranges",
 ):
     _RESPONSE_KINDS[_name] = _KEEP
+
+
+def _edit_kinds(edit: FieldEdit) -> dict[bytes, int]:
+    """The field table of a route whose header rules remove fields: removed names are
+    dropped, except the ones the proxy needs itself (framing, Date)."""
+    kinds = {
+        name: kind
+        for name, kind in _RESPONSE_KINDS.items()
+        if kind != _KEEP or not edit.removes(name.lower())  # left to the lowercase probe
+    }
+    for lname in edit.drop:
+        if _RESPONSE_KINDS.get(lname, _KEEP) == _KEEP:
+            kinds[lname] = kinds[lname.title()] = _DROP
+    edit.kinds = kinds
+    return kinds
 
 
 class Exchange:
@@ -334,10 +350,19 @@ class Exchange:
             headers = conn.resp_headers
             conn.resp_headers = []
         kinds = _RESPONSE_KINDS
+        prefixes: tuple[bytes, ...] = ()
+        edit = req.head_edit
+        if edit is not None and status != 101:
+            # the route's header rules, applied in this same pass (policies/fields.py)
+            kinds = edit.kinds or _edit_kinds(edit)
+            prefixes = edit.prefixes
         for name, value in headers:
             kind = kinds.get(name)
             if kind is None:
-                kind = kinds.get(name.lower(), _KEEP)
+                lname = name.lower()
+                kind = kinds.get(lname, _KEEP)
+                if prefixes and kind == _KEEP and lname.startswith(prefixes):
+                    continue
             if kind == _KEEP:
                 append(name + b": " + value + b"\r\n")
                 continue
@@ -363,6 +388,9 @@ class Exchange:
             parts.append(self.client.ctx.date_header)
         if self.set_cookie:
             parts.append(self.set_cookie)
+        if edit is not None and status != 101:
+            parts.append(edit.render(req))
+            req.on_head = None  # applied: the answer must not go through the route's hook
         req.status = status
         req.upstream = self.pool.label if self.pool is not None else ""
         if status == 101:
