@@ -153,6 +153,20 @@ class _Handler(BaseHTTPRequestHandler):
         elif path.endswith("/die-before"):
             self.close_connection = True
             self.connection.shutdown(socket.SHUT_RDWR)
+        elif path.endswith("/fields"):
+            # names in the spellings backends use, for the response header rules
+            self._send(
+                200,
+                b"ok",
+                "text/plain",
+                {
+                    "ETag": '"v1"',
+                    "x-debug-token": "abc",
+                    "X-DEBUG-Trace": "def",
+                    "X-Frame-Options": "SAMEORIGIN",
+                    "X-Kept": "yes",
+                },
+            )
         elif path.endswith("/headers"):
             self._send(
                 200,

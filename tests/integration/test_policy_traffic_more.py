@@ -96,3 +96,45 @@ def test_response_policies_over_https_and_http2(
         assert refused.headers["x-frame-options"] == "DENY"
         assert refused.headers["strict-transport-security"].startswith("max-age=15552000")
     assert len(backend.requests) == 2
+
+
+def test_response_rules_are_the_same_on_proxied_and_gateway_answers(
+    backend: Backend, gateway: Callable[..., Gateway], tmp_path: Path
+) -> None:
+    """The proxy applies a route's header rules while it builds a proxied head; the
+    gateway's own answers (a 502 here) get them through the route's hook: same result,
+    whatever the spelling of the backend's field names."""
+    rules = {
+        "response": {
+            "remove": ["X-Debug-*", "X-Frame-Options", "ETag"],
+            "set": {"X-Served-By": "edge {request_id}"},
+            "add": {"X-Note": ["one", "two"]},
+        }
+    }
+    dead = f"http://127.0.0.1:{free_port()}"
+    gw = gateway({
+        "access_log": {"format": "off"},
+        "sites": [{
+            "security_headers": True,
+            "headers": rules,
+            "routes": [
+                {"path": "/down/", "proxy": {"upstreams": [dead]}},
+                {"path": "/", "proxy": {"upstreams": [backend.url]}},
+            ],
+        }],
+    })  # fmt: skip
+    with httpx.Client(base_url=gw.url) as client:
+        proxied = client.get("/fields")
+        made = client.get("/down/fields")
+    assert proxied.status_code == 200 and made.status_code == 502
+    for r in (proxied, made):
+        fields = {name.lower() for name in r.headers}
+        assert not {n for n in fields if n.startswith("x-debug-")}
+        # the rule removes what the preset adds, and the backend's own value
+        assert "x-frame-options" not in fields and "etag" not in fields
+        assert "server" not in fields  # the preset strips banners
+        assert r.headers["x-content-type-options"] == "nosniff"
+        assert r.headers["x-served-by"] == "edge " + r.headers["x-request-id"]
+        assert r.headers.get_list("x-note") == ["one", "two"]
+    assert proxied.headers["x-kept"] == "yes" and proxied.text == "ok"
+    assert proxied.headers["content-length"] == "2"
