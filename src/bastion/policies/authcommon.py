@@ -40,8 +40,11 @@ class Identity:
 
     def accept(self, req: Request, consumer: str) -> None:
         req.consumer = consumer
-        if self.lheader is not None:
-            req.drop_upstream_header(self.lheader)
+        lheader = self.lheader
+        if lheader is not None:
+            drop = req.upstream_drop  # the route's chain has usually dropped it already
+            if drop is None or lheader not in drop:
+                req.drop_upstream_header(lheader)
             line = self.lines.get(consumer)
             if line is None:
                 line = self._line(consumer)
