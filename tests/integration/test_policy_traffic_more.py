@@ -106,7 +106,7 @@ def test_response_rules_are_the_same_on_proxied_and_gateway_answers(
     whatever the spelling of the backend's field names."""
     rules = {
         "response": {
-            "remove": ["X-Debug-*", "X-Frame-Options", "ETag"],
+            "remove": ["X-Debug-*", "X-Frame-Options", "ETag", "Date"],
             "set": {"X-Served-By": "edge {request_id}"},
             "add": {"X-Note": ["one", "two"]},
         }
@@ -132,6 +132,7 @@ def test_response_rules_are_the_same_on_proxied_and_gateway_answers(
         assert not {n for n in fields if n.startswith("x-debug-")}
         # the rule removes what the preset adds, and the backend's own value
         assert "x-frame-options" not in fields and "etag" not in fields
+        assert "date" not in fields  # neither the backend's nor the gateway's
         assert "server" not in fields  # the preset strips banners
         assert r.headers["x-content-type-options"] == "nosniff"
         assert r.headers["x-served-by"] == "edge " + r.headers["x-request-id"]

@@ -63,14 +63,14 @@ for _name in (
 
 def _edit_kinds(edit: FieldEdit) -> dict[bytes, int]:
     """The field table of a route whose header rules remove fields: removed names are
-    dropped, except the ones the proxy needs itself (framing, Date)."""
+    dropped (framing fields cannot be named in the rules)."""
     kinds = {
         name: kind
         for name, kind in _RESPONSE_KINDS.items()
         if kind != _KEEP or not edit.removes(name.lower())  # left to the lowercase probe
     }
     for lname in edit.drop:
-        if _RESPONSE_KINDS.get(lname, _KEEP) == _KEEP:
+        if _RESPONSE_KINDS.get(lname, _KEEP) in (_KEEP, _DATE):
             kinds[lname] = kinds[lname.title()] = _DROP
     edit.kinds = kinds
     return kinds
@@ -384,7 +384,7 @@ class Exchange:
                 parts = [parts[0]] + [
                     p for p in parts[1:] if p.split(b":", 1)[0].lower() not in named
                 ]
-        if not has_date:
+        if not has_date and (edit is None or b"date" not in edit.drop):
             parts.append(self.client.ctx.date_header)
         if self.set_cookie:
             parts.append(self.set_cookie)
