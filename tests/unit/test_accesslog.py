@@ -16,7 +16,9 @@ def _request() -> Request:
     req.target = b'/p?q="x"\\y'
     req.host = "api.example.test"
     req.client_ip = "203.0.113.7"
-    req.request_id = 'id"with\\quote'
+    # as the protocols set it when a trusted proxy sent X-Request-ID
+    req.xrid = b'id"with\\quote'
+    req.request_id = req.xrid.decode("latin-1")
     req.headers = [
         (b"user-agent", b"User-Agent", 'agent "ü" \\ \x7f'.encode("latin-1")),
         (b"referer", b"Referer", b"http://ref.test/"),
