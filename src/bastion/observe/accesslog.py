@@ -16,7 +16,7 @@ import os
 import sys
 import time
 from json.encoder import encode_basestring_ascii
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
     from bastion.http1.request import Request
@@ -24,25 +24,20 @@ if TYPE_CHECKING:
 _FLUSH_CHARS = 64 * 1024  # characters; lines are ASCII in the common case, so ~bytes
 _FLUSH_SECONDS = 0.2
 _MEMO_MAX = 4096  # entries per memo table; a full table is cleared (bounded memory)
+_AGENTS_MAX_BYTES = 1024 * 1024  # client-chosen keys: the agents table is bounded by size
 
 # The JSON string literal of a str, quotes included: the C function json.dumps
 # itself uses for strings (ensure_ascii), so the escaping is exactly json.dumps's.
 _json_str = encode_basestring_ascii
 
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
 _DASH_JSON = '"-"'
-_NO_AGENT_JSON = 'null,"referer":null}\n'
 _AGENT_REFERER = frozenset((b"user-agent", b"referer"))
 
 
-def _ms(seconds: float) -> str:
-    return "%.3f" % (seconds * 1000)
-
-
-def _s(seconds: float) -> str:
-    return "%.3f" % seconds
-
-
-def _memo_put(memo: dict[Any, Any], key: Any, value: Any) -> Any:
+def _memo_put(memo: dict[_K, _V], key: _K, value: _V) -> _V:
     """Store a built piece; a full table is emptied first (bounded memory)."""
     if len(memo) >= _MEMO_MAX:
         memo.clear()
@@ -50,24 +45,73 @@ def _memo_put(memo: dict[Any, Any], key: Any, value: Any) -> Any:
     return value
 
 
-# (method, host, version, status, route, consumer, upstream) -> the three pieces of
-# a JSON line that only depend on those: every value escaped, built once
-def _json_parts(key: tuple[str, str, str, int, str, str, str]) -> tuple[str, str, str]:
-    method, host, version, status, route, consumer, upstream = key
+# The builders of the memo tables' pieces, each followed by the constant text that
+# comes after it in the line. Keys are the exact values, so a piece is always what
+# building it would give; every value is escaped (quoted, for combined).
+
+_Parts = tuple[str, str, str, str, str]  # method, host, route, consumer, upstream
+_Counts = tuple[str, int, int, int]  # version, status, bytes in, bytes out
+
+
+def _json_parts(key: _Parts) -> tuple[str, str]:
+    method, host, route, consumer, upstream = key
     return (
         f'","method":{_json_str(method)},"host":{_json_str(host)},"target":',
-        f',"protocol":{_json_str("HTTP/" + version)},"status":{status},"bytes_in":',
         f',"route":{_json_str(route)},"consumer":{_json_str(consumer) if consumer else "null"},'
         f'"upstream":{_json_str(upstream)},"upstream_ms":',
     )
 
 
-def _clf_parts(key: tuple[str, str, str, int, str, str, str]) -> tuple[str, str, str]:
-    method, _host, version, status, route, consumer, upstream = key
+def _clf_parts(key: _Parts) -> tuple[str, str]:
+    _method, _host, route, consumer, upstream = key
     return (
         f" - {_q(consumer) or '-'} [",
-        f' HTTP/{version}" {status} ',
         f" route={_q(route) or '-'} upstream={upstream or '-'} rt=",
+    )
+
+
+def _json_counts(key: _Counts) -> str:
+    version, status, bytes_in, bytes_out = key
+    return (
+        f',"protocol":{_json_str("HTTP/" + version)},"status":{status},'
+        f'"bytes_in":{bytes_in},"bytes_out":{bytes_out},"duration_ms":'
+    )
+
+
+def _clf_counts(key: _Counts) -> str:
+    version, status, _bytes_in, bytes_out = key
+    return f' HTTP/{version}" {status} {bytes_out} "'
+
+
+def _json_times(key: tuple[float, float]) -> tuple[str, str]:
+    duration, upstream = key
+    if upstream < 0:
+        return f"{duration * 1000:.3f}", 'null,"user_agent":'
+    return f"{duration * 1000:.3f}", f'{upstream * 1000:.3f},"user_agent":'
+
+
+def _clf_times(key: tuple[float, float]) -> tuple[str, str]:
+    duration, upstream = key
+    if upstream < 0:
+        return f"{duration:.3f}", "-\n"
+    return f"{duration:.3f}", f"{upstream:.3f}\n"
+
+
+def _json_agent(key: tuple[bytes | None, bytes | None]) -> str:
+    agent, referer = key
+    return (
+        f"{'null' if agent is None else _json_str(agent.decode('latin-1'))}"
+        f',"referer":'
+        f"{'null' if referer is None else _json_str(referer.decode('latin-1'))}"
+        "}\n"
+    )
+
+
+def _clf_agent(key: tuple[bytes | None, bytes | None]) -> str:
+    agent, referer = key
+    return (
+        f'{_q(referer.decode("latin-1")) if referer else "-"}" "'
+        f'{_q(agent.decode("latin-1")) if agent else "-"}" rid='
     )
 
 
@@ -86,32 +130,28 @@ class AccessLog:
         # it changes once a second. `_stamp_until` is when, in loop time.
         self._stamp = ""
         self._stamp_until = float("-inf")
-        # Memo tables: pieces of a line built from values that repeat from request
-        # to request, each with the constant text that follows it in the line.
-        # Building a piece costs several times a dict probe, and the fewer pieces a
-        # line is joined from, the cheaper the join. Keys are the exact values, so
-        # the text is always what building it would give.
-        self._parts: dict[tuple[str, str, str, int, str, str, str], tuple[str, str, str]] = {}
-        self._build_parts = _json_parts if self.json else _clf_parts
-        self._bytes_in: dict[int, str] = {}
-        self._bytes_out: dict[int, str] = {}
-        # uvloop's clock ticks in whole milliseconds, so durations (differences of
-        # two readings) take few distinct float values: formatting one (~0.3 us)
-        # costs far more than finding it again
-        self._duration: dict[float, str] = {}
-        self._upstream: dict[float, str] = {}
-        if self.json:
-            self._in_suffix = ',"bytes_out":'
-            self._out_suffix = ',"duration_ms":'
-            self._up_suffix = ',"user_agent":'
-            self._no_upstream = 'null,"user_agent":'
-            self._format_seconds = _ms
-        else:
-            self._in_suffix = ""  # combined has no bytes_in
-            self._out_suffix = ' "'
-            self._up_suffix = "\n"
-            self._no_upstream = "-\n"
-            self._format_seconds = _s
+        # Memo tables of line pieces made of values that repeat from request to
+        # request. Building a piece (escaping, int and float formatting) costs
+        # several times a dict probe, and the fewer pieces a line is joined from,
+        # the cheaper the join.
+        json = self.json
+        # (method, host, route, consumer, upstream): few values
+        self._parts: dict[_Parts, tuple[str, str]] = {}
+        self._build_parts = _json_parts if json else _clf_parts
+        # (version, status, bytes in, bytes out): answers of one resource tend
+        # to have one size
+        self._counts: dict[_Counts, str] = {}
+        self._build_counts = _json_counts if json else _clf_counts
+        # (duration, upstream time): uvloop's clock ticks in whole milliseconds,
+        # so these differences of two readings take few distinct float values
+        self._times: dict[tuple[float, float], tuple[str, str]] = {}
+        self._build_times = _json_times if json else _clf_times
+        # (User-Agent, Referer): a client sends the same ones again and again;
+        # bounded by their length too, as a client chooses it
+        self._agents: dict[tuple[bytes | None, bytes | None], str] = {}
+        self._agents_size = 0
+        self._build_agent = _json_agent if json else _clf_agent
+        self._no_agent = self._build_agent((None, None))
         self.open()
 
     def open(self) -> None:
@@ -145,53 +185,44 @@ class AccessLog:
         self._stamp_until = now + (second + 1 - wall)
 
     # The misses of the memo tables: rare, so kept out of `write`.
-    def _miss_parts(
-        self, key: tuple[str, str, str, int, str, str, str]
-    ) -> tuple[str, str, str]:
+    def _miss_parts(self, key: _Parts) -> tuple[str, str]:
         return _memo_put(self._parts, key, self._build_parts(key))
 
-    def _miss_int(self, memo: dict[int, str], value: int, suffix: str) -> str:
-        return _memo_put(memo, value, f"{value}{suffix}")
+    def _miss_counts(self, key: _Counts) -> str:
+        return _memo_put(self._counts, key, self._build_counts(key))
 
-    def _miss_seconds(self, memo: dict[float, str], seconds: float, suffix: str) -> str:
-        return _memo_put(memo, seconds, self._format_seconds(seconds) + suffix)
+    def _miss_times(self, key: tuple[float, float]) -> tuple[str, str]:
+        return _memo_put(self._times, key, self._build_times(key))
+
+    def _miss_agent(self, key: tuple[bytes | None, bytes | None]) -> str:
+        agent, referer = key
+        size = len(agent or b"") + len(referer or b"")
+        self._agents_size += size
+        if self._agents_size > _AGENTS_MAX_BYTES:
+            self._agents.clear()
+            self._agents_size = size
+        text = self._agents[key] = self._build_agent(key)
+        return text
 
     def write(self, req: Request, now: float) -> None:
         if now >= self._stamp_until:
             self._new_stamp(now)
-        key = (
-            req.method,
-            req.host,
-            req.version,
-            req.status,
-            req.route_name,
-            req.consumer,
-            req.upstream,
-        )
+        key = (req.method, req.host, req.route_name, req.consumer, req.upstream)
         try:
-            first, second, third = self._parts[key]
+            first, third = self._parts[key]
         except KeyError:
-            first, second, third = self._miss_parts(key)
+            first, third = self._miss_parts(key)
+        counts = (req.version, req.status, req.body_bytes, req.bytes_out)
+        try:
+            sizes = self._counts[counts]
+        except KeyError:
+            sizes = self._miss_counts(counts)
         start = req.start
-        seconds = now - start if start else 0.0
+        times = (now - start if start else 0.0, req.upstream_time)
         try:
-            duration = self._duration[seconds]
+            duration, upstream = self._times[times]
         except KeyError:
-            duration = self._miss_seconds(self._duration, seconds, "")
-        seconds = req.upstream_time
-        if seconds < 0:
-            upstream = self._no_upstream
-        else:
-            try:
-                upstream = self._upstream[seconds]
-            except KeyError:
-                upstream = self._miss_seconds(self._upstream, seconds, self._up_suffix)
-        count = req.bytes_out
-        try:
-            bytes_out = self._bytes_out[count]
-        except KeyError:
-            bytes_out = self._miss_int(self._bytes_out, count, self._out_suffix)
-        target = req.target
+            duration, upstream = self._miss_times(times)
         # one pass over the header fields for both; the set probe is cheap
         # (bytes cache their hash) and most fields are neither
         agent = referer = None
@@ -201,41 +232,33 @@ class AccessLog:
                     agent = field[2]
                 else:
                     referer = field[2]
+        if agent is None and referer is None:
+            tail = self._no_agent
+        else:
+            agents = (agent, referer)
+            try:
+                tail = self._agents[agents]
+            except KeyError:
+                tail = self._miss_agent(agents)
+        target = req.target
         if self.json:
             rid = req.request_id
             if req.xrid is not None:
                 # possibly the client's own (from a trusted proxy); otherwise the
                 # gateway's hex id, which needs no escaping
                 rid = _json_str(rid)[1:-1]
-            count = req.body_bytes
-            try:
-                bytes_in = self._bytes_in[count]
-            except KeyError:
-                bytes_in = self._miss_int(self._bytes_in, count, self._in_suffix)
-            if agent is None and referer is None:
-                tail = _NO_AGENT_JSON
-            else:
-                tail = (
-                    f"{'null' if agent is None else _json_str(agent.decode('latin-1'))}"
-                    f',"referer":'
-                    f"{'null' if referer is None else _json_str(referer.decode('latin-1'))}"
-                    "}\n"
-                )
-            # Client-controlled text (target, User-Agent, Referer) always goes
-            # through the escaper; the memo pieces escape every value they hold;
-            # client_ip is a socket address.
+            # the target is escaped on every line (it varies too much to memo);
+            # client_ip is a socket address
             line = (
-                f"{self._stamp}{rid}\",\"client_ip\":\"{req.client_ip}{first}"
+                f'{self._stamp}{rid}","client_ip":"{req.client_ip}{first}'
                 f"{_json_str(target.decode('latin-1')) if target else _DASH_JSON}"
-                f"{second}{bytes_in}{bytes_out}{duration}{third}{upstream}{tail}"
+                f"{sizes}{duration}{third}{upstream}{tail}"
             )
         else:
             line = (
                 f"{req.client_ip}{first}{self._stamp}{req.method} "
-                f"{_q(target.decode('latin-1')) if target else '-'}{second}{bytes_out}"
-                f"{_q(referer.decode('latin-1')) if referer else '-'}\" \""
-                f"{_q(agent.decode('latin-1')) if agent else '-'}\" rid={req.request_id}"
-                f"{third}{duration} urt={upstream}"
+                f"{_q(target.decode('latin-1')) if target else '-'}{sizes}"
+                f"{tail}{req.request_id}{third}{duration} urt={upstream}"
             )
         self.buffer.append(line)
         size = self.size + len(line)
