@@ -16,7 +16,9 @@ def _request() -> Request:
     req.target = b'/p?q="x"\\y'
     req.host = "api.example.test"
     req.client_ip = "203.0.113.7"
-    req.request_id = 'id"with\\quote'
+    # as the protocols set it when a trusted proxy sent X-Request-ID
+    req.xrid = b'id"with\\quote'
+    req.request_id = req.xrid.decode("latin-1")
     req.headers = [
         (b"user-agent", b"User-Agent", 'agent "ü" \\ \x7f'.encode("latin-1")),
         (b"referer", b"Referer", b"http://ref.test/"),
@@ -67,6 +69,93 @@ def test_json_line_without_upstream_or_agent(tmp_path: Path) -> None:
 
 def test_combined_line_quotes_client_text(tmp_path: Path) -> None:
     line = _write(tmp_path, "combined", _request())
-    assert line.startswith('203.0.113.7 - - [')
+    assert line.startswith("203.0.113.7 - - [")
     assert '"GET /p?q=\\"x\\"\\\\y HTTP/1.1" 200 123 "http://ref.test/"' in line
     assert "rid=" in line and "urt=0.002" in line
+
+
+def _write_all(tmp_path: Path, fmt: str, writes: list[tuple[Request, float]]) -> list[str]:
+    loop = asyncio.new_event_loop()
+    try:
+        path = tmp_path / f"access-{fmt}.log"
+        log = AccessLog(loop, fmt, str(path))
+        for req, now in writes:
+            log.write(req, now)
+        log.close()
+        return path.read_text(encoding="utf-8").splitlines()
+    finally:
+        loop.close()
+
+
+def test_json_line_escapes_control_characters_and_every_string_field(tmp_path: Path) -> None:
+    hostile = 'q"b\\s/\x00\x01\x1f\x7f\t\xe9\xff'
+    req = _request()
+    req.method = 'M"X'  # HTTP/2 does not restrict :method to token characters
+    req.target = ("/t" + hostile).encode("latin-1")
+    req.xrid = hostile.encode("latin-1")
+    req.request_id = hostile
+    req.headers = [
+        (b"user-agent", b"User-Agent", hostile.encode("latin-1")),
+        (b"referer", b"Referer", hostile.encode("latin-1")),
+    ]
+    req.route_name = "r" + hostile
+    req.consumer = "c" + hostile
+    req.upstream = "u" + hostile
+    (line,) = _write_all(tmp_path, "json", [(req, 10.25)])
+    assert line.isascii() and line.isprintable()
+    record = json.loads(line)
+    expected = {
+        "request_id": hostile,
+        "method": 'M"X',
+        "target": "/t" + hostile,
+        "route": "r" + hostile,
+        "consumer": "c" + hostile,
+        "upstream": "u" + hostile,
+        "user_agent": hostile,
+        "referer": hostile,
+    }
+    for key, value in expected.items():
+        assert record[key] == value
+        assert f'"{key}":{json.dumps(value)}' in line  # json.dumps's own escaping
+
+
+def test_lines_built_from_remembered_pieces_keep_each_requests_values(tmp_path: Path) -> None:
+    """Many requests alike, a few different: every line carries its own values."""
+    writes = []
+    for i in range(300):
+        req = _request()
+        req.status = (200, 404, 502)[i % 3]
+        req.bytes_out = 100 + i % 7
+        req.body_bytes = i % 2
+        req.route_name = ("/a/", "/b/")[i % 2]
+        req.consumer = ("", "alice")[i % 5 == 0]
+        req.upstream_time = -1.0 if i % 4 == 0 else 0.001 * (i % 9)
+        req.headers = [] if i % 6 == 0 else [(b"user-agent", b"User-Agent", b"ua/%d" % (i % 4))]
+        writes.append((req, 10.0 + 0.001 * (i % 11)))
+    lines = _write_all(tmp_path, "json", writes)
+    assert len(lines) == 300
+    for (req, now), line in zip(writes, lines, strict=True):
+        record = json.loads(line)
+        assert record["status"] == req.status
+        assert record["bytes_out"] == req.bytes_out and record["bytes_in"] == req.body_bytes
+        assert record["route"] == req.route_name
+        assert record["consumer"] == (req.consumer or None)
+        assert line.count('"duration_ms":' + f"{(now - req.start) * 1000:.3f},") == 1
+        if req.upstream_time < 0:
+            assert record["upstream_ms"] is None
+        else:
+            assert f'"upstream_ms":{req.upstream_time * 1000:.3f},' in line
+        agent = req.header(b"user-agent")
+        assert record["user_agent"] == (agent.decode() if agent else None)
+
+
+def test_combined_line_fields_and_empty_agent(tmp_path: Path) -> None:
+    req = _request()
+    req.headers = [(b"user-agent", b"User-Agent", b"")]
+    req.consumer = 'al"ice'
+    (line,) = _write_all(tmp_path, "combined", [(req, 10.25)])
+    assert line.startswith('203.0.113.7 - al\\"ice [')
+    assert line.endswith(
+        f'" 200 123 "-" "-" rid={req.request_id} route=~ ^/v[0-9]+/ '
+        "upstream=http://127.0.0.1:8000 rt=0.250 urt=0.002"
+    )

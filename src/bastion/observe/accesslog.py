@@ -3,37 +3,155 @@
 Lines are collected in memory and written at most every 200 ms or every 64 KiB,
 so a busy worker makes a few write calls a second instead of one per request.
 SIGUSR1 reopens the file (for logrotate).
+
+`write` runs once per request, so it is written for the interpreter: one function
+with the common case inline, values that repeat looked up instead of formatted,
+and the text encoded once per batch rather than once per line.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import sys
 import time
-from typing import TYPE_CHECKING
+from json.encoder import encode_basestring_ascii
+from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
     from bastion.http1.request import Request
 
-_FLUSH_BYTES = 64 * 1024
+_FLUSH_CHARS = 64 * 1024  # characters; lines are ASCII in the common case, so ~bytes
 _FLUSH_SECONDS = 0.2
+_MEMO_MAX = 4096  # entries per memo table; a full table is cleared (bounded memory)
+_AGENTS_MAX_BYTES = 1024 * 1024  # client-chosen keys: the agents table is bounded by size
+
+# The JSON string literal of a str, quotes included: the C function json.dumps
+# itself uses for strings (ensure_ascii), so the escaping is exactly json.dumps's.
+_json_str = encode_basestring_ascii
+
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+_DASH_JSON = '"-"'
+_AGENT_REFERER = frozenset((b"user-agent", b"referer"))
+
+
+def _memo_put(memo: dict[_K, _V], key: _K, value: _V) -> _V:
+    """Store a built piece; a full table is emptied first (bounded memory)."""
+    if len(memo) >= _MEMO_MAX:
+        memo.clear()
+    memo[key] = value
+    return value
+
+
+# The builders of the memo tables' pieces, each followed by the constant text that
+# comes after it in the line. Keys are the exact values, so a piece is always what
+# building it would give; every value is escaped (quoted, for combined).
+
+_Parts = tuple[str, str, str, str, str]  # method, host, route, consumer, upstream
+_Counts = tuple[str, int, int, int]  # version, status, bytes in, bytes out
+
+
+def _json_parts(key: _Parts) -> tuple[str, str]:
+    method, host, route, consumer, upstream = key
+    return (
+        f'","method":{_json_str(method)},"host":{_json_str(host)},"target":',
+        f',"route":{_json_str(route)},"consumer":{_json_str(consumer) if consumer else "null"},'
+        f'"upstream":{_json_str(upstream)},"upstream_ms":',
+    )
+
+
+def _clf_parts(key: _Parts) -> tuple[str, str]:
+    _method, _host, route, consumer, upstream = key
+    return (
+        f" - {_q(consumer) or '-'} [",
+        f" route={_q(route) or '-'} upstream={upstream or '-'} rt=",
+    )
+
+
+def _json_counts(key: _Counts) -> str:
+    version, status, bytes_in, bytes_out = key
+    return (
+        f',"protocol":{_json_str("HTTP/" + version)},"status":{status},'
+        f'"bytes_in":{bytes_in},"bytes_out":{bytes_out},"duration_ms":'
+    )
+
+
+def _clf_counts(key: _Counts) -> str:
+    version, status, _bytes_in, bytes_out = key
+    return f' HTTP/{version}" {status} {bytes_out} "'
+
+
+def _json_times(key: tuple[float, float]) -> tuple[str, str]:
+    duration, upstream = key
+    if upstream < 0:
+        return f"{duration * 1000:.3f}", 'null,"user_agent":'
+    return f"{duration * 1000:.3f}", f'{upstream * 1000:.3f},"user_agent":'
+
+
+def _clf_times(key: tuple[float, float]) -> tuple[str, str]:
+    duration, upstream = key
+    if upstream < 0:
+        return f"{duration:.3f}", "-\n"
+    return f"{duration:.3f}", f"{upstream:.3f}\n"
+
+
+def _json_agent(key: tuple[bytes | None, bytes | None]) -> str:
+    agent, referer = key
+    return (
+        f"{'null' if agent is None else _json_str(agent.decode('latin-1'))}"
+        f',"referer":'
+        f"{'null' if referer is None else _json_str(referer.decode('latin-1'))}"
+        "}\n"
+    )
+
+
+def _clf_agent(key: tuple[bytes | None, bytes | None]) -> str:
+    agent, referer = key
+    return (
+        f'{_q(referer.decode("latin-1")) if referer else "-"}" "'
+        f'{_q(agent.decode("latin-1")) if agent else "-"}" rid='
+    )
 
 
 class AccessLog:
     def __init__(self, loop: asyncio.AbstractEventLoop, fmt: str, path: str) -> None:
         self.loop = loop
         self.format = fmt
+        self.json = fmt == "json"
         self.path = path
         self.fd = -1
         self.own_fd = False
-        self.buffer: list[bytes] = []
+        self.buffer: list[str] = []
         self.size = 0
         self.handle: asyncio.TimerHandle | None = None
-        self._second = -1
-        self._iso = ""
-        self._clf = ""
+        # The line's start up to the request id (JSON) or the time stamp (combined):
+        # it changes once a second. `_stamp_until` is when, in loop time.
+        self._stamp = ""
+        self._stamp_until = float("-inf")
+        # Memo tables of line pieces made of values that repeat from request to
+        # request. Building a piece (escaping, int and float formatting) costs
+        # several times a dict probe, and the fewer pieces a line is joined from,
+        # the cheaper the join.
+        json = self.json
+        # (method, host, route, consumer, upstream): few values
+        self._parts: dict[_Parts, tuple[str, str]] = {}
+        self._build_parts = _json_parts if json else _clf_parts
+        # (version, status, bytes in, bytes out): answers of one resource tend
+        # to have one size
+        self._counts: dict[_Counts, str] = {}
+        self._build_counts = _json_counts if json else _clf_counts
+        # (duration, upstream time): uvloop's clock ticks in whole milliseconds,
+        # so these differences of two readings take few distinct float values
+        self._times: dict[tuple[float, float], tuple[str, str]] = {}
+        self._build_times = _json_times if json else _clf_times
+        # (User-Agent, Referer): a client sends the same ones again and again;
+        # bounded by their length too, as a client chooses it
+        self._agents: dict[tuple[bytes | None, bytes | None], str] = {}
+        self._agents_size = 0
+        self._build_agent = _json_agent if json else _clf_agent
+        self._no_agent = self._build_agent((None, None))
         self.open()
 
     def open(self) -> None:
@@ -51,51 +169,101 @@ class AccessLog:
             os.close(self.fd)
         self.open()
 
-    def _stamps(self) -> tuple[str, str]:
-        now = int(time.time())
-        if now != self._second:
-            self._second = now
-            t = time.gmtime(now)
-            self._iso = time.strftime("%Y-%m-%dT%H:%M:%SZ", t)
-            self._clf = time.strftime("%d/%b/%Y:%H:%M:%S +0000", t)
-        return self._iso, self._clf
+    def _new_stamp(self, now: float) -> None:
+        """The wall-clock second, formatted once per second.
+
+        Its expiry is kept in loop time (`now`, which `write` is given anyway), so
+        a line costs a float comparison instead of a clock read; the wall clock is
+        read again at each new second, so a clock step shows within a second."""
+        wall = time.time()
+        second = int(wall)
+        t = time.gmtime(second)
+        if self.json:
+            self._stamp = time.strftime('{"time":"%Y-%m-%dT%H:%M:%SZ","request_id":"', t)
+        else:
+            self._stamp = time.strftime('%d/%b/%Y:%H:%M:%S +0000] "', t)
+        self._stamp_until = now + (second + 1 - wall)
+
+    # The misses of the memo tables: rare, so kept out of `write`.
+    def _miss_parts(self, key: _Parts) -> tuple[str, str]:
+        return _memo_put(self._parts, key, self._build_parts(key))
+
+    def _miss_counts(self, key: _Counts) -> str:
+        return _memo_put(self._counts, key, self._build_counts(key))
+
+    def _miss_times(self, key: tuple[float, float]) -> tuple[str, str]:
+        return _memo_put(self._times, key, self._build_times(key))
+
+    def _miss_agent(self, key: tuple[bytes | None, bytes | None]) -> str:
+        agent, referer = key
+        size = len(agent or b"") + len(referer or b"")
+        self._agents_size += size
+        if self._agents_size > _AGENTS_MAX_BYTES:
+            self._agents.clear()
+            self._agents_size = size
+        text = self._agents[key] = self._build_agent(key)
+        return text
 
     def write(self, req: Request, now: float) -> None:
-        iso, clf = self._stamps()
-        duration = now - req.start if req.start else 0.0
-        target = req.target.decode("latin-1") if req.target else "-"
-        user_agent, referer = _agent_and_referer(req)
-        if self.format == "json":
-            # Built as text rather than through json.dumps: this runs once per
-            # request, and only the free-form fields need escaping.
-            upstream_ms = f"{req.upstream_time * 1000:.3f}" if req.upstream_time >= 0 else "null"
-            # method and host were validated by the parser (token and host
-            # characters only): they need no escaping
+        if now >= self._stamp_until:
+            self._new_stamp(now)
+        key = (req.method, req.host, req.route_name, req.consumer, req.upstream)
+        try:
+            first, third = self._parts[key]
+        except KeyError:
+            first, third = self._miss_parts(key)
+        counts = (req.version, req.status, req.body_bytes, req.bytes_out)
+        try:
+            sizes = self._counts[counts]
+        except KeyError:
+            sizes = self._miss_counts(counts)
+        start = req.start
+        times = (now - start if start else 0.0, req.upstream_time)
+        try:
+            duration, upstream = self._times[times]
+        except KeyError:
+            duration, upstream = self._miss_times(times)
+        # one pass over the header fields for both; the set probe is cheap
+        # (bytes cache their hash) and most fields are neither
+        agent = referer = None
+        for field in req.headers:
+            if field[0] in _AGENT_REFERER:
+                if field[0] == b"user-agent":
+                    agent = field[2]
+                else:
+                    referer = field[2]
+        if agent is None and referer is None:
+            tail = self._no_agent
+        else:
+            agents = (agent, referer)
+            try:
+                tail = self._agents[agents]
+            except KeyError:
+                tail = self._miss_agent(agents)
+        target = req.target
+        if self.json:
+            rid = req.request_id
+            if req.xrid is not None:
+                # possibly the client's own (from a trusted proxy); otherwise the
+                # gateway's hex id, which needs no escaping
+                rid = _json_str(rid)[1:-1]
+            # the target is escaped on every line (it varies too much to memo);
+            # client_ip is a socket address
             line = (
-                f'{{"time":"{iso}","request_id":{_js(req.request_id)},'
-                f'"client_ip":"{req.client_ip}","method":"{req.method}",'
-                f'"host":"{req.host}","target":{_js(target)},'
-                f'"protocol":"HTTP/{req.version}","status":{req.status},'
-                f'"bytes_in":{req.body_bytes},"bytes_out":{req.bytes_out},'
-                f'"duration_ms":{duration * 1000:.3f},"route":{_js(req.route_name)},'
-                f'"consumer":{_js_or_null(req.consumer or None)},'
-                f'"upstream":{_js(req.upstream)},"upstream_ms":{upstream_ms},'
-                f'"user_agent":{_js_or_null(user_agent)},"referer":{_js_or_null(referer)}}}\n'
+                f'{self._stamp}{rid}","client_ip":"{req.client_ip}{first}'
+                f"{_json_str(target.decode('latin-1')) if target else _DASH_JSON}"
+                f"{sizes}{duration}{third}{upstream}{tail}"
             )
         else:
-            upstream_ms = f"{req.upstream_time:.3f}" if req.upstream_time >= 0 else "-"
             line = (
-                f'{req.client_ip} - {_q(req.consumer) or "-"} [{clf}] '
-                f'"{req.method} {_q(target)} HTTP/{req.version}" '
-                f"{req.status} {req.bytes_out} "
-                f'"{_q(referer or "-")}" "{_q(user_agent or "-")}" '
-                f"rid={req.request_id} route={_q(req.route_name) or '-'} "
-                f"upstream={req.upstream or '-'} rt={duration:.3f} urt={upstream_ms}\n"
+                f"{req.client_ip}{first}{self._stamp}{req.method} "
+                f"{_q(target.decode('latin-1')) if target else '-'}{sizes}"
+                f"{tail}{req.request_id}{third}{duration} urt={upstream}"
             )
-        data = line.encode("utf-8", "replace")
-        self.buffer.append(data)
-        self.size += len(data)
-        if self.size >= _FLUSH_BYTES:
+        self.buffer.append(line)
+        size = self.size + len(line)
+        self.size = size
+        if size >= _FLUSH_CHARS:
             self.flush()
         elif self.handle is None:
             self.handle = self.loop.call_later(_FLUSH_SECONDS, self.flush)
@@ -106,7 +274,8 @@ class AccessLog:
             self.handle = None
         if not self.buffer:
             return
-        data = b"".join(self.buffer)
+        # lone surrogates (only possible in configured names) become "?"
+        data = "".join(self.buffer).encode("utf-8", "replace")
         self.buffer.clear()
         self.size = 0
         view = memoryview(data)
@@ -124,27 +293,6 @@ class AccessLog:
         if self.own_fd:
             os.close(self.fd)
             self.own_fd = False
-
-
-def _agent_and_referer(req: Request) -> tuple[str | None, str | None]:
-    agent = referer = None
-    for lname, _, value in req.headers:
-        if lname == b"user-agent":
-            agent = value.decode("latin-1")
-        elif lname == b"referer":
-            referer = value.decode("latin-1")
-    return agent, referer
-
-
-def _js(value: str) -> str:
-    """A JSON string literal; plain printable ASCII skips the encoder."""
-    if value.isascii() and value.isprintable() and '"' not in value and "\\" not in value:
-        return '"' + value + '"'
-    return json.dumps(value)
-
-
-def _js_or_null(value: str | None) -> str:
-    return "null" if value is None else _js(value)
 
 
 def _q(value: str) -> str:
