@@ -48,6 +48,9 @@ _SPECIAL = frozenset(
         b"x-request-id",
     )
 )
+# the usual methods as shared str objects (their hash is computed once, and a log line or
+# a cache key made of them compares by identity)
+_METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _LINGER_SECONDS = 2.0
 _MAX_BUFFERED_BODY = 256 * 1024
@@ -338,10 +341,14 @@ class HTTP1Connection(asyncio.Protocol):
             req = self.req = Request()
         parser = self.parser
         version = parser.get_http_version()
-        if version != "1.1" and version != "1.0":
+        if version == "1.1":
+            req.version = "1.1"  # the module's own str objects: hashed once, compared by identity
+        elif version == "1.0":
+            req.version = "1.0"
+        else:
             raise ParseReject(505, _VERSION_DETAIL)
-        req.version = version
-        req.method = parser.get_method().decode("ascii")
+        method = parser.get_method()
+        req.method = _METHODS.get(method) or method.decode("ascii")
         target = b"".join(self.url_parts)
         req.target = target
         if version == "1.1":
