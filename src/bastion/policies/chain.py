@@ -28,7 +28,8 @@ class PolicyHandler:
     asynchronous one (at ``policies[first_async]``); ``drops`` the client fields that the
     policies never forward (the same on every request: one shared frozenset)."""
 
-    __slots__ = ("checks", "drops", "first_async", "head_edit", "inner", "on_head", "policies")
+    __slots__ = ("checks", "drops", "first_async", "head_edit", "inner", "inner_handle",
+                 "on_head", "policies", "waits")  # fmt: skip
 
     def __init__(
         self,
@@ -43,6 +44,8 @@ class PolicyHandler:
         self.head_edit = head_edit
         first_async = next((i for i, p in enumerate(policies) if p.is_async), len(policies))
         self.first_async = first_async
+        self.waits = first_async < len(policies)  # an asynchronous policy: a task per request
+        self.inner_handle = inner.handle
         self.checks = tuple(p.on_request for p in policies[:first_async])
         drops = frozenset().union(*(getattr(p, "upstream_drops", ()) for p in policies))
         self.drops = drops or None
@@ -58,10 +61,10 @@ class PolicyHandler:
             if outcome is not None:
                 answer(client, req, outcome)
                 return
-        if self.first_async < len(self.policies):
+        if self.waits:
             _Pending(self, client, req, self.first_async).start()
             return
-        self.inner.handle(client, req)
+        self.inner_handle(client, req)
 
 
 def answer(client: Any, req: Request, outcome: Denied | Answer) -> None:
