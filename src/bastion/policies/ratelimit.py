@@ -234,28 +234,49 @@ class OneRateLimitPolicy(RateLimitPolicy):
         saver: PersistentStore | None = None,
     ) -> None:
         super().__init__(scope, [spec], store, trusted, saver)
-        self.limit = self.limits[0]
-        self.check = self.limit.check
+        limit = self.limit = self.limits[0]
+        self.check = limit.check
         self.memory = store
         self.take_rate = store.take_rate
+        # the store keys of a consumer and of a client address, looked up here rather than
+        # through `Limit.store_key` (a call less); None where that does not apply
+        self.by_consumer = limit.by_value if limit.key == "consumer" else None
+        plain_ip = trusted is None and limit.key in ("consumer", "client_ip")
+        self.by_ip = limit.by_ip if plain_ip else None
         # the RateLimit-Policy line of a rate limit never changes: it starts every line
         self._policy_line(_now())
         self.prefix = b"%sRateLimit: %s" % (self.policy_line, self.state_prefixes[0] or b"")
-        self.lines: dict[tuple[int, int], bytes] = {}  # (remaining, reset) -> both fields
+        # What follows the key's new TAT depends only on how far ahead of now it is, and
+        # that takes few values: an idle key is always one interval ahead (to the clock's
+        # rounding), a busy one some whole intervals more. So both fields are looked up
+        # by that float, then by (remaining, reset), and formatted only when both miss.
+        self.by_ahead: dict[float, bytes] = {}
+        self.by_state: dict[tuple[int, int], bytes] = {}
 
     def on_request(self, req: Request) -> Denied | None:
         now = _now()
-        key = self.limit.store_key(req, self.trusted)
-        check = self.check
-        tat = self.take_rate(check, key, now)
-        saver = self.saver
-        if saver is not None and saver.dirty:
-            saver.take_and_save(now)
+        by_consumer = self.by_consumer
+        if by_consumer is not None and req.consumer:
+            key = by_consumer.get(req.consumer) or self.limit.store_key(req, self.trusted)
+        elif self.by_ip is not None:
+            key = self.by_ip.get(req.client_ip) or self.limit.store_key(req, self.trusted)
+        else:
+            key = self.limit.store_key(req, self.trusted)
+        tat = self.take_rate(self.check, key, now)
+        if self.saver is not None:
+            self.saver.take_and_save(now)
         if not tat:
             return self.denied(self.memory.state(self.checks, [key], now), now)
-        if not self.report:
-            return None
-        # what `take` reports and `fields` writes, from the TAT alone: the same arithmetic
+        if self.report:
+            # added to every answer of this request, whatever produces it
+            line = self.by_ahead.get(tat - now)
+            req.extra_head += line if line is not None else self._line(now, tat)
+        return None
+
+    def _line(self, now: float, tat: float) -> bytes:
+        """Both fields after a request that moved the key's TAT to ``tat``: what `take`
+        reports and `fields` writes, with the same arithmetic."""
+        check = self.check
         left = _floor((now + check.tau - tat) / check.interval + 1e-9) + 1
         if left > 0:
             reset = _ceil(tat - now - 1e-6)
@@ -264,18 +285,16 @@ class OneRateLimitPolicy(RateLimitPolicy):
             reset = _ceil(tat - check.tau - now - 1e-6)
         if reset < 0:
             reset = 0
-        # the same few (remaining, reset) pairs come back request after request
-        try:
-            req.extra_head += self.lines[left, reset]
-        except KeyError:
-            req.extra_head += self._line(left, reset)
-        return None
-
-    def _line(self, left: int, reset: int) -> bytes:
-        lines = self.lines
-        if len(lines) >= LINE_CACHE:
-            lines.clear()
-        line = lines[left, reset] = b"%s%d;t=%d\r\n" % (self.prefix, left, reset)
+        by_state = self.by_state
+        line = by_state.get((left, reset))
+        if line is None:
+            if len(by_state) >= LINE_CACHE:
+                by_state.clear()
+            line = by_state[left, reset] = b"%s%d;t=%d\r\n" % (self.prefix, left, reset)
+        by_ahead = self.by_ahead
+        if len(by_ahead) >= LINE_CACHE:
+            by_ahead.clear()
+        by_ahead[tat - now] = line
         return line
 
 
