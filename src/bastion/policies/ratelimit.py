@@ -50,6 +50,7 @@ LINE_CACHE = 1024
 _now = time.time
 _floor = math.floor
 _ceil = math.ceil
+_NEVER = float("inf")  # the TAT of a key the store does not have, for `on_request`
 
 
 class Limit:
@@ -238,6 +239,10 @@ class OneRateLimitPolicy(RateLimitPolicy):
         self.check = limit.check
         self.memory = store
         self.take_rate = store.take_rate
+        # what `take_rate` does for an idle key, done in `on_request` (see there); not for
+        # a saved limit, whose keys must also be marked for the next save
+        self.direct = not self.check.persist
+        self.interval = self.check.interval
         # the store keys of a consumer and of a client address, looked up here rather than
         # through `Limit.store_key` (a call less); None where that does not apply
         self.by_consumer = limit.by_value if limit.key == "consumer" else None
@@ -254,23 +259,36 @@ class OneRateLimitPolicy(RateLimitPolicy):
         self.by_state: dict[tuple[int, int], bytes] = {}
 
     def on_request(self, req: Request) -> Denied | None:
+        # (subscripts in try blocks rather than .get: a miss happens once per key or value)
         now = _now()
-        by_consumer = self.by_consumer
-        if by_consumer is not None and req.consumer:
-            key = by_consumer.get(req.consumer) or self.limit.store_key(req, self.trusted)
-        elif self.by_ip is not None:
-            key = self.by_ip.get(req.client_ip) or self.limit.store_key(req, self.trusted)
-        else:
+        try:
+            if self.by_consumer is not None and req.consumer:
+                key = self.by_consumer[req.consumer]
+            elif self.by_ip is not None:
+                key = self.by_ip[req.client_ip]
+            else:
+                key = self.limit.store_key(req, self.trusted)
+        except KeyError:
             key = self.limit.store_key(req, self.trusted)
-        tat = self.take_rate(self.check, key, now)
+        # An idle key (its TAT passed) is the common case whenever clients stay under
+        # their limit: it is taken here, a call less; every other case (a new or busy
+        # key, a sweep due, a saved limit) is the store's `take_rate`.
+        store = self.memory
+        tats = store.tat
+        if self.direct and now < store.next_sweep and tats.get(key, _NEVER) <= now:
+            tat = tats[key] = now + self.interval
+        else:
+            tat = self.take_rate(self.check, key, now)
         if self.saver is not None:
             self.saver.take_and_save(now)
         if not tat:
             return self.denied(self.memory.state(self.checks, [key], now), now)
         if self.report:
             # added to every answer of this request, whatever produces it
-            line = self.by_ahead.get(tat - now)
-            req.extra_head += line if line is not None else self._line(now, tat)
+            try:
+                req.extra_head += self.by_ahead[tat - now]
+            except KeyError:
+                req.extra_head += self._line(now, tat)
         return None
 
     def _line(self, now: float, tat: float) -> bytes:

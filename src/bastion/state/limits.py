@@ -101,7 +101,8 @@ class MemoryLimitStore:
     is_async = False
 
     def __init__(self, max_keys: int = 1_000_000, sweep_every: float = 10.0) -> None:
-        self.tat: dict[str, float] = {}  # GCRA
+        # GCRA: key -> TAT (the single-limit policy renews an idle key's TAT here itself)
+        self.tat: dict[str, float] = {}
         self.quota: dict[str, tuple[int, int]] = {}  # quota: (period id, count)
         self.persistent: set[str] = set()  # keys that are saved (long windows, quotas)
         self.max_keys = max_keys
@@ -165,18 +166,20 @@ class MemoryLimitStore:
         """`take` of a single GCRA check, for the policies' fast path: the key's new TAT
         when the request is allowed (and consumed), 0.0 when it is refused (nothing
         consumed). What is left follows from the TAT, as in `take`'s report."""
-        # the hot path of every rate-limited request: no lists, no Outcome, no zip
+        # the hot path of every rate-limited request: no lists, no Outcome, no zip, and
+        # a subscript rather than .get (a key is new once, then seen request after request)
         if now >= self.next_sweep:
             self.sweep(now)
         tats = self.tat
-        tat = tats.get(key)
-        if tat is None:
+        try:
+            tat = tats[key]
+        except KeyError:
             # a new key: only then can the table outgrow its bound
             if len(tats) + len(self.quota) > self.max_keys:
                 self.sweep(now)
                 tats = self.tat
-            tat = now + check.interval
-        elif tat > now:
+            tat = now
+        if tat > now:
             # the same arithmetic as `take`, so that both say the same
             tat += check.interval
             if tat - now > check.ahead:
