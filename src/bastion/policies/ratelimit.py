@@ -149,6 +149,9 @@ class RateLimitPolicy:
         trusted: Callable[[str], bool] | None,
         saver: PersistentStore | None = None,
     ) -> None:
+        # an instance attribute: the chain reads it per request, and Python 3.11 has a
+        # fast path for instance attributes, not for class ones read through an instance
+        self.is_async = False
         self.limits = [Limit(scope, spec) for spec in specs]
         self.checks = [limit.check for limit in self.limits]
         # the RateLimit fields go on every answer when any limit is advertised
