@@ -282,10 +282,10 @@ class OneRateLimitPolicy(RateLimitPolicy):
             tat = tats[key] = now + self.interval
         else:
             tat = self.take_rate(self.check, key, now)
-        if self.saver is not None:
-            self.saver.take_and_save(now)
-        if not tat:
-            return self.denied(self.memory.state(self.checks, [key], now), now)
+            if self.saver is not None:
+                self.saver.take_and_save(now)
+            if not tat:
+                return self.denied(store.state(self.checks, [key], now), now)
         if self.report:
             # added to every answer of this request, whatever produces it
             try:
