@@ -150,3 +150,21 @@ def test_an_unwritable_data_dir_is_reported_once(
         store.save_now()
     warnings = [r for r in caplog.records if "cannot save rate-limit counters" in r.message]
     assert len(warnings) == 1
+
+
+def test_an_idle_key_always_admits_one_whatever_the_clock_rounding() -> None:
+    # 10 per 7 s with no burst: now + 0.7 - now rounds above 0.7 at today's clock, which
+    # once refused every request of such a limit
+    store = MemoryLimitStore()
+    limit = gcra(count=10, period=7.0, burst=1)
+    now = at = time.time()
+    allowed = []
+    for _ in range(5):
+        allowed.append(passes(store, at, limit))
+        at += 0.7  # one every emission interval
+    assert allowed == [True] * 5
+    assert not passes(store, at - 0.7, limit)
+    check, key = limit
+    fresh = MemoryLimitStore()
+    assert fresh.take_rate(check, key, now) > 0  # the fast path says the same
+    assert fresh.take_rate(check, key, now) == 0.0

@@ -2,8 +2,14 @@
 RateLimit-Policy / RateLimit fields (draft-ietf-httpapi-ratelimit-headers).
 
 Everything a request needs is prepared here once per plan: the store keys' prefixes, the
-periods, the constant ``RateLimit-Policy`` line. Per request: one key string per limit and one
-``store.take`` for all of them (all consumed or none).
+periods, the constant ``RateLimit-Policy`` line. Per request: one key string per limit (cached
+per consumer, client address or header value) and one ``store.take`` for all of them (all
+consumed or none).
+
+This runs on every request of a limited route, so the common case has a path of its own: a
+route with a single rate limit on the in-process store (`OneRateLimitPolicy`) takes one TAT
+from the store and looks its ``RateLimit`` line up in a small table, with no list, no
+`Outcome` and no formatting per request.
 """
 
 from __future__ import annotations
@@ -11,12 +17,12 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from bastion.config.policy_traffic import Quota, RateLimit, parse_rate
 from bastion.http1.request import Request
 from bastion.policies.base import Denied, real_client_ip
-from bastion.state.limits import Check, LimitStore, Outcome, quota_window
+from bastion.state.limits import Check, LimitStore, MemoryLimitStore, Outcome, quota_window
 from bastion.state.persist import PersistentStore, limit_store
 from bastion.tls.store import resolve_data_dir
 
@@ -24,19 +30,35 @@ if TYPE_CHECKING:
     from bastion.config.models import Route, Site
     from bastion.plan import Plan
 
-__all__ = ["LONG_WINDOW", "Limit", "RateLimitPolicy"]
+__all__ = ["LONG_WINDOW", "Limit", "OneRateLimitPolicy", "RateLimitPolicy", "build_policy"]
 
 LONG_WINDOW = 60.0
 """Rate limits with a period of at least this many seconds are saved across restarts."""
 
+_K = TypeVar("_K")
+
 _PERIOD_NAMES = {1.0: "s", 60.0: "m", 3600.0: "h", 86400.0: "day"}
+
+KEY_CACHE = 4096
+"""Store keys remembered per limit (per consumer, client address or header value); the
+table starts again when full, so a flood of new clients costs a string each, no memory."""
+
+LINE_CACHE = 1024
+"""``RateLimit`` lines remembered per single-limit policy, by (remaining, reset)."""
+
+# module globals are one lookup cheaper than attributes of `time` and `math`
+_now = time.time
+_floor = math.floor
+_ceil = math.ceil
+_NEVER = float("inf")  # the TAT of a key the store does not have, for `on_request`
 
 
 class Limit:
     """One configured limit, resolved: how to key it, and its check parameters."""
 
-    __slots__ = ("advertise", "burst", "check", "count", "key", "name", "per", "period",
-                 "persist", "prefix", "span")  # fmt: skip
+    __slots__ = ("advertise", "burst", "by_ip", "by_value", "check", "count", "header",
+                 "ip_prefix", "key", "name", "per", "period", "persist", "prefix",
+                 "span")  # fmt: skip
 
     def __init__(self, scope: str, spec: RateLimit | Quota) -> None:
         self.key = spec.key
@@ -59,6 +81,39 @@ class Limit:
             identity = f"q:{spec.per}:{spec.name or ''}"
         self.prefix = f"{scope}|{identity}|{spec.key}="
         self.check = Check(self.count, self.period, self.burst, self.per, self.persist)
+        # what a request is counted by (see `store_key`), resolved once
+        self.header = spec.key[len("header:") :].lower().encode() if ":" in spec.key else b""
+        self.ip_prefix = self.prefix if spec.key == "client_ip" else self.prefix + "ip:"
+        self.by_ip: dict[str, str] = {}  # client address -> store key
+        self.by_value: dict[str | bytes, str] = {}  # consumer name or header value -> store key
+
+    def store_key(self, req: Request, trusted: Callable[[str], bool] | None) -> str:
+        """The store key of this limit for ``req``: the prefix and the consumer, header
+        value or client address (the fallback when there is no consumer or header)."""
+        # a dict hit per request instead of concatenating the same strings again
+        key = self.key
+        if key == "consumer":
+            consumer = req.consumer
+            if consumer:
+                try:
+                    return self.by_value[consumer]
+                except KeyError:
+                    return _remember(self.by_value, consumer, self.prefix + "c:" + consumer)
+        elif key == "route":
+            return self.prefix
+        elif key != "client_ip":
+            header = req.header(self.header)
+            if header:
+                try:
+                    return self.by_value[header]
+                except KeyError:
+                    value = self.prefix + "h:" + header.decode("latin-1")
+                    return _remember(self.by_value, header, value)
+        ip = req.client_ip if trusted is None else real_client_ip(req, trusted)
+        try:
+            return self.by_ip[ip]
+        except KeyError:
+            return _remember(self.by_ip, ip, self.ip_prefix + ip)
 
     def window(self, now: float) -> float:
         if self.per is None:
@@ -74,7 +129,16 @@ def _short(key: str) -> str:
     return key.replace("header:", "h-").replace("_", "-")
 
 
+def _remember(table: dict[_K, str], value: _K, key: str) -> str:
+    if len(table) >= KEY_CACHE:
+        table.clear()
+    table[value] = key
+    return key
+
+
 class RateLimitPolicy:
+    """Any set of rate limits and quotas, on any store."""
+
     is_async = False
 
     def __init__(
@@ -85,6 +149,9 @@ class RateLimitPolicy:
         trusted: Callable[[str], bool] | None,
         saver: PersistentStore | None = None,
     ) -> None:
+        # an instance attribute: the chain reads it per request, and Python 3.11 has a
+        # fast path for instance attributes, not for class ones read through an instance
+        self.is_async = False
         self.limits = [Limit(scope, spec) for spec in specs]
         self.checks = [limit.check for limit in self.limits]
         # the RateLimit fields go on every answer when any limit is advertised
@@ -96,29 +163,19 @@ class RateLimitPolicy:
         self.policy_until = (0.0, 0.0)  # when policy_line must be built again
         self.store = store
         self.trusted = trusted
-        self.saver = saver  # saves long-window counters now and then
+        # saves long-window counters now and then; only this route's requests can have
+        # changed them, so a route without any has nothing to look at
+        self.saver = saver if any(limit.persist for limit in self.limits) else None
 
     def keys(self, req: Request) -> list[str]:
         """The store key of each limit for this request."""
-        ip = real_client_ip(req, self.trusted) if self.trusted is not None else req.client_ip
-        keys = []
-        for limit in self.limits:
-            key = limit.key
-            if key == "client_ip":
-                value = ip
-            elif key == "consumer":
-                value = "c:" + req.consumer if req.consumer else "ip:" + ip
-            elif key == "route":
-                value = ""
-            else:
-                header = req.header(key[len("header:") :].encode())
-                value = "h:" + header.decode("latin-1") if header else "ip:" + ip
-            keys.append(limit.prefix + value)
-        return keys
+        trusted = self.trusted
+        return [limit.store_key(req, trusted) for limit in self.limits]
 
     def on_request(self, req: Request) -> Denied | None:
-        now = time.time()
-        allowed, outcomes = self.store.take(self.checks, self.keys(req), now, self.report)
+        now = _now()
+        keys = self.keys(req)
+        allowed, outcomes = self.store.take(self.checks, keys, now, self.report)
         saver = self.saver
         if saver is not None and saver.dirty:
             saver.take_and_save(now)
@@ -128,6 +185,10 @@ class RateLimitPolicy:
             # added to every answer of this request, whatever produces it
             req.extra_head += self.fields(outcomes, now)
             return None
+        return self.denied(outcomes, now)
+
+    def denied(self, outcomes: list[Outcome], now: float) -> Denied:
+        """The 429 answer to a request that a limit refused."""
         wait = max(o.retry_after for o in outcomes if not o.allowed)
         seconds = max(1, math.ceil(wait - 1e-6))
         headers = f"Retry-After: {seconds}\r\n".encode() + self.fields(outcomes, now)
@@ -140,11 +201,14 @@ class RateLimitPolicy:
         if not self.policy_until[0] <= now < self.policy_until[1]:
             self._policy_line(now)
         state = []
-        for prefix, outcome in zip(self.state_prefixes, outcomes, strict=True):
+        prefixes = self.state_prefixes
+        for i in range(len(prefixes)):
+            prefix = prefixes[i]
             if prefix is not None:
+                outcome = outcomes[i]
                 left = outcome.remaining
                 reset = outcome.retry_after if left == 0 else outcome.reset
-                state.append(b"%s%d;t=%d" % (prefix, left, max(0, math.ceil(reset - 1e-6))))
+                state.append(b"%s%d;t=%d" % (prefix, left, max(0, _ceil(reset - 1e-6))))
         return b"%sRateLimit: %s\r\n" % (self.policy_line, b", ".join(state))
 
     def _policy_line(self, now: float) -> None:
@@ -161,6 +225,113 @@ class RateLimitPolicy:
         self.policy_until = (start, end)
 
 
+class OneRateLimitPolicy(RateLimitPolicy):
+    """A single rate limit (GCRA) on the in-process store: the common case, taken by
+    `MemoryLimitStore.take_rate` and answered from a table of ``RateLimit`` lines."""
+
+    def __init__(
+        self,
+        scope: str,
+        spec: RateLimit,
+        store: MemoryLimitStore,
+        trusted: Callable[[str], bool] | None,
+        saver: PersistentStore | None = None,
+    ) -> None:
+        super().__init__(scope, [spec], store, trusted, saver)
+        limit = self.limit = self.limits[0]
+        self.check = limit.check
+        self.memory = store
+        self.take_rate = store.take_rate
+        # what `take_rate` does for an idle key, done in `on_request` (see there); not for
+        # a saved limit, whose keys must also be marked for the next save
+        self.direct = not self.check.persist
+        self.interval = self.check.interval
+        # the store keys of a consumer and of a client address, looked up here rather than
+        # through `Limit.store_key` (a call less); None where that does not apply
+        self.by_consumer = limit.by_value if limit.key == "consumer" else None
+        plain_ip = trusted is None and limit.key in ("consumer", "client_ip")
+        self.by_ip = limit.by_ip if plain_ip else None
+        # the RateLimit-Policy line of a rate limit never changes: it starts every line
+        self._policy_line(_now())
+        self.prefix = b"%sRateLimit: %s" % (self.policy_line, self.state_prefixes[0] or b"")
+        # What follows the key's new TAT depends only on how far ahead of now it is, and
+        # that takes few values: an idle key is always one interval ahead (to the clock's
+        # rounding), a busy one some whole intervals more. So both fields are looked up
+        # by that float, then by (remaining, reset), and formatted only when both miss.
+        self.by_ahead: dict[float, bytes] = {}
+        self.by_state: dict[tuple[int, int], bytes] = {}
+
+    def on_request(self, req: Request) -> Denied | None:
+        # (subscripts in try blocks rather than .get: a miss happens once per key or value)
+        now = _now()
+        try:
+            if self.by_consumer is not None and req.consumer:
+                key = self.by_consumer[req.consumer]
+            elif self.by_ip is not None:
+                key = self.by_ip[req.client_ip]
+            else:
+                key = self.limit.store_key(req, self.trusted)
+        except KeyError:
+            key = self.limit.store_key(req, self.trusted)
+        # An idle key (its TAT passed) is the common case whenever clients stay under
+        # their limit: it is taken here, a call less; every other case (a new or busy
+        # key, a sweep due, a saved limit) is the store's `take_rate`.
+        store = self.memory
+        tats = store.tat
+        if self.direct and now < store.next_sweep and tats.get(key, _NEVER) <= now:
+            tat = tats[key] = now + self.interval
+        else:
+            tat = self.take_rate(self.check, key, now)
+            if self.saver is not None:
+                self.saver.take_and_save(now)
+            if not tat:
+                return self.denied(store.state(self.checks, [key], now), now)
+        if self.report:
+            # added to every answer of this request, whatever produces it
+            try:
+                req.extra_head += self.by_ahead[tat - now]
+            except KeyError:
+                req.extra_head += self._line(now, tat)
+        return None
+
+    def _line(self, now: float, tat: float) -> bytes:
+        """Both fields after a request that moved the key's TAT to ``tat``: what `take`
+        reports and `fields` writes, with the same arithmetic."""
+        check = self.check
+        left = _floor((now + check.tau - tat) / check.interval + 1e-9) + 1
+        if left > 0:
+            reset = _ceil(tat - now - 1e-6)
+        else:
+            left = 0
+            reset = _ceil(tat - check.tau - now - 1e-6)
+        if reset < 0:
+            reset = 0
+        by_state = self.by_state
+        line = by_state.get((left, reset))
+        if line is None:
+            if len(by_state) >= LINE_CACHE:
+                by_state.clear()
+            line = by_state[left, reset] = b"%s%d;t=%d\r\n" % (self.prefix, left, reset)
+        by_ahead = self.by_ahead
+        if len(by_ahead) >= LINE_CACHE:
+            by_ahead.clear()
+        by_ahead[tat - now] = line
+        return line
+
+
+def build_policy(
+    scope: str,
+    specs: Sequence[RateLimit | Quota],
+    store: LimitStore,
+    trusted: Callable[[str], bool] | None,
+    saver: PersistentStore | None = None,
+) -> RateLimitPolicy:
+    """The policy for ``specs``: the single-limit fast path when it applies."""
+    if len(specs) == 1 and isinstance(specs[0], RateLimit) and isinstance(store, MemoryLimitStore):
+        return OneRateLimitPolicy(scope, specs[0], store, trusted, saver)
+    return RateLimitPolicy(scope, specs, store, trusted, saver)
+
+
 def build_rate_limit(route: Route, site: Site, plan: Plan) -> RateLimitPolicy | None:
     """The route's rate limits and quotas, on the process's store, or None."""
     specs: list[RateLimit | Quota] = [*route.rate_limits, *route.quotas]
@@ -168,4 +339,4 @@ def build_rate_limit(route: Route, site: Site, plan: Plan) -> RateLimitPolicy | 
         return None
     store = limit_store(resolve_data_dir(plan.config.data_dir))
     scope = ",".join(site.hosts) + " " + route.path.text
-    return RateLimitPolicy(scope, specs, store, plan.trusted, store)
+    return build_policy(scope, specs, store, plan.trusted, store)
