@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 __all__ = ["ApiKeyPolicy", "strip_query_param"]
 
 _MAX_KEY = 512
+_MAX_SEEN = 4096  # key header values remembered between two looks at the key store
 
 
 def strip_query_param(query: str, name: str) -> tuple[str, str | None]:
@@ -54,6 +55,11 @@ class ApiKeyPolicy:
         # per request)
         hidden = [self.header] if self.hide and self.header is not None else []
         self.upstream_drops = identity.drops | frozenset(hidden)
+        # accepted key header values -> (consumer, its upstream header line), valid until
+        # `seen_until` (loop time): a client sends the same key on every request, and this
+        # answers it without a call to the store (see `_remember`)
+        self.seen: dict[bytes, tuple[str, bytes]] = {}
+        self.seen_until = float("-inf")
         where = []
         if conf.header:
             where.append(f"the {conf.header} header")
@@ -105,14 +111,33 @@ class ApiKeyPolicy:
             # the common case first: a valid key in the key header
             for lname, _, value in req.headers:
                 if lname == header:
+                    if req.start < self.seen_until:
+                        seen = self.seen.get(value)
+                        if seen is not None:
+                            req.consumer = seen[0]
+                            req.upstream_extra += seen[1]
+                            return None
                     record = self.store.find(value)
                     if record is None or (
                         self.allowed is not None and record.consumer not in self.allowed
                     ):
                         break  # the full path below gives the right refusal
                     self.identity.accept(req, record.consumer)
+                    self._remember(req, value, record.consumer)
                     return None
         return self._check(req)
+
+    def _remember(self, req: Request, value: bytes, consumer: str) -> None:
+        """Remember an accepted key header for as long as the store's answers stay
+        current (until it next looks at its file), so that a revoked key is refused as
+        soon as the store knows."""
+        if req.start >= self.seen_until:
+            self.seen = {}
+            fresh_for = getattr(self.store, "fresh_for", None)
+            self.seen_until = req.start + (fresh_for() if fresh_for is not None else 0.0)
+        if len(self.seen) < _MAX_SEEN:
+            line = self.identity.lines.get(consumer, b"")  # what `accept` has just built
+            self.seen[value] = (consumer, line)
 
     def _check(self, req: Request) -> Denied | None:
         key, source, malformed = self._find(req)

@@ -102,6 +102,11 @@ class FileKeyStore:
             self._load()
         return self._active.get(hash_key(key))
 
+    def fresh_for(self) -> float:
+        """Seconds until the next look at the file: what `find` answers until then stays
+        true."""
+        return max(0.0, self._next_check - time.monotonic())
+
     def find(self, raw: bytes) -> KeyRecord | None:
         now = time.monotonic()
         if now >= self._next_check:
