@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: run test bench lint venv clean
+.PHONY: run test bench bench-instructions lint venv clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -29,6 +29,10 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+# instructions per request of each policy, counted by callgrind (needs valgrind)
+bench-instructions: $(STAMP)
+	$(BIN)/python bench/instructions.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

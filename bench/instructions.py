@@ -1,0 +1,169 @@
+"""Instructions per request of bastion's policy route, counted by callgrind.
+
+Throughput on a small shared VM moves by 10-20% from run to run; instruction counts do not
+(the same code, configuration and load give the same count within about 1%, whatever else
+the machine runs). This script measures the cost of each policy of the `policy` scenario
+separately and together, as user-space instructions per request:
+
+    python bench/instructions.py [variant ...]
+
+A variant is ``bare`` (the route without policies, no access log) or a comma list of
+``key`` (API key), ``rl`` (a rate limit of 1000000/s by consumer), ``rqh`` / ``rsh``
+(request / response header rules), ``hdr`` (both), ``log`` (JSON access log). Each variant
+starts bastion under ``valgrind --tool=callgrind`` with instrumentation off, warms it up
+with wrk, then counts the instructions of one wrk run. Instructions are not time: they leave
+out the kernel, cache misses and branch mispredictions, so a ratio here is an upper bound of
+the throughput ratio that `run.py --scenarios policy` measures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import targets
+from procs import free_port
+
+PARTS = {
+    "key": "        auth: {api_keys: {}}\n",
+    "rl": "        rate_limits:\n          - {rate: 1000000/s, key: consumer}\n",
+    "rqh": "        headers:\n          request:\n"
+    '            set: {X-Client-IP: "{client_ip}"}\n            remove: [Cookie]\n',
+    "rsh": "        headers:\n          response:\n"
+    "            set: {X-Served-By: bastion}\n            remove: [X-Powered-By]\n",
+    "hdr": "        headers:\n          request:\n"
+    '            set: {X-Client-IP: "{client_ip}"}\n            remove: [Cookie]\n'
+    "          response:\n"
+    "            set: {X-Served-By: bastion}\n            remove: [X-Powered-By]\n",
+}
+
+
+def config(tmp: Path, backend_port: int, port: int, variant: str) -> str:
+    names = variant.split(",")
+    unknown = [n for n in names if n not in PARTS and n not in ("bare", "log")]
+    if unknown:
+        raise SystemExit(f"unknown variant part(s): {', '.join(unknown)}")
+    upstream = f"http://127.0.0.1:{backend_port}"
+    log = (
+        f'{{format: json, path: "{tmp}/access-{port}.log"}}'
+        if "log" in names
+        else '{format: "off"}'
+    )
+    policies = "".join(PARTS[n] for n in names if n in PARTS)
+    return f"""\
+listen: {{http: 127.0.0.1:{port}}}
+workers: 1
+data_dir: "{tmp}/data"
+access_log: {log}
+sites:
+  - hosts: ["*"]
+    routes:
+      - path: "= {targets.POLICY_PATH}"
+        proxy: {{upstreams: ["{upstream}"]}}
+{policies}      - path: /
+        proxy: {{upstreams: ["{upstream}"]}}
+"""
+
+
+def _wait_port(port: int, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit(f"bastion did not open port {port} under valgrind")
+
+
+def measure(
+    python: Path, bastion: Path, tmp: Path, backend_port: int, variant: str, key: str, seconds: int
+) -> tuple[int, int]:
+    """(requests, instructions) of one wrk run against bastion running ``variant``."""
+    port = free_port()
+    cfg = tmp / f"{variant}.yaml"
+    cfg.write_text(config(tmp, backend_port, port, variant))
+    out = tmp / f"callgrind-{variant}.out"
+    proc = subprocess.Popen(
+        ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}",
+         str(python), "-m", "bastion", "run", "-c", str(cfg)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp,
+    )  # fmt: skip
+    try:
+        _wait_port(port, 120)
+        wrk = ["wrk", "-t1", "-c16", "-H", f"X-API-Key: {key}",
+               f"http://127.0.0.1:{port}{targets.POLICY_PATH}"]  # fmt: skip
+        subprocess.run([*wrk, "-d3s"], capture_output=True, check=True)  # warm-up
+        subprocess.run(["callgrind_control", "-i", "on", str(proc.pid)], capture_output=True)
+        run = subprocess.run([*wrk, f"-d{seconds}s"], capture_output=True, text=True, check=True)
+        subprocess.run(["callgrind_control", "-i", "off", str(proc.pid)], capture_output=True)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+    found = re.search(r"(\d+) requests in", run.stdout)
+    if found is None or "Non-2xx" in run.stdout:
+        raise SystemExit(f"{variant}: wrk failed or got errors:\n{run.stdout}")
+    total = 0
+    for line in out.read_text().splitlines():
+        if line.startswith(("summary:", "totals:")):
+            total = max(total, int(line.split()[1]))
+    return int(found.group(1)), total
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("variants", nargs="*", default=["bare", "key", "rl", "rqh", "rsh", "log",
+                                                    "key,rl,hdr,log"])  # fmt: skip
+    p.add_argument("--seconds", type=int, default=6, help="wrk seconds counted per variant (6)")
+    p.add_argument(
+        "--bastion",
+        type=Path,
+        default=Path(sys.executable).parent / "bastion",
+        help="bastion executable (default: the one beside this python)",
+    )
+    args = p.parse_args(argv)
+    python = args.bastion.parent / "python"
+    tmp = Path(tempfile.mkdtemp(prefix="bastion-instructions-"))
+    backend, backend_port = targets.start_backend(tmp, None)
+    try:
+        first = tmp / "keys.yaml"
+        first.write_text(config(tmp, backend_port, free_port(), "key"))
+        made = subprocess.run(
+            [str(args.bastion), "keys", "create", "--consumer", "bench", "-c", str(first)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        key = made.stdout.split()[0]
+        counts = {}
+        for variant in args.variants:
+            requests, total = measure(python, args.bastion, tmp, backend_port, variant, key,
+                                      args.seconds)  # fmt: skip
+            counts[variant] = total / requests
+            print(
+                f"{variant:16s} {requests:7d} requests  {total / requests / 1000:7.1f} kIr/req",
+                flush=True,
+            )
+    finally:
+        backend.stop()
+    if "bare" in counts:
+        base = counts["bare"]
+        print("\nagainst bare:")
+        for variant, per in counts.items():
+            print(
+                f"{variant:16s} {per / 1000:7.1f} kIr/req  {(per - base) / 1000:+6.1f}k  "
+                f"ratio {base / per:.3f}"
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
