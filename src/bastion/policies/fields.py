@@ -16,9 +16,10 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from bastion.http1.request import Request
-    from bastion.policies.headers import Template
 
-__all__ = ["FieldEdit", "Fields", "FoldablePolicy", "field_line", "fold"]
+Getter = Callable[["Request"], bytes]
+
+__all__ = ["FieldEdit", "Fields", "FoldablePolicy", "Getter", "Template", "field_line", "fold"]
 
 # (lowercase names removed, name prefixes removed, fields added in order: name and value)
 Fields = tuple[frozenset[bytes], tuple[bytes, ...], list[tuple[bytes, "bytes | Template"]]]
@@ -31,36 +32,50 @@ class FoldablePolicy(Protocol):
 
 
 class FieldEdit:
-    __slots__ = ("constant", "drop", "kinds", "lines", "prefixes")
+    __slots__ = ("added", "drop", "kinds", "prefixes")
 
     def __init__(
         self,
         drop: frozenset[bytes],
         prefixes: tuple[bytes, ...],
-        lines: list[bytes | Callable[[Request], bytes]],
+        lines: list[bytes | Getter],
     ) -> None:
         self.drop = drop
         self.prefixes = prefixes
-        # the added lines: all constant (one bytes), or rendered per request
-        self.constant = (
-            b"".join(x for x in lines if isinstance(x, bytes))
-            if all(isinstance(x, bytes) for x in lines)
-            else None
-        )
-        self.lines = lines
+        self.added = Template.of(lines)  # the lines added
         self.kinds: dict[bytes, int] | None = None  # the proxy's field table, made at first use
 
     def render(self, req: Request) -> bytes:
         """The header lines this edit adds to the answer of ``req``."""
-        if self.constant is not None:
-            return self.constant
-        out = b""
-        for line in self.lines:
-            out += line if line.__class__ is bytes else line(req)  # type: ignore[operator]
-        return out
+        return self.added.render(req)
 
     def removes(self, lname: bytes) -> bool:
         return lname in self.drop or (bool(self.prefixes) and lname.startswith(self.prefixes))
+
+
+class Template:
+    """Header text (a value, or whole lines): constant, or rendered per request from its
+    parts, constant bytes and functions of the request."""
+
+    __slots__ = ("constant", "parts")
+
+    def __init__(self, constant: bytes | None, parts: list[bytes | Getter]) -> None:
+        self.constant = constant
+        self.parts = parts
+
+    @classmethod
+    def of(cls, parts: list[bytes | Getter]) -> Template:
+        if all(isinstance(p, bytes) for p in parts):
+            return cls(b"".join(p for p in parts if isinstance(p, bytes)), [])
+        return cls(None, parts)
+
+    def render(self, req: Request) -> bytes:
+        if self.constant is not None:
+            return self.constant
+        out = b""
+        for part in self.parts:
+            out += part if part.__class__ is bytes else part(req)  # type: ignore[operator]
+        return out
 
 
 def fold(policies: Sequence[object]) -> FieldEdit | None:
@@ -86,7 +101,7 @@ def fold(policies: Sequence[object]) -> FieldEdit | None:
     return FieldEdit(frozenset(drop), tuple(prefixes), [field_line(n, v) for n, v in added])
 
 
-def field_line(name: bytes, value: bytes | Template) -> bytes | Callable[[Request], bytes]:
+def field_line(name: bytes, value: bytes | Template) -> bytes | Getter:
     """A header line: constant bytes, or a function rendering it for a request."""
     if isinstance(value, bytes):
         return name + b": " + value + b"\r\n"

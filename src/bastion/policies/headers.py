@@ -21,7 +21,7 @@ from bastion.config.policy_traffic import (
 )
 from bastion.http1.request import Request
 from bastion.policies.base import ResponseHead, real_client_ip
-from bastion.policies.fields import Fields, field_line
+from bastion.policies.fields import Fields, Getter, Template, field_line
 from bastion.tls.table import site_tls_mode
 
 if TYPE_CHECKING:
@@ -37,26 +37,7 @@ __all__ = [
     "merge_rules",
 ]
 
-Getter = Callable[[Request], bytes]
 _PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}]*)\}")
-
-
-class Template:
-    """A header value: constant, or rendered per request from its parts."""
-
-    __slots__ = ("constant", "parts")
-
-    def __init__(self, constant: bytes | None, parts: list[bytes | Getter]) -> None:
-        self.constant = constant
-        self.parts = parts
-
-    def render(self, req: Request) -> bytes:
-        if self.constant is not None:
-            return self.constant
-        out = b""
-        for part in self.parts:
-            out += part if part.__class__ is bytes else part(req)  # type: ignore[operator]
-        return out
 
 
 def compile_template(text: str, trusted: Callable[[str], bool] | None) -> Template:
@@ -152,8 +133,7 @@ class RequestHeaderPolicy:
         )
         lines = [field_line(n, t) for n, t in [*set_, *add]]
         lines += [n + b": " + v + b"\r\n" for n, v in inject]
-        self.lines = lines
-        self.constant = b"".join(lines) if all(type(x) is bytes for x in lines) else None  # type: ignore[arg-type]
+        self.added = Template.of(lines)
 
     def on_request(self, req: Request) -> None:
         prefixes = self.remove.prefixes
@@ -161,13 +141,7 @@ class RequestHeaderPolicy:
             for lname, _, _ in req.headers:
                 if lname.startswith(prefixes):
                     req.drop_upstream_header(lname)
-        if self.constant is not None:
-            req.upstream_extra += self.constant
-            return
-        extra = req.upstream_extra
-        for line in self.lines:
-            extra += line if line.__class__ is bytes else line(req)  # type: ignore[operator]
-        req.upstream_extra = extra
+        req.upstream_extra += self.added.render(req)
 
 
 class ResponseHeaderPolicy:
