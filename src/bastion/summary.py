@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from bastion.config import LoadedConfig
 from bastion.config.balancing import default_policy
-from bastion.config.models import Site, TlsFiles
+from bastion.config.models import Route, Site, TlsFiles
+from bastion.config.policy_traffic import SECURITY_HEADERS_OFF
 from bastion.plan import Plan
 from bastion.tls.table import site_tls_mode
 
@@ -24,6 +25,9 @@ def describe(loaded: LoadedConfig, plan: Plan) -> str:
         for route in site.routes:
             methods = f" [{', '.join(route.methods)}]" if route.methods else ""
             lines.append(f"  {route.path.text}{methods} -> {_action(route)}")
+            policies = _policies(route, site)
+            if policies:
+                lines.append(f"    policies: {', '.join(policies)}")
     upstreams = sorted({pool.label for pool in plan.pools})
     if upstreams:
         lines.append("upstreams:")
@@ -69,6 +73,39 @@ def _action(route: object) -> str:
         return f"s3 bucket {s3.bucket} ({s3.region}){prefix}{strip}"
     respond = getattr(route, "respond", None)
     return f"respond {respond.status}" if respond is not None else "?"
+
+
+def _policies(route: Route, site: Site) -> list[str]:
+    """The route's policies in the order they run, by name and shape: never a value that
+    could be a secret (an injected field shows only its name)."""
+    found: list[str] = []
+    if route.ip_rules is not None or site.ip_rules is not None:
+        found.append("ip rules")
+    if route.cors is not None or site.cors is not None:
+        found.append("cors")
+    auth = route.auth
+    if auth is not None:
+        kind = next(k for k in ("api_keys", "jwt", "basic", "forward") if getattr(auth, k))
+        allowed = getattr(getattr(auth, kind), "consumers", None)
+        found.append(f"auth {kind}" + (f" (consumers {', '.join(allowed)})" if allowed else ""))
+    found += [f"rate limit {r.rate} by {r.key}" for r in route.rate_limits]
+    found += [f"quota {q.limit}/{q.per} by {q.key}" for q in route.quotas]
+    if route.validation is not None:
+        found.append("request validation")
+    if route.max_body is not None:
+        found.append(f"max body {route.max_body} B")
+    rules = [h for h in (site.headers, route.headers) if h is not None]
+    if rules:
+        injected = sorted(
+            {name for h in rules if h.request is not None for name in h.request.inject}
+        )
+        found.append("header rules" + (f" (injects {', '.join(injected)})" if injected else ""))
+    preset = route.security_headers or site.security_headers
+    if preset is not None and preset != SECURITY_HEADERS_OFF:
+        found.append("security headers")
+    if route.compress is not None or site.compress is not None:
+        found.append("compression")
+    return found
 
 
 def _tls(site: Site, has_https: bool, directory: str) -> str:

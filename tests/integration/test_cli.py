@@ -65,6 +65,11 @@ def test_check_prints_the_plan_without_secrets(tmp_path: Path) -> None:
         "listen: {http: '127.0.0.1:8080'}\nsites:\n  - hosts: [api.example.test]\n    routes:\n"
         "      - path: /\n        respond: {body: 'token ${SECRET_TOKEN}'}\n"
         "      - path: /api/\n        proxy: {upstreams: ['http://127.0.0.1:8000']}\n"
+        "      - path: /saas/\n        proxy: {upstreams: ['http://127.0.0.1:8001']}\n"
+        "        auth: {api_keys: {consumers: [web]}}\n"
+        "        rate_limits: [{rate: 10/s, key: consumer}]\n"
+        "        headers: {request: {inject: {Authorization: 'Bearer ${SECRET_TOKEN}'}}}\n"
+        "        security_headers: true\n"
     )
     out = bastion(
         "check", "-c", str(path), env={"SECRET_TOKEN": "s3cr3t-value", "PATH": "/usr/bin"}
@@ -72,6 +77,11 @@ def test_check_prints_the_plan_without_secrets(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert "http://127.0.0.1:8080" in out.stdout and "api.example.test" in out.stdout
     assert "/api/ -> proxy http://127.0.0.1:8000" in out.stdout
+    # each route's policies, by name: the injected field is named, its value never shown
+    assert (
+        "    policies: auth api_keys (consumers web), rate limit 10/s by consumer, "
+        "header rules (injects Authorization), security headers"
+    ) in out.stdout
     assert "s3cr3t-value" not in out.stdout + out.stderr
     missing = bastion("check", "-c", str(path), env={"PATH": "/usr/bin"})
     assert missing.returncode == 1 and "SECRET_TOKEN" in missing.stderr
