@@ -127,7 +127,6 @@ def test_tables_stay_bounded_under_a_flood_of_clients(clock: Clock) -> None:
         assert b'RateLimit: "client-ip-100000-per-s";r=' in req.extra_head
     assert 0 < len(policy.limit.by_ip) <= ratelimit.KEY_CACHE
     assert len(policy.by_ahead) <= ratelimit.LINE_CACHE
-    assert len(policy.by_state) <= ratelimit.LINE_CACHE
 
 
 def test_several_limits_and_quotas_take_the_general_path(clock: Clock) -> None:

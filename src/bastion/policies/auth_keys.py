@@ -133,11 +133,9 @@ class ApiKeyPolicy:
         soon as the store knows."""
         if req.start >= self.seen_until:
             self.seen = {}
-            fresh_for = getattr(self.store, "fresh_for", None)
-            self.seen_until = req.start + (fresh_for() if fresh_for is not None else 0.0)
+            self.seen_until = req.start + self.store.fresh_for()
         if len(self.seen) < _MAX_SEEN:
-            line = self.identity.lines.get(consumer, b"")  # what `accept` has just built
-            self.seen[value] = (consumer, line)
+            self.seen[value] = (consumer, self.identity.line(consumer))
 
     def _check(self, req: Request) -> Denied | None:
         key, source, malformed = self._find(req)

@@ -40,24 +40,23 @@ class Identity:
 
     def accept(self, req: Request, consumer: str) -> None:
         req.consumer = consumer
-        lheader = self.lheader
-        if lheader is not None:
-            drop = req.upstream_drop  # the route's chain has usually dropped it already
-            if drop is None or lheader not in drop:
-                req.drop_upstream_header(lheader)
-            line = self.lines.get(consumer)
-            if line is None:
-                line = self._line(consumer)
-            if line:
-                req.upstream_extra += line
+        if self.lheader is not None:
+            req.drop_upstream_header(self.lheader)  # (the chain has usually dropped it)
+            req.upstream_extra += self.line(consumer)
 
-    def _line(self, consumer: str) -> bytes:
-        assert self.header is not None
-        ok = consumer and not any(c in consumer for c in "\r\n\x00")
-        line = self.header + b": " + consumer.encode("utf-8") + b"\r\n" if ok else b""
-        if len(self.lines) >= _MAX_LINES:
-            self.lines.clear()
-        self.lines[consumer] = line
+    def line(self, consumer: str) -> bytes:
+        """The consumer's upstream header line (b"" with no header, or for a name that
+        cannot be sent), built once per consumer."""
+        line = self.lines.get(consumer)
+        if line is None:
+            header = self.header
+            if header is None or not consumer or any(c in consumer for c in "\r\n\x00"):
+                line = b""
+            else:
+                line = header + b": " + consumer.encode("utf-8") + b"\r\n"
+            if len(self.lines) >= _MAX_LINES:
+                self.lines.clear()
+            self.lines[consumer] = line
         return line
 
     def bearer(self, req: Request, challenge: bytes, realm: bytes) -> str | Denied:

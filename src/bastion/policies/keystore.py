@@ -39,7 +39,6 @@ FILE_NAME = "api_keys.json"
 _CONSUMER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 _CHECK_EVERY = 1.0  # seconds between two looks at the file from a running gateway
 _MAX_KEY = 512  # longer values are not keys: not even hashed
-_MAX_KNOWN = 4096  # keys remembered as sent (see FileKeyStore.find)
 
 
 def valid_consumer(name: str) -> bool:
@@ -67,6 +66,10 @@ class KeyStore(Protocol):
         """`lookup` of a key as a request field carries it (bytes, maybe padded with
         spaces); a missing, overlong or unknown one gives None."""
 
+    def fresh_for(self) -> float:
+        """Seconds during which what `find` answers stays true (until the store next
+        looks for changed keys)."""
+
     def create(self, consumer: str) -> tuple[str, KeyRecord]:
         """A new key for ``consumer``: (the plain key, shown once; its record)."""
 
@@ -85,11 +88,6 @@ class FileKeyStore:
     def __init__(self, directory: Path) -> None:
         self.path = directory / FILE_NAME
         self._active: dict[str, KeyRecord] = {}
-        # active keys as requests sent them -> record: a client sends its key on every
-        # request, so the SHA-256 is done once per key and file version, not per request.
-        # Only keys that matched are kept (unknown ones cannot fill it), and it is emptied
-        # whenever the file changes, so a revoked key stops working within a second.
-        self._known: dict[bytes, KeyRecord] = {}
         self._stamp: tuple[int, int, int] | None = None
         self._next_check = 0.0
         self._load()
@@ -108,27 +106,16 @@ class FileKeyStore:
         return max(0.0, self._next_check - time.monotonic())
 
     def find(self, raw: bytes) -> KeyRecord | None:
-        now = time.monotonic()
-        if now >= self._next_check:
-            self._next_check = now + _CHECK_EVERY
-            self._load()
-        record = self._known.get(raw)
-        if record is None:
-            key = raw.strip().decode("latin-1")
-            if not key or len(key) > _MAX_KEY:
-                return None
-            record = self._active.get(hash_key(key))
-            if record is not None:
-                if len(self._known) >= _MAX_KNOWN:
-                    self._known.clear()
-                self._known[raw] = record
-        return record
+        key = raw.strip().decode("latin-1")
+        if not key or len(key) > _MAX_KEY:
+            return None
+        return self.lookup(key)
 
     def _load(self) -> None:
         try:
             st = os.stat(self.path)
         except FileNotFoundError:
-            self._active, self._known, self._stamp = {}, {}, None
+            self._active, self._stamp = {}, None
             return
         stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
         if stamp == self._stamp:
@@ -138,7 +125,6 @@ class FileKeyStore:
         except (OSError, ValueError):
             return  # keep the keys held; the CLI never writes a half file (atomic rename)
         self._active = {r.hash: r for r in records if r.revoked is None}
-        self._known = {}
         self._stamp = stamp
 
     def _read(self) -> list[KeyRecord]:

@@ -44,13 +44,12 @@ KEY_CACHE = 4096
 table starts again when full, so a flood of new clients costs a string each, no memory."""
 
 LINE_CACHE = 1024
-"""``RateLimit`` lines remembered per single-limit policy, by (remaining, reset)."""
+"""``RateLimit`` lines remembered per single-limit policy, by how far ahead the TAT is."""
 
 # module globals are one lookup cheaper than attributes of `time` and `math`
 _now = time.time
 _floor = math.floor
 _ceil = math.ceil
-_NEVER = float("inf")  # the TAT of a key the store does not have, for `on_request`
 
 
 class Limit:
@@ -242,10 +241,6 @@ class OneRateLimitPolicy(RateLimitPolicy):
         self.check = limit.check
         self.memory = store
         self.take_rate = store.take_rate
-        # what `take_rate` does for an idle key, done in `on_request` (see there); not for
-        # a saved limit, whose keys must also be marked for the next save
-        self.direct = not self.check.persist
-        self.interval = self.check.interval
         # the store keys of a consumer and of a client address, looked up here rather than
         # through `Limit.store_key` (a call less); None where that does not apply
         self.by_consumer = limit.by_value if limit.key == "consumer" else None
@@ -257,9 +252,8 @@ class OneRateLimitPolicy(RateLimitPolicy):
         # What follows the key's new TAT depends only on how far ahead of now it is, and
         # that takes few values: an idle key is always one interval ahead (to the clock's
         # rounding), a busy one some whole intervals more. So both fields are looked up
-        # by that float, then by (remaining, reset), and formatted only when both miss.
+        # by that float and formatted only when it is new.
         self.by_ahead: dict[float, bytes] = {}
-        self.by_state: dict[tuple[int, int], bytes] = {}
 
     def on_request(self, req: Request) -> Denied | None:
         # (subscripts in try blocks rather than .get: a miss happens once per key or value)
@@ -273,19 +267,11 @@ class OneRateLimitPolicy(RateLimitPolicy):
                 key = self.limit.store_key(req, self.trusted)
         except KeyError:
             key = self.limit.store_key(req, self.trusted)
-        # An idle key (its TAT passed) is the common case whenever clients stay under
-        # their limit: it is taken here, a call less; every other case (a new or busy
-        # key, a sweep due, a saved limit) is the store's `take_rate`.
-        store = self.memory
-        tats = store.tat
-        if self.direct and now < store.next_sweep and tats.get(key, _NEVER) <= now:
-            tat = tats[key] = now + self.interval
-        else:
-            tat = self.take_rate(self.check, key, now)
-            if self.saver is not None:
-                self.saver.take_and_save(now)
-            if not tat:
-                return self.denied(store.state(self.checks, [key], now), now)
+        tat = self.take_rate(self.check, key, now)
+        if self.saver is not None:
+            self.saver.take_and_save(now)
+        if not tat:
+            return self.denied(self.memory.state(self.checks, [key], now), now)
         if self.report:
             # added to every answer of this request, whatever produces it
             try:
@@ -306,12 +292,7 @@ class OneRateLimitPolicy(RateLimitPolicy):
             reset = _ceil(tat - check.tau - now - 1e-6)
         if reset < 0:
             reset = 0
-        by_state = self.by_state
-        line = by_state.get((left, reset))
-        if line is None:
-            if len(by_state) >= LINE_CACHE:
-                by_state.clear()
-            line = by_state[left, reset] = b"%s%d;t=%d\r\n" % (self.prefix, left, reset)
+        line = b"%s%d;t=%d\r\n" % (self.prefix, left, reset)
         by_ahead = self.by_ahead
         if len(by_ahead) >= LINE_CACHE:
             by_ahead.clear()

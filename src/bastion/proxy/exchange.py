@@ -351,8 +351,8 @@ class Exchange:
             conn.resp_headers = []
         kinds = _RESPONSE_KINDS
         prefixes: tuple[bytes, ...] = ()
-        edit = req.head_edit
-        if edit is not None and status != 101:
+        edit = req.head_edit if status != 101 else None  # a switch is relayed as sent
+        if edit is not None:
             # the route's header rules, applied in this same pass (policies/fields.py)
             kinds = edit.kinds or _edit_kinds(edit)
             prefixes = edit.prefixes
@@ -388,7 +388,7 @@ class Exchange:
             parts.append(self.client.ctx.date_header)
         if self.set_cookie:
             parts.append(self.set_cookie)
-        if edit is not None and status != 101:
+        if edit is not None:
             parts.append(edit.render(req))
             req.on_head = None  # applied: the answer must not go through the route's hook
         req.status = status
