@@ -11,6 +11,7 @@ import hmac
 import json
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -141,7 +142,12 @@ class ScriptedServer:
     """A threaded HTTP/1.1 server answering every GET with ``handler(path, headers)``;
     the requests it saw are kept in ``seen``."""
 
-    def __init__(self, handler: Callable[[str, dict[str, str]], Reply], port: int = 0) -> None:
+    def __init__(
+        self,
+        handler: Callable[[str, dict[str, str]], Reply],
+        port: int = 0,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.handler = handler
         self.seen: list[tuple[str, dict[str, str]]] = []
         self.connections: list[Any] = []
@@ -170,8 +176,10 @@ class ScriptedServer:
 
         self.server = _QuietServer(("127.0.0.1", port), _H)
         self.server.daemon_threads = True
+        if tls is not None:  # served over TLS with this server context
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
         self.port = self.server.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 

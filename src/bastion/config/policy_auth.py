@@ -97,6 +97,24 @@ def _realm(value: str) -> str:
     return value
 
 
+def _ca_bundle(value: str | None, url: str | None, url_key: str) -> None:
+    """``ca`` (a PEM bundle trusted for an https:// URL) must load, and have such a URL."""
+    if value is None:
+        return
+    if url is None or urlsplit(url).scheme != "https":
+        raise ValueError(f"ca applies to an https:// {url_key} only")
+    import ssl
+
+    from bastion.tls.client import client_context
+
+    if not Path(value).is_file():
+        raise ValueError(f"ca file {redact(value)} does not exist")
+    try:
+        client_context(True, value)
+    except (ssl.SSLError, OSError, ValueError):
+        raise ValueError(f"ca {redact(value)} holds no PEM CA certificate that loads") from None
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -180,6 +198,11 @@ class JwtAuth(_Model):
     jwks_timeout: Duration = Field(
         default=5.0, gt=0, description="Time allowed for one JWKS fetch."
     )
+    ca: RelativePath | None = Field(
+        default=None,
+        description="PEM bundle of the CA certificates trusted for an https:// jwks_url "
+        "(an identity provider with a private CA); null uses the system's trust store.",
+    )
     issuer: Annotated[list[str] | None, BeforeValidator(one_or_many)] = Field(
         default=None, description="Accepted 'iss' values (one or a list); null checks none."
     )
@@ -238,6 +261,7 @@ class JwtAuth(_Model):
 
     @model_validator(mode="after")
     def _keys_fit(self) -> JwtAuth:
+        _ca_bundle(self.ca, self.jwks_url, "jwks_url")
         sources = [k for k in ("secret", "key_file", "jwks_url") if getattr(self, k) is not None]
         if len(sources) != 1:
             raise ValueError("give exactly one of secret, key_file or jwks_url")
@@ -328,6 +352,11 @@ class ForwardAuth(_Model):
         default=None,
         description="Header of the service's 2xx answer naming the consumer; null sets none.",
     )
+    ca: RelativePath | None = Field(
+        default=None,
+        description="PEM bundle of the CA certificates trusted for an https:// url (an auth "
+        "service with a private CA); null uses the system's trust store.",
+    )
 
     @field_validator("url")
     @classmethod
@@ -336,6 +365,11 @@ class ForwardAuth(_Model):
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"expected an http:// or https:// URL, got {show(value)}")
         return value.strip()
+
+    @model_validator(mode="after")
+    def _ca_fits(self) -> ForwardAuth:
+        _ca_bundle(self.ca, self.url, "url")
+        return self
 
 
 class Auth(_Model):

@@ -13,6 +13,8 @@ import ssl
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from bastion.tls.client import client_context, describe_tls_error
+
 __all__ = ["Answer", "AuthClient", "AuthClientError", "loggable_url"]
 
 _MAX_HEAD = 32 * 1024
@@ -46,7 +48,16 @@ class Answer:
 class AuthClient:
     """GET requests to one base URL, with up to ``max_idle`` kept-alive connections."""
 
-    def __init__(self, url: str, max_body: int = 1 << 20, max_idle: int = 8) -> None:
+    def __init__(
+        self,
+        url: str,
+        max_body: int = 1 << 20,
+        max_idle: int = 8,
+        ca: str | None = None,
+        setting: str = "auth",
+    ) -> None:
+        """``ca``: a PEM bundle trusted instead of the system's store (https only);
+        ``setting``: the config key of these options, named in TLS error messages."""
         parts = urlsplit(url)
         self.https = parts.scheme == "https"
         self.host = parts.hostname or ""
@@ -58,7 +69,8 @@ class AuthClient:
         self.max_body = max_body
         self.max_idle = max_idle
         self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
-        self._ssl: ssl.SSLContext | None = ssl.create_default_context() if self.https else None
+        self._ssl: ssl.SSLContext | None = client_context(True, ca) if self.https else None
+        self.setting = setting
 
     async def get(self, headers: list[tuple[str, bytes]], timeout: float) -> Answer:
         """One GET of the URL; raises AuthClientError or TimeoutError."""
@@ -83,6 +95,8 @@ class AuthClient:
                 reader, writer = await asyncio.open_connection(
                     self.host, self.port, ssl=self._ssl, limit=_MAX_HEAD
                 )
+            except ssl.SSLError as exc:
+                raise AuthClientError(describe_tls_error(exc, self.setting, "server")) from None
             except OSError as exc:
                 raise AuthClientError(exc.strerror or str(exc)) from None
             try:

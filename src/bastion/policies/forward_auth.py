@@ -51,7 +51,7 @@ class ForwardAuthPolicy:
         scheme: str = "http",
         trusted: Callable[[str], bool] | None = None,
     ) -> None:
-        self.client = AuthClient(conf.url, max_body=64 * 1024)
+        self.client = AuthClient(conf.url, max_body=64 * 1024, ca=conf.ca, setting="auth.forward")
         self.url = loggable_url(conf.url)  # for log lines
         self.timeout = conf.timeout
         self.identity = identity

@@ -147,7 +147,9 @@ class JwksSource:
     fetch timeout) only when no key was ever fetched, or when a token names an unknown kid and
     the last fetch is older than ``min_interval`` (a key rotation)."""
 
-    def __init__(self, url: str, refresh: float, min_interval: float, timeout: float) -> None:
+    def __init__(
+        self, url: str, refresh: float, min_interval: float, timeout: float, ca: str | None = None
+    ) -> None:
         self.url = loggable_url(url)  # for log lines
         self.refresh = refresh
         self.min_interval = min_interval
@@ -156,7 +158,7 @@ class JwksSource:
         self.fetched_at = 0.0  # monotonic time of the last successful fetch
         self.tried_at = -1e18  # monotonic time of the last attempt
         self.error = ""
-        self._client = AuthClient(url)  # the full URL
+        self._client = AuthClient(url, ca=ca, setting="auth.jwt")  # the full URL
         self._task: asyncio.Task[None] | None = None
 
     def stale(self) -> bool:
@@ -218,12 +220,16 @@ class JwksSource:
 
 # One source per URL and settings, shared by every route (and kept across reloads) so that a
 # reload neither drops the keys held nor refetches them.
-_SOURCES: dict[tuple[str, float, float, float], JwksSource] = {}
+_SOURCES: dict[tuple[str, float, float, float, str | None, int], JwksSource] = {}
 
 
-def jwks_source(url: str, refresh: float, min_interval: float, timeout: float) -> JwksSource:
-    key = (url, refresh, min_interval, timeout)
+def jwks_source(
+    url: str, refresh: float, min_interval: float, timeout: float, ca: str | None = None
+) -> JwksSource:
+    # a CA file changed on disk takes effect at the next reload: it makes a new source
+    ca_version = Path(ca).stat().st_mtime_ns if ca is not None else 0
+    key = (url, refresh, min_interval, timeout, ca, ca_version)
     source = _SOURCES.get(key)
     if source is None:
-        source = _SOURCES[key] = JwksSource(url, refresh, min_interval, timeout)
+        source = _SOURCES[key] = JwksSource(url, refresh, min_interval, timeout, ca)
     return source

@@ -101,7 +101,13 @@ class JwtVerifier:
             load_key_file(conf.key_file, list(conf.algorithms)) if conf.key_file else []
         )
         self.jwks: JwksSource | None = (
-            jwks_source(conf.jwks_url, conf.jwks_refresh, conf.jwks_min_interval, conf.jwks_timeout)
+            jwks_source(
+                conf.jwks_url,
+                conf.jwks_refresh,
+                conf.jwks_min_interval,
+                conf.jwks_timeout,
+                conf.ca,
+            )
             if conf.jwks_url
             else None
         )

@@ -42,8 +42,12 @@ def client_context(
     return context
 
 
-def describe_tls_error(exc: ssl.SSLError) -> str:
-    """What failed in a handshake with an upstream, and which key fixes it, for the log.
+def describe_tls_error(
+    exc: ssl.SSLError, setting: str = "proxy.tls", peer: str = "upstream"
+) -> str:
+    """What failed in a handshake with an upstream (or an auth service: ``setting`` is the
+    config key of its TLS options, ``peer`` what to call it), and which key fixes it, for
+    the log.
 
     Never shown to clients: it names certificates and settings of the backend side.
     """
@@ -52,17 +56,23 @@ def describe_tls_error(exc: ssl.SSLError) -> str:
         code = exc.verify_code
         message = f"TLS certificate verify failed: {reason}"
         if code in _CA_CODES:
-            return message + " — set proxy.tls.ca to the CA that issued the upstream's certificate"
+            return message + f" — set {setting}.ca to the CA that issued the {peer}'s certificate"
         if code in _NAME_MISMATCH:
-            return message + " — set proxy.tls.server_name to a name in the upstream's certificate"
+            if setting == "proxy.tls":
+                return (
+                    message + " — set proxy.tls.server_name to a name in the upstream's certificate"
+                )
+            return message + f" — the {peer}'s certificate does not name the URL's host"
         if code in _EXPIRED_CODES:
-            return message + " — the upstream's certificate is outside its validity period"
+            return message + f" — the {peer}'s certificate is outside its validity period"
         return message
     reason = exc.reason or str(exc)
     message = f"TLS handshake failed: {reason}"
     lowered = reason.lower()
-    if "certificate_required" in lowered or "handshake_failure" in lowered:
+    if setting == "proxy.tls" and (
+        "certificate_required" in lowered or "handshake_failure" in lowered
+    ):
         return message + " — the upstream may require a client certificate (proxy.tls.client_cert)"
     if "wrong_version_number" in lowered or "record_layer_failure" in lowered:
-        return message + " — the upstream may not speak TLS on this port (use http://)"
+        return message + f" — the {peer} may not speak TLS on this port (use http://)"
     return message
