@@ -85,9 +85,11 @@ def _policies(route: Route, site: Site) -> list[str]:
         found.append("cors")
     auth = route.auth
     if auth is not None:
-        kind = next(k for k in ("api_keys", "jwt", "basic", "forward") if getattr(auth, k))
-        allowed = getattr(getattr(auth, kind), "consumers", None)
-        found.append(f"auth {kind}" + (f" (consumers {', '.join(allowed)})" if allowed else ""))
+        kinds = auth.methods()
+        allowed = auth.api_keys.consumers if auth.api_keys is not None else None
+        found.append(
+            f"auth {' or '.join(kinds)}" + (f" (consumers {', '.join(allowed)})" if allowed else "")
+        )
     found += [f"rate limit {r.rate} by {r.key}" for r in route.rate_limits]
     found += [f"quota {q.limit}/{q.per} by {q.key}" for q in route.quotas]
     if route.validation is not None:

@@ -47,10 +47,13 @@ def errors(tmp_path: Path, auth: str, env: dict[str, str] | None = None) -> str:
 def test_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     out = errors(tmp_path, "{api_keys: {}, forward: {url: 'http://a'}}")
     assert (
-        "bastion.yaml:5: sites[0].routes[0].auth: give exactly one of api_keys, jwt, basic "
-        "or forward (got api_keys, forward)"
+        "bastion.yaml:5: sites[0].routes[0].auth: several methods are set (api_keys, forward): "
+        "add satisfy: any to let a request pass with any one of them (requiring all of them "
+        "is not supported)"
     ) in out
-    assert "give exactly one of" in errors(tmp_path, "{}")
+    assert "give one of api_keys, jwt, basic or forward" in errors(tmp_path, "{}")
+    assert "'any'" in errors(tmp_path, "{api_keys: {}, jwt: {algorithms: [ES256], "
+                                        "jwks_url: 'https://a/'}, satisfy: all}")  # fmt: skip
     assert "expected a header field name" in errors(tmp_path, "{consumer_header: 'X Bad'}")
     out = errors(tmp_path, "{forward: {url: 'http://a', copy_headers: [Content-Length]}}")
     assert "auth.forward.copy_headers[0]: Content-Length is set by the gateway" in out

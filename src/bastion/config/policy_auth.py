@@ -373,7 +373,7 @@ class ForwardAuth(_Model):
 
 
 class Auth(_Model):
-    """Who may use a route: exactly one authentication method."""
+    """Who may use a route: one authentication method, or several with ``satisfy: any``."""
 
     api_keys: ApiKeysAuth | None = Field(
         default=None, description="Require an API key managed with 'bastion keys'."
@@ -381,6 +381,12 @@ class Auth(_Model):
     jwt: JwtAuth | None = Field(default=None, description="Require a valid JWT bearer token.")
     basic: BasicAuth | None = Field(default=None, description="Require HTTP Basic credentials.")
     forward: ForwardAuth | None = Field(default=None, description="Ask an external auth service.")
+    satisfy: Literal["any"] | None = Field(
+        default=None,
+        description="With several methods: 'any' lets a request pass with any one of them "
+        "(tried in the order api_keys, jwt, basic, forward, those whose credentials the "
+        "request surely carries first). Requiring all of them is not supported.",
+    )
     consumer_header: HeaderName | None = Field(
         default="X-Consumer",
         description="Request header carrying the consumer name upstream (a client-sent one "
@@ -388,11 +394,17 @@ class Auth(_Model):
     )
 
     @model_validator(mode="after")
-    def _one(self) -> Auth:
-        chosen = [k for k in ("api_keys", "jwt", "basic", "forward") if getattr(self, k)]
-        if len(chosen) != 1:
+    def _methods(self) -> Auth:
+        chosen = self.methods()
+        if not chosen:
+            raise ValueError("give one of api_keys, jwt, basic or forward")
+        if len(chosen) > 1 and self.satisfy != "any":
             raise ValueError(
-                "give exactly one of api_keys, jwt, basic or forward"
-                + (f" (got {', '.join(chosen)})" if chosen else "")
+                f"several methods are set ({', '.join(chosen)}): add satisfy: any to let a "
+                "request pass with any one of them (requiring all of them is not supported)"
             )
         return self
+
+    def methods(self) -> list[str]:
+        """The names of the methods set, in the order they are tried."""
+        return [k for k in ("api_keys", "jwt", "basic", "forward") if getattr(self, k)]

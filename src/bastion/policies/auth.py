@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bastion.policies.authcommon import Identity
 
 if TYPE_CHECKING:
     from bastion.config.models import Route, Site
+    from bastion.config.policy_auth import Auth
     from bastion.plan import Plan
     from bastion.policies.base import RequestPolicy
 
@@ -19,20 +20,32 @@ def build_auth(route: Route, site: Site, plan: Plan) -> RequestPolicy | None:
     if conf is None:
         return None
     identity = Identity(conf.consumer_header)
-    if conf.api_keys is not None:
+    methods = [_method(name, conf, identity, site, plan) for name in conf.methods()]
+    if len(methods) == 1:
+        return methods[0]
+    from bastion.policies.auth_any import any_auth
+
+    return any_auth(methods)
+
+
+def _method(name: str, conf: Auth, identity: Identity, site: Site, plan: Plan) -> Any:
+    if name == "api_keys":
         from bastion.policies.auth_keys import ApiKeyPolicy
         from bastion.policies.keystore import file_key_store
         from bastion.tls.store import resolve_data_dir
 
+        assert conf.api_keys is not None
         store = file_key_store(resolve_data_dir(plan.config.data_dir))
         return ApiKeyPolicy(conf.api_keys, store, identity)
-    if conf.jwt is not None:
+    if name == "jwt":
         from bastion.policies.jwt import jwt_policy
 
+        assert conf.jwt is not None
         return jwt_policy(conf.jwt, identity)
-    if conf.basic is not None:
+    if name == "basic":
         from bastion.policies.basic import BasicPolicy
 
+        assert conf.basic is not None
         return BasicPolicy(conf.basic, identity)
     assert conf.forward is not None
     from bastion.policies.forward_auth import ForwardAuthPolicy

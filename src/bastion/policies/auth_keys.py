@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 from urllib.parse import unquote_plus
 
+from bastion.policies.auth_any import MAYBE, SURELY, offered_scheme
 from bastion.policies.authcommon import Identity, authorization
 from bastion.policies.base import Denied
 
@@ -67,7 +68,8 @@ class ApiKeyPolicy:
             where.append("an Authorization: Bearer field")
         if conf.query:
             where.append(f"the {conf.query} query parameter")
-        self.missing = f"This route needs an API key in {' or '.join(where)}."
+        self.needs = f"an API key in {' or '.join(where)}"
+        self.missing = f"This route needs {self.needs}."
         # 401 must carry a challenge (RFC 9110): the standard Bearer one when bearer keys are
         # accepted, else an ApiKey challenge naming where the key goes
         if conf.bearer:
@@ -104,6 +106,18 @@ class ApiKeyPolicy:
                 req.target = path + (b"?" + rest.encode("latin-1") if rest else b"")
                 return found, None, None
         return None, None, None
+
+    def offered(self, req: Request) -> int:
+        """How surely the request carries an API key (several methods on a route)."""
+        if self.header is not None and any(f[0] == self.header for f in req.headers):
+            return SURELY
+        if self.query is not None and req.query:
+            names = (unquote_plus(pair.partition("=")[0]) for pair in req.query.split("&"))
+            if self.query in names:
+                return SURELY
+        if self.bearer and offered_scheme(req, b"bearer"):
+            return MAYBE  # a bearer token may be a JWT as well
+        return 0
 
     def on_request(self, req: Request) -> Denied | None:
         header = self.header

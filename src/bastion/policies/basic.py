@@ -24,6 +24,7 @@ import bcrypt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from bastion.policies.auth_any import offered_scheme
 from bastion.policies.authcommon import Identity, authorization
 from bastion.policies.base import Denied
 
@@ -111,6 +112,11 @@ class BasicPolicy:
         else:
             rounds = int(sample.split("$")[2])
             self._dummy = bcrypt.hashpw(b"x", bcrypt.gensalt(rounds)).decode()
+
+    needs = "a user name and password (Basic)"
+
+    def offered(self, req: Request) -> int:
+        return offered_scheme(req, b"basic")
 
     def _deny(self, detail: str) -> Denied:
         return Denied(401, detail, self.challenge)

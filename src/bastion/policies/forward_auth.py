@@ -17,6 +17,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from bastion.policies.auth_any import MAYBE
 from bastion.policies.authclient import AuthClient, AuthClientError, loggable_url
 from bastion.policies.base import Answer, Denied, real_client_ip
 
@@ -43,6 +44,13 @@ def _line(name: bytes, value: bytes) -> bytes:
 
 class ForwardAuthPolicy:
     is_async = True
+    # with other methods on the route (satisfy: any): tried after those whose credentials
+    # the request carries, as the service decides from anything (a session cookie)
+    challenge = b""
+    needs = ""
+
+    def offered(self, req: Request) -> int:
+        return MAYBE
 
     def __init__(
         self,

@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
+from bastion.policies.auth_any import MAYBE, SURELY, bearer_token, offered_scheme
 from bastion.policies.authcommon import Identity
 from bastion.policies.base import Denied
 from bastion.policies.jwks import JwksSource, PublicKey, fits, jwks_source, load_key_file
@@ -248,8 +249,17 @@ class JwtPolicy:
         self.drop = [name.lower() for _, name in self.claim_headers]
         self.realm = f'Bearer realm="{conf.realm}"'.encode()
         self.challenge = b"WWW-Authenticate: " + self.realm + b"\r\n"
+        self.needs = "a bearer token (JWT)"
         scope = " ".join(conf.scopes)
         self.scope_param = f', scope="{scope}"'.encode() if scope else b""
+
+    def offered(self, req: Request) -> int:
+        """How surely the request carries a JWT (several methods on a route): a bearer
+        token of three dot-separated parts surely, another bearer token maybe."""
+        token = bearer_token(req)
+        if token is not None:
+            return SURELY if token.count(b".") == 2 else MAYBE
+        return offered_scheme(req, b"bearer")
 
     def _deny(self, exc: JwtError) -> Denied:
         extra = self.scope_param if exc.code == "insufficient_scope" else b""
