@@ -87,9 +87,9 @@ def _policies(route: Route, site: Site) -> list[str]:
     if auth is not None:
         kinds = auth.methods()
         allowed = auth.api_keys.consumers if auth.api_keys is not None else None
-        found.append(
-            f"auth {' or '.join(kinds)}" + (f" (consumers {', '.join(allowed)})" if allowed else "")
-        )
+        if allowed:  # the consumers allowed belong to the API keys
+            kinds[0] += f" (consumers {', '.join(allowed)})"
+        found.append(f"auth {' or '.join(kinds)}")
     found += [f"rate limit {r.rate} by {r.key}" for r in route.rate_limits]
     found += [f"quota {q.limit}/{q.per} by {q.key}" for q in route.quotas]
     if route.validation is not None:
