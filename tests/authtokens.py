@@ -196,6 +196,19 @@ def json_reply(doc: Any) -> Reply:
     return 200, {"Content-Type": "application/json"}, json.dumps(doc).encode()
 
 
+# ------------------------------------------------------------ bastion check
+def check_refuses(config_path: Path) -> subprocess.CompletedProcess[str]:
+    """`bastion check` of a config that must be refused: its output."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bastion", "check", "-c", str(config_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0, done.stdout
+    return done
+
+
 # ------------------------------------------------------------ bastion keys
 def keys_cli(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(

@@ -4,8 +4,6 @@ RFC 6750 answers, algorithm confusion and alg:none, and JWKS URLs that rotate or
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from authtokens import HS_SECRET, KID, Keys, ScriptedServer, claims, json_reply, sign
+from authtokens import HS_SECRET, KID, Keys, ScriptedServer, check_refuses, claims, json_reply, sign
 from conftest import Backend, Gateway, free_port
 
 
@@ -213,13 +211,7 @@ def test_algorithm_confusion_is_refused(
         ]
     }
     gw2 = gateway(bad, start=False)
-    done = subprocess.run(
-        [sys.executable, "-m", "bastion", "check", "-c", str(gw2.config_path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode != 0
+    done = check_refuses(gw2.config_path)
     assert "auth.jwt" in done.stderr and "HS256 need a secret" in done.stderr
 
 
@@ -229,13 +221,7 @@ def test_config_errors_are_clear(gateway: Callable[..., Gateway], tmp_path: Path
             "sites": [{"routes": [{"path": "/", "auth": {"jwt": jwt}, "respond": {}}]}],
         }
         gw = gateway(conf, start=False)
-        done = subprocess.run(
-            [sys.executable, "-m", "bastion", "check", "-c", str(gw.config_path)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert done.returncode != 0
+        done = check_refuses(gw.config_path)
         return done.stderr
 
     short = "too-short-secret"

@@ -114,6 +114,8 @@ class AsyncAnyAuthPolicy(AnyAuthPolicy):
     is_async = True
 
     async def on_request(self, req: Request) -> Denied | Answer | None:  # type: ignore[override]
+        # AnyAuthPolicy.on_request, awaiting the methods that wait (kept apart so that a
+        # route whose methods are all synchronous runs inline, without a task)
         candidates = self.candidates(req)
         if not candidates:
             return self.missing
