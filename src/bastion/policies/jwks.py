@@ -227,7 +227,10 @@ def jwks_source(
     url: str, refresh: float, min_interval: float, timeout: float, ca: str | None = None
 ) -> JwksSource:
     # a CA file changed on disk takes effect at the next reload: it makes a new source
-    ca_version = Path(ca).stat().st_mtime_ns if ca is not None else 0
+    try:
+        ca_version = Path(ca).stat().st_mtime_ns if ca is not None else 0
+    except OSError:
+        ca_version = 0  # gone since the config check: the client reports the failure
     key = (url, refresh, min_interval, timeout, ca, ca_version)
     source = _SOURCES.get(key)
     if source is None:
