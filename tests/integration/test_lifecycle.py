@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -277,3 +278,30 @@ def test_cli_reload_signals_through_the_pid_file(gateway: Any, tmp_path: Path) -
     assert httpx.get(gw.url + "/version").text == "two"
     assert gw.stop() == 0
     assert not pid_file.exists()
+
+
+def _mapped(pid: int, package: str) -> bool:
+    """Whether the process has loaded a compiled module of ``package``."""
+    maps = Path(f"/proc/{pid}/maps").read_text()
+    return f"site-packages/{package}/" in maps
+
+
+def test_plain_http_loads_no_tls_machinery_until_a_reload_adds_https(
+    gateway: Any, tmp_path: Path
+) -> None:
+    """A plain-HTTP gateway does not pay for the ACME client and HTTP/2 (cryptography and
+    h2: about 11 MB); a reload that adds an https listener brings them in and serves."""
+    port, https = free_port(), free_port()
+    gw: Gateway = gateway(_respond_config(port, "one"))
+    assert httpx.get(gw.url + "/version").text == "one"
+    assert not _mapped(gw.pid, "cryptography")
+    config = _respond_config(port, "two")
+    config["listen"]["https"] = f"127.0.0.1:{https}"
+    config["data_dir"] = str(tmp_path / "data")
+    config["sites"][0]["hosts"] = ["localhost"]
+    gw.reload(config, wait_for="configuration reloaded")
+    assert _mapped(gw.pid, "cryptography")
+    root = tmp_path / "data" / "ca" / "root.crt"
+    with httpx.Client(verify=ssl.create_default_context(cafile=root), http2=True) as client:
+        r = client.get(f"https://localhost:{https}/version")
+    assert r.text == "two" and r.http_version == "HTTP/2"

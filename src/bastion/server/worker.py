@@ -15,20 +15,22 @@ import os
 import signal
 import ssl
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bastion.balance import status
 from bastion.config import Address, ConfigError, LoadedConfig, load_config
 from bastion.http1.server import HTTP1Connection
-from bastion.http2.connection import start_http2
 from bastion.observe.accesslog import AccessLog
 from bastion.plan import Plan, compile_plan
 from bastion.proxy.pool import PoolRegistry
 from bastion.server.context import WorkerContext
 from bastion.tls.alpn import AlpnListener, listening_socket
 from bastion.tls.context import HTTP1_ONLY, apply_profile, dispatch_context
-from bastion.tls.renewal import CertManager, alpn_challenge_dir
-from bastion.tls.solvers import ALPN_POLL
 from bastion.tls.store import resolve_data_dir
+
+if TYPE_CHECKING:
+    from bastion.config.models import Config
+    from bastion.tls.renewal import CertManager
 
 log = logging.getLogger("bastion.server")
 
@@ -44,7 +46,7 @@ class Worker:
         self._reload_lock: asyncio.Lock | None = None
         self.ready: asyncio.Event | None = None
         self._tls_context: ssl.SSLContext | None = None
-        self._certs: CertManager | None = None
+        self._certs: CertManager | None = None  # created by the first plan with TLS
         self._alpn_dir: Path | None = None
 
     # ------------------------------------------------------------------ serve
@@ -55,7 +57,7 @@ class Worker:
         self._reload_lock = asyncio.Lock()
         self.registry = PoolRegistry(loop)
         plan = compile_plan(self.loaded.config, self.registry)
-        self._alpn_dir = alpn_challenge_dir(plan.config)
+        self._alpn_dir = _alpn_challenge_dir(plan.config)
         self.ctx = WorkerContext(loop, plan)
         self._configure_access_log(plan)
         await self._sync_listeners(plan)
@@ -149,6 +151,8 @@ class Worker:
     async def _alpn_listener(self, address: Address, directory: Path) -> AlpnListener:
         assert self.ctx is not None
         ctx = self.ctx
+        from bastion.tls.solvers import ALPN_POLL
+
         listener = AlpnListener(
             ctx.loop,
             listening_socket(address, self.reuse_port),
@@ -178,6 +182,9 @@ class Worker:
                     chosen.set_alpn_protocols(HTTP1_ONLY)
                 return chosen
 
+            # HTTP/2 is negotiated over TLS only: h2 is imported with the first https listener
+            from bastion.http2.connection import start_http2
+
             ctx.start_http2 = lambda transport: start_http2(ctx, transport)
 
             self._tls_context = apply_profile(dispatch_context(lookup), ctx.plan.config.tls.profile)
@@ -188,6 +195,10 @@ class Worker:
         """Order the certificates this plan still lacks, renew the others, and watch
         certificate files (see ``tls/renewal.py``); all in the background."""
         if self._certs is None:
+            if plan.tls is None:
+                return  # plain HTTP: not even the ACME client is imported (its memory)
+            from bastion.tls.renewal import CertManager
+
             ctx = self.ctx
             assert ctx is not None
             self._certs = CertManager(lambda: ctx.plan.tls)
@@ -290,3 +301,13 @@ def run_worker(loaded: LoadedConfig, *, reuse_port: bool = False) -> None:
     import uvloop
 
     uvloop.run(Worker(loaded, reuse_port=reuse_port).serve())
+
+
+def _alpn_challenge_dir(config: Config) -> Path | None:
+    """See ``tls.renewal.alpn_challenge_dir``; a config without https listeners needs
+    neither it nor the ACME modules it imports (cryptography: ~10 MB of memory)."""
+    if not config.listen.https:
+        return None
+    from bastion.tls.renewal import alpn_challenge_dir
+
+    return alpn_challenge_dir(config)

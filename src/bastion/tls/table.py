@@ -19,8 +19,6 @@ from typing import TYPE_CHECKING
 from bastion.config.matching import is_private_acme, uses_acme
 from bastion.config.models import TlsFiles
 from bastion.tls.context import certificate_context
-from bastion.tls.issuer import issuer_for
-from bastion.tls.localca import LocalCA
 from bastion.tls.store import ensure_dir, resolve_data_dir
 
 if TYPE_CHECKING:
@@ -28,6 +26,7 @@ if TYPE_CHECKING:
 
     from bastion.config.models import Config, Site
     from bastion.tls.issuer import CertFiles
+    from bastion.tls.localca import LocalCA
 
     AcmeStored = Callable[[list[str]], CertFiles | None]
 
@@ -155,6 +154,8 @@ class TLSTable:
                 acme_names = tuple(n for n in names if uses_acme(n, private))
                 names = [n for n in names if n not in acme_names]
                 if acme_store is None:
+                    from bastion.tls.issuer import issuer_for
+
                     acme_store = issuer_for(config).stored
                 stored = acme_store(list(acme_names))
                 if stored is None:
@@ -171,6 +172,8 @@ class TLSTable:
                 cert_file, key_file = site.tls.cert, site.tls.key
             else:
                 if ca is None:
+                    from bastion.tls.localca import LocalCA
+
                     ca = LocalCA(ensure_dir(resolve_data_dir(config.data_dir)))
                 leaf = ca.leaf(names)
                 cert_file, key_file = str(leaf.cert), str(leaf.key)
