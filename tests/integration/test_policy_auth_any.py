@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 
 from authtokens import HS_SECRET, ScriptedServer, check_refuses, claims, create_key, keys_cli, sign
-from conftest import Backend, Gateway
+from conftest import Backend, Gateway, raw_request
 
 
 def config(backend: Backend, data_dir: Path, auth: dict[str, Any]) -> dict[str, Any]:
@@ -72,9 +72,15 @@ def test_api_keys_or_jwt(backend: Backend, gateway: Callable[..., Gateway], tmp_
         assert problem(r, 401)["detail"] == "The API key is unknown or revoked."
         r = client.get("/x", headers={"Authorization": f"Bearer {revoked}"})
         assert problem(r, 401)["detail"] == "The API key is unknown or revoked."
-        # a malformed Authorization field is still a 400
+        # a malformed Authorization field is still a 400, and so are two of them
         r = client.get("/x", headers={"Authorization": "Bearer a b c"})
         problem(r, 400)
+    answer = raw_request(
+        gw.port,
+        b"GET /x HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer " + key.encode()
+        + b"\r\nAuthorization: Bearer " + token.encode() + b"\r\nConnection: close\r\n\r\n",
+    )  # fmt: skip
+    assert answer.startswith(b"HTTP/1.1 400 ") and b"Several Authorization fields" in answer
     assert len(backend.requests) == 3
 
 
