@@ -42,7 +42,12 @@ MB = 1024 * 1024
 
 
 # ------------------------------------------------------------------ helpers
-def h2_config(tmp_path: Path, backend: Backend, **extra: Any) -> dict[str, Any]:
+def h2_config(
+    tmp_path: Path, backend: Backend | str, proxy: dict[str, Any] | None = None, **extra: Any
+) -> dict[str, Any]:
+    """An http and an https listener for localhost: static files under /files/, the rest
+    proxied to ``backend`` (or an upstream URL) with the ``proxy`` settings added."""
+    upstream = backend if isinstance(backend, str) else backend.url
     http, https = free_port(), free_port()
     static = tmp_path / "www"
     (static / "files").mkdir(parents=True, exist_ok=True)
@@ -57,7 +62,7 @@ def h2_config(tmp_path: Path, backend: Backend, **extra: Any) -> dict[str, Any]:
                 "hosts": ["localhost"],
                 "routes": [
                     {"path": "/files/", "static": {"root": str(static)}},
-                    {"path": "/", "proxy": {"upstreams": [backend.url]}},
+                    {"path": "/", "proxy": {"upstreams": [upstream], **(proxy or {})}},
                 ],
             }
         ],
@@ -764,17 +769,8 @@ def test_response_fields_are_lowercased_and_connection_fields_dropped(
                     )
 
     threading.Thread(target=serve, daemon=True).start()
-    http, https = free_port(), free_port()
-    config = {
-        "listen": {"http": f"127.0.0.1:{http}", "https": f"127.0.0.1:{https}"},
-        "data_dir": str(tmp_path / "data"),
-        "sites": [
-            {
-                "hosts": ["localhost"],
-                "routes": [{"path": "/", "proxy": {"upstreams": [f"http://127.0.0.1:{port}"]}}],
-            }
-        ],
-    }
+    config = h2_config(tmp_path, f"http://127.0.0.1:{port}")
+    https = https_port(config)
     start(gateway, config)
     try:
         with client(tmp_path) as c:
@@ -838,22 +834,8 @@ def test_upstream_connections_survive_between_bursts_of_streams(
     the first burst's eight upstream connections instead of opening six new ones, and a
     second later only two stay open."""
     upstream = _CountingBackend(delay=0.3)
-    http, https = free_port(), free_port()
-    config = {
-        "listen": {"http": f"127.0.0.1:{http}", "https": f"127.0.0.1:{https}"},
-        "data_dir": str(tmp_path / "data"),
-        "sites": [
-            {
-                "hosts": ["localhost"],
-                "routes": [
-                    {
-                        "path": "/",
-                        "proxy": {"upstreams": [upstream.url], "max_idle_connections": 2},
-                    }
-                ],
-            }
-        ],
-    }
+    config = h2_config(tmp_path, upstream.url, proxy={"max_idle_connections": 2})
+    https = https_port(config)
     start(gateway, config)
 
     async def bursts() -> list[int]:
