@@ -111,10 +111,9 @@ class ApiKeyPolicy:
         """How surely the request carries an API key (several methods on a route)."""
         if self.header is not None and any(f[0] == self.header for f in req.headers):
             return SURELY
-        if self.query is not None and req.query:
-            names = (unquote_plus(pair.partition("=")[0]) for pair in req.query.split("&"))
-            if self.query in names:
-                return SURELY
+        query = self.query
+        if query is not None and req.query and strip_query_param(req.query, query)[1] is not None:
+            return SURELY
         if self.bearer and offered_scheme(req, b"bearer"):
             return MAYBE  # a bearer token may be a JWT as well
         return 0
