@@ -5,6 +5,7 @@ substituted secret values) or raises ``ConfigError`` listing every problem, each
 line and key path. ``config_from_dict`` validates built-in configs the same way.
 """
 
+import bastion.config.noplugins  # noqa: F401  (first: before any model is defined)
 from bastion.config.addresses import Address, UpstreamAddress
 from bastion.config.errors import ConfigError, ConfigIssue
 from bastion.config.loader import LoadedConfig, config_from_dict, json_schema, load_config

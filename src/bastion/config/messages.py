@@ -7,7 +7,6 @@ expected and what was found, and pydantic's ``Value error,`` prefixes and URLs a
 
 from __future__ import annotations
 
-import difflib
 import re
 import types
 from typing import Annotated, Any, Union, get_args, get_origin
@@ -88,6 +87,8 @@ def _unknown_key(parent: Loc, key: str) -> str:
     message = f"unknown key {key!r}"
     if model is None:
         return message
+    import difflib  # only a config with a mistake needs it: kept out of the gateway's memory
+
     names = list(model.model_fields)
     close = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
     if close:

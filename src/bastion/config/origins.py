@@ -7,7 +7,6 @@ line number, not a 502 at the first request. Messages never contain a secret.
 
 from __future__ import annotations
 
-import configparser
 import ipaddress
 import os
 import re
@@ -90,6 +89,8 @@ def resolve_credentials(
         return env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"], env.get("AWS_SESSION_TOKEN")
     file = Path(env.get("AWS_SHARED_CREDENTIALS_FILE") or "~/.aws/credentials").expanduser()
     profile = env.get("AWS_PROFILE") or "default"
+    import configparser  # only S3 origins without keys in the config read this file
+
     parser = configparser.ConfigParser(interpolation=None)
     try:
         parser.read(file, encoding="utf-8")
