@@ -272,6 +272,7 @@ def test_malformed_requests_get_4xx_on_their_stream(
     conn.send_headers(5, raw.request_headers("/upload", "POST"), end_stream=False)
     conn.send_data(5, b"x" * 1500, end_stream=True)
     conn.send_headers(7, raw.request_headers("/fine"), end_stream=True)
+    conn.send_headers(9, raw.request_headers("/echo", "TRACE"), end_stream=True)
     raw.flush()
     statuses: dict[int, int] = {}
     bodies: dict[int, bytes] = {}
@@ -284,7 +285,7 @@ def test_malformed_requests_get_4xx_on_their_stream(
             conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
         elif isinstance(event, h2.events.StreamEnded | h2.events.StreamReset):
             done.add(event.stream_id)
-        if {1, 3, 5, 7} <= done:
+        if {1, 3, 5, 7, 9} <= done:
             break
     raw.close()
     # a path climbing above the root is refused, as over HTTP/1.1
@@ -294,6 +295,9 @@ def test_malformed_requests_get_4xx_on_their_stream(
     assert json.loads(bodies[3])["status"] == 431
     assert statuses[5] == 413
     assert statuses[7] == 200
+    # TRACE would echo the forwarded headers back: refused, as over HTTP/1.1
+    assert statuses[9] == 501
+    assert json.loads(bodies[9])["status"] == 501
     paths = [entry["path"] for entry in backend.requests]
     assert paths == ["/fine"]
 

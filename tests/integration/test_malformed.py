@@ -211,6 +211,24 @@ def test_unknown_transfer_coding_is_501(gw: Gateway, backend: Backend, coding: b
     assert_rejected(gw, backend, data, 501)
 
 
+REFUSED_METHODS = {
+    "connect-authority": b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
+    # the bytes after a CONNECT would be tunnel data: the GET behind it is not served
+    "connect-then-get": b"CONNECT / HTTP/1.1\r\n" + H + b"\r\n" + G + b"\r\n",
+    "trace": b"TRACE / HTTP/1.1\r\n" + H + b"\r\n",
+}
+
+
+@pytest.mark.parametrize("data", REFUSED_METHODS.values(), ids=REFUSED_METHODS.keys())
+def test_connect_and_trace_are_501_and_never_forwarded(
+    gw: Gateway, backend: Backend, data: bytes
+) -> None:
+    """A backend would open a tunnel for CONNECT, or echo the forwarded (and injected)
+    headers back for TRACE: the gateway refuses both itself."""
+    doc = assert_rejected(gw, backend, data, 501)
+    assert data.split(b" ", 1)[0].decode() in doc["detail"]
+
+
 @pytest.mark.parametrize("version", [b"HTTP/2.0", b"HTTP/3.0", b"HTTP/0.9"])
 def test_unsupported_version_is_505(gw: Gateway, backend: Backend, version: bytes) -> None:
     assert_rejected(gw, backend, b"GET / " + version + b"\r\n" + H + b"\r\n", 505)

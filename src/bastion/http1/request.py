@@ -14,6 +14,15 @@ BODY_CLOSE = 3  # response delimited by closing the connection
 # policies may edit its head but not transform its body. Sent as BODY_LENGTH.
 BODY_FIXED = 4
 
+# Methods the gateway refuses (501) instead of forwarding, over HTTP/1.1 and HTTP/2.
+# CONNECT would turn the connection into a tunnel to wherever the backend points it;
+# TRACE makes a backend echo the request it received, injected secrets and forwarding
+# headers included, back to the client (cross-site tracing). nginx refuses both too.
+REFUSED_METHODS = {
+    b"CONNECT": "CONNECT is not supported: bastion is a reverse proxy, not a tunnel.",
+    b"TRACE": "TRACE is not supported: it would echo the headers the gateway adds.",
+}
+
 
 class BodySink(Protocol):
     """Where a request body goes once a handler has accepted it."""

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import httptools
 
 from bastion.http1.problem import PROBLEM_TYPE, problem_body
-from bastion.http1.request import BODY_FIXED, BODY_LENGTH, BODY_NONE, Request
+from bastion.http1.request import BODY_FIXED, BODY_LENGTH, BODY_NONE, REFUSED_METHODS, Request
 from bastion.http1.status import fixed_head
 from bastion.routing import normalize_path, parse_host
 
@@ -348,7 +348,13 @@ class HTTP1Connection(asyncio.Protocol):
         else:
             raise ParseReject(505, _VERSION_DETAIL)
         method = parser.get_method()
-        req.method = _METHODS.get(method) or method.decode("ascii")
+        known = _METHODS.get(method)
+        if known is None:
+            if method in REFUSED_METHODS:
+                req.method = method.decode("ascii")  # for the access log line
+                raise ParseReject(501, REFUSED_METHODS[method])
+            known = method.decode("ascii")
+        req.method = known
         target = b"".join(self.url_parts)
         req.target = target
         if version == "1.1":
@@ -772,4 +778,3 @@ class HTTP1Connection(asyncio.Protocol):
         access_log = self.ctx.access_log
         if access_log is not None:
             access_log.write(req, self.ctx.loop.time())
-

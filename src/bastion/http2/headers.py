@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 
-from bastion.http1.request import Request
+from bastion.http1.request import REFUSED_METHODS, Request
 from bastion.routing import normalize_path, parse_host
 
 # Response fields that mean something only to an HTTP/1.1 connection (RFC 9113 §8.2.2),
@@ -88,9 +88,7 @@ def build_request(
     bad_value = _BAD_VALUE.search
     for name, value in headers:
         if value and (
-            bad_value(value) is not None
-            or value[0] in _WHITESPACE
-            or value[-1] in _WHITESPACE
+            bad_value(value) is not None or value[0] in _WHITESPACE or value[-1] in _WHITESPACE
         ):
             raise Malformed(f"illegal character or whitespace in the value of {name!r}")
         if name[:1] == b":":
@@ -135,6 +133,8 @@ def build_request(
         raise StreamReject(501, "CONNECT is not supported on this connection.")
     if scheme is None or not path:
         raise Malformed("no :scheme or empty :path pseudo-header")
+    if method == b"TRACE":
+        raise StreamReject(501, REFUSED_METHODS[method])
     if protocol is not None:
         # extended CONNECT (RFC 8441) is not offered: SETTINGS_ENABLE_CONNECT_PROTOCOL
         # is never sent, so a client may not use :protocol
