@@ -84,6 +84,27 @@ def test_api_keys_or_jwt(backend: Backend, gateway: Callable[..., Gateway], tmp_
     assert len(backend.requests) == 3
 
 
+def test_a_refused_query_key_is_cut_out_when_a_jwt_admits(
+    backend: Backend, gateway: Callable[..., Gateway], tmp_path: Path
+) -> None:
+    """The key in the query is tried first and refused, the JWT admits: the refused key's
+    query parameter is not forwarded either."""
+    data = tmp_path / "data"
+    key = create_key(data, "svc-bot")
+    jwt = {"algorithms": ["HS256"], "secret": HS_SECRET, "audience": "api"}
+    auth = {"jwt": jwt, "api_keys": {"query": "key", "header": None, "bearer": False}}
+    gw = gateway(config(backend, data, auth))
+    token = sign(claims(sub="alice", aud="api"))
+    with httpx.Client(base_url=gw.url, timeout=15) as client:
+        r = client.get("/x", params={"key": "bk_0000_wrong", "q": "1"},
+                       headers={"Authorization": f"Bearer {token}"})  # fmt: skip
+        assert r.status_code == 200 and consumer_upstream(r) == "alice"
+        assert r.json()["path"] == "/x?q=1"
+        r = client.get("/x", params={"key": key})
+        assert r.status_code == 200 and consumer_upstream(r) == "svc-bot"
+        assert r.json()["path"] == "/x"
+
+
 def test_api_keys_or_forward_auth(
     backend: Backend, gateway: Callable[..., Gateway], tmp_path: Path
 ) -> None:

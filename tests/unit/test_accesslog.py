@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from bastion.http1.request import Request
-from bastion.observe.accesslog import AccessLog
+from bastion.observe.accesslog import AccessLog, redact_query
 
 
 def _request() -> Request:
@@ -159,3 +159,15 @@ def test_combined_line_fields_and_empty_agent(tmp_path: Path) -> None:
         f'" 200 123 "-" "-" rid={req.request_id} route=~ ^/v[0-9]+/ '
         "upstream=http://127.0.0.1:8000 rt=0.250 urt=0.002"
     )
+
+
+def test_redact_query_masks_every_value_of_a_secret_parameter() -> None:
+    names = frozenset({"api_key"})
+    assert redact_query(b"/a?x=1&api_key=bk_1&api_key=bk_2", names) == (
+        b"/a?x=1&api_key=REDACTED&api_key=REDACTED"
+    )
+    # the name as the key check reads it: percent- and plus-decoded
+    assert redact_query(b"/a?%61pi_key=bk_1&x=api_key", names) == b"/a?%61pi_key=REDACTED&x=api_key"
+    # a bare name holds no value; other names and an empty query are left alone
+    assert redact_query(b"/a?api_key&b=2", names) == b"/a?api_key&b=2"
+    assert redact_query(b"/a?", names) == b"/a?"

@@ -15,8 +15,10 @@ import asyncio
 import os
 import sys
 import time
+from collections.abc import Collection
 from json.encoder import encode_basestring_ascii
 from typing import TYPE_CHECKING, TypeVar
+from urllib.parse import unquote_plus
 
 if TYPE_CHECKING:
     from bastion.http1.request import Request
@@ -116,8 +118,18 @@ def _clf_agent(key: tuple[bytes | None, bytes | None]) -> str:
 
 
 class AccessLog:
-    def __init__(self, loop: asyncio.AbstractEventLoop, fmt: str, path: str) -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        fmt: str,
+        path: str,
+        secret_params: Collection[str] = (),
+    ) -> None:
         self.loop = loop
+        # query parameters whose value is a credential (API keys given as `?key=`): their
+        # values are masked in every logged target, whatever answered the request (a
+        # request refused before its route's API key check still carries the key)
+        self.secret_params = frozenset(secret_params)
         self.format = fmt
         self.json = fmt == "json"
         self.path = path
@@ -241,6 +253,8 @@ class AccessLog:
             except KeyError:
                 tail = self._miss_agent(agents)
         target = req.target
+        if self.secret_params and b"?" in target:
+            target = redact_query(target, self.secret_params)
         if self.json:
             rid = req.request_id
             if req.xrid is not None:
@@ -293,6 +307,19 @@ class AccessLog:
         if self.own_fd:
             os.close(self.fd)
             self.own_fd = False
+
+
+def redact_query(target: bytes, names: frozenset[str]) -> bytes:
+    """``target`` with the value of every query parameter in ``names`` replaced by
+    ``REDACTED``. Names are compared decoded, as the API key check decodes them, so
+    ``k%65y=`` is masked like ``key=``."""
+    path, _, query = target.partition(b"?")
+    pairs = query.split(b"&")
+    for i, pair in enumerate(pairs):
+        name, eq, _value = pair.partition(b"=")
+        if eq and unquote_plus(name.decode("latin-1")) in names:
+            pairs[i] = name + b"=REDACTED"
+    return path + b"?" + b"&".join(pairs)
 
 
 def _q(value: str) -> str:

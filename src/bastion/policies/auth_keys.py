@@ -85,8 +85,22 @@ class ApiKeyPolicy:
             else self.challenge
         )
 
+    def scrub(self, req: Request) -> str | None:
+        """Cut the key's query parameter out of the request (its target and query), so
+        that it reaches neither the upstream nor the access log; its first value."""
+        rest, found = strip_query_param(req.query, self.query or "")
+        if found is not None:
+            req.query = rest
+            path = req.target.split(b"?", 1)[0]
+            req.target = path + (b"?" + rest.encode("latin-1") if rest else b"")
+        return found
+
     def _find(self, req: Request) -> tuple[str | None, bytes | None, Denied | None]:
-        """(key, the request header it came from, refusal of a malformed field)."""
+        """(key, the request header it came from, refusal of a malformed field).
+
+        A key in the query is cut out first, whatever else the request carries: a key
+        header wins, but the query's key must not be forwarded with it."""
+        in_query = self.scrub(req) if self.query is not None and req.query else None
         if self.header is not None:
             for lname, _, value in req.headers:
                 if lname == self.header:
@@ -97,15 +111,7 @@ class ApiKeyPolicy:
                 return token, b"authorization", None
             if token.status == 400:
                 return None, None, token
-        if self.query is not None and req.query:
-            # cut out whatever happens: the key must not reach the log or the upstream
-            rest, found = strip_query_param(req.query, self.query)
-            if found is not None:
-                req.query = rest
-                path = req.target.split(b"?", 1)[0]
-                req.target = path + (b"?" + rest.encode("latin-1") if rest else b"")
-                return found, None, None
-        return None, None, None
+        return in_query, None, None
 
     def offered(self, req: Request) -> int:
         """How surely the request carries an API key (several methods on a route)."""
@@ -120,7 +126,7 @@ class ApiKeyPolicy:
 
     def on_request(self, req: Request) -> Denied | None:
         header = self.header
-        if header is not None:
+        if header is not None and not (self.query is not None and req.query):
             # the common case first: a valid key in the key header
             for lname, _, value in req.headers:
                 if lname == header:

@@ -257,7 +257,9 @@ class Worker:
             self.ctx.access_log = None
         settings = plan.config.access_log
         if settings.format != "off":
-            self.ctx.access_log = AccessLog(self.ctx.loop, settings.format, settings.path)
+            self.ctx.access_log = AccessLog(
+                self.ctx.loop, settings.format, settings.path, _key_query_params(plan)
+            )
 
     # --------------------------------------------------------------- shutdown
     async def _drain(self) -> None:
@@ -311,3 +313,15 @@ def _alpn_challenge_dir(config: Config) -> Path | None:
     from bastion.tls.renewal import alpn_challenge_dir
 
     return alpn_challenge_dir(config)
+
+
+def _key_query_params(plan: Plan) -> set[str]:
+    """The query parameters that carry API keys on some route: masked in the access log."""
+    return {
+        route.auth.api_keys.query
+        for site in plan.config.sites
+        for route in site.routes
+        if route.auth is not None
+        and route.auth.api_keys is not None
+        and route.auth.api_keys.query is not None
+    }
