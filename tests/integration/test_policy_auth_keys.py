@@ -205,7 +205,11 @@ def test_query_key_never_forwarded_or_logged_whatever_answers(
         r = client.get("/api/items", params={"api_key": bob}, headers={"X-API-Key": alice})
         assert r.json()["path"] == "/api/items"
         # a route without keys forwards its query as sent, but the log masks the name
-        r = client.get("/open/x", params={"api_key": bob})
+        r = client.get(
+            "/open/x",
+            params={"api_key": bob},
+            headers={"Referer": f"https://a.example/api/doc?api_key={bob}"},
+        )
         assert r.status_code == 200
     # refused once its head is read, before any route (a body over the limit): the
     # target is logged, masked; the name percent-encoded, as the key check reads it too
@@ -218,6 +222,8 @@ def test_query_key_never_forwarded_or_logged_whatever_answers(
     gw.stop()
     targets = [line["target"] for line in access_lines(gw)]
     assert "/open/x?api_key=REDACTED" in targets
+    referers = [line["referer"] for line in access_lines(gw) if line["referer"]]
+    assert referers == ["https://a.example/api/doc?api_key=REDACTED"]
     assert "/api/items?%61pi_key=REDACTED" in targets
     assert bob not in gw.stdout + gw.stderr
     assert bob.split("_", 2)[2] not in gw.stdout + gw.stderr

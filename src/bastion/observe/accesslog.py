@@ -213,7 +213,12 @@ class AccessLog:
         if self._agents_size > _AGENTS_MAX_BYTES:
             self._agents.clear()
             self._agents_size = size
-        text = self._agents[key] = self._build_agent(key)
+        if referer is not None and self.secret_params and b"?" in referer:
+            # a page of the API itself, opened with its key in the query
+            text = self._build_agent((agent, redact_query(referer, self.secret_params)))
+        else:
+            text = self._build_agent(key)
+        self._agents[key] = text
         return text
 
     def write(self, req: Request, now: float) -> None:
