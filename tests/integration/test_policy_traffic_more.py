@@ -1,5 +1,6 @@
-"""Traffic policies with the others: per-consumer quotas behind API keys, and the
-response-phase policies over HTTPS and HTTP/2 (HSTS only there)."""
+"""Traffic policies with the others: per-consumer quotas behind API keys, the
+response-phase policies over HTTPS and HTTP/2 (HSTS only there), and what rate limits count
+for IPv6 clients and long header values."""
 
 from __future__ import annotations
 
@@ -139,3 +140,41 @@ def test_response_rules_are_the_same_on_proxied_and_gateway_answers(
         assert r.headers.get_list("x-note") == ["one", "two"]
     assert proxied.headers["x-kept"] == "yes" and proxied.text == "ok"
     assert proxied.headers["content-length"] == "2"
+
+
+def test_ipv6_clients_are_counted_per_network_and_long_values_by_digest(
+    backend: Backend, gateway: Callable[..., Gateway], tmp_path: Path
+) -> None:
+    """Behind a trusted proxy, two addresses of one IPv6 /64 share a bucket (a client
+    cannot take a fresh one per address); an IPv4 client counts alike whether written as
+    IPv4 or IPv4-mapped; long header values are told apart and counted."""
+    limits = [{"rate": "1/m", "burst": 1}]
+    by_tenant = [{"rate": "1/m", "burst": 1, "key": "header:X-Tenant"}]
+    config = {
+        "trusted_proxies": ["127.0.0.1"],
+        "access_log": {"format": "off"},
+        "sites": [{"hosts": ["*"], "routes": [
+            {"path": "/ip/", "rate_limits": limits, "proxy": {"upstreams": [backend.url]}},
+            {"path": "/v6/", "rate_limits": [{**limits[0], "ipv6_prefix": 128}],
+             "proxy": {"upstreams": [backend.url]}},
+            {"path": "/tenant/", "rate_limits": by_tenant, "proxy": {"upstreams": [backend.url]}},
+        ]}],
+    }  # fmt: skip
+    gw = gateway(config)
+
+    def status(path: str, **headers: str) -> int:
+        return httpx.get(gw.url + path, headers=headers, timeout=10).status_code
+
+    assert status("/ip/", **{"X-Forwarded-For": "2001:db8:1:2::1"}) == 200
+    assert status("/ip/", **{"X-Forwarded-For": "2001:db8:1:2:ffff:ffff:ffff:ffff"}) == 429
+    assert status("/ip/", **{"X-Forwarded-For": "2001:db8:1:3::1"}) == 200
+    assert status("/ip/", **{"X-Forwarded-For": "::ffff:192.0.2.1"}) == 200
+    assert status("/ip/", **{"X-Forwarded-For": "192.0.2.1"}) == 429
+    # ipv6_prefix: 128 counts each address
+    assert status("/v6/", **{"X-Forwarded-For": "2001:db8:1:2::1"}) == 200
+    assert status("/v6/", **{"X-Forwarded-For": "2001:db8:1:2::2"}) == 200
+    assert status("/v6/", **{"X-Forwarded-For": "2001:db8:1:2::1"}) == 429
+    long_a, long_b = "a" * 500, "a" * 499 + "b"
+    assert status("/tenant/", **{"X-Tenant": long_a}) == 200
+    assert status("/tenant/", **{"X-Tenant": long_a}) == 429
+    assert status("/tenant/", **{"X-Tenant": long_b}) == 200

@@ -223,6 +223,13 @@ class RateLimit(_Model):
         "bucket for everyone) or header:NAME (that header's value; the client address when "
         "the header is absent).",
     )
+    ipv6_prefix: int = Field(
+        default=64,
+        ge=8,
+        le=128,
+        description="IPv6 clients are counted by their network of this many bits (a host "
+        "or subscriber is given a whole /64); 128 counts each address.",
+    )
     name: str | None = Field(
         default=None,
         description="Name of the limit in the RateLimit-Policy and RateLimit response fields; "
@@ -258,6 +265,13 @@ class Quota(_Model):
         default="consumer",
         description="What is counted separately: consumer (the client address when no "
         "consumer is authenticated), client_ip, route or header:NAME.",
+    )
+    ipv6_prefix: int = Field(
+        default=64,
+        ge=8,
+        le=128,
+        description="IPv6 clients are counted by their network of this many bits (a host "
+        "or subscriber is given a whole /64); 128 counts each address.",
     )
     name: str | None = Field(
         default=None,

@@ -14,6 +14,8 @@ from the store and looks its ``RateLimit`` line up in a small table, with no lis
 
 from __future__ import annotations
 
+import hashlib
+import ipaddress
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -43,6 +45,10 @@ KEY_CACHE = 4096
 """Store keys remembered per limit (per consumer, client address or header value); the
 table starts again when full, so a flood of new clients costs a string each, no memory."""
 
+LONG_VALUE = 64
+"""Header values longer than this (in bytes) are counted by a digest: the client chooses
+them, and a store key must stay small however long the field is."""
+
 LINE_CACHE = 1024
 """``RateLimit`` lines remembered per single-limit policy, by how far ahead the TAT is."""
 
@@ -57,11 +63,12 @@ class Limit:
 
     __slots__ = ("advertise", "burst", "by_ip", "by_value", "check", "count", "header",
                  "ip_prefix", "key", "name", "per", "period", "persist", "prefix",
-                 "span")  # fmt: skip
+                 "span", "v6_prefix")  # fmt: skip
 
     def __init__(self, scope: str, spec: RateLimit | Quota) -> None:
         self.key = spec.key
         self.advertise = spec.advertise
+        self.v6_prefix = spec.ipv6_prefix
         self.span = (0.0, 0.0)  # the current calendar period of a quota
         if isinstance(spec, RateLimit):
             self.count, self.period = parse_rate(spec.rate)
@@ -106,13 +113,17 @@ class Limit:
                 try:
                     return self.by_value[header]
                 except KeyError:
+                    if len(header) > LONG_VALUE:  # not remembered either: bounded memory
+                        return (
+                            self.prefix + "h#" + hashlib.blake2b(header, digest_size=16).hexdigest()
+                        )
                     value = self.prefix + "h:" + header.decode("latin-1")
                     return _remember(self.by_value, header, value)
         ip = req.client_ip if trusted is None else real_client_ip(req, trusted)
         try:
             return self.by_ip[ip]
         except KeyError:
-            return _remember(self.by_ip, ip, self.ip_prefix + ip)
+            return _remember(self.by_ip, ip, self.ip_prefix + counted_address(ip, self.v6_prefix))
 
     def window(self, now: float) -> float:
         if self.per is None:
@@ -126,6 +137,26 @@ class Limit:
 
 def _short(key: str) -> str:
     return key.replace("header:", "h-").replace("_", "-")
+
+
+def counted_address(ip: str, v6_prefix: int) -> str:
+    """What a client address is counted by: an IPv4 address whole, an IPv6 address by its
+    network of ``v6_prefix`` bits (one host or subscriber gets a whole /64, so counting
+    each address would give a client 2**64 fresh buckets, and fill the store)."""
+    if ":" not in ip:
+        return ip
+    try:
+        addr = ipaddress.IPv6Address(ip)
+    except ValueError:
+        return ip  # not an address (a trusted proxy's odd X-Forwarded-For): as it is
+    mapped = addr.ipv4_mapped
+    if mapped is not None:
+        return str(mapped)  # a dual-stack socket's IPv4 client
+    if v6_prefix >= 128:
+        return str(addr)
+    return str(
+        ipaddress.IPv6Network((int(addr) >> (128 - v6_prefix) << (128 - v6_prefix), v6_prefix))
+    )
 
 
 def _remember(table: dict[_K, str], value: _K, key: str) -> str:
