@@ -168,3 +168,49 @@ def test_an_idle_key_always_admits_one_whatever_the_clock_rounding() -> None:
     fresh = MemoryLimitStore()
     assert fresh.take_rate(check, key, now) > 0  # the fast path says the same
     assert fresh.take_rate(check, key, now) == 0.0
+
+
+def test_quota_keys_are_bounded_too() -> None:
+    """A flood of new quota keys (one per client address or header value) is bounded
+    like GCRA keys; the keys that counted the fewest requests go first."""
+    store = MemoryLimitStore(max_keys=100, sweep_every=3600.0)
+    for _ in range(3):
+        assert passes(store, T0, quota("busy", limit=10))
+    for i in range(1000):
+        assert passes(store, T0 + i * 0.001, quota(f"ip{i}", limit=10))
+    assert len(store) <= 101
+    assert store.quota["busy"][1] == 3
+
+
+def test_workers_sharing_the_file_keep_each_others_counters(tmp_path: Path) -> None:
+    first, second = PersistentStore(tmp_path), PersistentStore(tmp_path)
+    now = time.time()
+    assert passes(first, now, quota("alice", limit=5))
+    first.save_now()
+    assert passes(second, now, quota("bob", limit=5))
+    second.save_now()  # reads the first worker's file back: both are kept
+    assert passes(first, now, quota("alice", limit=5))
+    first.save_now()  # the file is no longer its own: read back again
+    saved = json.loads((tmp_path / "ratelimit.json").read_text())["quota"]
+    assert {key: used for key, (_, used) in saved.items()} == {"alice": 2, "bob": 1}
+
+
+def test_a_large_table_is_saved_whole(tmp_path: Path) -> None:
+    """Saved in slices (so that the event loop is not held): all of it reads back."""
+    store = PersistentStore(tmp_path)
+    now = time.time()
+    for i in range(45_000):
+        store.take([quota()[0]], [f'tenant "{i}"'], now)
+    store.save_now()
+    again = PersistentStore(tmp_path)
+    assert len(again) == 45_000
+    assert again.quota['tenant "44999"'][1] == 1
+
+
+def test_saves_are_spaced_by_what_the_last_one_cost(tmp_path: Path) -> None:
+    store = PersistentStore(tmp_path)
+    store.last_duration = 10.0  # a large table took 10 s to save
+    now = time.time()
+    assert passes(store, now, quota("alice"))
+    store.take_and_save(now)
+    assert store.next_save == now + 200.0  # 20 times the cost: at most 5% of the time
