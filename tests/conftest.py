@@ -360,7 +360,8 @@ def simple_config(upstream: str, port: int, **extra: Any) -> dict[str, Any]:
 @pytest.fixture
 def gateway(tmp_path: Path) -> Iterator[Callable[..., Gateway]]:
     """`gateway(config_dict_or_yaml, port=None, start=True)` → a running Gateway.
-    A dict config without `listen` gets one on a free port."""
+    A dict config without `listen` gets one on a free port, and without `data_dir` one of
+    its own."""
     started: list[Gateway] = []
 
     def make(config: dict[str, Any] | str, port: int | None = None, start: bool = True) -> Gateway:
@@ -374,6 +375,9 @@ def gateway(tmp_path: Path) -> Iterator[Callable[..., Gateway]]:
         assert port is not None, "give the port for a YAML text config"
         workdir = tmp_path / f"gw{len(started)}"
         workdir.mkdir()
+        if isinstance(config, dict) and "data_dir" not in config:
+            # not the machine's default data dir: no counters or keys shared between tests
+            config = {**config, "data_dir": str(workdir / "data")}
         gw = Gateway(workdir / "bastion.yaml", port, workdir)
         gw.write_config(config)
         started.append(gw)

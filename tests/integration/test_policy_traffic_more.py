@@ -151,6 +151,7 @@ def test_ipv6_clients_are_counted_per_network_and_long_values_by_digest(
     limits = [{"rate": "1/m", "burst": 1}]
     by_tenant = [{"rate": "1/m", "burst": 1, "key": "header:X-Tenant"}]
     config = {
+        "data_dir": str(tmp_path / "data"),
         "trusted_proxies": ["127.0.0.1"],
         "access_log": {"format": "off"},
         "sites": [{"hosts": ["*"], "routes": [

@@ -203,6 +203,17 @@ def _policy_name(value: str | None) -> str | None:
     return value
 
 
+Ipv6Prefix = Annotated[
+    int,
+    Field(
+        ge=8,
+        le=128,
+        description="IPv6 clients are counted by their network of this many bits (a host "
+        "or subscriber is given a whole /64); 128 counts each address.",
+    ),
+]
+
+
 class RateLimit(_Model):
     """One rate limit: a GCRA bucket per key value (exact within one process)."""
 
@@ -223,13 +234,7 @@ class RateLimit(_Model):
         "bucket for everyone) or header:NAME (that header's value; the client address when "
         "the header is absent).",
     )
-    ipv6_prefix: int = Field(
-        default=64,
-        ge=8,
-        le=128,
-        description="IPv6 clients are counted by their network of this many bits (a host "
-        "or subscriber is given a whole /64); 128 counts each address.",
-    )
+    ipv6_prefix: Ipv6Prefix = 64
     name: str | None = Field(
         default=None,
         description="Name of the limit in the RateLimit-Policy and RateLimit response fields; "
@@ -266,13 +271,7 @@ class Quota(_Model):
         description="What is counted separately: consumer (the client address when no "
         "consumer is authenticated), client_ip, route or header:NAME.",
     )
-    ipv6_prefix: int = Field(
-        default=64,
-        ge=8,
-        le=128,
-        description="IPv6 clients are counted by their network of this many bits (a host "
-        "or subscriber is given a whole /64); 128 counts each address.",
-    )
+    ipv6_prefix: Ipv6Prefix = 64
     name: str | None = Field(
         default=None,
         description="Name of the quota in the RateLimit-Policy and RateLimit response fields; "
