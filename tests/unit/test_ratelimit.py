@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bastion.state.limits import Check, MemoryLimitStore, Outcome, quota_window
+from bastion.state.limits import SWEEP_SLICE, Check, MemoryLimitStore, Outcome, quota_window
 from bastion.state.persist import PersistentStore
 
 T0 = calendar.timegm((2026, 3, 31, 23, 59, 0))
@@ -99,11 +99,31 @@ def test_calendar_windows() -> None:
 
 def test_idle_keys_are_forgotten() -> None:
     store = MemoryLimitStore(sweep_every=1.0)
-    for i in range(1000):
+    for i in range(SWEEP_SLICE - 1):
         take(store, T0, gcra(f"ip{i}"))
-    assert len(store) == 1000
+    assert len(store) == SWEEP_SLICE - 1
     take(store, T0 + 5.0, gcra("late"))  # every bucket above is whole again
     assert len(store) == 1
+
+
+def test_a_large_table_is_swept_a_slice_per_request() -> None:
+    """Idle keys are forgotten across the requests that follow the sweep's time, a slice
+    each (the event loop is never held for the whole table); busy keys and keys new
+    since the sweep began stay."""
+    store = MemoryLimitStore(sweep_every=10.0)
+    for i in range(5 * SWEEP_SLICE):
+        take(store, T0, gcra(f"ip{i}"), quota(f"q{i}", limit=9, per="day"))
+    take(store, T0, gcra("busy", count=1, period=7 * 86400.0, burst=1))
+    # the next day: every GCRA bucket but "busy" is whole, every quota of yesterday over
+    day = T0 + 86400.0
+    sizes = []
+    for n in range(30):
+        take(store, day, gcra(f"new{n}"))
+        sizes.append(len(store))
+    assert sizes[0] == 10 * SWEEP_SLICE + 1 - SWEEP_SLICE + 1  # one slice looked at
+    assert sizes[1] == sizes[0] - SWEEP_SLICE + 1  # the next slice, and one new key
+    assert set(store.tat) == {"busy", *(f"new{n}" for n in range(30))}
+    assert not store.quota
 
 
 def test_memory_is_bounded() -> None:

@@ -23,9 +23,13 @@ from __future__ import annotations
 import calendar
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from itertools import islice
 from typing import Protocol
+
+SWEEP_SLICE = 500
+"""Keys a request looks at while a sweep of idle keys is under way (see `sweep_some`)."""
 
 __all__ = ["Check", "LimitStore", "MemoryLimitStore", "Outcome", "quota_window"]
 
@@ -108,6 +112,8 @@ class MemoryLimitStore:
         self.max_keys = max_keys
         self.sweep_every = sweep_every
         self.next_sweep = 0.0
+        # the sweep under way: the keys left to look at, and the current quota windows
+        self._sweep: tuple[Iterator[str], Iterator[str], tuple[int, int]] | None = None
         self.dirty = False
         self.windows: dict[str, tuple[int, float, float]] = {}  # the current day and month
 
@@ -117,8 +123,10 @@ class MemoryLimitStore:
     def take(
         self, checks: Sequence[Check], keys: Sequence[str], now: float, report: bool = False
     ) -> tuple[bool, list[Outcome] | None]:
-        if now >= self.next_sweep or len(self.tat) + len(self.quota) > self.max_keys:
+        if len(self.tat) + len(self.quota) > self.max_keys:
             self.sweep(now)
+        elif now >= self.next_sweep:
+            self.sweep_some(now)
         tats, quotas = self.tat, self.quota
         values: list[float] = []
         # plain index loops: zip(strict=True) costs more than the checks themselves
@@ -169,7 +177,7 @@ class MemoryLimitStore:
         # the hot path of every rate-limited request: no lists, no Outcome, no zip, and
         # a subscript rather than .get (a key is new once, then seen request after request)
         if now >= self.next_sweep:
-            self.sweep(now)
+            self.sweep_some(now)
         tats = self.tat
         try:
             tat = tats[key]
@@ -219,8 +227,41 @@ class MemoryLimitStore:
                 outcomes.append(Outcome(left > 0, left, end - now, 0.0 if left else end - now))
         return outcomes
 
+    def sweep_some(self, now: float) -> None:
+        """Look at the next `SWEEP_SLICE` keys of the sweep under way (starting one when
+        none is) and forget the idle ones; the sweep ends when every key was seen.
+
+        Called by requests from `next_sweep` on, until the sweep is over: a sweep of the
+        whole table at once holds the event loop for about 0.4 us a key (80 ms for 200,000
+        keys), this costs a request about 0.2 ms at most."""
+        sweep = self._sweep
+        if sweep is None:
+            day, month = quota_window("day", now)[0], quota_window("month", now)[0]
+            # lists of the keys as they are now: the tables change while the sweep goes on
+            sweep = self._sweep = (iter(list(self.tat)), iter(list(self.quota)), (day, month))
+        tat_keys, quota_keys, windows = sweep
+        tats, quotas, persistent = self.tat, self.quota, self.persistent
+        seen = 0
+        for key in islice(tat_keys, SWEEP_SLICE):
+            seen += 1
+            tat = tats.get(key)
+            if tat is not None and tat <= now:
+                del tats[key]
+                persistent.discard(key)
+        for key in islice(quota_keys, SWEEP_SLICE - seen):
+            seen += 1
+            counted = quotas.get(key)
+            if counted is not None and counted[0] not in windows:
+                del quotas[key]
+                persistent.discard(key)
+        if seen < SWEEP_SLICE:  # both lists are done
+            self._sweep = None
+            self.next_sweep = now + self.sweep_every
+
     def sweep(self, now: float) -> None:
-        """Forget idle keys; when still over ``max_keys``, the ones closest to being idle."""
+        """Forget idle keys, all at once; when still over ``max_keys``, the ones that lose
+        least (see `sweep_some` for the sweep of every few seconds)."""
+        self._sweep = None
         self.next_sweep = now + self.sweep_every
         self.tat = {k: v for k, v in self.tat.items() if v > now}
         day, month = quota_window("day", now)[0], quota_window("month", now)[0]
