@@ -40,6 +40,17 @@ def strip_query_param(query: str, name: str) -> tuple[str, str | None]:
     return "&".join(kept), found
 
 
+def _cut_query_param(req: Request, name: str) -> str | None:
+    """Cut the query parameter ``name`` out of the request (its target and query), so that
+    it reaches neither the upstream nor the access log; its first value."""
+    rest, found = strip_query_param(req.query, name)
+    if found is not None:
+        req.query = rest
+        path = req.target.split(b"?", 1)[0]
+        req.target = path + (b"?" + rest.encode("latin-1") if rest else b"")
+    return found
+
+
 class ApiKeyPolicy:
     is_async = False
 
@@ -85,22 +96,14 @@ class ApiKeyPolicy:
             else self.challenge
         )
 
-    def scrub(self, req: Request) -> str | None:
-        """Cut the key's query parameter out of the request (its target and query), so
-        that it reaches neither the upstream nor the access log; its first value."""
-        rest, found = strip_query_param(req.query, self.query or "")
-        if found is not None:
-            req.query = rest
-            path = req.target.split(b"?", 1)[0]
-            req.target = path + (b"?" + rest.encode("latin-1") if rest else b"")
-        return found
-
     def _find(self, req: Request) -> tuple[str | None, bytes | None, Denied | None]:
         """(key, the request header it came from, refusal of a malformed field).
 
         A key in the query is cut out first, whatever else the request carries: a key
         header wins, but the query's key must not be forwarded with it."""
-        in_query = self.scrub(req) if self.query is not None and req.query else None
+        in_query = (
+            _cut_query_param(req, self.query) if self.query is not None and req.query else None
+        )
         if self.header is not None:
             for lname, _, value in req.headers:
                 if lname == self.header:

@@ -19,7 +19,7 @@ import time
 from itertools import islice
 from pathlib import Path
 
-from bastion.state.limits import MemoryLimitStore, snapshot_of
+from bastion.state.limits import Counters, MemoryLimitStore, snapshot_of
 from bastion.tls.store import atomic_write, ensure_dir, file_lock
 
 __all__ = ["PersistentStore", "limit_store"]
@@ -27,9 +27,6 @@ __all__ = ["PersistentStore", "limit_store"]
 log = logging.getLogger("bastion.state")
 
 FILE_NAME = "ratelimit.json"
-
-# a `MemoryLimitStore.copy`: GCRA TATs, quota counts, the keys that are saved
-Counters = tuple[dict[str, float], dict[str, tuple[int, int]], set[str]]
 
 
 class PersistentStore(MemoryLimitStore):
