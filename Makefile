@@ -3,19 +3,23 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: run test bench bench-instructions lint venv clean
+.PHONY: run test bench bench-instructions lint venv clean constraints
+
+# Every install goes through constraints.txt: the versions CI and `make run` get are the
+# ones last chosen with `make constraints`, not whatever was released overnight.
+PIP_INSTALL := $(BIN)/pip install -q -c constraints.txt
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
+	$(PIP_INSTALL) --upgrade pip
 
 # `make run`: install the runtime package only, then start the embedded demo.
 run: $(BIN)/python
-	$(BIN)/pip install -q -e .
+	$(PIP_INSTALL) -e .
 	$(BIN)/bastion demo
 
-$(STAMP): $(BIN)/python pyproject.toml
-	$(BIN)/pip install -q -e '.[dev]'
+$(STAMP): $(BIN)/python pyproject.toml constraints.txt
+	$(PIP_INSTALL) -e '.[dev]'
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -40,3 +44,16 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info
+
+# Re-pin the toolchain on purpose: resolve pyproject.toml's ranges afresh in a scratch venv and
+# write what it installed to constraints.txt (review the diff, run `make test`, commit).
+constraints:
+	rm -rf .venv-pin
+	$(PY) -m venv .venv-pin
+	.venv-pin/bin/pip install -q --upgrade pip
+	.venv-pin/bin/pip install -q -e '.[dev]'
+	{ sed -n '1,/^#   make constraints/p' constraints.txt; \
+	  .venv-pin/bin/pip freeze --exclude-editable | grep -v '^bastion'; \
+	  echo "pip==$$(.venv-pin/bin/pip --version | cut -d' ' -f2)"; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
+	rm -rf .venv-pin

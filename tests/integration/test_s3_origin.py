@@ -87,7 +87,10 @@ def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Moto]:
                 "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}],
             },
         )
-        # what the docs recommend for bastion: read objects, nothing else
+        # what the docs recommend for bastion: read objects, nothing else. Real S3 authorises
+        # HeadObject by s3:GetObject; moto (5.2) asks for an "s3:HeadObject" action that IAM
+        # does not have, so the test server's policy names both: the test checks bastion's
+        # HEAD, not moto's action table.
         reader = _keys(
             _client("iam", url, admin),
             "bastion",
@@ -96,7 +99,7 @@ def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Moto]:
                 "Statement": [
                     {
                         "Effect": "Allow",
-                        "Action": "s3:GetObject",
+                        "Action": ["s3:GetObject", "s3:HeadObject"],
                         "Resource": f"arn:aws:s3:::{BUCKET}/*",
                     }
                 ],
