@@ -272,16 +272,21 @@ def test_without_a_consumer_name_the_credentials_tell_consumers_apart(
     sites: list[Site],
 ) -> None:
     """Forward auth without consumer_from and a JWT without the consumer claim name nobody:
-    the credentials the route's auth read decide whose answer it is."""
+    the credentials the route's auth read decide whose answer it is. A request the auth
+    let through without any gets no entry of its own."""
     sso = ScriptedServer(
         lambda path, headers: (
-            (200, {}, b"") if "session=" in headers.get("cookie", "") else (401, {}, b"")
+            (200, {}, b"")
+            if "session=" in headers.get("cookie", "") or headers["x-forwarded-uri"] == "/door/x"
+            else (401, {}, b"")
         )
     )
     jwt = {"jwt": {"algorithms": ["HS256"], "secret": HS_SECRET, "consumer_claim": None}}
+    fwd = {"forward": {"url": sso.url}, "consumer_header": None}
     routes = [
-        cached("/fwd/", origin, {"forward": {"url": sso.url}, "consumer_header": None}),
+        cached("/fwd/", origin, fwd),
         cached("/jwt/", origin, {**jwt, "consumer_header": None}),
+        cached("/door/", origin, fwd),
     ]
     site = start(gateway, tmp_path, routes)
     sites.append(site)
@@ -305,6 +310,15 @@ def test_without_a_consumer_name_the_credentials_tell_consumers_apart(
             )
             assert site.get(proto, path, **bob)[0] == "HIT"
             assert len(origin.gets(path)) == 2
+        # let in with no credentials: nothing stored for "nobody", which would be everybody's
+        assert site.get(proto, "/door/x")[0] == "MISS"
+        assert site.get(proto, "/door/x") == ("MISS", {"n": 2, "consumer": None, "lang": None})
+        # but an answer for everybody is shared with them
+        origin.cache_control["/door/x"] = "public, max-age=60"
+        assert site.get(proto, "/door/x")[0] == "MISS"
+        assert site.get(proto, "/door/x")[0] == "HIT"
+        assert site.get(proto, "/door/x", Cookie="session=carol")[0] == "HIT"
+        assert len(origin.gets("/door/x")) == 3
     finally:
         sso.stop()
 
