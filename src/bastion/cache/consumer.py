@@ -17,8 +17,6 @@ import hashlib
 import os
 from typing import TYPE_CHECKING
 
-from bastion.policies.auth_keys import strip_query_param
-
 if TYPE_CHECKING:
     from bastion.config.policy_auth import Auth
     from bastion.http1.request import Request
@@ -74,6 +72,9 @@ class ConsumerKey:
         """The query without the API key's parameter (a credential is never a key)."""
         name = self.query_param
         if name is not None and name in query:
+            # (rare: the auth cuts the key out of the query before the cache sees it)
+            from bastion.policies.auth_keys import strip_query_param
+
             return strip_query_param(query, name)[0]
         return query
 
