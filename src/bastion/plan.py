@@ -210,7 +210,7 @@ def _handler(route: Route, plan: Plan, registry: PoolRegistry, name: str) -> Any
         if route.cache is not None:
             from bastion.cache.setup import caching_handler
 
-            return caching_handler(handler, route.cache, plan)
+            return caching_handler(handler, route.cache, plan, route.auth)
         return handler
     if route.s3 is not None:
         s3 = route.s3

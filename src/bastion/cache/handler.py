@@ -11,7 +11,9 @@ from typing import TYPE_CHECKING, Any
 from bastion.cache.answer import BYPASS, HIT, MISS, REVALIDATED, STALE, relay, serve
 from bastion.cache.capture import CaptureClient
 from bastion.cache.conditional import conditional_request, refreshed_headers
+from bastion.cache.consumer import CONSUMER_MARK
 from bastion.cache.entries import build_entry, field_map
+from bastion.cache.invalidate import SAFE_METHODS, Invalidator
 from bastion.cache.key import (
     KeyRules,
     header_values,
@@ -24,6 +26,7 @@ from bastion.cache.policy import Rules, decide
 from bastion.cache.recorder import Recorder
 
 if TYPE_CHECKING:
+    from bastion.cache.consumer import ConsumerKey
     from bastion.cache.purge import PurgeQueue
     from bastion.cache.store import Entry, MemoryStore
     from bastion.http1.request import Request
@@ -34,6 +37,8 @@ log = logging.getLogger("bastion.cache")
 
 class CachingHandler:
     __slots__ = (
+        "broadcast",
+        "consumers",
         "inflight",
         "key_rules",
         "lock_timeout",
@@ -52,6 +57,8 @@ class CachingHandler:
         key_rules: KeyRules,
         lock_timeout: float,
         purge: PurgeQueue | None,
+        consumers: ConsumerKey | None = None,
+        broadcast: bool = False,
     ) -> None:
         self.proxy = proxy
         self.store = store
@@ -59,6 +66,9 @@ class CachingHandler:
         self.key_rules = key_rules
         self.lock_timeout = lock_timeout
         self.purge = purge  # the worker's purge queue (the PURGE method, the watcher)
+        # an authenticated route's rule for keeping answers per consumer (None: shared)
+        self.consumers = consumers
+        self.broadcast = broadcast  # several workers: invalidations reach the others too
         # key → requests waiting for the one backend request already under way
         self.inflight: dict[str, list[Waiter]] = {}
         self.refreshing: set[str] = set()  # keys with a background refresh running
@@ -71,7 +81,10 @@ class CachingHandler:
                 self._purge_request(client, req)
                 return
             req.extra_head += BYPASS
-            self.proxy.handle(client, req)
+            if method in SAFE_METHODS:
+                self.proxy.handle(client, req)
+            else:  # its success makes the stored answers of its URL stale
+                self.proxy.handle(client, req, Invalidator(self, client.scheme.decode(), req))
             return
         if req.has_body:
             req.extra_head += BYPASS
@@ -79,15 +92,28 @@ class CachingHandler:
             return
         key_rules = self.key_rules
         query = normalise_query(req.query, key_rules.query) if req.query else ""
+        consumers = self.consumers
+        if query and consumers is not None:
+            query = consumers.key_query(query)
         url = url_of(client.scheme.decode(), req.host, req.path, query)
         extra = header_values(req.headers, key_rules.headers) if key_rules.headers else ""
-        if key_rules.consumer:
-            extra += "\x1d" + req.consumer
         primary = primary_key(url, extra)
-        store = self.store
-        vary = store.vary.get(primary)
-        key = variant_key(primary, vary, req.headers) if vary else primary
-        entry = store.get(key)
+        own = None  # the primary key of the request's consumer (authenticated routes)
+        if consumers is None:  # (the common case, inline)
+            store = self.store
+            vary = store.vary.get(primary)
+            key = variant_key(primary, vary, req.headers) if vary else primary
+            entry = store.get(key)
+        else:
+            own = consumers.own_primary(primary, req)
+            if own is None:  # no identity: only answers shared by everybody
+                key, entry = self._find(primary, req)
+            else:
+                key, entry = self._find(own, req)
+                if entry is None and not consumers.always:
+                    shared_key, shared = self._find(primary, req)
+                    if shared is not None:
+                        key, entry = shared_key, shared
         now = time.time()
         if entry is not None:
             staleness = entry.staleness(now)
@@ -98,7 +124,7 @@ class CachingHandler:
                 serve(client, req, entry, STALE, now)
                 if key not in self.refreshing:
                     self.refreshing.add(key)
-                    self._revalidate(None, req, key, primary, url, entry, client)
+                    self._revalidate(None, req, key, primary, own, url, entry, client)
                 return
         if may_wait:
             waiters = self.inflight.get(key)
@@ -107,7 +133,7 @@ class CachingHandler:
                 return
         if entry is not None:
             self.inflight.setdefault(key, [])
-            self._revalidate(client, req, key, primary, url, entry, client)
+            self._revalidate(client, req, key, primary, own, url, entry, client)
             return
         req.extra_head += MISS
         if method == "HEAD":
@@ -116,8 +142,15 @@ class CachingHandler:
         leader = may_wait and key not in self.inflight
         if leader:
             self.inflight[key] = []
-        recorder = Recorder(self, key if leader else None, primary, url, req, now)
+        recorder = Recorder(self, key if leader else None, primary, own, url, req, now)
         self.proxy.handle(client, req, recorder)
+
+    def _find(self, primary: str, req: Request) -> tuple[str, Entry | None]:
+        """The key of the request's variant of `primary`, and its entry if stored."""
+        store = self.store
+        vary = store.vary.get(primary)
+        key = variant_key(primary, vary, req.headers) if vary else primary
+        return key, store.get(key)
 
     # ----------------------------------------------------------- revalidation
     def _revalidate(
@@ -126,6 +159,7 @@ class CachingHandler:
         req: Request,
         key: str,
         primary: str,
+        own: str | None,
         url: str,
         entry: Entry,
         origin: Any,
@@ -134,7 +168,7 @@ class CachingHandler:
         from the outcome; without, refresh in the background."""
         sub = conditional_request(req, entry)
         now = time.time()
-        recorder = Recorder(self, None, primary, url, sub, now)
+        recorder = Recorder(self, None, primary, own, url, sub, now)
 
         def done(cap: CaptureClient) -> None:
             self.refreshing.discard(key)
@@ -197,7 +231,14 @@ class CachingHandler:
             decision,
             now,
         )
-        if decision.store:
+        consumers = self.consumers
+        # an entry shared by every consumer stays shared only while the backend says so
+        private = (
+            consumers is not None
+            and CONSUMER_MARK not in entry.key
+            and (consumers.always or not decision.shared)
+        )
+        if decision.store and not private:
             self.store.put(fresh)
         else:
             self.store.delete(entry.key)
@@ -220,6 +261,16 @@ class CachingHandler:
         store.put(entry)
         if self.purge is not None:
             self.purge.watch()
+
+    # ------------------------------------------------------------ invalidation
+    def invalidate(self, urls: list[str]) -> None:
+        """Drop every stored answer (all variants, all consumers) of `urls`, here and,
+        with several workers, in the others too (RFC 9111 §4.4)."""
+        purge = self.purge
+        for url in dict.fromkeys(urls):
+            self.store.purge_url(url)
+            if self.broadcast and purge is not None:
+                purge.tell_others("url", url)
 
     # ------------------------------------------------------------------ purge
     def _purge_request(self, client: Any, req: Request) -> None:

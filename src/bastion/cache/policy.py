@@ -67,6 +67,9 @@ class Decision:
     lifetime: float = 0.0  # seconds fresh, counted from when it was generated
     stale_while_revalidate: float = 0.0
     stale_if_error: float = 0.0
+    # the response says it is the same for everybody (`public`, `s-maxage`): on an
+    # authenticated route it is stored once for all consumers, not per consumer
+    shared: bool = False
 
 
 def decide(
@@ -120,6 +123,7 @@ def decide(
         lifetime,
         rules.stale_while_revalidate if swr is None else swr,
         rules.stale_if_error if sie is None else sie,
+        "public" in cc or "s-maxage" in cc,
     )
 
 

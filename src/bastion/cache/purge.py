@@ -91,12 +91,16 @@ class PurgeQueue:
     def submit(self, kind: str, value: str) -> int:
         """Purge here at once, and queue it for the other workers."""
         count = self.apply(kind, value)
+        self.tell_others(kind, value)
+        return count
+
+    def tell_others(self, kind: str, value: str) -> None:
+        """Queue a purge for the other workers (this one has applied it)."""
         try:
             path = write_request(self.directory, kind, value)
             self.seen.add(path.name)
         except OSError as exc:
             log.warning("cache purge: cannot queue for other workers: %s", exc)
-        return count
 
     def watch(self) -> None:
         """Start polling (once this worker holds an entry: before, nothing to purge)."""

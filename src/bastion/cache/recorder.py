@@ -30,12 +30,14 @@ class Recorder:
         "key",
         "now",
         "over",
+        "own",
         "primary",
         "req",
         "size",
         "status",
         "status_line",
         "stored",
+        "target",
         "url",
     )
 
@@ -44,13 +46,16 @@ class Recorder:
         handler: CachingHandler,
         key: str | None,
         primary: str,
+        own: str | None,
         url: str,
         req: Request,
         now: float,
     ) -> None:
         self.handler = handler
         self.key = key  # set for the leader of waiters
-        self.primary = primary
+        self.primary = primary  # the key shared by everybody
+        self.own = own  # the request's consumer's key (authenticated routes)
+        self.target = primary  # where the answer is stored
         self.url = url
         self.req = req
         self.now = now
@@ -67,8 +72,15 @@ class Recorder:
     def on_head(self, status: int, status_line: bytes, headers: list[tuple[bytes, bytes]]) -> None:
         handler = self.handler
         fields = field_map(headers)
-        authorized = any(n == _AUTHORIZATION for n, _, _ in self.req.headers)
+        consumers = handler.consumers
+        # RFC 9111 §3.5 where the gateway does not know who asks; where it does (the
+        # route's auth checked the request), the answer is kept for that consumer alone
+        authorized = consumers is None and any(n == _AUTHORIZATION for n, _, _ in self.req.headers)
         decision = decide(self.req.method, status, fields, handler.rules, authorized, time.time())
+        if decision.store and consumers is not None and (consumers.always or not decision.shared):
+            if self.own is None:
+                return  # a request without an identity gets no entry of its own
+            self.target = self.own
         if decision.store:
             self.decision = decision
             self.status = status
@@ -96,7 +108,7 @@ class Recorder:
             now = time.time()
             fields = self.fields
             vary = parse_vary(fields.get("vary", ""))
-            key = variant_key(self.primary, vary, self.req.headers)
+            key = variant_key(self.target, vary, self.req.headers)
             entry = build_entry(
                 key,
                 self.url,
@@ -109,7 +121,7 @@ class Recorder:
                 now,
             )
             self.chunks = []
-            handler.stored(self.primary, entry)
+            handler.stored(self.target, entry)
             self.stored = entry
         if self.key is not None:
             handler.release(self.key)

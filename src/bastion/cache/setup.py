@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from bastion.cache.consumer import consumer_key
 from bastion.cache.handler import CachingHandler
 from bastion.cache.key import KeyRules
 from bastion.cache.policy import DEFAULT_STATUSES, Rules
@@ -13,6 +14,7 @@ from bastion.tls.store import resolve_data_dir
 
 if TYPE_CHECKING:
     from bastion.config.models import RouteCache
+    from bastion.config.policy_auth import Auth
     from bastion.proxy.handler import ProxyHandler
 
 
@@ -35,7 +37,9 @@ def plan_cache(plan: Any) -> PlanCache:
     return cache
 
 
-def caching_handler(proxy: ProxyHandler, config: RouteCache, plan: Any) -> CachingHandler:
+def caching_handler(
+    proxy: ProxyHandler, config: RouteCache, plan: Any, auth: Auth | None = None
+) -> CachingHandler:
     shared = plan_cache(plan)
     rules = Rules(
         ttl=config.ttl,
@@ -46,11 +50,14 @@ def caching_handler(proxy: ProxyHandler, config: RouteCache, plan: Any) -> Cachi
         stale_if_error=config.stale_if_error,
     )
     query = config.key.query
-    key_rules = KeyRules(
-        query if isinstance(query, str) else frozenset(query),
-        config.key.headers,
-        config.key.consumer,
-    )
+    key_rules = KeyRules(query if isinstance(query, str) else frozenset(query), config.key.headers)
     return CachingHandler(
-        proxy, shared.store, rules, key_rules, plan.config.cache.lock_timeout, shared.purge
+        proxy,
+        shared.store,
+        rules,
+        key_rules,
+        plan.config.cache.lock_timeout,
+        shared.purge,
+        consumer_key(auth, config.key.consumer, config.shared),
+        plan.config.workers > 1,
     )

@@ -463,8 +463,9 @@ class CacheKey(_Model):
     )
     consumer: bool = Field(
         default=False,
-        description="Add the authenticated consumer's name (from the route's auth) to the "
-        "key: each consumer gets its own entries.",
+        description="On a route with auth, keep every answer per consumer, even one that "
+        "says public or s-maxage (answers are per consumer by default on such a route; "
+        "no effect without auth).",
     )
 
 
@@ -501,14 +502,30 @@ class RouteCache(_Model):
     )
     allow_authorization: bool = Field(
         default=False,
-        description="Store responses to requests with Authorization even without public, "
-        "s-maxage or must-revalidate (only when the answer is the same for everyone).",
+        description="On a route without auth: store responses to requests with "
+        "Authorization even without public, s-maxage or must-revalidate (only when the "
+        "answer is the same for everyone).",
+    )
+    shared: bool = Field(
+        default=False,
+        description="On a route with auth: the answers are the same for every consumer, "
+        "so each is stored once for all of them (as if it said public). By default they "
+        "are stored per consumer unless the response says public or s-maxage.",
     )
     statuses: list[Annotated[int, Field(ge=200, le=599)]] | None = Field(
         default=None,
         description="Cacheable status codes; null means 200, 203, 204, 300, 301, 308, 404, "
         "405, 410, 414, 501.",
     )
+
+    @model_validator(mode="after")
+    def _sharing(self) -> RouteCache:
+        if self.shared and self.key.consumer:
+            raise ValueError(
+                "shared: true stores answers once for every consumer and key.consumer: true "
+                "keeps them per consumer: choose one"
+            )
+        return self
 
 
 class Cache(_Model):
