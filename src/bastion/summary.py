@@ -7,6 +7,7 @@ from bastion.config import LoadedConfig
 from bastion.config.balancing import default_policy
 from bastion.config.models import Route, Site, TlsFiles
 from bastion.config.policy_traffic import SECURITY_HEADERS_OFF
+from bastion.config.show import redact
 from bastion.plan import Plan
 from bastion.tls.table import site_tls_mode
 
@@ -39,11 +40,7 @@ def describe(loaded: LoadedConfig, plan: Plan) -> str:
     )
     log = config.access_log
     lines.append(f"access log: {log.format}" + ("" if log.format == "off" else f" -> {log.path}"))
-    text = "\n".join(lines)
-    for secret in sorted(loaded.secrets, key=len, reverse=True):
-        if secret:
-            text = text.replace(secret, "<redacted>")
-    return text
+    return redact("\n".join(lines), loaded.secrets)
 
 
 def _action(route: object) -> str:

@@ -6,6 +6,11 @@ once a second (off the hot path: a timer, not a request) to
 reads the snapshots of the running instance's live workers and merges them:
 counters add up, an endpoint is shown unhealthy or ejected in as many workers as
 say so (balancing state is per worker).
+
+The files name backends and their health: they are the owner's only (0600, in a 0700
+directory). A worker removes its file when it stops; the file of a worker that died
+without stopping (killed, crashed) is removed by the next worker that starts and by
+`bastion status`: a file whose pid is gone, or that nobody rewrote for `STALE` seconds.
 """
 
 from __future__ import annotations
@@ -23,6 +28,11 @@ if TYPE_CHECKING:
     from bastion.balance.balancer import Balancer
 
 INTERVAL = 1.0
+# a live worker rewrites its file every INTERVAL: one this old belongs to nobody (its pid
+# may since have been given to another process)
+STALE = 30.0
+# how often a worker looks for the files of dead workers (in INTERVALs)
+_SWEEP_EVERY = 30
 # set by `bastion run` to its own pid, so that all workers of one instance say so
 INSTANCE_ENV = "BASTION_INSTANCE"
 
@@ -41,18 +51,48 @@ def snapshot(balancers: Iterable[Balancer], now: float, instance: int) -> dict[s
 
 
 def write(directory: Path, data: dict[str, Any]) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     path = directory / f"worker-{os.getpid()}.json"
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data))
+    # created 0600 (never readable by others, not even between open and chmod), then
+    # renamed over the old one: a reader sees a whole file or the previous one
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    try:
+        os.fchmod(fd, 0o600)  # an old .tmp left with other bits keeps them through O_CREAT
+        os.write(fd, json.dumps(data).encode())
+    finally:
+        os.close(fd)
     tmp.replace(path)
+
+
+def sweep(directory: Path) -> None:
+    """Remove the files of workers that are gone: their pid is dead, or they are STALE."""
+    now = time.time()
+    try:
+        paths = list(directory.glob("worker-*.json")) + list(directory.glob("worker-*.tmp"))
+    except OSError:
+        return
+    for path in paths:
+        pid = path.stem.removeprefix("worker-")
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            stale = now - path.stat().st_mtime > STALE
+            if stale or not _alive(int(pid)):
+                path.unlink()
+        except OSError:
+            continue  # removed meanwhile, or not ours to remove
 
 
 async def publish(balancers: Callable[[], list[Balancer]], directory: Path, instance: int) -> None:
     """Write this worker's snapshot every second until cancelled; then remove it."""
     loop = asyncio.get_running_loop()
+    ticks = 0
     try:
         while True:
+            if ticks % _SWEEP_EVERY == 0:
+                sweep(directory)
+            ticks += 1
             pools = balancers()
             if pools:
                 # a status file is a convenience: never a reason to stop serving
@@ -75,7 +115,9 @@ def _alive(pid: int) -> bool:
 
 
 def read(directory: Path, instance: int | None) -> list[dict[str, Any]]:
-    """The snapshots of live workers (of one instance, when its pid is known)."""
+    """The snapshots of live workers (of one instance, when its pid is known); the files
+    of dead ones are removed on the way."""
+    sweep(directory)
     found = []
     for path in sorted(directory.glob("worker-*.json")):
         try:

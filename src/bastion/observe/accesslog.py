@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import sys
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from json.encoder import encode_basestring_ascii
 from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import unquote_plus
+
+from bastion.proxy.forwarded import client_address
 
 if TYPE_CHECKING:
     from bastion.http1.request import Request
@@ -124,12 +127,17 @@ class AccessLog:
         fmt: str,
         path: str,
         secret_params: Collection[str] = (),
+        trusted: Callable[[str], bool] | None = None,
     ) -> None:
         self.loop = loop
-        # query parameters whose value is a credential (API keys given as `?key=`): their
+        # names of parameters whose value is a credential (the API key names): their
         # values are masked in every logged target, whatever answered the request (a
-        # request refused before its route's API key check still carries the key)
-        self.secret_params = frozenset(secret_params)
+        # request refused before its route's API key check still carries the key), in
+        # whatever spelling or place the client used (see `redact_query`)
+        self.secret_params = frozenset(_fold(name) for name in secret_params)
+        # `trusted_proxies`: `client_ip` is the client's address behind them, as the
+        # policies saw it (None when there are none: the socket peer)
+        self.trusted = trusted
         self.format = fmt
         self.json = fmt == "json"
         self.path = path
@@ -213,7 +221,7 @@ class AccessLog:
         if self._agents_size > _AGENTS_MAX_BYTES:
             self._agents.clear()
             self._agents_size = size
-        if referer is not None and self.secret_params and b"?" in referer:
+        if referer is not None and self.secret_params and (b"?" in referer or b";" in referer):
             # a page of the API itself, opened with its key in the query
             text = self._build_agent((agent, redact_query(referer, self.secret_params)))
         else:
@@ -258,8 +266,10 @@ class AccessLog:
             except KeyError:
                 tail = self._miss_agent(agents)
         target = req.target
-        if self.secret_params and b"?" in target:
+        if self.secret_params and (b"?" in target or b";" in target):
             target = redact_query(target, self.secret_params)
+        trusted = self.trusted
+        ip = req.client_ip if trusted is None else client_address(req, trusted)
         if self.json:
             rid = req.request_id
             if req.xrid is not None:
@@ -267,15 +277,15 @@ class AccessLog:
                 # gateway's hex id, which needs no escaping
                 rid = _json_str(rid)[1:-1]
             # the target is escaped on every line (it varies too much to memo);
-            # client_ip is a socket address
+            # the client address is a parsed address or a socket's: no escaping needed
             line = (
-                f'{self._stamp}{rid}","client_ip":"{req.client_ip}{first}'
+                f'{self._stamp}{rid}","client_ip":"{ip}{first}'
                 f"{_json_str(target.decode('latin-1')) if target else _DASH_JSON}"
                 f"{sizes}{duration}{third}{upstream}{tail}"
             )
         else:
             line = (
-                f"{req.client_ip}{first}{self._stamp}{req.method} "
+                f"{ip}{first}{self._stamp}{req.method} "
                 f"{_q(target.decode('latin-1')) if target else '-'}{sizes}"
                 f"{tail}{req.request_id}{third}{duration} urt={upstream}"
             )
@@ -314,17 +324,31 @@ class AccessLog:
             self.own_fd = False
 
 
+# A parameter of the target: after "?" or "&" in the query, or after ";" (a path parameter,
+# or a query separator to some servers). Every place a server might read a key from.
+_PARAM = re.compile(rb"([?&;])([^?&;=]*)=([^?&;]*)")
+
+
+def _fold(name: str) -> str:
+    """A parameter name as it is compared: case-insensitively, and "-" as "_" (CGI and WSGI
+    backends read X-API-Key as X_API_KEY)."""
+    return name.lower().replace("-", "_")
+
+
 def redact_query(target: bytes, names: frozenset[str]) -> bytes:
-    """``target`` with the value of every query parameter in ``names`` replaced by
-    ``REDACTED``. Names are compared decoded, as the API key check decodes them, so
-    ``k%65y=`` is masked like ``key=``."""
-    path, _, query = target.partition(b"?")
-    pairs = query.split(b"&")
-    for i, pair in enumerate(pairs):
-        name, eq, _value = pair.partition(b"=")
-        if eq and unquote_plus(name.decode("latin-1")) in names:
-            pairs[i] = name + b"=REDACTED"
-    return path + b"?" + b"&".join(pairs)
+    """``target`` with the value of every parameter named in ``names`` (folded by `_fold`)
+    replaced by ``REDACTED``, in the query (``?a=1&b=2``) and as ``;name=value`` parameters.
+    Names are compared decoded, as the API key check decodes them, so ``k%65y=`` is masked
+    like ``key=``, and case-insensitively, so a key sent as ``?API_KEY=`` (which the route
+    does not accept, but the client still sent) is masked like ``?api_key=``."""
+
+    def mask(match: re.Match[bytes]) -> bytes:
+        name = match.group(2)
+        if _fold(unquote_plus(name.decode("latin-1"))) in names:
+            return match.group(1) + name + b"=REDACTED"
+        return match.group(0)
+
+    return _PARAM.sub(mask, target)
 
 
 def _q(value: str) -> str:

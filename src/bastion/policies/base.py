@@ -19,7 +19,7 @@ from bastion.http1.request import (
     BodyFilter,
     Request,
 )
-from bastion.proxy.headers import real_ip_from
+from bastion.proxy.forwarded import client_address
 
 
 class Denied:
@@ -131,11 +131,9 @@ def apply_response_policies(
 
 def real_client_ip(req: Request, trusted: Callable[[str], bool] | None) -> str:
     """The client's address: the socket peer, or, when the peer is one of
-    `trusted_proxies`, the rightmost X-Forwarded-For hop that is not trusted."""
-    if trusted is None or req.xff is None or not trusted(req.client_ip):
-        return req.client_ip
-    xff = req.xff + b", " + req.client_ip.encode("latin-1")
-    return real_ip_from(xff, trusted).decode("latin-1")
+    `trusted_proxies`, the rightmost X-Forwarded-For hop that is not trusted, parsed
+    (see `bastion.proxy.forwarded`)."""
+    return client_address(req, trusted)
 
 
 class _BodyReader:

@@ -148,7 +148,7 @@ def counted_address(ip: str, v6_prefix: int) -> str:
     try:
         addr = ipaddress.IPv6Address(ip)
     except ValueError:
-        return ip  # not an address (a trusted proxy's odd X-Forwarded-For): as it is
+        return ip  # not an address (a unix socket's peer): as it is
     mapped = addr.ipv4_mapped
     if mapped is not None:
         return str(mapped)  # a dual-stack socket's IPv4 client

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from bastion.http1.request import Request
+from bastion.proxy.forwarded import forwarded_chain
 
 # Hop-by-hop fields: meaningful for one connection only, never forwarded.
 HOP_BY_HOP = frozenset(
@@ -39,6 +40,10 @@ _REQUEST_REWRITTEN = HOP_BY_HOP | frozenset(
         b"x-request-id",
     )
 )
+# From a peer that is not a trusted proxy, its RFC 7239 `Forwarded` field is dropped too:
+# bastion does not write that field, so a client's own would reach the backend as if a
+# proxy had vouched for it.
+_REQUEST_REWRITTEN_UNTRUSTED = _REQUEST_REWRITTEN | frozenset((b"forwarded",))
 # Response fields not relayed: hop-by-hop ones, and the request id the gateway
 # adds itself (a backend echoing it would duplicate it).
 RESPONSE_DROPPED = HOP_BY_HOP | frozenset((b"x-request-id",))
@@ -61,7 +66,8 @@ def build_request_head(
     parts = [req.method.encode("ascii"), b" ", target, b" HTTP/1.1\r\n", host_line]
     append = parts.append
     tokens = req.connection_tokens
-    skip = _REQUEST_REWRITTEN
+    from_proxy = trusted is not None and trusted(req.client_ip)
+    skip = _REQUEST_REWRITTEN if from_proxy else _REQUEST_REWRITTEN_UNTRUSTED
     drop = req.upstream_drop
     for lname, name, value in req.headers:
         if lname in skip or (tokens and lname in tokens) or (drop and lname in drop):
@@ -70,14 +76,12 @@ def build_request_head(
     if req.upstream_extra:
         append(req.upstream_extra)
 
-    ip = req.client_ip.encode("latin-1")
-    if trusted is not None and trusted(req.client_ip):
-        xff = req.xff + b", " + ip if req.xff else ip
-        real_ip = real_ip_from(xff, trusted)
+    if from_proxy and trusted is not None:
+        xff, real_ip = forwarded_chain(req, trusted)
         xfp = req.xfp or scheme
         xfh = req.xfh or client_host
     else:
-        xff = real_ip = ip
+        xff = real_ip = req.client_ip.encode("latin-1")
         xfp = scheme
         xfh = client_host
     append(b"X-Forwarded-For: " + xff + b"\r\nX-Forwarded-Proto: " + xfp)
@@ -91,13 +95,3 @@ def build_request_head(
         append(b"Content-Length: %d\r\n" % req.content_length)
     append(b"\r\n")
     return b"".join(parts)
-
-
-def real_ip_from(xff: bytes, trusted: Callable[[str], bool]) -> bytes:
-    """The rightmost address in X-Forwarded-For that is not a trusted proxy: the
-    first hop we cannot vouch for is the client (what nginx's real_ip_recursive does)."""
-    hops = [h.strip() for h in xff.split(b",") if h.strip()]
-    for hop in reversed(hops):
-        if not trusted(hop.decode("latin-1")):
-            return hop
-    return hops[0] if hops else b""

@@ -258,7 +258,11 @@ class Worker:
         settings = plan.config.access_log
         if settings.format != "off":
             self.ctx.access_log = AccessLog(
-                self.ctx.loop, settings.format, settings.path, _key_query_params(plan)
+                self.ctx.loop,
+                settings.format,
+                settings.path,
+                _key_query_params(plan),
+                plan.trusted,
             )
 
     # --------------------------------------------------------------- shutdown
@@ -316,12 +320,12 @@ def _alpn_challenge_dir(config: Config) -> Path | None:
 
 
 def _key_query_params(plan: Plan) -> set[str]:
-    """The query parameters that carry API keys on some route: masked in the access log."""
-    return {
-        route.auth.api_keys.query
+    """The names API keys are sent under on some route (query parameter and header field):
+    a parameter of either name is masked in the access log, whatever its case."""
+    keys = [
+        route.auth.api_keys
         for site in plan.config.sites
         for route in site.routes
-        if route.auth is not None
-        and route.auth.api_keys is not None
-        and route.auth.api_keys.query is not None
-    }
+        if route.auth is not None and route.auth.api_keys is not None
+    ]
+    return {name for k in keys for name in (k.query, k.header) if name is not None}

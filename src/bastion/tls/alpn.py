@@ -31,6 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bastion.config import Address
+from bastion.tls.groups import set_groups
 
 __all__ = ["AlpnListener", "parse_client_hello"]
 
@@ -186,6 +187,7 @@ class AlpnListener:
                 continue
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             context.minimum_version = ssl.TLSVersion.TLSv1_2
+            set_groups(context)
             context.set_alpn_protocols([ACME_TLS_1.decode()])
             try:
                 context.load_cert_chain(str(path))

@@ -3,6 +3,8 @@
 - TLS 1.2 and 1.3 only; TLS 1.2 uses the Mozilla "intermediate" cipher list (forward-secret
   ECDHE key exchange with AES-GCM or ChaCha20-Poly1305; TLS 1.3 suites are OpenSSL's
   defaults, which are exactly those of the same profile).
+- Key exchange groups: X25519, P-256 and P-384, the same profile's list (OpenSSL would
+  also offer P-521, X448 and finite-field groups); see `bastion.tls.groups`.
 - ALPN offers ``h2`` then ``http/1.1``; with ``http2.enabled: false`` the worker narrows a
   certificate context to ``http/1.1`` when a handshake picks it (`HTTP1_ONLY`).
 - Session tickets stay on (OpenSSL's default), so returning clients resume without a full
@@ -19,6 +21,8 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Callable
+
+from bastion.tls.groups import set_groups
 
 __all__ = [
     "ALPN",
@@ -51,6 +55,9 @@ Lookup = Callable[[str | None], ssl.SSLContext | None]
 def _policy(context: ssl.SSLContext) -> ssl.SSLContext:
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.set_ciphers(INTERMEDIATE_CIPHERS)
+    # on every context: a handshake keeps the groups of the listener's context it began
+    # on, and a certificate context may serve one directly
+    set_groups(context)
     context.set_alpn_protocols(ALPN)
     # no renegotiation, server picks the cipher order, fresh ECDHE key per handshake
     context.options |= ssl.OP_NO_RENEGOTIATION | ssl.OP_CIPHER_SERVER_PREFERENCE
