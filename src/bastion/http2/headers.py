@@ -62,14 +62,11 @@ _WHITESPACE = (32, 9)  # SP and HTAB, as byte values
 # another method.
 _BAD_METHOD = re.compile(rb"[^!#$%&'*+\-.^_`|~0-9A-Za-z]")
 _LOWERCASE = re.compile(rb"[a-z]")
-# the usual methods as shared str objects, as on HTTP/1.1 (no check, no decoding)
-_METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
 # RFC 9112 §3.2 / RFC 3986: a request target is visible ASCII only; SP, controls,
 # DEL and bytes >= 0x80 cannot be written into an HTTP/1.1 request line
 _BAD_PATH = re.compile(rb"[^\x21-\x7e]")
-# :authority / Host: reg-name, IP literal and port characters (RFC 3986 §3.2.2);
-# no userinfo (RFC 9113 §8.3.1), no byte outside ASCII. parse_host checks the shape.
-_BAD_AUTHORITY = re.compile(rb"[^0-9A-Za-z.\-_~!$&'()*+,;=%:\[\]]")
+# the usual methods as shared str objects, as on HTTP/1.1 (no check, no decoding)
+_METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
 # fields HTTP/2 forbids in a request (RFC 9113 §8.2.2); TE is checked by value
 _FORBIDDEN = frozenset(
     (b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade")
@@ -109,18 +106,26 @@ def build_request(
     deferred: StreamReject | None = None  # the gateway's own refusal, after §8 checks
     bad_name = _BAD_NAME.search
     bad_value = _BAD_VALUE.search
+    bad_path = _BAD_PATH.search
     for name, value in headers:
-        if value and (
-            bad_value(value) is not None or value[0] in _WHITESPACE or value[-1] in _WHITESPACE
-        ):
-            raise Malformed(f"illegal character or whitespace in the value of {name!r}")
         if name[:1] == b":":
             if regular:
                 raise Malformed(f"pseudo-header {name!r} after a regular field")
+            if name == b":path" and path is None:
+                # visible ASCII only (RFC 9112 §3.2, RFC 3986): what an HTTP/1.1
+                # request line can carry; this scan stands in for the value check
+                if bad_path(value) is not None:
+                    raise Malformed("a character that is not visible ASCII in :path")
+                path = value
+                continue
+            if value and (
+                bad_value(value) is not None
+                or value[0] in _WHITESPACE
+                or value[-1] in _WHITESPACE
+            ):
+                raise Malformed(f"illegal character or whitespace in the value of {name!r}")
             if name == b":method" and method is None:
                 method = value
-            elif name == b":path" and path is None:
-                path = value
             elif name == b":authority" and authority is None:
                 authority = value
             elif name == b":scheme" and scheme is None:
@@ -130,6 +135,10 @@ def build_request(
             else:
                 raise Malformed(f"unknown or repeated pseudo-header {name!r}")
             continue
+        if value and (
+            bad_value(value) is not None or value[0] in _WHITESPACE or value[-1] in _WHITESPACE
+        ):
+            raise Malformed(f"illegal character or whitespace in the value of {name!r}")
         regular = True
         if not name or bad_name(name) is not None:
             raise Malformed(f"illegal field name {name!r}")
@@ -162,8 +171,6 @@ def build_request(
         raise StreamReject(501, "CONNECT is not supported on this connection.")
     if scheme is None or not path:
         raise Malformed("no :scheme or empty :path pseudo-header")
-    if _BAD_PATH.search(path) is not None:
-        raise Malformed("a character that is not visible ASCII in :path")
     if method == b"TRACE":
         raise StreamReject(501, REFUSED_METHODS[method])
     if protocol is not None:
@@ -184,7 +191,9 @@ def build_request(
     if scheme not in (b"https", b"http"):
         raise StreamReject(400, "The :scheme pseudo-header must be https.")
     raw_host = authority or host or b""
-    parsed = None if _BAD_AUTHORITY.search(raw_host) else parse_host(raw_host.decode("ascii"))
+    # reg-name, IP literal and port characters only (RFC 3986 §3.2.2), hence no
+    # userinfo (RFC 9113 §8.3.1) and no byte outside ASCII: as for Host on HTTP/1.1
+    parsed = parse_host(raw_host.decode("latin-1"))
     if parsed is None:
         raise StreamReject(400, "The :authority pseudo-header is malformed.")
     req.host = parsed
