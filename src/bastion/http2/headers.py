@@ -164,6 +164,7 @@ def build_request(
             raise Malformed(f"the :method {method!r} is not a token")
         if _LOWERCASE.search(method) is not None:
             deferred = deferred or StreamReject(400, "The method must be in uppercase.")
+    req.method = known or method.decode("ascii")  # set early: refusals log it too
     if method == b"CONNECT" and protocol is None:
         # plain CONNECT carries neither :scheme nor :path (RFC 9113 §8.5)
         if scheme is not None or path is not None or authority is None:
@@ -187,7 +188,6 @@ def build_request(
         raise StreamReject(431)
     if len(path) > max_uri_bytes:
         raise StreamReject(414)
-    req.method = known or method.decode("ascii")
     if scheme not in (b"https", b"http"):
         raise StreamReject(400, "The :scheme pseudo-header must be https.")
     raw_host = authority or host or b""
