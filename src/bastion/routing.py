@@ -116,7 +116,9 @@ def parse_host(value: str) -> str | None:
     else:
         host, sep, port = value.partition(":")
         rest = ":" + port if sep else ""
-    if rest and (rest[0] != ":" or not rest[1:].isdigit() or len(rest) > 6) and rest != ":":
+    # str.isdigit() is true for "²" and other non-ASCII digits: the port is ASCII too
+    port_ok = rest[1:].isdigit() and rest.isascii()
+    if rest and (rest[0] != ":" or not port_ok or len(rest) > 6) and rest != ":":
         return None
     if host[-1:] == ".":
         host = host[:-1]

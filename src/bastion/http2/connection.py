@@ -30,6 +30,7 @@ from h2.events import (
     RequestReceived,
     StreamEnded,
     StreamReset,
+    TrailersReceived,
     WindowUpdated,
 )
 from h2.exceptions import ProtocolError, StreamClosedError
@@ -40,7 +41,7 @@ from bastion.http1.request import Request
 from bastion.http2.decoder import MemoDecoder
 from bastion.http2.encoder import StaticEncoder
 from bastion.http2.guard import FrameGuard
-from bastion.http2.headers import Malformed, StreamReject, build_request
+from bastion.http2.headers import Malformed, StreamReject, build_request, check_trailers
 from bastion.http2.stream import Stream
 
 if TYPE_CHECKING:
@@ -214,6 +215,10 @@ class HTTP2Connection(asyncio.Protocol):
                 stream = self.streams.get(event.stream_id)
                 if stream is not None:
                     stream.on_end()
+            elif isinstance(event, TrailersReceived):
+                stream = self.streams.get(event.stream_id)
+                if stream is not None:
+                    self._on_trailers(stream, event.headers or [], now)
             elif isinstance(event, WindowUpdated):
                 if event.stream_id == 0:
                     for stream in list(self.streams.values()):
@@ -285,6 +290,23 @@ class HTTP2Connection(asyncio.Protocol):
         if self.requests >= self.max_requests:
             self.goaway(sid)  # this stream is still served; the client reconnects for more
         return stream
+
+    def _on_trailers(self, stream: Stream, fields: list[Any], now: float) -> None:
+        """Request trailers are checked like the head (and then dropped): malformed
+        ones reset the stream before its body ends, so the upstream never sees the
+        request complete."""
+        try:
+            check_trailers(fields)
+        except Malformed as exc:
+            log.info("http2: malformed trailers from %s: %s", self.client_ip, exc)
+            if stream.req.status == 0:
+                stream.req.status = 400  # for the access log of a dispatched request
+            stream.on_reset()
+            stream.closed = True
+            with contextlib.suppress(ProtocolError, StreamClosedError):
+                self.h2.reset_stream(stream.sid, ErrorCodes.PROTOCOL_ERROR)
+            self._forget(stream)
+            self._count_early_reset(now)
 
     def _dispatch(self, stream: Stream) -> None:
         req = stream.req
