@@ -137,6 +137,15 @@ def test_a_trailer_key_does_not_authenticate_over_http1(
     (seen,) = backend.requests
     assert seen["body_len"] == 5
     assert not names(seen) & {"x-api-key", "x-trailer-note"}
+    # trailers count with the head against max_header_bytes (16 KiB by default)
+    huge = "".join(f"X-Filler-{i}: {'f' * 100}\r\n" for i in range(200))
+    answer = raw_request(
+        gw.port,
+        b"POST /up HTTP/1.1\r\nHost: plain.test\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"5\r\nhello\r\n0\r\n" + huge.encode() + b"\r\n",
+    )
+    assert answer.startswith(b"HTTP/1.1 431 "), answer[:200]
+    assert len(backend.requests) == 1
 
 
 def test_a_trailer_key_does_not_authenticate_over_http2(

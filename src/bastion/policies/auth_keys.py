@@ -131,7 +131,7 @@ class ApiKeyPolicy:
                 return None, None, token
         if key is None:
             return in_query, None, None
-        if in_query is not None and in_query != key:
+        if in_query and in_query != key:  # (an empty parameter carries no key)
             return None, None, self._ambiguous("two different keys (a field and the query)")
         return key, source, None
 
