@@ -185,6 +185,18 @@ def test_h2c_upgrade_is_forwarded_as_a_plain_request(gw: Started, backend: Backe
     assert "upgrade" not in sent.get("connection", "").lower()
 
 
+def test_a_body_with_a_stripped_upgrade_is_a_400(gw: Started, backend: Backend) -> None:
+    head = (
+        b"POST /plain HTTP/1.1\r\nHost: plain.test\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+        b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n"
+    )
+    for framing in (b"Content-Length: 5\r\n\r\nhello", b"Transfer-Encoding: chunked\r\n\r\n"
+                    b"5\r\nhello\r\n0\r\n\r\n"):  # fmt: skip
+        answer = raw_request(gw.port, head + framing)
+        assert answer.startswith(b"HTTP/1.1 400 "), answer[:200]
+    assert backend.requests == []
+
+
 def test_a_101_to_a_stripped_upgrade_is_a_502(
     tiny: Callable[..., TinyBackend], gateway: Callable[..., Gateway], tmp_path: Path
 ) -> None:

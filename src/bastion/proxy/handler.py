@@ -17,6 +17,10 @@ if TYPE_CHECKING:
 
 # Characters kept as they are when a decoded path goes back into a request target.
 _PATH_SAFE = "/:@!$&'()*+,;=~"
+_UPGRADE_WITH_BODY = (
+    "This route does not forward the Upgrade asked for, and a body sent with an Upgrade "
+    "request is not forwarded without it."
+)
 
 
 class ProxyHandler:
@@ -98,6 +102,11 @@ class ProxyHandler:
             # any other protocol is not asked of the backend: the request goes as a plain
             # one, and a 101 to it is refused as a 101 nobody asked for
             req.upgrade = upgrade_to_forward(req.upgrade, self.upgrades)
+            if req.upgrade is None and req.has_body:
+                # the HTTP/1.1 parser hands over everything after an upgrade request's head
+                # unparsed, so its body cannot be forwarded as the body of a plain request
+                client.problem(req, 400, _UPGRADE_WITH_BODY)
+                return
         head = build_request_head(
             req, target, host_line, host, client.scheme, self.trusted, self.underscores
         )
