@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bastion.policies.auth_keys import strip_query_param
+from bastion.policies.auth_keys import split_query_param, strip_query_param
 from bastion.policies.keystore import FileKeyStore, hash_key
 
 
@@ -75,3 +75,5 @@ def test_strip_query_param() -> None:
     assert strip_query_param("api_key=K1&api_key=K2", "api_key") == ("", "K1")
     assert strip_query_param("api%5Fkey=K%2B", "api_key") == ("", "K+")
     assert strip_query_param("a=1", "api_key") == ("a=1", None)
+    assert split_query_param("api_key=K1&a=1&api_key=K2", "api_key") == ("a=1", ["K1", "K2"])
+    assert split_query_param("a=1", "api_key") == ("a=1", [])

@@ -200,6 +200,19 @@ class UpstreamTls(_Model):
         return self
 
 
+def _upgrade_protocol(value: str) -> str:
+    name = value.strip().lower()
+    if not re.fullmatch(r"[!#$%&'*+.^_`|~0-9a-z-]+", name):
+        raise ValueError(f"{show(value)} is not an Upgrade protocol name")
+    if name == "h2c":
+        # after a 101 the connection would carry HTTP/2 requests the gateway never routes
+        raise ValueError(
+            "h2c is never forwarded: after the switch, the backend would take requests "
+            "that bypass routing and every policy"
+        )
+    return name
+
+
 class Proxy(_Model):
     """Forward the request to an upstream server."""
 
@@ -285,6 +298,17 @@ class Proxy(_Model):
         default=None,
         gt=0,
         description="Close an upgraded (WebSocket) tunnel idle for this long; null never does.",
+    )
+    upgrade: list[Annotated[str, AfterValidator(_upgrade_protocol)]] = Field(
+        default_factory=lambda: ["websocket"],
+        description="Upgrade protocols forwarded to the upstream (names compared "
+        "case-insensitively); the Upgrade field of any other request is removed and the "
+        "request forwarded as a plain one. h2c is never forwarded; [] forwards none.",
+    )
+    underscores_in_headers: bool = Field(
+        default=False,
+        description="Forward request header fields whose names contain '_'; by default they "
+        "are dropped (CGI/WSGI backends read X_Real_IP as X-Real-IP), as nginx does.",
     )
     max_idle_connections: int = Field(
         default=64,

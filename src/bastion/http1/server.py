@@ -287,6 +287,10 @@ class HTTP1Connection(asyncio.Protocol):
         self.head_bytes += len(name) + len(value) + 4
         if self.head_bytes > self.max_header_bytes:
             raise ParseReject(431)
+        if not self.in_head:
+            # a trailer field of a chunked body: counted against the head limit above, then
+            # dropped; it never becomes a header field, a credential or anything forwarded
+            return
         lname = name.lower()
         req.headers.append((lname, name, value))
         if lname in _SPECIAL:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import unquote_plus
 
 from bastion.policies.auth_any import MAYBE, SURELY, offered_scheme
-from bastion.policies.authcommon import Identity, authorization
+from bastion.policies.authcommon import Identity, authorization, invalid_request
 from bastion.policies.base import Denied
 
 if TYPE_CHECKING:
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from bastion.http1.request import Request
     from bastion.policies.keystore import KeyStore
 
-__all__ = ["ApiKeyPolicy", "strip_query_param"]
+__all__ = ["ApiKeyPolicy", "split_query_param", "strip_query_param"]
 
 _MAX_KEY = 512
 _MAX_SEEN = 4096  # key header values remembered between two looks at the key store
@@ -28,23 +28,28 @@ _MAX_SEEN = 4096  # key header values remembered between two looks at the key st
 
 def strip_query_param(query: str, name: str) -> tuple[str, str | None]:
     """``query`` without every ``name=value`` pair, and the first such value (decoded)."""
-    found: str | None = None
+    rest, found = split_query_param(query, name)
+    return rest, found[0] if found else None
+
+
+def split_query_param(query: str, name: str) -> tuple[str, list[str]]:
+    """``query`` without every ``name=value`` pair, and their values (decoded)."""
+    found: list[str] = []
     kept: list[str] = []
     for pair in query.split("&"):
         key, _, value = pair.partition("=")
         if unquote_plus(key) == name:
-            if found is None:
-                found = unquote_plus(value)
+            found.append(unquote_plus(value))
             continue
         kept.append(pair)
     return "&".join(kept), found
 
 
-def _cut_query_param(req: Request, name: str) -> str | None:
+def _cut_query_param(req: Request, name: str) -> list[str]:
     """Cut the query parameter ``name`` out of the request (its target and query), so that
-    it reaches neither the upstream nor the access log; its first value."""
-    rest, found = strip_query_param(req.query, name)
-    if found is not None:
+    it reaches neither the upstream nor the access log; its values."""
+    rest, found = split_query_param(req.query, name)
+    if found:
         req.query = rest
         path = req.target.split(b"?", 1)[0]
         req.target = path + (b"?" + rest.encode("latin-1") if rest else b"")
@@ -58,6 +63,7 @@ class ApiKeyPolicy:
         self.store = store
         self.identity = identity
         self.header = conf.header.lower().encode("latin-1") if conf.header else None
+        self.header_name = conf.header or ""
         self.bearer = conf.bearer
         self.query = conf.query
         self.allowed = frozenset(conf.consumers) if conf.consumers is not None else None
@@ -97,24 +103,40 @@ class ApiKeyPolicy:
         )
 
     def _find(self, req: Request) -> tuple[str | None, bytes | None, Denied | None]:
-        """(key, the request header it came from, refusal of a malformed field).
+        """(key, the request header it came from, refusal of a malformed or ambiguous key).
 
-        A key in the query is cut out first, whatever else the request carries: a key
-        header wins, but the query's key must not be forwarded with it."""
-        in_query = (
-            _cut_query_param(req, self.query) if self.query is not None and req.query else None
-        )
+        A key in the query is cut out first, whatever else the request carries. A key
+        sent twice (two key fields, two query parameters, or a header and a query
+        parameter that differ) is refused: which one the gateway checks must never
+        differ from which one the backend reads."""
+        in_query: str | None = None
+        if self.query is not None and req.query:
+            values = _cut_query_param(req, self.query)
+            if len(values) > 1:
+                return None, None, self._ambiguous(f"the {self.query} query parameter twice")
+            in_query = values[0] if values else None
+        key: str | None = None
+        source: bytes | None = None
         if self.header is not None:
-            for lname, _, value in req.headers:
-                if lname == self.header:
-                    return value.strip().decode("latin-1"), self.header, None
-        if self.bearer and authorization(req):
+            fields = [value for lname, _, value in req.headers if lname == self.header]
+            if len(fields) > 1:
+                return None, None, self._ambiguous(f"more than one {self.header_name} field")
+            if fields:
+                key, source = fields[0].strip().decode("latin-1"), self.header
+        if key is None and self.bearer and authorization(req):
             token = self.identity.bearer(req, self.challenge, self.realm)
             if isinstance(token, str):
-                return token, b"authorization", None
-            if token.status == 400:
+                key, source = token, b"authorization"
+            elif token.status == 400:
                 return None, None, token
-        return in_query, None, None
+        if key is None:
+            return in_query, None, None
+        if in_query and in_query != key:  # (an empty parameter carries no key)
+            return None, None, self._ambiguous("two different keys (a field and the query)")
+        return key, source, None
+
+    def _ambiguous(self, what: str) -> Denied:
+        return invalid_request(self.realm, f"The request carries {what}.")
 
     def offered(self, req: Request) -> int:
         """How surely the request carries an API key (several methods on a route)."""
@@ -130,23 +152,26 @@ class ApiKeyPolicy:
     def on_request(self, req: Request) -> Denied | None:
         header = self.header
         if header is not None and not (self.query is not None and req.query):
-            # the common case first: a valid key in the key header
+            # the common case first: a valid key in the one key header
+            found: bytes | None = None
             for lname, _, value in req.headers:
                 if lname == header:
-                    if req.start < self.seen_until:
-                        seen = self.seen.get(value)
-                        if seen is not None:
-                            req.consumer = seen[0]
-                            req.upstream_extra += seen[1]
-                            return None
-                    record = self.store.find(value)
-                    if record is None or (
-                        self.allowed is not None and record.consumer not in self.allowed
-                    ):
-                        break  # the full path below gives the right refusal
+                    if found is not None:
+                        return self._check(req)  # a second key field: refused there
+                    found = value
+            if found is not None:
+                if req.start < self.seen_until:
+                    seen = self.seen.get(found)
+                    if seen is not None:
+                        req.consumer = seen[0]
+                        req.upstream_extra += seen[1]
+                        return None
+                record = self.store.find(found)
+                if record is not None and (self.allowed is None or record.consumer in self.allowed):
                     self.identity.accept(req, record.consumer)
-                    self._remember(req, value, record.consumer)
+                    self._remember(req, found, record.consumer)
                     return None
+                # else the full path below gives the right refusal
         return self._check(req)
 
     def _remember(self, req: Request, value: bytes, consumer: str) -> None:

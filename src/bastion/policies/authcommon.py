@@ -11,7 +11,7 @@ from bastion.policies.base import Denied
 if TYPE_CHECKING:
     from bastion.http1.request import Request
 
-__all__ = ["AuthResult", "Identity", "authorization"]
+__all__ = ["AuthResult", "Identity", "authorization", "invalid_request"]
 
 AuthResult = Denied | None | tuple[Any, ...]
 
@@ -66,17 +66,19 @@ class Identity:
         if not fields:
             return Denied(401, "This route needs a bearer token.", challenge)
         if len(fields) > 1:
-            return _invalid_request(realm, "Several Authorization fields were sent.")
+            return invalid_request(realm, "Several Authorization fields were sent.")
         scheme, _, rest = fields[0].strip().partition(b" ")
         if scheme.lower() != b"bearer":
             return Denied(401, "This route needs a bearer token.", challenge)
         token = rest.strip()
         if not _B64TOKEN.fullmatch(token):
-            return _invalid_request(realm, "The Authorization field is malformed.")
+            return invalid_request(realm, "The Authorization field is malformed.")
         return token.decode("ascii")
 
 
-def _invalid_request(realm: bytes, detail: str) -> Denied:
+def invalid_request(realm: bytes, detail: str) -> Denied:
+    """400 for credentials sent in a way the gateway will not guess at (two fields, a
+    malformed one), with the RFC 6750 error in the challenge."""
     line = (
         b"WWW-Authenticate: "
         + realm

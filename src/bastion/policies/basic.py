@@ -126,7 +126,8 @@ class BasicPolicy:
         if not fields:
             return self._deny("This route needs a user name and password.")
         if len(fields) > 1:
-            return self._deny("Several Authorization fields were sent.")
+            # which one a backend would read is anybody's guess: refused, never "first wins"
+            return Denied(400, "Several Authorization fields were sent.")
         scheme, _, rest = fields[0].strip().partition(b" ")
         if scheme.lower() != b"basic":
             return self._deny("This route needs a user name and password (Basic).")

@@ -9,7 +9,7 @@ from urllib.parse import quote
 from bastion.balance.balancer import Balancer, RetryBudget
 from bastion.http1.request import Request
 from bastion.proxy.exchange import Exchange
-from bastion.proxy.headers import build_request_head
+from bastion.proxy.headers import build_request_head, upgrade_to_forward
 
 if TYPE_CHECKING:
     from bastion.config.models import Proxy
@@ -17,6 +17,10 @@ if TYPE_CHECKING:
 
 # Characters kept as they are when a decoded path goes back into a request target.
 _PATH_SAFE = "/:@!$&'()*+,;=~"
+_UPGRADE_WITH_BODY = (
+    "This route does not forward the Upgrade asked for, and a body sent with an Upgrade "
+    "request is not forwarded without it."
+)
 
 
 class ProxyHandler:
@@ -35,6 +39,8 @@ class ProxyHandler:
         "strip",
         "total_timeout",
         "trusted",
+        "underscores",
+        "upgrades",
         "upstream_host_line",
         "websocket_idle_timeout",
     )
@@ -60,6 +66,9 @@ class ProxyHandler:
         self.send_timeout = config.timeouts.send
         self.total_timeout = config.timeouts.total
         self.websocket_idle_timeout = config.websocket_idle_timeout
+        # the Upgrade protocols forwarded (lowercase; the config never lets h2c in)
+        self.upgrades = frozenset(p.encode("ascii") for p in config.upgrade) - {b"h2c"}
+        self.underscores = config.underscores_in_headers
         self.max_connections = config.max_connections
         self.max_pending = config.max_pending
         retries = config.retries
@@ -89,7 +98,18 @@ class ProxyHandler:
             target = (path + ("?" + req.query if req.query else "")).encode("latin-1")
         host = req.host_header or req.host.encode()
         host_line = b"Host: " + host + b"\r\n" if self.preserve_host else self.upstream_host_line
-        head = build_request_head(req, target, host_line, host, client.scheme, self.trusted)
+        if req.upgrade is not None:
+            # any other protocol is not asked of the backend: the request goes as a plain
+            # one, and a 101 to it is refused as a 101 nobody asked for
+            req.upgrade = upgrade_to_forward(req.upgrade, self.upgrades)
+            if req.upgrade is None and req.has_body:
+                # the HTTP/1.1 parser hands over everything after an upgrade request's head
+                # unparsed, so its body cannot be forwarded as the body of a plain request
+                client.problem(req, 400, _UPGRADE_WITH_BODY)
+                return
+        head = build_request_head(
+            req, target, host_line, host, client.scheme, self.trusted, self.underscores
+        )
         exchange = Exchange(self, client, req)
         if recorder is not None:
             exchange.recorder = recorder  # a cache keeping a copy of the response

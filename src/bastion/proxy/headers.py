@@ -33,6 +33,8 @@ _REQUEST_REWRITTEN = HOP_BY_HOP | frozenset(
         b"host",
         b"content-length",
         b"expect",
+        # the h2c upgrade's settings: connection-specific, and h2c is never forwarded
+        b"http2-settings",
         b"x-forwarded-for",
         b"x-forwarded-proto",
         b"x-forwarded-host",
@@ -56,12 +58,16 @@ def build_request_head(
     client_host: bytes,
     scheme: bytes,
     trusted: Callable[[str], bool] | None,
+    underscores: bool = False,
 ) -> bytes:
     """The request line and header block sent upstream, ending with the blank line.
 
     `host_line` is the full "Host: …\\r\\n" line sent upstream, `client_host` the
     host the client asked for (X-Forwarded-Host); `trusted` tells whether an address
-    belongs to `trusted_proxies` (None when none are configured).
+    belongs to `trusted_proxies` (None when none are configured). Fields whose names
+    hold "_" are dropped unless `underscores`: CGI/WSGI backends map "X_Real_IP" and
+    "X-Real-IP" to the same variable, so such a field could stand in for one the
+    gateway sets.
     """
     parts = [req.method.encode("ascii"), b" ", target, b" HTTP/1.1\r\n", host_line]
     append = parts.append
@@ -70,7 +76,12 @@ def build_request_head(
     skip = _REQUEST_REWRITTEN if from_proxy else _REQUEST_REWRITTEN_UNTRUSTED
     drop = req.upstream_drop
     for lname, name, value in req.headers:
-        if lname in skip or (tokens and lname in tokens) or (drop and lname in drop):
+        if (
+            lname in skip
+            or (tokens and lname in tokens)
+            or (drop and lname in drop)
+            or (b"_" in lname and not underscores)
+        ):
             continue
         append(name + b": " + value + b"\r\n")
     if req.upstream_extra:
@@ -95,3 +106,18 @@ def build_request_head(
         append(b"Content-Length: %d\r\n" % req.content_length)
     append(b"\r\n")
     return b"".join(parts)
+
+
+def upgrade_to_forward(value: bytes, allowed: frozenset[bytes]) -> bytes | None:
+    """The protocols of an Upgrade field that the route forwards (`allowed`: lowercase
+    names), as the client spelled them; None when there is none left.
+
+    A protocol is `name[/version]` (RFC 9110 §7.8), its name compared
+    case-insensitively."""
+    kept = [
+        protocol
+        for protocol in (p.strip() for p in value.split(b","))
+        if protocol and protocol.partition(b"/")[0].lower() in allowed
+    ]
+    return b", ".join(kept) if kept else None
+
