@@ -299,6 +299,20 @@ class Proxy(_Model):
         "5s keep-alive of common app servers so that they never close it first.",
     )
 
+    max_response_header_bytes: Size = Field(
+        default=64 * 1024,
+        gt=0,
+        description="Largest response head accepted from an upstream (status line and "
+        "header fields; interim 1xx heads and trailers of the same answer count too); "
+        "beyond it the client gets 502 and the upstream connection is closed.",
+    )
+    max_response_header_fields: int = Field(
+        default=100,
+        ge=1,
+        description="Most header fields accepted in one upstream answer (interim heads and "
+        "trailers included); beyond it the client gets 502 and the connection is closed.",
+    )
+
     @model_validator(mode="after")
     def _tls_needs_https(self) -> Proxy:
         if self.tls is not None and not any(u.url.scheme == "https" for u in self.upstreams):

@@ -27,6 +27,8 @@ class ProxyHandler:
         "connect_timeout",
         "max_connections",
         "max_pending",
+        "max_response_header_bytes",
+        "max_response_header_fields",
         "preserve_host",
         "read_timeout",
         "retry_statuses",
@@ -62,6 +64,8 @@ class ProxyHandler:
         self.websocket_idle_timeout = config.websocket_idle_timeout
         self.max_connections = config.max_connections
         self.max_pending = config.max_pending
+        self.max_response_header_bytes = config.max_response_header_bytes
+        self.max_response_header_fields = config.max_response_header_fields
         retries = config.retries
         self.attempts = retries.attempts
         self.retry_statuses = retries.on_status or None

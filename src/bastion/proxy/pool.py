@@ -5,6 +5,11 @@ recently used connection is the warmest (its TCP window open, least likely to
 have hit the backend's own idle timeout). A connection closed by the backend
 while idle leaves the stack at once (`connection_lost`), so a request is rarely
 written to a dead socket; when it is, the exchange decides whether a retry is safe.
+
+Response heads are bounded as they arrive: httptools keeps a field in memory until it
+ends, so the connection counts the fields of an answer (count and bytes) and the bytes
+fed while the parser reports nothing (a field still growing), and gives up as soon as
+either passes the route's limit, long before the backend has sent what it meant to.
 """
 
 from __future__ import annotations
@@ -30,6 +35,19 @@ log = logging.getLogger("bastion.proxy")
 # burst before the coldest of them are closed.
 _TRIM_DELAY = 1.0
 
+# Limits of a connection that no exchange has set yet (the configuration's defaults).
+DEFAULT_HEAD_BYTES = 64 * 1024
+DEFAULT_HEAD_FIELDS = 100
+
+
+class UpstreamHeadError(Exception):
+    """A response head bastion refuses to relay: too large, or a status out of range."""
+
+
+def head_too_large(limit: int) -> UpstreamHeadError:
+    # nginx's words for the same refusal, so that operators recognise it
+    return UpstreamHeadError(f"upstream sent too big header (limit {limit} bytes)")
+
 
 class UpstreamConnection(asyncio.Protocol):
     """One connection to a backend. While busy, every parser event goes to the
@@ -53,6 +71,16 @@ class UpstreamConnection(asyncio.Protocol):
         self.deadline = 0.0
         self.timer: asyncio.TimerHandle | None = None
         self.tunnel_idle: float | None = None
+        # Head limits of the current answer, set by its exchange: bytes and fields left
+        # for all its field sections (interim heads, final head, trailers).
+        self.head_limit = DEFAULT_HEAD_BYTES
+        self.head_room = DEFAULT_HEAD_BYTES
+        self.fields_room = DEFAULT_HEAD_FIELDS
+        # bytes fed since the parser last reported anything: a field still arriving
+        self.quiet = 0
+        # between a message's first byte and the end of its head (fields after it are
+        # trailers, which are never relayed)
+        self.in_head = False
 
     # transport events
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -68,6 +96,8 @@ class UpstreamConnection(asyncio.Protocol):
             exchange.from_upstream(data)
             return
         self.in_feed = True
+        # every parser event resets it: what is left counts toward a field still growing
+        self.quiet += len(data)
         client = exchange.client
         client.cork()
         try:
@@ -77,12 +107,24 @@ class UpstreamConnection(asyncio.Protocol):
                 self.exchange.on_upgraded(data[upgrade.args[0] :])
         except httptools.HttpParserError as exc:
             if self.exchange is not None:
-                self.exchange.upstream_failed(exc)
+                # a refusal raised in a callback below travels as the error's context
+                cause = exc.__context__
+                self.exchange.upstream_failed(
+                    cause if isinstance(cause, UpstreamHeadError) else exc
+                )
             else:
                 self.close()
         finally:
             self.in_feed = False
             client.uncork()
+        if self.quiet > self.head_limit:
+            # one field longer than a whole head may be (or a status line, or a trailer):
+            # stop reading now rather than let the parser keep growing it
+            if self.exchange is not None:
+                self.exchange.upstream_failed(head_too_large(self.head_limit))
+            else:
+                self.abort()
+            return
         if self.release_after_feed:
             self.release_after_feed = False
             self.pool.release(self)
@@ -116,25 +158,54 @@ class UpstreamConnection(asyncio.Protocol):
             self.exchange.upstream_resume_writing()
 
     # parser events, forwarded to the exchange
+    def on_message_begin(self) -> None:
+        if self.exchange is None:
+            # an answer nobody asked for, after the end of the last one (a body sent
+            # with a 204, say): whatever follows cannot be framed, drop the connection
+            self.close()
+            return
+        self.in_head = True
+
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.resp_headers.append((name, value))
+        self.quiet = 0
+        self.head_room -= len(name) + len(value) + 4
+        self.fields_room -= 1
+        if self.head_room < 0:
+            raise head_too_large(self.head_limit)
+        if self.fields_room < 0:
+            raise UpstreamHeadError("upstream sent too many header fields")
+        if self.in_head:
+            self.resp_headers.append((name, value))
+        # else a trailer: counted, never relayed (and never left for the next answer)
 
     def on_headers_complete(self) -> None:
+        self.in_head = False
+        self.quiet = 0
         if self.exchange is not None:
-            self.exchange.on_response_head(self.parser.get_status_code())
+            status = self.parser.get_status_code()
+            if status < 100 or status > 599:
+                # "099" is no interim answer and "600" no final one: relaying either
+                # would let the backend write the client's next status line itself
+                raise UpstreamHeadError(f"status {status:03d} out of range")
+            self.exchange.on_response_head(status)
 
     def on_body(self, body: bytes) -> None:
+        self.quiet = 0
         if self.exchange is not None:
             self.exchange.on_response_body(body)
 
     def on_message_complete(self) -> None:
+        self.quiet = 0
         if self.exchange is not None:
             self.exchange.on_response_end()
 
     # ownership
     def reset_parser(self) -> None:
+        """A fresh parser after an answer to HEAD (llhttp cannot be told that an answer
+        has no body because of the request it answers)."""
         self.parser = httptools.HttpResponseParser(self)
         self.resp_headers = []
+        self.in_head = False
 
     def close(self) -> None:
         self.closed = True
