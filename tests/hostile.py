@@ -4,6 +4,7 @@ each request's path picks an answer that a well-behaved server never sends.
 - `/ok`: a plain 200 with the connection's number in `X-Conn` (kept alive).
 - `/huge-field?mb=N`: a head whose one field streams N MiB, written until the peer
   gives up (`sent` records how much got through).
+- `/huge-trailer?mb=N`: a chunked 200 whose trailer field streams N MiB, the same way.
 - `/field?kb=N`: a head with one field of N KiB, then a small body.
 - `/fields?n=N`: a head of N fields in all (Content-Length included).
 - `/status?line=099`: that status line, then a body that is itself an HTTP answer
@@ -101,7 +102,13 @@ class _Handler(socketserver.BaseRequestHandler):
                 conn.sock.sendall(stray)
                 stray = b""
             if path == "/huge-field":
-                self._stream_huge_field(owner, int(query.get("mb", "200")))
+                start = b"HTTP/1.1 200 OK\r\nX-Huge: "
+                self._stream_huge_field(owner, start, int(query.get("mb", "200")))
+                return
+            if path == "/huge-trailer":
+                start = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                start += b"2\r\nok\r\n0\r\nX-Huge: "
+                self._stream_huge_field(owner, start, int(query.get("mb", "200")))
                 return
             if path == "/status":
                 line = query.get("line", "200").encode()
@@ -141,12 +148,12 @@ class _Handler(socketserver.BaseRequestHandler):
             )
         return _ok(conn)
 
-    def _stream_huge_field(self, owner: HostileBackend, mib: int) -> None:
+    def _stream_huge_field(self, owner: HostileBackend, start: bytes, mib: int) -> None:
         sock: socket.socket = self.request
         block = b"a" * 65536
         sent = 0
         try:
-            sock.sendall(b"HTTP/1.1 200 OK\r\nX-Huge: ")
+            sock.sendall(start)
             for _ in range(mib * MIB // len(block)):
                 sock.sendall(block)
                 sent += len(block)

@@ -133,6 +133,20 @@ def test_a_header_field_of_many_megabytes_is_cut_off_with_502(
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_trailer_of_many_megabytes_cuts_the_answer_off(
+    front: Front, hostile: HostileBackend, protocol: str
+) -> None:
+    # the head and the first chunk are out: the only honest signal left is the cut
+    with pytest.raises(httpx.HTTPError):
+        front.request(protocol, "GET", "/huge-trailer?mb=64")
+    assert hostile.streamed.wait(30)
+    assert hostile.sent[-1] < 32 * MIB
+    r = front.request(protocol, "GET", "/ok")
+    assert r.status_code == 200 and r.text == "ok"
+    no_tracebacks(front)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_a_70kb_head_is_502_by_default(
     front: Front, hostile: HostileBackend, protocol: str
 ) -> None:

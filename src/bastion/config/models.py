@@ -302,15 +302,15 @@ class Proxy(_Model):
     max_response_header_bytes: Size = Field(
         default=64 * 1024,
         gt=0,
-        description="Largest response head accepted from an upstream (status line and "
-        "header fields; interim 1xx heads and trailers of the same answer count too); "
-        "beyond it the client gets 502 and the upstream connection is closed.",
+        description="Largest response head accepted from an upstream (status line and header "
+        "fields; each interim 1xx head and the trailer section are held to it too); beyond it "
+        "the client gets 502 and the upstream connection is closed.",
     )
     max_response_header_fields: int = Field(
         default=100,
         ge=1,
-        description="Most header fields accepted in one upstream answer (interim heads and "
-        "trailers included); beyond it the client gets 502 and the connection is closed.",
+        description="Most header fields in one upstream response head; beyond it the client "
+        "gets 502 and the upstream connection is closed.",
     )
 
     @model_validator(mode="after")

@@ -260,9 +260,6 @@ class Exchange:
     def _send(self, conn: UpstreamConnection) -> None:
         self.upstream = conn
         conn.exchange = self
-        handler = self.handler
-        conn.head_room = conn.head_limit = handler.max_response_header_bytes
-        conn.fields_room = handler.max_response_header_fields
         req = self.req
         transport = conn.transport
         assert transport is not None

@@ -6,10 +6,10 @@ have hit the backend's own idle timeout). A connection closed by the backend
 while idle leaves the stack at once (`connection_lost`), so a request is rarely
 written to a dead socket; when it is, the exchange decides whether a retry is safe.
 
-Response heads are bounded as they arrive: httptools keeps a field in memory until it
-ends, so the connection counts the fields of an answer (count and bytes) and the bytes
-fed while the parser reports nothing (a field still growing), and gives up as soon as
-either passes the route's limit, long before the backend has sent what it meant to.
+Response heads are bounded as they arrive: httptools keeps header fields in memory
+until the head ends, so the connection counts the bytes fed since the parser last
+delivered a head or a piece of body, and gives up as soon as they pass the route's
+limit, long before the backend has sent what it meant to.
 """
 
 from __future__ import annotations
@@ -35,13 +35,17 @@ log = logging.getLogger("bastion.proxy")
 # burst before the coldest of them are closed.
 _TRIM_DELAY = 1.0
 
-# Limits of a connection that no exchange has set yet (the configuration's defaults).
+# The configuration's defaults, for origins that have no such settings (S3).
 DEFAULT_HEAD_BYTES = 64 * 1024
 DEFAULT_HEAD_FIELDS = 100
 
 
 class UpstreamHeadError(Exception):
     """A response head bastion refuses to relay: too large, or a status out of range."""
+
+
+def _head_size(headers: list[tuple[bytes, bytes]]) -> int:
+    return sum(len(name) + len(value) + 4 for name, value in headers)
 
 
 def head_too_large(limit: int) -> UpstreamHeadError:
@@ -71,16 +75,10 @@ class UpstreamConnection(asyncio.Protocol):
         self.deadline = 0.0
         self.timer: asyncio.TimerHandle | None = None
         self.tunnel_idle: float | None = None
-        # Head limits of the current answer, set by its exchange: bytes and fields left
-        # for all its field sections (interim heads, final head, trailers).
-        self.head_limit = DEFAULT_HEAD_BYTES
-        self.head_room = DEFAULT_HEAD_BYTES
-        self.fields_room = DEFAULT_HEAD_FIELDS
-        # bytes fed since the parser last reported anything: a field still arriving
-        self.quiet = 0
-        # between a message's first byte and the end of its head (fields after it are
-        # trailers, which are never relayed)
-        self.in_head = False
+        # Bytes fed since the parser last delivered a head or a piece of body: the head
+        # (or trailer section) being read, plus at most the rest of one read. Counting
+        # per read rather than per field keeps the count off the per-field path.
+        self.head_bytes = 0
 
     # transport events
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -96,8 +94,7 @@ class UpstreamConnection(asyncio.Protocol):
             exchange.from_upstream(data)
             return
         self.in_feed = True
-        # every parser event resets it: what is left counts toward a field still growing
-        self.quiet += len(data)
+        self.head_bytes += len(data)  # reset by the parser events that end a head or carry body
         client = exchange.client
         client.cork()
         try:
@@ -117,11 +114,12 @@ class UpstreamConnection(asyncio.Protocol):
         finally:
             self.in_feed = False
             client.uncork()
-        if self.quiet > self.head_limit:
-            # one field longer than a whole head may be (or a status line, or a trailer):
-            # stop reading now rather than let the parser keep growing it
+        limit = exchange.handler.max_response_header_bytes
+        if self.head_bytes > limit:
+            # a head (or trailer section) still growing past the limit: stop reading
+            # now rather than let the parser keep it in memory
             if self.exchange is not None:
-                self.exchange.upstream_failed(head_too_large(self.head_limit))
+                self.exchange.upstream_failed(head_too_large(limit))
             else:
                 self.abort()
             return
@@ -163,39 +161,39 @@ class UpstreamConnection(asyncio.Protocol):
             # an answer nobody asked for, after the end of the last one (a body sent
             # with a 204, say): whatever follows cannot be framed, drop the connection
             self.close()
-            return
-        self.in_head = True
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.quiet = 0
-        self.head_room -= len(name) + len(value) + 4
-        self.fields_room -= 1
-        if self.head_room < 0:
-            raise head_too_large(self.head_limit)
-        if self.fields_room < 0:
-            raise UpstreamHeadError("upstream sent too many header fields")
-        if self.in_head:
-            self.resp_headers.append((name, value))
-        # else a trailer: counted, never relayed (and never left for the next answer)
+        self.resp_headers.append((name, value))
 
     def on_headers_complete(self) -> None:
-        self.in_head = False
-        self.quiet = 0
-        if self.exchange is not None:
-            status = self.parser.get_status_code()
-            if status < 100 or status > 599:
-                # "099" is no interim answer and "600" no final one: relaying either
-                # would let the backend write the client's next status line itself
-                raise UpstreamHeadError(f"status {status:03d} out of range")
-            self.exchange.on_response_head(status)
+        exchange = self.exchange
+        if exchange is None:
+            return
+        headers = self.resp_headers
+        handler = exchange.handler
+        limit = handler.max_response_header_bytes
+        if self.head_bytes > limit and _head_size(headers) > limit:
+            # (the count includes the whole last read, body too: measured exactly)
+            raise head_too_large(limit)
+        self.head_bytes = 0
+        if len(headers) > handler.max_response_header_fields:
+            raise UpstreamHeadError(f"upstream sent too many header fields ({len(headers)})")
+        status = self.parser.get_status_code()
+        if status < 100 or status > 599:
+            # "099" is no interim answer and "600" no final one: relaying either
+            # would let the backend write the client's next status line itself
+            raise UpstreamHeadError(f"status {status:03d} out of range")
+        exchange.on_response_head(status)
 
     def on_body(self, body: bytes) -> None:
-        self.quiet = 0
+        self.head_bytes = 0
         if self.exchange is not None:
             self.exchange.on_response_body(body)
 
     def on_message_complete(self) -> None:
-        self.quiet = 0
+        if self.resp_headers:
+            # trailers: never relayed, and not left for the next answer's head
+            self.resp_headers = []
         if self.exchange is not None:
             self.exchange.on_response_end()
 
@@ -205,7 +203,6 @@ class UpstreamConnection(asyncio.Protocol):
         has no body because of the request it answers)."""
         self.parser = httptools.HttpResponseParser(self)
         self.resp_headers = []
-        self.in_head = False
 
     def close(self) -> None:
         self.closed = True
