@@ -115,14 +115,11 @@ class UpstreamConnection(asyncio.Protocol):
             self.in_feed = False
             client.uncork()
         limit = exchange.handler.max_response_header_bytes
-        if self.head_bytes > limit:
+        if self.head_bytes > limit and self.exchange is not None:
             # a head (or trailer section) still growing past the limit: stop reading
-            # now rather than let the parser keep it in memory
-            if self.exchange is not None:
-                self.exchange.upstream_failed(head_too_large(limit))
-            else:
-                self.abort()
-            return
+            # now rather than let the parser keep it in memory (an exchange that ended
+            # in this read reset the count; one that failed has closed the connection)
+            self.exchange.upstream_failed(head_too_large(limit))
         if self.release_after_feed:
             self.release_after_feed = False
             self.pool.release(self)
