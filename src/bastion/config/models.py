@@ -323,6 +323,20 @@ class Proxy(_Model):
         "5s keep-alive of common app servers so that they never close it first.",
     )
 
+    max_response_header_bytes: Size = Field(
+        default=64 * 1024,
+        gt=0,
+        description="Largest response head accepted from an upstream (status line and header "
+        "fields; each interim 1xx head and the trailer section are held to it too); beyond it "
+        "the client gets 502 and the upstream connection is closed.",
+    )
+    max_response_header_fields: int = Field(
+        default=100,
+        ge=1,
+        description="Most header fields in one upstream response head; beyond it the client "
+        "gets 502 and the upstream connection is closed.",
+    )
+
     @model_validator(mode="after")
     def _tls_needs_https(self) -> Proxy:
         if self.tls is not None and not any(u.url.scheme == "https" for u in self.upstreams):

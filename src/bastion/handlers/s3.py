@@ -17,6 +17,7 @@ from bastion.config.addresses import UpstreamAddress, parse_upstream
 from bastion.config.origins import parse_endpoint
 from bastion.handlers.sigv4 import Signer, encode_key_path
 from bastion.proxy.exchange import Exchange
+from bastion.proxy.pool import DEFAULT_HEAD_BYTES, DEFAULT_HEAD_FIELDS
 
 if TYPE_CHECKING:
     from bastion.balance.balancer import Balancer
@@ -81,7 +82,9 @@ def s3_endpoint(config: S3) -> tuple[UpstreamAddress, str, str]:
 
 class S3Handler:
     # the attributes an Exchange reads from its handler: one endpoint, no retries on
-    # statuses, no connection limits
+    # statuses, no connection limits, the default limits of an answer's head
+    max_response_header_bytes = DEFAULT_HEAD_BYTES
+    max_response_header_fields = DEFAULT_HEAD_FIELDS
     attempts = 1
     budget = None
     retry_statuses = None
@@ -171,6 +174,8 @@ class S3Handler:
 
 class S3Exchange(Exchange):
     """An exchange whose answer is filtered and, for errors, replaced."""
+
+    reuse_after_head = True  # object stores never send a body with a HEAD answer
 
     def __init__(
         self,

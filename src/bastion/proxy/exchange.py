@@ -98,6 +98,11 @@ class Exchange:
     timer: asyncio.TimerHandle | None = None
     # a cache's copy of the response: told of the head, body chunks and the end
     recorder: Any = None
+    # Whether a connection that answered a HEAD may serve another request. A backend
+    # that sends a body with its HEAD answer (a handler shared with GET) may send it
+    # after the head, when the connection already carries the next request: that body
+    # would be read as the next answer. Only origins known never to do so keep it.
+    reuse_after_head = False
 
     def __init__(self, handler: ProxyHandler, client: HTTP1Connection, req: Request) -> None:
         self.handler = handler
@@ -341,7 +346,7 @@ class Exchange:
         parts = [status_line(status)]
         append = parts.append
         chunked = False
-        length = False
+        length = b""  # the Content-Length value, if any
         has_date = False
         tokens: list[bytes] = []
         conn = self.upstream
@@ -367,7 +372,7 @@ class Exchange:
                 append(name + b": " + value + b"\r\n")
                 continue
             if kind == _LENGTH:
-                length = True
+                length = value
             elif kind == _DATE:
                 has_date = True
             else:
@@ -413,13 +418,17 @@ class Exchange:
             self.recorder.on_head(status, parts[0], headers)
         self.client.write_head(req, b"".join(parts), framing)
         if req.method == "HEAD":
-            # llhttp cannot be told that a response answers a HEAD request; the
-            # head is complete, so give the connection a fresh parser.
+            # The head is the whole answer (llhttp cannot be told it answers a HEAD).
             conn = self.upstream
-            keep_alive = conn is not None and conn.parser.should_keep_alive()
-            if conn is not None:
+            keep_alive = False
+            if self.reuse_after_head and conn is not None:
+                keep_alive = conn.parser.should_keep_alive()
                 conn.reset_parser()
             self._finish(keep_alive)
+        elif status == 204 and (chunked or (length and length != b"0")):
+            # A 204 announcing a body: the backend may send it, late, where the next
+            # answer belongs; its connection is not reused (this framing is not pooled).
+            self.framing = BODY_CLOSE
 
     def on_response_body(self, data: bytes) -> None:
         if self.recorder is not None:

@@ -31,6 +31,8 @@ class ProxyHandler:
         "connect_timeout",
         "max_connections",
         "max_pending",
+        "max_response_header_bytes",
+        "max_response_header_fields",
         "preserve_host",
         "read_timeout",
         "retry_statuses",
@@ -71,6 +73,8 @@ class ProxyHandler:
         self.underscores = config.underscores_in_headers
         self.max_connections = config.max_connections
         self.max_pending = config.max_pending
+        self.max_response_header_bytes = config.max_response_header_bytes
+        self.max_response_header_fields = config.max_response_header_fields
         retries = config.retries
         self.attempts = retries.attempts
         self.retry_statuses = retries.on_status or None

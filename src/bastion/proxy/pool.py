@@ -5,6 +5,11 @@ recently used connection is the warmest (its TCP window open, least likely to
 have hit the backend's own idle timeout). A connection closed by the backend
 while idle leaves the stack at once (`connection_lost`), so a request is rarely
 written to a dead socket; when it is, the exchange decides whether a retry is safe.
+
+Response heads are bounded as they arrive: httptools keeps header fields in memory
+until the head ends, so the connection counts the bytes fed since the parser last
+delivered a head or a piece of body, and gives up as soon as they pass the route's
+limit, long before the backend has sent what it meant to.
 """
 
 from __future__ import annotations
@@ -30,6 +35,23 @@ log = logging.getLogger("bastion.proxy")
 # burst before the coldest of them are closed.
 _TRIM_DELAY = 1.0
 
+# The configuration's defaults, for origins that have no such settings (S3).
+DEFAULT_HEAD_BYTES = 64 * 1024
+DEFAULT_HEAD_FIELDS = 100
+
+
+class UpstreamHeadError(Exception):
+    """A response head bastion refuses to relay: too large, or a status out of range."""
+
+
+def _head_size(headers: list[tuple[bytes, bytes]]) -> int:
+    return sum(len(name) + len(value) + 4 for name, value in headers)
+
+
+def head_too_large(limit: int) -> UpstreamHeadError:
+    # nginx's words for the same refusal, so that operators recognise it
+    return UpstreamHeadError(f"upstream sent too big header (limit {limit} bytes)")
+
 
 class UpstreamConnection(asyncio.Protocol):
     """One connection to a backend. While busy, every parser event goes to the
@@ -53,6 +75,10 @@ class UpstreamConnection(asyncio.Protocol):
         self.deadline = 0.0
         self.timer: asyncio.TimerHandle | None = None
         self.tunnel_idle: float | None = None
+        # Bytes fed since the parser last delivered a head or a piece of body: the head
+        # (or trailer section) being read, plus at most the rest of one read. Counting
+        # per read rather than per field keeps the count off the per-field path.
+        self.head_bytes = 0
 
     # transport events
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -68,6 +94,7 @@ class UpstreamConnection(asyncio.Protocol):
             exchange.from_upstream(data)
             return
         self.in_feed = True
+        self.head_bytes += len(data)  # reset by the parser events that end a head or carry body
         client = exchange.client
         client.cork()
         try:
@@ -77,12 +104,22 @@ class UpstreamConnection(asyncio.Protocol):
                 self.exchange.on_upgraded(data[upgrade.args[0] :])
         except httptools.HttpParserError as exc:
             if self.exchange is not None:
-                self.exchange.upstream_failed(exc)
+                # a refusal raised in a callback below travels as the error's context
+                cause = exc.__context__
+                self.exchange.upstream_failed(
+                    cause if isinstance(cause, UpstreamHeadError) else exc
+                )
             else:
                 self.close()
         finally:
             self.in_feed = False
             client.uncork()
+        limit = exchange.handler.max_response_header_bytes
+        if self.head_bytes > limit and self.exchange is not None:
+            # a head (or trailer section) still growing past the limit: stop reading
+            # now rather than let the parser keep it in memory (an exchange that ended
+            # in this read reset the count; one that failed has closed the connection)
+            self.exchange.upstream_failed(head_too_large(limit))
         if self.release_after_feed:
             self.release_after_feed = False
             self.pool.release(self)
@@ -116,23 +153,51 @@ class UpstreamConnection(asyncio.Protocol):
             self.exchange.upstream_resume_writing()
 
     # parser events, forwarded to the exchange
+    def on_message_begin(self) -> None:
+        if self.exchange is None:
+            # an answer nobody asked for, after the end of the last one (a body sent
+            # with a 204, say): whatever follows cannot be framed, drop the connection
+            self.close()
+
     def on_header(self, name: bytes, value: bytes) -> None:
         self.resp_headers.append((name, value))
 
     def on_headers_complete(self) -> None:
-        if self.exchange is not None:
-            self.exchange.on_response_head(self.parser.get_status_code())
+        exchange = self.exchange
+        if exchange is None:
+            return
+        headers = self.resp_headers
+        handler = exchange.handler
+        limit = handler.max_response_header_bytes
+        if self.head_bytes > limit and _head_size(headers) > limit:
+            # (the count includes the whole last read, body too: measured exactly)
+            raise head_too_large(limit)
+        self.head_bytes = 0
+        if len(headers) > handler.max_response_header_fields:
+            raise UpstreamHeadError(f"upstream sent too many header fields ({len(headers)})")
+        status = self.parser.get_status_code()
+        if status < 100 or status > 599:
+            # "099" is no interim answer and "600" no final one: relaying either
+            # would let the backend write the client's next status line itself
+            raise UpstreamHeadError(f"status {status:03d} out of range")
+        exchange.on_response_head(status)
 
     def on_body(self, body: bytes) -> None:
+        self.head_bytes = 0
         if self.exchange is not None:
             self.exchange.on_response_body(body)
 
     def on_message_complete(self) -> None:
+        if self.resp_headers:
+            # trailers: never relayed, and not left for the next answer's head
+            self.resp_headers = []
         if self.exchange is not None:
             self.exchange.on_response_end()
 
     # ownership
     def reset_parser(self) -> None:
+        """A fresh parser after an answer to HEAD (llhttp cannot be told that an answer
+        has no body because of the request it answers)."""
         self.parser = httptools.HttpResponseParser(self)
         self.resp_headers = []
 

@@ -1,0 +1,251 @@
+"""Answers a well-behaved backend never sends, from a real misbehaving server
+(tests/hostile.py), through HTTP/1.1 and HTTP/2 clients: heads too large or with too many
+fields, statuses out of range, 1xx heads, a 101 nobody asked for, bodies where none may
+be and trailers. Each must end as a 502 (or a clean answer) without the backend's bytes
+reaching the client as a response of their own, and without desynchronising the pooled
+upstream connection for the next client."""
+
+from __future__ import annotations
+
+import json
+import socket
+import ssl
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from conftest import Gateway, free_port, wait_for_port
+from hostile import MIB, HostileBackend
+
+PROTOCOLS = ["http1", "http2"]
+PLAIN_HOST = "plain.test"  # the site served over plain HTTP/1.1
+
+
+class Front:
+    """A gateway with an HTTP and an HTTPS listener for `localhost`, everything proxied
+    to the hostile backend; `get` goes through the listener of the protocol asked for."""
+
+    def __init__(self, gw: Gateway, http: int, https: int, ca: Path) -> None:
+        self.gw = gw
+        self.http = http
+        self.https = https
+        self.ca = ca
+
+    def client(self, protocol: str) -> httpx.Client:
+        if protocol == "http2":
+            return httpx.Client(
+                http1=False,
+                http2=True,
+                verify=ssl.create_default_context(cafile=str(self.ca)),
+                base_url=f"https://localhost:{self.https}",
+                timeout=30,
+            )
+        return httpx.Client(
+            base_url=f"http://127.0.0.1:{self.http}", headers={"Host": PLAIN_HOST}, timeout=30
+        )
+
+    def request(self, protocol: str, method: str, path: str) -> httpx.Response:
+        with self.client(protocol) as c:
+            r = c.request(method, path)
+        assert r.http_version == ("HTTP/2" if protocol == "http2" else "HTTP/1.1")
+        return r
+
+    def raw(self, data: bytes) -> bytes:
+        """HTTP/1.1 bytes in, everything the gateway answers until it closes."""
+        with socket.create_connection(("127.0.0.1", self.http), timeout=10) as s:
+            s.sendall(data)
+            chunks = []
+            while chunk := s.recv(65536):
+                chunks.append(chunk)
+        return b"".join(chunks)
+
+
+@pytest.fixture
+def hostile() -> Iterator[HostileBackend]:
+    backend = HostileBackend()
+    yield backend
+    backend.stop()
+
+
+@pytest.fixture
+def front_factory(
+    tmp_path: Path, gateway: Callable[..., Gateway], hostile: HostileBackend
+) -> Callable[..., Front]:
+    def make(**proxy: Any) -> Front:
+        http, https = free_port(), free_port()
+        routes = [{"path": "/", "proxy": {"upstreams": [hostile.url], **proxy}}]
+        config = {
+            "listen": {"http": f"127.0.0.1:{http}", "https": f"127.0.0.1:{https}"},
+            "data_dir": str(tmp_path / "data"),
+            "access_log": {"format": "off"},
+            "sites": [
+                {"hosts": ["localhost"], "routes": routes},
+                {"hosts": [PLAIN_HOST], "tls": "off", "routes": routes},
+            ],
+        }
+        gw = gateway(config)
+        wait_for_port(https)
+        return Front(gw, http, https, tmp_path / "data" / "ca" / "root.crt")
+
+    return make
+
+
+@pytest.fixture
+def front(front_factory: Callable[..., Front]) -> Front:
+    return front_factory()
+
+
+def assert_502(r: httpx.Response) -> None:
+    assert r.status_code == 502, (r.status_code, r.headers, r.text[:200])
+    assert r.headers["content-type"] == "application/problem+json"
+    assert json.loads(r.content)["status"] == 502
+    assert "set-cookie" not in r.headers
+    assert b"injected" not in r.content and b"POISONED" not in r.content
+
+
+def conn_of(hostile: HostileBackend, target: str) -> int:
+    """The backend connection that carried the last request for `target`."""
+    return [number for number, _, t in hostile.requests if t == target][-1]
+
+
+def no_tracebacks(front: Front) -> None:
+    assert "Traceback" not in front.gw.stderr, front.gw.stderr
+
+
+# ------------------------------------------------------------------ head limits
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_header_field_of_many_megabytes_is_cut_off_with_502(
+    front: Front, hostile: HostileBackend, protocol: str
+) -> None:
+    assert_502(front.request(protocol, "GET", "/huge-field?mb=64"))
+    assert hostile.streamed.wait(30)
+    # the gateway stopped reading at the limit: most of the field never left the backend
+    # (what got through is what the sockets' buffers hold)
+    assert hostile.sent[-1] < 32 * MIB
+    r = front.request(protocol, "GET", "/ok")
+    assert r.status_code == 200 and r.text == "ok"
+    assert "upstream sent too big header" in front.gw.stderr
+    assert front.gw.proc is not None and front.gw.proc.poll() is None
+    no_tracebacks(front)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_trailer_of_many_megabytes_cuts_the_answer_off(
+    front: Front, hostile: HostileBackend, protocol: str
+) -> None:
+    # the head and the first chunk are out: the only honest signal left is the cut
+    with pytest.raises(httpx.HTTPError):
+        front.request(protocol, "GET", "/huge-trailer?mb=64")
+    assert hostile.streamed.wait(30)
+    assert hostile.sent[-1] < 32 * MIB
+    r = front.request(protocol, "GET", "/ok")
+    assert r.status_code == 200 and r.text == "ok"
+    no_tracebacks(front)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_70kb_head_is_502_by_default(
+    front: Front, hostile: HostileBackend, protocol: str
+) -> None:
+    assert_502(front.request(protocol, "GET", "/field?kb=70"))
+    # that connection is dropped: the next request gets one of its own
+    r = front.request(protocol, "GET", "/ok")
+    assert r.status_code == 200
+    assert conn_of(hostile, "/ok") != conn_of(hostile, "/field?kb=70")
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_the_head_limit_is_configurable(
+    front_factory: Callable[..., Front], hostile: HostileBackend, protocol: str
+) -> None:
+    front = front_factory(max_response_header_bytes="8KiB", max_response_header_fields=10)
+    r = front.request(protocol, "GET", "/field?kb=6")
+    assert r.status_code == 200 and len(r.headers["x-big"]) == 6 * 1024
+    assert_502(front.request(protocol, "GET", "/field?kb=9"))
+    assert front.request(protocol, "GET", "/fields?n=10").status_code == 200
+    assert_502(front.request(protocol, "GET", "/fields?n=11"))
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_more_than_100_fields_is_502(front: Front, hostile: HostileBackend, protocol: str) -> None:
+    r = front.request(protocol, "GET", "/fields?n=100")
+    assert r.status_code == 200 and r.headers["x-f98"] == "v"
+    assert_502(front.request(protocol, "GET", "/fields?n=101"))
+    r = front.request(protocol, "GET", "/ok")
+    assert r.status_code == 200
+    assert conn_of(hostile, "/ok") != conn_of(hostile, "/fields?n=101")
+    no_tracebacks(front)
+
+
+# ---------------------------------------------------------------------- statuses
+@pytest.mark.parametrize("line", ["099", "000", "600", "999"])
+def test_a_status_out_of_range_is_502_and_its_body_never_reaches_the_client(
+    front: Front, line: str
+) -> None:
+    # over a raw HTTP/1.1 connection: exactly what the client reads
+    request = f"GET /status?line={line} HTTP/1.1\r\nHost: {PLAIN_HOST}\r\nConnection: close\r\n\r\n"
+    answer = front.raw(request.encode())
+    assert answer.startswith(b"HTTP/1.1 502 "), answer[:200]
+    assert answer.count(b"HTTP/1.1") == 1
+    assert b"attacker" not in answer and b"injected" not in answer
+    assert_502(front.request("http2", "GET", f"/status?line={line}"))
+    assert front.request("http2", "GET", "/ok").status_code == 200
+    no_tracebacks(front)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_interim_heads_are_skipped_and_the_final_answer_relayed(
+    front: Front, protocol: str
+) -> None:
+    r = front.request(protocol, "GET", "/interim")
+    assert r.status_code == 200 and r.text == "final"
+    assert "link" not in r.headers  # a 103's fields are not the final answer's
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_101_to_a_request_without_upgrade_is_502(front: Front, protocol: str) -> None:
+    assert_502(front.request(protocol, "GET", "/switch"))
+    assert front.request(protocol, "GET", "/ok").status_code == 200
+
+
+# ------------------------------------------------- framing of the pooled connection
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_head_answer_with_a_late_body_does_not_poison_the_next_request(
+    front: Front, hostile: HostileBackend, protocol: str
+) -> None:
+    r = front.request(protocol, "HEAD", "/late-body")
+    assert r.status_code == 200 and r.content == b""
+    # The backend sends the HEAD's body only once the next request arrives on that
+    # connection; that body is a forged answer. The next client gets its own answer.
+    r = front.request(protocol, "GET", "/ok")
+    assert r.status_code == 200 and r.text == "ok", r.text
+    assert "x-poisoned" not in r.headers
+    assert conn_of(hostile, "/ok") != conn_of(hostile, "/late-body")
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_204_announcing_a_body_does_not_poison_the_next_request(
+    front: Front, hostile: HostileBackend, protocol: str
+) -> None:
+    r = front.request(protocol, "GET", "/late-204")
+    assert r.status_code == 204 and r.content == b""
+    r = front.request(protocol, "GET", "/ok")
+    assert r.status_code == 200 and r.text == "ok", r.text
+    assert "x-poisoned" not in r.headers
+    assert conn_of(hostile, "/ok") != conn_of(hostile, "/late-204")
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_trailers_are_not_relayed_nor_left_for_the_next_answer(
+    front: Front, hostile: HostileBackend, protocol: str
+) -> None:
+    r = front.request(protocol, "GET", "/trailer")
+    assert r.status_code == 200 and r.text == "ok"
+    r = front.request(protocol, "GET", "/ok")
+    assert r.status_code == 200
+    assert "x-trailer-leak" not in r.headers
+    # a clean chunked answer leaves its connection reusable
+    assert conn_of(hostile, "/ok") == conn_of(hostile, "/trailer")
