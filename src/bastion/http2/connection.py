@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from h2.config import H2Configuration
@@ -37,6 +38,7 @@ from h2.settings import SettingCodes, Settings
 from hyperframe.frame import GoAwayFrame
 
 from bastion.http1.request import Request
+from bastion.http1.server import close_owing_nothing
 from bastion.http2.decoder import MemoDecoder
 from bastion.http2.encoder import StaticEncoder
 from bastion.http2.guard import FrameGuard
@@ -70,6 +72,8 @@ class HTTP2Connection(asyncio.Protocol):
     block_since = 0.0
     control_since = 0.0
     timer: asyncio.TimerHandle | None = None
+    uploads = 0  # dispatched streams whose request body is still arriving
+    admit_scheduled = False
 
     def __init__(self, ctx: WorkerContext) -> None:
         self.ctx = ctx
@@ -81,6 +85,11 @@ class HTTP2Connection(asyncio.Protocol):
         self.max_body_bytes = limits.max_body_bytes
         self.header_timeout = plan.timeouts.header
         self.idle_timeout = plan.timeouts.keepalive
+        self.body_timeout = plan.timeouts.body
+        self.send_timeout = plan.timeouts.send
+        self.max_uploads = settings.max_uploads
+        # streams with a body still arriving, held back while max_uploads are forwarded
+        self.waiting: deque[Stream] = deque()
         self.max_requests = settings.max_requests
         self.max_resets = settings.max_resets
         window = settings.initial_window
@@ -205,6 +214,8 @@ class HTTP2Connection(asyncio.Protocol):
                 if stream is None:
                     self.ack(event.stream_id, event.flow_controlled_length)
                 else:
+                    if stream.body_at:
+                        stream.body_at = now
                     stream.on_data(event.data, event.flow_controlled_length)
             elif isinstance(event, RequestReceived):
                 stream = self._open(event, now)
@@ -240,7 +251,63 @@ class HTTP2Connection(asyncio.Protocol):
                 return
         for stream in new:
             if not stream.closed and not stream.answered:
+                self._start(stream, now)
+        if self.waiting:
+            self._admit()
+        self.flush_soon()
+
+    # Each stream forwarded while its request body still arrives holds an upstream
+    # connection at the client's pace: at most max_uploads of them per connection.
+    # The others wait (FIFO); a body that completes meanwhile no longer needs a slot.
+    def _start(self, stream: Stream, now: float) -> None:
+        if stream.req.body_done or stream.reject is not None:
+            self._dispatch(stream)
+        elif self.waiting or self.uploads >= self.max_uploads:
+            stream.waiting = True
+            self.waiting.append(stream)
+        else:
+            self._start_upload(stream, now)
+
+    def _start_upload(self, stream: Stream, now: float) -> None:
+        self.uploads += 1
+        stream.uploading = True
+        stream.body_at = now
+        self._dispatch(stream)
+
+    def _admit(self) -> None:
+        self.admit_scheduled = False
+        waiting = self.waiting
+        now = self.ctx.loop.time()
+        for _ in range(len(waiting)):
+            stream = waiting.popleft()
+            if stream.closed or stream.answered or self.closing:
+                continue
+            if stream.req.body_done:
+                stream.waiting = False
                 self._dispatch(stream)
+            elif self.uploads < self.max_uploads:
+                stream.waiting = False
+                self._start_upload(stream, now)
+            else:
+                waiting.append(stream)
+        self.flush_soon()
+
+    def upload_done(self, stream: Stream) -> None:
+        """`stream` no longer holds an upload slot (its body is complete, or it ended)."""
+        stream.uploading = False
+        stream.body_at = 0.0
+        self.uploads -= 1
+        if self.waiting and not self.admit_scheduled and not self.closing:
+            self.admit_scheduled = True
+            self.ctx.loop.call_soon(self._admit)
+
+    def credit_connection(self, size: int) -> None:
+        """Reopen the connection window (not the stream's) for bytes a waiting stream holds;
+        h2 counts them again when the stream acknowledges them, never past the window."""
+        if self.closing or not size:
+            return
+        with contextlib.suppress(ProtocolError):
+            self.h2.increment_flow_control_window(size)
         self.flush_soon()
 
     def _open(self, event: RequestReceived, now: float) -> Stream | None:
@@ -407,6 +474,8 @@ class HTTP2Connection(asyncio.Protocol):
         self._forget(stream)
 
     def _forget(self, stream: Stream) -> None:
+        if stream.uploading:
+            self.upload_done(stream)
         if self.streams.pop(stream.sid, None) is not None:
             self._stream_gone()
 
@@ -498,7 +567,7 @@ class HTTP2Connection(asyncio.Protocol):
         for stream in streams:
             stream.on_reset()
         if self.transport is not None:
-            self.transport.close()
+            close_owing_nothing(self.ctx.loop, self.transport, True)
 
     def close_idle(self) -> None:
         """Draining: tell the client with GOAWAY, close once the streams are done."""
@@ -526,6 +595,13 @@ class HTTP2Connection(asyncio.Protocol):
             self.goaway()
             self.close()
             return
+        if self.uploads:
+            # per stream: the longest gap between two reads of its body
+            late = now - self.body_timeout
+            for stream in [s for s in self.streams.values() if 0.0 < s.body_at < late]:
+                if not stream.read_paused and not stream.req.body_done:
+                    stream.body_timed_out()
+            self.flush()
         self.timer = self.ctx.loop.call_later(_TICK, self._on_tick)
 
 
