@@ -65,7 +65,14 @@ def close_owing_nothing(loop: asyncio.AbstractEventLoop, transport: Any, secure:
     the connection, and its max_connections slot, for up to 30 s."""
     transport.close()
     if secure:
-        loop.call_later(_LINGER_SECONDS, transport.abort)
+        loop.call_later(_LINGER_SECONDS, _drop_if_flushed, transport)
+
+
+def _drop_if_flushed(transport: Any) -> None:
+    # An answer still leaving (a client slower than the lingering time) is left to the
+    # TLS layer's own shutdown timeout rather than cut.
+    if not transport.get_write_buffer_size():
+        transport.abort()
 
 
 class ParseReject(Exception):

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from h2.config import H2Configuration
@@ -44,6 +43,7 @@ from bastion.http2.encoder import StaticEncoder
 from bastion.http2.guard import FrameGuard
 from bastion.http2.headers import Malformed, StreamReject, build_request
 from bastion.http2.stream import Stream
+from bastion.http2.uploads import Uploads
 
 if TYPE_CHECKING:
     from bastion.server.context import WorkerContext
@@ -72,8 +72,6 @@ class HTTP2Connection(asyncio.Protocol):
     block_since = 0.0
     control_since = 0.0
     timer: asyncio.TimerHandle | None = None
-    uploads = 0  # dispatched streams whose request body is still arriving
-    admit_scheduled = False
 
     def __init__(self, ctx: WorkerContext) -> None:
         self.ctx = ctx
@@ -85,11 +83,10 @@ class HTTP2Connection(asyncio.Protocol):
         self.max_body_bytes = limits.max_body_bytes
         self.header_timeout = plan.timeouts.header
         self.idle_timeout = plan.timeouts.keepalive
-        self.body_timeout = plan.timeouts.body
         self.send_timeout = plan.timeouts.send
-        self.max_uploads = settings.max_uploads
-        # streams with a body still arriving, held back while max_uploads are forwarded
-        self.waiting: deque[Stream] = deque()
+        self.uploads = Uploads(
+            ctx.loop, settings.max_uploads, plan.timeouts.body, self._dispatch
+        )
         self.max_requests = settings.max_requests
         self.max_resets = settings.max_resets
         window = settings.initial_window
@@ -251,55 +248,10 @@ class HTTP2Connection(asyncio.Protocol):
                 return
         for stream in new:
             if not stream.closed and not stream.answered:
-                self._start(stream, now)
-        if self.waiting:
-            self._admit()
+                self.uploads.start(stream, now)
+        if self.uploads.waiting:
+            self.uploads.admit()
         self.flush_soon()
-
-    # Each stream forwarded while its request body still arrives holds an upstream
-    # connection at the client's pace: at most max_uploads of them per connection.
-    # The others wait (FIFO); a body that completes meanwhile no longer needs a slot.
-    def _start(self, stream: Stream, now: float) -> None:
-        if stream.req.body_done or stream.reject is not None:
-            self._dispatch(stream)
-        elif self.waiting or self.uploads >= self.max_uploads:
-            stream.waiting = True
-            self.waiting.append(stream)
-        else:
-            self._start_upload(stream, now)
-
-    def _start_upload(self, stream: Stream, now: float) -> None:
-        self.uploads += 1
-        stream.uploading = True
-        stream.body_at = now
-        self._dispatch(stream)
-
-    def _admit(self) -> None:
-        self.admit_scheduled = False
-        waiting = self.waiting
-        now = self.ctx.loop.time()
-        for _ in range(len(waiting)):
-            stream = waiting.popleft()
-            if stream.closed or stream.answered or self.closing:
-                continue
-            if stream.req.body_done:
-                stream.waiting = False
-                self._dispatch(stream)
-            elif self.uploads < self.max_uploads:
-                stream.waiting = False
-                self._start_upload(stream, now)
-            else:
-                waiting.append(stream)
-        self.flush_soon()
-
-    def upload_done(self, stream: Stream) -> None:
-        """`stream` no longer holds an upload slot (its body is complete, or it ended)."""
-        stream.uploading = False
-        stream.body_at = 0.0
-        self.uploads -= 1
-        if self.waiting and not self.admit_scheduled and not self.closing:
-            self.admit_scheduled = True
-            self.ctx.loop.call_soon(self._admit)
 
     def credit_connection(self, size: int) -> None:
         """Reopen the connection window (not the stream's) for bytes a waiting stream holds;
@@ -475,7 +427,7 @@ class HTTP2Connection(asyncio.Protocol):
 
     def _forget(self, stream: Stream) -> None:
         if stream.uploading:
-            self.upload_done(stream)
+            self.uploads.done(stream)
         if self.streams.pop(stream.sid, None) is not None:
             self._stream_gone()
 
@@ -556,18 +508,25 @@ class HTTP2Connection(asyncio.Protocol):
         with contextlib.suppress(ProtocolError):
             self.h2.close_connection(error_code=code)
         self.flush()
-        self.close()
+        self.close(owing_nothing=True)
 
-    def close(self) -> None:
+    def close(self, owing_nothing: bool = False) -> None:
+        """Close after what is written; `owing_nothing` when no answer is on its way
+        (a connection error, an idle connection): then TLS does not wait long for the
+        client's close_notify (see close_owing_nothing)."""
         if not self.closing:
             self.flush()  # what the last stream ended with leaves before the FIN
         self.closing = True
+        self.uploads.closed = True
         streams = list(self.streams.values())
         self.streams.clear()
         for stream in streams:
             stream.on_reset()
         if self.transport is not None:
-            close_owing_nothing(self.ctx.loop, self.transport, True)
+            if owing_nothing:
+                close_owing_nothing(self.ctx.loop, self.transport, True)
+            else:
+                self.transport.close()
 
     def close_idle(self) -> None:
         """Draining: tell the client with GOAWAY, close once the streams are done."""
@@ -593,14 +552,10 @@ class HTTP2Connection(asyncio.Protocol):
             return
         if not self.streams and now - self.idle_since > self.idle_timeout:
             self.goaway()
-            self.close()
+            self.close(owing_nothing=True)
             return
-        if self.uploads:
-            # per stream: the longest gap between two reads of its body
-            late = now - self.body_timeout
-            for stream in [s for s in self.streams.values() if 0.0 < s.body_at < late]:
-                if not stream.read_paused and not stream.req.body_done:
-                    stream.body_timed_out()
+        if self.uploads.count:
+            self.uploads.expire(now, list(self.streams.values()))
             self.flush()
         self.timer = self.ctx.loop.call_later(_TICK, self._on_tick)
 

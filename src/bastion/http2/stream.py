@@ -109,7 +109,7 @@ class Stream:
         req = self.req
         req.body_done = True
         if self.uploading:
-            self.conn.upload_done(self)
+            self.conn.uploads.done(self)
         if req.sink is not None:
             req.sink.on_body_end()
 
@@ -267,7 +267,7 @@ class Stream:
         """The client reset the stream or the connection went away."""
         self.closed = True
         if self.uploading:
-            self.conn.upload_done(self)
+            self.conn.uploads.done(self)
         self.pending.clear()
         self.pending_bytes = 0
         self._cancel_handler()
