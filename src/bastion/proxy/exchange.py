@@ -311,6 +311,8 @@ class Exchange:
         conn = self.upstream
         if conn is not None and conn.transport is not None:
             conn.transport.pause_reading()
+            if self.tunnelling:
+                return  # a tunnel's only timer is its idle timeout
             client = self.client
             self.client_stalled = True
             self.unsent = client.unsent_bytes()

@@ -36,25 +36,34 @@ def _load_trim() -> Callable[[], None] | None:
 
 
 class HeapTrimmer:
-    """Told the number of open connections once a second; trims after a fall."""
+    """Told the number of open connections once a second; trims once a fall of at
+    least TRIM_AFTER since the last peak has stopped (the burst of closes is over, so
+    one trim gets all of it)."""
 
     def __init__(self) -> None:
         self._trim = _load_trim()
         self.peak = 0
+        self.last = 0
 
     def observe(self, open_connections: int) -> None:
+        falling = open_connections < self.last
+        self.last = open_connections
         if open_connections >= self.peak:
             self.peak = open_connections
-        elif self.peak - open_connections >= TRIM_AFTER:
+        elif self.peak - open_connections >= TRIM_AFTER and not falling:
+            closed = self.peak - open_connections
             self.peak = open_connections
-            started = time.perf_counter()
-            # closed connections still in reference cycles (a protocol and its
-            # parser refer to each other) are freed first, or their memory stays
-            gc.collect()
-            if self._trim is not None:
-                self._trim()
-            log.debug(
-                "%d connections closed: heap collected and trimmed in %.1f ms",
-                TRIM_AFTER,
-                (time.perf_counter() - started) * 1000,
-            )
+            self.trim(closed)
+
+    def trim(self, closed: int) -> None:
+        started = time.perf_counter()
+        # closed connections still in reference cycles (a protocol and its parser
+        # refer to each other) are freed first, or their memory stays
+        gc.collect()
+        if self._trim is not None:
+            self._trim()
+        log.debug(
+            "%d connections closed: heap collected and trimmed in %.1f ms",
+            closed,
+            (time.perf_counter() - started) * 1000,
+        )
