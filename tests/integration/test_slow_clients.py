@@ -334,3 +334,25 @@ def test_websocket_tunnels_have_an_idle_timeout_by_default() -> None:
 
     proxy: Any = Proxy.model_validate({"upstreams": ["http://127.0.0.1:1"]})
     assert proxy.websocket_idle_timeout == 3600.0
+
+
+def test_tls_error_answer_is_followed_by_close_notify_at_once(
+    tmp_path: Path, backend: Backend, gateway: Callable[..., Gateway]
+) -> None:
+    config = h2_config(tmp_path, backend, limits={"max_body_bytes": "1MiB"})
+    config["http2"] = {"enabled": False}
+    start(gateway, config)
+    context = ssl.create_default_context(cafile=str(root_ca(tmp_path)))
+    raw = socket.create_connection(("127.0.0.1", https_port(config)), timeout=5)
+    with context.wrap_socket(raw, server_hostname="localhost") as sock:
+        sock.sendall(b"POST /up HTTP/1.1\r\nHost: localhost\r\nContent-Length: 50000000\r\n\r\n")
+        for _ in range(50):  # still sending when the 413 comes: no reset destroys it
+            sock.sendall(b"x" * 65536)
+        # TLS has no half-close: the answer's close_notify follows it at once (a
+        # plaintext connection would linger 2 s); the bound is generous, not a timing
+        sock.settimeout(1.5)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 413")
+    assert backend.requests == []
