@@ -5,6 +5,7 @@ connections that are closed give their max_connections slot back at once."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import socket
 import ssl
@@ -356,3 +357,56 @@ def test_tls_error_answer_is_followed_by_close_notify_at_once(
             answer += chunk
     assert answer.startswith(b"HTTP/1.1 413")
     assert backend.requests == []
+
+
+class DeafBackend:
+    """Accepts connections and never reads from them: an upload to it stalls."""
+
+    def __init__(self) -> None:
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.server.getsockname()[1]}"
+        self.held: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            self.held.append(conn)
+
+    def close(self) -> None:
+        self.server.close()
+        for conn in self.held:
+            conn.close()
+
+
+def test_upload_stalled_by_the_upstream_is_not_blamed_on_the_client(
+    gateway: Callable[..., Gateway],
+) -> None:
+    deaf = DeafBackend()
+    port = free_port()
+    config = simple_config(
+        deaf.url, port, timeouts={"body": "1s"}, limits={"max_body_bytes": "200MiB"}
+    )
+    config["sites"][0]["routes"][0]["proxy"]["timeouts"] = {"send": "3s"}
+    gateway(config)
+    size = 100 * MB
+    sock = socket.create_connection(("127.0.0.1", port), timeout=15)
+
+    def upload() -> None:
+        with contextlib.suppress(OSError):
+            sock.sendall(b"PUT /up HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % size)
+            block = b"x" * MB
+            for _ in range(100):
+                sock.sendall(block)
+
+    sender = threading.Thread(target=upload, daemon=True)
+    sender.start()
+    answer, _cut = _read_rest(sock)
+    sock.close()
+    deaf.close()
+    # the gateway paused reading the client because the upstream took nothing: the
+    # upstream send timeout answers (504), not the client body timeout (408)
+    assert answer.startswith(b"HTTP/1.1 504")

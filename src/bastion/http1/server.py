@@ -799,6 +799,11 @@ class HTTP1Connection(asyncio.Protocol):
             self.timer_handle = self.ctx.loop.call_at(self.timer_deadline, self._on_timer)
             return
         self.timer_kind = _T_NONE
+        if kind == _T_BODY and self.read_paused:
+            # the gateway stopped reading (the upstream takes the body slowly): not
+            # the client's silence; the upstream's own send timeout watches that side
+            self._set_timer(_T_BODY, self.body_timeout)
+            return
         if kind == _T_HEAD and (self.active is not None or self.queue):
             return  # a response is in progress: end_response starts the next timer
         if kind == _T_HEAD and self.in_head:
