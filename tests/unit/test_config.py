@@ -78,7 +78,7 @@ def test_example_loads_with_every_value_parsed(tmp_path: Path) -> None:
     assert (api.proxy.timeouts.connect, api.proxy.timeouts.read) == (5.0, 60.0)
     assert api.proxy.timeouts.send == 60.0
     assert api.proxy.preserve_host is None  # true for http:// upstreams, false for https://
-    assert api.proxy.websocket_idle_timeout is None
+    assert api.proxy.websocket_idle_timeout == 3600.0
     assert api.proxy.max_idle_connections == 64
     assert api.proxy.idle_timeout == 4.0
 

@@ -295,9 +295,10 @@ class Proxy(_Model):
         "https:// ones.",
     )
     websocket_idle_timeout: Duration | None = Field(
-        default=None,
+        default=3600.0,
         gt=0,
-        description="Close an upgraded (WebSocket) tunnel idle for this long; null never does.",
+        description="Close an upgraded (WebSocket) tunnel with no byte in either direction "
+        "for this long; null never does.",
     )
     upgrade: list[Annotated[str, AfterValidator(_upgrade_protocol)]] = Field(
         default_factory=lambda: ["websocket"],
@@ -825,6 +826,12 @@ class ServerTimeouts(_Model):
         gt=0,
         description="How long an idle client keep-alive connection is kept open.",
     )
+    send: Duration = Field(
+        default=60.0,
+        gt=0,
+        description="Longest time a client may read nothing of a response it is owed "
+        "(while the gateway waits for it to make room); past it the connection is closed.",
+    )
 
 
 class Http2(_Model):
@@ -860,6 +867,14 @@ class Http2(_Model):
         description="Streams a client may cancel before they are answered within 10 seconds; "
         "beyond it the connection is closed with GOAWAY(ENHANCE_YOUR_CALM) "
         "(rapid reset defence).",
+    )
+    max_uploads: int = Field(
+        default=16,
+        ge=1,
+        le=10000,
+        description="Streams of one connection whose request body is still arriving that "
+        "are forwarded at once (each holds an upstream connection); the others wait, their "
+        "bodies held within their flow-control windows, until one of these completes.",
     )
 
 

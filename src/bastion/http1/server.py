@@ -57,6 +57,24 @@ _MAX_BUFFERED_BODY = 256 * 1024
 _VERSION_DETAIL = "Only HTTP/1.0 and HTTP/1.1 are supported on this connection."
 
 
+def close_owing_nothing(loop: asyncio.AbstractEventLoop, transport: Any, secure: bool) -> None:
+    """Close a connection that is owed nothing more than what was just written (an
+    error answer, an idle or timed-out connection). Over TLS the close_notify leaves
+    at once, then the client's is awaited (its last bytes are read and dropped, so it
+    gets no reset) for the lingering time only: the event loop would otherwise keep
+    the connection, and its max_connections slot, for up to 30 s."""
+    transport.close()
+    if secure:
+        loop.call_later(_LINGER_SECONDS, _drop_if_flushed, transport)
+
+
+def _drop_if_flushed(transport: Any) -> None:
+    # An answer still leaving (a client slower than the lingering time) is left to the
+    # TLS layer's own shutdown timeout rather than cut.
+    if not transport.get_write_buffer_size():
+        transport.abort()
+
+
 class ParseReject(Exception):
     """The client sent something we refuse: answered with `status`, then closed."""
 
@@ -119,6 +137,7 @@ class HTTP1Connection(asyncio.Protocol):
         self.header_timeout = timeouts.header
         self.body_timeout = timeouts.body
         self.idle_timeout = timeouts.keepalive
+        self.send_timeout = timeouts.send
         self.url_parts: list[bytes] = []
         # requests parsed and waiting; the first one is the active one once dispatched
         self.queue: deque[Request] = deque()
@@ -184,6 +203,12 @@ class HTTP1Connection(asyncio.Protocol):
         self.write_paused = False
         if self.producer is not None:
             self.producer.resume_producing()
+
+    def unsent_bytes(self) -> int:
+        """Response bytes written but not yet taken by the client (the send timeout
+        watches them shrink)."""
+        transport = self.transport
+        return 0 if transport is None else transport.get_write_buffer_size()
 
     def pause_reading(self, reason: int) -> None:
         if not self.read_paused and self.transport is not None and not self.closing:
@@ -271,7 +296,11 @@ class HTTP1Connection(asyncio.Protocol):
         self.url_bytes = 0
         self.url_parts = []
         self.req = None
-        if self.timer_kind != _T_HEAD:
+        if self.active is not None:
+            # A pipelined request while a response is in progress: its head timer
+            # starts when that response is done (end_response), not now.
+            self._clear_timer()
+        elif self.timer_kind != _T_HEAD:
             self._set_timer(_T_HEAD, self.header_timeout)
 
     def on_url(self, url: bytes) -> None:
@@ -627,7 +656,12 @@ class HTTP1Connection(asyncio.Protocol):
                 self.resume_reading(PAUSE_QUEUE)
             return
         self.resume_reading(PAUSE_QUEUE)
-        self._set_timer(_T_IDLE, self.idle_timeout)
+        if self.in_head:
+            # part of the next request's head came during this response: from now on
+            # it has the usual time to complete
+            self._set_timer(_T_HEAD, self.header_timeout)
+        else:
+            self._set_timer(_T_IDLE, self.idle_timeout)
 
     def _write(self, data: bytes) -> None:
         if self.corked is not None:
@@ -716,13 +750,19 @@ class HTTP1Connection(asyncio.Protocol):
         self.reject = reject  # keep ignoring input until closed
         if not self.lingering and not self.closing and self.transport is not None:
             self.closing = True
-            self.transport.close()
+            close_owing_nothing(self.ctx.loop, self.transport, self.secure)
 
     def _linger_close(self) -> None:
         self.uncork()
         self.lingering = True
         transport = self.transport
         assert transport is not None
+        if self.secure:
+            # TLS cannot half-close in the transport: close_notify goes now, and the
+            # TLS layer drains what the client still sends while it waits for its own
+            self.closing = True
+            close_owing_nothing(self.ctx.loop, transport, True)
+            return
         self.resume_reading(PAUSE_QUEUE | PAUSE_BUFFER | PAUSE_UPSTREAM)
         if transport.can_write_eof():
             transport.write_eof()
@@ -733,7 +773,7 @@ class HTTP1Connection(asyncio.Protocol):
         if self.active is None and not self.queue and not self.in_head and self.tunnel is None:
             self.closing = True
             if self.transport is not None:
-                self.transport.close()
+                close_owing_nothing(self.ctx.loop, self.transport, self.secure)
 
     # ------------------------------------------------------------------ timers
     def _set_timer(self, kind: int, seconds: float) -> None:
@@ -763,7 +803,14 @@ class HTTP1Connection(asyncio.Protocol):
             self.timer_handle = self.ctx.loop.call_at(self.timer_deadline, self._on_timer)
             return
         self.timer_kind = _T_NONE
-        if kind == _T_HEAD and self.in_head and self.active is None and not self.queue:
+        if kind == _T_BODY and self.read_paused:
+            # the gateway stopped reading (the upstream takes the body slowly): not
+            # the client's silence; the upstream's own send timeout watches that side
+            self._set_timer(_T_BODY, self.body_timeout)
+            return
+        if kind == _T_HEAD and (self.active is not None or self.queue):
+            return  # a response is in progress: end_response starts the next timer
+        if kind == _T_HEAD and self.in_head:
             # the client started a request but did not finish its head in time
             self.reject = ParseReject(408)
             self._send_reject()
@@ -775,7 +822,12 @@ class HTTP1Connection(asyncio.Protocol):
             self.abort()
         else:
             self.closing = True
-            self.transport.close()
+            if kind == _T_IDLE and self.transport.get_write_buffer_size():
+                # idle, yet what it was sent is still unread: a client that stopped
+                # reading (the send timeout's case once no upstream waits on it)
+                self.transport.abort()
+            else:
+                close_owing_nothing(self.ctx.loop, self.transport, self.secure)
 
     # -------------------------------------------------------------- access log
     def _log(self, req: Request) -> None:

@@ -38,11 +38,13 @@ from h2.settings import SettingCodes, Settings
 from hyperframe.frame import GoAwayFrame
 
 from bastion.http1.request import Request
+from bastion.http1.server import close_owing_nothing
 from bastion.http2.decoder import MemoDecoder
 from bastion.http2.encoder import StaticEncoder
 from bastion.http2.guard import FrameGuard
 from bastion.http2.headers import Malformed, StreamReject, build_request, check_trailers
 from bastion.http2.stream import Stream
+from bastion.http2.uploads import Uploads
 
 if TYPE_CHECKING:
     from bastion.server.context import WorkerContext
@@ -82,6 +84,10 @@ class HTTP2Connection(asyncio.Protocol):
         self.max_body_bytes = limits.max_body_bytes
         self.header_timeout = plan.timeouts.header
         self.idle_timeout = plan.timeouts.keepalive
+        self.send_timeout = plan.timeouts.send
+        self.uploads = Uploads(
+            ctx.loop, settings.max_uploads, plan.timeouts.body, self._dispatch
+        )
         self.max_requests = settings.max_requests
         self.max_resets = settings.max_resets
         window = settings.initial_window
@@ -206,6 +212,8 @@ class HTTP2Connection(asyncio.Protocol):
                 if stream is None:
                     self.ack(event.stream_id, event.flow_controlled_length)
                 else:
+                    if stream.body_at:
+                        stream.body_at = now
                     stream.on_data(event.data, event.flow_controlled_length)
             elif isinstance(event, RequestReceived):
                 stream = self._open(event, now)
@@ -245,7 +253,18 @@ class HTTP2Connection(asyncio.Protocol):
                 return
         for stream in new:
             if not stream.closed and not stream.answered:
-                self._dispatch(stream)
+                self.uploads.start(stream, now)
+        if self.uploads.waiting:
+            self.uploads.admit()
+        self.flush_soon()
+
+    def credit_connection(self, size: int) -> None:
+        """Reopen the connection window (not the stream's) for bytes a waiting stream holds;
+        h2 counts them again when the stream acknowledges them, never past the window."""
+        if self.closing or not size:
+            return
+        with contextlib.suppress(ProtocolError):
+            self.h2.increment_flow_control_window(size)
         self.flush_soon()
 
     def _open(self, event: RequestReceived, now: float) -> Stream | None:
@@ -429,6 +448,8 @@ class HTTP2Connection(asyncio.Protocol):
         self._forget(stream)
 
     def _forget(self, stream: Stream) -> None:
+        if stream.uploading:
+            self.uploads.done(stream)
         if self.streams.pop(stream.sid, None) is not None:
             self._stream_gone()
 
@@ -509,18 +530,25 @@ class HTTP2Connection(asyncio.Protocol):
         with contextlib.suppress(ProtocolError):
             self.h2.close_connection(error_code=code)
         self.flush()
-        self.close()
+        self.close(owing_nothing=True)
 
-    def close(self) -> None:
+    def close(self, owing_nothing: bool = False) -> None:
+        """Close after what is written; `owing_nothing` when no answer is on its way
+        (a connection error, an idle connection): then TLS does not wait long for the
+        client's close_notify (see close_owing_nothing)."""
         if not self.closing:
             self.flush()  # what the last stream ended with leaves before the FIN
         self.closing = True
+        self.uploads.closed = True
         streams = list(self.streams.values())
         self.streams.clear()
         for stream in streams:
             stream.on_reset()
         if self.transport is not None:
-            self.transport.close()
+            if owing_nothing:
+                close_owing_nothing(self.ctx.loop, self.transport, True)
+            else:
+                self.transport.close()
 
     def close_idle(self) -> None:
         """Draining: tell the client with GOAWAY, close once the streams are done."""
@@ -546,8 +574,11 @@ class HTTP2Connection(asyncio.Protocol):
             return
         if not self.streams and now - self.idle_since > self.idle_timeout:
             self.goaway()
-            self.close()
+            self.close(owing_nothing=True)
             return
+        if self.uploads.count:
+            self.uploads.expire(now, list(self.streams.values()))
+            self.flush()
         self.timer = self.ctx.loop.call_later(_TICK, self._on_tick)
 
 

@@ -40,6 +40,10 @@ class Stream:
     pending_bytes = 0
     queued = False  # waiting in the connection's list for the next flush
     reject: StreamReject | None = None
+    # the request body's timer: when it last made progress (0 while not watched)
+    body_at = 0.0
+    uploading = False  # counted in the connection's forwarded uploads (http2.max_uploads)
+    waiting = False  # held back by that cap: not dispatched yet
     scheme = b"https"
     secure = True
 
@@ -62,6 +66,14 @@ class Stream:
     @property
     def write_paused(self) -> bool:
         return self.producer_paused
+
+    @property
+    def send_timeout(self) -> float:
+        return self.conn.send_timeout
+
+    def unsent_bytes(self) -> int:
+        """Response bytes the client's flow-control windows have not let out yet."""
+        return self.pending_bytes
 
     # ------------------------------------------------------ request body
     def on_data(self, data: bytes, flow_length: int) -> None:
@@ -88,10 +100,16 @@ class Stream:
             req.body_buffer.append(data)
             # held, not acknowledged: the stream window bounds what waits here
             self.unacked += flow_length
+            if self.waiting:
+                # held back for a while: only this stream's window stays closed, so
+                # the uploads under way keep the connection window
+                self.conn.credit_connection(flow_length)
 
     def on_end(self) -> None:
         req = self.req
         req.body_done = True
+        if self.uploading:
+            self.conn.uploads.done(self)
         if req.sink is not None:
             req.sink.on_body_end()
 
@@ -108,6 +126,8 @@ class Stream:
         if not self.read_paused and self.unacked:
             self.conn.ack(self.sid, self.unacked)
             self.unacked = 0
+        if self.body_at:
+            self.body_at = self.ctx.loop.time()  # the window may have been closed until now
         return buffered
 
     def pause_reading(self, reason: int) -> None:
@@ -120,6 +140,8 @@ class Stream:
             if not self.read_paused and self.unacked and self.req.sink is not None:
                 self.conn.ack(self.sid, self.unacked)
                 self.unacked = 0
+            if self.body_at:
+                self.body_at = self.ctx.loop.time()  # paused by us: not the client's time
 
     def send_continue(self, req: Request) -> None:
         if req.expect_continue and not req.body_done and not self.closing:
@@ -231,9 +253,21 @@ class Stream:
         pass
 
     # --------------------------------------------------------- the end
+    def body_timed_out(self) -> None:
+        """No request body byte for timeouts.body: 408 if nothing was answered yet, else
+        the stream is reset; the upstream request is abandoned either way."""
+        self.body_at = 0.0
+        self._cancel_handler()
+        if self.resp_started or self.answered:
+            self.abort()
+        else:
+            self.problem(self.req, 408)
+
     def on_reset(self) -> None:
         """The client reset the stream or the connection went away."""
         self.closed = True
+        if self.uploading:
+            self.conn.uploads.done(self)
         self.pending.clear()
         self.pending_bytes = 0
         self._cancel_handler()

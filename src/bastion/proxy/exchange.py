@@ -96,6 +96,9 @@ class Exchange:
     set_cookie = b""
     retries = 0
     timer: asyncio.TimerHandle | None = None
+    # paused by the client's backpressure, and how many bytes it had not taken then
+    client_stalled = False
+    unsent = 0
     # a cache's copy of the response: told of the head, body chunks and the end
     recorder: Any = None
     # Whether a connection that answered a HEAD may serve another request. A backend
@@ -305,15 +308,39 @@ class Exchange:
         conn.arm(self.loop.time() + self.handler.read_timeout)
 
     # -------------------------------------------------------------- backpressure
+    # While the client is too slow to take the response, the upstream is not read:
+    # its silence is ours, not its own. The connection's timer then watches the
+    # client instead (the client send timeout, nginx's send_timeout): each time it
+    # fires, the client must have taken some of what waits for it since the last.
     def pause_producing(self) -> None:
         conn = self.upstream
         if conn is not None and conn.transport is not None:
             conn.transport.pause_reading()
+            if self.tunnelling:
+                return  # a tunnel's only timer is its idle timeout
+            client = self.client
+            self.client_stalled = True
+            self.unsent = client.unsent_bytes()
+            conn.arm(self.loop.time() + client.send_timeout)
 
     def resume_producing(self) -> None:
         conn = self.upstream
         if conn is not None and conn.transport is not None:
             conn.transport.resume_reading()
+            if self.client_stalled:
+                self.client_stalled = False
+                conn.arm(self.loop.time() + self.handler.read_timeout)
+
+    def _client_progressed(self, conn: UpstreamConnection) -> bool:
+        """The send timeout expired: True (and the timer re-armed) if the client has
+        taken some of the waiting bytes meanwhile, so it is slow but not stuck."""
+        client = self.client
+        unsent = client.unsent_bytes()
+        if unsent < self.unsent:
+            self.unsent = unsent
+            conn.arm(self.loop.time() + client.send_timeout)
+            return True
+        return False
 
     def upstream_pause_writing(self) -> None:
         self.client.pause_reading(PAUSE_UPSTREAM)
@@ -433,10 +460,11 @@ class Exchange:
     def on_response_body(self, data: bytes) -> None:
         if self.recorder is not None:
             self.recorder.on_body(data)
-        self.client.write_body(data)
         conn = self.upstream
-        if conn is not None:
+        if conn is not None and not self.client_stalled:
             conn.deadline = self.loop.time() + self.handler.read_timeout
+        # last: a client that cannot take this pauses us (and its deadline replaces ours)
+        self.client.write_body(data)
 
     def on_response_end(self) -> None:
         if self.interim:
@@ -532,6 +560,13 @@ class Exchange:
         if self.tunnelling:
             self.peer_closed()  # an idle tunnel past websocket_idle_timeout
             self._close_client()
+            return
+        if self.client_stalled:
+            conn = self.upstream
+            if conn is not None and self._client_progressed(conn):
+                return
+            log.info("client %s: send timed out, the response is cut", self.req.client_ip)
+            self._fail(504, None)  # the head is out: the client connection is cut
             return
         log.warning("upstream %s: timed out", self.pool.label if self.pool else "?")
         conn = self.upstream

@@ -9,6 +9,8 @@ from collections.abc import Callable
 from email.utils import formatdate
 from typing import TYPE_CHECKING, Any
 
+from bastion.server.memory import HeapTrimmer
+
 if TYPE_CHECKING:
     from bastion.http1.server import HTTP1Connection
     from bastion.http2.connection import HTTP2Connection
@@ -30,12 +32,14 @@ class WorkerContext:
         self._id_counter = 0
         self.date_header = b""
         self._date_handle: asyncio.TimerHandle | None = None
+        self.heap = HeapTrimmer()
         self._tick()
 
     def _tick(self) -> None:
         # Formatting the Date header costs microseconds; once a second is enough
         # (the same approach as uvicorn's server loop).
         self.date_header = b"Date: " + formatdate(usegmt=True).encode() + b"\r\n"
+        self.heap.observe(len(self.connections))
         self._date_handle = self.loop.call_later(1.0, self._tick)
 
     def next_request_id(self) -> str:
