@@ -1,0 +1,664 @@
+"""Shared parts of the differential fuzzers: a recording backend, a bastion process with
+a fixed set of routes, the request registry and the oracles that compare what the client
+sent, what the gateway answered and what the backend received.
+
+Every request the fuzzer sends carries an id (an `X-Fuzz-Id` field and, outside the cached
+route, an `fz=` query parameter). The backend records every request head it gets and answers
+200 with `X-Fuzz-Echo: <ids>` and a JSON body naming the request, so every answer and every
+forwarded request can be tied to the client request it belongs to.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import socketserver
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote_to_bytes
+
+import yaml
+
+ROUTES = ("public", "admin", "cached", "limited", "hdr")
+# Fields only the gateway may set upstream; a client-sent spelling that a WSGI/CGI backend
+# maps onto the same variable (underscores for hyphens) is a spoof.
+GATEWAY_FIELDS = frozenset(
+    (
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "x-real-ip",
+        "x-request-id",
+        "x-consumer",
+        "x-upstream-token",
+    )
+)
+UPSTREAM_TOKEN = "fuzz-upstream-token-7f3a"
+_ID_IN_TARGET = re.compile(rb"fz=([0-9a-f]{12})")
+
+
+def new_id(rng: Any) -> str:
+    return f"{rng.getrandbits(48):012x}"
+
+
+# ------------------------------------------------------------------ backend
+@dataclass
+class Seen:
+    """One request as the backend received it."""
+
+    raw_head: bytes
+    method: bytes
+    target: bytes
+    version: bytes
+    headers: list[tuple[bytes, bytes]]
+    trailers: list[tuple[bytes, bytes]]
+    body_len: int
+    ids: list[str]
+    error: str = ""
+
+    def values(self, name: bytes) -> list[bytes]:
+        return [v for n, v in self.headers if n.lower() == name]
+
+
+class _BackendHandler(socketserver.StreamRequestHandler):
+    server: _BackendServer
+    timeout = 30
+
+    def handle(self) -> None:
+        try:
+            while self._one():
+                pass
+        except (OSError, ValueError):
+            pass
+
+    def _line(self) -> bytes:
+        line = self.rfile.readline(1 << 20)
+        if line and not line.endswith(b"\n"):
+            raise ValueError("line too long or cut")
+        return line
+
+    def _one(self) -> bool:
+        line = self._line()
+        while line in (b"\r\n", b"\n"):
+            line = self._line()
+        if not line:
+            return False
+        head = [line]
+        while True:
+            more = self._line()
+            if not more:
+                self._record(head, b"", b"", b"", [], [], 0, "head cut short")
+                return False
+            head.append(more)
+            if more in (b"\r\n", b"\n"):
+                break
+        parts = line.rstrip(b"\r\n").split(b" ")
+        error = "" if len(parts) == 3 else "request line is not METHOD SP TARGET SP VERSION"
+        method, target, version = ([*parts, b"", b"", b""])[:3] if not error else (b"", b"", b"")
+        if error:
+            method = parts[0]
+            target = b" ".join(parts[1:-1])
+            version = parts[-1]
+        headers: list[tuple[bytes, bytes]] = []
+        for raw in head[1:-1]:
+            name, sep, value = raw.rstrip(b"\r\n").partition(b":")
+            if not sep:
+                error = error or "header line without a colon"
+            headers.append((name, value.strip(b" \t")))
+        lower = {n.lower() for n, _ in headers}
+        te = b",".join(v for n, v in headers if n.lower() == b"transfer-encoding").lower()
+        trailers: list[tuple[bytes, bytes]] = []
+        body_len = 0
+        if b"chunked" in te:
+            body_len, trailers = self._chunked()
+        elif b"content-length" in lower:
+            lengths = {v for n, v in headers if n.lower() == b"content-length"}
+            if len(lengths) != 1 or not next(iter(lengths)).isdigit():
+                error = error or "bad Content-Length"
+            else:
+                body_len = int(next(iter(lengths)))
+                if body_len > 1 << 26:
+                    error = error or "huge Content-Length"
+                else:
+                    self._exact(body_len)
+        ids = self._record(head, method, target, version, headers, trailers, body_len, error)
+        echo = ",".join(ids) or "-"
+        doc = {
+            "fz": echo,
+            "method": method.decode("latin-1"),
+            "target": target.decode("latin-1"),
+            "body_len": body_len,
+        }
+        body = json.dumps(doc).encode()
+        status = b"400 Bad Request" if error else b"200 OK"
+        out = [
+            b"HTTP/1.1 " + status,
+            b"Content-Type: application/json",
+            b"Content-Length: %d" % len(body),
+            b"X-Fuzz-Echo: " + echo.encode(),
+            b"Cache-Control: public, max-age=60",
+        ]
+        if error:
+            out.append(b"Connection: close")
+        data = b"\r\n".join(out) + b"\r\n\r\n"
+        if method != b"HEAD":
+            data += body
+        self.wfile.write(data)
+        self.wfile.flush()
+        return not error
+
+    def _exact(self, n: int) -> None:
+        while n:
+            got = self.rfile.read(min(n, 1 << 16))
+            if not got:
+                raise ValueError("body cut short")
+            n -= len(got)
+
+    def _chunked(self) -> tuple[int, list[tuple[bytes, bytes]]]:
+        total = 0
+        while True:
+            size_line = self._line()
+            size = int(size_line.split(b";")[0].strip() or b"x", 16)
+            if size == 0:
+                break
+            self._exact(size)
+            total += size
+            self._line()
+        trailers = []
+        while True:
+            line = self._line()
+            if line in (b"\r\n", b"\n", b""):
+                return total, trailers
+            name, _, value = line.rstrip(b"\r\n").partition(b":")
+            trailers.append((name, value.strip()))
+
+    def _record(
+        self,
+        head: list[bytes],
+        method: bytes,
+        target: bytes,
+        version: bytes,
+        headers: list[tuple[bytes, bytes]],
+        trailers: list[tuple[bytes, bytes]],
+        body_len: int,
+        error: str,
+    ) -> list[str]:
+        ids = [m.decode() for m in _ID_IN_TARGET.findall(target)]
+        for name, value in headers:
+            if name.lower() == b"x-fuzz-id":
+                ids.extend(v.strip().decode("latin-1") for v in value.split(b","))
+        ids = list(dict.fromkeys(i for i in ids if i))
+        seen = Seen(
+            b"".join(head), method, target, version, headers, trailers, body_len, ids, error
+        )
+        with self.server.lock:
+            self.server.seen.append(seen)
+        return ids
+
+
+class _BackendServer(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _BackendHandler)
+        self.lock = threading.Lock()
+        self.seen: list[Seen] = []
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass
+
+
+class RecordingBackend:
+    def __init__(self) -> None:
+        self.server = _BackendServer()
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self._read = 0
+
+    def take_new(self) -> list[Seen]:
+        with self.server.lock:
+            new = self.server.seen[self._read :]
+            self._read = len(self.server.seen)
+        return new
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+# ------------------------------------------------------------------ bastion
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _route(name: str, upstream: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "path": f"/{name}/" if name != "other" else "/",
+        "proxy": {"upstreams": [upstream], "timeouts": {"read": "5s", "connect": "2s"}},
+        "headers": {"response": {"set": {"X-Fuzz-Route": name}}},
+        **extra,
+    }
+
+
+class Bastion:
+    """A bastion process with the fuzzers' routes, its API key and its log."""
+
+    def __init__(self, backend_port: int, https: bool) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="bastion-fuzz-"))
+        self.port = free_port()
+        self.tls_port = free_port() if https else 0
+        self.data = self.dir / "data"
+        self.key = self._create_key()
+        upstream = f"http://127.0.0.1:{backend_port}"
+        hdr = _route("hdr", upstream)
+        hdr["headers"]["request"] = {
+            "remove": ["X-Remove-Me"],
+            "set": {"X-Set-By-Gateway": "1"},
+            "inject": {"X-Upstream-Token": "${FUZZ_UPSTREAM_TOKEN}"},
+        }
+        listen: dict[str, str] = {"http": f"127.0.0.1:{self.port}"}
+        if https:
+            listen["https"] = f"127.0.0.1:{self.tls_port}"
+        self.config: dict[str, Any] = {
+            "listen": listen,
+            "data_dir": str(self.data),
+            "access_log": {"format": "off"},
+            "sites": [
+                {
+                    "hosts": ["localhost", "*"] if https else ["*"],
+                    "routes": [
+                        _route("public", upstream),
+                        _route("admin", upstream, auth={"api_keys": {"query": "api_key"}}),
+                        _route("cached", upstream, cache={"ttl": "60s"}),
+                        _route("limited", upstream, rate_limits=[{"rate": "50/s"}]),
+                        hdr,
+                        _route("other", upstream),
+                    ],
+                }
+            ],
+        }
+        self.config_path = self.dir / "bastion.yaml"
+        self.config_path.write_text(yaml.safe_dump(self.config, sort_keys=False))
+        self.stderr_path = self.dir / "bastion.stderr"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._log_read = 0
+
+    def _create_key(self) -> str:
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "bastion",
+                "keys",
+                "create",
+                "--consumer",
+                "alice",
+                "--data-dir",
+                str(self.data),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={k: v for k, v in os.environ.items() if k != "BASTION_DATA_DIR"},
+        )
+        if done.returncode != 0:
+            raise SystemExit("bastion keys create failed:\n" + done.stderr)
+        return done.stdout.strip()
+
+    def start(self) -> None:
+        env = dict(os.environ, PYTHONUNBUFFERED="1", FUZZ_UPSTREAM_TOKEN=UPSTREAM_TOKEN)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bastion", "run", "-c", str(self.config_path)],
+            stdout=subprocess.DEVNULL,
+            stderr=self.stderr_path.open("wb"),
+            cwd=self.dir,
+            env=env,
+        )
+        for port in (self.port, self.tls_port):
+            if port:
+                self._wait(port)
+
+    def _wait(self, port: int) -> None:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                break
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise SystemExit("bastion did not start:\n" + self.stderr_path.read_text("latin-1"))
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def new_log(self) -> str:
+        """The stderr text written since the last call."""
+        try:
+            size = self.stderr_path.stat().st_size
+        except OSError:
+            return ""
+        if size <= self._log_read:
+            return ""
+        with self.stderr_path.open("rb") as f:
+            f.seek(self._log_read)
+            data = f.read(size - self._log_read)
+        self._log_read = size
+        return data.decode("latin-1")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b")
+
+
+def bad_log_lines(text: str) -> list[str]:
+    """The ERROR/CRITICAL lines of a log, each traceback reduced to its exception line."""
+    out = []
+    for line in text.splitlines():
+        if " ERROR " in line or " CRITICAL " in line:
+            out.append(line)
+        elif _EXCEPTION_LINE.match(line):
+            out.append("  traceback: " + line)
+    if "Traceback" in text and not any(ln.startswith("  traceback") for ln in out):
+        out.append("  traceback (no exception line found)")
+    return out
+
+
+# ------------------------------------------------------------------ paths
+def _dot_segments(segments: list[bytes]) -> list[bytes]:
+    out: list[bytes] = []
+    for seg in segments:
+        if seg == b"..":
+            if len(out) > 1:
+                out.pop()
+        elif seg != b".":
+            out.append(seg)
+    if segments and segments[-1] in (b".", b".."):
+        out.append(b"")
+    return out
+
+
+def backend_view(target: bytes, lenient: bool = False) -> bytes:
+    """The path a backend serves for this request target.
+
+    Strict: the fragment is dropped and dot segments (also percent-encoded ones, as
+    WHATWG URL parsers do) are resolved — what Werkzeug, uvicorn and Node do.
+    Lenient: also decodes every percent-escape (%2F), treats `\\` as `/`, drops `;params`
+    and merges slashes — what some Java and PHP stacks do."""
+    if target[:7].lower() == b"http://" or target[:8].lower() == b"https://":
+        rest = target.split(b"//", 1)[1]
+        slash = rest.find(b"/")
+        target = rest[slash:] if slash >= 0 else b"/"
+    path = target.split(b"#", 1)[0].split(b"?", 1)[0]
+    if lenient:
+        path = unquote_to_bytes(path).replace(b"\\", b"/")
+        path = b"/".join(seg.split(b";", 1)[0] for seg in path.split(b"/"))
+        path = re.sub(rb"/{2,}", b"/", path)
+    segments = path.split(b"/")
+    segments = [b"." if s.lower() == b"%2e" else s for s in segments]
+    segments = [b".." if s.lower() in (b"%2e%2e", b".%2e", b"%2e.") else s for s in segments]
+    return b"/".join(_dot_segments(segments))
+
+
+def route_of(path: bytes) -> str:
+    for name in ROUTES:
+        if path.startswith(b"/" + name.encode() + b"/"):
+            return name
+    return "other"
+
+
+# ------------------------------------------------------------------ registry
+@dataclass
+class Sent:
+    """One request the client sent as a whole (a request head it wrote)."""
+
+    rid: str
+    case: int
+    method: bytes
+    target: bytes
+    body_len: int | None  # decoded length the client framed; None when ambiguous
+    valid_key: bool  # the key is in the head exactly once (header, bearer or query)
+    conflicting_keys: bool  # two differing credentials in the head
+    host: bytes
+    trailer_names: list[bytes] = field(default_factory=list)
+    header_names: list[bytes] = field(default_factory=list)
+    status: int | None = None
+    echo: str | None = None
+    route: str | None = None
+    cache: str | None = None
+    seen: int = 0
+
+
+@dataclass
+class Finding:
+    kind: str
+    case: int
+    detail: str
+    data: bytes
+
+    def show(self, seed: int) -> str:
+        return (
+            f"FINDING [{self.kind}] seed={seed} case={self.case}: {self.detail}\n"
+            f"  bytes: {short(self.data)}"
+        )
+
+
+def short(data: bytes, limit: int = 1500) -> str:
+    """repr of the bytes with long runs of one byte written as <N x b'a'>."""
+    text = re.sub(
+        rb"(.)\1{39,}",
+        lambda m: b"<%d x %s>" % (len(m.group(0)), repr(m.group(1)).encode()),
+        data,
+        flags=re.S,
+    )
+    out = repr(text)
+    return out if len(out) <= limit else out[:limit] + f"... ({len(data)} bytes)"
+
+
+class Oracles:
+    """The findings of one run, from the client's and the backend's records."""
+
+    def __init__(self, seed: int, key: str) -> None:
+        self.seed = seed
+        self.key = key.encode()
+        self.sent: dict[str, Sent] = {}
+        self.case_bytes: dict[int, bytes] = {}
+        self.findings: list[Finding] = []
+        self.kinds: dict[str, int] = {}
+        self.statuses: dict[str, int] = {}
+        self.requests = 0
+        self.smuggled_ids: dict[str, int] = {}  # ids only ever inside a body -> case
+        self.smuggled_seen_by_client: set[str] = set()
+
+    def add(self, kind: str, case: int, detail: str) -> None:
+        data = self.case_bytes.get(case, b"")
+        finding = Finding(kind, case, detail, data)
+        self.kinds[kind] = self.kinds.get(kind, 0) + 1
+        if self.kinds[kind] <= 5:  # the first few of each kind in full
+            print(finding.show(self.seed), flush=True)
+        self.findings.append(finding)
+
+    def key_state(self, target: bytes, headers: list[tuple[bytes, bytes]]) -> tuple[bool, bool]:
+        creds = [v.strip() for n, v in headers if n.lower() == b"x-api-key"]
+        for n, v in headers:
+            if n.lower() == b"authorization" and v.strip()[:7].lower() == b"bearer ":
+                creds.append(v.strip()[7:].strip())
+        query = target.split(b"#", 1)[0].partition(b"?")[2]
+        for pair in query.split(b"&"):
+            name, _, value = pair.partition(b"=")
+            if name == b"api_key":
+                creds.append(unquote_to_bytes(value))
+        valid = creds.count(self.key) >= 1
+        conflicting = len(set(creds)) > 1
+        return valid, conflicting
+
+    def answer(self, rid: str, status: int, headers: dict[bytes, bytes]) -> None:
+        sent = self.sent[rid]
+        sent.status = status
+        self.statuses[str(status)] = self.statuses.get(str(status), 0) + 1
+        echo = headers.get(b"x-fuzz-echo")
+        sent.echo = echo.decode("latin-1") if echo is not None else None
+        route = headers.get(b"x-fuzz-route")
+        sent.route = route.decode("latin-1") if route is not None else None
+        cache = headers.get(b"x-cache")
+        sent.cache = cache.decode("latin-1") if cache is not None else None
+        if status >= 500 and status not in (501, 505):  # not implemented / bad version
+            self.add("5xx", sent.case, f"request {rid} answered {status} by the gateway")
+        if sent.echo is None or sent.echo == rid:
+            return
+        other = self.sent.get(sent.echo)
+        if sent.cache in ("HIT", "STALE") and other is not None:
+            if backend_view(other.target) != backend_view(sent.target):
+                self.add(
+                    "cache-poisoning",
+                    sent.case,
+                    f"{sent.target!r} got the cached answer of {other.target!r}",
+                )
+            elif other.host.lower() != sent.host.lower():
+                self.add(
+                    "cache-host",
+                    sent.case,
+                    f"Host {sent.host!r} got the cached answer built for Host {other.host!r}",
+                )
+            return
+        self.add("desync-response", sent.case, f"request {rid} got the answer of {sent.echo}")
+
+    def smuggled_answered(self, echo: bytes | None) -> bool:
+        """An answer for an id that was only ever inside a body: the gateway read those
+        bytes as a request of its own (the framing said so), which is no desync as long as
+        the client got that answer."""
+        rid = echo.decode("latin-1") if echo is not None else ""
+        if rid in self.smuggled_ids:
+            self.smuggled_seen_by_client.add(rid)
+            return True
+        return False
+
+    def backend_saw(self, seen: Seen) -> None:
+        raw = seen.raw_head[:2000]
+        if not seen.ids:
+            self.add("desync-unknown", -1, f"backend got a request without an id: {raw!r}")
+            return
+        for rid in seen.ids:
+            if rid in self.smuggled_ids and rid not in self.smuggled_seen_by_client:
+                self.add("desync-smuggled", self.smuggled_ids[rid], f"backend got {raw!r}")
+                continue
+            if rid not in self.sent and rid not in self.smuggled_ids:
+                self.add("desync-unknown", -1, f"backend got an unknown id {rid}: {raw!r}")
+        sent = self.sent.get(seen.ids[0])
+        if sent is None:
+            return
+        sent.seen += 1
+        case = sent.case
+        if len(seen.ids) > 1:
+            self.add("desync-merged", case, f"one backend request carries ids {seen.ids}: {raw!r}")
+        if sent.seen > 1:
+            self.add("duplicate-forward", case, f"request {sent.rid} reached the backend twice")
+        if seen.error:
+            self.add(
+                "forwarded-malformed", case, f"backend could not parse ({seen.error}): {raw!r}"
+            )
+        if seen.method != sent.method:
+            self.add(
+                "method-changed",
+                case,
+                f"client sent method {sent.method!r}, backend got {seen.method!r}: {raw!r}",
+            )
+        if backend_view(seen.target) != backend_view(sent.target):
+            self.add(
+                "target-changed",
+                case,
+                f"client sent {sent.target!r}, backend got {seen.target!r}",
+            )
+        if sent.body_len is not None and seen.body_len != sent.body_len:
+            self.add(
+                "body-changed",
+                case,
+                f"client framed {sent.body_len} body bytes, backend got {seen.body_len}",
+            )
+        if sent.status is not None and sent.echo is None and sent.status >= 400:
+            self.add(
+                "refused-but-forwarded",
+                case,
+                f"gateway answered {sent.status} yet forwarded {raw!r}",
+            )
+        self._route_checks(sent, seen, raw)
+        self._field_checks(sent, seen, raw)
+
+    def _route_checks(self, sent: Sent, seen: Seen, raw: bytes) -> None:
+        strict = route_of(backend_view(seen.target))
+        lenient = route_of(backend_view(seen.target, lenient=True))
+        if "admin" in (strict, lenient) and not sent.valid_key:
+            how = "strict" if strict == "admin" else "lenient"
+            self.add(
+                "auth-bypass" if how == "strict" else "auth-bypass-lenient-backend",
+                sent.case,
+                f"backend serves /admin/ ({how} view of {seen.target!r}) "
+                f"for a request without the key (routed {sent.route})",
+            )
+        if sent.route is not None and sent.route != strict:
+            self.add(
+                "route-mismatch",
+                sent.case,
+                f"routed {sent.route}, backend serves {backend_view(seen.target)!r}",
+            )
+        if sent.conflicting_keys and sent.route == "admin":
+            self.add("conflicting-keys-accepted", sent.case, "two differing keys, forwarded")
+
+    def _field_checks(self, sent: Sent, seen: Seen, raw: bytes) -> None:
+        names = [n.lower() for n, _ in seen.headers]
+        for name in names:
+            if name.replace(b"_", b"-").decode("latin-1") in GATEWAY_FIELDS and b"_" in name:
+                self.add("underscore-spoof", sent.case, f"backend got field {name!r}")
+            if name in (n.lower() for n in sent.trailer_names) and name not in (
+                n.lower() for n in sent.header_names
+            ):
+                self.add("trailer-hoisted", sent.case, f"trailer {name!r} became a header")
+            if any(c < 0x21 or c > 0x7E or c in b'"(),/:;<=>?@[\\]{}' for c in name):
+                self.add("bad-name-forwarded", sent.case, f"non-token field name {name!r}")
+        for name, value in seen.headers:
+            if any((c < 0x20 and c != 0x09) or c == 0x7F for c in value):
+                self.add("ctl-forwarded", sent.case, f"CTL in {name!r}: {value!r}")
+        for value in seen.values(b"upgrade"):
+            if b"h2c" in value.lower():
+                self.add("h2c-upgrade-forwarded", sent.case, f"Upgrade {value!r} forwarded")
+        if seen.values(b"x-upstream-token") and sent.method != sent.method.upper():
+            self.add(
+                "secret-on-odd-method", sent.case, f"injected secret sent with {sent.method!r}"
+            )
+        if any(c < 0x21 or c > 0x7E for c in seen.target):
+            self.add("target-bytes-forwarded", sent.case, f"CTL/space/8-bit in {seen.target!r}")
+
+    def summary(self, seconds: float, connections: int) -> str:
+        lines = [
+            f"seed={self.seed} ran {seconds:.0f}s: {connections} connections, "
+            f"{self.requests} requests ({self.requests / max(seconds, 1e-9):.0f}/s)",
+            "answers by status: "
+            + ", ".join(f"{k}: {v}" for k, v in sorted(self.statuses.items())),
+            f"findings: {len(self.findings)}",
+        ]
+        for kind, count in sorted(self.kinds.items(), key=lambda kv: -kv[1]):
+            first = next(f for f in self.findings if f.kind == kind)
+            lines.append(f"  {kind}: {count} (first: case {first.case})")
+        return "\n".join(lines)
