@@ -172,7 +172,7 @@ class _BackendHandler(socketserver.StreamRequestHandler):
             self._exact(size)
             total += size
             self._line()
-        trailers = []
+        trailers: list[tuple[bytes, bytes]] = []
         while True:
             line = self._line()
             if line in (b"\r\n", b"\n", b""):
@@ -457,12 +457,13 @@ class Finding:
     case: int
     detail: str
     data: bytes
+    note: str = ""  # a readable form of the bytes (HTTP/2: the fields of each stream)
 
     def show(self, seed: int) -> str:
-        return (
-            f"FINDING [{self.kind}] seed={seed} case={self.case}: {self.detail}\n"
-            f"  bytes: {short(self.data)}"
-        )
+        text = f"FINDING [{self.kind}] seed={seed} case={self.case}: {self.detail}\n"
+        if self.note:
+            text += f"  streams: {self.note[:1500]}\n"
+        return text + f"  bytes: {short(self.data)}"
 
 
 def short(data: bytes, limit: int = 1500) -> str:
@@ -485,6 +486,8 @@ class Oracles:
         self.key = key.encode()
         self.sent: dict[str, Sent] = {}
         self.case_bytes: dict[int, bytes] = {}
+        self.case_notes: dict[int, str] = {}
+        self.log_path: Path | None = None  # every finding as a JSON line
         self.findings: list[Finding] = []
         self.kinds: dict[str, int] = {}
         self.statuses: dict[str, int] = {}
@@ -494,7 +497,11 @@ class Oracles:
 
     def add(self, kind: str, case: int, detail: str) -> None:
         data = self.case_bytes.get(case, b"")
-        finding = Finding(kind, case, detail, data)
+        finding = Finding(kind, case, detail, data, self.case_notes.get(case, ""))
+        if self.log_path is not None:
+            with self.log_path.open("a") as f:
+                doc = {"kind": kind, "case": case, "detail": detail, "note": finding.note}
+                f.write(json.dumps({**doc, "bytes": data.decode("latin-1")}) + "\n")
         self.kinds[kind] = self.kinds.get(kind, 0) + 1
         if self.kinds[kind] <= 5:  # the first few of each kind in full
             print(finding.show(self.seed), flush=True)
@@ -651,6 +658,8 @@ class Oracles:
             self.add("target-bytes-forwarded", sent.case, f"CTL/space/8-bit in {seen.target!r}")
 
     def summary(self, seconds: float, connections: int) -> str:
+        if self.log_path is not None:
+            print(f"all findings: {self.log_path}")
         lines = [
             f"seed={self.seed} ran {seconds:.0f}s: {connections} connections, "
             f"{self.requests} requests ({self.requests / max(seconds, 1e-9):.0f}/s)",

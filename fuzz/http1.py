@@ -471,6 +471,7 @@ def main() -> int:
     gw = Bastion(backend.port, https=False)
     gw.start()
     oracles = Oracles(seed, gw.key)
+    oracles.log_path = gw.dir / "findings.jsonl"
     probe_rng = random.Random(f"probe:{seed}")
     started = time.monotonic()
     cases = range(args.case, args.case + 1) if args.case is not None else None

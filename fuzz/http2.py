@@ -229,6 +229,7 @@ def run_case(case: int, seed: int, gw: Bastion, oracles: Oracles, verbose: bool)
     streams: dict[int, Sent] = {}
     count = rng.choice((1, 1, 1, 2, 3, 5, 30))
     continuation = rng.random() < 0.1
+    notes: list[object] = ["CONTINUATION"] if continuation else []
     # one malformed stream may end the whole connection: many-stream runs are mostly clean
     clean = count > 5 and rng.random() < 0.7
     exact = True
@@ -245,6 +246,7 @@ def run_case(case: int, seed: int, gw: Bastion, oracles: Oracles, verbose: bool)
             continue
         oracles.sent[sent.rid] = sent
         oracles.requests += 1
+        notes.append((fields, trailers, body))
         streams[sid] = sent
         exact = exact and sent.body_len is not None
         chunk = conn.data_to_send()
@@ -253,11 +255,15 @@ def run_case(case: int, seed: int, gw: Bastion, oracles: Oracles, verbose: bool)
         wire += chunk
         if rng.random() < 0.05:
             wire += frame(3, 0, sid, struct.pack(">I", 8))  # cancel at once
+            notes.append(f"RST_STREAM {sid}")
             sent.body_len = None
         if rng.random() < 0.08:
-            wire += rng.choice(ODD_FRAMES)(sid)
+            odd = rng.randrange(len(ODD_FRAMES))
+            wire += ODD_FRAMES[odd](sid)
+            notes.append(f"ODD_FRAMES[{odd}] on {sid}")
             exact = False
     oracles.case_bytes[case] = wire
+    oracles.case_notes[case] = repr(notes)
     try:
         sock = connect(gw.tls_port, str(gw.data / "ca" / "root.crt"))
     except (OSError, ssl.SSLError) as exc:
@@ -367,6 +373,7 @@ def main() -> int:
     gw = Bastion(backend.port, https=True)
     gw.start()
     oracles = Oracles(seed, gw.key)
+    oracles.log_path = gw.dir / "findings.jsonl"
     probe_rng = random.Random(f"probe:{seed}")
     started = time.monotonic()
     single = args.case is not None
