@@ -400,6 +400,10 @@ def _dot_segments(segments: list[bytes]) -> list[bytes]:
     return out
 
 
+def _unescape(match: re.Match[bytes]) -> bytes:
+    return bytes([int(match.group(1), 16)])
+
+
 def backend_view(target: bytes, lenient: bool = False) -> bytes:
     """The path a backend serves for this request target.
 
@@ -416,9 +420,9 @@ def backend_view(target: bytes, lenient: bool = False) -> bytes:
         path = unquote_to_bytes(path).replace(b"\\", b"/")
         path = b"/".join(seg.split(b";", 1)[0] for seg in path.split(b"/"))
         path = re.sub(rb"/{2,}", b"/", path)
+    # percent-escapes of unreserved characters mean the characters (RFC 3986 §6.2.2.2)
+    path = re.sub(rb"%(2[dDeE]|3[0-9]|[46][1-9a-fA-F]|[57][0-9aA]|5[fF]|7[eE])", _unescape, path)
     segments = path.split(b"/")
-    segments = [b"." if s.lower() == b"%2e" else s for s in segments]
-    segments = [b".." if s.lower() in (b"%2e%2e", b".%2e", b"%2e.") else s for s in segments]
     return b"/".join(_dot_segments(segments))
 
 
@@ -462,7 +466,7 @@ class Finding:
     def show(self, seed: int) -> str:
         text = f"FINDING [{self.kind}] seed={seed} case={self.case}: {self.detail}\n"
         if self.note:
-            text += f"  streams: {self.note[:1500]}\n"
+            text += f"  streams: {short(self.note.encode('latin-1', 'replace'))}\n"
         return text + f"  bytes: {short(self.data)}"
 
 
