@@ -79,7 +79,8 @@ class Req:
 
 
 def mutate_target(rng: random.Random, route: str, rid: str) -> bytes:
-    word = rng.choice(WORDS)
+    # few cache keys, so that answers are stored and then served to other requests
+    word = rng.choice(WORDS) if route != "cached" else rng.choice(("x", "time"))
     target = f"/{route}/{word}" if route != "other" else f"/{word}"
     query = "" if route == "cached" else f"?fz={rid}"
     t = target.encode()
@@ -140,7 +141,7 @@ def build_request(rng: random.Random, oracles: Oracles, case: int, key: str) -> 
     req = Req(rid)
     req.target = mutate_target(rng, route, rid)
     host = b"localhost"
-    if rng.random() < 0.15:
+    if rng.random() < (0.15 if route != "cached" else 0.3):
         host = rng.choice(
             (b"localhost:6666", b"LOCALHOST", b"victim.test:80", b"", b"a b", b"x\x01")
         )
@@ -210,6 +211,8 @@ def build_request(rng: random.Random, oracles: Oracles, case: int, key: str) -> 
             b"Host: localhost\r\nX-Fuzz-Id: " + sid.encode() + b"\r\n\r\n"
         )
     frame = rng.random()
+    if route == "cached" and rng.random() < 0.6:  # plain GETs, which the cache stores
+        req.method, body, frame = b"GET", b"", 0.0
     if frame < 0.45:
         if body or req.method in (b"POST", b"PUT"):
             req.headers.append((b"Content-Length", b"%d" % len(body)))
