@@ -13,7 +13,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from fuzzlib import ROUTES, Bastion, Oracles, RecordingBackend, Sent, bad_log_lines, new_id
+from fuzzlib import ROUTES, Oracles, Sent, new_id
+from processes import Bastion, RecordingBackend, bad_log_lines
 
 WORDS = ("x", "time", "items", "a.json", "secret", "index.html", "")
 METHODS_ODD = (

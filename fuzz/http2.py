@@ -20,8 +20,9 @@ import h2.config
 import h2.connection
 import h2.events
 import h2.exceptions
-from fuzzlib import ROUTES, Bastion, Oracles, RecordingBackend, Sent, bad_log_lines, new_id
+from fuzzlib import ROUTES, Oracles, Sent, new_id
 from http1 import mutate_target
+from processes import Bastion, RecordingBackend, bad_log_lines
 
 Fields = list[tuple[bytes, bytes]]
 METHODS_ODD = (
