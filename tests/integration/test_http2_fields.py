@@ -507,3 +507,24 @@ def test_http1_requests_follow_the_same_rules(
     assert ok.startswith(b"HTTP/1.1 200 "), ok[:100]
     assert raw_backend.request_lines() == [b"GET /fine HTTP/1.1"]
     no_traceback(gw)
+
+
+def test_a_malformed_request_the_client_resets_in_the_same_read_leaves_the_others(
+    tmp_path: Path, raw_backend: RawBackend, gateway: Callable[..., Gateway]
+) -> None:
+    """A malformed HEADERS and the client's own RST_STREAM for it arrive in one read: h2
+    has closed the stream before bastion sees the request, so the reset bastion sends
+    for it must not fail (it used to end the whole connection with a traceback)."""
+    config = fields_config(tmp_path, raw_backend)
+    gw = start(gateway, config)
+    raw = raw_client(config, tmp_path)
+    conn = raw.conn
+    conn.send_headers(1, [*request(b"GET", b"/bad"), (b"x-upper", b"1"), (b"X-Upper", b"1")])
+    conn.reset_stream(1, ErrorCodes.CANCEL)
+    conn.send_headers(3, request(b"GET", b"/fine"), end_stream=True)
+    raw.flush()
+    out = collect(raw, {3})
+    raw.close()
+    assert out.status == {3: 200}
+    assert raw_backend.request_lines() == [b"GET /fine HTTP/1.1"]
+    no_traceback(gw)

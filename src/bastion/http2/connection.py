@@ -267,11 +267,17 @@ class HTTP2Connection(asyncio.Protocol):
             self.h2.increment_flow_control_window(size)
         self.flush_soon()
 
+    def _reset(self, sid: int, code: ErrorCodes) -> None:
+        """Reset a stream the client may already have reset: its RST_STREAM can arrive in
+        the same read as the HEADERS, and h2 has applied it before we see the request."""
+        with contextlib.suppress(ProtocolError, StreamClosedError):
+            self.h2.reset_stream(sid, code)
+
     def _open(self, event: RequestReceived, now: float) -> Stream | None:
         sid = event.stream_id
         if self.goaway_sent and sid > self.last_sid:
             # after our GOAWAY: never processed, the client may retry it elsewhere
-            self.h2.reset_stream(sid, ErrorCodes.REFUSED_STREAM)
+            self._reset(sid, ErrorCodes.REFUSED_STREAM)
             return None
         req = Request()
         req.version = "2.0"
@@ -292,7 +298,7 @@ class HTTP2Connection(asyncio.Protocol):
             # a stream error (RFC 9113 §8.1.1): this stream is reset, its neighbours
             # go on; it counts like a cancelled stream against the reset limit
             log.info("http2: malformed request from %s: %s", self.client_ip, exc)
-            self.h2.reset_stream(sid, ErrorCodes.PROTOCOL_ERROR)
+            self._reset(sid, ErrorCodes.PROTOCOL_ERROR)
             self._count_early_reset(now)
             return None
         self.streams[sid] = stream
@@ -322,8 +328,7 @@ class HTTP2Connection(asyncio.Protocol):
                 stream.req.status = 400  # for the access log of a dispatched request
             stream.on_reset()
             stream.closed = True
-            with contextlib.suppress(ProtocolError, StreamClosedError):
-                self.h2.reset_stream(stream.sid, ErrorCodes.PROTOCOL_ERROR)
+            self._reset(stream.sid, ErrorCodes.PROTOCOL_ERROR)
             self._forget(stream)
             self._count_early_reset(now)
 
@@ -444,7 +449,7 @@ class HTTP2Connection(asyncio.Protocol):
         if not stream.req.body_done and not self.closing:
             # answered before the body was complete: ask the client to stop
             # sending it, without error (RFC 9113 §8.1)
-            self.h2.reset_stream(stream.sid, ErrorCodes.NO_ERROR)
+            self._reset(stream.sid, ErrorCodes.NO_ERROR)
         self._forget(stream)
 
     def _forget(self, stream: Stream) -> None:
@@ -463,8 +468,7 @@ class HTTP2Connection(asyncio.Protocol):
         stream.closed = True
         stream.pending.clear()
         if not self.closing:
-            with contextlib.suppress(ProtocolError, StreamClosedError):
-                self.h2.reset_stream(stream.sid, ErrorCodes.INTERNAL_ERROR)
+            self._reset(stream.sid, ErrorCodes.INTERNAL_ERROR)
             self.flush_soon()
         self._forget(stream)
 
