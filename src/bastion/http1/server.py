@@ -399,6 +399,11 @@ class HTTP1Connection(asyncio.Protocol):
         req.keep_alive = parser.should_keep_alive()
         if not parser.should_upgrade():
             req.upgrade = None
+        elif req.has_body:
+            # llhttp hands over everything after an upgrade request's head unparsed, so its
+            # body could be forwarded neither in a tunnel nor as a plain request's body; a
+            # WebSocket handshake is a GET without one (RFC 6455 §4.1)
+            raise ParseReject(400, "An upgrade request cannot carry a body.")
         req.client_ip = self.client_ip
         req.start = self.ctx.loop.time()
         max_body = self.max_body_bytes

@@ -17,10 +17,6 @@ if TYPE_CHECKING:
 
 # Characters kept as they are when a decoded path goes back into a request target.
 _PATH_SAFE = "/:@!$&'()*+,;=~"
-_UPGRADE_WITH_BODY = (
-    "This route does not forward the Upgrade asked for, and a body sent with an Upgrade "
-    "request is not forwarded without it."
-)
 
 
 class ProxyHandler:
@@ -105,12 +101,8 @@ class ProxyHandler:
         if req.upgrade is not None:
             # any other protocol is not asked of the backend: the request goes as a plain
             # one, and a 101 to it is refused as a 101 nobody asked for
+            # (an upgrade request with a body was refused by the HTTP/1.1 parser)
             req.upgrade = upgrade_to_forward(req.upgrade, self.upgrades)
-            if req.upgrade is None and req.has_body:
-                # the HTTP/1.1 parser hands over everything after an upgrade request's head
-                # unparsed, so its body cannot be forwarded as the body of a plain request
-                client.problem(req, 400, _UPGRADE_WITH_BODY)
-                return
         head = build_request_head(
             req, target, host_line, host, client.scheme, self.trusted, self.underscores
         )
