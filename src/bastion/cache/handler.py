@@ -83,7 +83,7 @@ class CachingHandler:
         extra = header_values(req.headers, key_rules.headers) if key_rules.headers else ""
         if key_rules.consumer:
             extra += "\x1d" + req.consumer
-        primary = primary_key(url, extra)
+        primary = primary_key(url, extra, req.host_header)
         store = self.store
         vary = store.vary.get(primary)
         key = variant_key(primary, vary, req.headers) if vary else primary
