@@ -87,7 +87,8 @@ def seen_paths(app: _Recording) -> list[str]:
 
 @pytest.fixture
 def gw(app: _Recording, gateway: Callable[..., Gateway], tmp_path: Path) -> Gateway:
-    """/api/admin/ refuses every client (its IP rules); /api/ is open and cached."""
+    """/api/admin/ refuses every client (its IP rules); /api/ is open and cached; / is open;
+    /strict/, /moved/ and /repos/ show the per-route path settings."""
     upstream = f"http://127.0.0.1:{app.server_address[1]}"
     http, https = free_port(), free_port()
     config: dict[str, Any] = {
@@ -104,6 +105,22 @@ def gw(app: _Recording, gateway: Callable[..., Gateway], tmp_path: Path) -> Gate
                         "proxy": {"upstreams": [upstream]},
                     },
                     {"path": "/api/", "proxy": {"upstreams": [upstream]}, "cache": {}},
+                    {
+                        "path": "/strict/",
+                        "path_normalisation": "reject",
+                        "proxy": {"upstreams": [upstream]},
+                    },
+                    {
+                        "path": "/moved/",
+                        "path_normalisation": "redirect",
+                        "proxy": {"upstreams": [upstream]},
+                    },
+                    {
+                        "path": "/repos/",
+                        "encoded_slashes": "keep",
+                        "proxy": {"upstreams": [upstream]},
+                    },
+                    {"path": "/", "proxy": {"upstreams": [upstream]}},
                 ],
             },
         ],
@@ -132,6 +149,7 @@ def h1_get(gw: Gateway, target: str, host: str = "localhost") -> tuple[int, byte
                 chunks.append(chunk)
     reply = b"".join(chunks)
     head, _, body = reply.partition(b"\r\n\r\n")
+    gw.last_head = head  # type: ignore[attr-defined]
     return int(head[9:12]), body
 
 
@@ -237,3 +255,38 @@ def test_ambiguous_separators_are_refused(
 def test_the_query_passes_unchanged(gw: Gateway, app: _Recording) -> None:
     h1_get(gw, "/api//time?b=%2e%2F&a=/../x")
     assert seen_paths(app) == ["/api/time?b=%2e%2F&a=/../x"]
+
+
+@protocols
+def test_a_strict_route_refuses_a_non_canonical_target(
+    gw: Gateway, app: _Recording, proto: str
+) -> None:
+    for target in ("/strict//x", "/strict/a/../x", "/strict/%78", "/strict/%7e"):
+        assert GET[proto](gw, target)[0] in (0, 400), target
+    assert seen_paths(app) == []
+    assert GET[proto](gw, "/strict/x?q=%2e")[0] == 404  # canonical: forwarded
+    assert seen_paths(app) == ["/strict/x?q=%2e"]
+
+
+@protocols
+def test_a_redirecting_route_sends_the_canonical_form(
+    gw: Gateway, app: _Recording, proto: str
+) -> None:
+    assert GET[proto](gw, "/moved//a/./%62?q=1")[0] == 308
+    if proto == "h1":
+        assert b"\r\nlocation: /moved/a/b?q=1" in gw.last_head.lower()  # type: ignore[attr-defined]
+    assert seen_paths(app) == []
+    GET[proto](gw, "/moved/a/b?q=1")
+    assert seen_paths(app) == ["/moved/a/b?q=1"]
+
+
+@protocols
+def test_encoded_slashes_are_forwarded_only_where_a_route_keeps_them(
+    gw: Gateway, app: _Recording, proto: str
+) -> None:
+    assert GET[proto](gw, "/repos/group%2fname/files")[0] == 404
+    assert seen_paths(app) == ["/repos/group%2Fname/files"]
+    # hidden dot segments are refused even there, and other routes refuse %2F
+    for target in ("/repos/x/..%2F..%2Fapi%2Fadmin/s", "/api/group%2Fname"):
+        assert GET[proto](gw, target)[0] in (0, 400), target
+    assert len(seen_paths(app)) == 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bastion.http1.request import Request
-from bastion.http1.target import FRAGMENT, canonical_path, set_origin_target
+from bastion.http1.target import FRAGMENT, canonical_path, has_encoded_slash, set_origin_target
 
 
 @pytest.mark.parametrize(
@@ -84,9 +84,28 @@ def test_refused(raw: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "raw", ["/a%2Fb", "/a%2fb", "/a/..%2f..%2fx", "/a%5cb", "/a\\b", "/%2F%2Fevil.example"]
+    ("raw", "canonical"),
+    [("/a%2Fb", "/a%2Fb"), ("/a%2fb/c", "/a%2Fb/c"), ("/a%5cb", "/a%5Cb"), ("/a\\b", "/a%5Cb")],
 )
-def test_encoded_slashes_are_refused(raw: str) -> None:
+def test_encoded_slashes_stay_encoded(raw: str, canonical: str) -> None:
+    # kept as part of the segment here; a route refuses them unless it keeps them
+    assert canonical_path(raw) == canonical
+    assert has_encoded_slash(canonical)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "/a/..%2f..%2fx",  # ".." once a backend decodes %2F
+        "/a/x%2F..",
+        "/a/.%5Cb",
+        "/a/..%2F;x/b",
+        "/%2F%2Fevil.example",  # empty segments: "//evil.example" there
+        "/files/%2Fetc/passwd",
+        "/a/b%2F",
+    ],
+)
+def test_dot_or_empty_segments_behind_encoded_slashes_are_refused(raw: str) -> None:
     with pytest.raises(ValueError, match="encoded slash"):
         canonical_path(raw)
 

@@ -11,10 +11,13 @@ Canonical form, segment by segment:
   any other escape is kept, in uppercase hex (``%3f`` → ``%3F``);
 - a character a path cannot hold as it is (``"``, ``{``, ``|``, ...) is escaped;
 - empty segments (``//``) are merged, ``.`` and ``..`` resolved (above the root: refused);
-- refused: a fragment (``#``), a control character raw or escaped, ``%2F`` and ``%5C``
-  (an encoded slash or backslash: backends disagree on whether it separates segments,
-  so a router cannot know which route the backend will serve), and a segment that is
-  a dot segment once a ``;`` parameter is cut (``..;x``: Tomcat and Spring read it as ``..``).
+- ``%2F`` and ``%5C`` (an encoded slash or backslash) stay encoded, as part of their
+  segment; backends disagree on whether they separate segments, so a route refuses them
+  unless it says its backend keeps them (`encoded_slashes`, checked by `Plan.route`), and
+  a segment that would hold an empty or dot segment once they are decoded is refused here;
+- refused: a fragment (``#``), a control character raw or escaped, and a segment that is
+  empty or a dot segment once a ``;`` parameter is cut (``..;x``: Tomcat and Spring read
+  it as ``..``).
 ``;`` parameters otherwise stay part of their segment; the query passes unchanged.
 """
 
@@ -57,7 +60,10 @@ _UNIT = re.compile(r"%[0-9A-Fa-f]{2}|[^A-Za-z0-9\-._~!$&'()*+,;=:@/]")
 
 MALFORMED = "The request path is malformed."
 FRAGMENT = "A request target cannot contain a fragment (#)."
-ENCODED_SLASH = "An encoded slash or backslash (%2F, %5C) in the request path is refused."
+ENCODED_SLASH = (
+    "The request path hides an empty or dot segment behind an encoded slash (%2F) "
+    "or backslash (%5C)."
+)
 
 
 class _Refused(Exception):
@@ -100,13 +106,27 @@ def canonical_path(path: str) -> str:
             out.pop()
             continue
         if "%" in segment and ("%2F" in segment or "%5C" in segment):
-            raise ValueError(ENCODED_SLASH)
+            _check_encoded_slashes(segment)
         if ";" in segment and segment.partition(";")[0] in ("", ".", ".."):
             # "..;x" is ".." to Tomcat/Spring/Jetty; ";x" alone is an empty segment there
             raise ValueError(MALFORMED)
         out.append(segment)
     trailing = "/" if out and segments[-1] in ("", ".", "..") else ""
     return "/" + "/".join(out) + trailing
+
+
+def _check_encoded_slashes(segment: str) -> None:
+    """A segment that a backend decoding %2F or %5C would split into an empty or a dot
+    segment ("..%2F..%2Fadmin", "%2Fetc") is refused on every route: kept or not, it
+    would be another path there."""
+    for piece in segment.replace("%5C", "%2F").split("%2F"):
+        if piece.partition(";")[0] in ("", ".", ".."):
+            raise ValueError(ENCODED_SLASH)
+
+
+def has_encoded_slash(path: str) -> bool:
+    """True for a canonical path with %2F or %5C (routes refuse it unless they keep it)."""
+    return "%2F" in path or "%5C" in path
 
 
 def set_origin_target(req: Request, target: bytes) -> str | None:
