@@ -130,3 +130,17 @@ def test_origin_target_forwards_the_canonical_path() -> None:
 @pytest.mark.parametrize("target", [b"/a#b", b"/api/admin/secret#/../../public/x", b"/a?b#c"])
 def test_fragment_is_refused(target: bytes) -> None:
     assert set_origin_target(Request(), target) == FRAGMENT
+
+
+def test_repeated_targets_give_the_same_fields() -> None:
+    # plain paths are remembered (a bounded memo); rewritten ones never are
+    for _ in range(3):
+        for target, path, forwarded in (
+            (b"/api/v1/x?q=1", "/api/v1/x", b"/api/v1/x?q=1"),
+            (b"/api//v1/./x?q=1", "/api/v1/x", b"/api/v1/x?q=1"),
+        ):
+            req = Request()
+            req.target = target
+            assert set_origin_target(req, target) is None
+            assert (req.path, req.target) == (path, forwarded)
+        assert set_origin_target(Request(), b"/api/v1/x#f") == FRAGMENT

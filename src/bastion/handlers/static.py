@@ -46,8 +46,9 @@ class StaticHandler:
         if req.method not in ("GET", "HEAD"):
             client.problem(req, 405, headers=b"Allow: GET, HEAD\r\n")
             return
-        # the canonical path holds no "%2F", "%5C" or escaped control character, so
-        # decoding it adds no separator; dot segments are already resolved
+        # the canonical path is escaped; its dot segments are resolved and it holds no
+        # escaped control character nor a %2F / %5C that hides a dot or empty segment,
+        # so the decoded path cannot climb (the realpath check below holds anyway)
         path = unquote(req.path) if "%" in req.path else req.path
         if "/." in path or "\x00" in path:
             client.problem(req, 404)

@@ -54,9 +54,16 @@ _AS_ESCAPE = tuple(
     for b in range(256)
 )
 # anything that makes a path non-canonical: an escape, a character outside pchar, ...
-_NOT_PLAIN = re.compile(r"[^A-Za-z0-9\-._~!$&'()*+,;=:@/]")
+_first_unplain = re.compile(r"[^A-Za-z0-9\-._~!$&'()*+,;=:@/]").search
 # ... and in the slow path the units that are rewritten
 _UNIT = re.compile(r"%[0-9A-Fa-f]{2}|[^A-Za-z0-9\-._~!$&'()*+,;=:@/]")
+
+# Paths already found canonical as they came (most traffic repeats a few paths): one set
+# lookup instead of the character-class search. Bounded in count and length (a few
+# hundred kB per worker at most); a pure function's memo, so never stale.
+_seen_plain: set[str] = set()
+_SEEN_MAX_PATHS = 4096
+_SEEN_MAX_LENGTH = 128
 
 MALFORMED = "The request path is malformed."
 FRAGMENT = "A request target cannot contain a fragment (#)."
@@ -80,19 +87,19 @@ def _recode(unit: re.Match[str]) -> str:
 
 
 def canonical_path(path: str) -> str:
-    """The canonical form of an absolute path (latin-1 text of its bytes, no query).
-    Raises ValueError with the client-facing detail when the path is refused."""
+    """The canonical form of an absolute path (latin-1 text of its bytes, no query): the
+    same object when it already is. Raises ValueError with the client-facing detail when
+    the path is refused."""
     if path[:1] != "/":
         raise ValueError(MALFORMED)
-    if (
-        _NOT_PLAIN.search(path) is None
-        and "//" not in path
-        and "/." not in path
-        and "/;" not in path
-    ):
+    if _first_unplain(path) is None and "//" not in path and "/." not in path and "/;" not in path:
         return path  # the common case: nothing to decode, merge, resolve or refuse
+    return _rewrite(path)
+
+
+def _rewrite(path: str) -> str:
     try:
-        text = _UNIT.sub(_recode, path) if _NOT_PLAIN.search(path) is not None else path
+        text = _UNIT.sub(_recode, path) if _first_unplain(path) is not None else path
     except _Refused as refused:  # a control character, or "%" not followed by two hex digits
         raise ValueError(refused.detail) from None
     out: list[str] = []
@@ -130,20 +137,33 @@ def has_encoded_slash(path: str) -> bool:
 
 
 def set_origin_target(req: Request, target: bytes) -> str | None:
-    """Fill the request's path fields from an origin-form target ("/path?query"): `raw_path`
-    as sent, `path` canonical, `query` unchanged, and `target` the one forwarded (the
-    canonical path and the query). The detail of a 400 when the target is refused."""
-    if b"#" in target:
-        return FRAGMENT
+    """Fill the request's path fields from an origin-form target ("/path?query", which the
+    caller checked starts with "/"): `raw_path` as sent, `path` canonical, `query`
+    unchanged, and `target` the one forwarded (the canonical path and the query). The
+    detail of a 400 when the target is refused.
+
+    Every request pays for this, so the common case is inlined: a set lookup for a path
+    seen before, else a few `in` scans and one precompiled character-class search."""
     raw = target.decode("latin-1")
+    if "#" in raw:  # (a str scan: `b"#" in bytes` costs several times more)
+        return FRAGMENT
     path, sep, query = raw.partition("?")
     req.raw_path = path
     req.query = query
+    if path in _seen_plain:  # its hash is computed once, and reused by the route lookup
+        req.path = path
+        return None
+    if _first_unplain(path) is None and "//" not in path and "/." not in path and "/;" not in path:
+        if len(path) <= _SEEN_MAX_LENGTH:
+            if len(_seen_plain) >= _SEEN_MAX_PATHS:
+                _seen_plain.clear()  # a flood of distinct paths: start again
+            _seen_plain.add(path)
+        req.path = path
+        return None
     try:
-        canonical = canonical_path(path)
+        canonical = _rewrite(path)
     except ValueError as refused:
         return str(refused)
     req.path = canonical
-    if canonical is not path:  # rewritten: the backend gets what was routed
-        req.target = (canonical + sep + query).encode("latin-1")
+    req.target = (canonical + sep + query).encode("latin-1")  # what was routed is sent
     return None
