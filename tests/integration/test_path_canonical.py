@@ -85,51 +85,49 @@ def seen_paths(app: _Recording) -> list[str]:
         return [target for target, _ in app.seen]
 
 
-@pytest.fixture
-def gw(app: _Recording, gateway: Callable[..., Gateway], tmp_path: Path) -> Gateway:
+def _start(
+    app: _Recording, gateway: Callable[..., Gateway], tmp_path: Path, *settings: dict[str, Any]
+) -> Gateway:
     """/api/admin/ refuses every client (its IP rules); /api/ is open and cached; / is open;
-    /strict/, /moved/ and /repos/ show the per-route path settings."""
+    `settings` routes come first."""
     upstream = f"http://127.0.0.1:{app.server_address[1]}"
+    proxy = {"upstreams": [upstream]}
     http, https = free_port(), free_port()
+    routes: list[dict[str, Any]] = [{**route, "proxy": proxy} for route in settings]
+    routes += [
+        {"path": "/api/admin/", "ip_rules": {"allow": ["10.0.0.0/8"]}, "proxy": proxy},
+        {"path": "/api/", "proxy": proxy, "cache": {}},
+        {"path": "/", "proxy": proxy},
+    ]
     config: dict[str, Any] = {
         "listen": {"http": f"127.0.0.1:{http}", "https": f"127.0.0.1:{https}"},
         "data_dir": str(tmp_path / "data"),
         "access_log": {"format": "off"},
-        "sites": [
-            {
-                "hosts": ["localhost"],
-                "routes": [
-                    {
-                        "path": "/api/admin/",
-                        "ip_rules": {"allow": ["10.0.0.0/8"]},
-                        "proxy": {"upstreams": [upstream]},
-                    },
-                    {"path": "/api/", "proxy": {"upstreams": [upstream]}, "cache": {}},
-                    {
-                        "path": "/strict/",
-                        "path_normalisation": "reject",
-                        "proxy": {"upstreams": [upstream]},
-                    },
-                    {
-                        "path": "/moved/",
-                        "path_normalisation": "redirect",
-                        "proxy": {"upstreams": [upstream]},
-                    },
-                    {
-                        "path": "/repos/",
-                        "encoded_slashes": "keep",
-                        "proxy": {"upstreams": [upstream]},
-                    },
-                    {"path": "/", "proxy": {"upstreams": [upstream]}},
-                ],
-            },
-        ],
+        "sites": [{"hosts": ["localhost"], "routes": routes}],
     }
     g = gateway(config)
     wait_for_port(https_port(config))
     g.https = https_port(config)  # type: ignore[attr-defined]
     g.cafile = root_ca(tmp_path)  # type: ignore[attr-defined]
     return g
+
+
+@pytest.fixture
+def gw(app: _Recording, gateway: Callable[..., Gateway], tmp_path: Path) -> Gateway:
+    return _start(app, gateway, tmp_path)
+
+
+@pytest.fixture
+def gw_settings(app: _Recording, gateway: Callable[..., Gateway], tmp_path: Path) -> Gateway:
+    """With the per-route path settings on /strict/, /moved/ and /repos/."""
+    return _start(
+        app,
+        gateway,
+        tmp_path,
+        {"path": "/strict/", "path_normalisation": "reject"},
+        {"path": "/moved/", "path_normalisation": "redirect"},
+        {"path": "/repos/", "encoded_slashes": "keep"},
+    )
 
 
 def h1_get(gw: Gateway, target: str, host: str = "localhost") -> tuple[int, bytes]:
@@ -259,34 +257,34 @@ def test_the_query_passes_unchanged(gw: Gateway, app: _Recording) -> None:
 
 @protocols
 def test_a_strict_route_refuses_a_non_canonical_target(
-    gw: Gateway, app: _Recording, proto: str
+    gw_settings: Gateway, app: _Recording, proto: str
 ) -> None:
     for target in ("/strict//x", "/strict/a/../x", "/strict/%78", "/strict/%7e"):
-        assert GET[proto](gw, target)[0] in (0, 400), target
+        assert GET[proto](gw_settings, target)[0] in (0, 400), target
     assert seen_paths(app) == []
-    assert GET[proto](gw, "/strict/x?q=%2e")[0] == 404  # canonical: forwarded
+    assert GET[proto](gw_settings, "/strict/x?q=%2e")[0] == 404  # canonical: forwarded
     assert seen_paths(app) == ["/strict/x?q=%2e"]
 
 
 @protocols
 def test_a_redirecting_route_sends_the_canonical_form(
-    gw: Gateway, app: _Recording, proto: str
+    gw_settings: Gateway, app: _Recording, proto: str
 ) -> None:
-    assert GET[proto](gw, "/moved//a/./%62?q=1")[0] == 308
+    assert GET[proto](gw_settings, "/moved//a/./%62?q=1")[0] == 308
     if proto == "h1":
-        assert b"\r\nlocation: /moved/a/b?q=1" in gw.last_head.lower()  # type: ignore[attr-defined]
+        assert b"\r\nlocation: /moved/a/b?q=1" in gw_settings.last_head.lower()  # type: ignore[attr-defined]
     assert seen_paths(app) == []
-    GET[proto](gw, "/moved/a/b?q=1")
+    GET[proto](gw_settings, "/moved/a/b?q=1")
     assert seen_paths(app) == ["/moved/a/b?q=1"]
 
 
 @protocols
 def test_encoded_slashes_are_forwarded_only_where_a_route_keeps_them(
-    gw: Gateway, app: _Recording, proto: str
+    gw_settings: Gateway, app: _Recording, proto: str
 ) -> None:
-    assert GET[proto](gw, "/repos/group%2fname/files")[0] == 404
+    assert GET[proto](gw_settings, "/repos/group%2fname/files")[0] == 404
     assert seen_paths(app) == ["/repos/group%2Fname/files"]
     # hidden dot segments are refused even there, and other routes refuse %2F
     for target in ("/repos/x/..%2F..%2Fapi%2Fadmin/s", "/api/group%2Fname"):
-        assert GET[proto](gw, target)[0] in (0, 400), target
+        assert GET[proto](gw_settings, target)[0] in (0, 400), target
     assert len(seen_paths(app)) == 1
