@@ -146,7 +146,9 @@ def compile_plan(config: Config, registry: PoolRegistry) -> Plan:
         if any(site_tls_mode(s, True, directory) == "acme" for s in config.sites):
             challenges = ChallengeStore(resolve_data_dir(config.data_dir))
         handler = HttpsRedirectHandler(None if port == 443 else port, challenges)
-        redirect.add("prefix", "/", CompiledRoute("(redirect to https)", None, handler))
+        to_https = CompiledRoute("(redirect to https)", None, handler)
+        to_https.encoded_slashes = True  # the route on HTTPS decides; this one only redirects
+        redirect.add("prefix", "/", to_https)
     for site in config.sites:
         secure = site_tls_mode(site, has_https, config.acme.directory) != "off"
         paths: PathTable[CompiledRoute] = PathTable()

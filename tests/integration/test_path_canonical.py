@@ -23,7 +23,7 @@ import h2.events
 import pytest
 from test_http2 import RawH2, https_port, root_ca
 
-from conftest import Gateway, free_port, wait_for_port
+from conftest import Gateway, free_port, raw_request, wait_for_port
 
 REAL_TIME = b"the real time"
 
@@ -288,3 +288,10 @@ def test_encoded_slashes_are_forwarded_only_where_a_route_keeps_them(
     for target in ("/repos/x/..%2F..%2Fapi%2Fadmin/s", "/api/group%2Fname"):
         assert GET[proto](gw_settings, target)[0] in (0, 400), target
     assert len(seen_paths(app)) == 1
+    # plain HTTP is redirected to HTTPS as it is: the route there decides
+    reply = raw_request(
+        gw_settings.port,
+        b"GET /repos/a%2Fb HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    )
+    assert reply.startswith(b"HTTP/1.1 301"), reply
+    assert b"/repos/a%2Fb\r\n" in reply

@@ -34,7 +34,6 @@ _UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz01
 _PCHAR = _UNRESERVED | frozenset(b"!$&'()*+,;=:@")
 
 
-
 def _escaped(b: int) -> str:
     return f"%{b:02X}"
 
@@ -145,7 +144,7 @@ def set_origin_target(req: Request, target: bytes) -> str | None:
     Every request pays for this, so the common case is inlined: a set lookup for a path
     seen before, else a few `in` scans and one precompiled character-class search."""
     raw = target.decode("latin-1")
-    if "#" in raw:  # (a str scan: `b"#" in bytes` costs several times more)
+    if "#" in raw:  # scanned as text: `b"#" in target` costs several times more
         return FRAGMENT
     path, sep, query = raw.partition("?")
     req.raw_path = path
