@@ -21,6 +21,7 @@ from bastion.config.models import Hsts, PassiveHealth
 from bastion.handlers.s3 import S3Handler, s3_endpoint
 from bastion.handlers.simple import HttpsRedirectHandler, RedirectHandler, RespondHandler
 from bastion.handlers.static import StaticHandler
+from bastion.http1.target import has_encoded_slash
 from bastion.policies.build import wrap_handler
 from bastion.proxy.handler import ProxyHandler
 from bastion.proxy.pool import Pool, PoolRegistry
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
 
 
 class CompiledRoute:
-    __slots__ = ("extra_head", "handler", "methods", "name")
+    __slots__ = ("encoded_slashes", "extra_head", "handler", "methods", "name", "noncanonical")
 
     def __init__(
         self, name: str, methods: frozenset[str] | None, handler: Any, extra_head: bytes = b""
@@ -46,6 +47,19 @@ class CompiledRoute:
         self.handler = handler
         # header lines added to every response of this route (HSTS over HTTPS)
         self.extra_head = extra_head
+        # the route's backend takes %2F / %5C as data, not as a separator
+        self.encoded_slashes = False
+        # a request whose target was not canonical: None forwards the canonical form;
+        # otherwise the route that answers it (a 308 to the canonical form), or 400
+        self.noncanonical: CompiledRoute | int | None = None
+
+
+class CanonicalRedirect:
+    """The answer of a `path_normalisation: redirect` route to a non-canonical target."""
+
+    def handle(self, client: Any, req: Request) -> None:
+        location = req.path + ("?" + req.query if req.query else "")
+        client.respond(req, 308, b"", b"", b"Location: " + location.encode("latin-1") + b"\r\n")
 
 
 class Plan:
@@ -81,6 +95,8 @@ class Plan:
         method = req.method
         for route in candidates:
             if route.methods is None or method in route.methods:
+                if req.path is not req.raw_path:  # the target was rewritten (rare)
+                    return _noncanonical(route, req)
                 return route, 0, b""
         allowed = sorted({m for r in candidates if r.methods for m in r.methods})
         return None, 405, ", ".join(allowed).encode()
@@ -104,6 +120,18 @@ class Plan:
         return cached
 
 
+def _noncanonical(route: CompiledRoute, req: Request) -> tuple[CompiledRoute | None, int, bytes]:
+    """The route's answer to a request whose target was not in canonical form."""
+    if not route.encoded_slashes and has_encoded_slash(req.path):
+        return None, 400, b""
+    answer = route.noncanonical
+    if answer is None or req.path == req.raw_path:  # canonical, only spelled in a new object
+        return route, 0, b""
+    if isinstance(answer, int):
+        return None, answer, b""
+    return answer, 0, b""
+
+
 def compile_plan(config: Config, registry: PoolRegistry) -> Plan:
     """Raises ``OSError`` / ``ssl.SSLError`` when a certificate cannot be issued or loaded."""
     plan = Plan(config)
@@ -118,7 +146,9 @@ def compile_plan(config: Config, registry: PoolRegistry) -> Plan:
         if any(site_tls_mode(s, True, directory) == "acme" for s in config.sites):
             challenges = ChallengeStore(resolve_data_dir(config.data_dir))
         handler = HttpsRedirectHandler(None if port == 443 else port, challenges)
-        redirect.add("prefix", "/", CompiledRoute("(redirect to https)", None, handler))
+        to_https = CompiledRoute("(redirect to https)", None, handler)
+        to_https.encoded_slashes = True  # the route on HTTPS decides; this one only redirects
+        redirect.add("prefix", "/", to_https)
     for site in config.sites:
         secure = site_tls_mode(site, has_https, config.acme.directory) != "off"
         paths: PathTable[CompiledRoute] = PathTable()
@@ -136,6 +166,13 @@ def compile_plan(config: Config, registry: PoolRegistry) -> Plan:
             if methods is not None and (route.cors or site.cors):
                 methods = methods | {"OPTIONS"}  # CORS preflights; cors.py refuses other OPTIONS
             compiled = CompiledRoute(route.path.text, methods, handler, extra_head)
+            compiled.encoded_slashes = route.encoded_slashes == "keep"
+            if route.path_normalisation == "reject":
+                compiled.noncanonical = 400
+            elif route.path_normalisation == "redirect":
+                compiled.noncanonical = CompiledRoute(
+                    route.path.text, methods, CanonicalRedirect(), extra_head
+                )
             paths.add(route.path.kind, route.path.value, compiled)
         for host in site.hosts:
             if secure and redirect is not None:

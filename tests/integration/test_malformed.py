@@ -188,7 +188,9 @@ FRAMING_400 = {
     "encoded-dotdot-above-root": b"GET /%2e%2e/x HTTP/1.1\r\n" + H + b"\r\n",
     "encoded-nul": b"GET /a%00b HTTP/1.1\r\n" + H + b"\r\n",
     "bad-escape": b"GET /a%zz HTTP/1.1\r\n" + H + b"\r\n",
-    "not-utf8-escape": b"GET /a%ff HTTP/1.1\r\n" + H + b"\r\n",
+    "dotdot-behind-encoded-slash": b"GET /a/..%2fb HTTP/1.1\r\n" + H + b"\r\n",
+    "dotdot-semicolon": b"GET /a/..;/b HTTP/1.1\r\n" + H + b"\r\n",
+    "fragment": b"GET /a#b HTTP/1.1\r\n" + H + b"\r\n",
     "absolute-form-ftp": b"GET ftp://t/x HTTP/1.1\r\n" + H + b"\r\n",
 }
 

@@ -380,6 +380,8 @@ def test_json_schema() -> None:
         "path",
         "methods",
         "strip_prefix",
+        "path_normalisation",
+        "encoded_slashes",
         "proxy",
         "redirect",
         "static",

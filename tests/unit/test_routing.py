@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bastion.routing import HostTable, PathTable, normalize_path, parse_host
+from bastion.routing import HostTable, PathTable, parse_host
 
 
 # ------------------------------------------------------------------ HostTable
@@ -121,63 +121,6 @@ def test_routes_sharing_a_path_are_grouped() -> None:
 
 def test_empty_table_matches_nothing() -> None:
     assert PathTable[str]().match("/") is None
-
-
-# ------------------------------------------------------------- normalize_path
-@pytest.mark.parametrize(
-    ("raw", "normal"),
-    [
-        ("/", "/"),
-        ("/api/x", "/api/x"),
-        ("/a/../api/x", "/api/x"),
-        ("/a/./b", "/a/b"),
-        ("//a//b", "/a/b"),
-        ("/a/b/", "/a/b/"),
-        ("/a/b/.", "/a/b/"),
-        ("/a/b/..", "/a/"),
-        ("/a/..", "/"),
-        ("/.", "/"),
-        ("//", "/"),
-        ("/.hidden/x", "/.hidden/x"),
-        ("/a/.../b", "/a/.../b"),
-        ("/%61pi/x", "/api/x"),
-        ("/a/%2e%2e/admin", "/admin"),
-        ("/a/%2E/b", "/a/b"),
-        ("/caf%C3%A9", "/café"),
-        ("/a%20b", "/a b"),
-    ],
-)
-def test_normalize_path(raw: str, normal: str) -> None:
-    assert normalize_path(raw) == normal
-
-
-@pytest.mark.parametrize(
-    "raw",
-    [
-        "",
-        "api/x",  # not absolute
-        "*",
-        "/..",
-        "/../x",
-        "/a/../../x",
-        "/%2e%2e/x",
-        "/a/%2E%2E/%2e%2e/x",
-        "/a%00b",  # decodes to a control character
-        "/a%0d%0ab",
-        "/a%7f",
-        "/a%zz",  # broken escapes
-        "/a%2",
-        "/a%",
-        "/%ff",  # not UTF-8
-    ],
-)
-def test_normalize_path_rejects(raw: str) -> None:
-    assert normalize_path(raw) is None
-
-
-def test_plain_paths_come_back_as_they_are() -> None:
-    path = "/api/v1/users/42"
-    assert normalize_path(path) is path
 
 
 # ------------------------------------------------------------------ parse_host

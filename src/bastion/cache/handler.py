@@ -97,7 +97,7 @@ class CachingHandler:
             query = consumers.key_query(query)
         url = url_of(client.scheme.decode(), req.host, req.path, query)
         extra = header_values(req.headers, key_rules.headers) if key_rules.headers else ""
-        primary = primary_key(url, extra)
+        primary = primary_key(url, extra, req.host_header)
         own = None  # the primary key of the request's consumer (authenticated routes)
         if consumers is None:  # (the common case, inline)
             store = self.store

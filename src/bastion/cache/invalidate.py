@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urljoin, urlsplit
 
 from bastion.cache.key import normalise_query, url_of
-from bastion.routing import normalize_path
+from bastion.http1.target import canonical_path
 
 if TYPE_CHECKING:
     from bastion.cache.handler import CachingHandler
@@ -71,8 +71,9 @@ class Invalidator:
             return None
         if parts.scheme.lower() != scheme or _authority(scheme, parts.netloc) != authority:
             return None
-        path = normalize_path(parts.path or "/")
-        if path is None:
+        try:
+            path = canonical_path(parts.path or "/")
+        except ValueError:  # a path no request could be routed to: nothing stored for it
             return None
         return key_url(self.handler, scheme, req.host, path, parts.query)
 

@@ -1,5 +1,13 @@
-"""Cache keys: scheme + host + path + normalised query (+ chosen request headers),
-then the request's values of the response's Vary fields for the variant."""
+"""Cache keys: scheme + host + path + normalised query (+ chosen request headers) + the
+Host field as forwarded, then the request's values of the response's Vary fields for
+the variant.
+
+The path is the request's canonical path (`bastion.http1.target`): the one the route
+matched and the backend received, so a spelling that the backend reads differently
+("/api//time", "/api/%2e/time") is never stored under another path's key. The Host
+enters as the client sent it and the gateway forwards it (port included): a backend
+that builds an answer from "victim.test:6666" has built it for that Host only.
+The URL (scheme, host without port, path, query) is what purge by URL matches."""
 
 from __future__ import annotations
 
@@ -54,8 +62,12 @@ def url_of(scheme: str, host: str, path: str, query: str) -> str:
     return f"{scheme}://{host}{path}" + ("?" + query if query else "")
 
 
-def primary_key(url: str, extra: str) -> str:
-    return url + ("\x1e" + extra if extra else "")
+def primary_key(url: str, extra: str, host_field: bytes = b"") -> str:
+    """`host_field`: the Host (or :authority) as forwarded, which the URL holds without
+    its port and lowercased. Each part has a mark of its own (the consumer's is \x1c, the
+    variant's \x1d): none of them can occur in a host, a path or a field value."""
+    key = url + "\x1b" + host_field.decode("latin-1") if host_field else url
+    return key + ("\x1e" + extra if extra else "")
 
 
 def variant_key(

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from bastion.cache.key import normalise_query, url_of
+from bastion.http1.target import canonical_path
 
 if TYPE_CHECKING:
     from bastion.cache.store import MemoryStore
@@ -37,13 +38,16 @@ def purge_dir(data_dir: Path) -> Path:
 
 def cache_url(url: str) -> str:
     """A URL spelled the way the cache keys it: lowercase scheme and host, no port,
-    sorted query."""
+    sorted query, the path in its canonical form (as requests' paths are)."""
     parts = urlsplit(url)
     host = (parts.hostname or "").lower()
     if ":" in host:
         host = f"[{host}]"
     query = normalise_query(parts.query, "all")
-    return url_of((parts.scheme or "http").lower(), host, parts.path or "/", query)
+    path = parts.path or "/"
+    with contextlib.suppress(ValueError):  # a path no request could have: kept as given
+        path = canonical_path(path)
+    return url_of((parts.scheme or "http").lower(), host, path, query)
 
 
 def write_request(directory: Path, kind: str, value: str) -> Path:

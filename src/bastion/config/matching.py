@@ -12,6 +12,7 @@ from typing import Literal
 
 from bastion.config.addresses import parse_hostname
 from bastion.config.show import show
+from bastion.http1.target import canonical_path
 
 __all__ = [
     "LOCAL_SUFFIXES",
@@ -134,7 +135,9 @@ class RoutePath:
         return self.text
 
 
-def _check_plain_path(path: str, original: str) -> None:
+def _check_plain_path(path: str, original: str) -> str:
+    """The path in the canonical form requests are matched in ("/caf%C3%A9/" for "/café/",
+    "/a/b" for "/a//b"), so that a route matches every spelling of its path."""
     if not path.startswith("/"):
         raise ValueError(f"a route path must start with '/', got {show(original)}; {_PATH_HINT}")
     if any(c.isspace() or c in "?#" for c in path):
@@ -142,6 +145,10 @@ def _check_plain_path(path: str, original: str) -> None:
             f"a route path must not contain spaces, '?' or '#', got {show(original)} "
             "(the query string is not part of the path)"
         )
+    try:
+        return canonical_path(path.encode("utf-8").decode("latin-1"))
+    except ValueError as refused:
+        raise ValueError(f"{refused} ({show(original)})") from None
 
 
 def parse_route_path(value: object) -> RoutePath:
@@ -152,8 +159,7 @@ def parse_route_path(value: object) -> RoutePath:
         raise ValueError(f"{_PATH_HINT}, got {show(value)}")
     text = value.strip()
     if text.startswith("="):
-        path = text[1:].strip()
-        _check_plain_path(path, value)
+        path = _check_plain_path(text[1:].strip(), value)
         return RoutePath("exact", path, text)
     if text.startswith("~"):
         pattern = text[1:].strip()
@@ -164,5 +170,4 @@ def parse_route_path(value: object) -> RoutePath:
         except re.error as exc:
             raise ValueError(f"invalid regular expression {show(pattern)}: {exc}") from None
         return RoutePath("regex", pattern, text)
-    _check_plain_path(text, value)
-    return RoutePath("prefix", text, text)
+    return RoutePath("prefix", _check_plain_path(text, value), text)

@@ -611,6 +611,17 @@ class Route(_Model):
         description="Remove the matched prefix from the path sent upstream or used as the "
         "object key (prefix routes with proxy or s3 only).",
     )
+    path_normalisation: Literal["forward", "reject", "redirect"] = Field(
+        default="forward",
+        description="A request whose path is not in canonical form ('//', '.', '..', "
+        "needless escapes): 'forward' its canonical form, 'reject' it (400) or 'redirect' "
+        "it (308) to the canonical form.",
+    )
+    encoded_slashes: Literal["reject", "keep"] = Field(
+        default="reject",
+        description="A path with %2F or %5C: 'reject' it (400), or 'keep' it encoded as "
+        "part of its segment (only for backends that do not decode it to a separator).",
+    )
     proxy: Proxy | None = Field(default=None, description="Forward to upstream servers.")
     redirect: Redirect | None = Field(default=None, description="Answer with a redirect.")
     static: Static | None = Field(default=None, description="Serve files from a directory.")

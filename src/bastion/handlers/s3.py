@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import re
 from typing import TYPE_CHECKING
+from urllib.parse import unquote
 
 from bastion.config.addresses import UpstreamAddress, parse_upstream
 from bastion.config.origins import parse_endpoint
@@ -150,7 +151,7 @@ class S3Handler:
         path = req.path
         if self.strip is not None:
             path = path[len(self.strip) :]
-        key = path.lstrip("/")
+        key = unquote(path.lstrip("/"))  # the canonical path is escaped; keys are text
         if not key or key.endswith("/"):
             if self.index is None:
                 client.problem(req, 404, _MISSING_DETAIL)

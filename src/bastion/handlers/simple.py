@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
-from urllib.parse import quote
 
 from bastion.tls.challenges import CHALLENGE_PREFIX
 
@@ -12,10 +11,6 @@ if TYPE_CHECKING:
     from bastion.http1.request import Request
     from bastion.http1.server import HTTP1Connection
     from bastion.tls.challenges import ChallengeStore
-
-# Characters left as they are when a decoded path is put back into a URL.
-PATH_SAFE = "/:@!$&'()*+,;=~"
-
 
 class RedirectHandler:
     __slots__ = ("keep_rest", "prefix", "status", "to")
@@ -30,10 +25,10 @@ class RedirectHandler:
     def handle(self, client: HTTP1Connection, req: Request) -> None:
         location = self.to
         if self.keep_rest and self.prefix is not None:
-            # the rest of the normalized path (the route matched on it): the raw
-            # path may spell the prefix differently ("/%6Fld/") or carry "//"
+            # the rest of the canonical path (the route matched on it, already escaped):
+            # the raw path may spell the prefix differently ("/%6Fld/") or carry "//"
             # that would turn a "/" target into a protocol-relative URL
-            location += quote(req.path[len(self.prefix) :], safe=PATH_SAFE)
+            location += req.path[len(self.prefix) :]
             if req.query:
                 location += "?" + req.query
         headers = b"Location: " + location.encode("utf-8") + b"\r\n"

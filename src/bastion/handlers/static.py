@@ -16,9 +16,8 @@ import os
 import stat
 from email.utils import formatdate, parsedate_to_datetime
 from typing import TYPE_CHECKING, BinaryIO
-from urllib.parse import quote
+from urllib.parse import unquote
 
-from bastion.handlers.simple import PATH_SAFE
 from bastion.http1.request import BODY_LENGTH, BODY_NONE
 from bastion.http1.status import status_line
 
@@ -47,7 +46,10 @@ class StaticHandler:
         if req.method not in ("GET", "HEAD"):
             client.problem(req, 405, headers=b"Allow: GET, HEAD\r\n")
             return
-        path = req.path
+        # the canonical path is escaped; its dot segments are resolved and it holds no
+        # escaped control character nor a %2F / %5C that hides a dot or empty segment,
+        # so the decoded path cannot climb (the realpath check below holds anyway)
+        path = unquote(req.path) if "%" in req.path else req.path
         if "/." in path or "\x00" in path:
             client.problem(req, 404)
             return
@@ -61,7 +63,7 @@ class StaticHandler:
                 if not path.endswith("/"):
                     # from the normalized path: the raw one may start with "//" (a
                     # protocol-relative URL: an open redirect to another host)
-                    location = quote(path, safe=PATH_SAFE) + "/"
+                    location = req.path + "/"
                     if req.query:
                         location += "?" + req.query
                     client.respond(req, 301, b"", b"", b"Location: " + location.encode() + b"\r\n")

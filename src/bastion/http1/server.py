@@ -19,7 +19,8 @@ import httptools
 from bastion.http1.problem import PROBLEM_TYPE, problem_body
 from bastion.http1.request import BODY_FIXED, BODY_LENGTH, BODY_NONE, REFUSED_METHODS, Request
 from bastion.http1.status import fixed_head
-from bastion.routing import normalize_path, parse_host
+from bastion.http1.target import FRAGMENT, set_origin_target
+from bastion.routing import parse_host
 
 if TYPE_CHECKING:
     from bastion.server.context import WorkerContext
@@ -420,6 +421,8 @@ class HTTP1Connection(asyncio.Protocol):
             if target == b"*" and req.method == "OPTIONS":
                 req.path = req.raw_path = "*"
                 return
+            if b"#" in target:  # parse_url would drop the fragment without a word
+                raise ParseReject(400, FRAGMENT)
             try:
                 url = httptools.parse_url(target)
             except httptools.HttpParserInvalidURLError:
@@ -434,17 +437,9 @@ class HTTP1Connection(asyncio.Protocol):
             req.host_header = url.host + (b":%d" % url.port if url.port else b"")
             target = (url.path or b"/") + (b"?" + url.query if url.query else b"")
             req.target = target
-        raw = target.decode("latin-1")
-        path, _sep, query = raw.partition("?")
-        req.raw_path = path
-        req.query = query
-        if "%" not in path and "/." not in path and "//" not in path:
-            req.path = path  # already normal: the common case skips the call
-            return
-        normalized = normalize_path(path)
-        if normalized is None:
-            raise ParseReject(400, "The request path is malformed.")
-        req.path = normalized
+        refused = set_origin_target(req, target)
+        if refused is not None:
+            raise ParseReject(400, refused)
 
     def on_body(self, body: bytes) -> None:
         req = self.queue[-1]

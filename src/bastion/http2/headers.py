@@ -19,7 +19,8 @@ from __future__ import annotations
 import re
 
 from bastion.http1.request import REFUSED_METHODS, Request
-from bastion.routing import normalize_path, parse_host
+from bastion.http1.target import set_origin_target
+from bastion.routing import parse_host
 
 # Response fields that mean something only to an HTTP/1.1 connection (RFC 9113 §8.2.2),
 # and TE, which only a request may carry.
@@ -249,17 +250,9 @@ def _parse_path(req: Request, target: bytes) -> None:
             req.path = req.raw_path = "*"
             return
         raise StreamReject(400, "The :path pseudo-header is malformed.")
-    raw = target.decode("latin-1")
-    path, _sep, query = raw.partition("?")
-    req.raw_path = path
-    req.query = query
-    if "%" not in path and "/." not in path and "//" not in path:
-        req.path = path
-        return
-    normalized = normalize_path(path)
-    if normalized is None:
-        raise StreamReject(400, "The request path is malformed.")
-    req.path = normalized
+    refused = set_origin_target(req, target)
+    if refused is not None:
+        raise StreamReject(400, refused)
 
 
 def response_headers(head: bytes) -> list[tuple[bytes, bytes]]:

@@ -49,7 +49,7 @@ def compile_template(text: str, trusted: Callable[[str], bool] | None) -> Templa
         "request_id": lambda r: r.request_id.encode("latin-1", "replace"),
         "host": lambda r: r.host.encode("latin-1", "replace"),
         "method": lambda r: r.method.encode("latin-1"),
-        "path": lambda r: r.raw_path.encode("latin-1", "replace"),
+        "path": lambda r: r.path.encode("latin-1", "replace"),
     }
     parts: list[bytes | Getter] = []
     position = 0

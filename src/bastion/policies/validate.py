@@ -157,7 +157,7 @@ class BodyPolicy:
     # ------------------------------------------------------------------ OpenAPI
     async def _operation(self, req: Request, client: Any) -> Outcome:
         assert self.table is not None
-        path = req.raw_path
+        path = req.path  # canonical: what the backend receives
         base = self.base_path
         if base:
             if path != base and not path.startswith(base + "/"):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
 
 from bastion.balance.balancer import Balancer, RetryBudget
 from bastion.http1.request import Request
@@ -14,9 +13,6 @@ from bastion.proxy.headers import build_request_head, upgrade_to_forward
 if TYPE_CHECKING:
     from bastion.config.models import Proxy
     from bastion.http1.server import HTTP1Connection
-
-# Characters kept as they are when a decoded path goes back into a request target.
-_PATH_SAFE = "/:@!$&'()*+,;=~"
 
 
 class ProxyHandler:
@@ -87,13 +83,11 @@ class ProxyHandler:
                 ).encode()
 
     def handle(self, client: HTTP1Connection, req: Request, recorder: Any = None) -> None:
-        target = req.target
+        target = req.target  # the canonical path (what was routed) and the query
         strip = self.strip
         if strip is not None:
-            if req.raw_path.startswith(strip):
-                rest = req.raw_path[len(strip) :]
-            else:  # the prefix spelled otherwise ("/%61pi/", "//api/"): use the routed path
-                rest = quote(req.path[len(strip) :], safe=_PATH_SAFE)
+            # the route matched the canonical path, so it starts with the prefix as written
+            rest = req.path[len(strip) :]
             path = rest if rest.startswith("/") else "/" + rest
             target = (path + ("?" + req.query if req.query else "")).encode("latin-1")
         host = req.host_header or req.host.encode()
