@@ -243,6 +243,32 @@ def test_http10_without_host_is_accepted(gw: Gateway, backend: Backend) -> None:
     assert [r["path"] for r in backend.requests] == ["/ten"]
 
 
+@pytest.mark.parametrize(
+    "first",
+    [b"GET /ten HTTP/1.0\r\n\r\n", b"GET /ten HTTP/1.1\r\n" + H + b"Connection: close\r\n\r\n"],
+    ids=["http10", "connection-close"],
+)
+def test_bytes_after_a_closing_request_are_not_answered(
+    gw: Gateway, backend: Backend, first: bytes
+) -> None:
+    """What follows a request that ends the connection is no request: the client gets
+    the first answer and the close, not a 400 for the rest (nginx does the same)."""
+    reply = exchange(gw.port, first + G + b"\r\n")
+    assert reply.closed
+    assert [r.status for r in reply.responses] == [200]
+    assert [r["path"] for r in backend.requests] == ["/ten"]
+
+
+def test_a_refused_head_request_gets_no_body(gw: Gateway, backend: Backend) -> None:
+    """A HEAD refused while its head is parsed still gets an answer without a body:
+    bytes after it would be read as the start of a next answer."""
+    data = b"HEAD /x HTTP/1.1\r\n" + H + b"Content-Length: 5\r\nContent-Length: 6\r\n\r\n"
+    reply = exchange(gw.port, data, head=True)
+    assert [r.status for r in reply.responses] == [400]
+    assert reply.closed
+    assert_nothing_forwarded(gw, backend)
+
+
 def test_upstream_down_502_hides_the_address(
     gateway: Callable[..., Gateway], backend: Backend
 ) -> None:

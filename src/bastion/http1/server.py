@@ -244,7 +244,13 @@ class HTTP1Connection(asyncio.Protocol):
             if req is not None:
                 req.upgrade_data = data[upgrade.args[0] :]
         except httptools.HttpParserError as exc:
-            if self.reject is None:
+            last = self.queue[-1] if self.queue else None
+            if last is not None and last.body_done and not last.keep_alive:
+                # bytes after a request that ends the connection (HTTP/1.0, `Connection:
+                # close`), which llhttp refuses: no request of the client's, so no 400;
+                # they are dropped and the connection closes after the answer, as nginx does
+                pass
+            elif self.reject is None:
                 self.reject = self._classify_parse_error(exc)
         except ParseReject as exc:
             self.reject = exc
@@ -735,7 +741,10 @@ class HTTP1Connection(asyncio.Protocol):
         if not req.request_id:
             req.request_id = self.ctx.next_request_id()
         if not req.method:
-            req.method = "-"
+            # refused before its head was complete: a HEAD request still gets no body
+            # (llhttp knows the method once the target has begun)
+            head = self.url_parts and self.parser.get_method() == b"HEAD"
+            req.method = "HEAD" if head else "-"
         req.start = req.start or self.ctx.loop.time()
         self.queue.clear()
         self.active = req
