@@ -57,18 +57,22 @@ def _unescape(match: re.Match[bytes]) -> bytes:
     return bytes([int(match.group(1), 16)])
 
 
-def backend_view(target: bytes, lenient: bool = False) -> bytes:
+def backend_view(target: bytes, lenient: bool = False, merge: bool = False) -> bytes:
     """The path a backend serves for this request target.
 
     Strict: the fragment is dropped and dot segments (also percent-encoded ones, as
     WHATWG URL parsers do) are resolved — what Werkzeug, uvicorn and Node do.
     Lenient: also decodes every percent-escape (%2F), treats `\\` as `/`, drops `;params`
-    and merges slashes — what some Java and PHP stacks do."""
+    and merges slashes — what some Java and PHP stacks do.
+    Merge: repeated slashes are one, as in bastion's canonical form (merged before dot
+    segments are resolved): a target the gateway forwards in that form is unchanged."""
     if target[:7].lower() == b"http://" or target[:8].lower() == b"https://":
         rest = target.split(b"//", 1)[1]
         slash = rest.find(b"/")
         target = rest[slash:] if slash >= 0 else b"/"
     path = target.split(b"#", 1)[0].split(b"?", 1)[0]
+    if merge:
+        path = re.sub(rb"/{2,}", b"/", path)
     if lenient:
         path = unquote_to_bytes(path).replace(b"\\", b"/")
         path = b"/".join(seg.split(b";", 1)[0] for seg in path.split(b"/"))
@@ -194,7 +198,7 @@ class Oracles:
             return
         other = self.sent.get(sent.echo)
         if sent.cache in ("HIT", "STALE") and other is not None:
-            if backend_view(other.target) != backend_view(sent.target):
+            if backend_view(other.target, merge=True) != backend_view(sent.target, merge=True):
                 self.add(
                     "cache-poisoning",
                     sent.case,
@@ -251,7 +255,7 @@ class Oracles:
                 case,
                 f"client sent method {sent.method!r}, backend got {seen.method!r}: {raw!r}",
             )
-        if backend_view(seen.target) != backend_view(sent.target):
+        if backend_view(seen.target, merge=True) != backend_view(sent.target, merge=True):
             self.add(
                 "target-changed",
                 case,

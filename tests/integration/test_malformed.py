@@ -259,10 +259,18 @@ def test_bytes_after_a_closing_request_are_not_answered(
     assert [r["path"] for r in backend.requests] == ["/ten"]
 
 
-def test_a_refused_head_request_gets_no_body(gw: Gateway, backend: Backend) -> None:
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"HEAD /x HTTP/1.1\r\n" + H + b"Content-Length: 5\r\nContent-Length: 6\r\n\r\n",
+        b"HEAD #x HTTP/1.1\r\n" + H + b"\r\n",
+        b"HEAD /a\x0bb HTTP/1.1\r\n" + H + b"\r\n",
+    ],
+    ids=["two-lengths", "bad-target-start", "ctl-in-target"],
+)
+def test_a_refused_head_request_gets_no_body(gw: Gateway, backend: Backend, data: bytes) -> None:
     """A HEAD refused while its head is parsed still gets an answer without a body:
     bytes after it would be read as the start of a next answer."""
-    data = b"HEAD /x HTTP/1.1\r\n" + H + b"Content-Length: 5\r\nContent-Length: 6\r\n\r\n"
     reply = exchange(gw.port, data, head=True)
     assert [r.status for r in reply.responses] == [400]
     assert reply.closed

@@ -742,9 +742,8 @@ class HTTP1Connection(asyncio.Protocol):
             req.request_id = self.ctx.next_request_id()
         if not req.method:
             # refused before its head was complete: a HEAD request still gets no body
-            # (llhttp knows the method once the target has begun)
-            head = self.url_parts and self.parser.get_method() == b"HEAD"
-            req.method = "HEAD" if head else "-"
+            # (llhttp reports a method it has not read as DELETE, never as HEAD)
+            req.method = "HEAD" if self.parser.get_method() == b"HEAD" else "-"
         req.start = req.start or self.ctx.loop.time()
         self.queue.clear()
         self.active = req
