@@ -245,6 +245,10 @@ def build_request(rng: random.Random, oracles: Oracles, case: int, key: str) -> 
     if rng.random() < 0.1:
         rng.shuffle(req.headers)
     valid, conflicting = oracles.key_state(req.target, req.headers)
+    if req.target[:7].lower() == b"http://" or req.target[:8].lower() == b"https://":
+        # absolute form: the target's authority is the host, the Host field is ignored
+        # (RFC 9112 §3.2.2)
+        host = req.target.split(b"//", 1)[1].split(b"/", 1)[0]
     sent = Sent(
         rid=rid,
         case=case,
