@@ -295,3 +295,22 @@ def test_encoded_slashes_are_forwarded_only_where_a_route_keeps_them(
     )
     assert reply.startswith(b"HTTP/1.1 301"), reply
     assert b"/repos/a%2Fb\r\n" in reply
+
+
+
+def test_an_absolute_form_authority_is_the_host_of_the_cache_key(
+    gw: Gateway, app: _Recording
+) -> None:
+    """An absolute-form target's authority replaces the Host field (RFC 9112 §3.2.2): it
+    is what the backend gets as Host, so it is what the cache keys on."""
+    assert h1_get(gw, "https://localhost:6666/api/time") == (
+        200,
+        REAL_TIME + b" for localhost:6666",
+    )
+    assert h1_get(gw, "/api/time") == (200, REAL_TIME + b" for localhost")
+    assert h1_get(gw, "https://localhost/api/time", "localhost:6666") == (
+        200,
+        REAL_TIME + b" for localhost",
+    )
+    with app.lock:
+        assert [host for _, host in app.seen] == ["localhost:6666", "localhost"]
