@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -89,7 +88,6 @@ def _rsa_cert(directory: Path, name: str) -> tuple[Path, Path]:
     return cert_file, key_file
 
 
-@pytest.mark.skipif(OPENSSL is None, reason="needs the openssl command")
 def test_only_the_intermediate_profiles_groups_are_offered(
     tmp_path: Path, backend: Backend, gateway: GatewayFactory
 ) -> None:
