@@ -285,6 +285,10 @@ def test_a_credential_sent_twice_is_a_400(
         (f"/keys/a?api_key={key}&api_key={other}", []),
         (f"/keys/a?api_key={key}&api_key={key}", []),
         ("/keys/a", [("Authorization", f"Bearer {key}"), ("Authorization", f"Bearer {other}")]),
+        # bearer tokens are keys on this route: a different one beside the key header is
+        # a second key, whichever comes first
+        ("/keys/a", [("X-API-Key", key), ("Authorization", f"Bearer {other}")]),
+        ("/keys/a", [("Authorization", f"Bearer {other}"), ("X-API-Key", key)]),
     ]
     for n, (c, version) in enumerate(gw.clients(tmp_path)):
         with c:
@@ -294,11 +298,13 @@ def test_a_credential_sent_twice_is_a_400(
                 assert r.http_version == version
                 assert r.headers["content-type"] == "application/problem+json"
                 assert key not in r.text and other not in r.text
-            assert len(backend.requests) == n  # nothing forwarded
+            assert len(backend.requests) == 2 * n  # nothing forwarded
             # the same key in the header and the query is one key
             r = c.get(f"/keys/a?api_key={key}&n=1", headers={"X-API-Key": key})
             assert r.status_code == 200, r.text
             assert backend.requests[-1]["path"] == "/keys/a?n=1"
+            r = c.get("/keys/a", headers={"X-API-Key": key, "Authorization": f"Bearer {key}"})
+            assert r.status_code == 200, r.text
 
 
 def test_two_basic_authorization_fields_are_a_400(

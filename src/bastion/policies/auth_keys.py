@@ -123,10 +123,15 @@ class ApiKeyPolicy:
                 return None, None, self._ambiguous(f"more than one {self.header_name} field")
             if fields:
                 key, source = fields[0].strip().decode("latin-1"), self.header
-        if key is None and self.bearer and authorization(req):
+        if self.bearer and authorization(req):
+            # with bearer tokens on, `Authorization: Bearer` is a key field too: one
+            # that differs from the key header is a second key, not the backend's own
             token = self.identity.bearer(req, self.challenge, self.realm)
             if isinstance(token, str):
-                key, source = token, b"authorization"
+                if key is None:
+                    key, source = token, b"authorization"
+                elif token != key:
+                    return None, None, self._ambiguous("two different keys (two fields)")
             elif token.status == 400:
                 return None, None, token
         if key is None:
@@ -151,7 +156,7 @@ class ApiKeyPolicy:
 
     def on_request(self, req: Request) -> Denied | None:
         header = self.header
-        if header is not None and not (self.query is not None and req.query):
+        if header is not None and not self.bearer and not (self.query is not None and req.query):
             # the common case first: a valid key in the one key header
             found: bytes | None = None
             for lname, _, value in req.headers:
