@@ -156,7 +156,7 @@ class ApiKeyPolicy:
 
     def on_request(self, req: Request) -> Denied | None:
         header = self.header
-        if header is not None and not self.bearer and not (self.query is not None and req.query):
+        if header is not None and not (self.query is not None and req.query):
             # the common case first: a valid key in the one key header
             found: bytes | None = None
             for lname, _, value in req.headers:
@@ -164,6 +164,8 @@ class ApiKeyPolicy:
                     if found is not None:
                         return self._check(req)  # a second key field: refused there
                     found = value
+                elif lname == b"authorization" and self.bearer:
+                    return self._check(req)  # a bearer token too: compared there
             if found is not None:
                 if req.start < self.seen_until:
                     seen = self.seen.get(found)
