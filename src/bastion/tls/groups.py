@@ -17,6 +17,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import ssl
+import sys
 from functools import cache
 from typing import Any
 
@@ -64,7 +65,10 @@ def set_groups(context: ssl.SSLContext, groups: str = INTERMEDIATE_GROUPS) -> bo
     if native is not None:
         native(groups)
         return True
-    lib = _openssl()
+    # the object layout read below is CPython's up to 3.14 (3.15 has set_groups): on any
+    # other interpreter the pointer is not even looked at
+    known_layout = sys.implementation.name == "cpython" and sys.version_info < (3, 15)
+    lib = _openssl() if known_layout else None
     pointer = None if lib is None else _ssl_ctx(context, lib)
     if lib is None or pointer is None:
         log.warning("tls: cannot restrict the key exchange groups; OpenSSL's defaults stay")
