@@ -39,7 +39,7 @@ bench-instructions: $(STAMP)
 	$(BIN)/python bench/instructions.py
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests bench fuzz
 	$(BIN)/mypy
 
 clean:
