@@ -28,6 +28,10 @@ BENCH_DIR = Path(__file__).resolve().parent
 # connections opened at once: enough to keep the worker busy, few enough that the
 # listen backlog never overflows on a small machine
 _PARALLEL = 200
+# the worker trims its heap at most once in this many seconds (MIN_TRIM_WAIT in
+# bastion/server/memory.py): a round's "after" is sampled once its trim may have run
+# (the previous round's trim came within a few seconds of that round's close)
+_TRIM_WAIT = 30.0 + 3.0
 
 
 def _config(plain: int, https: int, tls: tlscert.TlsFiles, data_dir: Path, n: int) -> str:
@@ -126,6 +130,7 @@ def main() -> int:
             print(f"bastion worker pid {proc.pid}, {n} connections per round")
             print(f"start: {start_kib / 1024:.1f} MiB")
             print("kind   round  before MiB  during MiB  after MiB  KiB/conn  after/start")
+            last_closed = float("-inf")
             for kind in args.kinds.split(","):
                 port = https_port if kind == "tls" else plain_port
                 for round_no in range(1, args.rounds + 1):
@@ -133,6 +138,8 @@ def main() -> int:
                     during, count = asyncio.run(
                         _hold(port, n, context if kind == "tls" else None, proc.pid)
                     )
+                    time.sleep(max(0.0, last_closed + _TRIM_WAIT - time.monotonic()))
+                    last_closed = time.monotonic()
                     after = _settle(proc.pid, 15)
                     print(
                         f"{kind:6} {round_no:5}  {before / 1024:10.1f}  {during / 1024:10.1f}"

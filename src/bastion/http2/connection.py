@@ -85,12 +85,19 @@ class HTTP2Connection(asyncio.Protocol):
         self.header_timeout = plan.timeouts.header
         self.idle_timeout = plan.timeouts.keepalive
         self.send_timeout = plan.timeouts.send
+        window = settings.initial_window
+        self.connection_window = min(window * 4, 2**31 - 1)
+        # waiting streams may hold one connection window in all: with the window
+        # in flight for the other streams, a connection holds at most two of them
         self.uploads = Uploads(
-            ctx.loop, settings.max_uploads, plan.timeouts.body, self._dispatch
+            ctx.loop,
+            settings.max_uploads,
+            self.connection_window,
+            plan.timeouts.body,
+            self._dispatch,
         )
         self.max_requests = settings.max_requests
         self.max_resets = settings.max_resets
-        window = settings.initial_window
         self.client_ip = ""
         self.streams: dict[int, Stream] = {}
         # streams with response bytes to move into DATA frames at the next flush
@@ -124,7 +131,6 @@ class HTTP2Connection(asyncio.Protocol):
                 SettingCodes.INITIAL_WINDOW_SIZE: window,
             },
         )
-        self.connection_window = min(window * 4, 2**31 - 1)
         self.idle_since = ctx.loop.time()
 
     # ----------------------------------------------------------- transport
@@ -254,9 +260,33 @@ class HTTP2Connection(asyncio.Protocol):
         for stream in new:
             if not stream.closed and not stream.answered:
                 self.uploads.start(stream, now)
+                if stream.waiting and stream.unacked:
+                    # body bytes that came with its HEADERS, before it had to wait
+                    self.hold_waiting(stream, stream.unacked)
         if self.uploads.waiting:
             self.uploads.admit()
         self.flush_soon()
+
+    def hold_waiting(self, stream: Stream, size: int) -> None:
+        """`size` more body bytes held by a waiting stream: credited back to the
+        connection window within the waiting streams' budget, else the stream is refused."""
+        if self.uploads.hold(stream, size):
+            self.credit_connection(size)
+        else:
+            self.refuse(stream)
+
+    def refuse(self, stream: Stream) -> None:
+        """Reset a stream never dispatched with REFUSED_STREAM: nothing was processed, so
+        the client may retry it (RFC 9113 §8.7). Its body is dropped and its bytes go
+        back to the connection window."""
+        self.uploads.release(stream)
+        stream.req.body_buffer = None
+        stream.closed = True
+        stream.answered = True  # never dispatched: no answer and no access log line
+        self._reset(stream.sid, ErrorCodes.REFUSED_STREAM)
+        self.ack(stream.sid, stream.unacked)
+        stream.unacked = 0
+        self._forget(stream)
 
     def credit_connection(self, size: int) -> None:
         """Reopen the connection window (not the stream's) for bytes a waiting stream holds;
@@ -455,6 +485,8 @@ class HTTP2Connection(asyncio.Protocol):
     def _forget(self, stream: Stream) -> None:
         if stream.uploading:
             self.uploads.done(stream)
+        if stream.held:
+            self.uploads.release(stream)
         if self.streams.pop(stream.sid, None) is not None:
             self._stream_gone()
 

@@ -44,6 +44,7 @@ class Stream:
     body_at = 0.0
     uploading = False  # counted in the connection's forwarded uploads (http2.max_uploads)
     waiting = False  # held back by that cap: not dispatched yet
+    held = 0  # body bytes held while waiting and credited to the connection window
     scheme = b"https"
     secure = True
 
@@ -102,8 +103,8 @@ class Stream:
             self.unacked += flow_length
             if self.waiting:
                 # held back for a while: only this stream's window stays closed, so
-                # the uploads under way keep the connection window
-                self.conn.credit_connection(flow_length)
+                # the uploads under way keep the connection window (within a budget)
+                self.conn.hold_waiting(self, flow_length)
 
     def on_end(self) -> None:
         req = self.req
@@ -268,6 +269,8 @@ class Stream:
         self.closed = True
         if self.uploading:
             self.conn.uploads.done(self)
+        if self.held:
+            self.conn.uploads.release(self)
         self.pending.clear()
         self.pending_bytes = 0
         self._cancel_handler()

@@ -7,6 +7,14 @@ windows) until one of those bodies completes or its stream ends. A stream whose 
 is complete never waits. Each forwarded upload also has its own body timer: the
 longest gap between two DATA frames (`timeouts.body`), checked on the connection's
 once-a-second tick.
+
+The bytes waiting streams hold are credited back to the connection window, so the
+uploads under way are not starved by streams the gateway itself holds back. Those
+credited bytes are bounded per connection by `budget` (one connection window): a
+waiting stream whose DATA would take them past it is refused (REFUSED_STREAM, its body
+dropped) rather than the connection window being left to close. Closing it instead would
+bound memory too, but a client writing to every stream at once would then fill the
+whole window with held-back bytes and the running uploads could never finish.
 """
 
 from __future__ import annotations
@@ -26,11 +34,14 @@ class Uploads:
         self,
         loop: asyncio.AbstractEventLoop,
         limit: int,
+        budget: int,
         body_timeout: float,
         dispatch: Callable[[Stream], None],
     ) -> None:
         self.loop = loop
         self.limit = limit
+        self.budget = budget  # request body bytes waiting streams may hold, in all
+        self.held = 0  # what they hold now (each stream's share in Stream.held)
         self.body_timeout = body_timeout
         self.dispatch = dispatch
         self.count = 0  # forwarded streams whose body is still arriving
@@ -48,6 +59,20 @@ class Uploads:
         else:
             self._forward(stream, now)
 
+    def hold(self, stream: Stream, size: int) -> bool:
+        """Count `size` more body bytes held by the waiting `stream`: False, and nothing
+        counted, if that would take the waiting streams past the budget."""
+        if self.held + size > self.budget:
+            return False
+        self.held += size
+        stream.held += size
+        return True
+
+    def release(self, stream: Stream) -> None:
+        """`stream` no longer waits (dispatched, refused or gone): its bytes are its own."""
+        self.held -= stream.held
+        stream.held = 0
+
     def _forward(self, stream: Stream, now: float) -> None:
         self.count += 1
         stream.uploading = True
@@ -62,12 +87,15 @@ class Uploads:
         for _ in range(len(waiting)):
             stream = waiting.popleft()
             if stream.closed or stream.answered or self.closed:
+                self.release(stream)
                 continue
             if stream.req.body_done:
                 stream.waiting = False
+                self.release(stream)
                 self.dispatch(stream)
             elif self.count < self.limit:
                 stream.waiting = False
+                self.release(stream)
                 self._forward(stream, now)
             else:
                 waiting.append(stream)
