@@ -220,3 +220,31 @@ def test_revalidation_is_sent_as_the_policies_left_the_request(
         {"n": 3, "consumer": "bob", "link": f"{urlsplit(site.bases[proto]).scheme}://"
          f"{urlsplit(site.bases[proto]).netloc}/keys/s"},
     )  # fmt: skip
+
+
+def test_invalidations_reach_the_other_workers_in_batches(
+    origin: Origin, start: Callable[..., Site]
+) -> None:
+    """A flood of POSTs writes a few files for the other workers, not one per POST, and
+    every invalidated URL is in them."""
+    site = start([cached("/open/", origin)], workers=2)
+    posts = 100
+    began = time.monotonic()
+    for i in range(posts):
+        assert site.send("h1", "POST", f"/open/items/{i}").status_code == 201
+    wanted = {f"/open/items/{i}" for i in range(posts)}
+    directory = site.data / "cache-purge"
+    deadline = time.monotonic() + 10
+    while True:
+        files = [p for p in directory.glob("*.json") if not p.name.startswith(".")]
+        found = set()
+        for path in files:
+            value = json.loads(path.read_text())["value"]
+            found.update(urlsplit(v).path for v in ([value] if isinstance(value, str) else value))
+        if wanted <= found or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    elapsed = time.monotonic() - began
+    assert wanted <= found
+    # each worker: the first at once, then at most one per half second
+    assert len(files) <= 2 * (2 + int(elapsed / 0.5)) < posts, (len(files), elapsed)

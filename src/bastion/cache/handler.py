@@ -270,7 +270,7 @@ class CachingHandler:
         for url in dict.fromkeys(urls):
             self.store.purge_url(url)
             if self.broadcast and purge is not None:
-                purge.tell_others("url", url)
+                purge.invalidated(url)  # batched: at most one file per poll interval
 
     # ------------------------------------------------------------------ purge
     def _purge_request(self, client: Any, req: Request) -> None:
