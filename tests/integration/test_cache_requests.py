@@ -248,3 +248,18 @@ def test_invalidations_reach_the_other_workers_in_batches(
     assert wanted <= found
     # each worker: the first at once, then at most one per half second
     assert len(files) <= 2 * (2 + int(elapsed / 0.5)) < posts, (len(files), elapsed)
+
+
+@pytest.mark.parametrize("query", ["ignore", ["page"]])
+def test_purge_finds_entries_keyed_on_part_of_the_query(
+    query: str | list[str], origin: Origin, start: Callable[..., Site]
+) -> None:
+    route = cached("/q/", origin)
+    route["cache"] = {"key": {"query": query}}
+    site = start([route], cache={"purge_from": ["127.0.0.1"]})
+    target = "/q/list?page=2&utm=mail"
+    assert site.get("h1", target)[0] == "MISS"
+    assert site.get("h1", target)[0] == "HIT"
+    purged = site.send("h1", "PURGE", target)
+    assert purged.status_code == 200 and purged.json() == {"purged": 1}
+    assert site.get("h1", target)[0] == "MISS"

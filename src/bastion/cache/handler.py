@@ -91,13 +91,10 @@ class CachingHandler:
             self.proxy.handle(client, req)
             return
         key_rules = self.key_rules
-        query = normalise_query(req.query, key_rules.query) if req.query else ""
-        consumers = self.consumers
-        if query and consumers is not None:
-            query = consumers.key_query(query)
-        url = url_of(client.scheme.decode(), req.host, req.path, query)
+        url = self.key_url(client.scheme.decode(), req.host, req.path, req.query)
         extra = header_values(req.headers, key_rules.headers) if key_rules.headers else ""
         primary = primary_key(url, extra, req.host_header)
+        consumers = self.consumers
         own = None  # the primary key of the request's consumer (authenticated routes)
         if consumers is None:  # (the common case, inline)
             store = self.store
@@ -273,9 +270,19 @@ class CachingHandler:
                 purge.invalidated(url)  # batched: at most one file per poll interval
 
     # ------------------------------------------------------------------ purge
+    def key_url(self, scheme: str, host: str, path: str, query: str) -> str:
+        """The URL as this route spells it in keys: the query normalised by the route's
+        rules, without the API key's parameter. Lookups, invalidations and PURGE all
+        use it, so that each finds what the others stored."""
+        query = normalise_query(query, self.key_rules.query) if query else ""
+        consumers = self.consumers
+        if query and consumers is not None:
+            query = consumers.key_query(query)
+        return url_of(scheme, host, path, query)
+
     def _purge_request(self, client: Any, req: Request) -> None:
         assert self.purge is not None
-        url = url_of(client.scheme.decode(), req.host, req.path, normalise_query(req.query, "all"))
+        url = self.key_url(client.scheme.decode(), req.host, req.path, req.query)
         count = self.purge.submit("url", url)
         body = b'{"purged": %d}' % count
         client.respond(req, 200, body, b"application/json")

@@ -39,14 +39,11 @@ def normalise_query(query: str, mode: str | frozenset[str]) -> str:
 
 
 class KeyRules:
-    __slots__ = ("consumer", "headers", "query")
+    __slots__ = ("headers", "query")
 
-    def __init__(
-        self, query: str | frozenset[str], headers: Sequence[str], consumer: bool = False
-    ) -> None:
+    def __init__(self, query: str | frozenset[str], headers: Sequence[str]) -> None:
         self.query = query
         self.headers = tuple(h.lower().encode("latin-1") for h in headers)
-        self.consumer = consumer  # the authenticated consumer's name is part of the key
 
 
 def header_values(headers: list[tuple[bytes, bytes, bytes]], names: Sequence[bytes]) -> str:
