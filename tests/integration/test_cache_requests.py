@@ -222,6 +222,41 @@ def test_revalidation_is_sent_as_the_policies_left_the_request(
     )  # fmt: skip
 
 
+@pytest.mark.parametrize("proto", PROTOCOLS)
+def test_host_and_scheme_forwarded_by_a_trusted_proxy_are_in_the_key(
+    proto: str, origin: Origin, start: Callable[..., Site]
+) -> None:
+    site = start([cached("/fwd/", origin)], trusted_proxies=["127.0.0.1"])
+    base = urlsplit(site.bases[proto])
+    own = f"{base.scheme}://{base.netloc}/fwd/page"
+    evil = {"X-Forwarded-Host": "evil.test"}
+    assert site.get(proto, "/fwd/page", **evil) == (
+        "MISS",
+        {"n": 1, "consumer": None, "link": f"{base.scheme}://evil.test/fwd/page"},
+    )
+    # another forwarded host, another scheme, or none: not the answer built for evil.test
+    assert site.get(proto, "/fwd/page")[1]["link"] == own
+    assert site.get(proto, "/fwd/page", **{"X-Forwarded-Host": "shop.test"})[1]["link"] == (
+        f"{base.scheme}://shop.test/fwd/page"
+    )
+    assert site.get(proto, "/fwd/page", **evil, **{"X-Forwarded-Proto": "gopher"})[1] == {
+        "n": 4,
+        "consumer": None,
+        "link": "gopher://evil.test/fwd/page",
+    }
+    # each is stored under its own key
+    assert site.get(proto, "/fwd/page", **evil) == (
+        "HIT",
+        {"n": 1, "consumer": None, "link": f"{base.scheme}://evil.test/fwd/page"},
+    )
+    assert site.get(proto, "/fwd/page") == ("HIT", {"n": 2, "consumer": None, "link": own})
+    assert len(origin.gets("/fwd/page")) == 4
+    # and a POST still drops them all (the URL is the same)
+    assert site.send(proto, "POST", "/fwd/page").status_code == 201
+    assert site.get(proto, "/fwd/page", **evil)[0] == "MISS"
+    assert site.get(proto, "/fwd/page")[0] == "MISS"
+
+
 def test_invalidations_reach_the_other_workers_in_batches(
     origin: Origin, start: Callable[..., Site]
 ) -> None:

@@ -16,6 +16,7 @@ from bastion.cache.entries import build_entry, field_map
 from bastion.cache.invalidate import SAFE_METHODS, Invalidator
 from bastion.cache.key import (
     KeyRules,
+    forwarded_part,
     header_values,
     normalise_query,
     primary_key,
@@ -93,7 +94,14 @@ class CachingHandler:
         key_rules = self.key_rules
         url = self.key_url(client.scheme.decode(), req.host, req.path, req.query)
         extra = header_values(req.headers, key_rules.headers) if key_rules.headers else ""
-        primary = primary_key(url, extra, req.host_header)
+        forwarded = ""
+        if req.xfh is not None or req.xfp is not None:  # (rare: checked before `trusted`)
+            trusted = self.proxy.trusted
+            if trusted is not None and trusted(req.client_ip):
+                # the backend builds its links from these: an answer made for one
+                # forwarded host or scheme is not the answer for another
+                forwarded = forwarded_part(req.xfp, req.xfh)
+        primary = primary_key(url, extra, req.host_header, forwarded)
         consumers = self.consumers
         own = None  # the primary key of the request's consumer (authenticated routes)
         if consumers is None:  # (the common case, inline)
