@@ -7,37 +7,28 @@ from typing import TYPE_CHECKING
 
 from bastion.cache.entries import UNSTORED
 from bastion.cache.policy import http_date
-from bastion.http1.request import Request
 
 if TYPE_CHECKING:
     from bastion.cache.store import Entry
+    from bastion.http1.request import Request
 
 _CONDITIONAL = frozenset(
     (b"if-none-match", b"if-modified-since", b"if-match", b"if-unmodified-since", b"if-range")
 )
-_COPIED = (
-    "target", "path", "raw_path", "query", "host", "host_header", "client_ip",
-    "request_id", "xff", "xfp", "xfh", "xrid",
-)  # fmt: skip
 
 
 def conditional_request(req: Request, entry: Entry) -> Request:
     """A GET for the same resource, with the entry's validators instead of the
-    client's own conditions (the answer must be usable for the entry)."""
-    sub = Request()
-    for name in _COPIED:
-        setattr(sub, name, getattr(req, name))
-    sub.method = "GET"
-    sub.version = "1.1"
+    client's own conditions (the answer must be usable for the entry). It is `req` as
+    the route's policies left it (consumer, added and dropped fields), so the backend
+    gets the gateway's identity fields and never the client's credentials or its own
+    copy of them."""
     headers = [h for h in req.headers if h[0] not in _CONDITIONAL and h[0] != b"range"]
     if entry.etag is not None:
         headers.append((b"if-none-match", b"If-None-Match", entry.etag))
     if entry.last_modified is not None:
         headers.append((b"if-modified-since", b"If-Modified-Since", entry.last_modified))
-    sub.headers = headers
-    sub.body_done = True
-    sub.dispatched = True
-    return sub
+    return req.derived_get(headers)
 
 
 def _etags(value: bytes) -> list[bytes]:

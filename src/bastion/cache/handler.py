@@ -16,6 +16,7 @@ from bastion.cache.entries import build_entry, field_map
 from bastion.cache.invalidate import SAFE_METHODS, Invalidator
 from bastion.cache.key import (
     KeyRules,
+    forwarded_part,
     header_values,
     normalise_query,
     primary_key,
@@ -91,13 +92,17 @@ class CachingHandler:
             self.proxy.handle(client, req)
             return
         key_rules = self.key_rules
-        query = normalise_query(req.query, key_rules.query) if req.query else ""
-        consumers = self.consumers
-        if query and consumers is not None:
-            query = consumers.key_query(query)
-        url = url_of(client.scheme.decode(), req.host, req.path, query)
+        url = self.key_url(client.scheme.decode(), req.host, req.path, req.query)
         extra = header_values(req.headers, key_rules.headers) if key_rules.headers else ""
-        primary = primary_key(url, extra, req.host_header)
+        forwarded = ""
+        if req.xfh is not None or req.xfp is not None:  # (rare: checked before `trusted`)
+            trusted = self.proxy.trusted
+            if trusted is not None and trusted(req.client_ip):
+                # the backend builds its links from these: an answer made for one
+                # forwarded host or scheme is not the answer for another
+                forwarded = forwarded_part(req.xfp, req.xfh)
+        primary = primary_key(url, extra, req.host_header, forwarded)
+        consumers = self.consumers
         own = None  # the primary key of the request's consumer (authenticated routes)
         if consumers is None:  # (the common case, inline)
             store = self.store
@@ -270,12 +275,22 @@ class CachingHandler:
         for url in dict.fromkeys(urls):
             self.store.purge_url(url)
             if self.broadcast and purge is not None:
-                purge.tell_others("url", url)
+                purge.invalidated(url)  # batched: at most one file per poll interval
 
     # ------------------------------------------------------------------ purge
+    def key_url(self, scheme: str, host: str, path: str, query: str) -> str:
+        """The URL as this route spells it in keys: the query normalised by the route's
+        rules, without the API key's parameter. Lookups, invalidations and PURGE all
+        use it, so that each finds what the others stored."""
+        query = normalise_query(query, self.key_rules.query) if query else ""
+        consumers = self.consumers
+        if query and consumers is not None:
+            query = consumers.key_query(query)
+        return url_of(scheme, host, path, query)
+
     def _purge_request(self, client: Any, req: Request) -> None:
         assert self.purge is not None
-        url = url_of(client.scheme.decode(), req.host, req.path, normalise_query(req.query, "all"))
+        url = self.key_url(client.scheme.decode(), req.host, req.path, req.query)
         count = self.purge.submit("url", url)
         body = b'{"purged": %d}' % count
         client.respond(req, 200, body, b"application/json")

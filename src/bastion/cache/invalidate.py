@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 from urllib.parse import urljoin, urlsplit
 
-from bastion.cache.key import normalise_query, url_of
 from bastion.http1.target import canonical_path
 
 if TYPE_CHECKING:
@@ -41,7 +40,7 @@ class Invalidator:
             return
         req = self.req
         handler = self.handler
-        urls = [key_url(handler, self.scheme, req.host, req.path, req.query)]
+        urls = [handler.key_url(self.scheme, req.host, req.path, req.query)]
         for name, value in headers:
             if name.lower() in _LOCATION_FIELDS:
                 url = self._same_origin(value.decode("latin-1").strip())
@@ -75,16 +74,7 @@ class Invalidator:
             path = canonical_path(parts.path or "/")
         except ValueError:  # a path no request could be routed to: nothing stored for it
             return None
-        return key_url(self.handler, scheme, req.host, path, parts.query)
-
-
-def key_url(handler: CachingHandler, scheme: str, host: str, path: str, query: str) -> str:
-    """The URL as `CachingHandler.handle` spells it in keys (the one purges match)."""
-    consumers = handler.consumers
-    query = normalise_query(query, handler.key_rules.query) if query else ""
-    if query and consumers is not None:
-        query = consumers.key_query(query)
-    return url_of(scheme, host, path, query)
+        return self.handler.key_url(scheme, req.host, path, parts.query)
 
 
 def _authority(scheme: str, netloc: str) -> str:

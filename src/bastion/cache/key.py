@@ -7,7 +7,10 @@ matched and the backend received, so a spelling that the backend reads different
 ("/api//time", "/api/%2e/time") is never stored under another path's key. The Host
 enters as the client sent it and the gateway forwards it (port included): a backend
 that builds an answer from "victim.test:6666" has built it for that Host only.
-The URL (scheme, host without port, path, query) is what purge by URL matches."""
+A request from a trusted proxy that carries X-Forwarded-Host or X-Forwarded-Proto adds
+them: the gateway forwards them, and a backend that builds links from them answers each
+differently. The URL (scheme, host without port, path, query) is what purge by URL
+matches."""
 
 from __future__ import annotations
 
@@ -39,14 +42,11 @@ def normalise_query(query: str, mode: str | frozenset[str]) -> str:
 
 
 class KeyRules:
-    __slots__ = ("consumer", "headers", "query")
+    __slots__ = ("headers", "query")
 
-    def __init__(
-        self, query: str | frozenset[str], headers: Sequence[str], consumer: bool = False
-    ) -> None:
+    def __init__(self, query: str | frozenset[str], headers: Sequence[str]) -> None:
         self.query = query
         self.headers = tuple(h.lower().encode("latin-1") for h in headers)
-        self.consumer = consumer  # the authenticated consumer's name is part of the key
 
 
 def header_values(headers: list[tuple[bytes, bytes, bytes]], names: Sequence[bytes]) -> str:
@@ -62,11 +62,21 @@ def url_of(scheme: str, host: str, path: str, query: str) -> str:
     return f"{scheme}://{host}{path}" + ("?" + query if query else "")
 
 
-def primary_key(url: str, extra: str, host_field: bytes = b"") -> str:
+def forwarded_part(proto: bytes | None, host: bytes | None) -> str:
+    """The X-Forwarded-Proto and X-Forwarded-Host a trusted proxy sent, as the backend
+    receives them (a missing one is the gateway's own value, already in the key)."""
+    return (proto or b"").decode("latin-1") + "\x1f" + (host or b"").decode("latin-1")
+
+
+def primary_key(url: str, extra: str, host_field: bytes = b"", forwarded: str = "") -> str:
     """`host_field`: the Host (or :authority) as forwarded, which the URL holds without
-    its port and lowercased. Each part has a mark of its own (the consumer's is \x1c, the
-    variant's \x1d): none of them can occur in a host, a path or a field value."""
+    its port and lowercased; `forwarded`: a trusted proxy's forwarded scheme and host
+    (`forwarded_part`), empty for any other request. Each part has a mark of its own
+    (the consumer's is \x1c, the variant's \x1d): none of them can occur in a host, a
+    path or a field value."""
     key = url + "\x1b" + host_field.decode("latin-1") if host_field else url
+    if forwarded:
+        key += "\x1a" + forwarded
     return key + ("\x1e" + extra if extra else "")
 
 

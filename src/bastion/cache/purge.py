@@ -4,6 +4,14 @@
 into ``<data_dir>/cache-purge/``; each worker that holds entries polls the directory
 twice a second and applies each file once. Files are removed after a minute, by
 whichever worker sees them first past that age.
+
+Invalidations (a successful unsafe request drops the answers stored for its URL) reach
+the other workers the same way, batched: the first of a quiet period is written at once,
+the following ones are collected and written as one file per poll interval, so a flood
+of POSTs costs every worker one small file per half second, not one per request. Past
+`MAX_PENDING_URLS` distinct URLs in one interval, the batch widens to the URLs' origins
+(every entry of those hosts), and past `MAX_PENDING_ORIGINS` origins to everything: a
+worker may drop more than it had to, never keep what another invalidated.
 """
 
 from __future__ import annotations
@@ -30,6 +38,8 @@ log = logging.getLogger("bastion.cache")
 POLL_SECONDS = 0.5
 KEEP_SECONDS = 60.0
 KINDS = ("url", "prefix", "tag")
+MAX_PENDING_URLS = 256  # invalidated URLs collected per interval before widening
+MAX_PENDING_ORIGINS = 32  # origins ("scheme://host/") before widening to everything
 
 
 def purge_dir(data_dir: Path) -> Path:
@@ -50,8 +60,9 @@ def cache_url(url: str) -> str:
     return url_of((parts.scheme or "http").lower(), host, path, query)
 
 
-def write_request(directory: Path, kind: str, value: str) -> Path:
-    """Queue a purge for every worker (atomic: a temp file renamed into place)."""
+def write_request(directory: Path, kind: str, value: str | list[str]) -> Path:
+    """Queue a purge for every worker (atomic: a temp file renamed into place). A list
+    of values is a batch of invalidations."""
     if kind not in KINDS:
         raise ValueError(f"unknown purge kind {kind!r}")
     directory.mkdir(parents=True, exist_ok=True)
@@ -73,6 +84,11 @@ class PurgeQueue:
         self.seen: set[str] = set()
         self.handle: asyncio.TimerHandle | None = None
         self.stopped = False
+        # invalidations not yet written for the other workers: URLs, or past the cap
+        # their origins (prefixes), or past that everything ("/")
+        self.pending: dict[str, None] = {}
+        self.pending_kind = "url"
+        self.flush_handle: asyncio.TimerHandle | None = None
 
     def allowed(self, ip: str) -> bool:
         if not self.networks:
@@ -98,13 +114,57 @@ class PurgeQueue:
         self.tell_others(kind, value)
         return count
 
-    def tell_others(self, kind: str, value: str) -> None:
+    def tell_others(self, kind: str, value: str | list[str]) -> None:
         """Queue a purge for the other workers (this one has applied it)."""
         try:
             path = write_request(self.directory, kind, value)
             self.seen.add(path.name)
         except OSError as exc:
             log.warning("cache purge: cannot queue for other workers: %s", exc)
+
+    def invalidated(self, url: str) -> None:
+        """`url`'s answers were dropped here: drop them in the other workers too, in the
+        next batch (written at once when none was written in the last interval)."""
+        pending = self.pending
+        if url in pending:
+            pass
+        elif self.pending_kind == "url":
+            pending[url] = None
+            if len(pending) > MAX_PENDING_URLS:
+                self._widen()
+        elif self.pending_kind == "prefix":
+            origin = _origin_of(url)
+            if origin not in pending:
+                pending[origin] = None
+                if len(pending) > MAX_PENDING_ORIGINS:
+                    self._widen()
+        if self.flush_handle is None:  # (after `stop`, each is written at once)
+            self._flush()
+
+    def _widen(self) -> None:
+        """Too many URLs (or origins) for one batch: their origins (or everything)."""
+        if self.pending_kind == "url":
+            origins = dict.fromkeys(_origin_of(u) for u in self.pending)
+            self.pending_kind = "prefix"
+            self.pending = origins
+            if len(origins) <= MAX_PENDING_ORIGINS:
+                return
+        self.pending_kind = "all"
+        self.pending = {"/": None}
+
+    def _flush(self) -> None:
+        """Write the pending invalidations as one file; check again an interval later."""
+        self.flush_handle = None
+        if not self.pending:
+            return  # a quiet interval: the next invalidation is written at once
+        kind = "url" if self.pending_kind == "url" else "prefix"
+        values = list(self.pending)
+        self.pending = {}
+        self.pending_kind = "url"
+        self.tell_others(kind, values)
+        if not self.stopped:
+            loop = asyncio.get_running_loop()
+            self.flush_handle = loop.call_later(POLL_SECONDS, self._flush)
 
     def watch(self) -> None:
         """Start polling (once this worker holds an entry: before, nothing to purge)."""
@@ -117,6 +177,9 @@ class PurgeQueue:
         if self.handle is not None:
             self.handle.cancel()
             self.handle = None
+        if self.flush_handle is not None:
+            self.flush_handle.cancel()
+        self._flush()  # what this worker invalidated last still reaches the others
 
     def poll(self) -> None:
         self.handle = None
@@ -143,9 +206,14 @@ class PurgeQueue:
                     kind, value = request["kind"], request["value"]
                 except (OSError, ValueError, KeyError, TypeError):
                     continue
-                if kind in KINDS and isinstance(value, str):
+                if kind not in KINDS:
+                    continue
+                if isinstance(value, str):  # an operator's purge
                     count = self.apply(kind, value)
                     log.info("cache purge %s %s: %d entries", kind, value, count)
+                elif isinstance(value, list):  # another worker's invalidations
+                    count = sum(self.apply(kind, v) for v in value if isinstance(v, str))
+                    log.debug("cache invalidation by %s: %d entries", kind, count)
             try:
                 age = (now_ns - int(name.split("-", 1)[0])) / 1e9
             except ValueError:
@@ -154,3 +222,9 @@ class PurgeQueue:
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
         self.seen &= set(names)
+
+
+def _origin_of(url: str) -> str:
+    """The prefix "scheme://host/" of a cache URL: every entry of that host."""
+    start = url.find("/", url.find("//") + 2)
+    return url[: start + 1] if start >= 0 else url + "/"

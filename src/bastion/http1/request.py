@@ -156,8 +156,59 @@ class Request:
             else:
                 drop.add(lname)  # type: ignore[union-attr]
 
+    def derived_get(self, headers: list[tuple[bytes, bytes, bytes]]) -> Request:
+        """A bodiless GET for the same resource with `headers`, which the cache sends on
+        its own (revalidation, background refresh). Every slot is copied except those of
+        the body, of the answer and of the outcome: what the route's policies set or
+        dropped for this request (consumer, added and dropped upstream fields) holds
+        for the copy too, so the backend never sees a request the policies did not pass."""
+        sub = Request()
+        for name in _COPIED_TO_DERIVED:
+            setattr(sub, name, getattr(self, name))
+        drop = self.upstream_drop
+        if drop is not None and type(drop) is not frozenset:
+            sub.upstream_drop = set(drop)  # this request's own set: the copy gets its own
+        sub.method = "GET"
+        sub.version = "1.1"
+        sub.headers = headers
+        sub.body_done = True
+        sub.dispatched = True
+        return sub
+
     def header(self, lname: bytes) -> bytes | None:
         for name, _, value in self.headers:
             if name == lname:
                 return value
         return None
+
+
+# Slots a derived GET starts fresh: its body, its upgrade, the answer's edits and
+# filters (its answer goes to the cache, not to a client) and the outcome for the log.
+# Any other slot, present or added later, is copied.
+_FRESH_IN_DERIVED = frozenset(
+    (
+        "body_buffer",
+        "body_bytes",
+        "body_done",
+        "body_filter",
+        "bytes_out",
+        "chunked",
+        "content_length",
+        "dispatched",
+        "expect_continue",
+        "extra_head",
+        "head_edit",
+        "headers",
+        "method",
+        "on_head",
+        "sink",
+        "start",
+        "status",
+        "upgrade",
+        "upgrade_data",
+        "upstream",
+        "upstream_time",
+        "version",
+    )
+)
+_COPIED_TO_DERIVED = tuple(n for n in Request.__slots__ if n not in _FRESH_IN_DERIVED)

@@ -1,0 +1,61 @@
+"""Invalidations for the other workers are written in batches, and a batch that grows
+past its caps widens (origins, then everything) instead of growing without bound."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+from bastion.cache import purge
+from bastion.cache.purge import PurgeQueue
+from bastion.cache.store import MemoryStore
+
+
+def written(directory: Path) -> list[dict[str, object]]:
+    return [json.loads(p.read_text()) for p in sorted(directory.glob("[!.]*.json"))]
+
+
+def run(directory: Path, urls: list[str]) -> list[dict[str, object]]:
+    """Invalidate `urls` at once, let one flush happen, stop."""
+
+    async def main() -> None:
+        queue = PurgeQueue(directory, MemoryStore(1 << 20, 1 << 16))
+        for url in urls:
+            queue.invalidated(url)
+        await asyncio.sleep(purge.POLL_SECONDS * 1.5)
+        queue.stop()
+
+    asyncio.run(main())
+    return written(directory)
+
+
+def test_the_first_at_once_then_one_batch(tmp_path: Path) -> None:
+    urls = [f"http://a.test/items/{i}" for i in range(50)]
+    assert run(tmp_path, urls) == [
+        {"kind": "url", "value": [urls[0]]},
+        {"kind": "url", "value": urls[1:]},
+    ]
+
+
+def test_past_the_cap_the_batch_is_the_urls_origins(tmp_path: Path) -> None:
+    urls = [f"http://a.test/items/{i}" for i in range(purge.MAX_PENDING_URLS + 10)]
+    urls += [f"https://b.test:8443/x/{i}" for i in range(5)]
+    assert run(tmp_path, urls)[1:] == [
+        {"kind": "prefix", "value": ["http://a.test/", "https://b.test:8443/"]}
+    ]
+
+
+def test_past_the_origin_cap_the_batch_is_everything(tmp_path: Path) -> None:
+    urls = [f"http://h{i}.test/items/{j}" for i in range(40) for j in range(10)]
+    assert run(tmp_path, urls)[1:] == [{"kind": "prefix", "value": ["/"]}]
+
+
+def test_a_batch_applied_by_another_worker(tmp_path: Path) -> None:
+    run(tmp_path, [f"http://a.test/items/{i}" for i in range(3)])
+    store = MemoryStore(1 << 20, 1 << 16)
+    other = PurgeQueue(tmp_path, store)
+    dropped: list[str] = []
+    store.purge_url = lambda url: dropped.append(url) or 1  # type: ignore[method-assign]
+    other._scan()
+    assert dropped == [f"http://a.test/items/{i}" for i in range(3)]
