@@ -174,6 +174,12 @@ def test_a_path_parameter_is_left_to_the_route(target: bytes, path: str, query: 
         assert has_path_parameter(req.path)
 
 
+def test_an_escaped_semicolon_is_a_path_parameter() -> None:
+    # some stacks decode %3B before they cut parameters; the escape stays in its form
+    assert canonical_path("/api/admin%3bx/secret") == "/api/admin%3Bx/secret"
+    assert has_path_parameter("/api/admin%3Bx/secret")
+
+
 def test_a_semicolon_in_the_query_is_not_a_path_parameter() -> None:
     req = Request()
     req.target = target = b"/api/items?a=1;b=2"

@@ -624,9 +624,9 @@ class Route(_Model):
     )
     path_parameters: Literal["reject", "keep"] = Field(
         default="reject",
-        description="A path with ';' (a path parameter, '/a;v=1/b'): 'reject' it (400), or "
-        "'keep' it as part of its segment (only for backends that take ';' as data; Java "
-        "servlet containers cut ';params' off before matching).",
+        description="A path with ';' or '%3B' (a path parameter, '/a;v=1/b'): 'reject' it "
+        "(400), or 'keep' it as part of its segment (only for backends that take ';' as "
+        "data; Java servlet containers cut ';params' off before matching).",
     )
     proxy: Proxy | None = Field(default=None, description="Forward to upstream servers.")
     redirect: Redirect | None = Field(default=None, description="Answer with a redirect.")

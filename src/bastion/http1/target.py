@@ -18,7 +18,7 @@ Canonical form, segment by segment:
   a segment that would hold an empty or dot segment once they are decoded is refused here;
 - ``;`` parameters stay part of their segment; Java servlet containers cut them off each
   segment before matching (``/admin;x/secret`` is ``/admin/secret`` there), so a route
-  refuses a path with a ``;`` unless it says its backend takes ``;`` as data
+  refuses a path with a ``;`` (or ``%3B``) unless it says its backend takes it as data
   (`path_parameters`, checked by `Plan.route`), and a segment that is empty or a dot
   segment once its parameter is cut (``..;x``, ``;x``) is refused here, on every route;
 - refused: a fragment (``#``) and a control character, raw or escaped.
@@ -140,8 +140,9 @@ def has_encoded_slash(path: str) -> bool:
 
 
 def has_path_parameter(path: str) -> bool:
-    """True for a path with a ";" parameter (routes refuse it unless they keep them)."""
-    return ";" in path
+    """True for a canonical path with a ";" or its escape %3B, which some stacks decode
+    before they cut parameters (routes refuse it unless they keep them)."""
+    return ";" in path or "%3B" in path
 
 
 def set_origin_target(req: Request, target: bytes) -> str | None:
