@@ -21,7 +21,7 @@ from bastion.config.models import Hsts, PassiveHealth
 from bastion.handlers.s3 import S3Handler, s3_endpoint
 from bastion.handlers.simple import HttpsRedirectHandler, RedirectHandler, RespondHandler
 from bastion.handlers.static import StaticHandler
-from bastion.http1.target import has_encoded_slash
+from bastion.http1.target import has_encoded_slash, has_path_parameter
 from bastion.policies.build import wrap_handler
 from bastion.proxy.handler import ProxyHandler
 from bastion.proxy.pool import Pool, PoolRegistry
@@ -37,7 +37,15 @@ if TYPE_CHECKING:
 
 
 class CompiledRoute:
-    __slots__ = ("encoded_slashes", "extra_head", "handler", "methods", "name", "noncanonical")
+    __slots__ = (
+        "encoded_slashes",
+        "extra_head",
+        "handler",
+        "methods",
+        "name",
+        "noncanonical",
+        "path_parameters",
+    )
 
     def __init__(
         self, name: str, methods: frozenset[str] | None, handler: Any, extra_head: bytes = b""
@@ -49,6 +57,8 @@ class CompiledRoute:
         self.extra_head = extra_head
         # the route's backend takes %2F / %5C as data, not as a separator
         self.encoded_slashes = False
+        # the route's backend takes ";" in a path as data, not as a parameter to cut off
+        self.path_parameters = False
         # a request whose target was not canonical: None forwards the canonical form;
         # otherwise the route that answers it (a 308 to the canonical form), or 400
         self.noncanonical: CompiledRoute | int | None = None
@@ -124,6 +134,8 @@ def _noncanonical(route: CompiledRoute, req: Request) -> tuple[CompiledRoute | N
     """The route's answer to a request whose target was not in canonical form."""
     if not route.encoded_slashes and has_encoded_slash(req.path):
         return None, 400, b""
+    if not route.path_parameters and has_path_parameter(req.path):
+        return None, 400, b""  # "/admin;x/secret" is "/admin/secret" to a servlet container
     answer = route.noncanonical
     if answer is None or req.path == req.raw_path:  # canonical, only spelled in a new object
         return route, 0, b""
@@ -147,7 +159,8 @@ def compile_plan(config: Config, registry: PoolRegistry) -> Plan:
             challenges = ChallengeStore(resolve_data_dir(config.data_dir))
         handler = HttpsRedirectHandler(None if port == 443 else port, challenges)
         to_https = CompiledRoute("(redirect to https)", None, handler)
-        to_https.encoded_slashes = True  # the route on HTTPS decides; this one only redirects
+        # the route on HTTPS decides; this one only redirects
+        to_https.encoded_slashes = to_https.path_parameters = True
         redirect.add("prefix", "/", to_https)
     for site in config.sites:
         secure = site_tls_mode(site, has_https, config.acme.directory) != "off"
@@ -167,6 +180,7 @@ def compile_plan(config: Config, registry: PoolRegistry) -> Plan:
                 methods = methods | {"OPTIONS"}  # CORS preflights; cors.py refuses other OPTIONS
             compiled = CompiledRoute(route.path.text, methods, handler, extra_head)
             compiled.encoded_slashes = route.encoded_slashes == "keep"
+            compiled.path_parameters = route.path_parameters == "keep"
             if route.path_normalisation == "reject":
                 compiled.noncanonical = 400
             elif route.path_normalisation == "redirect":

@@ -2,9 +2,10 @@
 the cache keys on, over HTTP/1.1 (raw request lines) and HTTP/2 (raw `:path` frames).
 
 The backend behaves like the usual frameworks: it drops a fragment from the target
-(Werkzeug, uvicorn and Node do), answers "//" with a 308 to the merged path, matches
-its admin pages by string prefix, and marks every answer cacheable, as a backend
-with a default `Cache-Control` does. An attack succeeds when it makes such a backend
+(Werkzeug, uvicorn and Node do), cuts `;` parameters off each segment (Java servlet
+containers do), answers "//" with a 308 to the merged path, matches its admin pages by
+string prefix, and marks every answer cacheable, as a backend with a default
+`Cache-Control` does. An attack succeeds when it makes such a backend
 serve another path than the route's, or stores an answer under another request's key.
 """
 
@@ -41,6 +42,7 @@ class _FrameworkLike(BaseHTTPRequestHandler):
         with self.server.lock:
             self.server.seen.append((target, host))
         path = target.split("?", 1)[0].split("#", 1)[0]
+        path = "/".join(segment.split(";", 1)[0] for segment in path.split("/"))
         headers = {"Cache-Control": "public, max-age=60"}
         if "//" in path:
             status, body = 308, b"merged"
@@ -119,7 +121,7 @@ def gw(app: _Recording, gateway: Callable[..., Gateway], tmp_path: Path) -> Gate
 
 @pytest.fixture
 def gw_settings(app: _Recording, gateway: Callable[..., Gateway], tmp_path: Path) -> Gateway:
-    """With the per-route path settings on /strict/, /moved/ and /repos/."""
+    """With the per-route path settings on /strict/, /moved/, /repos/ and /matrix/."""
     return _start(
         app,
         gateway,
@@ -127,6 +129,7 @@ def gw_settings(app: _Recording, gateway: Callable[..., Gateway], tmp_path: Path
         {"path": "/strict/", "path_normalisation": "reject"},
         {"path": "/moved/", "path_normalisation": "redirect"},
         {"path": "/repos/", "encoded_slashes": "keep"},
+        {"path": "/matrix/", "path_parameters": "keep"},
     )
 
 
@@ -250,6 +253,31 @@ def test_ambiguous_separators_are_refused(
     assert seen_paths(app) == []
 
 
+@protocols
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/api/admin;x/secret",
+        "/api;x/admin/secret",
+        "/api/admin;/secret",
+        "/api/admin%3bx/secret",
+        "/api/time;jsessionid=1",
+    ],
+)
+def test_a_path_parameter_is_refused_and_never_forwarded(
+    gw: Gateway, app: _Recording, proto: str, target: str
+) -> None:
+    # the open /api/ route matched it, and a servlet container cuts ";..." off each
+    # segment before matching: it would serve /api/admin/secret past /api/admin/'s rules
+    status, body = GET[proto](gw, target)
+    assert status in (0, 400), body
+    assert b"admin secret" not in body
+    assert seen_paths(app) == []
+    # a ";" in the query is data, not a parameter
+    assert GET[proto](gw, "/api/public/x?a=1;b=2") == (200, b"attacker text x")
+    assert seen_paths(app) == ["/api/public/x?a=1;b=2"]
+
+
 def test_the_query_passes_unchanged(gw: Gateway, app: _Recording) -> None:
     h1_get(gw, "/api//time?b=%2e%2F&a=/../x")
     assert seen_paths(app) == ["/api/time?b=%2e%2F&a=/../x"]
@@ -314,3 +342,31 @@ def test_an_absolute_form_authority_is_the_host_of_the_cache_key(
     )
     with app.lock:
         assert [host for _, host in app.seen] == ["localhost:6666", "localhost"]
+
+
+@protocols
+def test_path_parameters_are_forwarded_only_where_a_route_keeps_them(
+    gw_settings: Gateway, app: _Recording, proto: str
+) -> None:
+    assert GET[proto](gw_settings, "/matrix/a;v=1/b;x?q=1;2")[0] == 404
+    assert GET[proto](gw_settings, "/matrix/a%3Bv=1")[0] == 404
+    assert seen_paths(app) == ["/matrix/a;v=1/b;x?q=1;2", "/matrix/a%3Bv=1"]  # unchanged
+    # "..;" and ";x" segments are refused even there; other routes refuse any ";",
+    # the one keeping %2F included
+    for target in (
+        "/matrix/x/..;/..;/api/admin/s",
+        "/matrix/;x/b",
+        "/matrix/a%2Fb;v=1",
+        "/repos/a;v=1/b",
+        "/strict/a;v=1",
+        "/moved/a;v=1",
+    ):
+        assert GET[proto](gw_settings, target)[0] in (0, 400), target
+    assert len(seen_paths(app)) == 2
+    # plain HTTP is redirected to HTTPS as it is: the route there decides
+    reply = raw_request(
+        gw_settings.port,
+        b"GET /api/admin;x/secret HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    )
+    assert reply.startswith(b"HTTP/1.1 301"), reply
+    assert b"/api/admin;x/secret\r\n" in reply

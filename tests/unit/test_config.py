@@ -382,6 +382,7 @@ def test_json_schema() -> None:
         "strip_prefix",
         "path_normalisation",
         "encoded_slashes",
+        "path_parameters",
         "proxy",
         "redirect",
         "static",

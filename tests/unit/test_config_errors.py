@@ -384,3 +384,27 @@ def test_zero_timeouts_are_rejected() -> None:
     assert [(i.path, i.message) for i in info.value.issues] == [
         ("sites[0].routes[0].proxy.timeouts.read", "must be greater than 0, got 0")
     ]
+
+
+def test_a_route_path_with_a_path_parameter_needs_keep() -> None:
+    proxy = {"upstreams": ["http://127.0.0.1:1"]}
+    routes = [
+        {"path": "/a;v=1/", "proxy": proxy},
+        {"path": "= /b%3bx", "proxy": proxy},
+        {"path": "/c;v=1/", "path_parameters": "keep", "proxy": proxy},
+        {"path": "~ ^/d;", "proxy": proxy},  # a regex may match paths without one
+    ]
+    with pytest.raises(ConfigError) as info:
+        config_from_dict({"sites": [{"routes": routes}]})
+    assert [(i.path, i.message) for i in info.value.issues] == [
+        (
+            "sites[0].routes[0].path",
+            "'/a;v=1/' holds a ';' path parameter, which is refused unless the route sets "
+            "path_parameters: keep",
+        ),
+        (
+            "sites[0].routes[1].path",
+            "'= /b%3bx' holds a ';' path parameter, which is refused unless the route sets "
+            "path_parameters: keep",
+        ),
+    ]

@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from bastion.http1.request import Request
-from bastion.http1.target import FRAGMENT, canonical_path, has_encoded_slash, set_origin_target
+from bastion.http1.target import (
+    FRAGMENT,
+    canonical_path,
+    has_encoded_slash,
+    has_path_parameter,
+    set_origin_target,
+)
 
 
 @pytest.mark.parametrize(
@@ -40,8 +46,9 @@ from bastion.http1.target import FRAGMENT, canonical_path, has_encoded_slash, se
         # characters a path cannot hold raw are escaped
         ('/a"b{c}|^`', "/a%22b%7Bc%7D%7C%5E%60"),
         ("/caf\xc3\xa9", "/caf%C3%A9"),
-        # ";" parameters stay part of their segment
+        # ";" parameters stay part of their segment (a route refuses them unless it keeps them)
         ("/a;v=1/b;x", "/a;v=1/b;x"),
+        ("/a;v=1//b/./c;x", "/a;v=1/b/c;x"),
         ("/a/b/.;x", None),
     ],
 )
@@ -144,3 +151,38 @@ def test_repeated_targets_give_the_same_fields() -> None:
             assert set_origin_target(req, target) is None
             assert (req.path, req.target) == (path, forwarded)
         assert set_origin_target(Request(), b"/api/v1/x#f") == FRAGMENT
+
+
+@pytest.mark.parametrize(
+    ("target", "path", "query"),
+    [
+        (b"/api/admin;x/secret", "/api/admin;x/secret", ""),
+        (b"/a;jsessionid=1?q=1", "/a;jsessionid=1", "q=1"),
+        (b"/repos/a;v=1/b", "/repos/a;v=1/b", ""),
+    ],
+)
+def test_a_path_parameter_is_left_to_the_route(target: bytes, path: str, query: str) -> None:
+    # never the fast path's object (nor remembered as plain): Plan.route sees the path as
+    # rewritten and asks the matched route whether it keeps ";" parameters
+    for _ in range(2):
+        req = Request()
+        req.target = target
+        assert set_origin_target(req, target) is None
+        assert (req.path, req.query) == (path, query)
+        assert req.path is not req.raw_path
+        assert req.target == target  # forwarded unchanged where a route keeps them
+        assert has_path_parameter(req.path)
+
+
+def test_an_escaped_semicolon_is_a_path_parameter() -> None:
+    # some stacks decode %3B before they cut parameters; the escape stays in its form
+    assert canonical_path("/api/admin%3bx/secret") == "/api/admin%3Bx/secret"
+    assert has_path_parameter("/api/admin%3Bx/secret")
+
+
+def test_a_semicolon_in_the_query_is_not_a_path_parameter() -> None:
+    req = Request()
+    req.target = target = b"/api/items?a=1;b=2"
+    assert set_origin_target(req, target) is None
+    assert req.path is req.raw_path and req.target is target
+    assert not has_path_parameter(req.path)

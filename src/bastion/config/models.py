@@ -622,6 +622,12 @@ class Route(_Model):
         description="A path with %2F or %5C: 'reject' it (400), or 'keep' it encoded as "
         "part of its segment (only for backends that do not decode it to a separator).",
     )
+    path_parameters: Literal["reject", "keep"] = Field(
+        default="reject",
+        description="A path with ';' or '%3B' (a path parameter, '/a;v=1/b'): 'reject' it "
+        "(400), or 'keep' it as part of its segment (only for backends that take ';' as "
+        "data; Java servlet containers cut ';params' off before matching).",
+    )
     proxy: Proxy | None = Field(default=None, description="Forward to upstream servers.")
     redirect: Redirect | None = Field(default=None, description="Answer with a redirect.")
     static: Static | None = Field(default=None, description="Serve files from a directory.")

@@ -23,6 +23,7 @@ from bastion.config.matching import (
     uses_acme,
 )
 from bastion.config.show import show
+from bastion.http1.target import has_path_parameter
 
 __all__ = ["ACTIONS", "config_rules", "route_rules", "site_rules", "validate_with_rules"]
 
@@ -92,7 +93,8 @@ def _as_bool(value: Any) -> bool | None:
 
 
 def route_rules(route: dict[str, Any]) -> list[Problem]:
-    """One action per route; strip_prefix only on prefix routes that proxy or serve s3."""
+    """One action per route; strip_prefix only on prefix routes that proxy or serve s3; a
+    path with ';' only on a route that keeps path parameters."""
     problems: list[Problem] = []
     given = [name for name in ACTIONS if route.get(name) is not None]
     if len(given) != 1:
@@ -120,6 +122,21 @@ def route_rules(route: dict[str, Any]) -> list[Problem]:
                     f"strip_prefix only applies to proxy and s3 routes, not {given[0]}",
                 )
             )
+    path = _try_path(route.get("path"))
+    if (
+        path is not None
+        and path.kind != "regex"
+        and has_path_parameter(path.value)
+        and route.get("path_parameters") != "keep"
+    ):
+        # every request it matches would be refused (400): it could never answer
+        problems.append(
+            (
+                ("path",),
+                f"{show(path.text)} holds a ';' path parameter, which is refused unless the "
+                "route sets path_parameters: keep",
+            )
+        )
     return problems
 
 

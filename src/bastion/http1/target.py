@@ -4,7 +4,8 @@ Both protocols end here (HTTP/1.1's request line after the absolute-form is take
 apart, HTTP/2's `:path`), so a request has one path from then on: the router matches
 it, the proxy forwards it (after `strip_prefix`), the cache keys on it, policies see
 it. A backend therefore never serves another path than the one whose route's policies
-ran. The rules and their reasons are in docs/behaviour.md ("Request paths").
+ran. The rules and their reasons are in docs/behaviour.md ("Paths: what
+is routed is what is forwarded").
 
 Canonical form, segment by segment:
 - an escape of an unreserved character is decoded (``%41`` → ``A``, ``%2e`` → ``.``);
@@ -15,10 +16,13 @@ Canonical form, segment by segment:
   segment; backends disagree on whether they separate segments, so a route refuses them
   unless it says its backend keeps them (`encoded_slashes`, checked by `Plan.route`), and
   a segment that would hold an empty or dot segment once they are decoded is refused here;
-- refused: a fragment (``#``), a control character raw or escaped, and a segment that is
-  empty or a dot segment once a ``;`` parameter is cut (``..;x``: Tomcat and Spring read
-  it as ``..``).
-``;`` parameters otherwise stay part of their segment; the query passes unchanged.
+- ``;`` parameters stay part of their segment; Java servlet containers cut them off each
+  segment before matching (``/admin;x/secret`` is ``/admin/secret`` there), so a route
+  refuses a path with a ``;`` (or ``%3B``) unless it says its backend takes it as data
+  (`path_parameters`, checked by `Plan.route`), and a segment that is empty or a dot
+  segment once its parameter is cut (``..;x``, ``;x``) is refused here, on every route;
+- refused: a fragment (``#``) and a control character, raw or escaped.
+The query passes unchanged (a ``;`` there is data).
 """
 
 from __future__ import annotations
@@ -91,7 +95,7 @@ def canonical_path(path: str) -> str:
     the path is refused."""
     if path[:1] != "/":
         raise ValueError(MALFORMED)
-    if _first_unplain(path) is None and "//" not in path and "/." not in path and "/;" not in path:
+    if _first_unplain(path) is None and "//" not in path and "/." not in path and ";" not in path:
         return path  # the common case: nothing to decode, merge, resolve or refuse
     return _rewrite(path)
 
@@ -135,6 +139,12 @@ def has_encoded_slash(path: str) -> bool:
     return "%2F" in path or "%5C" in path
 
 
+def has_path_parameter(path: str) -> bool:
+    """True for a canonical path with a ";" or its escape %3B, which some stacks decode
+    before they cut parameters (routes refuse it unless they keep them)."""
+    return ";" in path or "%3B" in path
+
+
 def set_origin_target(req: Request, target: bytes) -> str | None:
     """Fill the request's path fields from an origin-form target ("/path?query", which the
     caller checked starts with "/"): `raw_path` as sent, `path` canonical, `query`
@@ -152,7 +162,9 @@ def set_origin_target(req: Request, target: bytes) -> str | None:
     if path in _seen_plain:  # its hash is computed once, and reused by the route lookup
         req.path = path
         return None
-    if _first_unplain(path) is None and "//" not in path and "/." not in path and "/;" not in path:
+    # a path with ";" takes the slow path, so that it is a new object and the route it
+    # matches decides on it (Plan.route); it also covers "/;", a segment refused there
+    if _first_unplain(path) is None and "//" not in path and "/." not in path and ";" not in path:
         if len(path) <= _SEEN_MAX_LENGTH:
             if len(_seen_plain) >= _SEEN_MAX_PATHS:
                 _seen_plain.clear()  # a flood of distinct paths: start again
