@@ -408,3 +408,34 @@ def test_a_route_path_with_a_path_parameter_needs_keep() -> None:
             "path_parameters: keep",
         ),
     ]
+
+
+def test_cache_sharing_settings_need_the_right_kind_of_route() -> None:
+    """allow_authorization is for routes without auth, shared and key.consumer for routes
+    with it: on the other kind they would do nothing, without a word."""
+    proxy = {"upstreams": ["http://127.0.0.1:1"]}
+    keys = {"api_keys": {}}
+    routes = [
+        {"path": "/a/", "proxy": proxy, "auth": keys, "cache": {"allow_authorization": True}},
+        {"path": "/b/", "proxy": proxy, "cache": {"shared": True}},
+        {"path": "/c/", "proxy": proxy, "cache": {"key": {"consumer": True}}},
+        {"path": "/d/", "proxy": proxy, "auth": keys, "cache": {"shared": True}},
+        {"path": "/e/", "proxy": proxy, "cache": {"allow_authorization": True}},
+    ]
+    with pytest.raises(ConfigError) as info:
+        config_from_dict({"sites": [{"routes": routes}]})
+    assert [(i.path, i.message) for i in info.value.issues] == [
+        (
+            "sites[0].routes[0].cache.allow_authorization",
+            "allow_authorization is for routes without auth; on this route answers are kept "
+            "per consumer, and shared: true stores them once for all",
+        ),
+        (
+            "sites[0].routes[1].cache.shared",
+            "shared only applies to routes with auth (its consumers)",
+        ),
+        (
+            "sites[0].routes[2].cache.key.consumer",
+            "key.consumer only applies to routes with auth (its consumers)",
+        ),
+    ]

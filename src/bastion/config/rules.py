@@ -122,6 +122,7 @@ def route_rules(route: dict[str, Any]) -> list[Problem]:
                     f"strip_prefix only applies to proxy and s3 routes, not {given[0]}",
                 )
             )
+    problems += _cache_sharing(route)
     path = _try_path(route.get("path"))
     if (
         path is not None
@@ -135,6 +136,38 @@ def route_rules(route: dict[str, Any]) -> list[Problem]:
                 ("path",),
                 f"{show(path.text)} holds a ';' path parameter, which is refused unless the "
                 "route sets path_parameters: keep",
+            )
+        )
+    return problems
+
+
+def _cache_sharing(route: dict[str, Any]) -> list[Problem]:
+    """The cache's sharing settings that apply only with auth, or only without it: set on the
+    other kind of route they would do nothing, silently."""
+    cache = route.get("cache")
+    if not isinstance(cache, dict):
+        return []
+    key = cache.get("key")
+    if route.get("auth") is not None:
+        if _as_bool(cache.get("allow_authorization")):
+            return [
+                (
+                    ("cache", "allow_authorization"),
+                    "allow_authorization is for routes without auth; on this route answers "
+                    "are kept per consumer, and shared: true stores them once for all",
+                )
+            ]
+        return []
+    problems: list[Problem] = []
+    if _as_bool(cache.get("shared")):
+        problems.append(
+            (("cache", "shared"), "shared only applies to routes with auth (its consumers)")
+        )
+    if isinstance(key, dict) and _as_bool(key.get("consumer")):
+        problems.append(
+            (
+                ("cache", "key", "consumer"),
+                "key.consumer only applies to routes with auth (its consumers)",
             )
         )
     return problems
