@@ -8,6 +8,7 @@ gone through the same gateway (so the gateway is also known to be alive).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 from collections.abc import Callable, Iterator
@@ -275,6 +276,23 @@ def test_a_refused_head_request_gets_no_body(gw: Gateway, backend: Backend, data
     assert [r.status for r in reply.responses] == [400]
     assert reply.closed
     assert_nothing_forwarded(gw, backend)
+
+
+def test_garbage_after_a_head_request_gets_a_whole_answer(gw: Gateway, backend: Backend) -> None:
+    """Bytes that are no request after a HEAD are answered with a 400 that has its body:
+    the method of the HEAD before must not carry over to them."""
+    data = b"HEAD /h HTTP/1.1\r\n" + H + b"\r\n" + b";e\x96 garbage\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=READ_TIMEOUT) as sock:
+        sock.sendall(data)
+        sock.settimeout(READ_TIMEOUT)
+        raw = b""
+        with contextlib.suppress(OSError):
+            while chunk := sock.recv(65536):
+                raw += chunk
+    first, _, rest = raw.partition(b"\r\n\r\n")  # the HEAD's answer: a head only
+    assert first.startswith(b"HTTP/1.1 200 ")
+    (refusal,) = parse_responses(rest)
+    assert_problem(refusal, 400)
 
 
 def test_upstream_down_502_hides_the_address(

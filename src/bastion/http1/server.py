@@ -83,6 +83,7 @@ class ParseReject(Exception):
         super().__init__(status, detail)
         self.status = status
         self.detail = detail
+        self.head = False  # it answers a HEAD request whose head did not complete
 
 
 class HTTP1Connection(asyncio.Protocol):
@@ -283,6 +284,14 @@ class HTTP1Connection(asyncio.Protocol):
             self.pause_reading(PAUSE_QUEUE)
 
     def _classify_parse_error(self, exc: Exception) -> ParseReject:
+        reject = self._refusal(exc)
+        # A HEAD request refused before its head completed still gets no body. llhttp keeps
+        # the previous message's method until it has read a valid one, hence the check of
+        # the reason (a method it could not read is no HEAD).
+        reject.head = "method" not in str(exc).lower() and self.parser.get_method() == b"HEAD"
+        return reject
+
+    def _refusal(self, exc: Exception) -> ParseReject:
         context = exc.__context__
         if isinstance(context, ParseReject):
             return context
@@ -741,9 +750,7 @@ class HTTP1Connection(asyncio.Protocol):
         if not req.request_id:
             req.request_id = self.ctx.next_request_id()
         if not req.method:
-            # refused before its head was complete: a HEAD request still gets no body
-            # (llhttp reports a method it has not read as DELETE, never as HEAD)
-            req.method = "HEAD" if self.parser.get_method() == b"HEAD" else "-"
+            req.method = "HEAD" if reject.head else "-"
         req.start = req.start or self.ctx.loop.time()
         self.queue.clear()
         self.active = req
