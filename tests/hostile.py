@@ -15,6 +15,8 @@ each request's path picks an answer that a well-behaved server never sends.
 - `/late-body` (HEAD) and `/late-204`: a head announcing a body that is not sent
   until the next request arrives on the same connection; the "body" is a complete
   forged answer (`POISONED`), followed by the real answer to that next request.
+- `/two-answers`: a 200 with its body, and the forged answer right behind it in the
+  same write, before any next request.
 """
 
 from __future__ import annotations
@@ -141,6 +143,8 @@ class _Handler(socketserver.BaseRequestHandler):
                 b"HTTP/1.1 101 Switching Protocols\r\n"
                 b"Upgrade: websocket\r\nConnection: Upgrade\r\n\r\nraw"
             )
+        if path == "/two-answers":
+            return b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok" + POISON
         if path == "/trailer":
             return (
                 b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"

@@ -239,6 +239,19 @@ def test_a_204_announcing_a_body_does_not_poison_the_next_request(
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_an_answer_right_behind_the_last_one_retires_the_connection(
+    front: Front, hostile: HostileBackend, protocol: str
+) -> None:
+    # the second answer begins in the same read as the first one ends: nobody asked
+    # for it, so the connection cannot be trusted to frame the next one
+    r = front.request(protocol, "GET", "/two-answers")
+    assert r.status_code == 200 and r.text == "ok"
+    r = front.request(protocol, "GET", "/ok")
+    assert r.status_code == 200 and "x-poisoned" not in r.headers
+    assert conn_of(hostile, "/ok") != conn_of(hostile, "/two-answers")
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_trailers_are_not_relayed_nor_left_for_the_next_answer(
     front: Front, hostile: HostileBackend, protocol: str
 ) -> None:

@@ -19,7 +19,7 @@ import httptools
 from bastion.http1.problem import PROBLEM_TYPE, problem_body
 from bastion.http1.request import BODY_FIXED, BODY_LENGTH, BODY_NONE, REFUSED_METHODS, Request
 from bastion.http1.status import fixed_head
-from bastion.http1.target import FRAGMENT, set_origin_target
+from bastion.http1.target import FRAGMENT, SEEN_CANONICAL, set_origin_target
 from bastion.routing import parse_host
 
 if TYPE_CHECKING:
@@ -452,6 +452,14 @@ class HTTP1Connection(asyncio.Protocol):
             req.host_header = url.host + (b":%d" % url.port if url.port else b"")
             target = (url.path or b"/") + (b"?" + url.query if url.query else b"")
             req.target = target
+        # set_origin_target's first step, inlined for the path already found canonical
+        # (a path in that set holds no "#", so only the query is scanned for one)
+        raw = target.decode("latin-1")
+        path, _sep, query = raw.partition("?")
+        if path in SEEN_CANONICAL and "#" not in query:
+            req.raw_path = req.path = path
+            req.query = query
+            return
         refused = set_origin_target(req, target)
         if refused is not None:
             raise ParseReject(400, refused)

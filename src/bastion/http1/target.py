@@ -63,8 +63,9 @@ _UNIT = re.compile(r"%[0-9A-Fa-f]{2}|[^A-Za-z0-9\-._~!$&'()*+,;=:@/]")
 
 # Paths already found canonical as they came (most traffic repeats a few paths): one set
 # lookup instead of the character-class search. Bounded in count and length (a few
-# hundred kB per worker at most); a pure function's memo, so never stale.
-_seen_plain: set[str] = set()
+# hundred kB per worker at most); a pure function's memo, so never stale. HTTP/1.1's
+# _parse_target looks a path up here itself before it calls set_origin_target.
+SEEN_CANONICAL: set[str] = set()
 _SEEN_MAX_PATHS = 4096
 _SEEN_MAX_LENGTH = 128
 
@@ -159,16 +160,16 @@ def set_origin_target(req: Request, target: bytes) -> str | None:
     path, sep, query = raw.partition("?")
     req.raw_path = path
     req.query = query
-    if path in _seen_plain:  # its hash is computed once, and reused by the route lookup
+    if path in SEEN_CANONICAL:  # its hash is computed once, and reused by the route lookup
         req.path = path
         return None
     # a path with ";" takes the slow path, so that it is a new object and the route it
     # matches decides on it (Plan.route); it also covers "/;", a segment refused there
     if _first_unplain(path) is None and "//" not in path and "/." not in path and ";" not in path:
         if len(path) <= _SEEN_MAX_LENGTH:
-            if len(_seen_plain) >= _SEEN_MAX_PATHS:
-                _seen_plain.clear()  # a flood of distinct paths: start again
-            _seen_plain.add(path)
+            if len(SEEN_CANONICAL) >= _SEEN_MAX_PATHS:
+                SEEN_CANONICAL.clear()  # a flood of distinct paths: start again
+            SEEN_CANONICAL.add(path)
         req.path = path
         return None
     try:

@@ -80,7 +80,9 @@ def build_request_head(
             lname in skip
             or (tokens and lname in tokens)
             or (drop and lname in drop)
-            or (b"_" in lname and not underscores)
+            # the byte's value, not b"_": `bytes in bytes` first tries the argument as an
+            # integer and builds a TypeError before it searches (several times the cost)
+            or (0x5F in lname and not underscores)  # "_"
         ):
             continue
         append(name + b": " + value + b"\r\n")

@@ -114,12 +114,14 @@ class UpstreamConnection(asyncio.Protocol):
         finally:
             self.in_feed = False
             client.uncork()
-        limit = exchange.handler.max_response_header_bytes
-        if self.head_bytes > limit and self.exchange is not None:
+        if self.head_bytes and self.exchange is not None:
             # a head (or trailer section) still growing past the limit: stop reading
             # now rather than let the parser keep it in memory (an exchange that ended
-            # in this read reset the count; one that failed has closed the connection)
-            self.exchange.upstream_failed(head_too_large(limit))
+            # in this read reset the count; one that failed has closed the connection).
+            # Most reads end with a head delivered or body, so the count is 0.
+            limit = self.exchange.handler.max_response_header_bytes
+            if self.head_bytes > limit:
+                self.exchange.upstream_failed(head_too_large(limit))
         if self.release_after_feed:
             self.release_after_feed = False
             self.pool.release(self)
