@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -28,10 +29,37 @@ import pytest
 import yaml
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+_EPHEMERAL = _ephemeral_range()
+_PORTS = random.Random()  # seeded by the OS, so parallel test processes pick differently
+
+
 def free_port() -> int:
-    with socket.socket() as s:
+    """A port nothing listens on, for a gateway the test configures before it starts.
+
+    Taken below the kernel's ephemeral range: a port the kernel hands out for `bind(0)` is
+    free again once closed, and a backend another test starts on port 0 meanwhile could get
+    it, so the gateway would fail to bind while the test talked to that backend instead."""
+    low = 20000 if _EPHEMERAL[0] > 21000 else 1024
+    high = min(_EPHEMERAL[0], 32768) - 1
+    for _ in range(100):
+        port = _PORTS.randint(low, high)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as s:  # a crowded range: let the kernel choose
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        return int(s.getsockname()[1])
 
 
 def wait_for_port(port: int, host: str = "127.0.0.1", timeout: float = 10.0) -> None:
@@ -284,7 +312,18 @@ class Gateway:
             except TimeoutError:
                 self.stop()
                 raise RuntimeError("bastion did not start:\n" + self.stderr) from None
+            self._wait_listening()
         return self
+
+    def _wait_listening(self) -> None:
+        """The port answers; make sure bastion is the one listening there (it says so once
+        every listener is open), not another test's server while bastion failed to bind."""
+        assert self.proc is not None
+        deadline = time.monotonic() + 10
+        while "listening on" not in self.stderr and time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("bastion did not start:\n" + self.stderr)
+            time.sleep(0.01)
 
     @property
     def pid(self) -> int:
