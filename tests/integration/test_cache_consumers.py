@@ -7,12 +7,11 @@ from __future__ import annotations
 import base64
 import json
 import ssl
-import threading
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import SplitResult, parse_qs, urlsplit
 
 import bcrypt
 import httpx
@@ -20,86 +19,49 @@ import pytest
 
 from authtokens import HS_SECRET, ScriptedServer, check_refuses, claims, create_key, sign
 from conftest import Gateway, free_port, wait_for_port
+from recording_origin import RecordingOrigin
 
 PROTOCOLS = ("h1", "h2")
 
 
-class Origin:
-    """A real HTTP/1.1 backend that records every request. GET answers who asked (the
-    consumer header the gateway sent) and how many GETs of that path it has served, with
-    the Cache-Control set for the path (and the Vary its query asks for); other methods
-    answer the status, Location and Content-Location the request's X-Status, X-Location
-    and X-Content-Location ask for."""
+class Origin(RecordingOrigin):
+    """GET answers who asked (the consumer header the gateway sent) and how many GETs of
+    that path it has served, with the Cache-Control set for the path (and the Vary its
+    query asks for); other methods answer the status, Location and Content-Location the
+    request's X-Status, X-Location and X-Content-Location ask for."""
 
-    def __init__(self) -> None:
-        self.seen: list[tuple[str, str, dict[str, str]]] = []
-        self.cache_control: dict[str, str] = {}
-        self.lock = threading.Lock()
-        origin = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def handle_one_request(self) -> None:
-                # any method, known or not, is answered by `answer`
-                self.raw_requestline = self.rfile.readline(65537)
-                if not self.raw_requestline or not self.parse_request():
-                    self.close_connection = True
-                    return
-                self.answer()
-                self.wfile.flush()
-
-            def answer(self) -> None:
-                url = urlsplit(self.path)
-                headers = {k.lower(): v for k, v in self.headers.items()}
-                length = int(headers.get("content-length") or 0)
-                if length:
-                    self.rfile.read(length)
-                with origin.lock:
-                    origin.seen.append((self.command, url.path, headers))
-                    count = sum(1 for m, p, _ in origin.seen if m == "GET" and p == url.path)
-                extra: dict[str, str] = {}
-                if self.command == "GET":
-                    status = 200
-                    extra["Cache-Control"] = origin.cache_control.get(url.path, "max-age=60")
-                    if "vary" in (q := parse_qs(url.query)):
-                        extra["Vary"] = q["vary"][0]
-                    doc = {
-                        "n": count,
-                        "consumer": headers.get("x-consumer"),
-                        "lang": headers.get("accept-language"),
-                    }
-                    body = json.dumps(doc).encode()
-                else:
-                    status = int(headers.get("x-status", "201"))
-                    for name in ("location", "content-location"):
-                        if "x-" + name in headers:
-                            extra[name.title()] = headers["x-" + name]
-                    body = b"{}"
-                self.send_response(status)
-                for name, value in extra.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def gets(self, path: str) -> list[dict[str, str]]:
-        """The headers of the GETs of `path` the backend received."""
-        with self.lock:
-            return [h for m, p, h in self.seen if m == "GET" and p == path]
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+    def answer(
+        self,
+        handler: BaseHTTPRequestHandler,
+        url: SplitResult,
+        headers: dict[str, str],
+        count: int,
+    ) -> None:
+        extra: dict[str, str] = {}
+        if handler.command == "GET":
+            status = 200
+            extra["Cache-Control"] = self.cache_control.get(url.path, "max-age=60")
+            if "vary" in (q := parse_qs(url.query)):
+                extra["Vary"] = q["vary"][0]
+            doc = {
+                "n": count,
+                "consumer": headers.get("x-consumer"),
+                "lang": headers.get("accept-language"),
+            }
+            body = json.dumps(doc).encode()
+        else:
+            status = int(headers.get("x-status", "201"))
+            for name in ("location", "content-location"):
+                if "x-" + name in headers:
+                    extra[name.title()] = headers["x-" + name]
+            body = b"{}"
+        handler.send_response(status)
+        for name, value in extra.items():
+            handler.send_header(name, value)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
 
 
 @pytest.fixture

@@ -9,105 +9,62 @@ from __future__ import annotations
 
 import json
 import ssl
-import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from unittest.mock import ANY
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 import httpx
 import pytest
 
 from authtokens import create_key
 from conftest import Gateway, free_port, wait_for_port
+from recording_origin import RecordingOrigin
 
 PROTOCOLS = ("h1", "h2")
 ETAG = '"v1"'
 
 
-class Origin:
-    """A real HTTP/1.1 backend that records every request. A GET is answered with the
-    Cache-Control set for its path, an ETag, and a body naming the consumer it was sent
-    and the link it would build from the forwarded host and scheme; a GET whose
-    If-None-Match holds the ETag gets 304. Every answer is 10 s old (Age), so that one
-    with a shorter max-age is stale as soon as it is stored. Other methods get 201."""
+class Origin(RecordingOrigin):
+    """A GET is answered with the Cache-Control set for its path, an ETag, and a body
+    naming the consumer it was sent and the link it would build from the forwarded host
+    and scheme; a GET whose If-None-Match holds the ETag gets 304. Every answer is 10 s
+    old (Age), so that one with a shorter max-age is stale as soon as it is stored. Other
+    methods get 201."""
 
-    def __init__(self) -> None:
-        self.seen: list[tuple[str, str, dict[str, str]]] = []
-        self.cache_control: dict[str, str] = {}
-        self.lock = threading.Lock()
-        origin = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def handle_one_request(self) -> None:
-                # any method, known or not, is answered by `answer`
-                self.raw_requestline = self.rfile.readline(65537)
-                if not self.raw_requestline or not self.parse_request():
-                    self.close_connection = True
-                    return
-                self.answer()
-                self.wfile.flush()
-
-            def answer(self) -> None:
-                path = urlsplit(self.path).path
-                headers = {k.lower(): v for k, v in self.headers.items()}
-                length = int(headers.get("content-length") or 0)
-                if length:
-                    self.rfile.read(length)
-                with origin.lock:
-                    origin.seen.append((self.command, path, headers))
-                    count = sum(1 for m, p, _ in origin.seen if m == "GET" and p == path)
-                if self.command != "GET":
-                    self.send_response(201)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                status = 304 if headers.get("if-none-match") == ETAG else 200
-                doc = {
-                    "n": count,
-                    "consumer": headers.get("x-consumer"),
-                    "link": f"{headers.get('x-forwarded-proto')}://"
-                    f"{headers.get('x-forwarded-host')}{path}",
-                }
-                body = json.dumps(doc).encode() if status == 200 else b""
-                self.send_response(status)
-                self.send_header("Cache-Control", origin.cache_control.get(path, "max-age=60"))
-                self.send_header("ETag", ETAG)
-                self.send_header("Age", "10")  # a max-age under 10 is stale at once
-                if status == 200:
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def gets(self, path: str) -> list[dict[str, str]]:
-        """The headers of the GETs of `path` the backend received."""
-        with self.lock:
-            return [h for m, p, h in self.seen if m == "GET" and p == path]
-
-    def wait_for_gets(self, path: str, count: int) -> list[dict[str, str]]:
-        """The GETs of `path`, once there are `count` (the cache sends some on its own)."""
-        deadline = time.monotonic() + 10
-        while len(self.gets(path)) < count and time.monotonic() < deadline:
-            time.sleep(0.02)
-        return self.gets(path)
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+    def answer(
+        self,
+        handler: BaseHTTPRequestHandler,
+        url: SplitResult,
+        headers: dict[str, str],
+        count: int,
+    ) -> None:
+        path = url.path
+        if handler.command != "GET":
+            handler.send_response(201)
+            handler.send_header("Content-Length", "0")
+            handler.end_headers()
+            return
+        status = 304 if headers.get("if-none-match") == ETAG else 200
+        doc = {
+            "n": count,
+            "consumer": headers.get("x-consumer"),
+            "link": f"{headers.get('x-forwarded-proto')}://"
+            f"{headers.get('x-forwarded-host')}{path}",
+        }
+        body = json.dumps(doc).encode() if status == 200 else b""
+        handler.send_response(status)
+        handler.send_header("Cache-Control", self.cache_control.get(path, "max-age=60"))
+        handler.send_header("ETag", ETAG)
+        handler.send_header("Age", "10")  # a max-age under 10 is stale at once
+        if status == 200:
+            handler.send_header("Content-Type", "application/json")
+            handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
 
 
 @pytest.fixture
