@@ -6,15 +6,15 @@ backend; see fuzz/README.md.
 
 from __future__ import annotations
 
-import argparse
 import random
 import socket
 import sys
 import time
 from dataclasses import dataclass, field
 
+from driver import run_fuzzer
 from fuzzlib import ROUTES, Oracles, Sent, new_id
-from processes import Bastion, RecordingBackend, bad_log_lines
+from processes import Bastion
 
 WORDS = ("x", "time", "items", "a.json", "secret", "index.html", "")
 METHODS_ODD = (
@@ -469,55 +469,7 @@ def probe(gw: Bastion, oracles: Oracles, rng: random.Random, case: int) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seconds", type=float, default=120)
-    parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("--case", type=int, default=None, help="replay one case, verbosely")
-    parser.add_argument("--batch", type=int, default=25)
-    args = parser.parse_args()
-    seed = args.seed if args.seed is not None else random.randrange(1 << 32)
-    print(f"http1 fuzz: seed={seed}", flush=True)
-    backend = RecordingBackend()
-    gw = Bastion(backend.port, https=False)
-    gw.start()
-    oracles = Oracles(seed, gw.key)
-    oracles.log_path = gw.dir / "findings.jsonl"
-    probe_rng = random.Random(f"probe:{seed}")
-    started = time.monotonic()
-    cases = range(args.case, args.case + 1) if args.case is not None else None
-    case = args.case if args.case is not None else 0
-    connections = 0
-    try:
-        while True:
-            for _ in range(args.batch):
-                run_case(case, seed, gw, oracles, verbose=cases is not None)
-                connections += 1
-                if bad := bad_log_lines(gw.new_log()):
-                    oracles.add("log-error", case, " | ".join(bad))
-                case += 1
-                if cases is not None:
-                    break
-            time.sleep(0.05)
-            for seen in backend.take_new():
-                oracles.backend_saw(seen)
-            if not gw.alive():
-                code = gw.proc.returncode if gw.proc else None
-                oracles.add("died", case - 1, f"bastion exited with {code}")
-                break
-            probe(gw, oracles, probe_rng, case - 1)
-            if cases is not None or time.monotonic() - started > args.seconds:
-                break
-        time.sleep(0.3)
-        for seen in backend.take_new():
-            oracles.backend_saw(seen)
-        if bad := bad_log_lines(gw.new_log()):
-            oracles.add("log-error", case - 1, " | ".join(bad))
-    finally:
-        gw.stop()
-        backend.stop()
-    print(oracles.summary(time.monotonic() - started, connections))
-    print(f"(bastion files in {gw.dir})")
-    return 1 if oracles.findings else 0
+    return run_fuzzer("http1", __doc__, 25, False, run_case, probe)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,6 @@ TLS through a real bastion to a recording backend; see fuzz/README.md.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import random
 import socket
@@ -20,9 +19,10 @@ import h2.config
 import h2.connection
 import h2.events
 import h2.exceptions
+from driver import run_fuzzer
 from fuzzlib import ROUTES, Oracles, Sent, new_id
 from http1 import mutate_target
-from processes import Bastion, RecordingBackend, bad_log_lines
+from processes import Bastion
 
 Fields = list[tuple[bytes, bytes]]
 METHODS_ODD = (
@@ -362,53 +362,7 @@ def probe(gw: Bastion, oracles: Oracles, rng: random.Random, case: int) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seconds", type=float, default=120)
-    parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("--case", type=int, default=None, help="replay one case, verbosely")
-    parser.add_argument("--batch", type=int, default=20)
-    args = parser.parse_args()
-    seed = args.seed if args.seed is not None else random.randrange(1 << 32)
-    print(f"http2 fuzz: seed={seed}", flush=True)
-    backend = RecordingBackend()
-    gw = Bastion(backend.port, https=True)
-    gw.start()
-    oracles = Oracles(seed, gw.key)
-    oracles.log_path = gw.dir / "findings.jsonl"
-    probe_rng = random.Random(f"probe:{seed}")
-    started = time.monotonic()
-    single = args.case is not None
-    case = args.case if single else 0
-    connections = 0
-    try:
-        while True:
-            for _ in range(1 if single else args.batch):
-                run_case(case, seed, gw, oracles, verbose=single)
-                connections += 1
-                if bad := bad_log_lines(gw.new_log()):
-                    oracles.add("log-error", case, " | ".join(bad))
-                case += 1
-            time.sleep(0.05)
-            for seen in backend.take_new():
-                oracles.backend_saw(seen)
-            if not gw.alive():
-                code = gw.proc.returncode if gw.proc else None
-                oracles.add("died", case - 1, f"bastion exited with {code}")
-                break
-            probe(gw, oracles, probe_rng, case - 1)
-            if single or time.monotonic() - started > args.seconds:
-                break
-        time.sleep(0.3)
-        for seen in backend.take_new():
-            oracles.backend_saw(seen)
-        if bad := bad_log_lines(gw.new_log()):
-            oracles.add("log-error", case - 1, " | ".join(bad))
-    finally:
-        gw.stop()
-        backend.stop()
-    print(oracles.summary(time.monotonic() - started, connections))
-    print(f"(bastion files in {gw.dir})")
-    return 1 if oracles.findings else 0
+    return run_fuzzer("http2", __doc__, 20, True, run_case, probe)
 
 
 if __name__ == "__main__":
