@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import random
@@ -29,35 +30,43 @@ import pytest
 import yaml
 
 
-def _ephemeral_range() -> tuple[int, int]:
+def _port_slice() -> range:
+    """This test process's own ports: below the kernel's ephemeral range (a port the kernel
+    hands out for `bind(0)` is free again once closed, and a server another test starts on
+    port 0 could get it while the gateway meant for it failed to bind), and a slice of its
+    own per parallel test process, so that two processes never pick the same one."""
     try:
-        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
-        return int(low), int(high)
-    except (OSError, ValueError):
-        return 32768, 60999
+        ephemeral_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral_low = 32768
+    low, high = 20000, min(ephemeral_low, 32768)
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:]
+    index = int(worker) if worker.isdigit() else 0
+    count = max(int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1), index + 1)
+    size = (high - low) // count
+    return range(low + index * size, low + (index + 1) * size)
 
 
-_EPHEMERAL = _ephemeral_range()
-_PORTS = random.Random()  # seeded by the OS, so parallel test processes pick differently
+_SLICE = _port_slice()
+# handed out in turn from a random start, so a port comes back only after the whole slice
+_NEXT_PORT = itertools.cycle(
+    [*_SLICE[(start := random.randrange(len(_SLICE) or 1)) :], *_SLICE[:start]]
+)
 
 
 def free_port() -> int:
-    """A port nothing listens on, for a gateway the test configures before it starts.
-
-    Taken below the kernel's ephemeral range: a port the kernel hands out for `bind(0)` is
-    free again once closed, and a backend another test starts on port 0 meanwhile could get
-    it, so the gateway would fail to bind while the test talked to that backend instead."""
-    low = 20000 if _EPHEMERAL[0] > 21000 else 1024
-    high = min(_EPHEMERAL[0], 32768) - 1
-    for _ in range(100):
-        port = _PORTS.randint(low, high)
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    with socket.socket() as s:  # a crowded range: let the kernel choose
+    """A port nothing listens on, for a gateway or server a test configures before it
+    starts (see `_port_slice`)."""
+    if len(_SLICE) >= 100:
+        for _ in range(200):
+            port = next(_NEXT_PORT)
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
+    with socket.socket() as s:  # no room below the ephemeral range: let the kernel choose
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
