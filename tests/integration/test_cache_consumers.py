@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import json
-import ssl
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -14,12 +13,11 @@ from typing import Any
 from urllib.parse import SplitResult, parse_qs, urlsplit
 
 import bcrypt
-import httpx
 import pytest
 
 from authtokens import HS_SECRET, ScriptedServer, check_refuses, claims, create_key, sign
-from conftest import Gateway, free_port, wait_for_port
-from recording_origin import RecordingOrigin
+from cachekit import RecordingOrigin, Site, start_site
+from conftest import Gateway
 
 PROTOCOLS = ("h1", "h2")
 
@@ -69,58 +67,6 @@ def origin() -> Iterator[Origin]:
     o = Origin()
     yield o
     o.stop()
-
-
-class Site:
-    """A gateway with an http listener (HTTP/1.1) and an https one (HTTP/2), and a client
-    of each."""
-
-    def __init__(self, gw: Gateway, http: int, https: int, data: Path) -> None:
-        self.gw = gw
-        context = ssl.create_default_context(cafile=str(data / "ca" / "root.crt"))
-        self.bases = {"h1": f"http://127.0.0.1:{http}", "h2": f"https://localhost:{https}"}
-        self.clients = {
-            "h1": httpx.Client(timeout=30),
-            "h2": httpx.Client(http1=False, http2=True, verify=context, timeout=30),
-        }
-
-    def get(self, proto: str, path: str, **headers: str) -> tuple[str, dict[str, Any]]:
-        """(X-Cache, the JSON body) of a GET that must succeed."""
-        r = self.clients[proto].get(self.bases[proto] + path, headers=headers)
-        assert r.status_code == 200, r.text
-        assert r.http_version == ("HTTP/2" if proto == "h2" else "HTTP/1.1")
-        return r.headers["x-cache"], r.json()
-
-    def send(self, proto: str, method: str, path: str, **headers: str) -> httpx.Response:
-        return self.clients[proto].request(
-            method, self.bases[proto] + path, headers=headers, content=b"{}"
-        )
-
-    def close(self) -> None:
-        for client in self.clients.values():
-            client.close()
-
-
-def start(
-    gateway: Callable[..., Gateway], tmp_path: Path, routes: list[dict[str, Any]], **top: Any
-) -> Site:
-    data = tmp_path / "data"
-    data.mkdir(exist_ok=True)
-    http, https = free_port(), free_port()
-    config = {
-        "listen": {"http": f"127.0.0.1:{http}", "https": f"127.0.0.1:{https}"},
-        "data_dir": str(data),
-        "access_log": {"format": "off"},
-        # the same routes over HTTPS (HTTP/2) and over plain HTTP (HTTP/1.1)
-        "sites": [
-            {"hosts": ["localhost"], "routes": routes},
-            {"hosts": ["*"], "tls": "off", "routes": routes},
-        ],
-        **top,
-    }
-    gw = gateway(config)
-    wait_for_port(https)
-    return Site(gw, http, https, data)
 
 
 @pytest.fixture
@@ -185,7 +131,7 @@ def test_each_auth_method_keeps_answers_per_consumer(
         cached("/fwd/", origin, {"forward": {"url": sso.url, "consumer_from": "X-User"}}),
         cached("/any/", origin, {"api_keys": {}, **jwt, "satisfy": "any"}),
     ]
-    site = start(gateway, tmp_path, routes)
+    site = start_site(gateway, tmp_path, routes)
     sites.append(site)
     try:
         check_per_consumer(
@@ -250,7 +196,7 @@ def test_without_a_consumer_name_the_credentials_tell_consumers_apart(
         cached("/jwt/", origin, {**jwt, "consumer_header": None}),
         cached("/door/", origin, fwd),
     ]
-    site = start(gateway, tmp_path, routes)
+    site = start_site(gateway, tmp_path, routes)
     sites.append(site)
     try:
         for path, alice, bob in (
@@ -301,7 +247,7 @@ def test_answers_said_to_be_shared_are_shared(
         cached("/shared/", origin, {"api_keys": {}}, shared=True),
         cached("/mine/", origin, {"api_keys": {}}, key={"consumer": True}),
     ]
-    site = start(gateway, tmp_path, routes)
+    site = start_site(gateway, tmp_path, routes)
     sites.append(site)
     origin.cache_control["/keys/public"] = "public, max-age=60"
     origin.cache_control["/keys/smaxage"] = "s-maxage=60"
@@ -355,7 +301,7 @@ def test_unsafe_requests_invalidate_their_url(
     alice = {"X-API-Key": create_key(data, "alice")}
     bob = {"X-API-Key": create_key(data, "bob")}
     routes = [cached("/keys/", origin, {"api_keys": {}}), cached("/open/", origin, None)]
-    site = start(gateway, tmp_path, routes)
+    site = start_site(gateway, tmp_path, routes)
     sites.append(site)
 
     # POST /open/items drops the stored GET /open/items
@@ -417,7 +363,7 @@ def test_location_of_the_same_origin_is_invalidated(
     tmp_path: Path,
     sites: list[Site],
 ) -> None:
-    site = start(gateway, tmp_path, [cached("/open/", origin, None)])
+    site = start_site(gateway, tmp_path, [cached("/open/", origin, None)])
     sites.append(site)
     base = site.bases[proto]
     paths = ("/open/items/1", "/open/items/2", "/open/items/3", "/open/items/4", "/open/other/5")
@@ -451,7 +397,7 @@ def test_invalidation_reaches_the_other_workers_without_credentials(
     data = tmp_path / "data"
     key = create_key(data, "alice")
     auth = {"api_keys": {"query": "api_key"}}
-    site = start(gateway, tmp_path, [cached("/keys/", origin, auth)], workers=2)
+    site = start_site(gateway, tmp_path, [cached("/keys/", origin, auth)], workers=2)
     sites.append(site)
     r = site.clients["h1"].post(site.bases["h1"] + f"/keys/items?api_key={key}&page=2")
     assert r.status_code == 201

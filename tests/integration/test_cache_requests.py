@@ -8,7 +8,6 @@ request; PURGE finds the entries of routes that key on part of the query only.""
 from __future__ import annotations
 
 import json
-import ssl
 import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler
@@ -17,12 +16,11 @@ from typing import Any
 from unittest.mock import ANY
 from urllib.parse import SplitResult, urlsplit
 
-import httpx
 import pytest
 
 from authtokens import create_key
-from conftest import Gateway, free_port, wait_for_port
-from recording_origin import RecordingOrigin
+from cachekit import RecordingOrigin, Site, start_site
+from conftest import Gateway
 
 PROTOCOLS = ("h1", "h2")
 ETAG = '"v1"'
@@ -74,56 +72,12 @@ def origin() -> Iterator[Origin]:
     o.stop()
 
 
-class Site:
-    """A gateway with an http listener (HTTP/1.1) and an https one (HTTP/2)."""
-
-    def __init__(self, gw: Gateway, http: int, https: int, data: Path) -> None:
-        self.gw = gw
-        self.data = data
-        context = ssl.create_default_context(cafile=str(data / "ca" / "root.crt"))
-        self.bases = {"h1": f"http://127.0.0.1:{http}", "h2": f"https://localhost:{https}"}
-        self.clients = {
-            "h1": httpx.Client(timeout=30),
-            "h2": httpx.Client(http1=False, http2=True, verify=context, timeout=30),
-        }
-
-    def get(self, proto: str, path: str, **headers: str) -> tuple[str, dict[str, Any]]:
-        """(X-Cache, the JSON body) of a GET that must succeed."""
-        r = self.clients[proto].get(self.bases[proto] + path, headers=headers)
-        assert r.status_code == 200, r.text
-        assert r.http_version == ("HTTP/2" if proto == "h2" else "HTTP/1.1")
-        return r.headers["x-cache"], r.json()
-
-    def send(self, proto: str, method: str, path: str) -> httpx.Response:
-        return self.clients[proto].request(method, self.bases[proto] + path)
-
-    def close(self) -> None:
-        for client in self.clients.values():
-            client.close()
-
-
 @pytest.fixture
 def start(gateway: Callable[..., Gateway], tmp_path: Path) -> Iterator[Callable[..., Site]]:
     made: list[Site] = []
 
     def make(routes: list[dict[str, Any]], **top: Any) -> Site:
-        data = tmp_path / "data"
-        data.mkdir(exist_ok=True)
-        http, https = free_port(), free_port()
-        config = {
-            "listen": {"http": f"127.0.0.1:{http}", "https": f"127.0.0.1:{https}"},
-            "data_dir": str(data),
-            "access_log": {"format": "off"},
-            # the same routes over HTTPS (HTTP/2) and over plain HTTP (HTTP/1.1)
-            "sites": [
-                {"hosts": ["localhost"], "routes": routes},
-                {"hosts": ["*"], "tls": "off", "routes": routes},
-            ],
-            **top,
-        }
-        gw = gateway(config)
-        wait_for_port(https)
-        site = Site(gw, http, https, data)
+        site = start_site(gateway, tmp_path, routes, **top)
         made.append(site)
         return site
 

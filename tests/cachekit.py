@@ -1,13 +1,21 @@
-"""A real HTTP/1.1 backend for the cache tests: it answers any method, known or not, and
-records every request (method, path, headers) before a subclass's `answer` replies."""
+"""What the cache tests share: a real HTTP/1.1 backend that answers any method, known or not,
+and records every request (method, path, headers) before a subclass's `answer` replies; and
+a gateway site reachable over HTTP/1.1 (plain) and HTTP/2 (HTTPS), with a client of each."""
 
 from __future__ import annotations
 
+import ssl
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import SplitResult, urlsplit
+
+import httpx
+
+from conftest import Gateway, free_port, wait_for_port
 
 
 class RecordingOrigin:
@@ -73,3 +81,56 @@ class RecordingOrigin:
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+class Site:
+    """A gateway with an http listener (HTTP/1.1) and an https one (HTTP/2), and a client
+    of each."""
+
+    def __init__(self, gw: Gateway, http: int, https: int, data: Path) -> None:
+        self.gw = gw
+        self.data = data
+        context = ssl.create_default_context(cafile=str(data / "ca" / "root.crt"))
+        self.bases = {"h1": f"http://127.0.0.1:{http}", "h2": f"https://localhost:{https}"}
+        self.clients = {
+            "h1": httpx.Client(timeout=30),
+            "h2": httpx.Client(http1=False, http2=True, verify=context, timeout=30),
+        }
+
+    def get(self, proto: str, path: str, **headers: str) -> tuple[str, dict[str, Any]]:
+        """(X-Cache, the JSON body) of a GET that must succeed."""
+        r = self.clients[proto].get(self.bases[proto] + path, headers=headers)
+        assert r.status_code == 200, r.text
+        assert r.http_version == ("HTTP/2" if proto == "h2" else "HTTP/1.1")
+        return r.headers["x-cache"], r.json()
+
+    def send(self, proto: str, method: str, path: str, **headers: str) -> httpx.Response:
+        return self.clients[proto].request(
+            method, self.bases[proto] + path, headers=headers, content=b"{}"
+        )
+
+    def close(self) -> None:
+        for client in self.clients.values():
+            client.close()
+
+
+def start_site(
+    gateway: Callable[..., Gateway], tmp_path: Path, routes: list[dict[str, Any]], **top: Any
+) -> Site:
+    """A gateway serving `routes` over HTTPS (HTTP/2) and over plain HTTP (HTTP/1.1)."""
+    data = tmp_path / "data"
+    data.mkdir(exist_ok=True)
+    http, https = free_port(), free_port()
+    config = {
+        "listen": {"http": f"127.0.0.1:{http}", "https": f"127.0.0.1:{https}"},
+        "data_dir": str(data),
+        "access_log": {"format": "off"},
+        "sites": [
+            {"hosts": ["localhost"], "routes": routes},
+            {"hosts": ["*"], "tls": "off", "routes": routes},
+        ],
+        **top,
+    }
+    gw = gateway(config)
+    wait_for_port(https)
+    return Site(gw, http, https, data)
