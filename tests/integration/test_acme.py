@@ -12,8 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from tests.conftest import Backend, Gateway, free_port, wait_for_port
-from tests.pebble_support import (  # noqa: F401 (pebble_fixture is a fixture)
+
+from conftest import Backend, Gateway, free_port, wait_for_port
+from pebble_support import (  # noqa: F401 (pebble_fixture is a fixture)
     NAMES,
     Pebble,
     acme_config,

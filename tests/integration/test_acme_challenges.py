@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
-from tests.conftest import Backend, Gateway, free_port
-from tests.pebble_support import (  # noqa: F401 (pebble_fixture is a fixture)
+
+from conftest import Backend, Gateway, free_port
+from pebble_support import (  # noqa: F401 (pebble_fixture is a fixture)
     NAMES,
     Pebble,
     acme_config,

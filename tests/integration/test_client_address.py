@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from tests.conftest import Backend, Gateway, simple_config
-from tests.integration.test_http2 import client as h2_client
-from tests.integration.test_http2 import h2_config, start
+from test_http2 import client as h2_client
+from test_http2 import h2_config, start
+
+from conftest import Backend, Gateway, simple_config
 
 GatewayFactory = Callable[..., Gateway]
 

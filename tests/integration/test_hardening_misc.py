@@ -4,7 +4,6 @@ when their worker is gone), API keys in unrecognised forms masked in the access 
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import shutil
@@ -18,12 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
-from tests.conftest import Backend, Gateway, simple_config
-from tests.integration.test_tls import https_port, proxy_site, start, tls_config
+from test_tls import https_port, make_cert, proxy_site, start, tls_config
+
+from conftest import Backend, Gateway, simple_config
 
 GatewayFactory = Callable[..., Gateway]
 
@@ -58,40 +54,12 @@ def _temp_key(done: subprocess.CompletedProcess[str]) -> str | None:
     return None
 
 
-def _rsa_cert(directory: Path, name: str) -> tuple[Path, Path]:
-    """An RSA certificate: with it, TLS 1.2 can use any group (an ECDSA P-256 certificate
-    needs the client to offer P-256 itself)."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    directory.mkdir(parents=True, exist_ok=True)
-    cert_file, key_file = directory / f"{name}.crt", directory / f"{name}.key"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_file, key_file
-
-
 def test_only_the_intermediate_profiles_groups_are_offered(
     tmp_path: Path, backend: Backend, gateway: GatewayFactory
 ) -> None:
-    cert, key = _rsa_cert(tmp_path / "files", "rsa.test")
+    # with an RSA certificate TLS 1.2 can use any group (an ECDSA P-256 one needs the
+    # client to offer P-256 itself)
+    cert, key = make_cert(tmp_path / "files", "rsa.test", rsa_key=True)
     sites = [
         proxy_site(backend, ["localhost"]),  # ECDSA P-256, from the local CA
         proxy_site(backend, ["rsa.test"], tls={"cert": str(cert), "key": str(key)}),

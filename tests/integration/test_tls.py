@@ -17,9 +17,10 @@ import httpx
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
-from tests.conftest import Backend, Gateway, free_port, wait_for_port
+
+from conftest import Backend, Gateway, free_port, wait_for_port
 
 
 def tls_config(tmp_path: Path, sites: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
@@ -75,9 +76,14 @@ def proxy_site(backend: Backend, hosts: list[str], **extra: Any) -> dict[str, An
     }
 
 
-def make_cert(directory: Path, name: str) -> tuple[Path, Path]:
-    """A self-signed certificate for `name`: (cert file, key file)."""
-    key = ec.generate_private_key(ec.SECP256R1())
+def make_cert(directory: Path, name: str, rsa_key: bool = False) -> tuple[Path, Path]:
+    """A self-signed certificate for `name` (ECDSA P-256, or RSA 2048): (cert file, key
+    file)."""
+    key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey = (
+        rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        if rsa_key
+        else ec.generate_private_key(ec.SECP256R1())
+    )
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
     now = dt.datetime.now(dt.UTC)
     cert = (

@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from tests.conftest import Backend, Gateway
-from tests.integration.test_tls import (
+from test_tls import (
     client_context,
     https_port,
     make_cert,
@@ -23,6 +22,8 @@ from tests.integration.test_tls import (
     start,
     tls_config,
 )
+
+from conftest import Backend, Gateway
 
 GatewayFactory = Callable[..., Gateway]
 
