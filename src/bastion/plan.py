@@ -33,7 +33,7 @@ from bastion.tls.table import TLSTable, site_tls_mode
 
 if TYPE_CHECKING:
     from bastion.config.models import Config, Proxy, Route, Site
-    from bastion.http1.request import Request
+    from bastion.http.request import Request
 
 
 class CompiledRoute:

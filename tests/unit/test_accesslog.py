@@ -6,7 +6,7 @@ import asyncio
 import json
 from pathlib import Path
 
-from bastion.http1.request import Request
+from bastion.http.request import Request
 from bastion.observe.accesslog import AccessLog, redact_query
 
 

@@ -9,7 +9,7 @@ import pytest
 from bastion.cache.consumer import CONSUMER_MARK, ConsumerKey, consumer_key
 from bastion.cache.policy import Rules, decide
 from bastion.config.policy_auth import Auth
-from bastion.http1.request import Request
+from bastion.http.request import Request
 
 
 def request(consumer: str = "", **fields: str) -> Request:

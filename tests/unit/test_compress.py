@@ -9,7 +9,7 @@ import pytest
 import zstandard
 
 from bastion.config.policy_body import Compress
-from bastion.http1.request import BODY_CHUNKED, BODY_FIXED, BODY_LENGTH, Request
+from bastion.http.request import BODY_CHUNKED, BODY_FIXED, BODY_LENGTH, Request
 from bastion.policies.base import ResponseHead
 from bastion.policies.compress import CompressPolicy, choose_encoding, parse_accept_encoding
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bastion.http1.request import Request
+from bastion.http.request import Request
 from bastion.proxy.forwarded import client_address, forwarded_chain, parse_hop
 
 _TRUSTED = {"127.0.0.1", "10.0.0.1", "10.0.0.2"}.__contains__

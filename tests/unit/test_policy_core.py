@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bastion.http1.request import BODY_FIXED, BODY_LENGTH, Request
+from bastion.http.request import BODY_FIXED, BODY_LENGTH, Request
 from bastion.policies.base import ResponseHead, apply_response_policies, real_client_ip
 
 

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import pytest
 
 from bastion.config.policy_traffic import Quota, RateLimit
-from bastion.http1.request import Request
+from bastion.http.request import Request
 from bastion.policies import ratelimit
 from bastion.policies.ratelimit import OneRateLimitPolicy, RateLimitPolicy, build_policy
 from bastion.state.limits import MemoryLimitStore

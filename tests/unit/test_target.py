@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bastion.http1.request import Request
+from bastion.http.request import Request
 from bastion.http1.target import (
     FRAGMENT,
     canonical_path,

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from bastion.config import ConfigError, load_config
 from bastion.config.models import Route
 from bastion.config.policy_traffic import Cors, IpRules, parse_rate
-from bastion.http1.request import Request
+from bastion.http.request import Request
 from bastion.policies.cors import CorsPolicy
 from bastion.policies.headers import compile_template
 from bastion.policies.ipfilter import IpFilter

@@ -16,7 +16,7 @@ from bastion.balance.policies import Policy
 
 if TYPE_CHECKING:
     from bastion.config.balancing import PassiveHealth
-    from bastion.http1.request import Request
+    from bastion.http.request import Request
 
 _NEVER = math.inf
 

@@ -17,7 +17,7 @@ from bastion.balance.endpoint import EWMA_DECAY
 
 if TYPE_CHECKING:
     from bastion.balance.balancer import Member
-    from bastion.http1.request import Request
+    from bastion.http.request import Request
 
 
 class Policy(Protocol):

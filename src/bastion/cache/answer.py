@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from bastion.cache.conditional import not_modified
-from bastion.http1.request import BODY_LENGTH, BODY_NONE
+from bastion.http.request import BODY_LENGTH, BODY_NONE
 
 if TYPE_CHECKING:
     from bastion.cache.capture import CaptureClient
     from bastion.cache.store import Entry
-    from bastion.http1.request import Request
+    from bastion.http.request import Request
 
 HIT = b"X-Cache: HIT\r\n"
 MISS = b"X-Cache: MISS\r\n"

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from bastion.http1.request import Request
+from bastion.http.request import Request
 
 
 class CaptureClient:

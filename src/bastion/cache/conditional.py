@@ -10,7 +10,7 @@ from bastion.cache.policy import http_date
 
 if TYPE_CHECKING:
     from bastion.cache.store import Entry
-    from bastion.http1.request import Request
+    from bastion.http.request import Request
 
 _CONDITIONAL = frozenset(
     (b"if-none-match", b"if-modified-since", b"if-match", b"if-unmodified-since", b"if-range")

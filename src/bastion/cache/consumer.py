@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from bastion.config.policy_auth import Auth
-    from bastion.http1.request import Request
+    from bastion.http.request import Request
 
 # separates a primary key from the consumer part (the variant part, "\x1d", comes after)
 CONSUMER_MARK = "\x1c"

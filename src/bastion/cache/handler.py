@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from bastion.cache.consumer import ConsumerKey
     from bastion.cache.purge import PurgeQueue
     from bastion.cache.store import Entry, MemoryStore
-    from bastion.http1.request import Request
+    from bastion.http.request import Request
     from bastion.proxy.handler import ProxyHandler
 
 log = logging.getLogger("bastion.cache")

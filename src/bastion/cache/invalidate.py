@@ -15,7 +15,7 @@ from bastion.http1.target import canonical_path
 
 if TYPE_CHECKING:
     from bastion.cache.handler import CachingHandler
-    from bastion.http1.request import Request
+    from bastion.http.request import Request
 
 # RFC 9110 §9.2.1; compared exactly, as method names are case-sensitive: "get" is not
 # GET, and a method the cache does not know is unsafe

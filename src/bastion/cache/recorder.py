@@ -12,7 +12,7 @@ from bastion.cache.policy import decide
 if TYPE_CHECKING:
     from bastion.cache.handler import CachingHandler
     from bastion.cache.store import Entry
-    from bastion.http1.request import Request
+    from bastion.http.request import Request
 
 _AUTHORIZATION = b"authorization"
 

@@ -8,7 +8,7 @@ from bastion.tls.challenges import CHALLENGE_PREFIX
 
 if TYPE_CHECKING:
     from bastion.config.models import Redirect, Respond
-    from bastion.http1.request import Request
+    from bastion.http.request import Request
     from bastion.http1.server import HTTP1Connection
     from bastion.tls.challenges import ChallengeStore
 

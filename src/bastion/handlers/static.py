@@ -18,12 +18,12 @@ from email.utils import formatdate, parsedate_to_datetime
 from typing import TYPE_CHECKING, BinaryIO
 from urllib.parse import unquote
 
-from bastion.http1.request import BODY_LENGTH, BODY_NONE
-from bastion.http1.status import status_line
+from bastion.http.request import BODY_LENGTH, BODY_NONE
+from bastion.http.status import status_line
 
 if TYPE_CHECKING:
     from bastion.config.models import Static
-    from bastion.http1.request import Request
+    from bastion.http.request import Request
     from bastion.http1.server import HTTP1Connection
 
 CHUNK = 64 * 1024

@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 import httptools
 
-from bastion.http1.problem import PROBLEM_TYPE, problem_body
-from bastion.http1.request import BODY_FIXED, BODY_LENGTH, BODY_NONE, REFUSED_METHODS, Request
-from bastion.http1.status import fixed_head
+from bastion.http.problem import PROBLEM_TYPE, problem_body
+from bastion.http.request import BODY_FIXED, BODY_LENGTH, BODY_NONE, REFUSED_METHODS, Request
+from bastion.http.status import fixed_head
 from bastion.http1.target import FRAGMENT, SEEN_CANONICAL, set_origin_target
 from bastion.routing import parse_host
 

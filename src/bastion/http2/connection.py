@@ -37,7 +37,7 @@ from h2.exceptions import ProtocolError, StreamClosedError
 from h2.settings import SettingCodes, Settings
 from hyperframe.frame import GoAwayFrame
 
-from bastion.http1.request import Request
+from bastion.http.request import Request
 from bastion.http1.server import close_owing_nothing
 from bastion.http2.decoder import MemoDecoder
 from bastion.http2.encoder import StaticEncoder

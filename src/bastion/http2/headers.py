@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 
-from bastion.http1.request import REFUSED_METHODS, Request
+from bastion.http.request import REFUSED_METHODS, Request
 from bastion.http1.target import set_origin_target
 from bastion.routing import parse_host
 

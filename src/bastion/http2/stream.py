@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from bastion.http1.problem import PROBLEM_TYPE, problem_body
-from bastion.http1.request import BODY_FIXED, BODY_LENGTH, BODY_NONE, Request
-from bastion.http1.status import fixed_head
+from bastion.http.problem import PROBLEM_TYPE, problem_body
+from bastion.http.request import BODY_FIXED, BODY_LENGTH, BODY_NONE, Request
+from bastion.http.status import fixed_head
 from bastion.http2.headers import StreamReject, response_headers
 
 if TYPE_CHECKING:

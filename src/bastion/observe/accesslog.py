@@ -24,7 +24,7 @@ from urllib.parse import unquote_plus
 from bastion.proxy.forwarded import client_address
 
 if TYPE_CHECKING:
-    from bastion.http1.request import Request
+    from bastion.http.request import Request
 
 _FLUSH_CHARS = 64 * 1024  # characters; lines are ASCII in the common case, so ~bytes
 _FLUSH_SECONDS = 0.2

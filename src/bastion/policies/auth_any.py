@@ -22,7 +22,7 @@ from bastion.policies.base import Answer, Denied
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from bastion.http1.request import Request
+    from bastion.http.request import Request
 
 __all__ = ["MAYBE", "SURELY", "AnyAuthPolicy", "any_auth", "bearer_token", "offered_scheme"]
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from bastion.policies.base import Denied
 
 if TYPE_CHECKING:
-    from bastion.http1.request import Request
+    from bastion.http.request import Request
 
 __all__ = ["AuthResult", "Identity", "authorization", "invalid_request"]
 

@@ -12,7 +12,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-from bastion.http1.request import (
+from bastion.http.request import (
     BODY_CHUNKED,
     BODY_CLOSE,
     BODY_LENGTH,

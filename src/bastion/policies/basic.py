@@ -30,7 +30,7 @@ from bastion.policies.base import Denied
 
 if TYPE_CHECKING:
     from bastion.config.policy_auth import BasicAuth
-    from bastion.http1.request import Request
+    from bastion.http.request import Request
 
 __all__ = ["BasicPolicy", "check_hash", "read_users_file", "verify_password"]
 

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from bastion.http1.request import Request
+from bastion.http.request import Request
 from bastion.policies.base import Answer, Denied, Outcome, RequestPolicy
 from bastion.policies.fields import FieldEdit
 

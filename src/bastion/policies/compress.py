@@ -20,7 +20,7 @@ from bastion.policies.base import ResponseHead
 if TYPE_CHECKING:
     from bastion.config.models import Route, Site
     from bastion.config.policy_body import Compress
-    from bastion.http1.request import Request
+    from bastion.http.request import Request
 
 __all__ = [
     "CompressPolicy",

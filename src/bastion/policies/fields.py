@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from bastion.http1.request import Request
+    from bastion.http.request import Request
 
 Getter = Callable[["Request"], bytes]
 

@@ -23,7 +23,7 @@ from bastion.policies.base import Answer, Denied, real_client_ip
 
 if TYPE_CHECKING:
     from bastion.config.policy_auth import ForwardAuth
-    from bastion.http1.request import Request
+    from bastion.http.request import Request
     from bastion.policies.authcommon import Identity
 
 __all__ = ["ForwardAuthPolicy"]

@@ -19,7 +19,7 @@ from bastion.config.policy_traffic import (
     SecurityHeaders,
     StsHeader,
 )
-from bastion.http1.request import Request
+from bastion.http.request import Request
 from bastion.policies.base import ResponseHead, real_client_ip
 from bastion.policies.fields import Fields, Getter, Template, field_line
 from bastion.tls.table import site_tls_mode

@@ -29,7 +29,7 @@ from bastion.policies.jwks import JwksSource, PublicKey, fits, jwks_source, load
 
 if TYPE_CHECKING:
     from bastion.config.policy_auth import JwtAuth
-    from bastion.http1.request import Request
+    from bastion.http.request import Request
 
 __all__ = ["JwksJwtPolicy", "JwtError", "JwtPolicy", "JwtVerifier", "jwt_policy"]
 

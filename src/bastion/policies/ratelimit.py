@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
 from bastion.config.policy_traffic import Quota, RateLimit, parse_rate
-from bastion.http1.request import Request
+from bastion.http.request import Request
 from bastion.policies.base import Denied, real_client_ip
 from bastion.state.limits import Check, LimitStore, MemoryLimitStore, Outcome, quota_window
 from bastion.state.persist import PersistentStore, limit_store

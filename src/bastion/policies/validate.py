@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from bastion.http1.status import REASONS
+from bastion.http.status import REASONS
 from bastion.openapi.operations import (
     Operation,
     OperationTable,
@@ -29,7 +29,7 @@ from bastion.tls.store import resolve_data_dir
 if TYPE_CHECKING:
     from bastion.config.models import Route
     from bastion.config.policy_body import Validation
-    from bastion.http1.request import Request
+    from bastion.http.request import Request
     from bastion.plan import Plan
 
 __all__ = ["BodyPolicy", "build_body_policy"]

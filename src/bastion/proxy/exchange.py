@@ -14,9 +14,9 @@ import ssl
 from typing import TYPE_CHECKING, Any
 
 from bastion.balance.policies import read_cookie
-from bastion.http1.request import BODY_CHUNKED, BODY_CLOSE, BODY_LENGTH, BODY_NONE, Request
+from bastion.http.request import BODY_CHUNKED, BODY_CLOSE, BODY_LENGTH, BODY_NONE, Request
+from bastion.http.status import status_line
 from bastion.http1.server import PAUSE_UPSTREAM
-from bastion.http1.status import status_line
 from bastion.proxy.headers import RESPONSE_DROPPED
 from bastion.proxy.pool import Pool, UpstreamConnection
 from bastion.tls.client import describe_tls_error

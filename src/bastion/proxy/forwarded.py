@@ -19,7 +19,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable
 
-from bastion.http1.request import Request
+from bastion.http.request import Request
 
 __all__ = ["client_address", "forwarded_chain", "parse_hop"]
 

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from bastion.balance.balancer import Balancer, RetryBudget
-from bastion.http1.request import Request
+from bastion.http.request import Request
 from bastion.proxy.exchange import Exchange
 from bastion.proxy.headers import build_request_head, upgrade_to_forward
 

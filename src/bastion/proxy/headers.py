@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from bastion.http1.request import Request
+from bastion.http.request import Request
 from bastion.proxy.forwarded import forwarded_chain
 
 # Hop-by-hop fields: meaningful for one connection only, never forwarded.

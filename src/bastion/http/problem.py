@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-from bastion.http1.status import REASONS
+from bastion.http.status import REASONS
 
 PROBLEM_TYPE = "application/problem+json"
 
