@@ -82,6 +82,36 @@ class CaptureClient:
             self.finished = True
             self.done(self)
 
+    # the rest of the Downstream contract
+    secure = False
+    client_ip = ""
+    write_paused = False
+    open = True
+    send_timeout = 0.0
+
+    @property
+    def loop(self) -> Any:
+        return self.ctx.loop
+
+    @property
+    def date_header(self) -> bytes:
+        return bytes(self.ctx.date_header)
+
+    def unsent_bytes(self) -> int:
+        return 0
+
+    def set_producer(self, producer: Any) -> None:
+        self.producer = producer
+
+    def close_after_response(self) -> None:
+        pass
+
+    def start_tunnel(self, tunnel: Any, head: bytes = b"", rest: bytes = b"") -> None:
+        self.abort()  # an Upgrade answer is never cached
+
+    def tunnel_write(self, data: bytes) -> None:
+        pass
+
     @property
     def body(self) -> bytes:
         return b"".join(self.chunks)

@@ -709,15 +709,48 @@ class HTTP1Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
 
-    def start_tunnel(self, tunnel: Any) -> None:
-        """Hand the connection over to an Upgrade tunnel (WebSocket and friends)."""
+    def start_tunnel(self, tunnel: Any, head: bytes = b"", rest: bytes = b"") -> None:
+        """Send the `101` head and the first upstream bytes, then hand the connection
+        over to an Upgrade tunnel (WebSocket and friends)."""
         req = self.active
+        if self.transport is None:
+            return
+        if head:
+            self.transport.write(head)
+            if req is not None:
+                req.bytes_out += len(head)
+        if rest:
+            self.transport.write(rest)
         self.tunnel = tunnel
         self._clear_timer()
         self.resume_reading(PAUSE_BUFFER | PAUSE_QUEUE)
         if req is not None and req.upgrade_data:
             tunnel.from_client(req.upgrade_data)
             req.upgrade_data = b""
+
+    def tunnel_write(self, data: bytes) -> None:
+        """Bytes from the far end of a tunnel to the client."""
+        if self.transport is not None:
+            self.transport.write(data)
+
+    # ------------------------------------------------------- the Downstream contract
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        return self.ctx.loop
+
+    @property
+    def date_header(self) -> bytes:
+        return self.ctx.date_header
+
+    @property
+    def open(self) -> bool:
+        return self.transport is not None and not self.closing
+
+    def set_producer(self, producer: Any) -> None:
+        self.producer = producer
+
+    def close_after_response(self) -> None:
+        self.resp_keep_alive = False
 
     # ------------------------------------------------------------ closing paths
     def _cancel_handler(self, req: Request) -> None:

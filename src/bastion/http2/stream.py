@@ -72,6 +72,34 @@ class Stream:
     def send_timeout(self) -> float:
         return self.conn.send_timeout
 
+    @property
+    def loop(self) -> Any:
+        return self.ctx.loop
+
+    @property
+    def date_header(self) -> bytes:
+        return self.ctx.date_header
+
+    @property
+    def client_ip(self) -> str:
+        return self.conn.client_ip
+
+    @property
+    def open(self) -> bool:
+        return not self.closed and not self.conn.closing and self.conn.transport is not None
+
+    def set_producer(self, producer: Any) -> None:
+        self.producer = producer
+
+    def close_after_response(self) -> None:
+        pass  # one stream: the connection carries on
+
+    def start_tunnel(self, tunnel: Any, head: bytes = b"", rest: bytes = b"") -> None:
+        raise RuntimeError("HTTP/2 streams are never upgraded")
+
+    def tunnel_write(self, data: bytes) -> None:
+        raise RuntimeError("HTTP/2 streams are never upgraded")
+
     def unsent_bytes(self) -> int:
         """Response bytes the client's flow-control windows have not let out yet."""
         return self.pending_bytes

@@ -681,12 +681,7 @@ class Exchange:
             return
         conn.deadline = 0.0  # tunnels have their own idle rule, below
         conn.tunnel_idle = self.handler.websocket_idle_timeout
-        head = self.head + b"\r\n"
-        self.req.bytes_out += len(head)
-        client.transport.write(head)
-        if rest:
-            client.transport.write(rest)
-        client.start_tunnel(self)
+        client.start_tunnel(self, self.head + b"\r\n", rest)
         if conn.tunnel_idle:
             conn.arm(self.loop.time() + conn.tunnel_idle)
 
