@@ -14,7 +14,7 @@ from pathlib import Path
 from bastion import __version__
 from bastion.config import ConfigError, LoadedConfig, config_from_dict, json_schema, load_config
 from bastion.observe.oplog import setup_logging
-from bastion.tls.store import DATA_DIR_ENV
+from bastion.state.files import DATA_DIR_ENV
 
 log = logging.getLogger("bastion")
 
@@ -221,8 +221,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     from bastion.demo import demo_config, start_backend, try_lines
     from bastion.server.worker import Worker
+    from bastion.state.files import ensure_dir, resolve_data_dir
     from bastion.tls.localca import LocalCA
-    from bastion.tls.store import ensure_dir, resolve_data_dir
 
     async def main() -> None:
         backend, port = await start_backend()
@@ -280,7 +280,7 @@ def cmd_reload(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from bastion.balance import status
-    from bastion.tls.store import resolve_data_dir
+    from bastion.state.files import resolve_data_dir
 
     loaded = _load(args.config)
     if loaded is None:
@@ -309,8 +309,8 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_trust(args: argparse.Namespace) -> int:
+    from bastion.state.files import ensure_dir, resolve_data_dir
     from bastion.tls.localca import LocalCA
-    from bastion.tls.store import ensure_dir, resolve_data_dir
     from bastion.tls.trust import trust_text
 
     configured = None
@@ -330,9 +330,9 @@ def cmd_trust(args: argparse.Namespace) -> int:
 
 
 def cmd_certs(args: argparse.Namespace) -> int:
-    from bastion.tls.acme import AcmeError
+    from bastion.acme.problems import AcmeError
+    from bastion.acme.settings import issuer_for
     from bastion.tls.certs import acme_sites, cert_rows, format_rows
-    from bastion.tls.issuer import issuer_for
 
     loaded = _load(args.config)
     if loaded is None:
@@ -377,7 +377,7 @@ def cmd_certs(args: argparse.Namespace) -> int:
 
 def cmd_cache(args: argparse.Namespace) -> int:
     from bastion.cache.purge import purge_dir, write_request
-    from bastion.tls.store import resolve_data_dir
+    from bastion.state.files import resolve_data_dir
 
     options = (("url", args.url), ("prefix", args.prefix), ("tag", args.tag))
     given = [(k, v) for k, v in options if v]

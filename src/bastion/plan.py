@@ -27,8 +27,8 @@ from bastion.proxy.handler import ProxyHandler
 from bastion.proxy.pool import Pool, PoolRegistry
 from bastion.proxy.tls import upstream_tls
 from bastion.routing import HostTable, PathTable
-from bastion.tls.challenges import ChallengeStore
-from bastion.tls.store import resolve_data_dir
+from bastion.state.challenges import FileChallengeTokens
+from bastion.state.files import resolve_data_dir
 from bastion.tls.table import TLSTable, site_tls_mode
 
 if TYPE_CHECKING:
@@ -156,7 +156,7 @@ def compile_plan(config: Config, registry: PoolRegistry) -> Plan:
         challenges = None
         directory = config.acme.directory
         if any(site_tls_mode(s, True, directory) == "acme" for s in config.sites):
-            challenges = ChallengeStore(resolve_data_dir(config.data_dir))
+            challenges = FileChallengeTokens(resolve_data_dir(config.data_dir))
         handler = HttpsRedirectHandler(None if port == 443 else port, challenges)
         to_https = CompiledRoute("(redirect to https)", None, handler)
         # the route on HTTPS decides; this one only redirects

@@ -9,9 +9,9 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from bastion.acme.jws import jwk_thumbprint
 from bastion.config.matching import is_private_acme, uses_acme
-from bastion.tls.acme import jwk_thumbprint
-from bastion.tls.challenges import ChallengeStore
+from bastion.state.challenges import FileChallengeTokens
 
 
 def test_public_names_use_acme() -> None:
@@ -45,7 +45,7 @@ def test_thumbprint_is_rfc7638() -> None:
 
 
 def test_challenge_store_rejects_path_tricks(tmp_path: Path) -> None:
-    store = ChallengeStore(tmp_path)
+    store = FileChallengeTokens(tmp_path)
     store.publish("tok_en-1", "tok_en-1.thumb")
     assert store.lookup("tok_en-1") == b"tok_en-1.thumb"
     assert store.lookup("../challenges/tok_en-1") is None

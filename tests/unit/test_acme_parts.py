@@ -14,10 +14,10 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from bastion.acme.jws import ari_cert_id
+from bastion.acme.solvers import ACME_IDENTIFIER_OID, TlsAlpn01Solver, dns_txt_value
 from bastion.config import ConfigError, load_config
-from bastion.tls.acme import ari_cert_id
 from bastion.tls.alpn import parse_client_hello
-from bastion.tls.solvers import ACME_IDENTIFIER_OID, TlsAlpn01Solver, dns_txt_value
 
 
 def test_ari_cert_id_matches_the_rfc_example() -> None:
@@ -66,7 +66,7 @@ def test_client_hello_name_and_alpn() -> None:
 
 
 def test_tls_alpn01_certificate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("bastion.tls.solvers.time.sleep", lambda _: None)
+    monkeypatch.setattr("bastion.acme.solvers.time.sleep", lambda _: None)
     solver = TlsAlpn01Solver(tmp_path)
     solver.present("bastion.test", "tok", "tok.thumb")
     pem = (tmp_path / "acme" / "alpn" / "bastion.test.pem").read_bytes()

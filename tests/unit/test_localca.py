@@ -12,8 +12,8 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
+from bastion.state.files import atomic_write, resolve_data_dir
 from bastion.tls.localca import LEAF_LIFETIME, LocalCA
-from bastion.tls.store import atomic_write, resolve_data_dir
 
 
 class Clock:

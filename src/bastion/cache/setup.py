@@ -10,7 +10,7 @@ from bastion.cache.key import KeyRules
 from bastion.cache.policy import DEFAULT_STATUSES, Rules
 from bastion.cache.purge import PurgeQueue, purge_dir
 from bastion.cache.store import MemoryStore
-from bastion.tls.store import resolve_data_dir
+from bastion.state.files import resolve_data_dir
 
 if TYPE_CHECKING:
     from bastion.config.models import RouteCache

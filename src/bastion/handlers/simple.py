@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from bastion.tls.challenges import CHALLENGE_PREFIX
+from bastion.state.challenges import CHALLENGE_PREFIX
 
 if TYPE_CHECKING:
     from bastion.config.models import Redirect, Respond
     from bastion.http.request import Request
     from bastion.http1.server import HTTP1Connection
-    from bastion.tls.challenges import ChallengeStore
+    from bastion.state.challenges import ChallengeTokens
 
 class RedirectHandler:
     __slots__ = ("keep_rest", "prefix", "status", "to")
@@ -44,7 +44,7 @@ class HttpsRedirectHandler:
 
     __slots__ = ("challenges", "port_suffix")
 
-    def __init__(self, port: int | None, challenges: ChallengeStore | None = None) -> None:
+    def __init__(self, port: int | None, challenges: ChallengeTokens | None = None) -> None:
         self.port_suffix = "" if port is None else f":{port}"
         # ACME HTTP-01 answers, only when some site gets its certificate through ACME
         self.challenges = challenges

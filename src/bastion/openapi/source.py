@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from bastion.tls.store import atomic_write, ensure_dir
+from bastion.state.files import atomic_write, ensure_dir
 
 __all__ = ["SpecUnavailable", "load_document", "parse_document"]
 

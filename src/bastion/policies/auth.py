@@ -32,7 +32,7 @@ def _method(name: str, conf: Auth, identity: Identity, site: Site, plan: Plan) -
     if name == "api_keys":
         from bastion.policies.auth_keys import ApiKeyPolicy
         from bastion.policies.keystore import file_key_store
-        from bastion.tls.store import resolve_data_dir
+        from bastion.state.files import resolve_data_dir
 
         assert conf.api_keys is not None
         store = file_key_store(resolve_data_dir(plan.config.data_dir))

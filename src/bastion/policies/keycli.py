@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from bastion.policies.keystore import FileKeyStore
-from bastion.tls.store import resolve_data_dir
+from bastion.state.files import resolve_data_dir
 
 __all__ = ["run_keys"]
 

@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
-from bastion.tls.store import atomic_write, ensure_dir, file_lock
+from bastion.state.files import atomic_write, ensure_dir, file_lock
 
 __all__ = [
     "FILE_NAME",

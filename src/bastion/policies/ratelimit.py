@@ -24,9 +24,9 @@ from typing import TYPE_CHECKING, TypeVar
 from bastion.config.policy_traffic import Quota, RateLimit, parse_rate
 from bastion.http.request import Request
 from bastion.policies.base import Denied, real_client_ip
+from bastion.state.files import resolve_data_dir
 from bastion.state.limits import Check, LimitStore, MemoryLimitStore, Outcome, quota_window
 from bastion.state.persist import PersistentStore, limit_store
-from bastion.tls.store import resolve_data_dir
 
 if TYPE_CHECKING:
     from bastion.config.models import Route, Site

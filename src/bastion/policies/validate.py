@@ -24,7 +24,7 @@ from bastion.openapi.operations import (
 from bastion.openapi.schemas import SchemaSet, body_errors, compile_plain
 from bastion.openapi.source import SpecUnavailable, load_document
 from bastion.policies.base import Answer, Denied, Outcome, read_body
-from bastion.tls.store import resolve_data_dir
+from bastion.state.files import resolve_data_dir
 
 if TYPE_CHECKING:
     from bastion.config.models import Route

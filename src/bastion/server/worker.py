@@ -24,13 +24,13 @@ from bastion.observe.accesslog import AccessLog
 from bastion.plan import Plan, compile_plan
 from bastion.proxy.pool import PoolRegistry
 from bastion.server.context import WorkerContext
+from bastion.state.files import resolve_data_dir
 from bastion.tls.alpn import AlpnListener, listening_socket
 from bastion.tls.context import HTTP1_ONLY, apply_profile, dispatch_context
-from bastion.tls.store import resolve_data_dir
 
 if TYPE_CHECKING:
+    from bastion.acme.renewal import CertManager
     from bastion.config.models import Config
-    from bastion.tls.renewal import CertManager
 
 log = logging.getLogger("bastion.server")
 
@@ -151,7 +151,7 @@ class Worker:
     async def _alpn_listener(self, address: Address, directory: Path) -> AlpnListener:
         assert self.ctx is not None
         ctx = self.ctx
-        from bastion.tls.solvers import ALPN_POLL
+        from bastion.acme.solvers import ALPN_POLL
 
         listener = AlpnListener(
             ctx.loop,
@@ -193,18 +193,19 @@ class Worker:
     # ------------------------------------------------------------------- ACME
     def _start_acme(self, plan: Plan) -> None:
         """Order the certificates this plan still lacks, renew the others, and watch
-        certificate files (see ``tls/renewal.py``); all in the background."""
+        certificate files (see ``acme/renewal.py``); all in the background."""
         if self._certs is None:
             if plan.tls is None:
                 return  # plain HTTP: not even the ACME client is imported (its memory)
-            from bastion.tls.renewal import CertManager
+            from bastion.acme.renewal import CertManager
 
             ctx = self.ctx
             assert ctx is not None
             self._certs = CertManager(lambda: ctx.plan.tls)
         if self._tls_context is not None:
             apply_profile(self._tls_context, plan.config.tls.profile)
-        self._certs.start(plan)
+        config = self.loaded.config
+        self._certs.start(plan.tls, config, resolve_data_dir(config.data_dir))
 
     # ----------------------------------------------------------------- reload
     async def reload(self) -> bool:
@@ -310,11 +311,11 @@ def run_worker(loaded: LoadedConfig, *, reuse_port: bool = False) -> None:
 
 
 def _alpn_challenge_dir(config: Config) -> Path | None:
-    """See ``tls.renewal.alpn_challenge_dir``; a config without https listeners needs
+    """See ``acme.settings.alpn_challenge_dir``; a config without https listeners needs
     neither it nor the ACME modules it imports (cryptography: ~10 MB of memory)."""
     if not config.listen.https:
         return None
-    from bastion.tls.renewal import alpn_challenge_dir
+    from bastion.acme.settings import alpn_challenge_dir
 
     return alpn_challenge_dir(config)
 

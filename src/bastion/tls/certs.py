@@ -1,4 +1,5 @@
-"""``bastion certs list|renew|revoke``: the certificates a config serves, from the store.
+"""``bastion certs list|renew|revoke``: the certificates a config serves, from the store
+(ACME certificates are read from the ``CertStore``; ordering is ``bastion.acme``'s).
 
 Works on the data dir directly (no connection to a running gateway): ``renew`` orders a new
 certificate into the store, and running workers pick it up within ``tls.watch_interval``
@@ -10,7 +11,6 @@ starts or reloads and then orders a new one).
 from __future__ import annotations
 
 import datetime as dt
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,9 +20,9 @@ from cryptography.x509.oid import NameOID
 
 from bastion.config.matching import is_private_acme, uses_acme
 from bastion.config.models import TlsFiles
-from bastion.tls.issuer import AcmeIssuer, issuer_for
+from bastion.state.certs import CertStore, FileCertStore, usable
+from bastion.state.files import ensure_dir, resolve_data_dir
 from bastion.tls.localca import LocalCA
-from bastion.tls.store import ensure_dir, resolve_data_dir
 from bastion.tls.table import LOCALHOST_NAMES, site_tls_mode
 
 if TYPE_CHECKING:
@@ -75,7 +75,7 @@ def acme_sites(config: Config) -> list[tuple[str, ...]]:
 def cert_rows(config: Config) -> list[CertRow]:
     has_https = bool(config.listen.https)
     private = is_private_acme(config.acme.directory)
-    issuer: AcmeIssuer | None = None
+    store: CertStore | None = None
     rows: list[CertRow] = []
     for site in config.sites:
         mode = site_tls_mode(site, has_https, config.acme.directory)
@@ -86,8 +86,8 @@ def cert_rows(config: Config) -> list[CertRow]:
         if mode == "acme":
             acme_names = [n for n in names if uses_acme(n, private)]
             names = [n for n in names if n not in acme_names]
-            issuer = issuer or issuer_for(config)
-            rows.append(_acme_row(issuer, acme_names))
+            store = store or FileCertStore(resolve_data_dir(config.data_dir), config.acme.directory)
+            rows.append(_acme_row(store, acme_names))
             if not names:
                 continue
         if isinstance(site.tls, TlsFiles):
@@ -104,9 +104,9 @@ def cert_rows(config: Config) -> list[CertRow]:
     return rows
 
 
-def _acme_row(issuer: AcmeIssuer, names: list[str]) -> CertRow:
+def _acme_row(store: CertStore, names: list[str]) -> CertRow:
     row = CertRow(tuple(names), "acme", last_error="-")
-    found = issuer.stored(names)
+    found = usable(store, names)
     if found is None:
         row.last_error = "no valid certificate in the store yet"
     else:
@@ -114,10 +114,7 @@ def _acme_row(issuer: AcmeIssuer, names: list[str]) -> CertRow:
         row.issuer = _issuer(cert)
         row.not_after = found.not_after
         row.next_renewal = found.renew_at().isoformat(timespec="seconds")
-    try:
-        status = json.loads(issuer.status_path(names).read_text())
-    except (OSError, ValueError):
-        status = {}
+    status = store.read_status(names)
     if status.get("next_renewal") and found is not None:
         row.next_renewal = str(status["next_renewal"])
     if status.get("last_error"):

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from bastion.tls.store import atomic_write, ensure_dir, file_lock
+from bastion.state.files import atomic_write, ensure_dir, file_lock
 
 __all__ = ["LEAF_LIFETIME", "ROOT_LIFETIME", "LocalCA", "san_entries"]
 

@@ -18,14 +18,14 @@ from typing import TYPE_CHECKING
 
 from bastion.config.matching import is_private_acme, uses_acme
 from bastion.config.models import TlsFiles
+from bastion.state.files import ensure_dir, resolve_data_dir
 from bastion.tls.context import certificate_context
-from bastion.tls.store import ensure_dir, resolve_data_dir
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from bastion.config.models import Config, Site
-    from bastion.tls.issuer import CertFiles
+    from bastion.state.certs import CertFiles
     from bastion.tls.localca import LocalCA
 
     AcmeStored = Callable[[list[str]], CertFiles | None]
@@ -133,7 +133,11 @@ class TLSTable:
     @classmethod
     def build(cls, config: Config, acme_store: AcmeStored | None = None) -> TLSTable | None:
         """None when there is no https listener. Issues local-CA leaves as needed
-        (file I/O: called at start and on reload, never per request)."""
+        (file I/O: called at start and on reload, never per request).
+
+        ``acme_store`` gives the stored ACME certificate for a name set, if usable; by
+        default the file ``CertStore`` of the config's data dir and ACME directory (the
+        table reads certificates, it never orders them)."""
         has_https = bool(config.listen.https)
         if not has_https:
             return None
@@ -154,9 +158,7 @@ class TLSTable:
                 acme_names = tuple(n for n in names if uses_acme(n, private))
                 names = [n for n in names if n not in acme_names]
                 if acme_store is None:
-                    from bastion.tls.issuer import issuer_for
-
-                    acme_store = issuer_for(config).stored
+                    acme_store = _file_store_lookup(config)
                 stored = acme_store(list(acme_names))
                 if stored is None:
                     table.pending.append(PendingACME(acme_names))
@@ -186,3 +188,11 @@ class TLSTable:
         elif len(ip_sites) == 1:
             table.default = ip_sites[0]
         return table
+
+
+def _file_store_lookup(config: Config) -> AcmeStored:
+    """Usable certificates from the file ``CertStore`` of ``config``'s data dir."""
+    from bastion.state.certs import FileCertStore, usable
+
+    store = FileCertStore(resolve_data_dir(config.data_dir), config.acme.directory)
+    return lambda names: usable(store, names)

@@ -1,11 +1,11 @@
 """Challenge solvers: how each ACME challenge type is made answerable.
 
-- ``http-01``: the key authorization is written to the challenge store, which the plain-HTTP
-  listener of every worker answers from.
+- ``http-01``: the key authorization is published to ``ChallengeTokens``
+  (``bastion.state.challenges``), which the plain-HTTP listener of every worker answers from.
 - ``tls-alpn-01`` (RFC 8737): a self-signed certificate for the name, carrying the critical
   acmeIdentifier extension, is written under ``<data dir>/acme/alpn/``; https listeners
   notice the directory change and serve it to connections offering ALPN ``acme-tls/1``
-  (see ``alpn.py``).
+  (see ``bastion.tls.alpn``).
 - ``dns-01``: the operator's hook command publishes ``_acme-challenge.<domain>`` TXT.
 
 Blocking code: solvers run in the ACME thread.
@@ -28,9 +28,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID, ObjectIdentifier
 
-from bastion.tls.acme import AcmeProblem
-from bastion.tls.challenges import ChallengeStore
-from bastion.tls.store import atomic_write, ensure_dir
+from bastion.acme.problems import AcmeProblem
+from bastion.state.challenges import ChallengeTokens
+from bastion.state.files import atomic_write, ensure_dir
 
 __all__ = [
     "ACME_IDENTIFIER_OID",
@@ -61,7 +61,7 @@ def dns_txt_value(key_authorization: str) -> str:
 class Http01Solver:
     type = "http-01"
 
-    def __init__(self, store: ChallengeStore) -> None:
+    def __init__(self, store: ChallengeTokens) -> None:
         self.store = store
 
     def present(self, domain: str, token: str, key_authorization: str) -> None:

@@ -2,11 +2,11 @@
 
 Synchronous on purpose: it runs in a worker thread (``asyncio.to_thread``), never on the
 event loop, and talks to the CA with the standard library's ``urllib`` over TLS. Signing
-(JWS ES256) and keys use ``cryptography``, which bastion already depends on. Why not
+(JWS ES256, ``jws.py``) and keys use ``cryptography``, which bastion already depends on. Why not
 certbot's ``acme`` library: it would add pyOpenSSL, requests and josepy for a protocol that
 is a dozen JSON requests, and it retries ``badNonce`` only once; here every request retries
 ``badNonce`` several times, honours ``Retry-After``, and every problem document becomes a
-typed :class:`AcmeProblem` whose ``hint`` says what the operator should do.
+typed :class:`AcmeProblem` whose ``hint`` says what the operator should do (``problems.py``).
 
 The client never knows about routes or sites: it is given names and challenge solvers
 (HTTP-01 files, TLS-ALPN-01 certificates, DNS-01 hook; see ``solvers.py``) and gives back a
@@ -15,9 +15,6 @@ PEM chain. It also asks for ACME Renewal Information (RFC 9773) and revokes (sec
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import json
 import logging
 import ssl
@@ -25,26 +22,22 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from bastion.acme.jws import CertKey, Eab, ari_cert_id, b64, csr_der, eab_binding, jwk_thumbprint
+from bastion.acme.jws import sign as sign_jws
+from bastion.acme.problems import ERR, AcmeError, AcmeProblem, invalid_problem
 
 __all__ = [
     "LETSENCRYPT_PRODUCTION",
     "LETSENCRYPT_STAGING",
     "AcmeClient",
-    "AcmeError",
-    "AcmeProblem",
-    "CertKey",
-    "Eab",
     "Solver",
-    "ari_cert_id",
-    "jwk_thumbprint",
 ]
 
 log = logging.getLogger("bastion.acme")
@@ -52,46 +45,8 @@ log = logging.getLogger("bastion.acme")
 LETSENCRYPT_PRODUCTION = "https://acme-v02.api.letsencrypt.org/directory"
 LETSENCRYPT_STAGING = "https://acme-staging-v02.api.letsencrypt.org/directory"
 
-_ERR = "urn:ietf:params:acme:error:"
 _NONCE_RETRIES = 30
 _USER_AGENT = "bastion-acme/0.1"
-
-# What the operator should do, by problem type (the part after urn:ietf:params:acme:error:).
-_HINTS = {
-    "connection": "the CA could not connect to this server for the challenge: port 80 of every "
-    "name must reach bastion's http listener (http-01), or port 443 its https listener "
-    "(tls-alpn-01), from the internet (firewall, NAT, DNS)",
-    "dns": "the CA could not resolve the name: check the name's A/AAAA records",
-    "unauthorized": "the CA fetched a wrong answer for the challenge: check that the name's "
-    "DNS points at this machine and that nothing in front of bastion answers "
-    "/.well-known/acme-challenge/",
-    "incorrectResponse": "the challenge answer did not match: is another server answering "
-    "port 80 for this name?",
-    "rateLimited": "the CA's rate limit was reached: wait (see Retry-After) and use the "
-    "staging directory while testing",
-    "rejectedIdentifier": "the CA will not issue for this name (reserved or forbidden name)",
-    "caa": "a CAA DNS record forbids this CA from issuing for the name",
-    "accountDoesNotExist": "the stored account is unknown to the CA: remove the account files "
-    "in the data dir to create a new one",
-    "externalAccountRequired": "this CA needs External Account Binding: set acme.eab "
-    "{key_id, hmac_key} with the credentials from the CA's dashboard",
-    "unauthorizedEab": "the CA rejected the External Account Binding: check acme.eab key_id "
-    "and hmac_key (they are single-use at some CAs; create new ones)",
-    "badCSR": "the CA rejected the certificate request: check acme.key_type",
-    "badPublicKey": "the CA does not accept this key: try another acme.key_type",
-    "alreadyRevoked": "the certificate was already revoked",
-    "badNonce": "the CA kept rejecting nonces; it will be retried",
-    "serverInternal": "the CA had an internal error; it will be retried",
-    "malformed": "the CA rejected a request as malformed; please report it with this log line",
-    "tls": "the CA could not connect over TLS for the challenge",
-    "timeout": "the challenge was not validated in time: check that the CA can reach port 80",
-    "dnsHook": "the DNS-01 hook failed: run it by hand with the same arguments and fix it "
-    "(see the DNS-01 hook section of docs/https.md)",
-    "noChallenge": "the CA offers none of the challenge types allowed for this name: check "
-    "acme.challenges (wildcard names need dns-01 and acme.dns_hook)",
-}
-
-CertKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 
 
 class Solver(Protocol):
@@ -102,70 +57,6 @@ class Solver(Protocol):
     def present(self, domain: str, token: str, key_authorization: str) -> None: ...
 
     def cleanup(self, domain: str, token: str, key_authorization: str) -> None: ...
-
-
-@dataclass(frozen=True)
-class Eab:
-    """External Account Binding credentials; ``repr`` never shows the key."""
-
-    key_id: str
-    hmac_key: str = field(repr=False)
-
-
-class AcmeError(Exception):
-    """Talking to the CA failed (network, TLS, unexpected answer)."""
-
-    retry_after: float | None = None
-
-    @property
-    def hint(self) -> str:
-        return "check the acme.directory URL, the network and acme.trusted_roots"
-
-
-@dataclass
-class AcmeProblem(AcmeError):
-    """An RFC 7807 problem document from the CA."""
-
-    type: str
-    detail: str
-    status: int = 0
-    subproblems: list[dict[str, Any]] = field(default_factory=list)
-    retry_after: float | None = None
-
-    def __str__(self) -> str:
-        text = f"{self.type}: {self.detail}"
-        for sub in self.subproblems:
-            ident = sub.get("identifier", {}).get("value", "?")
-            text += f"; {ident}: {sub.get('type', '?')}: {sub.get('detail', '')}"
-        return text
-
-    @property
-    def short_type(self) -> str:
-        return self.type.removeprefix(_ERR)
-
-    @property
-    def hint(self) -> str:
-        return _HINTS.get(self.short_type, "see the CA's detail above")
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _jwk(key: ec.EllipticCurvePrivateKey) -> dict[str, str]:
-    numbers = key.public_key().public_numbers()
-    return {
-        "crv": "P-256",
-        "kty": "EC",
-        "x": _b64(numbers.x.to_bytes(32, "big")),
-        "y": _b64(numbers.y.to_bytes(32, "big")),
-    }
-
-
-def jwk_thumbprint(key: ec.EllipticCurvePrivateKey) -> str:
-    """RFC 7638 thumbprint: the members in lexical order, no whitespace."""
-    canonical = json.dumps(_jwk(key), sort_keys=True, separators=(",", ":"))
-    return _b64(hashlib.sha256(canonical.encode()).digest())
 
 
 def _retry_after(headers: Any) -> float | None:
@@ -267,17 +158,7 @@ class AcmeClient:
         self._nonce = None
         if nonce is None:
             nonce = self._new_nonce()
-        protected: dict[str, Any] = {"alg": "ES256", "nonce": nonce, "url": url}
-        if use_jwk or self.kid is None:
-            protected["jwk"] = _jwk(self.key)
-        else:
-            protected["kid"] = self.kid
-        p64 = _b64(json.dumps(protected).encode())
-        body64 = "" if payload is None else _b64(json.dumps(payload).encode())
-        der = self.key.sign(f"{p64}.{body64}".encode(), ec.ECDSA(hashes.SHA256()))
-        r, s = decode_dss_signature(der)
-        signature = _b64(r.to_bytes(32, "big") + s.to_bytes(32, "big"))
-        return json.dumps({"protected": p64, "payload": body64, "signature": signature}).encode()
+        return sign_jws(self.key, url, nonce, payload, None if use_jwk else self.kid)
 
     def post(self, url: str, payload: dict[str, Any] | None, use_jwk: bool = False) -> Response:
         """A signed POST (``payload=None`` is POST-as-GET). Retries ``badNonce`` and
@@ -321,23 +202,13 @@ class AcmeClient:
             payload["contact"] = [f"mailto:{email}"]
         url = self.directory()["newAccount"]
         if eab is not None:
-            payload["externalAccountBinding"] = self._eab(url, eab)
+            payload["externalAccountBinding"] = eab_binding(self.key, url, eab)
         resp = self.post(url, payload, use_jwk=True)
         kid = resp.headers.get("Location")
         if not kid:
             raise AcmeError("the CA sent no account URL (Location) for newAccount")
         self.kid = kid
         return str(kid)
-
-    def _eab(self, url: str, eab: Eab) -> dict[str, str]:
-        """The inner JWS binding this account key to the CA's external account: the
-        account's JWK signed with HS256 under the CA-given MAC key (RFC 8555 7.3.4)."""
-        raw = eab.hmac_key.strip()
-        mac_key = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
-        protected = _b64(json.dumps({"alg": "HS256", "kid": eab.key_id, "url": url}).encode())
-        payload = _b64(json.dumps(_jwk(self.key)).encode())
-        mac = hmac.new(mac_key, f"{protected}.{payload}".encode(), hashlib.sha256).digest()
-        return {"protected": protected, "payload": payload, "signature": _b64(mac)}
 
     # ------------------------------------------------------------------- ARI
     def renewal_window(self, cert: x509.Certificate) -> tuple[float, float] | None:
@@ -372,7 +243,7 @@ class AcmeClient:
         if not url:
             raise AcmeError("the ACME directory has no revokeCert")
         der = cert.public_bytes(serialization.Encoding.DER)
-        self.post(str(url), {"certificate": _b64(der), "reason": reason})
+        self.post(str(url), {"certificate": b64(der), "reason": reason})
 
     # ----------------------------------------------------------------- order
     def order(
@@ -409,8 +280,8 @@ class AcmeClient:
                     log.warning("acme: %s cleanup for %s failed: %s", solver.type, domain, exc)
         order = self._poll(order_url, ("ready", "valid"), "order")
         if order.get("status") == "ready":
-            csr = _csr(names, cert_key)
-            self.post(str(order["finalize"]), {"csr": _b64(csr)})
+            csr = csr_der(names, cert_key)
+            self.post(str(order["finalize"]), {"csr": b64(csr)})
             order = self._poll(order_url, ("valid",), "order")
         cert_url = order.get("certificate")
         if not cert_url:
@@ -433,7 +304,7 @@ class AcmeClient:
         if not usable:
             kinds = ", ".join(sorted(offered)) or "none"
             raise AcmeProblem(
-                _ERR + "noChallenge",
+                ERR + "noChallenge",
                 f"for {'*.' if wildcard else ''}{ident} the CA offers {kinds}; allowed here: "
                 + (", ".join(s.type for s in solvers) or "none"),
             )
@@ -457,54 +328,11 @@ class AcmeClient:
             if status in done:
                 return data
             if status == "invalid":
-                raise _invalid(data, what)
+                raise invalid_problem(data, what)
             if time.monotonic() > deadline:
                 raise AcmeProblem(
-                    _ERR + "timeout", f"{what} still {status} after {self.poll_timeout:.0f}s"
+                    ERR + "timeout", f"{what} still {status} after {self.poll_timeout:.0f}s"
                 )
             wait = _retry_after(resp.headers)
             self.sleep(min(wait if wait is not None else delay, 10.0))
             delay = min(delay * 2, 5.0)
-
-
-def _invalid(data: dict[str, Any], what: str) -> AcmeProblem:
-    """The most useful problem inside an invalid authorization or order."""
-    error = data.get("error")
-    for challenge in data.get("challenges", []):
-        if challenge.get("status") == "invalid" and challenge.get("error"):
-            error = challenge["error"]
-            break
-    if isinstance(error, dict):
-        return AcmeProblem(
-            type=str(error.get("type", _ERR + "unauthorized")),
-            detail=f"{what} is invalid: {error.get('detail', '')}",
-            status=int(error.get("status", 0) or 0),
-            subproblems=list(error.get("subproblems") or []),
-        )
-    return AcmeProblem(_ERR + "unauthorized", f"{what} is invalid")
-
-
-def ari_cert_id(cert: x509.Certificate) -> str | None:
-    """RFC 9773 certificate identifier: base64url(AKI keyIdentifier) "." base64url(the
-    serial's DER integer content bytes); None without an AKI key identifier."""
-    try:
-        aki = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
-    except x509.ExtensionNotFound:
-        return None
-    if aki.key_identifier is None:
-        return None
-    serial = cert.serial_number
-    length = serial.bit_length() // 8 + 1  # room for the sign bit, as DER encodes it
-    return f"{_b64(aki.key_identifier)}.{_b64(serial.to_bytes(length, 'big'))}"
-
-
-def _csr(names: list[str], key: CertKey) -> bytes:
-    csr = (
-        x509.CertificateSigningRequestBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0][:64])]))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False
-        )
-        .sign(key, hashes.SHA256())
-    )
-    return csr.public_bytes(serialization.Encoding.DER)

@@ -6,13 +6,13 @@
   ARI window (RFC 9773) when it publishes one, plus a small jitter so that many instances
   do not hit the CA at once; failures are retried with exponential back-off and logged
   louder as expiry nears.
-- Every worker runs this. The store's file lock makes the first worker order; the others
-  find the new certificate in the store (``obtain(replacing=serial)``) and order nothing.
-- A watcher polls the mtimes of every certificate and key file served (files given in the
-  config and the ACME store), so a certificate renewed by ``bastion certs renew`` or by a
-  script is used for new handshakes within ``tls.watch_interval``; a pair that does not
-  load is logged and the old one kept.
+- Every worker runs this. The store's issuance lock makes the first worker order; the
+  others find the new certificate in the store (``obtain(replacing=serial)``) and order
+  nothing.
+- The manager also runs the worker's ``CertWatcher`` (``bastion.tls.watch``): changed
+  certificate files, local-CA leaves.
 
+The manager is told the SNI table, the settings and the data dir; it never sees routes.
 Swapping a certificate only changes the SNI table entry: connections already established
 keep theirs. All blocking work (HTTP to the CA, files, key loading) runs in threads.
 """
@@ -25,27 +25,22 @@ import logging
 import os
 import random
 import ssl
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bastion.config.matching import is_private_acme, uses_acme
-from bastion.tls.acme import AcmeError
-from bastion.tls.context import certificate_context
-from bastion.tls.issuer import AcmeIssuer, CertFiles, default_challenges, issuer_for
-from bastion.tls.localca import LocalCA
-from bastion.tls.solvers import alpn_dir
-from bastion.tls.store import resolve_data_dir
-from bastion.tls.table import site_tls_mode
+from bastion.acme.issuer import AcmeIssuer
+from bastion.acme.problems import AcmeError
+from bastion.acme.settings import issuer_for
+from bastion.state.certs import CertFiles
+from bastion.tls.watch import CertWatcher
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from bastion.config.models import Config
-    from bastion.plan import Plan
     from bastion.tls.table import TLSTable
 
-__all__ = ["CertManager", "alpn_challenge_dir"]
+__all__ = ["CertManager"]
 
 log = logging.getLogger("bastion.acme")
 
@@ -53,7 +48,6 @@ log = logging.getLogger("bastion.acme")
 _FIRST_RETRY = float(os.environ.get("BASTION_ACME_RETRY", "30"))
 _MAX_RETRY = 3600.0
 _MAX_SLEEP = 3600.0  # re-check the schedule at least hourly (clock jumps, ARI changes)
-_LEAF_CHECK = 600.0  # how often local-CA leaves are checked for re-issue (seconds)
 
 
 def _now() -> dt.datetime:
@@ -73,32 +67,25 @@ class CertManager:
     def __init__(self, current_table: Callable[[], TLSTable | None]) -> None:
         self.table = current_table
         self.tasks: dict[tuple[str, ...], asyncio.Task[None]] = {}
-        self.watch_task: asyncio.Task[None] | None = None
-        self.mtimes: dict[str, tuple[float, float]] = {}
-        self.data_dir: Path | None = None
+        self.watcher = CertWatcher(current_table)
 
-    def start(self, plan: Plan) -> None:
-        """Tasks for this plan's ACME sites (new and renewals) and the file watcher."""
-        table = plan.tls
+    def start(self, table: TLSTable | None, config: Config, data_dir: Path) -> None:
+        """Tasks for ``table``'s ACME sites (new and renewals) with ``config``'s ``acme``
+        and ``tls.watch_interval`` settings, the stores under ``data_dir``, and the file
+        watcher. Called again with each reload's table and config."""
         if table is None:
             return
         loop = asyncio.get_running_loop()
-        # the files as this plan loaded them: later changes are what the watcher looks for
-        for site in table.sites:
-            if site.key_file:
-                self.mtimes[site.cert_file] = _mtimes(site.cert_file, site.key_file)
-        self.data_dir = resolve_data_dir(plan.config.data_dir)
-        if self.watch_task is None:
-            self.watch_task = loop.create_task(self._watch(plan.config.tls.watch_interval))
+        self.watcher.start(table, data_dir, config.tls.watch_interval)
         acme = [s for s in table.sites if s.mode == "acme"]
         if not table.pending and not acme:
             for task in self.tasks.values():
                 task.cancel()
             self.tasks = {}
             return
-        # fresh tasks with this plan's settings (key type, challenges, CA); an order already
+        # fresh tasks with this config's settings (key type, challenges, CA); an order already
         # running in a thread finishes, and the new task finds its result in the store
-        issuer = issuer_for(plan.config)
+        issuer = issuer_for(config, data_dir)
         for task in self.tasks.values():
             task.cancel()
         self.tasks = {}
@@ -109,8 +96,7 @@ class CertManager:
     def stop(self) -> None:
         for task in self.tasks.values():
             task.cancel()
-        if self.watch_task is not None:
-            self.watch_task.cancel()
+        self.watcher.stop()
 
     # ---------------------------------------------------------------- ACME
     async def _run(self, issuer: AcmeIssuer, names: tuple[str, ...]) -> None:
@@ -172,7 +158,7 @@ class CertManager:
                 files = await asyncio.to_thread(
                     issuer.obtain, list(names), force=current is not None, replacing=replacing
                 )
-                context = await self._context(str(files.cert), str(files.key))
+                context = await self.watcher.context(str(files.cert), str(files.key))
             except (AcmeError, OSError, ValueError) as exc:
                 delay = max(delay, getattr(exc, "retry_after", None) or 0.0)
                 hint = getattr(exc, "hint", "")
@@ -218,13 +204,6 @@ class CertManager:
             delay,
         )
 
-    async def _context(self, cert: str, key: str) -> ssl.SSLContext:
-        table_profile = "intermediate"
-        table = self.table()
-        if table is not None:
-            table_profile = table.profile
-        return await asyncio.to_thread(certificate_context, cert, key, table_profile)
-
     def _install(
         self, names: tuple[str, ...], files: CertFiles, context: ssl.SSLContext, new: bool
     ) -> None:
@@ -232,7 +211,7 @@ class CertManager:
         what = ", ".join(names)
         if table is None:
             return
-        self.mtimes[str(files.cert)] = _mtimes(str(files.cert), str(files.key))
+        self.watcher.loaded(str(files.cert), str(files.key))
         if table.install_acme(names, str(files.cert), context, str(files.key)):
             log.info("acme: serving the certificate for %s", what)
         elif table.replace(names, context):
@@ -242,86 +221,3 @@ class CertManager:
                 files.serial,
                 files.not_after.isoformat(timespec="seconds"),
             )
-
-    # ------------------------------------------------------------- watcher
-    def _reissue_local_leaves(self, table: TLSTable) -> None:
-        if self.data_dir is not None:
-            _reissue_local_leaves_of(self.data_dir, table)
-
-    async def _watch(self, interval: float) -> None:
-        next_leaf_check = time.monotonic() + _LEAF_CHECK
-        while True:
-            await asyncio.sleep(interval)
-            table = self.table()
-            if table is None:
-                continue
-            if time.monotonic() >= next_leaf_check:
-                next_leaf_check = time.monotonic() + _LEAF_CHECK
-                await asyncio.to_thread(self._reissue_local_leaves, table)
-            for site in list(table.sites):
-                if not site.key_file:
-                    continue
-                now = _mtimes(site.cert_file, site.key_file)
-                before = self.mtimes.setdefault(site.cert_file, now)
-                if now == before:
-                    continue
-                self.mtimes[site.cert_file] = now
-                try:
-                    context = await self._context(site.cert_file, site.key_file)
-                except (OSError, ValueError) as exc:
-                    if time.time() - max(now) < 2.0:
-                        # maybe caught between the key's and the certificate's write
-                        self.mtimes[site.cert_file] = before
-                        continue
-                    reason = getattr(exc, "reason", None) or exc
-                    log.error(
-                        "tls: %s or %s changed but does not load (%s); still serving the "
-                        "previous certificate for %s",
-                        site.cert_file,
-                        site.key_file,
-                        reason,
-                        ", ".join(site.names),
-                    )
-                    continue
-                if table.replace(site.names, context):
-                    log.info(
-                        "tls: %s changed; new handshakes for %s use it",
-                        site.cert_file,
-                        ", ".join(site.names),
-                    )
-
-
-def alpn_challenge_dir(config: Config) -> Path | None:
-    """Where TLS-ALPN-01 certificates appear, when this config may use that challenge
-    (then https listeners are ``AlpnListener``s); None otherwise."""
-    if not config.listen.https or "tls-alpn-01" not in default_challenges(config):
-        return None
-    has_https = bool(config.listen.https)
-    private = is_private_acme(config.acme.directory)
-    for site in config.sites:
-        if site_tls_mode(site, has_https, config.acme.directory) == "acme" and any(
-            uses_acme(h, private) for h in site.hosts
-        ):
-            return alpn_dir(resolve_data_dir(config.data_dir))
-    return None
-
-
-def _reissue_local_leaves_of(data_dir: Path, table: TLSTable) -> None:
-    """Local-CA leaves are short-lived (7 days): re-issue those in their last third, in
-    place; the watcher then loads them like any changed file."""
-    sites = [s for s in table.sites if s.mode == "internal"]
-    if not sites:
-        return
-    ca = LocalCA(data_dir)
-    for site in sites:
-        try:
-            ca.leaf(list(site.names))
-        except (OSError, ValueError) as exc:
-            log.error("tls: cannot re-issue the local CA certificate for %s: %s", site.names, exc)
-
-
-def _mtimes(cert: str, key: str) -> tuple[float, float]:
-    try:
-        return os.stat(cert).st_mtime, os.stat(key).st_mtime
-    except OSError:
-        return 0.0, 0.0
