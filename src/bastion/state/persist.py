@@ -19,8 +19,8 @@ import time
 from itertools import islice
 from pathlib import Path
 
+from bastion.state.files import atomic_write, ensure_dir, file_lock
 from bastion.state.limits import Counters, MemoryLimitStore, snapshot_of
-from bastion.tls.store import atomic_write, ensure_dir, file_lock
 
 __all__ = ["PersistentStore", "limit_store"]
 
