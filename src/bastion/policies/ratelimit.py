@@ -29,7 +29,7 @@ from bastion.state.persist import PersistentStore, limit_store
 from bastion.tls.store import resolve_data_dir
 
 if TYPE_CHECKING:
-    from bastion.config.models import Route, Site
+    from bastion.config.sites import Route, Site
     from bastion.plan import Plan
 
 __all__ = ["LONG_WINDOW", "Limit", "OneRateLimitPolicy", "RateLimitPolicy", "build_policy"]

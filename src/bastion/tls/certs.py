@@ -19,7 +19,7 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from bastion.config.matching import is_private_acme, uses_acme
-from bastion.config.models import TlsFiles
+from bastion.config.tls_models import TlsFiles
 from bastion.tls.issuer import AcmeIssuer, issuer_for
 from bastion.tls.localca import LocalCA
 from bastion.tls.store import ensure_dir, resolve_data_dir
