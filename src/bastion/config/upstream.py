@@ -38,7 +38,7 @@ from bastion.config.material import ca_bundle_problem, client_context_problem
 from bastion.config.show import redact, show
 from bastion.config.types import Duration, RelativePath, Size
 
-__all__ = ["Proxy", "ProxyTimeouts", "UpstreamTls", "check_upstream_tls"]
+__all__ = ["Proxy", "ProxyTimeouts", "UpstreamTls"]
 
 
 class _Model(BaseModel):
@@ -101,11 +101,11 @@ class UpstreamTls(_Model):
 
     @model_validator(mode="after")
     def _loads(self) -> UpstreamTls:
-        check_upstream_tls(self)
+        _check_upstream_tls(self)
         return self
 
 
-def check_upstream_tls(tls: UpstreamTls) -> None:
+def _check_upstream_tls(tls: UpstreamTls) -> None:
     """Raise ``ValueError`` when the (existing) files do not load as TLS material."""
     if tls.client_key is not None and tls.client_cert is None:
         raise ValueError("client_key needs client_cert")
