@@ -16,8 +16,8 @@ from bastion.balance.balancer import Balancer, Member
 from bastion.balance.endpoint import endpoint_of
 from bastion.balance.policies import make_policy
 from bastion.balance.resolve import Resolver, needs_resolver
-from bastion.config.balancing import default_policy
-from bastion.config.models import Hsts, PassiveHealth
+from bastion.config.balancing import PassiveHealth, default_policy
+from bastion.config.tls_models import Hsts
 from bastion.handlers.s3 import S3Handler, s3_endpoint
 from bastion.handlers.simple import HttpsRedirectHandler, RedirectHandler, RespondHandler
 from bastion.handlers.static import StaticHandler
@@ -32,7 +32,9 @@ from bastion.state.files import resolve_data_dir
 from bastion.tls.table import TLSTable, site_tls_mode
 
 if TYPE_CHECKING:
-    from bastion.config.models import Config, Proxy, Route, Site
+    from bastion.config.models import Config
+    from bastion.config.sites import Route, Site
+    from bastion.config.upstream import Proxy
     from bastion.http.request import Request
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from bastion.config import LoadedConfig
 from bastion.config.balancing import default_policy
-from bastion.config.models import Route, Site, TlsFiles
 from bastion.config.policy_traffic import SECURITY_HEADERS_OFF
 from bastion.config.show import redact
+from bastion.config.sites import Route, Site
+from bastion.config.tls_models import TlsFiles
 from bastion.plan import Plan
 from bastion.tls.table import site_tls_mode
 

@@ -331,7 +331,7 @@ def test_closed_tls_connection_frees_its_slot(
 
 
 def test_websocket_tunnels_have_an_idle_timeout_by_default() -> None:
-    from bastion.config.models import Proxy
+    from bastion.config.upstream import Proxy
 
     proxy: Any = Proxy.model_validate({"upstreams": ["http://127.0.0.1:1"]})
     assert proxy.websocket_idle_timeout == 3600.0

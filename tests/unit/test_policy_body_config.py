@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from bastion.config.models import Route
 from bastion.config.policy_body import Compress, Validation
+from bastion.config.sites import Route
 
 
 def test_shorthands_and_limits() -> None:

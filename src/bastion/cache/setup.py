@@ -13,7 +13,7 @@ from bastion.cache.store import MemoryStore
 from bastion.state.files import resolve_data_dir
 
 if TYPE_CHECKING:
-    from bastion.config.models import RouteCache
+    from bastion.config.cache_models import RouteCache
     from bastion.config.policy_auth import Auth
     from bastion.proxy.handler import ProxyHandler
 

@@ -10,22 +10,10 @@ from bastion.config.addresses import Address, UpstreamAddress
 from bastion.config.errors import ConfigError, ConfigIssue
 from bastion.config.loader import LoadedConfig, config_from_dict, json_schema, load_config
 from bastion.config.matching import RoutePath
-from bastion.config.models import (
-    AccessLog,
-    Config,
-    Hsts,
-    Limits,
-    Listen,
-    Proxy,
-    ProxyTimeouts,
-    Redirect,
-    Respond,
-    Route,
-    ServerTimeouts,
-    Site,
-    Static,
-    TlsFiles,
-)
+from bastion.config.models import AccessLog, Config, Limits, Listen, ServerTimeouts
+from bastion.config.sites import Redirect, Respond, Route, Site, Static
+from bastion.config.tls_models import Hsts, TlsFiles
+from bastion.config.upstream import Proxy, ProxyTimeouts
 
 __all__ = [
     "AccessLog",

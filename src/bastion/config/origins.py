@@ -1,60 +1,26 @@
-"""Checks for upstream origins that need more than an address: TLS settings of https://
-upstreams and the bucket, endpoint and credentials of an S3 origin.
+"""Config of origins that need more than an address: the ``s3:`` action (an S3-compatible
+bucket), with the checks of its bucket name, endpoint and credentials.
 
-Run at load time so that a missing CA file or missing credentials is a config error with a
-line number, not a 502 at the first request. Messages never contain a secret.
+Run at load time so that missing credentials are a config error with a line number, not a
+502 at the first request. Messages never contain a secret.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
-import ssl
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from bastion.config.addresses import UpstreamAddress, parse_hostname, parse_upstream
-from bastion.config.show import redact, show
-from bastion.tls.client import client_context
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-if TYPE_CHECKING:
-    from bastion.config.models import UpstreamTls
+from bastion.config.addresses import UpstreamAddress, parse_upstream
+from bastion.config.show import show
+from bastion.config.types import IndexName
+from bastion.config.upstream import ProxyTimeouts, UpstreamTls
 
-__all__ = ["check_upstream_tls", "parse_endpoint", "resolve_credentials", "validate_bucket"]
+__all__ = ["S3", "parse_endpoint", "resolve_credentials", "validate_bucket"]
 
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
-
-
-def _reason(exc: BaseException) -> str:
-    return getattr(exc, "reason", None) or getattr(exc, "strerror", None) or str(exc)
-
-
-def check_upstream_tls(tls: UpstreamTls) -> None:
-    """Raise ``ValueError`` when the (existing) files do not load as TLS material."""
-    if tls.client_key is not None and tls.client_cert is None:
-        raise ValueError("client_key needs client_cert")
-    if tls.server_name is not None:
-        name = tls.server_name.strip().strip("[]")
-        try:
-            ipaddress.ip_address(name)
-        except ValueError:
-            parse_hostname(name)
-    if tls.ca is not None:
-        try:
-            ssl.create_default_context(cafile=tls.ca)
-        except (ssl.SSLError, OSError) as exc:
-            raise ValueError(
-                f"ca: cannot load {redact(tls.ca)} as a PEM CA bundle: {_reason(exc)}"
-            ) from None
-    try:
-        client_context(tls.verify, tls.ca, tls.client_cert, tls.client_key)
-    except (ssl.SSLError, OSError) as exc:
-        key = "" if tls.client_key is None else f" with the key {redact(tls.client_key)}"
-        raise ValueError(
-            f"cannot load the client certificate {redact(tls.client_cert or '')}{key}: "
-            f"{_reason(exc)}"
-        ) from None
 
 
 def validate_bucket(value: str) -> str:
@@ -109,3 +75,87 @@ def resolve_credentials(
         "${AWS_ACCESS_KEY_ID}), set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or add "
         f"profile [{profile}] to {file}"
     )
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class S3(_Model):
+    """Serve objects of an S3-compatible bucket (GET and HEAD, SigV4-signed)."""
+
+    bucket: str = Field(description="Bucket name.")
+    region: str = Field(
+        default="us-east-1", min_length=1, description="Region used in the request signature."
+    )
+    endpoint: str | None = Field(
+        default=None,
+        description="http:// or https:// URL of an S3-compatible service; null means AWS "
+        "(https://s3.REGION.amazonaws.com).",
+    )
+    path_style: bool | None = Field(
+        default=None,
+        description="Address the bucket in the path (ENDPOINT/BUCKET/KEY) instead of the host "
+        "name (BUCKET.ENDPOINT/KEY). Default: false for AWS, true for a custom endpoint.",
+    )
+    access_key_id: str | None = Field(
+        default=None,
+        description="Access key id; null takes AWS_ACCESS_KEY_ID, else the shared credentials "
+        "file (~/.aws/credentials, profile AWS_PROFILE or default).",
+    )
+    secret_access_key: SecretStr | None = Field(
+        default=None,
+        description="Secret access key; given together with access_key_id.",
+    )
+    session_token: SecretStr | None = Field(
+        default=None,
+        description="Session token of temporary credentials (optional).",
+    )
+    prefix: str = Field(
+        default="", description="Prepended to the request path to form the object key."
+    )
+    index: IndexName | None = Field(
+        default="index.html",
+        description="Object name appended to paths ending in '/'; null answers 404 for them.",
+    )
+    not_found: str | None = Field(
+        default=None,
+        description="Key (below prefix) of an object served with status 404 when the "
+        "requested one does not exist; null answers a problem+json 404.",
+    )
+    tls: UpstreamTls | None = Field(
+        default=None, description="TLS settings for an https endpoint (custom CA, etc.)."
+    )
+    timeouts: ProxyTimeouts = Field(
+        default_factory=lambda: ProxyTimeouts(), description="Time limits for the endpoint."
+    )
+
+    @field_validator("bucket")
+    @classmethod
+    def _bucket(cls, value: str) -> str:
+        return validate_bucket(value)
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, value: str | None) -> str | None:
+        return None if value is None else parse_endpoint(value).text
+
+    @field_validator("prefix", "not_found")
+    @classmethod
+    def _key_part(cls, value: str | None) -> str | None:
+        if value is not None and (value.startswith("/") or "\x00" in value):
+            raise ValueError(f"must be an object key without a leading '/', got {show(value)}")
+        return value
+
+    @model_validator(mode="after")
+    def _credentials(self) -> S3:
+        access, secret, token = resolve_credentials(
+            self.access_key_id,
+            None if self.secret_access_key is None else self.secret_access_key.get_secret_value(),
+            None if self.session_token is None else self.session_token.get_secret_value(),
+        )
+        # frozen model: the resolved credentials are stored through object.__setattr__
+        object.__setattr__(self, "access_key_id", access)
+        object.__setattr__(self, "secret_access_key", SecretStr(secret))
+        object.__setattr__(self, "session_token", None if token is None else SecretStr(token))
+        return self

@@ -22,6 +22,8 @@ from pydantic import (
     model_validator,
 )
 
+from bastion.config.material import client_context_problem, public_key_problem
+from bastion.config.passwords import check_hash, read_users_file
 from bastion.config.show import redact, show
 from bastion.config.types import Duration, RelativePath, one_or_many
 
@@ -103,16 +105,14 @@ def _ca_bundle(value: str | None, url: str | None, url_key: str) -> None:
         return
     if url is None or urlsplit(url).scheme != "https":
         raise ValueError(f"ca applies to an https:// {url_key} only")
-    import ssl
-
-    from bastion.tls.client import client_context
-
     if not Path(value).is_file():
         raise ValueError(f"ca file {redact(value)} does not exist")
     try:
-        client_context(True, value)
-    except (ssl.SSLError, OSError, ValueError):
-        raise ValueError(f"ca {redact(value)} holds no PEM CA certificate that loads") from None
+        loads = client_context_problem(True, value) is None
+    except ValueError:
+        loads = False
+    if not loads:
+        raise ValueError(f"ca {redact(value)} holds no PEM CA certificate that loads")
 
 
 class _Model(BaseModel):
@@ -276,12 +276,9 @@ class JwtAuth(_Model):
             # algorithm-confusion forgery: public-key sources never accept HS algorithms
             raise ValueError(f"{', '.join(hmac)} need a secret, not a public key or JWKS")
         if self.key_file is not None:
-            from bastion.policies.jwks import load_key_file
-
-            try:
-                load_key_file(self.key_file, self.algorithms)
-            except ValueError as exc:
-                raise ValueError(f"key_file {redact(self.key_file)}: {exc}") from None
+            problem = public_key_problem(self.key_file, self.algorithms)
+            if problem is not None:
+                raise ValueError(f"key_file {redact(self.key_file)}: {problem}")
         return self
 
 
@@ -314,8 +311,6 @@ class BasicAuth(_Model):
 
     @model_validator(mode="after")
     def _hashes(self) -> BasicAuth:
-        from bastion.policies.basic import check_hash, read_users_file
-
         if not self.users and self.users_file is None:
             raise ValueError("give users or users_file")
         for name, value in self.users.items():

@@ -22,7 +22,7 @@ from bastion.proxy.pool import DEFAULT_HEAD_BYTES, DEFAULT_HEAD_FIELDS
 
 if TYPE_CHECKING:
     from bastion.balance.balancer import Balancer
-    from bastion.config.models import S3
+    from bastion.config.origins import S3
     from bastion.http.request import Request
     from bastion.http1.server import HTTP1Connection
     from bastion.proxy.pool import Pool

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from bastion.state.challenges import CHALLENGE_PREFIX
 
 if TYPE_CHECKING:
-    from bastion.config.models import Redirect, Respond
+    from bastion.config.sites import Redirect, Respond
     from bastion.http.request import Request
     from bastion.http1.server import HTTP1Connection
     from bastion.state.challenges import ChallengeTokens

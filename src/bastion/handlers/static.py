@@ -22,7 +22,7 @@ from bastion.http.request import BODY_LENGTH, BODY_NONE
 from bastion.http.status import status_line
 
 if TYPE_CHECKING:
-    from bastion.config.models import Static
+    from bastion.config.sites import Static
     from bastion.http.request import Request
     from bastion.http1.server import HTTP1Connection
 

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Any
 from bastion.policies.authcommon import Identity
 
 if TYPE_CHECKING:
-    from bastion.config.models import Route, Site
     from bastion.config.policy_auth import Auth
+    from bastion.config.sites import Route, Site
     from bastion.plan import Plan
     from bastion.policies.base import RequestPolicy
 

@@ -17,13 +17,13 @@ import hashlib
 import hmac
 import secrets
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import bcrypt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from bastion.config.passwords import read_users_file
 from bastion.policies.auth_any import offered_scheme
 from bastion.policies.authcommon import Identity, authorization
 from bastion.policies.base import Denied
@@ -32,49 +32,11 @@ if TYPE_CHECKING:
     from bastion.config.policy_auth import BasicAuth
     from bastion.http.request import Request
 
-__all__ = ["BasicPolicy", "check_hash", "read_users_file", "verify_password"]
+__all__ = ["BasicPolicy", "verify_password"]
 
 _ARGON2 = PasswordHasher()
 _CACHE_MAX = 4096
 _MAX_FIELD = 4096
-
-
-def check_hash(value: str) -> str | None:
-    """What is wrong with a stored hash, or None when it is a usable bcrypt/argon2 hash."""
-    if value.startswith(("$2a$", "$2b$", "$2y$")):
-        parts = value.split("$")
-        if len(value) != 60 or len(parts) != 4 or not parts[2].isdigit():
-            return "not a valid bcrypt hash (the value is hidden)"
-        return None
-    if value.startswith("$argon2"):
-        try:
-            _ARGON2.check_needs_rehash(value)  # parses the parameters
-        except (InvalidHashError, ValueError):
-            return "not a valid argon2 hash (the value is hidden)"
-        return None
-    return "expected a bcrypt ($2b$...) or argon2 ($argon2id$...) hash, not a plain password"
-
-
-def read_users_file(path: str) -> dict[str, str]:
-    """name -> hash from an htpasswd-style file; raises ValueError with the line number."""
-    users: dict[str, str] = {}
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = getattr(exc, "strerror", None) or exc
-        raise ValueError(f"cannot read users_file: {reason}") from None
-    for number, line in enumerate(text.splitlines(), 1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        name, sep, hashed = line.partition(":")
-        if not sep or not name:
-            raise ValueError(f"users_file line {number}: expected name:hash")
-        problem = check_hash(hashed.strip())
-        if problem:
-            raise ValueError(f"users_file line {number} ({name}): {problem}")
-        users[name] = hashed.strip()
-    return users
 
 
 def verify_password(hashed: str, password: bytes) -> bool:

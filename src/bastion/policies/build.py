@@ -18,7 +18,7 @@ from bastion.policies.ipfilter import build_ip_filter
 from bastion.policies.ratelimit import build_rate_limit
 
 if TYPE_CHECKING:
-    from bastion.config.models import Route, Site
+    from bastion.config.sites import Route, Site
     from bastion.plan import Plan
 
 

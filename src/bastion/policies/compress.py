@@ -18,8 +18,8 @@ import zstandard
 from bastion.policies.base import ResponseHead
 
 if TYPE_CHECKING:
-    from bastion.config.models import Route, Site
     from bastion.config.policy_body import Compress
+    from bastion.config.sites import Route, Site
     from bastion.http.request import Request
 
 __all__ = [

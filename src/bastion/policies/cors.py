@@ -21,7 +21,7 @@ from bastion.http.request import Request
 from bastion.policies.base import Answer, Denied, ResponseHead
 
 if TYPE_CHECKING:
-    from bastion.config.models import Route, Site
+    from bastion.config.sites import Route, Site
 
 __all__ = ["CorsPolicy"]
 

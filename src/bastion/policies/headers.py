@@ -25,7 +25,7 @@ from bastion.policies.fields import Fields, Getter, Template, field_line
 from bastion.tls.table import site_tls_mode
 
 if TYPE_CHECKING:
-    from bastion.config.models import Route, Site
+    from bastion.config.sites import Route, Site
     from bastion.plan import Plan
 
 __all__ = [

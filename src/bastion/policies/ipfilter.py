@@ -17,7 +17,7 @@ from bastion.http.request import Request
 from bastion.policies.base import Denied, real_client_ip
 
 if TYPE_CHECKING:
-    from bastion.config.models import Route, Site
+    from bastion.config.sites import Route, Site
     from bastion.plan import Plan
 
 __all__ = ["IpFilter"]

@@ -29,7 +29,7 @@ from bastion.state.limits import Check, LimitStore, MemoryLimitStore, Outcome, q
 from bastion.state.persist import PersistentStore, limit_store
 
 if TYPE_CHECKING:
-    from bastion.config.models import Route, Site
+    from bastion.config.sites import Route, Site
     from bastion.plan import Plan
 
 __all__ = ["LONG_WINDOW", "Limit", "OneRateLimitPolicy", "RateLimitPolicy", "build_policy"]

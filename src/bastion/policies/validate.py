@@ -27,8 +27,8 @@ from bastion.policies.base import Answer, Denied, Outcome, read_body
 from bastion.state.files import resolve_data_dir
 
 if TYPE_CHECKING:
-    from bastion.config.models import Route
     from bastion.config.policy_body import Validation
+    from bastion.config.sites import Route
     from bastion.http.request import Request
     from bastion.plan import Plan
 

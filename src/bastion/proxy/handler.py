@@ -11,7 +11,7 @@ from bastion.proxy.exchange import Exchange
 from bastion.proxy.headers import build_request_head, upgrade_to_forward
 
 if TYPE_CHECKING:
-    from bastion.config.models import Proxy
+    from bastion.config.upstream import Proxy
     from bastion.http1.server import HTTP1Connection
 
 

@@ -9,7 +9,7 @@ from bastion.tls.client import client_context
 
 if TYPE_CHECKING:
     from bastion.config import UpstreamAddress
-    from bastion.config.models import UpstreamTls
+    from bastion.config.upstream import UpstreamTls
 
 __all__ = ["upstream_tls"]
 

@@ -19,7 +19,7 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from bastion.config.matching import is_private_acme, uses_acme
-from bastion.config.models import TlsFiles
+from bastion.config.tls_models import TlsFiles
 from bastion.state.certs import CertStore, FileCertStore, usable
 from bastion.state.files import ensure_dir, resolve_data_dir
 from bastion.tls.localca import LocalCA

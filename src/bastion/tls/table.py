@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from bastion.config.matching import is_private_acme, uses_acme
-from bastion.config.models import TlsFiles
+from bastion.config.tls_models import TlsFiles
 from bastion.state.files import ensure_dir, resolve_data_dir
 from bastion.tls.context import certificate_context
 
