@@ -48,16 +48,13 @@ class Response:
         """What must be the same in two runs of the same bytes: the volatile fields
         dropped, the request id replaced where the body repeats it."""
         body = self.body
+        headers = tuple((k, v) for k, v in self.headers if k not in VOLATILE)
         request_id = self.header("x-request-id")
-        if request_id:
+        if request_id and request_id.encode() in body:
             body = body.replace(request_id.encode(), b"<request-id>")
-        # request ids differ in length too (a counter): the length of the body as replaced
-        length = str(len(body))
-        headers = tuple(
-            (k, length if k == "content-length" else v)
-            for k, v in self.headers
-            if k not in VOLATILE
-        )
+            # request ids differ in length too (a counter): the length of the body as replaced
+            length = str(len(body))
+            headers = tuple((k, length if k == "content-length" else v) for k, v in headers)
         return self.status, headers, body, self.reset
 
 

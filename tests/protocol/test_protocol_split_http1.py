@@ -11,7 +11,7 @@ the real backend of conftest."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,14 +47,13 @@ sites:
 
 
 @pytest.fixture
-def gateway(backend: Backend, tmp_path: Path) -> Iterator[InProcessGateway]:
-    """The in-process gateway of these tests (a different thing from conftest's `gateway`,
-    which starts a process: the name is shadowed in this module only)."""
+def harness(
+    backend: Backend, tmp_path: Path, in_process: Callable[..., InProcessGateway]
+) -> InProcessGateway:
     root = tmp_path / "www"
     (root / "files").mkdir(parents=True)
     (root / "files" / "a.txt").write_bytes(FILE_BODY)
-    with InProcessGateway(config(backend, root), tmp_path / "data") as gw:
-        yield gw
+    return in_process(config(backend, root))
 
 
 @dataclass(frozen=True)
@@ -121,7 +120,7 @@ def check_answers(outcome: Outcome, reqs: list[Req], close: bool) -> None:
             assert resp.header("location") == "/new/x?q=1"
 
 
-def test_pipelines_cut_anywhere_answer_as_whole(gateway: InProcessGateway) -> None:
+def test_pipelines_cut_anywhere_answer_as_whole(harness: InProcessGateway) -> None:
     @BOUNDED
     @given(
         reqs=st.lists(requests(), min_size=1, max_size=4),
@@ -132,24 +131,24 @@ def test_pipelines_cut_anywhere_answer_as_whole(gateway: InProcessGateway) -> No
         stream = pipeline_bytes(reqs, close)
         methods = [r.method for r in reqs]
         cuts = data.draw(st.lists(st.integers(1, len(stream) - 1), max_size=12), label="cuts")
-        whole = run_h1(gateway, [stream], methods, len(reqs))
+        whole = run_h1(harness, [stream], methods, len(reqs))
         check_answers(whole, reqs, close)
-        pieces = run_h1(gateway, split(stream, cuts), methods, len(reqs))
+        pieces = run_h1(harness, split(stream, cuts), methods, len(reqs))
         assert pieces.normalised() == whole.normalised()
 
     check()
 
 
-def test_every_byte_apart_answers_as_whole(gateway: InProcessGateway) -> None:
+def test_every_byte_apart_answers_as_whole(harness: InProcessGateway) -> None:
     reqs = [
         *fixed_requests(),
         Req(h1_request("PUT", "/echo/u", chunks=[b"ab", b"c"]), "PUT", 200, body_len=3),
     ]
     stream = pipeline_bytes(reqs, close=True)
     methods = [r.method for r in reqs]
-    whole = run_h1(gateway, [stream], methods, len(reqs))
+    whole = run_h1(harness, [stream], methods, len(reqs))
     check_answers(whole, reqs, close=True)
-    one_by_one = run_h1(gateway, split(stream, range(len(stream))), methods, len(reqs))
+    one_by_one = run_h1(harness, split(stream, range(len(stream))), methods, len(reqs))
     assert one_by_one.normalised() == whole.normalised()
 
 
@@ -158,14 +157,14 @@ def test_every_byte_apart_answers_as_whole(gateway: InProcessGateway) -> None:
     reason="a read holding the end of a large body and the start of the next request's head "
     "counts the whole read against the head limits (HTTP1Connection.data_received, head_raw)",
 )
-def test_large_body_then_head_in_one_read(gateway: InProcessGateway) -> None:
+def test_large_body_then_head_in_one_read(harness: InProcessGateway) -> None:
     # the body is over max_header_bytes + max_uri_bytes (3072) but under max_body_bytes
     first = h1_request("POST", "/echo/up", body=b"x" * 3500)
     stream = first + h1_request("GET", "/hello")
     cut = len(first) + 10  # the next request line has begun
-    outcome = run_h1(gateway, [stream[:cut], stream[cut:]], ["POST", "GET"], 2)
+    outcome = run_h1(harness, [stream[:cut], stream[cut:]], ["POST", "GET"], 2)
     assert outcome.statuses == [200, 200]
-    assert outcome.normalised() == run_h1(gateway, [stream], ["POST", "GET"], 2).normalised()
+    assert outcome.normalised() == run_h1(harness, [stream], ["POST", "GET"], 2).normalised()
 
 
 # A valid request first, then one that is refused: the first is answered, the second gets
@@ -195,7 +194,7 @@ MALFORMED = {
 
 @pytest.mark.parametrize("name", list(MALFORMED))
 def test_malformed_cut_anywhere_same_refusal(
-    gateway: InProcessGateway, backend: Backend, name: str
+    harness: InProcessGateway, backend: Backend, name: str
 ) -> None:
     bad, status = MALFORMED[name]
     stream = h1_request("GET", "/hello") + bad
@@ -204,7 +203,7 @@ def test_malformed_cut_anywhere_same_refusal(
     @BOUNDED
     @given(cuts=st.lists(st.integers(1, len(stream) - 1), max_size=10))
     def check(cuts: list[int]) -> None:
-        outcome = run_h1(gateway, split(stream, cuts), methods, 2)
+        outcome = run_h1(harness, split(stream, cuts), methods, 2)
         assert outcome.errors == []
         assert outcome.statuses == [200, status]
         assert outcome.responses[0].body == b"hello"

@@ -9,7 +9,7 @@ a body go to the `proxy:` route and conftest's backend, the others answer in-pro
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,14 +47,13 @@ sites:
 
 
 @pytest.fixture
-def gateway(backend: Backend, tmp_path: Path) -> Iterator[InProcessGateway]:
-    """The in-process gateway of these tests (not conftest's `gateway`, which starts a
-    process: the name is shadowed in this module only)."""
+def harness(
+    backend: Backend, tmp_path: Path, in_process: Callable[..., InProcessGateway]
+) -> InProcessGateway:
     root = tmp_path / "www"
     (root / "files").mkdir(parents=True)
     (root / "files" / "a.txt").write_bytes(FILE_BODY)
-    with InProcessGateway(config(backend, root), tmp_path / "data") as gw:
-        yield gw
+    return in_process(config(backend, root))
 
 
 @dataclass(frozen=True)
@@ -126,27 +125,27 @@ def stream_length(make: Callable[[], tuple[H2Client, list[int]]]) -> int:
     return len(make()[0].to_send())
 
 
-def test_streams_cut_anywhere_answer_as_whole(gateway: InProcessGateway) -> None:
+def test_streams_cut_anywhere_answer_as_whole(harness: InProcessGateway) -> None:
     @BOUNDED
     @given(reqs=st.lists(requests(), min_size=1, max_size=5), data=st.data())
     def check(reqs: list[Req], data: st.DataObject) -> None:
         make = client_of(reqs)
         size = stream_length(make)
         cuts = data.draw(st.lists(st.integers(1, size - 1), max_size=12), label="cuts")
-        whole = run_h2(gateway, make)
+        whole = run_h2(harness, make)
         check_answers(whole, reqs)
-        pieces = run_h2(gateway, make, cuts)
+        pieces = run_h2(harness, make, cuts)
         assert pieces.normalised() == whole.normalised()
 
     check()
 
 
-def test_every_byte_apart_answers_as_whole(gateway: InProcessGateway) -> None:
+def test_every_byte_apart_answers_as_whole(harness: InProcessGateway) -> None:
     reqs = [*FIXED, Req("POST", "/echo/u", 200, upload=(b"ab", b"c"), with_length=False)]
     make = client_of(reqs)
-    whole = run_h2(gateway, make)
+    whole = run_h2(harness, make)
     check_answers(whole, reqs)
-    one_by_one = run_h2(gateway, make, range(stream_length(make)))
+    one_by_one = run_h2(harness, make, range(stream_length(make)))
     assert one_by_one.normalised() == whole.normalised()
 
 
@@ -202,7 +201,7 @@ STREAM_ERRORS = {
 
 @pytest.mark.parametrize("name", list(STREAM_ERRORS))
 def test_malformed_stream_cut_anywhere_same_refusal(
-    gateway: InProcessGateway, backend: Backend, name: str
+    harness: InProcessGateway, backend: Backend, name: str
 ) -> None:
     queue_bad, status, reset = STREAM_ERRORS[name]
 
@@ -210,7 +209,7 @@ def test_malformed_stream_cut_anywhere_same_refusal(
         client = H2Client(validate=False)
         return client, [client.request("GET", "/hello"), queue_bad(client)]
 
-    whole = run_h2(gateway, make)
+    whole = run_h2(harness, make)
     assert whole.errors == []
     assert whole.goaway is None
     first, bad = whole.responses
@@ -222,13 +221,13 @@ def test_malformed_stream_cut_anywhere_same_refusal(
     @BOUNDED
     @given(cuts=st.lists(st.integers(1, stream_length(make) - 1), max_size=10))
     def check(cuts: list[int]) -> None:
-        assert run_h2(gateway, make, cuts).normalised() == whole.normalised()
+        assert run_h2(harness, make, cuts).normalised() == whole.normalised()
 
     check()
     assert [r for r in backend.requests if r["method"] == "POST"] == []
 
 
-def test_garbage_frame_cut_anywhere_same_goaway(gateway: InProcessGateway) -> None:
+def test_garbage_frame_cut_anywhere_same_goaway(harness: InProcessGateway) -> None:
     # a DATA frame on stream 0 (a connection error): RFC 9113 §6.1
     garbage = b"\x00\x00\x03\x00\x00\x00\x00\x00\x00abc"
 
@@ -237,7 +236,7 @@ def test_garbage_frame_cut_anywhere_same_goaway(gateway: InProcessGateway) -> No
         client.raw(garbage)  # right after the preface and SETTINGS
         return client, [client.request("GET", "/hello")]
 
-    whole = run_h2(gateway, make_with_garbage)
+    whole = run_h2(harness, make_with_garbage)
     assert whole.errors == []
     assert whole.goaway == PROTOCOL_ERROR
     assert whole.closed
@@ -245,6 +244,6 @@ def test_garbage_frame_cut_anywhere_same_goaway(gateway: InProcessGateway) -> No
     @BOUNDED
     @given(cuts=st.lists(st.integers(1, stream_length(make_with_garbage) - 1), max_size=10))
     def check(cuts: list[int]) -> None:
-        assert run_h2(gateway, make_with_garbage, cuts).normalised() == whole.normalised()
+        assert run_h2(harness, make_with_garbage, cuts).normalised() == whole.normalised()
 
     check()
