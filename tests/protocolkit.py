@@ -40,7 +40,6 @@ from bastion.config.loader import config_from_dict
 from protocolwire import H2Client, Outcome, Response, h1_request, parse_h1_responses, split
 
 __all__ = [
-    "PROTOCOLS",
     "Connection",
     "FakeTransport",
     "H2Client",
@@ -58,9 +57,6 @@ __all__ = [
 
 _T = TypeVar("_T")
 
-PROTOCOLS = ("h1", "h2")
-"""The protocols a shared behaviour test runs over (parametrise with these)."""
-
 STALL_SECONDS = 5.0
 """How long a connection may keep reading paused while the test still has bytes to send."""
 
@@ -72,7 +68,7 @@ class Runtime:
 
     connect: Callable[[str], asyncio.Protocol]
     close: Callable[[], None]
-    context: Any
+    context: Any  # the worker context: its open connections, its plan
 
 
 def build_runtime(loop: asyncio.AbstractEventLoop, config: Any) -> Runtime:
@@ -322,20 +318,24 @@ class Connection:
         for piece in pieces:
             if not piece:
                 continue
-            if not await self._wait(lambda: transport.reading or transport.closed, STALL_SECONDS):
-                raise AssertionError(
-                    f"reading stayed paused for {STALL_SECONDS} s with bytes still to send"
-                )
+            await self._readable()
             if transport.closed:
                 self.unsent += len(piece)
                 continue
             self.protocol.data_received(piece)
             await asyncio.sleep(0)
+        if eof:
+            await self._readable()  # a paused transport does not read the FIN either
         if eof and not transport.closed:
             keep_open = self.protocol.eof_received()
             if not keep_open:
                 transport.close()
             await asyncio.sleep(0)
+
+    async def _readable(self) -> None:
+        transport = self.transport
+        if not await self._wait(lambda: transport.reading or transport.closed, STALL_SECONDS):
+            raise AssertionError(f"reading stayed paused for {STALL_SECONDS} s with bytes to send")
 
     def deliver_now(self, data: bytes) -> None:
         """Bytes the client answers with while the loop runs (HTTP/2 acknowledgements):
@@ -376,12 +376,14 @@ def run_h1(
     methods: Sequence[str],
     expect: int,
     timeout: float = 5.0,
+    eof: bool = False,
 ) -> Outcome:
-    """Send `pieces` on a new HTTP/1.1 connection and wait for `expect` responses, or the
-    connection closed; then a few more iterations for a close that follows the last one."""
+    """Send `pieces` on a new HTTP/1.1 connection (then half-close it if `eof`) and wait
+    for `expect` responses, or the connection closed; then a few more iterations for a
+    close that follows the last one."""
     errors_before = len(gateway.errors)
     conn = gateway.connect("h1")
-    conn.send(pieces)
+    conn.send(pieces, eof)
 
     def answered() -> bool:
         output = conn.transport.output

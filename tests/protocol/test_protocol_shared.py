@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from authtokens import create_key
+from bastion.handlers.simple import RedirectHandler
 from conftest import Backend
 from protocolkit import InProcessGateway, Response, Session
 
@@ -183,3 +184,31 @@ def test_cache_passes_unsafe_methods(
     again = session.request("GET", "/cached/doc", host="api.test")
     assert again.header("x-cache") == "MISS"  # the unsafe method invalidated the entry
     assert [r["method"] for r in backend.requests] == ["GET", method, "GET"]
+
+
+# ------------------------------------------------------------------------ failures
+FAILING = """\
+      - path: /broken
+        redirect: {{to: /elsewhere}}
+      - path: /fine
+        respond: {{body: "fine"}}
+"""
+
+
+def test_handler_failure_is_500_and_the_connection_goes_on(
+    backend: Backend,
+    in_process: Harness,
+    client_protocol: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken(self: RedirectHandler, client: object, req: object) -> None:
+        raise RuntimeError("a bug in a handler")
+
+    monkeypatch.setattr(RedirectHandler, "handle", broken)
+    harness = in_process(site(backend, FAILING))
+    session = Session(harness, client_protocol)
+    doc = problem(session.request("GET", "/broken", host="api.test"), 500)
+    assert "a bug" not in json.dumps(doc)  # no traceback or message to the client
+    after = session.request("GET", "/fine", host="api.test")
+    assert (after.status, after.body) == (200, b"fine")
+    assert len(harness.errors) == 1 and "failed in its handler" in harness.errors[0]

@@ -152,6 +152,24 @@ def test_every_byte_apart_answers_as_whole(harness: InProcessGateway) -> None:
     assert one_by_one.normalised() == whole.normalised()
 
 
+def test_half_close_after_the_requests_still_answered(harness: InProcessGateway) -> None:
+    """A client may send its requests, half-close, and still read every answer."""
+    reqs = [
+        Req(h1_request("GET", "/hello"), "GET", 200, b"hello"),
+        Req(h1_request("POST", "/echo/up", body=b"abc"), "POST", 200, body_len=3),
+    ]
+    stream = pipeline_bytes(reqs, close=False)
+    methods = [r.method for r in reqs]
+
+    @BOUNDED
+    @given(cuts=st.lists(st.integers(1, len(stream) - 1), max_size=8))
+    def check(cuts: list[int]) -> None:
+        outcome = run_h1(harness, split(stream, cuts), methods, len(reqs), eof=True)
+        check_answers(outcome, reqs, close=True)  # closed once the last answer is out
+
+    check()
+
+
 @pytest.mark.xfail(
     strict=True,
     reason="a read holding the end of a large body and the start of the next request's head "
