@@ -212,3 +212,28 @@ def test_handler_failure_is_500_and_the_connection_goes_on(
     after = session.request("GET", "/fine", host="api.test")
     assert (after.status, after.body) == (200, b"fine")
     assert len(harness.errors) == 1 and "failed in its handler" in harness.errors[0]
+
+
+# ------------------------------------------------------------- the same request, twice
+def test_both_protocols_forward_the_same_request(backend: Backend, in_process: Harness) -> None:
+    """What the backend receives does not depend on the client's protocol (fields may come
+    in another order: HTTP/2 joins cookie fields at the end)."""
+    harness = in_process(site(backend, ROUTES))
+    fields = {"Accept": "application/json", "Cookie": "a=1; b=2", "X-Custom": "v"}
+    body = b'{"n": 1}'
+    for protocol in ("h1", "h2"):
+        session = Session(harness, protocol)
+        assert session.request("GET", "/v1/a?x=1", fields, host="api.test").status == 200
+        assert session.request("POST", "/items", fields, body, host="api.test").status == 200
+    received = [
+        (
+            r["method"],
+            r["path"],
+            r["sha256"],
+            sorted(kv for kv in r["headers"] if kv[0] != "x-request-id"),
+        )
+        for r in backend.requests
+    ]
+    assert len(received) == 4
+    assert received[:2] == received[2:]
+    assert ("cookie", "a=1; b=2") in received[0][3] and ("x-custom", "v") in received[1][3]

@@ -23,6 +23,8 @@ from protocolkit import H2Client, InProcessGateway, Outcome, run_h2
 
 BOUNDED = settings(max_examples=60, deadline=None, derandomize=True, database=None)
 FILE_BODY = b"a static file\n" * 20
+# past the client's 64 KiB stream window: the file moves only as the client acknowledges it
+BIG_BODY = bytes(range(256)) * 1024
 PROTOCOL_ERROR = int(ErrorCodes.PROTOCOL_ERROR)
 
 
@@ -53,6 +55,7 @@ def harness(
     root = tmp_path / "www"
     (root / "files").mkdir(parents=True)
     (root / "files" / "a.txt").write_bytes(FILE_BODY)
+    (root / "files" / "big.bin").write_bytes(BIG_BODY)
     return in_process(config(backend, root))
 
 
@@ -84,6 +87,7 @@ FIXED = [
     Req("DELETE", "/only-get", 405),
     Req("GET", "/old/x?q=1", 308, b""),
     Req("GET", "/files/a.txt", 200, FILE_BODY),
+    Req("GET", "/files/big.bin", 200, BIG_BODY),
     Req("GET", "/echo/q?x=1", 200),
 ]
 
