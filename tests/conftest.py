@@ -462,3 +462,30 @@ def raw_request(port: int, data: bytes, timeout: float = 5.0, read_all: bool = T
         except TimeoutError:
             pass
         return b"".join(chunks)
+
+
+# ------------------------------------------------------------------- protocol harness
+@pytest.fixture(params=["h1", "h2"])
+def client_protocol(request: pytest.FixtureRequest) -> str:
+    """The protocol a shared behaviour test speaks: the test runs once over HTTP/1.1 and
+    once over HTTP/2 (see tests/protocolkit.py, `Session`)."""
+    return str(request.param)
+
+
+@pytest.fixture
+def in_process(tmp_path: Path) -> Iterator[Callable[..., Any]]:
+    """`in_process(config_yaml_or_dict)` → an `InProcessGateway` (tests/protocolkit.py): the
+    config's plan and protocols in this process, fed bytes through a fake transport; data
+    dir under tmp_path; closed at the end of the test."""
+    from protocolkit import InProcessGateway  # bastion is imported by tests that use it only
+
+    made: list[InProcessGateway] = []
+
+    def make(config: dict[str, Any] | str) -> InProcessGateway:
+        gw = InProcessGateway(config, tmp_path / f"inproc{len(made)}")
+        made.append(gw)
+        return gw
+
+    yield make
+    for gw in made:
+        gw.close()
