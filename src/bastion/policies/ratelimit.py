@@ -191,7 +191,8 @@ class RateLimitPolicy:
         self.policy_until = (0.0, 0.0)  # when policy_line must be built again
         self.store = store
         # the store's clock, read once per request (`clock.time` itself: no call through
-        # the clock object)
+        # the clock object). Read it as ``clock = self.now; clock()``: ``self.now()`` would
+        # look an instance attribute up as a method, which Python 3.11 cannot specialise.
         self.now = store.clock.time
         self.trusted = trusted
         # saves long-window counters now and then; only this route's requests can have
@@ -204,7 +205,8 @@ class RateLimitPolicy:
         return [limit.store_key(req, trusted) for limit in self.limits]
 
     def on_request(self, req: Request) -> Denied | None:
-        now = self.now()
+        clock = self.now
+        now = clock()
         keys = self.keys(req)
         allowed, outcomes = self.store.take(self.checks, keys, now, self.report)
         saver = self.saver
@@ -289,7 +291,8 @@ class OneRateLimitPolicy(RateLimitPolicy):
 
     def on_request(self, req: Request) -> Denied | None:
         # (subscripts in try blocks rather than .get: a miss happens once per key or value)
-        now = self.now()
+        clock = self.now
+        now = clock()
         try:
             if self.by_consumer is not None and req.consumer:
                 key = self.by_consumer[req.consumer]
