@@ -9,8 +9,8 @@ from pathlib import Path
 
 from bastion.cache import purge
 from bastion.cache.purge import PurgeQueue
-from bastion.state.broadcast import FileBroadcast
-from bastion.state.cache import MemoryCacheStore
+from bastion.state.broadcast import FileBroadcast, MemoryBroadcast, MemorySubscription
+from bastion.state.cache import Entry, MemoryCacheStore
 
 
 def written(directory: Path) -> list[dict[str, object]]:
@@ -67,3 +67,26 @@ def test_a_batch_applied_by_another_worker(tmp_path: Path) -> None:
 
     asyncio.run(main())
     assert dropped == [f"http://a.test/items/{i}" for i in range(3)]
+
+
+def test_a_purge_reaches_the_other_workers_on_any_broadcast() -> None:
+    """The queue knows the interface only: on the in-process backend, what one worker
+    submits is applied once there and once in every other worker."""
+    hub: dict[str, list[MemorySubscription]] = {}
+    stores = [MemoryCacheStore(1 << 20, 1 << 16) for _ in range(3)]
+    queues = [PurgeQueue(MemoryBroadcast(hub), store) for store in stores]
+    url = "http://a.test/items/1"
+    for store in stores:
+        store.put(Entry(url, url, 200, b"HTTP/1.1 200 OK\r\n", b"x", 0.0, 60.0))
+
+    async def main() -> int:
+        for queue in queues:
+            queue.watch()
+        count = queues[0].submit("url", "HTTP://A.test:80/items/1")  # spelled otherwise
+        await asyncio.sleep(0)  # the in-process backend delivers on the next loop pass
+        for queue in queues:
+            queue.stop()
+        return count
+
+    assert asyncio.run(main()) == 1
+    assert [len(store) for store in stores] == [0, 0, 0]

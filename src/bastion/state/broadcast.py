@@ -92,7 +92,8 @@ class FileBroadcast:
         own = self.own.setdefault(topic, {})
         own[name] = None
         # forget the names of messages past their age: the files are gone, or soon will be
-        for old in list(own):
+        while own:
+            old = next(iter(own))
             if _age(old, stamp) <= KEEP_SECONDS:
                 break
             del own[old]
