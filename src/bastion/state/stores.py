@@ -27,14 +27,16 @@ from __future__ import annotations
 import atexit
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bastion.clock import SYSTEM_CLOCK, Clock
-from bastion.state.broadcast import Broadcast, FileBroadcast
-from bastion.state.cache import CacheStore, MemoryCacheStore
-from bastion.state.keys import FileKeyStore, KeyStore
-from bastion.state.limits import LimitStore
-from bastion.state.persist import PersistentStore
-from bastion.state.snapshots import FileSnapshots, Snapshots
+
+if TYPE_CHECKING:
+    from bastion.state.broadcast import Broadcast
+    from bastion.state.cache import CacheStore
+    from bastion.state.keys import KeyStore
+    from bastion.state.limits import LimitStore
+    from bastion.state.snapshots import Snapshots
 
 __all__ = ["Stores", "stores_for"]
 
@@ -49,25 +51,37 @@ class Stores:
     @cached_property
     def limits(self) -> LimitStore:
         """Rate-limit and quota counters (GCRA TATs, calendar counts)."""
+        # each backend is imported with its first use: a gateway pays, in memory, only
+        # for the kinds of state its config uses
+        from bastion.state.persist import PersistentStore
+
         return PersistentStore(self.data_dir, clock=self.clock)
 
     @cached_property
     def keys(self) -> KeyStore:
         """API keys: lookups for the policy, create/revoke for ``bastion keys``."""
+        from bastion.state.keys import FileKeyStore
+
         return FileKeyStore(self.data_dir, self.clock)
 
     @cached_property
     def broadcast(self) -> Broadcast:
         """Messages to every worker: cache purges and invalidations."""
+        from bastion.state.broadcast import FileBroadcast
+
         return FileBroadcast(self.data_dir, self.clock)
 
     @cached_property
     def snapshots(self) -> Snapshots:
         """Each worker's latest snapshot: pool status for ``bastion status``."""
+        from bastion.state.snapshots import FileSnapshots
+
         return FileSnapshots(self.data_dir)
 
     def cache(self, max_size: int, max_object_size: int) -> CacheStore:
         """A new, empty response cache for a plan (see the table above)."""
+        from bastion.state.cache import MemoryCacheStore
+
         return MemoryCacheStore(max_size, max_object_size)
 
     def close(self) -> None:
