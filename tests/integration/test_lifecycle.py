@@ -113,6 +113,21 @@ def test_reload_keeps_rate_limit_counts(gateway: Any, tmp_path: Path) -> None:
     assert not (tmp_path / "data" / "ratelimit.json").exists()  # held in memory only
 
 
+def test_reload_empties_the_response_cache(gateway: Any, backend: Backend, tmp_path: Path) -> None:
+    """The one kind of state a reload drops (docs/caching.md): answers stored under the old
+    routes are not served under the new ones."""
+    port = free_port()
+    config = _respond_config(port, "v1", backend.url)
+    config["data_dir"] = str(tmp_path / "data")
+    config["sites"][0]["routes"][1]["cache"] = {"ttl": "1m"}
+    gw: Gateway = gateway(config)
+    url = gw.url + "/api/item"
+    assert [httpx.get(url).headers["x-cache"] for _ in range(2)] == ["MISS", "HIT"]
+    gw.reload(wait_for="configuration reloaded")
+    assert [httpx.get(url).headers["x-cache"] for _ in range(2)] == ["MISS", "HIT"]
+    assert len(backend.requests) == 2
+
+
 def test_bad_reload_keeps_the_running_config(gateway: Any) -> None:
     port = free_port()
     gw: Gateway = gateway(_respond_config(port, "good"))
