@@ -281,6 +281,7 @@ def cmd_reload(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from bastion.balance import status
     from bastion.state.files import resolve_data_dir
+    from bastion.state.stores import Stores
 
     loaded = _load(args.config)
     if loaded is None:
@@ -291,13 +292,14 @@ def cmd_status(args: argparse.Namespace) -> int:
         instance: int | None = int(pid_path.read_text().strip())
     except (OSError, ValueError):
         instance = None  # no pid file: show whatever live workers published
-    directory = status.status_dir(resolve_data_dir(config.data_dir))
-    pools = status.merge(status.read(directory, instance))
+    snapshots = Stores(resolve_data_dir(config.data_dir)).snapshots
+    pools = status.merge(status.read(snapshots, instance))
     if args.json:
         print(json.dumps({"pools": pools}, indent=2))
         return 0
     if not pools:
-        print(f"no pool status found in {directory}: is bastion running with this config?")
+        where = snapshots.where(status.TOPIC)
+        print(f"no pool status found in {where}: is bastion running with this config?")
         return 1
     print(status.render(pools))
     return 0
@@ -376,8 +378,9 @@ def cmd_certs(args: argparse.Namespace) -> int:
 
 
 def cmd_cache(args: argparse.Namespace) -> int:
-    from bastion.cache.purge import purge_dir, write_request
+    from bastion.cache.purge import TOPIC, publish
     from bastion.state.files import resolve_data_dir
+    from bastion.state.stores import Stores
 
     options = (("url", args.url), ("prefix", args.prefix), ("tag", args.tag))
     given = [(k, v) for k, v in options if v]
@@ -391,11 +394,11 @@ def cmd_cache(args: argparse.Namespace) -> int:
     loaded = _load(args.config)
     if loaded is None:
         return 1
-    directory = purge_dir(resolve_data_dir(loaded.config.data_dir))
+    broadcast = Stores(resolve_data_dir(loaded.config.data_dir)).broadcast
     try:
-        write_request(directory, kind, value)
+        publish(broadcast, kind, value)
     except OSError as exc:
-        print(f"cannot queue the purge in {directory}: {exc}", file=sys.stderr)
+        print(f"cannot queue the purge in {broadcast.where(TOPIC)}: {exc}", file=sys.stderr)
         return 1
     print(f"purge of {kind} {value} queued; every worker applies it within a second")
     return 0

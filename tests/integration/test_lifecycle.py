@@ -94,6 +94,40 @@ def test_reload_under_load_has_zero_failures(gateway: Any, backend: Backend) -> 
     assert gw.stderr.count("configuration reloaded") == 20
 
 
+def test_reload_keeps_rate_limit_counts(gateway: Any, tmp_path: Path) -> None:
+    """The limit store outlives a plan: a reload (same or changed config) does not hand a
+    client a fresh bucket, even for a window too short to be saved to disk."""
+    port = free_port()
+    config = _respond_config(port, "v1")
+    config["data_dir"] = str(tmp_path / "data")
+    config["sites"][0]["routes"][0]["rate_limits"] = [{"rate": "3/30s", "key": "client_ip"}]
+    gw: Gateway = gateway(config)
+    url = gw.url + "/version"
+    assert [httpx.get(url).status_code for _ in range(4)] == [200, 200, 200, 429]
+    gw.reload(wait_for="configuration reloaded")
+    assert httpx.get(url).status_code == 429
+    config["sites"][0]["routes"][0]["respond"]["body"] = "v2"
+    gw.reload(config, wait_for="configuration reloaded")
+    refused = httpx.get(url)
+    assert refused.status_code == 429 and 1 <= int(refused.headers["retry-after"]) <= 10
+    assert not (tmp_path / "data" / "ratelimit.json").exists()  # held in memory only
+
+
+def test_reload_empties_the_response_cache(gateway: Any, backend: Backend, tmp_path: Path) -> None:
+    """The one kind of state a reload drops (docs/caching.md): answers stored under the old
+    routes are not served under the new ones."""
+    port = free_port()
+    config = _respond_config(port, "v1", backend.url)
+    config["data_dir"] = str(tmp_path / "data")
+    config["sites"][0]["routes"][1]["cache"] = {"ttl": "1m"}
+    gw: Gateway = gateway(config)
+    url = gw.url + "/api/item"
+    assert [httpx.get(url).headers["x-cache"] for _ in range(2)] == ["MISS", "HIT"]
+    gw.reload(wait_for="configuration reloaded")
+    assert [httpx.get(url).headers["x-cache"] for _ in range(2)] == ["MISS", "HIT"]
+    assert len(backend.requests) == 2
+
+
 def test_bad_reload_keeps_the_running_config(gateway: Any) -> None:
     port = free_port()
     gw: Gateway = gateway(_respond_config(port, "good"))

@@ -6,7 +6,7 @@ import pytest
 
 from bastion.cache.key import normalise_query
 from bastion.cache.policy import Rules, decide
-from bastion.cache.store import Entry, MemoryStore
+from bastion.state.cache import Entry, MemoryCacheStore
 
 NOW = 1_700_000_000.0
 DATE = "Tue, 14 Nov 2023 22:13:20 GMT"  # == NOW
@@ -101,7 +101,7 @@ def entry(key: str, size: int, tags: frozenset[str] = frozenset()) -> Entry:
 
 
 def test_memory_store_bounded_lru() -> None:
-    store = MemoryStore(max_size=100_000, max_object_size=50_000)
+    store = MemoryCacheStore(max_size=100_000, max_object_size=50_000)
     for i in range(100):  # ten times the bound
         store.put(entry(f"/{i}", 10_000))
         assert store.size <= 100_000
@@ -115,7 +115,7 @@ def test_memory_store_bounded_lru() -> None:
 
 
 def test_memory_store_purges() -> None:
-    store = MemoryStore(10**6, 10**5)
+    store = MemoryCacheStore(10**6, 10**5)
     store.put(entry("/a/1", 10, frozenset({"red"})))
     store.put(entry("/a/2", 10, frozenset({"red", "blue"})))
     store.put(entry("/b/1", 10))
@@ -128,7 +128,7 @@ def test_memory_store_purges() -> None:
 
 
 def test_vary_names_forgotten_with_the_last_variant() -> None:
-    store = MemoryStore(10**6, 10**5)
+    store = MemoryCacheStore(10**6, 10**5)
     for lang in ("fr", "de"):
         e = Entry(f"http://h/v\x1d{lang}", "http://h/v", 200, b"", b"x", NOW, 60,
                   vary=("accept-language",))  # fmt: skip

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import stat
-import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from bastion.clock import ManualClock
 from bastion.policies.auth_keys import split_query_param, strip_query_param
-from bastion.policies.keystore import FileKeyStore, hash_key
+from bastion.state.keys import FileKeyStore, hash_key
 
 
 def test_create_lookup_revoke(tmp_path: Path) -> None:
@@ -36,25 +37,38 @@ def test_create_lookup_revoke(tmp_path: Path) -> None:
 
 
 def test_reader_sees_other_process_changes(tmp_path: Path) -> None:
-    reader = FileKeyStore(tmp_path)
+    clock = ManualClock()
+    reader = FileKeyStore(tmp_path, clock)
     writer = FileKeyStore(tmp_path)
+    assert reader.lookup("bk_nothing_yet") is None  # the reader has looked at the file
     key, _ = writer.create("carol")
-    deadline = time.monotonic() + 5
-    while reader.lookup(key) is None:
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
+    # what the reader answers holds until its next look at the file, a second later
+    assert reader.fresh_for() == 1.0
+    clock.advance(0.5)
+    assert reader.lookup(key) is None and reader.fresh_for() == 0.5
+    clock.advance(0.5)
+    assert reader.lookup(key) is not None
     writer.revoke(consumer="carol")
-    while reader.lookup(key) is not None:
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
+    assert reader.lookup(key) is not None
+    clock.advance(1.0)
+    assert reader.lookup(key) is None
+
+
+def test_records_are_dated_by_the_clock(tmp_path: Path) -> None:
+    clock = ManualClock(datetime(2027, 1, 15, 12, 0, tzinfo=UTC).timestamp())
+    store = FileKeyStore(tmp_path, clock)
+    _, record = store.create("erin")
+    assert record.created == "2027-01-15T12:00:00+00:00"
+    clock.advance(86400.0)
+    assert store.revoke(consumer="erin")[0].revoked == "2027-01-16T12:00:00+00:00"
 
 
 def test_broken_file_keeps_the_keys_held(tmp_path: Path) -> None:
-    store = FileKeyStore(tmp_path)
+    clock = ManualClock()
+    store = FileKeyStore(tmp_path, clock)
     key, _ = store.create("dave")
-    time.sleep(0.01)
-    store.path.write_text("{not json")
-    store._next_check = 0.0
+    store.path.write_text("{not json")  # (another size: the file is seen to change)
+    clock.advance(1.0)
     assert store.lookup(key) is not None
     with pytest.raises(ValueError):
         store.records()

@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
+from bastion.clock import ManualClock
 from bastion.config.policy_traffic import Quota, RateLimit
 from bastion.http.request import Request
 from bastion.policies import ratelimit
@@ -17,19 +18,9 @@ from bastion.state.limits import MemoryLimitStore
 T0 = 1_790_000_000.0
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    clock = Clock()
-    monkeypatch.setattr(ratelimit, "_now", clock)
-    return clock
+def clock() -> ManualClock:
+    return ManualClock(T0)
 
 
 def request(ip: str = "10.0.0.1", consumer: str = "", tenant: bytes | None = None) -> Request:
@@ -61,14 +52,16 @@ def answer(policy: RateLimitPolicy, req: Request) -> tuple[int, bytes]:
         RateLimit(rate="4/s", key="route", advertise=False),
     ],
 )
-def test_the_single_limit_path_answers_like_the_general_one(spec: RateLimit, clock: Clock) -> None:
-    fast = build_policy("s", [spec], MemoryLimitStore(), None)
-    general = RateLimitPolicy("s", [spec], MemoryLimitStore(), None)
+def test_the_single_limit_path_answers_like_the_general_one(
+    spec: RateLimit, clock: ManualClock
+) -> None:
+    fast = build_policy("s", [spec], MemoryLimitStore(clock=clock), None)
+    general = RateLimitPolicy("s", [spec], MemoryLimitStore(clock=clock), None)
     assert isinstance(fast, OneRateLimitPolicy) and type(general) is RateLimitPolicy
     rnd = random.Random(7)
     seen: dict[int, set[bytes]] = {200: set(), 429: set()}
     for i in range(600):
-        clock.now += rnd.choice([0.0] * 6 + [1e-6, 0.01, 0.1, 0.3, 0.7, 1.0, 2.5, 700.0])
+        clock.advance(rnd.choice([0.0] * 6 + [1e-6, 0.01, 0.1, 0.3, 0.7, 1.0, 2.5, 700.0]))
         made = [
             answer(p, request(f"10.0.0.{i % 3}", ["", "alice"][i % 2], [None, b"a", b"b"][i % 3]))
             for p in (fast, general)
@@ -81,9 +74,9 @@ def test_the_single_limit_path_answers_like_the_general_one(spec: RateLimit, clo
         assert len(seen[200]) > 1, "remaining and reset never changed"
 
 
-def test_a_store_key_for_each_consumer_address_and_header_value(clock: Clock) -> None:
+def test_a_store_key_for_each_consumer_address_and_header_value(clock: ManualClock) -> None:
     by_consumer = build_policy(
-        "s", [RateLimit(rate="1/h", key="consumer")], MemoryLimitStore(), None
+        "s", [RateLimit(rate="1/h", key="consumer")], MemoryLimitStore(clock=clock), None
     )
     # a consumer named like an address has a bucket of its own
     assert by_consumer.on_request(request("10.0.0.2", consumer="10.0.0.1")) is None
@@ -91,7 +84,7 @@ def test_a_store_key_for_each_consumer_address_and_header_value(clock: Clock) ->
     assert by_consumer.on_request(request("10.0.0.3", consumer="10.0.0.1")) is not None
     assert by_consumer.on_request(request("10.0.0.1")) is not None
     by_header = build_policy(
-        "s", [RateLimit(rate="1/h", key="header:x-tenant")], MemoryLimitStore(), None
+        "s", [RateLimit(rate="1/h", key="header:x-tenant")], MemoryLimitStore(clock=clock), None
     )
     # a tenant named like an address, and a request without the header from that address
     assert by_header.on_request(request("10.0.0.1", tenant=b"10.0.0.1")) is None
@@ -99,10 +92,10 @@ def test_a_store_key_for_each_consumer_address_and_header_value(clock: Clock) ->
     assert by_header.on_request(request("10.0.0.2", tenant=b"10.0.0.1")) is not None
 
 
-def test_the_real_client_is_counted_behind_a_trusted_proxy(clock: Clock) -> None:
+def test_the_real_client_is_counted_behind_a_trusted_proxy(clock: ManualClock) -> None:
     trusted: Callable[[str], bool] = lambda ip: ip == "192.0.2.1"  # noqa: E731
     policy = build_policy(
-        "s", [RateLimit(rate="1/h", key="client_ip")], MemoryLimitStore(), trusted
+        "s", [RateLimit(rate="1/h", key="client_ip")], MemoryLimitStore(clock=clock), trusted
     )
 
     def via_proxy(client: bytes) -> Request:
@@ -115,13 +108,13 @@ def test_the_real_client_is_counted_behind_a_trusted_proxy(clock: Clock) -> None
     assert policy.on_request(via_proxy(b"203.0.113.5")) is not None
 
 
-def test_tables_stay_bounded_under_a_flood_of_clients(clock: Clock) -> None:
+def test_tables_stay_bounded_under_a_flood_of_clients(clock: ManualClock) -> None:
     policy = build_policy(
-        "s", [RateLimit(rate="100000/s", key="client_ip")], MemoryLimitStore(), None
+        "s", [RateLimit(rate="100000/s", key="client_ip")], MemoryLimitStore(clock=clock), None
     )
     assert isinstance(policy, OneRateLimitPolicy)
     for i in range(3 * ratelimit.KEY_CACHE):
-        clock.now += 1e-5 * (i % 7)  # busy: the TAT ahead of now takes many values
+        clock.advance(1e-5 * (i % 7))  # busy: the TAT ahead of now takes many values
         req = request(f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}")
         assert policy.on_request(req) is None
         assert b'RateLimit: "client-ip-100000-per-s";r=' in req.extra_head
@@ -129,12 +122,12 @@ def test_tables_stay_bounded_under_a_flood_of_clients(clock: Clock) -> None:
     assert len(policy.by_ahead) <= ratelimit.LINE_CACHE
 
 
-def test_several_limits_and_quotas_take_the_general_path(clock: Clock) -> None:
+def test_several_limits_and_quotas_take_the_general_path(clock: ManualClock) -> None:
     specs = [RateLimit(rate="2/s", name="fast"), Quota(limit=3, per="day", name="daily")]
-    policy = build_policy("s", specs, MemoryLimitStore(), None)
+    policy = build_policy("s", specs, MemoryLimitStore(clock=clock), None)
     assert type(policy) is RateLimitPolicy
     statuses = []
     for _ in range(5):
-        clock.now += 1.0
+        clock.advance(1.0)
         statuses.append(answer(policy, request())[0])
     assert statuses == [200, 200, 200, 429, 429]

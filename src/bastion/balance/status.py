@@ -1,44 +1,30 @@
 """Pool status for `bastion status`: each worker publishes, the command merges.
 
-There is no admin API yet, so every worker writes a JSON snapshot of its pools
-once a second (off the hot path: a timer, not a request) to
-``<data_dir>/status/worker-<pid>.json`` with an atomic rename. `bastion status`
-reads the snapshots of the running instance's live workers and merges them:
-counters add up, an endpoint is shown unhealthy or ejected in as many workers as
-say so (balancing state is per worker).
-
-The files name backends and their health: they are the owner's only (0600, in a 0700
-directory). A worker removes its file when it stops; the file of a worker that died
-without stopping (killed, crashed) is removed by the next worker that starts and by
-`bastion status`: a file whose pid is gone, or that nobody rewrote for `STALE` seconds.
+Every worker puts a snapshot of its pools once a second (off the hot path: a timer, not a
+request) into the state backends' snapshots (``bastion.state.snapshots``: on a single
+machine ``<data_dir>/status/worker-<pid>.json``, the owner's only). `bastion status` reads
+the snapshots of the running instance's live workers and merges them: counters add up, an
+endpoint is shown unhealthy or ejected in as many workers as say so (balancing state is
+per worker). A worker withdraws its snapshot when it stops.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import time
 from collections.abc import Callable, Iterable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from bastion.balance.balancer import Balancer
+    from bastion.state.snapshots import Snapshots
 
+TOPIC = "status"
 INTERVAL = 1.0
-# a live worker rewrites its file every INTERVAL: one this old belongs to nobody (its pid
-# may since have been given to another process)
-STALE = 30.0
-# how often a worker looks for the files of dead workers (in INTERVALs)
-_SWEEP_EVERY = 30
 # set by `bastion run` to its own pid, so that all workers of one instance say so
 INSTANCE_ENV = "BASTION_INSTANCE"
-
-
-def status_dir(data_dir: Path) -> Path:
-    return data_dir / "status"
 
 
 def snapshot(balancers: Iterable[Balancer], now: float, instance: int) -> dict[str, Any]:
@@ -50,82 +36,28 @@ def snapshot(balancers: Iterable[Balancer], now: float, instance: int) -> dict[s
     }
 
 
-def write(directory: Path, data: dict[str, Any]) -> None:
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    path = directory / f"worker-{os.getpid()}.json"
-    tmp = path.with_suffix(".tmp")
-    # created 0600 (never readable by others, not even between open and chmod), then
-    # renamed over the old one: a reader sees a whole file or the previous one
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    try:
-        os.fchmod(fd, 0o600)  # an old .tmp left with other bits keeps them through O_CREAT
-        os.write(fd, json.dumps(data).encode())
-    finally:
-        os.close(fd)
-    tmp.replace(path)
-
-
-def sweep(directory: Path) -> None:
-    """Remove the files of workers that are gone: their pid is dead, or they are STALE."""
-    now = time.time()
-    try:
-        paths = list(directory.glob("worker-*.json")) + list(directory.glob("worker-*.tmp"))
-    except OSError:
-        return
-    for path in paths:
-        pid = path.stem.removeprefix("worker-")
-        if not pid.isdigit() or int(pid) == os.getpid():
-            continue
-        try:
-            stale = now - path.stat().st_mtime > STALE
-            if stale or not _alive(int(pid)):
-                path.unlink()
-        except OSError:
-            continue  # removed meanwhile, or not ours to remove
-
-
-async def publish(balancers: Callable[[], list[Balancer]], directory: Path, instance: int) -> None:
-    """Write this worker's snapshot every second until cancelled; then remove it."""
+async def publish(
+    balancers: Callable[[], list[Balancer]], snapshots: Snapshots, instance: int
+) -> None:
+    """Put this worker's snapshot every second until cancelled; then withdraw it."""
     loop = asyncio.get_running_loop()
-    ticks = 0
     try:
         while True:
-            if ticks % _SWEEP_EVERY == 0:
-                sweep(directory)
-            ticks += 1
             pools = balancers()
             if pools:
-                # a status file is a convenience: never a reason to stop serving
+                # a status snapshot is a convenience: never a reason to stop serving
                 with contextlib.suppress(OSError):
-                    write(directory, snapshot(pools, loop.time(), instance))
+                    snapshots.put(TOPIC, snapshot(pools, loop.time(), instance))
             await asyncio.sleep(INTERVAL)
     finally:
         with contextlib.suppress(OSError):
-            (directory / f"worker-{os.getpid()}.json").unlink()
+            snapshots.remove(TOPIC)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def read(directory: Path, instance: int | None) -> list[dict[str, Any]]:
-    """The snapshots of live workers (of one instance, when its pid is known); the files
-    of dead ones are removed on the way."""
-    sweep(directory)
+def read(snapshots: Snapshots, instance: int | None) -> list[dict[str, Any]]:
+    """The snapshots of live workers (of one instance, when its pid is known)."""
     found = []
-    for path in sorted(directory.glob("worker-*.json")):
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        if not isinstance(data, dict) or not _alive(int(data.get("pid", 0))):
-            continue
+    for data in snapshots.read(TOPIC):
         if instance is not None and data.get("instance") != instance:
             continue
         found.append(data)

@@ -9,8 +9,8 @@ from bastion.http.request import BODY_LENGTH, BODY_NONE
 
 if TYPE_CHECKING:
     from bastion.cache.capture import CaptureClient
-    from bastion.cache.store import Entry
     from bastion.http.request import Request
+    from bastion.state.cache import Entry
 
 HIT = b"X-Cache: HIT\r\n"
 MISS = b"X-Cache: MISS\r\n"

@@ -9,8 +9,8 @@ from bastion.cache.entries import UNSTORED
 from bastion.cache.policy import http_date
 
 if TYPE_CHECKING:
-    from bastion.cache.store import Entry
     from bastion.http.request import Request
+    from bastion.state.cache import Entry
 
 _CONDITIONAL = frozenset(
     (b"if-none-match", b"if-modified-since", b"if-match", b"if-unmodified-since", b"if-range")

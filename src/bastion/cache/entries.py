@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from bastion.cache.key import parse_vary
 from bastion.cache.policy import Decision
-from bastion.cache.store import Entry
+from bastion.state.cache import Entry
 
 # Fields never stored: hop-by-hop ones, and those written fresh on every hit.
 UNSTORED = frozenset(

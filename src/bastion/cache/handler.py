@@ -29,9 +29,9 @@ from bastion.cache.recorder import Recorder
 if TYPE_CHECKING:
     from bastion.cache.consumer import ConsumerKey
     from bastion.cache.purge import PurgeQueue
-    from bastion.cache.store import Entry, MemoryStore
     from bastion.http.request import Request
     from bastion.proxy.handler import ProxyHandler
+    from bastion.state.cache import CacheStore, Entry
 
 log = logging.getLogger("bastion.cache")
 
@@ -53,7 +53,7 @@ class CachingHandler:
     def __init__(
         self,
         proxy: ProxyHandler,
-        store: MemoryStore,
+        store: CacheStore,
         rules: Rules,
         key_rules: KeyRules,
         lock_timeout: float,

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from urllib.parse import quote, unquote_plus
 
-from bastion.cache.store import VARIANT_MARK
+from bastion.state.cache import VARIANT_MARK
 
 QUERY_ALL = "all"  # every parameter, sorted
 QUERY_IGNORE = "ignore"  # no parameter

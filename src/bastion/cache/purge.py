@@ -1,17 +1,18 @@
-"""Purge requests reach every worker through a directory in the data dir.
+"""Purge requests and invalidations reach every worker through the broadcast of the
+state backends (``bastion.state.broadcast``), on the topic `TOPIC`.
 
-`bastion cache purge` (and the PURGE method) write one small JSON file per request
-into ``<data_dir>/cache-purge/``; each worker that holds entries polls the directory
-twice a second and applies each file once. Files are removed after a minute, by
-whichever worker sees them first past that age.
+`bastion cache purge` (and the PURGE method) publish one message per request; each worker
+that holds entries subscribes and applies each message once (the data-dir backend: one
+small JSON file per message in ``<data_dir>/cache-purge/``, polled twice a second, kept a
+minute).
 
 Invalidations (a successful unsafe request drops the answers stored for its URL) reach
-the other workers the same way, batched: the first of a quiet period is written at once,
-the following ones are collected and written as one file per poll interval, so a flood
-of POSTs costs every worker one small file per half second, not one per request. Past
-`MAX_PENDING_URLS` distinct URLs in one interval, the batch widens to the URLs' origins
-(every entry of those hosts), and past `MAX_PENDING_ORIGINS` origins to everything: a
-worker may drop more than it had to, never keep what another invalidated.
+the other workers the same way, batched: the first of a quiet period is published at
+once, the following ones are collected and published as one message per interval
+(`BATCH_SECONDS`), so a flood of POSTs costs every worker one message per half second, not
+one per request. Past `MAX_PENDING_URLS` distinct URLs in one interval, the batch widens to
+the URLs' origins (every entry of those hosts), and past `MAX_PENDING_ORIGINS` origins to
+everything: a worker may drop more than it had to, never keep what another invalidated.
 """
 
 from __future__ import annotations
@@ -19,11 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
-import json
 import logging
-import os
-import time
-from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -31,19 +28,16 @@ from bastion.cache.key import normalise_query, url_of
 from bastion.http1.target import canonical_path
 
 if TYPE_CHECKING:
-    from bastion.cache.store import MemoryStore
+    from bastion.state.broadcast import Broadcast, Message, Subscription
+    from bastion.state.cache import CacheStore
 
 log = logging.getLogger("bastion.cache")
 
-POLL_SECONDS = 0.5
-KEEP_SECONDS = 60.0
+TOPIC = "cache-purge"
+BATCH_SECONDS = 0.5  # invalidations are published at most once per interval
 KINDS = ("url", "prefix", "tag")
 MAX_PENDING_URLS = 256  # invalidated URLs collected per interval before widening
 MAX_PENDING_ORIGINS = 32  # origins ("scheme://host/") before widening to everything
-
-
-def purge_dir(data_dir: Path) -> Path:
-    return data_dir / "cache-purge"
 
 
 def cache_url(url: str) -> str:
@@ -60,29 +54,22 @@ def cache_url(url: str) -> str:
     return url_of((parts.scheme or "http").lower(), host, path, query)
 
 
-def write_request(directory: Path, kind: str, value: str | list[str]) -> Path:
-    """Queue a purge for every worker (atomic: a temp file renamed into place). A list
-    of values is a batch of invalidations."""
+def publish(broadcast: Broadcast, kind: str, value: str | list[str]) -> None:
+    """Send a purge to every worker (raises OSError when it cannot be sent). A list of
+    values is a batch of invalidations."""
     if kind not in KINDS:
         raise ValueError(f"unknown purge kind {kind!r}")
-    directory.mkdir(parents=True, exist_ok=True)
-    name = f"{time.time_ns():020d}-{os.getpid()}-{os.urandom(4).hex()}.json"
-    tmp = directory / ("." + name)
-    tmp.write_text(json.dumps({"kind": kind, "value": value}))
-    final = directory / name
-    tmp.replace(final)
-    return final
+    broadcast.publish(TOPIC, {"kind": kind, "value": value})
 
 
 class PurgeQueue:
     def __init__(
-        self, directory: Path, store: MemoryStore, allowed_from: list[str] | None = None
+        self, broadcast: Broadcast, store: CacheStore, allowed_from: list[str] | None = None
     ) -> None:
-        self.directory = directory
+        self.broadcast = broadcast
         self.store = store
         self.networks = [ipaddress.ip_network(n) for n in allowed_from or []]
-        self.seen: set[str] = set()
-        self.handle: asyncio.TimerHandle | None = None
+        self.subscription: Subscription | None = None
         self.stopped = False
         # invalidations not yet written for the other workers: URLs, or past the cap
         # their origins (prefixes), or past that everything ("/")
@@ -117,8 +104,7 @@ class PurgeQueue:
     def tell_others(self, kind: str, value: str | list[str]) -> None:
         """Queue a purge for the other workers (this one has applied it)."""
         try:
-            path = write_request(self.directory, kind, value)
-            self.seen.add(path.name)
+            publish(self.broadcast, kind, value)
         except OSError as exc:
             log.warning("cache purge: cannot queue for other workers: %s", exc)
 
@@ -164,64 +150,33 @@ class PurgeQueue:
         self.tell_others(kind, values)
         if not self.stopped:
             loop = asyncio.get_running_loop()
-            self.flush_handle = loop.call_later(POLL_SECONDS, self._flush)
+            self.flush_handle = loop.call_later(BATCH_SECONDS, self._flush)
 
     def watch(self) -> None:
-        """Start polling (once this worker holds an entry: before, nothing to purge)."""
-        if self.handle is None and not self.stopped:
-            loop = asyncio.get_running_loop()
-            self.handle = loop.call_later(POLL_SECONDS, self.poll)
+        """Start listening (once this worker holds an entry: before, nothing to purge)."""
+        if self.subscription is None and not self.stopped:
+            self.subscription = self.broadcast.subscribe(TOPIC, self.received)
 
     def stop(self) -> None:
         self.stopped = True
-        if self.handle is not None:
-            self.handle.cancel()
-            self.handle = None
+        if self.subscription is not None:
+            self.subscription.close()
+            self.subscription = None
         if self.flush_handle is not None:
             self.flush_handle.cancel()
         self._flush()  # what this worker invalidated last still reaches the others
 
-    def poll(self) -> None:
-        self.handle = None
-        if self.stopped:
+    def received(self, message: Message) -> None:
+        """Apply a purge another process published."""
+        kind, value = message.get("kind"), message.get("value")
+        if not isinstance(kind, str) or kind not in KINDS:
             return
-        try:
-            self._scan()
-        except OSError as exc:
-            log.warning("cache purge: cannot read %s: %s", self.directory, exc)
-        self.handle = asyncio.get_running_loop().call_later(POLL_SECONDS, self.poll)
-
-    def _scan(self) -> None:
-        try:
-            names = sorted(n for n in os.listdir(self.directory) if n.endswith(".json"))
-        except FileNotFoundError:
-            return
-        now_ns = time.time_ns()
-        for name in names:
-            path = self.directory / name
-            if name not in self.seen:
-                self.seen.add(name)
-                try:
-                    request = json.loads(path.read_text())
-                    kind, value = request["kind"], request["value"]
-                except (OSError, ValueError, KeyError, TypeError):
-                    continue
-                if kind not in KINDS:
-                    continue
-                if isinstance(value, str):  # an operator's purge
-                    count = self.apply(kind, value)
-                    log.info("cache purge %s %s: %d entries", kind, value, count)
-                elif isinstance(value, list):  # another worker's invalidations
-                    count = sum(self.apply(kind, v) for v in value if isinstance(v, str))
-                    log.debug("cache invalidation by %s: %d entries", kind, count)
-            try:
-                age = (now_ns - int(name.split("-", 1)[0])) / 1e9
-            except ValueError:
-                age = 0.0
-            if age > KEEP_SECONDS:
-                with contextlib.suppress(FileNotFoundError):
-                    path.unlink()
-        self.seen &= set(names)
+        if isinstance(value, str):  # an operator's purge
+            count = self.apply(kind, value)
+            log.info("cache purge %s %s: %d entries", kind, value, count)
+        elif isinstance(value, list):  # another worker's invalidations
+            count = sum(self.apply(kind, v) for v in value if isinstance(v, str))
+            log.debug("cache invalidation by %s: %d entries", kind, count)
 
 
 def _origin_of(url: str) -> str:

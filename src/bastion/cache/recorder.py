@@ -11,8 +11,8 @@ from bastion.cache.policy import decide
 
 if TYPE_CHECKING:
     from bastion.cache.handler import CachingHandler
-    from bastion.cache.store import Entry
     from bastion.http.request import Request
+    from bastion.state.cache import Entry
 
 _AUTHORIZATION = b"authorization"
 

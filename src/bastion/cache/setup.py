@@ -8,20 +8,22 @@ from bastion.cache.consumer import consumer_key
 from bastion.cache.handler import CachingHandler
 from bastion.cache.key import KeyRules
 from bastion.cache.policy import DEFAULT_STATUSES, Rules
-from bastion.cache.purge import PurgeQueue, purge_dir
-from bastion.cache.store import MemoryStore
+from bastion.cache.purge import PurgeQueue
 from bastion.state.files import resolve_data_dir
+from bastion.state.stores import stores_for
 
 if TYPE_CHECKING:
     from bastion.config.cache_models import RouteCache
     from bastion.config.policy_auth import Auth
     from bastion.proxy.handler import ProxyHandler
+    from bastion.state.cache import CacheStore
 
 
 class PlanCache:
-    """One store and one purge queue per plan, shared by its cached routes."""
+    """One store and one purge queue per plan, shared by its cached routes (a reload
+    starts with an empty cache: see `bastion.state.stores`)."""
 
-    def __init__(self, store: MemoryStore, purge: PurgeQueue) -> None:
+    def __init__(self, store: CacheStore, purge: PurgeQueue) -> None:
         self.store = store
         self.purge = purge
 
@@ -29,9 +31,9 @@ class PlanCache:
 def plan_cache(plan: Any) -> PlanCache:
     if plan.cache is None:
         settings = plan.config.cache
-        store = MemoryStore(settings.max_size, settings.max_object_size)
-        directory = purge_dir(resolve_data_dir(plan.config.data_dir))
-        purge = PurgeQueue(directory, store, [str(n) for n in settings.purge_from])
+        stores = stores_for(resolve_data_dir(plan.config.data_dir))
+        store = stores.cache(settings.max_size, settings.max_object_size)
+        purge = PurgeQueue(stores.broadcast, store, [str(n) for n in settings.purge_from])
         plan.cache = PlanCache(store, purge)
     cache: PlanCache = plan.cache
     return cache

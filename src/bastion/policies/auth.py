@@ -31,11 +31,11 @@ def build_auth(route: Route, site: Site, plan: Plan) -> RequestPolicy | None:
 def _method(name: str, conf: Auth, identity: Identity, site: Site, plan: Plan) -> Any:
     if name == "api_keys":
         from bastion.policies.auth_keys import ApiKeyPolicy
-        from bastion.policies.keystore import file_key_store
         from bastion.state.files import resolve_data_dir
+        from bastion.state.stores import stores_for
 
         assert conf.api_keys is not None
-        store = file_key_store(resolve_data_dir(plan.config.data_dir))
+        store = stores_for(resolve_data_dir(plan.config.data_dir)).keys
         return ApiKeyPolicy(conf.api_keys, store, identity)
     if name == "jwt":
         from bastion.policies.jwt import jwt_policy

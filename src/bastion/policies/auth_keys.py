@@ -18,7 +18,7 @@ from bastion.policies.base import Denied
 if TYPE_CHECKING:
     from bastion.config.policy_auth import ApiKeysAuth
     from bastion.http.request import Request
-    from bastion.policies.keystore import KeyStore
+    from bastion.state.keys import KeyStore
 
 __all__ = ["ApiKeyPolicy", "split_query_param", "strip_query_param"]
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import sys
 
-from bastion.policies.keystore import FileKeyStore
 from bastion.state.files import resolve_data_dir
+from bastion.state.stores import Stores
 
 __all__ = ["run_keys"]
 
 
 def run_keys(action: str, consumer: str | None, key_id: str | None, data_dir: str | None) -> int:
-    store = FileKeyStore(resolve_data_dir(data_dir))
+    store = Stores(resolve_data_dir(data_dir)).keys
     try:
         if action == "create":
             if not consumer:
@@ -21,7 +21,7 @@ def run_keys(action: str, consumer: str | None, key_id: str | None, data_dir: st
             print(key)
             print(
                 f"created key {record.id} for consumer {record.consumer}; it is shown only "
-                f"now (the store keeps its hash) in {store.path}",
+                f"now (the store keeps its hash) in {store.where}",
                 file=sys.stderr,
             )
             return 0

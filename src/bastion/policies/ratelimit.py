@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import math
-import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
@@ -26,7 +25,7 @@ from bastion.http.request import Request
 from bastion.policies.base import Denied, real_client_ip
 from bastion.state.files import resolve_data_dir
 from bastion.state.limits import Check, LimitStore, MemoryLimitStore, Outcome, quota_window
-from bastion.state.persist import PersistentStore, limit_store
+from bastion.state.stores import stores_for
 
 if TYPE_CHECKING:
     from bastion.config.sites import Route, Site
@@ -52,8 +51,7 @@ them, and a store key must stay small however long the field is."""
 LINE_CACHE = 1024
 """``RateLimit`` lines remembered per single-limit policy, by how far ahead the TAT is."""
 
-# module globals are one lookup cheaper than attributes of `time` and `math`
-_now = time.time
+# module globals are one lookup cheaper than attributes of `math`
 _floor = math.floor
 _ceil = math.ceil
 
@@ -177,7 +175,7 @@ class RateLimitPolicy:
         specs: Sequence[RateLimit | Quota],
         store: LimitStore,
         trusted: Callable[[str], bool] | None,
-        saver: PersistentStore | None = None,
+        saver: LimitStore | None = None,
     ) -> None:
         # an instance attribute: the chain reads it per request, and Python 3.11 has a
         # fast path for instance attributes, not for class ones read through an instance
@@ -192,6 +190,10 @@ class RateLimitPolicy:
         self.policy_line = b""
         self.policy_until = (0.0, 0.0)  # when policy_line must be built again
         self.store = store
+        # the store's clock, read once per request (`clock.time` itself: no call through
+        # the clock object). Read it as ``clock = self.now; clock()``: ``self.now()`` would
+        # look an instance attribute up as a method, which Python 3.11 cannot specialise.
+        self.now = store.clock.time
         self.trusted = trusted
         # saves long-window counters now and then; only this route's requests can have
         # changed them, so a route without any has nothing to look at
@@ -203,7 +205,8 @@ class RateLimitPolicy:
         return [limit.store_key(req, trusted) for limit in self.limits]
 
     def on_request(self, req: Request) -> Denied | None:
-        now = _now()
+        clock = self.now
+        now = clock()
         keys = self.keys(req)
         allowed, outcomes = self.store.take(self.checks, keys, now, self.report)
         saver = self.saver
@@ -265,7 +268,7 @@ class OneRateLimitPolicy(RateLimitPolicy):
         spec: RateLimit,
         store: MemoryLimitStore,
         trusted: Callable[[str], bool] | None,
-        saver: PersistentStore | None = None,
+        saver: LimitStore | None = None,
     ) -> None:
         super().__init__(scope, [spec], store, trusted, saver)
         limit = self.limit = self.limits[0]
@@ -278,7 +281,7 @@ class OneRateLimitPolicy(RateLimitPolicy):
         plain_ip = trusted is None and limit.key in ("consumer", "client_ip")
         self.by_ip = limit.by_ip if plain_ip else None
         # the RateLimit-Policy line of a rate limit never changes: it starts every line
-        self._policy_line(_now())
+        self._policy_line(self.now())
         self.prefix = b"%sRateLimit: %s" % (self.policy_line, self.state_prefixes[0] or b"")
         # What follows the key's new TAT depends only on how far ahead of now it is, and
         # that takes few values: an idle key is always one interval ahead (to the clock's
@@ -288,7 +291,8 @@ class OneRateLimitPolicy(RateLimitPolicy):
 
     def on_request(self, req: Request) -> Denied | None:
         # (subscripts in try blocks rather than .get: a miss happens once per key or value)
-        now = _now()
+        clock = self.now
+        now = clock()
         try:
             if self.by_consumer is not None and req.consumer:
                 key = self.by_consumer[req.consumer]
@@ -336,7 +340,7 @@ def build_policy(
     specs: Sequence[RateLimit | Quota],
     store: LimitStore,
     trusted: Callable[[str], bool] | None,
-    saver: PersistentStore | None = None,
+    saver: LimitStore | None = None,
 ) -> RateLimitPolicy:
     """The policy for ``specs``: the single-limit fast path when it applies."""
     if len(specs) == 1 and isinstance(specs[0], RateLimit) and isinstance(store, MemoryLimitStore):
@@ -349,6 +353,6 @@ def build_rate_limit(route: Route, site: Site, plan: Plan) -> RateLimitPolicy | 
     specs: list[RateLimit | Quota] = [*route.rate_limits, *route.quotas]
     if not specs:
         return None
-    store = limit_store(resolve_data_dir(plan.config.data_dir))
+    store = stores_for(resolve_data_dir(plan.config.data_dir)).limits
     scope = ",".join(site.hosts) + " " + route.path.text
     return build_policy(scope, specs, store, plan.trusted, store)

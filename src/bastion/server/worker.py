@@ -25,6 +25,7 @@ from bastion.plan import Plan, compile_plan
 from bastion.proxy.pool import PoolRegistry
 from bastion.server.context import WorkerContext
 from bastion.state.files import resolve_data_dir
+from bastion.state.stores import stores_for
 from bastion.tls.alpn import AlpnListener, listening_socket
 from bastion.tls.context import HTTP1_ONLY, apply_profile, dispatch_context
 
@@ -70,7 +71,7 @@ class Worker:
         publisher = loop.create_task(
             status.publish(
                 lambda: ctx.plan.balancers,
-                status.status_dir(resolve_data_dir(plan.config.data_dir)),
+                stores_for(resolve_data_dir(plan.config.data_dir)).snapshots,
                 int(os.environ.get(status.INSTANCE_ENV, os.getpid())),
             )
         )

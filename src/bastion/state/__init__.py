@@ -1,5 +1,15 @@
-"""Shared state behind an interface: in-process stores now, a Redis store for clusters later.
+"""Everything persisted or shared, behind small interfaces: in-process and data-dir
+backends now, Redis backends for clusters later.
 
-Protocols (``http1``, ``http2``) never import this package; policies reach it through the
-objects ``bastion.policies.build`` hands them.
+| module         | interface                  | backends                                   |
+| -------------- | -------------------------- | ------------------------------------------ |
+| `limits`       | `LimitStore`               | `MemoryLimitStore`; `persist.PersistentStore` |
+| `cache`        | `CacheStore`               | `MemoryCacheStore`                         |
+| `keys`         | `KeyStore`                 | `FileKeyStore`                             |
+| `broadcast`    | `Broadcast`                | `FileBroadcast`, `MemoryBroadcast`         |
+| `snapshots`    | `Snapshots`                | `FileSnapshots`, `MemorySnapshots`         |
+| `stores`       | `Stores`: one of each per data dir and process, and what survives a reload |
+
+Protocols (``http1``, ``http2``) never import this package; builders take their stores from
+a `Stores` and hand them to the policies and the cache.
 """

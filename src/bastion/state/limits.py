@@ -14,8 +14,9 @@ admits its request: comparing ``now + T - now`` with ``T`` instead would let the
 
 Quotas count requests per calendar day or month (UTC) and start again at its beginning.
 
-Times are wall-clock seconds (``time.time()``) so that a saved TAT means the same after a
-restart.
+Times are wall-clock seconds (the store's clock's ``time()``) so that a saved TAT means the
+same after a restart. Callers read ``now`` from ``store.clock`` and pass it in: a request
+takes the time once for all its limits, and a test moves a `ManualClock` instead of sleeping.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from typing import Protocol
+
+from bastion.clock import SYSTEM_CLOCK, Clock
 
 SWEEP_SLICE = 500
 """Keys a request looks at while a sweep of idle keys is under way (see `sweep_some`)."""
@@ -78,6 +81,18 @@ class LimitStore(Protocol):
     ``is_async`` (its ``take`` is then a coroutine function)."""
 
     is_async: bool
+    clock: Clock  # where callers read ``now`` from
+    # counters changed since they were last saved (a store that saves nothing keeps False)
+    dirty: bool
+
+    def take_and_save(self, now: float) -> None:
+        """Called after `take` when `dirty`: save the counters when a save is due (off the
+        event loop); a store that needs no saving does nothing."""
+        ...
+
+    def close(self) -> None:
+        """Save what is not saved yet (at exit)."""
+        ...
 
     def take(
         self, checks: Sequence[Check], keys: Sequence[str], now: float, report: bool = False
@@ -107,7 +122,10 @@ class MemoryLimitStore:
 
     is_async = False
 
-    def __init__(self, max_keys: int = 1_000_000, sweep_every: float = 10.0) -> None:
+    def __init__(
+        self, max_keys: int = 1_000_000, sweep_every: float = 10.0, clock: Clock = SYSTEM_CLOCK
+    ) -> None:
+        self.clock = clock
         # GCRA: key -> TAT (the single-limit policy renews an idle key's TAT here itself)
         self.tat: dict[str, float] = {}
         self.quota: dict[str, tuple[int, int]] = {}  # quota: (period id, count)
@@ -172,6 +190,12 @@ class MemoryLimitStore:
                 self.persistent.add(key)
                 self.dirty = True
         return True, outcomes
+
+    def take_and_save(self, now: float) -> None:
+        """Counters in memory only: nothing to save (see `PersistentStore`)."""
+
+    def close(self) -> None:
+        """Nothing to save."""
 
     def take_rate(self, check: Check, key: str, now: float) -> float:
         """`take` of a single GCRA check, for the policies' fast path: the key's new TAT

@@ -1,16 +1,15 @@
-"""The process-wide limit store and its file in the data dir.
+"""The limit store of a data dir: counters in memory, the long ones saved to a file.
 
-One `MemoryLimitStore` per data dir and process, created on first use and kept across
-reloads (a reload compiles a new plan, the counters stay). Counters of long windows and
-quotas are saved to ``<data dir>/ratelimit.json``: every few seconds when they changed (in a
-thread, off the event loop) and at exit, and read back at start, so that a restart is not a
-free reset. Several workers share the file: each save merges what is on disk with the
-worker's own counters (the larger wins), under a lock.
+One per data dir and process (``Stores.limits``, see `bastion.state.stores`), created on
+first use and kept across reloads (a reload compiles a new plan, the counters stay).
+Counters of long windows and quotas are saved to ``<data dir>/ratelimit.json``: every few
+seconds when they changed (in a thread, off the event loop) and at exit, and read back at
+start, so that a restart is not a free reset. Several workers share the file: each save
+merges what is on disk with the worker's own counters (the larger wins), under a lock.
 """
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import json
 import logging
@@ -19,10 +18,11 @@ import time
 from itertools import islice
 from pathlib import Path
 
+from bastion.clock import SYSTEM_CLOCK, Clock
 from bastion.state.files import atomic_write, ensure_dir, file_lock
 from bastion.state.limits import Counters, MemoryLimitStore, snapshot_of
 
-__all__ = ["PersistentStore", "limit_store"]
+__all__ = ["FILE_NAME", "PersistentStore"]
 
 log = logging.getLogger("bastion.state")
 
@@ -32,8 +32,10 @@ FILE_NAME = "ratelimit.json"
 class PersistentStore(MemoryLimitStore):
     """A memory store saved to a file now and then."""
 
-    def __init__(self, directory: Path, save_every: float = 5.0) -> None:
-        super().__init__()
+    def __init__(
+        self, directory: Path, save_every: float = 5.0, clock: Clock = SYSTEM_CLOCK
+    ) -> None:
+        super().__init__(clock=clock)
         self.path = directory / FILE_NAME
         self.save_every = save_every
         self.next_save = 0.0
@@ -54,7 +56,7 @@ class PersistentStore(MemoryLimitStore):
         except (OSError, ValueError) as exc:
             log.warning("rate-limit counters in %s ignored: %s", self.path, exc)
             return
-        self.restore(data, time.time())
+        self.restore(data, self.clock.time())
         self.written = written
 
     def take_and_save(self, now: float) -> None:
@@ -73,21 +75,25 @@ class PersistentStore(MemoryLimitStore):
         if self.dirty:
             self._save(self.copy())
 
+    def close(self) -> None:
+        self.save_now()
+
     def _save(self, counters: Counters) -> None:
         with self._lock:
-            started = time.monotonic()
+            started = time.monotonic()  # what the save costs: real time, whatever the clock
             try:
                 ensure_dir(self.path.parent)
                 with file_lock(self.path.with_name(FILE_NAME + ".lock")):
-                    snapshot = snapshot_of(counters, time.time())
+                    now = self.clock.time()
+                    snapshot = snapshot_of(counters, now)
                     if self._changed_by_another():
                         # another worker saved since: keep its counters too
-                        merged = MemoryLimitStore()
+                        merged = MemoryLimitStore(clock=self.clock)
                         with contextlib.suppress(OSError, ValueError):
-                            merged.restore(json.loads(self.path.read_bytes()), time.time())
-                        merged.restore(snapshot, time.time())
+                            merged.restore(json.loads(self.path.read_bytes()), now)
+                        merged.restore(snapshot, now)
                         merged.persistent = set(merged.tat) | set(merged.quota)
-                        snapshot = merged.snapshot(time.time())
+                        snapshot = merged.snapshot(now)
                     atomic_write(self.path, _encode(snapshot), 0o600)
                     self.written = _identity(self.path)
             except OSError as exc:
@@ -133,20 +139,3 @@ def _identity(path: Path) -> tuple[int, int, int] | None:
     except OSError:
         return None
     return st.st_ino, st.st_mtime_ns, st.st_size
-
-
-_stores: dict[Path, PersistentStore] = {}
-
-
-def limit_store(directory: Path) -> PersistentStore:
-    """The store of this process for ``directory`` (the data dir)."""
-    store = _stores.get(directory)
-    if store is None:
-        store = _stores[directory] = PersistentStore(directory)
-    return store
-
-
-@atexit.register
-def _save_all() -> None:
-    for store in _stores.values():
-        store.save_now()

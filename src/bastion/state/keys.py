@@ -1,13 +1,14 @@
-"""API keys of named consumers, stored hashed.
+"""API keys of named consumers, stored hashed: the interface and the file store.
 
 A key is ``bk_<id>_<secret>``: the id (8 hex digits) names the key in listings and logs, the
 secret is 32 random bytes. Only the SHA-256 of the whole key is stored: the key has 256 bits
 of entropy, so a slow password hash would add latency per request and no protection. The
 plain key is printed once, by ``bastion keys create``, and never kept.
 
-`KeyStore` is the interface the API-key policy uses; `FileKeyStore` keeps the keys in the data
-dir (``api_keys.json``, mode 0600, atomic rewrites under a lock). A running gateway notices a
-changed file within a second, so a created or revoked key takes effect without a reload.
+`KeyStore` is the interface the API-key policy and ``bastion keys`` use; `FileKeyStore`
+keeps the keys in the data dir (``api_keys.json``, mode 0600, atomic rewrites under a
+lock). A running gateway notices a changed file within a second (by its clock), so a
+created or revoked key takes effect without a reload.
 """
 
 from __future__ import annotations
@@ -17,12 +18,12 @@ import json
 import os
 import re
 import secrets
-import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
+from bastion.clock import SYSTEM_CLOCK, Clock
 from bastion.state.files import atomic_write, ensure_dir, file_lock
 
 __all__ = [
@@ -30,7 +31,6 @@ __all__ = [
     "FileKeyStore",
     "KeyRecord",
     "KeyStore",
-    "file_key_store",
     "hash_key",
     "valid_consumer",
 ]
@@ -59,6 +59,11 @@ class KeyRecord:
 
 
 class KeyStore(Protocol):
+    @property
+    def where(self) -> str:
+        """Where the keys are kept, for the operator's messages."""
+        ...
+
     def lookup(self, key: str) -> KeyRecord | None:
         """The active key's record, or None for an unknown or revoked key."""
 
@@ -80,21 +85,26 @@ class KeyStore(Protocol):
         """Revoke the consumer's active keys, or one key by id; the records revoked."""
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
 class FileKeyStore:
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, clock: Clock = SYSTEM_CLOCK) -> None:
         self.path = directory / FILE_NAME
+        self.clock = clock
         self._active: dict[str, KeyRecord] = {}
         self._stamp: tuple[int, int, int] | None = None
         self._next_check = 0.0
         self._load()
 
+    @property
+    def where(self) -> str:
+        return str(self.path)
+
+    def _now(self) -> str:
+        """The clock's date, as records keep it."""
+        return datetime.fromtimestamp(self.clock.time(), UTC).isoformat(timespec="seconds")
+
     # ----------------------------------------------------------------- reading (hot path)
     def lookup(self, key: str) -> KeyRecord | None:
-        now = time.monotonic()
+        now = self.clock.monotonic()
         if now >= self._next_check:
             self._next_check = now + _CHECK_EVERY
             self._load()
@@ -103,7 +113,7 @@ class FileKeyStore:
     def fresh_for(self) -> float:
         """Seconds until the next look at the file: what `find` answers until then stays
         true."""
-        return max(0.0, self._next_check - time.monotonic())
+        return max(0.0, self._next_check - self.clock.monotonic())
 
     def find(self, raw: bytes) -> KeyRecord | None:
         key = raw.strip().decode("latin-1")
@@ -159,7 +169,7 @@ class FileKeyStore:
             while key_id in ids:
                 key_id = secrets.token_hex(4)
             key = f"bk_{key_id}_{secrets.token_urlsafe(32)}"
-            record = KeyRecord(key_id, consumer, hash_key(key), _now())
+            record = KeyRecord(key_id, consumer, hash_key(key), self._now())
             self._write([*records, record])
         return key, record
 
@@ -179,20 +189,9 @@ class FileKeyStore:
                     )
                     and (consumer is None or r.consumer == consumer)
                 ):
-                    r = KeyRecord(r.id, r.consumer, r.hash, r.created, _now())
+                    r = KeyRecord(r.id, r.consumer, r.hash, r.created, self._now())
                     done.append(r)
                 kept.append(r)
             if done:
                 self._write(kept)
         return done
-
-
-# One store per directory, shared by every route and kept across reloads.
-_STORES: dict[Path, FileKeyStore] = {}
-
-
-def file_key_store(directory: Path) -> FileKeyStore:
-    store = _STORES.get(directory)
-    if store is None:
-        store = _STORES[directory] = FileKeyStore(directory)
-    return store

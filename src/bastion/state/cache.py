@@ -1,14 +1,19 @@
-"""Cache entries and the in-memory store (LRU, bounded in bytes).
+"""The response cache's store: its entries, the interface, the in-memory store (LRU,
+bounded in bytes).
 
-`Store` is the interface a shared store (Redis) implements too: get, put, delete and
-the three purges. Entries keep their response head prebuilt, so a hit only adds the
-few fields that change (Date, Age, X-Cache, Content-Length) and writes once.
+`CacheStore` is the interface a shared store (Redis) implements too: get, put, delete,
+the three purges, and the Vary names last seen per URL. Entries keep their response head
+prebuilt, so a hit only adds the few fields that change (Date, Age, X-Cache,
+Content-Length) and writes once. The cache logic (``bastion.cache``) decides what is
+stored and for how long; this module only keeps it.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 from typing import Protocol
+
+__all__ = ["ENTRY_OVERHEAD", "VARIANT_MARK", "CacheStore", "Entry", "MemoryCacheStore"]
 
 # bookkeeping per entry beyond its head and body (objects, index slots), so the
 # byte bound holds for many small entries too
@@ -85,7 +90,15 @@ class Entry:
         return self.age(now) - self.lifetime
 
 
-class Store(Protocol):
+class CacheStore(Protocol):
+    """Where a plan's cached answers are kept."""
+
+    # entries with a larger body are not stored (the recorder stops capturing past it)
+    max_object_size: int
+    # primary key -> the Vary field names of its last stored variant: a lookup adds the
+    # request's values of those fields to the primary key to find the variant
+    vary: dict[str, tuple[str, ...]]
+
     def get(self, key: str) -> Entry | None: ...
 
     def put(self, entry: Entry) -> None: ...
@@ -99,7 +112,7 @@ class Store(Protocol):
     def purge_tag(self, tag: str) -> int: ...
 
 
-class MemoryStore:
+class MemoryCacheStore:
     """Entries in one dict in least-recently-used order; the oldest go first when the
     total size passes `max_size`."""
 

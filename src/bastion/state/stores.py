@@ -1,0 +1,108 @@
+"""`Stores`: one backend of each kind of shared state, for a data dir and a clock.
+
+Built once per process and data dir (`stores_for`) and kept for the process's life: a
+Plan is compiled again on every reload, the Stores are not, so what they hold outlives the
+plan. What survives a reload and a restart:
+
+| state                               | reload              | restart                    |
+| ----------------------------------- | ------------------- | -------------------------- |
+| rate limits under a minute          | kept (in memory)    | lost                       |
+| rate limits of a minute or more,    | kept                | kept (``ratelimit.json``,  |
+| quotas                              |                     | saved every few seconds)   |
+| API keys                            | kept                | kept (``api_keys.json``)   |
+| purge messages (broadcast)          | kept (60 s)         | kept (60 s, files)         |
+| status snapshots                    | kept (rewritten)    | rewritten by the new worker|
+| response cache                      | emptied (new plan)  | emptied                    |
+
+The response cache is the one exception: its entries were answered under the old routes
+(backends, TTLs, key rules), so each plan gets an empty store from `Stores.cache`. Each
+backend is made on first use: a gateway without API keys never reads ``api_keys.json``.
+
+A cluster backend (Redis) is a module of this package implementing the protocols, and a
+branch here that picks it; builders only ever see the protocols.
+"""
+
+from __future__ import annotations
+
+import atexit
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from bastion.clock import SYSTEM_CLOCK, Clock
+
+if TYPE_CHECKING:
+    from bastion.state.broadcast import Broadcast
+    from bastion.state.cache import CacheStore
+    from bastion.state.keys import KeyStore
+    from bastion.state.limits import LimitStore
+    from bastion.state.snapshots import Snapshots
+
+__all__ = ["Stores", "stores_for"]
+
+
+class Stores:
+    """The state backends of one data dir."""
+
+    def __init__(self, data_dir: Path, clock: Clock = SYSTEM_CLOCK) -> None:
+        self.data_dir = data_dir
+        self.clock = clock
+
+    @cached_property
+    def limits(self) -> LimitStore:
+        """Rate-limit and quota counters (GCRA TATs, calendar counts)."""
+        # each backend is imported with its first use: a gateway pays, in memory, only
+        # for the kinds of state its config uses
+        from bastion.state.persist import PersistentStore
+
+        return PersistentStore(self.data_dir, clock=self.clock)
+
+    @cached_property
+    def keys(self) -> KeyStore:
+        """API keys: lookups for the policy, create/revoke for ``bastion keys``."""
+        from bastion.state.keys import FileKeyStore
+
+        return FileKeyStore(self.data_dir, self.clock)
+
+    @cached_property
+    def broadcast(self) -> Broadcast:
+        """Messages to every worker: cache purges and invalidations."""
+        from bastion.state.broadcast import FileBroadcast
+
+        return FileBroadcast(self.data_dir, self.clock)
+
+    @cached_property
+    def snapshots(self) -> Snapshots:
+        """Each worker's latest snapshot: pool status for ``bastion status``."""
+        from bastion.state.snapshots import FileSnapshots
+
+        return FileSnapshots(self.data_dir)
+
+    def cache(self, max_size: int, max_object_size: int) -> CacheStore:
+        """A new, empty response cache for a plan (see the table above)."""
+        from bastion.state.cache import MemoryCacheStore
+
+        return MemoryCacheStore(max_size, max_object_size)
+
+    def close(self) -> None:
+        """Save what is not saved yet (at exit)."""
+        limits = self.__dict__.get("limits")  # (not made just to be closed)
+        if limits is not None:
+            limits.close()
+
+
+_BY_DIR: dict[Path, Stores] = {}
+
+
+def stores_for(data_dir: Path) -> Stores:
+    """This process's Stores for ``data_dir``, made on first use, on the system clock."""
+    stores = _BY_DIR.get(data_dir)
+    if stores is None:
+        stores = _BY_DIR[data_dir] = Stores(data_dir)
+    return stores
+
+
+@atexit.register
+def _close_all() -> None:
+    for stores in _BY_DIR.values():
+        stores.close()
