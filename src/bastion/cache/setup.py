@@ -10,6 +10,7 @@ from bastion.cache.key import KeyRules
 from bastion.cache.policy import DEFAULT_STATUSES, Rules
 from bastion.cache.purge import PurgeQueue, purge_dir
 from bastion.cache.store import MemoryStore
+from bastion.clock import SYSTEM_CLOCK, Clock
 from bastion.tls.store import resolve_data_dir
 
 if TYPE_CHECKING:
@@ -38,7 +39,11 @@ def plan_cache(plan: Any) -> PlanCache:
 
 
 def caching_handler(
-    proxy: ProxyHandler, config: RouteCache, plan: Any, auth: Auth | None = None
+    proxy: ProxyHandler,
+    config: RouteCache,
+    plan: Any,
+    auth: Auth | None = None,
+    clock: Clock = SYSTEM_CLOCK,
 ) -> CachingHandler:
     shared = plan_cache(plan)
     rules = Rules(
@@ -60,4 +65,5 @@ def caching_handler(
         shared.purge,
         consumer_key(auth, config.key.consumer, config.shared),
         plan.config.workers > 1,
+        clock,
     )
