@@ -242,6 +242,20 @@ def test_retries_on_status_go_elsewhere_within_the_budget(
 
 
 # ------------------------------------------------------------------ health
+def test_peak_ewma_keeps_away_from_a_slow_backend(
+    controlled: Callable[[str], Controlled], gateway: Callable[..., Gateway]
+) -> None:
+    """The proxy feeds each answer's latency to the policy (the moves away and back over
+    time are followed on a manual clock in test_balancing_clock.py)."""
+    fast, slow = controlled("fast"), controlled("slow")
+    slow.set(delay=0.2)
+    gw = gateway(pool_config([fast.url, slow.url], balance="peak_ewma"))
+    with httpx.Client(base_url=gw.url, timeout=10) as client:
+        seen = who(client, 30)
+    # one answer from the slow backend is enough to avoid it for a while
+    assert seen["slow"] <= 5 and seen["fast"] >= 25, seen
+
+
 def test_backups_take_over_only_when_every_primary_is_down_then_503(
     controlled: Callable[[str], Controlled], gateway: Callable[..., Gateway]
 ) -> None:
