@@ -15,6 +15,7 @@ import random
 from typing import TYPE_CHECKING
 
 from bastion.balance.endpoint import Endpoint
+from bastion.clock import SYSTEM_CLOCK, Clock
 
 if TYPE_CHECKING:
     from bastion.config.balancing import ActiveHealth
@@ -24,7 +25,7 @@ log = logging.getLogger("bastion.health")
 _MAX_READ = 64 * 1024
 
 
-def configure(endpoint: Endpoint, config: ActiveHealth | None) -> None:
+def configure(endpoint: Endpoint, config: ActiveHealth | None, clock: Clock = SYSTEM_CLOCK) -> None:
     """Run the checks `config` asks for (none: stop them and trust the endpoint).
     Outside a running event loop (``bastion check``) nothing is started."""
     if config == endpoint.health_config and (config is None or endpoint.checker is not None):
@@ -38,38 +39,56 @@ def configure(endpoint: Endpoint, config: ActiveHealth | None) -> None:
     except RuntimeError:
         return
     if config is None:
-        endpoint.set_healthy(True, loop.time())
+        endpoint.set_healthy(True, clock.monotonic())
         return
-    endpoint.checker = loop.create_task(_run(endpoint, config))
+    endpoint.checker = loop.create_task(HealthCheck(endpoint, config, clock).run())
 
 
-async def _run(endpoint: Endpoint, config: ActiveHealth) -> None:
-    loop = asyncio.get_running_loop()
-    successes = failures = 0
-    # the first check comes soon, at a random point, so that workers and endpoints
-    # do not probe in step; later ones are spread by ±10%
-    await asyncio.sleep(random.uniform(0.0, min(config.interval, 1.0)))
-    while True:
-        started = loop.time()
+class HealthCheck:
+    """One endpoint's checks: `rise` successes in a row bring it back, `fall` failures in a
+    row set it aside. `check` is one probe and its verdict; `run` repeats it forever."""
+
+    def __init__(
+        self, endpoint: Endpoint, config: ActiveHealth, clock: Clock = SYSTEM_CLOCK
+    ) -> None:
+        self.endpoint = endpoint
+        self.config = config
+        # monotonic seconds, the base the proxy's `loop.time()` counts in too: the balancer
+        # compares the times both hand it
+        self.now = clock.monotonic
+        self.successes = 0
+        self.failures = 0
+
+    async def run(self) -> None:
+        config = self.config
+        # the first check comes soon, at a random point, so that workers and endpoints
+        # do not probe in step; later ones are spread by ±10%
+        await asyncio.sleep(random.uniform(0.0, min(config.interval, 1.0)))
+        while True:
+            await self.check()
+            await asyncio.sleep(config.interval * random.uniform(0.9, 1.1))
+
+    async def check(self) -> None:
+        endpoint, config = self.endpoint, self.config
+        started = self.now()
         try:
             ok, why = await asyncio.wait_for(probe(endpoint, config), config.timeout)
         except TimeoutError:
             ok, why = False, "timed out"
         except OSError as exc:
             ok, why = False, exc.strerror or str(exc) or type(exc).__name__
-        now = loop.time()
+        now = self.now()
         if ok:
             endpoint.observe(now - started, now)
-            successes, failures = successes + 1, 0
-            if not endpoint.healthy and successes >= config.rise:
+            self.successes, self.failures = self.successes + 1, 0
+            if not endpoint.healthy and self.successes >= config.rise:
                 endpoint.set_healthy(True, now)
                 log.info("upstream %s is healthy again", endpoint.label)
         else:
-            failures, successes = failures + 1, 0
-            if endpoint.healthy and failures >= config.fall:
+            self.failures, self.successes = self.failures + 1, 0
+            if endpoint.healthy and self.failures >= config.fall:
                 endpoint.set_healthy(False, now)
                 log.warning("upstream %s is unhealthy: %s", endpoint.label, why)
-        await asyncio.sleep(config.interval * random.uniform(0.9, 1.1))
 
 
 async def probe(endpoint: Endpoint, config: ActiveHealth) -> tuple[bool, str]:

@@ -5,7 +5,6 @@ decides which exchanges happen and answers hits itself."""
 from __future__ import annotations
 
 import logging
-import time
 from typing import TYPE_CHECKING, Any
 
 from bastion.cache.answer import BYPASS, HIT, MISS, REVALIDATED, STALE, relay, serve
@@ -25,6 +24,7 @@ from bastion.cache.key import (
 )
 from bastion.cache.policy import Rules, decide
 from bastion.cache.recorder import Recorder
+from bastion.clock import SYSTEM_CLOCK, Clock
 
 if TYPE_CHECKING:
     from bastion.cache.consumer import ConsumerKey
@@ -43,6 +43,7 @@ class CachingHandler:
         "inflight",
         "key_rules",
         "lock_timeout",
+        "now",
         "proxy",
         "purge",
         "refreshing",
@@ -60,6 +61,7 @@ class CachingHandler:
         purge: PurgeQueue | None,
         consumers: ConsumerKey | None = None,
         broadcast: bool = False,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.proxy = proxy
         self.store = store
@@ -73,6 +75,9 @@ class CachingHandler:
         # key → requests waiting for the one backend request already under way
         self.inflight: dict[str, list[Waiter]] = {}
         self.refreshing: set[str] = set()  # keys with a background refresh running
+        # wall-clock seconds (ages and expiry compare with HTTP dates), bound once so
+        # that reading it costs what `time.time()` did
+        self.now = clock.time
 
     # ----------------------------------------------------------------- lookup
     def handle(self, client: Any, req: Request, may_wait: bool = True) -> None:
@@ -119,7 +124,7 @@ class CachingHandler:
                     shared_key, shared = self._find(primary, req)
                     if shared is not None:
                         key, entry = shared_key, shared
-        now = time.time()
+        now = self.now()
         if entry is not None:
             staleness = entry.staleness(now)
             if staleness <= 0:
@@ -172,7 +177,7 @@ class CachingHandler:
         """Ask the backend whether `entry` still holds. With `client`, answer it
         from the outcome; without, refresh in the background."""
         sub = conditional_request(req, entry)
-        now = time.time()
+        now = self.now()
         recorder = Recorder(self, None, primary, own, url, sub, now)
 
         def done(cap: CaptureClient) -> None:
@@ -181,7 +186,7 @@ class CachingHandler:
                 if client is not None:
                     self._answer_revalidation(client, req, cap, entry, recorder, key)
                 elif cap.status == 304:
-                    self._refresh(entry, cap.head, time.time())
+                    self._refresh(entry, cap.head, self.now())
             except Exception:
                 log.exception("request %s failed in cache revalidation", req.request_id)
                 if client is not None and not client.resp_started:
@@ -202,7 +207,7 @@ class CachingHandler:
         recorder: Recorder,
         key: str,
     ) -> None:
-        now = time.time()
+        now = self.now()
         failed = cap.error != 0 or cap.status >= 500
         if failed and entry.staleness(now) <= entry.stale_if_error:
             serve(client, req, entry, STALE, now)

@@ -9,6 +9,7 @@ from bastion.cache.handler import CachingHandler
 from bastion.cache.key import KeyRules
 from bastion.cache.policy import DEFAULT_STATUSES, Rules
 from bastion.cache.purge import PurgeQueue
+from bastion.clock import SYSTEM_CLOCK, Clock
 from bastion.state.files import resolve_data_dir
 from bastion.state.stores import stores_for
 
@@ -40,7 +41,11 @@ def plan_cache(plan: Any) -> PlanCache:
 
 
 def caching_handler(
-    proxy: ProxyHandler, config: RouteCache, plan: Any, auth: Auth | None = None
+    proxy: ProxyHandler,
+    config: RouteCache,
+    plan: Any,
+    auth: Auth | None = None,
+    clock: Clock = SYSTEM_CLOCK,
 ) -> CachingHandler:
     shared = plan_cache(plan)
     rules = Rules(
@@ -62,4 +67,5 @@ def caching_handler(
         shared.purge,
         consumer_key(auth, config.key.consumer, config.shared),
         plan.config.workers > 1,
+        clock,
     )

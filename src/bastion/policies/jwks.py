@@ -12,7 +12,6 @@ import asyncio
 import base64
 import json
 import logging
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
+from bastion.clock import SYSTEM_CLOCK, Clock
 from bastion.policies.authclient import AuthClient, AuthClientError, loggable_url
 
 __all__ = [
@@ -148,9 +148,16 @@ class JwksSource:
     the last fetch is older than ``min_interval`` (a key rotation)."""
 
     def __init__(
-        self, url: str, refresh: float, min_interval: float, timeout: float, ca: str | None = None
+        self,
+        url: str,
+        refresh: float,
+        min_interval: float,
+        timeout: float,
+        ca: str | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.url = loggable_url(url)  # for log lines
+        self._now = clock.monotonic  # intervals and cool-downs: never goes back
         self.refresh = refresh
         self.min_interval = min_interval
         self.timeout = timeout
@@ -162,11 +169,11 @@ class JwksSource:
         self._task: asyncio.Task[None] | None = None
 
     def stale(self) -> bool:
-        return time.monotonic() - self.fetched_at > self.refresh
+        return self._now() - self.fetched_at > self.refresh
 
     def refresh_soon(self) -> None:
         """Start a background fetch unless one runs or one was tried very recently."""
-        if self._task is None and time.monotonic() - self.tried_at >= min(
+        if self._task is None and self._now() - self.tried_at >= min(
             self.min_interval, self.refresh
         ):
             self._task = asyncio.get_running_loop().create_task(self._fetch())
@@ -187,13 +194,13 @@ class JwksSource:
         gateway is found soon)."""
         if self._task is None:
             interval = self.min_interval if self.keys else min(self.min_interval, 5.0)
-            if forced and time.monotonic() - self.tried_at < interval:
+            if forced and self._now() - self.tried_at < interval:
                 return
             self._task = asyncio.get_running_loop().create_task(self._fetch())
         await asyncio.shield(self._task)
 
     async def _fetch(self) -> None:
-        self.tried_at = time.monotonic()
+        self.tried_at = self._now()
         try:
             answer = await self._client.get([("Accept", b"application/json")], self.timeout)
             if answer.status != 200:
@@ -211,7 +218,7 @@ class JwksSource:
             log.error("JWKS %s cannot be fetched (%s); %s", self.url, self.error, held)
         else:
             self.keys = keys
-            self.fetched_at = time.monotonic()
+            self.fetched_at = self._now()
             self.error = ""
             log.info("JWKS %s fetched: %d keys", self.url, len(keys))
         finally:
@@ -224,7 +231,12 @@ _SOURCES: dict[tuple[str, float, float, float, str | None, int], JwksSource] = {
 
 
 def jwks_source(
-    url: str, refresh: float, min_interval: float, timeout: float, ca: str | None = None
+    url: str,
+    refresh: float,
+    min_interval: float,
+    timeout: float,
+    ca: str | None = None,
+    clock: Clock = SYSTEM_CLOCK,
 ) -> JwksSource:
     # a CA file changed on disk takes effect at the next reload: it makes a new source
     try:
@@ -234,5 +246,5 @@ def jwks_source(
     key = (url, refresh, min_interval, timeout, ca, ca_version)
     source = _SOURCES.get(key)
     if source is None:
-        source = _SOURCES[key] = JwksSource(url, refresh, min_interval, timeout, ca)
+        source = _SOURCES[key] = JwksSource(url, refresh, min_interval, timeout, ca, clock)
     return source

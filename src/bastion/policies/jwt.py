@@ -13,7 +13,6 @@ import binascii
 import hashlib
 import hmac
 import json
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +21,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
+from bastion.clock import SYSTEM_CLOCK, Clock
 from bastion.policies.auth_any import MAYBE, SURELY, bearer_token, offered_scheme
 from bastion.policies.authcommon import Identity
 from bastion.policies.base import Denied
@@ -95,7 +95,8 @@ def _verify_signature(alg: str, key: Any, signed: bytes, signature: bytes) -> bo
 class JwtVerifier:
     """Checks one token against a route's settings; pure except for the key source."""
 
-    def __init__(self, conf: JwtAuth) -> None:
+    def __init__(self, conf: JwtAuth, clock: Clock = SYSTEM_CLOCK) -> None:
+        self._now = clock.time  # token dates are wall-clock seconds
         self.algorithms = frozenset(conf.algorithms)
         self.secret = conf.secret.get_secret_value().encode() if conf.secret else None
         self.static_keys: list[PublicKey] = (
@@ -108,6 +109,7 @@ class JwtVerifier:
                 conf.jwks_min_interval,
                 conf.jwks_timeout,
                 conf.ca,
+                clock,
             )
             if conf.jwks_url
             else None
@@ -170,7 +172,7 @@ class JwtVerifier:
             raise JwtError("The token's signature is invalid.")
 
     def check_claims(self, claims: dict[str, Any], now: float | None = None) -> None:
-        now = time.time() if now is None else now
+        now = self._now() if now is None else now
         for name in self.required:
             if name not in claims:
                 raise JwtError(f"The token has no '{name}' claim.")
@@ -238,8 +240,8 @@ class JwtPolicy:
 
     is_async = False
 
-    def __init__(self, conf: JwtAuth, identity: Identity) -> None:
-        self.verifier = JwtVerifier(conf)
+    def __init__(self, conf: JwtAuth, identity: Identity, clock: Clock = SYSTEM_CLOCK) -> None:
+        self.verifier = JwtVerifier(conf, clock)
         self.identity = identity
         self.upstream_drops = identity.drops  # a client-sent consumer header
         self.consumer_claim = conf.consumer_claim
@@ -326,8 +328,8 @@ class JwksJwtPolicy(JwtPolicy):
 
     is_async = True
 
-    def __init__(self, conf: JwtAuth, identity: Identity) -> None:
-        super().__init__(conf, identity)
+    def __init__(self, conf: JwtAuth, identity: Identity, clock: Clock = SYSTEM_CLOCK) -> None:
+        super().__init__(conf, identity, clock)
         assert self.verifier.jwks is not None
         self.verifier.jwks.prefetch()
 
@@ -359,5 +361,6 @@ class JwksJwtPolicy(JwtPolicy):
         return self._finish(req, header, claims, signed, sig, keys)
 
 
-def jwt_policy(conf: JwtAuth, identity: Identity) -> JwtPolicy:
-    return JwksJwtPolicy(conf, identity) if conf.jwks_url else JwtPolicy(conf, identity)
+def jwt_policy(conf: JwtAuth, identity: Identity, clock: Clock = SYSTEM_CLOCK) -> JwtPolicy:
+    policy = JwksJwtPolicy if conf.jwks_url else JwtPolicy
+    return policy(conf, identity, clock)
