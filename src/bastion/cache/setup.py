@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from bastion.cache.consumer import consumer_key
 from bastion.cache.handler import CachingHandler
@@ -10,11 +10,13 @@ from bastion.cache.key import KeyRules
 from bastion.cache.policy import DEFAULT_STATUSES, Rules
 from bastion.cache.purge import PurgeQueue, purge_dir
 from bastion.cache.store import MemoryStore
-from bastion.tls.store import resolve_data_dir
 
 if TYPE_CHECKING:
-    from bastion.config.models import RouteCache
+    from pathlib import Path
+
+    from bastion.config.models import Cache, RouteCache
     from bastion.config.policy_auth import Auth
+    from bastion.plan.context import BuildContext
     from bastion.proxy.handler import ProxyHandler
 
 
@@ -26,21 +28,17 @@ class PlanCache:
         self.purge = purge
 
 
-def plan_cache(plan: Any) -> PlanCache:
-    if plan.cache is None:
-        settings = plan.config.cache
-        store = MemoryStore(settings.max_size, settings.max_object_size)
-        directory = purge_dir(resolve_data_dir(plan.config.data_dir))
-        purge = PurgeQueue(directory, store, [str(n) for n in settings.purge_from])
-        plan.cache = PlanCache(store, purge)
-    cache: PlanCache = plan.cache
-    return cache
+def open_plan_cache(settings: Cache, data_dir: Path) -> PlanCache:
+    """The plan's response cache (``BuildContext.response_cache`` opens it once)."""
+    store = MemoryStore(settings.max_size, settings.max_object_size)
+    purge = PurgeQueue(purge_dir(data_dir), store, [str(n) for n in settings.purge_from])
+    return PlanCache(store, purge)
 
 
 def caching_handler(
-    proxy: ProxyHandler, config: RouteCache, plan: Any, auth: Auth | None = None
+    proxy: ProxyHandler, config: RouteCache, ctx: BuildContext, auth: Auth | None = None
 ) -> CachingHandler:
-    shared = plan_cache(plan)
+    shared = ctx.response_cache
     rules = Rules(
         ttl=config.ttl,
         heuristic=config.heuristic,
@@ -56,8 +54,8 @@ def caching_handler(
         shared.store,
         rules,
         key_rules,
-        plan.config.cache.lock_timeout,
+        ctx.cache_settings.lock_timeout,
         shared.purge,
         consumer_key(auth, config.key.consumer, config.shared),
-        plan.config.workers > 1,
+        ctx.workers > 1,
     )

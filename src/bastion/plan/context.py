@@ -1,0 +1,100 @@
+"""What a builder is given: `BuildContext` (one per plan) and `RouteSpec` (one per route).
+
+Builders turn one piece of config into a runtime object; anything they need beyond their
+own piece comes from here, worked out once by the compiler: the resolved data directory,
+the clock, the trusted-proxy predicate, the per-site facts, and the stores shared by
+routes. The stores are opened on first use (a feature that no route uses opens nothing)
+and once per plan; swapping them for other backends touches only this module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from bastion.clock import SYSTEM_CLOCK, Clock
+
+if TYPE_CHECKING:
+    from bastion.cache.setup import PlanCache
+    from bastion.config.errors import Loc
+    from bastion.config.models import Cache, Route, Site
+    from bastion.plan.facts import SiteFacts
+    from bastion.policies.keystore import FileKeyStore
+    from bastion.proxy.pool import PoolRegistry
+    from bastion.state.persist import PersistentStore
+    from bastion.tls.challenges import ChallengeStore
+
+__all__ = ["BuildContext", "RouteSpec"]
+
+
+@dataclass(frozen=True, slots=True)
+class RouteSpec:
+    """One route as its builders see it: its config, its site's, and where it is."""
+
+    route: Route
+    site: Site
+    facts: SiteFacts
+    """The site's facts (TLS mode, HSTS line)."""
+    loc: Loc
+    """The route's key path, ``("sites", 0, "routes", 1)``, for configuration errors."""
+    name: str
+    """``"<first host> <path>"``: names the route's upstream pool in logs and status."""
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    source: str
+    """The config file (or ``<built-in>``), named by configuration errors."""
+    data_dir: Path
+    """The data directory, resolved (``data_dir`` key, ``$BASTION_DATA_DIR`` or default)."""
+    trusted: Callable[[str], bool] | None
+    """Whether an address is a trusted proxy (None: no ``trusted_proxies``)."""
+    sites: tuple[SiteFacts, ...]
+    """Per-site facts, in config order."""
+    https_port: int | None
+    """The first HTTPS listener's port; None without HTTPS listeners."""
+    pools: PoolRegistry
+    """Upstream connection pools, kept across reloads."""
+    cache_settings: Cache
+    """The ``cache:`` section: the size of the response cache, its purge sources."""
+    workers: int
+    """Worker processes serving this plan (several share purges through files)."""
+    clock: Clock = SYSTEM_CLOCK
+
+    # ---------------------------------------------------- stores, opened on first use
+    @cached_property
+    def limit_store(self) -> PersistentStore:
+        """Rate-limit and quota counters (one per data dir, kept across reloads)."""
+        from bastion.state.persist import limit_store
+
+        return limit_store(self.data_dir)
+
+    @cached_property
+    def key_store(self) -> FileKeyStore:
+        """API keys managed with ``bastion keys`` (one per data dir)."""
+        from bastion.policies.keystore import file_key_store
+
+        return file_key_store(self.data_dir)
+
+    @cached_property
+    def challenges(self) -> ChallengeStore:
+        """HTTP-01 challenge answers written by the ACME client."""
+        from bastion.tls.challenges import ChallengeStore
+
+        return ChallengeStore(self.data_dir)
+
+    @cached_property
+    def response_cache(self) -> PlanCache:
+        """The response cache and its purge queue, shared by the plan's cached routes
+        (dropped with the plan)."""
+        from bastion.cache.setup import open_plan_cache
+
+        return open_plan_cache(self.cache_settings, self.data_dir)
+
+    def opened_response_cache(self) -> PlanCache | None:
+        """The response cache if some route opened it, without opening it."""
+        cache: PlanCache | None = self.__dict__.get("response_cache")
+        return cache
