@@ -218,3 +218,26 @@ def test_build_context_opens_each_store_once(tmp_path: Path) -> None:
         cache.purge.stop()
     finally:
         loop.close()
+
+
+def test_site_facts_are_worked_out_once_per_site() -> None:
+    from bastion.plan.facts import site_facts
+
+    config = config_from_dict(
+        {
+            "listen": {"http": "127.0.0.1:8080", "https": "127.0.0.1:8443"},
+            "sites": [
+                {
+                    "hosts": ["a.test"],
+                    "tls": "internal",
+                    "hsts": {"max_age": "1d", "include_subdomains": True},
+                    "routes": [{"path": "/", "respond": {}}],
+                },
+                {"hosts": ["b.test"], "tls": "off", "routes": [{"path": "/", "respond": {}}]},
+            ],
+        }
+    ).config
+    a, b = site_facts(config)
+    assert (a.tls_mode, a.secure) == ("internal", True)
+    assert a.hsts == b"Strict-Transport-Security: max-age=86400; includeSubDomains\r\n"
+    assert (b.tls_mode, b.secure, b.hsts) == ("off", False, b"")
