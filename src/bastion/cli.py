@@ -152,7 +152,7 @@ def serve(loaded: LoadedConfig) -> int:
 
             try:
                 run_worker(loaded)
-            except (OSError, ValueError) as exc:
+            except (OSError, ValueError, ConfigError) as exc:
                 log.error("cannot start: %s", exc)
                 return 1
             return 0
@@ -188,7 +188,10 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     loop = asyncio.new_event_loop()
     try:
-        plan = compile_plan(loaded.config, PoolRegistry(loop))
+        plan = compile_plan(loaded.config, PoolRegistry(loop), str(loaded.source or "<built-in>"))
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
     except (OSError, ValueError) as exc:
         print(f"cannot prepare the certificates: {exc}", file=sys.stderr)
         return 1

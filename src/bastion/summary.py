@@ -10,7 +10,6 @@ from bastion.config.show import redact
 from bastion.config.sites import Route, Site
 from bastion.config.tls_models import TlsFiles
 from bastion.plan import Plan
-from bastion.tls.table import site_tls_mode
 
 
 def describe(loaded: LoadedConfig, plan: Plan) -> str:
@@ -23,7 +22,7 @@ def describe(loaded: LoadedConfig, plan: Plan) -> str:
     lines.append(f"workers: {workers}")
     for index, site in enumerate(config.sites):
         lines.append(f"site {index}: hosts {', '.join(site.hosts)}")
-        lines.append(f"  tls: {_tls(site, bool(config.listen.https), config.acme.directory)}")
+        lines.append(f"  tls: {_tls(site, plan.sites[index].tls_mode, config.acme.directory)}")
         for route in site.routes:
             methods = f" [{', '.join(route.methods)}]" if route.methods else ""
             lines.append(f"  {route.path.text}{methods} -> {_action(route)}")
@@ -108,9 +107,8 @@ def _policies(route: Route, site: Site) -> list[str]:
     return found
 
 
-def _tls(site: Site, has_https: bool, directory: str) -> str:
+def _tls(site: Site, mode: str, directory: str) -> str:
     """The site's TLS mode and certificate source; never key material."""
-    mode = site_tls_mode(site, has_https, directory)
     if mode == "acme":
         return f"auto: ACME from {directory}" + (", HSTS" if site.hsts else "")
     if isinstance(site.tls, TlsFiles):

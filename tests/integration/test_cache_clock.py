@@ -290,9 +290,10 @@ def test_revalidation_with_304_once_stale(origin: CountingBackend) -> None:
 
 
 def test_the_route_is_built_as_the_plan_builds_it(tmp_path: Path) -> None:
-    """The harness above builds the caching handler itself; the plan's builder hands the
+    """The harness above builds the caching handler itself; the plan compiler hands its
     clock through to the same object."""
-    from bastion.cache import setup
+    from bastion.plan import compile_plan
+    from bastion.proxy.pool import PoolRegistry
 
     clock = ManualClock()
     config = config_from_dict(
@@ -312,16 +313,19 @@ def test_the_route_is_built_as_the_plan_builds_it(tmp_path: Path) -> None:
             ],
         }
     ).config
-
-    class _Plan:
-        cache = None
-
-    plan: Any = _Plan()
-    plan.config = config
-    route = config.sites[0].routes[0]
-    assert route.cache is not None
-    proxy: Any = object()
-    handler = setup.caching_handler(proxy, route.cache, plan, None, clock)
-    assert handler.now() == clock.time()
-    clock.advance(5)
-    assert handler.now() == clock.time()
+    loop = asyncio.new_event_loop()
+    pools = PoolRegistry(loop)
+    try:
+        plan = compile_plan(config, pools, "<test>", clock)
+        paths = plan.hosts.lookup("example.test")
+        assert paths is not None
+        routes = paths.match("/")
+        assert routes is not None
+        handler = routes[0].handler
+        assert isinstance(handler, CachingHandler)
+        assert handler.now() == clock.time()
+        clock.advance(5)
+        assert handler.now() == clock.time()
+    finally:
+        pools.close()
+        loop.close()

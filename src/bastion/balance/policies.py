@@ -14,9 +14,11 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from bastion.balance.endpoint import EWMA_DECAY
+from bastion.registry import Registry
 
 if TYPE_CHECKING:
     from bastion.balance.balancer import Member
+    from bastion.config.errors import Loc
     from bastion.http.request import Request
 
 
@@ -202,15 +204,22 @@ class Sticky:
         return self.fallback.choose(members, req, now)
 
 
-def make_policy(name: str, hash_key: str, cookie: str) -> Policy:
-    if name == "least_requests":
-        return LeastRequests()
-    if name == "random_two":
-        return RandomTwo()
-    if name == "peak_ewma":
-        return PeakEwma()
-    if name == "hash":
-        return Hash(hash_key)
-    if name == "sticky":
-        return Sticky(cookie)
-    return RoundRobin()
+# Each balancing policy by its name in the config (``proxy.balance``); a builder takes
+# the hash key spec and the sticky cookie name, whichever it uses.
+POLICIES: Registry[Callable[[str, str], Policy]] = Registry(
+    "balancing policy",
+    {
+        "round_robin": lambda hash_key, cookie: RoundRobin(),
+        "least_requests": lambda hash_key, cookie: LeastRequests(),
+        "random_two": lambda hash_key, cookie: RandomTwo(),
+        "peak_ewma": lambda hash_key, cookie: PeakEwma(),
+        "hash": lambda hash_key, cookie: Hash(hash_key),
+        "sticky": lambda hash_key, cookie: Sticky(cookie),
+    },
+)
+
+
+def make_policy(name: str, hash_key: str, cookie: str, loc: Loc, source: str) -> Policy:
+    """The policy called ``name``; ``loc`` is the key path that chose it and ``source`` the
+    config file (an unknown name is a ``ConfigError``)."""
+    return POLICIES.get(name, loc, source)(hash_key, cookie)

@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from bastion.cache.consumer import consumer_key
 from bastion.cache.handler import CachingHandler
 from bastion.cache.key import KeyRules
 from bastion.cache.policy import DEFAULT_STATUSES, Rules
 from bastion.cache.purge import PurgeQueue
-from bastion.clock import SYSTEM_CLOCK, Clock
-from bastion.state.files import resolve_data_dir
-from bastion.state.stores import stores_for
 
 if TYPE_CHECKING:
-    from bastion.config.cache_models import RouteCache
+    from bastion.config.cache_models import Cache, RouteCache
     from bastion.config.policy_auth import Auth
+    from bastion.plan.context import BuildContext
     from bastion.proxy.handler import ProxyHandler
     from bastion.state.cache import CacheStore
+    from bastion.state.stores import Stores
 
 
 class PlanCache:
@@ -29,25 +28,17 @@ class PlanCache:
         self.purge = purge
 
 
-def plan_cache(plan: Any) -> PlanCache:
-    if plan.cache is None:
-        settings = plan.config.cache
-        stores = stores_for(resolve_data_dir(plan.config.data_dir))
-        store = stores.cache(settings.max_size, settings.max_object_size)
-        purge = PurgeQueue(stores.broadcast, store, [str(n) for n in settings.purge_from])
-        plan.cache = PlanCache(store, purge)
-    cache: PlanCache = plan.cache
-    return cache
+def open_plan_cache(settings: Cache, stores: Stores) -> PlanCache:
+    """The plan's response cache (``BuildContext.response_cache`` opens it once)."""
+    store = stores.cache(settings.max_size, settings.max_object_size)
+    purge = PurgeQueue(stores.broadcast, store, [str(n) for n in settings.purge_from])
+    return PlanCache(store, purge)
 
 
 def caching_handler(
-    proxy: ProxyHandler,
-    config: RouteCache,
-    plan: Any,
-    auth: Auth | None = None,
-    clock: Clock = SYSTEM_CLOCK,
+    proxy: ProxyHandler, config: RouteCache, ctx: BuildContext, auth: Auth | None = None
 ) -> CachingHandler:
-    shared = plan_cache(plan)
+    shared = ctx.response_cache
     rules = Rules(
         ttl=config.ttl,
         heuristic=config.heuristic,
@@ -63,9 +54,9 @@ def caching_handler(
         shared.store,
         rules,
         key_rules,
-        plan.config.cache.lock_timeout,
+        ctx.cache_settings.lock_timeout,
         shared.purge,
         consumer_key(auth, config.key.consumer, config.shared),
-        plan.config.workers > 1,
-        clock,
+        ctx.workers > 1,
+        ctx.clock,
     )

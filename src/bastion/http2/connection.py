@@ -78,7 +78,7 @@ class HTTP2Connection(asyncio.Protocol):
         self.ctx = ctx
         plan = ctx.plan
         limits = plan.limits
-        settings = plan.config.http2
+        settings = plan.http2
         self.max_header_bytes = limits.max_header_bytes
         self.max_uri_bytes = limits.max_uri_bytes
         self.max_body_bytes = limits.max_body_bytes

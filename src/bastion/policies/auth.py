@@ -1,26 +1,35 @@
-"""Build a route's authentication policy from its ``auth:`` section (once per plan)."""
+"""Build a route's authentication policy from its ``auth:`` section (once per plan).
+
+`METHODS` maps each method's name (a key of the ``auth:`` section, see ``Auth.methods``)
+to its builder; a method's module is imported only when a route uses it."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from bastion.policies.authcommon import Identity
+from bastion.registry import Registry
 
 if TYPE_CHECKING:
-    from bastion.config.policy_auth import Auth
-    from bastion.config.sites import Route, Site
-    from bastion.plan import Plan
+    from bastion.plan.context import BuildContext, RouteSpec
+    from bastion.policies.auth_any import AuthMethod
     from bastion.policies.base import RequestPolicy
 
-__all__ = ["build_auth"]
+__all__ = ["METHODS", "build_auth"]
+
+MethodBuilder = Callable[["RouteSpec", "BuildContext", Identity], "AuthMethod"]
 
 
-def build_auth(route: Route, site: Site, plan: Plan) -> RequestPolicy | None:
-    conf = route.auth
+def build_auth(spec: RouteSpec, ctx: BuildContext) -> RequestPolicy | None:
+    conf = spec.route.auth
     if conf is None:
         return None
     identity = Identity(conf.consumer_header)
-    methods = [_method(name, conf, identity, site, plan) for name in conf.methods()]
+    loc = (*spec.loc, "auth")
+    methods = [
+        METHODS.get(name, (*loc, name), ctx.source)(spec, ctx, identity) for name in conf.methods()
+    ]
     if len(methods) == 1:
         return methods[0]
     from bastion.policies.auth_any import any_auth
@@ -28,29 +37,40 @@ def build_auth(route: Route, site: Site, plan: Plan) -> RequestPolicy | None:
     return any_auth(methods)
 
 
-def _method(name: str, conf: Auth, identity: Identity, site: Site, plan: Plan) -> Any:
-    if name == "api_keys":
-        from bastion.policies.auth_keys import ApiKeyPolicy
-        from bastion.state.files import resolve_data_dir
-        from bastion.state.stores import stores_for
+def _api_keys(spec: RouteSpec, ctx: BuildContext, identity: Identity) -> AuthMethod:
+    from bastion.policies.auth_keys import ApiKeyPolicy
 
-        assert conf.api_keys is not None
-        store = stores_for(resolve_data_dir(plan.config.data_dir)).keys
-        return ApiKeyPolicy(conf.api_keys, store, identity)
-    if name == "jwt":
-        from bastion.policies.jwt import jwt_policy
+    conf = spec.route.auth
+    assert conf is not None and conf.api_keys is not None
+    return ApiKeyPolicy(conf.api_keys, ctx.key_store, identity)
 
-        assert conf.jwt is not None
-        return jwt_policy(conf.jwt, identity)
-    if name == "basic":
-        from bastion.policies.basic import BasicPolicy
 
-        assert conf.basic is not None
-        return BasicPolicy(conf.basic, identity)
-    assert conf.forward is not None
+def _jwt(spec: RouteSpec, ctx: BuildContext, identity: Identity) -> AuthMethod:
+    from bastion.policies.jwt import jwt_policy
+
+    conf = spec.route.auth
+    assert conf is not None and conf.jwt is not None
+    return jwt_policy(conf.jwt, identity)
+
+
+def _basic(spec: RouteSpec, ctx: BuildContext, identity: Identity) -> AuthMethod:
+    from bastion.policies.basic import BasicPolicy
+
+    conf = spec.route.auth
+    assert conf is not None and conf.basic is not None
+    return BasicPolicy(conf.basic, identity)
+
+
+def _forward(spec: RouteSpec, ctx: BuildContext, identity: Identity) -> AuthMethod:
     from bastion.policies.forward_auth import ForwardAuthPolicy
-    from bastion.tls.table import site_tls_mode
 
-    secure = site_tls_mode(site, bool(plan.https_listeners), plan.config.acme.directory) != "off"
-    scheme = "https" if secure else "http"
-    return ForwardAuthPolicy(conf.forward, identity, scheme, plan.trusted)
+    conf = spec.route.auth
+    assert conf is not None and conf.forward is not None
+    scheme = "https" if spec.facts.secure else "http"
+    return ForwardAuthPolicy(conf.forward, identity, scheme, ctx.trusted)
+
+
+METHODS: Registry[MethodBuilder] = Registry(
+    "authentication method",
+    {"api_keys": _api_keys, "jwt": _jwt, "basic": _basic, "forward": _forward},
+)

@@ -1,9 +1,16 @@
-"""Compile a route's policy settings into its chain, once per plan."""
+"""Compile a route's policy settings into its chain, once per plan.
+
+`POLICIES` maps each policy's name to its builder; `REQUEST_PHASE` and `RESPONSE_PHASE`
+list the names in the order the policies run (see docs/policies.md). A builder takes the
+route (`RouteSpec`) and the plan's `BuildContext` and returns its policy, or None when the
+route does not use it: a route's chain holds only the policies it uses. A policy in both
+phases (CORS) is built once and the same object serves both.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from bastion.policies.base import RequestPolicy, ResponsePolicy, apply_response_policies
 from bastion.policies.chain import PolicyHandler
@@ -16,72 +23,82 @@ from bastion.policies.headers import (
 )
 from bastion.policies.ipfilter import build_ip_filter
 from bastion.policies.ratelimit import build_rate_limit
+from bastion.registry import Registry
 
 if TYPE_CHECKING:
-    from bastion.config.sites import Route, Site
-    from bastion.plan import Plan
+    from bastion.plan.context import BuildContext, RouteSpec
+
+__all__ = ["POLICIES", "REQUEST_PHASE", "RESPONSE_PHASE", "build_policies", "wrap_handler"]
+
+PolicyBuilder = Callable[["RouteSpec", "BuildContext"], object | None]
+
+
+# The modules of auth, validation and compression, and the libraries they use, are
+# imported only for routes that use them: a feature that is off costs no memory.
+def _auth(spec: RouteSpec, ctx: BuildContext) -> object | None:
+    if spec.route.auth is None:
+        return None
+    from bastion.policies.auth import build_auth
+
+    return build_auth(spec, ctx)
+
+
+def _body(spec: RouteSpec, ctx: BuildContext) -> object | None:
+    if spec.route.validation is None and spec.route.max_body is None:
+        return None
+    from bastion.policies.validate import build_body_policy
+
+    return build_body_policy(spec, ctx)
+
+
+def _compress(spec: RouteSpec, ctx: BuildContext) -> object | None:
+    if spec.route.compress is None and spec.site.compress is None:
+        return None
+    from bastion.policies.compress import build_compress_policy
+
+    return build_compress_policy(spec, ctx)
+
+
+POLICIES: Registry[PolicyBuilder] = Registry(
+    "policy",
+    {
+        "ip_rules": build_ip_filter,
+        "cors": build_cors,  # answers preflights; adds its response fields
+        "auth": _auth,  # API keys, JWT, Basic auth, forward auth
+        "rate_limits": build_rate_limit,  # and quotas
+        "body": _body,  # request validation and body limits
+        "request_headers": build_request_headers,  # header rules and secret injection
+        "security_headers": build_security_headers,
+        "response_headers": build_response_headers,
+        "compress": _compress,
+    },
+)
+
+# what runs on a request, in order: these build RequestPolicy objects
+REQUEST_PHASE = ("ip_rules", "cors", "auth", "rate_limits", "body", "request_headers")
+# what edits a response head, in order: these build ResponsePolicy objects (the preset
+# first, then CORS fields, then the header rules, which thus win; compression last)
+RESPONSE_PHASE = ("security_headers", "cors", "response_headers", "compress")
 
 
 def build_policies(
-    route: Route, site: Site, plan: Plan
+    spec: RouteSpec, ctx: BuildContext
 ) -> tuple[list[RequestPolicy], list[ResponsePolicy]]:
     """The route's request-phase policies in the order they run, and its
-    response-phase ones (see docs/policies.md for the order)."""
-    request: list[RequestPolicy] = []
-    response: list[ResponsePolicy] = []
-    # 1. IP rules
-    ip_filter = build_ip_filter(route, site, plan)
-    if ip_filter is not None:
-        request.append(ip_filter)
-    # 2. CORS (answers preflights; adds its response fields)
-    cors = build_cors(route, site)
-    if cors is not None:
-        request.append(cors)
-    # 3. authentication: API keys, JWT, Basic auth, forward auth
-    # (the modules of auth, validation and compression, and the libraries they use, are
-    # imported only for routes that use them: a feature that is off costs no memory)
-    if route.auth is not None:
-        from bastion.policies.auth import build_auth
-
-        auth = build_auth(route, site, plan)
-        if auth is not None:
-            request.append(auth)
-    # 4. rate limits and quotas
-    limits = build_rate_limit(route, site, plan)
-    if limits is not None:
-        request.append(limits)
-    # 5. request validation and body limits
-    if route.validation is not None or route.max_body is not None:
-        from bastion.policies.validate import build_body_policy
-
-        body = build_body_policy(route, plan)
-        if body is not None:
-            request.append(body)
-    # 6. request header rules and secret injection
-    upstream_headers = build_request_headers(route, site, plan)
-    if upstream_headers is not None:
-        request.append(upstream_headers)
-    # response phase: header rules, security headers -> compression (last)
-    # (the preset first, then CORS fields, then the header rules, which thus win)
-    for policy in (
-        build_security_headers(route, site, plan),
-        cors,
-        build_response_headers(route, site, plan),
-    ):
-        if policy is not None:
-            response.append(policy)
-    if route.compress is not None or site.compress is not None:
-        from bastion.policies.compress import build_compress_policy
-
-        compress = build_compress_policy(route, site)
-        if compress is not None:
-            response.append(compress)
+    response-phase ones."""
+    built: dict[str, object | None] = {}
+    for name in (*REQUEST_PHASE, *RESPONSE_PHASE):
+        if name not in built:
+            built[name] = POLICIES.get(name, spec.loc, ctx.source)(spec, ctx)
+    # the phase lists name only builders of their phase's kind of policy
+    request = [cast(RequestPolicy, built[n]) for n in REQUEST_PHASE if built[n] is not None]
+    response = [cast(ResponsePolicy, built[n]) for n in RESPONSE_PHASE if built[n] is not None]
     return request, response
 
 
-def wrap_handler(handler: Any, route: Route, site: Site, plan: Plan) -> Any:
+def wrap_handler(handler: Any, spec: RouteSpec, ctx: BuildContext) -> Any:
     """The route's handler behind its policies, or the handler itself when it has none."""
-    request, response = build_policies(route, site, plan)
+    request, response = build_policies(spec, ctx)
     if not request and not response:
         return handler
     on_head: Callable[..., tuple[bytes, int]] | None = (

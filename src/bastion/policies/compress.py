@@ -19,8 +19,8 @@ from bastion.policies.base import ResponseHead
 
 if TYPE_CHECKING:
     from bastion.config.policy_body import Compress
-    from bastion.config.sites import Route, Site
     from bastion.http.request import Request
+    from bastion.plan.context import BuildContext, RouteSpec
 
 __all__ = [
     "CompressPolicy",
@@ -228,7 +228,8 @@ def _add_vary(head: ResponseHead) -> None:
         head.add(b"Vary", b"Accept-Encoding")
 
 
-def build_compress_policy(route: Route, site: Site) -> CompressPolicy | None:
+def build_compress_policy(spec: RouteSpec, ctx: BuildContext) -> CompressPolicy | None:
     """The route's compression (its own setting, else the site's), or None."""
+    route, site = spec.route, spec.site
     settings = route.compress if route.compress is not None else site.compress
     return CompressPolicy(settings) if settings is not None and settings.enabled else None

@@ -21,7 +21,7 @@ from bastion.http.request import Request
 from bastion.policies.base import Answer, Denied, ResponseHead
 
 if TYPE_CHECKING:
-    from bastion.config.sites import Route, Site
+    from bastion.plan.context import BuildContext, RouteSpec
 
 __all__ = ["CorsPolicy"]
 
@@ -55,7 +55,7 @@ class CorsPolicy:
         # an answer that is the same for every origin needs no Vary
         self.star = self.any_origin and not self.credentials
         self.cache: dict[bytes, bool] = {}
-        # a route limited to some methods lets OPTIONS in for preflights only (plan.py)
+        # a route limited to some methods lets OPTIONS in for preflights only (plan/compile.py)
         self.not_options: Denied | None = None
         if route_methods is not None and "OPTIONS" not in route_methods:
             allowed = list(dict.fromkeys([*route_methods, "OPTIONS"]))
@@ -192,7 +192,7 @@ def _add_vary(head: ResponseHead, token: bytes) -> None:
         head.set(b"Vary", current + b", " + token)
 
 
-def build_cors(route: Route, site: Site) -> CorsPolicy | None:
+def build_cors(spec: RouteSpec, ctx: BuildContext) -> CorsPolicy | None:
     """The route's CORS (its own, else the site's), or None."""
-    cors = route.cors or site.cors
-    return None if cors is None else CorsPolicy(cors, route.methods)
+    cors = spec.route.cors or spec.site.cors
+    return None if cors is None else CorsPolicy(cors, spec.route.methods)

@@ -22,11 +22,9 @@ from bastion.config.policy_traffic import (
 from bastion.http.request import Request
 from bastion.policies.base import ResponseHead, real_client_ip
 from bastion.policies.fields import Fields, Getter, Template, field_line
-from bastion.tls.table import site_tls_mode
 
 if TYPE_CHECKING:
-    from bastion.config.sites import Route, Site
-    from bastion.plan import Plan
+    from bastion.plan.context import BuildContext, RouteSpec
 
 __all__ = [
     "RequestHeaderPolicy",
@@ -223,8 +221,9 @@ def _drop(head: ResponseHead, names: frozenset[bytes], prefixes: tuple[bytes, ..
         head.fields = [f for f in head.fields if f[0].lower() not in names]
 
 
-def build_request_headers(route: Route, site: Site, plan: Plan) -> RequestHeaderPolicy | None:
+def build_request_headers(spec: RouteSpec, ctx: BuildContext) -> RequestHeaderPolicy | None:
     """Request header rules and secret injection: the site's, then the route's."""
+    route, site = spec.route, spec.site
     rules = merge_rules(
         None if site.headers is None else site.headers.request,
         None if route.headers is None else route.headers.request,
@@ -232,29 +231,30 @@ def build_request_headers(route: Route, site: Site, plan: Plan) -> RequestHeader
     if rules is None or not (rules.remove or rules.set or rules.add or _injects(rules)):
         return None
     assert isinstance(rules, RequestHeaderRules)
-    return RequestHeaderPolicy(rules, plan.trusted)
+    return RequestHeaderPolicy(rules, ctx.trusted)
 
 
 def _injects(rules: HeaderRules) -> bool:
     return bool(getattr(rules, "inject", None))
 
 
-def build_security_headers(route: Route, site: Site, plan: Plan) -> SecurityHeadersPolicy | None:
+def build_security_headers(spec: RouteSpec, ctx: BuildContext) -> SecurityHeadersPolicy | None:
     """The security-headers preset (the route's, else the site's), or None."""
-    preset = route.security_headers or site.security_headers
+    site = spec.site
+    preset = spec.route.security_headers or site.security_headers
     if preset is None or preset == SECURITY_HEADERS_OFF:
         return None
-    https = site_tls_mode(site, bool(plan.https_listeners), plan.config.acme.directory) != "off"
     # the site's own hsts key already sends Strict-Transport-Security
-    return SecurityHeadersPolicy(preset, https and site.hsts is False)
+    return SecurityHeadersPolicy(preset, spec.facts.secure and site.hsts is False)
 
 
-def build_response_headers(route: Route, site: Site, plan: Plan) -> ResponseHeaderPolicy | None:
+def build_response_headers(spec: RouteSpec, ctx: BuildContext) -> ResponseHeaderPolicy | None:
     """Response header rules: the site's, then the route's."""
+    route, site = spec.route, spec.site
     rules = merge_rules(
         None if site.headers is None else site.headers.response,
         None if route.headers is None else route.headers.response,
     )
     if rules is None or not (rules.remove or rules.set or rules.add):
         return None
-    return ResponseHeaderPolicy(rules, plan.trusted)
+    return ResponseHeaderPolicy(rules, ctx.trusted)

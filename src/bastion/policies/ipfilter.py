@@ -17,8 +17,7 @@ from bastion.http.request import Request
 from bastion.policies.base import Denied, real_client_ip
 
 if TYPE_CHECKING:
-    from bastion.config.sites import Route, Site
-    from bastion.plan import Plan
+    from bastion.plan.context import BuildContext, RouteSpec
 
 __all__ = ["IpFilter"]
 
@@ -68,7 +67,7 @@ class IpFilter:
         return self.denied
 
 
-def build_ip_filter(route: Route, site: Site, plan: Plan) -> IpFilter | None:
+def build_ip_filter(spec: RouteSpec, ctx: BuildContext) -> IpFilter | None:
     """The route's IP rules (its own, else the site's), or None."""
-    rules = route.ip_rules or site.ip_rules
-    return None if rules is None else IpFilter(rules, plan.trusted)
+    rules = spec.route.ip_rules or spec.site.ip_rules
+    return None if rules is None else IpFilter(rules, ctx.trusted)

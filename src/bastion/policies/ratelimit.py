@@ -23,13 +23,10 @@ from typing import TYPE_CHECKING, TypeVar
 from bastion.config.policy_traffic import Quota, RateLimit, parse_rate
 from bastion.http.request import Request
 from bastion.policies.base import Denied, real_client_ip
-from bastion.state.files import resolve_data_dir
 from bastion.state.limits import Check, LimitStore, MemoryLimitStore, Outcome, quota_window
-from bastion.state.stores import stores_for
 
 if TYPE_CHECKING:
-    from bastion.config.sites import Route, Site
-    from bastion.plan import Plan
+    from bastion.plan.context import BuildContext, RouteSpec
 
 __all__ = ["LONG_WINDOW", "Limit", "OneRateLimitPolicy", "RateLimitPolicy", "build_policy"]
 
@@ -348,11 +345,12 @@ def build_policy(
     return RateLimitPolicy(scope, specs, store, trusted, saver)
 
 
-def build_rate_limit(route: Route, site: Site, plan: Plan) -> RateLimitPolicy | None:
+def build_rate_limit(spec: RouteSpec, ctx: BuildContext) -> RateLimitPolicy | None:
     """The route's rate limits and quotas, on the process's store, or None."""
+    route = spec.route
     specs: list[RateLimit | Quota] = [*route.rate_limits, *route.quotas]
     if not specs:
         return None
-    store = stores_for(resolve_data_dir(plan.config.data_dir)).limits
-    scope = ",".join(site.hosts) + " " + route.path.text
-    return build_policy(scope, specs, store, plan.trusted, store)
+    store = ctx.limit_store
+    scope = ",".join(spec.site.hosts) + " " + route.path.text
+    return build_policy(scope, specs, store, ctx.trusted, store)

@@ -24,13 +24,14 @@ from bastion.openapi.operations import (
 from bastion.openapi.schemas import SchemaSet, body_errors, compile_plain
 from bastion.openapi.source import SpecUnavailable, load_document
 from bastion.policies.base import Answer, Denied, Outcome, read_body
-from bastion.state.files import resolve_data_dir
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from bastion.config.policy_body import Validation
     from bastion.config.sites import Route
     from bastion.http.request import Request
-    from bastion.plan import Plan
+    from bastion.plan.context import BuildContext, RouteSpec
 
 __all__ = ["BodyPolicy", "build_body_policy"]
 
@@ -253,17 +254,18 @@ class BodyPolicy:
         return Answer(400, body=body, content_type=_PROBLEM)
 
 
-def build_body_policy(route: Route, plan: Plan) -> BodyPolicy | None:
+def build_body_policy(spec: RouteSpec, ctx: BuildContext) -> BodyPolicy | None:
     """The route's body policy, or None when it has neither max_body nor validation.
 
     Raises ValueError when a local document or schema is not valid (a config error)."""
+    route = spec.route
     try:
-        return _build(route, plan)
+        return _build(route, ctx.data_dir)
     except ValueError as exc:
         raise ValueError(f"route {route.path.text}: validation: {exc}") from None
 
 
-def _build(route: Route, plan: Plan) -> BodyPolicy | None:
+def _build(route: Route, data_dir: Path) -> BodyPolicy | None:
     settings = route.validation
     max_body = route.max_body or 0
     if settings is None:
@@ -275,7 +277,6 @@ def _build(route: Route, plan: Plan) -> BodyPolicy | None:
     base = settings.base_path
     if base is None:
         base = route.path.value.rstrip("/") if route.strip_prefix else ""
-    data_dir = resolve_data_dir(plan.config.data_dir)
     source, timeout = settings.openapi, settings.fetch_timeout
 
     def load() -> OperationTable:

@@ -38,6 +38,9 @@ log = logging.getLogger("bastion.server")
 
 class Worker:
     def __init__(self, loaded: LoadedConfig, *, reuse_port: bool = False) -> None:
+        # the config in force: the plan compiled from it holds only what requests need;
+        # what is the server's own business (watch, access log, TLS profile, shutdown,
+        # data dir, ACME) is read from here
         self.loaded = loaded
         self.reuse_port = reuse_port
         self.servers: dict[str, asyncio.Server | AlpnListener] = {}
@@ -57,21 +60,22 @@ class Worker:
         self.ready = asyncio.Event()
         self._reload_lock = asyncio.Lock()
         self.registry = PoolRegistry(loop)
-        plan = compile_plan(self.loaded.config, self.registry)
-        self._alpn_dir = _alpn_challenge_dir(plan.config)
+        config = self.loaded.config
+        plan = compile_plan(config, self.registry, _source(self.loaded))
+        self._alpn_dir = _alpn_challenge_dir(config)
         self.ctx = WorkerContext(loop, plan)
-        self._configure_access_log(plan)
+        self._configure_access_log(plan, config)
         await self._sync_listeners(plan)
         self._start_acme(plan)
         self._install_signals(loop)
         watch = None
-        if plan.config.watch and self.loaded.source is not None:
+        if config.watch and self.loaded.source is not None:
             watch = loop.create_task(self._watch(self.loaded.source))
         ctx = self.ctx
         publisher = loop.create_task(
             status.publish(
                 lambda: ctx.plan.balancers,
-                stores_for(resolve_data_dir(plan.config.data_dir)).snapshots,
+                stores_for(resolve_data_dir(config.data_dir)).snapshots,
                 int(os.environ.get(status.INSTANCE_ENV, os.getpid())),
             )
         )
@@ -178,7 +182,7 @@ class Worker:
                 plan = ctx.plan
                 table = plan.tls
                 chosen = None if table is None else table.lookup(server_name)
-                if chosen is not None and not plan.http2_enabled:
+                if chosen is not None and not plan.http2.enabled:
                     # ALPN is chosen from the certificate context's list: narrow it
                     chosen.set_alpn_protocols(HTTP1_ONLY)
                 return chosen
@@ -188,7 +192,8 @@ class Worker:
 
             ctx.start_http2 = lambda transport: start_http2(ctx, transport)
 
-            self._tls_context = apply_profile(dispatch_context(lookup), ctx.plan.config.tls.profile)
+            profile = self.loaded.config.tls.profile
+            self._tls_context = apply_profile(dispatch_context(lookup), profile)
         return self._tls_context
 
     # ------------------------------------------------------------------- ACME
@@ -203,9 +208,9 @@ class Worker:
             ctx = self.ctx
             assert ctx is not None
             self._certs = CertManager(lambda: ctx.plan.tls)
-        if self._tls_context is not None:
-            apply_profile(self._tls_context, plan.config.tls.profile)
         config = self.loaded.config
+        if self._tls_context is not None:
+            apply_profile(self._tls_context, config.tls.profile)
         self._certs.start(plan.tls, config, resolve_data_dir(config.data_dir))
 
     # ----------------------------------------------------------------- reload
@@ -220,7 +225,7 @@ class Worker:
         async with self._reload_lock:
             try:
                 loaded = load_config(source)
-                plan = compile_plan(loaded.config, self.registry)
+                plan = compile_plan(loaded.config, self.registry, _source(loaded))
                 await self._sync_listeners(plan)
             except ConfigError as exc:
                 log.error("reload rejected, still serving the previous config:\n%s", exc)
@@ -229,6 +234,7 @@ class Worker:
                 # OSError includes ssl.SSLError: a certificate that does not load
                 log.error("reload rejected, still serving the previous config: %s", exc)
                 return False
+            old_config = self.loaded.config
             self.loaded = loaded
             old = self.ctx.plan
             self.ctx.plan = plan
@@ -237,8 +243,8 @@ class Worker:
             self.registry.keep_only(plan.pools)
             for conn in list(self.ctx.http2_connections):
                 conn.goaway()  # clients reconnect and meet the new config
-            if _log_settings(old) != _log_settings(plan):
-                self._configure_access_log(plan)
+            if _log_settings(old_config) != _log_settings(loaded.config):
+                self._configure_access_log(plan, loaded.config)
             self._start_acme(plan)
             log.info("configuration reloaded from %s", source)
             return True
@@ -252,18 +258,18 @@ class Worker:
                 last = current
                 await self.reload()
 
-    def _configure_access_log(self, plan: Plan) -> None:
+    def _configure_access_log(self, plan: Plan, config: Config) -> None:
         assert self.ctx is not None
         if self.ctx.access_log is not None:
             self.ctx.access_log.close()
             self.ctx.access_log = None
-        settings = plan.config.access_log
+        settings = config.access_log
         if settings.format != "off":
             self.ctx.access_log = AccessLog(
                 self.ctx.loop,
                 settings.format,
                 settings.path,
-                _key_query_params(plan),
+                _key_query_params(config),
                 plan.trusted,
             )
 
@@ -277,7 +283,7 @@ class Worker:
             server.close()
         self.servers.clear()
         ctx.draining = True
-        timeout = ctx.plan.config.shutdown_timeout
+        timeout = self.loaded.config.shutdown_timeout
         deadline = ctx.loop.time() + timeout
         while ctx.connections and ctx.loop.time() < deadline:
             for conn in list(ctx.connections):
@@ -293,8 +299,13 @@ class Worker:
         log.info("stopped")
 
 
-def _log_settings(plan: Plan) -> tuple[str, str]:
-    return plan.config.access_log.format, plan.config.access_log.path
+def _source(loaded: LoadedConfig) -> str:
+    """The config file as configuration errors name it."""
+    return str(loaded.source) if loaded.source is not None else "<built-in>"
+
+
+def _log_settings(config: Config) -> tuple[str, str]:
+    return config.access_log.format, config.access_log.path
 
 
 def _mtime(path: Path) -> float:
@@ -321,12 +332,12 @@ def _alpn_challenge_dir(config: Config) -> Path | None:
     return alpn_challenge_dir(config)
 
 
-def _key_query_params(plan: Plan) -> set[str]:
+def _key_query_params(config: Config) -> set[str]:
     """The names API keys are sent under on some route (query parameter and header field):
     a parameter of either name is masked in the access log, whatever its case."""
     keys = [
         route.auth.api_keys
-        for site in plan.config.sites
+        for site in config.sites
         for route in site.routes
         if route.auth is not None and route.auth.api_keys is not None
     ]

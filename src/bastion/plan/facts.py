@@ -1,0 +1,52 @@
+"""Per-site facts worked out once per plan: how the site is served (its TLS mode) and the
+Strict-Transport-Security line its HTTPS responses carry. Builders, the compiler and
+`bastion check` read these instead of recomputing them from the config."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from bastion.config.tls_models import Hsts
+from bastion.tls.table import site_tls_mode
+
+if TYPE_CHECKING:
+    from bastion.config.models import Config, Site
+
+__all__ = ["SiteFacts", "hsts_line", "site_facts"]
+
+
+@dataclass(frozen=True, slots=True)
+class SiteFacts:
+    tls_mode: str
+    """'off', 'internal', 'files' or 'acme' (see ``tls.table.site_tls_mode``)."""
+    secure: bool
+    """Served over HTTPS (then its plain-HTTP requests are redirected)."""
+    hsts: bytes
+    """The Strict-Transport-Security header line of its responses; empty when none."""
+
+
+def site_facts(config: Config) -> tuple[SiteFacts, ...]:
+    """The facts of every site, in config order."""
+    has_https = bool(config.listen.https)
+    directory = config.acme.directory
+    facts = []
+    for site in config.sites:
+        mode = site_tls_mode(site, has_https, directory)
+        secure = mode != "off"
+        facts.append(SiteFacts(mode, secure, hsts_line(site) if secure else b""))
+    return tuple(facts)
+
+
+def hsts_line(site: Site) -> bytes:
+    hsts = site.hsts
+    if hsts is False:
+        return b""
+    if hsts is True:
+        hsts = Hsts()
+    value = f"max-age={int(hsts.max_age)}"
+    if hsts.include_subdomains:
+        value += "; includeSubDomains"
+    if hsts.preload:
+        value += "; preload"
+    return b"Strict-Transport-Security: " + value.encode() + b"\r\n"
