@@ -11,7 +11,7 @@ import pytest
 
 from authtokens import HS_SECRET, KID, Keys, b64, claims, sign
 from bastion.config.policy_auth import JwtAuth
-from bastion.policies.jwks import load_key_file, parse_jwks
+from bastion.keymaterial.jwk import load_key_file, parse_jwks
 from bastion.policies.jwt import JwtError, JwtVerifier
 
 

@@ -51,7 +51,7 @@ def client_context_problem(
 ) -> str | None:
     """Why the client TLS context of an upstream (or an auth service) cannot be built from
     these files, or None. A ``ValueError`` of the loader passes through."""
-    from bastion.tls.client import client_context
+    from bastion.keymaterial.tls_client import client_context
 
     try:
         client_context(verify, ca, client_cert, client_key)
@@ -63,7 +63,7 @@ def client_context_problem(
 def public_key_problem(path: str, algorithms: Sequence[str]) -> str | None:
     """Why a JWT key file (PEM public key, certificate or JWKS document) holds no key that
     fits one of ``algorithms``, or None."""
-    from bastion.policies.jwks import load_key_file
+    from bastion.keymaterial.jwk import load_key_file
 
     try:
         load_key_file(path, algorithms)

@@ -13,7 +13,8 @@ import ssl
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from bastion.tls.client import client_context, describe_tls_error
+from bastion.keymaterial.tls_client import client_context
+from bastion.tls.client import describe_tls_error
 
 __all__ = ["Answer", "AuthClient", "AuthClientError", "loggable_url"]
 

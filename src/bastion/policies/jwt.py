@@ -22,10 +22,11 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from bastion.clock import SYSTEM_CLOCK, Clock
+from bastion.keymaterial.jwk import PublicKey, fits, load_key_file
 from bastion.policies.auth_any import MAYBE, SURELY, bearer_token, offered_scheme
 from bastion.policies.authcommon import Identity
 from bastion.policies.base import Denied
-from bastion.policies.jwks import JwksSource, PublicKey, fits, jwks_source, load_key_file
+from bastion.policies.jwks import JwksSource, jwks_source
 
 if TYPE_CHECKING:
     from bastion.config.policy_auth import JwtAuth

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ssl
 from typing import TYPE_CHECKING
 
-from bastion.tls.client import client_context
+from bastion.keymaterial.tls_client import client_context
 
 if TYPE_CHECKING:
     from bastion.config import UpstreamAddress

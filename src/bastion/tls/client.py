@@ -1,4 +1,6 @@
-"""Client-side TLS for https:// upstreams and S3 endpoints.
+"""What went wrong in a TLS handshake with an upstream, worded for the log.
+
+The client contexts themselves are built by `bastion.keymaterial.tls_client`.
 
 One context per upstream pool, built when the plan is compiled, never per request. The
 policy matches the listener side: TLS 1.2 or newer, ALPN ``http/1.1`` (the upstream protocol
@@ -9,37 +11,12 @@ from __future__ import annotations
 
 import ssl
 
-__all__ = ["client_context", "describe_tls_error"]
+__all__ = ["describe_tls_error"]
 
 # OpenSSL X509_V_ERR_* codes that a configuration key can fix, and the key to point at.
 _CA_CODES = frozenset((2, 18, 19, 20, 21))  # unknown issuer, self-signed, incomplete chain
 _EXPIRED_CODES = frozenset((9, 10))  # not yet valid, expired
 _NAME_MISMATCH = frozenset((62, 64))  # host name, IP address
-
-
-def client_context(
-    verify: bool = True,
-    ca: str | None = None,
-    client_cert: str | None = None,
-    client_key: str | None = None,
-) -> ssl.SSLContext:
-    """A client context; raises ``ssl.SSLError`` / ``OSError`` when a file does not load."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.set_alpn_protocols(["http/1.1"])
-    if verify:
-        context.check_hostname = True
-        context.verify_mode = ssl.CERT_REQUIRED
-        if ca is not None:
-            context.load_verify_locations(cafile=ca)
-        else:
-            context.load_default_certs(ssl.Purpose.SERVER_AUTH)
-    else:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    if client_cert is not None:
-        context.load_cert_chain(client_cert, client_key)
-    return context
 
 
 def describe_tls_error(
