@@ -5,10 +5,9 @@ Checked at load time so that a file that does not load is a config error with it
 not a failed start or a 500 at the first request. Each function only reads files (no
 socket is opened) and returns what is wrong, or None; the caller words the message.
 
-This is the one module of the package that touches ``ssl`` and the runtime's key loaders
-(``bastion.tls.client``, ``bastion.policies.jwks``); tests/unit/test_config_layers.py lists
-these imports as the known exceptions to the config layer's rules. They go once the compile
-step reports its errors with the key path and line: then these loads happen only there.
+This is the one module of the package that touches ``ssl`` and the key loaders the runtime
+builds from (``bastion.keymaterial``, the layer beside config/: files in, key objects out,
+no socket).
 """
 
 from __future__ import annotations
