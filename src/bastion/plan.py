@@ -80,6 +80,7 @@ class Plan:
         self.limits = config.limits
         self.timeouts = config.timeouts
         self.http2_enabled = config.http2.enabled
+        self.http2 = config.http2  # the HTTP/2 protocol's settings (bastion.http.context)
         # sites by host, as seen from plain-HTTP and from HTTPS listeners: a site with TLS
         # is a redirect on the first and itself on the second; a site without TLS is
         # absent from the second

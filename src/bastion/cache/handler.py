@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from bastion.cache.answer import BYPASS, HIT, MISS, REVALIDATED, STALE, relay, serve
 from bastion.cache.capture import CaptureClient
@@ -30,10 +31,19 @@ if TYPE_CHECKING:
     from bastion.cache.consumer import ConsumerKey
     from bastion.cache.purge import PurgeQueue
     from bastion.cache.store import Entry, MemoryStore
+    from bastion.http.downstream import Downstream
     from bastion.http.request import Request
     from bastion.proxy.handler import ProxyHandler
 
 log = logging.getLogger("bastion.cache")
+
+
+class _Forwarder(Protocol):
+    """The route's proxy handler, as the cache uses it."""
+
+    trusted: Callable[[str], bool] | None
+
+    def handle(self, client: Downstream, req: Request, recorder: Any = None) -> None: ...
 
 
 class CachingHandler:
@@ -61,7 +71,7 @@ class CachingHandler:
         consumers: ConsumerKey | None = None,
         broadcast: bool = False,
     ) -> None:
-        self.proxy = proxy
+        self.proxy = cast(_Forwarder, proxy)
         self.store = store
         self.rules = rules
         self.key_rules = key_rules
@@ -75,13 +85,14 @@ class CachingHandler:
         self.refreshing: set[str] = set()  # keys with a background refresh running
 
     # ----------------------------------------------------------------- lookup
-    def handle(self, client: Any, req: Request, may_wait: bool = True) -> None:
+    def handle(self, client: Downstream, req: Request, may_wait: bool = True) -> None:
         method = req.method
         if method != "GET" and method != "HEAD":
             if method == "PURGE" and self.purge is not None and self.purge.allowed(req.client_ip):
                 self._purge_request(client, req)
                 return
             req.extra_head += BYPASS
+            req.cache = "BYPASS"
             if method in SAFE_METHODS:
                 self.proxy.handle(client, req)
             else:  # its success makes the stored answers of its URL stale
@@ -89,6 +100,7 @@ class CachingHandler:
             return
         if req.has_body:
             req.extra_head += BYPASS
+            req.cache = "BYPASS"
             self.proxy.handle(client, req)
             return
         key_rules = self.key_rules
@@ -141,6 +153,7 @@ class CachingHandler:
             self._revalidate(client, req, key, primary, own, url, entry, client)
             return
         req.extra_head += MISS
+        req.cache = "MISS"
         if method == "HEAD":
             self.proxy.handle(client, req)  # a HEAD answer has no body to store
             return
@@ -160,14 +173,14 @@ class CachingHandler:
     # ----------------------------------------------------------- revalidation
     def _revalidate(
         self,
-        client: Any,
+        client: Downstream | None,
         req: Request,
         key: str,
         primary: str,
         own: str | None,
         url: str,
         entry: Entry,
-        origin: Any,
+        origin: Downstream,
     ) -> None:
         """Ask the backend whether `entry` still holds. With `client`, answer it
         from the outcome; without, refresh in the background."""
@@ -190,12 +203,12 @@ class CachingHandler:
                 if client is not None:
                     self.release(key)
 
-        capture: Any = CaptureClient(origin.ctx, origin.scheme, done)
+        capture = CaptureClient(origin, done)
         self.proxy.handle(capture, sub, recorder)
 
     def _answer_revalidation(
         self,
-        client: Any,
+        client: Downstream,
         req: Request,
         cap: CaptureClient,
         entry: Entry,
@@ -214,6 +227,7 @@ class CachingHandler:
             serve(client, req, recorder.stored, MISS, now)
             return
         req.extra_head += MISS
+        req.cache = "MISS"
         if cap.error:
             client.problem(req, cap.error)
             return
@@ -288,7 +302,7 @@ class CachingHandler:
             query = consumers.key_query(query)
         return url_of(scheme, host, path, query)
 
-    def _purge_request(self, client: Any, req: Request) -> None:
+    def _purge_request(self, client: Downstream, req: Request) -> None:
         assert self.purge is not None
         url = self.key_url(client.scheme.decode(), req.host, req.path, req.query)
         count = self.purge.submit("url", url)
@@ -301,14 +315,14 @@ class Waiter:
 
     __slots__ = ("client", "gone", "handler", "key", "req", "timer")
 
-    def __init__(self, handler: CachingHandler, client: Any, req: Request, key: str) -> None:
+    def __init__(self, handler: CachingHandler, client: Downstream, req: Request, key: str) -> None:
         self.handler = handler
         self.client = client
         self.req = req
         self.key = key
         self.gone = False
-        client.producer = self  # told when the client leaves while waiting
-        self.timer = client.ctx.loop.call_later(handler.lock_timeout, self.timed_out)
+        client.set_producer(self)  # told when the client leaves while waiting
+        self.timer = client.loop.call_later(handler.lock_timeout, self.timed_out)
 
     def pause_producing(self) -> None:
         pass
@@ -333,7 +347,7 @@ class Waiter:
         self.gone = True
         client = self.client
         if client.producer is self:
-            client.producer = None
+            client.set_producer(None)
         # runs inside another request's exchange or a timer: a failure here is this
         # request's alone
         try:
