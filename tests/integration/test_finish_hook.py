@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import SplitResult
 
+import h2.config
+import h2.connection
 import httpx
 import uvloop
 import yaml
@@ -172,3 +174,30 @@ def test_a_request_its_client_abandons_is_finished_once_with_499(tmp_path: Path)
 
     seen = _serve(tmp_path, clients)
     assert [s[:3] for s in seen] == [("1.1", 499, "/cached")]
+
+
+def test_a_stream_its_client_resets_is_finished_once_with_499(tmp_path: Path) -> None:
+    def clients(plain: str, secure: str, tls: ssl.SSLContext) -> None:
+        port = int(secure.rsplit(":", 1)[1])
+        tls.set_alpn_protocols(["h2"])
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        raw = socket.create_connection(("127.0.0.1", port))
+        with raw, tls.wrap_socket(raw, server_hostname="localhost") as sock:
+            conn.initiate_connection()
+            headers = [
+                (":method", "POST"),
+                (":scheme", "https"),
+                (":authority", "localhost"),
+                (":path", "/cached"),
+                ("content-length", "10"),
+            ]
+            conn.send_headers(1, headers)
+            conn.send_data(1, b"12345")
+            sock.sendall(conn.data_to_send())
+            time.sleep(0.5)  # dispatched, its body still arriving
+            conn.reset_stream(1)
+            sock.sendall(conn.data_to_send())
+            time.sleep(0.5)
+
+    seen = _serve(tmp_path, clients)
+    assert [s[:3] for s in seen] == [("2.0", 499, "/cached")]

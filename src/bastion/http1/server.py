@@ -10,7 +10,6 @@ contract (response.py); closing paths and timers are in closing.py.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections import deque
 from typing import TYPE_CHECKING
 
@@ -33,8 +32,6 @@ from bastion.http1.state import (
 if TYPE_CHECKING:
     from bastion.http.context import ServerContext
     from bastion.http.downstream import Downstream
-
-log = logging.getLogger("bastion.http1")
 
 # proxy/exchange.py still imports this name (the enum member: the proxy names Pause)
 PAUSE_UPSTREAM = Pause.UPSTREAM
