@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from bastion.http.downstream import Downstream
@@ -131,7 +131,7 @@ class ServerContext:
     `Date` line, request ids, and the observers told of each finished request."""
 
     # set when HTTPS listeners exist: takes over a TLS connection whose ALPN chose h2
-    start_http2: Callable[[Any], None] | None = None
+    start_http2: Callable[[asyncio.BaseTransport], None] | None = None
     draining = False
     # the current `Date: …\r\n` line; the worker refreshes it once a second
     date_header = b""
