@@ -37,8 +37,11 @@ def origin() -> Iterator[CountingBackend]:
     b.stop()
 
 
-class _Context:
-    """What a client connection's server context offers the handlers: the loop, the Date."""
+class _Origin:
+    """What the capture client takes from the client it stands in for: its scheme, its
+    loop and the current Date line."""
+
+    scheme = b"http"
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -76,7 +79,7 @@ class CachedRoute:
         compiled = config.sites[0].routes[0]
         assert compiled.proxy is not None and compiled.cache is not None
         self.loop = asyncio.get_running_loop()
-        self.ctx = _Context(self.loop)
+        self.origin: Any = _Origin(self.loop)
         settings = compiled.proxy
         pool = Pool(settings.upstreams[0].url, self.loop, 8, settings.idle_timeout)
         self.pool = pool
@@ -107,7 +110,7 @@ class CachedRoute:
         """A GET of `path`: the answer comes when the route has given it all."""
         done: asyncio.Future[Answer] = self.loop.create_future()
         req = Request()
-        client = CaptureClient(self.ctx, b"http", lambda c: done.set_result(Answer(c, req)))
+        client = CaptureClient(self.origin, lambda c: done.set_result(Answer(c, req)))
         req.method = "GET"
         req.target = path.encode()
         req.path = req.raw_path = path

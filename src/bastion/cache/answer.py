@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from bastion.cache.conditional import not_modified
 from bastion.http.request import BODY_LENGTH, BODY_NONE
 
 if TYPE_CHECKING:
     from bastion.cache.capture import CaptureClient
+    from bastion.http.downstream import Downstream
     from bastion.http.request import Request
     from bastion.state.cache import Entry
 
@@ -17,14 +18,17 @@ MISS = b"X-Cache: MISS\r\n"
 STALE = b"X-Cache: STALE\r\n"
 REVALIDATED = b"X-Cache: REVALIDATED\r\n"
 BYPASS = b"X-Cache: BYPASS\r\n"
+# the outcome each label records on the request (Request.cache), for the observers
+OUTCOME = {label: label[9:-2].decode("ascii") for label in (HIT, MISS, STALE, REVALIDATED, BYPASS)}
 _NOT_MODIFIED = b"HTTP/1.1 304 Not Modified\r\n"
 
 
-def serve(client: Any, req: Request, entry: Entry, label: bytes, now: float) -> None:
+def serve(client: Downstream, req: Request, entry: Entry, label: bytes, now: float) -> None:
     """Answer from a stored entry: the prebuilt head plus Date, Age, X-Cache and the
     length, then the body, in one write."""
+    req.cache = OUTCOME[label]
     age = b"Age: %d\r\n" % int(entry.age(now))
-    date = client.ctx.date_header
+    date = client.date_header
     if entry.status == 200 and not_modified(req, entry):
         req.status = 304
         head = b"".join((_NOT_MODIFIED, entry.meta, date, age, label))
@@ -52,7 +56,7 @@ def serve(client: Any, req: Request, entry: Entry, label: bytes, now: float) -> 
     client.uncork()
 
 
-def relay(client: Any, req: Request, cap: CaptureClient) -> None:
+def relay(client: Downstream, req: Request, cap: CaptureClient) -> None:
     """Pass on a response collected by a capture client (not stored)."""
     req.status = cap.status
     framing = cap.framing

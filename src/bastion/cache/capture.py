@@ -7,23 +7,29 @@ of the client connection; `done` is called once with the outcome.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
-from bastion.http.request import Request
+from bastion.http.request import BodySink, Request
+
+if TYPE_CHECKING:
+    from bastion.http.downstream import Downstream, Pause, Producer, Tunnel
 
 
 class CaptureClient:
-    producer: Any = None
-    resp_keep_alive = True
+    producer: Producer | None = None
     resp_started = False
+    # read by proxy/ until it speaks the Downstream contract only
+    resp_keep_alive = True
     transport = None
     closing = False
-    corked = None
 
-    def __init__(self, ctx: Any, scheme: bytes, done: Callable[[CaptureClient], None]) -> None:
-        self.ctx = ctx
-        self.scheme = scheme
+    def __init__(self, origin: Downstream, done: Callable[[CaptureClient], None]) -> None:
+        # the client whose request this one stands in for: its loop and Date line
+        self.origin = origin
+        self.ctx = getattr(origin, "ctx", None)  # read by proxy/ until it asks `loop`
+        self.scheme = origin.scheme
         self.done = done
         self.finished = False
         self.status = 0  # 0 until a head arrived
@@ -36,13 +42,13 @@ class CaptureClient:
     def send_continue(self, req: Request) -> None:
         pass
 
-    def take_body(self, req: Request, sink: Any) -> list[bytes]:
+    def take_body(self, req: Request, sink: BodySink) -> list[bytes]:
         return []
 
-    def pause_reading(self, reason: int) -> None:
+    def pause_reading(self, reason: Pause) -> None:
         pass
 
-    def resume_reading(self, reason: int) -> None:
+    def resume_reading(self, reason: Pause) -> None:
         pass
 
     def cork(self) -> None:
@@ -69,7 +75,14 @@ class CaptureClient:
         self.error = status
         self._finish()
 
-    def respond(self, req: Request, status: int, *args: Any, **kwargs: Any) -> None:
+    def respond(
+        self,
+        req: Request,
+        status: int,
+        body: bytes = b"",
+        content_type: bytes = b"",
+        headers: bytes = b"",
+    ) -> None:
         self.error = status
         self._finish()
 
@@ -90,23 +103,23 @@ class CaptureClient:
     send_timeout = 0.0
 
     @property
-    def loop(self) -> Any:
-        return self.ctx.loop
+    def loop(self) -> asyncio.AbstractEventLoop:
+        return self.origin.loop
 
     @property
     def date_header(self) -> bytes:
-        return bytes(self.ctx.date_header)
+        return self.origin.date_header
 
     def unsent_bytes(self) -> int:
         return 0
 
-    def set_producer(self, producer: Any) -> None:
+    def set_producer(self, producer: Producer | None) -> None:
         self.producer = producer
 
     def close_after_response(self) -> None:
         pass
 
-    def start_tunnel(self, tunnel: Any, head: bytes = b"", rest: bytes = b"") -> None:
+    def start_tunnel(self, tunnel: Tunnel, head: bytes = b"", rest: bytes = b"") -> None:
         self.abort()  # an Upgrade answer is never cached
 
     def tunnel_write(self, data: bytes) -> None:
@@ -115,3 +128,7 @@ class CaptureClient:
     @property
     def body(self) -> bytes:
         return b"".join(self.chunks)
+
+
+if TYPE_CHECKING:
+    _downstream: type[Downstream] = CaptureClient  # mypy: the contract is complete

@@ -5,7 +5,8 @@ decides which exchanges happen and answers hits itself."""
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from bastion.cache.answer import BYPASS, HIT, MISS, REVALIDATED, STALE, relay, serve
 from bastion.cache.capture import CaptureClient
@@ -29,11 +30,20 @@ from bastion.clock import SYSTEM_CLOCK, Clock
 if TYPE_CHECKING:
     from bastion.cache.consumer import ConsumerKey
     from bastion.cache.purge import PurgeQueue
+    from bastion.http.downstream import Downstream
     from bastion.http.request import Request
     from bastion.proxy.handler import ProxyHandler
     from bastion.state.cache import CacheStore, Entry
 
 log = logging.getLogger("bastion.cache")
+
+
+class _Forwarder(Protocol):
+    """The route's proxy handler, as the cache uses it."""
+
+    trusted: Callable[[str], bool] | None
+
+    def handle(self, client: Downstream, req: Request, recorder: Any = None) -> None: ...
 
 
 class CachingHandler:
@@ -63,7 +73,7 @@ class CachingHandler:
         broadcast: bool = False,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
-        self.proxy = proxy
+        self.proxy = cast(_Forwarder, proxy)
         self.store = store
         self.rules = rules
         self.key_rules = key_rules
@@ -80,13 +90,14 @@ class CachingHandler:
         self.now = clock.time
 
     # ----------------------------------------------------------------- lookup
-    def handle(self, client: Any, req: Request, may_wait: bool = True) -> None:
+    def handle(self, client: Downstream, req: Request, may_wait: bool = True) -> None:
         method = req.method
         if method != "GET" and method != "HEAD":
             if method == "PURGE" and self.purge is not None and self.purge.allowed(req.client_ip):
                 self._purge_request(client, req)
                 return
             req.extra_head += BYPASS
+            req.cache = "BYPASS"
             if method in SAFE_METHODS:
                 self.proxy.handle(client, req)
             else:  # its success makes the stored answers of its URL stale
@@ -94,6 +105,7 @@ class CachingHandler:
             return
         if req.has_body:
             req.extra_head += BYPASS
+            req.cache = "BYPASS"
             self.proxy.handle(client, req)
             return
         key_rules = self.key_rules
@@ -146,6 +158,7 @@ class CachingHandler:
             self._revalidate(client, req, key, primary, own, url, entry, client)
             return
         req.extra_head += MISS
+        req.cache = "MISS"
         if method == "HEAD":
             self.proxy.handle(client, req)  # a HEAD answer has no body to store
             return
@@ -165,14 +178,14 @@ class CachingHandler:
     # ----------------------------------------------------------- revalidation
     def _revalidate(
         self,
-        client: Any,
+        client: Downstream | None,
         req: Request,
         key: str,
         primary: str,
         own: str | None,
         url: str,
         entry: Entry,
-        origin: Any,
+        origin: Downstream,
     ) -> None:
         """Ask the backend whether `entry` still holds. With `client`, answer it
         from the outcome; without, refresh in the background."""
@@ -195,12 +208,12 @@ class CachingHandler:
                 if client is not None:
                     self.release(key)
 
-        capture: Any = CaptureClient(origin.ctx, origin.scheme, done)
+        capture = CaptureClient(origin, done)
         self.proxy.handle(capture, sub, recorder)
 
     def _answer_revalidation(
         self,
-        client: Any,
+        client: Downstream,
         req: Request,
         cap: CaptureClient,
         entry: Entry,
@@ -219,6 +232,7 @@ class CachingHandler:
             serve(client, req, recorder.stored, MISS, now)
             return
         req.extra_head += MISS
+        req.cache = "MISS"
         if cap.error:
             client.problem(req, cap.error)
             return
@@ -293,7 +307,7 @@ class CachingHandler:
             query = consumers.key_query(query)
         return url_of(scheme, host, path, query)
 
-    def _purge_request(self, client: Any, req: Request) -> None:
+    def _purge_request(self, client: Downstream, req: Request) -> None:
         assert self.purge is not None
         url = self.key_url(client.scheme.decode(), req.host, req.path, req.query)
         count = self.purge.submit("url", url)
@@ -306,14 +320,14 @@ class Waiter:
 
     __slots__ = ("client", "gone", "handler", "key", "req", "timer")
 
-    def __init__(self, handler: CachingHandler, client: Any, req: Request, key: str) -> None:
+    def __init__(self, handler: CachingHandler, client: Downstream, req: Request, key: str) -> None:
         self.handler = handler
         self.client = client
         self.req = req
         self.key = key
         self.gone = False
-        client.producer = self  # told when the client leaves while waiting
-        self.timer = client.ctx.loop.call_later(handler.lock_timeout, self.timed_out)
+        client.set_producer(self)  # told when the client leaves while waiting
+        self.timer = client.loop.call_later(handler.lock_timeout, self.timed_out)
 
     def pause_producing(self) -> None:
         pass
@@ -338,7 +352,7 @@ class Waiter:
         self.gone = True
         client = self.client
         if client.producer is self:
-            client.producer = None
+            client.set_producer(None)
         # runs inside another request's exchange or a timer: a failure here is this
         # request's alone
         try:

@@ -8,9 +8,10 @@ from bastion.state.challenges import CHALLENGE_PREFIX
 
 if TYPE_CHECKING:
     from bastion.config.sites import Redirect, Respond
+    from bastion.http.downstream import Downstream
     from bastion.http.request import Request
-    from bastion.http1.server import HTTP1Connection
     from bastion.state.challenges import ChallengeTokens
+
 
 class RedirectHandler:
     __slots__ = ("keep_rest", "prefix", "status", "to")
@@ -22,7 +23,7 @@ class RedirectHandler:
         self.prefix = prefix
         self.keep_rest = prefix is not None and config.to.endswith("/")
 
-    def handle(self, client: HTTP1Connection, req: Request) -> None:
+    def handle(self, client: Downstream, req: Request) -> None:
         location = self.to
         if self.keep_rest and self.prefix is not None:
             # the rest of the canonical path (the route matched on it, already escaped):
@@ -49,7 +50,7 @@ class HttpsRedirectHandler:
         # ACME HTTP-01 answers, only when some site gets its certificate through ACME
         self.challenges = challenges
 
-    def handle(self, client: HTTP1Connection, req: Request) -> None:
+    def handle(self, client: Downstream, req: Request) -> None:
         if self.challenges is not None and req.path.startswith(CHALLENGE_PREFIX):
             answer = self.challenges.lookup(req.path[len(CHALLENGE_PREFIX) :])
             if answer is not None:
@@ -75,5 +76,5 @@ class RespondHandler:
         self.body = config.body.encode()
         self.content_type = config.content_type.encode()
 
-    def handle(self, client: HTTP1Connection, req: Request) -> None:
+    def handle(self, client: Downstream, req: Request) -> None:
         client.respond(req, self.status, self.body, self.content_type)

@@ -23,8 +23,8 @@ from bastion.http.status import status_line
 
 if TYPE_CHECKING:
     from bastion.config.sites import Static
+    from bastion.http.downstream import Downstream
     from bastion.http.request import Request
-    from bastion.http1.server import HTTP1Connection
 
 CHUNK = 64 * 1024
 _TEXT = ("text/", "application/javascript", "application/json", "image/svg+xml")
@@ -42,7 +42,7 @@ class StaticHandler:
             else b""
         )
 
-    def handle(self, client: HTTP1Connection, req: Request) -> None:
+    def handle(self, client: Downstream, req: Request) -> None:
         if req.method not in ("GET", "HEAD"):
             client.problem(req, 405, headers=b"Allow: GET, HEAD\r\n")
             return
@@ -92,7 +92,7 @@ class StaticHandler:
         except PermissionError:
             client.problem(req, 403, "The file cannot be read.")
 
-    def _serve(self, client: HTTP1Connection, req: Request, full: str, st: os.stat_result) -> None:
+    def _serve(self, client: Downstream, req: Request, full: str, st: os.stat_result) -> None:
         size = st.st_size
         etag = b'"%x-%x"' % (st.st_mtime_ns, size)
         modified = formatdate(st.st_mtime, usegmt=True).encode()
@@ -100,7 +100,7 @@ class StaticHandler:
         if _not_modified(req, etag, st.st_mtime):
             client.write_head(
                 req,
-                status_line(304) + client.ctx.date_header + validators + self.cache_control,
+                status_line(304) + client.date_header + validators + self.cache_control,
                 BODY_NONE,
             )
             req.status = 304
@@ -125,7 +125,7 @@ class StaticHandler:
         head = b"".join(
             (
                 status_line(status),
-                client.ctx.date_header,
+                client.date_header,
                 b"Content-Type: ",
                 ctype.encode(),
                 b"\r\n",
@@ -151,17 +151,17 @@ class _FileStreamer:
 
     __slots__ = ("client", "handle", "paused", "remaining")
 
-    def __init__(self, client: HTTP1Connection, handle: BinaryIO, remaining: int) -> None:
+    def __init__(self, client: Downstream, handle: BinaryIO, remaining: int) -> None:
         self.client = client
         self.handle = handle
         self.remaining = remaining
         self.paused = False
-        client.producer = self
+        client.set_producer(self)
 
     def pump(self) -> None:
         client = self.client
         while self.remaining > 0 and not self.paused:
-            if client.transport is None or client.closing:
+            if not client.open:
                 self.handle.close()
                 return
             data = self.handle.read(min(CHUNK, self.remaining))
@@ -189,7 +189,7 @@ class _FileStreamer:
     def resume_producing(self) -> None:
         if self.paused:
             self.paused = False
-            self.client.ctx.loop.call_soon(self.pump)
+            self.client.loop.call_soon(self.pump)
 
 
 def _not_modified(req: Request, etag: bytes, mtime: float) -> bool:

@@ -50,9 +50,20 @@ class Downstream(Protocol):
     answer; the others act on the answer under way."""
 
     # --- what a handler may read
-    scheme: bytes  # b"http" or b"https": the scheme the client used
-    secure: bool  # the client connection is TLS
-    client_ip: str  # the peer's address, as the socket reports it
+    @property
+    def scheme(self) -> bytes:
+        """b"http" or b"https": the scheme the client used."""
+        ...
+
+    @property
+    def secure(self) -> bool:
+        """The client connection is TLS."""
+        ...
+
+    @property
+    def client_ip(self) -> str:
+        """The peer's address, as the socket reports it."""
+        ...
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop: ...
@@ -95,11 +106,20 @@ class Downstream(Protocol):
         """Send `100 Continue` if the client waits for it."""
         ...
 
-    def pause_reading(self, reason: Pause) -> None: ...
+    def pause_reading(self, reason: Pause) -> None:
+        """Stop taking request body for `reason` (the reasons add up)."""
+        ...
 
-    def resume_reading(self, reason: Pause) -> None: ...
+    def resume_reading(self, reason: Pause) -> None:
+        """`reason` no longer holds; reading resumes when no reason is left."""
+        ...
 
     # --- the answer
+    @property
+    def producer(self) -> Producer | None:
+        """Who feeds the answer now (a handler clears it only if it is still its own)."""
+        ...
+
     def set_producer(self, producer: Producer | None) -> None:
         """Who feeds the answer: paused with the client's buffer, told if it leaves."""
         ...

@@ -47,6 +47,7 @@ class Request:
         "body_done",
         "body_filter",
         "bytes_out",
+        "cache",
         "chunked",
         "client_ip",
         "connection_tokens",
@@ -65,6 +66,8 @@ class Request:
         "path",
         "query",
         "raw_path",
+        "refusal",
+        "refused_by",
         "request_id",
         "route",
         "route_name",
@@ -119,11 +122,15 @@ class Request:
         self.body_bytes = 0
         self.body_done = False
         self.dispatched = False
-        # outcome, for the access log
+        # outcome, for the observers of finished requests (the access log, metrics);
+        # the bytes in are body_bytes
         self.status = 0
         self.bytes_out = 0
         self.upstream = ""
         self.upstream_time = -1.0
+        self.cache = ""  # the cache's outcome ("HIT", "MISS", "STALE", …); "" without one
+        self.refused_by = ""  # the policy that refused the request (its class name)
+        self.refusal = ""  # why: the detail of its problem answer, else its status text
         # set by route policies (src/bastion/policies/); untouched on routes without them
         self.consumer = ""  # the authenticated consumer's name
         self.upstream_extra = b""  # header lines added to the forwarded request
@@ -192,6 +199,7 @@ _FRESH_IN_DERIVED = frozenset(
         "body_done",
         "body_filter",
         "bytes_out",
+        "cache",
         "chunked",
         "content_length",
         "dispatched",
@@ -201,6 +209,8 @@ _FRESH_IN_DERIVED = frozenset(
         "headers",
         "method",
         "on_head",
+        "refusal",
+        "refused_by",
         "sink",
         "start",
         "status",

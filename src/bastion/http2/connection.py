@@ -1,16 +1,9 @@
 """The HTTP/2 connection protocol: frames in, streams dispatched, frames out.
 
 Started on a TLS connection whose ALPN chose ``h2`` (the HTTP/1.1 protocol hands
-the transport over). Requests of one received chunk are dispatched only after the
-whole chunk is processed, so a stream reset in the same read never reaches a
-backend (rapid reset); past `http2.max_resets` early cancellations in 10 seconds
-the connection is closed with GOAWAY(ENHANCE_YOUR_CALM).
-
-Output is coalesced: frames (and response bodies handed over by streams) wait until
-the end of the event-loop iteration, then leave in one transport write. With many
-streams answered by many upstream reads in the same iteration, that is one TLS
-record and one send() for all of them instead of a few per response, and a body's
-last DATA frame carries END_STREAM instead of an empty frame after it.
+the transport over). Frame events are applied in events.py, output is coalesced
+in output.py; this module sets the connection up, admits streams to dispatch, and
+closes it (GOAWAY, errors, the once-a-second tick).
 """
 
 from __future__ import annotations
@@ -23,58 +16,34 @@ from typing import TYPE_CHECKING, Any
 from h2.config import H2Configuration
 from h2.connection import H2Connection
 from h2.errors import ErrorCodes
-from h2.events import (
-    ConnectionTerminated,
-    DataReceived,
-    RemoteSettingsChanged,
-    RequestReceived,
-    StreamEnded,
-    StreamReset,
-    TrailersReceived,
-    WindowUpdated,
-)
-from h2.exceptions import ProtocolError, StreamClosedError
+from h2.events import RequestReceived
+from h2.exceptions import ProtocolError
 from h2.settings import SettingCodes, Settings
 from hyperframe.frame import GoAwayFrame
 
+from bastion.http.dispatch import dispatch, request_id
 from bastion.http.request import Request
-from bastion.http1.server import close_owing_nothing
+from bastion.http1.closing import close_owing_nothing
 from bastion.http2.decoder import MemoDecoder
 from bastion.http2.encoder import StaticEncoder
+from bastion.http2.events import RESET_WINDOW, FrameEvents
 from bastion.http2.guard import FrameGuard
-from bastion.http2.headers import Malformed, StreamReject, build_request, check_trailers
+from bastion.http2.headers import Malformed, StreamReject, build_request
+from bastion.http2.output import Output
 from bastion.http2.stream import Stream
 from bastion.http2.uploads import Uploads
 
 if TYPE_CHECKING:
-    from bastion.server.context import WorkerContext
+    from bastion.http.context import ServerContext
 
 log = logging.getLogger("bastion.http2")
 
-_RESET_WINDOW = 10.0  # seconds over which early cancellations are counted
 _MAX_CONTINUATIONS = 16  # more CONTINUATION frames in one header block: a flood
-# PING, SETTINGS, PRIORITY and empty DATA frames allowed per _RESET_WINDOW: browsers
-# send a handful per connection, a flood sends them by the thousand
-_MAX_CONTROL = 1000
 _TICK = 1.0
 
 
-class HTTP2Connection(asyncio.Protocol):
-    transport: Any = None
-    closing = False
-    write_paused = False
-    goaway_sent = False
-    last_sid = 0
-    flush_scheduled = False
-    requests = 0
-    resets = 0
-    reset_window_start = 0.0
-    preface_seen = False
-    block_since = 0.0
-    control_since = 0.0
-    timer: asyncio.TimerHandle | None = None
-
-    def __init__(self, ctx: WorkerContext) -> None:
+class HTTP2Connection(FrameEvents, Output, asyncio.Protocol):
+    def __init__(self, ctx: ServerContext) -> None:
         self.ctx = ctx
         plan = ctx.plan
         limits = plan.limits
@@ -99,9 +68,8 @@ class HTTP2Connection(asyncio.Protocol):
         self.max_requests = settings.max_requests
         self.max_resets = settings.max_resets
         self.client_ip = ""
-        self.streams: dict[int, Stream] = {}
-        # streams with response bytes to move into DATA frames at the next flush
-        self.ready: list[Stream] = []
+        self.streams = {}
+        self.ready = []
         # what a header block may take compressed: the head limits plus HPACK's
         # per-field overhead; decoded lists are bounded by SETTINGS below
         block_limit = limits.max_header_bytes + limits.max_uri_bytes + 4096
@@ -176,97 +144,7 @@ class HTTP2Connection(asyncio.Protocol):
                 self._move(stream)
         self.flush()
 
-    # --------------------------------------------------------------- input
-    def data_received(self, data: bytes) -> None:
-        if self.closing:
-            return
-        guard = self.guard
-        if not guard.feed(data):
-            log.warning("http2: header block flood from %s: closing", self.client_ip)
-            self.fail(ErrorCodes.ENHANCE_YOUR_CALM)
-            return
-        if guard.control > _MAX_CONTROL:
-            log.warning("http2: control frame flood from %s: closing", self.client_ip)
-            self.fail(ErrorCodes.ENHANCE_YOUR_CALM)
-            return
-        try:
-            events = self.h2.receive_data(data)
-        except ProtocolError as exc:
-            code = getattr(exc, "error_code", ErrorCodes.PROTOCOL_ERROR)
-            log.info("http2: protocol error from %s: %s", self.client_ip, exc)
-            self.fail(code)
-            return
-        now = self.ctx.loop.time()
-        if guard.in_block:
-            if not self.block_since:
-                self.block_since = now
-        elif self.preface_seen:
-            self.block_since = 0.0
-        try:
-            self._handle_events(events, now)
-        except Exception:
-            # a bug must cost this connection at most, never the worker
-            log.exception("http2: failed handling frames from %s", self.client_ip)
-            self.fail(ErrorCodes.INTERNAL_ERROR)
-
-    def _handle_events(self, events: list[Any], now: float) -> None:
-        guard = self.guard
-        new: list[Stream] = []
-        for event in events:
-            if isinstance(event, DataReceived):
-                stream = self.streams.get(event.stream_id)
-                if stream is None:
-                    self.ack(event.stream_id, event.flow_controlled_length)
-                else:
-                    if stream.body_at:
-                        stream.body_at = now
-                    stream.on_data(event.data, event.flow_controlled_length)
-            elif isinstance(event, RequestReceived):
-                stream = self._open(event, now)
-                if stream is not None:
-                    new.append(stream)
-            elif isinstance(event, StreamEnded):
-                stream = self.streams.get(event.stream_id)
-                if stream is not None:
-                    stream.on_end()
-            elif isinstance(event, TrailersReceived):
-                stream = self.streams.get(event.stream_id)
-                if stream is not None:
-                    self._on_trailers(stream, event.headers or [], now)
-            elif isinstance(event, WindowUpdated):
-                if event.stream_id == 0:
-                    for stream in list(self.streams.values()):
-                        if stream.pending:
-                            self._move(stream)
-                else:
-                    stream = self.streams.get(event.stream_id)
-                    if stream is not None and stream.pending:
-                        self._move(stream)
-            elif isinstance(event, StreamReset):
-                self._on_client_reset(event.stream_id, now)
-            elif isinstance(event, RemoteSettingsChanged):
-                if not self.preface_seen:
-                    self.preface_seen = True
-                    self.block_since = now if guard.in_block else 0.0
-                for stream in list(self.streams.values()):
-                    if stream.pending:
-                        self._move(stream)
-            elif isinstance(event, ConnectionTerminated):
-                # the client is leaving: what it still waits for cannot be sent
-                self.close()
-                return
-            if self.closing:
-                return
-        for stream in new:
-            if not stream.closed and not stream.answered:
-                self.uploads.start(stream, now)
-                if stream.waiting and stream.unacked:
-                    # body bytes that came with its HEADERS, before it had to wait
-                    self.hold_waiting(stream, stream.unacked)
-        if self.uploads.waiting:
-            self.uploads.admit()
-        self.flush_soon()
-
+    # ----------------------------------------------------- stream admission
     def hold_waiting(self, stream: Stream, size: int) -> None:
         """`size` more body bytes held by a waiting stream: credited back to the
         connection window within the waiting streams' budget, else the stream is refused."""
@@ -296,12 +174,6 @@ class HTTP2Connection(asyncio.Protocol):
         with contextlib.suppress(ProtocolError):
             self.h2.increment_flow_control_window(size)
         self.flush_soon()
-
-    def _reset(self, sid: int, code: ErrorCodes) -> None:
-        """Reset a stream the client may already have reset: its RST_STREAM can arrive in
-        the same read as the HEADERS, and h2 has applied it before we see the request."""
-        with contextlib.suppress(ProtocolError, StreamClosedError):
-            self.h2.reset_stream(sid, code)
 
     def _open(self, event: RequestReceived, now: float) -> Stream | None:
         sid = event.stream_id
@@ -336,210 +208,21 @@ class HTTP2Connection(asyncio.Protocol):
             req.chunked = True  # a body of unknown length: chunked to the upstream
         elif event.stream_ended is not None and req.content_length:
             stream.reject = StreamReject(400, "The body is shorter than its Content-Length.")
-        ctx = self.ctx
-        if req.xrid is not None and ctx.plan.is_trusted(self.client_ip):
-            req.request_id = req.xrid.decode("latin-1")
-        else:
-            req.request_id = ctx.next_request_id()
+        request_id(self.ctx, req)  # named now: it may be answered before its dispatch
         self.requests += 1
         if self.requests >= self.max_requests:
             self.goaway(sid)  # this stream is still served; the client reconnects for more
         return stream
 
-    def _on_trailers(self, stream: Stream, fields: list[Any], now: float) -> None:
-        """Request trailers are checked like the head (and then dropped): malformed
-        ones reset the stream before its body ends, so the upstream never sees the
-        request complete."""
-        try:
-            check_trailers(fields)
-        except Malformed as exc:
-            log.info("http2: malformed trailers from %s: %s", self.client_ip, exc)
-            if stream.req.status == 0:
-                stream.req.status = 400  # for the access log of a dispatched request
-            stream.on_reset()
-            stream.closed = True
-            self._reset(stream.sid, ErrorCodes.PROTOCOL_ERROR)
-            self._forget(stream)
-            self._count_early_reset(now)
-
     def _dispatch(self, stream: Stream) -> None:
+        """A stream admitted (see uploads.py): its answer starts."""
         req = stream.req
-        req.dispatched = True
         reject = stream.reject
         if reject is not None:
+            req.dispatched = True
             stream.problem(req, reject.status, reject.detail)
             return
-        try:
-            route, status, allow = self.ctx.plan.route(req, True)
-            if route is None:
-                headers = b"Allow: " + allow + b"\r\n" if allow else b""
-                stream.problem(req, status, headers=headers)
-                return
-            req.route = route
-            req.route_name = route.name
-            req.extra_head = route.extra_head
-            route.handler.handle(stream, req)
-        except Exception:
-            log.exception("request %s failed in its handler", req.request_id)
-            if not stream.resp_started:
-                stream.problem(req, 500)
-            else:
-                stream.abort()
-
-    def _on_client_reset(self, sid: int, now: float) -> None:
-        stream = self.streams.pop(sid, None)
-        if stream is None:
-            return
-        early = not stream.answered
-        stream.on_reset()
-        self._stream_gone()
-        if early:
-            # a stream cancelled before its answer: the rapid reset pattern when
-            # it repeats (CVE-2023-44487); the backend work was cancelled above
-            self._count_early_reset(now)
-
-    def _count_early_reset(self, now: float) -> None:
-        if now - self.reset_window_start > _RESET_WINDOW:
-            self.reset_window_start = now
-            self.resets = 0
-        self.resets += 1
-        if self.resets > self.max_resets:
-            log.warning("http2: rapid reset from %s: closing", self.client_ip)
-            self.fail(ErrorCodes.ENHANCE_YOUR_CALM)
-
-    # -------------------------------------------------------------- output
-    def send_headers(self, stream: Stream, fields: list[tuple[bytes, bytes]], end: bool) -> None:
-        if self.closing or stream.closed:
-            return
-        try:
-            self.h2.send_headers(stream.sid, fields, end_stream=end)
-        except StreamClosedError:
-            stream.on_reset()  # the client reset it meanwhile
-            self._forget(stream)
-            return
-        except ProtocolError as exc:
-            self.unsendable(stream, exc)
-            return
-        if end:
-            self._sent_end(stream)
-        self.flush_soon()
-
-    def unsendable(self, stream: Stream, exc: Exception) -> None:
-        """A response head HTTP/2 cannot carry (from an upstream): this stream fails alone."""
-        log.warning("http2: response %s not sendable: %s", stream.req.request_id, exc)
-        if stream.req.status < 500:
-            stream.req.status = 502
-        stream.abort()
-
-    def send_pending(self, stream: Stream) -> None:
-        """Queue a stream's pending bytes (or its end) for the next flush."""
-        if stream.queued or self.closing or stream.closed:
-            return
-        stream.queued = True
-        self.ready.append(stream)
-        self.flush_soon()
-
-    def _move(self, stream: Stream) -> None:
-        """Move a stream's pending bytes into DATA frames as far as the windows allow;
-        the last one carries END_STREAM when the response is complete."""
-        if self.closing or stream.closed:
-            return
-        h2 = self.h2
-        sid = stream.sid
-        pending = stream.pending
-        try:
-            while pending and not self.write_paused:
-                window = h2.local_flow_control_window(sid)
-                if window <= 0:
-                    break
-                chunk = pending[0]
-                size = min(window, h2.max_outbound_frame_size, len(chunk))
-                stream.pending_bytes -= size
-                if size < len(chunk):
-                    h2.send_data(sid, chunk[:size])
-                    pending[0] = chunk[size:]
-                else:
-                    pending.popleft()
-                    if not pending and stream.ended:
-                        h2.send_data(sid, chunk, end_stream=True)
-                        self._sent_end(stream)
-                        break
-                    h2.send_data(sid, chunk)
-            else:
-                if not pending and stream.ended:
-                    h2.end_stream(sid)
-                    self._sent_end(stream)
-        except (ProtocolError, StreamClosedError):
-            stream.on_reset()
-            self._forget(stream)
-        stream.drained()
-
-    def _sent_end(self, stream: Stream) -> None:
-        stream.closed = True
-        if not stream.req.body_done and not self.closing:
-            # answered before the body was complete: ask the client to stop
-            # sending it, without error (RFC 9113 §8.1)
-            self._reset(stream.sid, ErrorCodes.NO_ERROR)
-        self._forget(stream)
-
-    def _forget(self, stream: Stream) -> None:
-        if stream.uploading:
-            self.uploads.done(stream)
-        if stream.held:
-            self.uploads.release(stream)
-        if self.streams.pop(stream.sid, None) is not None:
-            self._stream_gone()
-
-    def _stream_gone(self) -> None:
-        if not self.streams:
-            self.idle_since = self.ctx.loop.time()
-            if self.goaway_sent and not self.closing:
-                self.close()
-
-    def reset(self, stream: Stream, cancelled: bool) -> None:
-        stream.closed = True
-        stream.pending.clear()
-        if not self.closing:
-            self._reset(stream.sid, ErrorCodes.INTERNAL_ERROR)
-            self.flush_soon()
-        self._forget(stream)
-
-    def ack(self, sid: int, size: int) -> None:
-        if self.closing or not size:
-            return
-        try:
-            self.h2.acknowledge_received_data(size, sid)
-        except (ProtocolError, StreamClosedError):
-            return
-        self.flush_soon()
-
-    def flush_soon(self) -> None:
-        """Write what is waiting once the current loop iteration's events are handled."""
-        if not self.flush_scheduled:
-            self.flush_scheduled = True
-            self.ctx.loop.call_soon(self._scheduled_flush)
-
-    def _scheduled_flush(self) -> None:
-        self.flush_scheduled = False
-        if self.closing:
-            return
-        self.flush()
-
-    def flush(self) -> None:
-        ready = self.ready
-        if ready:
-            self.ready = []
-            for stream in ready:
-                stream.queued = False
-                self._move(stream)
-        data = self.h2.data_to_send()
-        if data and self.transport is not None:
-            self.transport.write(data)
-
-    def log(self, req: Request) -> None:
-        access_log = self.ctx.access_log
-        if access_log is not None:
-            access_log.write(req, self.ctx.loop.time())
+        dispatch(self.ctx, stream, req, True)
 
     # ------------------------------------------------------------- closing
     def goaway(self, last_sid: int | None = None) -> None:
@@ -601,7 +284,7 @@ class HTTP2Connection(asyncio.Protocol):
         if self.closing or self.transport is None:
             return
         now = self.ctx.loop.time()
-        if now - self.control_since >= _RESET_WINDOW:
+        if now - self.control_since >= RESET_WINDOW:
             self.control_since = now
             self.guard.control = 0
         if self.block_since and now - self.block_since > self.header_timeout:
@@ -618,7 +301,7 @@ class HTTP2Connection(asyncio.Protocol):
         self.timer = self.ctx.loop.call_later(_TICK, self._on_tick)
 
 
-def start_http2(ctx: WorkerContext, transport: Any) -> None:
+def start_http2(ctx: ServerContext, transport: Any) -> None:
     """Take over a TLS connection whose ALPN chose h2 (the handshake is done)."""
     protocol = HTTP2Connection(ctx)
     transport.set_protocol(protocol)

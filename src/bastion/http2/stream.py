@@ -1,9 +1,9 @@
-"""One HTTP/2 stream, seen by handlers as if it were an HTTP/1.1 connection.
+"""One HTTP/2 stream: the `Downstream` a handler answers one request through.
 
-`ProxyHandler`/`Exchange`, static files, redirects and problem answers call the
-same methods they call on `HTTP1Connection` (respond, problem, write_head,
-write_body, end_response, take_body, pause_reading, cork, …); the stream turns
-them into HEADERS and DATA frames within the HTTP/2 flow-control windows.
+The proxy, static files, redirects and problem answers call the same methods they
+call on the HTTP/1.1 connection (respond, problem, write_head, write_body,
+end_response, take_body, pause_reading, cork, …); the stream turns them into
+HEADERS and DATA frames within the HTTP/2 flow-control windows.
 """
 
 from __future__ import annotations
@@ -11,14 +11,18 @@ from __future__ import annotations
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
+from bastion.http.dispatch import cancel_handler
 from bastion.http.problem import PROBLEM_TYPE, problem_body
-from bastion.http.request import BODY_FIXED, BODY_LENGTH, BODY_NONE, Request
+from bastion.http.request import BODY_FIXED, BODY_LENGTH, BODY_NONE, BodySink, Request
 from bastion.http.status import fixed_head
 from bastion.http2.headers import StreamReject, response_headers
 
 if TYPE_CHECKING:
+    import asyncio
+
+    from bastion.http.context import ServerContext
+    from bastion.http.downstream import Downstream, Pause, Producer, Tunnel
     from bastion.http2.connection import HTTP2Connection
-    from bastion.server.context import WorkerContext
 
 # Response bytes a stream may hold while its windows are closed; past it the
 # producer (the upstream socket, a file) is paused until the client opens them.
@@ -28,14 +32,15 @@ LOW_WATER = 16 * 1024
 
 class Stream:
     # class-level defaults: a new stream assigns only what differs
-    producer: Any = None
+    producer: Producer | None = None
     producer_paused = False
     resp_started = False
-    resp_keep_alive = True  # read by the proxy; meaningless for one stream
+    # read by proxy/ until it calls close_after_response only; meaningless for one stream
+    resp_keep_alive = True
     answered = False  # end_response/abort done and logged
     ended = False  # the response body is complete (END_STREAM once flushed)
     closed = False  # END_STREAM sent or the stream reset: no more frames
-    read_paused = 0
+    read_paused = 0  # the Pause reasons that hold, as an int
     unacked = 0  # request body bytes received but not yet passed on
     pending_bytes = 0
     queued = False  # waiting in the connection's list for the next flush
@@ -52,10 +57,11 @@ class Stream:
         self.conn = conn
         self.sid = sid
         self.req = req
-        self.ctx: WorkerContext = conn.ctx
+        self.ctx: ServerContext = conn.ctx
         self.pending: deque[bytes] = deque()
 
     # ---------------------------------------------- what handlers look at
+    # read by proxy/ until it asks `open` only
     @property
     def transport(self) -> Any:
         return None if self.closed else self.conn.transport
@@ -73,7 +79,7 @@ class Stream:
         return self.conn.send_timeout
 
     @property
-    def loop(self) -> Any:
+    def loop(self) -> asyncio.AbstractEventLoop:
         return self.ctx.loop
 
     @property
@@ -88,13 +94,13 @@ class Stream:
     def open(self) -> bool:
         return not self.closed and not self.conn.closing and self.conn.transport is not None
 
-    def set_producer(self, producer: Any) -> None:
+    def set_producer(self, producer: Producer | None) -> None:
         self.producer = producer
 
     def close_after_response(self) -> None:
         pass  # one stream: the connection carries on
 
-    def start_tunnel(self, tunnel: Any, head: bytes = b"", rest: bytes = b"") -> None:
+    def start_tunnel(self, tunnel: Tunnel, head: bytes = b"", rest: bytes = b"") -> None:
         raise RuntimeError("HTTP/2 streams are never upgraded")
 
     def tunnel_write(self, data: bytes) -> None:
@@ -148,7 +154,7 @@ class Stream:
         else:
             self.conn.ack(self.sid, flow_length)
 
-    def take_body(self, req: Request, sink: Any) -> list[bytes]:
+    def take_body(self, req: Request, sink: BodySink) -> list[bytes]:
         buffered = req.body_buffer or []
         req.body_buffer = None
         req.sink = sink
@@ -159,13 +165,15 @@ class Stream:
             self.body_at = self.ctx.loop.time()  # the window may have been closed until now
         return buffered
 
-    def pause_reading(self, reason: int) -> None:
+    def pause_reading(self, reason: Pause) -> None:
         # the upstream cannot take more: stop acknowledging, the client's window closes
-        self.read_paused |= reason
+        # (the reasons are kept as an int: the enum's own operators are slow)
+        self.read_paused |= int(reason)
 
-    def resume_reading(self, reason: int) -> None:
-        if self.read_paused & reason:
-            self.read_paused &= ~reason
+    def resume_reading(self, reason: Pause) -> None:
+        bits = int(reason)
+        if self.read_paused & bits:
+            self.read_paused &= ~bits
             if not self.read_paused and self.unacked and self.req.sink is not None:
                 self.conn.ack(self.sid, self.unacked)
                 self.unacked = 0
@@ -261,7 +269,7 @@ class Stream:
         self.producer = None
         if not req.body_done:
             req.sink = None  # answered early: the rest of the body is not wanted
-        self.conn.log(req)
+        self.ctx.finish(req)
         if not self.closed:
             self.conn.send_pending(self)
 
@@ -270,7 +278,7 @@ class Stream:
         self._cancel_handler()
         if not self.answered:
             self.answered = True
-            self.conn.log(self.req)
+            self.ctx.finish(self.req)
         self.conn.reset(self, cancelled=False)
 
     # The connection already holds every frame until the end of the loop iteration
@@ -307,12 +315,13 @@ class Stream:
             if self.req.status == 0:
                 self.req.status = 499
             if self.req.dispatched:
-                self.conn.log(self.req)
+                self.ctx.finish(self.req)
 
     def _cancel_handler(self) -> None:
-        req = self.req
-        target = req.sink if req.sink is not None else self.producer
-        req.sink = None
+        producer = self.producer
         self.producer = None
-        if target is not None and hasattr(target, "client_gone"):
-            target.client_gone()
+        cancel_handler(self.req, producer)
+
+
+if TYPE_CHECKING:
+    _downstream: type[Downstream] = Stream  # mypy: the contract is complete

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from bastion.http.request import (
     BODY_CHUNKED,
@@ -20,6 +20,9 @@ from bastion.http.request import (
     Request,
 )
 from bastion.proxy.forwarded import client_address
+
+if TYPE_CHECKING:
+    from bastion.http.downstream import Downstream
 
 
 class Denied:
@@ -162,7 +165,7 @@ class _BodyReader:
             self.done.cancel()
 
 
-async def read_body(client: Any, req: Request, limit: int) -> bytes | Denied:
+async def read_body(client: Downstream, req: Request, limit: int) -> bytes | Denied:
     """The whole request body (at most `limit` bytes, 0 = the server's limit), or
     Denied(413). The route's handler still gets the body afterwards: the chain
     replays it."""

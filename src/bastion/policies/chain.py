@@ -11,16 +11,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Any
 
+from bastion.http.context import Handler
+from bastion.http.downstream import Downstream, Pause
 from bastion.http.request import Request
+from bastion.http.status import REASONS
 from bastion.policies.base import Answer, Denied, Outcome, RequestPolicy
 from bastion.policies.fields import FieldEdit
 
 log = logging.getLogger("bastion.policies")
-
-# the HTTP/1 connection's reason for pausing reads while a handler is not ready
-_PAUSE_BUFFER = 4
 
 
 class PolicyHandler:
@@ -33,7 +32,7 @@ class PolicyHandler:
 
     def __init__(
         self,
-        inner: Any,
+        inner: Handler,
         policies: tuple[RequestPolicy, ...],
         on_head: Callable[[Request, bytes, int], tuple[bytes, int]] | None,
         head_edit: FieldEdit | None = None,
@@ -50,7 +49,7 @@ class PolicyHandler:
         drops = frozenset().union(*(getattr(p, "upstream_drops", ()) for p in policies))
         self.drops = drops or None
 
-    def handle(self, client: Any, req: Request) -> None:
+    def handle(self, client: Downstream, req: Request) -> None:
         if self.on_head is not None:
             req.on_head = self.on_head
             req.head_edit = self.head_edit
@@ -59,7 +58,7 @@ class PolicyHandler:
         for check in self.checks:
             outcome: Outcome = check(req)  # type: ignore[assignment]
             if outcome is not None:
-                answer(client, req, outcome)
+                answer(client, req, outcome, self.policies[self.checks.index(check)])
                 return
         if self.waits:
             _Pending(self, client, req, self.first_async).start()
@@ -67,8 +66,12 @@ class PolicyHandler:
         self.inner_handle(client, req)
 
 
-def answer(client: Any, req: Request, outcome: Denied | Answer) -> None:
+def answer(client: Downstream, req: Request, outcome: Denied | Answer, policy: object) -> None:
+    """Send what `policy` answered instead of the route; a refusal is recorded on the
+    request for the observers (which policy, and why)."""
     if isinstance(outcome, Denied):
+        req.refused_by = type(policy).__name__
+        req.refusal = outcome.detail or REASONS.get(outcome.status, "")
         client.problem(req, outcome.status, outcome.detail, headers=outcome.headers)
     else:
         client.respond(req, outcome.status, outcome.body, outcome.content_type, outcome.headers)
@@ -77,7 +80,7 @@ def answer(client: Any, req: Request, outcome: Denied | Answer) -> None:
 class _Pending:
     """The rest of a chain, waiting on an asynchronous policy."""
 
-    def __init__(self, chain: PolicyHandler, client: Any, req: Request, index: int) -> None:
+    def __init__(self, chain: PolicyHandler, client: Downstream, req: Request, index: int) -> None:
         self.chain = chain
         self.client = client
         self.req = req
@@ -88,8 +91,15 @@ class _Pending:
         req = self.req
         if req.has_body and req.body_buffer is None and not req.body_done:
             req.body_buffer = []  # keep what arrives while the policy waits
-        self.client.producer = self  # told `client_gone` if the client leaves
+        self.client.set_producer(self)  # told `client_gone` if the client leaves
         self.task = asyncio.get_running_loop().create_task(self._run())
+
+    # a Producer: nothing to pause (no answer yet), cancelled if the client leaves
+    def pause_producing(self) -> None:
+        pass
+
+    def resume_producing(self) -> None:
+        pass
 
     def client_gone(self) -> None:
         if self.task is not None:
@@ -110,7 +120,7 @@ class _Pending:
                     outcome = policy.on_request(req)
                 if outcome is not None:
                     self._finish()
-                    answer(client, req, outcome)
+                    answer(client, req, outcome, policy)
                     return
         except asyncio.CancelledError:
             return
@@ -121,7 +131,7 @@ class _Pending:
                 client.problem(req, 500)
             return
         self._finish()
-        if client.transport is None or client.closing:
+        if not client.open:
             return
         try:
             self.chain.inner.handle(client, req)
@@ -133,5 +143,5 @@ class _Pending:
     def _finish(self) -> None:
         self.task = None
         if self.client.producer is self:
-            self.client.producer = None
-        self.client.resume_reading(_PAUSE_BUFFER)
+            self.client.set_producer(None)
+        self.client.resume_reading(Pause.BUFFER)

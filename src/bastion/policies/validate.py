@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
     from bastion.config.policy_body import Validation
     from bastion.config.sites import Route
+    from bastion.http.downstream import Downstream
     from bastion.http.request import Request
     from bastion.plan.context import BuildContext, RouteSpec
 
@@ -81,7 +82,8 @@ class BodyPolicy:
         self.retry: asyncio.Future[OperationTable] | None = None
         self.next_try = 0.0
 
-    async def on_request(self, req: Request, client: Any = None) -> Outcome:
+    async def on_request(self, req: Request, client: Downstream | None = None) -> Outcome:
+        assert client is not None  # the chain passes it to a policy that reads_body
         max_body = self.max_body
         if max_body and req.content_length is not None and req.content_length > max_body:
             return Denied(413, _TOO_LARGE.format(max_body))
@@ -126,7 +128,7 @@ class BodyPolicy:
         log.info("the OpenAPI document is available: requests are validated")
 
     # ------------------------------------------------------------------ JSON Schema
-    async def _plain(self, req: Request, client: Any) -> Outcome:
+    async def _plain(self, req: Request, client: Downstream) -> Outcome:
         if not req.has_body:
             if req.method in ("POST", "PUT", "PATCH"):
                 return self._invalid(req, [{"detail": "A JSON body is required.", "pointer": "#"}])
@@ -135,7 +137,7 @@ class BodyPolicy:
             return Denied(415, "The request body must be JSON (Content-Type application/json).")
         return await self._check_body(req, client, self.plain)
 
-    async def _check_body(self, req: Request, client: Any, validator: Any) -> Outcome:
+    async def _check_body(self, req: Request, client: Downstream, validator: Any) -> Outcome:
         body = await read_body(client, req, self.read_limit)
         # (a body that had fully arrived before the read is returned whole: measure it too)
         if isinstance(body, Denied) or len(body) > self.read_limit:
@@ -156,7 +158,7 @@ class BodyPolicy:
         return self._invalid(req, errors) if errors else None
 
     # ------------------------------------------------------------------ OpenAPI
-    async def _operation(self, req: Request, client: Any) -> Outcome:
+    async def _operation(self, req: Request, client: Downstream) -> Outcome:
         assert self.table is not None
         path = req.path  # canonical: what the backend receives
         base = self.base_path

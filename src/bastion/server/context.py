@@ -1,36 +1,28 @@
-"""Per-worker state shared by every connection: the current plan, the clock-driven
-Date header, request ids and the set of open connections (for draining)."""
+"""The worker's side of the protocols' context: the current plan, the clock-driven
+Date header, the heap trimmer and the access log as the first request observer."""
 
 from __future__ import annotations
 
 import asyncio
-import os
-from collections.abc import Callable
 from email.utils import formatdate
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from bastion.http.context import Observer, ServerContext
 from bastion.server.memory import HeapTrimmer
 
 if TYPE_CHECKING:
-    from bastion.http1.server import HTTP1Connection
-    from bastion.http2.connection import HTTP2Connection
     from bastion.observe.accesslog import AccessLog
     from bastion.plan import Plan
 
 
-class WorkerContext:
+class WorkerContext(ServerContext):
+    plan: Plan
+
     def __init__(self, loop: asyncio.AbstractEventLoop, plan: Plan) -> None:
-        self.loop = loop
-        self.plan = plan
-        self.connections: set[HTTP1Connection | HTTP2Connection] = set()
-        self.http2_connections: set[HTTP2Connection] = set()
-        # set when HTTPS listeners exist: takes over a TLS connection that chose h2
-        self.start_http2: Callable[[Any], None] | None = None
+        super().__init__(loop, plan)
         self.access_log: AccessLog | None = None
-        self.draining = False
-        self._id_prefix = os.urandom(6).hex()
-        self._id_counter = 0
-        self.date_header = b""
+        # observers after the access log (metrics, stats)
+        self.extra_observers: tuple[Observer, ...] = ()
         self._date_handle: asyncio.TimerHandle | None = None
         self.heap = HeapTrimmer()
         self._tick()
@@ -42,10 +34,19 @@ class WorkerContext:
         self.heap.observe(len(self.connections))
         self._date_handle = self.loop.call_later(1.0, self._tick)
 
-    def next_request_id(self) -> str:
-        self._id_counter += 1
-        # a random per-process prefix and a counter: unique, and cheap to make
-        return self._id_prefix + hex(self._id_counter)[2:]
+    def set_access_log(self, access_log: AccessLog | None) -> None:
+        """The access log in force (None: off), the first of the request observers."""
+        self.access_log = access_log
+        self._set_observers()
+
+    def add_observer(self, observer: Observer) -> None:
+        """Another observer of finished requests, called after the access log."""
+        self.extra_observers += (observer,)
+        self._set_observers()
+
+    def _set_observers(self) -> None:
+        first = () if self.access_log is None else (self.access_log.write,)
+        self.observers = first + self.extra_observers
 
     def close(self) -> None:
         if self._date_handle is not None:

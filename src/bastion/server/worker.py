@@ -262,15 +262,17 @@ class Worker:
         assert self.ctx is not None
         if self.ctx.access_log is not None:
             self.ctx.access_log.close()
-            self.ctx.access_log = None
+            self.ctx.set_access_log(None)
         settings = config.access_log
         if settings.format != "off":
-            self.ctx.access_log = AccessLog(
-                self.ctx.loop,
-                settings.format,
-                settings.path,
-                _key_query_params(config),
-                plan.trusted,
+            self.ctx.set_access_log(
+                AccessLog(
+                    self.ctx.loop,
+                    settings.format,
+                    settings.path,
+                    _key_query_params(config),
+                    plan.trusted,
+                )
             )
 
     # --------------------------------------------------------------- shutdown

@@ -1,0 +1,163 @@
+"""What a wire protocol needs from the worker it runs in, named without the worker.
+
+A protocol (`bastion.http1`, `bastion.http2`) reads its limits and timeouts from a
+`Router` (the compiled plan in force), asks it for a request's route, and reports to
+a `ServerContext`: the worker's connection registry, request ids, the `Date` line
+and the request-finish hook. `bastion.server.context.WorkerContext` is the worker's
+subclass; tests may use this class as it is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from bastion.http.downstream import Downstream
+    from bastion.http.request import Request
+
+
+class Handler(Protocol):
+    """What answers a routed request (the proxy, a fixed answer, a policy chain…)."""
+
+    def handle(self, client: Downstream, req: Request) -> None: ...
+
+
+class Route(Protocol):
+    """A route as dispatch sees it."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def extra_head(self) -> bytes:
+        """Header lines added to every answer of the route (HSTS)."""
+        ...
+
+    @property
+    def handler(self) -> Handler: ...
+
+
+class Limits(Protocol):
+    @property
+    def max_header_bytes(self) -> int: ...
+
+    @property
+    def max_uri_bytes(self) -> int: ...
+
+    @property
+    def max_body_bytes(self) -> int: ...
+
+    @property
+    def max_connections(self) -> int: ...
+
+
+class Timeouts(Protocol):
+    @property
+    def header(self) -> float: ...
+
+    @property
+    def body(self) -> float: ...
+
+    @property
+    def keepalive(self) -> float: ...
+
+    @property
+    def send(self) -> float: ...
+
+
+class HTTP2Settings(Protocol):
+    @property
+    def max_concurrent_streams(self) -> int: ...
+
+    @property
+    def max_requests(self) -> int: ...
+
+    @property
+    def initial_window(self) -> int: ...
+
+    @property
+    def max_resets(self) -> int: ...
+
+    @property
+    def max_uploads(self) -> int: ...
+
+
+class Router(Protocol):
+    """The compiled plan, as protocols see it: copied into a connection when it opens."""
+
+    @property
+    def limits(self) -> Limits: ...
+
+    @property
+    def timeouts(self) -> Timeouts: ...
+
+    @property
+    def http2(self) -> HTTP2Settings: ...
+
+    def route(self, req: Request, secure: bool) -> tuple[Route | None, int, bytes]:
+        """The route of `req`, or (None, 404 or 405, the Allow value)."""
+        ...
+
+    def is_trusted(self, ip: str) -> bool:
+        """`ip` is one of the trusted proxies (its X-Request-Id is kept)."""
+        ...
+
+
+class Connection(Protocol):
+    """An open client connection, as the worker's registry sees it (draining)."""
+
+    def close_idle(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+
+class GoingAway(Connection, Protocol):
+    """An HTTP/2 connection: told to send GOAWAY when the plan changes."""
+
+    def goaway(self) -> None: ...
+
+
+# Called once per finished request (answered, cut short or abandoned by its client)
+# with the loop's time: the access log, metrics. Runs on the request path: it may bump
+# counters and queue a line, and leaves anything slower to later.
+Observer = Callable[["Request", float], None]
+
+
+class ServerContext:
+    """Per-worker state the protocols share: the plan in force, open connections, the
+    `Date` line, request ids, and the observers told of each finished request."""
+
+    # set when HTTPS listeners exist: takes over a TLS connection whose ALPN chose h2
+    start_http2: Callable[[asyncio.BaseTransport], None] | None = None
+    draining = False
+    # the current `Date: …\r\n` line; the worker refreshes it once a second
+    date_header = b""
+    # bound methods called by `finish`, in order; empty: finishing a request costs a
+    # loop over an empty tuple
+    observers: tuple[Observer, ...] = ()
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, plan: Router) -> None:
+        self.loop = loop
+        self.plan = plan
+        self.connections: set[Connection] = set()
+        self.http2_connections: set[GoingAway] = set()
+        self._id_prefix = os.urandom(6).hex()
+        self._id_counter = 0
+
+    def next_request_id(self) -> str:
+        self._id_counter += 1
+        # a random per-process prefix and a counter: unique, and cheap to make
+        return self._id_prefix + hex(self._id_counter)[2:]
+
+    def finish(self, req: Request) -> None:
+        """The request-finish hook: every protocol calls it once per dispatched request
+        (and for error answers to requests that never were), after its last byte was
+        handed to the transport or once the client left."""
+        observers = self.observers
+        if observers:
+            now = self.loop.time()
+            for observer in observers:
+                observer(req, now)

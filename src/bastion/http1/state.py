@@ -1,0 +1,117 @@
+"""The state of one HTTP/1.1 client connection, shared by the parts of its protocol.
+
+`HTTP1Connection` (server.py) is assembled from three parts that each see this
+state: head parsing (head.py, the httptools callbacks), response writing
+(response.py) and closing paths with their timers (closing.py). Per-connection
+state starts from the class-level defaults below, so opening a connection assigns
+only what differs (new connections per second count too).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import TYPE_CHECKING
+
+from bastion.http.downstream import Pause
+
+if TYPE_CHECKING:
+    import httptools
+
+    from bastion.http.context import ServerContext
+    from bastion.http.downstream import Producer, Tunnel
+    from bastion.http.request import Request
+
+# Timer kinds: what the connection is waiting for from the client.
+T_NONE, T_HEAD, T_BODY, T_IDLE, T_LINGER = range(5)
+
+# The reasons to stop reading as plain ints: the connection combines them on every
+# request, and the enum's own operators cost a microsecond each.
+QUEUE = int(Pause.QUEUE)  # pipelined requests wait for the current response
+UPSTREAM = int(Pause.UPSTREAM)  # the upstream cannot take more request body yet
+BUFFER = int(Pause.BUFFER)  # a handler is not ready for the body yet
+
+LINGER_SECONDS = 2.0
+MAX_BUFFERED_BODY = 256 * 1024
+
+
+class ParseReject(Exception):
+    """The client sent something we refuse: answered with `status`, then closed."""
+
+    def __init__(self, status: int, detail: str | None = None) -> None:
+        super().__init__(status, detail)
+        self.status = status
+        self.detail = detail
+        self.head = False  # it answers a HEAD request whose head did not complete
+
+
+class ConnectionState:
+    transport: asyncio.Transport | None = None
+    client_ip = ""
+    # parsing state of the request being received
+    req: Request | None = None  # being parsed
+    url_bytes = 0
+    # the last Host value seen on this connection and its parsed form: clients
+    # send the same one on every request, so it is validated once
+    last_host_value = b""
+    last_host = ""
+    head_bytes = 0
+    head_raw = 0
+    in_head = False
+    client_eof = False
+    reject: ParseReject | None = None
+    active: Request | None = None  # the request being answered (first in the queue)
+    # response state
+    resp_started = False
+    resp_chunked = False
+    resp_keep_alive = True  # this connection's own: handlers call close_after_response
+    producer: Producer | None = None  # paused/resumed with the client's write buffer
+    write_paused = False
+    read_paused = 0  # the Pause reasons that hold, as an int
+    upgraded = False
+    tunnel: Tunnel | None = None
+    closing = False
+    lingering = False
+    # While an upstream chunk is being parsed, response bytes collect here and
+    # leave in one write: head, body and terminator usually share a packet.
+    corked: list[bytes] | None = None
+    # one lazily re-armed timer (aiohttp's trick: re-arm only when it fires early)
+    timer_kind = T_NONE
+    timer_deadline = 0.0
+    timer_handle: asyncio.TimerHandle | None = None
+    timer_at = 0.0  # when timer_handle fires
+
+    # set once per connection (HTTP1Connection.__init__)
+    ctx: ServerContext
+    scheme: bytes
+    secure: bool
+    parser: httptools.HttpRequestParser
+    max_header_bytes: int
+    max_uri_bytes: int
+    max_body_bytes: int
+    header_timeout: float
+    body_timeout: float
+    idle_timeout: float
+    send_timeout: float
+    url_parts: list[bytes]
+    # requests parsed and waiting; the first one is the active one once dispatched
+    queue: deque[Request]
+
+    if TYPE_CHECKING:
+        # what each part calls in the others
+        def _pause(self, bits: int) -> None: ...
+        def _resume(self, bits: int) -> None: ...
+        def _dispatch_next(self) -> None: ...
+        def _set_timer(self, kind: int, seconds: float) -> None: ...
+        def _clear_timer(self) -> None: ...
+        def _send_reject(self, failed: Request | None = None) -> None: ...
+        def _fail_active(self, req: Request) -> None: ...
+        def _cancel_handler(self, req: Request) -> None: ...
+        def _linger_close(self) -> None: ...
+        def _write(self, data: bytes) -> None: ...
+        def uncork(self) -> None: ...
+        def abort(self) -> None: ...
+        def end_response(self) -> None: ...
+        def problem(
+            self, req: Request, status: int, detail: str | None = None, headers: bytes = b""
+        ) -> None: ...

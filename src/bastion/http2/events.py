@@ -1,0 +1,169 @@
+"""HTTP/2 frames in: h2's events applied to the connection's streams.
+
+Requests of one received chunk are dispatched only after the whole chunk is
+processed, so a stream reset in the same read never reaches a backend (rapid reset);
+past `http2.max_resets` early cancellations in 10 seconds the connection is closed
+with GOAWAY(ENHANCE_YOUR_CALM). Floods of header blocks and control frames close it
+too (guard.py).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from h2.errors import ErrorCodes
+from h2.events import (
+    ConnectionTerminated,
+    DataReceived,
+    RemoteSettingsChanged,
+    RequestReceived,
+    StreamEnded,
+    StreamReset,
+    TrailersReceived,
+    WindowUpdated,
+)
+from h2.exceptions import ProtocolError
+
+from bastion.http2.headers import Malformed, check_trailers
+from bastion.http2.state import ConnectionState
+from bastion.http2.stream import Stream
+
+log = logging.getLogger("bastion.http2")
+
+RESET_WINDOW = 10.0  # seconds over which early cancellations are counted
+# PING, SETTINGS, PRIORITY and empty DATA frames allowed per RESET_WINDOW: browsers
+# send a handful per connection, a flood sends them by the thousand
+_MAX_CONTROL = 1000
+
+
+class FrameEvents(ConnectionState):
+    """The input side of `HTTP2Connection`."""
+
+    # --------------------------------------------------------------- input
+    def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return
+        guard = self.guard
+        if not guard.feed(data):
+            log.warning("http2: header block flood from %s: closing", self.client_ip)
+            self.fail(ErrorCodes.ENHANCE_YOUR_CALM)
+            return
+        if guard.control > _MAX_CONTROL:
+            log.warning("http2: control frame flood from %s: closing", self.client_ip)
+            self.fail(ErrorCodes.ENHANCE_YOUR_CALM)
+            return
+        try:
+            events = self.h2.receive_data(data)
+        except ProtocolError as exc:
+            code = getattr(exc, "error_code", ErrorCodes.PROTOCOL_ERROR)
+            log.info("http2: protocol error from %s: %s", self.client_ip, exc)
+            self.fail(code)
+            return
+        now = self.ctx.loop.time()
+        if guard.in_block:
+            if not self.block_since:
+                self.block_since = now
+        elif self.preface_seen:
+            self.block_since = 0.0
+        try:
+            self._handle_events(events, now)
+        except Exception:
+            # a bug must cost this connection at most, never the worker
+            log.exception("http2: failed handling frames from %s", self.client_ip)
+            self.fail(ErrorCodes.INTERNAL_ERROR)
+
+    def _handle_events(self, events: list[Any], now: float) -> None:
+        guard = self.guard
+        new: list[Stream] = []
+        for event in events:
+            if isinstance(event, DataReceived):
+                stream = self.streams.get(event.stream_id)
+                if stream is None:
+                    self.ack(event.stream_id, event.flow_controlled_length)
+                else:
+                    if stream.body_at:
+                        stream.body_at = now
+                    stream.on_data(event.data, event.flow_controlled_length)
+            elif isinstance(event, RequestReceived):
+                stream = self._open(event, now)
+                if stream is not None:
+                    new.append(stream)
+            elif isinstance(event, StreamEnded):
+                stream = self.streams.get(event.stream_id)
+                if stream is not None:
+                    stream.on_end()
+            elif isinstance(event, TrailersReceived):
+                stream = self.streams.get(event.stream_id)
+                if stream is not None:
+                    self._on_trailers(stream, event.headers or [], now)
+            elif isinstance(event, WindowUpdated):
+                if event.stream_id == 0:
+                    for stream in list(self.streams.values()):
+                        if stream.pending:
+                            self._move(stream)
+                else:
+                    stream = self.streams.get(event.stream_id)
+                    if stream is not None and stream.pending:
+                        self._move(stream)
+            elif isinstance(event, StreamReset):
+                self._on_client_reset(event.stream_id, now)
+            elif isinstance(event, RemoteSettingsChanged):
+                if not self.preface_seen:
+                    self.preface_seen = True
+                    self.block_since = now if guard.in_block else 0.0
+                for stream in list(self.streams.values()):
+                    if stream.pending:
+                        self._move(stream)
+            elif isinstance(event, ConnectionTerminated):
+                # the client is leaving: what it still waits for cannot be sent
+                self.close()
+                return
+            if self.closing:
+                return
+        for stream in new:
+            if not stream.closed and not stream.answered:
+                self.uploads.start(stream, now)
+                if stream.waiting and stream.unacked:
+                    # body bytes that came with its HEADERS, before it had to wait
+                    self.hold_waiting(stream, stream.unacked)
+        if self.uploads.waiting:
+            self.uploads.admit()
+        self.flush_soon()
+
+    def _on_trailers(self, stream: Stream, fields: list[Any], now: float) -> None:
+        """Request trailers are checked like the head (and then dropped): malformed
+        ones reset the stream before its body ends, so the upstream never sees the
+        request complete."""
+        try:
+            check_trailers(fields)
+        except Malformed as exc:
+            log.info("http2: malformed trailers from %s: %s", self.client_ip, exc)
+            if stream.req.status == 0:
+                stream.req.status = 400  # for the access log of a dispatched request
+            stream.on_reset()
+            stream.closed = True
+            self._reset(stream.sid, ErrorCodes.PROTOCOL_ERROR)
+            self._forget(stream)
+            self._count_early_reset(now)
+
+    def _on_client_reset(self, sid: int, now: float) -> None:
+        stream = self.streams.pop(sid, None)
+        if stream is None:
+            return
+        early = not stream.answered
+        stream.on_reset()
+        self._stream_gone()
+        if early:
+            # a stream cancelled before its answer: the rapid reset pattern when
+            # it repeats (CVE-2023-44487); the backend work was cancelled above
+            self._count_early_reset(now)
+
+    def _count_early_reset(self, now: float) -> None:
+        if now - self.reset_window_start > RESET_WINDOW:
+            self.reset_window_start = now
+            self.resets = 0
+        self.resets += 1
+        if self.resets > self.max_resets:
+            log.warning("http2: rapid reset from %s: closing", self.client_ip)
+            self.fail(ErrorCodes.ENHANCE_YOUR_CALM)

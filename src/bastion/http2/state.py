@@ -1,0 +1,74 @@
+"""The state of one HTTP/2 connection, shared by the parts of its protocol.
+
+`HTTP2Connection` (connection.py: set-up, stream admission, closing, the tick) is
+assembled with the frame event handling of events.py and the output side of
+output.py (frames coalesced and written once per loop iteration).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from h2.connection import H2Connection
+    from h2.errors import ErrorCodes
+    from h2.events import RequestReceived
+
+    from bastion.http.context import ServerContext
+    from bastion.http2.guard import FrameGuard
+    from bastion.http2.stream import Stream
+    from bastion.http2.uploads import Uploads
+
+
+class ConnectionState:
+    # class-level defaults: a new connection assigns only what differs
+    transport: Any = None
+    closing = False
+    write_paused = False
+    goaway_sent = False
+    last_sid = 0
+    flush_scheduled = False
+    requests = 0
+    resets = 0
+    reset_window_start = 0.0
+    preface_seen = False
+    block_since = 0.0
+    control_since = 0.0
+    timer: asyncio.TimerHandle | None = None
+
+    # set once per connection (HTTP2Connection.__init__)
+    ctx: ServerContext
+    h2: H2Connection
+    guard: FrameGuard
+    uploads: Uploads
+    client_ip: str
+    streams: dict[int, Stream]
+    # streams with response bytes to move into DATA frames at the next flush
+    ready: list[Stream]
+    max_header_bytes: int
+    max_uri_bytes: int
+    max_body_bytes: int
+    header_timeout: float
+    idle_timeout: float
+    send_timeout: float
+    connection_window: int
+    max_requests: int
+    max_resets: int
+    idle_since: float
+
+    if TYPE_CHECKING:
+        # what each part calls in the others
+        def _open(self, event: RequestReceived, now: float) -> Stream | None: ...
+        def hold_waiting(self, stream: Stream, size: int) -> None: ...
+        def _count_early_reset(self, now: float) -> None: ...
+        def _reset(self, sid: int, code: ErrorCodes) -> None: ...
+        def _move(self, stream: Stream) -> None: ...
+        def _forget(self, stream: Stream) -> None: ...
+        def _stream_gone(self) -> None: ...
+        def ack(self, sid: int, size: int) -> None: ...
+        def flush_soon(self) -> None: ...
+        def flush(self) -> None: ...
+        def goaway(self, last_sid: int | None = None) -> None: ...
+        def fail(self, code: int) -> None: ...
+        def close(self, owing_nothing: bool = False) -> None: ...
