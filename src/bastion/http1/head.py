@@ -70,7 +70,8 @@ class HeadParser(ConnectionState):
     def on_message_begin(self) -> None:
         self.in_head = True
         self.head_bytes = 0
-        self.head_raw = 0
+        # bytes of this read before the head began belong to earlier requests
+        self.head_raw = -self.chunk_used
         self.url_bytes = 0
         self.url_parts = []
         self.req = None
@@ -147,6 +148,7 @@ class HeadParser(ConnectionState):
 
     def on_headers_complete(self) -> None:
         self.in_head = False
+        self.chunk_used += self.url_bytes + self.head_bytes
         req = self.req
         if req is None:
             req = self.req = Request()
@@ -229,6 +231,7 @@ class HeadParser(ConnectionState):
     def on_body(self, body: bytes) -> None:
         req = self.queue[-1]
         req.body_bytes += len(body)
+        self.chunk_used += len(body)
         if self.max_body_bytes and req.body_bytes > self.max_body_bytes:
             raise ParseReject(413)
         sink = req.sink

@@ -156,6 +156,7 @@ class HTTP1Connection(HeadParser, ResponseWriter, Closing, asyncio.Protocol):
                 if len(active.upgrade_data) > MAX_BUFFERED_BODY:
                     self._pause(BUFFER)
             return
+        self.chunk_used = 0
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:

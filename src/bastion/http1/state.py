@@ -57,6 +57,9 @@ class ConnectionState:
     last_host = ""
     head_bytes = 0
     head_raw = 0
+    # bytes of the read being parsed that earlier requests' heads and bodies took: a head
+    # that begins inside a read is charged only for the rest of it
+    chunk_used = 0
     in_head = False
     client_eof = False
     reject: ParseReject | None = None
