@@ -1,11 +1,11 @@
-"""The canonical request path (bastion.http1.target): what is routed, forwarded and cached."""
+"""The canonical request path (bastion.http.target): what is routed, forwarded and cached."""
 
 from __future__ import annotations
 
 import pytest
 
 from bastion.http.request import Request
-from bastion.http1.target import (
+from bastion.http.target import (
     FRAGMENT,
     canonical_path,
     has_encoded_slash,

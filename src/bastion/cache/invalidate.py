@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 from urllib.parse import urljoin, urlsplit
 
-from bastion.http1.target import canonical_path
+from bastion.http.target import canonical_path
 
 if TYPE_CHECKING:
     from bastion.cache.handler import CachingHandler

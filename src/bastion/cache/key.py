@@ -2,7 +2,7 @@
 Host field as forwarded, then the request's values of the response's Vary fields for
 the variant.
 
-The path is the request's canonical path (`bastion.http1.target`): the one the route
+The path is the request's canonical path (`bastion.http.target`): the one the route
 matched and the backend received, so a spelling that the backend reads differently
 ("/api//time", "/api/%2e/time") is never stored under another path's key. The Host
 enters as the client sent it and the gateway forwards it (port included): a backend

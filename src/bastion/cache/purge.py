@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from bastion.cache.key import normalise_query, url_of
-from bastion.http1.target import canonical_path
+from bastion.http.target import canonical_path
 
 if TYPE_CHECKING:
     from bastion.state.broadcast import Broadcast, Message, Subscription

@@ -12,7 +12,7 @@ from typing import Literal
 
 from bastion.config.addresses import parse_hostname
 from bastion.config.show import show
-from bastion.http1.target import canonical_path
+from bastion.http.target import canonical_path
 
 __all__ = [
     "LOCAL_SUFFIXES",

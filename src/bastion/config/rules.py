@@ -23,7 +23,7 @@ from bastion.config.matching import (
     uses_acme,
 )
 from bastion.config.show import show
-from bastion.http1.target import has_path_parameter
+from bastion.http.target import has_path_parameter
 
 __all__ = ["ACTIONS", "config_rules", "route_rules", "site_rules", "validate_with_rules"]
 

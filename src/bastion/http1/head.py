@@ -11,6 +11,7 @@ from __future__ import annotations
 import httptools
 
 from bastion.http.request import REFUSED_METHODS, Request
+from bastion.http.target import FRAGMENT, SEEN_CANONICAL, set_origin_target
 from bastion.http1.state import (
     BUFFER,
     MAX_BUFFERED_BODY,
@@ -19,7 +20,6 @@ from bastion.http1.state import (
     ConnectionState,
     ParseReject,
 )
-from bastion.http1.target import FRAGMENT, SEEN_CANONICAL, set_origin_target
 from bastion.routing import parse_host
 
 _SPECIAL = frozenset(

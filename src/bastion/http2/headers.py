@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 
 from bastion.http.request import REFUSED_METHODS, Request
-from bastion.http1.target import set_origin_target
+from bastion.http.target import set_origin_target
 from bastion.routing import parse_host
 
 # Response fields that mean something only to an HTTP/1.1 connection (RFC 9113 §8.2.2),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from bastion.http1.target import has_encoded_slash, has_path_parameter
+from bastion.http.target import has_encoded_slash, has_path_parameter
 
 if TYPE_CHECKING:
     from bastion.http.request import Request
