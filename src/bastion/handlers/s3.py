@@ -23,8 +23,8 @@ from bastion.proxy.pool import DEFAULT_HEAD_BYTES, DEFAULT_HEAD_FIELDS
 if TYPE_CHECKING:
     from bastion.balance.balancer import Balancer
     from bastion.config.models import S3
+    from bastion.http.downstream import Downstream
     from bastion.http.request import Request
-    from bastion.http1.server import HTTP1Connection
     from bastion.proxy.pool import Pool
 
 __all__ = ["S3Handler", "s3_endpoint"]
@@ -141,7 +141,7 @@ class S3Handler:
     def pick(self) -> Pool:
         return self.pool
 
-    def handle(self, client: HTTP1Connection, req: Request) -> None:
+    def handle(self, client: Downstream, req: Request) -> None:
         if req.method not in ("GET", "HEAD"):
             client.problem(req, 405, headers=b"Allow: GET, HEAD\r\n")
             return
@@ -159,7 +159,7 @@ class S3Handler:
             key += self.index
         self.fetch(client, req, self.prefix + key, forward=True)
 
-    def fetch(self, client: HTTP1Connection, req: Request, key: str, forward: bool) -> None:
+    def fetch(self, client: Downstream, req: Request, key: str, forward: bool) -> None:
         """Ask for `key`; `forward` passes the client's range and conditional fields (not for
         the not_found object, whose 404 must not turn into a 304 or a 206)."""
         path = encode_key_path(self.base + "/" + key)
@@ -181,7 +181,7 @@ class S3Exchange(Exchange):
     def __init__(
         self,
         handler: S3Handler,
-        client: HTTP1Connection,
+        client: Downstream,
         req: Request,
         key: str,
         is_not_found: bool,

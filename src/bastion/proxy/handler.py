@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from bastion.balance.balancer import Balancer, RetryBudget
 from bastion.http.request import Request
@@ -12,7 +12,8 @@ from bastion.proxy.headers import build_request_head, upgrade_to_forward
 
 if TYPE_CHECKING:
     from bastion.config.models import Proxy
-    from bastion.http1.server import HTTP1Connection
+    from bastion.http.downstream import Downstream
+    from bastion.proxy.base import ResponseRecorder
 
 
 class ProxyHandler:
@@ -82,7 +83,9 @@ class ProxyHandler:
                     "SameSite=Lax\r\n"
                 ).encode()
 
-    def handle(self, client: HTTP1Connection, req: Request, recorder: Any = None) -> None:
+    def handle(
+        self, client: Downstream, req: Request, recorder: ResponseRecorder | None = None
+    ) -> None:
         target = req.target  # the canonical path (what was routed) and the query
         strip = self.strip
         if strip is not None:
