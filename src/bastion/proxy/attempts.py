@@ -2,8 +2,8 @@
 connection, and the rules for trying again.
 
 A request holds one connection slot of the endpoint it is sent to (`max_connections`
-counts them, waiters queue for them) from `_acquire` until `_release`: those two are
-the only places a slot is taken or given back. A connection that fails before anything
+counts them, waiters queue for them) from `_begin` until `_release`: those two are the
+only places a slot is taken or given back. A connection that fails before anything
 reached the backend is retried elsewhere for any request; once the request may have
 reached it, only an idempotent request without a body is tried again, within the pool's
 attempts and retry budget.
@@ -19,7 +19,7 @@ from bastion.proxy.base import ExchangeBase
 
 if TYPE_CHECKING:
     from bastion.balance.balancer import Member
-    from bastion.proxy.pool import Pool, UpstreamConnection
+    from bastion.proxy.pool import Pool
 
 log = logging.getLogger("bastion.proxy")
 
@@ -41,21 +41,16 @@ class Attempts(ExchangeBase):
             log.warning("upstream %s: at max_connections, request refused", ep.label)
             self._fail(503, _AT_LIMIT, b"Retry-After: 1\r\n")
             return
-        conn = self._acquire(member)
-        if conn is not None:
-            self._send(conn)
-        else:
-            self.task = self.loop.create_task(self._connect(ep.pool))
-
-    def _acquire(self, member: Member) -> UpstreamConnection | None:
-        """Take a connection slot of `member` (the caller checked the limit): its pool
-        becomes the exchange's; returns an idle pooled connection, if there is one."""
+        # the slot is taken, and the endpoint's pool becomes the exchange's
         self.member = member
-        ep = member.ep
         ep.inflight += 1
         ep.requests += 1
         pool = self.pool = ep.pool
-        return pool.acquire()
+        conn = pool.acquire()
+        if conn is not None:
+            self._send(conn)
+        else:
+            self.task = self.loop.create_task(self._connect(pool))
 
     def _release(self) -> None:
         """Give back the connection slot the request holds, if any (a request waiting
@@ -102,42 +97,36 @@ class Attempts(ExchangeBase):
             self.handler.balancer.failed(member, self.loop.time())
 
     async def _connect(self, pool: Pool) -> None:
+        """A new connection to `pool`; if it fails, the request goes to another endpoint
+        (a pooled connection of it, or a new one in a task of its own)."""
         handler = self.handler
-        while True:
-            self.attempts += 1
-            try:
-                conn = await asyncio.wait_for(pool.connect(), handler.connect_timeout)
-            except (TimeoutError, OSError) as exc:
+        self.attempts += 1
+        try:
+            conn = await asyncio.wait_for(pool.connect(), handler.connect_timeout)
+        except (TimeoutError, OSError) as exc:
+            if isinstance(exc, TimeoutError):
+                log.warning("upstream %s: connect timed out", pool.label)
+            else:
+                log.warning("upstream %s: connect failed: %s", pool.label, exc.strerror or exc)
+            if self.done:
+                return
+            self.task = None
+            self._failed_here()
+            # Nothing reached the backend: any request may go elsewhere, but not to wait
+            # for a connection slot there.
+            member = self._next_member()
+            if member is None or (
+                handler.max_connections and member.ep.inflight >= handler.max_connections
+            ):
                 if isinstance(exc, TimeoutError):
-                    log.warning("upstream %s: connect timed out", pool.label)
+                    self._fail(504, "The upstream server did not accept the connection in time.")
                 else:
-                    log.warning("upstream %s: connect failed: %s", pool.label, exc.strerror or exc)
-                if self.done:
-                    return
-                self._failed_here()
-                # Nothing reached the backend: any request may go elsewhere.
-                member = self._next_member()
-                if member is None or (
-                    handler.max_connections and member.ep.inflight >= handler.max_connections
-                ):
-                    self.task = None
-                    if isinstance(exc, TimeoutError):
-                        self._fail(
-                            504, "The upstream server did not accept the connection in time."
-                        )
-                    else:
-                        self._fail(502, "The upstream server refused the connection.")
-                    return
-                idle = self._acquire(member)
-                pool = member.ep.pool
-                if handler.sticky_cookie is not None:
-                    self.set_cookie = member.cookie
-                if idle is not None:
-                    self.task = None
-                    self._send(idle)
-                    return
-                continue
-            break
+                    self._fail(502, "The upstream server refused the connection.")
+                return
+            if handler.sticky_cookie is not None:
+                self.set_cookie = member.cookie
+            self._begin(member)
+            return
         self.task = None
         if self.done:
             pool.release(conn)

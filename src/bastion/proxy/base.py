@@ -68,7 +68,7 @@ class ExchangeBase:
         self.handler = handler
         self.client = client
         self.req = req
-        self.loop = client.loop
+        self.loop = handler.loop
 
     if TYPE_CHECKING:
         # written in the other parts; named here for the parts that call them

@@ -46,7 +46,8 @@ class Exchange(Attempts, TunnelEnd):
             # Keep what arrives while the upstream connection opens: the client
             # protocol drops body bytes of a dispatched request that has no buffer.
             req.body_buffer = []
-        client.send_continue(req)
+        if req.expect_continue:  # (the contract's method checks it too: no call per request)
+            client.send_continue(req)
         handler = self.handler
         balancer = handler.balancer
         member = balancer.only
@@ -253,7 +254,10 @@ class Exchange(Attempts, TunnelEnd):
         if conn is not None:
             if self.request_sent and keep_alive and self.framing != BODY_CLOSE:
                 conn.exchange = None
-                conn.pool.release(conn)
+                if conn.in_feed:  # (what `Pool.release` does then, without the call)
+                    conn.release_after_feed = True
+                else:
+                    conn.pool.release(conn)
             else:
                 conn.close()
         if not req.body_done:
@@ -262,7 +266,7 @@ class Exchange(Attempts, TunnelEnd):
             # Ending the response may dispatch the client's next (pipelined)
             # request at once: let the pool take the connection back first, so
             # that request reuses it instead of opening another one.
-            conn.after_feed = self.end_client
+            conn.after_feed = self
         else:
             self.end_client()
 

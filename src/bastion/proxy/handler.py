@@ -22,6 +22,7 @@ class ProxyHandler:
         "balancer",
         "budget",
         "connect_timeout",
+        "loop",
         "max_connections",
         "max_pending",
         "max_response_header_bytes",
@@ -48,6 +49,8 @@ class ProxyHandler:
         trusted: Callable[[str], bool] | None,
     ) -> None:
         self.balancer = balancer
+        # the worker's loop (the pools'), read by each exchange
+        self.loop = balancer.members[0].ep.pool.loop
         self.strip = strip  # the prefix removed from the path before forwarding
         self.trusted = trusted
         first = balancer.members[0].ep.pool.address

@@ -19,7 +19,6 @@ import contextlib
 import logging
 import socket
 import ssl
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import httptools
@@ -70,9 +69,10 @@ class UpstreamConnection(asyncio.Protocol):
         self.closed = False
         self.in_feed = False
         self.release_after_feed = False
-        # set by an exchange that finished during a feed: called once the feed is
-        # over and the connection is back in the pool (ends the client's response)
-        self.after_feed: Callable[[], None] | None = None
+        # set by an exchange that finished during a feed: its `end_client` is called
+        # once the feed is over and the connection is back in the pool (it ends the
+        # client's response)
+        self.after_feed: Exchange | None = None
         # One timer per connection, re-armed lazily: while busy it watches the
         # exchange's read/send deadline, while idle the pool's idle timeout.
         self.deadline = 0.0
@@ -131,7 +131,7 @@ class UpstreamConnection(asyncio.Protocol):
         after = self.after_feed
         if after is not None:
             self.after_feed = None
-            after()
+            after.end_client()
 
     def eof_received(self) -> bool:
         if self.exchange is not None:
