@@ -32,12 +32,17 @@ __all__ = ["Exchange"]
 
 log = logging.getLogger("bastion.proxy")
 
-_PAUSE_UPSTREAM = Pause.UPSTREAM
+_PAUSE_UPSTREAM = Pause.UPSTREAM  # (an enum member looked up once, not per call)
 
 
 class Exchange(Attempts, TunnelEnd):
+    """One request forwarded to the route's upstream pool and its answer relayed to
+    `client`; `ProxyHandler.handle` makes one and calls `start`."""
+
     # ------------------------------------------------------------------- start
     def start(self, head: bytes) -> None:
+        """Pick an endpoint and send it `head` (the request head for the upstream),
+        then the body as it comes."""
         self.head = head
         client = self.client
         client.set_producer(self)
