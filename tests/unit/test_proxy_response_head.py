@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from bastion.http.request import BODY_CHUNKED, BODY_CLOSE, BODY_LENGTH, BODY_NONE
 from bastion.policies.fields import FieldEdit
+from bastion.proxy.headers import RESPONSE_DROPPED
 from bastion.proxy.response_head import RESPONSE_KINDS, edit_kinds, rewrite_head
 
 Fields = list[tuple[bytes, bytes]]
@@ -237,3 +240,42 @@ def test_edit_table_is_made_once() -> None:
     kinds = edit_kinds(edit)
     assert edit.kinds is kinds
     assert RESPONSE_KINDS[b"Server"] != kinds[b"Server"]  # the shared table is untouched
+
+
+# ------------------------------------------------------------- any upstream head
+
+_NAMES = [
+    b"Connection",
+    b"Keep-Alive",
+    b"Transfer-Encoding",
+    b"Upgrade",
+    b"TE",
+    b"Trailer",
+    b"Proxy-Connection",
+    b"X-Request-ID",
+    b"Content-Length",
+    b"Date",
+    b"Server",
+    b"X-Foo",
+    b"X-Bar",
+    b"Set-Cookie",
+]
+_VALUES = [b"close", b"keep-alive", b"X-Foo", b"x-bar, close", b"chunked", b"5", b"v"]
+_spelled = st.builds(
+    lambda name, how: (name, name.lower(), name.upper())[how],
+    st.sampled_from(_NAMES),
+    st.integers(0, 2),
+)
+
+
+@given(st.lists(st.tuples(_spelled, st.sampled_from(_VALUES)), max_size=10))
+def test_any_head_relays_exactly_the_end_to_end_fields(headers: Fields) -> None:
+    named = {
+        token.strip().lower()
+        for name, value in headers
+        if name.lower() == b"connection"
+        for token in value.split(b",")
+    }
+    dropped = RESPONSE_DROPPED | named
+    expected = [n + b": " + v + b"\r\n" for n, v in headers if n.lower() not in dropped]
+    assert relayed(200, headers) == expected
