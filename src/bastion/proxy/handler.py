@@ -106,7 +106,5 @@ class ProxyHandler:
         head = build_request_head(
             req, target, host_line, host, client.scheme, self.trusted, self.underscores
         )
-        exchange = Exchange(self, client, req)
-        if recorder is not None:
-            exchange.recorder = recorder  # a cache keeping a copy of the response
-        exchange.start(head)
+        # (`recorder`: a cache keeping a copy of the response)
+        Exchange(self, client, req, recorder).start(head)
