@@ -41,6 +41,7 @@ bench-instructions: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench fuzz
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info

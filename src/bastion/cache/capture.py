@@ -20,15 +20,10 @@ if TYPE_CHECKING:
 class CaptureClient:
     producer: Producer | None = None
     resp_started = False
-    # read by proxy/ until it speaks the Downstream contract only
-    resp_keep_alive = True
-    transport = None
-    closing = False
 
     def __init__(self, origin: Downstream, done: Callable[[CaptureClient], None]) -> None:
         # the client whose request this one stands in for: its loop and Date line
         self.origin = origin
-        self.ctx = getattr(origin, "ctx", None)  # read by proxy/ until it asks `loop`
         self.scheme = origin.scheme
         self.done = done
         self.finished = False

@@ -5,8 +5,7 @@ decides which exchanges happen and answers hits itself."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING
 
 from bastion.cache.answer import BYPASS, HIT, MISS, REVALIDATED, STALE, relay, serve
 from bastion.cache.capture import CaptureClient
@@ -38,14 +37,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("bastion.cache")
 
 
-class _Forwarder(Protocol):
-    """The route's proxy handler, as the cache uses it."""
-
-    trusted: Callable[[str], bool] | None
-
-    def handle(self, client: Downstream, req: Request, recorder: Any = None) -> None: ...
-
-
 class CachingHandler:
     __slots__ = (
         "broadcast",
@@ -73,7 +64,7 @@ class CachingHandler:
         broadcast: bool = False,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
-        self.proxy = cast(_Forwarder, proxy)
+        self.proxy = proxy
         self.store = store
         self.rules = rules
         self.key_rules = key_rules

@@ -100,6 +100,7 @@ class S3Handler:
         "bucket",
         "connect_timeout",
         "index",
+        "loop",
         "not_found",
         "pool",
         "pools",
@@ -117,6 +118,7 @@ class S3Handler:
         self.balancer = balancer
         pool = balancer.members[0].ep.pool
         self.pool = pool
+        self.loop = pool.loop
         self.pools = [pool]
         self.bucket = config.bucket
         self.strip = strip

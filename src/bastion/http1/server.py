@@ -33,10 +33,6 @@ if TYPE_CHECKING:
     from bastion.http.context import ServerContext
     from bastion.http.downstream import Downstream
 
-# proxy/exchange.py still imports this name (the enum member: the proxy names Pause)
-PAUSE_UPSTREAM = Pause.UPSTREAM
-
-
 class HTTP1Connection(HeadParser, ResponseWriter, Closing, asyncio.Protocol):
     def __init__(self, ctx: ServerContext, scheme: bytes = b"http") -> None:
         self.ctx = ctx

@@ -9,7 +9,7 @@ HEADERS and DATA frames within the HTTP/2 flow-control windows.
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from bastion.http.dispatch import cancel_handler
 from bastion.http.problem import PROBLEM_TYPE, problem_body
@@ -35,8 +35,6 @@ class Stream:
     producer: Producer | None = None
     producer_paused = False
     resp_started = False
-    # read by proxy/ until it calls close_after_response only; meaningless for one stream
-    resp_keep_alive = True
     answered = False  # end_response/abort done and logged
     ended = False  # the response body is complete (END_STREAM once flushed)
     closed = False  # END_STREAM sent or the stream reset: no more frames
@@ -61,11 +59,6 @@ class Stream:
         self.pending: deque[bytes] = deque()
 
     # ---------------------------------------------- what handlers look at
-    # read by proxy/ until it asks `open` only
-    @property
-    def transport(self) -> Any:
-        return None if self.closed else self.conn.transport
-
     @property
     def closing(self) -> bool:
         return self.closed or self.conn.closing

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from bastion.http.target import has_encoded_slash, has_path_parameter
 
 if TYPE_CHECKING:
+    from bastion.http.downstream import Downstream
     from bastion.http.request import Request
 
 __all__ = ["CanonicalRedirect", "CompiledRoute", "noncanonical"]
@@ -44,7 +45,7 @@ class CompiledRoute:
 class CanonicalRedirect:
     """The answer of a `path_normalisation: redirect` route to a non-canonical target."""
 
-    def handle(self, client: Any, req: Request) -> None:
+    def handle(self, client: Downstream, req: Request) -> None:
         location = req.path + ("?" + req.query if req.query else "")
         client.respond(req, 308, b"", b"", b"Location: " + location.encode("latin-1") + b"\r\n")
 

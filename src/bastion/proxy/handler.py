@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from bastion.balance.balancer import Balancer, RetryBudget
 from bastion.http.request import Request
@@ -12,7 +12,8 @@ from bastion.proxy.headers import build_request_head, upgrade_to_forward
 
 if TYPE_CHECKING:
     from bastion.config.upstream import Proxy
-    from bastion.http1.server import HTTP1Connection
+    from bastion.http.downstream import Downstream
+    from bastion.proxy.base import ResponseRecorder
 
 
 class ProxyHandler:
@@ -21,6 +22,7 @@ class ProxyHandler:
         "balancer",
         "budget",
         "connect_timeout",
+        "loop",
         "max_connections",
         "max_pending",
         "max_response_header_bytes",
@@ -47,6 +49,8 @@ class ProxyHandler:
         trusted: Callable[[str], bool] | None,
     ) -> None:
         self.balancer = balancer
+        # the worker's loop (the pools'), read by each exchange
+        self.loop = balancer.members[0].ep.pool.loop
         self.strip = strip  # the prefix removed from the path before forwarding
         self.trusted = trusted
         first = balancer.members[0].ep.pool.address
@@ -82,7 +86,9 @@ class ProxyHandler:
                     "SameSite=Lax\r\n"
                 ).encode()
 
-    def handle(self, client: HTTP1Connection, req: Request, recorder: Any = None) -> None:
+    def handle(
+        self, client: Downstream, req: Request, recorder: ResponseRecorder | None = None
+    ) -> None:
         target = req.target  # the canonical path (what was routed) and the query
         strip = self.strip
         if strip is not None:
@@ -100,7 +106,5 @@ class ProxyHandler:
         head = build_request_head(
             req, target, host_line, host, client.scheme, self.trusted, self.underscores
         )
-        exchange = Exchange(self, client, req)
-        if recorder is not None:
-            exchange.recorder = recorder  # a cache keeping a copy of the response
-        exchange.start(head)
+        # (`recorder`: a cache keeping a copy of the response)
+        Exchange(self, client, req, recorder).start(head)

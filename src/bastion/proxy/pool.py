@@ -19,15 +19,17 @@ import contextlib
 import logging
 import socket
 import ssl
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import httptools
 
 from bastion.tls.client import describe_tls_error
 
 if TYPE_CHECKING:
+    from bastion.balance.endpoint import Endpoint
+    from bastion.balance.resolve import Resolver
     from bastion.config import UpstreamAddress
+    from bastion.proxy.exchange import Exchange
 
 log = logging.getLogger("bastion.proxy")
 
@@ -61,15 +63,16 @@ class UpstreamConnection(asyncio.Protocol):
         self.pool = pool
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
-        self.exchange: Any = None
+        self.exchange: Exchange | None = None
         # response header fields as parsed; the exchange takes and clears them
         self.resp_headers: list[tuple[bytes, bytes]] = []
         self.closed = False
         self.in_feed = False
         self.release_after_feed = False
-        # set by an exchange that finished during a feed: called once the feed is
-        # over and the connection is back in the pool (ends the client's response)
-        self.after_feed: Callable[[], None] | None = None
+        # set by an exchange that finished during a feed: its `end_client` is called
+        # once the feed is over and the connection is back in the pool (it ends the
+        # client's response)
+        self.after_feed: Exchange | None = None
         # One timer per connection, re-armed lazily: while busy it watches the
         # exchange's read/send deadline, while idle the pool's idle timeout.
         self.deadline = 0.0
@@ -128,7 +131,7 @@ class UpstreamConnection(asyncio.Protocol):
         after = self.after_feed
         if after is not None:
             self.after_feed = None
-            after()
+            after.end_client()
 
     def eof_received(self) -> bool:
         if self.exchange is not None:
@@ -265,11 +268,11 @@ class Pool:
         # https:// upstreams: the context built with the plan, and the SNI / verified name
         self.tls: ssl.SSLContext | None = None
         self.server_name: str | None = None
-        # balancing state (bastion.balance.endpoint.Endpoint), kept with the pool
+        # balancing state, kept with the pool
         # across reloads so that health and latency survive them
-        self.endpoint: Any = None
-        # host names only (bastion.balance.resolve.Resolver): addresses cached on a TTL
-        self.resolver: Any = None
+        self.endpoint: Endpoint | None = None
+        # host names only: addresses cached on a TTL
+        self.resolver: Resolver | None = None
 
     def acquire(self) -> UpstreamConnection | None:
         idle = self.idle
@@ -298,7 +301,7 @@ class Pool:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return conn
 
-    async def _open(self, host: str, port: int) -> tuple[Any, UpstreamConnection]:
+    async def _open(self, host: str, port: int) -> tuple[asyncio.BaseTransport, UpstreamConnection]:
         """A TCP (or TLS) connection to one address; the caller's connect timeout covers
         the TLS handshake too. With TLS, SNI and verification use the configured name,
         not the address the name resolved to."""

@@ -1,0 +1,91 @@
+"""What one proxied request remembers, shared by the parts of `Exchange`.
+
+`Exchange` is one object per request, written in three parts that each own a concern:
+connection attempts and retries (`attempts.py`), the Upgrade tunnel (`tunnel.py`) and
+the request and response themselves (`exchange.py`). This base holds the state they
+share. No `__slots__`: what most requests never change or never read is a class-level
+default, so that creating an exchange sets only what `__init__` sets, which is measurably
+cheaper once per request. What every request reads before it writes it is set in
+`__init__` instead: reading a class-level default through an instance is several times
+dearer than reading an instance attribute.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Protocol
+
+from bastion.http.request import BODY_NONE, Request
+
+if TYPE_CHECKING:
+    from bastion.balance.balancer import Member
+    from bastion.http.downstream import Downstream
+    from bastion.proxy.handler import ProxyHandler
+    from bastion.proxy.pool import Pool, UpstreamConnection
+
+
+class ResponseRecorder(Protocol):
+    """Told of the response as it is relayed (a cache keeping a copy of it)."""
+
+    def on_head(
+        self, status: int, status_line: bytes, headers: list[tuple[bytes, bytes]]
+    ) -> None: ...
+
+    def on_body(self, data: bytes) -> None: ...
+
+    def on_end(self) -> None: ...
+
+    def on_abort(self) -> None: ...
+
+
+class ExchangeBase:
+    head = b""  # the request head sent upstream; then the 101 head relayed to the client
+    pool: Pool | None = None
+    upstream: UpstreamConnection | None = None
+    task: asyncio.Task[None] | None = None  # connecting, or waiting for a connection slot
+    resp_started = False
+    request_sent = False
+    framing = BODY_NONE  # how the upstream's response body ends (BODY_CLOSE: not pooled)
+    attempts = 0  # connections opened (0 while on a pooled one)
+    sent_at = 0.0
+    member: Member | None = None  # the endpoint whose connection slot the request holds
+    tried: list[Member] | None = None  # members tried before the current one
+    retries = 0
+    unsent = 0  # the client's unsent bytes when it stalled
+    # Whether a connection that answered a HEAD may serve another request. A backend
+    # that sends a body with its HEAD answer (a handler shared with GET) may send it
+    # after the head, when the connection already carries the next request: that body
+    # would be read as the next answer. Only origins known never to do so keep it.
+    reuse_after_head = False
+
+    def __init__(
+        self,
+        handler: ProxyHandler,
+        client: Downstream,
+        req: Request,
+        recorder: ResponseRecorder | None = None,
+    ) -> None:
+        self.handler = handler
+        self.client = client
+        self.req = req
+        self.loop = handler.loop
+        # a cache's copy of the response: told of the head, body chunks and the end
+        self.recorder = recorder
+        self.done = False
+        self.interim = False  # a 1xx or 101 head whose message end is not the answer's
+        self.tunnelling = False
+        # paused by the client's backpressure (then `unsent` is what it had not taken)
+        self.client_stalled = False
+        self.timer: asyncio.TimerHandle | None = None  # the total timeout
+        self.set_cookie = b""  # the sticky policy's Set-Cookie line
+
+    if TYPE_CHECKING:
+        # written in the other parts; named here for the parts that call them
+
+        def _send(self, conn: UpstreamConnection) -> None: ...
+
+        def _fail(self, status: int, detail: str | None, headers: bytes = b"") -> None: ...
+
+        def _release(self) -> None: ...
+
+        def _cancel_timer(self) -> None: ...
