@@ -35,7 +35,7 @@ _SAMPLES = [
 ]
 
 
-@pytest.mark.parametrize("value", _SAMPLES)
+@pytest.mark.parametrize("value", _SAMPLES, ids=[f"sample{i}" for i in range(len(_SAMPLES))])
 def test_argon2_parse_agrees_with_argon2_cffi(value: str) -> None:
     try:
         PasswordHasher().check_needs_rehash(value)
