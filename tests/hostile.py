@@ -12,6 +12,7 @@ each request's path picks an answer that a well-behaved server never sends.
 - `/interim`: `100` and `103` heads, then the final 200.
 - `/switch`: a 101 whether or not the request asked for an upgrade.
 - `/trailer`: a chunked 200 with a trailer field `X-Trailer-Leak`.
+- `/connection-length`: a 200 whose `Connection` names its own `Content-Length`, kept alive.
 - `/late-body` (HEAD) and `/late-204`: a head announcing a body that is not sent
   until the next request arrives on the same connection; the "body" is a complete
   forged answer (`POISONED`), followed by the real answer to that next request.
@@ -145,6 +146,11 @@ class _Handler(socketserver.BaseRequestHandler):
             )
         if path == "/two-answers":
             return b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok" + POISON
+        if path == "/connection-length":
+            return (
+                b"HTTP/1.1 200 OK\r\nConnection: content-length\r\n"
+                b"Content-Length: 5\r\n\r\nhello"
+            )
         if path == "/trailer":
             return (
                 b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"

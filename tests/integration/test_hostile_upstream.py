@@ -180,6 +180,21 @@ def test_more_than_100_fields_is_502(front: Front, hostile: HostileBackend, prot
     no_tracebacks(front)
 
 
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_content_length_named_in_connection_still_frames_the_answer(
+    front: Front, hostile: HostileBackend, protocol: str
+) -> None:
+    r = front.request(protocol, "GET", "/connection-length")
+    assert r.status_code == 200 and r.text == "hello"
+    if protocol == "http1":  # exactly what an HTTP/1.1 client reads
+        request = f"GET /connection-length HTTP/1.1\r\nHost: {PLAIN_HOST}\r\n"
+        raw = front.raw(request.encode() + b"Connection: close\r\n\r\n")
+        assert b"\r\nContent-Length: 5\r\n" in raw and raw.endswith(b"\r\n\r\nhello")
+    # the next request on the same client connection is answered normally
+    assert front.request(protocol, "GET", "/ok").status_code == 200
+    no_tracebacks(front)
+
+
 # ---------------------------------------------------------------------- statuses
 @pytest.mark.parametrize("line", ["099", "000", "600", "999"])
 def test_a_status_out_of_range_is_502_and_its_body_never_reaches_the_client(

@@ -101,13 +101,12 @@ def test_connection_naming_no_field_drops_nothing_else() -> None:
         assert relayed(200, headers) == [b"X-Foo: 1\r\n"]
 
 
-def test_connection_naming_content_length() -> None:
-    # Pinned as it is: the named field is not relayed, yet the body is still framed by
-    # the length it gave (the client then gets neither a length nor chunks).
+def test_connection_naming_content_length_keeps_the_framing() -> None:
+    # the body is framed by that length: the client must get it, whatever Connection says
     lines, _, framing, _ = rewrite(
         200, [(b"Connection", b"content-length, http/1.1"), (b"Content-Length", b"3")]
     )
-    assert lines == [b"HTTP/1.1 200 OK\r\n"]
+    assert lines == [b"HTTP/1.1 200 OK\r\n", b"Content-Length: 3\r\n"]
     assert framing == BODY_LENGTH
 
 

@@ -31,6 +31,8 @@ for _name in RESPONSE_DROPPED:
     RESPONSE_KINDS[_name] = DROP
 RESPONSE_KINDS[b"transfer-encoding"] = CHUNKED
 RESPONSE_KINDS[b"connection"] = CONNECTION
+# Connection options that never remove a field from the relayed head
+_NOT_HOP_BY_HOP = frozenset((b"close", b"keep-alive", b"", b"content-length"))
 RESPONSE_KINDS[b"upgrade"] = UPGRADE
 RESPONSE_KINDS[b"content-length"] = LENGTH
 RESPONSE_KINDS[b"date"] = DATE
@@ -116,7 +118,10 @@ def rewrite_head(
                 continue
         append(name + b": " + value + b"\r\n")
     if tokens and status != 101:
-        named = set(tokens) - {b"close", b"keep-alive", b""}
+        # Content-Length frames the body being relayed: named in Connection or not, the
+        # client needs it (without it, a length-framed body would reach the client with
+        # neither a length nor chunks)
+        named = set(tokens) - _NOT_HOP_BY_HOP
         if named:
             lines = [lines[0]] + [p for p in lines[1:] if p.split(b":", 1)[0].lower() not in named]
     # a route that removes Date has it dropped in its table
