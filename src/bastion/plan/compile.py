@@ -49,7 +49,7 @@ def compile_plan(
         config.trusted_proxies,
     )
     plan.sites = site_facts(config)
-    plan.tls = TLSTable.build(config)
+    plan.tls = TLSTable.build(config, [facts.tls_mode for facts in plan.sites])
     ctx = BuildContext(
         source=source,
         data_dir=resolve_data_dir(config.data_dir),

@@ -116,7 +116,7 @@ def _balancer(proxy: Proxy, ctx: BuildContext, name: str, loc: Loc) -> Balancer:
                 assert address.host is not None
                 pool.resolver = Resolver(address.host, address.port, proxy.resolve_ttl)
         endpoint = endpoint_of(pool)
-        health.configure(endpoint, proxy.health)
+        health.configure(endpoint, proxy.health, ctx.clock)
         members.append(Member(endpoint, upstream.weight, upstream.zone, upstream.backup))
     policy = proxy.balance or default_policy(proxy.upstreams)
     return Balancer(

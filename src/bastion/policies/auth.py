@@ -50,7 +50,7 @@ def _jwt(spec: RouteSpec, ctx: BuildContext, identity: Identity) -> AuthMethod:
 
     conf = spec.route.auth
     assert conf is not None and conf.jwt is not None
-    return jwt_policy(conf.jwt, identity)
+    return jwt_policy(conf.jwt, identity, ctx.clock)
 
 
 def _basic(spec: RouteSpec, ctx: BuildContext, identity: Identity) -> AuthMethod:

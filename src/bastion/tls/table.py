@@ -22,7 +22,7 @@ from bastion.state.files import ensure_dir, resolve_data_dir
 from bastion.tls.context import certificate_context
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
     from bastion.config.models import Config, Site
     from bastion.state.certs import CertFiles
@@ -131,22 +131,24 @@ class TLSTable:
         return False
 
     @classmethod
-    def build(cls, config: Config, acme_store: AcmeStored | None = None) -> TLSTable | None:
+    def build(
+        cls, config: Config, tls_modes: Sequence[str], acme_store: AcmeStored | None = None
+    ) -> TLSTable | None:
         """None when there is no https listener. Issues local-CA leaves as needed
         (file I/O: called at start and on reload, never per request).
 
-        ``acme_store`` gives the stored ACME certificate for a name set, if usable; by
-        default the file ``CertStore`` of the config's data dir and ACME directory (the
-        table reads certificates, it never orders them)."""
-        has_https = bool(config.listen.https)
-        if not has_https:
+        ``tls_modes`` holds each site's TLS mode in config order, as the plan compiler
+        worked them out (`site_tls_mode`). ``acme_store`` gives the stored ACME
+        certificate for a name set, if usable; by default the file ``CertStore`` of the
+        config's data dir and ACME directory (the table reads certificates, it never
+        orders them)."""
+        if not config.listen.https:
             return None
         table = cls()
         profile = table.profile = config.tls.profile
         ca: LocalCA | None = None
         ip_sites: list[ssl.SSLContext] = []
-        for site in config.sites:
-            mode = site_tls_mode(site, has_https, config.acme.directory)
+        for site, mode in zip(config.sites, tls_modes, strict=True):
             if mode == "off":
                 continue
             names = [
