@@ -488,3 +488,34 @@ class Session:
         if response is None or not response.complete:
             raise AssertionError(f"no answer to {method} {target} in {timeout} s")
         return response
+
+
+# ------------------------------------------------------------- the split tests' site
+SPLIT_FILE_BODY = b"a static file\n" * 20
+
+
+def split_site(backend_url: str, root: Path, files: dict[str, bytes] | None = None) -> str:
+    """The site the split tests of both protocols run against: a proxied echo route, fixed
+    answers, a method rule, a redirect and static files (`files` written under
+    `root/files/`, with `a.txt` holding `SPLIT_FILE_BODY`)."""
+    folder = root / "files"
+    folder.mkdir(parents=True)
+    for name, data in {"a.txt": SPLIT_FILE_BODY, **(files or {})}.items():
+        (folder / name).write_bytes(data)
+    return f"""
+limits: {{max_header_bytes: 2048, max_uri_bytes: 1024, max_body_bytes: 4096}}
+sites:
+  - hosts: ["*"]
+    routes:
+      - path: /echo/
+        proxy: {{upstreams: ["{backend_url}"]}}
+      - path: /hello
+        respond: {{body: "hello"}}
+      - path: /only-get
+        methods: [GET]
+        respond: {{body: "got"}}
+      - path: /old/
+        redirect: {{to: /new/, status: 308}}
+      - path: /files/
+        static: {{root: "{root}"}}
+"""

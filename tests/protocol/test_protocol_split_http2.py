@@ -19,44 +19,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import Backend
-from protocolkit import H2Client, InProcessGateway, Outcome, run_h2
+from protocolkit import SPLIT_FILE_BODY, H2Client, InProcessGateway, Outcome, run_h2, split_site
 
 BOUNDED = settings(max_examples=60, deadline=None, derandomize=True, database=None)
-FILE_BODY = b"a static file\n" * 20
+FILE_BODY = SPLIT_FILE_BODY
 # past the client's 64 KiB stream window: the file moves only as the client acknowledges it
 BIG_BODY = bytes(range(256)) * 1024
 PROTOCOL_ERROR = int(ErrorCodes.PROTOCOL_ERROR)
-
-
-def config(backend: Backend, root: Path) -> str:
-    return f"""
-limits: {{max_header_bytes: 2048, max_uri_bytes: 1024, max_body_bytes: 4096}}
-sites:
-  - hosts: ["*"]
-    routes:
-      - path: /echo/
-        proxy: {{upstreams: ["{backend.url}"]}}
-      - path: /hello
-        respond: {{body: "hello"}}
-      - path: /only-get
-        methods: [GET]
-        respond: {{body: "got"}}
-      - path: /old/
-        redirect: {{to: /new/, status: 308}}
-      - path: /files/
-        static: {{root: "{root}"}}
-"""
 
 
 @pytest.fixture
 def harness(
     backend: Backend, tmp_path: Path, in_process: Callable[..., InProcessGateway]
 ) -> InProcessGateway:
-    root = tmp_path / "www"
-    (root / "files").mkdir(parents=True)
-    (root / "files" / "a.txt").write_bytes(FILE_BODY)
-    (root / "files" / "big.bin").write_bytes(BIG_BODY)
-    return in_process(config(backend, root))
+    return in_process(split_site(backend.url, tmp_path / "www", {"big.bin": BIG_BODY}))
 
 
 @dataclass(frozen=True)
