@@ -226,3 +226,25 @@ def create_key(data_dir: Path, consumer: str) -> str:
     key = done.stdout.strip()
     assert key.startswith("bk_")
     return key
+
+
+class JwksServer:
+    """A JWKS endpoint (`url`) whose document a test can change, count and take down."""
+
+    def __init__(self, doc: dict[str, Any]) -> None:
+        self.doc = doc
+        self.status = 200
+        self.server = ScriptedServer(self._answer)
+        self.url = self.server.url + "/jwks"
+
+    def _answer(self, path: str, headers: dict[str, str]) -> Reply:
+        if self.status != 200:
+            return self.status, {}, b"down"
+        return json_reply(self.doc)
+
+    @property
+    def fetches(self) -> int:
+        return len(self.server.seen)
+
+    def stop(self) -> None:
+        self.server.stop()

@@ -12,7 +12,17 @@ from typing import Any
 import httpx
 import pytest
 
-from authtokens import HS_SECRET, KID, Keys, ScriptedServer, check_refuses, claims, json_reply, sign
+from authtokens import (
+    HS_SECRET,
+    KID,
+    JwksServer,
+    Keys,
+    ScriptedServer,
+    check_refuses,
+    claims,
+    json_reply,
+    sign,
+)
 from conftest import Backend, Gateway, free_port
 
 
@@ -244,29 +254,11 @@ def test_config_errors_are_clear(gateway: Callable[..., Gateway], tmp_path: Path
 
 
 # ------------------------------------------------------------------ JWKS URL
-class Jwks:
-    """A JWKS endpoint whose document a test can change, count and take down."""
-
-    def __init__(self, doc: dict[str, Any]) -> None:
-        self.doc = doc
-        self.status = 200
-        self.server = ScriptedServer(self._answer)
-
-    def _answer(self, path: str, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
-        if self.status != 200:
-            return self.status, {}, b"down"
-        return json_reply(self.doc)
-
-    @property
-    def fetches(self) -> int:
-        return len(self.server.seen)
-
-
 @pytest.fixture
-def jwks_server(keys: Keys) -> Iterator[Jwks]:
-    server = Jwks(keys.jwks())
+def jwks_server(keys: Keys) -> Iterator[JwksServer]:
+    server = JwksServer(keys.jwks())
     yield server
-    server.server.stop()
+    server.stop()
 
 
 def jwks_config(backend: Backend, url: str, **extra: Any) -> dict[str, Any]:
@@ -275,9 +267,9 @@ def jwks_config(backend: Backend, url: str, **extra: Any) -> dict[str, Any]:
 
 
 def test_jwks_url_cached_rotated_and_down(
-    keys: Keys, jwks_server: Jwks, backend: Backend, gateway: Callable[..., Gateway]
+    keys: Keys, jwks_server: JwksServer, backend: Backend, gateway: Callable[..., Gateway]
 ) -> None:
-    gw = gateway(jwks_config(backend, jwks_server.server.url + "/jwks", jwks_min_interval="1s"))
+    gw = gateway(jwks_config(backend, jwks_server.url, jwks_min_interval="1s"))
     with httpx.Client(base_url=gw.url, timeout=15) as client:
         token = sign(claims(), "RS256", keys.rsa, "rsa")
         for _ in range(5):
@@ -342,10 +334,10 @@ def test_jwks_down_with_nothing_cached(
 
 
 def test_jwks_error_status_is_logged(
-    keys: Keys, jwks_server: Jwks, backend: Backend, gateway: Callable[..., Gateway]
+    keys: Keys, jwks_server: JwksServer, backend: Backend, gateway: Callable[..., Gateway]
 ) -> None:
     jwks_server.status = 500
-    gw = gateway(jwks_config(backend, jwks_server.server.url + "/jwks"))
+    gw = gateway(jwks_config(backend, jwks_server.url))
     with httpx.Client(base_url=gw.url, timeout=15) as client:
         token = sign(claims(), "RS256", keys.rsa, "rsa")
         problem(client.get("/x", headers=bearer(token)), 503)

@@ -9,49 +9,32 @@ from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
 
-from authtokens import HS_SECRET, Keys, Reply, ScriptedServer, claims, json_reply, sign
+from authtokens import HS_SECRET, JwksServer, Keys, claims, sign
 from bastion.clock import ManualClock
 from bastion.config.policy_auth import JwtAuth
 from bastion.policies.jwks import JwksSource
 from bastion.policies.jwt import JwtError, JwtVerifier
 
 
-class Issuer:
-    """A JWKS endpoint whose answer the test switches between the keys and an error."""
-
-    def __init__(self) -> None:
-        self.status = 200
-        self.doc = Keys().jwks()
-        self.server = ScriptedServer(self._answer)
-        self.url = self.server.url + "/jwks"
-
-    def _answer(self, path: str, headers: dict[str, str]) -> Reply:
-        if self.status != 200:
-            return self.status, {}, b"down"
-        return json_reply(self.doc)
-
-    @property
-    def fetches(self) -> int:
-        return len(self.server.seen)
-
-
 @pytest.fixture
-def issuer() -> Iterator[Issuer]:
-    made = Issuer()
+def issuer() -> Iterator[JwksServer]:
+    made = JwksServer(Keys().jwks())
     yield made
-    made.server.stop()
+    made.stop()
 
 
 Scenario = Callable[[JwksSource, ManualClock], Awaitable[None]]
 
 
-def run(issuer: Issuer, scenario: Scenario, refresh: float = 300.0, cooldown: float = 30.0) -> None:
+def run(
+    issuer: JwksServer, scenario: Scenario, refresh: float = 300.0, cooldown: float = 30.0
+) -> None:
     clock = ManualClock()
     source = JwksSource(issuer.url, refresh, cooldown, 5.0, clock=clock)
     asyncio.run(scenario(source, clock))
 
 
-def test_keys_are_fetched_again_after_the_refresh_interval(issuer: Issuer) -> None:
+def test_keys_are_fetched_again_after_the_refresh_interval(issuer: JwksServer) -> None:
     async def scenario(source: JwksSource, clock: ManualClock) -> None:
         await source.wait()
         assert issuer.fetches == 1 and len(source.keys) == 4
@@ -71,7 +54,7 @@ def test_keys_are_fetched_again_after_the_refresh_interval(issuer: Issuer) -> No
     run(issuer, scenario)
 
 
-def test_an_unknown_key_id_refetches_at_most_once_per_cooldown(issuer: Issuer) -> None:
+def test_an_unknown_key_id_refetches_at_most_once_per_cooldown(issuer: JwksServer) -> None:
     async def scenario(source: JwksSource, clock: ManualClock) -> None:
         await source.wait(forced=True)
         assert issuer.fetches == 1
@@ -86,7 +69,7 @@ def test_an_unknown_key_id_refetches_at_most_once_per_cooldown(issuer: Issuer) -
     run(issuer, scenario)
 
 
-def test_a_server_that_fails_keeps_the_keys_and_is_not_hammered(issuer: Issuer) -> None:
+def test_a_server_that_fails_keeps_the_keys_and_is_not_hammered(issuer: JwksServer) -> None:
     async def scenario(source: JwksSource, clock: ManualClock) -> None:
         await source.wait()
         held = source.keys
@@ -110,7 +93,7 @@ def test_a_server_that_fails_keeps_the_keys_and_is_not_hammered(issuer: Issuer) 
     run(issuer, scenario)
 
 
-def test_with_no_key_held_the_server_is_asked_every_5_seconds(issuer: Issuer) -> None:
+def test_with_no_key_held_the_server_is_asked_every_5_seconds(issuer: JwksServer) -> None:
     issuer.status = 503
 
     async def scenario(source: JwksSource, clock: ManualClock) -> None:
