@@ -114,10 +114,10 @@ class AcmeIssuer:
                 if pem is None:
                     pem = _key_pem(ec.generate_private_key(ec.SECP256R1()))
                     self.certs.write_account_key(pem)
-                    log.info("acme: created the account key for %s", self.settings.directory)
+                    log.info("acme: created the account key %s", self.certs.account_key_where())
                 key = serialization.load_pem_private_key(pem, password=None)
                 if not isinstance(key, ec.EllipticCurvePrivateKey):
-                    raise ValueError("the stored ACME account key is not an ECDSA key")
+                    raise ValueError(f"{self.certs.account_key_where()} is not an ECDSA key")
                 client = AcmeClient(
                     self.settings.directory, key, cafile=self.settings.trusted_roots
                 )

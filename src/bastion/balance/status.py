@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 
 TOPIC = "status"
 INTERVAL = 1.0
+# how often a worker drops the snapshots of dead workers (in intervals)
+SWEEP_EVERY = 30
 # set by `bastion run` to its own pid, so that all workers of one instance say so
 INSTANCE_ENV = "BASTION_INSTANCE"
 
@@ -41,8 +43,12 @@ async def publish(
 ) -> None:
     """Put this worker's snapshot every second until cancelled; then withdraw it."""
     loop = asyncio.get_running_loop()
+    ticks = 0
     try:
         while True:
+            if ticks % SWEEP_EVERY == 0:  # whether or not this worker has pools
+                snapshots.forget_gone(TOPIC)
+            ticks += 1
             pools = balancers()
             if pools:
                 # a status snapshot is a convenience: never a reason to stop serving

@@ -75,7 +75,8 @@ class Recorder:
         # RFC 9111 §3.5 where the gateway does not know who asks; where it does (the
         # route's auth checked the request), the answer is kept for that consumer alone
         authorized = consumers is None and any(n == _AUTHORIZATION for n, _, _ in self.req.headers)
-        decision = decide(self.req.method, status, fields, handler.rules, authorized, handler.now())
+        clock = handler.now  # (a local: see CachingHandler.now)
+        decision = decide(self.req.method, status, fields, handler.rules, authorized, clock())
         if decision.store and consumers is not None and (consumers.always or not decision.shared):
             if self.own is None:
                 return  # a request without an identity gets no entry of its own
@@ -104,7 +105,8 @@ class Recorder:
         decision = self.decision
         handler = self.handler
         if decision is not None:
-            now = handler.now()
+            clock = handler.now
+            now = clock()
             fields = self.fields
             vary = parse_vary(fields.get("vary", ""))
             key = variant_key(self.target, vary, self.req.headers)

@@ -148,7 +148,8 @@ class HeadParser(ConnectionState):
 
     def on_headers_complete(self) -> None:
         self.in_head = False
-        self.chunk_used += self.url_bytes + self.head_bytes
+        # (+ the request line's method, spaces, version and the CRLFs: about 16 bytes)
+        self.chunk_used += self.url_bytes + self.head_bytes + 16
         req = self.req
         if req is None:
             req = self.req = Request()

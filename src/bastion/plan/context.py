@@ -73,7 +73,7 @@ class BuildContext:
         outlives this plan, so what it holds survives a reload."""
         from bastion.state.stores import stores_for
 
-        return stores_for(self.data_dir)
+        return stores_for(self.data_dir, self.clock)
 
     @property
     def limit_store(self) -> LimitStore:

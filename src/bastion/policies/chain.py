@@ -20,6 +20,7 @@ from bastion.policies.base import Answer, Denied, Outcome, RequestPolicy
 from bastion.policies.fields import FieldEdit
 
 log = logging.getLogger("bastion.policies")
+_BUFFER = Pause.BUFFER  # looked up once, not per request
 
 
 class PolicyHandler:
@@ -144,4 +145,4 @@ class _Pending:
         self.task = None
         if self.client.producer is self:
             self.client.set_producer(None)
-        self.client.resume_reading(Pause.BUFFER)
+        self.client.resume_reading(_BUFFER)

@@ -81,6 +81,11 @@ class CertStore(Protocol):
 
     def write_account_key(self, pem: bytes) -> None: ...
 
+    def account_key_where(self) -> str:
+        """Where the account key is kept (a file, or a key of a shared store): what an
+        operator looks at when a message names the key."""
+        ...
+
     def read_account_url(self) -> str | None:
         """The account URL registered for the stored key at this directory, if any."""
         ...
@@ -144,6 +149,9 @@ class FileCertStore:
 
     def write_account_key(self, pem: bytes) -> None:
         atomic_write(ensure_dir(self.account_dir) / "account.key", pem, _PRIVATE)
+
+    def account_key_where(self) -> str:
+        return str(self.account_dir / "account.key")
 
     def read_account_url(self) -> str | None:
         try:

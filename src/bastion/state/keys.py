@@ -89,6 +89,7 @@ class FileKeyStore:
     def __init__(self, directory: Path, clock: Clock = SYSTEM_CLOCK) -> None:
         self.path = directory / FILE_NAME
         self.clock = clock
+        self._monotonic = clock.monotonic  # called through a local, per key lookup
         self._active: dict[str, KeyRecord] = {}
         self._stamp: tuple[int, int, int] | None = None
         self._next_check = 0.0
@@ -104,7 +105,8 @@ class FileKeyStore:
 
     # ----------------------------------------------------------------- reading (hot path)
     def lookup(self, key: str) -> KeyRecord | None:
-        now = self.clock.monotonic()
+        clock = self._monotonic
+        now = clock()
         if now >= self._next_check:
             self._next_check = now + _CHECK_EVERY
             self._load()

@@ -29,8 +29,6 @@ Snapshot = dict[str, object]
 # a live worker rewrites its file every second or so: one this old belongs to nobody (its
 # pid may since have been given to another process)
 STALE = 30.0
-# how often a worker looks for the files of dead workers (in puts)
-_SWEEP_EVERY = 30
 
 
 class Snapshots(Protocol):
@@ -46,6 +44,10 @@ class Snapshots(Protocol):
         """Withdraw this worker's snapshot (it stops)."""
         ...
 
+    def forget_gone(self, topic: str) -> None:
+        """Drop the snapshots of workers that are gone without withdrawing theirs."""
+        ...
+
     def read(self, topic: str) -> list[Snapshot]:
         """The latest snapshot of every live worker, in a stable order."""
         ...
@@ -57,7 +59,6 @@ class FileSnapshots:
 
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
-        self.puts: dict[str, int] = {}  # per topic: puts so far, to space the sweeps
 
     def where(self, topic: str) -> str:
         return str(self.data_dir / topic)
@@ -67,10 +68,6 @@ class FileSnapshots:
 
     def put(self, topic: str, snapshot: Snapshot) -> None:
         directory = self.data_dir / topic
-        puts = self.puts.get(topic, 0)
-        self.puts[topic] = puts + 1
-        if puts % _SWEEP_EVERY == 0:
-            sweep(directory)
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         path = self._path(topic)
         tmp = path.with_suffix(".tmp")
@@ -87,6 +84,9 @@ class FileSnapshots:
     def remove(self, topic: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             self._path(topic).unlink()
+
+    def forget_gone(self, topic: str) -> None:
+        sweep(self.data_dir / topic)
 
     def read(self, topic: str) -> list[Snapshot]:
         """The files of dead workers are removed on the way."""
@@ -143,6 +143,9 @@ class MemorySnapshots:
 
     def where(self, topic: str) -> str:
         return f"memory:{topic}"
+
+    def forget_gone(self, topic: str) -> None:
+        pass  # a worker of this process withdraws its own
 
     def put(self, topic: str, snapshot: Snapshot) -> None:
         # kept as JSON text: what a reader gets is a copy, as from a file or a server

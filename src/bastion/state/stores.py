@@ -91,14 +91,15 @@ class Stores:
             limits.close()
 
 
-_BY_DIR: dict[Path, Stores] = {}
+_BY_DIR: dict[tuple[Path, Clock], Stores] = {}
 
 
-def stores_for(data_dir: Path) -> Stores:
-    """This process's Stores for ``data_dir``, made on first use, on the system clock."""
-    stores = _BY_DIR.get(data_dir)
+def stores_for(data_dir: Path, clock: Clock = SYSTEM_CLOCK) -> Stores:
+    """This process's Stores for ``data_dir`` on ``clock``, made on first use (a test that
+    compiles a plan on a manual clock gets stores of its own)."""
+    stores = _BY_DIR.get((data_dir, clock))
     if stores is None:
-        stores = _BY_DIR[data_dir] = Stores(data_dir)
+        stores = _BY_DIR[(data_dir, clock)] = Stores(data_dir, clock)
     return stores
 
 

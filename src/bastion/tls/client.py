@@ -1,10 +1,6 @@
 """What went wrong in a TLS handshake with an upstream, worded for the log.
 
 The client contexts themselves are built by `bastion.keymaterial.tls_client`.
-
-One context per upstream pool, built when the plan is compiled, never per request. The
-policy matches the listener side: TLS 1.2 or newer, ALPN ``http/1.1`` (the upstream protocol
-is HTTP/1.1), certificate and host name verification on unless switched off.
 """
 
 from __future__ import annotations
