@@ -9,15 +9,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from argon2 import extract_parameters
-from argon2.exceptions import InvalidHashError
-
 __all__ = ["check_hash", "read_users_file"]
 
 
 
 def _argon2_parses(value: str) -> bool:
     """Whether argon2-cffi (which verifies the passwords) reads this encoded hash."""
+    # imported here: its C bindings cost memory in every gateway without argon2 users
+    from argon2 import extract_parameters
+    from argon2.exceptions import InvalidHashError
+
     try:
         extract_parameters(value)
     except (InvalidHashError, ValueError):
