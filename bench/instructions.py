@@ -14,6 +14,10 @@ starts bastion under ``valgrind --tool=callgrind`` with instrumentation off, war
 with wrk, then counts the instructions of one wrk run. Instructions are not time: they leave
 out the kernel, cache misses and branch mispredictions, so a ratio here is an upper bound of
 the throughput ratio that `run.py --scenarios policy` measures.
+
+With ``--h2`` the same variants are measured over HTTP/2 on TLS 1.3 (h2load, 16 connections
+of 10 streams, a fixed number of requests): the HTTP/2 path has a cost of its own (framing,
+HPACK, flow control, encryption), which the HTTP/1.1 figures do not show.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import time
 from pathlib import Path
 
 import targets
+import tlscert
 from procs import free_port
 
 PARTS = {
@@ -44,7 +49,9 @@ PARTS = {
 }
 
 
-def config(tmp: Path, backend_port: int, port: int, variant: str) -> str:
+def config(
+    tmp: Path, backend_port: int, port: int, variant: str, tls: tlscert.TlsFiles | None = None
+) -> str:
     names = variant.split(",")
     unknown = [n for n in names if n not in PARTS and n not in ("bare", "log")]
     if unknown:
@@ -56,14 +63,19 @@ def config(tmp: Path, backend_port: int, port: int, variant: str) -> str:
         else '{format: "off"}'
     )
     policies = "".join(PARTS[n] for n in names if n in PARTS)
+    listen = f"{{http: 127.0.0.1:{port}}}"
+    site_tls = ""
+    if tls is not None:
+        listen = f"{{http: 127.0.0.1:{free_port()}, https: 127.0.0.1:{port}}}"
+        site_tls = f'    tls: {{cert: "{tls.cert}", key: "{tls.key}"}}\n'
     return f"""\
-listen: {{http: 127.0.0.1:{port}}}
+listen: {listen}
 workers: 1
 data_dir: "{tmp}/data"
 access_log: {log}
 sites:
   - hosts: ["*"]
-    routes:
+{site_tls}    routes:
       - path: "= {targets.POLICY_PATH}"
         proxy: {{upstreams: ["{upstream}"]}}
 {policies}      - path: /
@@ -82,13 +94,32 @@ def _wait_port(port: int, seconds: float) -> None:
     raise SystemExit(f"bastion did not open port {port} under valgrind")
 
 
+def _h2load(port: int, key: str, requests: int) -> int:
+    """Requests that succeeded in one h2load run of ``requests``."""
+    cmd = ["h2load", "-t1", "-c16", "-m10", f"-n{requests}", "-H", f"x-api-key: {key}",
+           f"https://127.0.0.1:{port}{targets.POLICY_PATH}"]  # fmt: skip
+    run = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    found = re.search(r"requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded", run.stdout)
+    if found is None or int(found.group(1)) != requests:
+        raise SystemExit(f"h2load failed or got errors:\n{run.stdout}{run.stderr}")
+    return requests
+
+
 def measure(
-    python: Path, bastion: Path, tmp: Path, backend_port: int, variant: str, key: str, seconds: int
+    python: Path,
+    bastion: Path,
+    tmp: Path,
+    backend_port: int,
+    variant: str,
+    key: str,
+    seconds: int,
+    tls: tlscert.TlsFiles | None = None,
 ) -> tuple[int, int]:
-    """(requests, instructions) of one wrk run against bastion running ``variant``."""
+    """(requests, instructions) of one wrk run (h2load with ``tls``) against bastion
+    running ``variant``."""
     port = free_port()
     cfg = tmp / f"{variant}.yaml"
-    cfg.write_text(config(tmp, backend_port, port, variant))
+    cfg.write_text(config(tmp, backend_port, port, variant, tls))
     out = tmp / f"callgrind-{variant}.out"
     proc = subprocess.Popen(
         ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}",
@@ -97,23 +128,35 @@ def measure(
     )  # fmt: skip
     try:
         _wait_port(port, 120)
-        wrk = ["wrk", "-t1", "-c16", "-H", f"X-API-Key: {key}",
-               f"http://127.0.0.1:{port}{targets.POLICY_PATH}"]  # fmt: skip
-        subprocess.run([*wrk, "-d3s"], capture_output=True, check=True)  # warm-up
-        subprocess.run(["callgrind_control", "-i", "on", str(proc.pid)], capture_output=True)
-        run = subprocess.run([*wrk, f"-d{seconds}s"], capture_output=True, text=True, check=True)
+        if tls is not None:
+            _h2load(port, key, 2000)  # warm-up
+            subprocess.run(["callgrind_control", "-i", "on", str(proc.pid)], capture_output=True)
+            requests = _h2load(port, key, 2000 * seconds)
+        else:
+            wrk = ["wrk", "-t1", "-c16", "-H", f"X-API-Key: {key}",
+                   f"http://127.0.0.1:{port}{targets.POLICY_PATH}"]  # fmt: skip
+            subprocess.run([*wrk, "-d3s"], capture_output=True, check=True)  # warm-up
+            subprocess.run(["callgrind_control", "-i", "on", str(proc.pid)], capture_output=True)
+            run = subprocess.run(
+                [*wrk, f"-d{seconds}s"], capture_output=True, text=True, check=True
+            )
+            found = re.search(r"(\d+) requests in", run.stdout)
+            if found is None or "Non-2xx" in run.stdout:
+                raise SystemExit(f"{variant}: wrk failed or got errors:\n{run.stdout}")
+            requests = int(found.group(1))
         subprocess.run(["callgrind_control", "-i", "off", str(proc.pid)], capture_output=True)
     finally:
         proc.terminate()
         proc.wait(timeout=60)
-    found = re.search(r"(\d+) requests in", run.stdout)
-    if found is None or "Non-2xx" in run.stdout:
-        raise SystemExit(f"{variant}: wrk failed or got errors:\n{run.stdout}")
+    return requests, _total(out)
+
+
+def _total(out: Path) -> int:
     total = 0
     for line in out.read_text().splitlines():
         if line.startswith(("summary:", "totals:")):
             total = max(total, int(line.split()[1]))
-    return int(found.group(1)), total
+    return total
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -123,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("variants", nargs="*", default=["bare", "key", "rl", "rqh", "rsh", "log",
                                                     "key,rl,hdr,log"])  # fmt: skip
     p.add_argument("--seconds", type=int, default=6, help="wrk seconds counted per variant (6)")
+    p.add_argument("--h2", action="store_true",
+                   help="over HTTP/2 on TLS (h2load; --seconds x 2000 requests counted)")
     p.add_argument(
         "--bastion",
         type=Path,
@@ -133,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     python = args.bastion.parent / "python"
     tmp = Path(tempfile.mkdtemp(prefix="bastion-instructions-"))
     backend, backend_port = targets.start_backend(tmp, None)
+    tls = tlscert.make(tmp) if args.h2 else None
     try:
         first = tmp / "keys.yaml"
         first.write_text(config(tmp, backend_port, free_port(), "key"))
@@ -146,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         counts = {}
         for variant in args.variants:
             requests, total = measure(python, args.bastion, tmp, backend_port, variant, key,
-                                      args.seconds)  # fmt: skip
+                                      args.seconds, tls)  # fmt: skip
             counts[variant] = total / requests
             print(
                 f"{variant:16s} {requests:7d} requests  {total / requests / 1000:7.1f} kIr/req",
