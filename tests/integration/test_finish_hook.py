@@ -136,7 +136,7 @@ def _expected(version: str) -> list[tuple[Any, ...]]:
     refusal = "Requests from this address are not allowed on this route."
     return [
         (version, 200, "/ok", "", "", "", 0),
-        (version, 403, "/denied", "", "IpFilter", refusal, 0),
+        (version, 403, "/denied", "", "ip_rules", refusal, 0),
         (version, 200, "/cached", "MISS", "", "", 0),
         (version, 200, "/cached", "HIT", "", "", 0),
         (version, 404, "", "", "", "", 0),

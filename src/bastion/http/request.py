@@ -129,7 +129,7 @@ class Request:
         self.upstream = ""
         self.upstream_time = -1.0
         self.cache = ""  # the cache's outcome ("HIT", "MISS", "STALE", …); "" without one
-        self.refused_by = ""  # the policy that refused the request (its class name)
+        self.refused_by = ""  # the policy that refused it: its config key (`rate_limits`, …)
         self.refusal = ""  # why: the detail of its problem answer, else its status text
         # set by route policies (src/bastion/policies/); untouched on routes without them
         self.consumer = ""  # the authenticated consumer's name

@@ -77,6 +77,7 @@ def _pick(refusals: list[tuple[int, Denied | Answer]]) -> Denied | Answer:
 
 class AnyAuthPolicy:
     """All methods are synchronous: tried inline."""
+    kind = "auth"  # the config key it comes from: what metrics and logs call it
 
     is_async = False
 

@@ -57,6 +57,7 @@ def _cut_query_param(req: Request, name: str) -> list[str]:
 
 
 class ApiKeyPolicy:
+    kind = "auth"  # the config key it comes from: what metrics and logs call it
     is_async = False
 
     def __init__(self, conf: ApiKeysAuth, store: KeyStore, identity: Identity) -> None:

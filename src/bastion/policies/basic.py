@@ -52,6 +52,7 @@ def verify_password(hashed: str, password: bytes) -> bool:
 
 
 class BasicPolicy:
+    kind = "auth"  # the config key it comes from: what metrics and logs call it
     is_async = True
 
     def __init__(self, conf: BasicAuth, identity: Identity) -> None:

@@ -71,7 +71,7 @@ def answer(client: Downstream, req: Request, outcome: Denied | Answer, policy: o
     """Send what `policy` answered instead of the route; a refusal is recorded on the
     request for the observers (which policy, and why)."""
     if isinstance(outcome, Denied):
-        req.refused_by = type(policy).__name__
+        req.refused_by = getattr(policy, "kind", None) or type(policy).__name__
         req.refusal = outcome.detail or REASONS.get(outcome.status, "")
         client.problem(req, outcome.status, outcome.detail, headers=outcome.headers)
     else:

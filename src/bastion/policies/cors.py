@@ -33,6 +33,7 @@ _PREFLIGHT_VARY = b"Origin, Access-Control-Request-Method, Access-Control-Reques
 
 
 class CorsPolicy:
+    kind = "cors"  # the config key it comes from: what metrics and logs call it
     is_async = False
 
     def __init__(self, cors: Cors, route_methods: list[str] | None = None) -> None:

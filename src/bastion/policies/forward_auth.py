@@ -43,6 +43,7 @@ def _line(name: bytes, value: bytes) -> bytes:
 
 
 class ForwardAuthPolicy:
+    kind = "auth"  # the config key it comes from: what metrics and logs call it
     is_async = True
     # with other methods on the route (satisfy: any): tried after those whose credentials
     # the request carries, as the service decides from anything (a session cookie)

@@ -25,6 +25,7 @@ _CACHE_MAX = 4096
 
 
 class IpFilter:
+    kind = "ip_rules"  # the config key it comes from: what metrics and logs call it
     is_async = False
 
     def __init__(self, rules: IpRules, trusted: Callable[[str], bool] | None) -> None:

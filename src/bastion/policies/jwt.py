@@ -240,6 +240,7 @@ def _header_value(value: Any) -> bytes | None:
 
 class JwtPolicy:
     """Route policy: a valid bearer token, or 401/403 with an RFC 6750 challenge."""
+    kind = "auth"  # the config key it comes from: what metrics and logs call it
 
     is_async = False
 

@@ -163,6 +163,7 @@ def _remember(table: dict[_K, str], value: _K, key: str) -> str:
 
 class RateLimitPolicy:
     """Any set of rate limits and quotas, on any store."""
+    kind = "rate_limits"  # the config key it comes from: what metrics and logs call it
 
     is_async = False
 
