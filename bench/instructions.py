@@ -9,7 +9,8 @@ separately and together, as user-space instructions per request:
 
 A variant is ``bare`` (the route without policies, no access log) or a comma list of
 ``key`` (API key), ``rl`` (a rate limit of 1000000/s by consumer), ``rqh`` / ``rsh``
-(request / response header rules), ``hdr`` (both), ``log`` (JSON access log). Each variant
+(request / response header rules), ``hdr`` (both), ``log`` (JSON access log), ``metrics``
+(request metrics recorded for a ``metrics.listen`` listener). Each variant
 starts bastion under ``valgrind --tool=callgrind`` with instrumentation off, warms it up
 with wrk, then counts the instructions of one wrk run. Instructions are not time: they leave
 out the kernel, cache misses and branch mispredictions, so a ratio here is an upper bound of
@@ -53,7 +54,7 @@ def config(
     tmp: Path, backend_port: int, port: int, variant: str, tls: tlscert.TlsFiles | None = None
 ) -> str:
     names = variant.split(",")
-    unknown = [n for n in names if n not in PARTS and n not in ("bare", "log")]
+    unknown = [n for n in names if n not in PARTS and n not in ("bare", "log", "metrics")]
     if unknown:
         raise SystemExit(f"unknown variant part(s): {', '.join(unknown)}")
     upstream = f"http://127.0.0.1:{backend_port}"
@@ -68,9 +69,10 @@ def config(
     if tls is not None:
         listen = f"{{http: 127.0.0.1:{free_port()}, https: 127.0.0.1:{port}}}"
         site_tls = f'    tls: {{cert: "{tls.cert}", key: "{tls.key}"}}\n'
+    metrics = f"metrics: {{listen: 127.0.0.1:{free_port()}}}\n" if "metrics" in names else ""
     return f"""\
 listen: {listen}
-workers: 1
+{metrics}workers: 1
 data_dir: "{tmp}/data"
 access_log: {log}
 sites:

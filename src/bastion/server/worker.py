@@ -32,6 +32,7 @@ from bastion.tls.context import HTTP1_ONLY, apply_profile, dispatch_context
 if TYPE_CHECKING:
     from bastion.acme.renewal import CertManager
     from bastion.config.models import Config
+    from bastion.server.metrics import MetricsEndpoint
 
 log = logging.getLogger("bastion.server")
 
@@ -52,6 +53,7 @@ class Worker:
         self._tls_context: ssl.SSLContext | None = None
         self._certs: CertManager | None = None  # created by the first plan with TLS
         self._alpn_dir: Path | None = None
+        self.metrics: MetricsEndpoint | None = None  # with metrics.listen
 
     # ------------------------------------------------------------------ serve
     async def serve(self) -> None:
@@ -66,6 +68,14 @@ class Worker:
         self.ctx = WorkerContext(loop, plan)
         self._configure_access_log(plan, config)
         await self._sync_listeners(plan)
+        if config.metrics.listen is not None:
+            # imported only then: prometheus-client costs memory that nobody else needs
+            from bastion.server.metrics import MetricsEndpoint
+
+            self.metrics = MetricsEndpoint(
+                self.ctx, config.metrics, stores_for(resolve_data_dir(config.data_dir)).snapshots
+            )
+            await self.metrics.start(self.reuse_port)
         self._start_acme(plan)
         self._install_signals(loop)
         watch = None
@@ -84,6 +94,8 @@ class Worker:
             await self.stopping.wait()
         finally:
             publisher.cancel()
+            if self.metrics is not None:
+                self.metrics.close()
             if watch is not None:
                 watch.cancel()
             if self._certs is not None:
@@ -245,6 +257,10 @@ class Worker:
                 conn.goaway()  # clients reconnect and meet the new config
             if _log_settings(old_config) != _log_settings(loaded.config):
                 self._configure_access_log(plan, loaded.config)
+            if self.metrics is not None:
+                self.metrics.configure(loaded.config.metrics)
+            elif loaded.config.metrics.listen is not None:
+                log.warning("metrics.listen set: metrics are served after a restart")
             self._start_acme(plan)
             log.info("configuration reloaded from %s", source)
             return True

@@ -1,0 +1,186 @@
+"""The metrics listener: `GET /metrics` in the Prometheus text format, on an address of
+its own (never a site's listener), to the addresses of `metrics.allow` only.
+
+Every worker records its own requests (`observe/metrics.py`, an observer of the finish
+hook) and puts a snapshot of its counters in the shared `Snapshots` store once a second.
+A scrape reaches one worker (the listener is shared with SO_REUSEPORT): it answers with
+its live counters plus the latest snapshot of every other worker, so the figures are the
+totals of the instance whichever worker answers. A worker that stops takes its counts with
+it; Prometheus reads the drop as a counter reset.
+
+The listener speaks bastion's own HTTP/1.1 protocol with a router of one route.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import os
+from typing import TYPE_CHECKING, Any
+
+from bastion.http.context import ServerContext
+from bastion.http1.server import HTTP1Connection
+from bastion.observe.exposition import CONTENT_TYPE, exposition
+from bastion.observe.metrics import RequestMetrics, merge
+
+if TYPE_CHECKING:
+    from bastion.config.observe_models import Metrics
+    from bastion.http.context import HTTP2Settings, Limits, Timeouts
+    from bastion.http.downstream import Downstream
+    from bastion.http.request import Request
+    from bastion.server.context import WorkerContext
+    from bastion.state.snapshots import Snapshots
+
+log = logging.getLogger("bastion.server")
+
+TOPIC = "metrics"
+PUBLISH_EVERY = 1.0
+PATH = "/metrics"
+
+
+class MetricsHandler:
+    def __init__(self, endpoint: MetricsEndpoint) -> None:
+        self.endpoint = endpoint
+
+    def handle(self, client: Downstream, req: Request) -> None:
+        endpoint = self.endpoint
+        if not endpoint.allowed(client.client_ip):
+            client.problem(req, 403, "This address may not read the metrics.")
+            return
+        client.respond(req, 200, endpoint.render(), CONTENT_TYPE)
+
+
+class MetricsRoute:
+    name = "metrics"
+    extra_head = b""
+
+    def __init__(self, handler: MetricsHandler) -> None:
+        self.handler = handler
+
+
+class MetricsRouter:
+    """The metrics listener's plan: one route; the connection limits of the sites' plan."""
+
+    def __init__(self, worker: WorkerContext, route: MetricsRoute) -> None:
+        self.worker = worker
+        self.metrics_route = route
+
+    @property
+    def limits(self) -> Limits:
+        return self.worker.plan.limits
+
+    @property
+    def timeouts(self) -> Timeouts:
+        return self.worker.plan.timeouts
+
+    @property
+    def http2(self) -> HTTP2Settings:
+        return self.worker.plan.http2
+
+    def route(self, req: Request, secure: bool) -> tuple[MetricsRoute | None, int, bytes]:
+        if req.path != PATH:
+            return None, 404, b""
+        if req.method not in ("GET", "HEAD"):
+            return None, 405, b"GET, HEAD"
+        return self.metrics_route, 0, b""
+
+    def is_trusted(self, ip: str) -> bool:
+        return False
+
+
+class MetricsContext(ServerContext):
+    """The metrics listener's connections: the worker's Date line, no observers (a scrape
+    is not traffic)."""
+
+    def __init__(self, worker: WorkerContext, router: MetricsRouter) -> None:
+        super().__init__(worker.loop, router)
+        self.worker = worker
+
+    @property
+    def date_header(self) -> bytes:
+        return self.worker.date_header
+
+    @date_header.setter
+    def date_header(self, value: bytes) -> None:
+        pass  # the worker refreshes its own line; this context reads it
+
+
+class MetricsEndpoint:
+    """The worker's request metrics, their snapshots, and the listener that serves them."""
+
+    def __init__(self, worker: WorkerContext, settings: Metrics, snapshots: Snapshots) -> None:
+        self.worker = worker
+        self.settings = settings
+        self.snapshots = snapshots
+        self.recorder = RequestMetrics(settings.status_codes)
+        self.pid = os.getpid()
+        self.server: asyncio.Server | None = None
+        self.publisher: asyncio.Task[None] | None = None
+        self._allowed: dict[str, bool] = {}
+        worker.add_observer(self.recorder.record)
+
+    def allowed(self, ip: str) -> bool:
+        known = self._allowed.get(ip)
+        if known is None:
+            try:
+                address = ipaddress.ip_address(ip)
+            except ValueError:
+                known = False
+            else:
+                known = any(address in net for net in self.settings.allow)
+            if len(self._allowed) < 1024:
+                self._allowed[ip] = known
+        return known
+
+    def configure(self, settings: Metrics) -> None:
+        """A reload's settings: the allow list and labels apply at once; a new address
+        needs a restart."""
+        if settings.listen != self.settings.listen:
+            log.warning("metrics.listen changed: the new address is used after a restart")
+        self.settings = settings.model_copy(update={"listen": self.settings.listen})
+        self.recorder.exact_status = settings.status_codes
+        self._allowed = {}
+
+    def render(self) -> bytes:
+        mine = self.recorder.snapshot()
+        others: list[dict[str, Any]] = []
+        with contextlib.suppress(OSError):
+            for snap in self.snapshots.read(TOPIC):
+                theirs = snap.get("metrics")
+                if snap.get("pid") != self.pid and isinstance(theirs, dict):
+                    others.append(theirs)
+        return exposition(merge([mine, *others]))
+
+    async def start(self, reuse_port: bool) -> None:
+        address = self.settings.listen
+        assert address is not None
+        route = MetricsRoute(MetricsHandler(self))
+        ctx = MetricsContext(self.worker, MetricsRouter(self.worker, route))
+        self.server = await self.worker.loop.create_server(
+            lambda: HTTP1Connection(ctx),
+            address.host,
+            address.port,
+            reuse_port=reuse_port or None,
+        )
+        self.publisher = self.worker.loop.create_task(self._publish())
+        log.info("metrics on http://%s%s", address, PATH)
+
+    async def _publish(self) -> None:
+        try:
+            while True:
+                await asyncio.sleep(PUBLISH_EVERY)
+                # a snapshot is a convenience for the other workers: never a reason to stop
+                snapshot = {"pid": self.pid, "metrics": self.recorder.snapshot()}
+                with contextlib.suppress(OSError):
+                    self.snapshots.put(TOPIC, snapshot)
+        finally:
+            with contextlib.suppress(OSError):
+                self.snapshots.remove(TOPIC)
+
+    def close(self) -> None:
+        if self.publisher is not None:
+            self.publisher.cancel()
+        if self.server is not None:
+            self.server.close()

@@ -1,0 +1,142 @@
+"""`/metrics` through real sockets: known traffic over HTTP/1.1 and HTTP/2 through a real
+`bastion run`, scraped from its metrics listener and parsed with prometheus-client's own
+parser; totals across two workers; the allow list; nothing of it on the sites' listeners."""
+
+from __future__ import annotations
+
+import ssl
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from conftest import Backend, Gateway, free_port, wait_for_port
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def scrape(port: int) -> Samples:
+    r = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10)
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"].startswith("text/plain; version=0.0.4")
+    found: Samples = {}
+    for family in text_string_to_metric_families(r.text):
+        for sample in family.samples:
+            found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return found
+
+
+def requests_of(got: Samples, route: str, status: str, method: str = "GET") -> float:
+    labels = (("cache", ""), ("method", method), ("route", route), ("status", status))
+    return got.get(("bastion_requests_total", labels), 0.0)
+
+
+def until(port: int, done: Callable[[Samples], bool]) -> Samples:
+    """Scrape until `done` holds (other workers' counts arrive within a second or two)."""
+    deadline = time.monotonic() + 15
+    while True:
+        got = scrape(port)
+        if done(got) or time.monotonic() > deadline:
+            return got
+        time.sleep(0.2)
+
+
+def site(backend: Backend) -> list[dict[str, object]]:
+    return [
+        {
+            "hosts": ["*"],
+            "routes": [
+                {"path": "/api/", "proxy": {"upstreams": [backend.url]}},
+                {"path": "/limited", "rate_limits": [{"rate": "1/1h"}], "respond": {}},
+            ],
+        }
+    ]
+
+
+def test_traffic_over_both_protocols_is_counted_by_route(
+    backend: Backend, gateway: Callable[..., Gateway], tmp_path: Path
+) -> None:
+    http, https, metrics = free_port(), free_port(), free_port()
+    data = tmp_path / "data"
+    gateway(
+        {
+            "listen": {"http": f"127.0.0.1:{http}", "https": f"127.0.0.1:{https}"},
+            "data_dir": str(data),
+            "access_log": {"format": "off"},
+            "metrics": {"listen": f"127.0.0.1:{metrics}"},
+            "sites": site(backend),
+        }
+    )
+    wait_for_port(https)
+    wait_for_port(metrics)
+    context = ssl.create_default_context(cafile=str(data / "ca" / "root.crt"))
+    base = f"https://localhost:{https}"
+    with httpx.Client(verify=context) as client:  # HTTP/1.1 over TLS
+        for i in range(3):
+            r = client.get(f"{base}/api/item/{i}")
+            assert r.http_version == "HTTP/1.1" and r.status_code == 200
+        assert client.get(f"{base}/nowhere").status_code == 404
+        assert client.post(f"{base}/api/up", content=b"x" * 1000).status_code == 200
+    with httpx.Client(http1=False, http2=True, verify=context) as client:
+        for _ in range(2):
+            r = client.get(f"{base}/api/h2")
+            assert r.http_version == "HTTP/2" and r.status_code == 200
+        assert client.get(f"{base}/limited").status_code == 200
+        assert client.get(f"{base}/limited").status_code == 429
+
+    got = scrape(metrics)
+    assert requests_of(got, "/api/", "2xx") == 5  # 3 over HTTP/1.1, 2 over HTTP/2
+    assert requests_of(got, "/api/", "2xx", "POST") == 1
+    assert requests_of(got, "none", "4xx") == 1  # no route: the route label is not the path
+    assert requests_of(got, "/limited", "4xx") == 1
+    assert got[("bastion_refusals_total", (("policy", "rate_limits"), ("route", "/limited")))]
+    assert got[("bastion_request_body_bytes_total", (("route", "/api/"),))] == 1000
+    assert got[("bastion_request_duration_seconds_count", (("route", "/api/"),))] == 6
+    assert got[("bastion_upstream_duration_seconds_count", (("route", "/api/"),))] == 6
+    assert not any("item" in value for _, labels in got for _, value in labels)
+    # the sites' listeners do not serve it, and the metrics listener serves nothing else
+    with httpx.Client(verify=context) as client:
+        assert client.get(f"{base}/metrics").status_code == 404
+    assert httpx.get(f"http://127.0.0.1:{metrics}/api/item/1").status_code == 404
+    assert httpx.post(f"http://127.0.0.1:{metrics}/metrics").status_code == 405
+
+
+def test_every_worker_answers_with_the_totals_of_all(
+    backend: Backend, gateway: Callable[..., Gateway]
+) -> None:
+    metrics = free_port()
+    gw = gateway(
+        {
+            "workers": 2,
+            "access_log": {"format": "off"},
+            "metrics": {"listen": f"127.0.0.1:{metrics}"},
+            "sites": site(backend),
+        }
+    )
+    wait_for_port(metrics)
+    for i in range(40):  # a new connection each: the kernel spreads them over the workers
+        r = httpx.get(f"{gw.url}/api/{i}", headers={"Connection": "close"})
+        assert r.status_code == 200
+    # each scrape reaches one worker or the other: every one of them sums both
+    for _ in range(6):
+        got = until(metrics, lambda got: requests_of(got, "/api/", "2xx") == 40)
+        assert requests_of(got, "/api/", "2xx") == 40
+
+
+def test_addresses_outside_the_allow_list_get_403(
+    backend: Backend, gateway: Callable[..., Gateway]
+) -> None:
+    metrics = free_port()
+    gateway(
+        {
+            "access_log": {"format": "off"},
+            "metrics": {"listen": f"127.0.0.1:{metrics}", "allow": ["10.0.0.0/8"]},
+            "sites": site(backend),
+        }
+    )
+    wait_for_port(metrics)
+    r = httpx.get(f"http://127.0.0.1:{metrics}/metrics")
+    assert r.status_code == 403
+    assert "bastion_requests_total" not in r.text
