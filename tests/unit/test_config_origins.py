@@ -146,3 +146,15 @@ sites:
 """
     route = loads(tmp_path, text).sites[0].routes[0]
     assert route.strip_prefix and route.s3.prefix == "site/"
+
+
+def test_client_address_unmaps_ipv4_clients_of_a_dual_stack_listener() -> None:
+    from ipaddress import ip_address, ip_network
+
+    from bastion.config.addresses import client_address
+
+    assert client_address("::ffff:127.0.0.1") == ip_address("127.0.0.1")
+    assert client_address("::ffff:127.0.0.1") in ip_network("127.0.0.0/8")
+    assert client_address("::1") == ip_address("::1")
+    assert client_address("10.1.2.3") == ip_address("10.1.2.3")
+    assert client_address("unix") is None

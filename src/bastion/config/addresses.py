@@ -190,3 +190,17 @@ def parse_upstream(value: object) -> UpstreamAddress:
     port_number = _DEFAULT_PORTS[scheme] if port is None else _parse_port(port, text)
     host = _parse_ipv6(host) if authority.startswith("[") else parse_hostname(host)
     return UpstreamAddress("https" if scheme == "https" else "http", host, port_number, None, text)
+
+
+def client_address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """A peer's address as the socket reports it, parsed; an IPv4 client reaching a
+    dual-stack listener (``::ffff:10.0.0.1``) is its IPv4 address, so that IPv4 rules
+    match it. None when it is no IP address (a Unix socket)."""
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+

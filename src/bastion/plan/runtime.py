@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Network, IPv6Network
 from typing import TYPE_CHECKING
 
+from bastion.config.addresses import client_address
 from bastion.plan.routes import CompiledRoute
 from bastion.plan.routes import noncanonical as _noncanonical
 from bastion.routing import HostTable, PathTable
@@ -103,14 +104,8 @@ class Plan:
             return False
         cached = self._trusted_cache.get(ip)
         if cached is None:
-            try:
-                address = ipaddress.ip_address(ip)
-            except ValueError:
-                cached = False
-            else:
-                mapped = getattr(address, "ipv4_mapped", None)
-                address = mapped or address
-                cached = any(address in net for net in self._networks)
+            address = client_address(ip)
+            cached = address is not None and any(address in net for net in self._networks)
             if len(self._trusted_cache) > 4096:
                 self._trusted_cache.clear()
             self._trusted_cache[ip] = cached

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import os
 from typing import TYPE_CHECKING, Any
 
+from bastion.config.addresses import client_address
 from bastion.http.context import ServerContext
 from bastion.http1.server import HTTP1Connection
 from bastion.observe.exposition import CONTENT_TYPE, exposition
@@ -124,12 +124,8 @@ class MetricsEndpoint:
     def allowed(self, ip: str) -> bool:
         known = self._allowed.get(ip)
         if known is None:
-            try:
-                address = ipaddress.ip_address(ip)
-            except ValueError:
-                known = False
-            else:
-                known = any(address in net for net in self.settings.allow)
+            address = client_address(ip)
+            known = address is not None and any(address in net for net in self.settings.allow)
             if len(self._allowed) < 1024:
                 self._allowed[ip] = known
         return known
