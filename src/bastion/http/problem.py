@@ -7,10 +7,15 @@ its title and a short fixed explanation chosen by the caller.
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 from bastion.http.status import REASONS
 
+if TYPE_CHECKING:
+    from bastion.http.request import Request
+
 PROBLEM_TYPE = "application/problem+json"
+_PROBLEM_CONTENT_TYPE = PROBLEM_TYPE.encode()
 
 # The explanations a client sees for each status the gateway produces itself.
 DETAILS: dict[int, str] = {
@@ -41,3 +46,25 @@ def problem_body(status: int, detail: str | None = None, request_id: str | None 
     if request_id:
         doc["request_id"] = request_id
     return json.dumps(doc, separators=(",", ":")).encode()
+
+
+class ProblemAnswers:
+    """`Downstream.problem` for a protocol whose `respond` sends a complete answer: the
+    HTTP/1.1 connection and the HTTP/2 stream share it."""
+
+    def respond(
+        self,
+        req: Request,
+        status: int,
+        body: bytes = b"",
+        content_type: bytes = b"text/plain; charset=utf-8",
+        headers: bytes = b"",
+    ) -> None:
+        raise NotImplementedError
+
+    def problem(
+        self, req: Request, status: int, detail: str | None = None, headers: bytes = b""
+    ) -> None:
+        body = problem_body(status, detail, req.request_id)
+        self.respond(req, status, body, _PROBLEM_CONTENT_TYPE, headers)
+

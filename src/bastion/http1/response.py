@@ -5,7 +5,7 @@ tunnels), and what follows a response: the next pipelined request, or closing.""
 from __future__ import annotations
 
 from bastion.http.downstream import Tunnel
-from bastion.http.problem import PROBLEM_TYPE, problem_body
+from bastion.http.problem import ProblemAnswers
 from bastion.http.request import BODY_FIXED, BODY_LENGTH, BODY_NONE, BodySink, Request
 from bastion.http.status import fixed_head
 from bastion.http1.state import BUFFER, QUEUE, T_HEAD, T_IDLE, ConnectionState
@@ -13,7 +13,7 @@ from bastion.http1.state import BUFFER, QUEUE, T_HEAD, T_IDLE, ConnectionState
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
-class ResponseWriter(ConnectionState):
+class ResponseWriter(ConnectionState, ProblemAnswers):
     """The answer side of `HTTP1Connection`."""
 
     # ------------------------------------------------------------ request body
@@ -63,12 +63,6 @@ class ResponseWriter(ConnectionState):
         self._write(head + body)
         req.bytes_out += len(head) + len(body)
         self.end_response()
-
-    def problem(
-        self, req: Request, status: int, detail: str | None = None, headers: bytes = b""
-    ) -> None:
-        body = problem_body(status, detail, req.request_id)
-        self.respond(req, status, body, PROBLEM_TYPE.encode(), headers)
 
     def write_head(self, req: Request, head: bytes, framing: int) -> None:
         """Send a response head built by a handler: `head` is the status line and

@@ -12,7 +12,7 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 from bastion.http.dispatch import cancel_handler
-from bastion.http.problem import PROBLEM_TYPE, problem_body
+from bastion.http.problem import ProblemAnswers
 from bastion.http.request import BODY_FIXED, BODY_LENGTH, BODY_NONE, BodySink, Request
 from bastion.http.status import fixed_head
 from bastion.http2.headers import StreamReject, response_headers
@@ -30,7 +30,7 @@ HIGH_WATER = 64 * 1024
 LOW_WATER = 16 * 1024
 
 
-class Stream:
+class Stream(ProblemAnswers):
     # class-level defaults: a new stream assigns only what differs
     producer: Producer | None = None
     producer_paused = False
@@ -197,12 +197,6 @@ class Stream:
         self.write_head(req, head, BODY_NONE if not body else BODY_FIXED)
         self.write_body(body)
         self.end_response()
-
-    def problem(
-        self, req: Request, status: int, detail: str | None = None, headers: bytes = b""
-    ) -> None:
-        body = problem_body(status, detail, req.request_id)
-        self.respond(req, status, body, PROBLEM_TYPE.encode(), headers)
 
     def write_head(self, req: Request, head: bytes, framing: int) -> None:
         if self.closing or self.resp_started:
