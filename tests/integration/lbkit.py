@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -153,3 +154,18 @@ class Killable:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait()
+
+
+def controlled_backends() -> Iterator[Callable[[str], Controlled]]:
+    """The body of a `controlled` fixture: `controlled(name)` starts a Controlled backend;
+    every one is stopped at the end of the test."""
+    made: list[Controlled] = []
+
+    def make(name: str) -> Controlled:
+        backend = Controlled(name)
+        made.append(backend)
+        return backend
+
+    yield make
+    for backend in made:
+        backend.stop()

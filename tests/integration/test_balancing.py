@@ -11,13 +11,13 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from lbkit import Controlled, Killable
+from lbkit import Controlled, Killable, controlled_backends
 
 from conftest import Backend, Gateway, free_port
 
@@ -32,18 +32,7 @@ def pool_config(upstreams: list[Any], **proxy: Any) -> dict[str, Any]:
     }
 
 
-@pytest.fixture
-def controlled() -> Iterator[Callable[[str], Controlled]]:
-    made: list[Controlled] = []
-
-    def make(name: str) -> Controlled:
-        b = Controlled(name)
-        made.append(b)
-        return b
-
-    yield make
-    for b in made:
-        b.stop()
+controlled = pytest.fixture(controlled_backends, name="controlled")
 
 
 def who(client: httpx.Client, n: int, **kw: Any) -> Counter[str]:

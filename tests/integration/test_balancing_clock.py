@@ -10,11 +10,11 @@ import asyncio
 import heapq
 import random
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-from lbkit import Controlled
+from lbkit import Controlled, controlled_backends
 
 from bastion.balance.balancer import Balancer, Member
 from bastion.balance.endpoint import endpoint_of
@@ -25,19 +25,7 @@ from bastion.config.addresses import parse_upstream
 from bastion.config.balancing import ActiveHealth, PassiveHealth
 from bastion.proxy.pool import Pool
 
-
-@pytest.fixture
-def controlled() -> Iterator[Callable[[str], Controlled]]:
-    made: list[Controlled] = []
-
-    def make(name: str) -> Controlled:
-        b = Controlled(name)
-        made.append(b)
-        return b
-
-    yield make
-    for b in made:
-        b.stop()
+controlled = pytest.fixture(controlled_backends, name="controlled")
 
 
 class Upstreams:
