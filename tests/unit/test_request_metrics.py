@@ -108,3 +108,26 @@ def test_workers_add_up_through_their_snapshots() -> None:
 def test_nothing_recorded_is_still_valid_text() -> None:
     got = samples(exposition(merge([RequestMetrics().snapshot()])))
     assert list(got) == [("bastion_build_info", (("version", "0.1.0"),))]
+
+
+def test_the_metrics_listener_may_not_share_a_sites_address() -> None:
+    import pytest
+
+    from bastion.config import ConfigError, config_from_dict
+
+    site = [{"routes": [{"path": "/", "respond": {}}]}]
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(
+            {
+                "listen": {"http": "127.0.0.1:9000"},
+                "metrics": {"listen": "127.0.0.1:9000"},
+                "sites": site,
+            }
+        )
+    assert [(i.path, i.message) for i in info.value.issues] == [
+        (
+            "metrics.listen",
+            "'127.0.0.1:9000' is also listen.http: the metrics need an address of their own",
+        )
+    ]
+    assert config_from_dict({"metrics": {"listen": "127.0.0.1:9001"}, "sites": site})

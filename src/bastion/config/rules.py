@@ -8,12 +8,14 @@ carries the location of the offending item, not of the whole model.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError, ValidatorFunctionWrapHandler
 from pydantic_core import ErrorDetails, InitErrorDetails
 
+from bastion.config.addresses import Address, parse_address
 from bastion.config.matching import (
     RoutePath,
     is_private_acme,
@@ -312,6 +314,39 @@ def tls_rules(config: dict[str, Any], sites: list[Any]) -> list[Problem]:
     return problems
 
 
+def _addresses(value: Any) -> list[Address]:
+    found = []
+    for item in value if isinstance(value, list) else [value]:
+        with contextlib.suppress(ValueError):  # reported by the field's own check
+            found.append(parse_address(item))
+    return found
+
+
+def _metrics_rules(config: dict[str, Any]) -> list[Problem]:
+    """The metrics listener has an address of its own: on a site's, the metrics would
+    either not be served or be served to the world."""
+    metrics = config.get("metrics")
+    if not isinstance(metrics, dict) or metrics.get("listen") is None:
+        return []
+    own = _addresses(metrics["listen"])
+    listen = config.get("listen")
+    listen = listen if isinstance(listen, dict) else {}
+    taken = {
+        "http": _addresses(listen.get("http", "127.0.0.1:8080")),
+        "https": _addresses(listen.get("https", [])),
+    }
+    for key, addresses in taken.items():
+        if own and own[0] in addresses:
+            return [
+                (
+                    ("metrics", "listen"),
+                    f"{show(str(own[0]))} is also listen.{key}: the metrics need an "
+                    "address of their own",
+                )
+            ]
+    return []
+
+
 def config_rules(config: dict[str, Any]) -> list[Problem]:
     """A host belongs to one site only; the TLS rules."""
     problems: list[Problem] = []
@@ -319,6 +354,7 @@ def config_rules(config: dict[str, Any]) -> list[Problem]:
     if not isinstance(sites, list):
         return problems
     problems += tls_rules(config, sites)
+    problems += _metrics_rules(config)
     owners: dict[str, int] = {}
     for index, site in enumerate(sites):
         if not isinstance(site, dict):
