@@ -22,7 +22,8 @@ DEMO_HTTPS_PORT = 8443
 
 class DemoBackend(asyncio.Protocol):
     """An HTTP/1.1 keep-alive JSON API: /api/hello, /api/headers, /api/echo, /api/slow,
-    /api/time (what the clock says now: shows when an answer came from the cache)."""
+    /api/time (what the clock says now: shows when an answer came from the cache) and
+    /api/fail (a 500, for the error figures)."""
 
     def __init__(self) -> None:
         self.parser = httptools.HttpRequestParser(self)
@@ -76,6 +77,8 @@ class DemoBackend(asyncio.Protocol):
             return 200, {"message": "hello from the demo backend", "method": method}
         if path == "/api/headers":
             return 200, {"headers_seen_by_backend": self.headers}
+        if path == "/api/fail":
+            return 500, {"error": "the demo backend fails here on purpose"}
         if path == "/api/echo":
             body = b"".join(self.body).decode("utf-8", "replace")
             return 200, {"method": method, "received": body}
@@ -85,7 +88,7 @@ class DemoBackend(asyncio.Protocol):
         if self.transport is None or self.transport.is_closing():
             return
         body = json.dumps(doc, indent=2).encode() + b"\n"
-        reason = b"OK" if status == 200 else b"Not Found"
+        reason = _REASONS.get(status, b"Error")
         head = (
             b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
             b"Server: demo-backend\r\n%s\r\n"
@@ -94,6 +97,9 @@ class DemoBackend(asyncio.Protocol):
         self.transport.write(head + body)
         if not keep_alive:
             self.transport.close()
+
+
+_REASONS = {200: b"OK", 404: b"Not Found", 500: b"Internal Server Error"}
 
 
 def demo_config(
