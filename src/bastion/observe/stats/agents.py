@@ -75,6 +75,12 @@ class AgentFamilies:
         cache[agent] = families
         return families
 
+    def __len__(self) -> int:
+        return len(self._cache)
+
+    def __contains__(self, agent: str) -> bool:
+        return agent in self._cache
+
     def count(self, agents: Mapping[str, int]) -> dict[Families, int]:
         """Requests per families for one batch's User-Agent counts."""
         cache = self._cache

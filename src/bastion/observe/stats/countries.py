@@ -45,6 +45,8 @@ class CountryLookup:
             return _code(self._reader.get(address))
         except ValueError:  # not an address, or IPv6 in an IPv4-only database
             return UNKNOWN
+        except RuntimeError:  # maxminddb's InvalidDatabaseError: a corrupt record
+            return UNKNOWN
 
     def count(self, clients: Mapping[str, int]) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -64,6 +66,6 @@ def open_lookup(path: str | None) -> CountryLookup | None:
         return None
     try:
         return CountryLookup(path)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RuntimeError) as exc:  # RuntimeError: not a MaxMind DB
         log.warning("stats: cannot read the geoip database %s (%s); no countries", path, exc)
         return None

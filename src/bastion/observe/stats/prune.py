@@ -17,8 +17,6 @@ __all__ = ["TOP_KEPT", "prune"]
 
 # keys a top-K summary of a minute or an hour keeps (see sketch.py for the error bound)
 TOP_KEPT = 100
-# a stored summary is reduced back to TOP_KEPT once it holds more than this many keys
-REDUCE_ABOVE = 2 * TOP_KEPT
 # only recent periods are still written to, so only they can have grown
 REDUCE_RECENT = 3 * 3600
 
@@ -47,14 +45,14 @@ def prune(db: sqlite3.Connection, now: float) -> None:
 
 
 def reduce_grown(db: sqlite3.Connection, now: float) -> int:
-    """Reduce the recent top-K summaries holding more than REDUCE_ABOVE keys; how many."""
+    """Reduce the recent top-K summaries holding more than TOP_KEPT keys; how many."""
     reduced = 0
     for table, resolution in TOP_TABLES:
         since = resolution.start(now - REDUCE_RECENT)
         for dim in DIMENSIONS:
             grown = db.execute(
                 f"SELECT t FROM {table} WHERE dim = ? AND t >= ? GROUP BY t HAVING count(*) > ?",
-                (dim, since, REDUCE_ABOVE),
+                (dim, since, TOP_KEPT),
             ).fetchall()
             for (t,) in grown:
                 reduce_stored(db, table, dim, t, TOP_KEPT)

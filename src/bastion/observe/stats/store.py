@@ -13,9 +13,9 @@ Windows and their series steps:
 | 30d | hours   | 6 h    | 120 |
 
 A window ends with the series step holding now (its figures so far) and reaches back
-the window's length from the end of that step; the 5m window leaves out the second in
-progress. Top-K tables come from the minute summaries (5m, 1h, 24h: for 5m, the minutes the
-window overlaps) or the hour summaries (7d, 30d).
+the window's length from the end of that step, leaving out the second in progress (its
+rows are still being written). Top-K tables come from the minute summaries (5m, 1h, 24h;
+for 5m, the minutes the window overlaps) or the hour summaries (7d, 30d).
 """
 
 from __future__ import annotations
@@ -62,12 +62,10 @@ class Window:
     top_table: str
 
     def bounds(self, now: float) -> tuple[int, int, int]:
-        """(since, end, until): rows start in [since, end); until is now, the end of what
-        the figures can hold."""
+        """(since, end, until): the window's series steps cover [since, end); rows read
+        start in [since, min(end, until)); until is now (the second in progress is left
+        out: its rows are still being written)."""
         until = int(now)
-        if self.resolution is SECONDS:
-            end = until // self.step * self.step + self.step
-            return end - self.span, min(end, until), until
         end = (until // self.step + 1) * self.step
         return end - self.span, end, until
 
@@ -163,10 +161,11 @@ class StatsStore:
         now = self.clock.time() if now is None else now
         since, end, until = spec.bounds(now)
         table = spec.resolution.table
+        stop = min(end, until)
         with self._reader() as db:
-            sums = self._sums(db, table, since, end)
-            series = self._series(db, spec, since, end)
-            routes = self._routes(db, table, since, end)
+            sums = self._sums(db, table, since, stop)
+            series = self._series(db, spec, since, end, stop)
+            routes = self._routes(db, table, since, stop)
             top_since = (MINUTES if spec.top_table == "top_minutes" else HOURS).start(since)
             top = {dim: self._top(db, spec.top_table, dim, top_since, end) for dim in DIMENSIONS}
             errors = self._errors(db, since, until)
@@ -200,7 +199,7 @@ class StatsStore:
         return list(db.execute(query, params).fetchone())
 
     def _series(
-        self, db: sqlite3.Connection | None, spec: Window, since: int, end: int
+        self, db: sqlite3.Connection | None, spec: Window, since: int, end: int, stop: int
     ) -> dict[str, Any]:
         step = spec.step
         first = since // step * step
@@ -211,7 +210,7 @@ class StatsStore:
                 f"SELECT (t / {step}) * {step} AS point, {_SERIES_SUMS} "
                 f"FROM {spec.resolution.table} WHERE t >= ? AND t < ? GROUP BY point"
             )
-            by_point = {row[0]: row[1:] for row in db.execute(query, (since, end))}
+            by_point = {row[0]: row[1:] for row in db.execute(query, (since, stop))}
         width = len(_SERIES_COLUMNS)
         empty = [0] * width
         columns = [by_point.get(t, empty) for t in points]
