@@ -199,10 +199,13 @@ def test_minutes_roll_up_into_hours(tmp_path: Path, clock: ManualClock) -> None:
         minutes = dict(
             db.execute("SELECT t / 3600 * 3600, sum(requests) FROM minutes GROUP BY 1").fetchall()
         )
+        quarters = dict(
+            db.execute("SELECT t / 3600 * 3600, sum(requests) FROM quarters GROUP BY 1").fetchall()
+        )
         hours = dict(db.execute("SELECT t, requests FROM hours").fetchall())
         lat_minutes = db.execute("SELECT sum(lat_4) FROM minutes").fetchone()[0]
         lat_hours = db.execute("SELECT sum(lat_4) FROM hours").fetchone()[0]
-    assert hours == minutes and set(hours) == {T0, T0 + 3600}
+    assert hours == minutes == quarters and set(hours) == {T0, T0 + 3600}
     assert sum(hours.values()) == expected
     assert lat_hours == lat_minutes == expected  # 4 ms: the 3..5 ms bucket
     clock.advance(7200)
@@ -226,7 +229,16 @@ def test_retention(tmp_path: Path, clock: ManualClock) -> None:
         assert writer.flush()
         counts = {
             table: rows(tmp_path, table)
-            for table in ("seconds", "minutes", "hours", "top_minutes", "top_hours", "errors")
+            for table in (
+                "seconds",
+                "minutes",
+                "quarters",
+                "hours",
+                "top_minutes",
+                "top_hours",
+                "top_days",
+                "errors",
+            )
         }
         assert counts == dict.fromkeys(counts, 1)
 
@@ -237,15 +249,17 @@ def test_retention(tmp_path: Path, clock: ManualClock) -> None:
 
         clock.advance(48 * 3600)  # minutes, minute top-K and 5xx answers 48 hours
         assert writer.flush()
-        assert [rows(tmp_path, t) for t in ("minutes", "top_minutes", "errors")] == [0, 0, 0]
-        assert [rows(tmp_path, t) for t in ("hours", "top_hours")] == [1, 1]
+        gone = ("minutes", "quarters", "top_minutes", "errors")
+        assert [rows(tmp_path, t) for t in gone] == [0, 0, 0, 0]
+        assert [rows(tmp_path, t) for t in ("hours", "top_hours", "top_days")] == [1, 1, 1]
         store = StatsStore(tmp_path, clock)
         assert store.summary("7d")["totals"]["requests"] == 10
         assert store.summary("7d")["top"]["paths"] == [{"key": "/x", "requests": 10}]
+        assert store.summary("30d")["top"]["paths"] == [{"key": "/x", "requests": 10}]
 
         clock.advance(90 * 86400)  # hours 90 days
         assert writer.flush()
-        assert [rows(tmp_path, t) for t in ("hours", "top_hours")] == [0, 0]
+        assert [rows(tmp_path, t) for t in ("hours", "top_hours", "top_days")] == [0, 0, 0]
     finally:
         writer.close()
 

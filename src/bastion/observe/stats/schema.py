@@ -8,11 +8,12 @@ instance writes its own figures into the same rows with upsert-add
 totals whichever worker wrote it, and readers (``bastion stats``, the admin API) read
 consistent snapshots while the workers write (WAL mode).
 
-Route figures are kept at three resolutions, each row one route during one period starting
-at ``t`` (epoch seconds): ``seconds`` (kept 15 minutes), ``minutes`` (48 hours), ``hours``
-(90 days). Their columns are plain counters so that any window is a ``sum()``; latency
-histograms are one column per bucket of ``STATS_BUCKETS``. Top-K sketches are kept per
-minute (``top_minutes``, 48 hours) and per hour (``top_hours``, 90 days); the last 5xx
+Route figures are kept at four resolutions, each row one route during one period starting
+at ``t`` (epoch seconds): ``seconds`` (kept 15 minutes), ``minutes`` (48 hours),
+``quarters`` (quarter hours, 48 hours), ``hours`` (90 days). Their columns are plain
+counters so that any window is a ``sum()``; latency histograms are one column per bucket
+of ``STATS_BUCKETS``. Top-K summaries are kept per minute (``top_minutes``, 48 hours), per
+hour (``top_hours``, 90 days) and per day (``top_days``, 90 days, UTC days); the last 5xx
 answers in ``errors`` (48 hours).
 """
 
@@ -25,9 +26,11 @@ from bastion.observe.interval import BUCKET_COUNT
 
 __all__ = [
     "COUNTERS",
+    "DAYS",
     "FIGURES",
     "INTERESTING_CODES",
     "LATENCY",
+    "QUARTERS",
     "RESOLUTIONS",
     "STATS_FILE",
     "TOP_TABLES",
@@ -82,11 +85,14 @@ class Resolution:
 
 SECONDS = Resolution("seconds", 1, 15 * 60)
 MINUTES = Resolution("minutes", 60, 48 * 3600)
+# quarter hours: the 24h window's series step, read as 96 rows a route instead of 1440
+QUARTERS = Resolution("quarters", 900, 48 * 3600)
 HOURS = Resolution("hours", 3600, 90 * 86400)
-RESOLUTIONS = (SECONDS, MINUTES, HOURS)
+RESOLUTIONS = (SECONDS, MINUTES, QUARTERS, HOURS)
+DAYS = Resolution("days", 86400, 90 * 86400)  # top-K only: a 30-day window reads 30 rows
 
 # top-K tables: (name, resolution they follow)
-TOP_TABLES = (("top_minutes", MINUTES), ("top_hours", HOURS))
+TOP_TABLES = (("top_minutes", MINUTES), ("top_hours", HOURS), ("top_days", DAYS))
 ERRORS_KEEP = MINUTES.keep
 ERRORS_MAX = 5000  # rows of `errors` kept at most (a storm of 5xx must not fill the disk)
 

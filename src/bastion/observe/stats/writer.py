@@ -100,7 +100,9 @@ class StatsBook:
                 MINUTES.start(interval.start) != MINUTES.start(self._opened)
                 or interval.start - self._opened >= TOP_FLUSH
             ):
-                tops.append(self._take_top())
+                minute, counted = self._take_top()
+                if counted:
+                    tops.append((minute, counted))
             if self._opened is None:
                 self._opened = interval.start
             for rows in tables:
@@ -116,7 +118,9 @@ class StatsBook:
             return
         if now is not None and now < self._opened + TOP_FLUSH + 1:
             return
-        self._commit([], [self._take_top()], [])
+        minute, counted = self._take_top()
+        if counted:
+            self._commit([], [(minute, counted)], [])
 
     def prune(self, now: float) -> None:
         prune(self.db, now)
