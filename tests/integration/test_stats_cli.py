@@ -164,3 +164,11 @@ def test_stats_finds_the_data_dir_of_the_config(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert str(data_dir / "stats.sqlite3") in out.stdout
     assert "20 (" in out.stdout  # 5 seconds of 2 + 2 requests
+
+
+def test_stats_of_a_damaged_file_says_so(tmp_path: Path) -> None:
+    (tmp_path / "stats.sqlite3").write_bytes(b"this is not a database" * 200)
+    out = bastion_stats("--data-dir", str(tmp_path), cwd=tmp_path)
+    assert out.returncode == 1
+    assert f"cannot read the statistics in {tmp_path / 'stats.sqlite3'}" in out.stderr
+    assert "Traceback" not in out.stderr

@@ -306,3 +306,15 @@ def test_percentiles_are_interpolated_within_buckets() -> None:
     assert percentile(mixed, 0.95) == pytest.approx(2.5)
     assert percentile(buckets(120.0, 5), 0.5) == 60.0  # beyond the last bound
     assert percentile(buckets(0.01, 0), 0.5) is None
+
+
+def test_a_damaged_file_stops_the_statistics_not_the_worker(
+    tmp_path: Path, clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / STATS_FILE).write_bytes(b"not a database" * 500)
+    writer = StatsWriter(tmp_path, clock)
+    writer.add(interval(T0))  # the sink never raises into the recorder
+    assert writer.flush() is False
+    writer.add(interval(T0 + 1))
+    writer.close()
+    assert f"cannot open {tmp_path / STATS_FILE}" in caplog.text

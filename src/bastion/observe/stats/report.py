@@ -4,6 +4,7 @@ statistics file while the gateway runs or after it stopped."""
 from __future__ import annotations
 
 import json
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -33,7 +34,11 @@ TOP_TITLES = {
 def run_stats(data_dir: Path, window: str, as_json: bool, out: TextIO = sys.stdout) -> int:
     """Print the summary of `window` from `data_dir`; the exit status."""
     path = stats_path(data_dir)
-    summary = StatsStore(data_dir).summary(window)
+    try:
+        summary = StatsStore(data_dir).summary(window)
+    except sqlite3.Error as exc:
+        print(f"cannot read the statistics in {path}: {exc}", file=sys.stderr)
+        return 1
     if as_json:
         print(f"statistics from {path}", file=sys.stderr)
         json.dump(summary, out, indent=2)

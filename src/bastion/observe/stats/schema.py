@@ -171,5 +171,14 @@ def open_reader(path: Path) -> sqlite3.Connection | None:
     db = sqlite3.connect(
         f"file:{path}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False
     )
-    db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    try:
+        db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        if db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+            # a writer is creating the tables right now (or a newer bastion wrote the
+            # file, which its writer refuses to touch): nothing this version can read
+            db.close()
+            return None
+    except BaseException:
+        db.close()
+        raise
     return db
