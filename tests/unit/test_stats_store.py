@@ -318,3 +318,38 @@ def test_a_damaged_file_stops_the_statistics_not_the_worker(
     writer.add(interval(T0 + 1))
     writer.close()
     assert f"cannot open {tmp_path / STATS_FILE}" in caplog.text
+
+
+def test_summary_has_the_shape_the_api_and_dashboard_read(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    write(tmp_path, clock, [interval(T0 - 2)])
+    summary = StatsStore(tmp_path, clock).summary("5m")
+    assert set(summary) == {
+        "window", "since", "until", "step", "totals", "series", "routes", "top", "recent_errors"
+    }  # fmt: skip
+    assert set(summary["totals"]) == {
+        "requests", "rps", "status", "rate_4xx", "rate_5xx", "latency", "upstream_latency",
+        "upstream_share", "bytes_in", "bytes_out", "cache", "refusals",
+    }  # fmt: skip
+    assert set(summary["totals"]["status"]) == {"1xx", "2xx", "3xx", "4xx", "5xx"}
+    assert set(summary["totals"]["latency"]) == {"p50", "p95", "p99"}
+    assert set(summary["totals"]["upstream_latency"]) == {"p50", "p95", "p99"}
+    assert set(summary["totals"]["cache"]) == {"hits", "lookups", "ratio"}
+    assert set(summary["totals"]["refusals"]) == {"401", "403", "429"}
+    series = summary["series"]
+    assert set(series) == {
+        "t", "requests", "status", "p50", "p95", "p99", "bytes_in", "bytes_out", "refusals"
+    }  # fmt: skip
+    lengths = {len(series[k]) for k in ("t", "requests", "p50", "p95", "p99", "bytes_in")}
+    lengths |= {len(v) for v in (*series["status"].values(), *series["refusals"].values())}
+    assert lengths == {60}
+    assert set(summary["top"]) == {
+        "paths", "not_found", "clients", "consumers", "browsers", "os", "devices", "bots",
+        "referrers", "countries",
+    }  # fmt: skip
+    assert set(summary["routes"][0]) == {"route", "requests", "error_rate", "p95"}
+    assert set(StatsStore(tmp_path, clock).live()) == {
+        "time", "requests", "rps", "status", "p50", "p95", "p99", "upstream_p95", "bytes_in",
+        "bytes_out", "cache_hits", "cache_lookups",
+    }  # fmt: skip
