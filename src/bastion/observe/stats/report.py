@@ -55,6 +55,14 @@ def run_stats(data_dir: Path, window: str, as_json: bool, out: TextIO = sys.stdo
     return 0
 
 
+def printable(text: str) -> str:
+    """`text` safe for a terminal: paths, referrers and User-Agent names come from clients,
+    and an escape sequence in one must not drive the reader's terminal."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
+
+
 def count(n: float) -> str:
     return f"{int(n):,}"
 
@@ -136,18 +144,20 @@ def render(summary: dict[str, Any], path: Path) -> str:
         if not rows:
             continue
         if dim == "consumers":
-            table = [[r["key"], count(r["requests"]), count(r["limited"])] for r in rows]
+            table = [[printable(r["key"]), count(r["requests"]), count(r["limited"])] for r in rows]
             lines += ["", _table(title, ["requests", "429"], table[:TOP_LINES])]
         else:
-            table = [[r["key"] or "(none)", count(r["requests"])] for r in rows]
+            table = [[printable(r["key"]) or "(none)", count(r["requests"])] for r in rows]
             lines += ["", _table(title, ["requests"], table[:TOP_LINES])]
     errors = summary["recent_errors"]
     lines += ["", "recent 5xx answers" if errors else "recent 5xx answers: none"]
     for error in errors[:10]:
         lines.append(
-            f"  {_stamp(error['time'])}  {error['status']}  {error['route']}  "
-            f"{error['method']} {error['path']}  id {error['request_id']}"
-            + (f"  upstream {error['upstream']}" if error.get("upstream") else "")
+            printable(
+                f"  {_stamp(error['time'])}  {error['status']}  {error['route']}  "
+                f"{error['method']} {error['path']}  id {error['request_id']}"
+                + (f"  upstream {error['upstream']}" if error.get("upstream") else "")
+            )
         )
     return "\n".join(lines) + "\n"
 
