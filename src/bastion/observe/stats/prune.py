@@ -40,7 +40,8 @@ def prune(db: sqlite3.Connection, now: float) -> None:
         reduce_grown(db, now)
         db.execute("COMMIT")
     except BaseException:
-        db.execute("ROLLBACK")
+        if db.in_transaction:
+            db.execute("ROLLBACK")
         raise
 
 

@@ -157,7 +157,8 @@ def open_writer(path: Path) -> sqlite3.Connection:
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         db.execute("COMMIT")
     except BaseException:
-        db.execute("ROLLBACK")
+        if db.in_transaction:
+            db.execute("ROLLBACK")
         db.close()
         raise
     return db

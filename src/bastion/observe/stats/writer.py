@@ -145,6 +145,8 @@ class StatsBook:
         tops: list[tuple[int, dict[str, list[tuple[str, int, int]]]]],
         errors: list[tuple[object, ...]],
     ) -> None:
+        if not (tops or errors or any(rows.rows for rows in tables)):
+            return  # an idle second: no transaction, no lock taken from the other workers
         db = self.db
         db.execute("BEGIN IMMEDIATE")
         try:
@@ -166,7 +168,8 @@ class StatsBook:
                 db.executemany(_ERROR_INSERT, errors)
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            if db.in_transaction:
+                db.execute("ROLLBACK")
             raise
 
 
