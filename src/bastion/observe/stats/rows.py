@@ -94,8 +94,6 @@ class TopCounts:
         self.agents = agents
         self.countries = countries
         self.sketches = {name: TopSketch(capacity) for name in DIMENSIONS}
-        self.minute: int | None = None  # the minute being counted
-        self.last: int = 0  # the start of the last Interval counted
 
     def add(self, interval: Interval) -> None:
         sketches = self.sketches
@@ -121,7 +119,6 @@ class TopCounts:
         clients = top.get("clients")
         if clients and self.countries is not None:
             sketches["countries"].add(self.countries.count(clients))
-        self.last = max(self.last, interval.start)
 
     def __bool__(self) -> bool:
         return any(self.sketches.values())
