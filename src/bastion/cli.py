@@ -91,6 +91,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-c", "--config", default=None, help="config whose data_dir to use")
     _data_dir_flag(p)
 
+    p = sub.add_parser("alerts", help="send a test notification on every alert channel")
+    p.add_argument("action", choices=["test"])
+    p.add_argument("-c", "--config", default=None)
+
     args = parser.parse_args(argv)
     if getattr(args, "data_dir", None):
         # exported so that worker processes and reloads resolve the same directory
@@ -108,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         "certs": cmd_certs,
         "cache": cmd_cache,
         "keys": cmd_keys,
+        "alerts": cmd_alerts,
     }[args.command]
     return handler(args)
 
@@ -417,3 +422,12 @@ def cmd_keys(args: argparse.Namespace) -> int:
             return 1
         configured = loaded.config.data_dir
     return run_keys(args.action, args.consumer, args.key_id, configured)
+
+
+def cmd_alerts(args: argparse.Namespace) -> int:
+    from bastion.observe.alerts.testsend import send_test
+
+    loaded = _load(args.config)
+    if loaded is None:
+        return 1
+    return send_test(loaded.config.alerts, loaded.secrets, sys.stdout)

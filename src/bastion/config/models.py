@@ -29,6 +29,7 @@ from pydantic import (
 )
 
 from bastion.config.addresses import Address
+from bastion.config.alert_models import Alerts
 from bastion.config.cache_models import Cache
 from bastion.config.observe_models import Metrics
 from bastion.config.rules import config_rules, validate_with_rules
@@ -257,6 +258,10 @@ class Config(_Model):
         default_factory=lambda: Metrics(),
         description="Prometheus metrics of the traffic, on a listener of their own; off "
         "unless metrics.listen is set.",
+    )
+    alerts: Alerts = Field(
+        default_factory=lambda: Alerts(),
+        description="Alert rules evaluated like CloudWatch alarms, and the channels they notify.",
     )
     log_level: Annotated[Literal["debug", "info", "warning", "error"], BeforeValidator(_lower)] = (
         Field(default="info", description="Lowest level of the server's own log messages.")
