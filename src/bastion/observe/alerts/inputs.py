@@ -23,8 +23,8 @@ class Certificate:
     """A certificate served: its names, its expiry, the last renewal error (None: none)."""
 
     names: tuple[str, ...]
-    not_after: float
-    """Epoch seconds."""
+    not_after: float | None
+    """Epoch seconds; None when no certificate could be read (ordering failed, say)."""
     renewal_error: str | None = None
 
 
@@ -52,7 +52,8 @@ class AlertInputs(Protocol):
     def period(self, since: float, until: float, route: str | None = None) -> dict[str, Any]:
         """Traffic totals of [since, until) in the "totals" shape of ``StatsStore.summary``
         ("requests", "status" by class, "latency" and "upstream_latency" percentiles,
-        "refusals" by status), for one route or all traffic."""
+        "refusals" by status), for one route or all traffic; ``{}`` when the gateway keeps
+        no statistics (traffic rules then have no data)."""
         ...
 
     def pools(self) -> dict[str, PoolHealth]:

@@ -12,11 +12,39 @@ from __future__ import annotations
 
 import fcntl
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
-__all__ = ["LOCK_FILE", "AlertLock"]
+if TYPE_CHECKING:
+    from bastion.state.snapshots import Snapshots
+
+__all__ = ["LOCK_FILE", "TOPIC", "AlertLock", "shared_status"]
 
 LOCK_FILE = "alerts.lock"
+TOPIC = "alerts"
+"""The snapshots topic the evaluating worker publishes the rules' states under."""
+
+States = list[dict[str, Any]]
+
+
+def shared_status(
+    snapshots: Snapshots,
+) -> tuple[Callable[[States], None], Callable[[], States | None]]:
+    """``(publish, read)`` for ``AlertManager``: the evaluating worker puts the states into
+    its snapshot; another worker (the admin API may be served by any) reads the newest."""
+
+    def publish(states: States) -> None:
+        snapshots.put(TOPIC, {"states": states})
+
+    def read() -> States | None:
+        try:
+            found = [s for s in snapshots.read(TOPIC) if isinstance(s.get("states"), list)]
+        except OSError:
+            return None
+        return cast("States", found[-1]["states"]) if found else None
+
+    return publish, read
 
 
 class AlertLock:

@@ -102,11 +102,13 @@ class AlertManager:
         except Exception:
             log.exception("alerts: cannot read the pools' health")
         sent: list[Notification] = []
+        evaluated = False
         for name, rule in self.settings.rules.items():
             state = self.states[name]
             end = math.floor((now - SETTLE) / rule.period) * rule.period
             if state.last_period is not None and end <= state.last_period:
                 continue
+            evaluated = True
             state.last_period = end
             point = self._measure(name, rule, Period(end - rule.period, end, now))
             state.value = point.value
@@ -116,7 +118,7 @@ class AlertManager:
                 note = self._notification(name, rule, state, owed, now)
                 self._notify(rule, note)
                 sent.append(note)
-        if self.publish is not None:
+        if self.publish is not None and evaluated:
             try:
                 self.publish(self.status())
             except OSError as exc:
@@ -180,10 +182,16 @@ class AlertManager:
     async def run(self) -> None:
         """Evaluate every ``TICK`` seconds until cancelled; in-flight deliveries are
         cancelled with it."""
+        refresh = getattr(self.inputs, "refresh", None)  # inputs that read slowly, ahead
         try:
             while True:
                 if self.lock is None or self.lock.acquire():
-                    self.evaluate()
+                    try:
+                        if refresh is not None:
+                            await refresh()
+                        self.evaluate()
+                    except Exception:
+                        log.exception("alerts: evaluation failed; trying again in a second")
                 await asyncio.sleep(TICK)
         finally:
             self.deliveries.cancel()

@@ -66,8 +66,15 @@ def _where(rule: AlertRule) -> str:
     return f" on route {rule.route}" if rule.route else ""
 
 
+class NoStatistics(LookupError):
+    """The gateway keeps no traffic statistics: a traffic rule's periods are missing data."""
+
+
 def _traffic(rule: AlertRule, inputs: AlertInputs, period: Period) -> dict[str, Any]:
-    return inputs.period(period.since, period.until, rule.route)
+    totals = inputs.period(period.since, period.until, rule.route)
+    if "requests" not in totals:
+        raise NoStatistics
+    return totals
 
 
 def _error_rate(rule: AlertRule, inputs: AlertInputs, period: Period, _: PoolWatch) -> Datapoint:
@@ -126,8 +133,11 @@ def _certificate_expiry(
     certificates = inputs.certificates()
     if not certificates:
         return Datapoint(None, False, "no certificate served")
-    first = min(certificates, key=lambda c: c.not_after)
-    days = (first.not_after - period.now) / DAY
+    dated = [c for c in certificates if c.not_after is not None]
+    if not dated:
+        return Datapoint(None, False, "no certificate with a known expiry")
+    first = min(dated, key=lambda c: c.not_after or 0.0)
+    days = ((first.not_after or 0.0) - period.now) / DAY
     summary = f"certificate for {', '.join(first.names)} expires in {days:.1f} days"
     if days <= 0:
         summary = f"certificate for {', '.join(first.names)} has expired"
@@ -214,7 +224,10 @@ MEASURES: dict[str, Measure] = {
 
 
 def measure(rule: AlertRule, inputs: AlertInputs, period: Period, watch: PoolWatch) -> Datapoint:
-    point = MEASURES[rule.kind](rule, inputs, period, watch)
+    try:
+        point = MEASURES[rule.kind](rule, inputs, period, watch)
+    except NoStatistics:
+        return Datapoint(None, False, "no traffic statistics (stats are off)")
     if point.value is not None and not math.isfinite(point.value):
         return Datapoint(None, False, point.summary)
     return point
