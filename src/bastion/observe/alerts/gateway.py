@@ -31,11 +31,14 @@ CERT_REFRESH = 300.0
 
 
 def certificates_of(config: Config) -> list[Certificate]:
-    """The certificates ``bastion certs list`` shows, as alert inputs (blocking: file reads)."""
+    """The certificates ``bastion certs list`` shows (ACME and files; not the local CA's),
+    as alert inputs (blocking: file reads)."""
     from bastion.tls.certs import cert_rows  # cryptography: only for a gateway with TLS
 
     found = []
     for row in cert_rows(config):
+        if row.source == "local CA":
+            continue  # 7-day leaves the gateway re-issues itself: always "expiring"
         not_after = None if row.not_after is None else row.not_after.timestamp()
         error = None if row.last_error in ("", "-") else row.last_error
         found.append(Certificate(row.names, not_after, error))
