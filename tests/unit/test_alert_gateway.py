@@ -14,7 +14,12 @@ from bastion.balance.endpoint import endpoint_of
 from bastion.clock import ManualClock
 from bastion.config import config_from_dict
 from bastion.observe.alerts import AlertLock, AlertManager, PoolHealth
-from bastion.observe.alerts.gateway import GatewayInputs, certificates_of
+from bastion.observe.alerts.gateway import (
+    GatewayInputs,
+    certificates_of,
+    read_reload_result,
+    write_reload_result,
+)
 from bastion.observe.alerts.leader import shared_status
 from bastion.plan import compile_plan
 from bastion.proxy.pool import PoolRegistry
@@ -145,3 +150,21 @@ def test_certificates_and_reloads(tmp_path: Path) -> None:
     reload = inputs.last_reload()
     assert reload is not None and (reload.ok, reload.at) == (False, START)
     assert inputs.period(0, 60) == {}  # no statistics store: traffic rules have no data
+
+
+def test_a_reload_the_supervisor_rejected_is_seen_by_the_workers(tmp_path: Path) -> None:
+    clock = ManualClock(START)
+    inputs = GatewayInputs(reloads=(tmp_path, 4242), clock=clock)
+    assert inputs.last_reload() is None
+    write_reload_result(tmp_path, 4242, False, "bastion.yaml:1: sites: must not be empty", START)
+    assert read_reload_result(tmp_path, 9999) is None  # another instance's
+    reload = inputs.last_reload()
+    assert reload is not None and (reload.ok, reload.error) == (
+        False,
+        "bastion.yaml:1: sites: must not be empty",
+    )
+    clock.advance(5)
+    inputs.record_reload(True)  # a later reload the workers applied
+    reload = inputs.last_reload()
+    assert reload is not None and (reload.ok, reload.at) == (True, START + 5)
+    assert (tmp_path / "last-reload.json").stat().st_mode & 0o077 == 0

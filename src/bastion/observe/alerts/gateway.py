@@ -11,8 +11,10 @@ loop at every evaluation: ``refresh()`` reads them in a thread every ``CERT_REFR
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bastion.clock import SYSTEM_CLOCK, Clock
@@ -22,12 +24,48 @@ if TYPE_CHECKING:
     from bastion.balance.balancer import Balancer
     from bastion.config.models import Config
 
-__all__ = ["CERT_REFRESH", "GatewayInputs", "certificates_of"]
+__all__ = [
+    "CERT_REFRESH",
+    "RELOAD_FILE",
+    "GatewayInputs",
+    "certificates_of",
+    "read_reload_result",
+    "write_reload_result",
+]
 
 log = logging.getLogger("bastion.alerts")
 
 CERT_REFRESH = 300.0
 """Seconds between two readings of the certificates (expiry is counted in days)."""
+RELOAD_FILE = "last-reload.json"
+"""In the data dir: the last reload the supervisor of several workers rejected. It checks
+the file before passing a reload on, so its workers never see a file it rejected."""
+
+
+def write_reload_result(
+    data_dir: Path, instance: int, ok: bool, error: str | None, at: float
+) -> None:
+    """Record a reload result for the instance's evaluating worker (the supervisor calls
+    this; ``error`` as the config loader reports it, free of secrets)."""
+    from bastion.state.files import atomic_write
+
+    record = {"instance": instance, "ok": ok, "at": at, "error": error}
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    atomic_write(data_dir / RELOAD_FILE, json.dumps(record).encode(), 0o600)
+
+
+def read_reload_result(data_dir: Path, instance: int) -> ReloadResult | None:
+    """The result ``write_reload_result`` recorded for this instance, if any."""
+    try:
+        record = json.loads((data_dir / RELOAD_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or record.get("instance") != instance:
+        return None
+    at, error = record.get("at"), record.get("error")
+    if not isinstance(at, int | float) or not (error is None or isinstance(error, str)):
+        return None
+    return ReloadResult(record.get("ok") is True, float(at), error)
 
 
 def certificates_of(config: Config) -> list[Certificate]:
@@ -57,11 +95,13 @@ class GatewayInputs:
         config: Callable[[], Config] | None = None,
         quotas: Callable[[], dict[str, QuotaUse]] | None = None,
         loop_time: Callable[[], float] | None = None,
+        reloads: tuple[Path, int] | None = None,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         """``period``: ``StatsStore.period``; ``balancers``: the current plan's;
         ``config``: the config in force (its certificates); ``quotas``: each consumer's
-        use; ``loop_time``: the clock the balancers' ejections are timed with."""
+        use; ``loop_time``: the clock the balancers' ejections are timed with; ``reloads``:
+        the data dir and instance whose supervisor records the reloads it rejects."""
         self._period = period
         self._balancers = balancers
         self._config = config
@@ -71,6 +111,7 @@ class GatewayInputs:
         self._certs: list[Certificate] = []
         self._certs_read = -CERT_REFRESH
         self._reload: ReloadResult | None = None
+        self._reloads = reloads
 
     # ------------------------------------------------------- what the worker tells
     def record_reload(self, ok: bool, error: str | None = None) -> None:
@@ -116,4 +157,9 @@ class GatewayInputs:
         return {} if self._quotas is None else self._quotas()
 
     def last_reload(self) -> ReloadResult | None:
-        return self._reload
+        """The newest of this worker's last reload and the one its supervisor rejected."""
+        found = [self._reload]
+        if self._reloads is not None:
+            found.append(read_reload_result(*self._reloads))
+        known = [r for r in found if r is not None]
+        return max(known, key=lambda r: r.at) if known else None

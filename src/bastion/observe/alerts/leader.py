@@ -67,6 +67,7 @@ class AlertLock:
         if self._fd is not None:
             return True
         try:
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError:
             return False

@@ -38,6 +38,9 @@ SETTLE = 2.0
 """Seconds after a period's end before it is evaluated: its statistics are written by then."""
 TICK = 1.0
 """How often ``run()`` looks for periods that ended (and samples pool health)."""
+REPUBLISH = 10.0
+"""Seconds after which the states are published again though no rule was evaluated (readers
+take a snapshot older than 30 s for a dead worker's)."""
 
 
 class AlertManager:
@@ -66,10 +69,11 @@ class AlertManager:
         self.watch = PoolWatch()
         self.settings = Alerts()
         self.states: dict[str, RuleState] = {}
+        self._published = -REPUBLISH
         self.reconfigure(settings)
 
     # ------------------------------------------------------------- settings
-    def reconfigure(self, settings: Alerts) -> None:
+    def reconfigure(self, settings: Alerts, secrets: frozenset[str] | None = None) -> None:
         """New settings (a reload): a rule whose settings did not change keeps its state
         and history; a changed one keeps its state but starts its history again (its old
         periods were judged by the old settings); a new one starts INSUFFICIENT_DATA."""
@@ -89,6 +93,8 @@ class AlertManager:
             states[name] = state
         self.settings = settings
         self.states = states
+        if secrets is not None:  # the reloaded config's
+            self.hidden = self.deliveries.hidden = secrets
         self.instance = settings.instance or socket.gethostname()
 
     # ----------------------------------------------------------- evaluation
@@ -118,7 +124,10 @@ class AlertManager:
                 note = self._notification(name, rule, state, owed, now)
                 self._notify(rule, note)
                 sent.append(note)
-        if self.publish is not None and evaluated:
+        if self.publish is not None and (
+            evaluated or self.clock.monotonic() - self._published >= REPUBLISH
+        ):
+            self._published = self.clock.monotonic()
             try:
                 self.publish(self.status())
             except OSError as exc:
