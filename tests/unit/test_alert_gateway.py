@@ -168,3 +168,30 @@ def test_a_reload_the_supervisor_rejected_is_seen_by_the_workers(tmp_path: Path)
     reload = inputs.last_reload()
     assert reload is not None and (reload.ok, reload.at) == (True, START + 5)
     assert (tmp_path / "last-reload.json").stat().st_mode & 0o077 == 0
+
+
+def test_the_service_a_worker_holds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from bastion.config import LoadedConfig
+    from bastion.observe.alerts.service import AlertService, record_rejected_reload
+
+    monkeypatch.setenv("BASTION_INSTANCE", "4242")
+    site = {"routes": [{"path": "/", "respond": {"status": 200}}]}
+    plain = config_from_dict({"data_dir": str(tmp_path), "sites": [site]})
+    rules = {"rules": {"reload": {"kind": "reload_failed", "period": 1}}}
+    alerting = config_from_dict({"data_dir": str(tmp_path), "sites": [site], "alerts": rules})
+    current: list[LoadedConfig] = [plain]
+
+    async def main() -> None:
+        service = AlertService(lambda: current[0], lambda: [], asyncio.get_running_loop())
+        service.start()
+        assert service.manager is None and service.status() == []  # no rules: idle
+        current[0] = alerting
+        service.reloaded(True)  # rules came with a reload: started
+        assert service.manager is not None
+        assert [s["name"] for s in service.status()] == ["reload"]
+        record_rejected_reload(alerting, "bastion.yaml:2: sites: must not be empty")
+        reload = service.inputs.last_reload()
+        assert reload is not None and not reload.ok  # the supervisor's, newer
+        service.stop()
+
+    asyncio.run(main())
