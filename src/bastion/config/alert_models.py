@@ -330,7 +330,8 @@ class AlertRule(_Model):
     )
     route: str | None = Field(
         default=None,
-        description="Traffic kinds: the route (its name) watched; null means all traffic.",
+        description="Traffic kinds: the route watched, named by its path as in the metrics "
+        "(/api/); null means all traffic.",
     )
     status_class: Literal["5xx", "4xx"] = Field(
         default="5xx", description="error_rate: the status class counted."
