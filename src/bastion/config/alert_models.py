@@ -11,7 +11,7 @@ holds its token) are ``SecretStr``: never printed, and hidden from error message
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -20,6 +20,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidatorFunctionWrapHandler,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -301,7 +302,15 @@ class AlertRule(_Model):
         description="What the rule watches: error_rate, latency, pool_unhealthy, "
         "certificate_expiry, renewal_failed, quota, rate_limited, no_traffic, reload_failed."
     )
-    threshold: float | None = Field(
+    threshold: Annotated[
+        float | None,
+        WithJsonSchema(
+            {
+                "anyOf": [{"type": "number"}, {"type": "string"}, {"type": "null"}],
+                "description": "a number, a percentage like '5%' or a duration like 500ms",
+            }
+        ),
+    ] = Field(
         default=None,
         description="Breaching above this: error_rate a share (0.05 or '5%', default 0.05); "
         "latency seconds (default 1s); quota percent of the limit (default 80); rate_limited "
@@ -366,7 +375,15 @@ class AlertRule(_Model):
     consumer: str | None = Field(
         default=None, description="quota: the consumer watched; null means any consumer."
     )
-    share: float | None = Field(
+    share: Annotated[
+        float | None,
+        WithJsonSchema(
+            {
+                "anyOf": [{"type": "number"}, {"type": "string"}, {"type": "null"}],
+                "description": "a share like 0.1 or a percentage like '10%'",
+            }
+        ),
+    ] = Field(
         default=None,
         description="rate_limited: breaching above this share of requests answered 429 "
         "(0.1 or '10%').",
