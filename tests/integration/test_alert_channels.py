@@ -42,9 +42,15 @@ START = 1_800_000_000.0
 # ------------------------------------------------------------------ receivers
 class Receiver:
     """An HTTP (or HTTPS) server on 127.0.0.1 recording each POST; it answers the statuses of
-    ``answers`` in turn, then 200."""
+    ``answers`` in turn, then 200 (with ``echo``, a reason phrase quoting the request's path,
+    as careless receivers do)."""
 
-    def __init__(self, answers: list[int] | None = None, tls: tuple[Path, Path] | None = None):
+    def __init__(
+        self,
+        answers: list[int] | None = None,
+        tls: tuple[Path, Path] | None = None,
+        echo: bool = False,
+    ):
         self.got: list[tuple[str, dict[str, str], bytes]] = []
         self.answers = list(answers or [])
         receiver = self
@@ -55,7 +61,7 @@ class Receiver:
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 receiver.got.append((self.path, headers, body))
                 status = receiver.answers.pop(0) if receiver.answers else 200
-                self.send_response(status)
+                self.send_response(status, f"no hook at {self.path}" if echo else None)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
@@ -127,8 +133,10 @@ def ca(tmp_path: Path) -> TestCA:
 def receivers() -> Iterator[Callable[..., Receiver]]:
     made: list[Receiver] = []
 
-    def make(answers: list[int] | None = None, tls: tuple[Path, Path] | None = None) -> Receiver:
-        made.append(Receiver(answers, tls))
+    def make(
+        answers: list[int] | None = None, tls: tuple[Path, Path] | None = None, echo: bool = False
+    ) -> Receiver:
+        made.append(Receiver(answers, tls, echo))
         return made[-1]
 
     yield make
@@ -351,7 +359,7 @@ def test_failures_are_retried_logged_without_secrets_and_never_fatal(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     flaky = receivers(answers=[503, 500])  # delivered at the third attempt
-    down = receivers(answers=[500] * 10)  # never
+    down = receivers(answers=[500] * 10, echo=True)  # never; its answer quotes the token
     box = mailbox()  # its certificate is not trusted: STARTTLS fails
     secret_env(monkeypatch, down.url)
     loaded = load_config(
@@ -377,7 +385,10 @@ alerts:
     assert box.messages == [] and box.logins == []  # no password sent without trusted TLS
     log = caplog.text
     assert "alert api-down firing: notified on channel flaky" in log
-    assert "channel team (slack) failed 4 times, giving up: the receiver answered 500" in log
+    assert (
+        "channel team (slack) failed 4 times, giving up: the receiver answered 500 "
+        "no hook at <redacted>" in log
+    )
     assert "channel mail (email) failed 4 times, giving up: cannot reach the SMTP server:" in log
     assert "CERTIFICATE_VERIFY_FAILED" in log
     assert manager.status()[0]["state"] == "FIRING"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import smtplib
 import ssl
 import urllib.error
@@ -18,6 +19,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
+from urllib.parse import urlsplit
 
 from bastion import __version__
 from bastion.config.alert_models import AlertChannel, EmailChannel, SlackChannel, WebhookChannel
@@ -85,8 +87,24 @@ def sign(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
+def with_url_parts(secrets: frozenset[str]) -> frozenset[str]:
+    """``secrets`` and, for each that is a URL, the parts that may hold its token on their
+    own (a receiver's error quotes the path it was asked for, not the whole URL): path,
+    query, password, and each of their pieces of 8 characters or more."""
+    found = set(secrets)
+    for secret in secrets:
+        if "://" not in secret:
+            continue
+        parts = urlsplit(secret)
+        found.update(p for p in (parts.path, parts.query, parts.password) if p and p != "/")
+        pieces = re.split(r"[/?&=]", f"{parts.path}?{parts.query}")
+        found.update(piece for piece in pieces if len(piece) >= 8)
+    return frozenset(found)
+
+
 def channel_secrets(channel: AlertChannel) -> frozenset[str]:
-    """The values of a channel that must never be shown (its secret, password, Slack URL)."""
+    """The values of a channel that must never be shown (its secret, password, Slack URL and
+    the parts of it that hold the token)."""
     found: set[str] = set()
     if channel.webhook is not None and channel.webhook.secret is not None:
         found.add(channel.webhook.secret.get_secret_value())
@@ -94,7 +112,7 @@ def channel_secrets(channel: AlertChannel) -> frozenset[str]:
         found.add(channel.slack.url.get_secret_value())
     if channel.email is not None and channel.email.password is not None:
         found.add(channel.email.password.get_secret_value())
-    return frozenset(s for s in found if s)
+    return with_url_parts(frozenset(s for s in found if s))
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):

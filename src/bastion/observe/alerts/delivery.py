@@ -10,7 +10,13 @@ from collections.abc import Sequence
 
 from bastion.config.alert_models import AlertChannel
 from bastion.config.show import redact
-from bastion.observe.alerts.channels import Notification, SendError, channel_secrets, send
+from bastion.observe.alerts.channels import (
+    Notification,
+    SendError,
+    channel_secrets,
+    send,
+    with_url_parts,
+)
 
 __all__ = ["RETRY_DELAYS", "Deliveries", "try_send"]
 
@@ -24,12 +30,13 @@ async def try_send(
     name: str, channel: AlertChannel, note: Notification, hidden: frozenset[str] = frozenset()
 ) -> str | None:
     """One attempt in a thread: None when delivered, else the reason (secret-free)."""
+    hidden = with_url_parts(hidden) | channel_secrets(channel)
     try:
         await asyncio.to_thread(send, channel, note)
     except SendError as exc:
-        return redact(str(exc), hidden | channel_secrets(channel))
+        return redact(str(exc), hidden)
     except Exception as exc:  # a sender's bug must not end the alerting of other rules
-        return redact(f"{type(exc).__name__}: {exc}", hidden | channel_secrets(channel))
+        return redact(f"{type(exc).__name__}: {exc}", hidden)
     return None
 
 
