@@ -23,7 +23,7 @@ from typing import Any
 from bastion.clock import SYSTEM_CLOCK, Clock
 from bastion.config.alert_models import AlertRule, Alerts
 from bastion.config.show import redact
-from bastion.observe.alerts.channels import Notification
+from bastion.observe.alerts.channels import Notification, with_url_parts
 from bastion.observe.alerts.delivery import RETRY_DELAYS, Deliveries
 from bastion.observe.alerts.inputs import AlertInputs
 from bastion.observe.alerts.leader import AlertLock
@@ -61,7 +61,7 @@ class AlertManager:
         evaluation by the evaluating process, ``leader_status`` reads them in the others."""
         self.inputs = inputs
         self.clock = clock
-        self.hidden = secrets
+        self.hidden = with_url_parts(secrets)
         self.lock = lock
         self.publish = publish
         self.leader_status = leader_status
@@ -94,7 +94,8 @@ class AlertManager:
         self.settings = settings
         self.states = states
         if secrets is not None:  # the reloaded config's
-            self.hidden = self.deliveries.hidden = secrets
+            self.hidden = with_url_parts(secrets)
+            self.deliveries.hidden = secrets
         self.instance = settings.instance or socket.gethostname()
 
     # ----------------------------------------------------------- evaluation
