@@ -195,3 +195,52 @@ def test_the_service_a_worker_holds(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         service.stop()
 
     asyncio.run(main())
+
+
+def test_consumer_quota_use_read_from_the_limit_store(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from bastion.http.request import Request
+    from bastion.observe.alerts import QuotaUse
+    from bastion.observe.alerts.quotas import consumer_quotas
+    from bastion.policies.ratelimit import build_rate_limit
+    from bastion.state.limits import MemoryLimitStore
+
+    quotas = [
+        {"limit": 10, "per": "day"},
+        {"limit": 100, "per": "month", "name": "monthly"},
+        {"limit": 5, "per": "day", "key": "client_ip"},  # not a consumer's
+    ]
+    config = config_from_dict(
+        {
+            "data_dir": str(tmp_path),
+            "sites": [
+                {
+                    "hosts": ["api.example.test"],
+                    "routes": [{"path": "/api/", "respond": {"status": 200}, "quotas": quotas}],
+                }
+            ],
+        }
+    ).config
+    clock = ManualClock(START)
+    store = MemoryLimitStore(clock=clock)
+    site = config.sites[0]
+    # the route's policy as the plan builds it, on this store (its builder reads only these)
+    spec = SimpleNamespace(route=site.routes[0], site=site)
+    policy = build_rate_limit(spec, SimpleNamespace(limit_store=store, trusted=None))  # type: ignore[arg-type]
+    assert policy is not None
+    for consumer, count in (("acme", 8), ("beta", 2), ("", 3)):
+        for i in range(count):
+            req = Request()
+            req.client_ip, req.consumer = f"10.0.{len(consumer)}.{i}", consumer
+            assert policy.on_request(req) is None
+
+    assert consumer_quotas(config, store, clock.time()) == {
+        "acme": QuotaUse(8, 10),  # the daily quota is the fuller one
+        "beta": QuotaUse(2, 10),
+    }
+    clock.advance(86400)  # a new day: only the month's counts are left
+    assert consumer_quotas(config, store, clock.time()) == {
+        "acme": QuotaUse(8, 100),
+        "beta": QuotaUse(2, 100),
+    }

@@ -53,7 +53,7 @@ class AlertService:
     ) -> None:
         """``loaded``: the config in force; ``balancers``: the current plan's; ``period``:
         ``StatsStore.period`` (None: traffic rules have no data); ``quotas``: each
-        consumer's quota use (None: quota rules have no data)."""
+        consumer's quota use (None: read from the process's limit store, ``quotas.py``)."""
         self.loaded = loaded
         self.loop = loop
         self.clock = clock
@@ -63,11 +63,22 @@ class AlertService:
             period=period,
             balancers=balancers,
             config=lambda: loaded().config,
-            quotas=quotas,
+            quotas=quotas or self._quotas,
             loop_time=loop.time,
             reloads=(_data_dir(loaded()), _instance()),
             clock=clock,
         )
+
+    def _quotas(self) -> dict[str, QuotaUse]:
+        from bastion.observe.alerts.quotas import consumer_quotas, quota_prefixes
+
+        loaded = self.loaded()
+        if not quota_prefixes(loaded.config):
+            return {}  # no per-consumer quota: not even the limit store is opened
+        from bastion.state.stores import stores_for
+
+        limits = stores_for(_data_dir(loaded)).limits
+        return consumer_quotas(loaded.config, limits, self.clock.time())
 
     def start(self) -> None:
         """Start the manager when the config has rules (and it is not running yet)."""
