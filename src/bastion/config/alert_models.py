@@ -141,7 +141,7 @@ class EmailChannel(_Model):
     starttls: bool = Field(
         default=True,
         description="Upgrade the connection with STARTTLS (the server's certificate is checked) "
-        "before anything else is sent; false sends in clear (a local relay only).",
+        "before any login or mail; false sends in clear (a local relay only).",
     )
     username: str | None = Field(
         default=None, description="AUTH user name; null sends without AUTH."
