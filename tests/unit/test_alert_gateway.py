@@ -244,3 +244,10 @@ def test_consumer_quota_use_read_from_the_limit_store(tmp_path: Path) -> None:
         "acme": QuotaUse(8, 100),
         "beta": QuotaUse(2, 100),
     }
+
+
+def test_statistics_can_be_plugged_in_later() -> None:
+    inputs = GatewayInputs()
+    assert inputs.period(0, 60) == {}
+    inputs.use_statistics(lambda since, until, route: {"requests": int(until - since)})
+    assert inputs.period(0, 60, "/api/") == {"requests": 60}

@@ -121,6 +121,12 @@ class GatewayInputs:
         if ok:
             self._certs_read = -CERT_REFRESH  # the new config may serve other names
 
+    def use_statistics(
+        self, period: Callable[[float, float, str | None], dict[str, Any]] | None
+    ) -> None:
+        """Read traffic from ``period`` (``StatsStore.period``) from now on."""
+        self._period = period
+
     async def refresh(self) -> None:
         """Read the certificates again when ``CERT_REFRESH`` has passed (in a thread)."""
         now = self.clock.monotonic()
