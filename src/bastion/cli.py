@@ -96,6 +96,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-c", "--config", default=None, help="config whose data_dir to use")
     _data_dir_flag(p)
 
+    p = sub.add_parser("alerts", help="send a test notification on every alert channel")
+    p.add_argument("action", choices=["test"])
+    p.add_argument("-c", "--config", default=None)
+
     args = parser.parse_args(argv)
     if getattr(args, "data_dir", None):
         # exported so that worker processes and reloads resolve the same directory
@@ -114,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         "cache": cmd_cache,
         "keys": cmd_keys,
         "stats": cmd_stats,
+        "alerts": cmd_alerts,
     }[args.command]
     return handler(args)
 
@@ -436,3 +441,10 @@ def cmd_stats(args: argparse.Namespace) -> int:
             return 1
         configured = loaded.config.data_dir
     return run_stats(resolve_data_dir(configured), args.since, args.json)
+def cmd_alerts(args: argparse.Namespace) -> int:
+    from bastion.observe.alerts.testsend import send_test
+
+    loaded = _load(args.config)
+    if loaded is None:
+        return 1
+    return send_test(loaded.config.alerts, loaded.secrets, sys.stdout)

@@ -29,6 +29,7 @@ from pydantic import (
 )
 
 from bastion.config.addresses import Address
+from bastion.config.alert_models import Alerts
 from bastion.config.cache_models import Cache
 from bastion.config.observe_models import Metrics, Stats
 from bastion.config.rules import config_rules, validate_with_rules
@@ -260,6 +261,10 @@ class Config(_Model):
     )
     stats: Stats = Field(
         default_factory=lambda: Stats(), description="Traffic statistics kept in the data dir."
+    )
+    alerts: Alerts = Field(
+        default_factory=lambda: Alerts(),
+        description="Alert rules evaluated like CloudWatch alarms, and the channels they notify.",
     )
     log_level: Annotated[Literal["debug", "info", "warning", "error"], BeforeValidator(_lower)] = (
         Field(default="info", description="Lowest level of the server's own log messages.")
