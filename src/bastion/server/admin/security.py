@@ -85,21 +85,24 @@ class Sessions:
 
 
 class LoginThrottle:
-    """Failed attempts per client address. The first `free` failures cost nothing; each
-    one after them makes the address wait twice as long as the last (1 s, 2 s, 4 s … up
-    to `longest`) before it may try again, even with the right token. A success clears
-    the address; an address quiet for `forget_after` seconds is forgotten."""
+    """Failed attempts per client address. The first `free` - 1 failures cost nothing;
+    from the `free`-th on, the address waits `first` seconds, then twice as long after
+    each further failure (10 s, 20 s, 40 s … up to `longest`), before it may try again,
+    even with the right token. A success clears the address; an address quiet for
+    `forget_after` seconds is forgotten."""
 
     def __init__(
         self,
         clock: Clock,
         free: int = 5,
+        first: float = 10.0,
         longest: float = 300.0,
         forget_after: float = 3600.0,
         capacity: int = 10000,
     ) -> None:
         self.clock = clock
         self.free = free
+        self.first = first
         self.longest = longest
         self.forget_after = forget_after
         self.capacity = capacity
@@ -120,7 +123,7 @@ class LoginThrottle:
         return max(0.0, last + self._delay(count) - now)
 
     def _delay(self, count: int) -> float:
-        return float(min(self.longest, 2.0 ** (count - self.free)))
+        return float(min(self.longest, self.first * 2.0 ** (count - self.free)))
 
     def failed(self, ip: str) -> int:
         """Count a failure; returns the address's failures so far."""
