@@ -7,9 +7,9 @@ import asyncio
 import os
 from typing import TYPE_CHECKING, Any
 
+import bastion.server.admin.views as views
 from bastion import __version__
 from bastion.balance.status import INSTANCE_ENV
-from bastion.server.admin import views
 from bastion.server.admin.sources import WINDOWS
 
 if TYPE_CHECKING:

@@ -116,6 +116,7 @@ class AdminEndpoint:
         )
         self.handler = AdminHandler(self.state, self.api)
         self.server: asyncio.AbstractServer | None = None
+        self.ctx: AdminContext | None = None
         self._lock: int | None = None
 
     # the merge of the statistics store and of the alerts binds them here
@@ -141,7 +142,9 @@ class AdminEndpoint:
     async def start(self, reuse_port: bool) -> None:
         address = self.state.listen
         settings = self.state.settings
-        ctx = AdminContext(self.worker, AdminRouter(self.worker, AdminRoute(self.handler)))
+        ctx = self.ctx = AdminContext(
+            self.worker, AdminRouter(self.worker, AdminRoute(self.handler))
+        )
         context = _tls_context(settings.tls) if settings.tls is not None else None
         scheme = b"https" if context is not None else b"http"
 
@@ -178,6 +181,9 @@ class AdminEndpoint:
 
     def close(self) -> None:
         self.handler.close()
+        if self.ctx is not None:
+            for conn in list(self.ctx.connections):
+                conn.close_idle()  # the worker drains the sites' connections, not these
         if self.server is not None:
             self.server.close()
             address = self.state.listen

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 from bastion.policies.base import read_body
-from bastion.server.admin import api
+from bastion.server.admin.api import STATS_OFF, Refused
 from bastion.server.admin.gate import OPEN, REFUSED, Caller, Gate, client_key, header
 from bastion.server.admin.live import LiveStream
 from bastion.server.admin.pages import LOGIN_CSS, login_page
@@ -146,7 +146,7 @@ class AdminHandler:
                     return
                 try:
                     status, result = await run(data)
-                except api.Refused as refused:
+                except Refused as refused:
                     client.problem(req, refused.status, refused.detail)
                     return
                 except Exception:
@@ -248,7 +248,7 @@ class AdminHandler:
 
     def live_stream(self, client: Downstream, req: Request, caller: Caller) -> None:
         if self.state.stats is None:
-            client.problem(req, 503, api.STATS_OFF)
+            client.problem(req, 503, STATS_OFF)
             return
         stream = LiveStream(client, req, self.data.live_event, self.live.discard)
         self.live.add(stream)

@@ -66,6 +66,7 @@ class LiveStream:
             self.on_end(self)
             if not self.gone and client.producer is self:
                 client.set_producer(None)
+                client.close_after_response()  # a stream that ends ends its connection
                 client.end_response()
 
     def end(self) -> None:
