@@ -5,6 +5,7 @@ config in force, and the statistics and alert sources once bound."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,6 +19,9 @@ if TYPE_CHECKING:
     from bastion.config import LoadedConfig
     from bastion.config.admin_models import Admin, AdminAddressValue
     from bastion.server.admin.sources import AlertSource, StatsSource
+
+
+log = logging.getLogger("bastion.admin")
 
 
 class AdminState:
@@ -46,6 +50,11 @@ class AdminState:
         # the key derives from the token: the same token keeps every session valid
         self.sessions = Sessions(token, settings.session_lifetime, self.clock)
         self.token = token
+        if token not in loaded.secrets:
+            log.warning(
+                "admin.token is written in the config file itself: whoever reads the file "
+                "has it; write it as ${ENV} or ${file:path}"
+            )
         self.hosts = HostCheck(self.listen, list(settings.hosts))
         directory = settings.dashboard
         self.static = StaticFiles(Path(directory) if directory else default_dashboard())
