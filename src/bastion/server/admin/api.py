@@ -82,8 +82,7 @@ class AdminApi:
         live = self._live()
         if live is None:
             return None
-        live.setdefault("in_flight", None)
-        return live
+        return {"in_flight": None, **live}
 
     def stats(self, window: str) -> tuple[int, Any]:
         if window not in WINDOWS:

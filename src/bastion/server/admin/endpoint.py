@@ -167,7 +167,10 @@ class AdminEndpoint:
             self.server = await loop.create_server(
                 connection, address.host, address.port, reuse_port=reuse_port or None, ssl=context
             )
-        log.info("admin on %s://%s (dashboard and API)", scheme.decode(), address)
+        where = (
+            str(address) if isinstance(address, UnixAddress) else f"{scheme.decode()}://{address}"
+        )
+        log.info("admin on %s (dashboard and API)", where)
 
     def _take_unix_lock(self, path: str) -> bool:
         fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
