@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import yaml
 from test_admin_kit import TOKEN, TOKEN_ENV, Admin, admin_gateway
 
 from bastion.clock import ManualClock
@@ -362,3 +363,20 @@ def test_a_reachable_listener_without_tls_does_not_start(tmp_path: Path) -> None
     assert done.returncode != 0
     assert f"{config}:2: admin: admin.tls is required" in done.stderr
     assert TOKEN not in done.stderr + done.stdout
+
+
+def test_reload_applies_settings_and_keeps_the_address(
+    gateway: Start, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gw, admin = admin_gateway(gateway, tmp_path, monkeypatch)
+    assert admin.get("/api/session", headers={"Host": "ops.example.test"}).status == 421
+    config = yaml.safe_load(gw.config_path.read_text())
+    new_port = free_port()
+    config["admin"]["hosts"] = ["ops.example.test"]
+    config["admin"]["listen"] = f"127.0.0.1:{new_port}"
+    gw.reload(config, wait_for="configuration reloaded")
+    assert "admin.listen or admin.tls changed: the new one is used after a restart" in gw.stderr
+    # the new Host is accepted at once, on the address listened on since the start
+    assert admin.get("/api/session", headers={"Host": "ops.example.test"}).status == 200
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", new_port), timeout=2).close()
