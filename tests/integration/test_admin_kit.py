@@ -147,6 +147,9 @@ def admin_gateway(
         **(admin or {}),
     }
     config.setdefault("access_log", {"format": "off"})
+    # its own pid file: `bastion status` reads the instance named there (the default one
+    # in /tmp is shared with any other gateway running on the machine)
+    config.setdefault("pid_file", str(tmp_path / "bastion.pid"))
     config.setdefault("sites", [{"hosts": ["*"], "routes": [{"path": "/", "respond": {}}]}])
     gw = gateway({"admin": settings, **config})
     listen = str(settings["listen"])

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import bastion.server.admin.views as views
 from bastion import __version__
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
     from bastion.state.snapshots import Snapshots
 
 STATS_OFF = "statistics are off"
+_T = TypeVar("_T")
 
 
 class Refused(Exception):
@@ -34,23 +36,18 @@ class AdminApi:
     def __init__(
         self,
         state: AdminState,
-        plan: Any,
+        plan: Callable[[], Plan],
         snapshots: Snapshots,
-        broadcast: Any,
+        broadcast: Callable[[], Broadcast],
     ) -> None:
         self.state = state
-        self._plan = plan  # () -> the plan in force
+        self.plan = plan  # the plan in force (a reload replaces it)
         self.snapshots = snapshots
-        self.broadcast: Any = broadcast  # () -> Broadcast (made on first use)
+        self.broadcast = broadcast  # made on first use
         self.instance = int(os.environ.get(INSTANCE_ENV, os.getpid()))
-        self.renewing: asyncio.Lock = asyncio.Lock()
+        self.renewing = asyncio.Lock()
 
-    @property
-    def plan(self) -> Plan:
-        plan: Plan = self._plan()
-        return plan
-
-    async def in_thread(self, fn: Any, *args: Any) -> Any:
+    async def in_thread(self, fn: Callable[..., _T], *args: Any) -> _T:
         return await self.state.loop.run_in_executor(None, fn, *args)
 
     # ----------------------------------------------------------- read only
@@ -138,14 +135,13 @@ class AdminApi:
         kind, value = given[0]
         if kind == "url" and "://" not in value:
             raise Refused(400, f"{value!r} is not a URL (expected http://host/path)")
-        cache = self.plan.cache
+        cache = self.plan().cache
         here = 0
         try:
             if cache is not None:
                 here = cache.purge.submit(kind, value)
             else:
-                broadcast: Broadcast = self.broadcast()
-                publish(broadcast, kind, value)
+                publish(self.broadcast(), kind, value)
         except OSError as exc:
             raise Refused(503, f"cannot queue the purge for the other workers: {exc}") from None
         return 200, {"kind": kind, "value": value, "purged_here": here, "queued": True}
