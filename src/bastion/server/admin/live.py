@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +18,8 @@ from bastion.http.status import status_line
 if TYPE_CHECKING:
     from bastion.http.downstream import Downstream
     from bastion.http.request import Request
+
+log = logging.getLogger("bastion.admin")
 
 EVERY = 1.0
 
@@ -56,7 +59,11 @@ class LiveStream:
         try:
             while client.open and not self.gone:
                 if not client.write_paused:
-                    event = self.next_event()
+                    try:
+                        event = self.next_event()
+                    except Exception:
+                        log.exception("admin: the live figures failed; the stream ends")
+                        break
                     if event is None:
                         break  # the statistics went away (a reload turned them off)
                     data = json.dumps(event, separators=(",", ":")).encode()
