@@ -29,6 +29,7 @@ from pydantic import (
 )
 
 from bastion.config.addresses import Address
+from bastion.config.admin_models import Admin, admin_rules
 from bastion.config.alert_models import Alerts
 from bastion.config.cache_models import Cache
 from bastion.config.observe_models import Metrics, Stats
@@ -266,6 +267,10 @@ class Config(_Model):
         default_factory=lambda: Alerts(),
         description="Alert rules evaluated like CloudWatch alarms, and the channels they notify.",
     )
+    admin: Admin = Field(
+        default_factory=lambda: Admin(),
+        description="The admin listener (dashboard and JSON API); off unless admin.listen is set.",
+    )
     log_level: Annotated[Literal["debug", "info", "warning", "error"], BeforeValidator(_lower)] = (
         Field(default="info", description="Lowest level of the server's own log messages.")
     )
@@ -273,4 +278,6 @@ class Config(_Model):
     @model_validator(mode="wrap")
     @classmethod
     def _rules(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> Any:
-        return validate_with_rules(cls.__name__, data, handler, config_rules)
+        return validate_with_rules(
+            cls.__name__, data, handler, lambda d: config_rules(d) + admin_rules(d)
+        )
