@@ -30,7 +30,7 @@ from pydantic import (
 
 from bastion.config.addresses import Address
 from bastion.config.cache_models import Cache
-from bastion.config.observe_models import Metrics
+from bastion.config.observe_models import Metrics, Tracing
 from bastion.config.rules import config_rules, validate_with_rules
 from bastion.config.sites import Site
 from bastion.config.tls_models import Acme, TlsPolicy
@@ -257,6 +257,10 @@ class Config(_Model):
         default_factory=lambda: Metrics(),
         description="Prometheus metrics of the traffic, on a listener of their own; off "
         "unless metrics.listen is set.",
+    )
+    tracing: Tracing = Field(
+        default_factory=lambda: Tracing(),
+        description="W3C trace context (traceparent, tracestate) sent upstream.",
     )
     log_level: Annotated[Literal["debug", "info", "warning", "error"], BeforeValidator(_lower)] = (
         Field(default="info", description="Lowest level of the server's own log messages.")

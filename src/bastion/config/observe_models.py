@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bastion.config.types import ListenAddress, Network
 
-__all__ = ["Metrics"]
+__all__ = ["Metrics", "Tracing"]
 
 
 class _Model(BaseModel):
@@ -31,4 +31,15 @@ class Metrics(_Model):
         default=False,
         description="Label requests with the exact status code instead of its class "
         "(2xx, 4xx, ...): more precise, more series.",
+    )
+
+
+class Tracing(_Model):
+    """W3C Trace Context on proxied requests."""
+
+    traceparent: bool = Field(
+        default=True,
+        description="Send traceparent (and a valid client's tracestate) upstream: a "
+        "client's valid traceparent is forwarded, else bastion starts a trace whose id is "
+        "the request id. false: the client's trace fields pass through untouched.",
     )

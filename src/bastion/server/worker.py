@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import ssl
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -76,6 +77,7 @@ class Worker:
                 self.ctx, config.metrics, stores_for(resolve_data_dir(config.data_dir)).snapshots
             )
             await self.metrics.start(self.reuse_port)
+            self._event_metrics(config)
         self._start_acme(plan)
         self._install_signals(loop)
         watch = None
@@ -96,6 +98,8 @@ class Worker:
             publisher.cancel()
             if self.metrics is not None:
                 self.metrics.close()
+                for collector in self.metrics.collectors:
+                    getattr(collector, "close", lambda: None)()
             if watch is not None:
                 watch.cancel()
             if self._certs is not None:
@@ -220,6 +224,7 @@ class Worker:
             ctx = self.ctx
             assert ctx is not None
             self._certs = CertManager(lambda: ctx.plan.tls)
+            self._certs.events = self.registry.events if self.registry is not None else None
         config = self.loaded.config
         if self._tls_context is not None:
             apply_profile(self._tls_context, config.tls.profile)
@@ -241,10 +246,12 @@ class Worker:
                 await self._sync_listeners(plan)
             except ConfigError as exc:
                 log.error("reload rejected, still serving the previous config:\n%s", exc)
+                self.registry.events.reload(False, time.time())
                 return False
             except (OSError, ValueError) as exc:
                 # OSError includes ssl.SSLError: a certificate that does not load
                 log.error("reload rejected, still serving the previous config: %s", exc)
+                self.registry.events.reload(False, time.time())
                 return False
             old_config = self.loaded.config
             self.loaded = loaded
@@ -262,8 +269,26 @@ class Worker:
             elif loaded.config.metrics.listen is not None:
                 log.warning("metrics.listen set: metrics are served after a restart")
             self._start_acme(plan)
+            self.registry.events.reload(True, time.time())
             log.info("configuration reloaded from %s", source)
             return True
+
+    def _event_metrics(self, config: Config) -> None:
+        """The event metrics (upstream errors, refusals, certificates, reloads) on the
+        metrics listener, published for the other workers."""
+        from bastion.observe.event_exposition import EventMetrics
+
+        ctx, metrics, registry = self.ctx, self.metrics, self.registry
+        assert ctx is not None and metrics is not None and registry is not None
+        events = EventMetrics(
+            registry.events,
+            stores_for(resolve_data_dir(config.data_dir)).snapshots,
+            lambda: ctx.plan.balancers,
+            lambda: ctx.plan.tls,
+            ctx.loop.time,
+        )
+        events.start(ctx.loop)
+        metrics.collectors.append(events)
 
     async def _watch(self, path: Path) -> None:
         last = _mtime(path)
