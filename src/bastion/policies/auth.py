@@ -32,7 +32,7 @@ def build_auth(spec: RouteSpec, ctx: BuildContext) -> RequestPolicy | None:
     ]
     policy: Any = methods[0] if len(methods) == 1 else _any(methods)
     policy.events = ctx.events  # its refusals are counted (`policies/chain.py`)
-    return cast(RequestPolicy, policy)
+    return cast("RequestPolicy", policy)
 
 
 def _any(methods: list[AuthMethod]) -> RequestPolicy:
