@@ -11,9 +11,9 @@ from typing import Any
 
 import httpx
 import yaml
-from authtokens import HS_SECRET, claims, create_key, sign
 from test_metrics import Samples, scrape, until
 
+from authtokens import HS_SECRET, claims, create_key, sign
 from conftest import Backend, Gateway, free_port, wait_for_port
 
 

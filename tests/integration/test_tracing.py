@@ -51,7 +51,7 @@ def traced(request: pytest.FixtureRequest, backend: Backend, gateway: Any, tmp_p
 
 
 def test_a_trace_is_started_with_the_request_id(traced: Any) -> None:
-    gw, client = traced
+    _gw, client = traced
     r = client.get("/a", headers={"tracestate": "vendor=1"})
     (parent,) = fields(r, "traceparent")
     match = TRACEPARENT.fullmatch(parent)
@@ -65,7 +65,7 @@ def test_a_trace_is_started_with_the_request_id(traced: Any) -> None:
 
 
 def test_a_valid_traceparent_is_forwarded_with_its_tracestate(traced: Any) -> None:
-    gw, client = traced
+    _gw, client = traced
     headers = [("traceparent", VALID), ("tracestate", "a=1"), ("tracestate", "b=2")]
     r = client.get("/a", headers=headers)
     assert fields(r, "traceparent") == [VALID]  # the same parent id: bastion records no span
@@ -86,7 +86,7 @@ def test_a_valid_traceparent_is_forwarded_with_its_tracestate(traced: Any) -> No
     ],
 )
 def test_an_invalid_traceparent_is_replaced(traced: Any, bad: str) -> None:
-    gw, client = traced
+    _gw, client = traced
     r = client.get("/a", headers={"traceparent": bad, "tracestate": "evil=1"})
     (parent,) = fields(r, "traceparent")
     assert parent != bad and TRACEPARENT.fullmatch(parent)
@@ -94,7 +94,7 @@ def test_an_invalid_traceparent_is_replaced(traced: Any, bad: str) -> None:
 
 
 def test_two_traceparent_fields_are_not_a_trace(traced: Any) -> None:
-    gw, client = traced
+    _gw, client = traced
     other = "00-11111111111111111111111111111111-2222222222222222-01"
     # HTTP/1.1: two spellings of one name; HTTP/2: two lower-case fields
     r = client.get("/a", headers=[("traceparent", VALID), ("Traceparent", other)])
@@ -103,7 +103,7 @@ def test_two_traceparent_fields_are_not_a_trace(traced: Any) -> None:
 
 
 def test_a_later_version_is_restated_as_version_00(traced: Any) -> None:
-    gw, client = traced
+    _gw, client = traced
     later = "cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-03-future"
     r = client.get("/a", headers={"traceparent": later})
     assert fields(r, "traceparent") == ["00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"]

@@ -298,9 +298,12 @@ class AccessLog:
             # the client address is a parsed address or a socket's: no escaping needed
             # the trace id: hex digits checked by the proxy (proxy/tracing.py)
             trace = req.trace_id
-            trace = '"' + trace + '"' if trace else _NULL
+            if trace:
+                quote = '"'
+            else:
+                quote, trace = "", _NULL
             line = (
-                f'{self._stamp}{rid}","trace_id":{trace},"client_ip":"{ip}{first}'
+                f'{self._stamp}{rid}","trace_id":{quote}{trace}{quote},"client_ip":"{ip}{first}'
                 f"{_json_str(target.decode('latin-1')) if target else _NULL}"
                 f"{sizes}{duration}{third}{upstream}{tail}"
             )
