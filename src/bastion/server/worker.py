@@ -33,6 +33,7 @@ from bastion.tls.context import HTTP1_ONLY, apply_profile, dispatch_context
 if TYPE_CHECKING:
     from bastion.acme.renewal import CertManager
     from bastion.config.models import Config
+    from bastion.observe.event_exposition import EventMetrics
     from bastion.server.metrics import MetricsEndpoint
 
 log = logging.getLogger("bastion.server")
@@ -69,6 +70,7 @@ class Worker:
         self.ctx = WorkerContext(loop, plan)
         self._configure_access_log(plan, config)
         await self._sync_listeners(plan)
+        events = None
         if config.metrics.listen is not None:
             # imported only then: prometheus-client costs memory that nobody else needs
             from bastion.server.metrics import MetricsEndpoint
@@ -77,7 +79,7 @@ class Worker:
                 self.ctx, config.metrics, stores_for(resolve_data_dir(config.data_dir)).snapshots
             )
             await self.metrics.start(self.reuse_port)
-            self._event_metrics(config)
+            events = self._event_metrics(config)
         self._start_acme(plan)
         self._install_signals(loop)
         watch = None
@@ -98,8 +100,8 @@ class Worker:
             publisher.cancel()
             if self.metrics is not None:
                 self.metrics.close()
-                for collector in self.metrics.collectors:
-                    getattr(collector, "close", lambda: None)()
+            if events is not None:
+                events.close()
             if watch is not None:
                 watch.cancel()
             if self._certs is not None:
@@ -224,7 +226,8 @@ class Worker:
             ctx = self.ctx
             assert ctx is not None
             self._certs = CertManager(lambda: ctx.plan.tls)
-            self._certs.events = self.registry.events if self.registry is not None else None
+            assert self.registry is not None
+            self._certs.events = self.registry.events  # ACME orders are counted there
         config = self.loaded.config
         if self._tls_context is not None:
             apply_profile(self._tls_context, config.tls.profile)
@@ -273,7 +276,7 @@ class Worker:
             log.info("configuration reloaded from %s", source)
             return True
 
-    def _event_metrics(self, config: Config) -> None:
+    def _event_metrics(self, config: Config) -> EventMetrics:
         """The event metrics (upstream errors, refusals, certificates, reloads) on the
         metrics listener, published for the other workers."""
         from bastion.observe.event_exposition import EventMetrics
@@ -289,6 +292,7 @@ class Worker:
         )
         events.start(ctx.loop)
         metrics.collectors.append(events)
+        return events
 
     async def _watch(self, path: Path) -> None:
         last = _mtime(path)
