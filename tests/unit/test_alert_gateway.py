@@ -227,7 +227,8 @@ def test_consumer_quota_use_read_from_the_limit_store(tmp_path: Path) -> None:
     site = config.sites[0]
     # the route's policy as the plan builds it, on this store (its builder reads only these)
     spec = SimpleNamespace(route=site.routes[0], site=site)
-    policy = build_rate_limit(spec, SimpleNamespace(limit_store=store, trusted=None))  # type: ignore[arg-type]
+    build = SimpleNamespace(limit_store=store, trusted=None, events=None)
+    policy = build_rate_limit(spec, build)  # type: ignore[arg-type]
     assert policy is not None
     for consumer, count in (("acme", 8), ("beta", 2), ("", 3)):
         for i in range(count):

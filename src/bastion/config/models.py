@@ -32,7 +32,7 @@ from bastion.config.addresses import Address
 from bastion.config.admin_models import Admin, admin_rules
 from bastion.config.alert_models import Alerts
 from bastion.config.cache_models import Cache
-from bastion.config.observe_models import Metrics, Stats
+from bastion.config.observe_models import Metrics, Stats, Tracing
 from bastion.config.rules import config_rules, validate_with_rules
 from bastion.config.sites import Site
 from bastion.config.tls_models import Acme, TlsPolicy
@@ -270,6 +270,10 @@ class Config(_Model):
     admin: Admin = Field(
         default_factory=lambda: Admin(),
         description="The admin listener (dashboard and JSON API); off unless admin.listen is set.",
+    )
+    tracing: Tracing = Field(
+        default_factory=lambda: Tracing(),
+        description="W3C trace context (traceparent, tracestate) sent upstream.",
     )
     log_level: Annotated[Literal["debug", "info", "warning", "error"], BeforeValidator(_lower)] = (
         Field(default="info", description="Lowest level of the server's own log messages.")

@@ -26,6 +26,8 @@ from bastion.observe.exposition import CONTENT_TYPE, exposition
 from bastion.observe.metrics import RequestMetrics, merge
 
 if TYPE_CHECKING:
+    from prometheus_client.registry import Collector
+
     from bastion.config.observe_models import Metrics
     from bastion.http.context import HTTP2Settings, Limits, Timeouts
     from bastion.http.downstream import Downstream
@@ -119,6 +121,7 @@ class MetricsEndpoint:
         self.server: asyncio.Server | None = None
         self.publisher: asyncio.Task[None] | None = None
         self._allowed: dict[str, bool] = {}
+        self.collectors: list[Collector] = []  # more metric families (observe/event_exposition)
         worker.add_observer(self.recorder.record)
 
     def allowed(self, ip: str) -> bool:
@@ -147,7 +150,7 @@ class MetricsEndpoint:
                 theirs = snap.get("metrics")
                 if snap.get("pid") != self.pid and isinstance(theirs, dict):
                     others.append(theirs)
-        return exposition(merge([mine, *others]))
+        return exposition(merge([mine, *others]), self.collectors)
 
     async def start(self, reuse_port: bool) -> None:
         address = self.settings.listen

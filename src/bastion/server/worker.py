@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import ssl
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -32,6 +33,7 @@ from bastion.tls.context import HTTP1_ONLY, apply_profile, dispatch_context
 if TYPE_CHECKING:
     from bastion.acme.renewal import CertManager
     from bastion.config.models import Config
+    from bastion.observe.event_exposition import EventMetrics
     from bastion.server.admin import AdminEndpoint
     from bastion.server.metrics import MetricsEndpoint
 
@@ -70,6 +72,7 @@ class Worker:
         self.ctx = WorkerContext(loop, plan)
         self._configure_access_log(plan, config)
         await self._sync_listeners(plan)
+        events = None
         if config.metrics.listen is not None:
             # imported only then: prometheus-client costs memory that nobody else needs
             from bastion.server.metrics import MetricsEndpoint
@@ -78,6 +81,7 @@ class Worker:
                 self.ctx, config.metrics, stores_for(resolve_data_dir(config.data_dir)).snapshots
             )
             await self.metrics.start(self.reuse_port)
+            events = self._event_metrics(config)
         if config.admin.listen is not None:
             from bastion.server.admin import AdminEndpoint
 
@@ -106,6 +110,8 @@ class Worker:
                 self.metrics.close()
             if self.admin is not None:
                 self.admin.close()
+            if events is not None:
+                events.close()
             if watch is not None:
                 watch.cancel()
             if self._certs is not None:
@@ -230,6 +236,8 @@ class Worker:
             ctx = self.ctx
             assert ctx is not None
             self._certs = CertManager(lambda: ctx.plan.tls)
+            assert self.registry is not None
+            self._certs.events = self.registry.events  # ACME orders are counted there
         config = self.loaded.config
         if self._tls_context is not None:
             apply_profile(self._tls_context, config.tls.profile)
@@ -251,10 +259,12 @@ class Worker:
                 await self._sync_listeners(plan)
             except ConfigError as exc:
                 log.error("reload rejected, still serving the previous config:\n%s", exc)
+                self.registry.events.reload(False, time.time())
                 return False
             except (OSError, ValueError) as exc:
                 # OSError includes ssl.SSLError: a certificate that does not load
                 log.error("reload rejected, still serving the previous config: %s", exc)
+                self.registry.events.reload(False, time.time())
                 return False
             old_config = self.loaded.config
             self.loaded = loaded
@@ -276,8 +286,27 @@ class Worker:
             elif loaded.config.admin.listen is not None:
                 log.warning("admin.listen set: the admin listener starts after a restart")
             self._start_acme(plan)
+            self.registry.events.reload(True, time.time())
             log.info("configuration reloaded from %s", source)
             return True
+
+    def _event_metrics(self, config: Config) -> EventMetrics:
+        """The event metrics (upstream errors, refusals, certificates, reloads) on the
+        metrics listener, published for the other workers."""
+        from bastion.observe.event_exposition import EventMetrics
+
+        ctx, metrics, registry = self.ctx, self.metrics, self.registry
+        assert ctx is not None and metrics is not None and registry is not None
+        events = EventMetrics(
+            registry.events,
+            stores_for(resolve_data_dir(config.data_dir)).snapshots,
+            lambda: ctx.plan.balancers,
+            lambda: ctx.plan.tls,
+            ctx.loop.time,
+        )
+        events.start(ctx.loop)
+        metrics.collectors.append(events)
+        return events
 
     async def _watch(self, path: Path) -> None:
         last = _mtime(path)
