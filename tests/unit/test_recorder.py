@@ -251,6 +251,18 @@ def test_idle_seconds_are_closed_empty_and_a_stall_closes_only_the_last() -> Non
     assert recorder.current.start == 1_800_000_031
 
 
+def test_without_sinks_only_the_counters_are_fed() -> None:
+    clock = ManualClock(1_800_000_000.5)
+    tap = RequestTap(detailed=False)  # what the metrics alone need
+    recorder = Recorder(tap, clock)
+    metrics = recorder.metrics = RequestMetrics()
+    tap.record(finished(status=503, start=clock.monotonic()), clock.monotonic())
+    clock.advance(2.0)
+    recorder.flush()
+    assert metrics.routes["/api/"].requests == {("GET", 503, ""): 1}
+    assert recorder.current.requests == 0 and recorder.last is None  # no Interval built
+
+
 def test_a_sink_that_fails_does_not_stop_the_others() -> None:
     clock = ManualClock(1_800_000_000.5)
     recorder, _, seen = recorder_on(clock)
@@ -270,6 +282,7 @@ def test_a_full_tap_is_counted_at_the_loops_next_turn() -> None:
         clock = ManualClock(1_800_000_000.5)
         tap = RequestTap(cap=3)
         recorder = Recorder(tap, clock)
+        recorder.add_sink(lambda interval: None)
         recorder.start(loop)
         for _ in range(5):
             tap.record(finished(start=clock.monotonic()), clock.monotonic())
@@ -330,3 +343,16 @@ def test_no_consumer_metric_unless_asked_for() -> None:
     counted(metrics, finished(consumer="alice"))
     assert consumer_counts(exposition(merge([metrics.snapshot()]))) == {}
     assert metrics.by_consumer == {}  # not even counted
+
+
+def test_a_busy_batch_estimates_agents_from_every_fourth_request() -> None:
+    from bastion.observe.aggregate import AGENTS_EXACT, AGENTS_STRIDE
+
+    curl = [(b"user-agent", b"User-Agent", b"curl/8.5.0")]
+    firefox = [(b"user-agent", b"User-Agent", b"Firefox/120.0")]
+    n = (AGENTS_EXACT // AGENTS_STRIDE + 1) * AGENTS_STRIDE * 2  # past the exact count
+    # three curl requests for each Firefox one, none without a User-Agent
+    reqs = [(finished(headers=firefox if i % 4 == 0 else curl), START + 0.01) for i in range(n)]
+    got = interval_of(*reqs)
+    assert got.top["agents"] == {"Firefox/120.0": n // 4, "curl/8.5.0": 3 * n // 4}
+    assert got.top["paths"] == {"/api/x": n}  # the other dimensions stay exact

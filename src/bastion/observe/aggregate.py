@@ -62,6 +62,9 @@ _NAME = itemgetter(0)
 _NAME_VALUE = itemgetter(0, 2)
 _AGENT, _REFERER = b"user-agent", b"referer"
 _WANTED = frozenset((_AGENT, _REFERER))
+# a batch of more rows than this reads the User-Agent and Referer of every AGENTS_STRIDE-th
+AGENTS_EXACT = 256
+AGENTS_STRIDE = 4
 
 # (method, status, cache, refused_by) -> requests: a route's outcomes in a batch
 Outcome = tuple[str, int, str, str]
@@ -75,7 +78,7 @@ def status_class(status: int) -> str:
 class RouteBatch:
     """One route's requests in a batch."""
 
-    outcomes: Counter[Outcome]
+    outcomes: dict[Outcome, int]
     # bucket of the union of bounds (see the module's doc; len(_UNION): +Inf) -> count,
     # only the buckets with requests
     latency: dict[int, int]
@@ -93,7 +96,7 @@ class Batch:
     requests: int = 0
     routes: dict[str, RouteBatch] = field(default_factory=dict)  # UNROUTED: no route
     codes: set[int] = field(default_factory=set)  # the status codes answered
-    consumers: Counter[tuple[str, int]] = field(default_factory=Counter)  # (name, status)
+    consumers: dict[tuple[str, int], int] = field(default_factory=dict)  # (name, status)
     top: dict[str, Counter[str]] = field(default_factory=dict)  # see TOP_DIMENSIONS
     errors: list[dict[str, Any]] = field(default_factory=list)  # the last MAX_ERRORS 5xx
 
@@ -135,25 +138,27 @@ class Batch:
             del interval.errors[:-MAX_ERRORS]
 
 
-def count(rows: list[Any], wall_offset: float, top: bool = True) -> Batch:
-    """Count a drained batch (flat rows, see `tap.FIELDS`). `wall_offset` turns the
-    loop's times into epoch seconds (the 5xx answers' times); without `top` the top-K
-    dimensions are left empty (nobody reads them)."""
-    n = len(rows) // FIELDS
+def count(rows: list[Any], wall_offset: float, top: bool = True, fields: int = FIELDS) -> Batch:
+    """Count a drained batch (flat rows of `fields` items, see `tap.py`). `wall_offset`
+    turns the loop's times into epoch seconds (the 5xx answers' times). The top-K
+    dimensions are counted with `top` (else left empty: nobody reads them); they and the
+    5xx answers need detailed rows."""
+    n = len(rows) // fields
     batch = Batch(requests=n)
     if not n:
         return batch
-    routes = rows[ROUTE::FIELDS]
-    statuses = rows[STATUS::FIELDS]
+    detailed = fields == FIELDS
+    routes = rows[ROUTE::fields]
+    statuses = rows[STATUS::fields]
     columns = [
-        rows[METHOD::FIELDS],
+        rows[METHOD::fields],
         statuses,
-        rows[CACHE::FIELDS],
-        rows[REFUSED_BY::FIELDS],
-        list(map(sub, rows[END::FIELDS], rows[START::FIELDS])),
-        rows[UPSTREAM_TIME::FIELDS],
-        rows[BODY_BYTES::FIELDS],
-        rows[BYTES_OUT::FIELDS],
+        rows[CACHE::fields],
+        rows[REFUSED_BY::fields],
+        list(map(sub, rows[END::fields], rows[START::fields])),
+        rows[UPSTREAM_TIME::fields],
+        rows[BODY_BYTES::fields],
+        rows[BYTES_OUT::fields],
     ]
     first = routes[0]
     if routes.count(first) == n:  # one route: no partition (a C loop, by identity first)
@@ -170,21 +175,21 @@ def count(rows: list[Any], wall_offset: float, top: bool = True) -> Batch:
     for figures in batch.routes.values():
         codes.update(key[1] for key in figures.outcomes)
 
-    consumers = rows[CONSUMER::FIELDS]
+    consumers = rows[CONSUMER::fields]
     if any(consumers):
         batch.consumers = Counter(compress(zip(consumers, statuses, strict=True), consumers))
-    if max(codes) >= 500:
+    if detailed and max(codes) >= 500:
         batch.errors = _errors(rows, statuses, wall_offset)
-    if top:
-        paths = rows[RAW_PATH::FIELDS]
+    if detailed and top:
+        paths = rows[RAW_PATH::fields]
         batch.top = {
             "paths": _counted(paths),
             "not_found": Counter(compress(paths, map(eq, statuses, repeat(404))))
             if 404 in codes
             else Counter(),
-            "clients": _counted(rows[CLIENT_IP::FIELDS]),
+            "clients": _counted(rows[CLIENT_IP::fields]),
         }
-        batch.top["agents"], batch.top["referrers"] = _agents_referrers(rows[HEADERS::FIELDS], n)
+        batch.top["agents"], batch.top["referrers"] = _agents_referrers(rows[HEADERS::fields], n)
         assert set(batch.top) == set(TOP_DIMENSIONS)
     return batch
 
@@ -199,10 +204,6 @@ def _counted(column: list[str]) -> Counter[str]:
     return Counter(column)
 
 
-def _uniform(column: list[Any]) -> bool:
-    return column.count(column[0]) == len(column)
-
-
 def _route(
     methods: list[str],
     statuses: list[int],
@@ -214,8 +215,15 @@ def _route(
     out: list[int],
 ) -> RouteBatch:
     n = len(methods)
-    if _uniform(methods) and _uniform(statuses) and _uniform(caches) and _uniform(refusals):
-        outcomes = Counter({(methods[0], statuses[0], caches[0], refusals[0]): n})
+    outcomes: dict[Outcome, int]
+    method, status, cache, refused = methods[0], statuses[0], caches[0], refusals[0]
+    if (
+        methods.count(method) == n
+        and statuses.count(status) == n
+        and caches.count(cache) == n
+        and refusals.count(refused) == n
+    ):
+        outcomes = {(method, status, cache, refused): n}
     else:
         outcomes = Counter(zip(methods, statuses, caches, refusals, strict=True))
     # histograms: sorted values (a C sort with float compares), then one bisection per
@@ -259,14 +267,21 @@ def _agents_referrers(header_lists: list[Any], n: int) -> tuple[Counter[str], Co
 
     All the batch's header fields in one C-level pass: each field's name is looked up in
     a set of the two wanted ones, and only those fields are counted. A request sending a
-    field twice counts twice (and one "" fewer)."""
+    field twice counts twice (and one "" fewer). This costs about 300 instructions per
+    header field, the most of any figure: past AGENTS_EXACT rows a batch counts every
+    AGENTS_STRIDE-th request's fields and multiplies (an estimate, like the top-K
+    sketches that keep these dimensions)."""
+    scale = 1
+    if n > AGENTS_EXACT:
+        header_lists = header_lists[::AGENTS_STRIDE]
+        scale = AGENTS_STRIDE
     fields = list(chain.from_iterable(header_lists))
     wanted = compress(fields, map(_WANTED.__contains__, map(_NAME, fields)))
     agents: Counter[str] = Counter()
     referrers: Counter[str] = Counter()
     for (name, value), k in Counter(map(_NAME_VALUE, wanted)).items():
         into = agents if name == _AGENT else referrers
-        into[value.decode("latin-1")] += k
+        into[value.decode("latin-1")] += k * scale
     for counts in (agents, referrers):
         absent = n - counts.total()
         if absent > 0:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from bastion.clock import SYSTEM_CLOCK, Clock
 from bastion.observe.aggregate import count
 from bastion.observe.interval import Interval
-from bastion.observe.tap import END, FIELDS, RequestTap
+from bastion.observe.tap import END, RequestTap
 
 if TYPE_CHECKING:
     from bastion.observe.metrics import RequestMetrics
@@ -122,10 +122,17 @@ class Recorder:
         wall = self.clock.time()
         offset = wall - self.monotonic()  # loop time + offset = epoch time
         rows = self.tap.drain()
+        fields = self.tap.fields
         current = self.current
+        if not self.sinks:  # nobody reads Intervals: the counters only
+            self._count(rows, None, offset)
+            current.start = max(current.start, int(wall))
+            if self.metrics is not None:
+                self.metrics.in_flight = self.in_flight()
+            return
         while wall >= current.start + 1:
             boundary = current.start + 1 - offset
-            cut = bisect_left(rows[END::FIELDS], boundary) * FIELDS
+            cut = bisect_left(rows[END::fields], boundary) * fields
             self._count(rows[:cut], current, offset)
             rows = rows[cut:]
             current.in_flight = self.in_flight()
@@ -138,11 +145,12 @@ class Recorder:
         if self.metrics is not None:
             self.metrics.in_flight = self.in_flight()
 
-    def _count(self, rows: list[Any], interval: Interval, offset: float) -> None:
+    def _count(self, rows: list[Any], interval: Interval | None, offset: float) -> None:
         if not rows:
             return
-        batch = count(rows, offset, self._top_readers > 0)
-        batch.add_to(interval)
+        batch = count(rows, offset, self._top_readers > 0, self.tap.fields)
+        if interval is not None:
+            batch.add_to(interval)
         if self.metrics is not None:
             self.metrics.add(batch)
 

@@ -31,9 +31,14 @@ BODY_BYTES = 7
 BYTES_OUT = 8
 REFUSED_BY = 9  # the refusing policy's config key, ""
 CONSUMER = 10  # ""
+COUNTS_FIELDS = 11  # a row of counts only (Prometheus) ends here; the details follow
 RAW_PATH = 11  # as requested, no query
 CLIENT_IP = 12
-HEADERS = 13  # the request's header list (User-Agent and Referer are read in the batch)
+# the request's header fields as a tuple (User-Agent and Referer are read in the batch):
+# the list itself would be a container outliving its request, promoted by the cycle
+# collector to its oldest generation, where survivors make full collections come
+# sooner; a tuple of tuples of bytes is untracked by the first collection that sees it
+HEADERS = 13
 REQUEST_ID = 14
 UPSTREAM = 15  # the upstream endpoint ("")
 FIELDS = 16
@@ -46,14 +51,22 @@ DEFAULT_CAP = 10_000
 class RequestTap:
     """The request-finish observer: `record(req, now)` adds a row; `drain()` takes them.
 
+    With `detailed` a row has FIELDS items; without, only the first COUNTS_FIELDS (what
+    the Prometheus counters need): no path, client, header list, request id or upstream
+    is kept. Keeping them is not only more items: the header lists (and their fields)
+    outlive their requests by up to a second, which costs the allocator and the cycle
+    collector more than the copying does.
+
     `record` is a closure over the row list (fewer instructions a call than a bound
     method reading `self.rows`); `drain` hands that list over whole and starts a new one
     (no copy). Past `cap` rows `record` calls `on_full` (the recorder schedules an early
     count); until then it checks one length per request.
     """
 
-    def __init__(self, cap: int = DEFAULT_CAP) -> None:
+    def __init__(self, cap: int = DEFAULT_CAP, detailed: bool = True) -> None:
         self.cap = cap
+        self.detailed = detailed
+        self.fields = FIELDS if detailed else COUNTS_FIELDS  # items a row
         self.on_full: Callable[[], None] = _nothing
         self.record: Callable[[Request, float], None]
         self.drain: Callable[[], list[Any]]
@@ -64,10 +77,10 @@ class RequestTap:
         self,
     ) -> tuple[Callable[[Request, float], None], Callable[[], list[Any]], Callable[[], int]]:
         rows: list[Any] = []
-        limit = self.cap * FIELDS
+        limit = self.cap * self.fields
         tap = self
 
-        def record(req: Request, now: float) -> None:
+        def detailed(req: Request, now: float) -> None:
             # the order of FIELDS above; keep to slot reads (no call, no arithmetic)
             rows.extend(
                 (
@@ -84,7 +97,7 @@ class RequestTap:
                     req.consumer,
                     req.raw_path,
                     req.client_ip,
-                    req.headers,
+                    tuple(req.headers),
                     req.request_id,
                     req.upstream,
                 )
@@ -92,17 +105,38 @@ class RequestTap:
             if len(rows) > limit:
                 tap.on_full()
 
+        def counts(req: Request, now: float) -> None:
+            rows.extend(
+                (
+                    req.route_name,
+                    req.method,
+                    req.status,
+                    req.cache,
+                    now,
+                    req.start,
+                    req.upstream_time,
+                    req.body_bytes,
+                    req.bytes_out,
+                    req.refused_by,
+                    req.consumer,
+                )
+            )
+            if len(rows) > limit:
+                tap.on_full()
+
         def drain() -> list[Any]:
-            """The rows recorded so far (flat, FIELDS items each, in the order they
+            """The rows recorded so far (flat, `fields` items each, in the order they
             finished); the tap starts empty again."""
             nonlocal rows
             taken, rows = rows, []
             return taken
 
-        def size() -> int:
-            return len(rows) // FIELDS
+        fields = self.fields
 
-        return record, drain, size
+        def size() -> int:
+            return len(rows) // fields
+
+        return (detailed if self.detailed else counts), drain, size
 
     def __len__(self) -> int:
         return self._size()

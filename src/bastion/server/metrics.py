@@ -2,8 +2,8 @@
 its own (never a site's listener), to the addresses of `metrics.allow` only.
 
 Every worker counts its own requests (`observe/recorder.py`: the tap's rows, counted once
-a second) and, as each second closes, puts a snapshot of its counters in the shared
-`Snapshots` store. A scrape reaches one worker (the listener is shared with
+a second) and, when there are several workers, puts a snapshot of its counters in the
+shared `Snapshots` store once a second. A scrape reaches one worker (the listener is shared with
 SO_REUSEPORT): it counts what its tap holds, then answers with its counters plus the
 latest snapshot of every other worker, so the figures are the totals of the instance
 whichever worker answers. A worker that stops takes its counts with it; Prometheus reads
@@ -31,7 +31,6 @@ if TYPE_CHECKING:
     from bastion.http.context import HTTP2Settings, Limits, Timeouts
     from bastion.http.downstream import Downstream
     from bastion.http.request import Request
-    from bastion.observe.interval import Interval
     from bastion.observe.recorder import Recorder
     from bastion.server.context import WorkerContext
     from bastion.state.snapshots import Snapshots
@@ -39,6 +38,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("bastion.server")
 
 TOPIC = "metrics"
+PUBLISH_EVERY = 1.0
 PATH = "/metrics"
 
 
@@ -124,8 +124,8 @@ class MetricsEndpoint:
         self.server: asyncio.Server | None = None
         self.shared = False  # other workers serve the instance too (snapshots exchanged)
         self._allowed: dict[str, bool] = {}
+        self.publisher: asyncio.Task[None] | None = None
         recorder.metrics = self.counters
-        recorder.add_sink(self._publish, top=False)
 
     def allowed(self, ip: str) -> bool:
         known = self._allowed.get(ip)
@@ -169,21 +169,26 @@ class MetricsEndpoint:
             address.port,
             reuse_port=reuse_port or None,
         )
+        if self.shared:  # a single worker has nobody to tell
+            self.publisher = self.worker.loop.create_task(self._publish())
         log.info("metrics on http://%s%s", address, PATH)
 
-    def _publish(self, interval: Interval) -> None:
-        """A recorder sink: as each second closes, the counters for the other workers (a
-        convenience for them: never a reason to stop). A single worker has nobody to
-        tell."""
-        if not self.shared:
-            return
-        snapshot = {"pid": self.pid, "metrics": self.counters.snapshot()}
-        with contextlib.suppress(OSError):
-            self.snapshots.put(TOPIC, snapshot)
+    async def _publish(self) -> None:
+        """Once a second, the counters for the other workers (a convenience for them:
+        never a reason to stop)."""
+        try:
+            while True:
+                await asyncio.sleep(PUBLISH_EVERY)
+                self.recorder.flush()
+                snapshot = {"pid": self.pid, "metrics": self.counters.snapshot()}
+                with contextlib.suppress(OSError):
+                    self.snapshots.put(TOPIC, snapshot)
+        finally:
+            with contextlib.suppress(OSError):
+                self.snapshots.remove(TOPIC)
 
     def close(self) -> None:
-        self.recorder.remove_sink(self._publish, top=False)
-        with contextlib.suppress(OSError):
-            self.snapshots.remove(TOPIC)
+        if self.publisher is not None:
+            self.publisher.cancel()
         if self.server is not None:
             self.server.close()

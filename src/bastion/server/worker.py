@@ -72,7 +72,7 @@ class Worker:
         self._configure_access_log(plan, config)
         await self._sync_listeners(plan)
         if _observing(config):
-            self.recorder = _start_recorder(self.ctx)
+            self.recorder = _start_recorder(self.ctx, _detailed(config))
         if config.metrics.listen is not None:
             assert self.recorder is not None
             # imported only then: prometheus-client costs memory that nobody else needs
@@ -329,13 +329,20 @@ def _observing(config: Config) -> bool:
     return config.metrics.listen is not None
 
 
-def _start_recorder(ctx: WorkerContext) -> Recorder:
+def _detailed(config: Config) -> bool:
+    """Whether the figures include the details (paths, clients, user agents, referrers,
+    the 5xx answers) that only the statistics and the dashboard read: the metrics need
+    counts only, and details cost more per request (observe/tap.py)."""
+    return False
+
+
+def _start_recorder(ctx: WorkerContext, detailed: bool) -> Recorder:
     """The tap as a request observer and the recorder counting it once a second. A
     reload keeps both (and their counts)."""
     from bastion.observe.recorder import Recorder
     from bastion.observe.tap import RequestTap
 
-    tap = RequestTap()
+    tap = RequestTap(detailed=detailed)
     recorder = Recorder(tap, monotonic=ctx.loop.time, in_flight=ctx.in_flight)
     ctx.add_observer(tap.record)
     recorder.start(ctx.loop)
