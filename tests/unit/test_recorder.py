@@ -350,9 +350,10 @@ def test_a_busy_batch_estimates_agents_from_every_fourth_request() -> None:
 
     curl = [(b"user-agent", b"User-Agent", b"curl/8.5.0")]
     firefox = [(b"user-agent", b"User-Agent", b"Firefox/120.0")]
-    n = (AGENTS_EXACT // AGENTS_STRIDE + 1) * AGENTS_STRIDE * 2  # past the exact count
-    # three curl requests for each Firefox one, none without a User-Agent
-    reqs = [(finished(headers=firefox if i % 4 == 0 else curl), START + 0.01) for i in range(n)]
+    n = 600
+    assert n > AGENTS_EXACT and n % (3 * AGENTS_STRIDE) == 0
+    # two curl requests for each Firefox one, none without a User-Agent
+    reqs = [(finished(headers=firefox if i % 3 == 0 else curl), START + 0.01) for i in range(n)]
     got = interval_of(*reqs)
-    assert got.top["agents"] == {"Firefox/120.0": n // 4, "curl/8.5.0": 3 * n // 4}
+    assert got.top["agents"] == {"Firefox/120.0": n // 3, "curl/8.5.0": 2 * n // 3}
     assert got.top["paths"] == {"/api/x": n}  # the other dimensions stay exact
