@@ -218,3 +218,28 @@ def test_consumers_are_labelled_up_to_the_configured_number(
     # request without a key has no consumer
     assert consumers == {("alice", "2xx"): 2, ("alice", "4xx"): 1, ("_other", "2xx"): 1}
     assert requests_of(got, "/api/", "4xx") == 2  # the 429 and the 401
+
+
+def test_a_reload_keeps_the_counts_and_applies_the_labels_at_once(
+    backend: Backend, gateway: Callable[..., Gateway], tmp_path: Path
+) -> None:
+    metrics, port = free_port(), free_port()
+    config: dict[str, object] = {
+        "listen": {"http": f"127.0.0.1:{port}"},
+        "data_dir": str(tmp_path / "data"),
+        "access_log": {"format": "off"},
+        "metrics": {"listen": f"127.0.0.1:{metrics}"},
+        "sites": site(backend),
+    }
+    gw = gateway(config)
+    wait_for_port(metrics)
+    for i in range(3):
+        assert httpx.get(f"{gw.url}/api/{i}").status_code == 200
+    assert requests_of(scrape(metrics), "/api/", "2xx") == 3
+    config["metrics"] = {"listen": f"127.0.0.1:{metrics}", "status_codes": True}
+    gw.reload(config, wait_for="configuration reloaded")
+    for i in range(2):
+        assert httpx.get(f"{gw.url}/api/{i}").status_code == 200
+    got = scrape(metrics)
+    assert requests_of(got, "/api/", "200") == 5  # the counts from before the reload too
+    assert requests_of(got, "/api/", "2xx") == 0
