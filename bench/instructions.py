@@ -191,8 +191,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("variants", nargs="*", default=["bare", "key", "rl", "rqh", "rsh", "log",
                                                     "key,rl,hdr,log"])  # fmt: skip
     p.add_argument("--seconds", type=int, default=6, help="wrk seconds counted per variant (6)")
-    p.add_argument("--together", action="store_true",
-                   help="measure the variants at the same time (paired figures)")
+    p.add_argument(
+        "--together",
+        action="store_true",
+        help="measure the variants at the same time (paired figures)",
+    )
     p.add_argument("--h2", action="store_true",
                    help="over HTTP/2 on TLS (h2load; --seconds x 2000 requests counted)")
     p.add_argument(
