@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from authtokens import create_key
@@ -145,32 +146,44 @@ def test_addresses_outside_the_allow_list_get_403(
     assert "bastion_requests_total" not in r.text
 
 
+@pytest.mark.parametrize(("protocol", "workers"), [("h1", 1), ("h2", 1), ("h1", 2)])
 def test_a_request_in_progress_is_in_flight_until_answered(
-    backend: Backend, gateway: Callable[..., Gateway]
+    backend: Backend, gateway: Callable[..., Gateway], tmp_path: Path, protocol: str, workers: int
 ) -> None:
-    metrics = free_port()
-    gw = gateway(
+    https, metrics = free_port(), free_port()
+    data = tmp_path / "data"
+    gateway(
         {
+            "listen": {"http": f"127.0.0.1:{free_port()}", "https": f"127.0.0.1:{https}"},
+            "data_dir": str(data),
+            "workers": workers,
             "access_log": {"format": "off"},
             "metrics": {"listen": f"127.0.0.1:{metrics}"},
             "sites": site(backend),
         }
     )
+    wait_for_port(https)
     wait_for_port(metrics)
     in_flight = ("bastion_requests_in_flight", ())
     assert scrape(metrics)[in_flight] == 0
-    answers: list[int] = []
-    slow = threading.Thread(
-        target=lambda: answers.append(httpx.get(f"{gw.url}/api/slow?s=3", timeout=30).status_code)
-    )
+    context = ssl.create_default_context(cafile=str(data / "ca" / "root.crt"))
+    h2 = protocol == "h2"
+    answers: list[tuple[int, str]] = []
+
+    def slow_request() -> None:
+        with httpx.Client(http1=not h2, http2=h2, verify=context, timeout=30) as client:
+            r = client.get(f"https://localhost:{https}/api/slow?s=5")
+            answers.append((r.status_code, r.http_version))
+
+    slow = threading.Thread(target=slow_request)
     slow.start()
     try:
-        # the backend holds the request: the scrape sees it in progress
+        # the backend holds the request: a scrape of any worker sees it in progress
         assert until(metrics, lambda got: got[in_flight] == 1)[in_flight] == 1
     finally:
         slow.join()
-    assert answers == [200]
-    got = scrape(metrics)
+    assert answers == [(200, "HTTP/2" if h2 else "HTTP/1.1")]
+    got = until(metrics, lambda got: got[in_flight] == 0 and requests_of(got, "/api/", "2xx"))
     assert got[in_flight] == 0
     assert requests_of(got, "/api/", "2xx") == 1
 
