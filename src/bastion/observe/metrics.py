@@ -63,7 +63,7 @@ class RequestMetrics:
         self.routes: dict[str, RouteCounters] = {}
         self.by_consumer: dict[tuple[str, int], int] = {}  # (consumer, status) -> requests
         self._consumer_names: set[str] = set()
-        self.in_flight = 0  # requests in progress, as the recorder last saw them
+        self.in_flight = 0  # requests in progress, set by the reader before a snapshot
 
     def add(self, batch: Batch) -> None:
         routes = self.routes

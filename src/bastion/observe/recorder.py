@@ -127,8 +127,6 @@ class Recorder:
         if not self.sinks:  # nobody reads Intervals: the counters only
             self._count(rows, None, offset)
             current.start = max(current.start, int(wall))
-            if self.metrics is not None:
-                self.metrics.in_flight = self.in_flight()
             return
         while wall >= current.start + 1:
             boundary = current.start + 1 - offset
@@ -142,8 +140,6 @@ class Recorder:
             first = int(rows[END] + offset) if rows else last_ended
             current = self.current = Interval(max(current.start + 1, min(first, last_ended)))
         self._count(rows, current, offset)
-        if self.metrics is not None:
-            self.metrics.in_flight = self.in_flight()
 
     def _count(self, rows: list[Any], interval: Interval | None, offset: float) -> None:
         if not rows:

@@ -148,6 +148,7 @@ class MetricsEndpoint:
 
     def render(self) -> bytes:
         self.recorder.flush()  # this worker's figures up to now, not up to the last second
+        self.counters.in_flight = self.worker.in_flight()
         mine = self.counters.snapshot()
         others: list[dict[str, Any]] = []
         with contextlib.suppress(OSError):
@@ -180,6 +181,7 @@ class MetricsEndpoint:
             while True:
                 await asyncio.sleep(PUBLISH_EVERY)
                 self.recorder.flush()
+                self.counters.in_flight = self.worker.in_flight()
                 snapshot = {"pid": self.pid, "metrics": self.counters.snapshot()}
                 with contextlib.suppress(OSError):
                     self.snapshots.put(TOPIC, snapshot)
