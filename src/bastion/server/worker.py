@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from bastion.acme.renewal import CertManager
     from bastion.config.models import Config
     from bastion.observe.event_exposition import EventMetrics
+    from bastion.observe.recorder import Recorder
     from bastion.server.admin import AdminEndpoint
     from bastion.server.metrics import MetricsEndpoint
 
@@ -58,6 +59,8 @@ class Worker:
         self._alpn_dir: Path | None = None
         self.metrics: MetricsEndpoint | None = None  # with metrics.listen
         self.admin: AdminEndpoint | None = None  # with admin.listen
+        # the per-second traffic figures (add_sink), when something reads them
+        self.recorder: Recorder | None = None
 
     # ------------------------------------------------------------------ serve
     async def serve(self) -> None:
@@ -72,14 +75,16 @@ class Worker:
         self.ctx = WorkerContext(loop, plan)
         self._configure_access_log(plan, config)
         await self._sync_listeners(plan)
+        if _observing(config):
+            self.recorder = _start_recorder(self.ctx, _detailed(config))
         events = None
         if config.metrics.listen is not None:
+            assert self.recorder is not None
             # imported only then: prometheus-client costs memory that nobody else needs
             from bastion.server.metrics import MetricsEndpoint
 
-            self.metrics = MetricsEndpoint(
-                self.ctx, config.metrics, stores_for(resolve_data_dir(config.data_dir)).snapshots
-            )
+            snapshots = stores_for(resolve_data_dir(config.data_dir)).snapshots
+            self.metrics = MetricsEndpoint(self.ctx, config.metrics, snapshots, self.recorder)
             await self.metrics.start(self.reuse_port)
             events = self._event_metrics(config)
         if config.admin.listen is not None:
@@ -117,6 +122,8 @@ class Worker:
             if self._certs is not None:
                 self._certs.stop()
             await self._drain()
+            if self.recorder is not None:
+                self.recorder.close()  # the requests drained are counted too
 
     def _install_signals(self, loop: asyncio.AbstractEventLoop) -> None:
         loop.add_signal_handler(signal.SIGTERM, self.stop)
@@ -358,6 +365,31 @@ class Worker:
             self.registry.close()
         ctx.close()
         log.info("stopped")
+
+
+def _observing(config: Config) -> bool:
+    """Whether the per-second traffic figures are recorded: something reads them."""
+    return config.metrics.listen is not None
+
+
+def _detailed(config: Config) -> bool:
+    """Whether the figures include the details (paths, clients, user agents, referrers,
+    the 5xx answers) that only the statistics and the dashboard read: the metrics need
+    counts only, and details cost more per request (observe/tap.py)."""
+    return False
+
+
+def _start_recorder(ctx: WorkerContext, detailed: bool) -> Recorder:
+    """The tap as a request observer and the recorder counting it once a second. A
+    reload keeps both (and their counts)."""
+    from bastion.observe.recorder import Recorder
+    from bastion.observe.tap import RequestTap
+
+    tap = RequestTap(detailed=detailed)
+    recorder = Recorder(tap, monotonic=ctx.loop.time, in_flight=ctx.in_flight)
+    ctx.add_observer(tap.record)
+    recorder.start(ctx.loop)
+    return recorder
 
 
 def _source(loaded: LoadedConfig) -> str:
