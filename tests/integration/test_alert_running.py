@@ -16,13 +16,8 @@ from typing import Any
 import pytest
 from test_alert_channels import Receiver, receivers  # noqa: F401 (a fixture)
 
-import bastion.server.worker
 from bastion.state.snapshots import FileSnapshots
 from conftest import Gateway, free_port
-
-# the worker starts the alert manager once the server wiring is in place
-WIRED = "observe.alerts" in Path(bastion.server.worker.__file__).read_text(encoding="utf-8")
-pytestmark = pytest.mark.skipif(not WIRED, reason="alerts are not wired into the worker yet")
 
 
 def states_of(hook: Receiver) -> list[tuple[str, str]]:
