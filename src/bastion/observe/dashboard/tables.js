@@ -25,11 +25,14 @@ export function emptyState(text) {
  * Each row carries data-key (the value of `keyOf(row)`), each cell data-col and, for
  * numbers, data-value with the raw figure, so that what is shown can be checked exactly.
  */
-export function renderTable(container, { name, columns, rows, keyOf, empty, caption = null }) {
+export function renderTable(container, { name, columns, rows, keyOf, empty, caption = null,
+  limit = 25 }) {
   if (!rows || !rows.length) {
     container.replaceChildren(emptyState(empty));
     return;
   }
+  const more = rows.length - limit;
+  if (more > 0) rows = rows.slice(0, limit);
   const head = el("thead", {}, [el("tr", {}, columns.map((c) => {
     const th = el("th", { text: c.label, className: c.numeric ? "num" : null });
     th.scope = "col";
@@ -60,6 +63,7 @@ export function renderTable(container, { name, columns, rows, keyOf, empty, capt
   const table = el("table", { data: { table: name } }, [
     caption ? el("caption", { text: caption }) : null, head, body]);
   container.replaceChildren(table);
+  if (more > 0) container.appendChild(el("p", { text: `and ${more} more`, className: "muted" }));
 }
 
 /** The columns of a top-K table: the key and its request count (share of the total). */
