@@ -1,8 +1,8 @@
 """The dashboard in a real browser against a real gateway: known traffic goes through the
 gateway (200, 404, 500, a cache hit, a 401 refusal, a consumer, a path crafted as HTML), a
 person logs in through the login page, and the page shows those numbers; the live view moves
-when a request arrives; "Renew now" renews the local CA's certificate; the hostile path is
-shown as text.
+when a request arrives; the hostile path is shown as text; "Renew now" orders a new
+certificate from a real ACME server (Pebble) and says so.
 
 With BASTION_DASHBOARD_SCREENSHOTS=<dir> the test also drives varied traffic for a while and
 saves the screenshots of the docs (docs/images/dashboard-*.png) into <dir>.
@@ -22,6 +22,8 @@ import pytest
 
 from authtokens import create_key
 from conftest import Backend, Gateway, free_port, raw_request, wait_for_port
+from pebble_support import NAMES, Pebble, acme_config, wait_for_log
+from pebble_support import pebble_fixture as pebble_fixture  # the `pebble` fixture
 
 if TYPE_CHECKING:
     from browserkit import Browser
@@ -204,19 +206,9 @@ def test_dashboard_shows_the_traffic_and_moves_live(dashboard: Dashboard, browse
     )
     assert browser.tile("in_flight") is not None
 
-    # --- renew the local CA's certificate from the page
-    button = browser.driver.find_element("css selector", '[data-renew="localhost"]')
-    button.click()
-    result = browser.wait_for(
-        lambda: (
-            (text := browser.text_of('[data-renew-result="localhost"]')) not in ("", "renewing…")
-            and text
-        ),
-        30,
-        "the renewal's result",
-    )
-    assert result.startswith("renewed"), result
-    assert browser.row("certificates", "localhost") is not None
+    # the local CA's certificate is listed, with its source
+    local = browser.row("certificates", "localhost")
+    assert local is not None and local["source"] == "local CA", local
 
     # no script error, no blocked resource (a Content-Security-Policy refusal logs one)
     problems = [m for m in browser.console_errors() if "favicon" not in m]
@@ -263,6 +255,55 @@ def test_dashboard_without_statistics(
     assert "statistics are off" in browser.text_of("#routes")
     assert browser.tile("requests") is None
     assert browser.row("certificates", "localhost") is not None
+
+
+def test_dashboard_renews_a_certificate(
+    pebble: Callable[..., Pebble],
+    backend: Backend,
+    gateway: Callable[..., Gateway],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    browser: Browser,
+) -> None:
+    """ "Renew now" orders a new certificate at once (one more order at the CA), and the page
+    shows the new expiry; a failed renewal shows the CA's reason."""
+    monkeypatch.setenv(TOKEN_ENV, TOKEN)
+    http, https, admin_port = free_port(), free_port(), free_port()
+    ca = pebble(http)
+    settings = acme_config(tmp_path, backend, ca, http, https)
+    settings["admin"] = {"listen": f"127.0.0.1:{admin_port}", "token": "${" + TOKEN_ENV + "}"}
+    gw = gateway(settings, port=https)
+    wait_for_log(gw, "acme: serving the certificate for " + ", ".join(NAMES))
+    admin = f"http://127.0.0.1:{admin_port}"
+    browser.login(admin, TOKEN)
+
+    def acme_row() -> dict[str, Any] | None:
+        rows = browser.table("certificates") or []
+        return next((r for r in rows if r["_key"] in NAMES and r["source"] == "acme"), None)
+
+    row = browser.wait_for(acme_row, 15, "the ACME certificate in the table")
+    orders = ca.new_orders()
+    name = row["_key"]
+    browser.driver.find_element("css selector", f'[data-renew="{name}"]').click()
+    outcome = f'[data-renew-result="{name}"]'
+    result = browser.wait_for(
+        lambda: (text := browser.text_of(outcome)) not in ("", "renewing…") and text,
+        60,
+        "the renewal's result",
+    )
+    assert result.startswith("renewed until "), result
+    assert ca.new_orders() == orders + 1
+
+    # the CA goes away: the page says the renewal failed and why, and keeps the row
+    ca.stop()
+    browser.driver.find_element("css selector", f'[data-renew="{name}"]').click()
+    result = browser.wait_for(
+        lambda: (text := browser.text_of(outcome)).startswith("failed") and text,
+        90,
+        "the failed renewal's result",
+    )
+    assert "renewal failed" in result, result
+    assert acme_row() is not None
 
 
 def take_screenshots(browser: Browser, traffic: Traffic, target: Path) -> None:

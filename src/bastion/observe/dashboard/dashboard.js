@@ -94,7 +94,7 @@ const NO_STATS = { requests: null, rps: null, rate_4xx: null, rate_5xx: null, p5
 function renderTraffic() {
   const tiles = $("#tiles");
   const live = page.window === "live";
-  if (page.statsError && !live) {
+  if (page.statsError && !(live && page.live.last)) {
     updateTiles(tiles, NO_STATS);
     drawCharts(null, null, null);
   } else if (live) {
@@ -195,7 +195,7 @@ function showSection(selector, data, render) {
 
 async function renew(name, button) {
   button.disabled = true;
-  page.renewResults.set(name, { ok: true, text: "renewing…" });
+  page.renewResults.set(name, { ok: true, pending: true, text: "renewing…" });
   const output = button.parentElement.querySelector("output");
   output.textContent = "renewing…";
   output.className = "";
@@ -249,6 +249,13 @@ async function selectWindow(window) {
     });
     const seed = await loadStats(generation);
     if (seed && generation === page.generation) page.live.seed(seed);
+    if (generation === page.generation && document.body.dataset.stats === "off" && page.stopLive) {
+      // no statistics, no stream: stop asking for it every two seconds
+      page.stopLive();
+      page.stopLive = null;
+      document.body.dataset.live = "off";
+      $("#live-state").textContent = "○ statistics are off";
+    }
   } else {
     await loadStats(generation);
   }

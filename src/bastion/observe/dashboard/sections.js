@@ -144,16 +144,22 @@ export function renderCertificates(container, data, results, onRenew) {
         key: "renew", label: "",
         cell: (row) => {
           const name = row.names[0] || "";
-          const button = el("button", { text: "Renew now", className: "renew", data: { renew: name } });
-          button.type = "button";
-          button.addEventListener("click", () => onRenew(name, button));
           const result = results.get(name);
           const output = el("output", {
             text: result ? result.text : "",
-            className: result ? (result.ok ? "ok" : "bad") : null,
+            className: result && !result.pending ? (result.ok ? "ok" : "bad") : null,
             data: { renewResult: name },
           });
           output.setAttribute("aria-live", "polite");
+          if (row.source === "file") {
+            // certificate files are renewed by whoever writes them
+            return el("span", { className: "muted", text: "from files" });
+          }
+          const button = el("button", { text: "Renew now", className: "renew", data: { renew: name } });
+          button.type = "button";
+          button.disabled = Boolean(result && result.pending);
+          button.setAttribute("aria-label", `Renew the certificate of ${name} now`);
+          button.addEventListener("click", () => onRenew(name, button));
           return el("span", { className: "renew-cell" }, [button, output]);
         },
       },
