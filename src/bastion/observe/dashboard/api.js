@@ -27,6 +27,9 @@ async function request(path, options = {}) {
   const response = await fetch(path, {
     credentials: "same-origin",
     cache: "no-store",
+    // a request's Origin is sent as "null" under a no-referrer policy, and the admin
+    // listener refuses a POST whose Origin is not its own: same-origin sends the real one
+    referrerPolicy: "same-origin",
     ...options,
     headers: { Accept: "application/json", ...(options.headers || {}) },
   });
@@ -70,6 +73,7 @@ export async function logout() {
     await fetch("/logout", {
       method: "POST",
       credentials: "same-origin",
+      referrerPolicy: "same-origin",
       headers: { "X-CSRF-Token": await csrf() },
     });
   } finally {
