@@ -36,19 +36,19 @@ const page = {
 // ------------------------------------------------------------------ traffic (stats + live)
 function stepLabel(step) {
   if (!step || step <= 1) return "per second";
-  if (step === 60) return "per minute";
-  if (step === 3600) return "per hour";
-  return `per ${fmt.duration(step)}`;
+  if (step % 3600 === 0) return step === 3600 ? "per hour" : `per ${step / 3600} h`;
+  if (step % 60 === 0) return step === 60 ? "per minute" : `per ${step / 60} min`;
+  return `per ${step} s`;
 }
 
-function drawCharts(series, domain, step) {
+function drawCharts(series, domain, step, label = stepLabel(step)) {
   const t = series ? series.t : [];
   const quiet = page.statsError || "no traffic in this window";
   const traffic = series && series.requests.some((v) => v > 0);
   const classes = ["1xx", "2xx", "3xx", "4xx", "5xx"].filter(
     (c) => series && series.status[c] && (c !== "1xx" || series.status[c].some((v) => v)));
   const common = { t, domain, step, empty: quiet };
-  document.querySelectorAll(".step").forEach((node) => { node.textContent = stepLabel(step); });
+  document.querySelectorAll(".step").forEach((node) => { node.textContent = label; });
   drawChart($("#chart-status"), {
     ...common, kind: "stacked", title: "requests by status class", format: fmt.count,
     series: classes.map((c) => ({ name: c, label: c, values: series.status[c] })),
@@ -102,7 +102,7 @@ function renderTraffic() {
     updateTiles(tiles, figures, { requests: "last 5 minutes", p95: "last active second",
       p50: "last active second", p99: "last active second", rps: "last second" });
     const now = page.live.now();
-    drawCharts(page.live.series(), [now - LIVE_SPAN, now], 1);
+    drawCharts(page.live.series(), [now - LIVE_SPAN, now], page.live.step(), "per second");
   } else if (page.summary) {
     const s = page.summary;
     updateTiles(tiles, summaryFigures(s), { requests: `since ${fmt.timestamp(s.since)}`,

@@ -1,15 +1,18 @@
 // The live view's last five minutes, kept in the page: seeded from /api/stats?window=5m
-// (one sample per second) and extended by each /api/live event.
+// (one sample per step of the summary, a few seconds) and extended by each /api/live event
+// (one second each). The charts plot per-second rates, so that both kinds of sample read
+// alike; the tiles add up the counts themselves.
 
 export const LIVE_SPAN = 300;
 
-function sampleFromSeries(series, i) {
+function sampleFromSeries(series, i, span) {
   const status = {};
   for (const [cls, values] of Object.entries(series.status || {})) status[cls] = values[i] || 0;
   const refusals = {};
   for (const [code, values] of Object.entries(series.refusals || {})) refusals[code] = values[i] || 0;
   return {
     t: series.t[i],
+    span,
     requests: series.requests[i] || 0,
     status,
     p50: series.p50 ? series.p50[i] : null,
@@ -26,6 +29,7 @@ function sampleFromSeries(series, i) {
 function sampleFromEvent(event) {
   return {
     t: event.time,
+    span: 1,
     requests: event.requests || 0,
     status: event.status || {},
     p50: event.p50 ?? null,
@@ -43,21 +47,26 @@ function sampleFromEvent(event) {
 export class LiveBuffer {
   constructor() {
     this.samples = [];
+    this.seededUntil = -Infinity;
     this.last = null; // the newest event as received (rps, in_flight, upstream figures)
   }
 
   seed(summary) {
     const series = summary.series || { t: [] };
-    const seeded = series.t.map((_t, i) => sampleFromSeries(series, i));
-    // events that arrived while the seed was on its way are newer: keep them
-    const newest = seeded.length ? seeded[seeded.length - 1].t : -Infinity;
-    this.samples = [...seeded, ...this.samples.filter((s) => s.t > newest)];
+    const step = summary.step || 1;
+    // the summary counts the seconds before `until`; the stream's events from then on
+    this.seededUntil = summary.until;
+    const seeded = series.t
+      .map((t, i) => sampleFromSeries(series, i, Math.max(1, Math.min(step, summary.until - t))))
+      .filter((sample) => sample.t < summary.until);
+    this.samples = [...seeded, ...this.samples.filter((s) => s.t >= summary.until)];
     this.trim();
   }
 
   push(event) {
     if (!Number.isFinite(event.time)) return;
     this.last = event;
+    if (event.time < this.seededUntil) return; // already counted in the seed
     const sample = sampleFromEvent(event);
     const at = this.samples.findIndex((s) => s.t >= sample.t);
     if (at === -1) this.samples.push(sample);
@@ -76,27 +85,34 @@ export class LiveBuffer {
     this.samples = this.samples.filter((s) => s.t > oldest);
   }
 
-  /** The buffer in the shape of a summary's "series", for the charts. */
+  /** The buffer in the shape of a summary's "series", as per-second rates, for the charts. */
   series() {
     const s = this.samples;
+    const perSecond = (x, value) => (value === null ? null : value / x.span);
     const classes = new Set();
-    const codes = new Set(["401", "403", "429"]);
     for (const sample of s) Object.keys(sample.status).forEach((c) => classes.add(c));
     const status = {};
-    for (const cls of classes) status[cls] = s.map((x) => x.status[cls] || 0);
+    for (const cls of classes) status[cls] = s.map((x) => perSecond(x, x.status[cls] || 0));
     const refusals = {};
-    for (const code of codes) refusals[code] = s.map((x) => (x.refusals ? x.refusals[code] || 0 : null));
+    for (const code of ["401", "403", "429"]) {
+      refusals[code] = s.map((x) => (x.refusals ? perSecond(x, x.refusals[code] || 0) : null));
+    }
     return {
       t: s.map((x) => x.t),
-      requests: s.map((x) => x.requests),
+      requests: s.map((x) => perSecond(x, x.requests)),
       status,
       p50: s.map((x) => x.p50),
       p95: s.map((x) => x.p95),
       p99: s.map((x) => x.p99),
-      bytes_in: s.map((x) => x.bytes_in),
-      bytes_out: s.map((x) => x.bytes_out),
+      bytes_in: s.map((x) => perSecond(x, x.bytes_in)),
+      bytes_out: s.map((x) => perSecond(x, x.bytes_out)),
       refusals,
     };
+  }
+
+  /** The longest span of a sample: the chart's step, below which a gap is not quiet. */
+  step() {
+    return this.samples.reduce((a, x) => Math.max(a, x.span), 1);
   }
 
   /** The tiles' figures over the buffer; latency from the newest second with requests. */

@@ -66,7 +66,7 @@ export function renderTrafficTables(root, summary, emptyText) {
   }
   renderTable(root.querySelector("#recent-errors"), {
     name: "recent_errors",
-    rows: summary ? [...summary.recent_errors].reverse() : [],
+    rows: summary ? [...summary.recent_errors].sort((a, b) => b.time - a.time) : [],
     keyOf: (row) => row.request_id || "",
     empty: summary && total ? "no 5xx answers in this window" : quiet,
     columns: [
