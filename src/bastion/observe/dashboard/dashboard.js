@@ -45,8 +45,9 @@ function drawCharts(series, domain, step, label = stepLabel(step)) {
   const t = series ? series.t : [];
   const quiet = page.statsError || "no traffic in this window";
   const traffic = series && series.requests.some((v) => v > 0);
+  // the classes that occur in the window (a legend entry for nothing is noise)
   const classes = ["1xx", "2xx", "3xx", "4xx", "5xx"].filter(
-    (c) => series && series.status[c] && (c !== "1xx" || series.status[c].some((v) => v)));
+    (c) => series && series.status[c] && series.status[c].some((v) => v));
   const common = { t, domain, step, empty: quiet };
   document.querySelectorAll(".step").forEach((node) => { node.textContent = label; });
   drawChart($("#chart-status"), {
