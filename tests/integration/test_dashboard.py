@@ -37,6 +37,7 @@ HOSTILE = "/x/<img/src=x/onerror=document.body.dataset.pwned=1>"
 FIREFOX = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
 GOOGLEBOT = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
 REFERRER = "https://docs.example.org/start"
+HOSTILE_REFERRER = 'https://evil.example/"><img src=x onerror="document.body.dataset.pwned=2">'
 
 
 def config(backend: Backend, port: int, https_port: int, admin_port: int, data: Path) -> dict:
@@ -85,7 +86,7 @@ class Traffic:
         for _ in range(6):
             self.get("/api/ok", 200, **{"User-Agent": FIREFOX, "Referer": REFERRER})
         for _ in range(2):
-            self.get("/missing", 404, **{"User-Agent": GOOGLEBOT})
+            self.get("/missing", 404, **{"User-Agent": GOOGLEBOT, "Referer": HOSTILE_REFERRER})
         answer = raw_request(
             self.gw.port,
             f"GET {HOSTILE} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode(),
@@ -176,6 +177,7 @@ def test_dashboard_shows_the_traffic_and_moves_live(dashboard: Dashboard, browse
     assert not_found["/missing"] == 2
     referrers = {row["_key"]: row["requests"] for row in browser.table("referrers") or []}
     assert referrers[REFERRER] == 6
+    assert referrers[HOSTILE_REFERRER] == 2
     browsers = {row["_key"]: row["requests"] for row in browser.table("browsers") or []}
     assert browsers.get("Firefox") == 6, browsers
     errors = browser.table("recent_errors") or []
@@ -186,9 +188,10 @@ def test_dashboard_shows_the_traffic_and_moves_live(dashboard: Dashboard, browse
     assert status_chart["total"] == expected["requests"]
     assert browser.chart("refusals")["series"]["r401"] == 2
 
-    # --- the hostile path is text, never markup
+    # --- the hostile path and referrer are text, never markup
     paths = {row["_key"]: row for row in browser.table("paths") or []}
     assert HOSTILE in paths and paths[HOSTILE]["key"] == HOSTILE
+    assert browser.row("referrers", HOSTILE_REFERRER)["key"] == HOSTILE_REFERRER
     assert browser.js("return document.querySelectorAll('main img').length") == 0
     assert browser.js("return document.body.dataset.pwned") is None
 
