@@ -117,7 +117,6 @@ function renderTraffic() {
   document.body.dataset.renders = String(Number(document.body.dataset.renders || 0) + 1);
 }
 
-
 function renderTables() {
   renderTrafficTables(document, page.summary, page.statsError);
 }
