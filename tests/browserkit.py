@@ -209,14 +209,12 @@ class Browser:
             if entry.get("level") == "SEVERE"
         ]
 
-    def screenshot(self, path: Path, width: int = 1400) -> Path:
-        """The whole page (the window stretched to the page's height) as a PNG."""
-        height = int(self.js("return document.documentElement.scrollHeight"))
+    def screenshot(self, path: Path, width: int = 1400, height: int | None = None) -> Path:
+        """The page as a PNG: the whole page (the window stretched to its height), or its
+        top `height` pixels."""
+        if height is None:
+            height = int(self.js("return document.documentElement.scrollHeight"))
         self.driver.set_window_size(width, min(max(height, 600), 6000))
-        # the charts follow the new width on the resize event: wait until they have
-        self.wait_for(
-            lambda: self.js("return document.documentElement.scrollHeight") > 0, 5, "layout"
-        )
         path.parent.mkdir(parents=True, exist_ok=True)
         self.driver.save_screenshot(str(path))
         return path
