@@ -18,6 +18,9 @@ from bastion.config import LoadedConfig, config_from_dict
 
 DEMO_PORT = 8080
 DEMO_HTTPS_PORT = 8443
+DEMO_ADMIN_PORT = 8090  # the dashboard and the admin API
+DEMO_METRICS_PORT = 9464  # Prometheus' /metrics
+ADMIN_TOKEN_ENV = "BASTION_ADMIN_TOKEN"  # the demo makes one up when it is not set
 
 
 class DemoBackend(asyncio.Protocol):
@@ -107,9 +110,16 @@ def demo_config(
     port: int = DEMO_PORT,
     https_port: int = DEMO_HTTPS_PORT,
     ca_root: str = "<data dir>/ca/root.crt",
+    *,
+    admin_port: int = DEMO_ADMIN_PORT,
+    metrics_port: int = DEMO_METRICS_PORT,
+    access_log: str = "stdout",
 ) -> LoadedConfig:
     """Two sites with the same routes: `localhost` over HTTPS with a certificate from
-    the local CA (plain HTTP redirects to it), and every other host over plain HTTP."""
+    the local CA (plain HTTP redirects to it), and every other host over plain HTTP; the
+    dashboard on `admin_port` (its token from $BASTION_ADMIN_TOKEN), Prometheus metrics on
+    `metrics_port`, statistics in the data dir, and an alert shown on the dashboard when
+    more than a tenth of a minute's answers are 5xx."""
     upstream = f"http://127.0.0.1:{backend_port}"
     guide = "\n".join(
         [
@@ -138,7 +148,16 @@ def demo_config(
     return config_from_dict(
         {
             "listen": {"http": f"127.0.0.1:{port}", "https": f"127.0.0.1:{https_port}"},
-            "access_log": {"format": "combined", "path": "stdout"},
+            "access_log": {"format": "combined", "path": access_log},
+            "admin": {"listen": f"127.0.0.1:{admin_port}", "token": "${" + ADMIN_TOKEN_ENV + "}"},
+            "metrics": {"listen": f"127.0.0.1:{metrics_port}", "consumers": 10},
+            # no channel: the state shows on the dashboard (and in /api/alerts) only
+            "alerts": {
+                "rules": {
+                    "errors": {"kind": "error_rate", "threshold": "10%", "min_requests": 10,
+                               "channels": []},
+                },
+            },
             "sites": [
                 {"hosts": ["localhost"], "tls": "internal", "hsts": True, "routes": routes,
                  "compress": True, "security_headers": True},

@@ -40,9 +40,12 @@ REQUESTS = (
 _WEIGHTS = [weight for weight, _, _ in REQUESTS]
 
 
-async def send(port: int, method: str, path: str, agent: str, referrer: str) -> None:
-    """One request on a connection of its own; the answer is read and dropped."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+async def send(
+    port: int, method: str, path: str, agent: str, referrer: str, source: str = "127.0.0.1"
+) -> None:
+    """One request on a connection of its own from the loopback address `source`; the
+    answer is read and dropped."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
     try:
         body = b'{"demo": true}' if method == "POST" else b""
         head = [
@@ -66,13 +69,17 @@ async def send(port: int, method: str, path: str, agent: str, referrer: str) -> 
 
 async def generate(port: int, per_second: float = 4.0, seed: int | None = None) -> None:
     """Send requests until cancelled, about `per_second` of them a second, in small bursts
-    now and then (they are what the rate limit's 429s and the charts' peaks come from)."""
+    now and then (they are what the rate limit's 429s and the charts' peaks come from).
+    They come from a few loopback addresses other than 127.0.0.1 (Linux answers on all of
+    127.0.0.0/8): the clients table has several rows, and the rate limit per address that
+    someone trying the demo from 127.0.0.1 meets is their own."""
     rng = random.Random(seed)
     while True:
         burst = 6 if rng.random() < 0.05 else 1
+        source = f"127.0.0.{rng.randint(2, 9)}"
         for _ in range(burst):
             _, method, path = rng.choices(REQUESTS, _WEIGHTS)[0]
             agent = rng.choice(AGENTS)
             with contextlib.suppress(OSError, asyncio.TimeoutError):
-                await send(port, method, path, agent, rng.choice(REFERRERS))
+                await send(port, method, path, agent, rng.choice(REFERRERS), source)
         await asyncio.sleep(rng.expovariate(per_second))
