@@ -354,6 +354,17 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _configured_data_dir(args: argparse.Namespace) -> tuple[bool, str | None]:
+    """(False, None) when the config named (or the default one, if it exists) does not
+    load (its errors are printed); else (True, its data_dir setting, None by default)."""
+    if not (args.config or os.path.exists(default_config_path())):
+        return True, None
+    loaded = _load(args.config)
+    if loaded is None:
+        return False, None
+    return True, loaded.config.data_dir
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     print(json.dumps(json_schema(), indent=2))
     return 0
@@ -364,12 +375,9 @@ def cmd_trust(args: argparse.Namespace) -> int:
     from bastion.tls.localca import LocalCA
     from bastion.tls.trust import trust_text
 
-    configured = None
-    if args.config or os.path.exists(default_config_path()):
-        loaded = _load(args.config)
-        if loaded is None:
-            return 1
-        configured = loaded.config.data_dir
+    found, configured = _configured_data_dir(args)
+    if not found:
+        return 1
     try:
         ca = LocalCA(ensure_dir(resolve_data_dir(configured)))
         fingerprint = ca.root_fingerprint()
@@ -466,12 +474,9 @@ def cmd_cache(args: argparse.Namespace) -> int:
 def cmd_keys(args: argparse.Namespace) -> int:
     from bastion.policies.keycli import run_keys
 
-    configured = None
-    if args.config or os.path.exists(default_config_path()):
-        loaded = _load(args.config)
-        if loaded is None:
-            return 1
-        configured = loaded.config.data_dir
+    found, configured = _configured_data_dir(args)
+    if not found:
+        return 1
     return run_keys(args.action, args.consumer, args.key_id, configured)
 
 
@@ -479,12 +484,9 @@ def cmd_stats(args: argparse.Namespace) -> int:
     from bastion.observe.stats.report import run_stats
     from bastion.state.files import resolve_data_dir
 
-    configured = None
-    if args.config or os.path.exists(default_config_path()):
-        loaded = _load(args.config)
-        if loaded is None:
-            return 1
-        configured = loaded.config.data_dir
+    found, configured = _configured_data_dir(args)
+    if not found:
+        return 1
     return run_stats(resolve_data_dir(configured), args.since, args.json)
 def cmd_alerts(args: argparse.Namespace) -> int:
     from bastion.observe.alerts.testsend import send_test

@@ -21,16 +21,15 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from bastion.config.addresses import client_address
-from bastion.http.context import ServerContext
 from bastion.http1.server import HTTP1Connection
 from bastion.observe.exposition import CONTENT_TYPE, exposition
 from bastion.observe.metrics import RequestMetrics, merge
+from bastion.server.own_listener import OwnContext, OwnRoute, OwnRouter
 
 if TYPE_CHECKING:
     from prometheus_client.registry import Collector
 
     from bastion.config.observe_models import Metrics
-    from bastion.http.context import HTTP2Settings, Limits, Timeouts
     from bastion.http.downstream import Downstream
     from bastion.http.request import Request
     from bastion.observe.recorder import Recorder
@@ -56,59 +55,15 @@ class MetricsHandler:
         client.respond(req, 200, endpoint.render(), CONTENT_TYPE)
 
 
-class MetricsRoute:
-    name = "metrics"
-    extra_head = b""
+class MetricsRouter(OwnRouter):
+    """GET and HEAD /metrics only."""
 
-    def __init__(self, handler: MetricsHandler) -> None:
-        self.handler = handler
-
-
-class MetricsRouter:
-    """The metrics listener's plan: one route; the connection limits of the sites' plan."""
-
-    def __init__(self, worker: WorkerContext, route: MetricsRoute) -> None:
-        self.worker = worker
-        self.metrics_route = route
-
-    @property
-    def limits(self) -> Limits:
-        return self.worker.plan.limits
-
-    @property
-    def timeouts(self) -> Timeouts:
-        return self.worker.plan.timeouts
-
-    @property
-    def http2(self) -> HTTP2Settings:
-        return self.worker.plan.http2
-
-    def route(self, req: Request, secure: bool) -> tuple[MetricsRoute | None, int, bytes]:
+    def route(self, req: Request, secure: bool) -> tuple[OwnRoute | None, int, bytes]:
         if req.path != PATH:
             return None, 404, b""
         if req.method not in ("GET", "HEAD"):
             return None, 405, b"GET, HEAD"
-        return self.metrics_route, 0, b""
-
-    def is_trusted(self, ip: str) -> bool:
-        return False
-
-
-class MetricsContext(ServerContext):
-    """The metrics listener's connections: the worker's Date line, no observers (a scrape
-    is not traffic)."""
-
-    def __init__(self, worker: WorkerContext, router: MetricsRouter) -> None:
-        super().__init__(worker.loop, router)
-        self.worker = worker
-
-    @property
-    def date_header(self) -> bytes:
-        return self.worker.date_header
-
-    @date_header.setter
-    def date_header(self, value: bytes) -> None:
-        pass  # the worker refreshes its own line; this context reads it
+        return self.only, 0, b""
 
 
 class MetricsEndpoint:
@@ -165,8 +120,8 @@ class MetricsEndpoint:
         address = self.settings.listen
         assert address is not None
         self.shared = reuse_port  # the listeners are shared by several workers
-        route = MetricsRoute(MetricsHandler(self))
-        ctx = MetricsContext(self.worker, MetricsRouter(self.worker, route))
+        route = OwnRoute("metrics", MetricsHandler(self))
+        ctx = OwnContext(self.worker, MetricsRouter(self.worker, route))
         self.server = await self.worker.loop.create_server(
             lambda: HTTP1Connection(ctx),
             address.host,

@@ -17,19 +17,17 @@ import ssl
 from typing import TYPE_CHECKING, Any
 
 from bastion.config.admin_models import UnixAddress
-from bastion.http.context import ServerContext
 from bastion.http1.server import HTTP1Connection
 from bastion.server.admin.api import AdminApi
 from bastion.server.admin.handler import AdminHandler
 from bastion.server.admin.state import AdminState
+from bastion.server.own_listener import OwnContext, OwnRoute, OwnRouter
 
 if TYPE_CHECKING:
     import asyncio
 
     from bastion.config import LoadedConfig
     from bastion.config.tls_models import TlsFiles
-    from bastion.http.context import HTTP2Settings, Limits, Timeouts
-    from bastion.http.request import Request
     from bastion.server.admin.sources import AlertSource, StatsSource
     from bastion.server.context import WorkerContext
     from bastion.state.stores import Stores
@@ -46,57 +44,6 @@ SECURITY_HEAD = (
     b"Content-Security-Policy: default-src 'self'; frame-ancestors 'none'; "
     b"base-uri 'none'; form-action 'self'\r\n"
 )
-
-
-class AdminRoute:
-    name = "admin"
-    extra_head = SECURITY_HEAD
-
-    def __init__(self, handler: AdminHandler) -> None:
-        self.handler = handler
-
-
-class AdminRouter:
-    """The admin listener's plan: one route; the connection limits of the sites' plan."""
-
-    def __init__(self, worker: WorkerContext, route: AdminRoute) -> None:
-        self.worker = worker
-        self.admin_route = route
-
-    @property
-    def limits(self) -> Limits:
-        return self.worker.plan.limits
-
-    @property
-    def timeouts(self) -> Timeouts:
-        return self.worker.plan.timeouts
-
-    @property
-    def http2(self) -> HTTP2Settings:
-        return self.worker.plan.http2
-
-    def route(self, req: Request, secure: bool) -> tuple[AdminRoute | None, int, bytes]:
-        return self.admin_route, 0, b""
-
-    def is_trusted(self, ip: str) -> bool:
-        return False
-
-
-class AdminContext(ServerContext):
-    """The admin listener's connections: the worker's Date line, no observers (the
-    admin's requests are not traffic)."""
-
-    def __init__(self, worker: WorkerContext, router: AdminRouter) -> None:
-        super().__init__(worker.loop, router)
-        self.worker = worker
-
-    @property
-    def date_header(self) -> bytes:
-        return self.worker.date_header
-
-    @date_header.setter
-    def date_header(self, value: bytes) -> None:
-        pass  # the worker refreshes its own line; this context reads it
 
 
 def _tls_context(files: TlsFiles) -> ssl.SSLContext:
@@ -118,7 +65,7 @@ class AdminEndpoint:
         )
         self.handler = AdminHandler(self.state, self.api)
         self.server: asyncio.AbstractServer | None = None
-        self.ctx: AdminContext | None = None
+        self.ctx: OwnContext | None = None
         self._lock: int | None = None
 
     # the merge of the statistics store and of the alerts binds them here
@@ -144,8 +91,8 @@ class AdminEndpoint:
     async def start(self, reuse_port: bool) -> None:
         address = self.state.listen
         settings = self.state.settings
-        ctx = self.ctx = AdminContext(
-            self.worker, AdminRouter(self.worker, AdminRoute(self.handler))
+        ctx = self.ctx = OwnContext(
+            self.worker, OwnRouter(self.worker, OwnRoute("admin", self.handler, SECURITY_HEAD))
         )
         context = _tls_context(settings.tls) if settings.tls is not None else None
         scheme = b"https" if context is not None else b"http"
