@@ -283,6 +283,7 @@ def cmd_reload(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from bastion.balance import status
+    from bastion.server.admin.client import admin_call
     from bastion.state.files import resolve_data_dir
     from bastion.state.stores import Stores
 
@@ -296,7 +297,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     except (OSError, ValueError):
         instance = None  # no pid file: show whatever live workers published
     snapshots = Stores(resolve_data_dir(config.data_dir)).snapshots
-    pools = status.merge(status.read(snapshots, instance))
+    answer = admin_call(config, "GET", "/api/upstreams")  # the running gateway's own view
+    pools = answer["pools"] if answer else status.merge(status.read(snapshots, instance))
     if args.json:
         print(json.dumps({"pools": pools}, indent=2))
         return 0
@@ -337,6 +339,7 @@ def cmd_trust(args: argparse.Namespace) -> int:
 def cmd_certs(args: argparse.Namespace) -> int:
     from bastion.acme.problems import AcmeError
     from bastion.acme.settings import issuer_for
+    from bastion.server.admin.client import admin_call, cert_rows_from
     from bastion.tls.certs import acme_sites, cert_rows, format_rows
 
     loaded = _load(args.config)
@@ -344,7 +347,8 @@ def cmd_certs(args: argparse.Namespace) -> int:
         return 1
     config = loaded.config
     if args.action == "list":
-        print(format_rows(cert_rows(config)))
+        answer = admin_call(config, "GET", "/api/certificates")
+        print(format_rows(cert_rows_from(answer) if answer else cert_rows(config)))
         return 0
     sites = acme_sites(config)
     wanted = {n.lower() for n in args.names}
@@ -382,6 +386,7 @@ def cmd_certs(args: argparse.Namespace) -> int:
 
 def cmd_cache(args: argparse.Namespace) -> int:
     from bastion.cache.purge import TOPIC, publish
+    from bastion.server.admin.client import admin_call
     from bastion.state.files import resolve_data_dir
     from bastion.state.stores import Stores
 
@@ -397,6 +402,13 @@ def cmd_cache(args: argparse.Namespace) -> int:
     loaded = _load(args.config)
     if loaded is None:
         return 1
+    answer = admin_call(loaded.config, "POST", "/api/cache/purge", {kind: value})
+    if answer:
+        print(
+            f"purged {kind} {value}: {answer['purged_here']} entries at once in the worker "
+            "that answered; the other workers apply it within a second"
+        )
+        return 0
     broadcast = Stores(resolve_data_dir(loaded.config.data_dir)).broadcast
     try:
         publish(broadcast, kind, value)

@@ -29,6 +29,7 @@ from pydantic import (
 )
 
 from bastion.config.addresses import Address
+from bastion.config.admin_models import Admin, admin_rules
 from bastion.config.cache_models import Cache
 from bastion.config.observe_models import Metrics
 from bastion.config.rules import config_rules, validate_with_rules
@@ -258,6 +259,10 @@ class Config(_Model):
         description="Prometheus metrics of the traffic, on a listener of their own; off "
         "unless metrics.listen is set.",
     )
+    admin: Admin = Field(
+        default_factory=lambda: Admin(),
+        description="The admin listener (dashboard and JSON API); off unless admin.listen is set.",
+    )
     log_level: Annotated[Literal["debug", "info", "warning", "error"], BeforeValidator(_lower)] = (
         Field(default="info", description="Lowest level of the server's own log messages.")
     )
@@ -265,4 +270,6 @@ class Config(_Model):
     @model_validator(mode="wrap")
     @classmethod
     def _rules(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> Any:
-        return validate_with_rules(cls.__name__, data, handler, config_rules)
+        return validate_with_rules(
+            cls.__name__, data, handler, lambda d: config_rules(d) + admin_rules(d)
+        )

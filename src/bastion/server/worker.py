@@ -32,6 +32,7 @@ from bastion.tls.context import HTTP1_ONLY, apply_profile, dispatch_context
 if TYPE_CHECKING:
     from bastion.acme.renewal import CertManager
     from bastion.config.models import Config
+    from bastion.server.admin import AdminEndpoint
     from bastion.server.metrics import MetricsEndpoint
 
 log = logging.getLogger("bastion.server")
@@ -54,6 +55,7 @@ class Worker:
         self._certs: CertManager | None = None  # created by the first plan with TLS
         self._alpn_dir: Path | None = None
         self.metrics: MetricsEndpoint | None = None  # with metrics.listen
+        self.admin: AdminEndpoint | None = None  # with admin.listen
 
     # ------------------------------------------------------------------ serve
     async def serve(self) -> None:
@@ -76,6 +78,12 @@ class Worker:
                 self.ctx, config.metrics, stores_for(resolve_data_dir(config.data_dir)).snapshots
             )
             await self.metrics.start(self.reuse_port)
+        if config.admin.listen is not None:
+            from bastion.server.admin import AdminEndpoint
+
+            stores = stores_for(resolve_data_dir(config.data_dir))
+            self.admin = AdminEndpoint(self.ctx, self.loaded, stores)
+            await self.admin.start(self.reuse_port)
         self._start_acme(plan)
         self._install_signals(loop)
         watch = None
@@ -96,6 +104,8 @@ class Worker:
             publisher.cancel()
             if self.metrics is not None:
                 self.metrics.close()
+            if self.admin is not None:
+                self.admin.close()
             if watch is not None:
                 watch.cancel()
             if self._certs is not None:
@@ -261,6 +271,10 @@ class Worker:
                 self.metrics.configure(loaded.config.metrics)
             elif loaded.config.metrics.listen is not None:
                 log.warning("metrics.listen set: metrics are served after a restart")
+            if self.admin is not None:
+                self.admin.configure(loaded)
+            elif loaded.config.admin.listen is not None:
+                log.warning("admin.listen set: the admin listener starts after a restart")
             self._start_acme(plan)
             log.info("configuration reloaded from %s", source)
             return True

@@ -1,0 +1,147 @@
+"""The figures and actions behind the admin API's JSON endpoints (shapes in
+docs/observability-admin.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import bastion.server.admin.views as views
+from bastion import __version__
+from bastion.balance.status import INSTANCE_ENV
+from bastion.server.admin.sources import WINDOWS
+
+if TYPE_CHECKING:
+    from bastion.plan import Plan
+    from bastion.server.admin.state import AdminState
+    from bastion.state.broadcast import Broadcast
+    from bastion.state.snapshots import Snapshots
+
+STATS_OFF = "statistics are off"
+_T = TypeVar("_T")
+
+
+class Refused(Exception):
+    """An action refused with a problem answer."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+class AdminApi:
+    def __init__(
+        self,
+        state: AdminState,
+        plan: Callable[[], Plan],
+        snapshots: Snapshots,
+        broadcast: Callable[[], Broadcast],
+    ) -> None:
+        self.state = state
+        self.plan = plan  # the plan in force (a reload replaces it)
+        self.snapshots = snapshots
+        self.broadcast = broadcast  # made on first use
+        self.instance = int(os.environ.get(INSTANCE_ENV, os.getpid()))
+        self.renewing = asyncio.Lock()
+
+    async def in_thread(self, fn: Callable[..., _T], *args: Any) -> _T:
+        return await self.state.loop.run_in_executor(None, fn, *args)
+
+    # ----------------------------------------------------------- read only
+    async def overview(self) -> dict[str, Any]:
+        state = self.state
+        config = state.loaded.config
+        certs = await self.in_thread(views.certificates, config)
+        live = self._live()
+        alerts = self.alerts()["alerts"]
+        return {
+            "version": __version__,
+            "started": state.started,
+            "config_hash": views.config_hash(views.config_view(state.loaded)),
+            "workers": config.workers,
+            "in_flight": live.get("in_flight") if live is not None else None,
+            "upstreams": views.pool_counts(self.upstreams()),
+            "certificates": views.earliest(certs),
+            "alerts": {"firing": sum(1 for a in alerts if a.get("state") == "FIRING")},
+        }
+
+    def _live(self) -> dict[str, Any] | None:
+        stats = self.state.stats
+        if stats is None:
+            return None
+        return stats.live()
+
+    def live_event(self) -> dict[str, Any] | None:
+        """One event of /api/live (None: statistics are off)."""
+        live = self._live()
+        if live is None:
+            return None
+        return {"in_flight": None, **live}
+
+    def stats(self, window: str) -> tuple[int, Any]:
+        if window not in WINDOWS:
+            return 400, f"window must be one of {', '.join(WINDOWS)}"
+        stats = self.state.stats
+        if stats is None:
+            return 503, STATS_OFF
+        return 200, stats.summary(window)
+
+    def alerts(self) -> dict[str, Any]:
+        source = self.state.alerts
+        return {"alerts": source.status() if source is not None else []}
+
+    def upstreams(self) -> dict[str, Any]:
+        try:
+            return views.upstreams(self.snapshots, self.instance)
+        except OSError:
+            return {"pools": []}
+
+    async def certificates(self) -> dict[str, Any]:
+        result: dict[str, Any] = await self.in_thread(views.certificates, self.state.loaded.config)
+        return result
+
+    def config(self) -> dict[str, Any]:
+        return views.config_view(self.state.loaded)
+
+    # ------------------------------------------------------------- actions
+    async def renew(self, data: dict[str, Any]) -> tuple[int, Any]:
+        name = data.get("name")
+        if not isinstance(name, str) or not name.strip():
+            raise Refused(400, 'Give the certificate as {"name": "one of its names"}.')
+        from bastion.acme.problems import AcmeError
+
+        async with self.renewing:  # one order at a time from this worker
+            try:
+                result = await self.in_thread(views.renew, self.state.loaded.config, name)
+            except views.NotFound as exc:
+                raise Refused(404, str(exc)) from None
+            except AcmeError as exc:
+                raise Refused(502, f"the renewal failed: {exc}. What to do: {exc.hint}") from None
+            except (OSError, ValueError) as exc:
+                raise Refused(502, f"the renewal failed: {exc}") from None
+        return 200, result
+
+    async def purge(self, data: dict[str, Any]) -> tuple[int, Any]:
+        """`bastion cache purge`'s semantics: one of url, prefix or tag; applied in this
+        worker at once, and queued for the others (they apply it within a second)."""
+        from bastion.cache.purge import publish
+
+        given = [(k, v) for k in ("url", "prefix", "tag") if (v := data.get(k)) is not None]
+        if len(given) != 1 or not isinstance(given[0][1], str) or not given[0][1]:
+            raise Refused(400, 'Give exactly one of {"url"}, {"prefix"} or {"tag"} (a string).')
+        kind, value = given[0]
+        if kind == "url" and "://" not in value:
+            raise Refused(400, f"{value!r} is not a URL (expected http://host/path)")
+        cache = self.plan().cache
+        here = 0
+        try:
+            if cache is not None:
+                here = cache.purge.submit(kind, value)
+            else:
+                publish(self.broadcast(), kind, value)
+        except OSError as exc:
+            raise Refused(503, f"cannot queue the purge for the other workers: {exc}") from None
+        return 200, {"kind": kind, "value": value, "purged_here": here, "queued": True}
