@@ -84,6 +84,11 @@ def main(argv: list[str] | None = None) -> int:
     what.add_argument("--tag", help="a Surrogate-Key / Cache-Tag value")
     p.add_argument("-c", "--config", default=None)
     _data_dir_flag(p)
+    p = sub.add_parser("stats", help="traffic statistics of a window, from the data dir")
+    p.add_argument("-c", "--config", default=None, help="config whose data_dir to use")
+    p.add_argument("--since", choices=["5m", "1h", "24h", "7d", "30d"], default="1h")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    _data_dir_flag(p)
     p = sub.add_parser("keys", help="create, list or revoke API keys of consumers")
     p.add_argument("action", choices=["create", "list", "revoke"])
     p.add_argument("--consumer", default=None, help="consumer name (create, revoke, list)")
@@ -108,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         "certs": cmd_certs,
         "cache": cmd_cache,
         "keys": cmd_keys,
+        "stats": cmd_stats,
     }[args.command]
     return handler(args)
 
@@ -429,3 +435,16 @@ def cmd_keys(args: argparse.Namespace) -> int:
             return 1
         configured = loaded.config.data_dir
     return run_keys(args.action, args.consumer, args.key_id, configured)
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    from bastion.observe.stats.report import run_stats
+    from bastion.state.files import resolve_data_dir
+
+    configured = None
+    if args.config or os.path.exists(default_config_path()):
+        loaded = _load(args.config)
+        if loaded is None:
+            return 1
+        configured = loaded.config.data_dir
+    return run_stats(resolve_data_dir(configured), args.since, args.json)

@@ -31,7 +31,7 @@ from pydantic import (
 from bastion.config.addresses import Address
 from bastion.config.admin_models import Admin, admin_rules
 from bastion.config.cache_models import Cache
-from bastion.config.observe_models import Metrics
+from bastion.config.observe_models import Metrics, Stats
 from bastion.config.rules import config_rules, validate_with_rules
 from bastion.config.sites import Site
 from bastion.config.tls_models import Acme, TlsPolicy
@@ -262,6 +262,9 @@ class Config(_Model):
     admin: Admin = Field(
         default_factory=lambda: Admin(),
         description="The admin listener (dashboard and JSON API); off unless admin.listen is set.",
+    )
+    stats: Stats = Field(
+        default_factory=lambda: Stats(), description="Traffic statistics kept in the data dir."
     )
     log_level: Annotated[Literal["debug", "info", "warning", "error"], BeforeValidator(_lower)] = (
         Field(default="info", description="Lowest level of the server's own log messages.")

@@ -1,14 +1,16 @@
-"""How the gateway shows its traffic: Prometheus metrics."""
+"""How the gateway shows its traffic: Prometheus metrics, traffic statistics."""
 
 from __future__ import annotations
 
 from ipaddress import ip_network
+from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from bastion.config.types import ListenAddress, Network
+from bastion.config.show import redact
+from bastion.config.types import ListenAddress, Network, RelativePath
 
-__all__ = ["Metrics"]
+__all__ = ["Metrics", "Stats"]
 
 
 class _Model(BaseModel):
@@ -32,3 +34,27 @@ class Metrics(_Model):
         description="Label requests with the exact status code instead of its class "
         "(2xx, 4xx, ...): more precise, more series.",
     )
+
+
+class Stats(_Model):
+    """Traffic statistics kept in the data dir (stats.sqlite3): per-second, per-minute and
+    hourly figures per route and top-K tables, read by `bastion stats` and the dashboard."""
+
+    enabled: bool = Field(
+        default=True,
+        description="Keep traffic statistics. On by default: the request path only appends "
+        "a row per request; the figures are written once a second by a thread of each "
+        "worker.",
+    )
+    geoip: RelativePath | None = Field(
+        default=None,
+        description="A MaxMind-format country database (.mmdb, e.g. GeoLite2-Country) to "
+        "count clients by country; null: no countries.",
+    )
+
+    @field_validator("geoip")
+    @classmethod
+    def _geoip_exists(cls, value: str | None) -> str | None:
+        if value is not None and not Path(value).is_file():
+            raise ValueError(f"file {redact(value)} does not exist")
+        return value
