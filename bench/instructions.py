@@ -10,11 +10,16 @@ separately and together, as user-space instructions per request:
 A variant is ``bare`` (the route without policies, no access log) or a comma list of
 ``key`` (API key), ``rl`` (a rate limit of 1000000/s by consumer), ``rqh`` / ``rsh``
 (request / response header rules), ``hdr`` (both), ``log`` (JSON access log), ``metrics``
-(request metrics recorded for a ``metrics.listen`` listener). Each variant
+(request metrics recorded for a ``metrics.listen`` listener), ``observe`` (every
+observability feature of `OBSERVE` on: what the "observability on" figure means). Each variant
 starts bastion under ``valgrind --tool=callgrind`` with instrumentation off, warms it up
 with wrk, then counts the instructions of one wrk run. Instructions are not time: they leave
 out the kernel, cache misses and branch mispredictions, so a ratio here is an upper bound of
 the throughput ratio that `run.py --scenarios policy` measures.
+
+With ``--together`` the variants run at the same time (one callgrind each, on a machine
+with a core per variant): paired figures under the same load, e.g.
+``python bench/instructions.py --together bare observe``.
 
 With ``--h2`` the same variants are measured over HTTP/2 on TLS 1.3 (h2load, 16 connections
 of 10 streams, a fixed number of requests): the HTTP/2 path has a cost of its own (framing,
@@ -30,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import targets
@@ -49,12 +55,27 @@ PARTS = {
     "            set: {X-Served-By: bastion}\n            remove: [X-Powered-By]\n",
 }
 
+# The observability features the ``observe`` variant turns on: top-level config keys and
+# their values in YAML flow form; ``$PORT`` becomes a free port, ``$TMP`` the run's
+# directory. A feature of the observability work adds its key here.
+OBSERVE = {
+    "metrics": "{listen: 127.0.0.1:$PORT}",
+}
+
+
+def _observe_config(tmp: Path) -> str:
+    return "".join(
+        f"{key}: {value.replace('$PORT', str(free_port())).replace('$TMP', str(tmp))}\n"
+        for key, value in OBSERVE.items()
+    )
+
 
 def config(
     tmp: Path, backend_port: int, port: int, variant: str, tls: tlscert.TlsFiles | None = None
 ) -> str:
     names = variant.split(",")
-    unknown = [n for n in names if n not in PARTS and n not in ("bare", "log", "metrics")]
+    known = ("bare", "log", "metrics", "observe")
+    unknown = [n for n in names if n not in PARTS and n not in known]
     if unknown:
         raise SystemExit(f"unknown variant part(s): {', '.join(unknown)}")
     upstream = f"http://127.0.0.1:{backend_port}"
@@ -70,6 +91,8 @@ def config(
         listen = f"{{http: 127.0.0.1:{free_port()}, https: 127.0.0.1:{port}}}"
         site_tls = f'    tls: {{cert: "{tls.cert}", key: "{tls.key}"}}\n'
     metrics = f"metrics: {{listen: 127.0.0.1:{free_port()}}}\n" if "metrics" in names else ""
+    if "observe" in names:
+        metrics = _observe_config(tmp)
     return f"""\
 listen: {listen}
 {metrics}workers: 1
@@ -168,6 +191,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("variants", nargs="*", default=["bare", "key", "rl", "rqh", "rsh", "log",
                                                     "key,rl,hdr,log"])  # fmt: skip
     p.add_argument("--seconds", type=int, default=6, help="wrk seconds counted per variant (6)")
+    p.add_argument(
+        "--together",
+        action="store_true",
+        help="measure the variants at the same time (paired figures)",
+    )
     p.add_argument("--h2", action="store_true",
                    help="over HTTP/2 on TLS (h2load; --seconds x 2000 requests counted)")
     p.add_argument(
@@ -192,9 +220,17 @@ def main(argv: list[str] | None = None) -> int:
         )
         key = made.stdout.split()[0]
         counts = {}
-        for variant in args.variants:
-            requests, total = measure(python, args.bastion, tmp, backend_port, variant, key,
-                                      args.seconds, tls)  # fmt: skip
+
+        def one(variant: str) -> tuple[int, int]:
+            return measure(python, args.bastion, tmp, backend_port, variant, key,
+                           args.seconds, tls)  # fmt: skip
+
+        if args.together:
+            with ThreadPoolExecutor(len(args.variants)) as pool:
+                results = list(zip(args.variants, pool.map(one, args.variants), strict=True))
+        else:
+            results = [(variant, one(variant)) for variant in args.variants]
+        for variant, (requests, total) in results:
             counts[variant] = total / requests
             print(
                 f"{variant:16s} {requests:7d} requests  {total / requests / 1000:7.1f} kIr/req",

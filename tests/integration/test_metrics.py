@@ -1,17 +1,21 @@
 """`/metrics` through real sockets: known traffic over HTTP/1.1 and HTTP/2 through a real
 `bastion run`, scraped from its metrics listener and parsed with prometheus-client's own
-parser; totals across two workers; the allow list; nothing of it on the sites' listeners."""
+parser; totals across two workers; the allow list; nothing of it on the sites' listeners;
+the in-flight gauge and the capped consumer labels."""
 
 from __future__ import annotations
 
 import ssl
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from authtokens import create_key
 from conftest import Backend, Gateway, free_port, wait_for_port
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -140,3 +144,115 @@ def test_addresses_outside_the_allow_list_get_403(
     r = httpx.get(f"http://127.0.0.1:{metrics}/metrics")
     assert r.status_code == 403
     assert "bastion_requests_total" not in r.text
+
+
+@pytest.mark.parametrize(("protocol", "workers"), [("h1", 1), ("h2", 1), ("h1", 2)])
+def test_a_request_in_progress_is_in_flight_until_answered(
+    backend: Backend, gateway: Callable[..., Gateway], tmp_path: Path, protocol: str, workers: int
+) -> None:
+    https, metrics = free_port(), free_port()
+    data = tmp_path / "data"
+    gateway(
+        {
+            "listen": {"http": f"127.0.0.1:{free_port()}", "https": f"127.0.0.1:{https}"},
+            "data_dir": str(data),
+            "workers": workers,
+            "access_log": {"format": "off"},
+            "metrics": {"listen": f"127.0.0.1:{metrics}"},
+            "sites": site(backend),
+        }
+    )
+    wait_for_port(https)
+    wait_for_port(metrics)
+    in_flight = ("bastion_requests_in_flight", ())
+    assert scrape(metrics)[in_flight] == 0
+    context = ssl.create_default_context(cafile=str(data / "ca" / "root.crt"))
+    h2 = protocol == "h2"
+    answers: list[tuple[int, str]] = []
+
+    def slow_request() -> None:
+        with httpx.Client(http1=not h2, http2=h2, verify=context, timeout=30) as client:
+            r = client.get(f"https://localhost:{https}/api/slow?s=5")
+            answers.append((r.status_code, r.http_version))
+
+    slow = threading.Thread(target=slow_request)
+    slow.start()
+    try:
+        # the backend holds the request: a scrape of any worker sees it in progress
+        assert until(metrics, lambda got: got[in_flight] == 1)[in_flight] == 1
+    finally:
+        slow.join()
+    assert answers == [(200, "HTTP/2" if h2 else "HTTP/1.1")]
+    got = until(metrics, lambda got: got[in_flight] == 0 and requests_of(got, "/api/", "2xx"))
+    assert got[in_flight] == 0
+    assert requests_of(got, "/api/", "2xx") == 1
+
+
+def test_consumers_are_labelled_up_to_the_configured_number(
+    backend: Backend, gateway: Callable[..., Gateway], tmp_path: Path
+) -> None:
+    metrics = free_port()
+    data = tmp_path / "data"
+    alice, bob = create_key(data, "alice"), create_key(data, "bob")
+    gw = gateway(
+        {
+            "data_dir": str(data),
+            "access_log": {"format": "off"},
+            "metrics": {"listen": f"127.0.0.1:{metrics}", "consumers": 1},
+            "sites": [
+                {
+                    "hosts": ["*"],
+                    "routes": [
+                        {
+                            "path": "/api/",
+                            "auth": {"api_keys": {}},
+                            "rate_limits": [{"rate": "2/1h", "key": "consumer"}],
+                            "proxy": {"upstreams": [backend.url]},
+                        }
+                    ],
+                }
+            ],
+        }
+    )
+    wait_for_port(metrics)
+    statuses = [
+        httpx.get(f"{gw.url}/api/{i}", headers={"X-API-Key": alice}).status_code for i in range(3)
+    ]
+    assert statuses == [200, 200, 429]
+    assert httpx.get(f"{gw.url}/api/b", headers={"X-API-Key": bob}).status_code == 200
+    assert httpx.get(f"{gw.url}/api/anonymous").status_code == 401
+    got = scrape(metrics)
+    consumers = {
+        (dict(labels)["consumer"], dict(labels)["status"]): value
+        for (name, labels), value in got.items()
+        if name == "bastion_consumer_requests_total"
+    }
+    # alice has the most requests: her own label; bob is one of the others; the
+    # request without a key has no consumer
+    assert consumers == {("alice", "2xx"): 2, ("alice", "4xx"): 1, ("_other", "2xx"): 1}
+    assert requests_of(got, "/api/", "4xx") == 2  # the 429 and the 401
+
+
+def test_a_reload_keeps_the_counts_and_applies_the_labels_at_once(
+    backend: Backend, gateway: Callable[..., Gateway], tmp_path: Path
+) -> None:
+    metrics, port = free_port(), free_port()
+    config: dict[str, object] = {
+        "listen": {"http": f"127.0.0.1:{port}"},
+        "data_dir": str(tmp_path / "data"),
+        "access_log": {"format": "off"},
+        "metrics": {"listen": f"127.0.0.1:{metrics}"},
+        "sites": site(backend),
+    }
+    gw = gateway(config)
+    wait_for_port(metrics)
+    for i in range(3):
+        assert httpx.get(f"{gw.url}/api/{i}").status_code == 200
+    assert requests_of(scrape(metrics), "/api/", "2xx") == 3
+    config["metrics"] = {"listen": f"127.0.0.1:{metrics}", "status_codes": True}
+    gw.reload(config, wait_for="configuration reloaded")
+    for i in range(2):
+        assert httpx.get(f"{gw.url}/api/{i}").status_code == 200
+    got = scrape(metrics)
+    assert requests_of(got, "/api/", "200") == 5  # the counts from before the reload too
+    assert requests_of(got, "/api/", "2xx") == 0

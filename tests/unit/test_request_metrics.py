@@ -1,5 +1,6 @@
-"""Request metrics: what the finish hook counts, how workers' counts add up, and the
-Prometheus text that a scrape gets (parsed back with prometheus-client's own parser)."""
+"""Request metrics: what a counted batch of finished requests adds to the counters, how
+workers' counts add up, and the Prometheus text that a scrape gets (parsed back with
+prometheus-client's own parser). Requests go through the real tap and batch count."""
 
 from __future__ import annotations
 
@@ -8,8 +9,18 @@ import json
 from prometheus_client.parser import text_string_to_metric_families
 
 from bastion.http.request import Request
+from bastion.observe.aggregate import count
 from bastion.observe.exposition import exposition
 from bastion.observe.metrics import UNROUTED, RequestMetrics, merge
+from bastion.observe.tap import RequestTap
+
+
+def record(metrics: RequestMetrics, *finished_at: tuple[Request, float]) -> None:
+    """The requests as the finish hook hands them to the tap, counted as one batch."""
+    tap = RequestTap()
+    for req, now in finished_at:
+        tap.record(req, now)
+    metrics.add(count(tap.drain(), 0.0))
 
 
 def finished(
@@ -51,11 +62,11 @@ def requests_of(got: dict[tuple[str, tuple[tuple[str, str], ...]], float], route
 
 def test_requests_are_counted_by_route_method_status_class_and_cache() -> None:
     metrics = RequestMetrics()
-    metrics.record(finished("api", 200, cache="MISS"), 100.02)
-    metrics.record(finished("api", 204, cache="MISS"), 100.02)
-    metrics.record(finished("api", 200, cache="HIT"), 100.001)
-    metrics.record(finished("", 404), 100.001)
-    metrics.record(finished("api", 429, refused="rate_limits"), 100.001)
+    record(metrics, (finished("api", 200, cache="MISS"), 100.02))
+    record(metrics, (finished("api", 204, cache="MISS"), 100.02))
+    record(metrics, (finished("api", 200, cache="HIT"), 100.001))
+    record(metrics, (finished("", 404), 100.001))
+    record(metrics, (finished("api", 429, refused="rate_limits"), 100.001))
     got = samples(exposition(merge([metrics.snapshot()])))
     assert requests_of(got, "api", "2xx", "MISS") == 2
     assert requests_of(got, "api", "2xx", "HIT") == 1
@@ -68,15 +79,15 @@ def test_requests_are_counted_by_route_method_status_class_and_cache() -> None:
 
 def test_exact_status_codes_on_request() -> None:
     metrics = RequestMetrics(exact_status=True)
-    metrics.record(finished("api", 503), 100.5)
+    record(metrics, (finished("api", 503), 100.5))
     got = samples(exposition(merge([metrics.snapshot()])))
     assert requests_of(got, "api", "503") == 1
 
 
 def test_histograms_are_cumulative_with_a_sum_and_a_count() -> None:
     metrics = RequestMetrics()
-    metrics.record(finished("api", 200, upstream=0.004), 100.02)  # 20 ms in all
-    metrics.record(finished("api", 200, upstream=0.3), 100.4)  # 400 ms
+    record(metrics, (finished("api", 200, upstream=0.004), 100.02))  # 20 ms in all
+    record(metrics, (finished("api", 200, upstream=0.3), 100.4))  # 400 ms
     got = samples(exposition(merge([metrics.snapshot()])))
     total = "bastion_request_duration_seconds"
     assert got[(total + "_bucket", (("le", "0.01"), ("route", "api")))] == 0
@@ -92,9 +103,9 @@ def test_histograms_are_cumulative_with_a_sum_and_a_count() -> None:
 
 def test_workers_add_up_through_their_snapshots() -> None:
     one, two = RequestMetrics(), RequestMetrics()
-    one.record(finished("api", 200, body=10, out=100), 100.01)
-    two.record(finished("api", 200, body=5, out=50), 100.01)
-    two.record(finished("web", 500), 100.01)
+    record(one, (finished("api", 200, body=10, out=100), 100.01))
+    record(two, (finished("api", 200, body=5, out=50), 100.01))
+    record(two, (finished("web", 500), 100.01))
     # what a worker hands the others is JSON
     snapshots = [json.loads(json.dumps(m.snapshot())) for m in (one, two)]
     got = samples(exposition(merge(snapshots)))
@@ -107,7 +118,10 @@ def test_workers_add_up_through_their_snapshots() -> None:
 
 def test_nothing_recorded_is_still_valid_text() -> None:
     got = samples(exposition(merge([RequestMetrics().snapshot()])))
-    assert list(got) == [("bastion_build_info", (("version", "0.1.0"),))]
+    assert got == {
+        ("bastion_build_info", (("version", "0.1.0"),)): 1,
+        ("bastion_requests_in_flight", ()): 0,
+    }
 
 
 def test_the_metrics_listener_may_not_share_a_sites_address() -> None:

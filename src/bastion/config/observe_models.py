@@ -34,6 +34,14 @@ class Metrics(_Model):
         description="Label requests with the exact status code instead of its class "
         "(2xx, 4xx, ...): more precise, more series.",
     )
+    consumers: int = Field(
+        default=0,
+        ge=0,
+        le=1000,
+        description="Count requests per authenticated consumer "
+        "(bastion_consumer_requests_total): the N consumers with the most requests get a "
+        'label each, the others are summed as "_other". 0: no consumer metric.',
+    )
 
 
 class Stats(_Model):

@@ -113,6 +113,10 @@ class Connection(Protocol):
 
     def abort(self) -> None: ...
 
+    def in_progress(self) -> int:
+        """Requests received and not yet answered in full (the in-flight figure)."""
+        ...
+
 
 class GoingAway(Connection, Protocol):
     """An HTTP/2 connection: told to send GOAWAY when the plan changes."""
@@ -151,6 +155,10 @@ class ServerContext:
         self._id_counter += 1
         # a random per-process prefix and a counter: unique, and cheap to make
         return self._id_prefix + hex(self._id_counter)[2:]
+
+    def in_flight(self) -> int:
+        """Requests in progress on this context's connections (read once a second)."""
+        return sum(conn.in_progress() for conn in self.connections)
 
     def finish(self, req: Request) -> None:
         """The request-finish hook: every protocol calls it once per dispatched request

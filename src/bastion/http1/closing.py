@@ -115,6 +115,11 @@ class Closing(ConnectionState):
             transport.write_eof()
         self._set_timer(T_LINGER, LINGER_SECONDS)
 
+    def in_progress(self) -> int:
+        # the queue holds the requests read and not yet answered (the one being
+        # answered first); a reject's answer is active outside it
+        return len(self.queue) or int(self.active is not None)
+
     def close_idle(self) -> None:
         """Close now if no request is in progress (used when draining)."""
         if self.active is None and not self.queue and not self.in_head and self.tunnel is None:

@@ -269,6 +269,9 @@ class HTTP2Connection(FrameEvents, Output, asyncio.Protocol):
             else:
                 self.transport.close()
 
+    def in_progress(self) -> int:
+        return len(self.streams)
+
     def close_idle(self) -> None:
         """Draining: tell the client with GOAWAY, close once the streams are done."""
         self.goaway()

@@ -73,6 +73,22 @@ class _Snapshot(Collector):
         for route, policy, count in merged["refusals"]:
             refusals.add_metric([route, policy], count)
         yield refusals
+        in_flight = GaugeMetricFamily(
+            "bastion_requests_in_flight",
+            "Requests in progress (received, not yet answered in full), all workers.",
+        )
+        in_flight.add_metric([], merged.get("in_flight", 0))
+        yield in_flight
+        if merged.get("consumers"):
+            consumers = CounterMetricFamily(
+                "bastion_consumer_requests",
+                "Requests by authenticated consumer (the top metrics.consumers, the others "
+                'as "_other") and status class (or code).',
+                labels=["consumer", "status"],
+            )
+            for consumer, status, count in merged["consumers"]:
+                consumers.add_metric([consumer, status], count)
+            yield consumers
 
 
 def _histogram(name: str, documentation: str, rows: list[Any]) -> HistogramMetricFamily:

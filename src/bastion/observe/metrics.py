@@ -1,37 +1,35 @@
-"""Request metrics: per-worker counters and fixed-bucket histograms, bumped by the
-request-finish hook.
+"""Request metrics: per-worker counters and fixed-bucket histograms, fed once a second
+(and at each scrape) with a counted batch of finished requests (`aggregate.Batch`).
 
-On the request path this costs a few dictionary updates and one `bisect` per histogram:
-no label strings are built per request (the key is a tuple of values the request already
-holds) and no exposition work is done. `snapshot()` turns the counters into plain data
-(JSON-ready) once a second for the other workers; `merge` adds the snapshots of every
-worker up, so a scrape of any worker reports the totals of all.
+Nothing here runs per request: the request path only adds a row to the tap
+(`observe/tap.py`), and the recorder hands each counted batch to `add`. `snapshot()`
+turns the counters into plain data (JSON-ready) for the other workers; `merge` adds the
+snapshots of every worker up, so a scrape of any worker reports the totals of all.
 """
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    from bastion.http.request import Request
+from bastion.observe.aggregate import DURATION_BUCKETS, TO_PROMETHEUS, UNROUTED, status_class
 
-# upper bounds in seconds (Prometheus `le`), the last bucket is +Inf
-DURATION_BUCKETS = (
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
-)  # fmt: skip
-_STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
-UNROUTED = "none"  # the route label of requests no route answered (404, 405, refusals)
+if TYPE_CHECKING:
+    from bastion.observe.aggregate import Batch
+
+__all__ = ["DURATION_BUCKETS", "UNROUTED", "RequestMetrics", "merge", "status_label"]
+
+OTHER_CONSUMERS = "_other"  # the consumer label of every consumer outside the top N
+# distinct consumers a worker counts apart; beyond it they are counted as OTHER_CONSUMERS
+# (a bound on memory: consumers are authenticated names, but a JWT issuer can mint many)
+MAX_TRACKED_CONSUMERS = 10_000
 
 
 def status_label(status: int, exact: bool) -> str:
-    if exact:
-        return str(status)
-    return _STATUS_CLASSES[status // 100 - 1] if 100 <= status < 600 else "other"
+    return str(status) if exact else status_class(status)
 
 
 class RouteCounters:
-    """One route's counters in one object: a request costs one lookup of it."""
+    """One route's counters since the worker started."""
 
     __slots__ = (
         "duration_sum",
@@ -57,34 +55,52 @@ class RouteCounters:
 
 
 class RequestMetrics:
-    """The observer: `record(req, now)` is called for every finished request."""
+    """The worker's counters. `add(batch)` counts a batch of finished requests."""
 
-    def __init__(self, exact_status: bool = False) -> None:
+    def __init__(self, exact_status: bool = False, consumers: int = 0) -> None:
         self.exact_status = exact_status
+        self.consumers = consumers  # the top N consumers labelled; 0: no consumer metric
         self.routes: dict[str, RouteCounters] = {}
+        self.by_consumer: dict[tuple[str, int], int] = {}  # (consumer, status) -> requests
+        self._consumer_names: set[str] = set()
+        self.in_flight = 0  # requests in progress, set by the reader before a snapshot
 
-    def record(self, req: Request, now: float) -> None:
-        # per request: keep to plain dict, list and slot operations (measured with
-        # bench/instructions.py `metrics`)
-        route = req.route_name or UNROUTED
-        counters = self.routes.get(route)
-        if counters is None:
-            counters = self.routes[route] = RouteCounters()
-        key = (req.method, req.status, req.cache)
-        requests = counters.requests
-        requests[key] = requests.get(key, 0) + 1
-        counters.received += req.body_bytes
-        counters.sent += req.bytes_out
-        took = now - req.start
-        counters.durations[bisect_left(DURATION_BUCKETS, took)] += 1
-        counters.duration_sum += took
-        upstream = req.upstream_time
-        if upstream >= 0.0:
-            counters.upstream[bisect_left(DURATION_BUCKETS, upstream)] += 1
-            counters.upstream_sum += upstream
-        if req.refused_by:
-            refusals = counters.refusals
-            refusals[req.refused_by] = refusals.get(req.refused_by, 0) + 1
+    def add(self, batch: Batch) -> None:
+        routes = self.routes
+        for route, figures in batch.routes.items():
+            counters = routes.get(route)
+            if counters is None:
+                counters = routes[route] = RouteCounters()
+            requests = counters.requests
+            for (method, status, cache, refused), n in figures.outcomes.items():
+                key = (method, status, cache)
+                requests[key] = requests.get(key, 0) + n
+                if refused:
+                    counters.refusals[refused] = counters.refusals.get(refused, 0) + n
+            for into, counts in (
+                (counters.durations, figures.latency),
+                (counters.upstream, figures.upstream),
+            ):
+                for i, n in counts.items():
+                    into[TO_PROMETHEUS[i]] += n
+            counters.duration_sum += figures.latency_sum
+            counters.upstream_sum += figures.upstream_sum
+            counters.received += figures.bytes_in
+            counters.sent += figures.bytes_out
+        if self.consumers and batch.consumers:
+            self._add_consumers(batch.consumers)
+
+    def _add_consumers(self, counts: dict[tuple[str, int], int]) -> None:
+        names = self._consumer_names
+        table = self.by_consumer
+        for (consumer, status), n in counts.items():
+            if consumer not in names:
+                if len(names) >= MAX_TRACKED_CONSUMERS:
+                    consumer = OTHER_CONSUMERS
+                else:
+                    names.add(consumer)
+            key = (consumer, status)
+            table[key] = table.get(key, 0) + n
 
     def snapshot(self) -> dict[str, Any]:
         """The counters as plain data, with status codes folded into their labels."""
@@ -103,21 +119,31 @@ class RequestMetrics:
             if any(c.upstream):
                 upstream.append([route, list(c.upstream), c.upstream_sum])
             refusals.extend([route, policy, n] for policy, n in c.refusals.items())
+        consumers: dict[tuple[str, str], int] = {}
+        for (consumer, status), count in self.by_consumer.items():
+            labels = (consumer, status_label(status, exact))
+            consumers[labels] = consumers.get(labels, 0) + count
         return {
             "requests": [[*key, count] for key, count in requests.items()],
             "bytes": sizes,
             "durations": durations,
             "upstream": upstream,
             "refusals": refusals,
+            "consumers": [[*key, count] for key, count in consumers.items()],
+            "in_flight": self.in_flight,
         }
 
 
-def merge(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
-    """The sum of several workers' snapshots, in the same form."""
+def merge(snapshots: list[dict[str, Any]], consumers: int = 0) -> dict[str, Any]:
+    """The sum of several workers' snapshots, in the same form; the consumer counts
+    capped to the `consumers` busiest (by requests, all workers together), the others
+    summed as OTHER_CONSUMERS (0: none)."""
     requests: dict[tuple[str, ...], int] = {}
     sizes: dict[str, list[int]] = {}
     histograms: dict[str, dict[str, list[Any]]] = {"durations": {}, "upstream": {}}
     refusals: dict[tuple[str, str], int] = {}
+    by_consumer: dict[tuple[str, str], int] = {}
+    in_flight = 0
     for snap in snapshots:
         for *labels, count in snap.get("requests", ()):
             requests[tuple(labels)] = requests.get(tuple(labels), 0) + count
@@ -132,10 +158,32 @@ def merge(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
                 held[1] += total
         for route, policy, count in snap.get("refusals", ()):
             refusals[(route, policy)] = refusals.get((route, policy), 0) + count
+        for consumer, status, count in snap.get("consumers", ()):
+            by_consumer[(consumer, status)] = by_consumer.get((consumer, status), 0) + count
+        in_flight += int(snap.get("in_flight", 0))
     return {
         "requests": [[*key, count] for key, count in requests.items()],
         "bytes": [[route, a, b] for route, (a, b) in sizes.items()],
         "durations": [[r, c, t] for r, (c, t) in histograms["durations"].items()],
         "upstream": [[r, c, t] for r, (c, t) in histograms["upstream"].items()],
         "refusals": [[route, policy, n] for (route, policy), n in refusals.items()],
+        "consumers": _top_consumers(by_consumer, consumers),
+        "in_flight": in_flight,
     }
+
+
+def _top_consumers(counts: dict[tuple[str, str], int], top: int) -> list[list[Any]]:
+    """(consumer, status, requests) rows: the `top` consumers with the most requests
+    under their name (ties: by name), every other one under OTHER_CONSUMERS."""
+    if top <= 0 or not counts:
+        return []
+    totals: dict[str, int] = {}
+    for (consumer, _), n in counts.items():
+        totals[consumer] = totals.get(consumer, 0) + n
+    named = sorted((c for c in totals if c != OTHER_CONSUMERS), key=lambda c: (-totals[c], c))[:top]
+    kept = set(named)
+    rows: dict[tuple[str, str], int] = {}
+    for (consumer, status), n in counts.items():
+        key = (consumer if consumer in kept else OTHER_CONSUMERS, status)
+        rows[key] = rows.get(key, 0) + n
+    return [[consumer, status, n] for (consumer, status), n in rows.items()]

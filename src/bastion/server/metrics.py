@@ -1,12 +1,13 @@
 """The metrics listener: `GET /metrics` in the Prometheus text format, on an address of
 its own (never a site's listener), to the addresses of `metrics.allow` only.
 
-Every worker records its own requests (`observe/metrics.py`, an observer of the finish
-hook) and puts a snapshot of its counters in the shared `Snapshots` store once a second.
-A scrape reaches one worker (the listener is shared with SO_REUSEPORT): it answers with
-its live counters plus the latest snapshot of every other worker, so the figures are the
-totals of the instance whichever worker answers. A worker that stops takes its counts with
-it; Prometheus reads the drop as a counter reset.
+Every worker counts its own requests (`observe/recorder.py`: the tap's rows, counted once
+a second) and, when there are several workers, puts a snapshot of its counters in the
+shared `Snapshots` store once a second. A scrape reaches one worker (the listener is shared with
+SO_REUSEPORT): it counts what its tap holds, then answers with its counters plus the
+latest snapshot of every other worker, so the figures are the totals of the instance
+whichever worker answers. A worker that stops takes its counts with it; Prometheus reads
+the drop as a counter reset.
 
 The listener speaks bastion's own HTTP/1.1 protocol with a router of one route.
 """
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from bastion.http.context import HTTP2Settings, Limits, Timeouts
     from bastion.http.downstream import Downstream
     from bastion.http.request import Request
+    from bastion.observe.recorder import Recorder
     from bastion.server.context import WorkerContext
     from bastion.state.snapshots import Snapshots
 
@@ -110,16 +112,20 @@ class MetricsContext(ServerContext):
 class MetricsEndpoint:
     """The worker's request metrics, their snapshots, and the listener that serves them."""
 
-    def __init__(self, worker: WorkerContext, settings: Metrics, snapshots: Snapshots) -> None:
+    def __init__(
+        self, worker: WorkerContext, settings: Metrics, snapshots: Snapshots, recorder: Recorder
+    ) -> None:
         self.worker = worker
         self.settings = settings
         self.snapshots = snapshots
-        self.recorder = RequestMetrics(settings.status_codes)
+        self.recorder = recorder
+        self.counters = RequestMetrics(settings.status_codes, settings.consumers)
         self.pid = os.getpid()
         self.server: asyncio.Server | None = None
-        self.publisher: asyncio.Task[None] | None = None
+        self.shared = False  # other workers serve the instance too (snapshots exchanged)
         self._allowed: dict[str, bool] = {}
-        worker.add_observer(self.recorder.record)
+        self.publisher: asyncio.Task[None] | None = None
+        recorder.metrics = self.counters
 
     def allowed(self, ip: str) -> bool:
         known = self._allowed.get(ip)
@@ -136,22 +142,26 @@ class MetricsEndpoint:
         if settings.listen != self.settings.listen:
             log.warning("metrics.listen changed: the new address is used after a restart")
         self.settings = settings.model_copy(update={"listen": self.settings.listen})
-        self.recorder.exact_status = settings.status_codes
+        self.counters.exact_status = settings.status_codes
+        self.counters.consumers = settings.consumers
         self._allowed = {}
 
     def render(self) -> bytes:
-        mine = self.recorder.snapshot()
+        self.recorder.flush()  # this worker's figures up to now, not up to the last second
+        self.counters.in_flight = self.worker.in_flight()
+        mine = self.counters.snapshot()
         others: list[dict[str, Any]] = []
         with contextlib.suppress(OSError):
-            for snap in self.snapshots.read(TOPIC):
+            for snap in self.snapshots.read(TOPIC) if self.shared else ():
                 theirs = snap.get("metrics")
                 if snap.get("pid") != self.pid and isinstance(theirs, dict):
                     others.append(theirs)
-        return exposition(merge([mine, *others]))
+        return exposition(merge([mine, *others], self.settings.consumers))
 
     async def start(self, reuse_port: bool) -> None:
         address = self.settings.listen
         assert address is not None
+        self.shared = reuse_port  # the listeners are shared by several workers
         route = MetricsRoute(MetricsHandler(self))
         ctx = MetricsContext(self.worker, MetricsRouter(self.worker, route))
         self.server = await self.worker.loop.create_server(
@@ -160,15 +170,19 @@ class MetricsEndpoint:
             address.port,
             reuse_port=reuse_port or None,
         )
-        self.publisher = self.worker.loop.create_task(self._publish())
+        if self.shared:  # a single worker has nobody to tell
+            self.publisher = self.worker.loop.create_task(self._publish())
         log.info("metrics on http://%s%s", address, PATH)
 
     async def _publish(self) -> None:
+        """Once a second, the counters for the other workers (a convenience for them:
+        never a reason to stop)."""
         try:
             while True:
                 await asyncio.sleep(PUBLISH_EVERY)
-                # a snapshot is a convenience for the other workers: never a reason to stop
-                snapshot = {"pid": self.pid, "metrics": self.recorder.snapshot()}
+                self.recorder.flush()
+                self.counters.in_flight = self.worker.in_flight()
+                snapshot = {"pid": self.pid, "metrics": self.counters.snapshot()}
                 with contextlib.suppress(OSError):
                     self.snapshots.put(TOPIC, snapshot)
         finally:

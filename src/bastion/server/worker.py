@@ -32,6 +32,8 @@ from bastion.tls.context import HTTP1_ONLY, apply_profile, dispatch_context
 if TYPE_CHECKING:
     from bastion.acme.renewal import CertManager
     from bastion.config.models import Config
+    from bastion.observe.recorder import Recorder
+    from bastion.observe.stats import StatsWriter
     from bastion.server.admin import AdminEndpoint
     from bastion.server.metrics import MetricsEndpoint
 
@@ -56,6 +58,9 @@ class Worker:
         self._alpn_dir: Path | None = None
         self.metrics: MetricsEndpoint | None = None  # with metrics.listen
         self.admin: AdminEndpoint | None = None  # with admin.listen
+        # the per-second traffic figures (add_sink), when something reads them
+        self.recorder: Recorder | None = None
+        self.stats: StatsWriter | None = None  # with stats.enabled: the recorder's sink
 
     # ------------------------------------------------------------------ serve
     async def serve(self) -> None:
@@ -70,19 +75,31 @@ class Worker:
         self.ctx = WorkerContext(loop, plan)
         self._configure_access_log(plan, config)
         await self._sync_listeners(plan)
+        if _observing(config):
+            self.recorder = _start_recorder(self.ctx, _detailed(config))
+        if config.stats.enabled:
+            from bastion.observe.stats import StatsWriter
+
+            assert self.recorder is not None
+            self.stats = StatsWriter(resolve_data_dir(config.data_dir), geoip=config.stats.geoip)
+            self.recorder.add_sink(self.stats.add)
         if config.metrics.listen is not None:
+            assert self.recorder is not None
             # imported only then: prometheus-client costs memory that nobody else needs
             from bastion.server.metrics import MetricsEndpoint
 
-            self.metrics = MetricsEndpoint(
-                self.ctx, config.metrics, stores_for(resolve_data_dir(config.data_dir)).snapshots
-            )
+            snapshots = stores_for(resolve_data_dir(config.data_dir)).snapshots
+            self.metrics = MetricsEndpoint(self.ctx, config.metrics, snapshots, self.recorder)
             await self.metrics.start(self.reuse_port)
         if config.admin.listen is not None:
             from bastion.server.admin import AdminEndpoint
 
             stores = stores_for(resolve_data_dir(config.data_dir))
             self.admin = AdminEndpoint(self.ctx, self.loaded, stores)
+            if config.stats.enabled:
+                from bastion.observe.stats import StatsStore
+
+                self.admin.bind_stats(StatsStore(resolve_data_dir(config.data_dir)))
             await self.admin.start(self.reuse_port)
         self._start_acme(plan)
         self._install_signals(loop)
@@ -111,6 +128,10 @@ class Worker:
             if self._certs is not None:
                 self._certs.stop()
             await self._drain()
+            if self.recorder is not None:
+                self.recorder.close()  # the requests drained are counted too
+            if self.stats is not None:
+                self.stats.close()  # writes the last seconds
 
     def _install_signals(self, loop: asyncio.AbstractEventLoop) -> None:
         loop.add_signal_handler(signal.SIGTERM, self.stop)
@@ -329,6 +350,33 @@ class Worker:
             self.registry.close()
         ctx.close()
         log.info("stopped")
+
+
+def _observing(config: Config) -> bool:
+    """Whether the per-second traffic figures are recorded: something reads them."""
+    return (
+        config.metrics.listen is not None or config.stats.enabled or config.admin.listen is not None
+    )
+
+
+def _detailed(config: Config) -> bool:
+    """Whether the figures include the details (paths, clients, user agents, referrers,
+    the 5xx answers) that only the statistics and the dashboard read: the metrics need
+    counts only, and details cost more per request (observe/tap.py)."""
+    return config.stats.enabled
+
+
+def _start_recorder(ctx: WorkerContext, detailed: bool) -> Recorder:
+    """The tap as a request observer and the recorder counting it once a second. A
+    reload keeps both (and their counts)."""
+    from bastion.observe.recorder import Recorder
+    from bastion.observe.tap import RequestTap
+
+    tap = RequestTap(detailed=detailed)
+    recorder = Recorder(tap, monotonic=ctx.loop.time, in_flight=ctx.in_flight)
+    ctx.add_observer(tap.record)
+    recorder.start(ctx.loop)
+    return recorder
 
 
 def _source(loaded: LoadedConfig) -> str:

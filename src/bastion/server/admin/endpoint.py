@@ -40,7 +40,7 @@ SECURITY_HEAD = (
     b"Cache-Control: no-store\r\n"
     b"X-Content-Type-Options: nosniff\r\n"
     b"X-Frame-Options: DENY\r\n"
-    b"Referrer-Policy: no-referrer\r\n"
+    b"Referrer-Policy: same-origin\r\n"
     b"Content-Security-Policy: default-src 'self'; frame-ancestors 'none'; "
     b"base-uri 'none'; form-action 'self'\r\n"
 )
