@@ -74,7 +74,8 @@ class Worker:
         self._alpn_dir = _alpn_challenge_dir(config)
         self.ctx = WorkerContext(loop, plan)
         self._configure_access_log(plan, config)
-        await self._sync_listeners(plan)
+        # before the listeners: once they are announced, tests and supervisors may signal at
+        # once, and the signal handlers come after the endpoints below
         if _observing(config):
             self.recorder = _start_recorder(self.ctx, _detailed(config))
         if config.stats.enabled:
@@ -83,6 +84,7 @@ class Worker:
             assert self.recorder is not None
             self.stats = StatsWriter(resolve_data_dir(config.data_dir), geoip=config.stats.geoip)
             self.recorder.add_sink(self.stats.add)
+        await self._sync_listeners(plan)
         if config.metrics.listen is not None:
             assert self.recorder is not None
             # imported only then: prometheus-client costs memory that nobody else needs
