@@ -52,6 +52,8 @@ class Response:
         request_id = self.header("x-request-id")
         if request_id and request_id.encode() in body:
             body = body.replace(request_id.encode(), b"<request-id>")
+            # the traceparent the gateway started: its parent id is the id's second half
+            body = body.replace(b"-" + request_id[16:].encode() + b"-", b"-<parent-id>-")
             # request ids differ in length too (a counter): the length of the body as replaced
             length = str(len(body))
             headers = tuple((k, length if k == "content-length" else v) for k, v in headers)

@@ -59,6 +59,12 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("demo", help="start a demo backend with bastion in front of it")
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--https-port", type=int, default=8443)
+    p.add_argument("--admin-port", type=int, default=8090, help="dashboard and admin API")
+    p.add_argument("--metrics-port", type=int, default=9464, help="Prometheus /metrics")
+    p.add_argument(
+        "--no-traffic", action="store_true", help="send no demo traffic (the access log then "
+        "goes to stdout)"
+    )
     p = sub.add_parser("reload", help="ask the running instance to reload its config")
     p.add_argument("-c", "--config", default=None, help="config whose pid_file to use")
     p.add_argument("--pid-file", default=None)
@@ -96,6 +102,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-c", "--config", default=None, help="config whose data_dir to use")
     _data_dir_flag(p)
 
+    p = sub.add_parser("alerts", help="send a test notification on every alert channel")
+    p.add_argument("action", choices=["test"])
+    p.add_argument("-c", "--config", default=None)
+
     args = parser.parse_args(argv)
     if getattr(args, "data_dir", None):
         # exported so that worker processes and reloads resolve the same directory
@@ -114,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         "cache": cmd_cache,
         "keys": cmd_keys,
         "stats": cmd_stats,
+        "alerts": cmd_alerts,
     }[args.command]
     return handler(args)
 
@@ -226,32 +237,59 @@ def cmd_proxy(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    import secrets
+
     import uvloop
 
-    from bastion.demo import demo_config, start_backend, try_lines
+    from bastion.demo import ADMIN_TOKEN_ENV, demo_config, start_backend, try_lines
+    from bastion.demo_traffic import generate
     from bastion.server.worker import Worker
     from bastion.state.files import ensure_dir, resolve_data_dir
     from bastion.tls.localca import LocalCA
 
+    # the dashboard's token: the one in the environment, else one made up for this run
+    token = os.environ.setdefault(ADMIN_TOKEN_ENV, secrets.token_urlsafe(18))
+
     async def main() -> None:
         backend, port = await start_backend()
-        root = str(LocalCA(ensure_dir(resolve_data_dir(None))).root_cert_path)
-        worker = Worker(demo_config(port, args.port, args.https_port, root))
-        task = asyncio.get_running_loop().create_task(worker.serve())
+        data_dir = ensure_dir(resolve_data_dir(None))
+        root = str(LocalCA(data_dir).root_cert_path)
+        # generated traffic would bury the lines below in the access log: it goes to a file
+        access_log = "stdout" if args.no_traffic else str(data_dir / "demo-access.log")
+        config = demo_config(
+            port, args.port, args.https_port, root, admin_port=args.admin_port,
+            metrics_port=args.metrics_port, access_log=access_log,
+        )  # fmt: skip
+        worker = Worker(config)
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(worker.serve())
         while worker.ready is None or not worker.ready.is_set():
             if task.done():
                 await task
             await asyncio.sleep(0.02)
         print(
             f"\nbastion demo: gateway on http://127.0.0.1:{args.port} and "
-            f"https://localhost:{args.https_port}, demo backend on 127.0.0.1:{port}\n\nTry:"
+            f"https://localhost:{args.https_port}, demo backend on 127.0.0.1:{port}\n"
+            f"\nDashboard: http://127.0.0.1:{args.admin_port}/  (log in with the admin token "
+            f"{token} ; it is ${ADMIN_TOKEN_ENV} for the commands below)\n"
+            f"Metrics:   http://127.0.0.1:{args.metrics_port}/metrics\n"
+            f"Stats:     bastion stats --since 5m\n"
         )
+        if not args.no_traffic:
+            print(
+                "A few requests a second of demo traffic (browsers, a bot, errors, 401s, 429s)"
+                f" keep the dashboard busy; access log: {access_log} (--no-traffic: none)\n"
+            )
+        print("Try:")
         for line in try_lines(args.port, args.https_port, root):
             print("  " + line)
         print("\nCtrl-C stops both.\n", flush=True)
+        traffic = None if args.no_traffic else loop.create_task(generate(args.port))
         try:
             await task
         finally:
+            if traffic is not None:
+                traffic.cancel()
             backend.close()
 
     try:
@@ -448,3 +486,10 @@ def cmd_stats(args: argparse.Namespace) -> int:
             return 1
         configured = loaded.config.data_dir
     return run_stats(resolve_data_dir(configured), args.since, args.json)
+def cmd_alerts(args: argparse.Namespace) -> int:
+    from bastion.observe.alerts.testsend import send_test
+
+    loaded = _load(args.config)
+    if loaded is None:
+        return 1
+    return send_test(loaded.config.alerts, loaded.secrets, sys.stdout)

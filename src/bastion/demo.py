@@ -18,11 +18,15 @@ from bastion.config import LoadedConfig, config_from_dict
 
 DEMO_PORT = 8080
 DEMO_HTTPS_PORT = 8443
+DEMO_ADMIN_PORT = 8090  # the dashboard and the admin API
+DEMO_METRICS_PORT = 9464  # Prometheus' /metrics
+ADMIN_TOKEN_ENV = "BASTION_ADMIN_TOKEN"  # the demo makes one up when it is not set
 
 
 class DemoBackend(asyncio.Protocol):
     """An HTTP/1.1 keep-alive JSON API: /api/hello, /api/headers, /api/echo, /api/slow,
-    /api/time (what the clock says now: shows when an answer came from the cache)."""
+    /api/time (what the clock says now: shows when an answer came from the cache) and
+    /api/fail (a 500, for the error figures)."""
 
     def __init__(self) -> None:
         self.parser = httptools.HttpRequestParser(self)
@@ -76,6 +80,8 @@ class DemoBackend(asyncio.Protocol):
             return 200, {"message": "hello from the demo backend", "method": method}
         if path == "/api/headers":
             return 200, {"headers_seen_by_backend": self.headers}
+        if path == "/api/fail":
+            return 500, {"error": "the demo backend fails here on purpose"}
         if path == "/api/echo":
             body = b"".join(self.body).decode("utf-8", "replace")
             return 200, {"method": method, "received": body}
@@ -85,7 +91,7 @@ class DemoBackend(asyncio.Protocol):
         if self.transport is None or self.transport.is_closing():
             return
         body = json.dumps(doc, indent=2).encode() + b"\n"
-        reason = b"OK" if status == 200 else b"Not Found"
+        reason = _REASONS.get(status, b"Error")
         head = (
             b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
             b"Server: demo-backend\r\n%s\r\n"
@@ -96,14 +102,24 @@ class DemoBackend(asyncio.Protocol):
             self.transport.close()
 
 
+_REASONS = {200: b"OK", 404: b"Not Found", 500: b"Internal Server Error"}
+
+
 def demo_config(
     backend_port: int,
     port: int = DEMO_PORT,
     https_port: int = DEMO_HTTPS_PORT,
     ca_root: str = "<data dir>/ca/root.crt",
+    *,
+    admin_port: int = DEMO_ADMIN_PORT,
+    metrics_port: int = DEMO_METRICS_PORT,
+    access_log: str = "stdout",
 ) -> LoadedConfig:
     """Two sites with the same routes: `localhost` over HTTPS with a certificate from
-    the local CA (plain HTTP redirects to it), and every other host over plain HTTP."""
+    the local CA (plain HTTP redirects to it), and every other host over plain HTTP; the
+    dashboard on `admin_port` (its token from $BASTION_ADMIN_TOKEN), Prometheus metrics on
+    `metrics_port`, statistics in the data dir, and an alert shown on the dashboard when
+    more than a tenth of a minute's answers are 5xx."""
     upstream = f"http://127.0.0.1:{backend_port}"
     guide = "\n".join(
         [
@@ -132,7 +148,16 @@ def demo_config(
     return config_from_dict(
         {
             "listen": {"http": f"127.0.0.1:{port}", "https": f"127.0.0.1:{https_port}"},
-            "access_log": {"format": "combined", "path": "stdout"},
+            "access_log": {"format": "combined", "path": access_log},
+            "admin": {"listen": f"127.0.0.1:{admin_port}", "token": "${" + ADMIN_TOKEN_ENV + "}"},
+            "metrics": {"listen": f"127.0.0.1:{metrics_port}", "consumers": 10},
+            # no channel: the state shows on the dashboard (and in /api/alerts) only
+            "alerts": {
+                "rules": {
+                    "errors": {"kind": "error_rate", "threshold": "10%", "min_requests": 10,
+                               "channels": []},
+                },
+            },
             "sites": [
                 {"hosts": ["localhost"], "tls": "internal", "hsts": True, "routes": routes,
                  "compress": True, "security_headers": True},

@@ -42,6 +42,15 @@ def origin() -> Iterator[CountingBackend]:
     b.stop()
 
 
+def test_statistics_off_answer_503(
+    gateway: Start, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, admin = admin_gateway(gateway, tmp_path, monkeypatch, stats={"enabled": False})
+    for path in ("/api/stats?window=1h", "/api/live"):
+        off = admin.get(path)
+        assert off.status == 503 and off.json()["detail"] == "statistics are off"
+
+
 def cli(gw: Gateway, *args: str, token: str = TOKEN) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "bastion", *args, "-c", str(gw.config_path)],
@@ -67,7 +76,6 @@ def test_endpoints_answer_their_json_and_never_a_secret(
         listen={"http": f"127.0.0.1:{http}", "https": f"127.0.0.1:{https}"},
         data_dir=str(data),
         workers=2,
-        stats={"enabled": False},  # the API's answers without statistics are checked below
         sites=[
             {
                 "hosts": ["localhost"],
@@ -128,9 +136,15 @@ def test_endpoints_answer_their_json_and_never_a_secret(
     assert len(overview["config_hash"]) == 16 and overview["started"] <= time.time()
 
     assert get("/api/alerts") == {"alerts": []}
-    for path in ("/api/stats?window=1h", "/api/live"):
-        off = admin.get(path)
-        assert off.status == 503 and off.json()["detail"] == "statistics are off"
+    assert overview["in_flight"] == 0  # the admin request itself is not a site's request
+    deadline = time.monotonic() + 15
+    while True:  # every worker writes its statistics once a second
+        stats = get("/api/stats?window=1h")
+        if stats["totals"]["requests"] >= 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert stats["window"] == "1h" and stats["totals"]["requests"] == 2
+    assert stats["totals"]["refusals"]["401"] == 1
 
     shown = get("/api/config")
     config = shown["config"]

@@ -121,9 +121,14 @@ def test_quick_proxy_mode(backend: Backend, tmp_path: Path) -> None:
         assert proc.wait(10) == 0
 
 
+def _demo_ports() -> list[str]:
+    return ["--admin-port", str(free_port()), "--metrics-port", str(free_port())]
+
+
 def test_demo_prints_curl_lines_that_work(tmp_path: Path) -> None:
     port, https_port = free_port(), free_port()
-    proc = _serve(["demo", "--port", str(port), "--https-port", str(https_port)], port, tmp_path)
+    args = ["demo", "--port", str(port), "--https-port", str(https_port), "--no-traffic"]
+    proc = _serve([*args, *_demo_ports()], port, tmp_path)
     try:
         deadline = time.monotonic() + 10
         while "Try:" not in (tmp_path / "out").read_text() and time.monotonic() < deadline:

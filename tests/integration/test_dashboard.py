@@ -179,7 +179,13 @@ def test_dashboard_shows_the_traffic_and_moves_live(dashboard: Dashboard, browse
     routes = {row["_key"]: row for row in browser.table("routes") or []}
     assert {name: row["requests"] for name, row in routes.items()} == expected["routes"]
     assert routes["/api/"]["error_rate"] == approx(1 / 7)
-    consumers = {row["_key"]: row for row in browser.table("consumers") or []}
+    # the top tables are written every few seconds (not each second like the counts), and
+    # the page reloads the window every 5 s: wait for them too
+    def acme_seen() -> dict[str, Any] | None:
+        rows = {row["_key"]: row for row in browser.table("consumers") or []}
+        return rows if rows.get("acme", {}).get("requests") == 3 else None
+
+    consumers = browser.wait_for(acme_seen, 30, "the consumers table")
     assert consumers["acme"]["requests"] == 3
     not_found = {row["_key"]: row["requests"] for row in browser.table("not_found") or []}
     assert not_found["/missing"] == 2

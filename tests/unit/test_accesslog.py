@@ -64,7 +64,7 @@ def test_json_line_without_upstream_or_agent(tmp_path: Path) -> None:
     req.upstream_time = -1.0
     record = json.loads(_write(tmp_path, "json", req))
     assert record["upstream_ms"] is None and record["user_agent"] is None
-    assert record["upstream"] == ""
+    assert record["upstream"] is None and record["cache"] is None and record["refused_by"] is None
 
 
 def test_combined_line_quotes_client_text(tmp_path: Path) -> None:

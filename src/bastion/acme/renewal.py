@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from bastion.config.models import Config
+    from bastion.observe.events import EventCounters
     from bastion.tls.table import TLSTable
 
 __all__ = ["CertManager"]
@@ -68,6 +69,8 @@ class CertManager:
         self.table = current_table
         self.tasks: dict[tuple[str, ...], asyncio.Task[None]] = {}
         self.watcher = CertWatcher(current_table)
+        # orders issued and failed are counted there for the metrics (set by the worker)
+        self.events: EventCounters | None = None
 
     def start(self, table: TLSTable | None, config: Config, data_dir: Path) -> None:
         """Tasks for ``table``'s ACME sites (new and renewals) with ``config``'s ``acme``
@@ -155,6 +158,8 @@ class CertManager:
         while True:
             try:
                 replacing = None if current is None else current.serial
+                # what the store held: a certificate taken up from it was no order of ours
+                before = await asyncio.to_thread(issuer.stored, list(names))
                 files = await asyncio.to_thread(
                     issuer.obtain, list(names), force=current is not None, replacing=replacing
                 )
@@ -168,8 +173,12 @@ class CertManager:
                     last_error=f"{_now().isoformat(timespec='seconds')} {exc}",
                 )
                 self._report(what, exc, hint, delay, current)
+                if self.events is not None:
+                    self.events.acme_order(False)
             else:
                 await asyncio.to_thread(issuer.write_status, list(names), last_error=None)
+                if self.events is not None and (before is None or before.serial != files.serial):
+                    self.events.acme_order(True)
                 self._install(names, files, context, current is None)
                 return files
             await asyncio.sleep(delay)

@@ -30,8 +30,9 @@ from pydantic import (
 
 from bastion.config.addresses import Address
 from bastion.config.admin_models import Admin, admin_rules
+from bastion.config.alert_models import Alerts
 from bastion.config.cache_models import Cache
-from bastion.config.observe_models import Metrics, Stats
+from bastion.config.observe_models import Metrics, Stats, Tracing
 from bastion.config.rules import config_rules, validate_with_rules
 from bastion.config.sites import Site
 from bastion.config.tls_models import Acme, TlsPolicy
@@ -259,12 +260,20 @@ class Config(_Model):
         description="Prometheus metrics of the traffic, on a listener of their own; off "
         "unless metrics.listen is set.",
     )
+    stats: Stats = Field(
+        default_factory=lambda: Stats(), description="Traffic statistics kept in the data dir."
+    )
+    alerts: Alerts = Field(
+        default_factory=lambda: Alerts(),
+        description="Alert rules evaluated like CloudWatch alarms, and the channels they notify.",
+    )
     admin: Admin = Field(
         default_factory=lambda: Admin(),
         description="The admin listener (dashboard and JSON API); off unless admin.listen is set.",
     )
-    stats: Stats = Field(
-        default_factory=lambda: Stats(), description="Traffic statistics kept in the data dir."
+    tracing: Tracing = Field(
+        default_factory=lambda: Tracing(),
+        description="W3C trace context (traceparent, tracestate) sent upstream.",
     )
     log_level: Annotated[Literal["debug", "info", "warning", "error"], BeforeValidator(_lower)] = (
         Field(default="info", description="Lowest level of the server's own log messages.")

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from bastion.config.show import redact
 from bastion.config.types import ListenAddress, Network, RelativePath
 
-__all__ = ["Metrics", "Stats"]
+__all__ = ["Metrics", "Stats", "Tracing"]
 
 
 class _Model(BaseModel):
@@ -66,3 +66,14 @@ class Stats(_Model):
         if value is not None and not Path(value).is_file():
             raise ValueError(f"file {redact(value)} does not exist")
         return value
+
+
+class Tracing(_Model):
+    """W3C Trace Context on proxied requests."""
+
+    traceparent: bool = Field(
+        default=True,
+        description="Send traceparent (and a valid client's tracestate) upstream: a "
+        "client's valid traceparent is forwarded, else bastion starts a trace whose id is "
+        "the request id. false: the client's trace fields pass through untouched.",
+    )

@@ -148,12 +148,14 @@ class ServerContext:
         self.plan = plan
         self.connections: set[Connection] = set()
         self.http2_connections: set[GoingAway] = set()
-        self._id_prefix = os.urandom(6).hex()
-        self._id_counter = 0
+        self._id_prefix = os.urandom(8).hex()
+        # from 2**60: `hex` then always gives 16 digits (zero-padding costs a format call)
+        self._id_counter = 1 << 60
 
     def next_request_id(self) -> str:
         self._id_counter += 1
-        # a random per-process prefix and a counter: unique, and cheap to make
+        # a random per-process prefix and a counter: unique, and cheap to make; 32 hex
+        # digits, never all zero, so that it is also a W3C trace id (proxy/tracing.py)
         return self._id_prefix + hex(self._id_counter)[2:]
 
     def in_flight(self) -> int:

@@ -75,6 +75,7 @@ class Request:
         "start",
         "status",
         "target",
+        "trace_id",
         "upgrade",
         "upgrade_data",
         "upstream",
@@ -131,6 +132,7 @@ class Request:
         self.cache = ""  # the cache's outcome ("HIT", "MISS", "STALE", …); "" without one
         self.refused_by = ""  # the policy that refused it: its config key (`rate_limits`, …)
         self.refusal = ""  # why: the detail of its problem answer, else its status text
+        self.trace_id = ""  # the W3C trace id sent upstream (proxy/tracing.py); "" none
         # set by route policies (src/bastion/policies/); untouched on routes without them
         self.consumer = ""  # the authenticated consumer's name
         self.upstream_extra = b""  # header lines added to the forwarded request
@@ -214,6 +216,7 @@ _FRESH_IN_DERIVED = frozenset(
         "sink",
         "start",
         "status",
+        "trace_id",
         "upgrade",
         "upgrade_data",
         "upstream",

@@ -38,7 +38,7 @@ _json_str = encode_basestring_ascii
 _K = TypeVar("_K")
 _V = TypeVar("_V")
 
-_DASH_JSON = '"-"'
+_NULL = "null"
 _AGENT_REFERER = frozenset((b"user-agent", b"referer"))
 
 
@@ -54,21 +54,29 @@ def _memo_put(memo: dict[_K, _V], key: _K, value: _V) -> _V:
 # comes after it in the line. Keys are the exact values, so a piece is always what
 # building it would give; every value is escaped (quoted, for combined).
 
-_Parts = tuple[str, str, str, str, str]  # method, host, route, consumer, upstream
+# method, host, route, consumer, upstream, cache outcome, refusing policy, its reason
+_Parts = tuple[str, str, str, str, str, str, str, str]
 _Counts = tuple[str, int, int, int]  # version, status, bytes in, bytes out
 
 
+def _json_or_null(value: str) -> str:
+    """An absent value (empty) is null in the JSON format, never an empty string."""
+    return _json_str(value) if value else "null"
+
+
 def _json_parts(key: _Parts) -> tuple[str, str]:
-    method, host, route, consumer, upstream = key
+    method, host, route, consumer, upstream, cache, refused_by, refusal = key
     return (
-        f'","method":{_json_str(method)},"host":{_json_str(host)},"target":',
-        f',"route":{_json_str(route)},"consumer":{_json_str(consumer) if consumer else "null"},'
-        f'"upstream":{_json_str(upstream)},"upstream_ms":',
+        f'","method":{_json_or_null(method)},"host":{_json_or_null(host)},"target":',
+        f',"route":{_json_or_null(route)},"consumer":{_json_or_null(consumer)},'
+        f'"upstream":{_json_or_null(upstream)},"cache":{_json_or_null(cache)},'
+        f'"refused_by":{_json_or_null(refused_by)},'
+        f'"refusal":{_json_or_null(refusal) if refused_by else "null"},"upstream_ms":',
     )
 
 
 def _clf_parts(key: _Parts) -> tuple[str, str]:
-    _method, _host, route, consumer, upstream = key
+    _method, _host, route, consumer, upstream = key[:5]
     return (
         f" - {_q(consumer) or '-'} [",
         f" route={_q(route) or '-'} upstream={upstream or '-'} rt=",
@@ -232,7 +240,16 @@ class AccessLog:
     def write(self, req: Request, now: float) -> None:
         if now >= self._stamp_until:
             self._new_stamp(now)
-        key = (req.method, req.host, req.route_name, req.consumer, req.upstream)
+        key = (
+            req.method,
+            req.host,
+            req.route_name,
+            req.consumer,
+            req.upstream,
+            req.cache,
+            req.refused_by,
+            req.refusal,
+        )
         try:
             first, third = self._parts[key]
         except KeyError:
@@ -279,9 +296,15 @@ class AccessLog:
                 rid = _json_str(rid)[1:-1]
             # the target is escaped on every line (it varies too much to memo);
             # the client address is a parsed address or a socket's: no escaping needed
+            # the trace id: hex digits checked by the proxy (proxy/tracing.py)
+            trace = req.trace_id
+            if trace:
+                quote = '"'
+            else:
+                quote, trace = "", _NULL
             line = (
-                f'{self._stamp}{rid}","client_ip":"{ip}{first}'
-                f"{_json_str(target.decode('latin-1')) if target else _DASH_JSON}"
+                f'{self._stamp}{rid}","trace_id":{quote}{trace}{quote},"client_ip":"{ip}{first}'
+                f"{_json_str(target.decode('latin-1')) if target else _NULL}"
                 f"{sizes}{duration}{third}{upstream}{tail}"
             )
         else:

@@ -6,7 +6,7 @@ families; the library writes the format. Nothing here runs per request: a scrape
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -103,8 +103,10 @@ def _histogram(name: str, documentation: str, rows: list[Any]) -> HistogramMetri
     return family
 
 
-def exposition(merged: dict[str, Any]) -> bytes:
-    """The Prometheus text format of one merged snapshot."""
+def exposition(merged: dict[str, Any], extra: Iterable[Collector] = ()) -> bytes:
+    """The Prometheus text format of one merged snapshot (and of `extra` collectors)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Snapshot(merged))
+    for collector in extra:
+        registry.register(collector)
     return generate_latest(registry)

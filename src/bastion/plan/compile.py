@@ -60,6 +60,7 @@ def compile_plan(
         cache_settings=config.cache,
         workers=config.workers,
         clock=clock,
+        traceparent=config.tracing.traceparent,
     )
     redirect = _https_redirect(ctx) if plan.https_listeners else None
     for index, site in enumerate(config.sites):

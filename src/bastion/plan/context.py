@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from bastion.config.cache_models import Cache
     from bastion.config.errors import Loc
     from bastion.config.sites import Route, Site
+    from bastion.observe.events import EventCounters
     from bastion.plan.facts import SiteFacts
     from bastion.proxy.pool import PoolRegistry
     from bastion.state.challenges import ChallengeTokens
@@ -65,6 +66,14 @@ class BuildContext:
     workers: int
     """Worker processes serving this plan (several share purges through files)."""
     clock: Clock = SYSTEM_CLOCK
+    traceparent: bool = True
+    """Whether proxied requests carry the W3C trace context (``tracing.traceparent``)."""
+
+    @property
+    def events(self) -> EventCounters:
+        """The process's event counters (auth and rate-limit refusals count there); the
+        pool registry holds them, as it outlives the plan."""
+        return self.pools.events
 
     # ---------------------------------------------------- stores, opened on first use
     @cached_property

@@ -59,7 +59,7 @@ def _proxy(spec: RouteSpec, ctx: BuildContext, plan: Plan) -> Any:
     plan.pools.update(m.ep.pool for m in balancer.members)
     plan.balancers.append(balancer)
     strip = _prefix(route) if route.strip_prefix else None
-    handler = ProxyHandler(route.proxy, balancer, strip, ctx.trusted)
+    handler = ProxyHandler(route.proxy, balancer, strip, ctx.trusted, ctx.traceparent)
     if route.cache is not None:
         from bastion.cache.setup import caching_handler
 

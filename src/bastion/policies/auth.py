@@ -6,7 +6,7 @@ to its builder; a method's module is imported only when a route uses it."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 from bastion.policies.authcommon import Identity
 from bastion.registry import Registry
@@ -30,8 +30,12 @@ def build_auth(spec: RouteSpec, ctx: BuildContext) -> RequestPolicy | None:
     methods = [
         METHODS.get(name, (*loc, name), ctx.source)(spec, ctx, identity) for name in conf.methods()
     ]
-    if len(methods) == 1:
-        return methods[0]
+    policy: Any = methods[0] if len(methods) == 1 else _any(methods)
+    policy.events = ctx.events  # its refusals are counted (`policies/chain.py`)
+    return cast("RequestPolicy", policy)
+
+
+def _any(methods: list[AuthMethod]) -> RequestPolicy:
     from bastion.policies.auth_any import any_auth
 
     return any_auth(methods)

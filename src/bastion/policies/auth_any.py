@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from bastion.http.request import Request
+    from bastion.observe.events import EventCounters
 
 __all__ = ["MAYBE", "SURELY", "AnyAuthPolicy", "any_auth", "bearer_token", "offered_scheme"]
 
@@ -33,6 +34,7 @@ MAYBE = 1  # it may be (a bearer token that API keys and JWT both accept)
 class AuthMethod(Protocol):
     is_async: bool
     upstream_drops: frozenset[bytes]
+    auth_scheme: str  # its name in the auth failure metric: api_key, jwt, basic, forward_auth
     challenge: bytes  # the WWW-Authenticate line of a 401 for missing credentials (or b"")
     needs: str  # what the method wants, for the 401's detail ("an API key in ...")
 
@@ -77,7 +79,10 @@ def _pick(refusals: list[tuple[int, Denied | Answer]]) -> Denied | Answer:
 
 class AnyAuthPolicy:
     """All methods are synchronous: tried inline."""
+
     kind = "auth"  # the config key it comes from: what metrics and logs call it
+    # counted for the metrics on refusal (set by the builder; `policies/chain.py`)
+    events: EventCounters | None = None
 
     is_async = False
 
@@ -88,7 +93,10 @@ class AnyAuthPolicy:
             401,
             "This route needs " + " or ".join(m.needs for m in methods if m.needs) + ".",
             b"".join(m.challenge for m in methods),
+            "missing",
         )
+        # nothing offered: the metric names every method the route accepts
+        self.auth_scheme = self.missing.scheme = "+".join(m.auth_scheme for m in methods)
 
     def candidates(self, req: Request) -> list[tuple[int, AuthMethod]]:
         """(how surely, method) of the methods offered, surest first, else in order."""
@@ -105,6 +113,8 @@ class AnyAuthPolicy:
             outcome = method.on_request(req)
             if outcome is None:
                 return None
+            if isinstance(outcome, Denied):
+                outcome.scheme = method.auth_scheme  # which method refused, for the metrics
             refusals.append((sure, outcome))
         return _pick(refusals)
 
@@ -127,6 +137,8 @@ class AsyncAnyAuthPolicy(AnyAuthPolicy):
                 outcome = await outcome
             if outcome is None:
                 return None
+            if isinstance(outcome, Denied):
+                outcome.scheme = method.auth_scheme  # which method refused, for the metrics
             refusals.append((sure, outcome))  # (an Answer: a forward-auth login redirect)
         return _pick(refusals)
 

@@ -18,6 +18,7 @@ from bastion.policies.base import Denied
 if TYPE_CHECKING:
     from bastion.config.policy_auth import ApiKeysAuth
     from bastion.http.request import Request
+    from bastion.observe.events import EventCounters
     from bastion.state.keys import KeyStore
 
 __all__ = ["ApiKeyPolicy", "split_query_param", "strip_query_param"]
@@ -58,6 +59,9 @@ def _cut_query_param(req: Request, name: str) -> list[str]:
 
 class ApiKeyPolicy:
     kind = "auth"  # the config key it comes from: what metrics and logs call it
+    auth_scheme = "api_key"  # the method, as the auth failure metric labels it
+    # counted for the metrics on refusal (set by the builder; `policies/chain.py`)
+    events: EventCounters | None = None
     is_async = False
 
     def __init__(self, conf: ApiKeysAuth, store: KeyStore, identity: Identity) -> None:
@@ -197,7 +201,7 @@ class ApiKeyPolicy:
         if malformed is not None:
             return malformed
         if not key:
-            return Denied(401, self.missing, self.challenge)
+            return Denied(401, self.missing, self.challenge, "missing")
         record = self.store.lookup(key) if len(key) <= _MAX_KEY else None
         if record is None:
             return Denied(401, "The API key is unknown or revoked.", self.invalid)

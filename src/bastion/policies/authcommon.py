@@ -64,12 +64,12 @@ class Identity:
         challenge when there is none, 400 invalid_request when the field is malformed."""
         fields = authorization(req)
         if not fields:
-            return Denied(401, "This route needs a bearer token.", challenge)
+            return Denied(401, "This route needs a bearer token.", challenge, "missing")
         if len(fields) > 1:
             return invalid_request(realm, "Several Authorization fields were sent.")
         scheme, _, rest = fields[0].strip().partition(b" ")
         if scheme.lower() != b"bearer":
-            return Denied(401, "This route needs a bearer token.", challenge)
+            return Denied(401, "This route needs a bearer token.", challenge, "missing")
         token = rest.strip()
         if not _B64TOKEN.fullmatch(token):
             return invalid_request(realm, "The Authorization field is malformed.")

@@ -28,12 +28,19 @@ if TYPE_CHECKING:
 class Denied:
     """A refusal, answered as problem+json with `headers` (complete header lines)."""
 
-    __slots__ = ("detail", "headers", "status")
+    __slots__ = ("detail", "headers", "reason", "scheme", "status")
 
-    def __init__(self, status: int, detail: str | None = None, headers: bytes = b"") -> None:
+    def __init__(
+        self, status: int, detail: str | None = None, headers: bytes = b"", reason: str = ""
+    ) -> None:
         self.status = status
         self.detail = detail
         self.headers = headers
+        # for the event metrics (`observe/events.py`), a label from a fixed set: why an
+        # auth method refused ("missing", "expired", ...; else told by the status), or
+        # which limit ("rate", "quota"); and the auth method that refused (AnyAuth's)
+        self.reason = reason
+        self.scheme = ""
 
 
 class Answer:

@@ -31,6 +31,7 @@ from bastion.policies.base import Denied
 if TYPE_CHECKING:
     from bastion.config.policy_auth import BasicAuth
     from bastion.http.request import Request
+    from bastion.observe.events import EventCounters
 
 __all__ = ["BasicPolicy", "verify_password"]
 
@@ -53,6 +54,9 @@ def verify_password(hashed: str, password: bytes) -> bool:
 
 class BasicPolicy:
     kind = "auth"  # the config key it comes from: what metrics and logs call it
+    auth_scheme = "basic"  # the method, as the auth failure metric labels it
+    # counted for the metrics on refusal (set by the builder; `policies/chain.py`)
+    events: EventCounters | None = None
     is_async = True
 
     def __init__(self, conf: BasicAuth, identity: Identity) -> None:
@@ -81,19 +85,19 @@ class BasicPolicy:
     def offered(self, req: Request) -> int:
         return offered_scheme(req, b"basic")
 
-    def _deny(self, detail: str) -> Denied:
-        return Denied(401, detail, self.challenge)
+    def _deny(self, detail: str, reason: str = "") -> Denied:
+        return Denied(401, detail, self.challenge, reason)
 
     def _credentials(self, req: Request) -> tuple[str, bytes] | Denied:
         fields = authorization(req)
         if not fields:
-            return self._deny("This route needs a user name and password.")
+            return self._deny("This route needs a user name and password.", "missing")
         if len(fields) > 1:
             # which one a backend would read is anybody's guess: refused, never "first wins"
             return Denied(400, "Several Authorization fields were sent.")
         scheme, _, rest = fields[0].strip().partition(b" ")
         if scheme.lower() != b"basic":
-            return self._deny("This route needs a user name and password (Basic).")
+            return self._deny("This route needs a user name and password (Basic).", "missing")
         rest = rest.strip()
         if len(rest) > _MAX_FIELD:
             return self._deny("The Authorization field is too long.")

@@ -16,6 +16,7 @@ from bastion.http.context import Handler
 from bastion.http.downstream import Downstream, Pause
 from bastion.http.request import Request
 from bastion.http.status import REASONS
+from bastion.observe.events import EventCounters
 from bastion.policies.base import Answer, Denied, Outcome, RequestPolicy
 from bastion.policies.fields import FieldEdit
 
@@ -73,6 +74,13 @@ def answer(client: Downstream, req: Request, outcome: Denied | Answer, policy: o
     if isinstance(outcome, Denied):
         req.refused_by = getattr(policy, "kind", None) or type(policy).__name__
         req.refusal = outcome.detail or REASONS.get(outcome.status, "")
+        events: EventCounters | None = getattr(policy, "events", None)
+        if events is not None:  # auth and rate limits: counted for the metrics
+            if req.refused_by == "auth":
+                scheme = outcome.scheme or getattr(policy, "auth_scheme", "") or "other"
+                events.auth_failure(req.route_name, scheme, outcome.status, outcome.reason)
+            elif outcome.status == 429:
+                events.rate_limit_refusal(req.route_name, outcome.reason)
         client.problem(req, outcome.status, outcome.detail, headers=outcome.headers)
     else:
         client.respond(req, outcome.status, outcome.body, outcome.content_type, outcome.headers)

@@ -24,6 +24,7 @@ from bastion.policies.base import Answer, Denied, real_client_ip
 if TYPE_CHECKING:
     from bastion.config.policy_auth import ForwardAuth
     from bastion.http.request import Request
+    from bastion.observe.events import EventCounters
     from bastion.policies.authcommon import Identity
 
 __all__ = ["ForwardAuthPolicy"]
@@ -44,6 +45,9 @@ def _line(name: bytes, value: bytes) -> bytes:
 
 class ForwardAuthPolicy:
     kind = "auth"  # the config key it comes from: what metrics and logs call it
+    auth_scheme = "forward_auth"  # the method, as the auth failure metric labels it
+    # counted for the metrics on refusal (set by the builder; `policies/chain.py`)
+    events: EventCounters | None = None
     is_async = True
     # with other methods on the route (satisfy: any): tried after those whose credentials
     # the request carries, as the service decides from anything (a session cookie)

@@ -31,6 +31,7 @@ from bastion.policies.jwks import JwksSource, jwks_source
 if TYPE_CHECKING:
     from bastion.config.policy_auth import JwtAuth
     from bastion.http.request import Request
+    from bastion.observe.events import EventCounters
 
 __all__ = ["JwksJwtPolicy", "JwtError", "JwtPolicy", "JwtVerifier", "jwt_policy"]
 
@@ -47,10 +48,13 @@ _MAX_TOKEN = 16 * 1024
 class JwtError(Exception):
     """A token that must be refused: ``code`` is the RFC 6750 error, ``status`` the answer."""
 
-    def __init__(self, message: str, code: str = "invalid_token", status: int = 401) -> None:
+    def __init__(
+        self, message: str, code: str = "invalid_token", status: int = 401, reason: str = ""
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.status = status
+        self.reason = reason  # the metrics' label when not told by the status ("expired")
 
 
 class KeysUnavailable(Exception):
@@ -187,7 +191,7 @@ class JwtVerifier:
                 raise JwtError(f"The token's '{name}' claim is not a number.")
         exp, nbf, iat = claims.get("exp"), claims.get("nbf"), claims.get("iat")
         if exp is not None and now >= exp + self.leeway:
-            raise JwtError("The token has expired.")
+            raise JwtError("The token has expired.", reason="expired")
         if nbf is not None and now < nbf - self.leeway:
             raise JwtError("The token is not valid yet.")
         if iat is not None and iat > now + self.leeway:
@@ -240,7 +244,11 @@ def _header_value(value: Any) -> bytes | None:
 
 class JwtPolicy:
     """Route policy: a valid bearer token, or 401/403 with an RFC 6750 challenge."""
+
     kind = "auth"  # the config key it comes from: what metrics and logs call it
+    auth_scheme = "jwt"  # the method, as the auth failure metric labels it
+    # counted for the metrics on refusal (set by the builder; `policies/chain.py`)
+    events: EventCounters | None = None
 
     is_async = False
 
@@ -282,7 +290,7 @@ class JwtPolicy:
                 b"\r\n",
             )
         )
-        return Denied(exc.status, str(exc), line)
+        return Denied(exc.status, str(exc), line, exc.reason)
 
     def _accept(self, req: Request, claims: dict[str, Any]) -> None:
         for lname in self.drop:

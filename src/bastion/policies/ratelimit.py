@@ -26,6 +26,7 @@ from bastion.policies.base import Denied, real_client_ip
 from bastion.state.limits import Check, LimitStore, MemoryLimitStore, Outcome, quota_window
 
 if TYPE_CHECKING:
+    from bastion.observe.events import EventCounters
     from bastion.plan.context import BuildContext, RouteSpec
 
 __all__ = ["LONG_WINDOW", "Limit", "OneRateLimitPolicy", "RateLimitPolicy", "build_policy"]
@@ -163,7 +164,10 @@ def _remember(table: dict[_K, str], value: _K, key: str) -> str:
 
 class RateLimitPolicy:
     """Any set of rate limits and quotas, on any store."""
+
     kind = "rate_limits"  # the config key it comes from: what metrics and logs call it
+    # counted for the metrics on refusal (set by the builder; `policies/chain.py`)
+    events: EventCounters | None = None
 
     is_async = False
 
@@ -223,7 +227,11 @@ class RateLimitPolicy:
         wait = max(o.retry_after for o in outcomes if not o.allowed)
         seconds = max(1, math.ceil(wait - 1e-6))
         headers = f"Retry-After: {seconds}\r\n".encode() + self.fields(outcomes, now)
-        return Denied(429, f"Too many requests: try again in {seconds} s.", headers)
+        # which kind of limit refused, for the metrics: a quota when one of them did
+        limits = self.limits
+        refused = [i for i, o in enumerate(outcomes) if not o.allowed]
+        kind = "quota" if any(limits[i].per is not None for i in refused) else "rate"
+        return Denied(429, f"Too many requests: try again in {seconds} s.", headers, kind)
 
     def fields(self, outcomes: list[Outcome], now: float) -> bytes:
         """The RateLimit-Policy and RateLimit lines naming the advertised limits."""
@@ -354,4 +362,6 @@ def build_rate_limit(spec: RouteSpec, ctx: BuildContext) -> RateLimitPolicy | No
         return None
     store = ctx.limit_store
     scope = ",".join(spec.site.hosts) + " " + route.path.text
-    return build_policy(scope, specs, store, ctx.trusted, store)
+    policy = build_policy(scope, specs, store, ctx.trusted, store)
+    policy.events = ctx.events  # its refusals are counted (`policies/chain.py`)
+    return policy

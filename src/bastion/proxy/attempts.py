@@ -108,6 +108,7 @@ class Attempts(ExchangeBase):
                 log.warning("upstream %s: connect timed out", pool.label)
             else:
                 log.warning("upstream %s: connect failed: %s", pool.label, exc.strerror or exc)
+            self._count_error("connect", pool)
             if self.done:
                 return
             self.task = None
@@ -171,6 +172,13 @@ class Attempts(ExchangeBase):
         self._begin(member)
         return True
 
+    def _count_error(self, kind: str, pool: Pool | None = None) -> None:
+        """An upstream failure of `kind` (`observe/events.py`), for the metrics: called on
+        failure paths only. Without a pool yet (waiting for a slot) nothing is counted."""
+        pool = pool or self.pool
+        if pool is not None and pool.events is not None:
+            pool.events.upstream_error(self.handler.balancer.name, pool.label, kind)
+
     def _unavailable(self) -> None:
         balancer = self.handler.balancer
         after = balancer.retry_after(self.loop.time())
@@ -186,4 +194,5 @@ class Attempts(ExchangeBase):
         if self.done:
             return
         log.warning("upstream %s: total timeout", self.pool.label if self.pool else "?")
+        self._count_error("timeout")
         self._fail(504, "The upstream server did not answer in time.")

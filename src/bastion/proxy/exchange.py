@@ -164,6 +164,8 @@ class Exchange(Attempts, TunnelEnd):
     def on_response_head(self, status: int) -> None:
         req = self.req
         member = self.member
+        if status >= 500:
+            self._count_error("5xx")
         if member is not None and member.track and status >= 200:
             now = self.loop.time()
             member.ep.observe(now - self.sent_at, now)
@@ -304,11 +306,14 @@ class Exchange(Attempts, TunnelEnd):
                 self.task = self.loop.create_task(self._connect(self.pool))
                 return
             # A fresh connection lost: the backend itself went away mid-request.
+            self._count_error("reset")
             self._failed_here()
             if self._retry(self.loop.time()):
                 return
-        elif not self.resp_started:
-            self._failed_here()
+        else:
+            self._count_error("reset")
+            if not self.resp_started:
+                self._failed_here()
         self._fail(502, None)
 
     def upstream_failed(self, exc: Exception) -> None:
@@ -317,6 +322,7 @@ class Exchange(Attempts, TunnelEnd):
             self.pool.label if self.pool else "?",
             exc,
         )
+        self._count_error("invalid")
         conn = self.upstream
         self.upstream = None
         if conn is not None:
@@ -335,6 +341,7 @@ class Exchange(Attempts, TunnelEnd):
             self._fail(504, None)  # the head is out: the client connection is cut
             return
         log.warning("upstream %s: timed out", self.pool.label if self.pool else "?")
+        self._count_error("timeout")
         conn = self.upstream
         self.upstream = None
         if conn is not None:

@@ -34,6 +34,7 @@ class ProxyHandler:
         "sticky_cookie",
         "strip",
         "total_timeout",
+        "trace",
         "trusted",
         "underscores",
         "upgrades",
@@ -47,8 +48,10 @@ class ProxyHandler:
         balancer: Balancer,
         strip: str | None,
         trusted: Callable[[str], bool] | None,
+        trace: bool = False,
     ) -> None:
         self.balancer = balancer
+        self.trace = trace  # W3C trace context sent upstream (proxy/tracing.py)
         # the worker's loop (the pools'), read by each exchange
         self.loop = balancer.members[0].ep.pool.loop
         self.strip = strip  # the prefix removed from the path before forwarding
@@ -104,7 +107,7 @@ class ProxyHandler:
             # (an upgrade request with a body was refused by the HTTP/1.1 parser)
             req.upgrade = upgrade_to_forward(req.upgrade, self.upgrades)
         head = build_request_head(
-            req, target, host_line, host, client.scheme, self.trusted, self.underscores
+            req, target, host_line, host, client.scheme, self.trusted, self.underscores, self.trace
         )
         # (`recorder`: a cache keeping a copy of the response)
         Exchange(self, client, req, recorder).start(head)

@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 from bastion.http.request import Request
 from bastion.proxy.forwarded import forwarded_chain
+from bastion.proxy.tracing import TRACE_FIELDS, trace_lines
 
 # Hop-by-hop fields: meaningful for one connection only, never forwarded.
 HOP_BY_HOP = frozenset(
@@ -46,6 +47,12 @@ _REQUEST_REWRITTEN = HOP_BY_HOP | frozenset(
 # bastion does not write that field, so a client's own would reach the backend as if a
 # proxy had vouched for it.
 _REQUEST_REWRITTEN_UNTRUSTED = _REQUEST_REWRITTEN | frozenset((b"forwarded",))
+# With trace context on (`tracing.traceparent`), the client's trace fields are set aside
+# too: the gateway writes them itself, a valid one as it was sent (`tracing.py`).
+_TRACED = (_REQUEST_REWRITTEN | TRACE_FIELDS, _REQUEST_REWRITTEN_UNTRUSTED | TRACE_FIELDS)
+_RID = b"\r\nX-Request-ID: "
+_TRACEPARENT = b"\r\ntraceparent: 00-"
+_SAMPLED = b"-01\r\n"
 # Response fields not relayed: hop-by-hop ones, and the request id the gateway
 # adds itself (a backend echoing it would duplicate it).
 RESPONSE_DROPPED = HOP_BY_HOP | frozenset((b"x-request-id",))
@@ -59,6 +66,7 @@ def build_request_head(
     scheme: bytes,
     trusted: Callable[[str], bool] | None,
     underscores: bool = False,
+    trace: bool = False,
 ) -> bytes:
     """The request line and header block sent upstream, ending with the blank line.
 
@@ -67,14 +75,18 @@ def build_request_head(
     belongs to `trusted_proxies` (None when none are configured). Fields whose names
     hold "_" are dropped unless `underscores`: CGI/WSGI backends map "X_Real_IP" and
     "X-Real-IP" to the same variable, so such a field could stand in for one the
-    gateway sets.
+    gateway sets. `trace`: write the W3C trace context (`tracing.py`).
     """
     parts = [req.method.encode("ascii"), b" ", target, b" HTTP/1.1\r\n", host_line]
     append = parts.append
     tokens = req.connection_tokens
     from_proxy = trusted is not None and trusted(req.client_ip)
-    skip = _REQUEST_REWRITTEN if from_proxy else _REQUEST_REWRITTEN_UNTRUSTED
+    if trace:
+        skip = _TRACED[0] if from_proxy else _TRACED[1]
+    else:
+        skip = _REQUEST_REWRITTEN if from_proxy else _REQUEST_REWRITTEN_UNTRUSTED
     drop = req.upstream_drop
+    trace_fields: list[tuple[bytes, bytes]] | None = None
     for lname, name, value in req.headers:
         if (
             lname in skip
@@ -84,6 +96,10 @@ def build_request_head(
             # integer and builds a TypeError before it searches (several times the cost)
             or (0x5F in lname and not underscores)  # "_"
         ):
+            if lname in TRACE_FIELDS:  # (only set aside with tracing on: see `skip`)
+                if trace_fields is None:
+                    trace_fields = []
+                trace_fields.append((lname, value))
             continue
         append(name + b": " + value + b"\r\n")
     if req.upstream_extra:
@@ -99,7 +115,16 @@ def build_request_head(
         xfh = client_host
     append(b"X-Forwarded-For: " + xff + b"\r\nX-Forwarded-Proto: " + xfp)
     append(b"\r\nX-Forwarded-Host: " + xfh + b"\r\nX-Real-IP: " + real_ip)
-    append(b"\r\nX-Request-ID: " + req.request_id.encode("latin-1") + b"\r\n")
+    rid = req.request_id.encode("latin-1")
+    if trace_fields is None and trace and (not from_proxy or req.xrid is None):
+        # the common case, inline: a new trace named by the gateway's own request id
+        # (pieces for the final join: cheaper than concatenating them here)
+        parts += (_RID, rid, _TRACEPARENT, rid, b"-", rid[16:], _SAMPLED)
+        req.trace_id = req.request_id
+    else:
+        append(b"\r\nX-Request-ID: " + rid + b"\r\n")
+        if trace:
+            append(trace_lines(req, trace_fields, rid))
     if req.upgrade is not None:
         append(b"Connection: upgrade\r\nUpgrade: " + req.upgrade + b"\r\n")
     if req.chunked:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 import httptools
 
+from bastion.observe.events import EventCounters
 from bastion.tls.client import describe_tls_error
 
 if TYPE_CHECKING:
@@ -250,6 +251,9 @@ class UpstreamConnection(asyncio.Protocol):
 class Pool:
     """Keep-alive connections to one endpoint."""
 
+    # where its exchanges count upstream errors (the registry's; None for a pool made alone)
+    events: EventCounters | None = None
+
     def __init__(
         self,
         address: UpstreamAddress,
@@ -380,6 +384,9 @@ class PoolRegistry:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.pools: dict[tuple[str, int, float, object], Pool] = {}
+        # the process's event counters: the registry lives as long as the worker and
+        # reaches every pool, and through the plan's BuildContext every policy
+        self.events = EventCounters()
 
     def get(
         self,
@@ -396,6 +403,7 @@ class PoolRegistry:
         pool = self.pools.get(key)
         if pool is None:
             pool = self.pools[key] = Pool(address, self.loop, max_idle, idle_timeout)
+            pool.events = self.events
         if tls is not None:
             pool.tls, pool.server_name = tls[1], tls[2]
         return pool

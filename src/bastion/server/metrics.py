@@ -27,6 +27,8 @@ from bastion.observe.exposition import CONTENT_TYPE, exposition
 from bastion.observe.metrics import RequestMetrics, merge
 
 if TYPE_CHECKING:
+    from prometheus_client.registry import Collector
+
     from bastion.config.observe_models import Metrics
     from bastion.http.context import HTTP2Settings, Limits, Timeouts
     from bastion.http.downstream import Downstream
@@ -124,6 +126,7 @@ class MetricsEndpoint:
         self.server: asyncio.Server | None = None
         self.shared = False  # other workers serve the instance too (snapshots exchanged)
         self._allowed: dict[str, bool] = {}
+        self.collectors: list[Collector] = []  # more metric families (observe/event_exposition)
         self.publisher: asyncio.Task[None] | None = None
         recorder.metrics = self.counters
 
@@ -156,7 +159,7 @@ class MetricsEndpoint:
                 theirs = snap.get("metrics")
                 if snap.get("pid") != self.pid and isinstance(theirs, dict):
                     others.append(theirs)
-        return exposition(merge([mine, *others], self.settings.consumers))
+        return exposition(merge([mine, *others], self.settings.consumers), self.collectors)
 
     async def start(self, reuse_port: bool) -> None:
         address = self.settings.listen

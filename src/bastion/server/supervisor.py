@@ -86,6 +86,9 @@ class Supervisor:
                 self.loaded = load_config(source)
             except ConfigError as exc:
                 log.error("reload rejected, still serving the previous config:\n%s", exc)
+                from bastion.observe.alerts.service import record_rejected_reload
+
+                record_rejected_reload(self.loaded, str(exc))  # for the reload_failed rule
                 return
             self._forward(signal.SIGHUP)
         else:

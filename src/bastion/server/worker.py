@@ -24,6 +24,7 @@ from bastion.observe.accesslog import AccessLog
 from bastion.plan import Plan, compile_plan
 from bastion.proxy.pool import PoolRegistry
 from bastion.server.context import WorkerContext
+from bastion.server.observing import Observability
 from bastion.state.files import resolve_data_dir
 from bastion.state.stores import stores_for
 from bastion.tls.alpn import AlpnListener, listening_socket
@@ -32,10 +33,6 @@ from bastion.tls.context import HTTP1_ONLY, apply_profile, dispatch_context
 if TYPE_CHECKING:
     from bastion.acme.renewal import CertManager
     from bastion.config.models import Config
-    from bastion.observe.recorder import Recorder
-    from bastion.observe.stats import StatsWriter
-    from bastion.server.admin import AdminEndpoint
-    from bastion.server.metrics import MetricsEndpoint
 
 log = logging.getLogger("bastion.server")
 
@@ -56,11 +53,8 @@ class Worker:
         self._tls_context: ssl.SSLContext | None = None
         self._certs: CertManager | None = None  # created by the first plan with TLS
         self._alpn_dir: Path | None = None
-        self.metrics: MetricsEndpoint | None = None  # with metrics.listen
-        self.admin: AdminEndpoint | None = None  # with admin.listen
-        # the per-second traffic figures (add_sink), when something reads them
-        self.recorder: Recorder | None = None
-        self.stats: StatsWriter | None = None  # with stats.enabled: the recorder's sink
+        # recorder, statistics, metrics and admin listeners, alerts (server/observing.py)
+        self.observing: Observability | None = None
 
     # ------------------------------------------------------------------ serve
     async def serve(self) -> None:
@@ -74,37 +68,12 @@ class Worker:
         self._alpn_dir = _alpn_challenge_dir(config)
         self.ctx = WorkerContext(loop, plan)
         self._configure_access_log(plan, config)
-        # before the listeners: once they are announced, tests and supervisors may signal at
-        # once, and the signal handlers come after the endpoints below
-        if _observing(config):
-            self.recorder = _start_recorder(self.ctx, _detailed(config))
-        if config.stats.enabled:
-            from bastion.observe.stats import StatsWriter
-
-            assert self.recorder is not None
-            self.stats = StatsWriter(resolve_data_dir(config.data_dir), geoip=config.stats.geoip)
-            self.recorder.add_sink(self.stats.add)
         await self._sync_listeners(plan)
-        if config.metrics.listen is not None:
-            assert self.recorder is not None
-            # imported only then: prometheus-client costs memory that nobody else needs
-            from bastion.server.metrics import MetricsEndpoint
-
-            snapshots = stores_for(resolve_data_dir(config.data_dir)).snapshots
-            self.metrics = MetricsEndpoint(self.ctx, config.metrics, snapshots, self.recorder)
-            await self.metrics.start(self.reuse_port)
-        if config.admin.listen is not None:
-            from bastion.server.admin import AdminEndpoint
-
-            stores = stores_for(resolve_data_dir(config.data_dir))
-            self.admin = AdminEndpoint(self.ctx, self.loaded, stores)
-            if config.stats.enabled:
-                from bastion.observe.stats import StatsStore
-
-                self.admin.bind_stats(StatsStore(resolve_data_dir(config.data_dir)))
-            await self.admin.start(self.reuse_port)
-        self._start_acme(plan)
+        # signals first: a reload or a stop may come as soon as the sites' listeners are open
         self._install_signals(loop)
+        self.observing = Observability(self.ctx, self.registry, lambda: self.loaded)
+        await self.observing.start(self.reuse_port)
+        self._start_acme(plan)
         watch = None
         if config.watch and self.loaded.source is not None:
             watch = loop.create_task(self._watch(self.loaded.source))
@@ -121,19 +90,13 @@ class Worker:
             await self.stopping.wait()
         finally:
             publisher.cancel()
-            if self.metrics is not None:
-                self.metrics.close()
-            if self.admin is not None:
-                self.admin.close()
+            self.observing.close_listeners()
             if watch is not None:
                 watch.cancel()
             if self._certs is not None:
                 self._certs.stop()
             await self._drain()
-            if self.recorder is not None:
-                self.recorder.close()  # the requests drained are counted too
-            if self.stats is not None:
-                self.stats.close()  # writes the last seconds
+            self.observing.close()  # the requests drained are counted too
 
     def _install_signals(self, loop: asyncio.AbstractEventLoop) -> None:
         loop.add_signal_handler(signal.SIGTERM, self.stop)
@@ -253,6 +216,8 @@ class Worker:
             ctx = self.ctx
             assert ctx is not None
             self._certs = CertManager(lambda: ctx.plan.tls)
+            assert self.registry is not None
+            self._certs.events = self.registry.events  # ACME orders are counted there
         config = self.loaded.config
         if self._tls_context is not None:
             apply_profile(self._tls_context, config.tls.profile)
@@ -274,10 +239,12 @@ class Worker:
                 await self._sync_listeners(plan)
             except ConfigError as exc:
                 log.error("reload rejected, still serving the previous config:\n%s", exc)
+                self._reloaded(False, str(exc))
                 return False
             except (OSError, ValueError) as exc:
                 # OSError includes ssl.SSLError: a certificate that does not load
                 log.error("reload rejected, still serving the previous config: %s", exc)
+                self._reloaded(False, str(exc))
                 return False
             old_config = self.loaded.config
             self.loaded = loaded
@@ -290,17 +257,14 @@ class Worker:
                 conn.goaway()  # clients reconnect and meet the new config
             if _log_settings(old_config) != _log_settings(loaded.config):
                 self._configure_access_log(plan, loaded.config)
-            if self.metrics is not None:
-                self.metrics.configure(loaded.config.metrics)
-            elif loaded.config.metrics.listen is not None:
-                log.warning("metrics.listen set: metrics are served after a restart")
-            if self.admin is not None:
-                self.admin.configure(loaded)
-            elif loaded.config.admin.listen is not None:
-                log.warning("admin.listen set: the admin listener starts after a restart")
             self._start_acme(plan)
+            self._reloaded(True)
             log.info("configuration reloaded from %s", source)
             return True
+
+    def _reloaded(self, ok: bool, error: str | None = None) -> None:
+        if self.observing is not None:
+            self.observing.reloaded(ok, error)
 
     async def _watch(self, path: Path) -> None:
         last = _mtime(path)
@@ -352,33 +316,6 @@ class Worker:
             self.registry.close()
         ctx.close()
         log.info("stopped")
-
-
-def _observing(config: Config) -> bool:
-    """Whether the per-second traffic figures are recorded: something reads them."""
-    return (
-        config.metrics.listen is not None or config.stats.enabled or config.admin.listen is not None
-    )
-
-
-def _detailed(config: Config) -> bool:
-    """Whether the figures include the details (paths, clients, user agents, referrers,
-    the 5xx answers) that only the statistics and the dashboard read: the metrics need
-    counts only, and details cost more per request (observe/tap.py)."""
-    return config.stats.enabled
-
-
-def _start_recorder(ctx: WorkerContext, detailed: bool) -> Recorder:
-    """The tap as a request observer and the recorder counting it once a second. A
-    reload keeps both (and their counts)."""
-    from bastion.observe.recorder import Recorder
-    from bastion.observe.tap import RequestTap
-
-    tap = RequestTap(detailed=detailed)
-    recorder = Recorder(tap, monotonic=ctx.loop.time, in_flight=ctx.in_flight)
-    ctx.add_observer(tap.record)
-    recorder.start(ctx.loop)
-    return recorder
 
 
 def _source(loaded: LoadedConfig) -> str:

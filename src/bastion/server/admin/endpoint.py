@@ -40,6 +40,8 @@ SECURITY_HEAD = (
     b"Cache-Control: no-store\r\n"
     b"X-Content-Type-Options: nosniff\r\n"
     b"X-Frame-Options: DENY\r\n"
+    # same-origin, not no-referrer: under no-referrer a browser sends `Origin: null` with
+    # the login form's POST, which the Origin check must refuse; other sites still get none
     b"Referrer-Policy: same-origin\r\n"
     b"Content-Security-Policy: default-src 'self'; frame-ancestors 'none'; "
     b"base-uri 'none'; form-action 'self'\r\n"

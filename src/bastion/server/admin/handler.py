@@ -58,6 +58,10 @@ class AdminHandler:
 
     # ------------------------------------------------------------- dispatch
     def handle(self, client: Downstream, req: Request) -> None:
+        if req.body_buffer is None:
+            # the body is read by a task that runs later (login, actions): what arrives in
+            # the meantime is kept, not dropped as a body the handler does not want
+            req.body_buffer = []
         caller = self.gate.check(client, req)
         if caller is REFUSED:
             return
