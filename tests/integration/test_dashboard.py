@@ -223,6 +223,7 @@ def test_dashboard_shows_the_traffic_and_moves_live(dashboard: Dashboard, browse
         "the live chart to move",
     )
     browser.wait_tile("requests", lambda v: v >= expected["requests"] + 4, timeout=15)
+    assert browser.tile("in_flight") == 0  # all workers' requests in progress: none now
 
     # the local CA's certificate is listed, with its source
     local = browser.row("certificates", "localhost")
