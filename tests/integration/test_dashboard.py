@@ -10,9 +10,12 @@ saves the screenshots of the docs (docs/images/dashboard-*.png) into <dir>.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import random
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
+import yaml
 
 from authtokens import create_key
 from conftest import Backend, Gateway, free_port, raw_request, wait_for_port
@@ -46,13 +50,16 @@ def approx(value: float) -> Any:
     return pytest.approx(value, abs=1e-6)
 
 
-def config(backend: Backend, port: int, https_port: int, admin_port: int, data: Path) -> dict:
+def config(
+    backend: Backend, port: int, https_port: int, admin_port: int, data: Path, metrics_port: int
+) -> dict:
     proxy = {"upstreams": [backend.url]}
     return {
         "listen": {"http": f"127.0.0.1:{port}", "https": f"127.0.0.1:{https_port}"},
         "data_dir": str(data),
         "access_log": {"format": "off"},
         "admin": {"listen": f"127.0.0.1:{admin_port}", "token": "${" + TOKEN_ENV + "}"},
+        "metrics": {"listen": f"127.0.0.1:{metrics_port}"},
         "sites": [
             # a certificate of the local CA, for the certificates table and its renew action
             {
@@ -67,6 +74,8 @@ def config(backend: Backend, port: int, https_port: int, admin_port: int, data: 
                     {"path": "/api/", "proxy": proxy},
                     {"path": "/cached/", "cache": {"ttl": "5m"}, "proxy": proxy},
                     {"path": "/private/", "auth": {"api_keys": {}}, "proxy": proxy},
+                    # a dead upstream: nothing listens there (502)
+                    {"path": "/dead/", "proxy": {"upstreams": [f"http://127.0.0.1:{free_port()}"]}},
                 ],
             },
         ],
@@ -101,6 +110,7 @@ class Traffic:
         self.get("/api/status?code=500", 500)
         failed = self.backend.requests[-1]
         request_id = dict(failed["headers"]).get("x-request-id")
+        self.get("/dead/thing", 502)
         for _ in range(3):  # a miss, then two hits
             self.get("/cached/item", 200)
         for _ in range(2):
@@ -108,11 +118,11 @@ class Traffic:
         for _ in range(3):
             self.get("/private/thing", 200, **{"X-API-Key": self.key})
         return {
-            "requests": 18,
+            "requests": 19,
             "2xx": 12,
             "4xx": 5,
-            "5xx": 1,
-            "routes": {"/api/": 7, "/cached/": 3, "/private/": 5, "none": 3},
+            "5xx": 2,
+            "routes": {"/api/": 7, "/cached/": 3, "/private/": 5, "/dead/": 1, "none": 3},
             "request_id": request_id,
         }
 
@@ -138,7 +148,7 @@ def start_dashboard(
         data = tmp_path / "data"
         key = create_key(data, "acme")
         admin_port = free_port()
-        settings = config(backend, free_port(), free_port(), admin_port, data)
+        settings = config(backend, free_port(), free_port(), admin_port, data, free_port())
         if not stats:
             settings["stats"] = {"enabled": False}
         gw = gateway(settings)
@@ -195,12 +205,15 @@ def test_dashboard_shows_the_traffic_and_moves_live(dashboard: Dashboard, browse
     browsers = {row["_key"]: row["requests"] for row in browser.table("browsers") or []}
     assert browsers.get("Firefox") == 6, browsers
     errors = browser.table("recent_errors") or []
-    assert [row["status"] for row in errors] == [500]
+    assert [row["status"] for row in errors] == [502, 500]  # the newest first
     if expected["request_id"]:
-        assert errors[0]["_key"] == expected["request_id"]
+        assert errors[1]["_key"] == expected["request_id"]
     status_chart = browser.chart("status")
     assert status_chart["total"] == expected["requests"]
     assert browser.chart("refusals")["series"]["r401"] == 2
+
+    # --- the same traffic in the Prometheus metrics and in `bastion stats`
+    check_metrics_and_stats(_gw, expected)
 
     # --- the hostile path and referrer are text, never markup
     paths = {row["_key"]: row for row in browser.table("paths") or []}
@@ -258,6 +271,31 @@ def test_dashboard_needs_a_login_and_says_what_is_missing(
     assert browser.text_of("#routes") == "no traffic in this window"
     assert browser.text_of("#alerts") == "no alert rules configured"
     assert browser.tile("requests") == 0
+
+
+def check_metrics_and_stats(gw: Gateway, expected: dict[str, Any]) -> None:
+    """`/metrics` and `bastion stats --json` count what the dashboard showed."""
+    config = yaml.safe_load(gw.config_path.read_text())
+    scrape = httpx.get(f"http://{config['metrics']['listen']}/metrics").text
+    requests: dict[str, float] = {}
+    for line in scrape.splitlines():
+        if line.startswith("bastion_requests_total{"):
+            labels, value = line.rsplit(" ", 1)
+            status = labels.split('status="', 1)[1].split('"', 1)[0]
+            requests[status] = requests.get(status, 0.0) + float(value)
+    assert sum(requests.values()) == expected["requests"], scrape
+    assert requests.get("5xx") == expected["5xx"] and requests.get("4xx") == expected["4xx"]
+    assert 'bastion_upstream_errors_total{' in scrape and 'kind="connect"' in scrape
+    assert 'bastion_auth_failures_total{' in scrape
+    printed = subprocess.run(
+        [sys.executable, "-m", "bastion", "stats", "--since", "5m", "--json",
+         "-c", str(gw.config_path)],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    totals = json.loads(printed.stdout)["totals"]
+    assert totals["requests"] == expected["requests"]
+    assert totals["status"]["5xx"] == expected["5xx"]
+    assert totals["refusals"]["401"] == 2
 
 
 def test_dashboard_without_statistics(
