@@ -254,6 +254,11 @@ class AdminHandler:
         if self.state.stats is None:
             client.problem(req, 503, STATS_OFF)
             return
+        if req.method == "HEAD":
+            # the head of the stream only: a body after a HEAD answer would be read by the
+            # client as the start of the next answer on the connection
+            client.respond(req, 200, b"", b"text/event-stream")
+            return
         stream = LiveStream(client, req, self.data.live_event, self.live.discard)
         self.live.add(stream)
         stream.start()
