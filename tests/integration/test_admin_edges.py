@@ -4,13 +4,16 @@ when the admin's inputs are hostile or its settings change."""
 
 from __future__ import annotations
 
+import http.client
 import socket
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from test_admin_kit import TOKEN, admin_gateway
 
+from bastion.observe.stats.schema import open_writer, stats_path
 from conftest import Gateway
 
 Start = Callable[..., Gateway]
@@ -47,3 +50,51 @@ def test_head_of_the_live_stream_has_no_body(
         rest = first.split(b"\r\n\r\n", 1)[1] + _read_heads(sock, 1)
     assert rest.startswith(b"HTTP/1.1 200 "), rest[:80]
     assert b'"authenticated":true' in rest or b"application/json" in rest
+
+
+def _locked_stats_file(data_dir: Path) -> sqlite3.Connection:
+    """A statistics file that another process holds locked (a backup tool, an `sqlite3`
+    shell left in a transaction): every reader waits for it, then fails."""
+    path = stats_path(data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    open_writer(path).close()
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("PRAGMA locking_mode = EXCLUSIVE")
+    holder.execute("BEGIN EXCLUSIVE")
+    holder.execute("PRAGMA user_version")
+    holder.execute("COMMIT")  # the exclusive lock stays with the connection
+    return holder
+
+
+def test_a_locked_statistics_file_does_not_stall_the_gateway(
+    gateway: Start, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The live view and the stats endpoint read the file off the event loop: while a
+    reader waits for a lock, the sites keep answering, and the endpoint says what is wrong."""
+    data_dir = tmp_path / "data"
+    holder = _locked_stats_file(data_dir)
+    try:
+        gw, admin = admin_gateway(gateway, tmp_path, monkeypatch, data_dir=str(data_dir))
+        fields = f"Host: {admin.host}\r\nAuthorization: Bearer {TOKEN}\r\n".encode()
+        with socket.create_connection(("127.0.0.1", admin.port), timeout=30) as live:
+            live.sendall(b"GET /api/live HTTP/1.1\r\n" + fields + b"\r\n")
+            received = b""
+            while b"retry: 2000\n\n" not in received:
+                chunk = live.recv(4096)
+                assert chunk, received
+                received += chunk
+            assert received.startswith(b"HTTP/1.1 200 ")
+            # the stream now reads its first second, which waits for the lock
+            conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=30)
+            conn.request("GET", "/")
+            assert conn.getresponse().status == 200
+            conn.close()
+            # ... and the site answered while that read still waits: the stream is open
+            live.setblocking(False)
+            with pytest.raises(BlockingIOError):
+                live.recv(4096)
+        stats = admin.get("/api/stats?window=5m")
+        assert stats.status == 503, stats
+        assert b"statistics file" in stats.body
+    finally:
+        holder.close()

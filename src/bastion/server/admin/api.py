@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
     from bastion.state.snapshots import Snapshots
 
 STATS_OFF = "statistics are off"
+STATS_UNREADABLE = (sqlite3.Error, OSError)  # a locked, damaged or vanished file
 _T = TypeVar("_T")
 
 
@@ -46,6 +48,7 @@ class AdminApi:
         self.broadcast = broadcast  # made on first use
         self.instance = int(os.environ.get(INSTANCE_ENV, os.getpid()))
         self.renewing = asyncio.Lock()
+        self._live_reading: asyncio.Future[dict[str, Any]] | None = None
 
     async def in_thread(self, fn: Callable[..., _T], *args: Any) -> _T:
         return await self.state.loop.run_in_executor(None, fn, *args)
@@ -55,7 +58,10 @@ class AdminApi:
         state = self.state
         config = state.loaded.config
         certs = await self.in_thread(views.certificates, config)
-        live = self._live()
+        try:
+            live = await self.live_figures()
+        except STATS_UNREADABLE:
+            live = None
         alerts = self.alerts()["alerts"]
         return {
             "version": __version__,
@@ -68,26 +74,41 @@ class AdminApi:
             "alerts": {"firing": sum(1 for a in alerts if a.get("state") == "FIRING")},
         }
 
-    def _live(self) -> dict[str, Any] | None:
+    async def live_figures(self) -> dict[str, Any] | None:
+        """The last complete second (None: statistics are off). Read in a thread: a read
+        of the statistics file may wait seconds for a lock, which the event loop must not.
+        The live streams of this worker share one read at a time."""
         stats = self.state.stats
         if stats is None:
             return None
-        return stats.live()
+        reading = self._live_reading
+        if reading is None:
+            reading = self._live_reading = asyncio.ensure_future(self.in_thread(stats.live))
+            reading.add_done_callback(self._live_read)
+        return await asyncio.shield(reading)
 
-    def live_event(self) -> dict[str, Any] | None:
+    def _live_read(self, reading: asyncio.Future[dict[str, Any]]) -> None:
+        self._live_reading = None
+        if not reading.cancelled():
+            reading.exception()  # retrieved: the streams that waited for it report it
+
+    async def live_event(self) -> dict[str, Any] | None:
         """One event of /api/live (None: statistics are off)."""
-        live = self._live()
+        live = await self.live_figures()
         if live is None:
             return None
         return {"in_flight": None, **live}
 
-    def stats(self, window: str) -> tuple[int, Any]:
+    async def stats(self, window: str) -> tuple[int, Any]:
         if window not in WINDOWS:
             return 400, f"window must be one of {', '.join(WINDOWS)}"
         stats = self.state.stats
         if stats is None:
             return 503, STATS_OFF
-        return 200, stats.summary(window)
+        try:
+            return 200, await self.in_thread(stats.summary, window)
+        except STATS_UNREADABLE as exc:
+            return 503, f"the statistics file cannot be read now: {exc}"
 
     def alerts(self) -> dict[str, Any]:
         source = self.state.alerts

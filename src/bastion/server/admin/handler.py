@@ -244,11 +244,15 @@ class AdminHandler:
     # --------------------------------------------------------------- stats
     def stats(self, client: Downstream, req: Request, caller: Caller) -> None:
         window = parse_qs(req.query).get("window", ["1h"])[0]
-        status, data = self.data.stats(window)
-        if status != 200:
-            client.problem(req, status, data)
-            return
-        self.send_json(client, req, data)
+
+        async def answer() -> None:
+            status, data = await self.data.stats(window)
+            if status != 200:
+                client.problem(req, status, data)
+                return
+            self.send_json(client, req, data)
+
+        self.spawn(answer())
 
     def live_stream(self, client: Downstream, req: Request, caller: Caller) -> None:
         if self.state.stats is None:

@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable
+import sqlite3
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from bastion.http.request import BODY_CHUNKED
@@ -29,7 +30,7 @@ class LiveStream:
         self,
         client: Downstream,
         req: Request,
-        next_event: Callable[[], dict[str, Any] | None],
+        next_event: Callable[[], Awaitable[dict[str, Any] | None]],
         on_end: Callable[[LiveStream], None],
     ) -> None:
         self.client = client
@@ -60,10 +61,15 @@ class LiveStream:
             while client.open and not self.gone:
                 if not client.write_paused:
                     try:
-                        event = self.next_event()
+                        event = await self.next_event()
+                    except (sqlite3.Error, OSError) as exc:  # a locked or damaged file
+                        log.warning("admin: cannot read the live figures (%s); stream ended", exc)
+                        break
                     except Exception:
                         log.exception("admin: the live figures failed; the stream ends")
                         break
+                    if self.gone or not client.open:
+                        break  # the client left while the figures were read
                     if event is None:
                         break  # the statistics went away (a reload turned them off)
                     data = json.dumps(event, separators=(",", ":")).encode()
