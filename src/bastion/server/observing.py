@@ -112,6 +112,7 @@ class Observability:
         self.admin: AdminEndpoint | None = None
         self.alerts: AlertService | None = None
         self.live: LiveStats | None = None
+        self.store: StatsStore | None = None
 
     async def start(self, reuse_port: bool) -> None:
         loaded = self.loaded()
@@ -137,16 +138,9 @@ class Observability:
             self.metrics = MetricsEndpoint(ctx, config.metrics, stores.snapshots, self.recorder)
             await self.metrics.start(reuse_port)
             self.events = self._event_metrics(self.metrics, stores)
+        self.store = store
         if config.alerts.rules or config.admin.listen is not None:
-            from bastion.observe.alerts.service import AlertService
-
-            self.alerts = AlertService(
-                self.loaded,
-                lambda: ctx.plan.balancers,
-                ctx.loop,
-                period=None if store is None else store.period,
-            )
-            self.alerts.start()
+            self.alerts = self._alert_service()
         if config.admin.listen is not None:
             from bastion.server.admin import AdminEndpoint
 
@@ -158,6 +152,20 @@ class Observability:
                 self.admin.bind_stats(self.live)
             self.admin.bind_alerts(self.alerts)
             await self.admin.start(reuse_port)
+
+    def _alert_service(self) -> AlertService:
+        """The alerting of this worker, started (idle until the config has rules)."""
+        from bastion.observe.alerts.service import AlertService
+
+        ctx, store = self.ctx, self.store
+        alerts = AlertService(
+            self.loaded,
+            lambda: ctx.plan.balancers,
+            ctx.loop,
+            period=None if store is None else store.period,
+        )
+        alerts.start()
+        return alerts
 
     def _event_metrics(self, metrics: MetricsEndpoint, stores: Any) -> EventMetrics:
         """The event metrics (upstream errors, refusals, certificates, reloads) on the
@@ -184,6 +192,8 @@ class Observability:
         if not ok:
             return
         config = self.loaded().config
+        if self.alerts is None and config.alerts.rules:
+            self.alerts = self._alert_service()  # rules the config started without
         if self.metrics is not None:
             self.metrics.configure(config.metrics)
         elif config.metrics.listen is not None:
