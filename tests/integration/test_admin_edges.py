@@ -7,6 +7,7 @@ from __future__ import annotations
 import http.client
 import socket
 import sqlite3
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -98,3 +99,26 @@ def test_a_locked_statistics_file_does_not_stall_the_gateway(
         assert b"statistics file" in stats.body
     finally:
         holder.close()
+
+
+def test_referrers_are_kept_without_their_query(
+    gateway: Start, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A page of the API opened with its key in the query sends that URL as the Referer
+    of what it loads: the statistics count the page, never the key."""
+    gw, admin = admin_gateway(gateway, tmp_path, monkeypatch)
+    page = "https://api.example/docs"
+    for referrer in (f"{page}?api_key=KEY-0123456789", f"{page}?api_key=KEY-9876543210#x"):
+        conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=30)
+        conn.request("GET", "/", headers={"Referer": referrer})
+        assert conn.getresponse().status == 200
+        conn.close()
+    deadline = time.monotonic() + 30
+    while True:  # the top lists are written every few seconds
+        stats = admin.get("/api/stats?window=5m")
+        assert stats.status == 200, stats
+        if stats.json()["top"]["referrers"] or time.monotonic() > deadline:
+            break
+        time.sleep(0.25)
+    assert stats.json()["top"]["referrers"] == [{"key": page, "requests": 2}]
+    assert b"KEY-" not in stats.body

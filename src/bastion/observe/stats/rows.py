@@ -7,7 +7,9 @@ what it returns.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping
 
 from bastion.observe.interval import Interval, RouteFigures
 from bastion.observe.stats.agents import AgentFamilies
@@ -33,6 +35,7 @@ DIMENSIONS = (
 _WIDTH = len(COUNTERS)
 _CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
 HIT_OUTCOMES = ("HIT", "STALE", "REVALIDATED")  # answered from the cache
+_QUERY_START = re.compile(r"[?#;]")
 
 
 def figures_row(figures: RouteFigures) -> list[float]:
@@ -80,6 +83,18 @@ class RouteRows:
         return ((t, route, *values) for (t, route), values in self.rows.items())
 
 
+def referrer_pages(referrers: Mapping[str, int]) -> Counter[str]:
+    """Referrers counted by page: without their query, fragment or path parameters, which
+    carry what the statistics must not keep (an API key in the query of a page of the
+    API itself, a session id, a reset token) and would split one page into many keys."""
+    pages: Counter[str] = Counter()
+    for referrer, n in referrers.items():
+        if referrer:
+            cut = _QUERY_START.search(referrer)
+            pages[referrer if cut is None else referrer[: cut.start()]] += n
+    return pages
+
+
 class TopCounts:
     """The top-K counts of every dimension since the last flush, bounded (`TopSketch`).
 
@@ -104,7 +119,7 @@ class TopCounts:
                 sketches[name].add(counts)
         referrers = top.get("referrers")
         if referrers:
-            sketches["referrers"].add({key: n for key, n in referrers.items() if key})
+            sketches["referrers"].add(referrer_pages(referrers))
         for consumer, (requests, limited) in interval.consumers.items():
             sketches["consumers"].add_one(consumer, requests, limited)
         agents = top.get("agents")
