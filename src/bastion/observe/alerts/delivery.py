@@ -5,8 +5,12 @@ is retried with backoff; a failure is logged (without secrets) and never reaches
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
+import functools
 import logging
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 
 from bastion.config.alert_models import AlertChannel
 from bastion.config.show import redact
@@ -26,13 +30,52 @@ RETRY_DELAYS = (5.0, 30.0, 120.0)
 """Seconds before each retry of a failed delivery: four attempts in about 2.5 minutes."""
 
 
+SENDERS = 4
+"""Attempts of one worker under way at once, each in a daemon thread of its own. A receiver
+that accepts and never answers holds one for the channel's timeout: never a thread of the
+loop's default pool, which requests wait for (basic auth's password checks, DNS lookups),
+and never one that a stopping worker waits for."""
+
+
+def _settle(done: asyncio.Future[None], error: BaseException | None) -> None:
+    if done.done():
+        return  # the delivery was cancelled meanwhile
+    if error is None:
+        done.set_result(None)
+    else:
+        done.set_exception(error)
+
+
+async def in_daemon_thread(fn: Callable[[], object]) -> None:
+    """Run `fn` in a daemon thread and wait for it: cancelling the wait leaves the thread to
+    its own timeout, and a process that exits does not wait for it."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+    run = contextvars.copy_context().run
+
+    def work() -> None:
+        error: BaseException | None = None
+        try:
+            run(fn)
+        except BaseException as exc:  # handed to the awaiting task
+            error = exc
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+            loop.call_soon_threadsafe(_settle, done, error)
+
+    threading.Thread(target=work, name="bastion-alert", daemon=True).start()
+    await done
+
+
 async def try_send(
-    name: str, channel: AlertChannel, note: Notification, hidden: frozenset[str] = frozenset()
+    name: str,
+    channel: AlertChannel,
+    note: Notification,
+    hidden: frozenset[str] = frozenset(),
 ) -> str | None:
-    """One attempt in a thread: None when delivered, else the reason (secret-free)."""
+    """One attempt in a daemon thread: None when delivered, else the reason (secret-free)."""
     hidden = with_url_parts(hidden) | channel_secrets(channel)
     try:
-        await asyncio.to_thread(send, channel, note)
+        await in_daemon_thread(functools.partial(send, channel, note))
     except SendError as exc:
         return redact(str(exc), hidden)
     except Exception as exc:  # a sender's bug must not end the alerting of other rules
@@ -49,6 +92,7 @@ class Deliveries:
         self.delays = tuple(delays)
         self.hidden = hidden
         self._tasks: set[asyncio.Task[bool]] = set()
+        self._senders: asyncio.Semaphore | None = None  # made on the loop, at first use
 
     def start(self, name: str, channel: AlertChannel, note: Notification) -> None:
         task = asyncio.get_running_loop().create_task(self._deliver(name, channel, note))
@@ -58,7 +102,10 @@ class Deliveries:
     async def _deliver(self, name: str, channel: AlertChannel, note: Notification) -> bool:
         attempts = len(self.delays) + 1
         for attempt in range(1, attempts + 1):
-            reason = await try_send(name, channel, note, self.hidden)
+            if self._senders is None:
+                self._senders = asyncio.Semaphore(SENDERS)
+            async with self._senders:
+                reason = await try_send(name, channel, note, self.hidden)
             if reason is None:
                 log.info("alert %s %s: notified on channel %s", note.alert, note.state, name)
                 return True
