@@ -4,6 +4,8 @@ when the admin's inputs are hostile or its settings change."""
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import http.client
 import socket
 import sqlite3
@@ -11,6 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import bcrypt
 import pytest
 from test_admin_kit import TOKEN, admin_gateway
 
@@ -70,14 +73,25 @@ def _locked_stats_file(data_dir: Path) -> sqlite3.Connection:
 def test_a_locked_statistics_file_does_not_stall_the_gateway(
     gateway: Start, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The live view and the stats endpoint read the file off the event loop: while a
-    reader waits for a lock, the sites keep answering, and the endpoint says what is wrong."""
+    """The live view and the stats endpoint read the file off the event loop, and in
+    threads of the admin's own: while readers wait for a lock, the sites keep answering
+    (basic auth's password checks need the loop's thread pool), and the endpoint says what
+    is wrong."""
     data_dir = tmp_path / "data"
     holder = _locked_stats_file(data_dir)
+    hashed = bcrypt.hashpw(b"pw", bcrypt.gensalt(4)).decode()
+    route = {"path": "/", "respond": {}, "auth": {"basic": {"users": {"alice": hashed}}}}
     try:
-        gw, admin = admin_gateway(gateway, tmp_path, monkeypatch, data_dir=str(data_dir))
+        gw, admin = admin_gateway(
+            gateway,
+            tmp_path,
+            monkeypatch,
+            data_dir=str(data_dir),
+            sites=[{"hosts": ["*"], "routes": [route]}],
+        )
         fields = f"Host: {admin.host}\r\nAuthorization: Bearer {TOKEN}\r\n".encode()
-        with socket.create_connection(("127.0.0.1", admin.port), timeout=30) as live:
+        with contextlib.ExitStack() as stack:
+            live = stack.enter_context(socket.create_connection(("127.0.0.1", admin.port), 30))
             live.sendall(b"GET /api/live HTTP/1.1\r\n" + fields + b"\r\n")
             received = b""
             while b"retry: 2000\n\n" not in received:
@@ -85,15 +99,24 @@ def test_a_locked_statistics_file_does_not_stall_the_gateway(
                 assert chunk, received
                 received += chunk
             assert received.startswith(b"HTTP/1.1 200 ")
-            # the stream now reads its first second, which waits for the lock
+            # the stream now reads its first second, which waits for the lock; so do
+            # dashboards asking for their figures
+            asking = []
+            for _ in range(6):  # with the live read: more than the loop's pool has threads
+                sock = stack.enter_context(socket.create_connection(("127.0.0.1", admin.port), 30))
+                sock.sendall(b"GET /api/stats?window=1h HTTP/1.1\r\n" + fields + b"\r\n")
+                asking.append(sock)
+            time.sleep(0.5)  # (they are read and their reads started)
             conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=30)
-            conn.request("GET", "/")
+            basic = "Basic " + base64.b64encode(b"alice:pw").decode()
+            conn.request("GET", "/", headers={"Authorization": basic})
             assert conn.getresponse().status == 200
             conn.close()
-            # ... and the site answered while that read still waits: the stream is open
-            live.setblocking(False)
-            with pytest.raises(BlockingIOError):
-                live.recv(4096)
+            # ... and the site answered while those reads still wait
+            for sock in [live, *asking]:
+                sock.setblocking(False)
+                with pytest.raises(BlockingIOError):
+                    sock.recv(4096)
         stats = admin.get("/api/stats?window=5m")
         assert stats.status == 503, stats
         assert b"statistics file" in stats.body

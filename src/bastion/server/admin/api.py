@@ -7,6 +7,7 @@ import asyncio
 import os
 import sqlite3
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import bastion.server.admin.views as views
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
 
 STATS_OFF = "statistics are off"
 STATS_UNREADABLE = (sqlite3.Error, OSError)  # a locked, damaged or vanished file
+READERS = 2  # threads of the admin's reads (statistics, certificates) in one worker
 _T = TypeVar("_T")
 
 
@@ -49,9 +51,20 @@ class AdminApi:
         self.instance = int(os.environ.get(INSTANCE_ENV, os.getpid()))
         self.renewing = asyncio.Lock()
         self._live_reading: asyncio.Future[dict[str, Any]] | None = None
+        self.readers: ThreadPoolExecutor | None = None  # made at the first read
 
     async def in_thread(self, fn: Callable[..., _T], *args: Any) -> _T:
-        return await self.state.loop.run_in_executor(None, fn, *args)
+        """`fn` in a thread of the admin's own: a read waiting for a lock on the
+        statistics file (seconds) holds one of them, never a thread of the loop's default
+        pool, which requests wait for (basic auth's password checks, DNS lookups)."""
+        if self.readers is None:
+            self.readers = ThreadPoolExecutor(READERS, thread_name_prefix="bastion-admin")
+        return await self.state.loop.run_in_executor(self.readers, fn, *args)
+
+    def close(self) -> None:
+        if self.readers is not None:
+            self.readers.shutdown(wait=False, cancel_futures=True)
+            self.readers = None
 
     # ----------------------------------------------------------- read only
     async def overview(self) -> dict[str, Any]:

@@ -133,6 +133,7 @@ class AdminEndpoint:
 
     def close(self) -> None:
         self.handler.close()
+        self.api.close()
         if self.ctx is not None:
             for conn in list(self.ctx.connections):
                 conn.close_idle()  # the worker drains the sites' connections, not these
