@@ -48,6 +48,16 @@ def test_the_cache_is_bounded_and_forgets_the_least_recent() -> None:
     assert CHROME in agents and CURL in agents and FIREFOX not in agents
 
 
+def test_huge_user_agents_are_parsed_and_kept_by_their_start() -> None:
+    """A client can send User-Agents as long as its header limit: each would cost a parse
+    in proportion to its length and stay in the cache whole. Only their start counts."""
+    agents = AgentFamilies(budget=100)
+    padding = "x" * 30_000
+    counts = agents.count({f"{CHROME} {padding}{i}": 1 for i in range(20)})
+    assert counts == {parse_agent(CHROME): 20}
+    assert len(agents) == 1  # one string of at most MAX_AGENT characters is cached
+
+
 def test_browsers_os_devices_and_bots_in_the_summary(tmp_path: Path) -> None:
     clock = ManualClock(T0)
     writer = StatsWriter(tmp_path, clock)

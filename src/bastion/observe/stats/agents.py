@@ -5,7 +5,10 @@ about a millisecond (ua-parser's regular expressions), so results are cached per
 string in a bounded LRU, and a batch parses at most `budget` strings it has not seen
 (the most frequent first): a client sending a new random User-Agent with every request
 cannot make the writer fall behind; the strings left over count as "Other" until a later
-batch parses them.
+batch parses them. Only the first `MAX_AGENT` characters of a string count: a parse costs
+time in proportion to the string's length, with the interpreter's lock held (the event
+loop waits), and the cache keeps its strings, which a client can make as long as its
+header limit allows.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ __all__ = ["AgentFamilies", "Families"]
 
 CACHE_SIZE = 20_000  # distinct User-Agent strings remembered
 PARSE_BUDGET = 50  # strings parsed per batch (about 50 ms of a thread, once a second)
+MAX_AGENT = 512  # characters of a User-Agent parsed and cached (real ones are shorter)
 NONE = "(none)"  # no User-Agent header
 OTHER = "Other"  # ua-parser's name for what it does not recognise
 
@@ -83,6 +87,12 @@ class AgentFamilies:
 
     def count(self, agents: Mapping[str, int]) -> dict[Families, int]:
         """Requests per families for one batch's User-Agent counts."""
+        if any(len(agent) > MAX_AGENT for agent in agents):
+            clipped: dict[str, int] = {}
+            for agent, n in agents.items():
+                agent = agent[:MAX_AGENT]
+                clipped[agent] = clipped.get(agent, 0) + n
+            agents = clipped
         cache = self._cache
         fresh = [agent for agent in agents if agent not in cache]
         skipped: set[str] = set()
