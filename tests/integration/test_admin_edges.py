@@ -145,3 +145,26 @@ def test_referrers_are_kept_without_their_query(
         time.sleep(0.25)
     assert stats.json()["top"]["referrers"] == [{"key": page, "requests": 2}]
     assert b"KEY-" not in stats.body
+
+
+def test_login_through_a_tls_proxy_in_front(
+    gateway: Start, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A proxy that ends TLS in front of a plain listener, under a name of `admin.hosts`:
+    the browser's login form comes with the https origin of that name, and is let in;
+    that origin under another Host, or an origin of another site, is still refused."""
+    name = "admin.example.com"
+    _, admin = admin_gateway(gateway, tmp_path, monkeypatch, admin={"hosts": [name]})
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    body = f"token={TOKEN}".encode()
+
+    def login(host: str, origin: str) -> int:
+        answer = admin.ask("POST", "/login", {**form, "Host": host, "Origin": origin}, body)
+        assert (answer.status == 303) == (answer.header("set-cookie") is not None)
+        return answer.status
+
+    assert login(name, f"https://{name}") == 303
+    assert login(name, f"http://{name}") == 303
+    assert login(admin.host, f"https://{name}") == 403
+    assert login(admin.host, f"https://{admin.host}") == 403  # not a name of admin.hosts
+    assert login(name, "https://evil.example") == 403

@@ -117,7 +117,13 @@ def test_hosts_of_a_unix_socket() -> None:
 
 
 def test_origin_is_the_admin_itself() -> None:
-    assert HostCheck.origin_ok("http://localhost:9180", "http", "localhost:9180")
-    assert not HostCheck.origin_ok("http://evil.example", "http", "localhost:9180")
-    assert not HostCheck.origin_ok("https://localhost:9180", "http", "localhost:9180")
-    assert not HostCheck.origin_ok("null", "http", "localhost:9180")
+    check = HostCheck(Address("127.0.0.1", 9180), ["admin.example.test", "tunnel.test:8443"])
+    assert check.origin_ok("http://localhost:9180", "http", "localhost:9180")
+    assert not check.origin_ok("http://evil.example", "http", "localhost:9180")
+    assert not check.origin_ok("https://localhost:9180", "http", "localhost:9180")
+    assert not check.origin_ok("null", "http", "localhost:9180")
+    # a name of admin.hosts behind a proxy that ends TLS: its https origin too
+    assert check.origin_ok("https://admin.example.test", "http", "admin.example.test")
+    assert check.origin_ok("https://tunnel.test:8443", "http", "tunnel.test:8443")
+    assert not check.origin_ok("http://admin.example.test", "https", "admin.example.test")
+    assert not check.origin_ok("https://admin.example.test", "http", "localhost:9180")

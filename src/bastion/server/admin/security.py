@@ -152,26 +152,41 @@ class HostCheck:
             if listen.host is not None:
                 exact.add(str(listen).lower())
             exact.update(f"{name}:{port}" for name in ("localhost", "127.0.0.1", "[::1]"))
-        for host in hosts:
-            if _port_of(host):
-                exact.add(host)
-            else:
-                names.add(host)
-        self.exact = frozenset(exact)
-        self.names = frozenset(names)
+        configured_exact = frozenset(host for host in hosts if _port_of(host))
+        configured_names = frozenset(host for host in hosts if not _port_of(host))
+        self.exact = frozenset(exact) | configured_exact
+        self.names = frozenset(names) | configured_names
+        self.proxied = HostNames(configured_exact, configured_names)
 
     def host_ok(self, host: str) -> bool:
-        host = host.lower()
-        if host in self.exact:
-            return True
-        name = host.rsplit(":", 1)[0] if _port_of(host) else host
-        return name in self.names
+        return _matches(host.lower(), self.exact, self.names)
 
-    @staticmethod
-    def origin_ok(origin: str, scheme: str, host: str) -> bool:
+    def origin_ok(self, origin: str, scheme: str, host: str) -> bool:
         """An Origin header, when sent, names the admin itself: the scheme it is served
-        with and the Host it was reached under (already checked)."""
-        return origin.lower() == f"{scheme}://{host.lower()}"
+        with and the Host it was reached under (already checked). Under a name of
+        `admin.hosts` a plain listener is also reached as https: a proxy in front ends
+        TLS, and the browser's origin is the https one."""
+        origin, host = origin.lower(), host.lower()
+        if origin == f"{scheme}://{host}":
+            return True
+        return (
+            scheme == "http"
+            and origin == f"https://{host}"
+            and _matches(host, self.proxied.exact, self.proxied.names)
+        )
+
+
+@dataclass(frozen=True)
+class HostNames:
+    exact: frozenset[str]  # host:port
+    names: frozenset[str]  # any port
+
+
+def _matches(host: str, exact: frozenset[str], names: frozenset[str]) -> bool:
+    if host in exact:
+        return True
+    name = host.rsplit(":", 1)[0] if _port_of(host) else host
+    return name in names
 
 
 def _port_of(host: str) -> str:
