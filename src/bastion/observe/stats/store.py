@@ -313,6 +313,8 @@ class StatsStore:
             "p95": figures["latency"]["p95"],
             "p99": figures["latency"]["p99"],
             "upstream_p95": figures["upstream_latency"]["p95"],
+            "upstream_share": figures["upstream_share"],
+            "refusals": figures["refusals"],
             "bytes_in": figures["bytes_in"],
             "bytes_out": figures["bytes_out"],
             "cache_hits": figures["cache"]["hits"],
