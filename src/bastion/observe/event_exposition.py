@@ -22,7 +22,6 @@ import os
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from cryptography import x509
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -193,6 +192,9 @@ class EventMetrics(Collector):
         if known is not None and known[0] == version:
             return known[1]
         value: float | None = None
+        # imported here: a gateway without TLS never loads cryptography (~10 MB)
+        from cryptography import x509
+
         try:
             with open(path, "rb") as f:
                 cert = x509.load_pem_x509_certificate(f.read())

@@ -9,8 +9,6 @@ import hashlib
 import json
 from typing import TYPE_CHECKING, Any
 
-from cryptography import x509
-
 from bastion.balance import status
 from bastion.config.show import REDACTED, redact
 
@@ -121,6 +119,8 @@ def renew(config: Config, name: str) -> dict[str, Any]:
 def _renew_local(config: Config, wanted: str, name: str) -> dict[str, Any]:
     """A new leaf of the local CA for the site that has `name`; every worker's certificate
     watcher loads the rewritten files (within tls.watch_interval)."""
+    from cryptography import x509
+
     from bastion.state.files import ensure_dir, resolve_data_dir
     from bastion.tls.certs import cert_rows
     from bastion.tls.localca import LocalCA
