@@ -7,11 +7,14 @@ separately and together, as user-space instructions per request:
 
     python bench/instructions.py [variant ...]
 
-A variant is ``bare`` (the route without policies, no access log) or a comma list of
+A variant is ``bare`` (the route without policies, no access log, every observability
+feature off: statistics and trace context are on by default, so ``bare`` turns them off) or
+a comma list of
 ``key`` (API key), ``rl`` (a rate limit of 1000000/s by consumer), ``rqh`` / ``rsh``
 (request / response header rules), ``hdr`` (both), ``log`` (JSON access log), ``metrics``
-(request metrics recorded for a ``metrics.listen`` listener), ``observe`` (every
-observability feature of `OBSERVE` on: what the "observability on" figure means). Each variant
+(request metrics recorded for a ``metrics.listen`` listener), ``stats`` (the traffic
+statistics), ``trace`` (W3C trace context sent upstream), ``observe`` (every observability
+feature of `OBSERVE` on: what the "observability on" figure means). Each variant
 starts bastion under ``valgrind --tool=callgrind`` with instrumentation off, warms it up
 with wrk, then counts the instructions of one wrk run. Instructions are not time: they leave
 out the kernel, cache misses and branch mispredictions, so a ratio here is an upper bound of
@@ -29,6 +32,7 @@ HPACK, flow control, encryption), which the HTTP/1.1 figures do not show.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import socket
 import subprocess
@@ -56,17 +60,46 @@ PARTS = {
 }
 
 # The observability features the ``observe`` variant turns on: top-level config keys and
-# their values in YAML flow form; ``$PORT`` becomes a free port, ``$TMP`` the run's
-# directory. A feature of the observability work adds its key here.
+# their values in YAML flow form; ``$PORT`` becomes a free port, ``$CLOSED`` a port nothing
+# listens on, ``$TMP`` the run's directory. A feature of the observability work adds its key
+# here. The alert rule is evaluated once a period, off the request path; its webhook points
+# at a closed port (a firing rule's delivery fails without waiting for a timeout).
 OBSERVE = {
     "metrics": "{listen: 127.0.0.1:$PORT}",
+    "stats": "{enabled: true}",
+    "tracing": "{traceparent: true}",
+    "admin": '{listen: 127.0.0.1:$PORT, token: "${BENCH_ADMIN_TOKEN}"}',
+    "alerts": "{channels: {hook: {webhook: {url: 'http://127.0.0.1:$CLOSED/alert'}}}, "
+    "rules: {errors: {kind: error_rate, threshold: 0.05, period: 10s, channels: [hook]}}}",
 }
+# everything `OBSERVE` turns on, off (statistics and trace context are on by default): the
+# ``bare`` figure and the base every variant adds its parts to
+OBSERVE_OFF = {
+    "stats": "{enabled: false}",
+    "tracing": "{traceparent: false}",
+}
+# single features of `OBSERVE`, for the cost of each: variant part -> its keys
+FEATURES = {"metrics": ("metrics",), "stats": ("stats",), "trace": ("tracing",)}
+# the admin token of the ``observe`` variant, in bastion's environment (a ${ENV} secret)
+ADMIN_TOKEN_ENV = {"BENCH_ADMIN_TOKEN": "bench-admin-token-0123456789abcdef"}
 
 
-def _observe_config(tmp: Path) -> str:
+def _observe_config(tmp: Path, names: list[str]) -> str:
+    """The top-level observability keys of a variant: `OBSERVE_OFF`, with the features the
+    variant names (all of `OBSERVE` for ``observe``) turned on."""
+    keys = dict(OBSERVE_OFF)
+    if "observe" in names:
+        keys.update(OBSERVE)
+    for name in names:
+        for key in FEATURES.get(name, ()):
+            keys[key] = OBSERVE[key]
     return "".join(
-        f"{key}: {value.replace('$PORT', str(free_port())).replace('$TMP', str(tmp))}\n"
-        for key, value in OBSERVE.items()
+        f"{key}: "
+        + value.replace("$PORT", str(free_port()))
+        .replace("$CLOSED", str(free_port()))
+        .replace("$TMP", str(tmp))
+        + "\n"
+        for key, value in keys.items()
     )
 
 
@@ -74,7 +107,7 @@ def config(
     tmp: Path, backend_port: int, port: int, variant: str, tls: tlscert.TlsFiles | None = None
 ) -> str:
     names = variant.split(",")
-    known = ("bare", "log", "metrics", "observe")
+    known = ("bare", "log", "observe", *FEATURES)
     unknown = [n for n in names if n not in PARTS and n not in known]
     if unknown:
         raise SystemExit(f"unknown variant part(s): {', '.join(unknown)}")
@@ -90,12 +123,10 @@ def config(
     if tls is not None:
         listen = f"{{http: 127.0.0.1:{free_port()}, https: 127.0.0.1:{port}}}"
         site_tls = f'    tls: {{cert: "{tls.cert}", key: "{tls.key}"}}\n'
-    metrics = f"metrics: {{listen: 127.0.0.1:{free_port()}}}\n" if "metrics" in names else ""
-    if "observe" in names:
-        metrics = _observe_config(tmp)
+    observe = _observe_config(tmp, names)
     return f"""\
 listen: {listen}
-{metrics}workers: 1
+{observe}workers: 1
 data_dir: "{tmp}/data"
 access_log: {log}
 sites:
@@ -139,9 +170,11 @@ def measure(
     key: str,
     seconds: int,
     tls: tlscert.TlsFiles | None = None,
+    idle: bool = False,
 ) -> tuple[int, int]:
     """(requests, instructions) of one wrk run (h2load with ``tls``) against bastion
-    running ``variant``."""
+    running ``variant``; with ``idle``, (0, instructions) of ``seconds`` without requests
+    after the warm-up (the per-second work alone)."""
     port = free_port()
     cfg = tmp / f"{variant}.yaml"
     cfg.write_text(config(tmp, backend_port, port, variant, tls))
@@ -150,6 +183,7 @@ def measure(
         ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}",
          str(python), "-m", "bastion", "run", "-c", str(cfg)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp,
+        env={**os.environ, **ADMIN_TOKEN_ENV},
     )  # fmt: skip
     try:
         _wait_port(port, 120)
@@ -162,18 +196,27 @@ def measure(
                    f"http://127.0.0.1:{port}{targets.POLICY_PATH}"]  # fmt: skip
             subprocess.run([*wrk, "-d3s"], capture_output=True, check=True)  # warm-up
             subprocess.run(["callgrind_control", "-i", "on", str(proc.pid)], capture_output=True)
-            run = subprocess.run(
-                [*wrk, f"-d{seconds}s"], capture_output=True, text=True, check=True
-            )
-            found = re.search(r"(\d+) requests in", run.stdout)
-            if found is None or "Non-2xx" in run.stdout:
-                raise SystemExit(f"{variant}: wrk failed or got errors:\n{run.stdout}")
-            requests = int(found.group(1))
+            requests = _idle(seconds) if idle else _wrk(wrk, seconds, variant)
         subprocess.run(["callgrind_control", "-i", "off", str(proc.pid)], capture_output=True)
     finally:
         proc.terminate()
         proc.wait(timeout=60)
     return requests, _total(out)
+
+
+def _wrk(wrk: list[str], seconds: int, variant: str) -> int:
+    """Requests answered in one wrk run of ``seconds``."""
+    run = subprocess.run([*wrk, f"-d{seconds}s"], capture_output=True, text=True, check=True)
+    found = re.search(r"(\d+) requests in", run.stdout)
+    if found is None or "Non-2xx" in run.stdout:
+        raise SystemExit(f"{variant}: wrk failed or got errors:\n{run.stdout}")
+    return int(found.group(1))
+
+
+def _idle(seconds: int) -> int:
+    """No requests for ``seconds``: the count is the per-second work alone."""
+    time.sleep(seconds)
+    return 0
 
 
 def _total(out: Path) -> int:
@@ -198,6 +241,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--h2", action="store_true",
                    help="over HTTP/2 on TLS (h2load; --seconds x 2000 requests counted)")
+    p.add_argument("--idle", action="store_true",
+                   help="instructions per second without requests, after the warm-up "
+                   "(the per-second work of each variant)")
     p.add_argument(
         "--bastion",
         type=Path,
@@ -223,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
 
         def one(variant: str) -> tuple[int, int]:
             return measure(python, args.bastion, tmp, backend_port, variant, key,
-                           args.seconds, tls)  # fmt: skip
+                           args.seconds, tls, args.idle)  # fmt: skip
 
         if args.together:
             with ThreadPoolExecutor(len(args.variants)) as pool:
@@ -231,6 +277,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             results = [(variant, one(variant)) for variant in args.variants]
         for variant, (requests, total) in results:
+            if args.idle:
+                print(f"{variant:16s} idle {total / args.seconds / 1000:9.1f} kIr/s", flush=True)
+                continue
             counts[variant] = total / requests
             print(
                 f"{variant:16s} {requests:7d} requests  {total / requests / 1000:7.1f} kIr/req",
