@@ -24,6 +24,13 @@ With ``--together`` the variants run at the same time (one callgrind each, on a 
 with a core per variant): paired figures under the same load, e.g.
 ``python bench/instructions.py --together bare observe``.
 
+Before the counted run, ``--idle`` seconds (4) without requests are counted apart: the
+work a worker does once a second whatever its traffic (the date line, the statistics'
+second, alerts, snapshots for other workers). Under valgrind bastion serves a few hundred
+requests a second instead of thousands, so that work weighs some 50 times more per request
+than it does at a real rate; the "net" figure leaves it out (the idle rate times the
+counted seconds) and is the per-request cost at a rate where it is negligible.
+
 With ``--h2`` the same variants are measured over HTTP/2 on TLS 1.3 (h2load, 16 connections
 of 10 streams, a fixed number of requests): the HTTP/2 path has a cost of its own (framing,
 HPACK, flow control, encryption), which the HTTP/1.1 figures do not show.
@@ -170,11 +177,12 @@ def measure(
     key: str,
     seconds: int,
     tls: tlscert.TlsFiles | None = None,
-    idle: bool = False,
-) -> tuple[int, int]:
-    """(requests, instructions) of one wrk run (h2load with ``tls``) against bastion
-    running ``variant``; with ``idle``, (0, instructions) of ``seconds`` without requests
-    after the warm-up (the per-second work alone)."""
+    idle: int = 0,
+    connections: int = 16,
+) -> tuple[int, int, int]:
+    """(requests, instructions, idle instructions) of one wrk run (h2load with ``tls``)
+    against bastion running ``variant``, after ``idle`` seconds without requests counted
+    apart (the work a worker does once a second whatever its traffic)."""
     port = free_port()
     cfg = tmp / f"{variant}.yaml"
     cfg.write_text(config(tmp, backend_port, port, variant, tls))
@@ -192,16 +200,21 @@ def measure(
             subprocess.run(["callgrind_control", "-i", "on", str(proc.pid)], capture_output=True)
             requests = _h2load(port, key, 2000 * seconds)
         else:
-            wrk = ["wrk", "-t1", "-c16", "-H", f"X-API-Key: {key}",
+            wrk = ["wrk", "-t1", f"-c{connections}", "-H", f"X-API-Key: {key}",
                    f"http://127.0.0.1:{port}{targets.POLICY_PATH}"]  # fmt: skip
             subprocess.run([*wrk, "-d3s"], capture_output=True, check=True)  # warm-up
             subprocess.run(["callgrind_control", "-i", "on", str(proc.pid)], capture_output=True)
-            requests = _idle(seconds) if idle else _wrk(wrk, seconds, variant)
+            if idle:
+                time.sleep(idle)
+                # a dump zeroes the counts: the idle seconds go to a file of their own
+                subprocess.run(["callgrind_control", "-d", str(proc.pid)], capture_output=True)
+            requests = _wrk(wrk, seconds, variant)
         subprocess.run(["callgrind_control", "-i", "off", str(proc.pid)], capture_output=True)
     finally:
         proc.terminate()
         proc.wait(timeout=60)
-    return requests, _total(out)
+    dumps = sorted(tmp.glob(f"{out.name}.*"))  # the idle part, when there is one
+    return requests, _total(out), sum(_total(d) for d in dumps)
 
 
 def _wrk(wrk: list[str], seconds: int, variant: str) -> int:
@@ -213,18 +226,15 @@ def _wrk(wrk: list[str], seconds: int, variant: str) -> int:
     return int(found.group(1))
 
 
-def _idle(seconds: int) -> int:
-    """No requests for ``seconds``: the count is the per-second work alone."""
-    time.sleep(seconds)
-    return 0
-
-
 def _total(out: Path) -> int:
-    total = 0
+    """The instructions of one callgrind file (part). Its "totals:" line: after a dump,
+    a part's "summary:" may have wrapped around (callgrind 3.19)."""
+    found = {}
     for line in out.read_text().splitlines():
         if line.startswith(("summary:", "totals:")):
-            total = max(total, int(line.split()[1]))
-    return total
+            name, value = line.split()[:2]
+            found[name] = int(value)
+    return found.get("totals:", found.get("summary:", 0))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -241,9 +251,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--h2", action="store_true",
                    help="over HTTP/2 on TLS (h2load; --seconds x 2000 requests counted)")
-    p.add_argument("--idle", action="store_true",
-                   help="instructions per second without requests, after the warm-up "
-                   "(the per-second work of each variant)")
+    p.add_argument("--idle", type=int, default=10, metavar="SECONDS",
+                   help="seconds without requests counted apart before the wrk run "
+                   "(the per-second work; 0: none)")
+    p.add_argument("--connections", type=int, default=16,
+                   help="wrk connections (16); fewer give a lower request rate, and the "
+                   "per-request figures at two rates separate the per-second work")
     p.add_argument(
         "--bastion",
         type=Path,
@@ -265,35 +278,38 @@ def main(argv: list[str] | None = None) -> int:
             check=True,
         )
         key = made.stdout.split()[0]
-        counts = {}
+        counts: dict[str, tuple[float, float]] = {}  # variant -> (per request, net)
 
-        def one(variant: str) -> tuple[int, int]:
+        def one(variant: str) -> tuple[int, int, int]:
             return measure(python, args.bastion, tmp, backend_port, variant, key,
-                           args.seconds, tls, args.idle)  # fmt: skip
+                           args.seconds, tls, args.idle, args.connections)  # fmt: skip
 
         if args.together:
             with ThreadPoolExecutor(len(args.variants)) as pool:
                 results = list(zip(args.variants, pool.map(one, args.variants), strict=True))
         else:
             results = [(variant, one(variant)) for variant in args.variants]
-        for variant, (requests, total) in results:
-            if args.idle:
-                print(f"{variant:16s} idle {total / args.seconds / 1000:9.1f} kIr/s", flush=True)
-                continue
-            counts[variant] = total / requests
+        for variant, (requests, total, idle) in results:
+            # valgrind serves a few hundred requests a second, so the work done once a
+            # second weighs ~50x more per request than at a real rate: "net" leaves it
+            # out (the idle seconds' rate, times the counted seconds)
+            per_second = idle / args.idle if args.idle else 0.0
+            per, net = total / requests, (total - per_second * args.seconds) / requests
+            counts[variant] = (per, net)
             print(
-                f"{variant:16s} {requests:7d} requests  {total / requests / 1000:7.1f} kIr/req",
+                f"{variant:16s} {requests:7d} requests  {per / 1000:7.1f} kIr/req  "
+                f"idle {per_second / 1000:7.1f} kIr/s  net {net / 1000:7.1f} kIr/req",
                 flush=True,
             )
     finally:
         backend.stop()
     if "bare" in counts:
-        base = counts["bare"]
-        print("\nagainst bare:")
-        for variant, per in counts.items():
+        base, base_net = counts["bare"]
+        print("\nagainst bare:            per request          net")
+        for variant, (per, net) in counts.items():
             print(
-                f"{variant:16s} {per / 1000:7.1f} kIr/req  {(per - base) / 1000:+6.1f}k  "
-                f"ratio {base / per:.3f}"
+                f"{variant:16s} {(per - base) / 1000:+6.1f}k {100 * (per / base - 1):+5.1f}%  "
+                f"{(net - base_net) / 1000:+6.1f}k {100 * (net / base_net - 1):+5.1f}%"
             )
     return 0
 
