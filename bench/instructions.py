@@ -47,6 +47,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import targets
@@ -179,16 +180,17 @@ def measure(
     tls: tlscert.TlsFiles | None = None,
     idle: int = 0,
     connections: int = 16,
-) -> tuple[int, int, int]:
-    """(requests, instructions, idle instructions) of one wrk run (h2load with ``tls``)
-    against bastion running ``variant``, after ``idle`` seconds without requests counted
-    apart (the work a worker does once a second whatever its traffic)."""
+) -> Counted:
+    """The instructions of one wrk run (h2load with ``tls``) against bastion running
+    ``variant``, after ``idle`` seconds without requests counted apart (the work a worker
+    does once a second whatever its traffic)."""
     port = free_port()
     cfg = tmp / f"{variant}.yaml"
     cfg.write_text(config(tmp, backend_port, port, variant, tls))
     out = tmp / f"callgrind-{variant}.out"
     proc = subprocess.Popen(
-        ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}",
+        ["valgrind", "--tool=callgrind", "--instr-atstart=no", "--separate-threads=yes",
+         f"--callgrind-out-file={out}",
          str(python), "-m", "bastion", "run", "-c", str(cfg)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp,
         env={**os.environ, **ADMIN_TOKEN_ENV},
@@ -213,8 +215,27 @@ def measure(
     finally:
         proc.terminate()
         proc.wait(timeout=60)
-    dumps = sorted(tmp.glob(f"{out.name}.*"))  # the idle part, when there is one
-    return requests, _total(out), sum(_total(d) for d in dumps)
+    # one file per thread ("-01" is the loop's), the idle part's names with ".1"
+    run = {f.name[len(out.name):]: _total(f) for f in tmp.glob(f"{out.name}*")}
+    return Counted(
+        requests,
+        sum(n for part, n in run.items() if not part.startswith(".")),
+        sum(n for part, n in run.items() if part.startswith(".")),
+        run.get("-01", 0),
+        run.get(".1-01", 0),
+    )
+
+
+@dataclass
+class Counted:
+    """A run's instructions: all threads, and the loop's thread alone (the request path
+    runs there; the statistics' writer and helper threads only work once a second)."""
+
+    requests: int
+    total: int
+    idle: int  # the idle seconds before the run
+    loop: int
+    loop_idle: int
 
 
 def _wrk(wrk: list[str], seconds: int, variant: str) -> int:
@@ -280,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
         key = made.stdout.split()[0]
         counts: dict[str, tuple[float, float]] = {}  # variant -> (per request, net)
 
-        def one(variant: str) -> tuple[int, int, int]:
+        def one(variant: str) -> Counted:
             return measure(python, args.bastion, tmp, backend_port, variant, key,
                            args.seconds, tls, args.idle, args.connections)  # fmt: skip
 
@@ -289,16 +310,21 @@ def main(argv: list[str] | None = None) -> int:
                 results = list(zip(args.variants, pool.map(one, args.variants), strict=True))
         else:
             results = [(variant, one(variant)) for variant in args.variants]
-        for variant, (requests, total, idle) in results:
+        for variant, c in results:
             # valgrind serves a few hundred requests a second, so the work done once a
-            # second weighs ~50x more per request than at a real rate: "net" leaves it
-            # out (the idle seconds' rate, times the counted seconds)
-            per_second = idle / args.idle if args.idle else 0.0
-            per, net = total / requests, (total - per_second * args.seconds) / requests
+            # second weighs ~50x more per request than at a real rate. "net": the loop's
+            # thread less its idle rate times the counted seconds (what a request costs
+            # where that work is negligible); the other threads' work per second is shown
+            # apart (off the request path)
+            idle = args.idle or 1
+            per = c.total / c.requests
+            net = (c.loop - c.loop_idle / idle * args.seconds) / c.requests
+            others = (c.total - c.loop) / args.seconds
             counts[variant] = (per, net)
             print(
-                f"{variant:16s} {requests:7d} requests  {per / 1000:7.1f} kIr/req  "
-                f"idle {per_second / 1000:7.1f} kIr/s  net {net / 1000:7.1f} kIr/req",
+                f"{variant:16s} {c.requests:7d} requests  {per / 1000:7.1f} kIr/req  "
+                f"idle {c.idle / idle / 1000:7.1f} kIr/s  net {net / 1000:7.1f} kIr/req  "
+                f"other threads {others / 1000:7.1f} kIr/s",
                 flush=True,
             )
     finally:
