@@ -24,12 +24,17 @@ With ``--together`` the variants run at the same time (one callgrind each, on a 
 with a core per variant): paired figures under the same load, e.g.
 ``python bench/instructions.py --together bare observe``.
 
-Before the counted run, ``--idle`` seconds (4) without requests are counted apart: the
-work a worker does once a second whatever its traffic (the date line, the statistics'
-second, alerts, snapshots for other workers). Under valgrind bastion serves a few hundred
-requests a second instead of thousands, so that work weighs some 50 times more per request
-than it does at a real rate; the "net" figure leaves it out (the idle rate times the
-counted seconds) and is the per-request cost at a rate where it is negligible.
+Before the counted run, ``--idle`` seconds (10: a multiple of the alert rule's period)
+without requests are counted apart: the work a worker does once a second whatever its
+traffic (the date line, the statistics' second, alerts, snapshots for other workers).
+Under valgrind bastion serves a few hundred requests a second instead of tens of
+thousands, so that work weighs some 50 times more per request than at a real rate. The
+"net" figure is the loop's thread (where requests are served; the statistics' writer
+and helper threads are shown apart, per second) less its idle rate times the counted
+seconds. It still holds the per-second work that traffic causes (closing a busy second),
+so it too grows as the rate falls: for the cost at a real rate, fit the per-request
+figures of several runs as "a per request + b per second" over their rates (``--connections``
+changes the rate; docs/benchmarks.md shows such a fit).
 
 With ``--h2`` the same variants are measured over HTTP/2 on TLS 1.3 (h2load, 16 connections
 of 10 streams, a fixed number of requests): the HTTP/2 path has a cost of its own (framing,
