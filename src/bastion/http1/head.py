@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import httptools
 
+from bastion.http.context import request_clock
 from bastion.http.request import REFUSED_METHODS, Request
 from bastion.http.target import FRAGMENT, SEEN_CANONICAL, set_origin_target
 from bastion.http1.state import (
@@ -186,7 +187,7 @@ class HeadParser(ConnectionState):
             # WebSocket handshake is a GET without one (RFC 6455 §4.1)
             raise ParseReject(400, "An upgrade request cannot carry a body.")
         req.client_ip = self.client_ip
-        req.start = self.ctx.loop.time()
+        req.start = request_clock()
         max_body = self.max_body_bytes
         if max_body and req.content_length is not None and req.content_length > max_body:
             raise ParseReject(413)
