@@ -359,3 +359,19 @@ def test_summary_has_the_shape_the_api_and_dashboard_read(
         "time", "requests", "rps", "status", "p50", "p95", "p99", "upstream_p95",
         "upstream_share", "refusals", "bytes_in", "bytes_out", "cache_hits", "cache_lookups",
     }  # fmt: skip
+
+
+def test_the_kept_read_connection_follows_a_removed_and_new_file(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    """The store keeps its read connection between calls; a file removed (a reset by
+    hand) reads as nothing, and a new one is read, not the old one's deleted pages."""
+    write(tmp_path, clock, [interval(T0 + i, {"api": figures(2)}) for i in range(3)])
+    store = StatsStore(tmp_path, clock)
+    assert store.period(T0, T0 + 3)["requests"] == 6
+    assert store.period(T0, T0 + 3)["requests"] == 6  # the same connection, again
+    for name in (STATS_FILE, STATS_FILE + "-wal", STATS_FILE + "-shm"):
+        (tmp_path / name).unlink(missing_ok=True)
+    assert store.period(T0, T0 + 3)["requests"] == 0
+    write(tmp_path, clock, [interval(T0 + i, {"api": figures(5)}) for i in range(3)])
+    assert store.period(T0, T0 + 3)["requests"] == 15

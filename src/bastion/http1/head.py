@@ -35,6 +35,8 @@ _SPECIAL = frozenset(
         b"x-forwarded-proto",
         b"x-forwarded-host",
         b"x-request-id",
+        b"user-agent",
+        b"referer",
     )
 )
 # the usual methods as shared str objects (their hash is computed once, and a log line or
@@ -119,6 +121,10 @@ class HeadParser(ConnectionState):
                 self.last_host_value = value
             req.host = host
             req.host_header = value
+        elif lname == b"user-agent":  # next to Host: nearly every client sends both
+            req.user_agent = value
+        elif lname == b"referer":
+            req.referer = value
         elif lname == b"transfer-encoding":
             codings = value.lower().replace(b" ", b"").replace(b"\t", b"")
             if codings != b"chunked" or req.chunked:

@@ -61,8 +61,11 @@ class EventMetrics(Collector):
         self._expiry: dict[str, tuple[tuple[int, int], float | None]] = {}
 
     # ------------------------------------------------------------ publishing
-    def start(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.publisher = loop.create_task(self._publish())
+    def start(self, loop: asyncio.AbstractEventLoop, shared: bool = True) -> None:
+        """Publish this worker's counters once a second when other workers serve the
+        instance too (`shared`); a single worker has nobody to tell."""
+        if shared:
+            self.publisher = loop.create_task(self._publish())
 
     def close(self) -> None:
         if self.publisher is not None:
