@@ -1,6 +1,7 @@
 """The statistics of a real `bastion run` (on by default) over HTTP/1.1 and HTTP/2: the
 User-Agent and Referer the parsers keep reach the browsers, operating systems and
-referrers tables; requests without them or with nonsense in them are counted too."""
+referrers tables; requests without them or with nonsense in them are counted too; and
+the figures survive a restart."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any
 import httpx
 
 from bastion.observe.stats import StatsStore
-from conftest import Backend, free_port, wait_for_port
+from conftest import Backend, Gateway, free_port, wait_for_port
 
 FIREFOX = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0"
 CURL = "curl/8.5.0"
@@ -23,7 +24,7 @@ def test_agents_and_referrers_over_both_protocols(
 ) -> None:
     https = free_port()
     data = tmp_path / "data"
-    gateway(
+    gw: Gateway = gateway(
         {
             "listen": {"http": f"127.0.0.1:{free_port()}", "https": f"127.0.0.1:{https}"},
             "data_dir": str(data),
@@ -63,3 +64,15 @@ def test_agents_and_referrers_over_both_protocols(
     os_rows = {row["key"]: row["requests"] for row in top["os"]}
     assert os_rows.get("Linux") == 3, os_rows
     assert sum(browsers.values()) == 7  # every request is in the table, "Other" included
+
+    # a restart keeps the file: the figures are there, and new requests add to them
+    gw.stop()
+    gw.start(wait=False)
+    wait_for_port(https)
+    with httpx.Client(verify=context, timeout=10) as h1:
+        assert h1.get(f"https://localhost:{https}/e").status_code == 200
+    deadline = time.monotonic() + 20
+    while (total := store.summary("1h")["totals"]["requests"]) < 8:
+        assert time.monotonic() < deadline, total
+        time.sleep(0.3)
+    assert total == 8
