@@ -7,11 +7,14 @@ separately and together, as user-space instructions per request:
 
     python bench/instructions.py [variant ...]
 
-A variant is ``bare`` (the route without policies, no access log) or a comma list of
+A variant is ``bare`` (the route without policies, no access log, every observability
+feature off: statistics and trace context are on by default, so ``bare`` turns them off) or
+a comma list of
 ``key`` (API key), ``rl`` (a rate limit of 1000000/s by consumer), ``rqh`` / ``rsh``
 (request / response header rules), ``hdr`` (both), ``log`` (JSON access log), ``metrics``
-(request metrics recorded for a ``metrics.listen`` listener), ``observe`` (every
-observability feature of `OBSERVE` on: what the "observability on" figure means). Each variant
+(request metrics recorded for a ``metrics.listen`` listener), ``stats`` (the traffic
+statistics), ``trace`` (W3C trace context sent upstream), ``observe`` (every observability
+feature of `OBSERVE` on: what the "observability on" figure means). Each variant
 starts bastion under ``valgrind --tool=callgrind`` with instrumentation off, warms it up
 with wrk, then counts the instructions of one wrk run. Instructions are not time: they leave
 out the kernel, cache misses and branch mispredictions, so a ratio here is an upper bound of
@@ -21,6 +24,18 @@ With ``--together`` the variants run at the same time (one callgrind each, on a 
 with a core per variant): paired figures under the same load, e.g.
 ``python bench/instructions.py --together bare observe``.
 
+Before the counted run, ``--idle`` seconds (10: a multiple of the alert rule's period)
+without requests are counted apart: the work a worker does once a second whatever its
+traffic (the date line, the statistics' second, alerts, snapshots for other workers).
+Under valgrind bastion serves a few hundred requests a second instead of tens of
+thousands, so that work weighs some 50 times more per request than at a real rate. The
+"net" figure is the loop's thread (where requests are served; the statistics' writer
+and helper threads are shown apart, per second) less its idle rate times the counted
+seconds. It still holds the per-second work that traffic causes (closing a busy second),
+so it too grows as the rate falls: for the cost at a real rate, fit the per-request
+figures of several runs as "a per request + b per second" over their rates (``--connections``
+changes the rate; docs/benchmarks.md shows such a fit).
+
 With ``--h2`` the same variants are measured over HTTP/2 on TLS 1.3 (h2load, 16 connections
 of 10 streams, a fixed number of requests): the HTTP/2 path has a cost of its own (framing,
 HPACK, flow control, encryption), which the HTTP/1.1 figures do not show.
@@ -29,6 +44,7 @@ HPACK, flow control, encryption), which the HTTP/1.1 figures do not show.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import socket
 import subprocess
@@ -36,6 +52,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import targets
@@ -56,17 +73,46 @@ PARTS = {
 }
 
 # The observability features the ``observe`` variant turns on: top-level config keys and
-# their values in YAML flow form; ``$PORT`` becomes a free port, ``$TMP`` the run's
-# directory. A feature of the observability work adds its key here.
+# their values in YAML flow form; ``$PORT`` becomes a free port, ``$CLOSED`` a port nothing
+# listens on, ``$TMP`` the run's directory. A feature of the observability work adds its key
+# here. The alert rule is evaluated once a period, off the request path; its webhook points
+# at a closed port (a firing rule's delivery fails without waiting for a timeout).
 OBSERVE = {
     "metrics": "{listen: 127.0.0.1:$PORT}",
+    "stats": "{enabled: true}",
+    "tracing": "{traceparent: true}",
+    "admin": '{listen: 127.0.0.1:$PORT, token: "${BENCH_ADMIN_TOKEN}"}',
+    "alerts": "{channels: {hook: {webhook: {url: 'http://127.0.0.1:$CLOSED/alert'}}}, "
+    "rules: {errors: {kind: error_rate, threshold: 0.05, period: 10s, channels: [hook]}}}",
 }
+# everything `OBSERVE` turns on, off (statistics and trace context are on by default): the
+# ``bare`` figure and the base every variant adds its parts to
+OBSERVE_OFF = {
+    "stats": "{enabled: false}",
+    "tracing": "{traceparent: false}",
+}
+# single features of `OBSERVE`, for the cost of each: variant part -> its keys
+FEATURES = {"metrics": ("metrics",), "stats": ("stats",), "trace": ("tracing",)}
+# the admin token of the ``observe`` variant, in bastion's environment (a ${ENV} secret)
+ADMIN_TOKEN_ENV = {"BENCH_ADMIN_TOKEN": "bench-admin-token-0123456789abcdef"}
 
 
-def _observe_config(tmp: Path) -> str:
+def _observe_config(tmp: Path, names: list[str]) -> str:
+    """The top-level observability keys of a variant: `OBSERVE_OFF`, with the features the
+    variant names (all of `OBSERVE` for ``observe``) turned on."""
+    keys = dict(OBSERVE_OFF)
+    if "observe" in names:
+        keys.update(OBSERVE)
+    for name in names:
+        for key in FEATURES.get(name, ()):
+            keys[key] = OBSERVE[key]
     return "".join(
-        f"{key}: {value.replace('$PORT', str(free_port())).replace('$TMP', str(tmp))}\n"
-        for key, value in OBSERVE.items()
+        f"{key}: "
+        + value.replace("$PORT", str(free_port()))
+        .replace("$CLOSED", str(free_port()))
+        .replace("$TMP", str(tmp))
+        + "\n"
+        for key, value in keys.items()
     )
 
 
@@ -74,7 +120,7 @@ def config(
     tmp: Path, backend_port: int, port: int, variant: str, tls: tlscert.TlsFiles | None = None
 ) -> str:
     names = variant.split(",")
-    known = ("bare", "log", "metrics", "observe")
+    known = ("bare", "log", "observe", *FEATURES)
     unknown = [n for n in names if n not in PARTS and n not in known]
     if unknown:
         raise SystemExit(f"unknown variant part(s): {', '.join(unknown)}")
@@ -90,12 +136,10 @@ def config(
     if tls is not None:
         listen = f"{{http: 127.0.0.1:{free_port()}, https: 127.0.0.1:{port}}}"
         site_tls = f'    tls: {{cert: "{tls.cert}", key: "{tls.key}"}}\n'
-    metrics = f"metrics: {{listen: 127.0.0.1:{free_port()}}}\n" if "metrics" in names else ""
-    if "observe" in names:
-        metrics = _observe_config(tmp)
+    observe = _observe_config(tmp, names)
     return f"""\
 listen: {listen}
-{metrics}workers: 1
+{observe}workers: 1
 data_dir: "{tmp}/data"
 access_log: {log}
 sites:
@@ -139,17 +183,22 @@ def measure(
     key: str,
     seconds: int,
     tls: tlscert.TlsFiles | None = None,
-) -> tuple[int, int]:
-    """(requests, instructions) of one wrk run (h2load with ``tls``) against bastion
-    running ``variant``."""
+    idle: int = 0,
+    connections: int = 16,
+) -> Counted:
+    """The instructions of one wrk run (h2load with ``tls``) against bastion running
+    ``variant``, after ``idle`` seconds without requests counted apart (the work a worker
+    does once a second whatever its traffic)."""
     port = free_port()
     cfg = tmp / f"{variant}.yaml"
     cfg.write_text(config(tmp, backend_port, port, variant, tls))
     out = tmp / f"callgrind-{variant}.out"
     proc = subprocess.Popen(
-        ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}",
+        ["valgrind", "--tool=callgrind", "--instr-atstart=no", "--separate-threads=yes",
+         f"--callgrind-out-file={out}",
          str(python), "-m", "bastion", "run", "-c", str(cfg)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp,
+        env={**os.environ, **ADMIN_TOKEN_ENV},
     )  # fmt: skip
     try:
         _wait_port(port, 120)
@@ -158,30 +207,60 @@ def measure(
             subprocess.run(["callgrind_control", "-i", "on", str(proc.pid)], capture_output=True)
             requests = _h2load(port, key, 2000 * seconds)
         else:
-            wrk = ["wrk", "-t1", "-c16", "-H", f"X-API-Key: {key}",
+            wrk = ["wrk", "-t1", f"-c{connections}", "-H", f"X-API-Key: {key}",
                    f"http://127.0.0.1:{port}{targets.POLICY_PATH}"]  # fmt: skip
             subprocess.run([*wrk, "-d3s"], capture_output=True, check=True)  # warm-up
             subprocess.run(["callgrind_control", "-i", "on", str(proc.pid)], capture_output=True)
-            run = subprocess.run(
-                [*wrk, f"-d{seconds}s"], capture_output=True, text=True, check=True
-            )
-            found = re.search(r"(\d+) requests in", run.stdout)
-            if found is None or "Non-2xx" in run.stdout:
-                raise SystemExit(f"{variant}: wrk failed or got errors:\n{run.stdout}")
-            requests = int(found.group(1))
+            if idle:
+                time.sleep(idle)
+                # a dump zeroes the counts: the idle seconds go to a file of their own
+                subprocess.run(["callgrind_control", "-d", str(proc.pid)], capture_output=True)
+            requests = _wrk(wrk, seconds, variant)
         subprocess.run(["callgrind_control", "-i", "off", str(proc.pid)], capture_output=True)
     finally:
         proc.terminate()
         proc.wait(timeout=60)
-    return requests, _total(out)
+    # one file per thread ("-01" is the loop's), the idle part's names with ".1"
+    run = {f.name[len(out.name):]: _total(f) for f in tmp.glob(f"{out.name}*")}
+    return Counted(
+        requests,
+        sum(n for part, n in run.items() if not part.startswith(".")),
+        sum(n for part, n in run.items() if part.startswith(".")),
+        run.get("-01", 0),
+        run.get(".1-01", 0),
+    )
+
+
+@dataclass
+class Counted:
+    """A run's instructions: all threads, and the loop's thread alone (the request path
+    runs there; the statistics' writer and helper threads only work once a second)."""
+
+    requests: int
+    total: int
+    idle: int  # the idle seconds before the run
+    loop: int
+    loop_idle: int
+
+
+def _wrk(wrk: list[str], seconds: int, variant: str) -> int:
+    """Requests answered in one wrk run of ``seconds``."""
+    run = subprocess.run([*wrk, f"-d{seconds}s"], capture_output=True, text=True, check=True)
+    found = re.search(r"(\d+) requests in", run.stdout)
+    if found is None or "Non-2xx" in run.stdout:
+        raise SystemExit(f"{variant}: wrk failed or got errors:\n{run.stdout}")
+    return int(found.group(1))
 
 
 def _total(out: Path) -> int:
-    total = 0
+    """The instructions of one callgrind file (part). Its "totals:" line: after a dump,
+    a part's "summary:" may have wrapped around (callgrind 3.19)."""
+    found = {}
     for line in out.read_text().splitlines():
         if line.startswith(("summary:", "totals:")):
-            total = max(total, int(line.split()[1]))
-    return total
+            name, value = line.split()[:2]
+            found[name] = int(value)
+    return found.get("totals:", found.get("summary:", 0))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -198,6 +277,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--h2", action="store_true",
                    help="over HTTP/2 on TLS (h2load; --seconds x 2000 requests counted)")
+    p.add_argument("--idle", type=int, default=10, metavar="SECONDS",
+                   help="seconds without requests counted apart before the wrk run "
+                   "(the per-second work; 0: none)")
+    p.add_argument("--connections", type=int, default=16,
+                   help="wrk connections (16); fewer give a lower request rate, and the "
+                   "per-request figures at two rates separate the per-second work")
     p.add_argument(
         "--bastion",
         type=Path,
@@ -219,32 +304,43 @@ def main(argv: list[str] | None = None) -> int:
             check=True,
         )
         key = made.stdout.split()[0]
-        counts = {}
+        counts: dict[str, tuple[float, float]] = {}  # variant -> (per request, net)
 
-        def one(variant: str) -> tuple[int, int]:
+        def one(variant: str) -> Counted:
             return measure(python, args.bastion, tmp, backend_port, variant, key,
-                           args.seconds, tls)  # fmt: skip
+                           args.seconds, tls, args.idle, args.connections)  # fmt: skip
 
         if args.together:
             with ThreadPoolExecutor(len(args.variants)) as pool:
                 results = list(zip(args.variants, pool.map(one, args.variants), strict=True))
         else:
             results = [(variant, one(variant)) for variant in args.variants]
-        for variant, (requests, total) in results:
-            counts[variant] = total / requests
+        for variant, c in results:
+            # valgrind serves a few hundred requests a second, so the work done once a
+            # second weighs ~50x more per request than at a real rate. "net": the loop's
+            # thread less its idle rate times the counted seconds (what a request costs
+            # where that work is negligible); the other threads' work per second is shown
+            # apart (off the request path)
+            idle = args.idle or 1
+            per = c.total / c.requests
+            net = (c.loop - c.loop_idle / idle * args.seconds) / c.requests
+            others = (c.total - c.loop) / args.seconds
+            counts[variant] = (per, net)
             print(
-                f"{variant:16s} {requests:7d} requests  {total / requests / 1000:7.1f} kIr/req",
+                f"{variant:16s} {c.requests:7d} requests  {per / 1000:7.1f} kIr/req  "
+                f"idle {c.idle / idle / 1000:7.1f} kIr/s  net {net / 1000:7.1f} kIr/req  "
+                f"other threads {others / 1000:7.1f} kIr/s",
                 flush=True,
             )
     finally:
         backend.stop()
     if "bare" in counts:
-        base = counts["bare"]
-        print("\nagainst bare:")
-        for variant, per in counts.items():
+        base, base_net = counts["bare"]
+        print("\nagainst bare:            per request          net")
+        for variant, (per, net) in counts.items():
             print(
-                f"{variant:16s} {per / 1000:7.1f} kIr/req  {(per - base) / 1000:+6.1f}k  "
-                f"ratio {base / per:.3f}"
+                f"{variant:16s} {(per - base) / 1000:+6.1f}k {100 * (per / base - 1):+5.1f}%  "
+                f"{(net - base_net) / 1000:+6.1f}k {100 * (net / base_net - 1):+5.1f}%"
             )
     return 0
 

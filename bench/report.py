@@ -312,6 +312,27 @@ def cache_checks(results: Results) -> list[Check]:
 # The policy scenario (issue 4): an API route with its policies against the bare proxy.
 POLICY_PAIR = ("bastion", "bastion-policy")
 POLICY_RATIO_MIN = 0.85
+# The observe scenario (the observability issue): every feature on against all off. The
+# budget is 5% in instructions (bench/instructions.py, repeatable); throughput moves by more
+# than that between runs on a shared machine, so this check reads with that in mind.
+OBSERVE_PAIR = ("bastion", "bastion-observe")
+OBSERVE_RATIO_MIN = 0.95
+
+
+def observe_checks(results: Results) -> list[Check]:
+    """bastion-observe's rps over bastion's in the observe scenario (same run, interleaved)."""
+    if "observe" not in results:
+        return []
+    name = f"every observability feature on: rps >= {OBSERVE_RATIO_MIN}x off"
+    bare = _median(results, "observe", "bastion")
+    full = _median(results, "observe", "bastion-observe")
+    if bare is None or full is None or not bare["rps"]:
+        return [Check(name, "SKIP", "needs bastion and bastion-observe in the observe scenario")]
+    ratio = full["rps"] / bare["rps"]
+    detail = (f"ratio {ratio:.2f} ({fmt_value('rps', full['rps'])} vs off "
+              f"{fmt_value('rps', bare['rps'])})")
+    ok = ratio >= OBSERVE_RATIO_MIN and not full["error_count"]
+    return [Check(name, "PASS" if ok else "FAIL", detail)]
 
 
 def policy_checks(results: Results) -> list[Check]:

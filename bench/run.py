@@ -47,6 +47,9 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("cache-hit", "/cached/", (),
                  "keep-alive cache hits (bastion cache: ttl 1h, nginx proxy_cache; "
                  "the others just proxy), 13-byte body"),
+        Scenario("observe", "/", (),
+                 "the bare proxy with every observability feature on (bastion-observe) vs "
+                 "off (bastion), keep-alive, 13-byte body"),
         Scenario("policy", targets.POLICY_PATH, (),
                  "API route with API key + rate limit + header rules + JSON access log "
                  "(bastion-policy) vs the bare proxy (bastion), keep-alive, 13-byte body"),
@@ -193,7 +196,10 @@ def print_report(results: report.Results, titles: dict[str, str], notes: list[st
     checks = report.checks(results) if has_bastion else []
     tls = report.tls_checks(results) if has_bastion else []
     policy = report.policy_checks(results) if has_bastion else []
-    if not any(name not in (*report.TLS_SCENARIOS, "policy", "cache-hit") for name in results):
+    policy += report.observe_checks(results) if has_bastion else []
+    if not any(
+        name not in (*report.TLS_SCENARIOS, "policy", "observe", "cache-hit") for name in results
+    ):
         checks = []  # the plain-HTTP checks need the plain scenarios
     print()
     for name, title in titles.items():
@@ -209,7 +215,7 @@ def print_report(results: report.Results, titles: dict[str, str], notes: list[st
         print("bastion cache hits (vs nginx proxy_cache and bastion's own uncached proxying):")
         print(report.checks_text(cache, markdown=False))
     if policy:
-        print("bastion with API gateway policies (policy scenario, same run):")
+        print("bastion with API gateway policies or observability (same run):")
         print(report.checks_text(policy, markdown=False))
     for note in notes:
         print(f"note: {note}")
@@ -278,11 +284,13 @@ def start_slots(env: targets.Env, names: list[str], tls: bool, skipped: dict[str
 
 
 def in_scenario(target: str, scenario: str) -> bool:
-    """The policy scenario compares bastion-policy with the bare bastion only, and
-    bastion-policy runs in no other scenario."""
+    """The policy and observe scenarios compare a bastion with features with the bare
+    bastion only, and bastion-policy and bastion-observe run in no other scenario."""
     if scenario == "policy":
         return target in report.POLICY_PAIR
-    return target != "bastion-policy"
+    if scenario == "observe":
+        return target in report.OBSERVE_PAIR
+    return target not in ("bastion-policy", "bastion-observe")
 
 
 def _raise_interrupt(signum: int, _frame: object) -> NoReturn:

@@ -175,8 +175,30 @@ def start_nginx(env: Env) -> Running:
     return Running("nginx", port, proc, _version(["nginx", "-v"]))
 
 
+# Every observability feature off: the bare proxy. Statistics and trace context are on by
+# default, so "bastion" says so; "bastion-observe" turns everything on (see _observe_yaml).
+OBSERVE_OFF = "stats: {enabled: false}\ntracing: {traceparent: false}\n"
+
+
+def _observe_yaml(workdir: Path) -> str:
+    """Every observability feature on: metrics and admin listeners, statistics, trace
+    context, and an alert rule (its webhook points at a closed port: it never fires here)."""
+    token = workdir / "admin-token"
+    token.write_text("bench-admin-token-0123456789")
+    return f"""\
+data_dir: "{workdir / 'data'}"
+metrics: {{listen: 127.0.0.1:{free_port()}}}
+admin: {{listen: 127.0.0.1:{free_port()}, token: "${{file:{token}}}"}}
+stats: {{enabled: true}}
+tracing: {{traceparent: true}}
+alerts:
+  channels: {{hook: {{webhook: {{url: "http://127.0.0.1:{free_port()}/hook"}}}}}}
+  rules: {{errors: {{kind: error_rate, threshold: 5%}}}}
+"""
+
+
 def _bastion_yaml(port: int, backend_port: int, access_log: str,
-                  tls: TlsFiles | None = None) -> str:
+                  tls: TlsFiles | None = None, observe: str = OBSERVE_OFF) -> str:
     listen = f"{{http: 127.0.0.1:{port}}}"
     site_tls = ""
     if tls is not None:
@@ -187,7 +209,7 @@ def _bastion_yaml(port: int, backend_port: int, access_log: str,
 listen: {listen}
 workers: 1
 access_log: {access_log}
-sites:
+{observe}sites:
   - hosts: ["*"]
 {site_tls}    routes:
       - path: /cached/                 # the cache-hit scenario
@@ -199,12 +221,13 @@ sites:
 """
 
 
-def _start_bastion(env: Env, name: str, access_log: str) -> Running:
+def _start_bastion(env: Env, name: str, access_log: str, observe: bool = False) -> Running:
     workdir = env.tmp / name
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     cfg = workdir / "bastion.yaml"
-    cfg.write_text(_bastion_yaml(port, env.backend_port, access_log))
+    features = _observe_yaml(workdir) if observe else OBSERVE_OFF
+    cfg.write_text(_bastion_yaml(port, env.backend_port, access_log, observe=features))
     proc = start(name, [env.bastion_bin, "run", "-c", str(cfg)], workdir / "stdout.log",
                  cpus=env.proxy_cpus, cwd=workdir)
     return Running(name, port, proc, _bastion_version(env.bastion_bin))
@@ -212,6 +235,11 @@ def _start_bastion(env: Env, name: str, access_log: str) -> Running:
 
 def start_bastion(env: Env) -> Running:
     return _start_bastion(env, "bastion", '{format: "off"}')
+
+
+def start_bastion_observe(env: Env) -> Running:
+    """The bare proxy with every observability feature on (the observe scenario)."""
+    return _start_bastion(env, "bastion-observe", '{format: "off"}', observe=True)
 
 
 def start_bastion_json(env: Env) -> Running:
@@ -526,6 +554,9 @@ TARGETS: dict[str, Target] = {
                start_nginx_tls),
         Target("bastion", "bastion", start_bastion, "bastion, 1 worker, access log off",
                start_bastion_tls),
+        Target("bastion-observe", "bastion", start_bastion_observe,
+               "bastion, 1 worker, every observability feature on: metrics and admin "
+               "listeners, statistics, trace context, an alert rule (observe scenario only)"),
         Target("bastion-json", "bastion", start_bastion_json,
                "bastion, 1 worker, JSON access log to a file"),
         Target("bastion-pool-rr", "bastion", start_bastion_pool_rr,

@@ -271,3 +271,37 @@ def test_renew_orders_a_new_certificate_that_the_gateway_serves(
     wait_for_log(gw, "changed; new handshakes for bastion.test, www.bastion.test use it", 20)
     second = served_serial(https, "bastion.test", root)
     assert second != first and f"{second:x}" == result["serial"]
+
+
+def test_renew_reissues_a_local_ca_certificate_that_the_gateway_serves(
+    tmp_path: Path, gateway: Start, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The dashboard's "Renew now" on a certificate of the local CA: a new leaf at once
+    (not only in its last third), served after the watcher's next look."""
+    https = free_port()
+    data = tmp_path / "data"
+    _, admin = admin_gateway(
+        gateway,
+        tmp_path,
+        monkeypatch,
+        listen={"http": f"127.0.0.1:{free_port()}", "https": f"127.0.0.1:{https}"},
+        data_dir=str(data),
+        tls={"watch_interval": "1s"},
+        sites=[
+            {"hosts": ["localhost"], "tls": "internal", "routes": [{"path": "/", "respond": {}}]}
+        ],
+    )
+    wait_for_port(https)
+    root = data / "ca" / "root.crt"
+    first = served_serial(https, "localhost", root)
+    renewed = admin.ask("POST", "/api/certificates/renew", body={"name": "localhost"}, token=TOKEN)
+    assert renewed.status == 200, renewed
+    result = renewed.json()
+    assert result["renewed"] == ["localhost"] and result["serial"] != f"{first:x}"
+    deadline = time.monotonic() + 20
+    while (second := served_serial(https, "localhost", root)) == first:
+        assert time.monotonic() < deadline, "the new leaf is not served"
+        time.sleep(0.2)
+    assert f"{second:x}" == result["serial"]
+    files = admin.ask("POST", "/api/certificates/renew", body={"name": "nope.test"}, token=TOKEN)
+    assert files.status == 404

@@ -52,6 +52,11 @@ def finished(
     req.consumer = consumer
     req.client_ip = client
     req.headers = headers or []
+    for lname, _, value in req.headers:  # as the parsers keep them (http1/head.py, http2/)
+        if lname == b"user-agent":
+            req.user_agent = value
+        elif lname == b"referer":
+            req.referer = value
     req.start = start
     req.upstream = endpoint
     req.request_id = request_id
@@ -345,15 +350,12 @@ def test_no_consumer_metric_unless_asked_for() -> None:
     assert metrics.by_consumer == {}  # not even counted
 
 
-def test_a_busy_batch_estimates_agents_from_every_fourth_request() -> None:
-    from bastion.observe.aggregate import AGENTS_EXACT, AGENTS_STRIDE
-
+def test_a_busy_batch_counts_every_agent_exactly() -> None:
     curl = [(b"user-agent", b"User-Agent", b"curl/8.5.0")]
     firefox = [(b"user-agent", b"User-Agent", b"Firefox/120.0")]
-    n = 600
-    assert n > AGENTS_EXACT and n % (3 * AGENTS_STRIDE) == 0
-    # two curl requests for each Firefox one, none without a User-Agent
-    reqs = [(finished(headers=firefox if i % 3 == 0 else curl), START + 0.01) for i in range(n)]
-    got = interval_of(*reqs)
-    assert got.top["agents"] == {"Firefox/120.0": n // 3, "curl/8.5.0": 2 * n // 3}
-    assert got.top["paths"] == {"/api/x": n}  # the other dimensions stay exact
+    n = 601
+    # two curl requests for each Firefox one, and one without a User-Agent
+    reqs = [(finished(headers=firefox if i % 3 == 0 else curl), START + 0.01) for i in range(600)]
+    got = interval_of(*reqs, (finished(), START + 0.01))
+    assert got.top["agents"] == {"Firefox/120.0": 200, "curl/8.5.0": 400, "": 1}
+    assert got.top["paths"] == {"/api/x": n}

@@ -159,13 +159,19 @@ def test_live_is_the_last_complete_second(tmp_path: Path, clock: ManualClock) ->
     write(
         tmp_path,
         clock,
-        [interval(T0 + i, {"api": figures(i + 1, cache={"HIT": 1})}) for i in range(10)],
+        [
+            interval(T0 + i, {"api": figures(i + 1, cache={"HIT": 1}, status={200: i, 429: 1})})
+            for i in range(10)
+        ],
     )
     store = StatsStore(tmp_path, clock)
     live = store.live(now=T0 + 10.6)  # second T0+9 ended 1.6 s ago
     assert live["time"] == T0 + 9
     assert (live["requests"], live["rps"]) == (10, 10.0)
-    assert live["status"]["2xx"] == 10
+    assert live["status"]["2xx"] == 9
+    # the live refusals chart and the upstream share tile move each second too
+    assert live["refusals"] == {"401": 0, "403": 0, "429": 1}
+    assert 0 < live["upstream_share"] <= 1
     assert (live["cache_hits"], live["cache_lookups"]) == (1, 1)
     assert live["p95"] is not None and live["upstream_p95"] is not None
     three = store.live(seconds=3, now=T0 + 10.6)
@@ -350,6 +356,22 @@ def test_summary_has_the_shape_the_api_and_dashboard_read(
     }  # fmt: skip
     assert set(summary["routes"][0]) == {"route", "requests", "error_rate", "p95"}
     assert set(StatsStore(tmp_path, clock).live()) == {
-        "time", "requests", "rps", "status", "p50", "p95", "p99", "upstream_p95", "bytes_in",
-        "bytes_out", "cache_hits", "cache_lookups",
+        "time", "requests", "rps", "status", "p50", "p95", "p99", "upstream_p95",
+        "upstream_share", "refusals", "bytes_in", "bytes_out", "cache_hits", "cache_lookups",
     }  # fmt: skip
+
+
+def test_the_kept_read_connection_follows_a_removed_and_new_file(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    """The store keeps its read connection between calls; a file removed (a reset by
+    hand) reads as nothing, and a new one is read, not the old one's deleted pages."""
+    write(tmp_path, clock, [interval(T0 + i, {"api": figures(2)}) for i in range(3)])
+    store = StatsStore(tmp_path, clock)
+    assert store.period(T0, T0 + 3)["requests"] == 6
+    assert store.period(T0, T0 + 3)["requests"] == 6  # the same connection, again
+    for name in (STATS_FILE, STATS_FILE + "-wal", STATS_FILE + "-shm"):
+        (tmp_path / name).unlink(missing_ok=True)
+    assert store.period(T0, T0 + 3)["requests"] == 0
+    write(tmp_path, clock, [interval(T0 + i, {"api": figures(5)}) for i in range(3)])
+    assert store.period(T0, T0 + 3)["requests"] == 15

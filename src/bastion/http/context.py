@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
@@ -124,8 +125,17 @@ class GoingAway(Connection, Protocol):
     def goaway(self) -> None: ...
 
 
+# The clock of a request's timestamps (`Request.start`, the finish hook's `now`, and the
+# upstream's time): monotonic with sub-millisecond resolution. The loop's time cannot
+# serve: uvloop's `loop.time()` is libuv's cached `uv_now`, in whole milliseconds, which
+# would make every duration a multiple of 1 ms (the statistics' 0.5 ms buckets and the
+# access log's microseconds meaningless). Timers and deadlines stay on the loop's time:
+# values of the two clocks are never compared. A module global, read by its users as
+# one: no attribute lookups on the request path.
+request_clock = time.monotonic
+
 # Called once per finished request (answered, cut short or abandoned by its client)
-# with the loop's time: the access log, metrics. Runs on the request path: it may bump
+# with `request_clock()`: the access log, metrics. Runs on the request path: it may bump
 # counters and queue a line, and leaves anything slower to later.
 Observer = Callable[["Request", float], None]
 
@@ -139,11 +149,16 @@ class ServerContext:
     draining = False
     # the current `Date: …\r\n` line; the worker refreshes it once a second
     date_header = b""
-    # bound methods called by `finish`, in order; empty: finishing a request costs a
-    # loop over an empty tuple
-    observers: tuple[Observer, ...] = ()
+    # The request-finish hook (`observers` sets it): every protocol calls it once per
+    # dispatched request (and for error answers to requests that never were), after its
+    # last byte was handed to the transport or once the client left. An instance
+    # attribute, not a method: with one observer (the common case: the request tap, or
+    # the access log) it is a closure calling it with the time, which spares a frame
+    # and a loop per request (about 400 instructions, measured with callgrind).
+    finish: Callable[[Request], None]
 
     def __init__(self, loop: asyncio.AbstractEventLoop, plan: Router) -> None:
+        self.observers = ()
         self.loop = loop
         self.plan = plan
         self.connections: set[Connection] = set()
@@ -162,12 +177,37 @@ class ServerContext:
         """Requests in progress on this context's connections (read once a second)."""
         return sum(conn.in_progress() for conn in self.connections)
 
-    def finish(self, req: Request) -> None:
-        """The request-finish hook: every protocol calls it once per dispatched request
-        (and for error answers to requests that never were), after its last byte was
-        handed to the transport or once the client left."""
-        observers = self.observers
-        if observers:
-            now = self.loop.time()
-            for observer in observers:
-                observer(req, now)
+    @property
+    def observers(self) -> tuple[Observer, ...]:
+        """Called by `finish` with each finished request and `request_clock()`, in
+        order."""
+        return self._observers
+
+    @observers.setter
+    def observers(self, observers: tuple[Observer, ...]) -> None:
+        self._observers = observers
+        self.finish = _finish_hook(observers)
+
+
+def _finish_hook(observers: tuple[Observer, ...]) -> Callable[[Request], None]:
+    """The finish hook calling `observers`: nothing for none, the only one directly."""
+    if not observers:
+        return _unobserved
+    if len(observers) == 1:
+        (only,) = observers
+
+        def finish_one(req: Request) -> None:
+            only(req, request_clock())
+
+        return finish_one
+
+    def finish_each(req: Request) -> None:
+        now = request_clock()
+        for observer in observers:
+            observer(req, now)
+
+    return finish_each
+
+
+def _unobserved(req: Request) -> None:
+    pass

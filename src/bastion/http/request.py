@@ -66,6 +66,7 @@ class Request:
         "path",
         "query",
         "raw_path",
+        "referer",
         "refusal",
         "refused_by",
         "request_id",
@@ -82,6 +83,7 @@ class Request:
         "upstream_drop",
         "upstream_extra",
         "upstream_time",
+        "user_agent",
         "version",
         "xff",
         "xfh",
@@ -111,6 +113,10 @@ class Request:
         self.xfp: bytes | None = None
         self.xfh: bytes | None = None
         self.xrid: bytes | None = None
+        # User-Agent and Referer as sent (b"" absent), kept by the parsers as they pass, for
+        # the traffic statistics (observe/tap.py): no scan of the fields afterwards
+        self.user_agent = b""
+        self.referer = b""
         self.client_ip = ""
         self.request_id = ""
         self.route: Any = None

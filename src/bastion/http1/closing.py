@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from bastion.http.context import request_clock
 from bastion.http.dispatch import cancel_handler
 from bastion.http.request import Request
 from bastion.http1.state import (
@@ -83,7 +84,7 @@ class Closing(ConnectionState):
             req.request_id = self.ctx.next_request_id()
         if not req.method:
             req.method = "HEAD" if reject.head else "-"
-        req.start = req.start or self.ctx.loop.time()
+        req.start = req.start or request_clock()
         self.queue.clear()
         self.active = req
         self.resp_keep_alive = False

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import httptools
 
+from bastion.http.context import request_clock
 from bastion.http.request import REFUSED_METHODS, Request
 from bastion.http.target import FRAGMENT, SEEN_CANONICAL, set_origin_target
 from bastion.http1.state import (
@@ -34,6 +35,8 @@ _SPECIAL = frozenset(
         b"x-forwarded-proto",
         b"x-forwarded-host",
         b"x-request-id",
+        b"user-agent",
+        b"referer",
     )
 )
 # the usual methods as shared str objects (their hash is computed once, and a log line or
@@ -118,6 +121,10 @@ class HeadParser(ConnectionState):
                 self.last_host_value = value
             req.host = host
             req.host_header = value
+        elif lname == b"user-agent":  # next to Host: nearly every client sends both
+            req.user_agent = value
+        elif lname == b"referer":
+            req.referer = value
         elif lname == b"transfer-encoding":
             codings = value.lower().replace(b" ", b"").replace(b"\t", b"")
             if codings != b"chunked" or req.chunked:
@@ -186,7 +193,7 @@ class HeadParser(ConnectionState):
             # WebSocket handshake is a GET without one (RFC 6455 §4.1)
             raise ParseReject(400, "An upgrade request cannot carry a body.")
         req.client_ip = self.client_ip
-        req.start = self.ctx.loop.time()
+        req.start = request_clock()
         max_body = self.max_body_bytes
         if max_body and req.content_length is not None and req.content_length > max_body:
             raise ParseReject(413)

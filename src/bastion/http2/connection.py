@@ -21,6 +21,7 @@ from h2.exceptions import ProtocolError
 from h2.settings import SettingCodes, Settings
 from hyperframe.frame import GoAwayFrame
 
+from bastion.http.context import request_clock
 from bastion.http.dispatch import dispatch, request_id
 from bastion.http.request import Request
 from bastion.http1.closing import close_owing_nothing
@@ -184,7 +185,7 @@ class HTTP2Connection(FrameEvents, Output, asyncio.Protocol):
         req = Request()
         req.version = "2.0"
         req.client_ip = self.client_ip
-        req.start = now
+        req.start = request_clock()  # `now` is the loop's time (timers)
         stream = Stream(self, sid, req)
         try:
             build_request(

@@ -42,6 +42,8 @@ _SPECIAL = frozenset(
         b"x-forwarded-proto",
         b"x-forwarded-host",
         b"x-request-id",
+        b"user-agent",
+        b"referer",
     )
 )
 
@@ -224,7 +226,11 @@ def check_trailers(headers: list[tuple[bytes, bytes]]) -> None:
 
 
 def _special(req: Request, name: bytes, value: bytes) -> None:
-    if name == b"content-length":
+    if name == b"user-agent":  # kept for the traffic statistics (observe/tap.py)
+        req.user_agent = value
+    elif name == b"referer":
+        req.referer = value
+    elif name == b"content-length":
         if not value.isdigit() or (
             req.content_length is not None and int(value) != req.content_length
         ):

@@ -155,7 +155,7 @@ class AccessLog:
         self.size = 0
         self.handle: asyncio.TimerHandle | None = None
         # The line's start up to the request id (JSON) or the time stamp (combined):
-        # it changes once a second. `_stamp_until` is when, in loop time.
+        # it changes once a second. `_stamp_until` is when, in request-clock time.
         self._stamp = ""
         self._stamp_until = float("-inf")
         # Memo tables of line pieces made of values that repeat from request to
@@ -170,9 +170,9 @@ class AccessLog:
         # to have one size
         self._counts: dict[_Counts, str] = {}
         self._build_counts = _json_counts if json else _clf_counts
-        # (duration, upstream time): uvloop's clock ticks in whole milliseconds,
-        # so these differences of two readings take few distinct float values
-        self._times: dict[tuple[float, float], tuple[str, str]] = {}
+        # (duration, upstream time) are formatted per line: the request clock
+        # (`http.context.request_clock`) has sub-millisecond resolution, so they
+        # hardly ever repeat and a memo table would only miss
         self._build_times = _json_times if json else _clf_times
         # (User-Agent, Referer): a client sends the same ones again and again;
         # bounded by their length too, as a client chooses it
@@ -200,7 +200,7 @@ class AccessLog:
     def _new_stamp(self, now: float) -> None:
         """The wall-clock second, formatted once per second.
 
-        Its expiry is kept in loop time (`now`, which `write` is given anyway), so
+        Its expiry is kept in the request clock's time (`now`, which `write` is given anyway), so
         a line costs a float comparison instead of a clock read; the wall clock is
         read again at each new second, so a clock step shows within a second."""
         wall = time.time()
@@ -218,9 +218,6 @@ class AccessLog:
 
     def _miss_counts(self, key: _Counts) -> str:
         return _memo_put(self._counts, key, self._build_counts(key))
-
-    def _miss_times(self, key: tuple[float, float]) -> tuple[str, str]:
-        return _memo_put(self._times, key, self._build_times(key))
 
     def _miss_agent(self, key: tuple[bytes | None, bytes | None]) -> str:
         agent, referer = key
@@ -261,10 +258,7 @@ class AccessLog:
             sizes = self._miss_counts(counts)
         start = req.start
         times = (now - start if start else 0.0, req.upstream_time)
-        try:
-            duration, upstream = self._times[times]
-        except KeyError:
-            duration, upstream = self._miss_times(times)
+        duration, upstream = self._build_times(times)
         # one pass over the header fields for both; the set probe is cheap
         # (bytes cache their hash) and most fields are neither
         agent = referer = None

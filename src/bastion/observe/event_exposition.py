@@ -22,7 +22,6 @@ import os
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from cryptography import x509
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -62,8 +61,11 @@ class EventMetrics(Collector):
         self._expiry: dict[str, tuple[tuple[int, int], float | None]] = {}
 
     # ------------------------------------------------------------ publishing
-    def start(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.publisher = loop.create_task(self._publish())
+    def start(self, loop: asyncio.AbstractEventLoop, shared: bool = True) -> None:
+        """Publish this worker's counters once a second when other workers serve the
+        instance too (`shared`); a single worker has nobody to tell."""
+        if shared:
+            self.publisher = loop.create_task(self._publish())
 
     def close(self) -> None:
         if self.publisher is not None:
@@ -193,6 +195,9 @@ class EventMetrics(Collector):
         if known is not None and known[0] == version:
             return known[1]
         value: float | None = None
+        # imported here: a gateway without TLS never loads cryptography (~10 MB)
+        from cryptography import x509
+
         try:
             with open(path, "rb") as f:
                 cert = x509.load_pem_x509_certificate(f.read())

@@ -6,11 +6,11 @@ when metrics are on, and hands the closed second to every sink (`add_sink`: the
 statistics store, the live view…). Sinks run on the loop: they should queue their work,
 not do it.
 
-Rows carry the loop time they finished at, in order, so a batch drained a little after a
-boundary is cut at the boundary (a bisection): every request lands in the second it
-finished in. A scrape calls `flush()` first, so the counters it reads hold every request
-finished until then. A second with no requests is still closed (a live view shows the
-zero), but after a stall only the last empty second is.
+Rows carry the time they finished at (`http.context.request_clock`, monotonic), in
+order, so a batch drained a little after a boundary is cut at the boundary (a bisection):
+every request lands in the second it finished in. A scrape calls `flush()` first, so the
+counters it reads hold every request finished until then. A second with no requests is
+still closed (a live view shows the zero), but after a stall only the last empty second is.
 """
 
 from __future__ import annotations
@@ -52,7 +52,8 @@ class Recorder:
     ) -> None:
         self.tap = tap
         self.clock = clock
-        # the time base of the rows' `now` (the loop's time in a worker)
+        # the time base of the rows' `now`: `request_clock` (time.monotonic) in a worker,
+        # which is the system clock's `monotonic`; a test's clock brings its own
         self.monotonic = monotonic or clock.monotonic
         self.in_flight = in_flight
         self.sinks: list[Sink] = []
@@ -120,7 +121,7 @@ class Recorder:
         has ended by the clock."""
         self._flush_soon = False
         wall = self.clock.time()
-        offset = wall - self.monotonic()  # loop time + offset = epoch time
+        offset = wall - self.monotonic()  # row time + offset = epoch time
         rows = self.tap.drain()
         fields = self.tap.fields
         current = self.current

@@ -47,7 +47,8 @@ class ExchangeBase:
     request_sent = False
     framing = BODY_NONE  # how the upstream's response body ends (BODY_CLOSE: not pooled)
     attempts = 0  # connections opened (0 while on a pooled one)
-    sent_at = 0.0
+    sent_at = 0.0  # the loop's time the request was sent at
+    sent_clock = 0.0  # the same, by `request_clock`
     member: Member | None = None  # the endpoint whose connection slot the request holds
     tried: list[Member] | None = None  # members tried before the current one
     retries = 0

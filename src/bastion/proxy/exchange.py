@@ -18,6 +18,7 @@ import ssl
 from typing import TYPE_CHECKING
 
 from bastion.balance.policies import read_cookie
+from bastion.http.context import request_clock
 from bastion.http.downstream import Pause
 from bastion.http.request import BODY_CLOSE
 from bastion.proxy.attempts import IDEMPOTENT, Attempts
@@ -78,7 +79,8 @@ class Exchange(Attempts, TunnelEnd):
         req = self.req
         transport = conn.transport
         assert transport is not None
-        self.sent_at = self.loop.time()
+        self.sent_at = self.loop.time()  # deadlines
+        self.sent_clock = request_clock()  # the upstream's time (sub-millisecond)
         if req.has_body:
             buffered = self.client.take_body(req, self)
             if req.chunked:
@@ -257,7 +259,7 @@ class Exchange(Attempts, TunnelEnd):
         req = self.req
         conn = self.upstream
         self.upstream = None
-        req.upstream_time = self.loop.time() - self.sent_at
+        req.upstream_time = request_clock() - self.sent_clock
         if conn is not None:
             if self.request_sent and keep_alive and self.framing != BODY_CLOSE:
                 conn.exchange = None

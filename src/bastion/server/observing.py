@@ -137,7 +137,7 @@ class Observability:
 
             self.metrics = MetricsEndpoint(ctx, config.metrics, stores.snapshots, self.recorder)
             await self.metrics.start(reuse_port)
-            self.events = self._event_metrics(self.metrics, stores)
+            self.events = self._event_metrics(self.metrics, stores, reuse_port)
         self.store = store
         if config.alerts.rules or config.admin.listen is not None:
             self.alerts = self._alert_service()
@@ -167,7 +167,7 @@ class Observability:
         alerts.start()
         return alerts
 
-    def _event_metrics(self, metrics: MetricsEndpoint, stores: Any) -> EventMetrics:
+    def _event_metrics(self, metrics: MetricsEndpoint, stores: Any, shared: bool) -> EventMetrics:
         """The event metrics (upstream errors, refusals, certificates, reloads) on the
         metrics listener, published for the other workers."""
         from bastion.observe.event_exposition import EventMetrics
@@ -180,7 +180,7 @@ class Observability:
             lambda: ctx.plan.tls,
             ctx.loop.time,
         )
-        events.start(ctx.loop)
+        events.start(ctx.loop, shared)
         metrics.collectors.append(events)
         return events
 
@@ -234,7 +234,8 @@ def _start_recorder(ctx: WorkerContext, details: bool) -> Recorder:
     from bastion.observe.tap import RequestTap
 
     tap = RequestTap(detailed=details)
-    recorder = Recorder(tap, monotonic=ctx.loop.time, in_flight=ctx.in_flight)
+    # the default clock is `http.context.request_clock`, the one the rows carry
+    recorder = Recorder(tap, in_flight=ctx.in_flight)
     ctx.add_observer(tap.record)
     recorder.start(ctx.loop)
     return recorder

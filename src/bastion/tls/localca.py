@@ -144,9 +144,9 @@ class LocalCA:
         return cert.fingerprint(hashes.SHA256()).hex(":")
 
     # ---------------------------------------------------------------- leaves
-    def leaf(self, names: list[str]) -> LeafFiles:
+    def leaf(self, names: list[str], *, force: bool = False) -> LeafFiles:
         """Certificate and key files for ``names`` (the first one is the subject),
-        issued now unless a cached one is still fresh."""
+        issued now unless a cached one is still fresh (or ``force``: a renewal asked for)."""
         unique = list(dict.fromkeys(n.lower() for n in names))
         digest = hashlib.sha256("\n".join(sorted(unique)).encode()).hexdigest()[:12]
         stem = unique[0].replace("*", "_wildcard").strip("[]").replace(":", "_")
@@ -155,7 +155,7 @@ class LocalCA:
         )
         ensure_dir(self.leaf_dir)
         with file_lock(self.leaf_dir / ".lock"):
-            if not self._fresh(files):
+            if force or not self._fresh(files):
                 self._issue(unique, files)
         return files
 

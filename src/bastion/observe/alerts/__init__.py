@@ -1,6 +1,6 @@
 """Alerts: rules evaluated like CloudWatch alarms over the gateway's figures, and the
 channels (signed webhook, Slack-compatible webhook, SMTP mail) told when one fires or
-resolves. See docs/observability-alerts.md.
+resolves. See docs/observability.md.
 
 The names below are loaded on first use: a worker without alert rules imports only
 ``service`` and ``gateway``, never the senders (smtplib, urllib, email) nor the manager.

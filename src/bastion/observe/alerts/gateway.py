@@ -71,7 +71,9 @@ def read_reload_result(data_dir: Path, instance: int) -> ReloadResult | None:
 def certificates_of(config: Config) -> list[Certificate]:
     """The certificates ``bastion certs list`` shows (ACME and files; not the local CA's),
     as alert inputs (blocking: file reads)."""
-    from bastion.tls.certs import cert_rows  # cryptography: only for a gateway with TLS
+    if not config.listen.https:
+        return []  # no certificate, and no import of cryptography (~10 MB) to find none
+    from bastion.tls.certs import cert_rows
 
     found = []
     for row in cert_rows(config):

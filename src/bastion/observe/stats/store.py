@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import sqlite3
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from operator import add
@@ -167,15 +169,34 @@ class StatsStore:
         self.path = stats_path(data_dir)
         self.clock = clock
         self.top = top
+        # one read connection per thread, kept: opening one parses the schema again, which
+        # cost more than the queries of the live view and the alerts it served
+        self._local = threading.local()
 
     @contextlib.contextmanager
     def _reader(self) -> Iterator[sqlite3.Connection | None]:
-        db = open_reader(self.path)
         try:
-            yield db
-        finally:
-            if db is not None:
-                db.close()
+            st = os.stat(self.path)
+        except OSError:
+            yield None  # nothing recorded yet
+            return
+        file = (st.st_dev, st.st_ino)
+        held: tuple[tuple[int, int], sqlite3.Connection] | None = getattr(self._local, "db", None)
+        if held is not None and held[0] != file:  # the file was removed or replaced
+            held[1].close()
+            held = self._local.db = None
+        if held is None:
+            db = open_reader(self.path)
+            if db is None:
+                yield None
+                return
+            held = self._local.db = (file, db)
+        try:
+            yield held[1]
+        except sqlite3.Error:
+            self._local.db = None
+            held[1].close()
+            raise
 
     # ------------------------------------------------------------------ summary
     def summary(self, window: str, now: float | None = None) -> dict[str, Any]:
@@ -313,6 +334,8 @@ class StatsStore:
             "p95": figures["latency"]["p95"],
             "p99": figures["latency"]["p99"],
             "upstream_p95": figures["upstream_latency"]["p95"],
+            "upstream_share": figures["upstream_share"],
+            "refusals": figures["refusals"],
             "bytes_in": figures["bytes_in"],
             "bytes_out": figures["bytes_out"],
             "cache_hits": figures["cache"]["hits"],

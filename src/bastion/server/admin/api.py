@@ -1,5 +1,5 @@
 """The figures and actions behind the admin API's JSON endpoints (shapes in
-docs/observability-admin.md)."""
+docs/observability.md)."""
 
 from __future__ import annotations
 

@@ -107,12 +107,35 @@ def renew(config: Config, name: str) -> dict[str, Any]:
     wanted = name.strip().lower()
     chosen = next((s for s in acme_sites(config) if wanted in {n.lower() for n in s}), None)
     if chosen is None:
-        raise NotFound(f"no certificate ordered through ACME has the name {name!r}")
+        return _renew_local(config, wanted, name)
     files = issuer_for(config).obtain(list(chosen), force=True)
     return {
         "renewed": list(chosen),
         "serial": f"{files.serial:x}",
         "not_after": files.not_after.timestamp(),
+    }
+
+
+def _renew_local(config: Config, wanted: str, name: str) -> dict[str, Any]:
+    """A new leaf of the local CA for the site that has `name`; every worker's certificate
+    watcher loads the rewritten files (within tls.watch_interval)."""
+    from cryptography import x509
+
+    from bastion.state.files import ensure_dir, resolve_data_dir
+    from bastion.tls.certs import cert_rows
+    from bastion.tls.localca import LocalCA
+
+    row = next(
+        (r for r in cert_rows(config) if r.source == "local CA" and wanted in r.names), None
+    )
+    if row is None:
+        raise NotFound(f"no certificate of ACME or of the local CA has the name {name!r}")
+    leaf = LocalCA(ensure_dir(resolve_data_dir(config.data_dir))).leaf(list(row.names), force=True)
+    cert = x509.load_pem_x509_certificate(leaf.cert.read_bytes())
+    return {
+        "renewed": list(row.names),
+        "serial": f"{cert.serial_number:x}",
+        "not_after": cert.not_valid_after_utc.timestamp(),
     }
 
 
