@@ -328,3 +328,32 @@ def test_run_evaluates_and_stops_cleanly() -> None:
 
     asyncio.run(main())
     assert h.state() == "OK"
+
+
+def test_run_reads_the_statistics_off_the_loop() -> None:
+    """The statistics file may be locked by another process for seconds: the running
+    manager reads the periods it is about to evaluate in a thread, never on the loop."""
+    import threading
+
+    from bastion.observe.alerts.gateway import GatewayInputs
+
+    read_on: list[bool] = []
+
+    def period(since: float, until: float, route: str | None) -> dict[str, Any]:
+        read_on.append(threading.current_thread() is threading.main_thread())
+        return totals(100, s5=30)
+
+    clock = ManualClock(START + SETTLE)
+    inputs = GatewayInputs(period=period, clock=clock)
+    manager = AlertManager(settings({"r": {"kind": "error_rate", "channels": []}}), inputs, clock)
+
+    async def main() -> None:
+        task = asyncio.create_task(manager.run())
+        await asyncio.sleep(0.2)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    assert read_on == [False]  # read once, in a thread; evaluate used what it read
+    assert manager.states["r"].state == "FIRING"

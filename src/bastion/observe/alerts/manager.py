@@ -27,7 +27,14 @@ from bastion.observe.alerts.channels import Notification, with_url_parts
 from bastion.observe.alerts.delivery import RETRY_DELAYS, Deliveries
 from bastion.observe.alerts.inputs import AlertInputs
 from bastion.observe.alerts.leader import AlertLock
-from bastion.observe.alerts.measure import Datapoint, Period, PoolWatch, measure, threshold_of
+from bastion.observe.alerts.measure import (
+    TRAFFIC_KINDS,
+    Datapoint,
+    Period,
+    PoolWatch,
+    measure,
+    threshold_of,
+)
 from bastion.observe.alerts.state import RuleState
 
 __all__ = ["SETTLE", "TICK", "AlertManager"]
@@ -135,6 +142,20 @@ class AlertManager:
                 log.warning("alerts: cannot publish the alert states: %s", exc)
         return sent
 
+    def _due_traffic(self) -> list[tuple[float, float, str | None]]:
+        """The statistics `evaluate` is about to read: (since, until, route) of each rule of
+        a traffic kind whose period ended (the same test as `evaluate`'s)."""
+        now = self.clock.time()
+        due = []
+        for name, rule in self.settings.rules.items():
+            if rule.kind not in TRAFFIC_KINDS:
+                continue
+            end = math.floor((now - SETTLE) / rule.period) * rule.period
+            last = self.states[name].last_period
+            if last is None or end > last:
+                due.append((end - rule.period, end, rule.route))
+        return due
+
     def _measure(self, name: str, rule: AlertRule, period: Period) -> Datapoint:
         try:
             return measure(rule, self.inputs, period, self.watch)
@@ -193,12 +214,18 @@ class AlertManager:
         """Evaluate every ``TICK`` seconds until cancelled; in-flight deliveries are
         cancelled with it."""
         refresh = getattr(self.inputs, "refresh", None)  # inputs that read slowly, ahead
+        prefetch = getattr(self.inputs, "prefetch", None)  # the statistics, in a thread
         try:
             while True:
                 if self.lock is None or self.lock.acquire():
                     try:
                         if refresh is not None:
                             await refresh()
+                        due = self._due_traffic() if prefetch is not None else []
+                        if prefetch is not None and due:
+                            # a statistics file locked by another process waits up to
+                            # seconds: never on the loop, which serves the requests
+                            await asyncio.to_thread(prefetch, due)
                         self.evaluate()
                     except Exception:
                         log.exception("alerts: evaluation failed; trying again in a second")

@@ -210,6 +210,9 @@ def _reload_failed(rule: AlertRule, inputs: AlertInputs, period: Period, _: Pool
 
 Measure = Callable[[AlertRule, AlertInputs, Period, PoolWatch], Datapoint]
 
+# the kinds that read the statistics (`AlertInputs.period`)
+TRAFFIC_KINDS = frozenset(("error_rate", "latency", "rate_limited", "no_traffic"))
+
 MEASURES: dict[str, Measure] = {
     "error_rate": _error_rate,
     "latency": _latency,
