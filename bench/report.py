@@ -312,43 +312,40 @@ def cache_checks(results: Results) -> list[Check]:
 # The policy scenario (issue 4): an API route with its policies against the bare proxy.
 POLICY_PAIR = ("bastion", "bastion-policy")
 POLICY_RATIO_MIN = 0.85
-# The observe scenario (the observability issue): every feature on against all off. The
+# The observe scenario: every observability feature on against all of them off. The
 # budget is 5% in instructions (bench/instructions.py, repeatable); throughput moves by more
 # than that between runs on a shared machine, so this check reads with that in mind.
 OBSERVE_PAIR = ("bastion", "bastion-observe")
 OBSERVE_RATIO_MIN = 0.95
 
 
-def observe_checks(results: Results) -> list[Check]:
-    """bastion-observe's rps over bastion's in the observe scenario (same run, interleaved)."""
-    if "observe" not in results:
+def _pair_check(
+    results: Results, scenario: str, pair: tuple[str, str], minimum: float, name: str
+) -> list[Check]:
+    """The rps of `pair[1]` over `pair[0]`'s in `scenario` (same run, interleaved)."""
+    if scenario not in results:
         return []
-    name = f"every observability feature on: rps >= {OBSERVE_RATIO_MIN}x off"
-    bare = _median(results, "observe", "bastion")
-    full = _median(results, "observe", "bastion-observe")
+    bare = _median(results, scenario, pair[0])
+    full = _median(results, scenario, pair[1])
     if bare is None or full is None or not bare["rps"]:
-        return [Check(name, "SKIP", "needs bastion and bastion-observe in the observe scenario")]
+        return [Check(name, "SKIP", f"needs {pair[0]} and {pair[1]} in the {scenario} scenario")]
     ratio = full["rps"] / bare["rps"]
-    detail = (f"ratio {ratio:.2f} ({fmt_value('rps', full['rps'])} vs off "
+    detail = (f"ratio {ratio:.2f} ({fmt_value('rps', full['rps'])} vs "
               f"{fmt_value('rps', bare['rps'])})")
-    ok = ratio >= OBSERVE_RATIO_MIN and not full["error_count"]
-    return [Check(name, "PASS" if ok else "FAIL", detail)]
-
-
-def policy_checks(results: Results) -> list[Check]:
-    """bastion-policy's rps over bastion's in the policy scenario (same run, interleaved)."""
-    if "policy" not in results:
-        return []
-    name = f"API key + rate limit + header rules + JSON log rps >= {POLICY_RATIO_MIN}x bare"
-    bare = _median(results, "policy", "bastion")
-    full = _median(results, "policy", "bastion-policy")
-    if bare is None or full is None or not bare["rps"]:
-        return [Check(name, "SKIP", "needs bastion and bastion-policy in the policy scenario")]
-    ratio = full["rps"] / bare["rps"]
-    detail = (f"ratio {ratio:.2f} ({fmt_value('rps', full['rps'])} vs bare "
-              f"{fmt_value('rps', bare['rps'])})")
-    ok = ratio >= POLICY_RATIO_MIN
+    ok = ratio >= minimum
     if full["error_count"]:
         ok = False
         detail += f"; {full['error_count']} errors or non-2xx answers in the run"
     return [Check(name, "PASS" if ok else "FAIL", detail)]
+
+
+def observe_checks(results: Results) -> list[Check]:
+    """bastion-observe's rps over bastion's in the observe scenario."""
+    name = f"every observability feature on: rps >= {OBSERVE_RATIO_MIN}x off"
+    return _pair_check(results, "observe", OBSERVE_PAIR, OBSERVE_RATIO_MIN, name)
+
+
+def policy_checks(results: Results) -> list[Check]:
+    """bastion-policy's rps over bastion's in the policy scenario."""
+    name = f"API key + rate limit + header rules + JSON log rps >= {POLICY_RATIO_MIN}x bare"
+    return _pair_check(results, "policy", POLICY_PAIR, POLICY_RATIO_MIN, name)
