@@ -73,7 +73,12 @@ def config(
                 "routes": [
                     {"path": "/api/", "proxy": proxy},
                     {"path": "/cached/", "cache": {"ttl": "5m"}, "proxy": proxy},
-                    {"path": "/private/", "auth": {"api_keys": {}}, "proxy": proxy},
+                    {
+                        "path": "/private/",
+                        "auth": {"api_keys": {}},
+                        "quotas": [{"limit": 100, "per": "day", "key": "consumer"}],
+                        "proxy": proxy,
+                    },
                     # a dead upstream: nothing listens there (502)
                     {"path": "/dead/", "proxy": {"upstreams": [f"http://127.0.0.1:{free_port()}"]}},
                 ],
@@ -197,6 +202,7 @@ def test_dashboard_shows_the_traffic_and_moves_live(dashboard: Dashboard, browse
 
     consumers = browser.wait_for(acme_seen, 30, "the consumers table")
     assert consumers["acme"]["requests"] == 3
+    assert consumers["acme"]["quota"] == "3 / 100 (3 %)"  # its quota of the day
     not_found = {row["_key"]: row["requests"] for row in browser.table("not_found") or []}
     assert not_found["/missing"] == 2
     referrers = {row["_key"]: row["requests"] for row in browser.table("referrers") or []}

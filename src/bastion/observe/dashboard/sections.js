@@ -53,6 +53,12 @@ export function renderTrafficTables(root, summary, emptyText) {
         key: "limited", label: "429s", numeric: true, format: fmt.count,
         className: (row) => (row.limited > 0 ? "warn" : null),
       },
+      {
+        // the consumer's fullest quota in its current day or month
+        key: "quota", label: "quota use", numeric: true,
+        format: (q) => (q ? `${fmt.count(q.used)} / ${fmt.count(q.limit)} (${fmt.percent(q.used / q.limit)})` : "–"),
+        className: (row) => (row.quota && row.quota.used >= 0.8 * row.quota.limit ? "warn" : null),
+      },
     ]),
   });
   for (const [key, label, emptyWithTraffic] of TOP_TABLES) {

@@ -16,6 +16,7 @@ from bastion.balance.status import INSTANCE_ENV
 from bastion.server.admin.sources import WINDOWS
 
 if TYPE_CHECKING:
+    from bastion.observe.alerts.inputs import QuotaUse
     from bastion.plan import Plan
     from bastion.server.admin.state import AdminState
     from bastion.state.broadcast import Broadcast
@@ -43,8 +44,10 @@ class AdminApi:
         plan: Callable[[], Plan],
         snapshots: Snapshots,
         broadcast: Callable[[], Broadcast],
+        quotas: Callable[[], dict[str, QuotaUse]] | None = None,
     ) -> None:
         self.state = state
+        self.quotas = quotas  # each consumer's quota use (this worker's limit store)
         self.plan = plan  # the plan in force (a reload replaces it)
         self.snapshots = snapshots
         self.broadcast = broadcast  # made on first use
@@ -119,9 +122,15 @@ class AdminApi:
         if stats is None:
             return 503, STATS_OFF
         try:
-            return 200, await self.in_thread(stats.summary, window)
+            summary = await self.in_thread(stats.summary, window)
         except STATS_UNREADABLE as exc:
             return 503, f"the statistics file cannot be read now: {exc}"
+        use = self.quotas() if self.quotas is not None else {}
+        for row in summary.get("top", {}).get("consumers", ()):
+            quota = use.get(row["key"])
+            # the consumer's fullest quota in its current day or month (null: none)
+            row["quota"] = None if quota is None else {"used": quota.used, "limit": quota.limit}
+        return 200, summary
 
     def alerts(self) -> dict[str, Any]:
         source = self.state.alerts

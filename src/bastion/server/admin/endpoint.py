@@ -14,6 +14,7 @@ import fcntl
 import logging
 import os
 import ssl
+import time
 from typing import TYPE_CHECKING, Any
 
 from bastion.config.admin_models import UnixAddress
@@ -27,7 +28,9 @@ if TYPE_CHECKING:
     import asyncio
 
     from bastion.config import LoadedConfig
+    from bastion.config.models import Config
     from bastion.config.tls_models import TlsFiles
+    from bastion.observe.alerts.inputs import QuotaUse
     from bastion.server.admin.sources import AlertSource, StatsSource
     from bastion.server.context import WorkerContext
     from bastion.state.stores import Stores
@@ -54,6 +57,16 @@ def _tls_context(files: TlsFiles) -> ssl.SSLContext:
     return context
 
 
+def _quota_use(config: Config, stores: Stores) -> dict[str, QuotaUse]:
+    """Each consumer's quota use, as the `quota` alert rule reads it (none without a
+    per-consumer quota: the limit store is not even opened)."""
+    from bastion.observe.alerts.quotas import consumer_quotas, quota_prefixes
+
+    if not quota_prefixes(config):
+        return {}
+    return consumer_quotas(config, stores.limits, time.time())
+
+
 class AdminEndpoint:
     """The admin state, handler and listener of one worker."""
 
@@ -61,7 +74,11 @@ class AdminEndpoint:
         self.worker = worker
         self.state = AdminState(loaded, worker.loop)
         self.api = AdminApi(
-            self.state, lambda: worker.plan, stores.snapshots, lambda: stores.broadcast
+            self.state,
+            lambda: worker.plan,
+            stores.snapshots,
+            lambda: stores.broadcast,
+            lambda: _quota_use(self.state.loaded.config, stores),
         )
         self.handler = AdminHandler(self.state, self.api)
         self.server: asyncio.AbstractServer | None = None
