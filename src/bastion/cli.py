@@ -126,7 +126,15 @@ def main(argv: list[str] | None = None) -> int:
         "stats": cmd_stats,
         "alerts": cmd_alerts,
     }[args.command]
-    return handler(args)
+    try:
+        return handler(args)
+    except BrokenPipeError:
+        # the reader went away (`bastion status --json | head`): what it did not read is
+        # not an error of ours. stdout goes to /dev/null so that the interpreter's own
+        # flush at exit does not fail on the closed pipe too.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
 
 
 def _data_dir_flag(parser: argparse.ArgumentParser) -> None:

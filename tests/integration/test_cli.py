@@ -183,3 +183,19 @@ def test_demo_prints_curl_lines_that_work(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         assert proc.wait(10) == 0
+
+
+def test_output_cut_short_by_its_reader_is_no_error(tmp_path: Path) -> None:
+    """`bastion schema | head -1`: the reader closes the pipe early; no traceback, exit 0
+    (a BrokenPipeError once ended these commands)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bastion", "schema"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.read(10)
+    proc.stdout.close()  # as `head` does once it has its lines
+    err = proc.stderr.read().decode()
+    assert proc.wait(30) == 0, err
+    assert "Traceback" not in err and "BrokenPipeError" not in err
