@@ -156,7 +156,7 @@ def test_combined_line_fields_and_empty_agent(tmp_path: Path) -> None:
     (line,) = _write_all(tmp_path, "combined", [(req, 10.25)])
     assert line.startswith('203.0.113.7 - al\\"ice [')
     assert line.endswith(
-        f'" 200 123 "-" "-" rid={req.request_id} route=~ ^/v[0-9]+/ '
+        f'" 200 123 "-" "-" rid={req.request_id} route="~ ^/v[0-9]+/" '
         "upstream=http://127.0.0.1:8000 rt=0.250 urt=0.002"
     )
 

@@ -79,7 +79,8 @@ def _clf_parts(key: _Parts) -> tuple[str, str]:
     _method, _host, route, consumer, upstream = key[:5]
     return (
         f" - {_q(consumer) or '-'} [",
-        f" route={_q(route) or '-'} upstream={upstream or '-'} rt=",
+        # the route in quotes: its pattern may hold spaces ("= /health", "~ ^/v[0-9]+/")
+        f' route={chr(34) + _q(route) + chr(34) if route else "-"} upstream={upstream or "-"} rt=',
     )
 
 
