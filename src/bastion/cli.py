@@ -77,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         help="renew/revoke: any name of the site (default: all ACME sites for renew)",
     )
     p.add_argument("-c", "--config", default=None)
+    p.add_argument("--json", action="store_true", help="list: one JSON object per certificate")
+    _data_dir_flag(p)
     p = sub.add_parser("status", help="show the upstream pools of the running instance")
     p.add_argument("-c", "--config", default=None, help="config whose data_dir and pid_file to use")
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -408,7 +410,11 @@ def cmd_certs(args: argparse.Namespace) -> int:
     config = loaded.config
     if args.action == "list":
         answer = admin_call(config, "GET", "/api/certificates")
-        print(format_rows(cert_rows_from(answer) if answer else cert_rows(config)))
+        rows = cert_rows_from(answer) if answer else cert_rows(config)
+        if args.json:
+            print(json.dumps([row.as_json() for row in rows], indent=2))
+        else:
+            print(format_rows(rows))
         return 0
     sites = acme_sites(config)
     wanted = {n.lower() for n in args.names}

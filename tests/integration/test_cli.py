@@ -199,3 +199,26 @@ def test_output_cut_short_by_its_reader_is_no_error(tmp_path: Path) -> None:
     err = proc.stderr.read().decode()
     assert proc.wait(30) == 0, err
     assert "Traceback" not in err and "BrokenPipeError" not in err
+
+
+def test_certs_list_as_json_from_a_given_data_dir(tmp_path: Path) -> None:
+    """`bastion certs list --json --data-dir D`: the docs tell users to give the data dir,
+    and scripts want JSON."""
+    cfg = tmp_path / "bastion.yaml"
+    cfg.write_text(
+        "listen: {http: 127.0.0.1:1, https: 127.0.0.1:2}\n"
+        "sites:\n  - hosts: [localhost]\n    tls: internal\n"
+        "    routes: [{path: /, respond: {}}]\n"
+    )
+    data = tmp_path / "given"
+    env = {k: v for k, v in os.environ.items() if k != "BASTION_DATA_DIR"}
+    listed = subprocess.run(
+        [sys.executable, "-m", "bastion", "certs", "list", "--json", "-c", str(cfg),
+         "--data-dir", str(data)],
+        capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path, check=False,
+    )  # fmt: skip
+    assert listed.returncode == 0, listed.stderr
+    (row,) = json.loads(listed.stdout)
+    assert row["names"] == ["localhost"] and row["source"] == "local CA"
+    assert row["not_after"] and row["last_error"] is None
+    assert (data / "ca" / "root.crt").exists()  # the data dir given, not the default one

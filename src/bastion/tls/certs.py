@@ -40,6 +40,17 @@ class CertRow:
     next_renewal: str = "-"
     last_error: str = "-"
 
+    def as_json(self) -> dict[str, object]:
+        """The row for `bastion certs list --json` (null for what is not known)."""
+        return {
+            "names": list(self.names),
+            "source": self.source,
+            "issuer": None if self.issuer == "-" else self.issuer,
+            "not_after": None if self.not_after is None else self.not_after.isoformat(),
+            "next_renewal": None if self.next_renewal == "-" else self.next_renewal,
+            "last_error": None if self.last_error in ("", "-") else self.last_error,
+        }
+
     def days_left(self) -> str:
         if self.not_after is None:
             return "-"
