@@ -394,3 +394,25 @@ def test_trust_prints_root_and_instructions(tmp_path: Path) -> None:
     assert "security add-trusted-cert" in result.stdout
     assert f"--cacert {root}" in result.stdout
     assert (tmp_path / "d" / "ca" / "root.key").stat().st_mode & 0o777 == 0o600
+
+
+def test_an_answer_before_the_body_says_the_connection_closes(
+    tmp_path: Path, backend: Backend, gateway: GatewayFactory
+) -> None:
+    """A redirect (or a refusal) answered while the request's body is still on its way:
+    the gateway closes the connection after it, so the answer carries Connection: close,
+    and a client does not send its next request into a closing connection."""
+    config = tls_config(tmp_path, [proxy_site(backend, ["localhost"])])
+    gw = start(gateway, config)
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as sock:
+        sock.sendall(
+            b"POST /form HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100\r\n\r\npart"
+        )
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    head = answer.split(b"\r\n\r\n", 1)[0].lower()
+    assert head.startswith(b"http/1.1 308") and b"\r\nconnection: close" in head, answer

@@ -42,8 +42,11 @@ class ResponseWriter(ConnectionState, ProblemAnswers):
         """A complete response with a known body (errors, redirects, small files)."""
         if self.transport is None or self.closing:
             return
-        if req.expect_continue and not req.body_done:
-            self.resp_keep_alive = False  # the body will not be read
+        if not req.body_done and (req.expect_continue or req.has_body):
+            # answered before the body arrived (a redirect, a refusal): the connection is
+            # closed after this answer (end_response), so the answer says so, or a client
+            # would send its next request on a connection about to close
+            self.resp_keep_alive = False
         self.resp_started = True
         req.status = status
         fields = fixed_head(status, self.ctx.date_header, body, content_type, headers)
