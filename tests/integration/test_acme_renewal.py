@@ -66,7 +66,9 @@ def start(
     config["tls"] = {"watch_interval": "1s"}
     config["workers"] = workers
     gw = gateway(config, port=https)
-    wait_for_log(gw, SERVING)
+    # every worker logs it once it serves the certificate (the second one takes it up from
+    # the store after the first one's order); until then that worker refuses the handshake
+    wait_for_log(gw, SERVING, count=workers)
     return ca, gw, https
 
 
