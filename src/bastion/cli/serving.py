@@ -1,0 +1,107 @@
+"""bastion run, and reload: serve a config file until told to stop; ask a running
+instance to reload its config."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from bastion.cli.common import (
+    config_flag,
+    data_dir_flag,
+    default_config_path,
+    default_pid_file,
+    load,
+)
+from bastion.config import ConfigError, LoadedConfig
+from bastion.observe.oplog import setup_logging
+
+log = logging.getLogger("bastion")
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("run", help="serve with a config file")
+    config_flag(p)
+    data_dir_flag(p)
+    p.set_defaults(handler=cmd_run)
+    p = sub.add_parser("reload", help="ask the running instance to reload its config")
+    config_flag(p, "config whose pid_file to use")
+    p.add_argument("--pid-file", default=None)
+    p.set_defaults(handler=cmd_reload)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    loaded = load(args.config)
+    if loaded is None:
+        return 1
+    return serve(loaded)
+
+
+def serve(loaded: LoadedConfig) -> int:
+    """Run until SIGTERM/SIGINT with one worker in this process, or a supervisor."""
+    config = loaded.config
+    setup_logging(config.log_level)
+    pid_file = Path(config.pid_file) if config.pid_file else default_pid_file()
+    _write_pid(pid_file)
+    from bastion.balance.status import INSTANCE_ENV
+
+    os.environ[INSTANCE_ENV] = str(os.getpid())  # names this instance's status files
+    try:
+        if config.workers <= 1:
+            from bastion.server.worker import run_worker
+
+            try:
+                run_worker(loaded)
+            except (OSError, ValueError, ConfigError) as exc:
+                log.error("cannot start: %s", exc)
+                return 1
+            return 0
+        from bastion.server.supervisor import Supervisor
+
+        return Supervisor(loaded, config.workers).run()
+    finally:
+        _remove_pid(pid_file)
+
+
+def _write_pid(path: Path) -> None:
+    try:
+        path.write_text(f"{os.getpid()}\n")
+    except OSError as exc:
+        log.warning("cannot write pid file %s: %s", path, exc)
+
+
+def _remove_pid(path: Path) -> None:
+    try:
+        if path.read_text().strip() == str(os.getpid()):
+            path.unlink()
+    except OSError:
+        pass
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    pid_path: Path
+    if args.pid_file:
+        pid_path = Path(args.pid_file)
+    elif args.config or os.path.exists(default_config_path()):
+        loaded = load(args.config)
+        if loaded is None:
+            print(
+                "not reloading: the config has errors (the running instance keeps its config)",
+                file=sys.stderr,
+            )
+            return 1
+        pid_path = Path(loaded.config.pid_file) if loaded.config.pid_file else default_pid_file()
+    else:
+        pid_path = default_pid_file()
+    try:
+        pid = int(pid_path.read_text().strip())
+        os.kill(pid, signal.SIGHUP)
+    except (OSError, ValueError) as exc:
+        print(f"cannot signal the running instance via {pid_path}: {exc}", file=sys.stderr)
+        return 1
+    print(f"reload requested (pid {pid})")
+    return 0
