@@ -32,6 +32,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bastion.config.admin_models import UnixAddress
 from bastion.config.models import Config
 
 __all__ = ["ServicePlan", "plan_service", "systemd_quote"]
@@ -94,6 +95,21 @@ def plan_service(
         pid_dir = str(Path(config.pid_file).parent)
         if not _inside(pid_dir, data_dir) and not _inside(pid_dir, f"/run/{name}"):
             writable.append(pid_dir)
+    admin = config.admin.listen
+    if isinstance(admin, UnixAddress):
+        socket_dir = str(Path(admin.path).parent)
+        runtime = f"/run/{name}"
+        if _inside(socket_dir, runtime) or _inside(socket_dir, data_dir):
+            pass
+        elif socket_dir in ("/run", "/var/run", "/tmp", "/"):
+            # opening all of it to the service would undo the sandbox; /tmp is private
+            warnings.append(
+                f"the admin socket {admin.path} is in {socket_dir}, which the service cannot "
+                f"write: put it in its runtime directory, admin.listen: "
+                f"unix:{runtime}/admin.sock"
+            )
+        else:
+            writable.append(socket_dir)
     seen = [str(config_path), exec_start[0], *writable]
     protect_home = "yes"
     if any(_under_home(p) for p in seen):

@@ -179,6 +179,8 @@ def test_several_to_make_one_pool() -> None:
 def test_http_port_with_plain_http_from_is_refused() -> None:
     with pytest.raises(QuickAddressError, match="--http-port applies to an HTTPS --from"):
         quick_config(flags("--from", ":8080", "--http-port", "8081", "--to", ":1"))
+    with pytest.raises(QuickAddressError, match="HTTPS is on that port already"):
+        quick_config(flags("--from", "https://localhost:8443", "--http-port", "8443", "--to", ":1"))
 
 
 def test_acme_flags_map_to_the_acme_section(tmp_path: Any) -> None:

@@ -7,22 +7,19 @@ from pathlib import Path
 from typing import Any
 
 from bastion.config import config_from_dict
-from bastion.service_unit import plan_service, systemd_quote
+from bastion.service_unit import ServicePlan, plan_service, systemd_quote
 
 SITES = [{"routes": [{"path": "/", "respond": {"body": "ok"}}]}]
 
 
-def unit_lines(config_path: str = "/etc/bastion/bastion.yaml", **config: Any) -> list[str]:
+def service(config_path: str = "/etc/bastion/bastion.yaml", **config: Any) -> ServicePlan:
     loaded = config_from_dict({"sites": SITES, **config})
-    plan = plan_service(
-        loaded.config,
-        Path(config_path),
-        ["/usr/local/bin/bastion"],
-        "bastion",
-        "bastion",
-        "bastion",
-    )
-    return plan.unit.splitlines()
+    command = ["/usr/local/bin/bastion"]
+    return plan_service(loaded.config, Path(config_path), command, "bastion", "bastion", "bastion")
+
+
+def unit_lines(config_path: str = "/etc/bastion/bastion.yaml", **config: Any) -> list[str]:
+    return service(config_path, **config).unit.splitlines()
 
 
 def test_quoting_follows_systemd() -> None:
@@ -59,3 +56,14 @@ def test_stop_timeout_outlasts_the_shutdown_timeout() -> None:
     stop = next(int(line.split("=")[1]) for line in lines if line.startswith("TimeoutStopSec="))
     assert stop > 120
     assert "KillMode=mixed" in lines
+
+
+def test_admin_socket_directory() -> None:
+    admin = {"listen": "unix:/run/bastion/admin.sock", "token": "t" * 32}
+    plan = service(admin=admin)
+    assert plan.writable == [] and plan.warnings == []  # the runtime directory
+    plan = service(admin={**admin, "listen": "unix:/srv/sockets/admin.sock"})
+    assert "ReadWritePaths=/srv/sockets" in plan.unit.splitlines()
+    plan = service(admin={**admin, "listen": "unix:/run/admin.sock"})
+    assert "ReadWritePaths=/run" not in plan.unit
+    assert "unix:/run/bastion/admin.sock" in plan.warnings[0]

@@ -130,6 +130,10 @@ def quick_config(args: argparse.Namespace) -> tuple[dict[str, Any], FromAddress,
             http_port = 80
         if http_port is not None and not 1 <= http_port <= 65535:
             raise QuickAddressError(f"--http-port {http_port}: expected a port from 1 to 65535")
+        if http_port == origin.port:
+            raise QuickAddressError(
+                f"--http-port {http_port}: HTTPS is on that port already; choose another"
+            )
         http = [origin.listen(http_port)] if http_port is not None else []
         listen = {"http": http, "https": [origin.listen()]}
     site: dict[str, Any] = {

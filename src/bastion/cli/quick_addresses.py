@@ -58,8 +58,6 @@ class FromAddress:
     def url(self) -> str:
         """What a client would type to reach it."""
         host = self.host or self.bind or "localhost"
-        if host.startswith("*."):
-            host = "sub" + host[1:]
         if ":" in host:
             host = f"[{host}]"
         if self.port == _DEFAULT_PORTS[self.scheme]:
