@@ -11,12 +11,13 @@ import grp
 import os
 import pwd
 import re
+import shlex
 import sys
 from pathlib import Path
 from typing import TextIO
 
 from bastion.cli.common import default_config_path, load
-from bastion.service_unit import ServicePlan, plan_service, systemd_quote
+from bastion.service_unit import ServicePlan, plan_service
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@:-]{0,200}")
 _USER = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
@@ -169,8 +170,8 @@ def _print_steps(
     unit_path: Path | None,
     out: TextIO,
 ) -> None:
-    """The commands that remain, as root, in order."""
-    q = systemd_quote
+    """The commands that remain, as root, in order (quoted for a shell)."""
+    q = shlex.quote
     steps: list[str] = []
     systemd_dir = Path("/etc/systemd/system")
     if unit_path is None:
