@@ -182,8 +182,9 @@ def test_unix_socket_upstream(tmp_path: Path, quick: Callable[..., QuickProxy]) 
         (["--from", ":8080", "--http-port", "8081", "--to", ":1"], "--http-port applies"),
         (
             ["--from", "api.example.com", "--to", ":1", "--email", "not-an-email"],
-            "expected an email address",
+            "--email: expected an email address",
         ),
+        (["--from", "*.example.com", "--to", ":1"], "add --internal-certs"),
     ],
 )
 def test_bad_forms_exit_2_naming_what_was_expected(

@@ -161,15 +161,34 @@ def quick_config(args: argparse.Namespace) -> tuple[dict[str, Any], FromAddress,
     return config, origin, upstreams
 
 
+# a config error names the flag it came from, not the key the flag became
+_FLAG_OF_KEY = {
+    "acme.email": "--email",
+    "acme.directory": "--acme-directory",
+    "acme.trusted_roots": "--acme-ca-root",
+    "access_log.format": "--access-log",
+    "sites[0].tls": "--from",
+}
+
+
 def cmd_proxy(args: argparse.Namespace) -> int:
     try:
         data, origin, upstreams = quick_config(args)
-        loaded = config_from_dict(data, source="<command line>")
     except QuickAddressError as exc:
         print(f"bastion proxy: {exc}", file=sys.stderr)
         return 2
+    try:
+        loaded = config_from_dict(data, source="<command line>")
     except ConfigError as exc:
-        print(f"bastion proxy: {exc}", file=sys.stderr)
+        for issue in exc.issues:
+            where = _FLAG_OF_KEY.get(issue.path, issue.path)
+            print(f"bastion proxy: {where}: {issue.message}", file=sys.stderr)
+        if origin.host is not None and origin.host.startswith("*."):
+            print(
+                "bastion proxy: quick mode has no DNS hook for a public wildcard: add "
+                "--internal-certs, or write a config file with acme.dns_hook",
+                file=sys.stderr,
+            )
         return 2
     config = loaded.config
     blocked = _privileged_port_refused([*config.listen.http, *config.listen.https])
