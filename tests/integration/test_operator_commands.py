@@ -100,8 +100,8 @@ def test_an_unset_admin_token_is_named_and_the_data_dir_read(tmp_path: Path) -> 
     out = bastion("cache", "purge", "--prefix", "/", "-c", str(secret_config(tmp_path)))
     assert out.returncode == 0, out.stderr
     assert (
-        "bastion.yaml:7: admin.token: environment variable EDGES_ADMIN_TOKEN is not set; "
-        "the running gateway's admin API cannot be asked without it: using the data dir"
+        "bastion.yaml:7: admin.token: environment variable EDGES_ADMIN_TOKEN is not set: "
+        "the running gateway's admin API is not asked; using the data dir"
     ) in out.stderr
     assert "queued" in out.stdout
     # commands that never ask the gateway do not mention it

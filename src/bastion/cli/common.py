@@ -85,8 +85,7 @@ def operator_settings(
         return False, None
     for issue in settings.admin_problems if asks_gateway else []:
         print(
-            f"{issue}; the running gateway's admin API cannot be asked without it: "
-            "using the data dir",
+            f"{issue}: the running gateway's admin API is not asked; using the data dir",
             file=sys.stderr,
         )
     return True, settings
