@@ -159,7 +159,7 @@ def test_invalid_documents_are_clear_errors(content: bytes, message: str) -> Non
 
 
 def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(InitError, match="cannot read .*nope.json: No such file"):
+    with pytest.raises(InitError, match=r"cannot read .*nope\.json: No such file"):
         load_document(str(tmp_path / "nope.json"))
 
 
@@ -269,7 +269,7 @@ def test_existing_files_are_not_overwritten(tmp_path: Path) -> None:
     before = config.read_text()
     document = load_document(str(tmp_path / "source.yaml"))
     derived = derive(Setup(UPSTREAM, openapi_file="openapi.json"), document)
-    with pytest.raises(InitError, match="already exists: not overwritten. Use --force"):
+    with pytest.raises(InitError, match=r"already exists: not overwritten\. Use --force"):
         write_all(str(config), derived, document, False, io.StringIO())
     assert config.read_text() == before
     write_all(str(config), derived, document, True, io.StringIO())
