@@ -255,8 +255,22 @@ def test_public_setup_with_a_domain(tmp_path: Path) -> None:
 
 def test_values_from_the_document_cannot_read_the_environment(tmp_path: Path) -> None:
     schemes = {"k": {"type": "apiKey", "in": "query", "name": "${HOME}"}}
-    assert scalar("${HOME}") == '"$${HOME}"'
-    for text in ("a: b", "#x", "- x", "~", "null", "yes", "1.5", "[x]", "é", "\x01", "= /a"):
+    assert scalar("${HOME}") == "'$${HOME}'"
+    for text in (
+        "a: b",
+        "#x",
+        "- x",
+        "~",
+        "null",
+        "yes",
+        "1.5",
+        "[x]",
+        "é",
+        "\x01",
+        "= /a",
+        "it's",
+        "a\\.b",
+    ):
         assert yaml.safe_load(f"k: {scalar(text)}") == {"k": text}
         assert yaml.safe_load(f"k: [{scalar(text, flow=True)}]") == {"k": [text]}
     config, data = written(tmp_path, with_schemes(schemes, [{"k": []}]))
@@ -273,3 +287,70 @@ def test_existing_files_are_not_overwritten(tmp_path: Path) -> None:
         write_all(str(config), derived, document, False, io.StringIO())
     assert config.read_text() == before
     write_all(str(config), derived, document, True, io.StringIO())
+
+
+def _matched(routes: list[dict[str, Any]], path: str, method: str) -> dict[str, Any] | None:
+    """The route bastion's router picks for `method path` (None: 404 or 405)."""
+    from bastion.config.matching import parse_route_path
+    from bastion.routing import PathTable
+
+    table: PathTable[dict[str, Any]] = PathTable()
+    for route in routes:
+        parsed = parse_route_path(route["path"])
+        table.add(parsed.kind, parsed.value, route)
+    for candidate in table.match(path) or []:
+        methods = candidate.get("methods")
+        if methods is None or method in methods:
+            return candidate
+    return None
+
+
+def test_every_operation_reaches_a_route_asking_its_credentials(tmp_path: Path) -> None:
+    """Overlapping templates, a root template, a template inside a segment, trailing slashes:
+    the router sends each described request to a route with the document's credentials."""
+    key, cookie = [{"key": []}], [{"cookie": []}]
+    schemes = {
+        "key": {"type": "apiKey", "in": "header", "name": "X-Key"},
+        "cookie": {"type": "apiKey", "in": "cookie", "name": "sid"},
+    }
+
+    def op(security: list[Any]) -> dict[str, Any]:
+        return {"security": security, "responses": {}}
+
+    doc = {
+        "openapi": "3.0.3",
+        "info": {"title": "t", "version": "1"},
+        "components": {"securitySchemes": schemes},
+        "paths": {
+            "/items/": {"get": op([]), "post": op(key)},
+            "/items/{id}": {"get": op([]), "delete": op(key)},
+            "/items/{id}/secret": {"get": op(key)},
+            "/items/mine": {"get": op(key)},
+            "/files/{name}.json": {"get": op([])},
+            "/files/{name}.yaml": {"get": op(key)},
+            "/a/{x}": {"get": op([])},
+            "/a/b/{y}": {"get": op(key)},
+            "/{slug}": {"get": op(cookie)},
+        },
+    }
+    _, data = written(tmp_path, doc)
+    routes = routes_of(data)
+    expect = {
+        ("GET", "/items/"): False,
+        ("POST", "/items/"): True,
+        ("GET", "/items/x1"): False,
+        ("DELETE", "/items/x1"): True,
+        ("GET", "/items/x1/secret"): True,
+        ("GET", "/items/mine"): True,
+        ("GET", "/files/x1.json"): False,
+        ("GET", "/files/x1.yaml"): True,
+        ("GET", "/a/x1"): False,
+        ("GET", "/a/b"): False,
+        ("GET", "/a/b/x1"): True,
+        ("GET", "/x1"): False,  # a cookie: left to the app
+    }
+    for (method, path), needs_key in expect.items():
+        route = _matched(routes, path, method)
+        assert route is not None, (method, path)
+        assert ("auth" in route) == needs_key, (method, path, route["path"])
+    assert _matched(routes, "/items/x1", "PATCH") is None  # 405 from the router

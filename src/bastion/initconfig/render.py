@@ -82,7 +82,7 @@ def _head(setup: Setup) -> list[str]:
         lines += [
             "",
             "x-openapi: &openapi            # every request is checked against the app's document",
-            f"  openapi: {scalar(setup.openapi_file)}   # a saved copy: the gateway starts"
+            f"  openapi: {scalar(setup.openapi_file)}       # a saved copy: the gateway starts"
             " without the app",
             "  unknown_operation: 405       # a path it describes, another method: 405 with Allow",
         ]

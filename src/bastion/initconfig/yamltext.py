@@ -1,7 +1,9 @@
 """Writing YAML text by hand, so that the file can carry comments (PyYAML drops them).
 
-Scalars are written plain when YAML reads them back as the same string, else double-quoted
-JSON style (a JSON string is a valid YAML double-quoted scalar). Values that came from the
+Scalars are written plain when YAML reads them back as the same string, else single-quoted
+(only ``'`` is escaped there, so a regular expression keeps its backslashes as they are),
+or, holding control characters, double-quoted JSON style (a JSON string is a valid YAML
+double-quoted scalar). Values that came from the
 document have ``${`` escaped as ``$${``: the config loader would otherwise read them as
 environment or file references.
 """
@@ -50,7 +52,12 @@ def scalar(value: Any, flow: bool = False) -> str:
         and text == text.strip()
         and _reads_back(text, flow)
     )
-    return text if plain else json.dumps(text, ensure_ascii=False)
+    if plain:
+        return text
+    if _CONTROL.search(text) is None:
+        # single quotes keep backslashes as they are (regular expressions stay readable)
+        return "'" + text.replace("'", "''") + "'"
+    return json.dumps(text, ensure_ascii=False)
 
 
 def flow_list(values: Iterable[Any]) -> str:
