@@ -8,6 +8,14 @@ import copy
 from typing import Any
 
 _OK = {"200": {"description": "Successful Response"}}
+_422 = {
+    "422": {
+        "description": "Validation Error",
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/HTTPValidationError"}}
+        },
+    }
+}
 _ITEM_ID = {"name": "item_id", "in": "path", "required": True, "schema": {"type": "integer"}}
 
 
@@ -19,6 +27,22 @@ def fastapi_doc() -> dict[str, Any]:
             "security": [{"APIKeyHeader": []}],
             "paths": {
                 "/health": {"get": {"security": [], "responses": _OK}},
+                # OAuth2PasswordRequestForm: a form body, not validated beyond its type
+                "/token": {
+                    "post": {
+                        "security": [],
+                        "operationId": "login_token_post",
+                        "requestBody": {
+                            "required": True,
+                            "content": {
+                                "application/x-www-form-urlencoded": {
+                                    "schema": {"$ref": "#/components/schemas/Body_login"}
+                                }
+                            },
+                        },
+                        "responses": {**_OK, **_422},
+                    }
+                },
                 "/items": {
                     "get": {
                         "security": [],
@@ -66,14 +90,51 @@ def fastapi_doc() -> dict[str, Any]:
             },
             "components": {
                 "schemas": {
+                    "Body_login": {
+                        "type": "object",
+                        "required": ["username", "password"],
+                        "properties": {
+                            "username": {"type": "string", "title": "Username"},
+                            "password": {"type": "string", "title": "Password"},
+                            "scope": {"type": "string", "default": ""},
+                        },
+                    },
+                    "HTTPValidationError": {
+                        "type": "object",
+                        "properties": {
+                            "detail": {
+                                "type": "array",
+                                "items": {"$ref": "#/components/schemas/ValidationError"},
+                            }
+                        },
+                    },
+                    "ValidationError": {
+                        "type": "object",
+                        "required": ["loc", "msg", "type"],
+                        "properties": {
+                            "loc": {
+                                "type": "array",
+                                "items": {"anyOf": [{"type": "string"}, {"type": "integer"}]},
+                            },
+                            "msg": {"type": "string"},
+                            "type": {"type": "string"},
+                        },
+                    },
                     "Item": {
                         "type": "object",
                         "required": ["name", "price"],
                         "properties": {
-                            "name": {"type": "string"},
-                            "price": {"type": "number"},
+                            "name": {"type": "string", "title": "Name"},
+                            "price": {"type": "number", "title": "Price"},
+                            "tags": {
+                                "anyOf": [
+                                    {"type": "array", "items": {"type": "string"}},
+                                    {"type": "null"},
+                                ],
+                                "title": "Tags",
+                            },
                         },
-                    }
+                    },
                 },
                 "securitySchemes": {
                     "APIKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key"},

@@ -118,10 +118,18 @@ def _exercise(gw: Gateway, key: str, backend: Backend) -> None:
         assert wrong.status_code == 405 and "PUT" in wrong.headers["allow"]
         assert client.get("/admin", headers={"X-API-Key": key}).status_code == 404
         assert client.get("/items/7/extra", headers={"X-API-Key": key}).status_code == 404
+        # the token endpoint is public, its form body passed on as it is
+        token = client.post("/token", data={"username": "u", "password": "p"})
+        assert token.status_code == 200
         # OAuth2 with the app's own token URL: a JWT, not an API key
         assert client.delete("/items/7", headers={"X-API-Key": key}).status_code == 401
-    received = [(r["method"], r["path"]) for r in backend.requests]
-    assert received == [("GET", "/items?limit=5"), ("GET", "/items/7"), ("POST", "/items")]
+    received = [(r["method"], r["path"], r["body_len"]) for r in backend.requests]
+    assert received == [
+        ("GET", "/items?limit=5", 0),
+        ("GET", "/items/7", 0),
+        ("POST", "/items", len(b'{"name":"x","price":2.5}')),
+        ("POST", "/token", len(b"username=u&password=p")),
+    ]
 
 
 def test_init_finds_the_document_on_the_app_itself(

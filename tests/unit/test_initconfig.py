@@ -66,6 +66,7 @@ def test_fastapi_items_api(tmp_path: Path) -> None:
     routes = by_path(data)
     assert set(routes) == {
         ("= /health", ("GET",)),
+        ("= /token", ("POST",)),
         ("= /items", ("GET",)),
         ("= /items", ("POST",)),
         ("/items/", ("GET", "PUT")),
