@@ -111,20 +111,9 @@ def cmd_init(args: argparse.Namespace) -> int:
         print(f"bastion init: {problem}", file=sys.stderr)
         return 2
     try:
-        document = None
-        if args.openapi:
-            document = initconfig.load_document(args.openapi)
-            print(f"read the OpenAPI document {document.where}", file=out)
-        elif not args.no_openapi and args.upstream.startswith(("http://", "https://")):
-            document, where = initconfig.probe(args.upstream)
-            if document is not None:
-                print(f"found the app's OpenAPI document at {where}", file=out)
-            else:
-                print(
-                    f"no OpenAPI document found ({where}): writing a plain proxy config; "
-                    "give --openapi URL|FILE to derive routes and policies",
-                    file=out,
-                )
+        document, found = initconfig.find_document(args.openapi, args.upstream, not args.no_openapi)
+        if found:
+            print(found, file=out)
         setup = initconfig.Setup(
             upstream=args.upstream,
             domain=args.domain,
@@ -140,31 +129,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     except initconfig.InitError as exc:
         print(f"bastion init: {exc}", file=sys.stderr)
         return 1
-    _report(args, derived, written, out)
+    name = "bastion.yaml" if to_stdout else args.output
+    for line in initconfig.report(derived, written, name, to_stdout):
+        print(line, file=out)
     return 0
-
-
-def _report(args: argparse.Namespace, derived: object, written: list, out: TextIO) -> None:
-    from bastion.initconfig import Derived
-
-    assert isinstance(derived, Derived)
-    name = "bastion.yaml" if args.output == "-" else args.output
-    routes = derived.routes or []
-    paths = {t for r in routes for t in r.templates}
-    summary = f"{len(routes)} routes for {len(paths)} paths" if routes else "one proxy route"
-    print(
-        f"wrote {', '.join(str(p) for p in written) or 'the config to stdout'} ({summary})",
-        file=out,
-    )
-    for warning in derived.warnings:
-        print(f"note: {warning}", file=out)
-    print("next steps:", file=out)
-    for var in derived.env:
-        print(
-            f"  export {var}=…            # referenced by the config, never written in it", file=out
-        )
-    print(f"  bastion check -c {name}", file=out)
-    print(f"  bastion doctor -c {name}   # DNS, ports, the app", file=out)
-    if any(u.method.kind == "api_keys" for r in routes for u in r.access.uses):
-        print(f"  bastion keys create --consumer NAME -c {name}", file=out)
-    print(f"  bastion run -c {name}", file=out)

@@ -22,7 +22,15 @@ from bastion.openapi.operations import OperationTable
 from bastion.openapi.schemas import SchemaSet
 from bastion.openapi.source import parse_document, shown
 
-__all__ = ["Document", "InitError", "discover_oidc", "is_url", "load_document", "probe"]
+__all__ = [
+    "Document",
+    "InitError",
+    "discover_oidc",
+    "find_document",
+    "is_url",
+    "load_document",
+    "probe",
+]
 
 FETCH_TIMEOUT = 3.0
 """Seconds allowed for one fetch: an app on loopback answers in milliseconds, and a question
@@ -145,3 +153,23 @@ def discover_oidc(url: str, timeout: float = FETCH_TIMEOUT) -> tuple[str, str] |
     if isinstance(issuer, str) and isinstance(jwks, str) and is_url(jwks):
         return issuer, jwks
     return None
+
+
+def find_document(source: str | None, upstream: str, look: bool) -> tuple[Document | None, str]:
+    """The document to derive the config from, and a line saying where it came from.
+
+    `source` given: it must load (InitError otherwise). Else, when `look` and the upstream
+    is http(s), the app's own ``/openapi.json`` is tried; its absence is not an error (the
+    config is then a plain proxy) but is said, with how to give one."""
+    if source:
+        document = load_document(source)
+        return document, f"read the OpenAPI document {document.where}"
+    if not look or not is_url(upstream):
+        return None, ""
+    found, where = probe(upstream)
+    if found is not None:
+        return found, f"found the app's OpenAPI document at {where}"
+    return None, (
+        f"no OpenAPI document found ({where}): writing a plain proxy config; "
+        "give --openapi URL|FILE to derive routes and policies"
+    )
