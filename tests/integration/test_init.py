@@ -15,9 +15,9 @@ import httpx
 import pytest
 import yaml
 
-from authtokens import ScriptedServer, json_reply
+from authtokens import HS_SECRET, Keys, ScriptedServer, claims, json_reply, sign
 from conftest import Backend, Gateway, free_port
-from initdocs import fastapi_doc
+from initdocs import fastapi_doc, with_schemes
 
 
 def bastion(
@@ -51,7 +51,7 @@ def test_init_check_and_run_in_front_of_the_app(
 ) -> None:
     port = free_port()
     data_dir = tmp_path / "data"
-    env = {"BASTION_DATA_DIR": str(data_dir), "JWT_SECRET": "s" * 40}
+    env = {"BASTION_DATA_DIR": str(data_dir), "JWT_SECRET": HS_SECRET}
     done = bastion(
         "init",
         "--openapi", f"{doc_server.url}/openapi.json",
@@ -66,7 +66,7 @@ def test_init_check_and_run_in_front_of_the_app(
     assert "export JWT_SECRET=" in done.stdout
     config = tmp_path / "bastion.yaml"
     assert json.loads((tmp_path / "openapi.json").read_text()) == fastapi_doc()
-    assert "s" * 40 not in config.read_text()  # the secret is a reference, never the value
+    assert HS_SECRET not in config.read_text()  # the secret is a reference, never the value
 
     check = bastion("check", "-c", str(config), cwd=tmp_path, env=env)
     assert check.returncode == 0, check.stderr
@@ -123,12 +123,20 @@ def _exercise(gw: Gateway, key: str, backend: Backend) -> None:
         assert token.status_code == 200
         # OAuth2 with the app's own token URL: a JWT, not an API key
         assert client.delete("/items/7", headers={"X-API-Key": key}).status_code == 401
+        unscoped = {"Authorization": "Bearer " + sign(claims(scope="items:read"))}
+        assert client.delete("/items/7", headers=unscoped).status_code == 403
+        scoped = {"Authorization": "Bearer " + sign(claims(scope="items:write"))}
+        deleted = client.delete("/items/7", headers=scoped)
+        assert (
+            deleted.status_code == 200 and dict(deleted.json()["headers"])["x-consumer"] == "alice"
+        )
     received = [(r["method"], r["path"], r["body_len"]) for r in backend.requests]
     assert received == [
         ("GET", "/items?limit=5", 0),
         ("GET", "/items/7", 0),
         ("POST", "/items", len(b'{"name":"x","price":2.5}')),
         ("POST", "/token", len(b"username=u&password=p")),
+        ("DELETE", "/items/7", 0),
     ]
 
 
@@ -227,3 +235,27 @@ def test_at_a_terminal_missing_answers_are_asked(tmp_path: Path) -> None:
     assert data["sites"][0]["hosts"] == ["api.example.com"]
     assert data["acme"] == {"email": "ops@example.com"}
     assert data["x-app"]["upstreams"] == ["http://127.0.0.1:8000"]
+
+
+def test_a_jwt_scheme_without_known_keys_fails_closed(tmp_path: Path, backend: Backend) -> None:
+    """An HTTP bearer JWT scheme: init cannot know the issuer's keys, and the placeholder it
+    writes refuses every request (503) until the real jwks_url is set."""
+    doc = with_schemes({"bearer": {"type": "http", "scheme": "bearer"}}, [{"bearer": []}])
+    (tmp_path / "doc.yaml").write_text(yaml.safe_dump(doc))
+    port = free_port()
+    done = bastion(
+        "init", "--openapi", "doc.yaml", "--to", backend.url, "--listen", f"127.0.0.1:{port}",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "JWT routes need your identity provider's jwks_url" in done.stdout
+    gw = Gateway(tmp_path / "bastion.yaml", port, tmp_path)
+    try:
+        gw.start()
+        assert httpx.get(gw.url + "/things/1").status_code == 401
+        rs256 = sign(claims(), alg="RS256", key=Keys().rsa, kid="rsa")
+        token = {"Authorization": "Bearer " + rs256}
+        assert httpx.get(gw.url + "/things/1", headers=token, timeout=10).status_code == 503
+    finally:
+        gw.stop()
+    assert backend.requests == []
