@@ -57,7 +57,6 @@ def _param_error(location: str, name: str, detail: str) -> dict[str, str]:
 
 class BodyPolicy:
     """Request phase: body limit, then (when configured) validation of the request."""
-
     kind = "body"  # the config key it comes from: what metrics and logs call it
 
     is_async = True
