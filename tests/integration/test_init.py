@@ -190,6 +190,8 @@ def test_output_to_stdout(tmp_path: Path, doc_server: ScriptedServer) -> None:
     assert "wrote" in done.stderr and "next steps" in done.stderr
     assert not (tmp_path / "bastion.yaml").exists()
     assert (tmp_path / "openapi.json").is_file()  # beside where the config would be
+    assert "keep openapi.json beside the config" in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["openapi.json"]
 
 
 def test_unreachable_openapi_url_is_a_clear_error(tmp_path: Path) -> None:

@@ -355,3 +355,18 @@ def test_every_operation_reaches_a_route_asking_its_credentials(tmp_path: Path) 
         assert route is not None, (method, path)
         assert ("auth" in route) == needs_key, (method, path, route["path"])
     assert _matched(routes, "/items/x1", "PATCH") is None  # 405 from the router
+
+
+def test_scheme_names_that_make_the_same_anchor(tmp_path: Path) -> None:
+    schemes = {
+        "a b": {"type": "apiKey", "in": "header", "name": "X-Key"},
+        "a-b": {"type": "http", "scheme": "basic"},
+    }
+    config, data = written(tmp_path, with_schemes(schemes, [{"a b": []}, {"a-b": []}]))
+    assert routes_of(data)[0]["auth"] == {
+        "satisfy": "any",
+        "api_keys": {"header": "X-Key", "bearer": False},
+        "basic": {"users_file": "htpasswd"},
+    }
+    assert "&auth-a-b\n" in config.read_text() and "&auth-a-b-2\n" in config.read_text()
+    bastion_check(config)

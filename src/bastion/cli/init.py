@@ -110,6 +110,10 @@ def cmd_init(args: argparse.Namespace) -> int:
     if problem:
         print(f"bastion init: {problem}", file=sys.stderr)
         return 2
+    if not args.domain and args.email:
+        print("note: --email is for the ACME account of a --domain: not used", file=out)
+    if args.domain and args.listen:
+        print("note: --listen is for a local setup: a --domain listens on :80 and :443", file=out)
     try:
         document, found = initconfig.find_document(args.openapi, args.upstream, not args.no_openapi)
         if found:

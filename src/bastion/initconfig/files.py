@@ -165,9 +165,9 @@ def write_all(
         for p, text, _ in planned
         if p != config and p.is_file() and p.read_text(errors="replace") == text
     ]
-    _refuse_existing([p for p, _, _ in planned if p not in same], force)
     if not folder.is_dir():
         raise InitError(f"{folder} is not a directory")
+    _refuse_existing([p for p, _, _ in planned if p not in same], force)
     written = []
     for path, text, mode in planned:
         if path not in same:
@@ -175,7 +175,14 @@ def write_all(
         written.append(path)
     if config is not None:
         _self_check(config, derived.env)
-    else:
-        out.write(derived.text)
-        out.flush()
+        return written
+    # checked beside the saved document, which the config names by a relative path
+    trial = folder / f".bastion-init-{os.getpid()}.yaml"
+    try:
+        _write(trial, derived.text, 0o600)
+        _self_check(trial, derived.env)
+    finally:
+        trial.unlink(missing_ok=True)
+    out.write(derived.text)
+    out.flush()
     return written

@@ -45,7 +45,7 @@ def _settings(settings: tuple[tuple[str, Any], ...], indent: str) -> list[str]:
 
 def _head(setup: Setup) -> list[str]:
     name = setup.config_name
-    origin = f" from {setup.source}" if setup.source else ""
+    origin = f" from {comment(setup.source)}" if setup.source else ""
     lines = [f"# Written by `bastion init`{origin}."]
     if setup.title:
         lines.append(f"# API: {comment(setup.title)}")

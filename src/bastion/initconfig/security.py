@@ -91,6 +91,7 @@ class SchemeBook:
         self.schemes: dict[str, Any] = schemes if isinstance(schemes, dict) else {}
         self.discover = discover or (lambda url: None)
         self.made: dict[str, Method | str] = {}
+        self.anchors: set[str] = set()
 
     def method(self, name: str) -> Method | str:
         """The Method for scheme `name`, or why bastion cannot check it."""
@@ -104,6 +105,9 @@ class SchemeBook:
             return f"security scheme {name!r} is not defined in components.securitySchemes"
         kind = str(scheme.get("type", "")).strip()
         anchor = _anchor(name)
+        while anchor in self.anchors:  # "a b" and "a-b" would both be auth-a-b
+            anchor += "-2"
+        self.anchors.add(anchor)
         if kind == "apiKey":
             return self._api_key(name, scheme, anchor)
         if kind == "http":
