@@ -370,3 +370,11 @@ def test_scheme_names_that_make_the_same_anchor(tmp_path: Path) -> None:
     }
     assert "&auth-a-b\n" in config.read_text() and "&auth-a-b-2\n" in config.read_text()
     bastion_check(config)
+
+
+def test_roles_of_a_key_scheme_are_not_jwt_scopes(tmp_path: Path) -> None:
+    """OpenAPI 3.1 lets any scheme list roles; bastion's api_keys has no scopes."""
+    schemes = {"key": {"type": "apiKey", "in": "header", "name": "X-Key"}}
+    config, data = written(tmp_path, with_schemes(schemes, [{"key": ["admin"]}]))
+    assert routes_of(data)[0]["auth"] == {"api_keys": {"header": "X-Key", "bearer": False}}
+    bastion_check(config)

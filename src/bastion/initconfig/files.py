@@ -78,7 +78,7 @@ def derive(
     routes = plan_routes(ops)
     methods = [use.method for route in routes for use in route.access.uses]
     env = list(dict.fromkeys(name for m in methods for name in m.env))
-    unchecked = sum(1 for route in routes if route.access.notes and route.access.public)
+    unchecked = sum(1 for route in routes if route.notes and route.access.public)
     if unchecked:
         warnings.append(
             f"{unchecked} route(s) leave authentication to the app (see the notes in the file)"

@@ -136,7 +136,7 @@ def _method_block(use: Use, indent: str) -> list[str]:
 def _route(route: RoutePlan, validated: bool) -> list[str]:
     described = "; ".join(f"{t} {' '.join(ms)}" for t, ms in route.templates.items())
     lines = [f"      # {comment(described)} ({comment(route.access.label())})"]
-    lines += [f"      # note: {comment(n)}" for n in route.access.notes]
+    lines += [f"      # note: {comment(n)}" for n in route.notes]
     lines.append(f"      - path: {scalar(route.path)}")
     if route.methods:
         lines.append(f"        methods: {flow_list(route.methods)}")

@@ -51,6 +51,8 @@ class RoutePlan:
     access: Access
     templates: dict[str, list[str]] = field(default_factory=dict)
     """The document's paths this route serves, with their methods (for the comment)."""
+    notes: list[str] = field(default_factory=list)
+    """What its operations leave to the app, for the comment."""
 
 
 def operations(doc: dict[str, Any], book: SchemeBook) -> list[Operation]:
@@ -120,7 +122,8 @@ def _routes_for(path: str, ops: list[Operation]) -> list[RoutePlan]:
     for access, methods in _by_access(ops).items():
         mine = {t: [m for m in ms if m in methods] for t, ms in templates.items()}
         mine = {t: ms for t, ms in mine.items() if ms}
-        out.append(RoutePlan(path, _ordered(methods), access, mine))
+        notes = [n for op in ops if op.access == access for n in op.access.notes]
+        out.append(RoutePlan(path, _ordered(methods), access, mine, list(dict.fromkeys(notes))))
     return out
 
 

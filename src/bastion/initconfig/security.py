@@ -235,7 +235,9 @@ class SchemeBook:
                 if isinstance(made, str):
                     reasons.append(made)
                 elif picked is None:
-                    picked = Use(made, tuple(str(s) for s in scopes or ()))
+                    # OpenAPI 3.1 lets other schemes list roles here: only JWTs carry scopes
+                    wanted = scopes if made.kind == "jwt" and isinstance(scopes, list) else ()
+                    picked = Use(made, tuple(str(s) for s in wanted))
                 else:
                     notes.append(f"{name} is required too: the app checks it")
             if picked is None:
