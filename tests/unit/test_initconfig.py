@@ -256,7 +256,7 @@ def test_public_setup_with_a_domain(tmp_path: Path) -> None:
 
 def test_values_from_the_document_cannot_read_the_environment(tmp_path: Path) -> None:
     schemes = {"k": {"type": "apiKey", "in": "query", "name": "${HOME}"}}
-    assert scalar("${HOME}") == "'$${HOME}'"
+    assert scalar("${HOME}") == '"$${HOME}"'
     for text in (
         "a: b",
         "#x",
@@ -271,6 +271,11 @@ def test_values_from_the_document_cannot_read_the_environment(tmp_path: Path) ->
         "= /a",
         "it's",
         "a\\.b",
+        "a@b",
+        "50%",
+        "x: ",
+        "a #b",
+        "ok:",
     ):
         assert yaml.safe_load(f"k: {scalar(text)}") == {"k": text}
         assert yaml.safe_load(f"k: [{scalar(text, flow=True)}]") == {"k": [text]}

@@ -13,7 +13,7 @@ from typing import Any
 
 from bastion.initconfig.routes import RoutePlan
 from bastion.initconfig.security import Method, Use
-from bastion.initconfig.yamltext import comment, flow_list, scalar
+from bastion.initconfig.yamltext import comment, flow_list, noted, scalar
 
 __all__ = ["Setup", "render"]
 
@@ -58,33 +58,37 @@ def _head(setup: Setup) -> list[str]:
     if setup.domain:
         lines += [
             "listen:",
-            '  http: ":80"         # ACME http-01 challenges, and redirects to https',
+            noted('  http: ":80"', "ACME http-01 challenges, and redirects to https"),
             '  https: ":443"',
             "acme:",
         ]
         if setup.email:
             lines.append(
-                f"  email: {scalar(setup.email)}   # expiry and policy notices from the CA"
+                noted(f"  email: {scalar(setup.email)}", "expiry and policy notices from the CA")
             )
         else:
-            lines.append("  email: null   # TODO your address, for expiry notices from the CA")
+            lines.append(
+                noted("  email: null", "TODO your address, for expiry notices from the CA")
+            )
     else:
         lines += ["listen:", f"  http: {scalar(setup.listen)}"]
     lines += [
-        "# data_dir: /var/lib/bastion   # API keys, counters, certificates (default: docs/init.md)",
+        noted("# data_dir: /var/lib/bastion", "API keys, counters, certificates (docs/init.md)"),
         "access_log: {format: json, path: stdout}",
         "",
-        "x-app: &app                    # the application behind the gateway",
+        noted("x-app: &app", "the application behind the gateway"),
         f"  upstreams: {flow_list([setup.upstream])}",
         "  timeouts: {connect: 5s, read: 60s}",
     ]
     if setup.openapi_file:
         lines += [
             "",
-            "x-openapi: &openapi            # every request is checked against the app's document",
-            f"  openapi: {scalar(setup.openapi_file)}       # a saved copy: the gateway starts"
-            " without the app",
-            "  unknown_operation: 405       # a path it describes, another method: 405 with Allow",
+            noted("x-openapi: &openapi", "every request is checked against the app's document"),
+            noted(
+                f"  openapi: {scalar(setup.openapi_file)}",
+                "saved: the gateway starts without the app",
+            ),
+            noted("  unknown_operation: 405", "a described path, another method: 405 with Allow"),
         ]
     return lines
 
@@ -153,7 +157,7 @@ def _route(route: RoutePlan, validated: bool) -> list[str]:
     if any(m in _WRITES for m in route.methods):
         lines.append(f"        # rate_limits: [{{rate: 10/s, burst: 20, key: {key}}}]")
     if "GET" in route.methods:
-        lines.append("        # cache: {ttl: 30s}            # GET answers (docs/caching.md)")
+        lines.append(noted("        # cache: {ttl: 30s}", "GET answers (docs/caching.md)"))
     return lines
 
 
@@ -166,16 +170,14 @@ def render(setup: Setup, routes: list[RoutePlan] | None) -> str:
     hosts = [setup.domain] if setup.domain else ["*"]
     lines.append(f"  - hosts: {flow_list(hosts)}")
     if setup.domain:
-        lines.append(
-            "    tls: auto                   # a certificate from the ACME CA (Let's Encrypt)"
-        )
-        lines.append("    # hsts: true                # once https works: browsers remember it")
+        lines.append(noted("    tls: auto", "a certificate from the ACME CA (Let's Encrypt)"))
+        lines.append(noted("    # hsts: true", "once https works: browsers remember it"))
     lines.append("    routes:")
     if not routes:
         lines += [
             "      - path: /",
             "        proxy: *app",
-            "        # auth: {api_keys: {}}          # keys made by `bastion keys create`",
+            noted("        # auth: {api_keys: {}}", "keys made by `bastion keys create`"),
             "        # rate_limits: [{rate: 10/s, burst: 20}]",
         ]
     else:

@@ -1,11 +1,10 @@
 """Writing YAML text by hand, so that the file can carry comments (PyYAML drops them).
 
-Scalars are written plain when YAML reads them back as the same string, else single-quoted
-(only ``'`` is escaped there, so a regular expression keeps its backslashes as they are),
-or, holding control characters, double-quoted JSON style (a JSON string is a valid YAML
-double-quoted scalar). Values that came from the
-document have ``${`` escaped as ``$${``: the config loader would otherwise read them as
-environment or file references.
+Scalars are written plain when YAML reads them back as the same string, else double-quoted
+JSON style (a JSON string is a valid YAML double-quoted scalar), or single-quoted when they
+hold backslashes (only ``'`` is escaped there, so a regular expression stays as it is).
+Values that came from the document have ``${`` escaped as ``$${``: the config loader would
+otherwise read them as environment or file references.
 """
 
 from __future__ import annotations
@@ -19,9 +18,13 @@ import yaml
 
 from bastion.initconfig.security import EnvRef
 
-__all__ = ["comment", "flow_list", "scalar"]
+__all__ = ["comment", "flow_list", "noted", "scalar"]
 
-_PLAIN = re.compile(r"[A-Za-z0-9_/=~^.][^#,\[\]{}&*!|>'\"%@`]*")
+COMMENT_COLUMN = 32
+
+# a first character that is no YAML indicator, then none of the flow or comment ones; what
+# passes is still read back with YAML before it is written plain
+_PLAIN = re.compile(r"[A-Za-z0-9_/=~^.][^#,\[\]{}]*")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -54,7 +57,7 @@ def scalar(value: Any, flow: bool = False) -> str:
     )
     if plain:
         return text
-    if _CONTROL.search(text) is None:
+    if "\\" in text and _CONTROL.search(text) is None:
         # single quotes keep backslashes as they are (regular expressions stay readable)
         return "'" + text.replace("'", "''") + "'"
     return json.dumps(text, ensure_ascii=False)
@@ -67,3 +70,8 @@ def flow_list(values: Iterable[Any]) -> str:
 def comment(text: str) -> str:
     """`text` made safe for a comment line: one line, no control characters."""
     return _CONTROL.sub(" ", text)
+
+
+def noted(code: str, note: str) -> str:
+    """A line of YAML with a comment after it, comments aligned on one column."""
+    return f"{code.ljust(COMMENT_COLUMN - 1)} # {comment(note)}"
