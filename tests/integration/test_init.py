@@ -261,3 +261,17 @@ def test_a_jwt_scheme_without_known_keys_fails_closed(tmp_path: Path, backend: B
     finally:
         gw.stop()
     assert backend.requests == []
+
+
+def test_a_server_that_never_answers_is_given_up_on(tmp_path: Path) -> None:
+    """A listening socket that never answers (an app stuck at start): the fetch gives up
+    after its short timeout instead of leaving init hanging."""
+    import socket
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/openapi.json"
+        done = bastion("init", "--openapi", url, cwd=tmp_path)
+    assert done.returncode == 1
+    assert done.stderr.strip() == f"bastion init: cannot fetch {url}: no answer within 3 s"

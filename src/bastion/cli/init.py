@@ -104,7 +104,11 @@ def cmd_init(args: argparse.Namespace) -> int:
 
     to_stdout = args.output == "-"
     out = sys.stderr if to_stdout else sys.stdout
-    _answers(args, sys.stderr)
+    try:
+        _answers(args, sys.stderr)
+    except KeyboardInterrupt:
+        print("\nbastion init: stopped, nothing written", file=sys.stderr)
+        return 130
     args.domain = (args.domain or "").strip().lower() or None
     problem = _problem(args)
     if problem:
