@@ -64,6 +64,7 @@ def test_init_check_and_run_in_front_of_the_app(
     assert f"read the OpenAPI document {doc_server.url}/openapi.json" in done.stdout
     assert "bastion keys create --consumer NAME -c bastion.yaml" in done.stdout
     assert "export JWT_SECRET=" in done.stdout
+    assert "sends the app X-Consumer instead of the key" in done.stdout
     config = tmp_path / "bastion.yaml"
     assert json.loads((tmp_path / "openapi.json").read_text()) == fastapi_doc()
     assert HS_SECRET not in config.read_text()  # the secret is a reference, never the value

@@ -83,6 +83,12 @@ def derive(
         warnings.append(
             f"{unchecked} route(s) leave authentication to the app (see the notes in the file)"
         )
+    if any(m.kind == "api_keys" for m in methods):
+        warnings.append(
+            "bastion now checks the API keys (made with `bastion keys create`) and sends the "
+            "app X-Consumer instead of the key: an app that checks the key itself must trust "
+            "X-Consumer instead (docs/init.md, API keys and the app)"
+        )
     if any("issuer.invalid" in str(dict(m.settings).get("jwks_url")) for m in methods):
         warnings.append("JWT routes need your identity provider's jwks_url (TODO in the file)")
     return Derived(
