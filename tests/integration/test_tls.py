@@ -394,6 +394,15 @@ def test_trust_prints_root_and_instructions(tmp_path: Path) -> None:
     assert "security add-trusted-cert" in result.stdout
     assert f"--cacert {root}" in result.stdout
     assert (tmp_path / "d" / "ca" / "root.key").stat().st_mode & 0o777 == 0o600
+    # --path: the path alone, for $(bastion trust --path)
+    only = subprocess.run(
+        [sys.executable, "-m", "bastion", "trust", "--path", "--data-dir", str(tmp_path / "d")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=tmp_path,
+    )
+    assert only.returncode == 0 and only.stdout == f"{root}\n", only
 
 
 def test_an_answer_before_the_body_says_the_connection_closes(

@@ -27,6 +27,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("trust", help="show the local CA root and how to install it")
     config_flag(p, "config whose data_dir to use (if it exists)")
     data_dir_flag(p)
+    p.add_argument(
+        "--path",
+        action="store_true",
+        help="print only the root certificate's path (curl --cacert \"$(bastion trust --path)\")",
+    )
     p.set_defaults(handler=cmd_trust)
     p = sub.add_parser("certs", help="list, renew or revoke the certificates of a config")
     p.add_argument("action", choices=["list", "renew", "revoke"])
@@ -111,7 +116,7 @@ def cmd_trust(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         print(f"cannot open the local CA: {exc}", file=sys.stderr)
         return 1
-    print(trust_text(ca.root_cert_path, fingerprint))
+    print(ca.root_cert_path if args.path else trust_text(ca.root_cert_path, fingerprint))
     return 0
 
 
