@@ -1,0 +1,66 @@
+"""The config: loads and compiles as ``bastion run`` would, without issuing a certificate."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from bastion.config import ConfigError, load_config
+from bastion.doctor.result import Finding, fail, passed
+
+if TYPE_CHECKING:
+    from bastion.doctor.context import DoctorContext
+
+__all__ = ["check_config"]
+
+_FIX = "correct the lines named above (bastion check -c FILE shows the same), then run again"
+
+
+def _compile(ctx: DoctorContext) -> None:
+    """Compile the plan the way ``bastion run`` does, issuing no certificate (no local CA,
+    no leaf): the doctor writes nothing."""
+    import inspect
+
+    from bastion.plan import compile_plan
+    from bastion.proxy.pool import PoolRegistry
+
+    assert ctx.loaded is not None
+    options: dict[str, Any] = {}
+    if "issue_certificates" in inspect.signature(compile_plan).parameters:
+        options["issue_certificates"] = False
+    loop = asyncio.new_event_loop()
+    try:
+        source = str(ctx.loaded.source or "<built-in>")
+        compile_plan(ctx.loaded.config, PoolRegistry(loop), source, **options)
+    finally:
+        loop.close()
+
+
+def check_config(ctx: DoctorContext) -> Iterator[Finding]:
+    try:
+        ctx.loaded = load_config(ctx.config_path)
+    except ConfigError as exc:
+        ctx.config_problem = str(exc)
+        yield fail(str(exc), _FIX)
+        return
+    config = ctx.loaded.config
+    try:
+        _compile(ctx)
+    except ConfigError as exc:
+        ctx.loaded = None
+        yield fail(str(exc), _FIX)
+        return
+    except (OSError, ValueError) as exc:
+        ctx.loaded = None
+        yield fail(
+            f"{ctx.config_path}: the config loads but does not compile: {exc}",
+            "correct the file or the files it names; bastion run would stop here too",
+        )
+        return
+    sites = len(config.sites)
+    routes = sum(len(site.routes) for site in config.sites)
+    yield passed(
+        f"{ctx.loaded.source} loads and compiles: {sites} site{'s' * (sites != 1)}, "
+        f"{routes} route{'s' * (routes != 1)}"
+    )
