@@ -9,6 +9,7 @@ from bastion.config.policy_traffic import SECURITY_HEADERS_OFF
 from bastion.config.show import redact
 from bastion.config.sites import Route, Site
 from bastion.config.tls_models import TlsFiles
+from bastion.config.upstream import Proxy
 from bastion.plan import Plan
 
 
@@ -29,6 +30,12 @@ def describe(loaded: LoadedConfig, plan: Plan) -> str:
             policies = _policies(route, site)
             if policies:
                 lines.append(f"    policies: {', '.join(policies)}")
+            if route.proxy is not None:
+                lines += [f"    {line}" for line in _resilience(route.proxy)]
+    unissued = plan.tls.unissued if plan.tls is not None else []
+    if unissued:
+        lines.append("certificates the local CA issues at start (none issued by this check):")
+        lines += [f"  {', '.join(names)}" for names in unissued]
     upstreams = sorted({pool.label for pool in plan.pools})
     if upstreams:
         lines.append("upstreams:")
@@ -40,6 +47,9 @@ def describe(loaded: LoadedConfig, plan: Plan) -> str:
     )
     log = config.access_log
     lines.append(f"access log: {log.format}" + ("" if log.format == "off" else f" -> {log.path}"))
+    if plan.warnings:
+        lines.append("warnings:")
+        lines += [f"  {warning}" for warning in plan.warnings]
     return redact("\n".join(lines), loaded.secrets)
 
 
@@ -70,6 +80,39 @@ def _action(route: object) -> str:
         return f"s3 bucket {s3.bucket} ({s3.region}){prefix}{strip}"
     respond = getattr(route, "respond", None)
     return f"respond {respond.status}" if respond is not None else "?"
+
+
+def _resilience(proxy: Proxy) -> list[str]:
+    """How the route copes with failing backends: health checks, ejection, retries."""
+    found: list[str] = []
+    health = proxy.health
+    if health is not None:
+        probe = f"{health.method} {health.path}" if health.type == "http" else "tcp connect"
+        found.append(
+            f"health: {probe} every {health.interval:g}s (timeout {health.timeout:g}s, "
+            f"down after {health.fall}, up after {health.rise})"
+        )
+    else:
+        found.append("health: no active checks")
+    passive = proxy.passive
+    if len(proxy.upstreams) > 1 and passive.failures:
+        found.append(
+            f"passive: eject an endpoint for {passive.ejection:g}s after {passive.failures} "
+            f"connect errors or 5xx in a row (at most {passive.max_ejected:.0%} of the pool)"
+        )
+    retries = proxy.retries
+    if len(proxy.upstreams) > 1:
+        found.append("connect failures: tried on another endpoint, any method")
+    if retries.attempts > 1:
+        statuses = ", ".join(str(s) for s in sorted(retries.on_status))
+        on = "a lost connection" + (f" or status {statuses}" if statuses else "")
+        found.append(
+            f"retries: up to {retries.attempts} tries on {on}, idempotent requests without "
+            f"a body (budget {retries.budget:.0%} of requests)"
+        )
+    else:
+        found.append("retries: none")
+    return found
 
 
 def _policies(route: Route, site: Site) -> list[str]:

@@ -515,7 +515,7 @@ def test_config_errors_name_the_key(tmp_path: Path) -> None:
     result = _check(tmp_path, {"validation": {"openapi": str(bad)}})
     assert result.returncode != 0
     assert "not an OpenAPI 3.0 or 3.1 document" in result.stderr
-    assert "route /api/" in result.stderr
+    assert "sites[0].routes[0].validation.openapi: " in result.stderr  # with its line
 
 
 def test_gateway_start_fails_on_a_broken_schema(
@@ -533,7 +533,7 @@ def test_gateway_start_fails_on_a_broken_schema(
     while gw.proc is not None and gw.proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.1)
     assert gw.proc is not None and gw.proc.returncode == 1
-    assert "route /api/: validation:" in gw.stderr
+    assert "sites[0].routes[0].validation.openapi: " in gw.stderr
 
 
 # ------------------------------------------------------------------ HTTP/2

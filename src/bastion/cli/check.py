@@ -7,14 +7,28 @@ import argparse
 import asyncio
 import json
 import sys
+from typing import TYPE_CHECKING
 
 from bastion.cli.common import config_flag, data_dir_flag, load
-from bastion.config import ConfigError, json_schema
+from bastion.config import ConfigError, LoadedConfig, json_schema
+
+if TYPE_CHECKING:
+    from bastion.plan import Plan
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("check", help="validate a config file and print the compiled plan")
+    p = sub.add_parser(
+        "check",
+        help="validate a config file and print the compiled plan",
+        description="Validate a config file and print what it compiles to, as the gateway "
+        "would at start, without side effects: no local CA or certificate is created and "
+        "nothing is written to the data dir. OpenAPI documents given by URL are fetched "
+        "(not with --offline).",
+    )
     config_flag(p)
+    p.add_argument(
+        "--offline", action="store_true", help="fetch nothing (OpenAPI documents by URL)"
+    )
     data_dir_flag(p)
     p.set_defaults(handler=cmd_check)
     p = sub.add_parser("schema", help="print the JSON Schema of the config file")
@@ -25,23 +39,43 @@ def cmd_check(args: argparse.Namespace) -> int:
     loaded = load(args.config)
     if loaded is None:
         return 1
-    from bastion.plan import compile_plan
-    from bastion.proxy.pool import PoolRegistry
     from bastion.summary import describe
 
-    loop = asyncio.new_event_loop()
     try:
-        plan = compile_plan(loaded.config, PoolRegistry(loop), str(loaded.source or "<built-in>"))
+        plan = compile_for_check(loaded, offline=args.offline)
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return 1
-    except (OSError, ValueError) as exc:
-        print(f"cannot prepare the certificates: {exc}", file=sys.stderr)
+    except OSError as exc:  # ssl.SSLError included: certificate files that do not load
+        print(f"cannot load the certificates: {exc}", file=sys.stderr)
         return 1
-    finally:
-        loop.close()
     print(describe(loaded, plan))
     return 0
+
+
+def compile_for_check(loaded: LoadedConfig, *, offline: bool = False) -> Plan:
+    """The plan of ``loaded``, compiled as the gateway would at start but with no side
+    effects: the local CA issues nothing and nothing is written to the data dir.
+
+    Raises ``ConfigError`` (with file, line and key) for what the compiler refuses,
+    including an OpenAPI document that cannot be used (fetched unless ``offline``),
+    and ``OSError`` for certificate files that do not load."""
+    from bastion.plan import compile_plan
+    from bastion.proxy.pool import PoolRegistry
+
+    loop = asyncio.new_event_loop()
+    try:
+        return compile_plan(
+            loaded.config,
+            PoolRegistry(loop),
+            str(loaded.source or "<built-in>"),
+            issue_certificates=False,
+            checking="offline" if offline else "online",
+        )
+    except ConfigError as exc:
+        raise loaded.locate(exc) from None
+    finally:
+        loop.close()
 
 
 def cmd_schema(args: argparse.Namespace) -> int:

@@ -56,7 +56,10 @@ def serve(loaded: LoadedConfig) -> int:
 
             try:
                 run_worker(loaded)
-            except (OSError, ValueError, ConfigError) as exc:
+            except ConfigError as exc:
+                log.error("cannot start:\n%s", loaded.locate(exc))
+                return 1
+            except (OSError, ValueError) as exc:
                 log.error("cannot start: %s", exc)
                 return 1
             return 0

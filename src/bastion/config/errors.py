@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 __all__ = ["ConfigError", "ConfigIssue", "Loc", "format_path", "line_of"]
 
@@ -22,7 +22,7 @@ def format_path(loc: Sequence[str | int]) -> str:
     return text
 
 
-def line_of(loc: Loc, lines: dict[Loc, int]) -> int | None:
+def line_of(loc: Loc, lines: Mapping[Loc, int]) -> int | None:
     """The line of ``loc`` or, for a key that is not in the file, of its nearest parent."""
     for end in range(len(loc), -1, -1):
         line = lines.get(loc[:end])
@@ -43,6 +43,14 @@ class ConfigIssue:
     line: int | None
     path: str
     message: str
+    loc: Loc | None = field(default=None, compare=False)
+    """The key path as a tuple, when known (to find the line later)."""
+
+    @classmethod
+    def at(cls, file: str, loc: Loc, message: str) -> ConfigIssue:
+        """An issue at key path ``loc`` whose line is not known yet (see
+        ``LoadedConfig.locate``)."""
+        return cls(file, None, format_path(loc), message, loc)
 
     def __str__(self) -> str:
         where = self.file if self.line is None else f"{self.file}:{self.line}"

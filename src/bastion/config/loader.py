@@ -7,8 +7,8 @@ parsed as YAML stops it early.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,18 @@ class LoadedConfig:
     """The config file (absolute), None when built from a dict."""
     secrets: frozenset[str]
     """Every value substituted from ``${ENV}`` or ``${file:...}``: redact these when printing."""
+    lines: Mapping[Loc, int] = field(default_factory=dict, compare=False, repr=False)
+    """The line of each key path in the file, for errors found after validation."""
+
+    def locate(self, error: ConfigError) -> ConfigError:
+        """``error`` (raised by the plan compiler, which knows key paths but not lines)
+        with each issue's line found in this file."""
+        return ConfigError(
+            ConfigIssue(i.file, line_of(i.loc, self.lines), i.path, i.message, i.loc)
+            if i.line is None and i.loc is not None
+            else i
+            for i in error.issues
+        )
 
 
 def load_config(path: str | Path) -> LoadedConfig:
@@ -64,7 +76,7 @@ def load_config(path: str | Path) -> LoadedConfig:
     config, secrets = _validate(
         document.data, source.parent, name, document.lines, issues, document.failed
     )
-    return LoadedConfig(config, source, secrets)
+    return LoadedConfig(config, source, secrets, document.lines)
 
 
 def config_from_dict(

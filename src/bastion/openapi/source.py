@@ -75,11 +75,14 @@ def saved_copy_path(data_dir: Path, url: str) -> Path:
     return data_dir / "openapi" / f"{name}.json"
 
 
-def load_document(source: str, data_dir: Path, timeout: float) -> dict[str, Any]:
+def load_document(
+    source: str, data_dir: Path, timeout: float, *, keep_copy: bool = True
+) -> dict[str, Any]:
     """The document at `source` (an absolute file path or an http(s) URL).
 
     Raises ValueError for a file that is not a valid document, SpecUnavailable for a URL
-    that gives no valid document when no earlier copy was saved."""
+    that gives no valid document when no earlier copy was saved. Without ``keep_copy``
+    (a check) the saved copy is neither used nor written: the URL must answer now."""
     if not source.startswith(("http://", "https://")):
         try:
             return parse_document(Path(source).read_bytes(), source)
@@ -91,6 +94,10 @@ def load_document(source: str, data_dir: Path, timeout: float) -> dict[str, Any]
         doc = parse_document(_fetch(source, timeout), where)
     except (OSError, ValueError, urllib.error.URLError) as exc:
         reason = getattr(exc, "reason", None) or exc
+        if isinstance(exc, urllib.error.HTTPError):
+            reason = f"it answered {exc.code} {exc.reason}"
+        if not keep_copy:
+            raise SpecUnavailable(f"cannot fetch the OpenAPI document {where}: {reason}") from None
         if not saved.is_file():
             raise SpecUnavailable(
                 f"cannot fetch the OpenAPI document {where} ({reason}) and no earlier copy is saved"
@@ -102,6 +109,8 @@ def load_document(source: str, data_dir: Path, timeout: float) -> dict[str, Any]
             saved,
         )
         return parse_document(saved.read_bytes(), str(saved))
+    if not keep_copy:
+        return doc
     try:
         ensure_dir(saved.parent)
         atomic_write(saved, json.dumps(doc).encode(), 0o600)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from bastion.clock import SYSTEM_CLOCK, Clock
+from bastion.config.errors import ConfigError, ConfigIssue
 from bastion.handlers.simple import HttpsRedirectHandler
 from bastion.plan.context import BuildContext, RouteSpec
 from bastion.plan.facts import site_facts
@@ -34,12 +35,18 @@ def compile_plan(
     registry: PoolRegistry,
     source: str = "<built-in>",
     clock: Clock = SYSTEM_CLOCK,
+    *,
+    issue_certificates: bool = True,
+    checking: str | None = None,
 ) -> Plan:
     """The plan of ``config``; ``source`` names the config file in errors.
 
     Raises ``ConfigError`` for a name no builder knows, ``ValueError`` for a document a
     policy cannot use, ``OSError`` / ``ssl.SSLError`` when a certificate cannot be issued
-    or loaded."""
+    or loaded. With ``issue_certificates`` false (``bastion check``, the doctor) the local
+    CA issues nothing and nothing is written to the data dir: the names it would certify
+    are in ``plan.tls.unissued``. ``checking`` (``"online"`` or ``"offline"``) compiles
+    only to check: see ``BuildContext.checking``; warnings land in ``plan.warnings``."""
     plan = Plan(
         config.listen.http,
         config.listen.https,
@@ -49,7 +56,9 @@ def compile_plan(
         config.trusted_proxies,
     )
     plan.sites = site_facts(config)
-    plan.tls = TLSTable.build(config, [facts.tls_mode for facts in plan.sites])
+    plan.tls = TLSTable.build(
+        config, [facts.tls_mode for facts in plan.sites], issue=issue_certificates
+    )
     ctx = BuildContext(
         source=source,
         data_dir=resolve_data_dir(config.data_dir),
@@ -61,17 +70,22 @@ def compile_plan(
         workers=config.workers,
         clock=clock,
         traceparent=config.tracing.traceparent,
+        checking=checking,
+        warnings=plan.warnings,
     )
     redirect = _https_redirect(ctx) if plan.https_listeners else None
+    issues: list[ConfigIssue] = []  # every route's, not only the first one's
     for index, site in enumerate(config.sites):
         facts = plan.sites[index]
-        paths = _site_paths(site, index, ctx, plan)
+        paths = _site_paths(site, index, ctx, plan, issues)
         for host in site.hosts:
             if facts.secure and redirect is not None:
                 plan.https_hosts.add(host, paths)
                 plan.hosts.add(host, redirect)
             else:
                 plan.hosts.add(host, paths)
+    if issues:
+        raise ConfigError(issues)
     plan.cache = ctx.opened_response_cache()
     return plan
 
@@ -90,7 +104,9 @@ def _https_redirect(ctx: BuildContext) -> PathTable[CompiledRoute]:
     return redirect
 
 
-def _site_paths(site: Site, index: int, ctx: BuildContext, plan: Plan) -> PathTable[CompiledRoute]:
+def _site_paths(
+    site: Site, index: int, ctx: BuildContext, plan: Plan, issues: list[ConfigIssue]
+) -> PathTable[CompiledRoute]:
     facts = ctx.sites[index]
     extra_head = facts.hsts
     paths: PathTable[CompiledRoute] = PathTable()
@@ -102,7 +118,11 @@ def _site_paths(site: Site, index: int, ctx: BuildContext, plan: Plan) -> PathTa
             ("sites", index, "routes", number),
             f"{site.hosts[0]} {route.path.text}",
         )
-        handler = wrap_handler(build_handler(spec, ctx, plan), spec, ctx)
+        try:
+            handler = wrap_handler(build_handler(spec, ctx, plan), spec, ctx)
+        except ConfigError as exc:
+            issues += exc.issues
+            continue
         methods = frozenset(route.methods) if route.methods else None
         if methods is not None and "GET" in methods:
             methods = methods | {"HEAD"}

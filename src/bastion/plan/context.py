@@ -10,7 +10,7 @@ and once per plan; swapping them for other backends touches only this module.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -68,6 +68,13 @@ class BuildContext:
     clock: Clock = SYSTEM_CLOCK
     traceparent: bool = True
     """Whether proxied requests carry the W3C trace context (``tracing.traceparent``)."""
+    checking: str | None = None
+    """None when the plan will serve; ``"online"`` or ``"offline"`` when it is compiled only
+    to be checked (``bastion check``, the doctor): documents the gateway would fetch from
+    a backend must be good now (online) or are not fetched (offline), and nothing is
+    written to the data dir."""
+    warnings: list[str] = field(default_factory=list)
+    """What a check should show that is not an error (e.g. a document not fetched)."""
 
     @property
     def events(self) -> EventCounters:

@@ -81,6 +81,8 @@ class Plan:
         self.trusted: Callable[[str], bool] | None = self.is_trusted if self._networks else None
         # the response cache, made when a route has `cache:` (see bastion.cache.setup)
         self.cache: PlanCache | None = None
+        # what a check-only compile found worth saying that is not an error
+        self.warnings: list[str] = []
 
     def route(self, req: Request, secure: bool = False) -> tuple[CompiledRoute | None, int, bytes]:
         """The route for a request, or (None, status, Allow value) for 404/405."""

@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from bastion.config.errors import ConfigError, ConfigIssue
 from bastion.http.status import REASONS
 from bastion.openapi.operations import (
     Operation,
@@ -22,12 +23,10 @@ from bastion.openapi.operations import (
     query_values,
 )
 from bastion.openapi.schemas import SchemaSet, body_errors, compile_plain
-from bastion.openapi.source import SpecUnavailable, load_document
+from bastion.openapi.source import SpecUnavailable, load_document, shown
 from bastion.policies.base import Answer, Denied, Outcome, read_body
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from bastion.config.policy_body import Validation
     from bastion.config.sites import Route
     from bastion.http.downstream import Downstream
@@ -57,6 +56,7 @@ def _param_error(location: str, name: str, detail: str) -> dict[str, str]:
 
 class BodyPolicy:
     """Request phase: body limit, then (when configured) validation of the request."""
+
     kind = "body"  # the config key it comes from: what metrics and logs call it
 
     is_async = True
@@ -263,12 +263,15 @@ def build_body_policy(spec: RouteSpec, ctx: BuildContext) -> BodyPolicy | None:
     Raises ValueError when a local document or schema is not valid (a config error)."""
     route = spec.route
     try:
-        return _build(route, ctx.data_dir)
+        return _build(route, ctx)
     except ValueError as exc:
-        raise ValueError(f"route {route.path.text}: validation: {exc}") from None
+        assert route.validation is not None
+        key = "openapi" if route.validation.openapi is not None else "json_schema"
+        loc = (*spec.loc, "validation", key)
+        raise ConfigError([ConfigIssue.at(ctx.source, loc, str(exc))]) from None
 
 
-def _build(route: Route, data_dir: Path) -> BodyPolicy | None:
+def _build(route: Route, ctx: BuildContext) -> BodyPolicy | None:
     settings = route.validation
     max_body = route.max_body or 0
     if settings is None:
@@ -280,10 +283,18 @@ def _build(route: Route, data_dir: Path) -> BodyPolicy | None:
     base = settings.base_path
     if base is None:
         base = route.path.value.rstrip("/") if route.strip_prefix else ""
-    source, timeout = settings.openapi, settings.fetch_timeout
+    source, timeout, data_dir = settings.openapi, settings.fetch_timeout, ctx.data_dir
+    checking = ctx.checking
+    remote = source.startswith(("http://", "https://"))
+    if checking == "offline" and remote:
+        ctx.warnings.append(
+            f"route {route.path.text}: the OpenAPI document {shown(source)} was not fetched "
+            "(offline)"
+        )
+        return BodyPolicy(max_body, read_limit)
 
     def load() -> OperationTable:
-        doc = load_document(source, data_dir, timeout)
+        doc = load_document(source, data_dir, timeout, keep_copy=checking is None)
         return OperationTable(doc, SchemaSet(doc))
 
     table: OperationTable | None = None
@@ -291,6 +302,12 @@ def _build(route: Route, data_dir: Path) -> BodyPolicy | None:
     try:
         table = load()
     except SpecUnavailable as exc:
+        if checking is not None:
+            # a check says now what the running gateway would answer with 503
+            raise ValueError(
+                f"{exc}; the gateway would answer this route's requests with 503 until it "
+                "can be fetched (bastion check --offline skips the fetch)"
+            ) from None
         # the backend may start after the gateway: its route answers 503 and tries again
         # now and then, rather than the whole configuration being refused
         log.error(

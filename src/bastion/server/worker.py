@@ -233,11 +233,14 @@ class Worker:
             log.warning("reload ignored: this instance was not started from a file")
             return False
         async with self._reload_lock:
+            loaded: LoadedConfig | None = None
             try:
                 loaded = load_config(source)
                 plan = compile_plan(loaded.config, self.registry, _source(loaded))
                 await self._sync_listeners(plan)
             except ConfigError as exc:
+                if loaded is not None:
+                    exc = loaded.locate(exc)  # the plan's errors know key paths, not lines
                 log.error("reload rejected, still serving the previous config:\n%s", exc)
                 self._reloaded(False, str(exc))
                 return False

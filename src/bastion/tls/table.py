@@ -79,6 +79,9 @@ class TLSTable:
         self.default: ssl.SSLContext | None = None
         self.sites: list[SiteTLS] = []
         self.pending: list[PendingACME] = []
+        # names the local CA would certify at start; filled only by a build that does not
+        # issue (``bastion check``, the doctor), which must leave the data dir untouched
+        self.unissued: list[tuple[str, ...]] = []
         self.profile = "intermediate"
 
     def lookup(self, server_name: str | None) -> ssl.SSLContext | None:
@@ -132,10 +135,17 @@ class TLSTable:
 
     @classmethod
     def build(
-        cls, config: Config, tls_modes: Sequence[str], acme_store: AcmeStored | None = None
+        cls,
+        config: Config,
+        tls_modes: Sequence[str],
+        acme_store: AcmeStored | None = None,
+        *,
+        issue: bool = True,
     ) -> TLSTable | None:
         """None when there is no https listener. Issues local-CA leaves as needed
-        (file I/O: called at start and on reload, never per request).
+        (file I/O: called at start and on reload, never per request); with ``issue``
+        false, creates nothing (no CA, no leaf, no directory) and lists those names in
+        ``unissued`` instead. Configured certificate files are loaded either way.
 
         ``tls_modes`` holds each site's TLS mode in config order, as the plan compiler
         worked them out (`site_tls_mode`). ``acme_store`` gives the stored ACME
@@ -160,6 +170,7 @@ class TLSTable:
                 acme_names = tuple(n for n in names if uses_acme(n, private))
                 names = [n for n in names if n not in acme_names]
                 if acme_store is None:
+                    # reads only: a missing store directory is no certificate
                     acme_store = _file_store_lookup(config)
                 stored = acme_store(list(acme_names))
                 if stored is None:
@@ -174,6 +185,9 @@ class TLSTable:
                 mode = "internal"
             if isinstance(site.tls, TlsFiles):
                 cert_file, key_file = site.tls.cert, site.tls.key
+            elif not issue:
+                table.unissued.append(tuple(names))
+                continue
             else:
                 if ca is None:
                     from bastion.tls.localca import LocalCA
