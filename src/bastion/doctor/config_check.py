@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from bastion.config import ConfigError, load_config
-from bastion.doctor.result import Finding, fail, passed
+from bastion.doctor.result import Finding, fail, passed, warn
 
 if TYPE_CHECKING:
     from bastion.doctor.context import DoctorContext
@@ -17,24 +17,28 @@ __all__ = ["check_config"]
 _FIX = "correct the lines named above (bastion check -c FILE shows the same), then run again"
 
 
-def _compile(ctx: DoctorContext) -> None:
-    """Compile the plan the way ``bastion run`` does, issuing no certificate (no local CA,
-    no leaf): the doctor writes nothing."""
-    import inspect
-
+def _compile(ctx: DoctorContext) -> list[str]:
+    """Compile the plan the way ``bastion run`` does but only to check it: no local CA, no
+    certificate, nothing written to the data dir; OpenAPI documents by URL are fetched
+    unless offline. Returns the compiler's warnings."""
     from bastion.plan import compile_plan
     from bastion.proxy.pool import PoolRegistry
 
     assert ctx.loaded is not None
-    options: dict[str, Any] = {}
-    if "issue_certificates" in inspect.signature(compile_plan).parameters:
-        options["issue_certificates"] = False
     loop = asyncio.new_event_loop()
     try:
-        source = str(ctx.loaded.source or "<built-in>")
-        compile_plan(ctx.loaded.config, PoolRegistry(loop), source, **options)
+        plan = compile_plan(
+            ctx.loaded.config,
+            PoolRegistry(loop),
+            str(ctx.loaded.source or "<built-in>"),
+            issue_certificates=False,
+            checking="offline" if ctx.offline else "online",
+        )
+    except ConfigError as exc:
+        raise ctx.loaded.locate(exc) from None
     finally:
         loop.close()
+    return list(plan.warnings)
 
 
 def check_config(ctx: DoctorContext) -> Iterator[Finding]:
@@ -46,7 +50,7 @@ def check_config(ctx: DoctorContext) -> Iterator[Finding]:
         return
     config = ctx.loaded.config
     try:
-        _compile(ctx)
+        warnings = _compile(ctx)
     except ConfigError as exc:
         ctx.loaded = None
         yield fail(str(exc), _FIX)
@@ -64,3 +68,5 @@ def check_config(ctx: DoctorContext) -> Iterator[Finding]:
         f"{ctx.loaded.source} loads and compiles: {sites} site{'s' * (sites != 1)}, "
         f"{routes} route{'s' * (routes != 1)}"
     )
+    for text in warnings:
+        yield warn(text)
