@@ -42,12 +42,12 @@ def _compile(ctx: DoctorContext) -> list[str]:
 
 
 def check_config(ctx: DoctorContext) -> Iterator[Finding]:
-    try:
-        ctx.loaded = load_config(ctx.config_path)
-    except ConfigError as exc:
-        ctx.config_problem = str(exc)
-        yield fail(str(exc), _FIX)
-        return
+    if ctx.loaded is None:
+        try:
+            ctx.loaded = load_config(ctx.config_path)
+        except ConfigError as exc:
+            yield fail(str(exc), _FIX)
+            return
     config = ctx.loaded.config
     try:
         warnings = _compile(ctx)
@@ -64,8 +64,9 @@ def check_config(ctx: DoctorContext) -> Iterator[Finding]:
         return
     sites = len(config.sites)
     routes = sum(len(site.routes) for site in config.sites)
+    where = ctx.loaded.source or ctx.config_path
     yield passed(
-        f"{ctx.loaded.source} loads and compiles: {sites} site{'s' * (sites != 1)}, "
+        f"{where} loads and compiles: {sites} site{'s' * (sites != 1)}, "
         f"{routes} route{'s' * (routes != 1)}"
     )
     for text in warnings:

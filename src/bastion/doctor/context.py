@@ -79,9 +79,10 @@ class DoctorContext:
         default_factory=lambda: {"http-01": 80, "tls-alpn-01": 443}
     )
     euid: int = field(default_factory=os.geteuid)
-    # set by the config check
+    # set by the config check (or given: the demo's config is built, not read from a file)
     loaded: LoadedConfig | None = None
-    config_problem: str = ""
+    # the inodes of the doctor's own listening sockets (the reachability probe)
+    own_sockets: set[int] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _key_locks: dict[Hashable, threading.Lock] = field(default_factory=dict, repr=False)
     _cache: dict[Hashable, object] = field(default_factory=dict, repr=False)

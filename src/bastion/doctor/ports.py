@@ -4,7 +4,6 @@ admin and metrics listeners private."""
 from __future__ import annotations
 
 import ipaddress
-import os
 import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
@@ -39,10 +38,8 @@ def _overlaps(sock: procfs.Socket, address: Address) -> bool:
 
 
 def _others(ctx: DoctorContext, sockets: list[procfs.Socket]) -> list[procfs.Socket]:
-    """Leave out the doctor's own sockets (the reachability probe listens meanwhile)."""
-    owners = procfs.socket_owners(ctx.proc, {s.inode for s in sockets})
-    mine = os.getpid()
-    return [s for s in sockets if owners.get(s.inode) != mine]
+    """Leave out the doctor's own listener (the reachability probe listens meanwhile)."""
+    return [s for s in sockets if s.inode not in ctx.own_sockets]
 
 
 def _owner_text(ctx: DoctorContext, sockets: list[procfs.Socket]) -> tuple[str, bool]:

@@ -5,6 +5,7 @@ client side that connects to a name's address and reads what comes back."""
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -72,10 +73,16 @@ def greeting(token: str) -> Callable[[socket.socket], None]:
 
 @contextlib.contextmanager
 def probe_listener(
-    address: Address, serve: Callable[[socket.socket], None], timeout: float
+    address: Address,
+    serve: Callable[[socket.socket], None],
+    timeout: float,
+    bound: Callable[[int], None] = lambda inode: None,
 ) -> Iterator[None]:
-    """Listen on ``address`` while the block runs; raises OSError when it cannot bind."""
+    """Listen on ``address`` while the block runs (``bound`` is told the socket's inode, so
+    that the other checks know this listener is the doctor's); raises OSError when it
+    cannot bind."""
     sock = _bind(address)
+    bound(os.fstat(sock.fileno()).st_ino)
     sock.settimeout(0.1)
     stop = threading.Event()
 

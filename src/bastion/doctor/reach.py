@@ -161,7 +161,7 @@ def check_reach(ctx: DoctorContext) -> Iterator[Finding]:
         return
     serve = http_answer(token) if kind == "http-01" else greeting(token)
     try:
-        with probe_listener(listen, serve, ctx.timeout):
+        with probe_listener(listen, serve, ctx.timeout, ctx.own_sockets.add):
             findings = per_name(pairs, lambda pair: probe(*pair))
     except OSError as exc:
         yield warn(
