@@ -1,7 +1,8 @@
 """A small DNS server on loopback for tests: answers A, AAAA and CAA questions from a dict,
 over UDP, with dnspython's message parsing and building.
 
-    with FakeDNS({"api.example.com": {"A": ["127.0.0.1"], "CAA": ['0 issue "letsencrypt.org"']}}) as dns:
+    zone = {"api.example.com": {"A": ["127.0.0.1"], "CAA": ['0 issue "letsencrypt.org"']}}
+    with FakeDNS(zone) as dns:
         resolver.nameservers, resolver.port = [dns.host], dns.port
 
 A name absent from the dict is NXDOMAIN; a name present without the asked type answers
