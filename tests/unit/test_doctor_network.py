@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import email.utils
+import ipaddress
 import json
 import socket
 import threading
@@ -68,7 +69,7 @@ def make_ctx(
     return ctx
 
 
-def fake_proc(tmp_path: Path, ipv4: list[str], ipv6: list[str] = ()) -> Path:  # type: ignore[assignment]
+def fake_proc(tmp_path: Path, ipv4: list[str], ipv6: tuple[str, ...] = ()) -> Path:
     """A /proc whose interfaces have these addresses (routing trie and if_inet6 formats)."""
     proc = tmp_path / "proc"
     (proc / "net").mkdir(parents=True)
@@ -77,8 +78,6 @@ def fake_proc(tmp_path: Path, ipv4: list[str], ipv6: list[str] = ()) -> Path:  #
         trie += [f"     |-- {address}", "        /32 host LOCAL"]
     (proc / "net" / "fib_trie").write_text("\n".join(trie) + "\n")
     lines = ["00000000000000000000000000000001 01 80 10 80       lo"]
-    import ipaddress
-
     for address in ipv6:
         hexed = ipaddress.IPv6Address(address).packed.hex()
         lines.append(f"{hexed} 02 40 00 80     eth0")
@@ -112,7 +111,7 @@ def test_missing_name_and_missing_records_fail(tmp_path: Path) -> None:
 
 
 def test_stale_aaaa_fails_while_the_a_record_is_right(tmp_path: Path) -> None:
-    proc = fake_proc(tmp_path, ["93.184.215.14"], ["2a01:4f8:1:2::10"])
+    proc = fake_proc(tmp_path, ["93.184.215.14"], ("2a01:4f8:1:2::10",))
     zone = {"api.example.com": {"A": ["93.184.215.14"], "AAAA": ["2a01:4f8:9:9::99"]}}
     with FakeDNS(zone) as dns:
         (finding,) = list(check_dns(make_ctx(tmp_path, dns, proc=proc)))
