@@ -4,9 +4,11 @@ code, its text and JSON, and that it changed nothing (no data dir, no local CA).
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -99,3 +101,26 @@ def test_a_running_bastion_holding_its_port_is_no_failure(
     assert result.returncode == 0, result.stdout
     (line,) = [line for line in result.stdout.splitlines() if line.startswith("PASS  bind")]
     assert "held by pid" in line and "bastion run" in line
+
+
+def test_the_demo_prints_the_doctors_verdict(tmp_path: Path) -> None:
+    ports = [str(free_port()) for _ in range(4)]
+    out = tmp_path / "out"
+    args = ["--port", ports[0], "--https-port", ports[1], "--admin-port", ports[2],
+            "--metrics-port", ports[3], "--no-traffic"]  # fmt: skip
+    env = dict(os.environ, BASTION_DATA_DIR=str(tmp_path / "data"))
+    with out.open("wb") as stdout:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bastion", "demo", *args], stdout=stdout,
+            stderr=subprocess.DEVNULL, env=env,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 20
+        while "Try:" not in out.read_text() and time.monotonic() < deadline:
+            assert proc.poll() is None, out.read_text()
+            time.sleep(0.05)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    (verdict,) = [line for line in out.read_text().splitlines() if line.startswith("doctor:")]
+    assert "PASS" in verdict and "(offline)" in verdict and "FAIL" not in verdict, verdict

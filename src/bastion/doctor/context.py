@@ -73,7 +73,7 @@ class DoctorContext:
     now: Callable[[], dt.datetime] = _now
     http_get: HttpGet = fetch
     pid_files: tuple[Path, ...] = ()
-    unit_path: Path = DEFAULT_UNIT
+    unit_path: Path | None = DEFAULT_UNIT  # None: no unit to look at
     # where the CA connects for each challenge: 80 and 443 by RFC 8555; tests use others
     challenge_ports: dict[str, int] = field(
         default_factory=lambda: {"http-01": 80, "tls-alpn-01": 443}

@@ -48,8 +48,10 @@ class Unit:
         return self.user() in ("root", "0") or _CAP in self.caps("AmbientCapabilities")
 
 
-def read_unit(path: Path) -> Unit | None:
+def read_unit(path: Path | None) -> Unit | None:
     """The [Service] section of a unit file, None when there is none."""
+    if path is None:
+        return None
     try:
         text = path.read_text()
     except OSError:
@@ -94,9 +96,9 @@ def _config_argument(words: list[str]) -> str | None:
 def check_unit(ctx: DoctorContext) -> Iterator[Finding]:
     unit = read_unit(ctx.unit_path)
     if unit is None:
-        yield skip(f"no systemd unit at {ctx.unit_path}")
+        yield skip(f"no systemd unit at {ctx.unit_path}" if ctx.unit_path else "no unit given")
         return
-    where = str(ctx.unit_path)
+    where = str(unit.path)
     words = _command(unit)
     if not words:
         yield fail(f"{where}: no ExecStart line", "bastion service install writes a full unit")
