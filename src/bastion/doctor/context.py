@@ -17,7 +17,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar, cast
 
-from bastion.doctor import procfs
+import bastion.doctor.procfs as procfs
 
 if TYPE_CHECKING:
     import dns.resolver

@@ -8,8 +8,8 @@ import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+import bastion.doctor.procfs as procfs
 from bastion.config.admin_models import is_local
-from bastion.doctor import procfs
 from bastion.doctor.facts import listeners
 from bastion.doctor.result import Finding, fail, passed, skip, warn
 from bastion.doctor.unit import read_unit

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from bastion.doctor import procfs
+import bastion.doctor.procfs as procfs
 from bastion.doctor.facts import acme_name_sets
 from bastion.doctor.result import Finding, fail, passed, skip, warn
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bastion.doctor import procfs
+import bastion.doctor.procfs as procfs
 from bastion.doctor.facts import listeners
 from bastion.doctor.result import Finding, fail, passed, skip, warn
 
