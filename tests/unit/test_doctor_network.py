@@ -93,10 +93,20 @@ def statuses(findings: list[Finding]) -> list[Status]:
 
 
 def test_name_pointing_at_this_machine_passes(tmp_path: Path) -> None:
-    with FakeDNS({"api.example.com": {"A": ["127.0.0.1"]}}) as dns:
-        findings = list(check_dns(make_ctx(tmp_path, dns)))
+    proc = fake_proc(tmp_path, ["93.184.215.14"], ("2a01:4f8:1:2::10",))
+    zone = {"api.example.com": {"A": ["93.184.215.14"], "AAAA": ["2a01:4f8:1:2::10"]}}
+    with FakeDNS(zone) as dns:
+        findings = list(check_dns(make_ctx(tmp_path, dns, proc=proc)))
     assert statuses(findings) == [Status.PASS], findings
-    assert "127.0.0.1" in findings[0].found
+    assert "93.184.215.14, 2a01:4f8:1:2::10" in findings[0].found
+
+
+def test_loopback_is_this_machine_for_a_private_ca_only(tmp_path: Path) -> None:
+    with FakeDNS({"api.example.com": {"A": ["127.0.0.1"]}}) as dns:
+        private = make_ctx(tmp_path, dns, directory="https://ca.internal.example/directory")
+        assert statuses(list(check_dns(private))) == [Status.PASS]
+        (public,) = list(check_dns(make_ctx(tmp_path, dns)))
+    assert public.status is Status.FAIL and "cannot reach" in public.found
 
 
 def test_missing_name_and_missing_records_fail(tmp_path: Path) -> None:

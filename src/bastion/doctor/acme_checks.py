@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import datetime as dt
 import email.utils
+import ipaddress
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from cryptography import x509
 
 from bastion.doctor.facts import acme_name_sets, is_letsencrypt_production
+from bastion.doctor.lookup import TIMEOUT, addresses
 from bastion.doctor.result import Finding, fail, passed, skip, warn
 from bastion.state.certs import FileCertStore
 
@@ -122,11 +125,30 @@ def check_budget(ctx: DoctorContext) -> Iterator[Finding]:
             yield passed(found)
 
 
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 def check_clock(ctx: DoctorContext) -> Iterator[Finding]:
     if not acme_name_sets(ctx.config):
         yield skip("no site gets its certificate through ACME: no CA to compare with")
         return
     acme = ctx.config.acme
+    host = urlsplit(acme.directory).hostname or ""
+    if host and not _is_ip(host):
+        # urllib's own lookup has no timeout: a dead DNS server is found out here instead
+        resolved, errors = addresses(ctx, host)
+        if not resolved and errors and all(TIMEOUT in e for e in errors):
+            yield warn(
+                f"the DNS did not answer for {host}, the ACME directory's host: the clock "
+                "is not compared (and bastion could not reach the CA either)",
+                "check the DNS resolver (/etc/resolv.conf)",
+            )
+            return
     before = ctx.now()
     try:
         answer = ctx.http_get(acme.directory, ctx.timeout, acme.trusted_roots)

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from bastion.config import ConfigError, load_config
+from bastion.config import ConfigError, LoadedConfig, load_config
 from bastion.doctor.result import Finding, fail, passed, warn
 
 if TYPE_CHECKING:
@@ -17,25 +17,24 @@ __all__ = ["check_config"]
 _FIX = "correct the lines named above (bastion check -c FILE shows the same), then run again"
 
 
-def _compile(ctx: DoctorContext) -> list[str]:
+def _compile(loaded: LoadedConfig, offline: bool) -> list[str]:
     """Compile the plan the way ``bastion run`` does but only to check it: no local CA, no
     certificate, nothing written to the data dir; OpenAPI documents by URL are fetched
     unless offline. Returns the compiler's warnings."""
     from bastion.plan import compile_plan
     from bastion.proxy.pool import PoolRegistry
 
-    assert ctx.loaded is not None
     loop = asyncio.new_event_loop()
     try:
         plan = compile_plan(
-            ctx.loaded.config,
+            loaded.config,
             PoolRegistry(loop),
-            str(ctx.loaded.source or "<built-in>"),
+            str(loaded.source or "<built-in>"),
             issue_certificates=False,
-            checking="offline" if ctx.offline else "online",
+            checking="offline" if offline else "online",
         )
     except ConfigError as exc:
-        raise ctx.loaded.locate(exc) from None
+        raise loaded.locate(exc) from None
     finally:
         loop.close()
     return list(plan.warnings)
@@ -50,7 +49,7 @@ def check_config(ctx: DoctorContext) -> Iterator[Finding]:
             return
     config = ctx.loaded.config
     try:
-        warnings = _compile(ctx)
+        warnings = _compile(ctx.loaded, ctx.offline)
     except ConfigError as exc:
         ctx.loaded = None
         yield fail(str(exc), _FIX)

@@ -58,8 +58,6 @@ def _dns_for(ctx: DoctorContext, name: str) -> list[Finding]:
     problems: list[Finding] = []
     for address in found:
         record = "A" if address.version == 4 else "AAAA"
-        if address in here:
-            continue
         if public_ca and not address.is_global:
             problems.append(
                 fail(
@@ -68,6 +66,8 @@ def _dns_for(ctx: DoctorContext, name: str) -> list[Finding]:
                     f"point the {record} record at this machine's public address",
                 )
             )
+        elif address in here or address.is_loopback:
+            continue
         elif mine[address.version]:
             problems.append(_elsewhere(name, record, address, mine[address.version]))
         elif address.version == 6:

@@ -62,8 +62,9 @@ def addresses(ctx: DoctorContext, name: str) -> tuple[list[IPAddress], list[str]
     """The A and AAAA addresses of ``name``, and the errors of the lookups that failed."""
     found: list[IPAddress] = []
     errors = []
-    for rdtype in ("A", "AAAA"):
-        answer = lookup(ctx, name, rdtype)
+    # both at once: a dead DNS server costs one timeout
+    answers = per_name(("A", "AAAA"), lambda rdtype: lookup(ctx, name, rdtype))
+    for rdtype, answer in zip(("A", "AAAA"), answers, strict=True):
         if answer.error and answer.error != NXDOMAIN:
             errors.append(f"{rdtype}: {answer.error}")
         found += [ipaddress.ip_address(r.address) for r in answer.records]

@@ -140,8 +140,9 @@ def check_reach(ctx: DoctorContext) -> Iterator[Finding]:
     if kind is None:
         yield skip("dns-01 only: the CA does not connect to this machine")
         return
-    listen: Address = (config.listen.http if kind == "http-01" else config.listen.https)[0]
     port = ctx.challenge_ports[kind]
+    candidates = config.listen.http if kind == "http-01" else config.listen.https
+    listen: Address = next((a for a in candidates if a.port == port), candidates[0])
     if listen.port != port:
         yield warn(
             f"{kind}: the CA connects to port {port}, bastion listens on {listen}: this works "
