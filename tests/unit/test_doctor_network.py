@@ -346,3 +346,19 @@ def test_offline_skips_every_network_check(tmp_path: Path) -> None:
     for check in ("dns", "reach", "caa", "clock"):
         assert by_id[check].status is Status.SKIP
         assert "--offline" in by_id[check].findings[0].found
+
+
+def test_a_dead_dns_server_leaves_every_check_an_answer(tmp_path: Path) -> None:
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    silent.bind(("127.0.0.1", 0))
+    with silent, FakeDNS({}) as dns:
+        ctx = make_ctx(
+            tmp_path, dns, http=f"127.0.0.1:{free_port()}", https=f"127.0.0.1:{free_port()}"
+        )
+        ctx.loaded, ctx.dns_port, ctx.timeout = None, silent.getsockname()[1], 0.2
+        report = diagnose(ctx)
+    by_id = {o.check.id: o for o in report.outcomes}
+    assert "timeout" in by_id["dns"].findings[0].found
+    assert "timeout" in by_id["caa"].findings[0].found
+    assert "DNS did not answer" in by_id["clock"].findings[0].found
+    assert all("no answer within" not in f.found for o in report.outcomes for f in o.findings)

@@ -19,6 +19,7 @@ CHALLENGE_PATH = "/.well-known/acme-challenge/"
 
 
 def _bind(address: Address) -> socket.socket:
+    """A socket bound to ``address`` (not listening yet)."""
     host = address.host
     if host == "localhost":
         host = "127.0.0.1"
@@ -36,7 +37,6 @@ def _bind(address: Address) -> socket.socket:
         # as bastion itself does: a probe's closed connections must not hold the port
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, address.port))
-        sock.listen(16)
     except OSError:
         sock.close()
         raise
@@ -82,7 +82,13 @@ def probe_listener(
     that the other checks know this listener is the doctor's); raises OSError when it
     cannot bind."""
     sock = _bind(address)
+    # known as the doctor's before it shows in /proc/net/tcp as listening
     bound(os.fstat(sock.fileno()).st_ino)
+    try:
+        sock.listen(16)
+    except OSError:
+        sock.close()
+        raise
     sock.settimeout(0.1)
     stop = threading.Event()
 
