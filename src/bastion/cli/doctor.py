@@ -14,6 +14,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "doctor",
         help="check a deployment (ports, DNS, CAA, rate limits, clock, data dir, "
         "certificates) before the CA does; changes nothing",
+        description="Check a deployment before the CA does: each check answers PASS, WARN, "
+        "FAIL or SKIP with what it found and what to do. Writes nothing (no data dir, no "
+        "certificate). Exit code 1 when a check FAILs, else 0. See docs/doctor.md.",
     )
     config_flag(p)
     data_dir_flag(p)
