@@ -148,7 +148,8 @@ class _Handler(socketserver.BaseRequestHandler):
             return b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok" + POISON
         if path == "/connection-length":
             return (
-                b"HTTP/1.1 200 OK\r\nConnection: content-length\r\nContent-Length: 5\r\n\r\nhello"
+                b"HTTP/1.1 200 OK\r\nConnection: content-length\r\n"
+                b"Content-Length: 5\r\n\r\nhello"
             )
         if path == "/trailer":
             return (

@@ -135,14 +135,11 @@ def demo_config(
         # answers kept for 10 seconds: X-Cache says HIT or MISS, the body keeps its time
         {"path": "= /api/time", "proxy": proxy, "cache": {"ttl": "10s"}},
         # 3 requests a second per client address, bursts of 5: then 429 with Retry-After
-        {
-            "path": "/api/limited/",
-            "proxy": proxy,
-            "strip_prefix": True,
-            "rate_limits": [{"rate": "3/s", "burst": 5}],
-        },
+        {"path": "/api/limited/", "proxy": proxy, "strip_prefix": True,
+         "rate_limits": [{"rate": "3/s", "burst": 5}]},
         # needs a key from `bastion keys create --consumer NAME`
-        {"path": "/api/private/", "proxy": proxy, "strip_prefix": True, "auth": {"api_keys": {}}},
+        {"path": "/api/private/", "proxy": proxy, "strip_prefix": True,
+         "auth": {"api_keys": {}}},
         {"path": "/api/", "proxy": proxy},
         {"path": "= /health", "methods": ["GET"], "respond": {"body": "ok\n"}},
         {"path": "/old/", "redirect": {"to": "/api/", "status": 308}},
@@ -157,23 +154,13 @@ def demo_config(
             # no channel: the state shows on the dashboard (and in /api/alerts) only
             "alerts": {
                 "rules": {
-                    "errors": {
-                        "kind": "error_rate",
-                        "threshold": "10%",
-                        "min_requests": 10,
-                        "channels": [],
-                    },
+                    "errors": {"kind": "error_rate", "threshold": "10%", "min_requests": 10,
+                               "channels": []},
                 },
             },
             "sites": [
-                {
-                    "hosts": ["localhost"],
-                    "tls": "internal",
-                    "hsts": True,
-                    "routes": routes,
-                    "compress": True,
-                    "security_headers": True,
-                },
+                {"hosts": ["localhost"], "tls": "internal", "hsts": True, "routes": routes,
+                 "compress": True, "security_headers": True},
                 {"hosts": ["*"], "tls": "off", "routes": routes, "compress": True},
             ],
         },

@@ -97,21 +97,9 @@ def test_vary_splits_entries(origin: CountingBackend, gateway: Start, tmp_path: 
 
 def _create_key(data_dir: Path, consumer: str) -> str:
     out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bastion",
-            "keys",
-            "create",
-            "--consumer",
-            consumer,
-            "--data-dir",
-            str(data_dir),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
+        [sys.executable, "-m", "bastion", "keys", "create", "--consumer", consumer,
+         "--data-dir", str(data_dir)],
+        capture_output=True, text=True, timeout=30, check=True,
     )
     return out.stdout.split()[0]
 

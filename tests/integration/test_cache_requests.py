@@ -50,7 +50,8 @@ class Origin(RecordingOrigin):
         doc = {
             "n": count,
             "consumer": headers.get("x-consumer"),
-            "link": f"{headers.get('x-forwarded-proto')}://{headers.get('x-forwarded-host')}{path}",
+            "link": f"{headers.get('x-forwarded-proto')}://"
+            f"{headers.get('x-forwarded-host')}{path}",
         }
         body = json.dumps(doc).encode() if status == 200 else b""
         handler.send_response(status)

@@ -155,17 +155,13 @@ def test_demo_prints_curl_lines_that_work(tmp_path: Path) -> None:
             again = client.get(f"http://127.0.0.1:{port}/api/time")
             assert (first.headers["x-cache"], again.headers["x-cache"]) == ("MISS", "HIT")
             assert again.json() == first.json()
-            codes = [
-                client.get(f"http://127.0.0.1:{port}/api/limited/hello").status_code
-                for _ in range(12)
-            ]
+            codes = [client.get(f"http://127.0.0.1:{port}/api/limited/hello").status_code
+                     for _ in range(12)]
             assert codes[0] == 200 and 429 in codes, codes
             assert client.get(f"http://127.0.0.1:{port}/api/private/hello").status_code == 401
             created = subprocess.run(
                 [sys.executable, "-m", "bastion", "keys", "create", "--consumer", "me"],
-                capture_output=True,
-                text=True,
-                timeout=30,
+                capture_output=True, text=True, timeout=30,
                 env=dict(os.environ, BASTION_DATA_DIR=str(tmp_path / "data")),
             )
             assert created.returncode == 0, created.stderr

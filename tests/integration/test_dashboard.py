@@ -194,7 +194,6 @@ def test_dashboard_shows_the_traffic_and_moves_live(dashboard: Dashboard, browse
     routes = {row["_key"]: row for row in browser.table("routes") or []}
     assert {name: row["requests"] for name, row in routes.items()} == expected["routes"]
     assert routes["/api/"]["error_rate"] == approx(1 / 7)
-
     # the top tables are written every few seconds (not each second like the counts), and
     # the page reloads the window every 5 s: wait for them too
     def acme_seen() -> dict[str, Any] | None:
@@ -292,8 +291,8 @@ def check_metrics_and_stats(gw: Gateway, expected: dict[str, Any]) -> None:
             requests[status] = requests.get(status, 0.0) + float(value)
     assert sum(requests.values()) == expected["requests"], scrape
     assert requests.get("5xx") == expected["5xx"] and requests.get("4xx") == expected["4xx"]
-    assert "bastion_upstream_errors_total{" in scrape and 'kind="connect"' in scrape
-    assert "bastion_auth_failures_total{" in scrape
+    assert 'bastion_upstream_errors_total{' in scrape and 'kind="connect"' in scrape
+    assert 'bastion_auth_failures_total{' in scrape
     printed = subprocess.run(
         [sys.executable, "-m", "bastion", "stats", "--since", "5m", "--json",
          "-c", str(gw.config_path)],

@@ -34,9 +34,8 @@ def test_demo_prints_the_dashboard_and_feeds_it(tmp_path: Path) -> None:
         while "Ctrl-C" not in out.read_text() and time.monotonic() < deadline:
             time.sleep(0.05)
         printed = out.read_text()
-        found = re.search(
-            r"Dashboard: (http://\S+)\s+\(log in with the admin token (\S+) ;", printed
-        )
+        found = re.search(r"Dashboard: (http://\S+)\s+\(log in with the admin token (\S+) ;",
+                          printed)
         assert found, printed
         url, token = found.groups()
         assert url == f"http://127.0.0.1:{admin}/"
@@ -68,7 +67,7 @@ def test_demo_prints_the_dashboard_and_feeds_it(tmp_path: Path) -> None:
         assert json.loads(printed_stats.stdout)["totals"]["requests"] >= 20
         # the access log went to a file, the terminal kept the instructions readable
         assert (tmp_path / "data" / "demo-access.log").stat().st_size > 0
-        assert 'HTTP/1.1" 200' not in printed
+        assert "HTTP/1.1\" 200" not in printed
     finally:
         proc.terminate()
         assert proc.wait(15) == 0

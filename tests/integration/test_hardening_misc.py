@@ -98,7 +98,10 @@ def test_only_the_intermediate_profiles_groups_are_offered(
 
 # -------------------------------------------------------------- status files
 def _status_files(directory: Path) -> dict[int, Path]:
-    return {int(p.stem.removeprefix("worker-")): p for p in directory.glob("worker-*.json")}
+    return {
+        int(p.stem.removeprefix("worker-")): p
+        for p in directory.glob("worker-*.json")
+    }
 
 
 def test_status_files_are_private_and_removed_with_their_worker(
@@ -130,12 +133,11 @@ def test_status_files_are_private_and_removed_with_their_worker(
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
     # `bastion status` removes a dead worker's file too (and does not show it)
     planted = directory / f"worker-{gone.pid}.json"
-    planted.write_text(json.dumps({"pid": gone.pid, "instance": gw.pid, "written": 0, "pools": []}))
+    planted.write_text(json.dumps({"pid": gone.pid, "instance": gw.pid, "written": 0,
+                                   "pools": []}))
     shown = subprocess.run(
         [sys.executable, "-m", "bastion", "status", "-c", str(gw.config_path), "--json"],
-        capture_output=True,
-        text=True,
-        timeout=60,
+        capture_output=True, text=True, timeout=60,
     )
     assert shown.returncode == 0, shown.stderr
     assert not planted.exists()

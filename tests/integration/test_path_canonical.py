@@ -325,6 +325,7 @@ def test_encoded_slashes_are_forwarded_only_where_a_route_keeps_them(
     assert b"/repos/a%2Fb\r\n" in reply
 
 
+
 def test_an_absolute_form_authority_is_the_host_of_the_cache_key(
     gw: Gateway, app: _Recording
 ) -> None:

@@ -405,7 +405,9 @@ def test_an_answer_before_the_body_says_the_connection_closes(
     config = tls_config(tmp_path, [proxy_site(backend, ["localhost"])])
     gw = start(gateway, config)
     with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as sock:
-        sock.sendall(b"POST /form HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100\r\n\r\npart")
+        sock.sendall(
+            b"POST /form HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100\r\n\r\npart"
+        )
         answer = b""
         while b"\r\n\r\n" not in answer:
             chunk = sock.recv(65536)

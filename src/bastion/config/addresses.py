@@ -203,3 +203,4 @@ def client_address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address |
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         return address.ipv4_mapped
     return address
+

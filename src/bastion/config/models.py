@@ -240,8 +240,9 @@ class Config(_Model):
     watch: bool = Field(default=False, description="Reload when the config file changes.")
     data_dir: RelativePath | None = Field(
         default=None,
-        description="Where the local CA and certificates are kept; null means "
-        "$BASTION_DATA_DIR, else /var/lib/bastion for root, else ~/.local/share/bastion.",
+        description="Where the local CA, certificates, API keys and statistics are kept. "
+        "The --data-dir flag and $BASTION_DATA_DIR take precedence over it; null means "
+        "/var/lib/bastion for root, else ~/.local/share/bastion.",
     )
     acme: Acme = Field(
         default_factory=lambda: Acme(),

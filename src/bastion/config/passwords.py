@@ -12,6 +12,7 @@ from pathlib import Path
 __all__ = ["check_hash", "read_users_file"]
 
 
+
 def _argon2_parses(value: str) -> bool:
     """Whether argon2-cffi (which verifies the passwords) reads this encoded hash."""
     # imported here: its C bindings cost memory in every gateway without argon2 users

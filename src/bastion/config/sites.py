@@ -173,12 +173,12 @@ class Route(_Model):
         default=None,
         description="Header rules and secret injection, applied after the site's headers.",
     )
-    security_headers: Annotated[SecurityHeaders | None, BeforeValidator(security_headers_value)] = (
-        Field(
-            default=None,
-            description="Browser security fields preset (true for the defaults); replaces the "
-            "site's security_headers.",
-        )
+    security_headers: Annotated[
+        SecurityHeaders | None, BeforeValidator(security_headers_value)
+    ] = Field(
+        default=None,
+        description="Browser security fields preset (true for the defaults); replaces the "
+        "site's security_headers.",
     )
     # authentication (docs/policies.md)
     auth: Auth | None = Field(
@@ -248,8 +248,10 @@ class Site(_Model):
     headers: Headers | None = Field(
         default=None, description="Header rules applied on every route, before the route's."
     )
-    security_headers: Annotated[SecurityHeaders | None, BeforeValidator(security_headers_value)] = (
-        Field(default=None, description="Browser security fields preset for every route.")
+    security_headers: Annotated[
+        SecurityHeaders | None, BeforeValidator(security_headers_value)
+    ] = Field(
+        default=None, description="Browser security fields preset for every route."
     )
     compress: CompressSetting = Field(
         default=None, description="Compress answers on every route (true for the defaults)."

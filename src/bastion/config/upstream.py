@@ -155,13 +155,16 @@ class Proxy(_Model):
         "the system's trust store.",
     )
     balance: (
-        Literal["round_robin", "least_requests", "random_two", "peak_ewma", "hash", "sticky"] | None
+        Literal["round_robin", "least_requests", "random_two", "peak_ewma", "hash", "sticky"]
+        | None
     ) = Field(
         default=None,
         description="Load-balancing policy; round_robin, or peak_ewma when the endpoints "
         "have more than one zone.",
     )
-    hash: HashKey = Field(default_factory=lambda: HashKey(), description="Key of the hash policy.")
+    hash: HashKey = Field(
+        default_factory=lambda: HashKey(), description="Key of the hash policy."
+    )
     sticky: Sticky = Field(
         default_factory=lambda: Sticky(), description="Cookie of the sticky policy."
     )
@@ -178,7 +181,8 @@ class Proxy(_Model):
     max_connections: int = Field(
         default=0,
         ge=0,
-        description="Requests in flight per endpoint (each holds one connection); 0 for no limit.",
+        description="Requests in flight per endpoint (each holds one connection); 0 for no "
+        "limit.",
     )
     max_pending: int = Field(
         default=0,
@@ -266,3 +270,4 @@ class Proxy(_Model):
         if self.tls is not None and not any(u.url.scheme == "https" for u in self.upstreams):
             raise ValueError("tls only applies to https:// upstreams, and this proxy has none")
         return self
+

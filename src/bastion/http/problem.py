@@ -67,3 +67,4 @@ class ProblemAnswers:
     ) -> None:
         body = problem_body(status, detail, req.request_id)
         self.respond(req, status, body, _PROBLEM_CONTENT_TYPE, headers)
+

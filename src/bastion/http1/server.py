@@ -33,7 +33,6 @@ if TYPE_CHECKING:
     from bastion.http.context import ServerContext
     from bastion.http.downstream import Downstream
 
-
 class HTTP1Connection(HeadParser, ResponseWriter, Closing, asyncio.Protocol):
     def __init__(self, ctx: ServerContext, scheme: bytes = b"http") -> None:
         self.ctx = ctx

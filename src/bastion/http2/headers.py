@@ -122,7 +122,9 @@ def build_request(
                 path = value
                 continue
             if value and (
-                bad_value(value) is not None or value[0] in _WHITESPACE or value[-1] in _WHITESPACE
+                bad_value(value) is not None
+                or value[0] in _WHITESPACE
+                or value[-1] in _WHITESPACE
             ):
                 raise Malformed(f"illegal character or whitespace in the value of {name!r}")
             if name == b":method" and method is None:

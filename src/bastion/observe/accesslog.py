@@ -80,7 +80,7 @@ def _clf_parts(key: _Parts) -> tuple[str, str]:
     return (
         f" - {_q(consumer) or '-'} [",
         # the route in quotes: its pattern may hold spaces ("= /health", "~ ^/v[0-9]+/")
-        f" route={chr(34) + _q(route) + chr(34) if route else '-'} upstream={upstream or '-'} rt=",
+        f' route={chr(34) + _q(route) + chr(34) if route else "-"} upstream={upstream or "-"} rt=',
     )
 
 

@@ -20,7 +20,6 @@ __all__ = ["JwksSource", "jwks_source"]
 
 log = logging.getLogger("bastion.jwt")
 
-
 class JwksSource:
     """A JWKS URL's keys, fetched in the background and kept while the server is down.
 

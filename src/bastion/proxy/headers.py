@@ -147,3 +147,4 @@ def upgrade_to_forward(value: bytes, allowed: frozenset[bytes]) -> bytes | None:
         if protocol and protocol.partition(b"/")[0].lower() in allowed
     ]
     return b", ".join(kept) if kept else None
+

@@ -125,7 +125,9 @@ def _renew_local(config: Config, wanted: str, name: str) -> dict[str, Any]:
     from bastion.tls.certs import cert_rows
     from bastion.tls.localca import LocalCA
 
-    row = next((r for r in cert_rows(config) if r.source == "local CA" and wanted in r.names), None)
+    row = next(
+        (r for r in cert_rows(config) if r.source == "local CA" and wanted in r.names), None
+    )
     if row is None:
         raise NotFound(f"no certificate of ACME or of the local CA has the name {name!r}")
     leaf = LocalCA(ensure_dir(resolve_data_dir(config.data_dir))).leaf(list(row.names), force=True)
