@@ -373,8 +373,8 @@ def test_a_rate_limited_last_order_fails(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------ systemd unit
 
 
-def unit_file(tmp_path: Path, exec_start: str, extra: str = "") -> Path:
-    path = tmp_path / "bastion.service"
+def unit_file(tmp_path: Path, exec_start: str, extra: str = "", name: str = "bastion") -> Path:
+    path = tmp_path / f"{name}.service"
     path.write_text(f"[Unit]\nDescription=bastion\n\n[Service]\nExecStart={exec_start}\n{extra}")
     return path
 
@@ -397,7 +397,7 @@ def test_unit_without_the_capability_for_port_80_fails(tmp_path: Path) -> None:
     assert "AmbientCapabilities=CAP_NET_BIND_SERVICE" in findings[2].fix
     ctx.unit_path = unit_file(
         tmp_path, f"{sys.executable} -m bastion run -c {ctx.config_path}",
-        "User=bastion\nAmbientCapabilities=CAP_NET_BIND_SERVICE\n",
+        "User=bastion\nAmbientCapabilities=CAP_NET_BIND_SERVICE\n", name="granted",
     )  # fmt: skip
     assert [f.status for f in check_unit(ctx)] == [Status.PASS] * 3
 
@@ -422,3 +422,16 @@ def test_redis_is_skipped_until_the_config_has_it(tmp_path: Path) -> None:
     report = diagnose(make_ctx(tmp_path, {}, offline=True))
     redis = next(o for o in report.outcomes if o.check.id == "redis")
     assert redis.status is Status.SKIP and "no state.redis" in redis.findings[0].found
+
+
+def test_the_installed_units_data_dir_and_pid_file_are_the_ones_judged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("BASTION_DATA_DIR", raising=False)
+    unit = unit_file(
+        tmp_path, "/usr/bin/bastion run -c /etc/bastion/bastion.yaml",
+        f"User=root\nEnvironment=BASTION_DATA_DIR={tmp_path}/state XDG_RUNTIME_DIR=/run/bastion\n",
+    )  # fmt: skip
+    ctx = make_ctx(tmp_path, {}, unit_path=unit, data_dir_flag=None)
+    assert ctx.data_dir == tmp_path / "state"
+    assert ctx.unit is not None and ctx.unit.pid_file() == Path("/run/bastion/bastion-0.pid")

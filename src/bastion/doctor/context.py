@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     import dns.resolver
 
     from bastion.config import Config, LoadedConfig
+    from bastion.doctor.unit import Unit
 
 __all__ = ["DoctorContext", "HttpAnswer", "fetch"]
 
@@ -103,8 +104,18 @@ class DoctorContext:
             return Path(self.data_dir_flag).expanduser().resolve()
         if os.environ.get(DATA_DIR_ENV):
             return resolve_data_dir(None)
+        service = self.unit.environment().get(DATA_DIR_ENV) if self.unit else None
+        if service:  # the installed service's, which it exports to bastion
+            return Path(service)
         configured = self.loaded.config.data_dir if self.loaded is not None else None
         return resolve_data_dir(configured)
+
+    @property
+    def unit(self) -> Unit | None:
+        """The systemd unit installed for bastion, if any (read once)."""
+        from bastion.doctor.unit import read_unit
+
+        return self.cached(("unit", self.unit_path), lambda: read_unit(self.unit_path))
 
     @cached_property
     def local_addresses(self) -> set[procfs.IPAddress]:
@@ -114,6 +125,9 @@ class DoctorContext:
     def running_bastion(self) -> int | None:
         """The pid of a running bastion named by a pid file, if any."""
         paths = list(self.pid_files)
+        service = self.unit.pid_file() if self.unit else None
+        if service is not None:
+            paths.append(service)
         if self.loaded is not None and self.loaded.config.pid_file:
             paths.insert(0, Path(self.loaded.config.pid_file))
         for path in paths:

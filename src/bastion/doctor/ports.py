@@ -12,7 +12,6 @@ import bastion.doctor.procfs as procfs
 from bastion.config.admin_models import is_local
 from bastion.doctor.facts import listeners
 from bastion.doctor.result import Finding, fail, passed, skip, warn
-from bastion.doctor.unit import read_unit
 
 if TYPE_CHECKING:
     from bastion.config import Address
@@ -61,7 +60,7 @@ def _low_port_allowed(ctx: DoctorContext) -> str | None:
     caps = procfs.capabilities(ctx.proc)
     if caps is not None and (caps[0] | caps[1]) >> procfs.CAP_NET_BIND_SERVICE & 1:
         return "CAP_NET_BIND_SERVICE is in this process's capabilities"
-    unit = read_unit(ctx.unit_path)
+    unit = ctx.unit
     if unit is not None and unit.may_bind_low_ports():
         return f"the systemd unit {ctx.unit_path} grants it"
     return None

@@ -4,6 +4,7 @@ config, and may it bind the low ports it is configured for."""
 from __future__ import annotations
 
 import os
+import pwd
 import shlex
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -40,6 +41,33 @@ class Unit:
                 words.clear()  # an empty assignment resets the list
             words.update(w for w in value.split() if not w.startswith("~"))
         return words
+
+    def environment(self) -> dict[str, str]:
+        """The variables its ``Environment=`` lines set."""
+        found: dict[str, str] = {}
+        for value in self.values.get("Environment", []):
+            try:
+                words = shlex.split(value)
+            except ValueError:
+                continue
+            for word in words:
+                key, sep, setting = word.partition("=")
+                if sep:
+                    found[key] = setting
+        return found
+
+    def pid_file(self) -> Path | None:
+        """Where bastion started by this unit writes its pid (unless the config says):
+        ``$XDG_RUNTIME_DIR/bastion-UID.pid`` with the unit's runtime dir and user."""
+        runtime = self.environment().get("XDG_RUNTIME_DIR")
+        if not runtime:
+            return None
+        user = self.user()
+        try:
+            uid = int(user) if user.isdigit() else pwd.getpwnam(user).pw_uid
+        except KeyError:
+            return None
+        return Path(runtime) / f"bastion-{uid}.pid"
 
     def may_bind_low_ports(self) -> bool:
         bounding = self.values.get("CapabilityBoundingSet")
@@ -94,7 +122,7 @@ def _config_argument(words: list[str]) -> str | None:
 
 
 def check_unit(ctx: DoctorContext) -> Iterator[Finding]:
-    unit = read_unit(ctx.unit_path)
+    unit = ctx.unit
     if unit is None:
         yield skip(f"no systemd unit at {ctx.unit_path}" if ctx.unit_path else "no unit given")
         return
