@@ -25,8 +25,10 @@ ADMIN_TOKEN_ENV = "BASTION_ADMIN_TOKEN"  # the demo makes one up when it is not 
 
 class DemoBackend(asyncio.Protocol):
     """An HTTP/1.1 keep-alive JSON API: /api/hello, /api/headers, /api/echo, /api/slow,
-    /api/time (what the clock says now: shows when an answer came from the cache) and
-    /api/fail (a 500, for the error figures)."""
+    /api/time (what the clock says now: shows when an answer came from the cache),
+    /api/items (a list of a few KB, as list endpoints answer: large enough to be
+    compressed, where the others are under compression's min_size) and /api/fail (a 500,
+    for the error figures)."""
 
     def __init__(self) -> None:
         self.parser = httptools.HttpRequestParser(self)
@@ -80,6 +82,8 @@ class DemoBackend(asyncio.Protocol):
             return 200, {"message": "hello from the demo backend", "method": method}
         if path == "/api/headers":
             return 200, {"headers_seen_by_backend": self.headers}
+        if path == "/api/items":
+            return 200, {"items": ITEMS, "count": len(ITEMS)}
         if path == "/api/fail":
             return 500, {"error": "the demo backend fails here on purpose"}
         if path == "/api/echo":
@@ -103,6 +107,12 @@ class DemoBackend(asyncio.Protocol):
 
 
 _REASONS = {200: b"OK", 404: b"Not Found", 500: b"Internal Server Error"}
+
+# /api/items' answer: about 6 KB of JSON, over the 1 KiB below which answers go uncompressed
+ITEMS = [
+    {"id": i, "name": f"item {i}", "price_cents": 100 + 37 * i % 900, "in_stock": i % 3 != 0}
+    for i in range(1, 61)
+]
 
 
 def demo_config(
@@ -135,11 +145,14 @@ def demo_config(
         # answers kept for 10 seconds: X-Cache says HIT or MISS, the body keeps its time
         {"path": "= /api/time", "proxy": proxy, "cache": {"ttl": "10s"}},
         # 3 requests a second per client address, bursts of 5: then 429 with Retry-After
-        {"path": "/api/limited/", "proxy": proxy, "strip_prefix": True,
-         "rate_limits": [{"rate": "3/s", "burst": 5}]},
+        {
+            "path": "/api/limited/",
+            "proxy": proxy,
+            "strip_prefix": True,
+            "rate_limits": [{"rate": "3/s", "burst": 5}],
+        },
         # needs a key from `bastion keys create --consumer NAME`
-        {"path": "/api/private/", "proxy": proxy, "strip_prefix": True,
-         "auth": {"api_keys": {}}},
+        {"path": "/api/private/", "proxy": proxy, "strip_prefix": True, "auth": {"api_keys": {}}},
         {"path": "/api/", "proxy": proxy},
         {"path": "= /health", "methods": ["GET"], "respond": {"body": "ok\n"}},
         {"path": "/old/", "redirect": {"to": "/api/", "status": 308}},
@@ -154,13 +167,23 @@ def demo_config(
             # no channel: the state shows on the dashboard (and in /api/alerts) only
             "alerts": {
                 "rules": {
-                    "errors": {"kind": "error_rate", "threshold": "10%", "min_requests": 10,
-                               "channels": []},
+                    "errors": {
+                        "kind": "error_rate",
+                        "threshold": "10%",
+                        "min_requests": 10,
+                        "channels": [],
+                    },
                 },
             },
             "sites": [
-                {"hosts": ["localhost"], "tls": "internal", "hsts": True, "routes": routes,
-                 "compress": True, "security_headers": True},
+                {
+                    "hosts": ["localhost"],
+                    "tls": "internal",
+                    "hsts": True,
+                    "routes": routes,
+                    "compress": True,
+                    "security_headers": True,
+                },
                 {"hosts": ["*"], "tls": "off", "routes": routes, "compress": True},
             ],
         },
@@ -187,7 +210,8 @@ def try_lines(
         f"curl -i {base}/api/private/hello             # 401: this route needs an API key",
         "bastion keys create --consumer me            # prints a key (stored hashed)",
         f"curl -i -H 'X-API-Key: KEY' {base}/api/private/headers  # X-Consumer: me upstream",
-        f"curl -s --compressed -D - {base}/api/headers -o /dev/null  # gzip/br/zstd answers",
+        f"curl -s -H 'Accept-Encoding: gzip' -D - -o /dev/null {base}/api/items  "
+        "# Content-Encoding: gzip (br and zstd too; answers under 1 KiB are sent as they are)",
         f"curl -i --cacert {ca_root} {secure}/api/hello   # HTTPS from the local CA, with HSTS",
         f"curl -i --http2 --cacert {ca_root} {secure}/api/hello  # HTTP/2 (ALPN h2)",
         f"curl -i http://localhost:{port}/api/hello    # localhost has TLS: 301 to https",

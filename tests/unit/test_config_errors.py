@@ -130,15 +130,15 @@ def test_no_pydantic_noise_in_messages(tmp_path: Path) -> None:
 def test_yaml_syntax_error_has_the_line(tmp_path: Path) -> None:
     text = "sites:\n  - routes:\n      - path: /\n        respond: {body: [1, 2}\n"
     [issue] = errors_of(tmp_path, text).issues
-    assert issue.line == 4
+    assert (issue.line, issue.column) == (4, 25)  # the bracket left open
     assert issue.path == ""
-    assert issue.message.startswith("invalid YAML: ")
+    assert issue.message.startswith("the '[' opened here is not closed")
 
 
 def test_unquoted_wildcard_host_gets_a_hint(tmp_path: Path) -> None:
     [issue] = errors_of(tmp_path, "sites:\n  - hosts: [*.example.test]\n").issues
     assert issue.line == 2
-    assert "quote values that start with '*'" in issue.message
+    assert 'quote it, like "*.example.test"' in issue.message
 
 
 def test_duplicate_key(tmp_path: Path) -> None:
@@ -150,8 +150,8 @@ sites:
         respond: {body: two}
 """
     assert lines_of(errors_of(tmp_path, text), tmp_path) == [
-        "bastion.yaml:5: sites[0].routes[0].respond: "
-        "duplicate key 'respond' (first defined on line 4)"
+        "bastion.yaml:5:9: sites[0].routes[0].respond: duplicate key 'respond': it is "
+        "already defined on line 4; keep one of the two (YAML would silently use the last)"
     ]
 
 

@@ -122,19 +122,91 @@ def _health(ep: dict[str, Any]) -> str:
     return "healthy"
 
 
-def render(pools: list[dict[str, Any]]) -> str:
+# what one endpoint's entry says of the endpoint itself, the same under every route using it
+_ENDPOINT_FIGURES = ("workers", "health", "in_flight", "requests", "ejections", "ewma_ms")
+# what a route says of one of its endpoints (its own upstreams entry)
+_MEMBER_FIELDS = ("weight", "zone", "backup")
+
+
+def group(per_route: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per-route pools (as `merge` and the admin API give them) regrouped for `bastion
+    status`: each set of endpoints once, with its counters, and the routes that use it.
+
+    Counters belong to an endpoint, which every route naming the same upstream shares: shown
+    under each route they would look like per-route figures and add up to too much. What
+    is a route's own, its policy and its weights, zones and backups, goes with the route.
+    Two endpoints of one URL (routes with other connection settings get their own) are told
+    apart by their figures."""
+    endpoints: list[dict[str, Any]] = []
+
+    def endpoint_index(ep: dict[str, Any]) -> int:
+        own = {k: v for k, v in ep.items() if k not in _MEMBER_FIELDS}
+        figures = tuple(own.get(k) for k in _ENDPOINT_FIGURES)
+        for index, known in enumerate(endpoints):
+            if known["url"] == ep["url"] and tuple(known.get(k) for k in _ENDPOINT_FIGURES) == (
+                figures
+            ):
+                return index
+        endpoints.append(own)
+        return len(endpoints) - 1
+
+    pools: dict[tuple[int, ...], dict[str, Any]] = {}
+    routes = []
+    for route in per_route:
+        members = route["endpoints"]
+        key = tuple(endpoint_index(ep) for ep in members)
+        pool = pools.get(key)
+        if pool is None:
+            pool = pools[key] = {
+                "pool": len(pools) + 1,
+                "endpoints": [endpoints[i] for i in key],
+                "routes": [],
+            }
+        pool["routes"].append(route["name"])
+        routes.append(
+            {
+                "route": route["name"],
+                "pool": pool["pool"],
+                "policy": route["policy"],
+                "endpoints": [
+                    {"url": ep["url"], **{k: ep.get(k) for k in _MEMBER_FIELDS}} for ep in members
+                ],
+            }
+        )
+    return {"pools": list(pools.values()), "routes": routes}
+
+
+def _table(rows: list[tuple[str, ...]]) -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return [
+        "  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
+
+
+def _member(ep: dict[str, Any]) -> str:
+    text = ep["url"]
+    if ep.get("weight", 1) != 1:
+        text += f" weight {ep['weight']}"
+    if ep.get("zone"):
+        text += f" zone {ep['zone']}"
+    if ep.get("backup"):
+        text += " (backup)"
+    return text
+
+
+def render(grouped: dict[str, Any]) -> str:
+    """`group`'s answer as text: each pool with its endpoints' figures, then the routes."""
     lines: list[str] = []
-    for pool in pools:
-        lines.append(f"pool {pool['name']} ({pool['policy']})")
-        rows = [("endpoint", "zone", "health", "ewma", "in-flight", "requests", "ejections")]
+    for pool in grouped["pools"]:
+        lines.append(f"pool {pool['pool']}: used by {', '.join(pool['routes'])}")
+        rows: list[tuple[str, ...]] = [
+            ("endpoint", "health", "ewma", "in-flight", "requests", "ejections")
+        ]
         for ep in pool["endpoints"]:
-            url = ep["url"] + (" (backup)" if ep["backup"] else "")
-            if ep["weight"] != 1:
-                url += f" weight {ep['weight']}"
             rows.append(
                 (
-                    url,
-                    ep["zone"] or "-",
+                    ep["url"],
                     ep["health"],
                     f"{ep['ewma_ms']:.1f}ms",
                     str(ep["in_flight"]),
@@ -142,9 +214,11 @@ def render(pools: list[dict[str, Any]]) -> str:
                     str(ep["ejections"]),
                 )
             )
-        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-        for row in rows:
-            lines.append(
-                "  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
-            )
+        lines += _table(rows)
+    lines.append("routes (the figures above are each endpoint's, over every route using it)")
+    route_rows: list[tuple[str, ...]] = [("route", "pool", "policy", "endpoints")]
+    for route in grouped["routes"]:
+        members = ", ".join(_member(ep) for ep in route["endpoints"])
+        route_rows.append((route["route"], str(route["pool"]), route["policy"], members))
+    lines += _table(route_rows)
     return "\n".join(lines)

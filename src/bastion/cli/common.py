@@ -7,8 +7,13 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bastion.config import ConfigError, LoadedConfig, load_config
+from bastion.state.files import DATA_DIR_ENV, resolve_data_dir
+
+if TYPE_CHECKING:
+    from bastion.config.partial import OperatorSettings
 
 
 def default_config_path() -> str:
@@ -49,12 +54,67 @@ def load(path: str | None) -> LoadedConfig | None:
         return None
 
 
-def configured_data_dir(args: argparse.Namespace) -> tuple[bool, str | None]:
-    """(False, None) when the config named (or the default one, if it exists) does not
-    load (its errors are printed); else (True, its data_dir setting, None by default)."""
-    if not (args.config or os.path.exists(default_config_path())):
+def config_given_or_found(args: argparse.Namespace) -> str | None:
+    """The config file a command reads: the one named, else ./bastion.yaml (or
+    $BASTION_CONFIG) when it exists; None when there is none (defaults then apply)."""
+    if args.config:
+        return str(args.config)
+    path = default_config_path()
+    return path if os.path.exists(path) else None
+
+
+def operator_settings(
+    args: argparse.Namespace, asks_gateway: bool = False
+) -> tuple[bool, OperatorSettings | None]:
+    """(False, None) when the config does not load (its errors are printed); else (True, the
+    settings operator commands need, or None when there is no config file).
+
+    Only the data dir, the pid file and the admin section are read (``config.partial``): a
+    secret elsewhere in the file that this shell does not have does not matter. For a command
+    that ``asks_gateway`` through its admin API, a problem under ``admin`` (its token's
+    variable not set here) is printed as a warning: it then works from the data dir."""
+    from bastion.config.partial import operator_settings as read_settings
+
+    path = config_given_or_found(args)
+    if path is None:
         return True, None
-    loaded = load(args.config)
-    if loaded is None:
+    try:
+        settings = read_settings(path)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
         return False, None
-    return True, loaded.config.data_dir
+    for issue in settings.admin_problems if asks_gateway else []:
+        print(
+            f"{issue}: the running gateway's admin API is not asked; using the data dir",
+            file=sys.stderr,
+        )
+    return True, settings
+
+
+def data_dir_of(args: argparse.Namespace, settings: OperatorSettings | None) -> Path:
+    """The data dir the command uses, said on stderr with where it comes from (stdout stays
+    for the command's answer: `--json` output remains parseable)."""
+    configured = settings.data_dir if settings is not None else None
+    path = resolve_data_dir(configured)
+    if getattr(args, "data_dir", None):
+        why = "--data-dir"
+    elif os.environ.get(DATA_DIR_ENV):
+        why = f"${DATA_DIR_ENV}"
+    elif configured:
+        why = f"from the data_dir of {settings.source if settings else 'the config'}"
+    else:
+        who = "root" if os.geteuid() == 0 else "a user other than root"
+        where = (
+            f"{settings.source} sets no data_dir"
+            if settings is not None
+            else f"no config file: {default_config_path()} does not exist here"
+        )
+        why = f"default for {who}; {where}"
+    print(f"data dir: {path} ({why})", file=sys.stderr)
+    return path
+
+
+def pid_file_of(settings: OperatorSettings | None) -> Path:
+    if settings is not None and settings.pid_file:
+        return Path(settings.pid_file)
+    return default_pid_file()

@@ -6,14 +6,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 from bastion.cli.common import (
     config_flag,
-    configured_data_dir,
+    config_given_or_found,
     data_dir_flag,
-    default_pid_file,
+    data_dir_of,
     load,
+    operator_settings,
+    pid_file_of,
 )
 
 
@@ -69,42 +70,43 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def cmd_status(args: argparse.Namespace) -> int:
     from bastion.balance import status
     from bastion.server.admin.client import admin_call
-    from bastion.state.files import resolve_data_dir
     from bastion.state.stores import Stores
 
-    loaded = load(args.config)
-    if loaded is None:
+    ok, settings = operator_settings(args, asks_gateway=True)
+    if not ok:
         return 1
-    config = loaded.config
-    pid_path = Path(config.pid_file) if config.pid_file else default_pid_file()
-    try:
-        instance: int | None = int(pid_path.read_text().strip())
-    except (OSError, ValueError):
-        instance = None  # no pid file: show whatever live workers published
-    snapshots = Stores(resolve_data_dir(config.data_dir)).snapshots
-    answer = admin_call(config, "GET", "/api/upstreams")  # the running gateway's own view
-    pools = answer["pools"] if answer else status.merge(status.read(snapshots, instance))
+    snapshots = Stores(data_dir_of(args, settings)).snapshots
+    answer = admin_call(settings.admin if settings else None, "GET", "/api/upstreams")
+    if answer:  # the running gateway's own view
+        per_route = answer["pools"]
+    else:
+        try:
+            instance: int | None = int(pid_file_of(settings).read_text().strip())
+        except (OSError, ValueError):
+            instance = None  # no pid file: show whatever live workers published
+        per_route = status.merge(status.read(snapshots, instance))
+    grouped = status.group(per_route)
     if args.json:
-        print(json.dumps({"pools": pools}, indent=2))
+        print(json.dumps(grouped, indent=2))
         return 0
-    if not pools:
+    if not grouped["pools"]:
         where = snapshots.where(status.TOPIC)
         print(f"no pool status found in {where}: is bastion running with this config?")
         return 1
-    print(status.render(pools))
+    print(status.render(grouped))
     return 0
 
 
 def cmd_trust(args: argparse.Namespace) -> int:
-    from bastion.state.files import ensure_dir, resolve_data_dir
+    from bastion.state.files import ensure_dir
     from bastion.tls.localca import LocalCA
     from bastion.tls.trust import trust_text
 
-    found, configured = configured_data_dir(args)
-    if not found:
+    ok, settings = operator_settings(args)
+    if not ok:
         return 1
     try:
-        ca = LocalCA(ensure_dir(resolve_data_dir(configured)))
+        ca = LocalCA(ensure_dir(data_dir_of(args, settings)))
         fingerprint = ca.root_fingerprint()
     except (OSError, ValueError) as exc:
         print(f"cannot open the local CA: {exc}", file=sys.stderr)
@@ -116,15 +118,32 @@ def cmd_trust(args: argparse.Namespace) -> int:
 def cmd_certs(args: argparse.Namespace) -> int:
     from bastion.acme.problems import AcmeError
     from bastion.acme.settings import issuer_for
+    from bastion.config import ConfigError
+    from bastion.config.partial import certs_config
     from bastion.server.admin.client import admin_call, cert_rows_from
     from bastion.tls.certs import acme_sites, cert_rows, format_rows
 
-    loaded = load(args.config)
-    if loaded is None:
+    ok, settings = operator_settings(args, asks_gateway=args.action == "list")
+    if not ok:
         return 1
-    config = loaded.config
+    path = config_given_or_found(args)
+    if path is None:
+        print(
+            f"no config file: give one with -c (the certificates are its sites'); "
+            f"{args.config or 'bastion.yaml'} does not exist here",
+            file=sys.stderr,
+        )
+        return 1
+    # listing reads the sites, listeners and the CA's directory; renewing and revoking talk
+    # to the CA, so they read the whole acme section too (its EAB key, its DNS hook)
+    try:
+        config = certs_config(path, ordering=args.action != "list")
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    data_dir = data_dir_of(args, settings)
     if args.action == "list":
-        answer = admin_call(config, "GET", "/api/certificates")
+        answer = admin_call(settings.admin if settings else None, "GET", "/api/certificates")
         rows = cert_rows_from(answer) if answer else cert_rows(config)
         if args.json:
             print(json.dumps([row.as_json() for row in rows], indent=2))
@@ -141,7 +160,7 @@ def cmd_certs(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    issuer = issuer_for(config)
+    issuer = issuer_for(config, data_dir)
     status = 0
     for names in chosen:
         what = ", ".join(names)
@@ -168,7 +187,6 @@ def cmd_certs(args: argparse.Namespace) -> int:
 def cmd_cache(args: argparse.Namespace) -> int:
     from bastion.cache.purge import TOPIC, publish
     from bastion.server.admin.client import admin_call
-    from bastion.state.files import resolve_data_dir
     from bastion.state.stores import Stores
 
     options = (("url", args.url), ("prefix", args.prefix), ("tag", args.tag))
@@ -180,17 +198,20 @@ def cmd_cache(args: argparse.Namespace) -> int:
     if kind == "url" and "://" not in value:
         print(f"{value!r} is not a URL (expected http://host/path)", file=sys.stderr)
         return 2
-    loaded = load(args.config)
-    if loaded is None:
+    ok, settings = operator_settings(args, asks_gateway=True)
+    if not ok:
         return 1
-    answer = admin_call(loaded.config, "POST", "/api/cache/purge", {kind: value})
+    data_dir = data_dir_of(args, settings)
+    answer = admin_call(
+        settings.admin if settings else None, "POST", "/api/cache/purge", {kind: value}
+    )
     if answer:
         print(
             f"purged {kind} {value}: {answer['purged_here']} entries at once in the worker "
             "that answered; the other workers apply it within a second"
         )
         return 0
-    broadcast = Stores(resolve_data_dir(loaded.config.data_dir)).broadcast
+    broadcast = Stores(data_dir).broadcast
     try:
         publish(broadcast, kind, value)
     except OSError as exc:
@@ -203,20 +224,19 @@ def cmd_cache(args: argparse.Namespace) -> int:
 def cmd_keys(args: argparse.Namespace) -> int:
     from bastion.policies.keycli import run_keys
 
-    found, configured = configured_data_dir(args)
-    if not found:
+    ok, settings = operator_settings(args)
+    if not ok:
         return 1
-    return run_keys(args.action, args.consumer, args.key_id, configured)
+    return run_keys(args.action, args.consumer, args.key_id, str(data_dir_of(args, settings)))
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
     from bastion.observe.stats.report import run_stats
-    from bastion.state.files import resolve_data_dir
 
-    found, configured = configured_data_dir(args)
-    if not found:
+    ok, settings = operator_settings(args)
+    if not ok:
         return 1
-    return run_stats(resolve_data_dir(configured), args.since, args.json)
+    return run_stats(data_dir_of(args, settings), args.since, args.json)
 
 
 def cmd_alerts(args: argparse.Namespace) -> int:

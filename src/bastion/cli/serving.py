@@ -13,11 +13,12 @@ from pathlib import Path
 from bastion.cli.common import (
     config_flag,
     data_dir_flag,
-    default_config_path,
     default_pid_file,
     load,
+    operator_settings,
+    pid_file_of,
 )
-from bastion.config import ConfigError, LoadedConfig
+from bastion.config import ConfigError, ConfigIssue, LoadedConfig, load_config
 from bastion.observe.oplog import setup_logging
 
 log = logging.getLogger("bastion")
@@ -89,17 +90,24 @@ def cmd_reload(args: argparse.Namespace) -> int:
     pid_path: Path
     if args.pid_file:
         pid_path = Path(args.pid_file)
-    elif args.config or os.path.exists(default_config_path()):
-        loaded = load(args.config)
-        if loaded is None:
+        why = "--pid-file"
+    else:
+        ok, settings = operator_settings(args)
+        if not ok:
             print(
                 "not reloading: the config has errors (the running instance keeps its config)",
                 file=sys.stderr,
             )
             return 1
-        pid_path = Path(loaded.config.pid_file) if loaded.config.pid_file else default_pid_file()
-    else:
-        pid_path = default_pid_file()
+        pid_path = pid_file_of(settings)
+        why = (
+            f"from the pid_file of {settings.source}"
+            if settings is not None and settings.pid_file
+            else "the default"
+        )
+        if settings is not None and not _worth_reloading(settings.source):
+            return 1
+    print(f"pid file: {pid_path} ({why})", file=sys.stderr)
     try:
         pid = int(pid_path.read_text().strip())
         os.kill(pid, signal.SIGHUP)
@@ -108,3 +116,39 @@ def cmd_reload(args: argparse.Namespace) -> int:
         return 1
     print(f"reload requested (pid {pid})")
     return 0
+
+
+def _worth_reloading(source: Path) -> bool:
+    """Whether the file the gateway is about to read again is a config: its errors are
+    printed here and then it is not worth signalling. A variable this shell does not have
+    is no such error, nor what follows from its absence (a rule about the key holding it):
+    the gateway resolves placeholders in its own environment, and keeps its running config
+    if that fails there too."""
+    from bastion.config.partial import unset_variable
+
+    try:
+        load_config(source)
+    except ConfigError as exc:
+        unset = {i.path: unset_variable(i) for i in exc.issues if unset_variable(i)}
+
+        def follows(issue: ConfigIssue) -> bool:
+            return any(
+                issue.path == path or path.startswith(issue.path + ".") or not issue.path
+                for path in unset
+            )
+
+        errors = [i for i in exc.issues if not follows(i)]
+        if errors:
+            print(ConfigError(errors), file=sys.stderr)
+            print(
+                "not reloading: the config has errors (the running instance keeps its config)",
+                file=sys.stderr,
+            )
+            return False
+        names = ", ".join(sorted({name for name in unset.values() if name}))
+        print(
+            f"note: not set in this shell: {names}; the gateway resolves them in its own "
+            "environment (if it cannot, it keeps its running config and logs why)",
+            file=sys.stderr,
+        )
+    return True

@@ -43,6 +43,8 @@ class ConfigIssue:
     line: int | None
     path: str
     message: str
+    column: int | None = None
+    """1-based, where it is known (YAML syntax errors, duplicate keys)."""
     loc: Loc | None = field(default=None, compare=False)
     """The key path as a tuple, when known (to find the line later)."""
 
@@ -50,10 +52,12 @@ class ConfigIssue:
     def at(cls, file: str, loc: Loc, message: str) -> ConfigIssue:
         """An issue at key path ``loc`` whose line is not known yet (see
         ``LoadedConfig.locate``)."""
-        return cls(file, None, format_path(loc), message, loc)
+        return cls(file, None, format_path(loc), message, loc=loc)
 
     def __str__(self) -> str:
         where = self.file if self.line is None else f"{self.file}:{self.line}"
+        if self.line is not None and self.column is not None:
+            where += f":{self.column}"
         return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
 
 

@@ -20,9 +20,16 @@ from bastion.config.models import Config
 from bastion.config.secrets import substitute
 from bastion.config.show import hiding, redact
 from bastion.config.types import BASE_DIR_KEY
-from bastion.config.yamlsource import parse_yaml
+from bastion.config.yamlsource import YamlDocument, parse_yaml
 
-__all__ = ["LoadedConfig", "config_from_dict", "json_schema", "load_config"]
+__all__ = [
+    "LoadedConfig",
+    "config_from_dict",
+    "json_schema",
+    "load_config",
+    "read_document",
+    "reading_issues",
+]
 
 
 @dataclass(frozen=True)
@@ -41,7 +48,7 @@ class LoadedConfig:
         """``error`` (raised by the plan compiler, which knows key paths but not lines)
         with each issue's line found in this file."""
         return ConfigError(
-            ConfigIssue(i.file, line_of(i.loc, self.lines), i.path, i.message, i.loc)
+            ConfigIssue(i.file, line_of(i.loc, self.lines), i.path, i.message, loc=i.loc)
             if i.line is None and i.loc is not None
             else i
             for i in error.issues
@@ -53,6 +60,18 @@ def load_config(path: str | Path) -> LoadedConfig:
 
     Raises ``ConfigError`` listing every problem found, each with the file, line and key path.
     """
+    name, source, document = read_document(path)
+    issues = reading_issues(name, document)
+    config, secrets = _validate(
+        document.data, source.parent, name, document.lines, issues, document.failed
+    )
+    return LoadedConfig(config, source, secrets, document.lines)
+
+
+def read_document(path: str | Path) -> tuple[str, Path, YamlDocument]:
+    """The file at ``path`` as YAML data: (its name as given, its absolute path, the
+    document). Raises ``ConfigError`` when it cannot be read or is not YAML; problems that do
+    not stop reading (a duplicate key) are left in the document's ``problems``."""
     name = str(path)
     source = Path(path).expanduser().resolve()
     try:
@@ -67,16 +86,17 @@ def load_config(path: str | Path) -> LoadedConfig:
         line = raw.count(b"\n", 0, error.start) + 1
         raise ConfigError([ConfigIssue(name, line, "", "the file is not UTF-8 text")]) from None
     document = parse_yaml(text)
-    issues = [
-        ConfigIssue(name, line, format_path(loc), message)
-        for loc, line, message in document.problems
-    ]
     if document.fatal:
-        raise ConfigError(issues)
-    config, secrets = _validate(
-        document.data, source.parent, name, document.lines, issues, document.failed
-    )
-    return LoadedConfig(config, source, secrets, document.lines)
+        raise ConfigError(reading_issues(name, document))
+    return name, source, document
+
+
+def reading_issues(name: str, document: YamlDocument) -> list[ConfigIssue]:
+    """The problems met while reading the YAML, as issues of the file ``name``."""
+    return [
+        ConfigIssue(name, line, format_path(loc), message, document.columns.get(index))
+        for index, (loc, line, message) in enumerate(document.problems)
+    ]
 
 
 def config_from_dict(
@@ -134,7 +154,7 @@ def _validate(
             issues.append(ConfigIssue(name, line_of(loc, lines), format_path(path), message))
     if issues or config is None:
         raise ConfigError(
-            ConfigIssue(i.file, i.line, i.path, redact(i.message, secrets))
+            ConfigIssue(i.file, i.line, i.path, redact(i.message, secrets), i.column)
             for i in _in_file_order(issues)
         )
     return config, secrets

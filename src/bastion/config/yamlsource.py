@@ -34,15 +34,64 @@ class YamlDocument:
     """Key paths whose value could not be built (already reported; the data holds None)."""
     fatal: bool = False
     """True when the text could not be read at all (syntax error, empty file)."""
+    columns: dict[int, int] = field(default_factory=dict)
+    """The 1-based column of some problems, by their index in ``problems``."""
 
 
-def _syntax_message(error: yaml.MarkedYAMLError) -> str:
-    message = f"invalid YAML: {error.problem}"
-    if error.context:
-        message += f" {error.context}"
-        if "alias" in error.context:
-            message += "; quote values that start with '*', like \"*.example.test\""
-    return message
+def _short(error: yaml.MarkedYAMLError) -> str:
+    """PyYAML's own words, for those who know them, after the plain sentence."""
+    words = f"{error.context}: {error.problem}" if error.context else str(error.problem)
+    return f" (YAML: {words})"
+
+
+def _plain(error: yaml.MarkedYAMLError) -> tuple[yaml.Mark | None, str]:
+    """Where to point and what to fix, for the syntax errors people make."""
+    problem, context = error.problem or "", error.context or ""
+    opened = error.context_mark
+    if "'\\t'" in problem or "'\t'" in problem:
+        return error.problem_mark, "a tab character: YAML indents with spaces only; use spaces"
+    if "<block end>" in problem and "parsing a block" in context:
+        return error.problem_mark, (
+            "the indentation of this line does not match the lines above: indent it like "
+            "the other keys (or list items) of the same level, with spaces"
+        )
+    if "scanning a quoted scalar" in context and "end of stream" in problem:
+        return opened, "the quote opened here is never closed: add the closing quote"
+    if "scanning a double-quoted scalar" in context and "escape" in problem:
+        return error.problem_mark, (
+            "an unknown escape in a double-quoted value: write \\\\ for a backslash, "
+            "or use single quotes"
+        )
+    for kind, closer in (("flow sequence", "]"), ("flow mapping", "}")):
+        if kind in context:
+            return opened, (
+                f"the '{'[' if closer == ']' else '{'}' opened here is not closed where "
+                f"expected: close it with '{closer}', and separate its items with ','"
+            )
+    if problem == "mapping values are not allowed here":
+        return error.problem_mark, (
+            "a ':' where none can be: quote a value that contains ': ', or check the "
+            "indentation of this line and the one above"
+        )
+    if "scanning a simple key" in context:
+        return opened, (
+            "this line is neither 'key: value' nor a '- ' list item: add the ':' or "
+            "the '- ', or indent it to continue the value above"
+        )
+    if "alias" in context or "alias" in problem:
+        return error.problem_mark, (
+            "a value starting with '*' is read as an alias: quote it, like \"*.example.test\""
+        )
+    return error.problem_mark or opened, "this is not valid YAML here"
+
+
+def _syntax_problem(error: yaml.MarkedYAMLError) -> tuple[int | None, int | None, str]:
+    """(line, column, message) of a syntax error, both 1-based."""
+    mark, message = _plain(error)
+    mark = mark or error.problem_mark or error.context_mark
+    if mark is None:
+        return None, None, message + _short(error)
+    return mark.line + 1, mark.column + 1, message + _short(error)
 
 
 def parse_yaml(text: str) -> YamlDocument:
@@ -59,9 +108,10 @@ def parse_yaml(text: str) -> YamlDocument:
             return document
         document.data = _Builder(loader, document).build(node, ())
     except yaml.MarkedYAMLError as error:
-        mark = error.problem_mark or error.context_mark
-        line = mark.line + 1 if mark is not None else None
-        document.problems.append(((), line, _syntax_message(error)))
+        line, column, message = _syntax_problem(error)
+        if column is not None:
+            document.columns[len(document.problems)] = column
+        document.problems.append(((), line, message))
         document.fatal = True
     except yaml.YAMLError as error:
         # A ReaderError (e.g. a control character): it has an offset rather than a mark.
@@ -86,6 +136,7 @@ class _Builder:
         self.active: set[int] = set()  # nodes being built: an alias back to one is a cycle
 
     def problem(self, loc: Loc, node: Node, message: str) -> None:
+        self.document.columns[len(self.document.problems)] = node.start_mark.column + 1
         self.document.problems.append((loc, node.start_mark.line + 1, message))
 
     def build(self, node: Node, loc: Loc) -> Any:
@@ -130,7 +181,8 @@ class _Builder:
                 self.problem(
                     (*loc, key),
                     key_node,
-                    f"duplicate key {key!r} (first defined on line {first_line[key]})",
+                    f"duplicate key {key!r}: it is already defined on line {first_line[key]}; "
+                    "keep one of the two (YAML would silently use the last)",
                 )
                 continue
             first_line[key] = line

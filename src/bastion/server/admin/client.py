@@ -2,7 +2,8 @@
 `bastion cache purge` ask the running gateway through it when `admin.listen` is set, and
 fall back to reading (or writing) the data dir when it does not answer.
 
-The token is the config's own (`admin.token`, from the environment the CLI runs in). The
+The token is the config's own (`admin.token`, from the environment the CLI runs in; only
+the admin section's placeholders are resolved, so no other secret of the file is needed). The
 listener's certificate under TLS is pinned: only a chain of the configured `admin.tls.cert`
 file is trusted, so the token is never sent to anyone else.
 """
@@ -21,7 +22,6 @@ from bastion.config.admin_models import UnixAddress
 
 if TYPE_CHECKING:
     from bastion.config.admin_models import Admin
-    from bastion.config.models import Config
     from bastion.tls.certs import CertRow
 
 __all__ = ["AdminClient", "admin_call", "cert_rows_from"]
@@ -115,15 +115,16 @@ class AdminClient:
 
 
 def admin_call(
-    config: Config, method: str, path: str, payload: dict[str, Any] | None = None
+    settings: Admin | None, method: str, path: str, payload: dict[str, Any] | None = None
 ) -> Any | None:
     """The admin API's answer, or None when there is none to have (no admin listener
     configured, the gateway not running, or an error, which is logged): the caller then
-    does without."""
-    if config.admin.listen is None or config.admin.token is None:
+    does without. ``settings`` are the config's ``admin`` section (read alone by
+    ``config.partial``: the CLI needs no other secret of the file)."""
+    if settings is None or settings.listen is None or settings.token is None:
         return None
     try:
-        return AdminClient(config.admin).call(method, path, payload)
+        return AdminClient(settings).call(method, path, payload)
     except AdminError as exc:
         log.warning("the admin API refused %s %s (%s): using the data dir", method, path, exc)
     except (OSError, ssl.SSLError):
