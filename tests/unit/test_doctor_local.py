@@ -435,3 +435,15 @@ def test_the_installed_units_data_dir_and_pid_file_are_the_ones_judged(
     ctx = make_ctx(tmp_path, {}, unit_path=unit, data_dir_flag=None)
     assert ctx.data_dir == tmp_path / "state"
     assert ctx.unit is not None and ctx.unit.pid_file() == Path("/run/bastion/bastion-0.pid")
+
+
+def test_a_config_that_does_not_load_still_names_its_data_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("BASTION_DATA_DIR", raising=False)
+    path = tmp_path / "bastion.yaml"
+    path.write_text(f"data_dir: {tmp_path}/state\nsites: []\n")
+    report = diagnose(DoctorContext(str(path), offline=True, unit_path=None))
+    data_dir = next(o for o in report.outcomes if o.check.id == "data-dir")
+    assert report.data_dir == tmp_path / "state"
+    assert f"{tmp_path}/state (the config's data_dir)" in data_dir.findings[0].found

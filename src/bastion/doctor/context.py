@@ -95,20 +95,40 @@ class DoctorContext:
             raise RuntimeError("a check that needs the config ran without one")
         return self.loaded.config
 
-    @cached_property
+    @property
     def data_dir(self) -> Path:
         """The data dir bastion would use, resolved the way bastion does."""
+        return self.data_dir_and_source[0]
+
+    @cached_property
+    def data_dir_and_source(self) -> tuple[Path, str]:
+        """The data dir, and where that choice comes from."""
         from bastion.state.files import DATA_DIR_ENV, resolve_data_dir
 
         if self.data_dir_flag:
-            return Path(self.data_dir_flag).expanduser().resolve()
+            return Path(self.data_dir_flag).expanduser().resolve(), "--data-dir"
         if os.environ.get(DATA_DIR_ENV):
-            return resolve_data_dir(None)
+            return resolve_data_dir(None), f"${DATA_DIR_ENV}"
         service = self.unit.environment().get(DATA_DIR_ENV) if self.unit else None
         if service:  # the installed service's, which it exports to bastion
-            return Path(service)
-        configured = self.loaded.config.data_dir if self.loaded is not None else None
-        return resolve_data_dir(configured)
+            return Path(service), f"{DATA_DIR_ENV} of {self.unit_path}"
+        configured = self._configured_data_dir()
+        if configured:
+            return resolve_data_dir(configured), "the config's data_dir"
+        who = "root" if os.geteuid() == 0 else "a user other than root"
+        return resolve_data_dir(None), f"the default for {who}"
+
+    def _configured_data_dir(self) -> str | None:
+        if self.loaded is not None:
+            return self.loaded.config.data_dir
+        # a config that does not load may still say where its data dir is
+        from bastion.config import ConfigError
+        from bastion.config.partial import operator_settings
+
+        try:
+            return operator_settings(self.config_path).data_dir
+        except (ConfigError, OSError):
+            return None
 
     @property
     def unit(self) -> Unit | None:

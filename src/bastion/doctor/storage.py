@@ -33,7 +33,7 @@ def _existing_ancestor(path: Path) -> Path:
 
 
 def check_data_dir(ctx: DoctorContext) -> Iterator[Finding]:
-    path = ctx.data_dir
+    path, source = ctx.data_dir_and_source
     uses_acme = ctx.loaded is not None and bool(acme_name_sets(ctx.config))
     if path.exists():
         if not path.is_dir():
@@ -52,7 +52,7 @@ def check_data_dir(ctx: DoctorContext) -> Iterator[Finding]:
                 f"chmod 700 {path}",
             )
         else:
-            yield passed(f"{path} exists and is writable")
+            yield passed(f"{path} ({source}) exists and is writable")
         anchor = path
     else:
         anchor = _existing_ancestor(path.parent)
@@ -62,7 +62,9 @@ def check_data_dir(ctx: DoctorContext) -> Iterator[Finding]:
                 f"sudo install -d -m 700 -o {ctx.euid} {path}, or set data_dir",
             )
             return
-        yield passed(f"{path} does not exist yet; bastion creates it (mode 700) at start")
+        yield passed(
+            f"{path} ({source}) does not exist yet; bastion creates it (mode 700) at start"
+        )
     mount = procfs.mount_of(ctx.proc, anchor.resolve())
     if mount is not None and mount.fstype in _VOLATILE:
         found = f"{path} is on {mount.fstype} ({mount.point}): emptied at every reboot"
