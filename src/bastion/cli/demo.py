@@ -6,6 +6,10 @@ import argparse
 import asyncio
 import logging
 import os
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bastion.config import LoadedConfig
 
 log = logging.getLogger("bastion")
 
@@ -63,6 +67,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
             f"Metrics:   http://127.0.0.1:{args.metrics_port}/metrics\n"
             f"Stats:     bastion stats --since 5m\n"
         )
+        for line in await _doctor_lines(config):
+            print(line)
+        print()
         if not args.no_traffic:
             print(
                 "A few requests a second of demo traffic (browsers, a bot, errors, 401s, 429s)"
@@ -86,3 +93,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
         log.error("cannot start the demo: %s", exc)
         return 1
     return 0
+
+
+async def _doctor_lines(config: LoadedConfig) -> list[str]:
+    """``bastion doctor``'s verdict on the demo config, offline: a summary line, then any
+    WARN or FAIL finding. Run in a thread: the gateway keeps serving meanwhile."""
+    from bastion.doctor import DoctorContext, Status, diagnose, summary_line
+
+    ctx = DoctorContext("the demo config", offline=True, loaded=config, unit_path=None)
+    try:
+        report = await asyncio.to_thread(diagnose, ctx)
+    except Exception as exc:  # the demo runs on whatever the doctor thinks of it
+        return [f"doctor: could not run: {exc}"]
+    lines = [f"doctor: {summary_line(report)}  (bastion doctor -c FILE checks a deployment)"]
+    for outcome in report.outcomes:
+        for finding in outcome.findings:
+            if finding.status in (Status.WARN, Status.FAIL):
+                lines.append(f"  {finding.status} {outcome.check.id}: {finding.found}")
+    return lines
