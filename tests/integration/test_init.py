@@ -205,9 +205,21 @@ def test_unreachable_openapi_url_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_a_bad_upstream_is_a_usage_error(tmp_path: Path) -> None:
-    done = bastion("init", "--to", "127.0.0.1:8000", cwd=tmp_path)
+    done = bastion("init", "--to", "ftp://127.0.0.1:8000", cwd=tmp_path)
     assert done.returncode == 2
-    assert "--to: expected http://HOST:PORT" in done.stderr
+    assert "--to 'ftp://127.0.0.1:8000': expected :PORT" in done.stderr, done.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_upstream_takes_the_forms_of_bastion_proxy(tmp_path: Path) -> None:
+    """--to :PORT and HOST:PORT as in `bastion proxy` (and `caddy reverse-proxy`)."""
+    port = free_port()
+    done = bastion("init", "--to", f":{port}", "--no-openapi", "-o", "-", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert f"http://127.0.0.1:{port}" in done.stdout
+    done = bastion("init", "--to", f"localhost:{port}", "--no-openapi", "-o", "-", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert f"http://localhost:{port}" in done.stdout
 
 
 def test_at_a_terminal_missing_answers_are_asked(tmp_path: Path) -> None:

@@ -72,11 +72,7 @@ def _answers(args: argparse.Namespace, err: TextIO) -> None:
     if args.domain and args.email is None and interactive:
         args.email = _ask("Email for certificate notices (optional)", "", err) or None
     if args.openapi is None and not args.no_openapi and interactive:
-        guess = (
-            args.upstream.rstrip("/") + "/openapi.json"
-            if args.upstream.startswith(("http://", "https://"))
-            else ""
-        )
+        guess = _openapi_guess(args.upstream)
         answer = _ask("OpenAPI document, URL or file (none: skip)", guess, err)
         if answer.lower() == "none" or not answer:
             args.no_openapi = True
@@ -84,11 +80,26 @@ def _answers(args: argparse.Namespace, err: TextIO) -> None:
             args.openapi = answer
 
 
+def _openapi_guess(upstream: str) -> str:
+    """Where a FastAPI app at ``upstream`` serves its document ("" for a socket)."""
+    from bastion.cli.quick_addresses import QuickAddressError, parse_to
+
+    try:
+        url = parse_to(upstream)
+    except QuickAddressError:
+        return ""
+    return url.rstrip("/") + "/openapi.json" if url.startswith(("http://", "https://")) else ""
+
+
 def _problem(args: argparse.Namespace) -> str | None:
+    from bastion.cli.quick_addresses import QuickAddressError, parse_to
     from bastion.config.matching import parse_host_pattern
 
-    if not args.upstream.startswith(("http://", "https://", "unix:")):
-        return f"--to: expected http://HOST:PORT, https://… or unix:/path, got {args.upstream!r}"
+    try:
+        # the forms of `bastion proxy --to` (:8000, localhost:8000, http://…, unix:/…)
+        args.upstream = parse_to(args.upstream)
+    except QuickAddressError as exc:
+        return str(exc)
     if args.domain:
         try:
             parse_host_pattern(args.domain)
