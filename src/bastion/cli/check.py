@@ -4,16 +4,11 @@ the config's JSON Schema."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
-from typing import TYPE_CHECKING
 
 from bastion.cli.common import config_flag, data_dir_flag, load
-from bastion.config import ConfigError, LoadedConfig, json_schema
-
-if TYPE_CHECKING:
-    from bastion.plan import Plan
+from bastion.config import ConfigError, json_schema
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -39,6 +34,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     loaded = load(args.config)
     if loaded is None:
         return 1
+    from bastion.plan.checking import compile_for_check
     from bastion.summary import describe
 
     try:
@@ -51,31 +47,6 @@ def cmd_check(args: argparse.Namespace) -> int:
         return 1
     print(describe(loaded, plan))
     return 0
-
-
-def compile_for_check(loaded: LoadedConfig, *, offline: bool = False) -> Plan:
-    """The plan of ``loaded``, compiled as the gateway would at start but with no side
-    effects: the local CA issues nothing and nothing is written to the data dir.
-
-    Raises ``ConfigError`` (with file, line and key) for what the compiler refuses,
-    including an OpenAPI document that cannot be used (fetched unless ``offline``),
-    and ``OSError`` for certificate files that do not load."""
-    from bastion.plan import compile_plan
-    from bastion.proxy.pool import PoolRegistry
-
-    loop = asyncio.new_event_loop()
-    try:
-        return compile_plan(
-            loaded.config,
-            PoolRegistry(loop),
-            str(loaded.source or "<built-in>"),
-            issue_certificates=False,
-            checking="offline" if offline else "online",
-        )
-    except ConfigError as exc:
-        raise loaded.locate(exc) from None
-    finally:
-        loop.close()
 
 
 def cmd_schema(args: argparse.Namespace) -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -18,26 +17,10 @@ _FIX = "correct the lines named above (bastion check -c FILE shows the same), th
 
 
 def _compile(loaded: LoadedConfig, offline: bool) -> list[str]:
-    """Compile the plan the way ``bastion run`` does but only to check it: no local CA, no
-    certificate, nothing written to the data dir; OpenAPI documents by URL are fetched
-    unless offline. Returns the compiler's warnings."""
-    from bastion.plan import compile_plan
-    from bastion.proxy.pool import PoolRegistry
+    """The compiler's warnings, from a compile with no side effects (``compile_for_check``)."""
+    from bastion.plan.checking import compile_for_check
 
-    loop = asyncio.new_event_loop()
-    try:
-        plan = compile_plan(
-            loaded.config,
-            PoolRegistry(loop),
-            str(loaded.source or "<built-in>"),
-            issue_certificates=False,
-            checking="offline" if offline else "online",
-        )
-    except ConfigError as exc:
-        raise loaded.locate(exc) from None
-    finally:
-        loop.close()
-    return list(plan.warnings)
+    return list(compile_for_check(loaded, offline=offline).warnings)
 
 
 def check_config(ctx: DoctorContext) -> Iterator[Finding]:
