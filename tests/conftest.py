@@ -71,6 +71,27 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def run_bastion(
+    *args: str,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    extra_env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """``python -m bastion ARGS`` as a user types it, with no terminal on stdin: ``env``
+    replaces the environment, ``extra_env`` adds to this one."""
+    environment = env if env is not None else {**os.environ, **(extra_env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "bastion", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=cwd,
+        env=environment,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+
+
 def wait_for_port(port: int, host: str = "127.0.0.1", timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

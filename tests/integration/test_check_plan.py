@@ -16,22 +16,13 @@ from pathlib import Path
 import pytest
 
 from conftest import free_port
+from conftest import run_bastion as bastion
 
 OPENAPI = {
     "openapi": "3.1.0",
     "info": {"title": "t", "version": "1"},
     "paths": {"/api/items": {"get": {"responses": {"200": {"description": "ok"}}}}},
 }
-
-
-def bastion(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "bastion", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 class _Docs(BaseHTTPRequestHandler):

@@ -14,20 +14,7 @@ from pathlib import Path
 import httpx
 
 from conftest import Backend, free_port, wait_for_port
-
-
-def bastion(
-    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "bastion", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-        cwd=cwd,
-    )
-
+from conftest import run_bastion as bastion
 
 THREE_MISTAKES = """\
 listen:

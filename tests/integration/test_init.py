@@ -16,22 +16,8 @@ import pytest
 import yaml
 
 from authtokens import HS_SECRET, Keys, ScriptedServer, claims, json_reply, sign
-from conftest import Backend, Gateway, free_port
+from conftest import Backend, Gateway, free_port, run_bastion
 from initdocs import fastapi_doc, with_schemes
-
-
-def bastion(
-    *args: str, cwd: Path, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "bastion", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=cwd,
-        env={**os.environ, **(env or {})},
-        stdin=subprocess.DEVNULL,
-    )
 
 
 @pytest.fixture
@@ -52,13 +38,13 @@ def test_init_check_and_run_in_front_of_the_app(
     port = free_port()
     data_dir = tmp_path / "data"
     env = {"BASTION_DATA_DIR": str(data_dir), "JWT_SECRET": HS_SECRET}
-    done = bastion(
+    done = run_bastion(
         "init",
         "--openapi", f"{doc_server.url}/openapi.json",
         "--to", backend.url,
         "--listen", f"127.0.0.1:{port}",
         cwd=tmp_path,
-        env=env,
+        extra_env=env,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert f"read the OpenAPI document {doc_server.url}/openapi.json" in done.stdout
@@ -69,12 +55,12 @@ def test_init_check_and_run_in_front_of_the_app(
     assert json.loads((tmp_path / "openapi.json").read_text()) == fastapi_doc()
     assert HS_SECRET not in config.read_text()  # the secret is a reference, never the value
 
-    check = bastion("check", "-c", str(config), cwd=tmp_path, env=env)
+    check = run_bastion("check", "-c", str(config), cwd=tmp_path, extra_env=env)
     assert check.returncode == 0, check.stderr
     assert "auth api_keys, request validation" in check.stdout
 
-    created = bastion(
-        "keys", "create", "--consumer", "acme", "-c", str(config), cwd=tmp_path, env=env
+    created = run_bastion(
+        "keys", "create", "--consumer", "acme", "-c", str(config), cwd=tmp_path, extra_env=env
     )
     assert created.returncode == 0, created.stderr
     key = created.stdout.split()[0]
@@ -144,7 +130,7 @@ def _exercise(gw: Gateway, key: str, backend: Backend) -> None:
 def test_init_finds_the_document_on_the_app_itself(
     tmp_path: Path, doc_server: ScriptedServer
 ) -> None:
-    done = bastion("init", "--to", doc_server.url, cwd=tmp_path)
+    done = run_bastion("init", "--to", doc_server.url, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert f"found the app's OpenAPI document at {doc_server.url}/openapi.json" in done.stdout
     data = yaml.safe_load((tmp_path / "bastion.yaml").read_text())
@@ -153,7 +139,7 @@ def test_init_finds_the_document_on_the_app_itself(
 
 def test_without_a_document_it_says_so_and_writes_a_plain_proxy(tmp_path: Path) -> None:
     dead = f"http://127.0.0.1:{free_port()}"
-    done = bastion("init", "--to", dead, cwd=tmp_path)
+    done = run_bastion("init", "--to", dead, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert f"no OpenAPI document found (cannot fetch {dead}/openapi.json" in done.stdout
     data = yaml.safe_load((tmp_path / "bastion.yaml").read_text())
@@ -162,29 +148,31 @@ def test_without_a_document_it_says_so_and_writes_a_plain_proxy(tmp_path: Path) 
 
 
 def test_non_tty_uses_the_defaults(tmp_path: Path) -> None:
-    done = bastion("init", "--no-openapi", cwd=tmp_path)
+    done = run_bastion("init", "--no-openapi", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""  # no question was asked
     data = yaml.safe_load((tmp_path / "bastion.yaml").read_text())
     assert data["listen"] == {"http": "127.0.0.1:8080"}
     assert data["sites"][0]["hosts"] == ["*"] and "tls" not in data["sites"][0]
     assert data["sites"][0]["routes"][0]["proxy"]["upstreams"] == ["http://127.0.0.1:8000"]
-    assert bastion("check", "-c", "bastion.yaml", cwd=tmp_path).returncode == 0
+    assert run_bastion("check", "-c", "bastion.yaml", cwd=tmp_path).returncode == 0
 
 
 def test_refuses_to_overwrite_without_force(tmp_path: Path) -> None:
     config = tmp_path / "bastion.yaml"
     config.write_text("# mine\n")
-    done = bastion("init", "--no-openapi", cwd=tmp_path)
+    done = run_bastion("init", "--no-openapi", cwd=tmp_path)
     assert done.returncode == 1
     assert "bastion.yaml already exists: not overwritten. Use --force" in done.stderr
     assert config.read_text() == "# mine\n"
-    forced = bastion("init", "--no-openapi", "--force", cwd=tmp_path)
+    forced = run_bastion("init", "--no-openapi", "--force", cwd=tmp_path)
     assert forced.returncode == 0 and "x-app: &app" in config.read_text()
 
 
 def test_output_to_stdout(tmp_path: Path, doc_server: ScriptedServer) -> None:
-    done = bastion("init", "--openapi", f"{doc_server.url}/openapi.json", "-o", "-", cwd=tmp_path)
+    done = run_bastion(
+        "init", "--openapi", f"{doc_server.url}/openapi.json", "-o", "-", cwd=tmp_path
+    )
     assert done.returncode == 0, done.stderr
     data = yaml.safe_load(done.stdout)
     assert data["sites"][0]["routes"][0]["validation"]["openapi"] == "openapi.json"
@@ -197,7 +185,7 @@ def test_output_to_stdout(tmp_path: Path, doc_server: ScriptedServer) -> None:
 
 def test_unreachable_openapi_url_is_a_clear_error(tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{free_port()}/openapi.json"
-    done = bastion("init", "--openapi", url, cwd=tmp_path)
+    done = run_bastion("init", "--openapi", url, cwd=tmp_path)
     assert done.returncode == 1
     assert done.stderr.strip() == f"bastion init: cannot fetch {url}: connection refused"
     assert "Traceback" not in done.stderr
@@ -205,7 +193,7 @@ def test_unreachable_openapi_url_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_a_bad_upstream_is_a_usage_error(tmp_path: Path) -> None:
-    done = bastion("init", "--to", "ftp://127.0.0.1:8000", cwd=tmp_path)
+    done = run_bastion("init", "--to", "ftp://127.0.0.1:8000", cwd=tmp_path)
     assert done.returncode == 2
     assert "--to 'ftp://127.0.0.1:8000': expected :PORT" in done.stderr, done.stderr
     assert list(tmp_path.iterdir()) == []
@@ -214,10 +202,10 @@ def test_a_bad_upstream_is_a_usage_error(tmp_path: Path) -> None:
 def test_the_upstream_takes_the_forms_of_bastion_proxy(tmp_path: Path) -> None:
     """--to :PORT and HOST:PORT as in `bastion proxy` (and `caddy reverse-proxy`)."""
     port = free_port()
-    done = bastion("init", "--to", f":{port}", "--no-openapi", "-o", "-", cwd=tmp_path)
+    done = run_bastion("init", "--to", f":{port}", "--no-openapi", "-o", "-", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert f"http://127.0.0.1:{port}" in done.stdout
-    done = bastion("init", "--to", f"localhost:{port}", "--no-openapi", "-o", "-", cwd=tmp_path)
+    done = run_bastion("init", "--to", f"localhost:{port}", "--no-openapi", "-o", "-", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert f"http://localhost:{port}" in done.stdout
 
@@ -258,7 +246,7 @@ def test_a_jwt_scheme_without_known_keys_fails_closed(tmp_path: Path, backend: B
     doc = with_schemes({"bearer": {"type": "http", "scheme": "bearer"}}, [{"bearer": []}])
     (tmp_path / "doc.yaml").write_text(yaml.safe_dump(doc))
     port = free_port()
-    done = bastion(
+    done = run_bastion(
         "init", "--openapi", "doc.yaml", "--to", backend.url, "--listen", f"127.0.0.1:{port}",
         cwd=tmp_path,
     )  # fmt: skip
@@ -285,6 +273,6 @@ def test_a_server_that_never_answers_is_given_up_on(tmp_path: Path) -> None:
         silent.bind(("127.0.0.1", 0))
         silent.listen(1)
         url = f"http://127.0.0.1:{silent.getsockname()[1]}/openapi.json"
-        done = bastion("init", "--openapi", url, cwd=tmp_path)
+        done = run_bastion("init", "--openapi", url, cwd=tmp_path)
     assert done.returncode == 1
     assert done.stderr.strip() == f"bastion init: cannot fetch {url}: no answer within 3 s"
