@@ -24,6 +24,7 @@ from bastion.config.addresses import client_address
 from bastion.http1.server import HTTP1Connection
 from bastion.observe.exposition import CONTENT_TYPE, exposition
 from bastion.observe.metrics import RequestMetrics, merge
+from bastion.server.listen import where_to_listen
 from bastion.server.own_listener import OwnContext, OwnRoute, OwnRouter
 
 if TYPE_CHECKING:
@@ -41,6 +42,7 @@ log = logging.getLogger("bastion.server")
 TOPIC = "metrics"
 PUBLISH_EVERY = 1.0
 PATH = "/metrics"
+BACKLOG = 100  # the loop's default: a listener for scrapers, not for the traffic
 
 
 class MetricsHandler:
@@ -124,9 +126,7 @@ class MetricsEndpoint:
         ctx = OwnContext(self.worker, MetricsRouter(self.worker, route))
         self.server = await self.worker.loop.create_server(
             lambda: HTTP1Connection(ctx),
-            address.host,
-            address.port,
-            reuse_port=reuse_port or None,
+            **where_to_listen(address, reuse_port, backlog=BACKLOG),
         )
         if self.shared:  # a single worker has nobody to tell
             self.publisher = self.worker.loop.create_task(self._publish())
