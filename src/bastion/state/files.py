@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -48,8 +49,6 @@ def ensure_dir(path: Path) -> Path:
 def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
     """Replace ``path`` with ``data`` atomically; the file gets ``mode`` from the start
     (a private key is never readable by others, not even for a moment)."""
-    import tempfile  # here: its import (shutil, random, ...) is ~1 MB a worker seldom needs
-
     directory = path.parent
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
     try:
