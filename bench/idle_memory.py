@@ -20,8 +20,9 @@ one process: the figures are of that process.
 Usage: python bench/idle_memory.py [--configs proxy,plain,tls,demo] [--starts 3]
        [--settle 3] [--python PATH] [--modules]
 `--modules` also prints, per configuration, how many modules the worker has imported and
-which of the heavy optional ones (bastion.server.loaded_modules reads them from the worker
-through the BASTION_MODULES_DUMP hook, see that module).
+which of the heavy optional ones, from one more start under a wrapper (`PROBE`: a thread
+that writes sys.modules to a file when asked) so that the probe's own thread and memory
+are not in the figures.
 """
 
 from __future__ import annotations
@@ -63,6 +64,24 @@ HEAVY = (
     "email",
     "http.client",
 )
+# runs `python -m bastion ARGS` with a thread that writes the names in sys.modules to
+# $BASTION_PROBE_MODULES when $BASTION_PROBE_MODULES.want appears (the thread is the only
+# difference from a plain start)
+PROBE = r"""
+import os, runpy, sys, threading, time
+out = os.environ["BASTION_PROBE_MODULES"]
+def watch():
+    while True:
+        if os.path.exists(out + ".want"):
+            os.unlink(out + ".want")
+            with open(out + ".tmp", "w") as f:
+                f.write("\n".join(sorted(sys.modules)) + "\n")
+            os.replace(out + ".tmp", out)
+        time.sleep(0.05)
+threading.Thread(target=watch, daemon=True).start()
+sys.argv = ["bastion", *sys.argv[1:]]
+runpy.run_module("bastion", run_name="__main__", alter_sys=True)
+"""
 BROWSER_UA = (
     "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
     "Chrome/120.0.0.0 Safari/537.36"
@@ -260,13 +279,12 @@ def read_memory(pid: int) -> dict[str, float]:
     return out
 
 
-def read_modules(pid: int, dump: Path) -> list[str]:
-    """The worker's imported modules, through its BASTION_MODULES_DUMP hook (SIGUSR2)."""
-    dump.unlink(missing_ok=True)
-    os.kill(pid, signal.SIGUSR2)
+def read_modules(dump: Path) -> list[str]:
+    """The worker's imported modules, through the `PROBE` wrapper."""
+    Path(str(dump) + ".want").touch()
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
-        if dump.exists() and dump.read_text().endswith("\n"):
+        if dump.exists():
             return dump.read_text().split()
         time.sleep(0.05)
     return []
@@ -281,11 +299,13 @@ def measure_once(
         log = tmp / "bastion.log"
         dump = tmp / "modules.txt"
         env = dict(os.environ)
+        argv = s.argv
         if modules:
-            env["BASTION_MODULES_DUMP"] = str(dump)
+            env["BASTION_PROBE_MODULES"] = str(dump)
+            argv = [argv[0], "-c", PROBE, *argv[3:]]  # in place of "-m bastion"
         with open(log, "wb") as out:
             proc = subprocess.Popen(
-                s.argv,
+                argv,
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 cwd=tmp,
@@ -297,7 +317,7 @@ def measure_once(
             _serve_a_few(s)
             time.sleep(settle)
             memory = read_memory(proc.pid)
-            names = read_modules(proc.pid, dump) if modules else []
+            names = read_modules(dump) if modules else []
         finally:
             proc.send_signal(signal.SIGTERM)
             try:
@@ -323,8 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     for name in args.configs.split(","):
         runs = [
-            measure_once(name, args.python, backend, args.settle, args.modules)
-            for _ in range(args.starts)
+            measure_once(name, args.python, backend, args.settle, False) for _ in range(args.starts)
         ]
         med = {
             key: statistics.median(r[0][key] for r in runs)
@@ -337,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         if args.modules:
-            names = runs[-1][1]
+            names = measure_once(name, args.python, backend, 0.5, True)[1]
             heavy = [m for m in HEAVY if m in names]
             print(f"         {len(names)} modules; heavy: {', '.join(heavy) or 'none'}")
     return 0
