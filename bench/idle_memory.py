@@ -10,12 +10,16 @@ Configurations (each `workers: 1`, defaults otherwise, so statistics are on):
   HTTP/2, admin API and dashboard, Prometheus metrics, an alert rule, a cache, a rate
   limit, API keys, compression, security headers
 
-Each start: the gateway is started as a subprocess (`python -m bastion`, under the
-PYTHONPATH of this process), a handful of requests go through it (plain and, where there
-is one, HTTPS; with a browser's User-Agent and Accept-Encoding), then after a settle time
-the worker's memory is read from /proc/PID/status (VmRSS, Threads) and
-/proc/PID/smaps_rollup (Pss, and USS = Private_Clean + Private_Dirty). One worker means
-one process: the figures are of that process.
+The starts of one configuration share a data dir (statistics, the local CA); those with
+HTTPS are started once more before, unmeasured, so the figures are of a restart, not of
+the first start that creates the local CA. Each start: the gateway is started as a
+subprocess (`python -m bastion`, under the PYTHONPATH of this process), a handful of
+requests go through it (plain and, where there is one, HTTPS over HTTP/1.1; with a
+browser's User-Agent and Accept-Encoding), then after a settle time the worker's memory
+is read from /proc/PID/status (VmRSS, Threads) and /proc/PID/smaps_rollup (Pss, and
+USS = Private_Clean + Private_Dirty). One worker means one process: the figures are of
+that process. RSS is the figure to compare; USS and PSS move with the other processes
+that map the same files (another Python of the same venv lowers both).
 
 Usage: python bench/idle_memory.py [--configs proxy,plain,tls,demo] [--starts 3]
        [--settle 3] [--python PATH] [--modules]
@@ -45,6 +49,10 @@ from pathlib import Path
 from procs import free_port
 
 CONFIGS = ("proxy", "plain", "tls", "demo")
+# started once before the measured starts, with the same data dir: the first start of a
+# config with local-CA certificates creates the root and issues the leaves (cryptography),
+# which a restart does not; the figures are of a restart
+WARM_UP = ("tls", "demo")
 # the optional libraries whose import is worth several hundred KiB or more; printed with
 # --modules when the worker has them
 HEAVY = (
@@ -184,9 +192,8 @@ sites:
 {routes}"""
 
 
-def setup(name: str, python: str, backend: int, tmp: Path) -> Setup:
+def setup(name: str, python: str, backend: int, tmp: Path, data_dir: Path) -> Setup:
     port = free_port()
-    data_dir = tmp / "data"
     cfg = tmp / "bastion.yaml"
     run = [python, "-m", "bastion", "run", "-c", str(cfg)]
     if name == "proxy":
@@ -291,11 +298,11 @@ def read_modules(dump: Path) -> list[str]:
 
 
 def measure_once(
-    name: str, python: str, backend: int, settle: float, modules: bool
+    name: str, python: str, backend: int, settle: float, modules: bool, data_dir: Path
 ) -> tuple[dict[str, float], list[str]]:
     with tempfile.TemporaryDirectory(prefix=f"idle-{name}-") as tmp_name:
         tmp = Path(tmp_name)
-        s = setup(name, python, backend, tmp)
+        s = setup(name, python, backend, tmp, data_dir)
         log = tmp / "bastion.log"
         dump = tmp / "modules.txt"
         env = dict(os.environ)
@@ -342,9 +349,19 @@ def main(argv: list[str] | None = None) -> int:
         f"(median of {args.starts} starts; RSS of each start)"
     )
     for name in args.configs.split(","):
-        runs = [
-            measure_once(name, args.python, backend, args.settle, False) for _ in range(args.starts)
-        ]
+        with tempfile.TemporaryDirectory(prefix=f"idle-{name}-data-") as data_name:
+            data_dir = Path(data_name)
+            if name in WARM_UP:
+                measure_once(name, args.python, backend, 0.0, False, data_dir)
+            runs = [
+                measure_once(name, args.python, backend, args.settle, False, data_dir)
+                for _ in range(args.starts)
+            ]
+            names = (
+                measure_once(name, args.python, backend, 0.5, True, data_dir)[1]
+                if args.modules
+                else []
+            )
         med = {
             key: statistics.median(r[0][key] for r in runs)
             for key in ("rss", "uss", "pss", "threads")
@@ -356,7 +373,6 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         if args.modules:
-            names = measure_once(name, args.python, backend, 0.5, True)[1]
             heavy = [m for m in HEAVY if m in names]
             print(f"         {len(names)} modules; heavy: {', '.join(heavy) or 'none'}")
     return 0

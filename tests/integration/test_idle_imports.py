@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -79,6 +80,7 @@ class ProbedGateway(Gateway):
         return self
 
     def modules(self) -> set[str]:
+        self.modules_file.unlink(missing_ok=True)  # an earlier gateway's, in the same directory
         Path(f"{self.modules_file}.want").touch()
         deadline = time.monotonic() + 10
         while not self.modules_file.exists():
@@ -137,3 +139,42 @@ def test_a_plain_gateway_at_idle_has_not_loaded_the_libraries_it_does_not_use(
     assert _loaded(modules, NOT_IN_A_PLAIN_WORKER) == []
     # listeners on IP addresses are bound without the loop's resolver: no thread pool
     assert "libuv-worker" not in gw.threads()
+
+
+# not needed by a restarted https gateway whose certificates come from the local CA
+NOT_IN_A_LOCAL_CA_WORKER = (
+    "cryptography",  # the leaves are fresh: checked through ssl, nothing to issue
+    "bastion.acme.client",  # no ACME name: the renewal manager runs without the client
+    "bastion.acme.issuer",
+    "urllib.request",
+    "http.client",
+    "email",
+)
+
+
+def test_a_restarted_local_ca_gateway_has_not_loaded_cryptography(
+    backend: Backend, probed, tmp_path: Path
+) -> None:
+    port, https = free_port(), free_port()
+    config = {
+        "listen": {"http": f"127.0.0.1:{port}", "https": f"127.0.0.1:{https}"},
+        "workers": 1,
+        "data_dir": str(tmp_path / "data"),
+        "sites": [
+            {
+                "hosts": ["localhost"],
+                "tls": "internal",
+                "routes": [{"path": "/", "proxy": {"upstreams": [backend.url]}}],
+            }
+        ],
+    }
+    first = probed(config, port)  # creates the root and issues the leaf
+    assert "cryptography" in first.modules()  # what the guard below would see if it regressed
+    first.stop(signal.SIGTERM)
+    gw = probed(config, port)
+    root = tmp_path / "data" / "ca" / "root.crt"
+    with httpx.Client(verify=ssl.create_default_context(cafile=root)) as client:
+        for _ in range(3):
+            assert client.get(f"https://localhost:{https}/hello").status_code == 200
+    loaded = _loaded(gw.modules(), NOT_IN_A_LOCAL_CA_WORKER)
+    assert loaded == []
