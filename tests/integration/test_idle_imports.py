@@ -178,3 +178,29 @@ def test_a_restarted_local_ca_gateway_has_not_loaded_cryptography(
             assert client.get(f"https://localhost:{https}/hello").status_code == 200
     loaded = _loaded(gw.modules(), NOT_IN_A_LOCAL_CA_WORKER)
     assert loaded == []
+
+
+def test_metrics_and_alerts_load_their_libraries_when_first_used(
+    backend: Backend, probed, tmp_path: Path
+) -> None:
+    port, metrics = free_port(), free_port()
+    gw = probed(
+        {
+            "listen": {"http": f"127.0.0.1:{port}"},
+            "workers": 1,
+            "data_dir": str(tmp_path / "data"),
+            "metrics": {"listen": f"127.0.0.1:{metrics}"},
+            "alerts": {"rules": {"errors": {"kind": "error_rate", "threshold": "10%"}}},
+            "sites": [
+                {"hosts": ["*"], "routes": [{"path": "/", "proxy": {"upstreams": [backend.url]}}]}
+            ],
+        },
+        port,
+    )
+    for _ in range(3):
+        assert httpx.get(f"{gw.url}/hello").status_code == 200
+    # no scrape yet, no notification sent (the rule has no channel): neither client loaded
+    assert _loaded(gw.modules(), ("prometheus_client", "smtplib", "urllib.request")) == []
+    scrape = httpx.get(f"http://127.0.0.1:{metrics}/metrics")
+    assert scrape.status_code == 200 and "bastion_requests_total" in scrape.text
+    assert "prometheus_client" in gw.modules()
