@@ -6,6 +6,7 @@ Configurations (each `workers: 1`, defaults otherwise, so statistics are on):
 - `proxy`: quick mode, `bastion proxy --from ... --to ...` (combined access log to stdout)
 - `plain`: `bastion run` with one plain-HTTP listener, one site, one proxy route
 - `tls`: the same with an https listener too and the site's certificate from the local CA
+- `nostats` (only when asked for): `plain` with statistics off
 - `demo`: a config like `bastion demo`'s with everything on: HTTPS from the local CA,
   HTTP/2, admin API and dashboard, Prometheus metrics, an alert rule, a cache, a rate
   limit, API keys, compression, security headers
@@ -49,6 +50,8 @@ from pathlib import Path
 from procs import free_port
 
 CONFIGS = ("proxy", "plain", "tls", "demo")
+# not measured by default: `plain` with statistics off, to show what they cost
+EXTRA_CONFIGS = ("nostats",)
 # started once before the measured starts, with the same data dir: the first start of a
 # config with local-CA certificates creates the root and issues the leaves (cryptography),
 # which a restart does not; the figures are of a restart
@@ -208,8 +211,11 @@ def setup(name: str, python: str, backend: int, tmp: Path, data_dir: Path) -> Se
             f"http://127.0.0.1:{backend}",
         ]
         return Setup(argv, port, None, None, ["/"])
-    if name == "plain":
-        cfg.write_text(_plain_yaml(port, backend, data_dir))
+    if name in ("plain", "nostats"):
+        text = _plain_yaml(port, backend, data_dir)
+        if name == "nostats":
+            text += "stats: {enabled: false}\n"
+        cfg.write_text(text)
         return Setup(run, port, None, None, ["/"])
     https = free_port()
     ca_root = data_dir / "ca" / "root.crt"
@@ -219,7 +225,8 @@ def setup(name: str, python: str, backend: int, tmp: Path, data_dir: Path) -> Se
     if name == "demo":
         cfg.write_text(_demo_yaml(port, https, backend, data_dir))
         return Setup(run, port, https, ca_root, ["/api/hello", "/api/time", "/health"])
-    raise ValueError(f"unknown configuration {name!r}: one of {', '.join(CONFIGS)}")
+    known = ", ".join(CONFIGS + EXTRA_CONFIGS)
+    raise ValueError(f"unknown configuration {name!r}: one of {known}")
 
 
 def _get(port: int, path: str, host: str, context: ssl.SSLContext | None) -> int:
