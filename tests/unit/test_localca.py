@@ -6,6 +6,8 @@ import datetime as dt
 import ipaddress
 import os
 import ssl
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -101,3 +103,54 @@ def test_data_dir_resolution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     root = os.geteuid() == 0
     expected = Path("/var/lib/bastion") if root else tmp_path / "xdg" / "bastion"
     assert resolve_data_dir(None) == expected
+
+
+def test_a_leaf_whose_key_is_not_its_own_is_reissued(tmp_path: Path) -> None:
+    ca = LocalCA(tmp_path)
+    first = ca.leaf(["localhost"])
+    other = ca.leaf(["other.internal"])
+    pem = first.cert.read_bytes()
+    first.key.write_bytes(other.key.read_bytes())  # a crash between the two writes
+    again = LocalCA(tmp_path).leaf(["localhost"])
+    assert again.cert.read_bytes() != pem
+    ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(again.cert, again.key)
+
+
+def test_a_leaf_of_a_replaced_root_is_reissued(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ca = LocalCA(tmp_path / "here")
+    pem = ca.leaf(["localhost"]).cert.read_bytes()
+    # a root made on another machine (its name says so) replaces this one
+    monkeypatch.setattr("bastion.tls.localca.socket.gethostname", lambda: "elsewhere")
+    other = LocalCA(tmp_path / "there")
+    other.root()
+    for path in (other.root_cert_path, other.root_key_path):
+        (ca.dir / path.name).write_bytes(path.read_bytes())
+    again = LocalCA(tmp_path / "here").leaf(["localhost"])
+    assert again.cert.read_bytes() != pem
+    issued = x509.load_pem_x509_certificate(again.cert.read_bytes())
+    assert "elsewhere" in issued.issuer.rfc4514_string()
+
+
+def test_a_damaged_leaf_is_reissued(tmp_path: Path) -> None:
+    ca = LocalCA(tmp_path)
+    leaf = ca.leaf(["localhost"])
+    leaf.cert.write_bytes(b"-----BEGIN CERTIFICATE-----\nbroken\n-----END CERTIFICATE-----\n")
+    again = LocalCA(tmp_path).leaf(["localhost"])
+    x509.load_pem_x509_certificate(again.cert.read_bytes())  # a real certificate again
+
+
+def test_a_fresh_leaf_is_checked_without_cryptography(tmp_path: Path) -> None:
+    LocalCA(tmp_path).leaf(["localhost"])
+    code = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from bastion.tls.localca import LocalCA\n"
+        f"LocalCA(Path({str(tmp_path)!r})).leaf(['localhost'])\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'cryptography'))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.strip() == "[]"

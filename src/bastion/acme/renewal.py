@@ -28,17 +28,16 @@ import ssl
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bastion.acme.issuer import AcmeIssuer
 from bastion.acme.problems import AcmeError
-from bastion.acme.settings import issuer_for
-from bastion.state.certs import CertFiles
 from bastion.tls.watch import CertWatcher
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from bastion.acme.issuer import AcmeIssuer
     from bastion.config.models import Config
     from bastion.observe.events import EventCounters
+    from bastion.state.certs import CertFiles
     from bastion.tls.table import TLSTable
 
 __all__ = ["CertManager"]
@@ -88,6 +87,10 @@ class CertManager:
             return
         # fresh tasks with this config's settings (key type, challenges, CA); an order already
         # running in a thread finishes, and the new task finds its result in the store
+        # the ACME client (cryptography, urllib's HTTP client) is imported by the first
+        # table that has ACME names: certificate files and the local CA do without it
+        from bastion.acme.settings import issuer_for
+
         issuer = issuer_for(config, data_dir)
         for task in self.tasks.values():
             task.cancel()

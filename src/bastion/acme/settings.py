@@ -10,17 +10,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bastion.acme.issuer import AcmeIssuer, AcmeSettings
-from bastion.acme.jws import Eab
-from bastion.acme.solvers import DnsHook, alpn_dir
 from bastion.config.matching import is_private_acme, uses_acme
-from bastion.state.certs import FileCertStore
-from bastion.state.challenges import FileChallengeTokens
 from bastion.state.files import resolve_data_dir
 from bastion.tls.table import site_tls_mode
 
 if TYPE_CHECKING:
+    from bastion.acme.issuer import AcmeIssuer, AcmeSettings
     from bastion.config.models import Config
+
+# The ACME client (cryptography, urllib's HTTP client: several MB) is imported by the
+# functions that build an issuer, not with this module: a worker asks `alpn_challenge_dir`
+# at start whatever its certificates, and most https configs order none.
 
 __all__ = ["acme_settings", "alpn_challenge_dir", "default_challenges", "issuer_for"]
 
@@ -39,6 +39,10 @@ def default_challenges(config: Config) -> tuple[str, ...]:
 
 def acme_settings(config: Config) -> AcmeSettings:
     """The issuer's settings for a config's ``acme`` section."""
+    from bastion.acme.issuer import AcmeSettings
+    from bastion.acme.jws import Eab
+    from bastion.acme.solvers import DnsHook
+
     acme = config.acme
     hook = (
         DnsHook(list(acme.dns_hook.command), acme.dns_hook.timeout, acme.dns_hook.propagation)
@@ -62,6 +66,10 @@ def acme_settings(config: Config) -> AcmeSettings:
 def issuer_for(config: Config, data_dir: Path | None = None) -> AcmeIssuer:
     """The issuer for a config's ``acme`` settings, with the file stores of ``data_dir``
     (default: the config's, resolved)."""
+    from bastion.acme.issuer import AcmeIssuer
+    from bastion.state.certs import FileCertStore
+    from bastion.state.challenges import FileChallengeTokens
+
     data_dir = data_dir if data_dir is not None else resolve_data_dir(config.data_dir)
     settings = acme_settings(config)
     return AcmeIssuer(
@@ -83,5 +91,7 @@ def alpn_challenge_dir(config: Config) -> Path | None:
         if site_tls_mode(site, has_https, config.acme.directory) == "acme" and any(
             uses_acme(h, private) for h in site.hosts
         ):
+            from bastion.acme.solvers import alpn_dir
+
             return alpn_dir(resolve_data_dir(config.data_dir))
     return None

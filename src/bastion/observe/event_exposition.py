@@ -22,13 +22,12 @@ import os
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
-
 from bastion.balance import status
 from bastion.observe.events import EventCounters, merge
 
 if TYPE_CHECKING:
+    from prometheus_client.core import GaugeMetricFamily, Metric
+
     from bastion.balance.balancer import Balancer
     from bastion.state.snapshots import Snapshots
     from bastion.tls.table import TLSTable
@@ -39,8 +38,9 @@ TOPIC = "events"
 PUBLISH_EVERY = 1.0
 
 
-class EventMetrics(Collector):
-    """The collector, and the task that publishes this worker's counters for the others."""
+class EventMetrics:
+    """The collector (an `exposition.MetricSource`: prometheus-client is imported by the
+    first scrape), and the task that publishes this worker's counters for the others."""
 
     def __init__(
         self,
@@ -91,6 +91,8 @@ class EventMetrics(Collector):
 
     # ------------------------------------------------------------ collecting
     def collect(self) -> Iterator[Metric]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
         theirs = [s["events"] for s in self._others(TOPIC) if isinstance(s.get("events"), dict)]
         merged = merge([self.counters.snapshot(), *theirs])
         yield self._upstream_up()
@@ -141,6 +143,8 @@ class EventMetrics(Collector):
             )
 
     def _upstream_up(self) -> GaugeMetricFamily:
+        from prometheus_client.core import GaugeMetricFamily
+
         up = GaugeMetricFamily(
             "bastion_upstream_up",
             "1 when the endpoint takes requests (healthy and not ejected) in every worker.",
@@ -164,6 +168,8 @@ class EventMetrics(Collector):
         return up
 
     def _certificates(self) -> GaugeMetricFamily:
+        from prometheus_client.core import GaugeMetricFamily
+
         expiry = GaugeMetricFamily(
             "bastion_certificate_expiry_timestamp_seconds",
             "When the certificate served for a name expires (Unix time).",

@@ -7,7 +7,7 @@ families; the library writes the format. Nothing here runs per request: a scrape
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -22,6 +22,23 @@ from bastion import __version__
 from bastion.observe.metrics import DURATION_BUCKETS
 
 CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
+
+
+class MetricSource(Protocol):
+    """More metric families for a scrape (observe/event_exposition.py): a collector in all
+    but its base class, so that it can exist before prometheus-client is imported."""
+
+    def collect(self) -> Iterator[Metric]: ...
+
+
+class _Source(Collector):
+    def __init__(self, source: MetricSource) -> None:
+        self.source = source
+
+    def collect(self) -> Iterator[Metric]:
+        return self.source.collect()
+
+
 _BOUNDS = [repr(b) for b in DURATION_BUCKETS] + ["+Inf"]
 
 
@@ -103,10 +120,10 @@ def _histogram(name: str, documentation: str, rows: list[Any]) -> HistogramMetri
     return family
 
 
-def exposition(merged: dict[str, Any], extra: Iterable[Collector] = ()) -> bytes:
-    """The Prometheus text format of one merged snapshot (and of `extra` collectors)."""
+def exposition(merged: dict[str, Any], extra: Iterable[MetricSource] = ()) -> bytes:
+    """The Prometheus text format of one merged snapshot (and of `extra` sources)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Snapshot(merged))
-    for collector in extra:
-        registry.register(collector)
+    for source in extra:
+        registry.register(_Source(source))
     return generate_latest(registry)

@@ -14,9 +14,7 @@ from bastion.balance.policies import make_policy
 from bastion.balance.resolve import Resolver, needs_resolver
 from bastion.config.balancing import PassiveHealth, default_policy
 from bastion.config.rules import ACTIONS
-from bastion.handlers.s3 import S3Handler, s3_endpoint
 from bastion.handlers.simple import RedirectHandler, RespondHandler
-from bastion.handlers.static import StaticHandler
 from bastion.proxy.handler import ProxyHandler
 from bastion.proxy.tls import upstream_tls
 from bastion.registry import Registry
@@ -68,6 +66,10 @@ def _proxy(spec: RouteSpec, ctx: BuildContext, plan: Plan) -> Any:
 
 
 def _s3(spec: RouteSpec, ctx: BuildContext, plan: Plan) -> Any:
+    # imported by the routes that use it: SigV4 signing and the static handler's
+    # date and MIME tables stay out of a worker that serves neither
+    from bastion.handlers.s3 import S3Handler, s3_endpoint
+
     route = spec.route
     s3 = route.s3
     assert s3 is not None
@@ -85,6 +87,8 @@ def _redirect(spec: RouteSpec, ctx: BuildContext, plan: Plan) -> Any:
 
 
 def _static(spec: RouteSpec, ctx: BuildContext, plan: Plan) -> Any:
+    from bastion.handlers.static import StaticHandler
+
     assert spec.route.static is not None
     return StaticHandler(spec.route.static)
 

@@ -4,10 +4,10 @@ Date header, the heap trimmer and the access log as the first request observer."
 from __future__ import annotations
 
 import asyncio
-from email.utils import formatdate
 from typing import TYPE_CHECKING
 
 from bastion.http.context import Observer, ServerContext
+from bastion.http.dates import imf_fixdate
 from bastion.server.memory import HeapTrimmer
 
 if TYPE_CHECKING:
@@ -30,7 +30,7 @@ class WorkerContext(ServerContext):
     def _tick(self) -> None:
         # Formatting the Date header costs microseconds; once a second is enough
         # (the same approach as uvicorn's server loop).
-        self.date_header = b"Date: " + formatdate(usegmt=True).encode() + b"\r\n"
+        self.date_header = b"Date: " + imf_fixdate().encode() + b"\r\n"
         self.heap.observe(len(self.connections))
         self._date_handle = self.loop.call_later(1.0, self._tick)
 

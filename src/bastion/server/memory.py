@@ -15,8 +15,6 @@ real burst still goes back, just later. Without glibc only the collection runs.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import gc
 import logging
 import time
@@ -33,6 +31,11 @@ MIN_TRIM_INTERVAL = 30.0
 
 
 def _load_trim() -> Callable[[], None] | None:
+    # ctypes is imported here, at the first trim: a worker that never sees a burst of
+    # closes does not carry it
+    import ctypes
+    import ctypes.util
+
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         trim = libc.malloc_trim
@@ -49,7 +52,8 @@ class HeapTrimmer:
     one trim gets all of it), and not again before MIN_TRIM_INTERVAL has passed."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self._trim = _load_trim()
+        self._trim: Callable[[], None] | None = None
+        self._trim_loaded = False
         self._clock = clock
         self.peak = 0
         self.last = 0
@@ -74,6 +78,8 @@ class HeapTrimmer:
         # closed connections still in reference cycles (a protocol and its parser
         # refer to each other) are freed first, or their memory stays
         gc.collect()
+        if not self._trim_loaded:
+            self._trim, self._trim_loaded = _load_trim(), True
         if self._trim is not None:
             self._trim()
         log.debug(

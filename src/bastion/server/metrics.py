@@ -22,16 +22,15 @@ from typing import TYPE_CHECKING, Any
 
 from bastion.config.addresses import client_address
 from bastion.http1.server import HTTP1Connection
-from bastion.observe.exposition import CONTENT_TYPE, exposition
 from bastion.observe.metrics import RequestMetrics, merge
+from bastion.server.listen import where_to_listen
 from bastion.server.own_listener import OwnContext, OwnRoute, OwnRouter
 
 if TYPE_CHECKING:
-    from prometheus_client.registry import Collector
-
     from bastion.config.observe_models import Metrics
     from bastion.http.downstream import Downstream
     from bastion.http.request import Request
+    from bastion.observe.exposition import MetricSource
     from bastion.observe.recorder import Recorder
     from bastion.server.context import WorkerContext
     from bastion.state.snapshots import Snapshots
@@ -41,6 +40,7 @@ log = logging.getLogger("bastion.server")
 TOPIC = "metrics"
 PUBLISH_EVERY = 1.0
 PATH = "/metrics"
+BACKLOG = 100  # the loop's default: a listener for scrapers, not for the traffic
 
 
 class MetricsHandler:
@@ -52,6 +52,10 @@ class MetricsHandler:
         if not endpoint.allowed(client.client_ip):
             client.problem(req, 403, "This address may not read the metrics.")
             return
+        # prometheus-client (about 1.5 MiB with the http.server and urllib it imports) is
+        # loaded by the first scrape, not with the listener
+        from bastion.observe.exposition import CONTENT_TYPE
+
         client.respond(req, 200, endpoint.render(), CONTENT_TYPE)
 
 
@@ -81,7 +85,7 @@ class MetricsEndpoint:
         self.server: asyncio.Server | None = None
         self.shared = False  # other workers serve the instance too (snapshots exchanged)
         self._allowed: dict[str, bool] = {}
-        self.collectors: list[Collector] = []  # more metric families (observe/event_exposition)
+        self.collectors: list[MetricSource] = []  # more metric families (observe/event_exposition)
         self.publisher: asyncio.Task[None] | None = None
         recorder.metrics = self.counters
 
@@ -114,6 +118,8 @@ class MetricsEndpoint:
                 theirs = snap.get("metrics")
                 if snap.get("pid") != self.pid and isinstance(theirs, dict):
                     others.append(theirs)
+        from bastion.observe.exposition import exposition
+
         return exposition(merge([mine, *others], self.settings.consumers), self.collectors)
 
     async def start(self, reuse_port: bool) -> None:
@@ -124,9 +130,7 @@ class MetricsEndpoint:
         ctx = OwnContext(self.worker, MetricsRouter(self.worker, route))
         self.server = await self.worker.loop.create_server(
             lambda: HTTP1Connection(ctx),
-            address.host,
-            address.port,
-            reuse_port=reuse_port or None,
+            **where_to_listen(address, reuse_port, backlog=BACKLOG),
         )
         if self.shared:  # a single worker has nobody to tell
             self.publisher = self.worker.loop.create_task(self._publish())

@@ -24,6 +24,7 @@ from bastion.observe.accesslog import AccessLog
 from bastion.plan import Plan, compile_plan
 from bastion.proxy.pool import PoolRegistry
 from bastion.server.context import WorkerContext
+from bastion.server.listen import where_to_listen
 from bastion.server.observing import Observability
 from bastion.state.files import resolve_data_dir
 from bastion.state.stores import stores_for
@@ -134,20 +135,14 @@ class Worker:
                 elif secure:
                     server = await loop.create_server(
                         lambda: HTTP1Connection(ctx, b"https"),
-                        address.host,
-                        address.port,
-                        reuse_port=self.reuse_port or None,
-                        backlog=2048,
+                        **where_to_listen(address, self.reuse_port, backlog=2048),
                         ssl=self._dispatch_context(),
                         ssl_handshake_timeout=ctx.plan.timeouts.header,
                     )
                 else:
                     server = await loop.create_server(
                         lambda: HTTP1Connection(ctx),
-                        address.host,
-                        address.port,
-                        reuse_port=self.reuse_port or None,
-                        backlog=2048,
+                        **where_to_listen(address, self.reuse_port, backlog=2048),
                     )
                 opened[key] = server
         except OSError:

@@ -14,7 +14,6 @@ anything does not fit, the context keeps OpenSSL's defaults and a warning says s
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import ssl
 import sys
@@ -34,6 +33,8 @@ _SSL_CTRL_SET_GROUPS_LIST = 92  # openssl/ssl.h; SSL_CTX_set1_groups_list is a m
 @cache
 def _openssl() -> Any:
     """libssl's functions, as loaded by the ``_ssl`` extension; None when out of reach."""
+    import ctypes  # here: only a TLS context needs it
+
     try:
         import _ssl
 
@@ -52,6 +53,8 @@ def _openssl() -> Any:
 def _ssl_ctx(context: ssl.SSLContext, lib: Any) -> int | None:
     """The ``SSL_CTX *`` of ``context``: the first field after the object header of
     ``_ssl._SSLContext``; None unless OpenSSL confirms it."""
+    import ctypes
+
     pointer = ctypes.c_void_p.from_address(id(context) + object.__basicsize__).value
     if not pointer or lib.SSL_CTX_get_options(pointer) != int(context.options):
         return None

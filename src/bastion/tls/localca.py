@@ -18,13 +18,17 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from typing import TYPE_CHECKING
 
 from bastion.state.files import atomic_write, ensure_dir, file_lock
+from bastion.tls.certfile import leaf_is_fresh
+
+if TYPE_CHECKING:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+# cryptography (about 7 MiB) is imported by the functions that create or parse keys and
+# certificates: a worker whose leaves are fresh checks them without it (tls/certfile.py)
 
 __all__ = ["LEAF_LIFETIME", "ROOT_LIFETIME", "LocalCA", "san_entries"]
 
@@ -48,10 +52,14 @@ def _now() -> dt.datetime:
 
 
 def _new_key() -> ec.EllipticCurvePrivateKey:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
     return ec.generate_private_key(ec.SECP256R1())
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
     return key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
@@ -61,6 +69,8 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
 
 def san_entries(names: list[str]) -> list[x509.GeneralName]:
     """DNS names and IP addresses (``[::1]`` or ``::1``) as subjectAltName entries."""
+    from cryptography import x509
+
     entries: list[x509.GeneralName] = []
     for name in names:
         try:
@@ -82,6 +92,10 @@ class LocalCA:
     # ------------------------------------------------------------------ root
     def root(self) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
         """Load the root, creating it on first use."""
+        from cryptography import x509
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+
         if self._root is None:
             ensure_dir(self.dir)
             with file_lock(self.dir / ".lock"):
@@ -97,6 +111,10 @@ class LocalCA:
         return self._root
 
     def _create_root(self) -> None:
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.x509.oid import NameOID
+
         key = _new_key()
         name = x509.Name(
             [
@@ -140,6 +158,8 @@ class LocalCA:
         )
 
     def root_fingerprint(self) -> str:
+        from cryptography.hazmat.primitives import hashes
+
         cert, _ = self.root()
         return cert.fingerprint(hashes.SHA256()).hex(":")
 
@@ -160,6 +180,12 @@ class LocalCA:
         return files
 
     def _fresh(self, files: LeafFiles) -> bool:
+        fresh = leaf_is_fresh(files.cert, files.key, self.root_cert_path, self.now().timestamp())
+        if fresh is not None:
+            return fresh
+        from cryptography import x509
+        from cryptography.hazmat.primitives import serialization
+
         try:
             cert = x509.load_pem_x509_certificate(files.cert.read_bytes())
             key = serialization.load_pem_private_key(files.key.read_bytes(), password=None)
@@ -175,6 +201,10 @@ class LocalCA:
         return self.now() < end - (end - start) / 3
 
     def _issue(self, names: list[str], files: LeafFiles) -> None:
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
         root, root_key = self.root()
         key = _new_key()
         now = self.now()

@@ -10,15 +10,11 @@ import hashlib
 import hmac
 import json
 import re
-import smtplib
 import ssl
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from email.message import EmailMessage
-from email.utils import formatdate, make_msgid
+from typing import Any
 from urllib.parse import urlsplit
 
 from bastion import __version__
@@ -115,16 +111,28 @@ def channel_secrets(channel: AlertChannel) -> frozenset[str]:
     return with_url_parts(frozenset(s for s in found if s))
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    # a receiver that redirects has not received: the POST is not replayed elsewhere
-    def redirect_request(self, *args: object, **kwargs: object) -> None:
-        return None
+# The senders import their client libraries (urllib's HTTP client, smtplib, email) when
+# they first send: a worker whose alerts only show on the dashboard never loads them.
+
+
+def _no_redirect() -> Any:
+    import urllib.request
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        # a receiver that redirects has not received: the POST is not replayed elsewhere
+        def redirect_request(self, *args: object, **kwargs: object) -> None:
+            return None
+
+    return NoRedirect()
 
 
 def _post(url: str, body: bytes, headers: dict[str, str], timeout: float, ca: str | None) -> None:
+    import urllib.error
+    import urllib.request
+
     context = ssl.create_default_context(cafile=ca)
     opener = urllib.request.build_opener(
-        _NoRedirect(), urllib.request.HTTPSHandler(context=context)
+        _no_redirect(), urllib.request.HTTPSHandler(context=context)
     )
     request = urllib.request.Request(url, data=body, method="POST")
     request.add_header("Content-Type", "application/json")
@@ -158,6 +166,10 @@ def _slack(channel: SlackChannel, note: Notification) -> None:
 
 
 def _email(channel: EmailChannel, note: Notification) -> None:
+    import smtplib
+    from email.message import EmailMessage
+    from email.utils import formatdate, make_msgid
+
     message = EmailMessage()
     message["Subject"] = f"[bastion] {note.headline()}"[:250]
     message["From"] = channel.sender

@@ -73,6 +73,11 @@ def certificates_of(config: Config) -> list[Certificate]:
     as alert inputs (blocking: file reads)."""
     if not config.listen.https:
         return []  # no certificate, and no import of cryptography (~10 MB) to find none
+    from bastion.tls.table import site_tls_mode
+
+    modes = {site_tls_mode(site, True, config.acme.directory) for site in config.sites}
+    if not modes & {"acme", "files"}:
+        return []  # local-CA leaves only, which are left out below: no cryptography either
     from bastion.tls.certs import cert_rows
 
     found = []

@@ -22,6 +22,7 @@ from bastion.http1.server import HTTP1Connection
 from bastion.server.admin.api import AdminApi
 from bastion.server.admin.handler import AdminHandler
 from bastion.server.admin.state import AdminState
+from bastion.server.listen import where_to_listen
 from bastion.server.own_listener import OwnContext, OwnRoute, OwnRouter
 
 if TYPE_CHECKING:
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("bastion.admin")
 
+BACKLOG = 100  # the loop's default: a listener for operators, not for the traffic
 SECURITY_HEAD = (
     b"Cache-Control: no-store\r\n"
     b"X-Content-Type-Options: nosniff\r\n"
@@ -131,7 +133,7 @@ class AdminEndpoint:
                 os.umask(old)
         else:
             self.server = await loop.create_server(
-                connection, address.host, address.port, reuse_port=reuse_port or None, ssl=context
+                connection, **where_to_listen(address, reuse_port, backlog=BACKLOG), ssl=context
             )
         where = (
             str(address) if isinstance(address, UnixAddress) else f"{scheme.decode()}://{address}"
