@@ -1,0 +1,121 @@
+"""A real redis-server for the tests (Debian's ``redis-server``), never a fake.
+
+`redis_server` starts one on a free port and a Unix socket in the test's directory, with
+no persistence; it can be paused (SIGSTOP: every command hangs, as a frozen or partitioned
+server), resumed, killed and started again on the same port. Under CI=true a missing
+redis-server fails the tests instead of skipping them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import free_port
+
+REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+
+
+def require_redis() -> None:
+    if Path(REDIS_SERVER).exists():
+        return
+    message = "redis-server is not installed (apt-get install redis-server)"
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+class RedisServer:
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.port = free_port()
+        self.socket_path = directory / "redis.sock"
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.unix_url = f"unix://{self.socket_path}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> RedisServer:
+        log = (self.directory / "redis.log").open("ab")
+        self.proc = subprocess.Popen(
+            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1",
+             "--unixsocket", str(self.socket_path), "--unixsocketperm", "700",
+             "--save", "", "--appendonly", "no", "--dir", str(self.directory)],
+            stdout=log, stderr=log,
+        )  # fmt: skip
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.command("PING") == "+PONG":
+                return self
+            if self.proc.poll() is not None:
+                raise RuntimeError("redis-server did not start: see " + str(log.name))
+            time.sleep(0.02)
+        raise RuntimeError("redis-server did not answer PING")
+
+    def command(self, *words: str) -> str:
+        """One command over a plain socket (RESP); the first line of the answer, or ''."""
+        data = b"*%d\r\n" % len(words) + b"".join(
+            b"$%d\r\n%s\r\n" % (len(w.encode()), w.encode()) for w in words
+        )
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=2) as conn:
+                conn.sendall(data)
+                reply = b""
+                while not reply.endswith(b"\r\n"):
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        break
+                    reply += chunk
+        except OSError:
+            return ""
+        return reply.decode(errors="replace").split("\r\n")[0]
+
+    def keys(self, pattern: str = "*") -> int:
+        """How many keys match ``pattern``."""
+        return len(self.all_keys(pattern))
+
+    def all_keys(self, pattern: str = "*") -> list[str]:
+        out = subprocess.run(
+            ["redis-cli", "-p", str(self.port), "--raw", "KEYS", pattern],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        return [line for line in out.stdout.splitlines() if line]
+
+    def pause(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[Callable[[], RedisServer]]:
+    """`redis_server()` → a running RedisServer of its own; all stopped afterwards."""
+    require_redis()
+    made: list[RedisServer] = []
+
+    def make() -> RedisServer:
+        directory = tmp_path / f"redis{len(made)}"
+        directory.mkdir()
+        server = RedisServer(directory).start()
+        made.append(server)
+        return server
+
+    yield make
+    for server in made:
+        server.stop()
