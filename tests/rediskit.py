@@ -22,20 +22,23 @@ import pytest
 from conftest import free_port
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+REDIS_SENTINEL = shutil.which("redis-sentinel") or "/usr/bin/redis-sentinel"
+REDIS_CLI = shutil.which("redis-cli") or "/usr/bin/redis-cli"
 
 
 def require_redis() -> None:
-    if Path(REDIS_SERVER).exists():
+    if all(Path(p).exists() for p in (REDIS_SERVER, REDIS_SENTINEL, REDIS_CLI)):
         return
-    message = "redis-server is not installed (apt-get install redis-server)"
+    message = "redis is not installed (apt-get install redis-server redis-sentinel redis-tools)"
     if os.environ.get("CI") == "true":
         pytest.fail(message)
     pytest.skip(message)
 
 
 class RedisServer:
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, extra: tuple[str, ...] = ()) -> None:
         self.directory = directory
+        self.extra = extra  # more redis-server arguments
         self.port = free_port()
         self.socket_path = directory / "redis.sock"
         self.url = f"redis://127.0.0.1:{self.port}/0"
@@ -47,7 +50,7 @@ class RedisServer:
         self.proc = subprocess.Popen(
             [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1",
              "--unixsocket", str(self.socket_path), "--unixsocketperm", "700",
-             "--save", "", "--appendonly", "no", "--dir", str(self.directory)],
+             "--save", "", "--appendonly", "no", "--dir", str(self.directory), *self.extra],
             stdout=log, stderr=log,
         )  # fmt: skip
         deadline = time.monotonic() + 10
@@ -83,7 +86,7 @@ class RedisServer:
 
     def all_keys(self, pattern: str = "*") -> list[str]:
         out = subprocess.run(
-            ["redis-cli", "-p", str(self.port), "--raw", "KEYS", pattern],
+            [REDIS_CLI, "-p", str(self.port), "--raw", "KEYS", pattern],
             capture_output=True, text=True, check=True,
         )  # fmt: skip
         return [line for line in out.stdout.splitlines() if line]
@@ -103,6 +106,64 @@ class RedisServer:
             self.proc.wait()
 
 
+class Sentinel:
+    """A redis-sentinel watching ``master`` under the name ``service``."""
+
+    def __init__(self, directory: Path, master: RedisServer, service: str = "main") -> None:
+        self.port = free_port()
+        self.service = service
+        conf = directory / "sentinel.conf"  # (Sentinel rewrites its file)
+        conf.write_text(
+            f"port {self.port}\nbind 127.0.0.1\ndir {directory}\n"
+            f"sentinel monitor {service} 127.0.0.1 {master.port} 1\n"
+        )
+        log = (directory / "sentinel.log").open("ab")
+        self.proc = subprocess.Popen([REDIS_SENTINEL, str(conf)], stdout=log, stderr=log)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            out = subprocess.run(
+                [REDIS_CLI, "-p", str(self.port), "SENTINEL", "get-master-addr-by-name", service],
+                capture_output=True, text=True,
+            )  # fmt: skip
+            if str(master.port) in out.stdout:
+                return
+            time.sleep(0.05)
+        raise RuntimeError("redis-sentinel did not start")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def start_cluster(directory: Path, size: int = 3) -> list[RedisServer]:
+    """``size`` masters making one Redis Cluster (no replicas), every slot served."""
+    nodes = []
+    for n in range(size):
+        node_dir = directory / f"node{n}"
+        node_dir.mkdir()
+        extra = ("--cluster-enabled", "yes", "--cluster-config-file", str(node_dir / "nodes.conf"),
+                 "--cluster-port", str(free_port()))  # fmt: skip
+        nodes.append(RedisServer(node_dir, extra).start())
+    subprocess.run(
+        [REDIS_CLI, "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in nodes),
+         "--cluster-replicas", "0", "--cluster-yes"],
+        capture_output=True, check=True, timeout=30,
+    )  # fmt: skip
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        states = [
+            subprocess.run(
+                [REDIS_CLI, "-p", str(n.port), "CLUSTER", "INFO"], capture_output=True, text=True
+            ).stdout
+            for n in nodes
+        ]
+        if all("cluster_state:ok" in s for s in states):
+            return nodes
+        time.sleep(0.1)
+    raise RuntimeError("the Redis cluster did not come up")
+
+
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[Callable[[], RedisServer]]:
     """`redis_server()` → a running RedisServer of its own; all stopped afterwards."""
@@ -119,3 +180,34 @@ def redis_server(tmp_path: Path) -> Iterator[Callable[[], RedisServer]]:
     yield make
     for server in made:
         server.stop()
+
+
+@pytest.fixture
+def redis_sentinel(tmp_path: Path) -> Iterator[tuple[RedisServer, Sentinel]]:
+    """A master and one Sentinel watching it (as ``main``)."""
+    require_redis()
+    (tmp_path / "master").mkdir()
+    (tmp_path / "sentinel").mkdir()
+    master = RedisServer(tmp_path / "master").start()
+    sentinel = None
+    try:
+        sentinel = Sentinel(tmp_path / "sentinel", master)
+        yield master, sentinel
+    finally:
+        if sentinel is not None:
+            sentinel.stop()
+        master.stop()
+
+
+@pytest.fixture
+def redis_cluster(tmp_path: Path) -> Iterator[list[RedisServer]]:
+    """Three masters making one Redis Cluster."""
+    require_redis()
+    (tmp_path / "cluster").mkdir()
+    nodes: list[RedisServer] = []
+    try:
+        nodes = start_cluster(tmp_path / "cluster")
+        yield nodes
+    finally:
+        for node in nodes:
+            node.stop()

@@ -14,8 +14,10 @@ from typing import Any
 import pytest
 
 from conftest import Backend, Gateway
-from rediskit import RedisServer
-from rediskit import redis_server as redis_server  # the fixture
+from rediskit import RedisServer, Sentinel
+from rediskit import redis_cluster as redis_cluster  # the fixtures
+from rediskit import redis_sentinel as redis_sentinel
+from rediskit import redis_server as redis_server
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -48,7 +50,7 @@ def get(gw: Gateway, path: str, headers: dict[str, str] | None = None) -> Answer
 
 
 def config(
-    redis: str, backend: Backend, routes: list[dict[str, Any]], **extra: Any
+    redis: str | dict[str, Any], backend: Backend, routes: list[dict[str, Any]], **extra: Any
 ) -> dict[str, Any]:
     # a generous timeout unless the test sets one: these count what Redis answers, and a
     # loaded test machine must not send a request to the local fallback
@@ -251,3 +253,48 @@ def test_a_gateway_without_redis_never_loads_redis_py(
     with_redis = gateway(config(redis.url, backend, routes))
     assert get(with_redis, "/").status == 200
     assert "hiredis" in Path(f"/proc/{with_redis.pid}/maps").read_text()
+
+
+def test_a_sentinel_master_counts_for_two_gateways(
+    redis_sentinel: tuple[RedisServer, Sentinel], backend: Backend, gateway: Callable[..., Gateway]
+) -> None:
+    master, sentinel = redis_sentinel
+    redis = {"sentinel": [f"127.0.0.1:{sentinel.port}"], "service": sentinel.service}
+    routes = [{"path": "/", "rate_limits": [{"rate": "5/m", "name": "s"}]}]
+    one = gateway(config(redis, backend, routes))
+    two = gateway(config(redis, backend, routes))
+
+    answers = [get((one, two)[i % 2], f"/s/{i}") for i in range(12)]
+
+    assert [a.status for a in answers].count(200) == 5, answers
+    assert master.keys("bastion:*") == 1  # counted in the master the Sentinel named
+    assert "unavailable" not in one.stderr + two.stderr  # never fell back
+
+
+def test_a_cluster_counts_for_two_gateways(
+    redis_cluster: list[RedisServer], backend: Backend, gateway: Callable[..., Gateway]
+) -> None:
+    redis = {"cluster": [f"127.0.0.1:{redis_cluster[0].port}"]}
+    routes = [
+        {
+            "path": f"/{n}/",
+            "rate_limits": [{"rate": "5/m", "name": "r"}],
+            "quotas": [{"limit": 4, "per": "day", "key": "header:X-Key", "name": "q"}],
+        }
+        for n in range(4)
+    ]
+    one = gateway(config(redis, backend, routes))
+    two = gateway(config(redis, backend, routes))
+
+    statuses = {
+        n: [get((one, two)[i % 2], f"/{n}/{i}", {"X-Key": "k"}).status for i in range(8)]
+        for n in range(4)
+    }
+
+    # every route: its quota (4) admits before its rate limit (5) refuses; one script
+    # call per request although the two keys count different things
+    assert statuses == {n: [200] * 4 + [429] * 4 for n in range(4)}
+    holders = [node for node in redis_cluster if node.keys("bastion:*")]
+    for node in holders:
+        assert node.keys("bastion:*") % 2 == 0  # a route's two keys are on one node
+    assert sum(node.keys("bastion:*") for node in redis_cluster) == 8
