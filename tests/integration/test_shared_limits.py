@@ -298,3 +298,25 @@ def test_a_cluster_counts_for_two_gateways(
     for node in holders:
         assert node.keys("bastion:*") % 2 == 0  # a route's two keys are on one node
     assert sum(node.keys("bastion:*") for node in redis_cluster) == 8
+
+
+def test_a_quota_raised_by_a_reload_admits_again_at_once(
+    redis_server: Callable[[], RedisServer], backend: Backend, gateway: Callable[..., Gateway]
+) -> None:
+    """The counters stay in Redis across the reload; a refusal remembered under the old
+    config does not outlive it."""
+    redis = redis_server()
+
+    def routes(limit: int) -> list[dict[str, Any]]:
+        return [{"path": "/", "quotas": [{"limit": limit, "per": "day", "key": "route"}]}]
+
+    gw = gateway(config(redis.url, backend, routes(2)))
+    assert [get(gw, f"/before/{i}").status for i in range(3)] == [200, 200, 429]
+
+    current = config(redis.url, backend, routes(3))
+    current["listen"] = {"http": f"127.0.0.1:{gw.port}"}
+    current["data_dir"] = str(gw.workdir / "data")
+    gw.reload(current, wait_for="configuration reloaded")
+
+    # one more under the raised quota (the two before the reload still count), then none
+    assert [get(gw, f"/after/{i}").status for i in range(2)] == [200, 429]

@@ -85,18 +85,18 @@ def test_a_refusal_is_remembered_until_it_would_pass(
 ) -> None:
     server = redis_server()
     limits = store(server, timeout="100ms", breaker={"failures": 1, "open_for": "10s"})
-    rate = Check(1, 60.0, 1)
+    checks = [Check(1, 60.0, 1)]  # one list, as a route's policy passes it every time
 
     async def run() -> tuple[bool, bool, bool]:
-        first, _ = await limits.take([rate], ["k|1"], 0.0)
-        second, _ = await limits.take([rate], ["k|1"], 0.0)
+        first, _ = await limits.take(checks, ["k|1"], 0.0)
+        second, _ = await limits.take(checks, ["k|1"], 0.0)
         server.pause()
         try:
             # Redis frozen: a remembered refusal needs no round trip
-            again, outcomes = await limits.take([rate], ["k|1"], 1.0)
+            again, outcomes = await limits.take(checks, ["k|1"], 1.0)
             assert outcomes is not None and 58 <= outcomes[0].retry_after <= 60
             with pytest.raises(StoreUnavailable):
-                await limits.take([rate], ["k|other"], 1.0)
+                await limits.take(checks, ["k|other"], 1.0)
         finally:
             server.resume()
         return first, second, again

@@ -172,6 +172,11 @@ class RedisConnection:
             now = time.monotonic()
             breaker.failed(now, exc)
             raise StoreUnavailable(breaker.retry_after(now) or self.timeout) from exc
+        except BaseException:
+            # cancelled (the client left) or a bug: no verdict on Redis, but a probe that
+            # ends here must let the next request probe
+            breaker.probing = False
+            raise
         breaker.succeeded()
         return result
 

@@ -155,8 +155,8 @@ class RedisLimitStore:
         # counters of the limits with on_store_down: local, while Redis is unavailable
         self.local = MemoryLimitStore(clock=clock)
         self.redis_keys: dict[str, str] = {}
-        # the keys of a refused request -> (until when, the outcomes, when they were true)
-        self.refused: dict[tuple[str, ...], tuple[float, list[Outcome], float]] = {}
+        # a refused request's checks and keys -> (until when, the outcomes, when they held)
+        self.refused: dict[tuple[object, ...], tuple[float, list[Outcome], float]] = {}
 
     def take_and_save(self, now: float) -> None:
         """Nothing to save."""
@@ -182,7 +182,9 @@ class RedisLimitStore:
     ) -> tuple[bool, list[Outcome] | None]:
         """`LimitStore.take`, in Redis; raises `StoreUnavailable` when Redis cannot answer
         within the timeout or the breaker is open."""
-        known = tuple(keys)
+        # the checks by identity too: a reload makes new ones (a quota raised by the new
+        # config must not stay refused until the end of its period)
+        known = (id(checks), *keys)
         remembered = self.refused.get(known)
         if remembered is not None:
             until, outcomes, then = remembered
