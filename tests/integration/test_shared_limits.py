@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_metrics import scrape
 
-from conftest import Backend, Gateway
+from conftest import Backend, Gateway, free_port
 from rediskit import RedisServer, Sentinel
 from rediskit import redis_cluster as redis_cluster  # the fixtures
 from rediskit import redis_sentinel as redis_sentinel
@@ -174,7 +175,10 @@ def test_redis_frozen_each_limit_falls_back_as_configured_then_is_exact_again(
     ]
     # (a short timeout, but not so short that a busy test machine misses it before the pause)
     state = {"timeout": "250ms", "breaker": {"failures": 3, "open_for": "1s"}, "instances": 3}
-    gw = gateway(config(url, backend, routes, state=state))
+    metrics = free_port()
+    gw = gateway(
+        config(url, backend, routes, state=state, metrics={"listen": f"127.0.0.1:{metrics}"})
+    )
     assert get(gw, "/deny/before").status == 200  # Redis answers
 
     redis.pause()
@@ -183,9 +187,15 @@ def test_redis_frozen_each_limit_falls_back_as_configured_then_is_exact_again(
         allowed = [get(gw, f"/allow/{i}") for i in range(6)]
         local = [get(gw, f"/local/{i}") for i in range(6)]
         denied = get(gw, "/deny/during")
+        during = scrape(metrics)
     finally:
         redis.resume()
 
+    assert during[("bastion_limit_store_unavailable", ())] == 1
+    assert {
+        decision: during.get(("bastion_limit_store_fallbacks_total", (("decision", decision),)))
+        for decision in ("allow", "local", "local_refused", "deny")
+    } == {"allow": 6, "local": 2, "local_refused": 4, "deny": 1}
     for answer in [*allowed, *local, denied]:
         assert answer.took < 2.0, answer
     assert [a.status for a in allowed] == [200] * 6
@@ -206,6 +216,7 @@ def test_redis_frozen_each_limit_falls_back_as_configured_then_is_exact_again(
     assert [a.status for a in after] == [200] * 6 + [429] * 2, after
     assert_refused_with_fields(after[-1], "local")
     assert gw.stderr.count("answers again: limits are shared again") == 1
+    assert scrape(metrics)[("bastion_limit_store_unavailable", ())] == 0
     assert received(backend, "/local/") == sorted(
         [f"/local/{i}" for i in range(2)] + [f"/local/after/{i}" for i in range(6)]
     )
