@@ -23,13 +23,7 @@ from typing import TYPE_CHECKING, TypeVar
 from bastion.config.policy_traffic import Quota, RateLimit, parse_rate
 from bastion.http.request import Request
 from bastion.policies.base import Denied, real_client_ip
-from bastion.state.limits import (
-    Check,
-    LimitStore,
-    MemoryLimitStore,
-    Outcome,
-    quota_window,
-)
+from bastion.state.limits import Check, LimitStore, MemoryLimitStore, Outcome, quota_window
 
 if TYPE_CHECKING:
     from bastion.observe.events import EventCounters

@@ -34,6 +34,8 @@ def build_rate_limit(spec: RouteSpec, ctx: BuildContext) -> RateLimitPolicy | No
         share = ctx.state.instances * ctx.workers
         policy = SharedRateLimitPolicy(scope, specs, store, ctx.trusted, share)
         store.connection.breaker.on_change = ctx.events.store_state
+        if ctx.checking is None:  # (a plan only checked talks to no server)
+            store.warm()
     else:
         policy = build_policy(scope, specs, store, ctx.trusted, store)
     policy.events = ctx.events  # its refusals are counted (`policies/chain.py`)

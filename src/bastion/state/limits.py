@@ -99,7 +99,7 @@ class StoreUnavailable(Exception):
 class LimitStore(Protocol):
     """Where counters live. ``take`` consumes one unit of every check, or none when any of
     them refuses. A cluster store (Redis) does it in one atomic script and sets
-    ``is_async`` (its ``take`` is then a coroutine function)."""
+    ``is_async``: its ``take`` is then a coroutine function (`SharedLimitStore`)."""
 
     is_async: bool
     clock: Clock  # where callers read ``now`` from

@@ -148,7 +148,9 @@ class RedisConnection:
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            return  # not in a worker (bastion check, a test): the first call connects
+            return  # not on a loop: the first call connects
+        if self.client is not None and self.owner == (os.getpid(), loop):
+            return  # this worker's client is made (by a route before, or a request)
         self.script(lua)
         task = loop.create_task(self._warm(lua))
         self.warming = task  # (a reference: a task nobody holds may be collected)

@@ -151,12 +151,15 @@ class RedisLimitStore:
         self.clock = clock
         self.prefix = settings.key_prefix
         self.connection = RedisConnection(settings)
-        self.connection.warm(LUA)
         # counters of the limits with on_store_down: local, while Redis is unavailable
         self.local = MemoryLimitStore(clock=clock)
         self.redis_keys: dict[str, str] = {}
         # a refused request's checks and keys -> (until when, the outcomes, when they held)
         self.refused: dict[tuple[object, ...], tuple[float, list[Outcome], float]] = {}
+
+    def warm(self) -> None:
+        """Connect and load the script in the background (see `RedisConnection.warm`)."""
+        self.connection.warm(LUA)
 
     def take_and_save(self, now: float) -> None:
         """Nothing to save."""
