@@ -80,6 +80,11 @@ class RedisServer:
             return ""
         return reply.decode(errors="replace").split("\r\n")[0]
 
+    def info(self, section: str) -> str:
+        return subprocess.run(
+            [REDIS_CLI, "-p", str(self.port), "INFO", section], capture_output=True, text=True
+        ).stdout
+
     def keys(self, pattern: str = "*") -> int:
         """How many keys match ``pattern``."""
         return len(self.all_keys(pattern))
@@ -116,6 +121,9 @@ class Sentinel:
         conf.write_text(
             f"port {self.port}\nbind 127.0.0.1\ndir {directory}\n"
             f"sentinel monitor {service} 127.0.0.1 {master.port} 1\n"
+            # a failover within a second or two of the master's end
+            f"sentinel down-after-milliseconds {service} 300\n"
+            f"sentinel failover-timeout {service} 2000\n"
         )
         log = (directory / "sentinel.log").open("ab")
         self.proc = subprocess.Popen([REDIS_SENTINEL, str(conf)], stdout=log, stderr=log)
@@ -129,6 +137,16 @@ class Sentinel:
                 return
             time.sleep(0.05)
         raise RuntimeError("redis-sentinel did not start")
+
+    def ask(self, *words: str) -> str:
+        return subprocess.run(
+            [REDIS_CLI, "-p", str(self.port), *words], capture_output=True, text=True
+        ).stdout
+
+    def master_port(self) -> int:
+        """The port of the master it names now."""
+        out = self.ask("SENTINEL", "get-master-addr-by-name", self.service).split()
+        return int(out[1]) if len(out) == 2 else 0
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -183,20 +201,31 @@ def redis_server(tmp_path: Path) -> Iterator[Callable[[], RedisServer]]:
 
 
 @pytest.fixture
-def redis_sentinel(tmp_path: Path) -> Iterator[tuple[RedisServer, Sentinel]]:
-    """A master and one Sentinel watching it (as ``main``)."""
+def redis_sentinel(tmp_path: Path) -> Iterator[tuple[RedisServer, RedisServer, Sentinel]]:
+    """A master, its replica and one Sentinel watching them (as ``main``)."""
     require_redis()
-    (tmp_path / "master").mkdir()
-    (tmp_path / "sentinel").mkdir()
-    master = RedisServer(tmp_path / "master").start()
-    sentinel = None
+    for name in ("master", "replica", "sentinel"):
+        (tmp_path / name).mkdir()
+    # (no 5 s wait before the replica's first sync)
+    master = RedisServer(tmp_path / "master", ("--repl-diskless-sync-delay", "0")).start()
+    replica = sentinel = None
     try:
+        replica = RedisServer(
+            tmp_path / "replica", ("--replicaof", "127.0.0.1", str(master.port))
+        ).start()
         sentinel = Sentinel(tmp_path / "sentinel", master)
-        yield master, sentinel
+        deadline = time.monotonic() + 15
+        while str(replica.port) not in sentinel.ask(
+            "SENTINEL", "replicas", "main"
+        ) or "master_link_status:up" not in replica.info("replication"):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the Sentinel did not find the replica")
+            time.sleep(0.1)
+        yield master, replica, sentinel
     finally:
-        if sentinel is not None:
-            sentinel.stop()
-        master.stop()
+        for process in (sentinel, replica, master):
+            if process is not None:
+                process.stop()
 
 
 @pytest.fixture

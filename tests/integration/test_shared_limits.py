@@ -267,9 +267,11 @@ def test_a_gateway_without_redis_never_loads_redis_py(
 
 
 def test_a_sentinel_master_counts_for_two_gateways(
-    redis_sentinel: tuple[RedisServer, Sentinel], backend: Backend, gateway: Callable[..., Gateway]
+    redis_sentinel: tuple[RedisServer, RedisServer, Sentinel],
+    backend: Backend,
+    gateway: Callable[..., Gateway],
 ) -> None:
-    master, sentinel = redis_sentinel
+    master, _, sentinel = redis_sentinel
     redis = {"sentinel": [f"127.0.0.1:{sentinel.port}"], "service": sentinel.service}
     routes = [{"path": "/", "rate_limits": [{"rate": "5/m", "name": "s"}]}]
     one = gateway(config(redis, backend, routes))
@@ -331,3 +333,35 @@ def test_a_quota_raised_by_a_reload_admits_again_at_once(
 
     # one more under the raised quota (the two before the reload still count), then none
     assert [get(gw, f"/after/{i}").status for i in range(2)] == [200, 429]
+
+
+def test_after_a_sentinel_failover_the_counts_go_on_in_the_new_master(
+    redis_sentinel: tuple[RedisServer, RedisServer, Sentinel],
+    backend: Backend,
+    gateway: Callable[..., Gateway],
+) -> None:
+    master, replica, sentinel = redis_sentinel
+    redis = {"sentinel": [f"127.0.0.1:{sentinel.port}"], "service": sentinel.service}
+    routes = [{"path": "/", "rate_limits": [{"rate": "10/m", "name": "s"}]}]
+    state = {"timeout": "250ms", "breaker": {"failures": 1, "open_for": "300ms"}}
+    gw = gateway(config(redis, backend, routes, state=state))
+    assert [get(gw, f"/before/{i}").status for i in range(4)] == [200] * 4
+    assert master.command("WAIT", "1", "2000") == ":1"  # the replica has the count
+
+    master.stop()
+    deadline = time.monotonic() + 20
+    while sentinel.master_port() != replica.port:
+        assert time.monotonic() < deadline, "no failover"
+        get(gw, "/during")  # answered by the fallback meanwhile
+        time.sleep(0.1)
+    while "answers again: limits are shared again" not in gw.stderr:
+        assert time.monotonic() < deadline, gw.stderr
+        get(gw, "/during")
+        time.sleep(0.1)
+
+    # the four requests before the failover still count: not a fresh bucket
+    after = get(gw, "/after")
+    assert after.status == 200
+    left = int(after.headers["ratelimit"].split(";r=")[1].split(";")[0])
+    assert left <= 10 - 4 - 1, after
+    assert replica.keys("bastion:*") == 1
