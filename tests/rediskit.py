@@ -80,6 +80,11 @@ class RedisServer:
             return ""
         return reply.decode(errors="replace").split("\r\n")[0]
 
+    def get(self, key: str) -> str:
+        return subprocess.run(
+            [REDIS_CLI, "-p", str(self.port), "--raw", "GET", key], capture_output=True, text=True
+        ).stdout
+
     def info(self, section: str) -> str:
         return subprocess.run(
             [REDIS_CLI, "-p", str(self.port), "INFO", section], capture_output=True, text=True
