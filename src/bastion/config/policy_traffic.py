@@ -219,7 +219,8 @@ StoreDown = Literal["local", "allow", "deny"]
 
 
 class RateLimit(_Model):
-    """One rate limit: a GCRA bucket per key value (exact within one process)."""
+    """One rate limit: a GCRA bucket per key value (exact within one process, or across
+    all of them with state.redis)."""
 
     rate: str = Field(
         description="Sustained rate: COUNT/PERIOD, PERIOD one of s, m, h, day or a "

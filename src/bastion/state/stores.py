@@ -14,6 +14,9 @@ plan. What survives a reload and a restart:
 | status snapshots                    | kept (rewritten)    | rewritten by the new worker|
 | response cache                      | emptied (new plan)  | emptied                    |
 
+With ``state.redis``, rate limits and quotas live in Redis instead: kept across reloads
+and restarts alike, and nothing is written to ``ratelimit.json``.
+
 The response cache is the one exception: its entries were answered under the old routes
 (backends, TTLs, key rules), so each plan gets an empty store from `Stores.cache`. Each
 backend is made on first use: a gateway without API keys never reads ``api_keys.json``.
