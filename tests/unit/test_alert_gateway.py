@@ -203,7 +203,7 @@ def test_consumer_quota_use_read_from_the_limit_store(tmp_path: Path) -> None:
     from bastion.http.request import Request
     from bastion.observe.alerts import QuotaUse
     from bastion.observe.alerts.quotas import consumer_quotas
-    from bastion.policies.ratelimit import build_rate_limit
+    from bastion.policies.ratelimit_build import build_rate_limit
     from bastion.state.limits import MemoryLimitStore
 
     quotas = [

@@ -154,7 +154,7 @@ def test_keys_are_not_substituted() -> None:
         "must not be empty",
         "unknown key '${X}' (expected one of: listen, sites, limits, timeouts, access_log, http2, "
         "trusted_proxies, workers, shutdown_timeout, pid_file, watch, data_dir, acme, tls, "
-        "cache, metrics, stats, alerts, admin, tracing, log_level)",
+        "cache, metrics, stats, alerts, admin, tracing, state, log_level)",
     ]
 
 

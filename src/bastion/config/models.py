@@ -8,8 +8,8 @@ addresses and route paths as dataclasses, relative paths made absolute.
 
 The models ``Config`` composes live in modules by topic: ``sites`` (sites, routes, route
 actions), ``upstream`` (the proxy action), ``origins`` (S3), ``balancing``, ``cache_models``,
-``tls_models`` (certificate files, HSTS, ACME), ``policy_auth``, ``policy_body`` and
-``policy_traffic``.
+``tls_models`` (certificate files, HSTS, ACME), ``policy_auth``, ``policy_body``,
+``policy_traffic`` and ``state_models`` (Redis).
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from bastion.config.cache_models import Cache
 from bastion.config.observe_models import Metrics, Stats, Tracing
 from bastion.config.rules import config_rules, validate_with_rules
 from bastion.config.sites import Site
+from bastion.config.state_models import State
 from bastion.config.tls_models import Acme, TlsPolicy
 from bastion.config.types import (
     Duration,
@@ -275,6 +276,11 @@ class Config(_Model):
     tracing: Tracing = Field(
         default_factory=lambda: Tracing(),
         description="W3C trace context (traceparent, tracestate) sent upstream.",
+    )
+    state: State = Field(
+        default_factory=lambda: State(),
+        description="Shared state across instances (Redis): rate limits and quotas counted "
+        "exactly by every instance; off unless state.redis is set.",
     )
     log_level: Annotated[Literal["debug", "info", "warning", "error"], BeforeValidator(_lower)] = (
         Field(default="info", description="Lowest level of the server's own log messages.")

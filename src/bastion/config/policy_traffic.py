@@ -214,8 +214,13 @@ Ipv6Prefix = Annotated[
 ]
 
 
+StoreDown = Literal["local", "allow", "deny"]
+"""What a limit does while the shared store (Redis) cannot be asked."""
+
+
 class RateLimit(_Model):
-    """One rate limit: a GCRA bucket per key value (exact within one process)."""
+    """One rate limit: a GCRA bucket per key value (exact within one process, or across
+    all of them with state.redis)."""
 
     rate: str = Field(
         description="Sustained rate: COUNT/PERIOD, PERIOD one of s, m, h, day or a "
@@ -244,6 +249,12 @@ class RateLimit(_Model):
         default=True,
         description="Name this limit in the RateLimit-Policy and RateLimit fields of the "
         "route's answers; false keeps it out of them (Retry-After still counts it).",
+    )
+    on_store_down: StoreDown = Field(
+        default="local",
+        description="While state.redis is unreachable: local (each worker counts on its own "
+        "with its share of the limit: divided by state.instances times workers), allow (no limit) "
+        "or deny (503). Without state.redis it does not apply.",
     )
 
     @field_validator("rate")
@@ -281,6 +292,12 @@ class Quota(_Model):
         default=True,
         description="Name this quota in the RateLimit-Policy and RateLimit fields of the "
         "route's answers; false keeps it out of them.",
+    )
+    on_store_down: StoreDown = Field(
+        default="local",
+        description="While state.redis is unreachable: local (each worker counts on its own "
+        "with its share of the quota), allow (no quota) or deny (503). Without state.redis it "
+        "does not apply.",
     )
 
     @field_validator("name")

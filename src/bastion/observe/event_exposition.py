@@ -121,6 +121,21 @@ class EventMetrics:
         for (route, limit), count in sorted(merged["rate_limit_refusals"].items()):
             limits.add_metric([route, limit], count)
         yield limits
+        fallbacks = CounterMetricFamily(
+            "bastion_limit_store_fallbacks",
+            "Requests whose limits were decided without the shared limit store (Redis "
+            "unavailable), by decision: deny, allow, local, local_refused.",
+            labels=["decision"],
+        )
+        for decision, count in sorted(merged["store_fallbacks"].items()):
+            fallbacks.add_metric([decision], count)
+        yield fallbacks
+        yield GaugeMetricFamily(
+            "bastion_limit_store_unavailable",
+            "Workers whose shared limit store (Redis) is unavailable now: their limits "
+            "apply on_store_down.",
+            value=merged["store_unavailable"],
+        )
         yield self._certificates()
         acme = CounterMetricFamily(
             "bastion_acme_orders", "ACME certificate orders, by result.", labels=["result"]

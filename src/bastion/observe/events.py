@@ -63,6 +63,10 @@ class EventCounters:
         self.acme_orders: Counter[str] = Counter()
         self.reloads: Counter[str] = Counter()
         self.last_reload_success: float | None = None
+        # the shared limit store (Redis): what requests did while it was unavailable
+        # (deny, allow, local, local_refused), and whether it is unavailable now (0 or 1)
+        self.store_fallbacks: Counter[str] = Counter()
+        self.store_unavailable = 0
 
     # ------------------------------------------------------------------ counting
     def upstream_error(self, pool: str, endpoint: str, kind: str) -> None:
@@ -73,6 +77,13 @@ class EventCounters:
 
     def rate_limit_refusal(self, route: str, limit: str) -> None:
         self.rate_limit_refusals[(route, "quota" if limit == "quota" else "rate")] += 1
+
+    def store_fallback(self, decision: str) -> None:
+        self.store_fallbacks[decision] += 1
+
+    def store_state(self, unavailable: bool) -> None:
+        """Told by the limit store's breaker when it opens (True) and closes (False)."""
+        self.store_unavailable = int(unavailable)
 
     def acme_order(self, issued: bool) -> None:
         self.acme_orders["issued" if issued else "failed"] += 1
@@ -92,6 +103,8 @@ class EventCounters:
             "acme_orders": dict(self.acme_orders),
             "reloads": dict(self.reloads),
             "last_reload_success": self.last_reload_success,
+            "store_fallbacks": dict(self.store_fallbacks),
+            "store_unavailable": self.store_unavailable,
         }
 
 
@@ -104,6 +117,8 @@ def merge(snapshots: Iterable[dict[str, Any]]) -> dict[str, Any]:
     acme: Counter[str] = Counter()
     reloads: Counter[str] = Counter()
     last: float | None = None
+    fallbacks: Counter[str] = Counter()
+    unavailable = 0
     for snap in snapshots:
         try:
             for into, rows in (
@@ -116,6 +131,9 @@ def merge(snapshots: Iterable[dict[str, Any]]) -> dict[str, Any]:
             acme.update({str(k): int(v) for k, v in snap["acme_orders"].items()})
             reloads.update({str(k): int(v) for k, v in snap["reloads"].items()})
             theirs = snap["last_reload_success"]
+            # (absent from the snapshots of a version before them)
+            fallbacks.update({str(k): int(v) for k, v in snap.get("store_fallbacks", {}).items()})
+            unavailable += int(snap.get("store_unavailable", 0))
         except (KeyError, TypeError, ValueError, AttributeError):
             continue
         if isinstance(theirs, int | float) and (last is None or theirs > last):
@@ -127,4 +145,6 @@ def merge(snapshots: Iterable[dict[str, Any]]) -> dict[str, Any]:
         "acme_orders": acme,
         "reloads": reloads,
         "last_reload_success": last,
+        "store_fallbacks": fallbacks,
+        "store_unavailable": unavailable,
     }

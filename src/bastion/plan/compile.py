@@ -72,6 +72,7 @@ def compile_plan(
         traceparent=config.tracing.traceparent,
         checking=checking,
         warnings=plan.warnings,
+        state=config.state,
     )
     redirect = _https_redirect(ctx) if plan.https_listeners else None
     issues: list[ConfigIssue] = []  # every route's, not only the first one's

@@ -22,12 +22,13 @@ if TYPE_CHECKING:
     from bastion.config.cache_models import Cache
     from bastion.config.errors import Loc
     from bastion.config.sites import Route, Site
+    from bastion.config.state_models import State
     from bastion.observe.events import EventCounters
     from bastion.plan.facts import SiteFacts
     from bastion.proxy.pool import PoolRegistry
     from bastion.state.challenges import ChallengeTokens
     from bastion.state.keys import KeyStore
-    from bastion.state.limits import LimitStore
+    from bastion.state.limits import AnyLimitStore
     from bastion.state.stores import Stores
 
 __all__ = ["BuildContext", "RouteSpec"]
@@ -75,6 +76,8 @@ class BuildContext:
     written to the data dir."""
     warnings: list[str] = field(default_factory=list)
     """What a check should show that is not an error (e.g. a document not fetched)."""
+    state: State | None = None
+    """The ``state`` section: where shared state lives (Redis); None keeps it in process."""
 
     @property
     def events(self) -> EventCounters:
@@ -89,10 +92,12 @@ class BuildContext:
         outlives this plan, so what it holds survives a reload."""
         from bastion.state.stores import stores_for
 
-        return stores_for(self.data_dir, self.clock)
+        stores = stores_for(self.data_dir, self.clock)
+        stores.use_state(self.state)
+        return stores
 
     @property
-    def limit_store(self) -> LimitStore:
+    def limit_store(self) -> AnyLimitStore:
         """Rate-limit and quota counters (kept across reloads)."""
         return self.stores.limits
 

@@ -22,7 +22,7 @@ from bastion.policies.headers import (
     build_security_headers,
 )
 from bastion.policies.ipfilter import build_ip_filter
-from bastion.policies.ratelimit import build_rate_limit
+from bastion.policies.ratelimit_build import build_rate_limit
 from bastion.registry import Registry
 
 if TYPE_CHECKING:

@@ -27,7 +27,6 @@ from bastion.state.limits import Check, LimitStore, MemoryLimitStore, Outcome, q
 
 if TYPE_CHECKING:
     from bastion.observe.events import EventCounters
-    from bastion.plan.context import BuildContext, RouteSpec
 
 __all__ = ["LONG_WINDOW", "Limit", "OneRateLimitPolicy", "RateLimitPolicy", "build_policy"]
 
@@ -352,16 +351,3 @@ def build_policy(
     if len(specs) == 1 and isinstance(specs[0], RateLimit) and isinstance(store, MemoryLimitStore):
         return OneRateLimitPolicy(scope, specs[0], store, trusted, saver)
     return RateLimitPolicy(scope, specs, store, trusted, saver)
-
-
-def build_rate_limit(spec: RouteSpec, ctx: BuildContext) -> RateLimitPolicy | None:
-    """The route's rate limits and quotas, on the process's store, or None."""
-    route = spec.route
-    specs: list[RateLimit | Quota] = [*route.rate_limits, *route.quotas]
-    if not specs:
-        return None
-    store = ctx.limit_store
-    scope = ",".join(spec.site.hosts) + " " + route.path.text
-    policy = build_policy(scope, specs, store, ctx.trusted, store)
-    policy.events = ctx.events  # its refusals are counted (`policies/chain.py`)
-    return policy

@@ -27,9 +27,12 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from itertools import islice
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol, TypeAlias
 
 from bastion.clock import SYSTEM_CLOCK, Clock
+
+if TYPE_CHECKING:
+    from typing_extensions import TypeIs  # (typing has it from Python 3.13)
 
 SWEEP_SLICE = 500
 """Keys a request looks at while a sweep of idle keys is under way (see `sweep_some`)."""
@@ -37,7 +40,16 @@ SWEEP_SLICE = 500
 Counters = tuple[dict[str, float], dict[str, tuple[int, int]], set[str]]
 """A copy of a `MemoryLimitStore`'s counters: GCRA TATs, quota counts, the saved keys."""
 
-__all__ = ["Check", "LimitStore", "MemoryLimitStore", "Outcome", "quota_window"]
+__all__ = [
+    "Check",
+    "LimitStore",
+    "MemoryLimitStore",
+    "Outcome",
+    "SharedLimitStore",
+    "StoreUnavailable",
+    "is_shared",
+    "quota_window",
+]
 
 
 class Check:
@@ -75,10 +87,19 @@ class Outcome:
     retry_after: float  # seconds until this check would let a request pass; 0 if it would now
 
 
+class StoreUnavailable(Exception):
+    """A shared store could not answer: its breaker is open, or the call failed or took
+    longer than its timeout. The caller applies each limit's ``on_store_down``."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__("the limit store is unavailable")
+        self.retry_after = retry_after  # seconds until the store is asked again
+
+
 class LimitStore(Protocol):
     """Where counters live. ``take`` consumes one unit of every check, or none when any of
     them refuses. A cluster store (Redis) does it in one atomic script and sets
-    ``is_async`` (its ``take`` is then a coroutine function)."""
+    ``is_async``: its ``take`` is then a coroutine function (`SharedLimitStore`)."""
 
     is_async: bool
     clock: Clock  # where callers read ``now`` from
@@ -102,6 +123,32 @@ class LimitStore(Protocol):
         nothing consumed); when all allow, (True, None), or with ``report`` (True, what each
         check has left after this request)."""
         ...
+
+
+class SharedLimitStore(Protocol):
+    """A `LimitStore` whose ``take`` is a coroutine (Redis: ``is_async`` is True). It raises
+    `StoreUnavailable` when it cannot answer."""
+
+    is_async: bool
+    clock: Clock
+    dirty: bool
+
+    def take_and_save(self, now: float) -> None: ...
+
+    def close(self) -> None: ...
+
+    async def take(
+        self, checks: Sequence[Check], keys: Sequence[str], now: float, report: bool = False
+    ) -> tuple[bool, list[Outcome] | None]: ...
+
+
+AnyLimitStore: TypeAlias = LimitStore | SharedLimitStore
+"""What `Stores.limits` hands out: tell them apart with `is_shared`."""
+
+
+def is_shared(store: AnyLimitStore) -> TypeIs[SharedLimitStore]:
+    """Whether ``store``'s ``take`` must be awaited."""
+    return store.is_async
 
 
 def quota_window(per: str, now: float) -> tuple[int, float, float]:

@@ -14,12 +14,18 @@ plan. What survives a reload and a restart:
 | status snapshots                    | kept (rewritten)    | rewritten by the new worker|
 | response cache                      | emptied (new plan)  | emptied                    |
 
+With ``state.redis``, rate limits and quotas live in Redis instead: kept across reloads
+and restarts alike, and nothing is written to ``ratelimit.json``.
+
 The response cache is the one exception: its entries were answered under the old routes
 (backends, TTLs, key rules), so each plan gets an empty store from `Stores.cache`. Each
 backend is made on first use: a gateway without API keys never reads ``api_keys.json``.
 
 A cluster backend (Redis) is a module of this package implementing the protocols, and a
-branch here that picks it; builders only ever see the protocols.
+branch here that picks it; builders only ever see the protocols. With ``state.redis``
+(`use_state`, told by the plan's `BuildContext`) the limits are `RedisLimitStore`'s, one per
+``state`` settings (a reload that keeps them keeps the store and its connection); without
+it, the in-process store. redis-py is imported only then.
 """
 
 from __future__ import annotations
@@ -32,10 +38,11 @@ from typing import TYPE_CHECKING
 from bastion.clock import SYSTEM_CLOCK, Clock
 
 if TYPE_CHECKING:
+    from bastion.config.state_models import State
     from bastion.state.broadcast import Broadcast
     from bastion.state.cache import CacheStore
     from bastion.state.keys import KeyStore
-    from bastion.state.limits import LimitStore
+    from bastion.state.limits import AnyLimitStore, LimitStore, SharedLimitStore
     from bastion.state.snapshots import Snapshots
 
 __all__ = ["Stores", "stores_for"]
@@ -47,10 +54,31 @@ class Stores:
     def __init__(self, data_dir: Path, clock: Clock = SYSTEM_CLOCK) -> None:
         self.data_dir = data_dir
         self.clock = clock
+        self.state: State | None = None  # the config's `state` section (`use_state`)
+        self.shared_limits: dict[str, SharedLimitStore] = {}  # by the state settings
+
+    def use_state(self, state: State | None) -> None:
+        """Share what the config's ``state`` section says (the plan being compiled's)."""
+        self.state = state
+
+    @property
+    def limits(self) -> AnyLimitStore:
+        """Rate-limit and quota counters: in Redis with ``state.redis``, else in process."""
+        state = self.state
+        if state is None or state.redis is None:
+            return self.local_limits
+        settings = state.model_dump_json()
+        store = self.shared_limits.get(settings)
+        if store is None:
+            from bastion.state.redis_limits import RedisLimitStore
+
+            store = RedisLimitStore(state, self.clock)
+            self.shared_limits[settings] = store
+        return store
 
     @cached_property
-    def limits(self) -> LimitStore:
-        """Rate-limit and quota counters (GCRA TATs, calendar counts)."""
+    def local_limits(self) -> LimitStore:
+        """Rate-limit and quota counters in this process (GCRA TATs, calendar counts)."""
         # each backend is imported with its first use: a gateway pays, in memory, only
         # for the kinds of state its config uses
         from bastion.state.persist import PersistentStore
@@ -86,7 +114,7 @@ class Stores:
 
     def close(self) -> None:
         """Save what is not saved yet (at exit)."""
-        limits = self.__dict__.get("limits")  # (not made just to be closed)
+        limits = self.__dict__.get("local_limits")  # (not made just to be closed)
         if limits is not None:
             limits.close()
 

@@ -16,7 +16,7 @@ from bastion.state.limits import quota_window
 
 if TYPE_CHECKING:
     from bastion.config.models import Config
-    from bastion.state.limits import LimitStore
+    from bastion.state.limits import AnyLimitStore
 
 __all__ = ["consumer_quotas", "quota_prefixes"]
 
@@ -38,7 +38,7 @@ def quota_prefixes(config: Config) -> list[tuple[str, str, int]]:
     return found
 
 
-def consumer_quotas(config: Config, store: LimitStore, now: float) -> dict[str, QuotaUse]:
+def consumer_quotas(config: Config, store: AnyLimitStore, now: float) -> dict[str, QuotaUse]:
     """Each consumer's fullest quota in its current day or month."""
     table = getattr(store, "quota", None)
     prefixes = quota_prefixes(config)

@@ -1,0 +1,120 @@
+"""Rate limits and quotas on a shared store (Redis): awaited, with a fallback per limit.
+
+Imported only when the limit store is asynchronous (``state.redis``): a gateway without
+Redis builds `RateLimitPolicy` / `OneRateLimitPolicy` and never loads this module.
+
+While the store cannot answer (`StoreUnavailable`: its breaker is open, or the call failed
+or timed out) each limit does what its ``on_store_down`` says:
+
+- ``local``: counted in this worker with its share of the limit (``count`` and ``burst``
+  divided by ``state.instances`` times workers, at least 1), all-or-nothing among the local
+  ones, answered 429 with ``Retry-After`` when refused;
+- ``allow``: not counted;
+- ``deny``: the request is answered 503 with ``Retry-After`` (when the store is asked
+  again): the client did nothing wrong, the gateway cannot check its limit. 503, not 429:
+  a client that counts its own requests must not think it went over.
+
+Answers made while the store is down carry no ``RateLimit`` fields: what a worker counts
+alone is not what the limit says.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, cast
+
+from bastion.config.policy_traffic import Quota, RateLimit
+from bastion.http.request import Request
+from bastion.policies.base import Denied
+from bastion.policies.ratelimit import RateLimitPolicy
+from bastion.state.limits import Check, LimitStore, MemoryLimitStore, StoreUnavailable
+
+if TYPE_CHECKING:
+    from bastion.state.redis_limits import RedisLimitStore
+
+__all__ = ["SharedRateLimitPolicy", "local_share"]
+
+
+def local_share(check: Check, share: int) -> Check:
+    """``check`` with its count (and burst) divided among ``share`` processes."""
+    count = max(1, check.count // share)
+    if check.per is not None:
+        return Check(count, 0.0, 0, check.per)
+    burst = max(1, check.burst // share)
+    # the same rate per process: count/period becomes (count/share)/period
+    return Check(count, check.period, burst)
+
+
+class SharedRateLimitPolicy(RateLimitPolicy):
+    """`RateLimitPolicy` on an asynchronous store, with the on_store_down fallbacks."""
+
+    def __init__(
+        self,
+        scope: str,
+        specs: Sequence[RateLimit | Quota],
+        store: RedisLimitStore,
+        trusted: Callable[[str], bool] | None,
+        share: int,
+    ) -> None:
+        # (the base's synchronous `on_request` is replaced below: it never calls take)
+        super().__init__(scope, specs, cast(LimitStore, store), trusted, None)
+        self.is_async = True  # awaited by the chain (`policies/chain.py`)
+        self.shared = store
+        self.local: MemoryLimitStore = store.local
+        self.deny = any(spec.on_store_down == "deny" for spec in specs)
+        # the limits counted locally while the store is down: their index, their share
+        self.local_index = [i for i, spec in enumerate(specs) if spec.on_store_down == "local"]
+        self.local_checks = [local_share(self.checks[i], share) for i in self.local_index]
+
+    async def on_request(self, req: Request) -> Denied | None:  # type: ignore[override]
+        clock = self.now
+        now = clock()
+        keys = self.keys(req)
+        try:
+            allowed, outcomes = await self.shared.take(self.checks, keys, now, self.report)
+        except StoreUnavailable as down:
+            return self.fallback(keys, now, down.retry_after)
+        if outcomes is None:
+            return None
+        if allowed:
+            req.extra_head += self.fields(outcomes, now)
+            return None
+        return self.denied(outcomes, now)
+
+    def _count(self, decision: str) -> None:
+        events = self.events
+        if events is not None:  # the builder sets them (`build_rate_limit`)
+            events.store_fallback(decision)
+
+    def fallback(self, keys: list[str], now: float, retry_after: float) -> Denied | None:
+        """The answer while the store is unavailable (see the module doc)."""
+        if self.deny:
+            self._count("deny")
+            seconds = max(1, math.ceil(retry_after - 1e-6))
+            return Denied(
+                503,
+                f"The limit store is unavailable: the request cannot be counted against its "
+                f"limits. Try again in {seconds} s.",
+                b"Retry-After: %d\r\n" % seconds,
+                "store",
+            )
+        if not self.local_checks:
+            self._count("allow")
+            return None
+        index = self.local_index
+        allowed, outcomes = self.local.take(self.local_checks, [keys[i] for i in index], now)
+        if allowed or outcomes is None:
+            self._count("local")
+            return None
+        self._count("local_refused")
+        wait = max(o.retry_after for o in outcomes if not o.allowed)
+        seconds = max(1, math.ceil(wait - 1e-6))
+        refused = [index[i] for i, o in enumerate(outcomes) if not o.allowed]
+        kind = "quota" if any(self.limits[i].per is not None for i in refused) else "rate"
+        return Denied(
+            429,
+            f"Too many requests: try again in {seconds} s.",
+            b"Retry-After: %d\r\n" % seconds,
+            kind,
+        )

@@ -1,0 +1,224 @@
+"""The connection to Redis of one worker, behind a circuit breaker.
+
+Imported only when ``state.redis`` is configured: redis-py costs memory that a gateway
+without Redis does not pay.
+
+The client is made on first use, on the running loop, by the process that uses it: the
+supervisor forks its workers after the plan may have been compiled, and a connection
+shared across a fork would interleave two processes' replies. A new process (or a new
+loop, in tests) makes a client of its own; the old one is dropped, not closed (its socket
+belongs to the parent).
+
+No request waits longer than ``state.timeout`` (connecting included). After
+``breaker.failures`` consecutive errors or timeouts the breaker opens: requests are told
+at once that the store is unavailable, without touching Redis, for ``breaker.open_for``;
+then one request probes it (half-open) and its success closes the breaker. Each opening
+and closing is logged once, with the server named without its credentials.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from bastion.config.state_models import RedisCluster, RedisSentinel, State, redis_target
+from bastion.state.limits import StoreUnavailable
+
+__all__ = ["Breaker", "RedisConnection"]
+
+log = logging.getLogger("bastion.state")
+
+_T = TypeVar("_T")
+
+
+class Breaker:
+    """Closed (ask Redis), open (do not) or half-open (one probe under way)."""
+
+    def __init__(
+        self,
+        failures: int,
+        open_for: float,
+        name: str,
+        on_change: Callable[[bool], None] | None = None,
+    ) -> None:
+        self.threshold = failures
+        self.open_for = open_for
+        self.name = name  # the server, without credentials
+        self.on_change = on_change  # told True when it opens, False when it closes
+        self.failures = 0
+        self.open = False
+        self.until = 0.0  # while open: when a probe may go (monotonic seconds)
+        self.probing = False
+
+    def allow(self, now: float) -> bool:
+        """Whether this request may ask Redis (the probe, when half-open)."""
+        if not self.open:
+            return True
+        if now >= self.until and not self.probing:
+            self.probing = True
+            return True
+        return False
+
+    def retry_after(self, now: float) -> float:
+        return max(0.0, self.until - now) if self.open else 0.0
+
+    def succeeded(self) -> None:
+        self.failures = 0
+        if self.open:
+            self.open = self.probing = False
+            log.warning("limit store %s answers again: limits are shared again", self.name)
+            if self.on_change is not None:
+                self.on_change(False)
+
+    def failed(self, now: float, error: BaseException) -> None:
+        self.failures += 1
+        if self.open:
+            # the probe failed: wait again (already logged when it opened)
+            self.probing = False
+            self.until = now + self.open_for
+        elif self.failures >= self.threshold:
+            self.open = True
+            self.until = now + self.open_for
+            log.warning(
+                "limit store %s unavailable after %d failures (%s): limits apply their "
+                "on_store_down until it answers again (tried every %gs)",
+                self.name,
+                self.failures,
+                _describe(error),
+                self.open_for,
+            )
+            if self.on_change is not None:
+                self.on_change(True)
+
+
+def _describe(error: BaseException) -> str:
+    if isinstance(error, TimeoutError):
+        return "timeout"
+    text = str(error) or type(error).__name__
+    return text if len(text) < 200 else text[:200] + "…"
+
+
+class RedisConnection:
+    """One worker's Redis client, made lazily, and the breaker in front of it."""
+
+    def __init__(self, settings: State, on_change: Callable[[bool], None] | None = None) -> None:
+        assert settings.redis is not None
+        self.settings = settings
+        self.timeout = settings.timeout
+        self.target = redis_target(settings.redis)
+        self.breaker = Breaker(
+            settings.breaker.failures, settings.breaker.open_for, self.target, on_change
+        )
+        self.client: Any = None
+        self.owner: tuple[int, asyncio.AbstractEventLoop] | None = None  # (pid, loop)
+        self.scripts: dict[str, Any] = {}  # Lua text -> the client's registered script
+        self.warming: asyncio.Task[None] | None = None
+
+    def _client(self) -> Any:
+        owner = (os.getpid(), asyncio.get_running_loop())
+        if self.client is None or self.owner != owner:
+            self.client = connect(self.settings)
+            self.owner = owner
+            self.scripts = {}
+        return self.client
+
+    def script(self, lua: str) -> Any:
+        """``lua`` registered on this worker's client (EVALSHA, EVAL on NOSCRIPT)."""
+        client = self._client()
+        script = self.scripts.get(lua)
+        if script is None:
+            script = self.scripts[lua] = client.register_script(lua)
+        return script
+
+    def warm(self, lua: str) -> None:
+        """Connect and load ``lua`` now, in the background, when a loop is running (a
+        worker compiling its plan): the first requests then need no handshake and no
+        EVAL. A failure here only means that the first request will try again."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # not on a loop: the first call connects
+        if self.client is not None and self.owner == (os.getpid(), loop):
+            return  # this worker's client is made (by a route before, or a request)
+        self.script(lua)
+        task = loop.create_task(self._warm(lua))
+        self.warming = task  # (a reference: a task nobody holds may be collected)
+
+    async def _warm(self, lua: str) -> None:
+        with contextlib.suppress(RedisError, OSError, TimeoutError):
+            async with asyncio.timeout(max(1.0, self.timeout)):
+                await self._client().script_load(lua)
+
+    async def call(self, work: Callable[[Any], Awaitable[_T]]) -> _T:
+        """``work(client)`` within the timeout, through the breaker; `StoreUnavailable`
+        when the breaker is open or the call fails."""
+        breaker = self.breaker
+        now = time.monotonic()
+        if not breaker.allow(now):
+            raise StoreUnavailable(breaker.retry_after(now))
+        try:
+            async with asyncio.timeout(self.timeout):
+                result = await work(self._client())
+        except (RedisError, OSError, TimeoutError) as exc:
+            now = time.monotonic()
+            breaker.failed(now, exc)
+            raise StoreUnavailable(breaker.retry_after(now) or self.timeout) from exc
+        except BaseException:
+            # cancelled (the client left) or a bug: no verdict on Redis, but a probe that
+            # ends here must let the next request probe
+            breaker.probing = False
+            raise
+        breaker.succeeded()
+        return result
+
+
+def connect(settings: State) -> Any:
+    """A redis-py asyncio client for ``settings.redis``: no retries of its own (the
+    breaker decides), every wait bounded by the timeout."""
+    redis = settings.redis
+    common: dict[str, Any] = {
+        "socket_timeout": settings.timeout,
+        "socket_connect_timeout": settings.timeout,
+        "retry": Retry(NoBackoff(), 0),
+        "health_check_interval": 0,
+        # no CLIENT SETINFO on each new connection: less to wait for at connect
+        "driver_info": None,
+    }
+    if isinstance(redis, RedisSentinel):
+        from redis.asyncio.sentinel import Sentinel
+
+        nodes = [_host_port(node) for node in redis.sentinel]
+        sentinel = Sentinel(nodes, sentinel_kwargs=dict(common), **common)
+        return sentinel.master_for(
+            redis.service, username=redis.username, password=redis.password, db=redis.db
+        )
+    if isinstance(redis, RedisCluster):
+        from redis.asyncio.cluster import ClusterNode
+        from redis.asyncio.cluster import RedisCluster as Cluster
+
+        del common["health_check_interval"]
+        return Cluster(
+            startup_nodes=[ClusterNode(*_host_port(node)) for node in redis.cluster],
+            username=redis.username,
+            password=redis.password,
+            ssl=redis.tls,
+            **common,
+        )
+    assert redis is not None
+    return aioredis.Redis.from_url(redis, **common)
+
+
+def _host_port(node: str) -> tuple[str, int]:
+    parts = urlsplit("//" + node)
+    return parts.hostname or "", parts.port or 6379

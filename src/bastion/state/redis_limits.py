@@ -1,0 +1,232 @@
+"""Rate limits and quotas counted in Redis: exact across every instance and worker.
+
+One script call per request checks and consumes all the limits of its route atomically
+(`LUA`, EVALSHA with EVAL when the server does not know it yet): every limit gives one
+unit, or none does. The arithmetic is `MemoryLimitStore`'s (module doc of
+`bastion.state.limits`): GCRA with the TAT kept as a float (``%.17g``, exact), quotas as a
+count per calendar day or month (UTC). Time is Redis's ``TIME``, read in the script: the
+instances' clocks never matter. Redis ≥ 5 replicates a script's effects, not the script,
+so reading ``TIME`` in a script that writes is allowed (Debian's 7.0 here).
+
+Keys: ``<key_prefix>{<tag>}<limit key>``, the tag a digest of the route (every limit key
+starts with the route's scope, up to its first ``|``). Keys of one call must share a hash
+slot on a Redis Cluster, and a request's limits may count different things (client
+address, consumer), so the route is what they share: all of a route's counters live on
+one cluster node (a very busy route is one node's load), in exchange for one round trip
+per request. A GCRA key expires when its TAT has passed (an idle bucket is a full one);
+a quota key expires at the end of its period.
+
+Refusals are remembered here until they would pass (their ``retry_after``): a flood of
+refused requests from one client costs no round trip.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
+from bastion.clock import SYSTEM_CLOCK, Clock
+from bastion.config.state_models import State
+from bastion.state.limits import Check, MemoryLimitStore, Outcome
+from bastion.state.redis_client import RedisConnection
+
+__all__ = ["LUA", "LUA_CALENDAR", "RedisLimitStore"]
+
+REFUSED_CACHE = 10_000
+"""Refusals remembered (by the keys of the request); the table starts again when full."""
+
+KEY_CACHE = 10_000
+"""Limit keys whose Redis key is remembered; the table starts again when full."""
+
+LUA_CALENDAR = """
+-- the UTC calendar day or month holding `now` (seconds): its start and end
+local function window(per, now)
+  local day = math.floor(now / 86400)
+  if per == 'day' then return day * 86400, day * 86400 + 86400 end
+  -- the civil date of `day` (days since 1970-01-01), by 400-year eras from 0000-03-01
+  local z = day + 719468
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524)
+                          - math.floor(doe / 146096)) / 365)
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local d = doy - math.floor((153 * mp + 2) / 5) + 1
+  local m = mp < 10 and mp + 3 or mp - 9
+  local y = yoe + era * 400 + (m <= 2 and 1 or 0)
+  local lengths = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31}
+  local length = lengths[m]
+  if m == 2 and ((y % 4 == 0 and y % 100 ~= 0) or y % 400 == 0) then length = 29 end
+  local start = (day - (d - 1)) * 86400
+  return start, start + length * 86400
+end
+"""
+
+LUA = (
+    LUA_CALENDAR
+    + """
+-- KEYS[i]: the counter of check i; ARGV[4i-3 .. 4i]: 'r', interval, tau, ahead (GCRA)
+-- or 'q', count, 'day' | 'month', '' (quota). Returns {allowed, then per check: allowed,
+-- remaining, reset, retry_after} (times as strings: Redis would truncate numbers).
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local n = #KEYS
+local seen, new = {}, {}
+local refused = false
+for i = 1, n do
+  local v = redis.call('GET', KEYS[i])
+  seen[i] = v and tonumber(v) or nil
+  if not refused then
+    if ARGV[4 * i - 3] == 'r' then
+      local interval, ahead = tonumber(ARGV[4 * i - 2]), tonumber(ARGV[4 * i])
+      local tat = seen[i]
+      if tat and tat > now then
+        tat = tat + interval
+        if tat - now > ahead then refused = true end
+      else
+        tat = now + interval  -- idle: a whole bucket always admits one
+      end
+      new[i] = tat
+    else
+      local used = seen[i] or 0
+      if used >= tonumber(ARGV[4 * i - 2]) then refused = true end
+      new[i] = used + 1
+    end
+  end
+end
+local out = {refused and 0 or 1}
+local function put(ok, left, reset, wait)
+  out[#out + 1] = ok and 1 or 0
+  out[#out + 1] = left
+  out[#out + 1] = string.format('%.6f', reset)
+  out[#out + 1] = string.format('%.6f', wait)
+end
+for i = 1, n do
+  if ARGV[4 * i - 3] == 'r' then
+    local interval, tau, ahead = tonumber(ARGV[4 * i - 2]), tonumber(ARGV[4 * i - 1]),
+                                 tonumber(ARGV[4 * i])
+    if refused then
+      local tat = math.max(seen[i] or now, now)
+      if tat > now and tat + interval - now > ahead then
+        put(false, 0, tat - now, tat - tau - now)
+      else
+        put(true, math.floor((now + tau - tat) / interval + 1e-9) + 1, tat - now, 0)
+      end
+    else
+      local tat = new[i]
+      redis.call('SET', KEYS[i], string.format('%.17g', tat),
+                 'PX', math.ceil((tat - now) * 1000) + 1)
+      local left = math.floor((now + tau - tat) / interval + 1e-9) + 1
+      if left > 0 then
+        put(true, left, tat - now, 0)
+      else
+        put(false, 0, tat - now, tat - tau - now)
+      end
+    end
+  else
+    local count = tonumber(ARGV[4 * i - 2])
+    local start, finish = window(ARGV[4 * i - 1], now)
+    local used = seen[i] or 0
+    if not refused then
+      used = new[i]
+      redis.call('SET', KEYS[i], used, 'PXAT', string.format('%d', finish * 1000))
+    end
+    local left = math.max(0, count - used)
+    put(left > 0, left, finish - now, left > 0 and 0 or finish - now)
+  end
+end
+return out
+"""
+)
+
+
+class RedisLimitStore:
+    """The `LimitStore` of ``state.redis``: ``take`` is a coroutine (one script call)."""
+
+    is_async = True
+    dirty = False  # nothing to save: Redis keeps the counters
+
+    def __init__(self, settings: State, clock: Clock = SYSTEM_CLOCK) -> None:
+        self.clock = clock
+        self.prefix = settings.key_prefix
+        self.connection = RedisConnection(settings)
+        # counters of the limits with on_store_down: local, while Redis is unavailable
+        self.local = MemoryLimitStore(clock=clock)
+        self.redis_keys: dict[str, str] = {}
+        # a refused request's checks and keys -> (until when, the outcomes, when they held)
+        self.refused: dict[tuple[object, ...], tuple[float, list[Outcome], float]] = {}
+
+    def warm(self) -> None:
+        """Connect and load the script in the background (see `RedisConnection.warm`)."""
+        self.connection.warm(LUA)
+
+    def take_and_save(self, now: float) -> None:
+        """Nothing to save."""
+
+    def close(self) -> None:
+        """Nothing to save (the connection ends with the process)."""
+
+    def redis_key(self, key: str) -> str:
+        """``key`` in Redis: the prefix, the route's hash tag, the key."""
+        try:
+            return self.redis_keys[key]
+        except KeyError:
+            pass
+        route = key.split("|", 1)[0]
+        tag = hashlib.blake2b(route.encode(), digest_size=8).hexdigest()
+        if len(self.redis_keys) >= KEY_CACHE:
+            self.redis_keys.clear()
+        value = self.redis_keys[key] = f"{self.prefix}{{{tag}}}{key}"
+        return value
+
+    async def take(
+        self, checks: Sequence[Check], keys: Sequence[str], now: float, report: bool = False
+    ) -> tuple[bool, list[Outcome] | None]:
+        """`LimitStore.take`, in Redis; raises `StoreUnavailable` when Redis cannot answer
+        within the timeout or the breaker is open."""
+        # the checks by identity too: a reload makes new ones (a quota raised by the new
+        # config must not stay refused until the end of its period)
+        known = (id(checks), *keys)
+        remembered = self.refused.get(known)
+        if remembered is not None:
+            until, outcomes, then = remembered
+            if now < until:
+                return False, _aged(outcomes, now - then)
+            del self.refused[known]
+        args: list[str] = []
+        for check in checks:
+            if check.per is None:
+                args += ("r", repr(check.interval), repr(check.tau), repr(check.ahead))
+            else:
+                args += ("q", str(check.count), check.per, "")
+        script = self.connection.script(LUA)
+        redis_keys = [self.redis_key(key) for key in keys]
+
+        async def run(client: Any) -> list[Any]:
+            result: list[Any] = await script(keys=redis_keys, args=args, client=client)
+            return result
+
+        reply = await self.connection.call(run)
+        allowed = reply[0] == 1
+        outcomes = [
+            Outcome(reply[i] == 1, int(reply[i + 1]), float(reply[i + 2]), float(reply[i + 3]))
+            for i in range(1, len(reply), 4)
+        ]
+        if not allowed:
+            wait = max(o.retry_after for o in outcomes if not o.allowed)
+            if len(self.refused) >= REFUSED_CACHE:
+                self.refused.clear()
+            self.refused[known] = (now + wait, outcomes, now)
+            return False, outcomes
+        return True, outcomes if report else None
+
+
+def _aged(outcomes: list[Outcome], elapsed: float) -> list[Outcome]:
+    """Remembered outcomes as they stand ``elapsed`` seconds later."""
+    return [
+        Outcome(
+            o.allowed, o.remaining, max(0.0, o.reset - elapsed), max(0.0, o.retry_after - elapsed)
+        )
+        for o in outcomes
+    ]
