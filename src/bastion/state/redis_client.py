@@ -198,7 +198,7 @@ def connect(settings: State) -> Any:
     if isinstance(redis, RedisSentinel):
         from redis.asyncio.sentinel import Sentinel
 
-        nodes = [_host_port(node) for node in redis.sentinel]
+        nodes = [host_port(node) for node in redis.sentinel]
         sentinel = Sentinel(nodes, sentinel_kwargs=dict(common), **common)
         return sentinel.master_for(
             redis.service, username=redis.username, password=redis.password, db=redis.db
@@ -209,7 +209,7 @@ def connect(settings: State) -> Any:
 
         del common["health_check_interval"]
         return Cluster(
-            startup_nodes=[ClusterNode(*_host_port(node)) for node in redis.cluster],
+            startup_nodes=[ClusterNode(*host_port(node)) for node in redis.cluster],
             username=redis.username,
             password=redis.password,
             ssl=redis.tls,
@@ -219,6 +219,6 @@ def connect(settings: State) -> Any:
     return aioredis.Redis.from_url(redis, **common)
 
 
-def _host_port(node: str) -> tuple[str, int]:
+def host_port(node: str) -> tuple[str, int]:
     parts = urlsplit("//" + node)
     return parts.hostname or "", parts.port or 6379
