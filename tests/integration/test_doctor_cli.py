@@ -16,6 +16,8 @@ from typing import Any
 import yaml
 
 from conftest import Gateway, free_port
+from rediskit import RedisServer
+from rediskit import redis_server as redis_server
 
 
 def doctor(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -124,3 +126,50 @@ def test_the_demo_prints_the_doctors_verdict(tmp_path: Path) -> None:
         proc.wait(10)
     (verdict,) = [line for line in out.read_text().splitlines() if line.startswith("doctor:")]
     assert "PASS" in verdict and "(offline)" in verdict and "FAIL" not in verdict, verdict
+
+
+def test_the_redis_check_uses_the_gateways_own_client(
+    tmp_path: Path, redis_server: Callable[[], RedisServer]
+) -> None:
+    """state.redis reachable (over TCP and the Unix socket), refusing the password, dead,
+    and evicting any key when full: what the doctor says of each."""
+    redis = redis_server()
+
+    def run(state: dict[str, Any]) -> dict[str, Any]:
+        config = {
+            "listen": {"http": f"127.0.0.1:{free_port()}"},
+            "state": state,
+            "sites": [site(["*"])],
+        }
+        result = doctor(
+            "-c", str(write(tmp_path, config)), "--json", "--data-dir", str(tmp_path / "d")
+        )
+        report = json.loads(result.stdout)
+        found: dict[str, Any] = next(c for c in report["checks"] if c["id"] == "redis")
+        return found
+
+    up = run({"redis": redis.url})
+    assert up["status"] == "PASS", up
+    assert f"127.0.0.1:{redis.port}" in up["findings"][0]["found"]
+    assert "version" in up["findings"][0]["found"]
+    assert run({"redis": redis.unix_url})["status"] == "PASS"
+
+    redis.command("CONFIG", "SET", "requirepass", "s3cret-pw")
+    refused = run({"redis": f"redis://:wrong-pw@127.0.0.1:{redis.port}/0"})
+    assert refused["status"] == "FAIL", refused
+    assert "credentials" in refused["findings"][0]["found"]
+    assert "wrong-pw" not in json.dumps(refused)
+    good = run({"redis": f"redis://:s3cret-pw@127.0.0.1:{redis.port}/0"})
+    assert good["status"] == "PASS", good
+
+    evicting = RedisServer(tmp_path / "evicting", ("--maxmemory-policy", "allkeys-lru"))
+    (tmp_path / "evicting").mkdir()
+    evicting.start()
+    try:
+        lru = run({"redis": evicting.url})
+        assert lru["status"] == "WARN", lru
+        assert "allkeys-lru" in lru["findings"][-1]["found"]
+    finally:
+        evicting.stop()
+    dead = run({"redis": evicting.url})
+    assert dead["status"] == "FAIL" and "does not answer" in dead["findings"][0]["found"], dead

@@ -4,18 +4,17 @@ and whether there is room. Nothing is created: a missing dir is judged by its pa
 from __future__ import annotations
 
 import os
-import socket
 import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
 
 import bastion.doctor.procfs as procfs
 from bastion.doctor.facts import acme_name_sets
 from bastion.doctor.result import Finding, fail, passed, skip, warn
 
 if TYPE_CHECKING:
+    from bastion.config.state_models import State
     from bastion.doctor.context import DoctorContext
 
 __all__ = ["check_data_dir", "check_state"]
@@ -92,32 +91,58 @@ def check_data_dir(ctx: DoctorContext) -> Iterator[Finding]:
 
 
 def check_state(ctx: DoctorContext) -> Iterator[Finding]:
-    """Shared state (Redis), when the config names one. The config has no such section yet
-    (cluster mode comes later): until then this says so."""
+    """Shared state (Redis), when the config names one: reachable with its credentials, a
+    version that runs the limit script, and an eviction policy that keeps counters."""
     settings = getattr(ctx.config, "state", None)
-    url = getattr(settings, "redis", None) if settings is not None else None
-    if not url:
+    if settings is None or settings.redis is None:
         yield skip("no state.redis configured: state lives in this process and the data dir")
         return
     if ctx.offline:
         yield skip("--offline: Redis not contacted")
         return
-    yield redis_reachable(str(url), ctx.timeout)
+    yield from redis_findings(settings, ctx.timeout)
 
 
-def redis_reachable(url: str, timeout: float) -> Finding:
-    """PING the server of a redis:// URL (a reply asking for a password counts: it is up)."""
-    parts = urlsplit(url)
-    host, port = parts.hostname or "localhost", parts.port or 6379
+def redis_findings(settings: State, timeout: float) -> Iterator[Finding]:
+    """PING through the client the gateway itself would use (URL, Unix socket, Sentinel or
+    Cluster, with the configured credentials), then look at what the server says of itself."""
+    from redis.exceptions import AuthenticationError, RedisError, ResponseError
+
+    from bastion.config.state_models import redis_target
+    from bastion.state.redis_sync import connect_sync
+
+    assert settings.redis is not None
+    where = redis_target(settings.redis)  # no credentials
+    no_share = "without it, limits fall back per on_store_down and nothing is shared"
     try:
-        with socket.create_connection((host, port), timeout=timeout) as conn:
-            conn.sendall(b"*1\r\n$4\r\nPING\r\n")
-            reply = conn.recv(64)
-    except OSError as exc:
-        return fail(
-            f"Redis at {host}:{port} does not answer: {exc}",
-            "start Redis or correct state.redis; without it limits and certificates are not shared",
+        client = connect_sync(settings, timeout=timeout)
+        client.ping()
+    except AuthenticationError as exc:
+        yield fail(f"Redis at {where} refuses the credentials: {exc}", "correct the password "
+                   "(or user) in state.redis; " + no_share)  # fmt: skip
+        return
+    except (RedisError, OSError) as exc:
+        yield fail(f"Redis at {where} does not answer: {exc}",
+                   f"start Redis or correct state.redis; {no_share}")  # fmt: skip
+        return
+    try:
+        info = client.info("server")
+        version = str(info.get("redis_version", "?"))
+    except (RedisError, OSError):
+        version = "?"
+    major = int(version.split(".")[0]) if version.split(".")[0].isdigit() else 0
+    if 0 < major < 5:
+        yield fail(f"Redis at {where} is version {version}",
+                   "use Redis 5 or newer: the limit script reads the server's clock")  # fmt: skip
+        return
+    yield passed(f"Redis at {where} answers (version {version})")
+    try:
+        policy = client.config_get("maxmemory-policy").get("maxmemory-policy", "")
+    except (ResponseError, RedisError, OSError):
+        return  # CONFIG is often disabled on managed Redis: nothing to say
+    if policy.startswith("allkeys-"):
+        yield warn(
+            f"Redis at {where} evicts any key when full (maxmemory-policy {policy}): limit "
+            "counters may vanish and let requests through",
+            "use noeviction or a volatile-* policy (bastion's keys expire by themselves)",
         )
-    if reply.startswith((b"+PONG", b"-NOAUTH", b"-WRONGPASS")):
-        return passed(f"Redis at {host}:{port} answers")
-    return warn(f"{host}:{port} answered {reply[:20]!r}, not like Redis")
