@@ -24,7 +24,7 @@ from bastion.acme.jws import CertKey, Eab, ari_cert_id
 from bastion.acme.problems import AcmeError
 from bastion.acme.solvers import Dns01Solver, DnsHook, Http01Solver, TlsAlpn01Solver
 from bastion.state.certs import CertFiles, CertStore, usable
-from bastion.state.challenges import ChallengeTokens
+from bastion.state.challenges import ChallengeCertificates, ChallengeTokens
 
 __all__ = ["AcmeIssuer", "AcmeSettings", "new_cert_key"]
 
@@ -138,7 +138,13 @@ class AcmeIssuer:
             if kind == "http-01":
                 made.append(Http01Solver(self.challenges))
             elif kind == "tls-alpn-01":
-                made.append(TlsAlpn01Solver(self.alpn_data_dir))
+                shared = self.challenges
+                made.append(
+                    TlsAlpn01Solver(
+                        self.alpn_data_dir,
+                        shared if isinstance(shared, ChallengeCertificates) else None,
+                    )
+                )
             elif kind == "dns-01" and self.settings.dns_hook is not None:
                 made.append(Dns01Solver(self.settings.dns_hook))
         return made

@@ -20,8 +20,9 @@ from cryptography.x509.oid import NameOID
 
 from bastion.config.matching import is_private_acme, uses_acme
 from bastion.config.tls_models import TlsFiles
-from bastion.state.certs import CertStore, FileCertStore, usable
+from bastion.state.certs import CertStore, usable
 from bastion.state.files import ensure_dir, resolve_data_dir
+from bastion.state.stores import stores_for
 from bastion.tls.localca import LocalCA
 from bastion.tls.table import LOCALHOST_NAMES, site_tls_mode
 
@@ -97,7 +98,9 @@ def cert_rows(config: Config) -> list[CertRow]:
         if mode == "acme":
             acme_names = [n for n in names if uses_acme(n, private)]
             names = [n for n in names if n not in acme_names]
-            store = store or FileCertStore(resolve_data_dir(config.data_dir), config.acme.directory)
+            store = store or stores_for(resolve_data_dir(config.data_dir)).cert_store(
+                config.state, config.acme.directory
+            )
             rows.append(_acme_row(store, acme_names))
             if not names:
                 continue
@@ -117,7 +120,11 @@ def cert_rows(config: Config) -> list[CertRow]:
 
 def _acme_row(store: CertStore, names: list[str]) -> CertRow:
     row = CertRow(tuple(names), "acme", last_error="-")
-    found = usable(store, names)
+    try:
+        found = usable(store, names)
+    except ValueError as exc:  # a shared key that does not decrypt: say so, in the row
+        row.last_error = str(exc)
+        return row
     if found is None:
         row.last_error = "no valid certificate in the store yet"
     else:
