@@ -3,7 +3,7 @@
 
 Works on the data dir directly (no connection to a running gateway): ``renew`` orders a new
 certificate into the store, and running workers pick it up within ``tls.watch_interval``
-(they watch the store's files); ``revoke`` revokes with the ACME account key and removes
+(they watch the store's files, and with ``state.redis`` the serial in Redis); ``revoke`` revokes with the ACME account key and removes
 the certificate from the store (a running gateway keeps the one it loaded until it next
 starts or reloads and then orders a new one).
 """
