@@ -1,9 +1,10 @@
 """``bastion certs list|renew|revoke``: the certificates a config serves, from the store
 (ACME certificates are read from the ``CertStore``; ordering is ``bastion.acme``'s).
 
-Works on the data dir directly (no connection to a running gateway): ``renew`` orders a new
-certificate into the store, and running workers pick it up within ``tls.watch_interval``
-(they watch the store's files, and with ``state.redis`` the serial in Redis); ``revoke`` revokes with the ACME account key and removes
+Works on the store directly (no connection to a running gateway): the data dir, or Redis
+with ``state.redis``. ``renew`` orders a new certificate into the store, and running
+workers pick it up within ``tls.watch_interval`` (they watch the store's files, and with
+Redis the serial stored there); ``revoke`` revokes with the ACME account key and removes
 the certificate from the store (a running gateway keeps the one it loaded until it next
 starts or reloads and then orders a new one).
 """
