@@ -75,6 +75,7 @@ class CertManager:
         # certificate (tls.watch_interval, set by start)
         self.check_every = 60.0
         self.mirror: asyncio.Task[None] | None = None  # TLS-ALPN-01 certificates from Redis
+        self.refused: dict[tuple[str, ...], str] = {}  # why a shared certificate was not taken
         # orders issued and failed are counted there for the metrics (set by the worker)
         self.events: EventCounters | None = None
 
@@ -190,14 +191,17 @@ class CertManager:
                 return None
             context = await self.watcher.context(str(found.cert), str(found.key))
         except (OSError, ValueError) as exc:
-            log.warning(
-                "acme: another instance stored a certificate for %s that cannot be used "
-                "here (%s); still serving serial %x",
-                ", ".join(names),
-                exc,
-                files.serial,
-            )
+            if self.refused.get(names) != str(exc):  # (said once, not every interval)
+                self.refused[names] = str(exc)
+                log.warning(
+                    "acme: another instance stored a certificate for %s that cannot be used "
+                    "here (%s); still serving serial %x",
+                    ", ".join(names),
+                    exc,
+                    files.serial,
+                )
             return None
+        self.refused.pop(names, None)
         self._install(names, found, context, False)
         return found
 
