@@ -83,6 +83,9 @@ class AcmeIssuer:
         self.challenges = tokens
         self.alpn_data_dir = alpn_data_dir
         self._client: AcmeClient | None = None
+        # serials this issuer ordered (not those taken up from the store: another worker's
+        # or instance's order), for the metrics
+        self.ordered: set[int] = set()
 
     # ----------------------------------------------------------------- stored
     def stored(self, names: list[str], now: dt.datetime | None = None) -> CertFiles | None:
@@ -176,6 +179,7 @@ class AcmeIssuer:
             found = self.stored(names)
             if found is None:
                 raise ValueError("the CA issued a certificate that does not cover the names")
+            self.ordered.add(found.serial)
             log.info(
                 "acme: certificate for %s obtained, valid until %s",
                 ", ".join(names),

@@ -230,8 +230,6 @@ class CertManager:
         while True:
             try:
                 replacing = None if current is None else current.serial
-                # what the store held: a certificate taken up from it was no order of ours
-                before = await asyncio.to_thread(issuer.stored, list(names))
                 files = await asyncio.to_thread(
                     issuer.obtain, list(names), force=current is not None, replacing=replacing
                 )
@@ -249,7 +247,8 @@ class CertManager:
                     self.events.acme_order(False)
             else:
                 await asyncio.to_thread(issuer.write_status, list(names), last_error=None)
-                if self.events is not None and (before is None or before.serial != files.serial):
+                # a certificate taken up from the store was no order of ours
+                if self.events is not None and files.serial in issuer.ordered:
                     self.events.acme_order(True)
                 self._install(names, files, context, current is None)
                 return files
