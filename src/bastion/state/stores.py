@@ -41,6 +41,8 @@ if TYPE_CHECKING:
     from bastion.config.state_models import State
     from bastion.state.broadcast import Broadcast
     from bastion.state.cache import CacheStore
+    from bastion.state.certs import CertStore
+    from bastion.state.challenges import ChallengeTokens
     from bastion.state.keys import KeyStore
     from bastion.state.limits import AnyLimitStore, LimitStore, SharedLimitStore
     from bastion.state.snapshots import Snapshots
@@ -56,6 +58,8 @@ class Stores:
         self.clock = clock
         self.state: State | None = None  # the config's `state` section (`use_state`)
         self.shared_limits: dict[str, SharedLimitStore] = {}  # by the state settings
+        self.shared_certs: dict[tuple[str, str, str], CertStore] = {}  # by settings, CA
+        self.shared_challenges: dict[tuple[str, str], ChallengeTokens] = {}
 
     def use_state(self, state: State | None) -> None:
         """Share what the config's ``state`` section says (the plan being compiled's)."""
@@ -105,6 +109,41 @@ class Stores:
         from bastion.state.snapshots import FileSnapshots
 
         return FileSnapshots(self.data_dir)
+
+    def cert_store(self, state: State | None, directory: str) -> CertStore:
+        """ACME account, certificates and issuance locks for the CA at ``directory``: in
+        Redis with ``state.redis`` (with a local copy in the data dir), else the data dir's
+        files. One store per settings and CA, kept for the process's life."""
+        from bastion.state.certs import FileCertStore
+
+        local = FileCertStore(self.data_dir, directory)
+        if state is None or state.redis is None:
+            return local
+        secret = state.encryption_key.get_secret_value() if state.encryption_key else ""
+        settings = (state.model_dump_json(), secret, directory)
+        store = self.shared_certs.get(settings)
+        if store is None:
+            from bastion.state.redis_certs import RedisCertStore
+
+            store = self.shared_certs[settings] = RedisCertStore(state, local)
+        return store
+
+    def challenges(self, state: State | None) -> ChallengeTokens:
+        """ACME challenge answers (HTTP-01 tokens, TLS-ALPN-01 certificates): in Redis
+        with ``state.redis`` (any instance answers the CA), else in the data dir's files
+        (any worker of this machine answers)."""
+        from bastion.state.challenges import FileChallengeTokens
+
+        local = FileChallengeTokens(self.data_dir)
+        if state is None or state.redis is None:
+            return local
+        settings = (state.model_dump_json(), str(self.data_dir))
+        tokens = self.shared_challenges.get(settings)
+        if tokens is None:
+            from bastion.state.redis_challenges import RedisChallengeTokens
+
+            tokens = self.shared_challenges[settings] = RedisChallengeTokens(state, local)
+        return tokens
 
     def cache(self, max_size: int, max_object_size: int) -> CacheStore:
         """A new, empty response cache for a plan (see the table above)."""
