@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from bastion.cli.common import (
     config_flag,
     configured_data_dir,
     data_dir_flag,
+    default_config_path,
     default_pid_file,
     load,
 )
@@ -54,7 +56,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     data_dir_flag(p)
     p.set_defaults(handler=cmd_stats)
     p = sub.add_parser("keys", help="create, list or revoke API keys of consumers")
-    p.add_argument("action", choices=["create", "list", "revoke"])
+    p.add_argument(
+        "action",
+        choices=["create", "list", "revoke", "import"],
+        help="import: copy the data dir's api_keys.json into Redis (with state.redis)",
+    )
     p.add_argument("--consumer", default=None, help="consumer name (create, revoke, list)")
     p.add_argument("--id", dest="key_id", default=None, help="revoke: one key by its id")
     config_flag(p, "config whose data_dir to use")
@@ -190,7 +196,9 @@ def cmd_cache(args: argparse.Namespace) -> int:
             "that answered; the other workers apply it within a second"
         )
         return 0
-    broadcast = Stores(resolve_data_dir(loaded.config.data_dir)).broadcast
+    stores = Stores(resolve_data_dir(loaded.config.data_dir))
+    stores.use_state(loaded.config.state)  # with state.redis: every instance's workers
+    broadcast = stores.broadcast
     try:
         publish(broadcast, kind, value)
     except OSError as exc:
@@ -203,10 +211,13 @@ def cmd_cache(args: argparse.Namespace) -> int:
 def cmd_keys(args: argparse.Namespace) -> int:
     from bastion.policies.keycli import run_keys
 
-    found, configured = configured_data_dir(args)
-    if not found:
+    if not (args.config or os.path.exists(default_config_path())):
+        return run_keys(args.action, args.consumer, args.key_id, None)
+    loaded = load(args.config)
+    if loaded is None:
         return 1
-    return run_keys(args.action, args.consumer, args.key_id, configured)
+    config = loaded.config
+    return run_keys(args.action, args.consumer, args.key_id, config.data_dir, config.state)
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
