@@ -267,6 +267,58 @@ def test_a_purge_through_one_instance_empties_the_others_cache(
     assert len([r for r in backend.requests if r["path"] == "/cached/page"]) == 4
 
 
+def test_reload_all_reloads_every_instance_and_a_different_config_shows(
+    cluster: Callable[..., list[Instance]], backend: Backend
+) -> None:
+    one, two, three = cluster(3)
+    deadline = time.monotonic() + 10
+    while len(one.admin_get("/api/instances")["instances"]) < 3:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    status = one.bastion("status")
+    assert status.returncode == 0, status.stderr
+    assert "differs" not in status.stdout
+    assert all(i.id in status.stdout for i in (one, two, three)), status.stdout
+
+    # three's file gets one more route; nobody reloads it yet
+    text = CONFIG.replace(
+        "      - path: /\n", "      - path: /only-three/\n        respond: {status: 204}\n"
+        "      - path: /\n",
+    )  # fmt: skip
+    three.config.write_text(text)
+    assert three.get("/only-three/x")[0] == 200  # not in force yet: proxied
+
+    sent = two.bastion("reload", "--all")
+    assert sent.returncode == 0, sent.stderr
+    for instance in (one, two, three):
+        deadline = time.monotonic() + 5
+        while "configuration reloaded from" not in instance.stderr:
+            assert time.monotonic() < deadline, instance.stderr
+            time.sleep(0.05)
+        assert "reload asked for every instance" in instance.stderr
+    assert three.get("/only-three/y")[0] == 204
+    assert one.get("/only-three/z")[0] == 200  # one's file has no such route
+    assert sorted(r["path"] for r in backend.requests if r["path"].startswith("/only-three/")) == [
+        "/only-three/x",
+        "/only-three/z",
+    ]
+
+    deadline = time.monotonic() + 10
+    while True:
+        answer = one.admin_get("/api/instances")
+        drifted = [i["id"] for i in answer["instances"] if i["drift"]]
+        if drifted == [three.id]:
+            break
+        assert time.monotonic() < deadline, answer
+        time.sleep(0.2)
+    hashes = {i["id"]: i["config_hash"] for i in answer["instances"]}
+    assert answer["majority"] == hashes[one.id] == hashes[two.id] != hashes[three.id]
+    status = two.bastion("status")
+    assert status.returncode == 0, status.stderr
+    flagged = [line for line in status.stdout.splitlines() if "differs" in line]
+    assert len(flagged) == 1 and flagged[0].startswith(three.id), status.stdout
+
+
 def test_keys_import_copies_the_file_store_into_redis(
     cluster: Callable[..., list[Instance]], backend: Backend, tmp_path: Path
 ) -> None:
@@ -289,3 +341,18 @@ def test_keys_import_copies_the_file_store_into_redis(
         assert consumers_of(backend, f"/api/imported/{n}") == ["erin"]
     again = one.bastion("keys", "import")
     assert "imported 0 keys" in again.stdout and "1 were there already" in again.stdout
+
+
+def test_commands_that_need_redis_say_so_without_it(tmp_path: Path) -> None:
+    config = tmp_path / "bastion.yaml"
+    config.write_text(
+        f"data_dir: {tmp_path / 'data'}\n"
+        "sites: [{hosts: ['*'], routes: [{path: /, respond: {}}]}]\n"
+    )
+    for args in (("reload", "--all"), ("keys", "import")):
+        done = subprocess.run(
+            [sys.executable, "-m", "bastion", *args, "-c", str(config)],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert done.returncode == 2, done
+        assert "state.redis" in done.stderr and "Traceback" not in done.stderr

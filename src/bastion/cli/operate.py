@@ -90,9 +90,16 @@ def cmd_status(args: argparse.Namespace) -> int:
     snapshots = Stores(resolve_data_dir(config.data_dir)).snapshots
     answer = admin_call(config, "GET", "/api/upstreams")  # the running gateway's own view
     pools = answer["pools"] if answer else status.merge(status.read(snapshots, instance))
+    cluster = None
+    if config.state.redis is not None:  # the instances sharing Redis, and their configs
+        from bastion.state.instances import read_blocking, report
+
+        cluster = read_blocking(config.state)
     if args.json:
-        print(json.dumps({"pools": pools}, indent=2))
+        print(json.dumps({"pools": pools, **({"cluster": cluster} if cluster else {})}, indent=2))
         return 0
+    if cluster is not None:
+        print(report(cluster) + "\n")
     if not pools:
         where = snapshots.where(status.TOPIC)
         print(f"no pool status found in {where}: is bastion running with this config?")

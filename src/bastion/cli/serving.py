@@ -31,6 +31,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("reload", help="ask the running instance to reload its config")
     config_flag(p, "config whose pid_file to use")
     p.add_argument("--pid-file", default=None)
+    p.add_argument(
+        "--all",
+        action="store_true",
+        help="every instance sharing the config's state.redis reloads its own config file",
+    )
     p.set_defaults(handler=cmd_reload)
 
 
@@ -86,6 +91,8 @@ def _remove_pid(path: Path) -> None:
 
 
 def cmd_reload(args: argparse.Namespace) -> int:
+    if args.all:
+        return reload_all(args.config)
     pid_path: Path
     if args.pid_file:
         pid_path = Path(args.pid_file)
@@ -107,4 +114,35 @@ def cmd_reload(args: argparse.Namespace) -> int:
         print(f"cannot signal the running instance via {pid_path}: {exc}", file=sys.stderr)
         return 1
     print(f"reload requested (pid {pid})")
+    return 0
+
+
+def reload_all(path: str | None) -> int:
+    """Publish a reload through Redis: every worker of every instance reloads its own file."""
+    loaded = load(path)
+    if loaded is None:
+        return 1
+    config = loaded.config
+    if config.state.redis is None:
+        print(
+            "reload --all needs state.redis in the config (the instances hear it through "
+            "Redis); without it, reload the one instance of this pid file: bastion reload",
+            file=sys.stderr,
+        )
+        return 2
+    from bastion.server.cluster import RELOAD_TOPIC, reload_message
+    from bastion.state.files import resolve_data_dir
+    from bastion.state.stores import Stores
+
+    stores = Stores(resolve_data_dir(config.data_dir))
+    stores.use_state(config.state)
+    try:
+        stores.broadcast.publish(RELOAD_TOPIC, reload_message())
+    except OSError as exc:
+        print(f"reload --all not sent: {exc}", file=sys.stderr)
+        return 1
+    print(
+        "reload sent to every instance connected to Redis: each reloads its own config file "
+        "(bastion status shows their config hashes)"
+    )
     return 0
