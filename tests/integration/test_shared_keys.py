@@ -258,6 +258,7 @@ def test_a_purge_through_one_instance_empties_the_others_cache(
     # through one's admin API: applied there at once, published for every other worker
     done = one.bastion("cache", "purge", "--prefix", "/cached/")
     assert done.returncode == 0, done.stderr
+    assert "at once in the worker that answered" in done.stdout  # one's admin API applied it
     for instance in (one, two):
         deadline = time.monotonic() + 2.0
         while instance.get("/cached/page")[1]["x-cache"] == "HIT":
@@ -356,3 +357,23 @@ def test_commands_that_need_redis_say_so_without_it(tmp_path: Path) -> None:
         )  # fmt: skip
         assert done.returncode == 2, done
         assert "state.redis" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_every_worker_of_an_instance_follows_the_keys_and_reloads(
+    cluster: Callable[..., list[Instance]], backend: Backend
+) -> None:
+    (gw,) = cluster(1, CONFIG + "workers: 2\n")
+    key = create_key(gw, "frank")
+    deadline = time.monotonic() + 2.0
+    # each request on a connection of its own: the kernel spreads them over both workers
+    while [gw.get(f"/api/w/{i}", key)[0] for i in range(20)] != [200] * 20:
+        assert time.monotonic() < deadline
+    forwarded = [r for r in backend.requests if r["path"].startswith("/api/w/")]
+    assert forwarded and {dict(r["headers"]).get("x-consumer") for r in forwarded} == {"frank"}
+
+    sent = gw.bastion("reload", "--all")
+    assert sent.returncode == 0, sent.stderr
+    deadline = time.monotonic() + 5
+    while gw.stderr.count("configuration reloaded from") < 2:
+        assert time.monotonic() < deadline, gw.stderr
+        time.sleep(0.05)

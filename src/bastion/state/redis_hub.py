@@ -121,6 +121,9 @@ class RedisHub:
                         await pubsub.ping()
             except _ERRORS as exc:
                 self._down(exc)
+            except Exception as exc:  # a bug, or redis-py surprising us: never stop following
+                log.exception("Redis %s: the subscribed connection failed", self.target)
+                self._down(exc)
             finally:
                 self.pubsub = None
                 with contextlib.suppress(*_ERRORS, RuntimeError):
