@@ -53,7 +53,14 @@ class Instance:
     """One `bastion run` with its own ports and data dir, and the environment its
     commands run in."""
 
-    def __init__(self, workdir: Path, redis: RedisServer, backend: Backend, text: str) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        redis: RedisServer,
+        backend: Backend,
+        text: str,
+        data: str | None = None,
+    ) -> None:
         workdir.mkdir()
         self.workdir = workdir
         self.port = free_port()
@@ -63,7 +70,7 @@ class Instance:
             PYTHONUNBUFFERED="1",
             T_PORT=str(self.port),
             T_ADMIN=str(self.admin),
-            T_DATA=str(workdir / "data"),
+            T_DATA=data or str(workdir / "data"),
             T_PID=str(workdir / "bastion.pid"),
             T_REDIS=str(redis.port),
             T_BACKEND=str(backend.port),
@@ -377,3 +384,31 @@ def test_every_worker_of_an_instance_follows_the_keys_and_reloads(
     while gw.stderr.count("configuration reloaded from") < 2:
         assert time.monotonic() < deadline, gw.stderr
         time.sleep(0.05)
+
+
+def test_an_instance_started_while_redis_is_frozen_serves_the_keys_it_last_saw(
+    cluster: Callable[..., list[Instance]], backend: Backend, tmp_path: Path
+) -> None:
+    (gw,) = cluster(1)
+    redis: RedisServer = cluster.redis  # type: ignore[attr-defined]
+    key = create_key(gw, "grace")
+    wait_status(gw, "/api/first", key, 200)
+    gw.stop()
+    copy = Path(gw.env["T_DATA"]) / "api_keys.redis-copy.json"
+    assert copy.stat().st_mode & 0o777 == 0o600
+    assert key not in copy.read_text() and "grace" in copy.read_text()  # the hash only
+
+    redis.pause()
+    try:
+        # the same machine started again: the same data dir
+        again = Instance(tmp_path / "again", redis, backend, CONFIG, data=gw.env["T_DATA"])
+        try:
+            answer = again.get("/api/during", key)
+            unknown = again.get("/api/unknown", "bk_00000000_nothing")
+        finally:
+            again.stop()
+    finally:
+        redis.resume()
+    assert answer[0] == 200 and unknown[0] == 401
+    assert consumers_of(backend, "/api/during") == ["grace"]
+    assert "serving the 1 keys last read from it" in again.stderr

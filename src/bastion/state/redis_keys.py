@@ -12,6 +12,10 @@ the worker starts, kept current by the announcements, and read in full again eve
 unreachable is made up for. While Redis is unreachable the worker keeps answering from the
 keys it holds.
 
+Each worker also keeps the copy in the data dir (`COPY_NAME`, hashes only, mode 0600),
+rewritten when it changes: a worker that starts (or is restarted) while Redis is
+unreachable starts with the keys as they were last seen, instead of with none.
+
 The commands (``bastion keys``) use the blocking client (`redis_sync.connect_sync`) and
 say so when Redis cannot be reached.
 """
@@ -24,18 +28,21 @@ import logging
 import secrets
 from dataclasses import asdict
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from redis.exceptions import RedisError
 
 from bastion.clock import SYSTEM_CLOCK, Clock
 from bastion.config.state_models import State, redis_target
+from bastion.state.files import atomic_write, ensure_dir
 from bastion.state.keys import KeyRecord, hash_key, valid_consumer
 
-__all__ = ["RESYNC_SECONDS", "SEEN_SECONDS", "RedisKeyStore"]
+__all__ = ["COPY_NAME", "RESYNC_SECONDS", "SEEN_SECONDS", "RedisKeyStore"]
 
 log = logging.getLogger("bastion.state")
 
+COPY_NAME = "api_keys.redis-copy.json"  # in the data dir: the last keys read from Redis
 RESYNC_SECONDS = 30.0
 START_TIMEOUT = 1.0  # the longest a starting worker waits for the keys
 SEEN_SECONDS = 0.25  # how long the policy may trust an answer without asking the dict
@@ -52,13 +59,16 @@ def _record(raw: bytes | str) -> KeyRecord | None:
 
 
 class RedisKeyStore:
-    def __init__(self, settings: State, clock: Clock = SYSTEM_CLOCK) -> None:
+    def __init__(
+        self, settings: State, clock: Clock = SYSTEM_CLOCK, data_dir: Path | None = None
+    ) -> None:
         assert settings.redis is not None
         self.settings = settings
         self.clock = clock
         self.name = settings.key_prefix + "api-keys"  # the hash and the channel
         self.target = redis_target(settings.redis)
         self._active: dict[str, KeyRecord] = {}
+        self.copy = data_dir / COPY_NAME if data_dir is not None else None
         self._sync: Any = None  # the blocking client (commands), made on first use
         self.loaded = False
         try:
@@ -93,15 +103,41 @@ class RedisKeyStore:
 
         client = connect_sync(self.settings, timeout=START_TIMEOUT)
         try:
-            self._replace(client.hgetall(self.name))
+            self._replace(client.hgetall(self.name), save=True)
         except _ERRORS as exc:
+            held = self._read_copy()
             log.warning(
-                "API keys: Redis %s unreachable at start (%s): no key is accepted until it answers",
+                "API keys: Redis %s unreachable at start (%s): %s until it answers",
                 self.target,
                 exc or "timeout",
+                f"serving the {held} keys last read from it ({self.copy})"
+                if held is not None
+                else "no key is accepted",
             )
         finally:
             client.close()
+
+    def _read_copy(self) -> int | None:
+        """Load the data dir's copy; how many keys it held (None: no readable copy)."""
+        if self.copy is None:
+            return None
+        try:
+            doc = json.loads(self.copy.read_bytes())
+            records = [KeyRecord(**item) for item in doc["keys"]]
+        except (OSError, ValueError, TypeError, KeyError):
+            return None
+        self._active = {r.hash: r for r in records if r.revoked is None}
+        return len(self._active)
+
+    def _save_copy(self) -> None:
+        if self.copy is None:
+            return
+        doc = {"version": 1, "keys": [asdict(r) for r in self._active.values()]}
+        try:
+            ensure_dir(self.copy.parent)
+            atomic_write(self.copy, json.dumps(doc, indent=1).encode() + b"\n", 0o600)
+        except OSError as exc:
+            log.warning("API keys: cannot keep their copy in %s: %s", self.copy, exc)
 
     def _follow(self) -> None:
         from bastion.state.redis_hub import hub_for
@@ -133,6 +169,7 @@ class RedisKeyStore:
                 self._active[record.hash] = record
             else:
                 self._active.pop(record.hash, None)
+        self._save_copy()
 
     async def resync(self) -> None:
         from bastion.state.redis_hub import Unreachable
@@ -148,14 +185,19 @@ class RedisKeyStore:
             await asyncio.sleep(RESYNC_SECONDS)
             await self.resync()
 
-    def _replace(self, found: dict[Any, Any]) -> None:
+    def _replace(self, found: dict[Any, Any], save: bool = False) -> None:
+        """Hold the keys of a full read (and keep their copy: when they changed, or
+        ``save``, so that a copy from before is not kept when Redis holds the same)."""
         active: dict[str, KeyRecord] = {}
         for raw in found.values():
             record = _record(raw)
             if record is not None and record.revoked is None:
                 active[record.hash] = record
+        changed = active != self._active
         self._active = active
         self.loaded = True
+        if changed or save:
+            self._save_copy()
 
     # ----------------------------------------------------------------- commands (blocking)
     def _client(self) -> Any:

@@ -93,7 +93,7 @@ class Stores:
         if state is not None and state.redis is not None:
             from bastion.state.redis_keys import RedisKeyStore
 
-            return RedisKeyStore(state, self.clock)
+            return RedisKeyStore(state, self.clock, self.data_dir)
         from bastion.state.keys import FileKeyStore
 
         return FileKeyStore(self.data_dir, self.clock)
