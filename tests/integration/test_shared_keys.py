@@ -19,8 +19,10 @@ from typing import Any
 import pytest
 
 from conftest import Backend, free_port, wait_for_port
-from rediskit import RedisServer
-from rediskit import redis_server as redis_server  # the fixture
+from rediskit import RedisServer, Sentinel
+from rediskit import redis_cluster as redis_cluster  # the fixtures
+from rediskit import redis_sentinel as redis_sentinel
+from rediskit import redis_server as redis_server
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -186,7 +188,7 @@ def wait_status(instance: Instance, path: str, key: str | None, status: int) -> 
 def create_key(instance: Instance, consumer: str) -> str:
     done = instance.bastion("keys", "create", "--consumer", consumer)
     assert done.returncode == 0, done.stderr
-    assert "Redis redis://127.0.0.1" in done.stderr  # where it went
+    assert "in Redis " in done.stderr and "(hash bastion:api-keys)" in done.stderr  # where
     return done.stdout.strip()
 
 
@@ -412,3 +414,51 @@ def test_an_instance_started_while_redis_is_frozen_serves_the_keys_it_last_saw(
     assert answer[0] == 200 and unknown[0] == 401
     assert consumers_of(backend, "/api/during") == ["grace"]
     assert "serving the 1 keys last read from it" in again.stderr
+
+
+STATE_LINE = 'state: {redis: "redis://127.0.0.1:${T_REDIS}/0", timeout: 250ms}'
+
+
+def sentinel_and_cluster_check(
+    tmp_path: Path, redis: RedisServer, backend: Backend, state: str
+) -> None:
+    """Two instances on one Sentinel master or Cluster: a key and a purge reach both."""
+    text = CONFIG.replace(STATE_LINE, state)
+    assert text != CONFIG
+    one = Instance(tmp_path / "one", redis, backend, text)
+    two = Instance(tmp_path / "two", redis, backend, text)
+    try:
+        key = create_key(one, "heidi")
+        for n, instance in enumerate((one, two)):
+            wait_status(instance, f"/api/form/{n}", key, 200)
+            assert consumers_of(backend, f"/api/form/{n}") == ["heidi"]
+            assert instance.get("/cached/form")[1]["x-cache"] == "MISS"
+            assert instance.get("/cached/form")[1]["x-cache"] == "HIT"
+        assert one.bastion("cache", "purge", "--prefix", "/cached/").returncode == 0
+        for instance in (one, two):
+            deadline = time.monotonic() + 2.0
+            while instance.get("/cached/form")[1]["x-cache"] == "HIT":
+                assert time.monotonic() < deadline, f"not purged on {instance.port}"
+                time.sleep(0.05)
+    finally:
+        one.stop()
+        two.stop()
+    assert "unreachable" not in one.stderr + two.stderr
+
+
+def test_a_sentinel_master_shares_keys_and_purges(
+    redis_sentinel: tuple[RedisServer, Sentinel], backend: Backend, tmp_path: Path
+) -> None:
+    master, sentinel = redis_sentinel
+    state = (
+        f'state: {{redis: {{sentinel: ["127.0.0.1:{sentinel.port}"], '
+        f"service: {sentinel.service}}}, timeout: 250ms}}"
+    )
+    sentinel_and_cluster_check(tmp_path, master, backend, state)
+
+
+def test_a_cluster_shares_keys_and_purges(
+    redis_cluster: list[RedisServer], backend: Backend, tmp_path: Path
+) -> None:
+    state = f'state: {{redis: {{cluster: ["127.0.0.1:{redis_cluster[0].port}"]}}, timeout: 250ms}}'
+    sentinel_and_cluster_check(tmp_path, redis_cluster[0], backend, state)
