@@ -101,8 +101,10 @@ class RedisHub:
             try:
                 async with asyncio.timeout(self.timeout):
                     await pubsub.subscribe(*self.subscribed)
-                    # the subscription is confirmed (an answer came back), not only sent
-                    await pubsub.get_message(timeout=self.timeout)
+                    # connected once the subscription is confirmed (an answer came back),
+                    # not when it was sent: a frozen server accepts connections
+                    while await pubsub.get_message(timeout=self.timeout) is None:
+                        pass
                 self._up()
                 attempt = 0
                 heard = pinged = loop.time()
