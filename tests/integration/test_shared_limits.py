@@ -242,7 +242,7 @@ def test_redis_restarted_on_the_same_port_is_used_again(
     while "answers again: limits are shared again" not in gw.stderr and time.monotonic() < deadline:
         get(gw, "/r/probe")
         time.sleep(0.2)
-    assert redis.keys("bastion:*") == 1  # the probe was counted in the new server
+    assert redis.keys("bastion:{*") == 1  # the probe was counted in the new server
     used = 5 - int(get(gw, "/r/look").headers["ratelimit"].split(";r=")[1].split(";")[0])
     assert used >= 2  # the probe and this request, counted in Redis
 
@@ -280,7 +280,9 @@ def test_a_sentinel_master_counts_for_two_gateways(
     answers = [get((one, two)[i % 2], f"/s/{i}") for i in range(12)]
 
     assert [a.status for a in answers].count(200) == 5, answers
-    assert master.keys("bastion:*") == 1  # counted in the master the Sentinel named
+    # counted in the master the Sentinel named (limit keys: "bastion:{tag}…"; the
+    # instances' heartbeats are "bastion:instances")
+    assert master.keys("bastion:{*") == 1
     assert "unavailable" not in one.stderr + two.stderr  # never fell back
 
 
@@ -307,10 +309,10 @@ def test_a_cluster_counts_for_two_gateways(
     # every route: its quota (4) admits before its rate limit (5) refuses; one script
     # call per request although the two keys count different things
     assert statuses == {n: [200] * 4 + [429] * 4 for n in range(4)}
-    holders = [node for node in redis_cluster if node.keys("bastion:*")]
+    holders = [node for node in redis_cluster if node.keys("bastion:{*")]
     for node in holders:
-        assert node.keys("bastion:*") % 2 == 0  # a route's two keys are on one node
-    assert sum(node.keys("bastion:*") for node in redis_cluster) == 8
+        assert node.keys("bastion:{*") % 2 == 0  # a route's two keys are on one node
+    assert sum(node.keys("bastion:{*") for node in redis_cluster) == 8
 
 
 def test_a_quota_raised_by_a_reload_admits_again_at_once(

@@ -9,8 +9,10 @@ plan. What survives a reload and a restart:
 | rate limits under a minute          | kept (in memory)    | lost                       |
 | rate limits of a minute or more,    | kept                | kept (``ratelimit.json``,  |
 | quotas                              |                     | saved every few seconds)   |
-| API keys                            | kept                | kept (``api_keys.json``)   |
-| purge messages (broadcast)          | kept (60 s)         | kept (60 s, files)         |
+| API keys                            | kept                | kept (``api_keys.json``,   |
+|                                     |                     | or Redis)                  |
+| purge messages (broadcast)          | kept (60 s)         | kept (60 s, files; Redis:  |
+|                                     |                     | none, pub/sub)             |
 | status snapshots                    | kept (rewritten)    | rewritten by the new worker|
 | response cache                      | emptied (new plan)  | emptied                    |
 
@@ -25,7 +27,8 @@ A cluster backend (Redis) is a module of this package implementing the protocols
 branch here that picks it; builders only ever see the protocols. With ``state.redis``
 (`use_state`, told by the plan's `BuildContext`) the limits are `RedisLimitStore`'s, one per
 ``state`` settings (a reload that keeps them keeps the store and its connection); without
-it, the in-process store. redis-py is imported only then.
+it, the in-process store. The API keys (`RedisKeyStore`) and the broadcast (`RedisBroadcast`)
+go to Redis the same way, chosen at their first use. redis-py is imported only then.
 """
 
 from __future__ import annotations
@@ -91,14 +94,26 @@ class Stores:
 
     @cached_property
     def keys(self) -> KeyStore:
-        """API keys: lookups for the policy, create/revoke for ``bastion keys``."""
+        """API keys: lookups for the policy, create/revoke for ``bastion keys``; in Redis
+        with ``state.redis`` (the settings in use at first use: a change needs a restart)."""
+        state = self.state
+        if state is not None and state.redis is not None:
+            from bastion.state.redis_keys import RedisKeyStore
+
+            return RedisKeyStore(state, self.clock, self.data_dir)
         from bastion.state.keys import FileKeyStore
 
         return FileKeyStore(self.data_dir, self.clock)
 
     @cached_property
     def broadcast(self) -> Broadcast:
-        """Messages to every worker: cache purges and invalidations."""
+        """Messages to every worker: cache purges and invalidations, reloads; over Redis
+        pub/sub with ``state.redis`` (every instance), else files (this machine)."""
+        state = self.state
+        if state is not None and state.redis is not None:
+            from bastion.state.redis_broadcast import RedisBroadcast
+
+            return RedisBroadcast(state)
         from bastion.state.broadcast import FileBroadcast
 
         return FileBroadcast(self.data_dir, self.clock)
