@@ -449,9 +449,9 @@ def sentinel_and_cluster_check(
 
 
 def test_a_sentinel_master_shares_keys_and_purges(
-    redis_sentinel: tuple[RedisServer, Sentinel], backend: Backend, tmp_path: Path
+    redis_sentinel: tuple[RedisServer, RedisServer, Sentinel], backend: Backend, tmp_path: Path
 ) -> None:
-    master, sentinel = redis_sentinel
+    master, _, sentinel = redis_sentinel
     state = (
         f'state: {{redis: {{sentinel: ["127.0.0.1:{sentinel.port}"], '
         f"service: {sentinel.service}}}, timeout: 250ms}}"
