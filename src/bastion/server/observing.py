@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from bastion.observe.event_exposition import EventMetrics
     from bastion.observe.recorder import Recorder
     from bastion.observe.stats import StatsStore, StatsWriter
+    from bastion.observe.stats.cluster import ClusterPublisher
     from bastion.proxy.pool import PoolRegistry
     from bastion.server.admin import AdminEndpoint
     from bastion.server.context import WorkerContext
@@ -127,7 +128,9 @@ class Observability:
             assert self.recorder is not None
             from bastion.observe.stats import StatsStore, StatsWriter
 
-            self.stats = StatsWriter(data_dir, geoip=config.stats.geoip)
+            self.stats = StatsWriter(
+                data_dir, geoip=config.stats.geoip, cluster=_cluster_publisher(config)
+            )
             self.recorder.add_sink(self.stats.add)
             store = StatsStore(data_dir)
         if config.metrics.listen is not None:
@@ -239,3 +242,24 @@ def _start_recorder(ctx: WorkerContext, details: bool) -> Recorder:
     ctx.add_observer(tap.record)
     recorder.start(ctx.loop)
     return recorder
+
+
+def _cluster_publisher(config: Config) -> ClusterPublisher | None:
+    """With state.redis: what writes this worker's minutes for the cluster view."""
+    state = config.state
+    if state.redis is None:
+        return None
+    from redis.exceptions import RedisError
+
+    from bastion.observe.stats.cluster import ClusterPublisher, instance_name
+    from bastion.observe.stats.prune import TOP_KEPT
+    from bastion.state.redis_stats import RedisStats
+    from bastion.state.redis_sync import connect_sync
+
+    return ClusterPublisher(
+        instance_name(config.stats.instance),
+        config.stats.cluster_interval,
+        lambda: RedisStats(connect_sync(state), state.key_prefix),
+        (RedisError, OSError),
+        TOP_KEPT,
+    )

@@ -1,0 +1,207 @@
+"""Statistics across instances through a real redis-server: two `bastion run` processes
+with data dirs of their own write their minutes to one Redis; the admin API's cluster
+scope and `bastion stats --cluster` add them up, with a row per instance, and say which
+instance stopped writing. Each instance keeps its own statistics file either way."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from bastion.observe.stats import StatsStore
+from conftest import Backend, Gateway, free_port, wait_for_port
+from rediskit import RedisServer
+from rediskit import redis_server as redis_server  # the fixture
+
+pytestmark = pytest.mark.timeout(120)
+
+TOKEN_ENV = "BASTION_TEST_ADMIN_TOKEN"
+TOKEN = "cluster-stats-token-3b9d0e51c7a24f86"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def instance_config(redis: str, backend: Backend, name: str, admin_port: int) -> dict[str, Any]:
+    return {
+        "access_log": {"format": "off"},
+        "state": {"redis": redis, "timeout": "2s"},
+        # the smallest write interval: the test sees the minute in progress within a second
+        "stats": {"cluster_interval": "1s", "instance": name},
+        "admin": {"listen": f"127.0.0.1:{admin_port}", "token": "${" + TOKEN_ENV + "}"},
+        "sites": [
+            {"hosts": ["*"], "routes": [{"path": "/", "proxy": {"upstreams": [backend.url]}}]}
+        ],
+    }
+
+
+def send(gw: Gateway, path: str) -> int:
+    conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=10)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        resp.read()
+        return resp.status
+    finally:
+        conn.close()
+
+
+def traffic(gw: Gateway, ok: int, not_found: int, failed: int) -> None:
+    statuses = [send(gw, "/hello") for _ in range(ok)]
+    statuses += [send(gw, "/status?code=404") for _ in range(not_found)]
+    statuses += [send(gw, "/status?code=503") for _ in range(failed)]
+    assert statuses == [200] * ok + [404] * not_found + [503] * failed
+
+
+def cluster(admin: str, window: str = "5m") -> httpx.Response:
+    return httpx.get(f"{admin}/api/stats?scope=cluster&window={window}", headers=AUTH, timeout=10)
+
+
+def wait_cluster(admin: str, requests: int, top: bool = False) -> dict[str, Any]:
+    """The cluster view once it counts `requests` (and, with `top`, holds top-K tables:
+    a worker writes them every few seconds)."""
+    deadline = time.monotonic() + 30
+    while True:
+        r = cluster(admin)
+        assert r.status_code == 200, r.text
+        data: dict[str, Any] = r.json()
+        complete = data["totals"]["requests"] >= requests
+        if top:
+            complete = complete and sum(row["requests"] for row in data["top"]["paths"]) >= requests
+        if complete or time.monotonic() > deadline:
+            return data
+        time.sleep(0.3)
+
+
+def stats_cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bastion", "stats", "-c", str(config), "--cluster", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=dict(os.environ),
+    )
+
+
+@pytest.fixture
+def two_instances(
+    redis_server: Callable[[], RedisServer],
+    backend: Backend,
+    gateway: Callable[..., Gateway],
+    monkeypatch: pytest.MonkeyPatch,
+) -> tuple[RedisServer, list[tuple[Gateway, str]]]:
+    monkeypatch.setenv(TOKEN_ENV, TOKEN)
+    redis = redis_server()
+    made = []
+    for name in ("alpha", "beta"):
+        admin_port = free_port()
+        gw = gateway(instance_config(redis.url, backend, name, admin_port))
+        wait_for_port(admin_port)
+        made.append((gw, f"http://127.0.0.1:{admin_port}"))
+    return redis, made
+
+
+def test_the_cluster_view_adds_up_both_instances(
+    two_instances: tuple[RedisServer, list[tuple[Gateway, str]]],
+) -> None:
+    _redis, [(alpha, alpha_admin), (beta, beta_admin)] = two_instances
+    traffic(alpha, ok=24, not_found=4, failed=2)  # 30
+    traffic(beta, ok=15, not_found=3, failed=2)  # 20
+
+    data = wait_cluster(alpha_admin, 50, top=True)
+
+    totals = data["totals"]
+    assert totals["requests"] == 50, totals
+    assert totals["status"] == {"1xx": 0, "2xx": 39, "3xx": 0, "4xx": 7, "5xx": 4}
+    assert totals["rate_5xx"] == pytest.approx(4 / 50)
+    assert totals["latency"]["p95"] is not None
+    rows = {row["instance"]: row for row in data["instances"]}
+    assert {name: row["requests"] for name, row in rows.items()} == {"alpha": 30, "beta": 20}
+    assert rows["alpha"]["status"]["5xx"] == 2 and rows["beta"]["status"]["5xx"] == 2
+    assert data["missing"] == [] and not any(row["missing"] for row in rows.values())
+    assert data["instance"] == "alpha"
+    paths = {row["key"]: row["requests"] for row in data["top"]["paths"]}
+    assert paths["/hello"] == 39  # merged from both instances' summaries (exact: few keys)
+    not_found = {row["key"]: row["requests"] for row in data["top"]["not_found"]}
+    assert sum(not_found.values()) == 7
+
+    # the other instance's admin API answers the same
+    assert cluster(beta_admin).json()["totals"]["requests"] == 50
+    # each instance's own scope and file hold only its own traffic
+    assert (
+        httpx.get(f"{alpha_admin}/api/stats?window=5m", headers=AUTH).json()["totals"]["requests"]
+        == 30
+    )
+    assert StatsStore(beta.workdir / "data").summary("1h")["totals"]["requests"] == 20
+
+    done = stats_cli(alpha.config_path, "--json", "--since", "5m")
+    assert done.returncode == 0, done.stderr
+    printed = json.loads(done.stdout)
+    assert printed["totals"]["requests"] == 50
+    assert printed["totals"]["status"] == totals["status"]
+    assert {r["instance"]: r["requests"] for r in printed["instances"]} == {
+        "alpha": 30,
+        "beta": 20,
+    }
+    text = stats_cli(alpha.config_path, "--since", "5m")
+    assert text.returncode == 0, text.stderr
+    assert "alpha" in text.stdout and "beta" in text.stdout and "requests" in text.stdout
+
+
+def test_windows_beyond_the_minutes_in_redis_are_refused_with_a_reason(
+    two_instances: tuple[RedisServer, list[tuple[Gateway, str]]],
+) -> None:
+    _redis, [(alpha, alpha_admin), _beta] = two_instances
+    r = cluster(alpha_admin, "7d")
+    assert r.status_code == 400
+    assert "per instance" in r.json()["detail"]
+    done = stats_cli(alpha.config_path, "--since", "30d")
+    assert done.returncode == 1
+    assert "per instance" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_stopped_instance_is_reported_missing_and_redis_loss_keeps_local_figures(
+    two_instances: tuple[RedisServer, list[tuple[Gateway, str]]],
+) -> None:
+    redis, [(alpha, alpha_admin), (beta, _beta_admin)] = two_instances
+    traffic(alpha, ok=3, not_found=0, failed=0)
+    traffic(beta, ok=2, not_found=0, failed=0)
+    wait_cluster(alpha_admin, 5)
+    beta.stop()
+
+    deadline = time.monotonic() + 30
+    while True:  # missing after two write intervals and 10 s without a heartbeat
+        data = cluster(alpha_admin).json()
+        if data["missing"] == ["beta"] or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert data["missing"] == ["beta"]
+    rows = {row["instance"]: row for row in data["instances"]}
+    assert rows["beta"]["missing"] and not rows["alpha"]["missing"]
+    assert data["totals"]["requests"] == 5  # what beta wrote before it stopped stays
+
+    redis.stop()
+    traffic(alpha, ok=4, not_found=0, failed=0)
+    r = cluster(alpha_admin)
+    assert r.status_code == 503 and "scope=instance" in r.json()["detail"]
+    deadline = time.monotonic() + 20
+    while True:  # the statistics file goes on without Redis
+        local = httpx.get(f"{alpha_admin}/api/stats?window=5m", headers=AUTH).json()
+        if local["totals"]["requests"] == 7 or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    assert local["totals"]["requests"] == 7
+    log = alpha.stderr
+    deadline = time.monotonic() + 10
+    while "cannot write the cluster figures" not in log and time.monotonic() < deadline:
+        time.sleep(0.3)
+        log = alpha.stderr
+    assert log.count("cannot write the cluster figures") == 1, log  # once per transition
