@@ -274,8 +274,6 @@ def _cluster_publisher(config: Config) -> ClusterPublisher | None:
     state = config.state
     if state.redis is None:
         return None
-    from redis.exceptions import RedisError
-
     from bastion.observe.stats.cluster import ClusterPublisher, instance_name
     from bastion.observe.stats.prune import TOP_KEPT
     from bastion.state.redis_stats import RedisStats
@@ -285,6 +283,5 @@ def _cluster_publisher(config: Config) -> ClusterPublisher | None:
         instance_name(config.stats.instance),
         config.stats.cluster_interval,
         lambda: RedisStats(connect_sync(state), state.key_prefix),
-        (RedisError, OSError),
         TOP_KEPT,
     )

@@ -143,14 +143,12 @@ class ClusterPublisher:
         instance: str,
         interval: float,
         connect: Callable[[], MinuteSink],
-        errors: tuple[type[BaseException], ...],
         top_size: int,
     ) -> None:
         self.instance = instance
         self.interval = interval
         self.book = MinuteBook(top_size)
         self._connect = connect
-        self._errors = errors
         self._sink: MinuteSink | None = None
         self._next = 0.0
         self.failing = False
@@ -166,7 +164,9 @@ class ClusterPublisher:
             if self._sink is None:
                 self._sink = self._connect()
             self._sink.push(self.instance, minutes, now, self.interval)
-        except self._errors as exc:
+        except Exception as exc:
+            # any failure (refused, timed out, credentials or a command refused) is Redis
+            # being unavailable to this worker: it must never stop the statistics thread
             if not self.failing:
                 self.failing = True
                 log.warning(

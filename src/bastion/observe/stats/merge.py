@@ -4,8 +4,9 @@ merged into one summary in the shape of `StatsStore.summary`, with a row per ins
 Figures add up: counts are sums over instances, workers and minutes; latency percentiles
 come from the summed histogram buckets (never an average of each instance's
 percentiles). Top-K tables are the sums of every worker's summary of every minute: each
-count is a lower bound, short by at most `top_error` (the window's requests divided by
-the summaries' size + 1, the Misra-Gries bound of `sketch.py` summed over the parts).
+count is a lower bound, short by at most `top_error` = 2N/(K+1) for the window's N
+requests (the Misra-Gries bound of `sketch.py`, summed over the parts: the workers'
+5-second summaries and their reduction into a minute's).
 
 Only windows the minutes cover (48 hours in Redis): 5m, 1h, 24h. Longer windows, the
 per-second series and the recent 5xx answers stay per instance.
@@ -131,7 +132,8 @@ def cluster_summary(reader: ClusterReader, window: str, now: float) -> dict[str,
         "series": _series(list(range(since, end, spec.step)), dict(by_point.items())),
         "routes": _routes(by_route),
         "top": {dim: _top(dim, counts) for dim, counts in tops.items()},
-        "top_error": int(summary["requests"] // (TOP_KEPT + 1)),
+        # N/(K+1) from the workers' 5-second summaries, as much from the minutes' reductions
+        "top_error": int(2 * summary["requests"] // (TOP_KEPT + 1)),
         "recent_errors": [],
         "instances": [_instance(n, by_instance[n], seen[n], n in missing, seconds) for n in names],
         "missing": missing,
