@@ -13,7 +13,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
@@ -21,8 +21,13 @@ import pytest
 from bastion.observe.stats import StatsStore
 from conftest import Backend, Gateway, free_port, wait_for_port
 from rediskit import RedisServer
-from rediskit import redis_server as redis_server  # the fixture
+from rediskit import redis_cluster as redis_cluster  # the fixtures
+from rediskit import redis_server as redis_server
 
+if TYPE_CHECKING:
+    from browserkit import Browser
+
+pytest_plugins = ("browserkit",)  # the `browser` fixture
 pytestmark = pytest.mark.timeout(120)
 
 TOKEN_ENV = "BASTION_TEST_ADMIN_TOKEN"
@@ -30,7 +35,9 @@ TOKEN = "cluster-stats-token-3b9d0e51c7a24f86"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
-def instance_config(redis: str, backend: Backend, name: str, admin_port: int) -> dict[str, Any]:
+def instance_config(
+    redis: str | dict[str, Any], backend: Backend, name: str, admin_port: int
+) -> dict[str, Any]:
     return {
         "access_log": {"format": "off"},
         "state": {"redis": redis, "timeout": "2s"},
@@ -205,3 +212,75 @@ def test_a_stopped_instance_is_reported_missing_and_redis_loss_keeps_local_figur
         time.sleep(0.3)
         log = alpha.stderr
     assert log.count("cannot write the cluster figures") == 1, log  # once per transition
+
+
+def test_the_dashboard_switches_to_the_cluster_scope(
+    two_instances: tuple[RedisServer, list[tuple[Gateway, str]]], browser: Browser
+) -> None:
+    _redis, [(alpha, alpha_admin), (beta, _beta_admin)] = two_instances
+    traffic(alpha, ok=8, not_found=1, failed=1)  # 10
+    traffic(beta, ok=4, not_found=1, failed=0)  # 5
+    wait_cluster(alpha_admin, 15)
+
+    browser.login(alpha_admin, TOKEN)
+    browser.select_window("5m")
+    browser.wait_tile("requests", lambda v: v >= 10, timeout=30)
+    assert browser.tile("requests") == 10  # this instance only
+    assert browser.js("return document.querySelector('#cluster').hidden") is True
+
+    browser.wait_for(
+        lambda: browser.js("return !document.querySelector('#scopes').hidden"),
+        message="the scope switch (shown with state.redis)",
+    )
+    browser.driver.find_element("css selector", 'button[data-scope="cluster"]').click()
+    browser.wait_for(
+        lambda: (
+            browser.js("return document.body.dataset.scope") == "cluster"
+            and browser.js("return document.body.dataset.stats") == "ready"
+        ),
+        message="the cluster scope",
+    )
+    assert browser.tile("requests") == 15
+    assert browser.tile("rate_5xx") == pytest.approx(1 / 15, abs=1e-6)
+    rows = browser.wait_for(lambda: browser.table("instances"), message="the instances table")
+    by_name = {row["_key"]: row for row in rows}
+    assert {name: row["requests"] for name, row in by_name.items()} == {"alpha": 10, "beta": 5}
+    assert "this one" in by_name["alpha"]["instance"]
+    assert by_name["beta"]["missing"] == "writing"
+    # the windows Redis does not hold are not offered in the cluster scope
+    assert browser.js("return document.querySelector('button[data-window=\"7d\"]').disabled")
+    assert browser.js("return location.hash") == "#cluster/5m"
+
+    browser.driver.find_element("css selector", 'button[data-scope="instance"]').click()
+    browser.wait_for(
+        lambda: (
+            browser.js("return document.body.dataset.scope") == "instance"
+            and browser.tile("requests") == 10
+        ),
+        message="back to this instance",
+    )
+
+
+def test_a_redis_cluster_holds_the_figures_of_two_instances(
+    redis_cluster: list[RedisServer],
+    backend: Backend,
+    gateway: Callable[..., Gateway],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(TOKEN_ENV, TOKEN)
+    redis = {"cluster": [f"127.0.0.1:{redis_cluster[0].port}"]}
+    one = gateway(instance_config(redis, backend, "one", free_port()))
+    two = gateway(instance_config(redis, backend, "two", free_port()))
+    traffic(one, ok=3, not_found=0, failed=1)
+    traffic(two, ok=2, not_found=1, failed=0)
+
+    deadline = time.monotonic() + 30
+    while True:
+        done = stats_cli(one.config_path, "--json", "--since", "5m")
+        assert done.returncode == 0, done.stderr
+        printed = json.loads(done.stdout)
+        if printed["totals"]["requests"] >= 7 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert printed["totals"]["status"] == {"1xx": 0, "2xx": 5, "3xx": 0, "4xx": 1, "5xx": 1}
+    assert {r["instance"]: r["requests"] for r in printed["instances"]} == {"one": 4, "two": 3}

@@ -90,6 +90,8 @@ class AdminApi:
             "upstreams": views.pool_counts(self.upstreams()),
             "certificates": views.earliest(certs),
             "alerts": {"firing": sum(1 for a in alerts if a.get("state") == "FIRING")},
+            # the dashboard offers the cluster scope when the instances share Redis
+            "cluster": config.state.redis is not None,
         }
 
     async def live_figures(self) -> dict[str, Any] | None:
