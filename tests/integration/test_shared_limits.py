@@ -21,8 +21,6 @@ from rediskit import redis_sentinel as redis_sentinel
 from rediskit import redis_server as redis_server
 
 pytestmark = pytest.mark.timeout(120)
-# the limits' keys (`bastion:{<route tag>}…`), not the statistics the instances share
-LIMIT_KEYS = "bastion:{*"
 
 
 class Answer:
@@ -244,7 +242,7 @@ def test_redis_restarted_on_the_same_port_is_used_again(
     while "answers again: limits are shared again" not in gw.stderr and time.monotonic() < deadline:
         get(gw, "/r/probe")
         time.sleep(0.2)
-    assert redis.keys(LIMIT_KEYS) == 1  # the probe was counted in the new server
+    assert redis.keys("bastion:{*") == 1  # the probe was counted in the new server
     used = 5 - int(get(gw, "/r/look").headers["ratelimit"].split(";r=")[1].split(";")[0])
     assert used >= 2  # the probe and this request, counted in Redis
 
@@ -282,7 +280,9 @@ def test_a_sentinel_master_counts_for_two_gateways(
     answers = [get((one, two)[i % 2], f"/s/{i}") for i in range(12)]
 
     assert [a.status for a in answers].count(200) == 5, answers
-    assert master.keys(LIMIT_KEYS) == 1  # counted in the master the Sentinel named
+    # counted in the master the Sentinel named (limit keys: "bastion:{tag}…"; the
+    # instances' heartbeats are "bastion:instances")
+    assert master.keys("bastion:{*") == 1
     assert "unavailable" not in one.stderr + two.stderr  # never fell back
 
 
@@ -309,10 +309,10 @@ def test_a_cluster_counts_for_two_gateways(
     # every route: its quota (4) admits before its rate limit (5) refuses; one script
     # call per request although the two keys count different things
     assert statuses == {n: [200] * 4 + [429] * 4 for n in range(4)}
-    holders = [node for node in redis_cluster if node.keys(LIMIT_KEYS)]
+    holders = [node for node in redis_cluster if node.keys("bastion:{*")]
     for node in holders:
-        assert node.keys(LIMIT_KEYS) % 2 == 0  # a route's two keys are on one node
-    assert sum(node.keys(LIMIT_KEYS) for node in redis_cluster) == 8
+        assert node.keys("bastion:{*") % 2 == 0  # a route's two keys are on one node
+    assert sum(node.keys("bastion:{*") for node in redis_cluster) == 8
 
 
 def test_a_quota_raised_by_a_reload_admits_again_at_once(
@@ -353,7 +353,7 @@ def test_after_a_sentinel_failover_the_counts_go_on_in_the_new_master(
         assert answer.status == 200
         assert f'"s";r={9 - n};' in answer.headers.get("ratelimit", ""), (answer, gw.stderr)
     # the replica has the count (replication is asynchronous)
-    [key] = master.all_keys(LIMIT_KEYS)
+    [key] = master.all_keys("bastion:{*")  # the limit's (instances are registered too)
     deadline = time.monotonic() + 10
     while replica.get(key) != master.get(key):
         assert time.monotonic() < deadline, "the replica did not catch up"
@@ -375,4 +375,4 @@ def test_after_a_sentinel_failover_the_counts_go_on_in_the_new_master(
     assert after.status == 200
     left = int(after.headers["ratelimit"].split(";r=")[1].split(";")[0])
     assert left <= 10 - 4 - 1, after
-    assert replica.keys(LIMIT_KEYS) == 1
+    assert replica.keys("bastion:{*") == 1

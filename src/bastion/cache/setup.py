@@ -57,6 +57,7 @@ def caching_handler(
         ctx.cache_settings.lock_timeout,
         shared.purge,
         consumer_key(auth, config.key.consumer, config.shared),
-        ctx.workers > 1,
+        # several workers, or instances sharing Redis: invalidations reach the others
+        ctx.workers > 1 or (ctx.state is not None and ctx.state.redis is not None),
         ctx.clock,
     )

@@ -65,7 +65,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     data_dir_flag(p)
     p.set_defaults(handler=cmd_stats)
     p = sub.add_parser("keys", help="create, list or revoke API keys of consumers")
-    p.add_argument("action", choices=["create", "list", "revoke"])
+    p.add_argument(
+        "action",
+        choices=["create", "list", "revoke", "import"],
+        help="import: copy the data dir's api_keys.json into Redis (with state.redis)",
+    )
     p.add_argument("--consumer", default=None, help="consumer name (create, revoke, list)")
     p.add_argument("--id", dest="key_id", default=None, help="revoke: one key by its id")
     config_flag(p, "config whose data_dir to use")
@@ -96,9 +100,17 @@ def cmd_status(args: argparse.Namespace) -> int:
             instance = None  # no pid file: show whatever live workers published
         per_route = status.merge(status.read(snapshots, instance))
     grouped = status.group(per_route)
+    cluster = None
+    if settings is not None and settings.state.redis is not None:
+        # the instances sharing Redis, and whether their configs agree
+        from bastion.state.instances import read_blocking, report
+
+        cluster = read_blocking(settings.state)
     if args.json:
-        print(json.dumps(grouped, indent=2))
+        print(json.dumps({**grouped, **({"cluster": cluster} if cluster else {})}, indent=2))
         return 0
+    if cluster is not None:
+        print(report(cluster) + "\n")
     if not grouped["pools"]:
         where = snapshots.where(status.TOPIC)
         print(f"no pool status found in {where}: is bastion running with this config?")
@@ -221,7 +233,10 @@ def cmd_cache(args: argparse.Namespace) -> int:
             "that answered; the other workers apply it within a second"
         )
         return 0
-    broadcast = Stores(data_dir).broadcast
+    stores = Stores(data_dir)
+    if settings is not None:
+        stores.use_state(settings.state)  # with state.redis: every instance's workers
+    broadcast = stores.broadcast
     try:
         publish(broadcast, kind, value)
     except OSError as exc:
@@ -237,7 +252,9 @@ def cmd_keys(args: argparse.Namespace) -> int:
     ok, settings = operator_settings(args)
     if not ok:
         return 1
-    return run_keys(args.action, args.consumer, args.key_id, str(data_dir_of(args, settings)))
+    state = settings.state if settings is not None else None
+    data_dir = str(data_dir_of(args, settings))
+    return run_keys(args.action, args.consumer, args.key_id, data_dir, state)
 
 
 def cmd_stats(args: argparse.Namespace) -> int:

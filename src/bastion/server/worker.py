@@ -34,6 +34,7 @@ from bastion.tls.context import HTTP1_ONLY, apply_profile, dispatch_context
 if TYPE_CHECKING:
     from bastion.acme.renewal import CertManager
     from bastion.config.models import Config
+    from bastion.server.cluster import ClusterLink
 
 log = logging.getLogger("bastion.server")
 
@@ -86,11 +87,14 @@ class Worker:
                 int(os.environ.get(status.INSTANCE_ENV, os.getpid())),
             )
         )
+        cluster = self._join_cluster(config)
         self.ready.set()
         try:
             await self.stopping.wait()
         finally:
             publisher.cancel()
+            if cluster is not None:
+                cluster.close()
             self.observing.close_listeners()
             if watch is not None:
                 watch.cancel()
@@ -98,6 +102,21 @@ class Worker:
                 self._certs.stop()
             await self._drain()
             self.observing.close()  # the requests drained are counted too
+
+    def _join_cluster(self, config: Config) -> ClusterLink | None:
+        """With ``state.redis``: follow ``bastion reload --all``, and write this
+        instance's heartbeat (``server/cluster.py``)."""
+        if config.state.redis is None:
+            return None
+        from bastion.server.cluster import ClusterLink
+
+        return ClusterLink(
+            config.state,
+            stores_for(resolve_data_dir(config.data_dir)).broadcast,
+            int(os.environ.get(status.INSTANCE_ENV, os.getpid())),
+            lambda: self.loaded,
+            self.reload,
+        )
 
     def _install_signals(self, loop: asyncio.AbstractEventLoop) -> None:
         loop.add_signal_handler(signal.SIGTERM, self.stop)

@@ -94,6 +94,26 @@ class AdminApi:
             "cluster": config.state.redis is not None,
         }
 
+    async def instances(self) -> dict[str, Any]:
+        """The instances sharing ``state.redis`` (their heartbeats), each marked with
+        ``drift`` when its config hash differs from the majority's."""
+        import time
+
+        settings = self.state.loaded.config.state
+        if settings.redis is None:
+            return {"shared": False, "majority": None, "instances": []}
+        from bastion.state.instances import alive, hash_name, mark_drift
+        from bastion.state.redis_hub import Unreachable, hub_for
+
+        name = hash_name(settings.key_prefix)
+        try:
+            found = await hub_for(settings).run(lambda client: client.hgetall(name))
+        except Unreachable as exc:
+            return {"shared": True, "error": str(exc), "majority": None, "instances": []}
+        records = alive(found, time.time())
+        majority = mark_drift(records)
+        return {"shared": True, "majority": majority, "instances": records}
+
     async def live_figures(self) -> dict[str, Any] | None:
         """The last complete second (None: statistics are off). Read in a thread: a read
         of the statistics file may wait seconds for a lock, which the event loop must not.

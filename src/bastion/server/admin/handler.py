@@ -50,6 +50,7 @@ class AdminHandler:
             "/api/live": {"GET": self.live_stream},
             "/api/alerts": {"GET": self.json(data.alerts)},
             "/api/upstreams": {"GET": self.json(data.upstreams)},
+            "/api/instances": {"GET": self.later(data.instances)},
             "/api/certificates": {"GET": self.later(data.certificates)},
             "/api/certificates/renew": {"POST": self.with_body(data.renew)},
             "/api/cache/purge": {"POST": self.with_body(data.purge)},
