@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--path",
         action="store_true",
-        help="print only the root certificate's path (curl --cacert \"$(bastion trust --path)\")",
+        help='print only the root certificate\'s path (curl --cacert "$(bastion trust --path)")',
     )
     p.set_defaults(handler=cmd_trust)
     p = sub.add_parser("certs", help="list, renew or revoke the certificates of a config")
@@ -57,6 +57,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     config_flag(p, "config whose data_dir to use")
     p.add_argument("--since", choices=["5m", "1h", "24h", "7d", "30d"], default="1h")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument(
+        "--cluster",
+        action="store_true",
+        help="every instance's figures from Redis (state.redis; windows 5m, 1h, 24h)",
+    )
     data_dir_flag(p)
     p.set_defaults(handler=cmd_stats)
     p = sub.add_parser("keys", help="create, list or revoke API keys of consumers")
@@ -255,6 +260,13 @@ def cmd_keys(args: argparse.Namespace) -> int:
 def cmd_stats(args: argparse.Namespace) -> int:
     from bastion.observe.stats.report import run_stats
 
+    if args.cluster:
+        from bastion.observe.stats.cluster_report import run_cluster_stats
+
+        loaded = load(args.config)
+        if loaded is None:
+            return 1
+        return run_cluster_stats(loaded.config, args.since, args.json)
     ok, settings = operator_settings(args)
     if not ok:
         return 1
