@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from conftest import Backend, free_port, wait_for_port
-from rediskit import RedisServer, Sentinel
+from rediskit import RedisServer, SentinelGroup
 from rediskit import redis_cluster as redis_cluster  # the fixtures
 from rediskit import redis_sentinel as redis_sentinel
 from rediskit import redis_server as redis_server
@@ -449,11 +449,11 @@ def sentinel_and_cluster_check(
 
 
 def test_a_sentinel_master_shares_keys_and_purges(
-    redis_sentinel: tuple[RedisServer, RedisServer, Sentinel], backend: Backend, tmp_path: Path
+    redis_sentinel: tuple[RedisServer, RedisServer, SentinelGroup], backend: Backend, tmp_path: Path
 ) -> None:
     master, _, sentinel = redis_sentinel
     state = (
-        f'state: {{redis: {{sentinel: ["127.0.0.1:{sentinel.port}"], '
+        f"state: {{redis: {{sentinel: {json.dumps(sentinel.addresses)}, "
         f"service: {sentinel.service}}}, timeout: 250ms}}"
     )
     sentinel_and_cluster_check(tmp_path, master, backend, state)

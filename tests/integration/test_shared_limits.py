@@ -15,7 +15,7 @@ import pytest
 from test_metrics import scrape
 
 from conftest import Backend, Gateway, free_port
-from rediskit import RedisServer, Sentinel
+from rediskit import RedisServer, SentinelGroup
 from rediskit import redis_cluster as redis_cluster  # the fixtures
 from rediskit import redis_sentinel as redis_sentinel
 from rediskit import redis_server as redis_server
@@ -267,12 +267,12 @@ def test_a_gateway_without_redis_never_loads_redis_py(
 
 
 def test_a_sentinel_master_counts_for_two_gateways(
-    redis_sentinel: tuple[RedisServer, RedisServer, Sentinel],
+    redis_sentinel: tuple[RedisServer, RedisServer, SentinelGroup],
     backend: Backend,
     gateway: Callable[..., Gateway],
 ) -> None:
     master, _, sentinel = redis_sentinel
-    redis = {"sentinel": [f"127.0.0.1:{sentinel.port}"], "service": sentinel.service}
+    redis = {"sentinel": sentinel.addresses, "service": sentinel.service}
     routes = [{"path": "/", "rate_limits": [{"rate": "5/m", "name": "s"}]}]
     one = gateway(config(redis, backend, routes))
     two = gateway(config(redis, backend, routes))
@@ -338,12 +338,12 @@ def test_a_quota_raised_by_a_reload_admits_again_at_once(
 
 
 def test_after_a_sentinel_failover_the_counts_go_on_in_the_new_master(
-    redis_sentinel: tuple[RedisServer, RedisServer, Sentinel],
+    redis_sentinel: tuple[RedisServer, RedisServer, SentinelGroup],
     backend: Backend,
     gateway: Callable[..., Gateway],
 ) -> None:
     master, replica, sentinel = redis_sentinel
-    redis = {"sentinel": [f"127.0.0.1:{sentinel.port}"], "service": sentinel.service}
+    redis = {"sentinel": sentinel.addresses, "service": sentinel.service}
     routes = [{"path": "/", "rate_limits": [{"rate": "10/m", "name": "s"}]}]
     state = {"timeout": "1s", "breaker": {"failures": 1, "open_for": "300ms"}}
     gw = gateway(config(redis, backend, routes, state=state))
