@@ -155,16 +155,23 @@ class RedisCacheShelf:
         self.expiry = index + "expiry"
         self.url_set = index + "url:"
         self.tag_set = index + "tag:"
-        self.connection = RedisConnection(settings, self._changed)
+        self.connection = RedisConnection(settings, self._changed, quiet=True)
         self.writes = 0
 
     def _changed(self, down: bool) -> None:
+        """Logged once per transition (the breaker tells)."""
+        connection = self.connection
         if down:
             log.warning(
-                "response cache: Redis unavailable, each instance answers from its own cache"
+                "response cache: Redis %s unavailable: lookups there are misses and each "
+                "worker keeps its entries to itself until it answers again (tried every %gs)",
+                connection.target,
+                connection.breaker.open_for,
             )
         else:
-            log.warning("response cache: Redis answers again, entries are shared again")
+            log.warning(
+                "response cache: Redis %s answers again: entries are shared", connection.target
+            )
 
     def entry_key(self, key: str) -> str:
         primary = key.partition(VARIANT_MARK)[0]
