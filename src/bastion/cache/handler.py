@@ -188,6 +188,10 @@ class CachingHandler:
         requests for the same key meanwhile wait for this one, as for a backend request)."""
         if may_wait:
             self.inflight[key] = []
+        if self.purge is not None:
+            # the entries in Redis are this worker's concern even before it holds any:
+            # a purge published while no worker is listening would leave them there
+            self.purge.watch()
         consumers = self.consumers
         if own is None:
             candidates = [primary]
