@@ -17,7 +17,9 @@ plan. What survives a reload and a restart:
 | response cache                      | emptied (new plan)  | emptied                    |
 
 With ``state.redis``, rate limits and quotas live in Redis instead: kept across reloads
-and restarts alike, and nothing is written to ``ratelimit.json``.
+and restarts alike, and nothing is written to ``ratelimit.json``. With ``cache.store:
+redis`` too, each plan's in-memory cache is still new and empty, but the entries in Redis
+behind it (`RedisCacheShelf`, one per settings) outlive reloads and restarts.
 
 The response cache is the one exception: its entries were answered under the old routes
 (backends, TTLs, key rules), so each plan gets an empty store from `Stores.cache`. Each
