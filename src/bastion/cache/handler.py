@@ -222,8 +222,6 @@ class CachingHandler:
                     break
             if found is not None:
                 store.keep(found)  # type: ignore[attr-defined]  # (a TieredCacheStore)
-                if self.purge is not None:
-                    self.purge.watch()  # it holds an entry now: purges concern it
         except Exception:
             log.exception("request %s: cache lookup in Redis failed", req.request_id)
         waiters = self.inflight.pop(key, None) if leader else None
