@@ -17,7 +17,9 @@ plan. What survives a reload and a restart:
 | response cache                      | emptied (new plan)  | emptied                    |
 
 With ``state.redis``, rate limits and quotas live in Redis instead: kept across reloads
-and restarts alike, and nothing is written to ``ratelimit.json``.
+and restarts alike, and nothing is written to ``ratelimit.json``. With ``cache.store:
+redis`` too, each plan's in-memory cache is still new and empty, but the entries in Redis
+behind it (`RedisCacheShelf`, one per settings) outlive reloads and restarts.
 
 The response cache is the one exception: its entries were answered under the old routes
 (backends, TTLs, key rules), so each plan gets an empty store from `Stores.cache`. Each
@@ -48,6 +50,7 @@ if TYPE_CHECKING:
     from bastion.state.challenges import ChallengeTokens
     from bastion.state.keys import KeyStore
     from bastion.state.limits import AnyLimitStore, LimitStore, SharedLimitStore
+    from bastion.state.redis_cache import RedisCacheShelf
     from bastion.state.snapshots import Snapshots
 
 __all__ = ["Stores", "stores_for"]
@@ -63,6 +66,7 @@ class Stores:
         self.shared_limits: dict[str, SharedLimitStore] = {}  # by the state settings
         self.shared_certs: dict[tuple[str, str, str], CertStore] = {}  # by settings, CA
         self.shared_challenges: dict[tuple[str, str], ChallengeTokens] = {}
+        self.shared_caches: dict[tuple[str, int], RedisCacheShelf] = {}  # by settings, cap
 
     def use_state(self, state: State | None) -> None:
         """Share what the config's ``state`` section says (the plan being compiled's)."""
@@ -160,8 +164,23 @@ class Stores:
             tokens = self.shared_challenges[settings] = RedisChallengeTokens(state, local)
         return tokens
 
-    def cache(self, max_size: int, max_object_size: int) -> CacheStore:
-        """A new, empty response cache for a plan (see the table above)."""
+    def cache(
+        self, max_size: int, max_object_size: int, shared_max_object_size: int | None = None
+    ) -> CacheStore:
+        """A new, empty response cache for a plan (see the table above); with
+        ``shared_max_object_size`` and ``state.redis``, one that also shares its entries
+        (bodies up to that size) in Redis, where they outlive the plan."""
+        state = self.state
+        if shared_max_object_size is not None and state is not None and state.redis is not None:
+            from bastion.state.redis_cache import RedisCacheShelf, TieredCacheStore
+
+            settings = (state.model_dump_json(), shared_max_object_size)
+            shelf = self.shared_caches.get(settings)
+            if shelf is None:
+                shelf = self.shared_caches[settings] = RedisCacheShelf(
+                    state, shared_max_object_size
+                )
+            return TieredCacheStore(max_size, max_object_size, shelf)
         from bastion.state.cache import MemoryCacheStore
 
         return MemoryCacheStore(max_size, max_object_size)
