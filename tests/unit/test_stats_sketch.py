@@ -119,9 +119,11 @@ def test_top_tables_of_a_flood_of_paths_stay_bounded(tmp_path: Path) -> None:
                 counts = zipf_stream(seed=second * 2 + n, keys=20_000, draws=3000)
                 true.update(counts)
                 writer.add(interval(T0 + second, {"api": figures(3000)}, paths=counts))
-        assert all(writer.flush() for writer in writers)
+        # a minute of a scan is a lot of work for the writer threads: on a loaded machine
+        # it takes longer than flush's default wait (this is no timing assertion)
+        assert all(writer.flush(timeout=300) for writer in writers)
         clock.advance(61)  # the next retention pass reduces the grown summaries
-        assert all(writer.flush() for writer in writers)
+        assert all(writer.flush(timeout=300) for writer in writers)
     finally:
         for writer in writers:
             writer.close()
