@@ -20,20 +20,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from bastion.config.state_models import RedisCluster, RedisSentinel, State, redis_target
 from bastion.state.limits import StoreUnavailable
+from bastion.state.redis_pipeline import Pipelined, encode, pipelined_target
 
 __all__ = ["Breaker", "RedisConnection"]
 
@@ -124,6 +126,10 @@ class RedisConnection:
         self.owner: tuple[int, asyncio.AbstractEventLoop] | None = None  # (pid, loop)
         self.scripts: dict[str, Any] = {}  # Lua text -> the client's registered script
         self.warming: asyncio.Task[None] | None = None
+        # a single server (redis://, unix://): scripts go down one pipelined connection
+        self.direct = pipelined_target(settings.redis) if isinstance(settings.redis, str) else None
+        self.pipelined: Pipelined | None = None
+        self.digests: dict[str, bytes] = {}  # Lua text -> its SHA1, for EVALSHA
 
     def _client(self) -> Any:
         owner = (os.getpid(), asyncio.get_running_loop())
@@ -131,7 +137,35 @@ class RedisConnection:
             self.client = connect(self.settings)
             self.owner = owner
             self.scripts = {}
+            self.pipelined = Pipelined(self.direct) if self.direct is not None else None
         return self.client
+
+    async def run_script(self, lua: str, keys: Sequence[str], args: Sequence[str]) -> Any:
+        """The reply of ``lua`` run on ``keys`` and ``args`` (EVALSHA, EVAL when the server
+        does not know it yet), within the timeout and through the breaker."""
+        self._client()
+        pipelined = self.pipelined
+        if pipelined is None:
+            script = self.script(lua)
+
+            async def through_redis_py(client: Any) -> Any:
+                return await script(keys=keys, args=args, client=client)
+
+            return await self.call(through_redis_py)
+        digest = self.digests.get(lua)
+        if digest is None:
+            digest = self.digests[lua] = hashlib.sha1(lua.encode()).hexdigest().encode()
+        command = encode(b"EVALSHA", digest, str(len(keys)), *keys, *args)
+
+        async def pipelined_call(_: Any) -> Any:
+            try:
+                return await pipelined.execute(command)
+            except ResponseError as exc:
+                if not str(exc).startswith("NOSCRIPT"):
+                    raise
+            return await pipelined.execute(encode(b"EVAL", lua, str(len(keys)), *keys, *args))
+
+        return await self.call(pipelined_call)
 
     def script(self, lua: str) -> Any:
         """``lua`` registered on this worker's client (EVALSHA, EVAL on NOSCRIPT)."""
@@ -158,7 +192,11 @@ class RedisConnection:
     async def _warm(self, lua: str) -> None:
         with contextlib.suppress(RedisError, OSError, TimeoutError):
             async with asyncio.timeout(max(1.0, self.timeout)):
-                await self._client().script_load(lua)
+                client = self._client()
+                if self.pipelined is not None:
+                    await self.pipelined.execute(encode(b"SCRIPT", b"LOAD", lua))
+                else:
+                    await client.script_load(lua)
 
     async def call(self, work: Callable[[Any], Awaitable[_T]]) -> _T:
         """``work(client)`` within the timeout, through the breaker; `StoreUnavailable`
@@ -171,6 +209,8 @@ class RedisConnection:
             async with asyncio.timeout(self.timeout):
                 result = await work(self._client())
         except (RedisError, OSError, TimeoutError) as exc:
+            if isinstance(exc, TimeoutError) and self.pipelined is not None:
+                self.pipelined.abandon()  # the replies owed on it may never come
             now = time.monotonic()
             breaker.failed(now, exc)
             raise StoreUnavailable(breaker.retry_after(now) or self.timeout) from exc

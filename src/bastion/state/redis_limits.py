@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from typing import Any
 
 from bastion.clock import SYSTEM_CLOCK, Clock
 from bastion.config.state_models import State
@@ -200,14 +199,8 @@ class RedisLimitStore:
                 args += ("r", repr(check.interval), repr(check.tau), repr(check.ahead))
             else:
                 args += ("q", str(check.count), check.per, "")
-        script = self.connection.script(LUA)
         redis_keys = [self.redis_key(key) for key in keys]
-
-        async def run(client: Any) -> list[Any]:
-            result: list[Any] = await script(keys=redis_keys, args=args, client=client)
-            return result
-
-        reply = await self.connection.call(run)
+        reply = await self.connection.run_script(LUA, redis_keys, args)
         allowed = reply[0] == 1
         outcomes = [
             Outcome(reply[i] == 1, int(reply[i + 1]), float(reply[i + 2]), float(reply[i + 3]))
