@@ -14,7 +14,9 @@ a comma list of
 (request / response header rules), ``hdr`` (both), ``log`` (JSON access log), ``metrics``
 (request metrics recorded for a ``metrics.listen`` listener), ``stats`` (the traffic
 statistics), ``trace`` (W3C trace context sent upstream), ``observe`` (every observability
-feature of `OBSERVE` on: what the "observability on" figure means). Each variant
+feature of `OBSERVE` on: what the "observability on" figure means), ``redis`` (the limits
+counted in a redis-server started for the run, over its Unix socket: ``rl,redis`` against
+``rl`` is what counting in Redis costs the gateway; Redis's own work is not counted). Each variant
 starts bastion under ``valgrind --tool=callgrind`` with instrumentation off, warms it up
 with wrk, then counts the instructions of one wrk run. Instructions are not time: they leave
 out the kernel, cache misses and branch mispredictions, so a ratio here is an upper bound of
@@ -120,7 +122,7 @@ def config(
     tmp: Path, backend_port: int, port: int, variant: str, tls: tlscert.TlsFiles | None = None
 ) -> str:
     names = variant.split(",")
-    known = ("bare", "log", "observe", *FEATURES)
+    known = ("bare", "log", "observe", "redis", *FEATURES)
     unknown = [n for n in names if n not in PARTS and n not in known]
     if unknown:
         raise SystemExit(f"unknown variant part(s): {', '.join(unknown)}")
@@ -137,6 +139,8 @@ def config(
         listen = f"{{http: 127.0.0.1:{free_port()}, https: 127.0.0.1:{port}}}"
         site_tls = f'    tls: {{cert: "{tls.cert}", key: "{tls.key}"}}\n'
     observe = _observe_config(tmp, names)
+    if "redis" in names:
+        observe += f'state: {{redis: "unix://{tmp}/redis/redis.sock"}}\n'
     return f"""\
 listen: {listen}
 {observe}workers: 1
@@ -294,6 +298,11 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bastion-instructions-"))
     backend, backend_port = targets.start_backend(tmp, None)
     tls = tlscert.make(tmp) if args.h2 else None
+    redis = None
+    if any("redis" in variant.split(",") for variant in args.variants):
+        import redis_targets
+
+        redis, _, _ = redis_targets.start_redis(tmp / "redis", None)
     try:
         first = tmp / "keys.yaml"
         first.write_text(config(tmp, backend_port, free_port(), "key"))
@@ -334,6 +343,8 @@ def main(argv: list[str] | None = None) -> int:
             )
     finally:
         backend.stop()
+        if redis is not None:
+            redis.stop()
     if "bare" in counts:
         base, base_net = counts["bare"]
         print("\nagainst bare:            per request          net")

@@ -137,7 +137,9 @@ class RedisConnection:
             self.client = connect(self.settings)
             self.owner = owner
             self.scripts = {}
-            self.pipelined = Pipelined(self.direct) if self.direct is not None else None
+            self.pipelined = (
+                Pipelined(self.direct, self.timeout) if self.direct is not None else None
+            )
         return self.client
 
     async def run_script(self, lua: str, keys: Sequence[str], args: Sequence[str]) -> Any:
@@ -152,20 +154,30 @@ class RedisConnection:
                 return await script(keys=keys, args=args, client=client)
 
             return await self.call(through_redis_py)
+        # the pipelined connection bounds each command's wait itself: no timer per call
         digest = self.digests.get(lua)
         if digest is None:
             digest = self.digests[lua] = hashlib.sha1(lua.encode()).hexdigest().encode()
-        command = encode(b"EVALSHA", digest, str(len(keys)), *keys, *args)
-
-        async def pipelined_call(_: Any) -> Any:
+        breaker = self.breaker
+        now = time.monotonic()
+        if not breaker.allow(now):
+            raise StoreUnavailable(breaker.retry_after(now))
+        try:
             try:
-                return await pipelined.execute(command)
+                reply = await pipelined.execute(
+                    encode(b"EVALSHA", digest, str(len(keys)), *keys, *args)
+                )
             except ResponseError as exc:
                 if not str(exc).startswith("NOSCRIPT"):
                     raise
-            return await pipelined.execute(encode(b"EVAL", lua, str(len(keys)), *keys, *args))
-
-        return await self.call(pipelined_call)
+                reply = await pipelined.execute(encode(b"EVAL", lua, str(len(keys)), *keys, *args))
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise self._failed(exc) from exc
+        except BaseException:
+            breaker.probing = False  # (see `call`)
+            raise
+        breaker.succeeded()
+        return reply
 
     def script(self, lua: str) -> Any:
         """``lua`` registered on this worker's client (EVALSHA, EVAL on NOSCRIPT)."""
@@ -209,11 +221,7 @@ class RedisConnection:
             async with asyncio.timeout(self.timeout):
                 result = await work(self._client())
         except (RedisError, OSError, TimeoutError) as exc:
-            if isinstance(exc, TimeoutError) and self.pipelined is not None:
-                self.pipelined.abandon()  # the replies owed on it may never come
-            now = time.monotonic()
-            breaker.failed(now, exc)
-            raise StoreUnavailable(breaker.retry_after(now) or self.timeout) from exc
+            raise self._failed(exc) from exc
         except BaseException:
             # cancelled (the client left) or a bug: no verdict on Redis, but a probe that
             # ends here must let the next request probe
@@ -221,6 +229,14 @@ class RedisConnection:
             raise
         breaker.succeeded()
         return result
+
+    def _failed(self, error: BaseException) -> StoreUnavailable:
+        """Tell the breaker; what the request is told."""
+        if isinstance(error, TimeoutError) and self.pipelined is not None:
+            self.pipelined.abandon()  # the replies owed on it may never come
+        now = time.monotonic()
+        self.breaker.failed(now, error)
+        return StoreUnavailable(self.breaker.retry_after(now) or self.timeout)
 
 
 def connect(settings: State) -> Any:

@@ -13,11 +13,12 @@ Used for ``redis://`` and ``unix://`` servers (no TLS, no query options but ``db
 ``rediss://``, Sentinel and Cluster go through redis-py (`redis_client.connect`), which
 knows how to find and follow their servers.
 
-Failure handling stays with the caller (`RedisConnection.call`: timeout and breaker).
-What this connection does on its own: a command that cannot be written or answered fails
-with redis-py's `ConnectionError`; a lost connection fails every command in flight and the
-next command connects again; `abandon` (a command timed out) drops the connection, since
-the replies still owed on it may never come.
+The breaker stays with the caller (`RedisConnection`). What this connection does on its
+own: no command waits longer than the timeout (one timer watches the oldest command in
+flight: a timer per command cost as much as the rest of the call); when the oldest has
+waited that long, every command in flight fails with `TimeoutError` and the connection is
+dropped, since the replies still owed on it may never come. A lost connection fails every
+command in flight with redis-py's `ConnectionError`. The next command connects again.
 """
 
 from __future__ import annotations
@@ -59,21 +60,39 @@ def pipelined_target(url: str) -> dict[str, Any] | None:
     return target
 
 
+BULK_CACHE = 10_000
+"""Words whose RESP form is remembered (limit keys and arguments repeat from request to
+request); the table starts again when full."""
+
+_bulk: dict[str | bytes, bytes] = {}
+
+
 def encode(*words: bytes | str) -> bytes:
     """A command in RESP: an array of bulk strings."""
     out = [b"*%d\r\n" % len(words)]
     for word in words:
-        data = word.encode() if isinstance(word, str) else word
-        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
+        bulk = _bulk.get(word)
+        if bulk is None:
+            data = word.encode() if isinstance(word, str) else word
+            bulk = b"$%d\r\n%s\r\n" % (len(data), data)
+            if len(data) < 512:
+                if len(_bulk) >= BULK_CACHE:
+                    _bulk.clear()
+                _bulk[word] = bulk
+        out.append(bulk)
     return b"".join(out)
 
 
 class _Protocol(asyncio.Protocol):
-    """Replies in, handed to the oldest waiting command."""
+    """Replies in, handed to the oldest waiting command; a watchdog fails the commands
+    when the oldest has waited ``timeout`` (one timer for all of them, not one each)."""
 
-    def __init__(self) -> None:
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
         self.reader = hiredis.Reader(replyError=ResponseError)
         self.waiting: deque[asyncio.Future[Any]] = deque()
+        self.sent: deque[float] = deque()  # when each waiting command was sent (loop time)
+        self.watchdog: asyncio.TimerHandle | None = None
         self.transport: asyncio.Transport | None = None
         self.lost: BaseException | None = None
         self.pending: list[bytes] = []  # commands of this turn of the loop, not yet written
@@ -84,18 +103,45 @@ class _Protocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         reader = self.reader
         reader.feed(data)
-        waiting = self.waiting
+        waiting, sent = self.waiting, self.sent
         while (reply := reader.gets()) is not False:
             future = waiting.popleft()
+            sent.popleft()
             if not future.done():  # (its caller may have given up)
                 future.set_result(reply)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.lost = RedisConnectionError(f"connection to Redis lost: {exc or 'closed'}")
+        if self.lost is None:
+            self.lost = RedisConnectionError(f"connection to Redis lost: {exc or 'closed'}")
+        self._fail(self.lost)
+
+    def _fail(self, error: BaseException) -> None:
+        if self.watchdog is not None:
+            self.watchdog.cancel()
+            self.watchdog = None
+        self.sent.clear()
         while self.waiting:
             future = self.waiting.popleft()
             if not future.done():
-                future.set_exception(self.lost)
+                future.set_exception(error)
+
+    def watch(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Arm the watchdog for the oldest command in flight (when it is not armed)."""
+        if self.watchdog is None and self.sent:
+            self.watchdog = loop.call_at(self.sent[0] + self.timeout, self._bark, loop)
+
+    def _bark(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.watchdog = None
+        if not self.sent or self.lost is not None:
+            return
+        if loop.time() < self.sent[0] + self.timeout:
+            self.watch(loop)  # the one it was armed for was answered: the next oldest
+            return
+        # the replies owed on this connection may never come: it is given up
+        self.lost = TimeoutError(f"Redis did not answer within {self.timeout:g}s")
+        self._fail(self.lost)
+        if self.transport is not None:
+            self.transport.abort()
 
     def flush(self) -> None:
         if self.pending and self.transport is not None and self.lost is None:
@@ -106,14 +152,15 @@ class _Protocol(asyncio.Protocol):
 class Pipelined:
     """Commands on one connection, pipelined; made by `connect` on the running loop."""
 
-    def __init__(self, target: dict[str, Any]) -> None:
+    def __init__(self, target: dict[str, Any], timeout: float) -> None:
         self.target = target
+        self.timeout = timeout  # what a command may wait, connecting included
         self.protocol: _Protocol | None = None
         self.connecting: asyncio.Task[_Protocol] | None = None
 
     async def execute(self, command: bytes) -> Any:
         """Send ``command`` (RESP-encoded) and return its reply; a reply that is an error
-        is raised (`ResponseError`)."""
+        is raised (`ResponseError`), no reply within the timeout is a `TimeoutError`."""
         protocol = self.protocol
         if protocol is None or protocol.lost is not None:
             protocol = await self._connected()
@@ -129,6 +176,9 @@ class Pipelined:
             loop.call_soon(protocol.flush)
         protocol.pending.append(command)
         protocol.waiting.append(future)
+        protocol.sent.append(loop.time())
+        if protocol.watchdog is None:
+            protocol.watch(loop)
         return future
 
     async def _connected(self) -> _Protocol:
@@ -137,20 +187,23 @@ class Pipelined:
         if self.connecting is None or self.connecting.done():
             self.connecting = asyncio.get_running_loop().create_task(self._connect())
         # shielded: a command that gives up must not end a connection others wait for
-        protocol = await asyncio.shield(self.connecting)
+        async with asyncio.timeout(self.timeout):
+            protocol = await asyncio.shield(self.connecting)
         self.protocol = protocol
         return protocol
 
     async def _connect(self) -> _Protocol:
         loop = asyncio.get_running_loop()
         target = self.target
+
+        def make() -> _Protocol:
+            return _Protocol(self.timeout)
+
         try:
             if "path" in target:
-                _, protocol = await loop.create_unix_connection(_Protocol, target["path"])
+                _, protocol = await loop.create_unix_connection(make, target["path"])
             else:
-                _, protocol = await loop.create_connection(
-                    _Protocol, target["host"], target["port"]
-                )
+                _, protocol = await loop.create_connection(make, target["host"], target["port"])
         except OSError as exc:
             raise RedisConnectionError(f"cannot connect to Redis: {exc}") from exc
         setup = []
