@@ -104,7 +104,7 @@ class _Protocol(asyncio.Protocol):
         reader = self.reader
         reader.feed(data)
         waiting, sent = self.waiting, self.sent
-        while (reply := reader.gets()) is not False:
+        while waiting and (reply := reader.gets()) is not False:
             future = waiting.popleft()
             sent.popleft()
             if not future.done():  # (its caller may have given up)
@@ -183,12 +183,13 @@ class Pipelined:
 
     async def _connected(self) -> _Protocol:
         """The connection, made by the first command that needs it; the others wait for
-        the same one."""
-        if self.connecting is None or self.connecting.done():
-            self.connecting = asyncio.get_running_loop().create_task(self._connect())
+        the same one. One made after its first waiter gave up is used by the next."""
+        task = self.connecting
+        if task is None or (task.done() and (task.cancelled() or _unusable(task))):
+            task = self.connecting = asyncio.get_running_loop().create_task(self._connect())
         # shielded: a command that gives up must not end a connection others wait for
         async with asyncio.timeout(self.timeout):
-            protocol = await asyncio.shield(self.connecting)
+            protocol = await asyncio.shield(task)
         self.protocol = protocol
         return protocol
 
@@ -227,6 +228,13 @@ class Pipelined:
 
     @staticmethod
     def _close(protocol: _Protocol) -> None:
+        if protocol.lost is None:  # (at once: `connection_lost` comes a turn later)
+            protocol.lost = RedisConnectionError("connection to Redis given up")
         if protocol.transport is not None:
             with contextlib.suppress(RuntimeError):  # (its loop is closed)
                 protocol.transport.abort()
+
+
+def _unusable(task: asyncio.Task[_Protocol]) -> bool:
+    """Whether a finished connecting task gave nothing usable (failed, or lost since)."""
+    return task.exception() is not None or task.result().lost is not None
