@@ -44,6 +44,20 @@ log = logging.getLogger("bastion.state")
 _T = TypeVar("_T")
 
 
+class _Process:
+    """This process's id, kept up to date across forks without a system call per read."""
+
+    pid = os.getpid()
+
+    @classmethod
+    def forked(cls) -> None:
+        cls.pid = os.getpid()
+
+
+_process = _Process
+os.register_at_fork(after_in_child=_Process.forked)
+
+
 class Breaker:
     """Closed (ask Redis), open (do not) or half-open (one probe under way)."""
 
@@ -131,8 +145,8 @@ class RedisConnection:
         self.pipelined: Pipelined | None = None
         self.digests: dict[str, bytes] = {}  # Lua text -> its SHA1, for EVALSHA
 
-    def _client(self) -> Any:
-        owner = (os.getpid(), asyncio.get_running_loop())
+    def _client(self, loop: asyncio.AbstractEventLoop | None = None) -> Any:
+        owner = (_process.pid, loop or asyncio.get_running_loop())
         if self.client is None or self.owner != owner:
             self.client = connect(self.settings)
             self.owner = owner
@@ -145,7 +159,15 @@ class RedisConnection:
     async def run_script(self, lua: str, keys: Sequence[str], args: Sequence[str]) -> Any:
         """The reply of ``lua`` run on ``keys`` and ``args`` (EVALSHA, EVAL when the server
         does not know it yet), within the timeout and through the breaker."""
-        self._client()
+        # Python 3.11 makes a getpid system call in each get_running_loop: the loop this
+        # process's client was made on, when it is running, is the running one (one loop
+        # runs per thread, and the workers' limit stores are used on their loop's thread)
+        owner = self.owner
+        if owner is not None and owner[0] == _process.pid and owner[1].is_running():
+            loop = owner[1]
+        else:
+            loop = asyncio.get_running_loop()
+            self._client(loop)
         pipelined = self.pipelined
         if pipelined is None:
             script = self.script(lua)
@@ -165,12 +187,13 @@ class RedisConnection:
         try:
             try:
                 reply = await pipelined.execute(
-                    encode(b"EVALSHA", digest, str(len(keys)), *keys, *args)
+                    encode(b"EVALSHA", digest, str(len(keys)), *keys, *args), loop
                 )
             except ResponseError as exc:
                 if not str(exc).startswith("NOSCRIPT"):
                     raise
-                reply = await pipelined.execute(encode(b"EVAL", lua, str(len(keys)), *keys, *args))
+                command = encode(b"EVAL", lua, str(len(keys)), *keys, *args)
+                reply = await pipelined.execute(command, loop)
         except (RedisError, OSError, TimeoutError) as exc:
             raise self._failed(exc) from exc
         except BaseException:
@@ -195,7 +218,7 @@ class RedisConnection:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return  # not on a loop: the first call connects
-        if self.client is not None and self.owner == (os.getpid(), loop):
+        if self.client is not None and self.owner == (_process.pid, loop):
             return  # this worker's client is made (by a route before, or a request)
         self.script(lua)
         task = loop.create_task(self._warm(lua))
@@ -206,7 +229,8 @@ class RedisConnection:
             async with asyncio.timeout(max(1.0, self.timeout)):
                 client = self._client()
                 if self.pipelined is not None:
-                    await self.pipelined.execute(encode(b"SCRIPT", b"LOAD", lua))
+                    loop = asyncio.get_running_loop()
+                    await self.pipelined.execute(encode(b"SCRIPT", b"LOAD", lua), loop)
                 else:
                     await client.script_load(lua)
 

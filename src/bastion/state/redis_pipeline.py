@@ -158,19 +158,22 @@ class Pipelined:
         self.protocol: _Protocol | None = None
         self.connecting: asyncio.Task[_Protocol] | None = None
 
-    async def execute(self, command: bytes) -> Any:
+    async def execute(self, command: bytes, loop: asyncio.AbstractEventLoop) -> Any:
         """Send ``command`` (RESP-encoded) and return its reply; a reply that is an error
-        is raised (`ResponseError`), no reply within the timeout is a `TimeoutError`."""
+        is raised (`ResponseError`), no reply within the timeout is a `TimeoutError`.
+        ``loop``: the running loop (the caller has it: asking costs a system call)."""
         protocol = self.protocol
         if protocol is None or protocol.lost is not None:
             protocol = await self._connected()
-        reply = await self._send(protocol, command)
+        reply = await self._send(protocol, command, loop)
         if isinstance(reply, ResponseError):
             raise reply
         return reply
 
-    def _send(self, protocol: _Protocol, command: bytes) -> asyncio.Future[Any]:
-        loop = asyncio.get_running_loop()
+    @staticmethod
+    def _send(
+        protocol: _Protocol, command: bytes, loop: asyncio.AbstractEventLoop
+    ) -> asyncio.Future[Any]:
         future: asyncio.Future[Any] = loop.create_future()
         if not protocol.pending:
             loop.call_soon(protocol.flush)
@@ -211,9 +214,9 @@ class Pipelined:
         if target["password"] is not None:
             user = target["username"]
             credentials = (user, target["password"]) if user else (target["password"],)
-            setup.append(self._send(protocol, encode("AUTH", *credentials)))
+            setup.append(self._send(protocol, encode("AUTH", *credentials), loop))
         if target["db"]:
-            setup.append(self._send(protocol, encode("SELECT", str(target["db"]))))
+            setup.append(self._send(protocol, encode("SELECT", str(target["db"])), loop))
         for reply in await asyncio.gather(*setup):
             if isinstance(reply, ResponseError):
                 self._close(protocol)
