@@ -118,6 +118,9 @@ def _observe_config(tmp: Path, names: list[str]) -> str:
     )
 
 
+REDIS: list[str] = []  # --redis: the state.redis URL of every variant (none: no Redis)
+
+
 def config(
     tmp: Path, backend_port: int, port: int, variant: str, tls: tlscert.TlsFiles | None = None
 ) -> str:
@@ -139,8 +142,10 @@ def config(
         listen = f"{{http: 127.0.0.1:{free_port()}, https: 127.0.0.1:{port}}}"
         site_tls = f'    tls: {{cert: "{tls.cert}", key: "{tls.key}"}}\n'
     observe = _observe_config(tmp, names)
-    if "redis" in names:
+    if "redis" in names:  # the limits counted in the run's own redis-server
         observe += f'state: {{redis: "unix://{tmp}/redis/redis.sock"}}\n'
+    elif REDIS:  # API keys (and everything shared) in Redis: the key is created there
+        observe += f'state: {{redis: "{REDIS[0]}"}}\n'
     return f"""\
 listen: {listen}
 {observe}workers: 1
@@ -293,7 +298,12 @@ def main(argv: list[str] | None = None) -> int:
         default=Path(sys.executable).parent / "bastion",
         help="bastion executable (default: the one beside this python)",
     )
+    p.add_argument("--redis", metavar="URL", default=None,
+                   help="state.redis for every variant (API keys in Redis; the key is "
+                   "created there): the cost of a cluster's shared state")
     args = p.parse_args(argv)
+    if args.redis:
+        REDIS.append(args.redis)
     python = args.bastion.parent / "python"
     tmp = Path(tempfile.mkdtemp(prefix="bastion-instructions-"))
     backend, backend_port = targets.start_backend(tmp, None)

@@ -119,13 +119,15 @@ class RedisServer:
 class Sentinel:
     """A redis-sentinel watching ``master`` under the name ``service``."""
 
-    def __init__(self, directory: Path, master: RedisServer, service: str = "main") -> None:
+    def __init__(
+        self, directory: Path, master: RedisServer, service: str = "main", quorum: int = 1
+    ) -> None:
         self.port = free_port()
         self.service = service
         conf = directory / "sentinel.conf"  # (Sentinel rewrites its file)
         conf.write_text(
             f"port {self.port}\nbind 127.0.0.1\ndir {directory}\n"
-            f"sentinel monitor {service} 127.0.0.1 {master.port} 1\n"
+            f"sentinel monitor {service} 127.0.0.1 {master.port} {quorum}\n"
             # a failover within a second or two of the master's end
             f"sentinel down-after-milliseconds {service} 300\n"
             f"sentinel failover-timeout {service} 2000\n"
@@ -157,6 +159,55 @@ class Sentinel:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+
+
+class SentinelGroup:
+    """Three Sentinels watching one master with a quorum of two, as a real deployment has
+    them: a failover needs two of them to agree that the master is down, and a majority to
+    elect the one that carries it out."""
+
+    def __init__(self, directory: Path, master: RedisServer, service: str = "main") -> None:
+        self.service = service
+        self.members: list[Sentinel] = []
+        try:
+            for index in range(3):
+                (directory / f"sentinel{index}").mkdir()
+                self.members.append(
+                    Sentinel(directory / f"sentinel{index}", master, service, quorum=2)
+                )
+            # each finds the two others through the master's hello channel (every 2 s)
+            deadline = time.monotonic() + 20
+            while not all(
+                m.ask("SENTINEL", "sentinels", service).count("name") >= 2 for m in self.members
+            ):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the three Sentinels did not find each other")
+                time.sleep(0.1)
+        except BaseException:
+            self.stop()
+            raise
+
+    @property
+    def port(self) -> int:
+        return self.members[0].port
+
+    @property
+    def addresses(self) -> list[str]:
+        """host:port of every member, as ``state.redis.sentinel`` lists them."""
+        return [f"127.0.0.1:{m.port}" for m in self.members]
+
+    def ask(self, *words: str) -> str:
+        return self.members[0].ask(*words)
+
+    def master_port(self) -> int:
+        """The master's port once two members agree on it, else 0."""
+        ports = [m.master_port() for m in self.members]
+        best = max(set(ports), key=ports.count)
+        return best if ports.count(best) >= 2 else 0
+
+    def stop(self) -> None:
+        for member in self.members:
+            member.stop()
 
 
 def start_cluster(
@@ -209,8 +260,8 @@ def redis_server(tmp_path: Path) -> Iterator[Callable[[], RedisServer]]:
 
 
 @pytest.fixture
-def redis_sentinel(tmp_path: Path) -> Iterator[tuple[RedisServer, RedisServer, Sentinel]]:
-    """A master, its replica and one Sentinel watching them (as ``main``)."""
+def redis_sentinel(tmp_path: Path) -> Iterator[tuple[RedisServer, RedisServer, SentinelGroup]]:
+    """A master, its replica and three Sentinels watching them (as ``main``, quorum 2)."""
     require_redis()
     for name in ("master", "replica", "sentinel"):
         (tmp_path / name).mkdir()
@@ -221,7 +272,7 @@ def redis_sentinel(tmp_path: Path) -> Iterator[tuple[RedisServer, RedisServer, S
         replica = RedisServer(
             tmp_path / "replica", ("--replicaof", "127.0.0.1", str(master.port))
         ).start()
-        sentinel = Sentinel(tmp_path / "sentinel", master)
+        sentinel = SentinelGroup(tmp_path / "sentinel", master)
         deadline = time.monotonic() + 15
         while str(replica.port) not in sentinel.ask(
             "SENTINEL", "replicas", "main"

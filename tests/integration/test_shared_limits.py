@@ -15,7 +15,7 @@ import pytest
 from test_metrics import scrape
 
 from conftest import Backend, Gateway, free_port
-from rediskit import RedisServer, Sentinel
+from rediskit import RedisServer, SentinelGroup
 from rediskit import redis_cluster as redis_cluster  # the fixtures
 from rediskit import redis_sentinel as redis_sentinel
 from rediskit import redis_server as redis_server
@@ -242,7 +242,7 @@ def test_redis_restarted_on_the_same_port_is_used_again(
     while "answers again: limits are shared again" not in gw.stderr and time.monotonic() < deadline:
         get(gw, "/r/probe")
         time.sleep(0.2)
-    assert redis.keys("bastion:*") == 1  # the probe was counted in the new server
+    assert redis.keys("bastion:{*") == 1  # the probe was counted in the new server
     used = 5 - int(get(gw, "/r/look").headers["ratelimit"].split(";r=")[1].split(";")[0])
     assert used >= 2  # the probe and this request, counted in Redis
 
@@ -267,12 +267,12 @@ def test_a_gateway_without_redis_never_loads_redis_py(
 
 
 def test_a_sentinel_master_counts_for_two_gateways(
-    redis_sentinel: tuple[RedisServer, RedisServer, Sentinel],
+    redis_sentinel: tuple[RedisServer, RedisServer, SentinelGroup],
     backend: Backend,
     gateway: Callable[..., Gateway],
 ) -> None:
     master, _, sentinel = redis_sentinel
-    redis = {"sentinel": [f"127.0.0.1:{sentinel.port}"], "service": sentinel.service}
+    redis = {"sentinel": sentinel.addresses, "service": sentinel.service}
     routes = [{"path": "/", "rate_limits": [{"rate": "5/m", "name": "s"}]}]
     one = gateway(config(redis, backend, routes))
     two = gateway(config(redis, backend, routes))
@@ -280,7 +280,9 @@ def test_a_sentinel_master_counts_for_two_gateways(
     answers = [get((one, two)[i % 2], f"/s/{i}") for i in range(12)]
 
     assert [a.status for a in answers].count(200) == 5, answers
-    assert master.keys("bastion:*") == 1  # counted in the master the Sentinel named
+    # counted in the master the Sentinel named (limit keys: "bastion:{tag}…"; the
+    # instances' heartbeats are "bastion:instances")
+    assert master.keys("bastion:{*") == 1
     assert "unavailable" not in one.stderr + two.stderr  # never fell back
 
 
@@ -307,10 +309,10 @@ def test_a_cluster_counts_for_two_gateways(
     # every route: its quota (4) admits before its rate limit (5) refuses; one script
     # call per request although the two keys count different things
     assert statuses == {n: [200] * 4 + [429] * 4 for n in range(4)}
-    holders = [node for node in redis_cluster if node.keys("bastion:*")]
+    holders = [node for node in redis_cluster if node.keys("bastion:{*")]
     for node in holders:
-        assert node.keys("bastion:*") % 2 == 0  # a route's two keys are on one node
-    assert sum(node.keys("bastion:*") for node in redis_cluster) == 8
+        assert node.keys("bastion:{*") % 2 == 0  # a route's two keys are on one node
+    assert sum(node.keys("bastion:{*") for node in redis_cluster) == 8
 
 
 def test_a_quota_raised_by_a_reload_admits_again_at_once(
@@ -336,12 +338,12 @@ def test_a_quota_raised_by_a_reload_admits_again_at_once(
 
 
 def test_after_a_sentinel_failover_the_counts_go_on_in_the_new_master(
-    redis_sentinel: tuple[RedisServer, RedisServer, Sentinel],
+    redis_sentinel: tuple[RedisServer, RedisServer, SentinelGroup],
     backend: Backend,
     gateway: Callable[..., Gateway],
 ) -> None:
     master, replica, sentinel = redis_sentinel
-    redis = {"sentinel": [f"127.0.0.1:{sentinel.port}"], "service": sentinel.service}
+    redis = {"sentinel": sentinel.addresses, "service": sentinel.service}
     routes = [{"path": "/", "rate_limits": [{"rate": "10/m", "name": "s"}]}]
     state = {"timeout": "1s", "breaker": {"failures": 1, "open_for": "300ms"}}
     gw = gateway(config(redis, backend, routes, state=state))
@@ -351,7 +353,7 @@ def test_after_a_sentinel_failover_the_counts_go_on_in_the_new_master(
         assert answer.status == 200
         assert f'"s";r={9 - n};' in answer.headers.get("ratelimit", ""), (answer, gw.stderr)
     # the replica has the count (replication is asynchronous)
-    [key] = master.all_keys("bastion:*")
+    [key] = master.all_keys("bastion:{*")  # the limit's (instances are registered too)
     deadline = time.monotonic() + 10
     while replica.get(key) != master.get(key):
         assert time.monotonic() < deadline, "the replica did not catch up"
@@ -373,4 +375,4 @@ def test_after_a_sentinel_failover_the_counts_go_on_in_the_new_master(
     assert after.status == 200
     left = int(after.headers["ratelimit"].split(";r=")[1].split(";")[0])
     assert left <= 10 - 4 - 1, after
-    assert replica.keys("bastion:*") == 1
+    assert replica.keys("bastion:{*") == 1

@@ -115,7 +115,7 @@ alerts:
         "does not apply to kind latency (its own keys: of, percentile, route, threshold)",
         "bastion.yaml:27: alerts.rules.typo.kind: expected one of 'error_rate', 'latency', "
         "'pool_unhealthy', 'certificate_expiry', 'renewal_failed', 'quota', 'rate_limited', "
-        "'no_traffic', 'reload_failed', got 'latncy'",
+        "'no_traffic', 'reload_failed', 'store_fallback', got 'latncy'",
         "bastion.yaml:30: alerts.rules.quota.threshold: "
         "expected a percentage of the quota above 0 and at most 100, got 150",
         "bastion.yaml:34: alerts.rules.nofm.datapoints_to_alarm: 3 breaching periods out of "

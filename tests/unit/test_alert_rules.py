@@ -19,6 +19,7 @@ from bastion.observe.alerts import (
     PoolHealth,
     QuotaUse,
     ReloadResult,
+    StoreFallback,
 )
 from bastion.observe.alerts.manager import SETTLE
 from bastion.observe.alerts.measure import MEASURES
@@ -55,6 +56,7 @@ class Figures:
         self.certs: list[Certificate] = [Certificate(("a.example.test",), START + 60 * DAY)]
         self.quota: dict[str, QuotaUse] = {"acme": QuotaUse(10, 1000)}
         self.reload: ReloadResult | None = None
+        self.store: StoreFallback | None = StoreFallback(0, 0)
         self.asked: list[tuple[float, float, str | None]] = []
         self.broken = False
 
@@ -75,6 +77,9 @@ class Figures:
 
     def last_reload(self) -> ReloadResult | None:
         return self.reload
+
+    def store_fallback(self) -> StoreFallback | None:
+        return self.store
 
 
 def settings(rules: dict[str, Any]) -> Alerts:
@@ -145,6 +150,11 @@ KINDS: dict[str, tuple[dict[str, Any], Change, Change]] = {
         {},
         _set("reload", ReloadResult(False, START, "bastion.yaml:3: sites: must not be empty")),
         _set("reload", ReloadResult(True, START + 100)),
+    ),
+    "store_fallback": (
+        {},
+        _set("store", StoreFallback(2, 17)),
+        _set("store", StoreFallback(0, 40)),
     ),
 }
 

@@ -24,7 +24,7 @@ from bastion.acme.jws import CertKey, Eab, ari_cert_id
 from bastion.acme.problems import AcmeError
 from bastion.acme.solvers import Dns01Solver, DnsHook, Http01Solver, TlsAlpn01Solver
 from bastion.state.certs import CertFiles, CertStore, usable
-from bastion.state.challenges import ChallengeTokens
+from bastion.state.challenges import ChallengeCertificates, ChallengeTokens
 
 __all__ = ["AcmeIssuer", "AcmeSettings", "new_cert_key"]
 
@@ -83,6 +83,9 @@ class AcmeIssuer:
         self.challenges = tokens
         self.alpn_data_dir = alpn_data_dir
         self._client: AcmeClient | None = None
+        # serials this issuer ordered (not those taken up from the store: another worker's
+        # or instance's order), for the metrics
+        self.ordered: set[int] = set()
 
     # ----------------------------------------------------------------- stored
     def stored(self, names: list[str], now: dt.datetime | None = None) -> CertFiles | None:
@@ -138,7 +141,13 @@ class AcmeIssuer:
             if kind == "http-01":
                 made.append(Http01Solver(self.challenges))
             elif kind == "tls-alpn-01":
-                made.append(TlsAlpn01Solver(self.alpn_data_dir))
+                shared = self.challenges
+                made.append(
+                    TlsAlpn01Solver(
+                        self.alpn_data_dir,
+                        shared if isinstance(shared, ChallengeCertificates) else None,
+                    )
+                )
             elif kind == "dns-01" and self.settings.dns_hook is not None:
                 made.append(Dns01Solver(self.settings.dns_hook))
         return made
@@ -170,6 +179,7 @@ class AcmeIssuer:
             found = self.stored(names)
             if found is None:
                 raise ValueError("the CA issued a certificate that does not cover the names")
+            self.ordered.add(found.serial)
             log.info(
                 "acme: certificate for %s obtained, valid until %s",
                 ", ".join(names),

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bastion.acme.problems import AcmeError
+from bastion.acme.settings import alpn_challenge_dir
 from bastion.tls.watch import CertWatcher
 
 if TYPE_CHECKING:
@@ -68,6 +69,11 @@ class CertManager:
         self.table = current_table
         self.tasks: dict[tuple[str, ...], asyncio.Task[None]] = {}
         self.watcher = CertWatcher(current_table)
+        # how often a shared store is asked whether another instance stored a newer
+        # certificate (tls.watch_interval, set by start)
+        self.check_every = 60.0
+        self.mirror: asyncio.Task[None] | None = None  # TLS-ALPN-01 certificates from Redis
+        self.refused: dict[tuple[str, ...], str] = {}  # why a shared certificate was not taken
         # orders issued and failed are counted there for the metrics (set by the worker)
         self.events: EventCounters | None = None
 
@@ -79,6 +85,8 @@ class CertManager:
             return
         loop = asyncio.get_running_loop()
         self.watcher.start(table, data_dir, config.tls.watch_interval)
+        self.check_every = config.tls.watch_interval
+        self._mirror_alpn(config, data_dir)
         acme = [s for s in table.sites if s.mode == "acme"]
         if not table.pending and not acme:
             for task in self.tasks.values():
@@ -99,7 +107,25 @@ class CertManager:
         for names in wanted:
             self.tasks[names] = loop.create_task(self._run(issuer, names))
 
+    def _mirror_alpn(self, config: Config, data_dir: Path) -> None:
+        """With challenges shared through Redis and https listeners that may answer
+        TLS-ALPN-01, copy other instances' challenge certificates to this worker's
+        listeners (once per worker; the settings of the first config that needs it)."""
+        if self.mirror is not None or config.state.redis is None:
+            return
+        if alpn_challenge_dir(config) is None:
+            return
+        from bastion.acme.solvers import alpn_dir
+        from bastion.state.stores import stores_for
+
+        shared = stores_for(data_dir).challenges(config.state)
+        mirror = getattr(shared, "mirror_alpn", None)
+        if mirror is not None:
+            self.mirror = asyncio.get_running_loop().create_task(mirror(alpn_dir(data_dir)))
+
     def stop(self) -> None:
+        if self.mirror is not None:
+            self.mirror.cancel()
         for task in self.tasks.values():
             task.cancel()
         self.watcher.stop()
@@ -122,7 +148,10 @@ class CertManager:
 
     async def _lifecycle(self, issuer: AcmeIssuer, names: tuple[str, ...]) -> None:
         """Obtain (when pending), then renew forever."""
-        files = await asyncio.to_thread(issuer.stored, list(names))
+        try:
+            files = await asyncio.to_thread(issuer.stored, list(names))
+        except ValueError:
+            files = None  # (a shared key that does not open: _attempt reports it)
         if files is None or not self._serving(names):
             files = await self._attempt(issuer, names, None)
         while True:
@@ -130,11 +159,56 @@ class CertManager:
             await asyncio.to_thread(
                 issuer.write_status, list(names), next_renewal=when.isoformat(timespec="seconds")
             )
-            delay = (when - _now()).total_seconds()
-            while delay > 0:
-                await asyncio.sleep(min(delay, _MAX_SLEEP))
-                delay = (when - _now()).total_seconds()
+            taken = await self._wait_until(issuer, names, files, when)
+            if taken is not None:
+                files = taken  # another instance renewed it: schedule the next renewal
+                continue
             files = await self._attempt(issuer, names, files)
+
+    async def _wait_until(
+        self, issuer: AcmeIssuer, names: tuple[str, ...], files: CertFiles, when: dt.datetime
+    ) -> CertFiles | None:
+        """Sleep until ``when``. With a store shared by other instances, ask it every
+        ``check_every`` seconds for the serial of its certificate (one small read, no
+        parsing): when another instance stored a new one, install it and return it, so
+        that every instance serves the renewed certificate within ``tls.watch_interval``
+        of its renewal and not only at its own renewal time."""
+        shared = issuer.certs.shared
+        delay = (when - _now()).total_seconds()
+        while delay > 0:
+            await asyncio.sleep(min(delay, _MAX_SLEEP, self.check_every if shared else delay))
+            if shared:
+                serial = await asyncio.to_thread(issuer.certs.serial, list(names))
+                if serial is not None and serial != files.serial:
+                    taken = await self._take_up(issuer, names, files)
+                    if taken is not None:
+                        return taken
+            delay = (when - _now()).total_seconds()
+        return None
+
+    async def _take_up(
+        self, issuer: AcmeIssuer, names: tuple[str, ...], files: CertFiles
+    ) -> CertFiles | None:
+        """The certificate another instance stored, installed; None if it does not load."""
+        try:
+            found = await asyncio.to_thread(issuer.stored, list(names))
+            if found is None or found.serial == files.serial:
+                return None
+            context = await self.watcher.context(str(found.cert), str(found.key))
+        except (OSError, ValueError) as exc:
+            if self.refused.get(names) != str(exc):  # (said once, not every interval)
+                self.refused[names] = str(exc)
+                log.warning(
+                    "acme: another instance stored a certificate for %s that cannot be used "
+                    "here (%s); still serving serial %x",
+                    ", ".join(names),
+                    exc,
+                    files.serial,
+                )
+            return None
+        self.refused.pop(names, None)
+        self._install(names, found, context, False)
+        return found
 
     def _serving(self, names: tuple[str, ...]) -> bool:
         table = self.table()
@@ -161,8 +235,6 @@ class CertManager:
         while True:
             try:
                 replacing = None if current is None else current.serial
-                # what the store held: a certificate taken up from it was no order of ours
-                before = await asyncio.to_thread(issuer.stored, list(names))
                 files = await asyncio.to_thread(
                     issuer.obtain, list(names), force=current is not None, replacing=replacing
                 )
@@ -180,7 +252,8 @@ class CertManager:
                     self.events.acme_order(False)
             else:
                 await asyncio.to_thread(issuer.write_status, list(names), last_error=None)
-                if self.events is not None and (before is None or before.serial != files.serial):
+                # a certificate taken up from the store was no order of ours
+                if self.events is not None and files.serial in issuer.ordered:
                     self.events.acme_order(True)
                 self._install(names, files, context, current is None)
                 return files

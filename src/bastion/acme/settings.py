@@ -64,18 +64,19 @@ def acme_settings(config: Config) -> AcmeSettings:
 
 
 def issuer_for(config: Config, data_dir: Path | None = None) -> AcmeIssuer:
-    """The issuer for a config's ``acme`` settings, with the file stores of ``data_dir``
-    (default: the config's, resolved)."""
+    """The issuer for a config's ``acme`` settings, with the stores of ``data_dir``
+    (default: the config's, resolved): Redis with ``state.redis``, else the data dir's
+    files."""
     from bastion.acme.issuer import AcmeIssuer
-    from bastion.state.certs import FileCertStore
-    from bastion.state.challenges import FileChallengeTokens
+    from bastion.state.stores import stores_for
 
     data_dir = data_dir if data_dir is not None else resolve_data_dir(config.data_dir)
     settings = acme_settings(config)
+    stores = stores_for(data_dir)
     return AcmeIssuer(
         settings,
-        FileCertStore(data_dir, settings.directory),
-        FileChallengeTokens(data_dir),
+        stores.cert_store(config.state, settings.directory),
+        stores.challenges(config.state),
         data_dir,
     )
 

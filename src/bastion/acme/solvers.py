@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID, ObjectIdentifier
 
 from bastion.acme.problems import AcmeProblem
-from bastion.state.challenges import ChallengeTokens
+from bastion.state.challenges import ChallengeCertificates, ChallengeTokens
 from bastion.state.files import atomic_write, ensure_dir
 
 __all__ = [
@@ -47,6 +47,7 @@ log = logging.getLogger("bastion.acme")
 
 ACME_IDENTIFIER_OID = ObjectIdentifier("1.3.6.1.5.5.7.1.31")  # id-pe-acmeIdentifier
 ALPN_POLL = 0.25  # how often https listeners look for TLS-ALPN-01 challenges (seconds)
+ALPN_SHARED_DELAY = 1.5  # more, for workers mirroring them from Redis (every 0.5 s)
 
 
 def alpn_dir(data_dir: Path) -> Path:
@@ -74,8 +75,9 @@ class Http01Solver:
 class TlsAlpn01Solver:
     type = "tls-alpn-01"
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, shared: ChallengeCertificates | None = None) -> None:
         self.dir = alpn_dir(data_dir)
+        self.shared = shared  # other instances' listeners answer too (Redis)
 
     def present(self, domain: str, token: str, key_authorization: str) -> None:
         ensure_dir(self.dir)
@@ -105,12 +107,17 @@ class TlsAlpn01Solver:
             serialization.NoEncryption(),
         )
         atomic_write(self.dir / f"{domain.lower()}.pem", pem, 0o600)
-        # every worker's listener polls the directory: give them time to switch
-        time.sleep(ALPN_POLL * 3)
+        if self.shared is not None:
+            self.shared.publish_certificate(domain.lower(), pem)
+        # every worker's listener polls the directory: give them time to switch (other
+        # instances' workers first copy the certificate from the shared store)
+        time.sleep(ALPN_POLL * 3 + (ALPN_SHARED_DELAY if self.shared is not None else 0.0))
 
     def cleanup(self, domain: str, token: str, key_authorization: str) -> None:
         with contextlib.suppress(OSError):
             (self.dir / f"{domain.lower()}.pem").unlink()
+        if self.shared is not None:
+            self.shared.unpublish_certificate(domain.lower())
 
 
 class DnsHook:

@@ -4,6 +4,7 @@ decides which exchanges happen and answers hits itself."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import TYPE_CHECKING
 
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from bastion.http.request import Request
     from bastion.proxy.handler import ProxyHandler
     from bastion.state.cache import CacheStore, Entry
+    from bastion.state.redis_cache import RedisCacheShelf
 
 log = logging.getLogger("bastion.cache")
 
@@ -49,7 +51,9 @@ class CachingHandler:
         "purge",
         "refreshing",
         "rules",
+        "shared",
         "store",
+        "tasks",
     )
 
     def __init__(
@@ -63,6 +67,7 @@ class CachingHandler:
         consumers: ConsumerKey | None = None,
         broadcast: bool = False,
         clock: Clock = SYSTEM_CLOCK,
+        shared: RedisCacheShelf | None = None,
     ) -> None:
         self.proxy = proxy
         self.store = store
@@ -81,9 +86,14 @@ class CachingHandler:
         # read as `now = self.now` then `now()`: Python 3.11 does not specialise a call of
         # a function kept on the instance (`self.now()`), which costs ~130 instructions
         self.now = clock.time
+        # the entries every instance shares (cache store: redis): asked on a miss here
+        self.shared = shared
+        self.tasks: set[asyncio.Task[None]] = set()  # lookups in Redis under way
 
     # ----------------------------------------------------------------- lookup
-    def handle(self, client: Downstream, req: Request, may_wait: bool = True) -> None:
+    def handle(
+        self, client: Downstream, req: Request, may_wait: bool = True, looked: bool = False
+    ) -> None:
         method = req.method
         if method != "GET" and method != "HEAD":
             if method == "PURGE" and self.purge is not None and self.purge.allowed(req.client_ip):
@@ -151,6 +161,9 @@ class CachingHandler:
             self.inflight.setdefault(key, [])
             self._revalidate(client, req, key, primary, own, url, entry, client)
             return
+        if self.shared is not None and not looked:
+            self._look_shared(client, req, key, primary, own, may_wait)
+            return
         req.extra_head += MISS
         req.cache = "MISS"
         if method == "HEAD":
@@ -161,6 +174,72 @@ class CachingHandler:
             self.inflight[key] = []
         recorder = Recorder(self, key if leader else None, primary, own, url, req, now)
         self.proxy.handle(client, req, recorder)
+
+    def _look_shared(
+        self,
+        client: Downstream,
+        req: Request,
+        key: str,
+        primary: str,
+        own: str | None,
+        may_wait: bool,
+    ) -> None:
+        """A miss in this worker's memory: ask Redis, then go on with what it had (the
+        requests for the same key meanwhile wait for this one, as for a backend request)."""
+        if may_wait:
+            self.inflight[key] = []
+        if self.purge is not None:
+            # the entries in Redis are this worker's concern even before it holds any:
+            # a purge published while no worker is listening would leave them there
+            self.purge.watch()
+        consumers = self.consumers
+        if own is None:
+            candidates = [primary]
+        elif consumers is not None and consumers.always:
+            candidates = [own]
+        else:
+            candidates = [own, primary]
+        task = client.loop.create_task(self._shared_lookup(client, req, key, candidates, may_wait))
+        self.tasks.add(task)  # (a reference: a task nobody holds may be collected)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _shared_lookup(
+        self, client: Downstream, req: Request, key: str, candidates: list[str], leader: bool
+    ) -> None:
+        shared = self.shared
+        assert shared is not None
+        store = self.store
+        found = None
+        try:
+            headers = req.headers
+            for candidate in candidates:
+
+                def variant(vary: tuple[str, ...], candidate: str = candidate) -> str:
+                    return variant_key(candidate, vary, headers)
+
+                found = await shared.find(candidate, variant)
+                if found is not None:
+                    break
+            if found is not None:
+                store.keep(found)  # type: ignore[attr-defined]  # (a TieredCacheStore)
+        except Exception:
+            log.exception("request %s: cache lookup in Redis failed", req.request_id)
+        waiters = self.inflight.pop(key, None) if leader else None
+        try:
+            if client.open:
+                # from memory now when Redis had it, else from the backend
+                self.handle(client, req, leader, looked=True)
+        except Exception:
+            log.exception("request %s failed in the cache", req.request_id)
+            if not client.resp_started:
+                client.problem(req, 500)
+        if waiters:
+            pending = self.inflight.get(key)
+            if pending is not None:  # they wait for the backend request just made
+                pending.extend(waiters)
+            else:
+                for waiter in waiters:
+                    waiter.wake()
 
     def _find(self, primary: str, req: Request) -> tuple[str, Entry | None]:
         """The key of the request's variant of `primary`, and its entry if stored."""

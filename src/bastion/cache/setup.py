@@ -30,7 +30,8 @@ class PlanCache:
 
 def open_plan_cache(settings: Cache, stores: Stores) -> PlanCache:
     """The plan's response cache (``BuildContext.response_cache`` opens it once)."""
-    store = stores.cache(settings.max_size, settings.max_object_size)
+    shared = settings.redis_max_object_size if settings.store == "redis" else None
+    store = stores.cache(settings.max_size, settings.max_object_size, shared)
     purge = PurgeQueue(stores.broadcast, store, [str(n) for n in settings.purge_from])
     return PlanCache(store, purge)
 
@@ -57,6 +58,8 @@ def caching_handler(
         ctx.cache_settings.lock_timeout,
         shared.purge,
         consumer_key(auth, config.key.consumer, config.shared),
-        ctx.workers > 1,
+        # several workers, or instances sharing Redis: invalidations reach the others
+        ctx.workers > 1 or (ctx.state is not None and ctx.state.redis is not None),
         ctx.clock,
+        getattr(shared.store, "shared", None),  # the entries in Redis (store: redis)
     )

@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--path",
         action="store_true",
-        help="print only the root certificate's path (curl --cacert \"$(bastion trust --path)\")",
+        help='print only the root certificate\'s path (curl --cacert "$(bastion trust --path)")',
     )
     p.set_defaults(handler=cmd_trust)
     p = sub.add_parser("certs", help="list, renew or revoke the certificates of a config")
@@ -57,10 +57,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     config_flag(p, "config whose data_dir to use")
     p.add_argument("--since", choices=["5m", "1h", "24h", "7d", "30d"], default="1h")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument(
+        "--cluster",
+        action="store_true",
+        help="every instance's figures from Redis (state.redis; windows 5m, 1h, 24h)",
+    )
     data_dir_flag(p)
     p.set_defaults(handler=cmd_stats)
     p = sub.add_parser("keys", help="create, list or revoke API keys of consumers")
-    p.add_argument("action", choices=["create", "list", "revoke"])
+    p.add_argument(
+        "action",
+        choices=["create", "list", "revoke", "import"],
+        help="import: copy the data dir's api_keys.json into Redis (with state.redis)",
+    )
     p.add_argument("--consumer", default=None, help="consumer name (create, revoke, list)")
     p.add_argument("--id", dest="key_id", default=None, help="revoke: one key by its id")
     config_flag(p, "config whose data_dir to use")
@@ -91,9 +100,17 @@ def cmd_status(args: argparse.Namespace) -> int:
             instance = None  # no pid file: show whatever live workers published
         per_route = status.merge(status.read(snapshots, instance))
     grouped = status.group(per_route)
+    cluster = None
+    if settings is not None and settings.state.redis is not None:
+        # the instances sharing Redis, and whether their configs agree
+        from bastion.state.instances import read_blocking, report
+
+        cluster = read_blocking(settings.state)
     if args.json:
-        print(json.dumps(grouped, indent=2))
+        print(json.dumps({**grouped, **({"cluster": cluster} if cluster else {})}, indent=2))
         return 0
+    if cluster is not None:
+        print(report(cluster) + "\n")
     if not grouped["pools"]:
         where = snapshots.where(status.TOPIC)
         print(f"no pool status found in {where}: is bastion running with this config?")
@@ -216,7 +233,10 @@ def cmd_cache(args: argparse.Namespace) -> int:
             "that answered; the other workers apply it within a second"
         )
         return 0
-    broadcast = Stores(data_dir).broadcast
+    stores = Stores(data_dir)
+    if settings is not None:
+        stores.use_state(settings.state)  # with state.redis: every instance's workers
+    broadcast = stores.broadcast
     try:
         publish(broadcast, kind, value)
     except OSError as exc:
@@ -232,12 +252,21 @@ def cmd_keys(args: argparse.Namespace) -> int:
     ok, settings = operator_settings(args)
     if not ok:
         return 1
-    return run_keys(args.action, args.consumer, args.key_id, str(data_dir_of(args, settings)))
+    state = settings.state if settings is not None else None
+    data_dir = str(data_dir_of(args, settings))
+    return run_keys(args.action, args.consumer, args.key_id, data_dir, state)
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
     from bastion.observe.stats.report import run_stats
 
+    if args.cluster:
+        from bastion.observe.stats.cluster_report import run_cluster_stats
+
+        loaded = load(args.config)
+        if loaded is None:
+            return 1
+        return run_cluster_stats(loaded.config, args.since, args.json)
     ok, settings = operator_settings(args)
     if not ok:
         return 1

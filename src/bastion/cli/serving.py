@@ -13,6 +13,7 @@ from pathlib import Path
 from bastion.cli.common import (
     config_flag,
     data_dir_flag,
+    data_dir_of,
     default_pid_file,
     load,
     operator_settings,
@@ -32,6 +33,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("reload", help="ask the running instance to reload its config")
     config_flag(p, "config whose pid_file to use")
     p.add_argument("--pid-file", default=None)
+    p.add_argument(
+        "--all",
+        action="store_true",
+        help="every instance sharing the config's state.redis reloads its own config file",
+    )
     p.set_defaults(handler=cmd_reload)
 
 
@@ -87,6 +93,8 @@ def _remove_pid(path: Path) -> None:
 
 
 def cmd_reload(args: argparse.Namespace) -> int:
+    if args.all:
+        return reload_all(args)
     pid_path: Path
     if args.pid_file:
         pid_path = Path(args.pid_file)
@@ -152,3 +160,34 @@ def _worth_reloading(source: Path) -> bool:
             file=sys.stderr,
         )
     return True
+
+
+def reload_all(args: argparse.Namespace) -> int:
+    """Publish a reload through Redis: every worker of every instance reloads its own file."""
+    ok, settings = operator_settings(args)
+    if not ok:
+        return 1
+    if settings is None or settings.state.redis is None:
+        print(
+            "reload --all needs state.redis in the config (the instances hear it through "
+            "Redis); without it, reload the one instance of this pid file: bastion reload",
+            file=sys.stderr,
+        )
+        return 2
+    from bastion.server.cluster import RELOAD_TOPIC, reload_message
+    from bastion.state.stores import Stores
+
+    if not _worth_reloading(settings.source):
+        return 1
+    stores = Stores(data_dir_of(args, settings))
+    stores.use_state(settings.state)
+    try:
+        stores.broadcast.publish(RELOAD_TOPIC, reload_message())
+    except OSError as exc:
+        print(f"reload --all not sent: {exc}", file=sys.stderr)
+        return 1
+    print(
+        "reload sent to every instance connected to Redis: each reloads its own config file "
+        "(bastion status shows their config hashes)"
+    )
+    return 0

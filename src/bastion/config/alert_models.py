@@ -51,6 +51,7 @@ RuleKind = Literal[
     "rate_limited",
     "no_traffic",
     "reload_failed",
+    "store_fallback",
 ]
 RULE_KINDS: tuple[str, ...] = RuleKind.__args__  # type: ignore[attr-defined]
 
@@ -64,6 +65,7 @@ KIND_KEYS: dict[str, frozenset[str]] = {
     "rate_limited": frozenset({"threshold", "share", "min_requests", "route"}),
     "no_traffic": frozenset({"route"}),
     "reload_failed": frozenset(),
+    "store_fallback": frozenset(),
 }
 """The keys of each kind beyond those every rule has."""
 

@@ -105,7 +105,21 @@ class RouteCache(_Model):
 
 
 class Cache(_Model):
-    """The response cache shared by the routes that have `cache:` (one per worker)."""
+    """The response cache shared by the routes that have `cache:` (one per worker, and
+    with ``store: redis`` one in Redis behind them for every instance)."""
+
+    store: Literal["memory", "redis"] = Field(
+        default="memory",
+        description="memory: each worker keeps its own entries; redis (needs state.redis): "
+        "each worker keeps its entries in memory as well as in Redis, and a miss in memory "
+        "asks Redis, so an answer stored by one instance is served by all of them.",
+    )
+    redis_max_object_size: Size = Field(
+        default=256 * 1024,
+        gt=0,
+        description="With store: redis, responses with larger bodies are cached in the "
+        "worker's memory only, not in Redis.",
+    )
 
     max_size: Size = Field(
         default=256 * 1024 * 1024,

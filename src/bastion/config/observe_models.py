@@ -8,7 +8,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from bastion.config.show import redact
-from bastion.config.types import ListenAddress, Network, RelativePath
+from bastion.config.types import Duration, ListenAddress, Network, RelativePath
 
 __all__ = ["Metrics", "Stats", "Tracing"]
 
@@ -58,6 +58,24 @@ class Stats(_Model):
         default=None,
         description="A MaxMind-format country database (.mmdb, e.g. GeoLite2-Country) to "
         "count clients by country; null: no countries.",
+    )
+
+    cluster_interval: Duration = Field(
+        default=60.0,
+        ge=1.0,
+        le=60.0,
+        description="With state.redis: how often each worker writes its figures of the "
+        "current minute to Redis for the cluster view (seconds, 1 to 60). The minute rows "
+        "are the unit either way; a shorter interval only shows the minute in progress "
+        "sooner, at one Redis round trip per interval and worker.",
+    )
+    instance: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=100,
+        pattern=r"^\S+$",
+        description="With state.redis: this instance's name in the cluster view; null: "
+        "hostname:pid of `bastion run`. Give each instance its own name.",
     )
 
     @field_validator("geoip")

@@ -25,6 +25,7 @@ from bastion.config.messages import describe_error
 from bastion.config.models import Config
 from bastion.config.secrets import substitute
 from bastion.config.show import hiding, redact
+from bastion.config.state_models import State
 from bastion.config.types import BASE_DIR_KEY, RelativePath
 
 __all__ = [
@@ -65,6 +66,8 @@ class OperatorSettings:
     admin_problems: list[ConfigIssue] = field(default_factory=list)
     """Why ``admin`` is None although ``admin.listen`` is set (e.g. its token's variable is
     not set in this shell): the command then works from the data dir, and says why."""
+    state: State = field(default_factory=State)
+    """Where shared state lives (``state.redis``): API keys, purges and reloads go there."""
 
 
 class _File:
@@ -123,12 +126,16 @@ def operator_settings(path: str | Path) -> OperatorSettings:
     wanted: dict[str, Any] = {
         k: config.data[k] for k in ("data_dir", "pid_file") if k in config.data
     }
-    problems = config.read_problems([("data_dir",), ("pid_file",)])
+    problems = config.read_problems([("data_dir",), ("pid_file",), ("state",)])
     paths, issues = config.validate(_Paths, wanted)
-    if problems or issues:
-        raise ConfigError(problems + issues)
+    # the state section says where keys, purges and reloads go: a problem there is fatal too
+    state, state_issues = config.validate(State, config.data.get("state") or {}, ("state",))
+    if problems or issues or state_issues:
+        raise ConfigError(problems + issues + state_issues)
     admin, admin_problems = _admin(config)
-    return OperatorSettings(config.source, paths.data_dir, paths.pid_file, admin, admin_problems)
+    return OperatorSettings(
+        config.source, paths.data_dir, paths.pid_file, admin, admin_problems, state
+    )
 
 
 def _admin(config: _File) -> tuple[Admin | None, list[ConfigIssue]]:
@@ -157,7 +164,9 @@ def certs_config(path: str | Path, *, ordering: bool) -> Config:
     and DNS hook. Raises ``ConfigError`` for a problem under what is read."""
     config = _File(path)
     data = config.data
-    reduced: dict[str, Any] = {k: data[k] for k in ("listen", "data_dir") if k in data}
+    reduced: dict[str, Any] = {
+        k: data[k] for k in ("listen", "data_dir", "state") if k in data
+    }
     acme = data.get("acme")
     if isinstance(acme, dict) and not ordering:
         acme = {k: acme[k] for k in ("directory",) if k in acme}
@@ -173,7 +182,7 @@ def certs_config(path: str | Path, *, ordering: bool) -> Config:
         ]
     elif sites is not None:
         reduced["sites"] = sites
-    read: list[Loc] = [("listen",), ("data_dir",), ("acme",)]
+    read: list[Loc] = [("listen",), ("data_dir",), ("acme",), ("state",)]
     for index, site in enumerate(sites if isinstance(sites, list) else []):
         read += [("sites", index, "hosts"), ("sites", index, "tls")]
         if not isinstance(site, dict):

@@ -347,6 +347,23 @@ def _metrics_rules(config: dict[str, Any]) -> list[Problem]:
     return []
 
 
+def _cache_rules(config: dict[str, Any]) -> list[Problem]:
+    """A cache in Redis needs the Redis server of ``state.redis``."""
+    cache = config.get("cache")
+    if not isinstance(cache, dict) or cache.get("store") != "redis":
+        return []
+    state = config.get("state")
+    if isinstance(state, dict) and state.get("redis") is not None:
+        return []
+    return [
+        (
+            ("cache", "store"),
+            "redis needs state.redis (the server every instance shares): set it, or use "
+            "store: memory",
+        )
+    ]
+
+
 def config_rules(config: dict[str, Any]) -> list[Problem]:
     """A host belongs to one site only; the TLS rules."""
     problems: list[Problem] = []
@@ -355,6 +372,7 @@ def config_rules(config: dict[str, Any]) -> list[Problem]:
         return problems
     problems += tls_rules(config, sites)
     problems += _metrics_rules(config)
+    problems += _cache_rules(config)
     owners: dict[str, int] = {}
     for index, site in enumerate(sites):
         if not isinstance(site, dict):

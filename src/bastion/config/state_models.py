@@ -15,6 +15,9 @@ describes the server without it, for logs.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import re
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
@@ -24,13 +27,21 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    SecretStr,
     Tag,
     field_validator,
 )
 
 from bastion.config.types import Duration, one_or_many
 
-__all__ = ["Breaker", "RedisCluster", "RedisSentinel", "State", "redis_target"]
+__all__ = [
+    "Breaker",
+    "RedisCluster",
+    "RedisSentinel",
+    "State",
+    "encryption_key_bytes",
+    "redis_target",
+]
 
 _SCHEMES = ("redis", "rediss", "unix")
 _URL_FORMS = "redis://host:port/db, rediss://host:port/db or unix:///path/to/redis.sock"
@@ -176,12 +187,48 @@ class State(_Model):
         "(on_store_down: local), the limit divided by instances times workers.",
     )
 
+    encryption_key: SecretStr | None = Field(
+        default=None,
+        description="A 32-byte key, base64 or hex (a secret: write it as ${ENV} or "
+        "${file:path}), that encrypts the private keys kept in Redis (ACME account and "
+        "certificate keys) with AES-GCM; every instance needs the same one. null: stored "
+        "as they are.",
+    )
+
+    @field_validator("encryption_key")
+    @classmethod
+    def _key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            encryption_key_bytes(value.get_secret_value())
+        return value
+
     @field_validator("key_prefix")
     @classmethod
     def _prefix(cls, value: str) -> str:
         if "{" in value or "}" in value:
             raise ValueError("may not contain { or } (the keys' hash tag follows it)")
         return value
+
+
+_HEX = re.compile(r"[0-9A-Fa-f]{64}")
+
+
+def encryption_key_bytes(text: str) -> bytes:
+    """The 32 bytes of an ``encryption_key`` (64 hex digits, or base64 / base64url);
+    ``ValueError`` that never shows the value."""
+    raw = text.strip()
+    if _HEX.fullmatch(raw):
+        return bytes.fromhex(raw)
+    try:
+        key = base64.b64decode(raw.replace("-", "+").replace("_", "/"), validate=True)
+    except (binascii.Error, ValueError):
+        key = b""
+    if len(key) != 32:
+        raise ValueError(
+            "expected a 32-byte key as 64 hex digits or base64 (the value is hidden); "
+            "make one with: openssl rand -base64 32"
+        )
+    return key
 
 
 def redis_target(redis: str | RedisSentinel | RedisCluster) -> str:

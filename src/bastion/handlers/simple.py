@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import TYPE_CHECKING
 
 from bastion.state.challenges import CHALLENGE_PREFIX
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     from bastion.config.sites import Redirect, Respond
     from bastion.http.downstream import Downstream
     from bastion.http.request import Request
     from bastion.state.challenges import ChallengeTokens
+
+log = logging.getLogger("bastion.acme")
 
 
 class RedirectHandler:
@@ -43,19 +49,40 @@ class HttpsRedirectHandler:
     as received (raw, before normalization), with its query.
     """
 
-    __slots__ = ("challenges", "port_suffix")
+    __slots__ = ("challenges", "lookup_async", "port_suffix")
 
     def __init__(self, port: int | None, challenges: ChallengeTokens | None = None) -> None:
         self.port_suffix = "" if port is None else f":{port}"
         # ACME HTTP-01 answers, only when some site gets its certificate through ACME
         self.challenges = challenges
+        # a store shared between instances (Redis) is read without blocking the loop
+        self.lookup_async: Callable[[str], Awaitable[bytes | None]] | None = getattr(
+            challenges, "lookup_async", None
+        )
 
     def handle(self, client: Downstream, req: Request) -> None:
         if self.challenges is not None and req.path.startswith(CHALLENGE_PREFIX):
-            answer = self.challenges.lookup(req.path[len(CHALLENGE_PREFIX) :])
-            if answer is not None:
-                client.respond(req, 200, answer, b"application/octet-stream")
+            token = req.path[len(CHALLENGE_PREFIX) :]
+            if self.lookup_async is not None:
+                task = asyncio.get_running_loop().create_task(self._answer(client, req, token))
+                _ANSWERING.add(task)  # (held until done: a task nobody holds may be collected)
+                task.add_done_callback(_ANSWERING.discard)
                 return
+            answer = self.challenges.lookup(token)
+            if answer is not None:
+                _challenge_answered(client, req, answer)
+                return
+        self._redirect(client, req)
+
+    async def _answer(self, client: Downstream, req: Request, token: str) -> None:
+        assert self.lookup_async is not None
+        answer = await self.lookup_async(token)
+        if answer is not None:
+            _challenge_answered(client, req, answer)
+        else:
+            self._redirect(client, req)
+
+    def _redirect(self, client: Downstream, req: Request) -> None:
         host = req.host
         if ":" in host:
             host = f"[{host}]"
@@ -66,6 +93,15 @@ class HttpsRedirectHandler:
         status = 301 if req.method in ("GET", "HEAD") else 308
         headers = b"Location: " + location.encode("latin-1") + b"\r\n"
         client.respond(req, status, b"", b"", headers)
+
+
+_ANSWERING: set[asyncio.Task[None]] = set()
+
+
+def _challenge_answered(client: Downstream, req: Request, answer: bytes) -> None:
+    # which instance answered the CA is worth knowing when instances share the orders
+    log.info("acme: answered the http-01 challenge %s", req.path[len(CHALLENGE_PREFIX) :][:12])
+    client.respond(req, 200, answer, b"application/octet-stream")
 
 
 class RespondHandler:

@@ -108,10 +108,9 @@ class BuildContext:
 
     @cached_property
     def challenges(self) -> ChallengeTokens:
-        """HTTP-01 challenge answers written by the ACME client."""
-        from bastion.state.challenges import FileChallengeTokens
-
-        return FileChallengeTokens(self.data_dir)
+        """HTTP-01 challenge answers written by the ACME client (of any instance, with
+        ``state.redis``)."""
+        return self.stores.challenges(self.state)
 
     @cached_property
     def response_cache(self) -> PlanCache:

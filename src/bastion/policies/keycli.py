@@ -1,18 +1,33 @@
-"""``bastion keys create|list|revoke``: the operator's side of the API-key store."""
+"""``bastion keys create|list|revoke|import``: the operator's side of the API-key store
+(the data dir's file, or Redis with ``state.redis``)."""
 
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 from bastion.state.files import resolve_data_dir
 from bastion.state.stores import Stores
 
+if TYPE_CHECKING:
+    from bastion.config.state_models import State
+
 __all__ = ["run_keys"]
 
 
-def run_keys(action: str, consumer: str | None, key_id: str | None, data_dir: str | None) -> int:
-    store = Stores(resolve_data_dir(data_dir)).keys
+def run_keys(
+    action: str,
+    consumer: str | None,
+    key_id: str | None,
+    data_dir: str | None,
+    state: State | None = None,
+) -> int:
+    stores = Stores(resolve_data_dir(data_dir))
+    stores.use_state(state)
+    store = stores.keys
     try:
+        if action == "import":
+            return _import(stores)
         if action == "create":
             if not consumer:
                 print("keys create needs --consumer NAME", file=sys.stderr)
@@ -46,3 +61,29 @@ def run_keys(action: str, consumer: str | None, key_id: str | None, data_dir: st
     except (OSError, ValueError) as exc:
         print(f"keys {action} failed: {exc}", file=sys.stderr)
         return 1
+
+
+def _import(stores: Stores) -> int:
+    """Copy the data dir's ``api_keys.json`` into Redis (keys Redis holds stay as they are)."""
+    from bastion.state.keys import FileKeyStore
+    from bastion.state.redis_keys import RedisKeyStore
+
+    store = stores.keys
+    if not isinstance(store, RedisKeyStore):
+        print(
+            "keys import copies the data dir's keys into Redis: this config has no "
+            "state.redis (its keys are already those of the data dir)",
+            file=sys.stderr,
+        )
+        return 2
+    source = FileKeyStore(stores.data_dir)
+    if not source.path.exists():
+        print(f"no key file to import: {source.path} does not exist", file=sys.stderr)
+        return 1
+    copied, present = store.import_records(source.records())
+    print(
+        f"imported {copied} keys from {source.path} into {store.where}"
+        + (f"; {present} were there already and were left as they are" if present else "")
+        + "; every instance uses them within a second"
+    )
+    return 0

@@ -28,10 +28,12 @@ from bastion.state.stores import stores_for
 if TYPE_CHECKING:
     from bastion.config import LoadedConfig
     from bastion.config.models import Config
+    from bastion.observe.alerts.inputs import StoreFallback
     from bastion.observe.alerts.service import AlertService
     from bastion.observe.event_exposition import EventMetrics
     from bastion.observe.recorder import Recorder
     from bastion.observe.stats import StatsStore, StatsWriter
+    from bastion.observe.stats.cluster import ClusterPublisher
     from bastion.proxy.pool import PoolRegistry
     from bastion.server.admin import AdminEndpoint
     from bastion.server.context import WorkerContext
@@ -127,7 +129,9 @@ class Observability:
             assert self.recorder is not None
             from bastion.observe.stats import StatsStore, StatsWriter
 
-            self.stats = StatsWriter(data_dir, geoip=config.stats.geoip)
+            self.stats = StatsWriter(
+                data_dir, geoip=config.stats.geoip, cluster=_cluster_publisher(config)
+            )
             self.recorder.add_sink(self.stats.add)
             store = StatsStore(data_dir)
         if config.metrics.listen is not None:
@@ -163,9 +167,33 @@ class Observability:
             lambda: ctx.plan.balancers,
             ctx.loop,
             period=None if store is None else store.period,
+            store=self._store_fallback,
         )
         alerts.start()
         return alerts
+
+    def _store_fallback(self) -> StoreFallback | None:
+        """The shared limit store's state for the store_fallback alert: this worker's
+        breaker, and the other workers' as they publish their event counters (they do
+        with several workers and the metrics listener on)."""
+        if self.loaded().config.state.redis is None:
+            return None
+        from bastion.observe.alerts.inputs import StoreFallback
+        from bastion.observe.events import merge
+
+        mine = self.registry.events.snapshot()
+        others: list[dict[str, Any]] = []
+        if self.loaded().config.workers > 1:
+            with contextlib.suppress(OSError):
+                snapshots = stores_for(resolve_data_dir(self.loaded().config.data_dir)).snapshots
+                for snap in snapshots.read("events"):
+                    events = snap.get("events")
+                    if snap.get("pid") != os.getpid() and isinstance(events, dict):
+                        others.append(events)
+        merged = merge([mine, *others])
+        return StoreFallback(
+            int(merged["store_unavailable"]), sum(merged["store_fallbacks"].values())
+        )
 
     def _event_metrics(self, metrics: MetricsEndpoint, stores: Any, shared: bool) -> EventMetrics:
         """The event metrics (upstream errors, refusals, certificates, reloads) on the
@@ -239,3 +267,21 @@ def _start_recorder(ctx: WorkerContext, details: bool) -> Recorder:
     ctx.add_observer(tap.record)
     recorder.start(ctx.loop)
     return recorder
+
+
+def _cluster_publisher(config: Config) -> ClusterPublisher | None:
+    """With state.redis: what writes this worker's minutes for the cluster view."""
+    state = config.state
+    if state.redis is None:
+        return None
+    from bastion.observe.stats.cluster import ClusterPublisher, instance_name
+    from bastion.observe.stats.prune import TOP_KEPT
+    from bastion.state.redis_stats import RedisStats
+    from bastion.state.redis_sync import connect_sync
+
+    return ClusterPublisher(
+        instance_name(config.stats.instance),
+        config.stats.cluster_interval,
+        lambda: RedisStats(connect_sync(state), state.key_prefix),
+        TOP_KEPT,
+    )

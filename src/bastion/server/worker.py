@@ -34,6 +34,7 @@ from bastion.tls.context import HTTP1_ONLY, apply_profile, dispatch_context
 if TYPE_CHECKING:
     from bastion.acme.renewal import CertManager
     from bastion.config.models import Config
+    from bastion.server.cluster import ClusterLink
 
 log = logging.getLogger("bastion.server")
 
@@ -69,9 +70,10 @@ class Worker:
         self._alpn_dir = _alpn_challenge_dir(config)
         self.ctx = WorkerContext(loop, plan)
         self._configure_access_log(plan, config)
-        await self._sync_listeners(plan)
-        # signals first: a reload or a stop may come as soon as the sites' listeners are open
+        # signals before the listeners: a reload or a stop may come as soon as a client can
+        # connect (SIGHUP's default action would end the process); a reload waits for ready
         self._install_signals(loop)
+        await self._sync_listeners(plan)
         self.observing = Observability(self.ctx, self.registry, lambda: self.loaded)
         await self.observing.start(self.reuse_port)
         self._start_acme(plan)
@@ -86,11 +88,14 @@ class Worker:
                 int(os.environ.get(status.INSTANCE_ENV, os.getpid())),
             )
         )
+        cluster = self._join_cluster(config)
         self.ready.set()
         try:
             await self.stopping.wait()
         finally:
             publisher.cancel()
+            if cluster is not None:
+                cluster.close()
             self.observing.close_listeners()
             if watch is not None:
                 watch.cancel()
@@ -99,11 +104,32 @@ class Worker:
             await self._drain()
             self.observing.close()  # the requests drained are counted too
 
+    def _join_cluster(self, config: Config) -> ClusterLink | None:
+        """With ``state.redis``: follow ``bastion reload --all``, and write this
+        instance's heartbeat (``server/cluster.py``)."""
+        if config.state.redis is None:
+            return None
+        from bastion.server.cluster import ClusterLink
+
+        return ClusterLink(
+            config.state,
+            stores_for(resolve_data_dir(config.data_dir)).broadcast,
+            int(os.environ.get(status.INSTANCE_ENV, os.getpid())),
+            lambda: self.loaded,
+            self.reload,
+        )
+
     def _install_signals(self, loop: asyncio.AbstractEventLoop) -> None:
         loop.add_signal_handler(signal.SIGTERM, self.stop)
         loop.add_signal_handler(signal.SIGINT, self.stop)
-        loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.reload()))
+        loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self._reload_when_ready()))
         loop.add_signal_handler(signal.SIGUSR1, self.reopen_logs)
+
+    async def _reload_when_ready(self) -> None:
+        """A SIGHUP that arrives while the worker is still starting is served once it is up."""
+        assert self.ready is not None
+        await self.ready.wait()
+        await self.reload()
 
     def stop(self) -> None:
         if self.stopping is not None:

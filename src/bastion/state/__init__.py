@@ -5,8 +5,9 @@ backends now, Redis backends for clusters later.
 | -------------- | -------------------------- | ------------------------------------------ |
 | `limits`       | `LimitStore`               | `MemoryLimitStore`; `persist.PersistentStore` |
 | `cache`        | `CacheStore`               | `MemoryCacheStore`                         |
-| `keys`         | `KeyStore`                 | `FileKeyStore`                             |
-| `broadcast`    | `Broadcast`                | `FileBroadcast`, `MemoryBroadcast`         |
+| `keys`         | `KeyStore`                 | `FileKeyStore`; `redis_keys.RedisKeyStore` |
+| `broadcast`    | `Broadcast`                | `FileBroadcast`, `MemoryBroadcast`;        |
+|                |                            | `redis_broadcast.RedisBroadcast`           |
 | `snapshots`    | `Snapshots`                | `FileSnapshots`, `MemorySnapshots`         |
 | `stores`       | `Stores`: one of each per data dir and process, and what survives a reload |
 

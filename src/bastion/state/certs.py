@@ -42,7 +42,7 @@ from cryptography.hazmat.primitives import serialization
 
 from bastion.state.files import atomic_write, ensure_dir, file_lock
 
-__all__ = ["CertFiles", "CertStore", "FileCertStore", "usable"]
+__all__ = ["CertFiles", "CertStore", "FileCertStore", "safe_name", "usable"]
 
 log = logging.getLogger("bastion.acme")
 _PRIVATE = 0o600
@@ -71,6 +71,9 @@ class CertStore(Protocol):
     first name identifies it)."""
 
     directory: str  # the ACME directory URL this store is for
+    # whether other instances store certificates here too (then a running instance looks
+    # for a newer one now and then: see ``serial``)
+    shared: bool
 
     # account
     def account_lock(self) -> AbstractContextManager[None]:
@@ -106,6 +109,11 @@ class CertStore(Protocol):
         """The stored chain (PEM, leaf first) and key (PEM), or None."""
         ...
 
+    def serial(self, names: Sequence[str]) -> int | None:
+        """The serial of the stored certificate, as cheaply as the store can tell (None:
+        none or unknown)."""
+        ...
+
     def save(self, names: Sequence[str], chain: bytes, key: bytes) -> None:
         """Store a new pair; readers see the old pair or the new one (a reader that
         catches a new key with the old chain sees a mismatch, which ``usable`` rejects)."""
@@ -124,18 +132,20 @@ class CertStore(Protocol):
         ...
 
 
-def _safe(name: str) -> str:
+def safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", name) or "_"
 
 
 class FileCertStore:
     """The ``CertStore`` on the data dir (layout in the module doc)."""
 
+    shared = False  # this machine's files: the certificate watcher sees their changes
+
     def __init__(self, data_dir: Path, directory: str) -> None:
         self.directory = directory
         host = urllib.parse.urlsplit(directory).netloc or "acme"
-        self.account_dir = data_dir / "acme" / _safe(host)
-        self.cert_root = data_dir / "certs" / "acme" / _safe(host)
+        self.account_dir = data_dir / "acme" / safe_name(host)
+        self.cert_root = data_dir / "certs" / "acme" / safe_name(host)
 
     # ---------------------------------------------------------------- account
     def account_lock(self) -> AbstractContextManager[None]:
@@ -167,7 +177,7 @@ class FileCertStore:
 
     # ------------------------------------------------------------ certificates
     def site_dir(self, names: Sequence[str]) -> Path:
-        return self.cert_root / _safe(names[0].lower())
+        return self.cert_root / safe_name(names[0].lower())
 
     def issuance_lock(self, names: Sequence[str]) -> AbstractContextManager[None]:
         return file_lock(ensure_dir(self.site_dir(names)) / ".lock")
@@ -181,6 +191,12 @@ class FileCertStore:
         try:
             return cert.read_bytes(), key.read_bytes()
         except OSError:
+            return None
+
+    def serial(self, names: Sequence[str]) -> int | None:
+        try:
+            return x509.load_pem_x509_certificate(self.files(names)[0].read_bytes()).serial_number
+        except (OSError, ValueError):
             return None
 
     def save(self, names: Sequence[str], chain: bytes, key: bytes) -> None:

@@ -20,12 +20,13 @@ from __future__ import annotations
 import contextlib
 import re
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from bastion.state.files import atomic_write, ensure_dir
 
 __all__ = [
     "CHALLENGE_PREFIX",
+    "ChallengeCertificates",
     "ChallengeTokens",
     "FileChallengeTokens",
     "MemoryChallengeTokens",
@@ -56,6 +57,15 @@ class ChallengeTokens(Protocol):
     def lookup(self, token: str) -> bytes | None:
         """The key authorization for ``token``, or None (invalid tokens included)."""
         ...
+
+
+@runtime_checkable
+class ChallengeCertificates(Protocol):
+    """TLS-ALPN-01 certificates made known to other instances (a shared store's)."""
+
+    def publish_certificate(self, name: str, pem: bytes) -> None: ...
+
+    def unpublish_certificate(self, name: str) -> None: ...
 
 
 class FileChallengeTokens:

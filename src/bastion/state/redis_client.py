@@ -67,11 +67,13 @@ class Breaker:
         open_for: float,
         name: str,
         on_change: Callable[[bool], None] | None = None,
+        quiet: bool = False,
     ) -> None:
         self.threshold = failures
         self.open_for = open_for
         self.name = name  # the server, without credentials
         self.on_change = on_change  # told True when it opens, False when it closes
+        self.quiet = quiet  # the transitions are logged by `on_change` (not about limits)
         self.failures = 0
         self.open = False
         self.until = 0.0  # while open: when a probe may go (monotonic seconds)
@@ -93,7 +95,8 @@ class Breaker:
         self.failures = 0
         if self.open:
             self.open = self.probing = False
-            log.warning("limit store %s answers again: limits are shared again", self.name)
+            if not self.quiet:
+                log.warning("limit store %s answers again: limits are shared again", self.name)
             if self.on_change is not None:
                 self.on_change(False)
 
@@ -106,16 +109,20 @@ class Breaker:
         elif self.failures >= self.threshold:
             self.open = True
             self.until = now + self.open_for
-            log.warning(
-                "limit store %s unavailable after %d failures (%s): limits apply their "
-                "on_store_down until it answers again (tried every %gs)",
-                self.name,
-                self.failures,
-                _describe(error),
-                self.open_for,
-            )
+            if not self.quiet:
+                self._log_opened(error)
             if self.on_change is not None:
                 self.on_change(True)
+
+    def _log_opened(self, error: BaseException) -> None:
+        log.warning(
+            "limit store %s unavailable after %d failures (%s): limits apply their "
+            "on_store_down until it answers again (tried every %gs)",
+            self.name,
+            self.failures,
+            _describe(error),
+            self.open_for,
+        )
 
 
 def _describe(error: BaseException) -> str:
@@ -128,13 +135,18 @@ def _describe(error: BaseException) -> str:
 class RedisConnection:
     """One worker's Redis client, made lazily, and the breaker in front of it."""
 
-    def __init__(self, settings: State, on_change: Callable[[bool], None] | None = None) -> None:
+    def __init__(
+        self,
+        settings: State,
+        on_change: Callable[[bool], None] | None = None,
+        quiet: bool = False,
+    ) -> None:
         assert settings.redis is not None
         self.settings = settings
         self.timeout = settings.timeout
         self.target = redis_target(settings.redis)
         self.breaker = Breaker(
-            settings.breaker.failures, settings.breaker.open_for, self.target, on_change
+            settings.breaker.failures, settings.breaker.open_for, self.target, on_change, quiet
         )
         self.client: Any = None
         self.owner: tuple[int, asyncio.AbstractEventLoop] | None = None  # (pid, loop)

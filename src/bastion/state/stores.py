@@ -9,13 +9,17 @@ plan. What survives a reload and a restart:
 | rate limits under a minute          | kept (in memory)    | lost                       |
 | rate limits of a minute or more,    | kept                | kept (``ratelimit.json``,  |
 | quotas                              |                     | saved every few seconds)   |
-| API keys                            | kept                | kept (``api_keys.json``)   |
-| purge messages (broadcast)          | kept (60 s)         | kept (60 s, files)         |
+| API keys                            | kept                | kept (``api_keys.json``,   |
+|                                     |                     | or Redis)                  |
+| purge messages (broadcast)          | kept (60 s)         | kept (60 s, files; Redis:  |
+|                                     |                     | none, pub/sub)             |
 | status snapshots                    | kept (rewritten)    | rewritten by the new worker|
 | response cache                      | emptied (new plan)  | emptied                    |
 
 With ``state.redis``, rate limits and quotas live in Redis instead: kept across reloads
-and restarts alike, and nothing is written to ``ratelimit.json``.
+and restarts alike, and nothing is written to ``ratelimit.json``. With ``cache.store:
+redis`` too, each plan's in-memory cache is still new and empty, but the entries in Redis
+behind it (`RedisCacheShelf`, one per settings) outlive reloads and restarts.
 
 The response cache is the one exception: its entries were answered under the old routes
 (backends, TTLs, key rules), so each plan gets an empty store from `Stores.cache`. Each
@@ -25,7 +29,8 @@ A cluster backend (Redis) is a module of this package implementing the protocols
 branch here that picks it; builders only ever see the protocols. With ``state.redis``
 (`use_state`, told by the plan's `BuildContext`) the limits are `RedisLimitStore`'s, one per
 ``state`` settings (a reload that keeps them keeps the store and its connection); without
-it, the in-process store. redis-py is imported only then.
+it, the in-process store. The API keys (`RedisKeyStore`) and the broadcast (`RedisBroadcast`)
+go to Redis the same way, chosen at their first use. redis-py is imported only then.
 """
 
 from __future__ import annotations
@@ -41,8 +46,11 @@ if TYPE_CHECKING:
     from bastion.config.state_models import State
     from bastion.state.broadcast import Broadcast
     from bastion.state.cache import CacheStore
+    from bastion.state.certs import CertStore
+    from bastion.state.challenges import ChallengeTokens
     from bastion.state.keys import KeyStore
     from bastion.state.limits import AnyLimitStore, LimitStore, SharedLimitStore
+    from bastion.state.redis_cache import RedisCacheShelf
     from bastion.state.snapshots import Snapshots
 
 __all__ = ["Stores", "stores_for"]
@@ -56,6 +64,9 @@ class Stores:
         self.clock = clock
         self.state: State | None = None  # the config's `state` section (`use_state`)
         self.shared_limits: dict[str, SharedLimitStore] = {}  # by the state settings
+        self.shared_certs: dict[tuple[str, str, str], CertStore] = {}  # by settings, CA
+        self.shared_challenges: dict[tuple[str, str], ChallengeTokens] = {}
+        self.shared_caches: dict[tuple[str, int], RedisCacheShelf] = {}  # by settings, cap
 
     def use_state(self, state: State | None) -> None:
         """Share what the config's ``state`` section says (the plan being compiled's)."""
@@ -87,14 +98,26 @@ class Stores:
 
     @cached_property
     def keys(self) -> KeyStore:
-        """API keys: lookups for the policy, create/revoke for ``bastion keys``."""
+        """API keys: lookups for the policy, create/revoke for ``bastion keys``; in Redis
+        with ``state.redis`` (the settings in use at first use: a change needs a restart)."""
+        state = self.state
+        if state is not None and state.redis is not None:
+            from bastion.state.redis_keys import RedisKeyStore
+
+            return RedisKeyStore(state, self.clock, self.data_dir)
         from bastion.state.keys import FileKeyStore
 
         return FileKeyStore(self.data_dir, self.clock)
 
     @cached_property
     def broadcast(self) -> Broadcast:
-        """Messages to every worker: cache purges and invalidations."""
+        """Messages to every worker: cache purges and invalidations, reloads; over Redis
+        pub/sub with ``state.redis`` (every instance), else files (this machine)."""
+        state = self.state
+        if state is not None and state.redis is not None:
+            from bastion.state.redis_broadcast import RedisBroadcast
+
+            return RedisBroadcast(state)
         from bastion.state.broadcast import FileBroadcast
 
         return FileBroadcast(self.data_dir, self.clock)
@@ -106,8 +129,58 @@ class Stores:
 
         return FileSnapshots(self.data_dir)
 
-    def cache(self, max_size: int, max_object_size: int) -> CacheStore:
-        """A new, empty response cache for a plan (see the table above)."""
+    def cert_store(self, state: State | None, directory: str) -> CertStore:
+        """ACME account, certificates and issuance locks for the CA at ``directory``: in
+        Redis with ``state.redis`` (with a local copy in the data dir), else the data dir's
+        files. One store per settings and CA, kept for the process's life."""
+        from bastion.state.certs import FileCertStore
+
+        local = FileCertStore(self.data_dir, directory)
+        if state is None or state.redis is None:
+            return local
+        secret = state.encryption_key.get_secret_value() if state.encryption_key else ""
+        settings = (state.model_dump_json(), secret, directory)
+        store = self.shared_certs.get(settings)
+        if store is None:
+            from bastion.state.redis_certs import RedisCertStore
+
+            store = self.shared_certs[settings] = RedisCertStore(state, local)
+        return store
+
+    def challenges(self, state: State | None) -> ChallengeTokens:
+        """ACME challenge answers (HTTP-01 tokens, TLS-ALPN-01 certificates): in Redis
+        with ``state.redis`` (any instance answers the CA), else in the data dir's files
+        (any worker of this machine answers)."""
+        from bastion.state.challenges import FileChallengeTokens
+
+        local = FileChallengeTokens(self.data_dir)
+        if state is None or state.redis is None:
+            return local
+        settings = (state.model_dump_json(), str(self.data_dir))
+        tokens = self.shared_challenges.get(settings)
+        if tokens is None:
+            from bastion.state.redis_challenges import RedisChallengeTokens
+
+            tokens = self.shared_challenges[settings] = RedisChallengeTokens(state, local)
+        return tokens
+
+    def cache(
+        self, max_size: int, max_object_size: int, shared_max_object_size: int | None = None
+    ) -> CacheStore:
+        """A new, empty response cache for a plan (see the table above); with
+        ``shared_max_object_size`` and ``state.redis``, one that also shares its entries
+        (bodies up to that size) in Redis, where they outlive the plan."""
+        state = self.state
+        if shared_max_object_size is not None and state is not None and state.redis is not None:
+            from bastion.state.redis_cache import RedisCacheShelf, TieredCacheStore
+
+            settings = (state.model_dump_json(), shared_max_object_size)
+            shelf = self.shared_caches.get(settings)
+            if shelf is None:
+                shelf = self.shared_caches[settings] = RedisCacheShelf(
+                    state, shared_max_object_size
+                )
+            return TieredCacheStore(max_size, max_object_size, shelf)
         from bastion.state.cache import MemoryCacheStore
 
         return MemoryCacheStore(max_size, max_object_size)

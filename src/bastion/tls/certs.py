@@ -1,9 +1,10 @@
 """``bastion certs list|renew|revoke``: the certificates a config serves, from the store
 (ACME certificates are read from the ``CertStore``; ordering is ``bastion.acme``'s).
 
-Works on the data dir directly (no connection to a running gateway): ``renew`` orders a new
-certificate into the store, and running workers pick it up within ``tls.watch_interval``
-(they watch the store's files); ``revoke`` revokes with the ACME account key and removes
+Works on the store directly (no connection to a running gateway): the data dir, or Redis
+with ``state.redis``. ``renew`` orders a new certificate into the store, and running
+workers pick it up within ``tls.watch_interval`` (they watch the store's files, and with
+Redis the serial stored there); ``revoke`` revokes with the ACME account key and removes
 the certificate from the store (a running gateway keeps the one it loaded until it next
 starts or reloads and then orders a new one).
 """
@@ -20,8 +21,9 @@ from cryptography.x509.oid import NameOID
 
 from bastion.config.matching import is_private_acme, uses_acme
 from bastion.config.tls_models import TlsFiles
-from bastion.state.certs import CertStore, FileCertStore, usable
+from bastion.state.certs import CertStore, usable
 from bastion.state.files import ensure_dir, resolve_data_dir
+from bastion.state.stores import stores_for
 from bastion.tls.localca import LocalCA
 from bastion.tls.table import LOCALHOST_NAMES, site_tls_mode
 
@@ -97,7 +99,9 @@ def cert_rows(config: Config) -> list[CertRow]:
         if mode == "acme":
             acme_names = [n for n in names if uses_acme(n, private)]
             names = [n for n in names if n not in acme_names]
-            store = store or FileCertStore(resolve_data_dir(config.data_dir), config.acme.directory)
+            store = store or stores_for(resolve_data_dir(config.data_dir)).cert_store(
+                config.state, config.acme.directory
+            )
             rows.append(_acme_row(store, acme_names))
             if not names:
                 continue
@@ -117,7 +121,11 @@ def cert_rows(config: Config) -> list[CertRow]:
 
 def _acme_row(store: CertStore, names: list[str]) -> CertRow:
     row = CertRow(tuple(names), "acme", last_error="-")
-    found = usable(store, names)
+    try:
+        found = usable(store, names)
+    except ValueError as exc:  # a shared key that does not decrypt: say so, in the row
+        row.last_error = str(exc)
+        return row
     if found is None:
         row.last_error = "no valid certificate in the store yet"
     else:

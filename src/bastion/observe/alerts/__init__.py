@@ -19,6 +19,7 @@ if TYPE_CHECKING:
         PoolHealth,
         QuotaUse,
         ReloadResult,
+        StoreFallback,
     )
     from bastion.observe.alerts.leader import AlertLock
     from bastion.observe.alerts.manager import AlertManager
@@ -29,6 +30,7 @@ _WHERE = {
     "PoolHealth": "inputs",
     "QuotaUse": "inputs",
     "ReloadResult": "inputs",
+    "StoreFallback": "inputs",
     "AlertLock": "leader",
     "AlertManager": "manager",
     "Notification": "channels",
@@ -46,6 +48,7 @@ __all__ = [
     "QuotaUse",
     "ReloadResult",
     "SendError",
+    "StoreFallback",
     "sign",
 ]
 

@@ -18,7 +18,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bastion.clock import SYSTEM_CLOCK, Clock
-from bastion.observe.alerts.inputs import Certificate, PoolHealth, QuotaUse, ReloadResult
+from bastion.observe.alerts.inputs import (
+    Certificate,
+    PoolHealth,
+    QuotaUse,
+    ReloadResult,
+    StoreFallback,
+)
 
 if TYPE_CHECKING:
     from bastion.balance.balancer import Balancer
@@ -103,12 +109,15 @@ class GatewayInputs:
         quotas: Callable[[], dict[str, QuotaUse]] | None = None,
         loop_time: Callable[[], float] | None = None,
         reloads: tuple[Path, int] | None = None,
+        store: Callable[[], StoreFallback | None] | None = None,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         """``period``: ``StatsStore.period``; ``balancers``: the current plan's;
         ``config``: the config in force (its certificates); ``quotas``: each consumer's
         use; ``loop_time``: the clock the balancers' ejections are timed with; ``reloads``:
-        the data dir and instance whose supervisor records the reloads it rejects."""
+        the data dir and instance whose supervisor records the reloads it rejects;
+        ``store``: the shared limit store's state (the workers' breakers)."""
+        self._store = store
         self._period = period
         # (since, until, route) -> totals read ahead by `prefetch`, taken by `period`
         self._prefetched: dict[tuple[float, float, str | None], dict[str, Any]] = {}
@@ -189,3 +198,6 @@ class GatewayInputs:
             found.append(read_reload_result(*self._reloads))
         known = [r for r in found if r is not None]
         return max(known, key=lambda r: r.at) if known else None
+
+    def store_fallback(self) -> StoreFallback | None:
+        return None if self._store is None else self._store()

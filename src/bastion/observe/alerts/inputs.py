@@ -7,7 +7,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-__all__ = ["AlertInputs", "Certificate", "PoolHealth", "QuotaUse", "ReloadResult"]
+__all__ = [
+    "AlertInputs",
+    "Certificate",
+    "PoolHealth",
+    "QuotaUse",
+    "ReloadResult",
+    "StoreFallback",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +52,16 @@ class ReloadResult:
     error: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class StoreFallback:
+    """The shared limit store (state.redis) as the instance's workers see it now."""
+
+    unavailable: int
+    """Workers whose store breaker is open: their limits apply ``on_store_down``."""
+    fallbacks: int
+    """Requests decided by the fallback since the workers started."""
+
+
 class AlertInputs(Protocol):
     """The figures rules are evaluated on. Every method is called on the event loop at an
     evaluation (at most once a second): each must answer from memory or a quick local read."""
@@ -70,4 +87,8 @@ class AlertInputs(Protocol):
 
     def last_reload(self) -> ReloadResult | None:
         """The last reload's result; None when none was tried since the start."""
+        ...
+
+    def store_fallback(self) -> StoreFallback | None:
+        """The shared limit store's state; None when the config has no state.redis."""
         ...

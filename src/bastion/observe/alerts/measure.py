@@ -210,6 +210,24 @@ def _reload_failed(rule: AlertRule, inputs: AlertInputs, period: Period, _: Pool
 
 Measure = Callable[[AlertRule, AlertInputs, Period, PoolWatch], Datapoint]
 
+
+def _store_fallback(
+    rule: AlertRule, inputs: AlertInputs, period: Period, _: PoolWatch
+) -> Datapoint:
+    state = inputs.store_fallback()
+    if state is None:
+        return Datapoint(None, False, "no shared limit store (state.redis is not set)")
+    if state.unavailable == 0:
+        return Datapoint(0.0, False, "the shared limit store (Redis) answers")
+    workers = "1 worker" if state.unavailable == 1 else f"{state.unavailable} workers"
+    return Datapoint(
+        float(state.unavailable),
+        True,
+        f"the shared limit store (Redis) is unavailable to {workers}: rate limits and quotas "
+        f"apply on_store_down ({state.fallbacks} requests decided so since the start)",
+    )
+
+
 # the kinds that read the statistics (`AlertInputs.period`)
 TRAFFIC_KINDS = frozenset(("error_rate", "latency", "rate_limited", "no_traffic"))
 
@@ -223,6 +241,7 @@ MEASURES: dict[str, Measure] = {
     "rate_limited": _rate_limited,
     "no_traffic": _no_traffic,
     "reload_failed": _reload_failed,
+    "store_fallback": _store_fallback,
 }
 
 
@@ -244,7 +263,7 @@ def threshold_of(rule: AlertRule) -> float | None:
         return rule.down_for
     if rule.kind == "rate_limited":
         return rule.threshold if rule.threshold is not None else rule.share
-    if rule.kind in ("renewal_failed", "reload_failed"):
+    if rule.kind in ("renewal_failed", "reload_failed", "store_fallback"):
         return 0.0
     if rule.kind == "no_traffic":
         return 0.0

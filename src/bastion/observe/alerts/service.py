@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from bastion.clock import SYSTEM_CLOCK, Clock
 from bastion.observe.alerts.gateway import GatewayInputs, write_reload_result
-from bastion.observe.alerts.inputs import QuotaUse
+from bastion.observe.alerts.inputs import QuotaUse, StoreFallback
 
 if TYPE_CHECKING:
     from bastion.balance.balancer import Balancer
@@ -49,6 +49,7 @@ class AlertService:
         *,
         period: Callable[[float, float, str | None], dict[str, Any]] | None = None,
         quotas: Callable[[], dict[str, QuotaUse]] | None = None,
+        store: Callable[[], StoreFallback | None] | None = None,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         """``loaded``: the config in force; ``balancers``: the current plan's; ``period``:
@@ -66,6 +67,7 @@ class AlertService:
             quotas=quotas or self._quotas,
             loop_time=loop.time,
             reloads=(_data_dir(loaded()), _instance()),
+            store=store,
             clock=clock,
         )
 

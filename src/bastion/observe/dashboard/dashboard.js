@@ -3,11 +3,12 @@
 //
 // State the page exposes for machines (the browser tests read it): body[data-window],
 // body[data-stats] ("ready" | "off" | "error"), body[data-live] ("open" | "retrying" | "off"),
-// body[data-renders] (counts the traffic renders), [data-tile] tiles, [data-chart] charts
-// and [data-table] tables (see tables.js).
+// body[data-renders] (counts the traffic renders), body[data-scope] ("instance" | "cluster"),
+// [data-tile] tiles, [data-chart] charts and [data-table] tables (see tables.js).
 
 import { follow, getJson, logout, postJson } from "./api.js";
 import { drawChart } from "./charts.js";
+import { CLUSTER_WINDOWS, instancesUnavailable, renderInstances } from "./cluster.js";
 import * as fmt from "./format.js";
 import { LiveBuffer, LIVE_SPAN } from "./live.js";
 import { renderAlerts, renderCertificates, renderTrafficTables, renderUpstreams } from "./sections.js";
@@ -22,6 +23,7 @@ const $ = (selector) => document.querySelector(selector);
 
 const page = {
   window: "live",
+  scope: "instance", // or "cluster": every instance's figures (with state.redis)
   summary: null,
   statsError: null,
   live: new LiveBuffer(),
@@ -119,13 +121,17 @@ function renderTraffic() {
 
 function renderTables() {
   renderTrafficTables(document, page.summary, page.statsError);
+  if (page.scope !== "cluster") return;
+  if (page.summary) renderInstances($("#instances"), page.summary);
+  else instancesUnavailable($("#instances"), page.statsError || "loading…");
 }
 
 // ------------------------------------------------------------------ fetching
 async function loadStats(generation) {
   const window = page.window === "live" ? "5m" : page.window;
+  const scope = page.scope === "cluster" ? "&scope=cluster" : "";
   try {
-    const summary = await getJson(`/api/stats?window=${window}`);
+    const summary = await getJson(`/api/stats?window=${window}${scope}`);
     if (generation !== page.generation) return;
     page.summary = summary;
     page.statsError = null;
@@ -133,6 +139,13 @@ async function loadStats(generation) {
   } catch (error) {
     if (generation !== page.generation || error.status === 401) return;
     page.summary = null;
+    if (page.scope === "cluster") {
+      // Redis unreachable (503) or no state.redis (400): said as the server says it
+      page.statsError = `cluster statistics unavailable: ${error.message}`;
+      document.body.dataset.stats = "error";
+      renderTables();
+      return page.summary;
+    }
     // 404: the listener has no statistics (stats.enabled: false); anything else is shown as is
     page.statsError = error.status === 404 || error.status === 503
       ? "statistics are off (stats.enabled is false)"
@@ -153,6 +166,7 @@ async function loadState() {
   ]);
   if (!overview.error) {
     page.overview = overview;
+    $("#scopes").hidden = !overview.cluster;
     $("#version").textContent = `bastion ${overview.version}`;
     $("#started").textContent = `up since ${fmt.timestamp(overview.started)} · ${overview.workers} `
       + (overview.workers === 1 ? "worker" : "workers");
@@ -218,20 +232,39 @@ function clearTimers() {
   page.stopLive = null;
 }
 
-async function selectWindow(window) {
-  if (!WINDOWS.includes(window)) window = "live";
+function parseHash(hash) {
+  // "#5m" (this instance) or "#cluster/5m"
+  const [first, second] = hash.split("/");
+  return first === "cluster" ? ["cluster", second || "5m"] : ["instance", first];
+}
+
+async function selectWindow(window, scope = page.scope) {
+  if (scope === "cluster") {
+    if (!CLUSTER_WINDOWS.includes(window)) window = "5m";
+  } else if (!WINDOWS.includes(window)) {
+    window = "live";
+  }
   clearTimers();
   page.generation += 1;
   const generation = page.generation;
   page.window = window;
+  page.scope = scope;
   page.summary = null;
   document.body.dataset.window = window;
+  document.body.dataset.scope = scope;
+  for (const button of document.querySelectorAll("button[data-scope]")) {
+    button.setAttribute("aria-pressed", String(button.dataset.scope === scope));
+  }
+  $("#cluster").hidden = scope !== "cluster";
   document.body.dataset.stats = "loading";
   document.body.dataset.live = "off";
-  for (const button of document.querySelectorAll("[data-window]")) {
+  for (const button of document.querySelectorAll("button[data-window]")) {
     button.setAttribute("aria-pressed", String(button.dataset.window === window));
+    // the cluster view has no live stream and no windows beyond Redis' 48 hours
+    button.disabled = scope === "cluster" && !CLUSTER_WINDOWS.includes(button.dataset.window);
   }
-  if (location.hash !== `#${window}`) history.replaceState(null, "", `#${window}`);
+  const hash = scope === "cluster" ? `#cluster/${window}` : `#${window}`;
+  if (location.hash !== hash) history.replaceState(null, "", hash);
   $("#live-state").hidden = window !== "live";
 
   if (window === "live") {
@@ -269,13 +302,16 @@ async function selectWindow(window) {
 
 function start() {
   buildTiles($("#tiles"));
-  for (const button of document.querySelectorAll("[data-window]")) {
+  for (const button of document.querySelectorAll("button[data-window]")) {
     button.addEventListener("click", () => selectWindow(button.dataset.window));
+  }
+  for (const button of document.querySelectorAll("button[data-scope]")) {
+    button.addEventListener("click", () => selectWindow(page.window, button.dataset.scope));
   }
   $("#logout").addEventListener("click", () => logout());
   window.addEventListener("hashchange", () => {
-    const wanted = location.hash.slice(1);
-    if (wanted !== page.window) selectWindow(wanted);
+    const [scope, wanted] = parseHash(location.hash.slice(1));
+    if (wanted !== page.window || scope !== page.scope) selectWindow(wanted, scope);
   });
   // charts are drawn to the pixel width of their box: draw again when it changes
   let lastWidth = document.documentElement.clientWidth;
@@ -287,7 +323,8 @@ function start() {
   });
   loadState();
   setInterval(loadState, STATE_REFRESH);
-  selectWindow(location.hash.slice(1) || "live");
+  const [scope, wanted] = parseHash(location.hash.slice(1));
+  selectWindow(wanted || "live", scope);
 }
 
 start();

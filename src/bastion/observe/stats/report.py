@@ -99,8 +99,8 @@ def _stamp(epoch: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(epoch))
 
 
-def render(summary: dict[str, Any], path: Path) -> str:
-    """The summary as text for a terminal."""
+def render(summary: dict[str, Any], path: Path | str) -> str:
+    """The summary as text for a terminal (`path`: where the figures come from)."""
     totals = summary["totals"]
     lines = [
         f"bastion stats: last {summary['window']} "
@@ -149,6 +149,8 @@ def render(summary: dict[str, Any], path: Path) -> str:
         else:
             table = [[printable(r["key"]) or "(none)", count(r["requests"])] for r in rows]
             lines += ["", _table(title, ["requests"], table[:TOP_LINES])]
+    if summary.get("scope") == "cluster":
+        return "\n".join(lines) + "\n"  # the recent 5xx answers are per instance
     errors = summary["recent_errors"]
     lines += ["", "recent 5xx answers" if errors else "recent 5xx answers: none"]
     for error in errors[:10]:

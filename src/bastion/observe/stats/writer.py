@@ -12,7 +12,9 @@ What is written when:
 - top-K counts: at most every `TOP_FLUSH` seconds and when a minute closes, each
   dimension's reduced summary added into the minute's and the hour's rows;
 - the 5xx answers of the second (at most 20 per worker and second);
-- once a minute, retention and the reduction of grown summaries (`prune.py`).
+- once a minute, retention and the reduction of grown summaries (`prune.py`);
+- with ``state.redis``: the worker's minute rows and top-K counts to Redis every
+  `stats.cluster_interval` seconds (`cluster.py`), in this thread, never on the loop.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from pathlib import Path
 from bastion.clock import SYSTEM_CLOCK, Clock
 from bastion.observe.interval import Interval
 from bastion.observe.stats.agents import AgentFamilies
+from bastion.observe.stats.cluster import ClusterPublisher
 from bastion.observe.stats.countries import open_lookup
 from bastion.observe.stats.prune import TOP_KEPT, prune
 from bastion.observe.stats.rows import RouteRows, TopCounts
@@ -84,7 +87,14 @@ class StatsBook:
     """The statistics file as one writer thread sees it: batches of Intervals in, rows
     out. Not thread-safe: one thread owns it."""
 
-    def __init__(self, path: Path, geoip: str | None = None, top_size: int = TOP_KEPT) -> None:
+    def __init__(
+        self,
+        path: Path,
+        geoip: str | None = None,
+        top_size: int = TOP_KEPT,
+        cluster: ClusterPublisher | None = None,
+    ) -> None:
+        self.cluster = cluster
         self.db = open_writer(path)
         self.countries = open_lookup(geoip)
         self.top = TopCounts(top_size, AgentFamilies(), self.countries)
@@ -109,6 +119,10 @@ class StatsBook:
                 rows.add(interval)
             self.top.add(interval)
             errors.extend(_error_row(error) for error in interval.errors)
+        if self.cluster is not None:
+            self.cluster.book.add_rows(tables[RESOLUTIONS.index(MINUTES)].rows)
+            for minute, counted in tops:
+                self.cluster.book.add_top(minute, counted)
         self._commit(tables, tops, errors)
 
     def flush(self, now: float | None = None) -> None:
@@ -120,6 +134,8 @@ class StatsBook:
             return
         minute, counted = self._take_top()
         if counted:
+            if self.cluster is not None:
+                self.cluster.book.add_top(minute, counted)
             self._commit([], [(minute, counted)], [])
 
     def prune(self, now: float) -> None:
@@ -199,8 +215,10 @@ class StatsWriter:
         geoip: str | None = None,
         *,
         top_size: int = TOP_KEPT,
+        cluster: ClusterPublisher | None = None,
     ) -> None:
         self.path = stats_path(data_dir)
+        self._cluster = cluster
         self.clock = clock
         self._geoip = geoip
         self._top_size = top_size
@@ -239,7 +257,7 @@ class StatsWriter:
     # ------------------------------------------------------------------ the thread
     def _run(self) -> None:
         try:
-            book = StatsBook(self.path, self._geoip, self._top_size)
+            book = StatsBook(self.path, self._geoip, self._top_size, self._cluster)
         except (sqlite3.Error, OSError, ValueError) as exc:
             log.error("stats: cannot open %s: %s; no statistics are kept", self.path, exc)
             self._failed = True
@@ -273,6 +291,9 @@ class StatsWriter:
                     next_prune = now + PRUNE_EVERY
             except sqlite3.Error as exc:
                 self._log_error(now, exc)
+            if self._cluster is not None:
+                # after the file: a Redis that does not answer delays no local figure
+                self._cluster.tick(now, force=stop)
             for request in flushes:
                 request.done.set()
             if stop:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -55,6 +56,7 @@ class AdminApi:
         self.renewing = asyncio.Lock()
         self._live_reading: asyncio.Future[dict[str, Any]] | None = None
         self.readers: ThreadPoolExecutor | None = None  # made at the first read
+        self._cluster: tuple[object, Any] | None = None  # (state settings, RedisStats)
 
     async def in_thread(self, fn: Callable[..., _T], *args: Any) -> _T:
         """`fn` in a thread of the admin's own: a read waiting for a lock on the
@@ -88,7 +90,29 @@ class AdminApi:
             "upstreams": views.pool_counts(self.upstreams()),
             "certificates": views.earliest(certs),
             "alerts": {"firing": sum(1 for a in alerts if a.get("state") == "FIRING")},
+            # the dashboard offers the cluster scope when the instances share Redis
+            "cluster": config.state.redis is not None,
         }
+
+    async def instances(self) -> dict[str, Any]:
+        """The instances sharing ``state.redis`` (their heartbeats), each marked with
+        ``drift`` when its config hash differs from the majority's."""
+        import time
+
+        settings = self.state.loaded.config.state
+        if settings.redis is None:
+            return {"shared": False, "majority": None, "instances": []}
+        from bastion.state.instances import alive, hash_name, mark_drift
+        from bastion.state.redis_hub import Unreachable, hub_for
+
+        name = hash_name(settings.key_prefix)
+        try:
+            found = await hub_for(settings).run(lambda client: client.hgetall(name))
+        except Unreachable as exc:
+            return {"shared": True, "error": str(exc), "majority": None, "instances": []}
+        records = alive(found, time.time())
+        majority = mark_drift(records)
+        return {"shared": True, "majority": majority, "instances": records}
 
     async def live_figures(self) -> dict[str, Any] | None:
         """The last complete second (None: statistics are off). Read in a thread: a read
@@ -131,6 +155,40 @@ class AdminApi:
             # the consumer's fullest quota in its current day or month (null: none)
             row["quota"] = None if quota is None else {"used": quota.used, "limit": quota.limit}
         return 200, summary
+
+    async def cluster_stats(self, window: str) -> tuple[int, Any]:
+        """Every instance's minutes of the window, merged (`observe.stats.merge`)."""
+        from redis.exceptions import RedisError
+
+        from bastion.observe.stats.cluster import instance_name
+        from bastion.observe.stats.merge import cluster_summary
+
+        config = self.state.loaded.config
+        if config.state.redis is None:
+            return 400, "scope=cluster needs state.redis: this instance shares no statistics"
+        reader = self._cluster_reader()
+        try:
+            summary = await self.in_thread(cluster_summary, reader, window, time.time())
+        except ValueError as exc:
+            return 400, str(exc)
+        except (RedisError, OSError) as exc:
+            return 503, (
+                f"Redis cannot be read now ({str(exc).splitlines()[0][:200]}): the cluster "
+                "view is unavailable; scope=instance shows this instance's statistics"
+            )
+        summary["instance"] = instance_name(config.stats.instance)
+        return 200, summary
+
+    def _cluster_reader(self) -> Any:
+        """The blocking Redis client of the cluster view, made again after a reload that
+        changed state settings."""
+        from bastion.state.redis_stats import RedisStats
+        from bastion.state.redis_sync import connect_sync
+
+        settings = self.state.loaded.config.state
+        if self._cluster is None or self._cluster[0] is not settings:
+            self._cluster = (settings, RedisStats(connect_sync(settings), settings.key_prefix))
+        return self._cluster[1]
 
     def alerts(self) -> dict[str, Any]:
         source = self.state.alerts

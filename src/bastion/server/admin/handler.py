@@ -50,6 +50,7 @@ class AdminHandler:
             "/api/live": {"GET": self.live_stream},
             "/api/alerts": {"GET": self.json(data.alerts)},
             "/api/upstreams": {"GET": self.json(data.upstreams)},
+            "/api/instances": {"GET": self.later(data.instances)},
             "/api/certificates": {"GET": self.later(data.certificates)},
             "/api/certificates/renew": {"POST": self.with_body(data.renew)},
             "/api/cache/purge": {"POST": self.with_body(data.purge)},
@@ -243,10 +244,17 @@ class AdminHandler:
 
     # --------------------------------------------------------------- stats
     def stats(self, client: Downstream, req: Request, caller: Caller) -> None:
-        window = parse_qs(req.query).get("window", ["1h"])[0]
+        query = parse_qs(req.query)
+        window = query.get("window", ["1h"])[0]
+        scope = query.get("scope", ["instance"])[0]
 
         async def answer() -> None:
-            status, data = await self.data.stats(window)
+            if scope == "cluster":
+                status, data = await self.data.cluster_stats(window)
+            elif scope == "instance":
+                status, data = await self.data.stats(window)
+            else:
+                status, data = 400, "scope must be instance or cluster"
             if status != 200:
                 client.problem(req, status, data)
                 return
