@@ -14,7 +14,9 @@ a comma list of
 (request / response header rules), ``hdr`` (both), ``log`` (JSON access log), ``metrics``
 (request metrics recorded for a ``metrics.listen`` listener), ``stats`` (the traffic
 statistics), ``trace`` (W3C trace context sent upstream), ``observe`` (every observability
-feature of `OBSERVE` on: what the "observability on" figure means). Each variant
+feature of `OBSERVE` on: what the "observability on" figure means), ``redis`` (the limits
+counted in a redis-server started for the run, over its Unix socket: ``rl,redis`` against
+``rl`` is what counting in Redis costs the gateway; Redis's own work is not counted). Each variant
 starts bastion under ``valgrind --tool=callgrind`` with instrumentation off, warms it up
 with wrk, then counts the instructions of one wrk run. Instructions are not time: they leave
 out the kernel, cache misses and branch mispredictions, so a ratio here is an upper bound of
@@ -123,7 +125,7 @@ def config(
     tmp: Path, backend_port: int, port: int, variant: str, tls: tlscert.TlsFiles | None = None
 ) -> str:
     names = variant.split(",")
-    known = ("bare", "log", "observe", *FEATURES)
+    known = ("bare", "log", "observe", "redis", *FEATURES)
     unknown = [n for n in names if n not in PARTS and n not in known]
     if unknown:
         raise SystemExit(f"unknown variant part(s): {', '.join(unknown)}")
@@ -140,7 +142,9 @@ def config(
         listen = f"{{http: 127.0.0.1:{free_port()}, https: 127.0.0.1:{port}}}"
         site_tls = f'    tls: {{cert: "{tls.cert}", key: "{tls.key}"}}\n'
     observe = _observe_config(tmp, names)
-    if REDIS:  # API keys (and everything shared) in Redis: the key is created there
+    if "redis" in names:  # the limits counted in the run's own redis-server
+        observe += f'state: {{redis: "unix://{tmp}/redis/redis.sock"}}\n'
+    elif REDIS:  # API keys (and everything shared) in Redis: the key is created there
         observe += f'state: {{redis: "{REDIS[0]}"}}\n'
     return f"""\
 listen: {listen}
@@ -304,6 +308,11 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bastion-instructions-"))
     backend, backend_port = targets.start_backend(tmp, None)
     tls = tlscert.make(tmp) if args.h2 else None
+    redis = None
+    if any("redis" in variant.split(",") for variant in args.variants):
+        import redis_targets
+
+        redis, _, _ = redis_targets.start_redis(tmp / "redis", None)
     try:
         first = tmp / "keys.yaml"
         first.write_text(config(tmp, backend_port, free_port(), "key"))
@@ -344,6 +353,8 @@ def main(argv: list[str] | None = None) -> int:
             )
     finally:
         backend.stop()
+        if redis is not None:
+            redis.stop()
     if "bare" in counts:
         base, base_net = counts["bare"]
         print("\nagainst bare:            per request          net")

@@ -38,6 +38,7 @@ class Scenario:
     headers: tuple[str, ...]
     description: str
     kind: str = "http"  # "http" (wrk), "https" (wrk over TLS) or "h2" (h2load over TLS)
+    connections: int | None = None  # wrk connections, when not --connections
 
     @property
     def tls(self) -> bool:
@@ -96,7 +97,8 @@ class Measure:
             return res
         scheme = "https" if sc.tls else "http"
         url = f"{scheme}://127.0.0.1:{slot.running.port}{sc.path}"
-        return wrk.run(url, duration=duration, connections=self.args.connections,
+        return wrk.run(url, duration=duration,
+                       connections=sc.connections or self.args.connections,
                        threads=self.args.threads, lua=self.lua, headers=list(sc.headers),
                        cpus=self.load_cpus)
 
@@ -110,7 +112,9 @@ class Measure:
 
     def _one(self, slot: Slot, sc: Scenario) -> None:
         args = self.args
-        roots = [self.backend_pid] + ([slot.pid] if slot.pid else [])
+        # a target's own helpers (more backends, its redis-server) are not "other load"
+        roots = [self.backend_pid, *(p.pid for p in slot.running.extra)]
+        roots += [slot.pid] if slot.pid else []
         if args.quiet_wait > 0:
             load = wait_quiet(roots, args.noise_limit / 2, args.quiet_wait)
             if load >= args.noise_limit / 2:

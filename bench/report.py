@@ -349,3 +349,60 @@ def policy_checks(results: Results) -> list[Check]:
     """bastion-policy's rps over bastion's in the policy scenario."""
     name = f"API key + rate limit + header rules + JSON log rps >= {POLICY_RATIO_MIN}x bare"
     return _pair_check(results, "policy", POLICY_PAIR, POLICY_RATIO_MIN, name)
+
+
+# The rl-redis scenarios: the same rate-limited route counted in Redis and in process.
+RL_TARGETS = ("bastion-rl", "bastion-rl-redis-tcp", "bastion-rl-redis-unix")
+RL_SCENARIOS = ("rl-redis", "rl-redis-1c")
+RL_RPS_RATIO_MIN = 0.7
+RL_ADDED_P50_MAX_US = 300.0
+
+
+def rl_redis_checks(results: Results) -> list[Check]:
+    """Each Redis target against the in-process one: rps ratio and added p50/p99 under
+    load (rl-redis), added p50/p99 with one connection (rl-redis-1c, what one request
+    waits more when the gateway is not saturated)."""
+    out: list[Check] = []
+    for target in RL_TARGETS[1:]:
+        how = target.removeprefix("bastion-rl-")
+        load, base = _median(results, "rl-redis", target), _median(results, "rl-redis",
+                                                                   RL_TARGETS[0])
+        if "rl-redis" in results:
+            name = f"{how}: rps >= {RL_RPS_RATIO_MIN}x in-process (64 connections)"
+            if load is None or base is None or not base["rps"]:
+                out.append(Check(name, "SKIP", f"needs {RL_TARGETS[0]} and {target}"))
+            else:
+                ratio = load["rps"] / base["rps"]
+                detail = (f"{ratio:.2f}x ({fmt_value('rps', load['rps'])} vs "
+                          f"{fmt_value('rps', base['rps'])}); added p50 "
+                          f"{_added(load, base, 'p50_us')}, p99 {_added(load, base, 'p99_us')}")
+                ok = ratio >= RL_RPS_RATIO_MIN and not load["error_count"]
+                if load["error_count"]:
+                    detail += f"; {load['error_count']} errors or non-2xx answers"
+                out.append(Check(name, "PASS" if ok else "FAIL", detail))
+        one = _median(results, "rl-redis-1c", target)
+        one_base = _median(results, "rl-redis-1c", RL_TARGETS[0])
+        if "rl-redis-1c" in results:
+            limit = report_us(RL_ADDED_P50_MAX_US)
+            name = f"{how}: added p50 <= {limit} (1 connection)"
+            if one is None or one_base is None:
+                out.append(Check(name, "SKIP", f"needs {RL_TARGETS[0]} and {target}"))
+            else:
+                added = one["p50_us"] - one_base["p50_us"]
+                detail = (f"added p50 {_added(one, one_base, 'p50_us')} "
+                          f"({fmt_us(one['p50_us'])} vs {fmt_us(one_base['p50_us'])}), "
+                          f"p99 {_added(one, one_base, 'p99_us')}; rps "
+                          f"{one['rps'] / one_base['rps']:.2f}x")
+                ok = added <= RL_ADDED_P50_MAX_US and not one["error_count"]
+                out.append(Check(name, "PASS" if ok else "FAIL", detail))
+    return out
+
+
+def report_us(us: float) -> str:
+    return f"{us / 1000:.1f} ms" if us >= 1000 else f"{us:.0f} us"
+
+
+def _added(med: dict[str, Any], base: dict[str, Any], key: str) -> str:
+    """``med[key]`` minus the baseline's, signed (latencies in microseconds)."""
+    delta = med[key] - base[key]
+    return f"{'+' if delta >= 0 else '-'}{report_us(abs(delta))}"

@@ -1,7 +1,7 @@
 """bastion benchmark: wrk against bastion, nginx, Caddy and HAProxy in front of one nginx origin.
 
 Usage: python bench/run.py [--quick] [--targets none,nginx,...]
-       [--scenarios small,16k,newconn,https,handshake,h2,cache-hit]
+       [--scenarios small,16k,newconn,https,handshake,h2,cache-hit,observe,policy,rl-redis,rl-redis-1c]
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import h2load
+import redis_targets
 import report
 import targets
 import tlscert
@@ -53,6 +54,12 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("policy", targets.POLICY_PATH, (),
                  "API route with API key + rate limit + header rules + JSON access log "
                  "(bastion-policy) vs the bare proxy (bastion), keep-alive, 13-byte body"),
+        Scenario("rl-redis", "/", (),
+                 "rate-limited route (never refuses), counted in Redis over TCP and the "
+                 "Unix socket vs in process, keep-alive, 13-byte body"),
+        Scenario("rl-redis-1c", "/", (),
+                 "the rl-redis route with 1 connection: the latency counting adds to a "
+                 "request when the gateway is not saturated", connections=1),
     )
 }
 
@@ -197,8 +204,10 @@ def print_report(results: report.Results, titles: dict[str, str], notes: list[st
     tls = report.tls_checks(results) if has_bastion else []
     policy = report.policy_checks(results) if has_bastion else []
     policy += report.observe_checks(results) if has_bastion else []
+    policy += report.rl_redis_checks(results) if has_bastion else []
     if not any(
-        name not in (*report.TLS_SCENARIOS, "policy", "observe", "cache-hit") for name in results
+        name not in (*report.TLS_SCENARIOS, *report.RL_SCENARIOS, "policy", "observe", "cache-hit")
+        for name in results
     ):
         checks = []  # the plain-HTTP checks need the plain scenarios
     print()
@@ -285,12 +294,15 @@ def start_slots(env: targets.Env, names: list[str], tls: bool, skipped: dict[str
 
 def in_scenario(target: str, scenario: str) -> bool:
     """The policy and observe scenarios compare a bastion with features with the bare
-    bastion only, and bastion-policy and bastion-observe run in no other scenario."""
+    bastion only, the rl-redis ones the rate-limited targets among themselves, and
+    bastion-policy, bastion-observe and the rate-limited targets run in no other scenario."""
     if scenario == "policy":
         return target in report.POLICY_PAIR
     if scenario == "observe":
         return target in report.OBSERVE_PAIR
-    return target not in ("bastion-policy", "bastion-observe")
+    if scenario in report.RL_SCENARIOS:
+        return target in report.RL_TARGETS
+    return target not in ("bastion-policy", "bastion-observe", *report.RL_TARGETS)
 
 
 def _raise_interrupt(signum: int, _frame: object) -> NoReturn:
@@ -359,6 +371,8 @@ def main(argv: list[str] | None = None) -> int:
         for slot in slots:
             if slot.running.name == "bastion-json" and slot.runs:
                 notes.append(access_log_note(tmp / "bastion-json" / "access.log"))
+            if slot.running.name.startswith("bastion-rl-redis") and slot.runs:
+                notes.append(redis_targets.fallback_note(slot.running))
     except KeyboardInterrupt:
         interrupted = True
         log("interrupted: stopping everything")

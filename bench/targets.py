@@ -537,6 +537,17 @@ def start_haproxy_tls(env: Env) -> Running:
                           tls=True)
 
 
+def _rate_limited(store: str) -> Callable[[Env], Running]:
+    """A starter of bench/redis_targets.py (imported when used: it imports this module)."""
+
+    def starter(env: Env) -> Running:
+        import redis_targets
+
+        return redis_targets.start_bastion_rl(env, store)
+
+    return starter
+
+
 @dataclass(frozen=True)
 class Target:
     name: str
@@ -566,6 +577,15 @@ TARGETS: dict[str, Target] = {
         Target("bastion-policy", "bastion", start_bastion_policy,
                "bastion, 1 worker, API key + rate limit + header rules + JSON access log "
                "on the route (policy scenario only)"),
+        Target("bastion-rl", "bastion", _rate_limited("memory"),
+               "bastion, 1 worker, a rate limit that never refuses, counted in process "
+               "(rl-redis scenarios only)"),
+        Target("bastion-rl-redis-tcp", "bastion", _rate_limited("tcp"),
+               "bastion-rl counting in a local redis-server over TCP on loopback "
+               "(rl-redis scenarios only)"),
+        Target("bastion-rl-redis-unix", "bastion", _rate_limited("unix"),
+               "bastion-rl counting in a local redis-server over its Unix socket "
+               "(rl-redis scenarios only)"),
         Target("floor", "", start_floor,
                "reference floor: a uvloop + httptools byte relay with no features"),
         Target("caddy", "caddy", start_caddy, "Caddy reverse_proxy, GOMAXPROCS=1",

@@ -210,18 +210,21 @@ class SentinelGroup:
             member.stop()
 
 
-def start_cluster(directory: Path, size: int = 3) -> list[RedisServer]:
-    """``size`` masters making one Redis Cluster (no replicas), every slot served."""
+def start_cluster(
+    directory: Path, size: int = 3, replicas: int = 0, options: tuple[str, ...] = ()
+) -> list[RedisServer]:
+    """``size`` nodes making one Redis Cluster, every slot served: ``replicas`` replicas
+    per master (``size`` counts them), ``options`` more redis-server arguments of each."""
     nodes = []
     for n in range(size):
         node_dir = directory / f"node{n}"
         node_dir.mkdir()
         extra = ("--cluster-enabled", "yes", "--cluster-config-file", str(node_dir / "nodes.conf"),
-                 "--cluster-port", str(free_port()))  # fmt: skip
+                 "--cluster-port", str(free_port()), *options)  # fmt: skip
         nodes.append(RedisServer(node_dir, extra).start())
     subprocess.run(
         [REDIS_CLI, "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in nodes),
-         "--cluster-replicas", "0", "--cluster-yes"],
+         "--cluster-replicas", str(replicas), "--cluster-yes"],
         capture_output=True, check=True, timeout=30,
     )  # fmt: skip
     deadline = time.monotonic() + 20

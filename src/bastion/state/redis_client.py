@@ -20,26 +20,42 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from bastion.config.state_models import RedisCluster, RedisSentinel, State, redis_target
 from bastion.state.limits import StoreUnavailable
+from bastion.state.redis_pipeline import Pipelined, encode, pipelined_target
 
 __all__ = ["Breaker", "RedisConnection"]
 
 log = logging.getLogger("bastion.state")
 
 _T = TypeVar("_T")
+
+
+class _Process:
+    """This process's id, kept up to date across forks without a system call per read."""
+
+    pid = os.getpid()
+
+    @classmethod
+    def forked(cls) -> None:
+        cls.pid = os.getpid()
+
+
+_process = _Process
+os.register_at_fork(after_in_child=_Process.forked)
 
 
 class Breaker:
@@ -136,14 +152,67 @@ class RedisConnection:
         self.owner: tuple[int, asyncio.AbstractEventLoop] | None = None  # (pid, loop)
         self.scripts: dict[str, Any] = {}  # Lua text -> the client's registered script
         self.warming: asyncio.Task[None] | None = None
+        # a single server (redis://, unix://): scripts go down one pipelined connection
+        self.direct = pipelined_target(settings.redis) if isinstance(settings.redis, str) else None
+        self.pipelined: Pipelined | None = None
+        self.digests: dict[str, bytes] = {}  # Lua text -> its SHA1, for EVALSHA
 
-    def _client(self) -> Any:
-        owner = (os.getpid(), asyncio.get_running_loop())
+    def _client(self, loop: asyncio.AbstractEventLoop | None = None) -> Any:
+        owner = (_process.pid, loop or asyncio.get_running_loop())
         if self.client is None or self.owner != owner:
             self.client = connect(self.settings)
             self.owner = owner
             self.scripts = {}
+            self.pipelined = (
+                Pipelined(self.direct, self.timeout) if self.direct is not None else None
+            )
         return self.client
+
+    async def run_script(self, lua: str, keys: Sequence[str], args: Sequence[str]) -> Any:
+        """The reply of ``lua`` run on ``keys`` and ``args`` (EVALSHA, EVAL when the server
+        does not know it yet), within the timeout and through the breaker."""
+        # Python 3.11 makes a getpid system call in each get_running_loop: the loop this
+        # process's client was made on, when it is running, is the running one (one loop
+        # runs per thread, and the workers' limit stores are used on their loop's thread)
+        owner = self.owner
+        if owner is not None and owner[0] == _process.pid and owner[1].is_running():
+            loop = owner[1]
+        else:
+            loop = asyncio.get_running_loop()
+            self._client(loop)
+        pipelined = self.pipelined
+        if pipelined is None:
+            script = self.script(lua)
+
+            async def through_redis_py(client: Any) -> Any:
+                return await script(keys=keys, args=args, client=client)
+
+            return await self.call(through_redis_py)
+        # the pipelined connection bounds each command's wait itself: no timer per call
+        digest = self.digests.get(lua)
+        if digest is None:
+            digest = self.digests[lua] = hashlib.sha1(lua.encode()).hexdigest().encode()
+        breaker = self.breaker
+        now = time.monotonic()
+        if not breaker.allow(now):
+            raise StoreUnavailable(breaker.retry_after(now))
+        try:
+            try:
+                reply = await pipelined.execute(
+                    encode(b"EVALSHA", digest, str(len(keys)), *keys, *args), loop
+                )
+            except ResponseError as exc:
+                if not str(exc).startswith("NOSCRIPT"):
+                    raise
+                command = encode(b"EVAL", lua, str(len(keys)), *keys, *args)
+                reply = await pipelined.execute(command, loop)
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise self._failed(exc) from exc
+        except BaseException:
+            breaker.probing = False  # (see `call`)
+            raise
+        breaker.succeeded()
+        return reply
 
     def script(self, lua: str) -> Any:
         """``lua`` registered on this worker's client (EVALSHA, EVAL on NOSCRIPT)."""
@@ -161,7 +230,7 @@ class RedisConnection:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return  # not on a loop: the first call connects
-        if self.client is not None and self.owner == (os.getpid(), loop):
+        if self.client is not None and self.owner == (_process.pid, loop):
             return  # this worker's client is made (by a route before, or a request)
         self.script(lua)
         task = loop.create_task(self._warm(lua))
@@ -170,7 +239,12 @@ class RedisConnection:
     async def _warm(self, lua: str) -> None:
         with contextlib.suppress(RedisError, OSError, TimeoutError):
             async with asyncio.timeout(max(1.0, self.timeout)):
-                await self._client().script_load(lua)
+                client = self._client()
+                if self.pipelined is not None:
+                    loop = asyncio.get_running_loop()
+                    await self.pipelined.execute(encode(b"SCRIPT", b"LOAD", lua), loop)
+                else:
+                    await client.script_load(lua)
 
     async def call(self, work: Callable[[Any], Awaitable[_T]]) -> _T:
         """``work(client)`` within the timeout, through the breaker; `StoreUnavailable`
@@ -183,9 +257,7 @@ class RedisConnection:
             async with asyncio.timeout(self.timeout):
                 result = await work(self._client())
         except (RedisError, OSError, TimeoutError) as exc:
-            now = time.monotonic()
-            breaker.failed(now, exc)
-            raise StoreUnavailable(breaker.retry_after(now) or self.timeout) from exc
+            raise self._failed(exc) from exc
         except BaseException:
             # cancelled (the client left) or a bug: no verdict on Redis, but a probe that
             # ends here must let the next request probe
@@ -193,6 +265,14 @@ class RedisConnection:
             raise
         breaker.succeeded()
         return result
+
+    def _failed(self, error: BaseException) -> StoreUnavailable:
+        """Tell the breaker; what the request is told."""
+        if isinstance(error, TimeoutError) and self.pipelined is not None:
+            self.pipelined.abandon()  # the replies owed on it may never come
+        now = time.monotonic()
+        self.breaker.failed(now, error)
+        return StoreUnavailable(self.breaker.retry_after(now) or self.timeout)
 
 
 def connect(settings: State) -> Any:

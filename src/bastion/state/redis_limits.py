@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from typing import Any
 
 from bastion.clock import SYSTEM_CLOCK, Clock
 from bastion.config.state_models import State
@@ -156,6 +155,8 @@ class RedisLimitStore:
         self.redis_keys: dict[str, str] = {}
         # a refused request's checks and keys -> (until when, the outcomes, when they held)
         self.refused: dict[tuple[object, ...], tuple[float, list[Outcome], float]] = {}
+        # the script's arguments of a route's checks (fixed when the plan is compiled)
+        self.arguments: dict[int, tuple[Sequence[Check], list[str]]] = {}
 
     def warm(self) -> None:
         """Connect and load the script in the background (see `RedisConnection.warm`)."""
@@ -194,20 +195,15 @@ class RedisLimitStore:
             if now < until:
                 return False, _aged(outcomes, now - then)
             del self.refused[known]
-        args: list[str] = []
-        for check in checks:
-            if check.per is None:
-                args += ("r", repr(check.interval), repr(check.tau), repr(check.ahead))
-            else:
-                args += ("q", str(check.count), check.per, "")
-        script = self.connection.script(LUA)
+        made = self.arguments.get(id(checks))
+        if made is None or made[0] is not checks:
+            made = (checks, script_arguments(checks))
+            if len(self.arguments) >= KEY_CACHE:
+                self.arguments.clear()
+            self.arguments[id(checks)] = made
+        args = made[1]
         redis_keys = [self.redis_key(key) for key in keys]
-
-        async def run(client: Any) -> list[Any]:
-            result: list[Any] = await script(keys=redis_keys, args=args, client=client)
-            return result
-
-        reply = await self.connection.call(run)
+        reply = await self.connection.run_script(LUA, redis_keys, args)
         allowed = reply[0] == 1
         outcomes = [
             Outcome(reply[i] == 1, int(reply[i + 1]), float(reply[i + 2]), float(reply[i + 3]))
@@ -220,6 +216,17 @@ class RedisLimitStore:
             self.refused[known] = (now + wait, outcomes, now)
             return False, outcomes
         return True, outcomes if report else None
+
+
+def script_arguments(checks: Sequence[Check]) -> list[str]:
+    """`LUA`'s ARGV for ``checks``: four per check."""
+    args: list[str] = []
+    for check in checks:
+        if check.per is None:
+            args += ("r", repr(check.interval), repr(check.tau), repr(check.ahead))
+        else:
+            args += ("q", str(check.count), check.per, "")
+    return args
 
 
 def _aged(outcomes: list[Outcome], elapsed: float) -> list[Outcome]:
