@@ -1,7 +1,8 @@
 """bastion benchmark: wrk against bastion, nginx, Caddy and HAProxy in front of one nginx origin.
 
 Usage: python bench/run.py [--quick] [--targets none,nginx,...]
-       [--scenarios small,16k,newconn,https,handshake,h2,cache-hit,observe,policy,rl-redis,rl-redis-1c]
+       [--scenarios small,16k,newconn,https,handshake,h2,cache-hit,observe,policy,
+                    rl-redis,rl-redis-1c]
 """
 
 from __future__ import annotations
