@@ -13,13 +13,14 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from conftest import free_port
+from conftest import free_port, wait_for_port
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 REDIS_SENTINEL = shutil.which("redis-sentinel") or "/usr/bin/redis-sentinel"
@@ -299,3 +300,73 @@ def redis_cluster(tmp_path: Path) -> Iterator[list[RedisServer]]:
     finally:
         for node in nodes:
             node.stop()
+
+
+class Instance:
+    """One `bastion run` sharing a Redis with others: its own ports, data dir and pid file,
+    its config written from ``text`` with ``${T_…}`` placeholders (``T_PORT``, ``T_ADMIN``,
+    ``T_DATA``, ``T_PID``, ``T_REDIS``, ``T_BACKEND``, and any in ``extra``) filled from the
+    environment it and its commands run in."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        redis: RedisServer,
+        backend_port: int,
+        text: str,
+        data: str | None = None,
+        extra: dict[str, str] | None = None,
+    ) -> None:
+        workdir.mkdir()
+        self.workdir = workdir
+        self.port = free_port()
+        self.admin = free_port()
+        self.env = dict(
+            os.environ,
+            PYTHONUNBUFFERED="1",
+            T_PORT=str(self.port),
+            T_ADMIN=str(self.admin),
+            T_DATA=data or str(workdir / "data"),
+            T_PID=str(workdir / "bastion.pid"),
+            T_REDIS=str(redis.port),
+            T_BACKEND=str(backend_port),
+            **(extra or {}),
+        )
+        self.config = workdir / "bastion.yaml"
+        self.config.write_text(text)
+        self.stderr_path = workdir / "bastion.stderr"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bastion", "run", "-c", str(self.config)],
+            stdout=subprocess.DEVNULL,
+            stderr=self.stderr_path.open("wb"),
+            env=self.env,
+        )
+        try:
+            wait_for_port(self.port)
+            wait_for_port(self.admin)
+        except TimeoutError:
+            self.stop()
+            raise RuntimeError("bastion did not start:\n" + self.stderr) from None
+
+    @property
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    def bastion(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """A command run against this instance's config, in its environment."""
+        return subprocess.run(
+            [sys.executable, "-m", "bastion", *args, "-c", str(self.config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=self.env,
+        )
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()

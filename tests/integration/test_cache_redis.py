@@ -7,8 +7,6 @@ Redis turns lookups into misses, never errors."""
 from __future__ import annotations
 
 import http.client
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -18,7 +16,7 @@ from pathlib import Path
 import pytest
 from cacheorigin import CountingBackend, Reply
 
-from conftest import free_port, wait_for_port
+import rediskit
 from rediskit import RedisServer
 from rediskit import redis_cluster as redis_cluster  # the fixtures
 from rediskit import redis_server as redis_server
@@ -45,43 +43,13 @@ sites:
 """
 
 
-class Instance:
+class Instance(rediskit.Instance):
     """One `bastion run` with its own ports and data dir."""
 
     def __init__(
         self, workdir: Path, redis: RedisServer, backend: CountingBackend, text: str = CONFIG
     ) -> None:
-        workdir.mkdir()
-        self.port = free_port()
-        admin = free_port()
-        self.env = dict(
-            os.environ,
-            T_PORT=str(self.port),
-            T_ADMIN=str(admin),
-            T_DATA=str(workdir / "data"),
-            T_PID=str(workdir / "bastion.pid"),
-            T_REDIS=str(redis.port),
-            T_BACKEND=str(backend.port),
-        )
-        self.config = workdir / "bastion.yaml"
-        self.config.write_text(text)
-        self.stderr_path = workdir / "bastion.stderr"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bastion", "run", "-c", str(self.config)],
-            stdout=subprocess.DEVNULL,
-            stderr=self.stderr_path.open("wb"),
-            env=self.env,
-        )
-        try:
-            wait_for_port(self.port)
-            wait_for_port(admin)
-        except TimeoutError:
-            self.stop()
-            raise RuntimeError("bastion did not start:\n" + self.stderr) from None
-
-    @property
-    def stderr(self) -> str:
-        return self.stderr_path.read_text(errors="replace")
+        super().__init__(workdir, redis, backend.port, text)
 
     def get(self, path: str, wait: float = 10, **headers: str) -> tuple[int, str, bytes]:
         """Status, X-Cache and body of a GET (for one name, as through a balancer: the
@@ -94,24 +62,6 @@ class Instance:
             return resp.status, resp.getheader("X-Cache") or "", resp.read()
         finally:
             conn.close()
-
-    def bastion(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "bastion", *args, "-c", str(self.config)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env=self.env,
-        )
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 @pytest.fixture

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -18,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from conftest import Backend, free_port, wait_for_port
+import rediskit
+from conftest import Backend
 from rediskit import RedisServer, SentinelGroup
 from rediskit import redis_cluster as redis_cluster  # the fixtures
 from rediskit import redis_sentinel as redis_sentinel
@@ -51,7 +50,7 @@ sites:
 """
 
 
-class Instance:
+class Instance(rediskit.Instance):
     """One `bastion run` with its own ports and data dir, and the environment its
     commands run in."""
 
@@ -63,40 +62,7 @@ class Instance:
         text: str,
         data: str | None = None,
     ) -> None:
-        workdir.mkdir()
-        self.workdir = workdir
-        self.port = free_port()
-        self.admin = free_port()
-        self.env = dict(
-            os.environ,
-            PYTHONUNBUFFERED="1",
-            T_PORT=str(self.port),
-            T_ADMIN=str(self.admin),
-            T_DATA=data or str(workdir / "data"),
-            T_PID=str(workdir / "bastion.pid"),
-            T_REDIS=str(redis.port),
-            T_BACKEND=str(backend.port),
-            T_TOKEN=TOKEN,
-        )
-        self.config = workdir / "bastion.yaml"
-        self.config.write_text(text)
-        self.stderr_path = workdir / "bastion.stderr"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bastion", "run", "-c", str(self.config)],
-            stdout=subprocess.DEVNULL,
-            stderr=self.stderr_path.open("wb"),
-            env=self.env,
-        )
-        try:
-            wait_for_port(self.port)
-            wait_for_port(self.admin)
-        except TimeoutError:
-            self.stop()
-            raise RuntimeError("bastion did not start:\n" + self.stderr) from None
-
-    @property
-    def stderr(self) -> str:
-        return self.stderr_path.read_text(errors="replace")
+        super().__init__(workdir, redis, backend.port, text, data, {"T_TOKEN": TOKEN})
 
     @property
     def id(self) -> str:
@@ -116,16 +82,6 @@ class Instance:
         finally:
             conn.close()
 
-    def bastion(self, *args: str) -> subprocess.CompletedProcess[str]:
-        """A command run against this instance's config, in its environment."""
-        return subprocess.run(
-            [sys.executable, "-m", "bastion", *args, "-c", str(self.config)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env=self.env,
-        )
-
     def admin_get(self, path: str) -> Any:
         conn = http.client.HTTPConnection("127.0.0.1", self.admin, timeout=10)
         try:
@@ -140,15 +96,6 @@ class Instance:
             return json.loads(body)
         finally:
             conn.close()
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 @pytest.fixture
