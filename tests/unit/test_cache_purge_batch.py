@@ -57,7 +57,8 @@ def test_a_batch_applied_by_another_worker(tmp_path: Path) -> None:
     store = MemoryCacheStore(1 << 20, 1 << 16)
     other = PurgeQueue(FileBroadcast(tmp_path), store)
     dropped: list[str] = []
-    store.purge_url = lambda url: dropped.append(url) or 1  # type: ignore[method-assign]
+    # another worker's invalidations: this worker's own copy only (`forget`)
+    store.forget = lambda kind, url: dropped.append(url) or 1  # type: ignore[method-assign]
 
     async def main() -> None:
         # the subscription a watching queue makes, polled at once rather than by its timer

@@ -87,13 +87,20 @@ class PurgeQueue:
         address = getattr(address, "ipv4_mapped", None) or address
         return any(address in net for net in self.networks)
 
-    def apply(self, kind: str, value: str) -> int:
+    def apply(self, kind: str, value: str, here_only: bool = False) -> int:
+        """Purge ``value`` from the store; with ``here_only``, from this worker's copy only
+        (another worker's invalidation: it dropped the shared entries itself)."""
         store = self.store
+        # a URL, or a prefix that names its origin, spelled as the cache's keys are
+        url = kind == "url" or (kind == "prefix" and not value.startswith("/"))
+        target = cache_url(value) if url else value
+        if here_only:
+            return store.forget(kind, target)
         if kind == "url":
-            return store.purge_url(cache_url(value))
+            return store.purge_url(target)
         if kind == "prefix":
-            return store.purge_prefix(value if value.startswith("/") else cache_url(value))
-        return store.purge_tag(value)
+            return store.purge_prefix(target)
+        return store.purge_tag(target)
 
     def submit(self, kind: str, value: str) -> int:
         """Purge here at once, and queue it for the other workers."""
@@ -175,7 +182,10 @@ class PurgeQueue:
             count = self.apply(kind, value)
             log.info("cache purge %s %s: %d entries", kind, value, count)
         elif isinstance(value, list):  # another worker's invalidations
-            count = sum(self.apply(kind, v) for v in value if isinstance(v, str))
+            # that worker dropped the entries it invalidated from shared storage (Redis)
+            # itself, by exact URL; what comes here may be widened to a whole host when
+            # clients send many unsafe requests, which must not empty the shared store
+            count = sum(self.apply(kind, v, here_only=True) for v in value if isinstance(v, str))
             log.debug("cache invalidation by %s: %d entries", kind, count)
 
 

@@ -111,6 +111,12 @@ class CacheStore(Protocol):
 
     def purge_tag(self, tag: str) -> int: ...
 
+    def forget(self, kind: str, value: str) -> int:
+        """Drop ``kind`` ("url", "prefix" or "tag") ``value``'s entries from this worker's
+        own copy only: what another worker invalidated, and already dropped from any
+        storage the workers share."""
+        ...
+
 
 class MemoryCacheStore:
     """Entries in one dict in least-recently-used order; the oldest go first when the
@@ -197,6 +203,14 @@ class MemoryCacheStore:
         for key in keys:
             self.drop(key)
         return len(keys)
+
+    def forget(self, kind: str, value: str) -> int:
+        # this class's purges, not a subclass's: they drop this worker's copy only
+        if kind == "url":
+            return MemoryCacheStore.purge_url(self, value)
+        if kind == "prefix":
+            return MemoryCacheStore.purge_prefix(self, value)
+        return MemoryCacheStore.purge_tag(self, value)
 
 
 def _unindex(index: dict[str, set[str]], name: str, key: str) -> None:
