@@ -68,6 +68,10 @@ class RedisKeyStore:
         self.name = settings.key_prefix + "api-keys"  # the hash and the channel
         self.target = redis_target(settings.redis)
         self._active: dict[str, KeyRecord] = {}
+        # announcements that arrive while a full read is on its way (hash -> the record,
+        # None when revoked): the read may have been answered before them, so they are
+        # applied again on top of it (a revoked key must not come back with a stale read)
+        self._during: dict[str, KeyRecord | None] | None = None
         self.copy = data_dir / COPY_NAME if data_dir is not None else None
         self._sync: Any = None  # the blocking client (commands), made on first use
         self.loaded = False
@@ -169,30 +173,48 @@ class RedisKeyStore:
                 self._active[record.hash] = record
             else:
                 self._active.pop(record.hash, None)
+            if self._during is not None:
+                self._during[record.hash] = record if record.revoked is None else None
         self._save_copy()
 
     async def resync(self) -> None:
         from bastion.state.redis_hub import Unreachable
 
+        during: dict[str, KeyRecord | None] = {}
+        self._during = during
         try:
             found = await self.hub.run(lambda client: client.hgetall(self.name))
         except Unreachable:
             return  # the hub logged it; the keys held stay
-        self._replace(found)
+        finally:
+            if self._during is during:
+                self._during = None
+        self._replace(found, after=during)
 
     async def _resync_every(self) -> None:
         while True:
             await asyncio.sleep(RESYNC_SECONDS)
             await self.resync()
 
-    def _replace(self, found: dict[Any, Any], save: bool = False) -> None:
-        """Hold the keys of a full read (and keep their copy: when they changed, or
-        ``save``, so that a copy from before is not kept when Redis holds the same)."""
+    def _replace(
+        self,
+        found: dict[Any, Any],
+        save: bool = False,
+        after: dict[str, KeyRecord | None] | None = None,
+    ) -> None:
+        """Hold the keys of a full read, with the announcements ``after`` it applied on
+        top (and keep their copy: when they changed, or ``save``, so that a copy from
+        before is not kept when Redis holds the same)."""
         active: dict[str, KeyRecord] = {}
         for raw in found.values():
             record = _record(raw)
             if record is not None and record.revoked is None:
                 active[record.hash] = record
+        for key_hash, announced in (after or {}).items():
+            if announced is None:
+                active.pop(key_hash, None)
+            else:
+                active[key_hash] = announced
         changed = active != self._active
         self._active = active
         self.loaded = True
