@@ -63,3 +63,12 @@ def test_a_problem_in_what_is_read_has_its_line(config: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         operator_settings(config)
     assert str(caught.value).startswith(f"{config}:2: data_dir: ")
+
+
+def test_a_problem_under_state_is_named_at_its_own_key_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "bastion.yaml"
+    path.write_text('data_dir: /tmp/x\nstate:\n  redis: "http://nope"\nsites: []\n')
+    with pytest.raises(ConfigError) as caught:
+        operator_settings(path)
+    (issue,) = caught.value.issues
+    assert (issue.line, issue.path) == (3, "state.redis"), issue

@@ -111,7 +111,7 @@ class _File:
             for error in exc.errors():
                 error["loc"] = (*at, *error["loc"])  # named from the top of the file
                 path, message = describe_error(error)
-                issues.append(self.issue((*at, *path), redact(message, secrets)))
+                issues.append(self.issue(tuple(path), redact(message, secrets)))
             return None, issues
         return value, []
 
