@@ -75,24 +75,9 @@ HEAVY = (
     "email",
     "http.client",
 )
-# runs `python -m bastion ARGS` with a thread that writes the names in sys.modules to
-# $BASTION_PROBE_MODULES when $BASTION_PROBE_MODULES.want appears (the thread is the only
+# `python -m bastion ARGS` with a thread that lists sys.modules when asked (the only
 # difference from a plain start)
-PROBE = r"""
-import os, runpy, sys, threading, time
-out = os.environ["BASTION_PROBE_MODULES"]
-def watch():
-    while True:
-        if os.path.exists(out + ".want"):
-            os.unlink(out + ".want")
-            with open(out + ".tmp", "w") as f:
-                f.write("\n".join(sorted(sys.modules)) + "\n")
-            os.replace(out + ".tmp", out)
-        time.sleep(0.05)
-threading.Thread(target=watch, daemon=True).start()
-sys.argv = ["bastion", *sys.argv[1:]]
-runpy.run_module("bastion", run_name="__main__", alter_sys=True)
-"""
+PROBE = str(Path(__file__).with_name("probe_modules.py"))
 BROWSER_UA = (
     "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
     "Chrome/120.0.0.0 Safari/537.36"
@@ -316,7 +301,7 @@ def measure_once(
         argv = s.argv
         if modules:
             env["BASTION_PROBE_MODULES"] = str(dump)
-            argv = [argv[0], "-c", PROBE, *argv[3:]]  # in place of "-m bastion"
+            argv = [argv[0], PROBE, *argv[3:]]  # in place of "-m bastion"
         with open(log, "wb") as out:
             proc = subprocess.Popen(
                 argv,

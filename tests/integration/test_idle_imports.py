@@ -23,21 +23,8 @@ import yaml
 
 from conftest import Backend, Gateway, free_port
 
-PROBE = r"""
-import os, runpy, sys, threading, time
-out = os.environ["BASTION_PROBE_MODULES"]
-def watch():
-    while True:
-        if os.path.exists(out + ".want"):
-            os.unlink(out + ".want")
-            with open(out + ".tmp", "w") as f:
-                f.write("\n".join(sorted(sys.modules)) + "\n")
-            os.replace(out + ".tmp", out)
-        time.sleep(0.02)
-threading.Thread(target=watch, daemon=True).start()
-sys.argv = ["bastion", *sys.argv[1:]]
-runpy.run_module("bastion", run_name="__main__", alter_sys=True)
-"""
+# the wrapper bench/idle_memory.py uses too
+PROBE = str(Path(__file__).resolve().parents[2] / "bench" / "probe_modules.py")
 
 # not needed by a plain-HTTP gateway with one proxy route (and statistics on, the default)
 NOT_IN_A_PLAIN_WORKER = (
@@ -70,7 +57,7 @@ class ProbedGateway(Gateway):
         self.modules_file = self.workdir / "modules.txt"
         env = dict(os.environ, PYTHONUNBUFFERED="1", BASTION_PROBE_MODULES=str(self.modules_file))
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", PROBE, "run", "-c", str(self.config_path)],
+            [sys.executable, PROBE, "run", "-c", str(self.config_path)],
             stdout=self.stdout_path.open("wb"),
             stderr=self.stderr_path.open("wb"),
             cwd=self.workdir,
