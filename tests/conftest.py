@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import hashlib
+import http.client
 import itertools
 import json
 import os
@@ -326,6 +327,17 @@ class Gateway:
         self.stdout_path = workdir / "bastion.stdout"
         self.stderr_path = workdir / "bastion.stderr"
         self.proc: subprocess.Popen[bytes] | None = None
+
+    def status_of(self, path: str) -> int:
+        """The status of a GET of `path` on a connection of its own (body read)."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            conn.request("GET", path)
+            resp = conn.getresponse()
+            resp.read()
+            return resp.status
+        finally:
+            conn.close()
 
     def start(self, wait: bool = True) -> Gateway:
         env = dict(os.environ, PYTHONUNBUFFERED="1")

@@ -4,7 +4,6 @@ a real webhook receiver; when Redis is back, it resolves. Once each."""
 
 from __future__ import annotations
 
-import http.client
 import json
 import time
 from collections.abc import Callable
@@ -19,17 +18,6 @@ from rediskit import RedisServer
 from rediskit import redis_server as redis_server  # the fixture
 
 pytestmark = pytest.mark.timeout(90)
-
-
-def get(gw: Gateway, path: str) -> int:
-    conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=10)
-    try:
-        conn.request("GET", path)
-        resp = conn.getresponse()
-        resp.read()
-        return resp.status
-    finally:
-        conn.close()
 
 
 def config(redis: RedisServer, backend: Backend, hook: Receiver) -> dict[str, Any]:
@@ -67,14 +55,14 @@ def test_the_fallback_alert_fires_while_redis_is_gone_and_resolves_when_it_is_ba
     redis = redis_server()
     hook = receivers()
     gw = gateway(config(redis, backend, hook))
-    assert get(gw, "/ok") == 200
+    assert gw.status_of("/ok") == 200
     time.sleep(2.5)  # two evaluations with Redis answering: nothing to say
     assert hook.got == []
 
     redis.stop()
     deadline = time.monotonic() + 30
     while not hook.got and time.monotonic() < deadline:
-        assert get(gw, "/while-down") == 200  # served: the limit falls back to local
+        assert gw.status_of("/while-down") == 200  # served: the limit falls back to local
         time.sleep(0.2)
     assert wait_for(hook, 1) == [("redis-fallback", "firing")]
     firing = json.loads(hook.got[0][2])
@@ -83,7 +71,7 @@ def test_the_fallback_alert_fires_while_redis_is_gone_and_resolves_when_it_is_ba
     redis.start()
     deadline = time.monotonic() + 30
     while len(hook.got) < 2 and time.monotonic() < deadline:
-        assert get(gw, "/back") == 200  # a request after open_for tries Redis again
+        assert gw.status_of("/back") == 200  # a request after open_for tries Redis again
         time.sleep(0.2)
     assert wait_for(hook, 2) == [("redis-fallback", "firing"), ("redis-fallback", "resolved")]
     time.sleep(2.5)

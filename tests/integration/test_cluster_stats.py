@@ -5,7 +5,6 @@ instance stopped writing. Each instance keeps its own statistics file either way
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import subprocess
@@ -50,21 +49,10 @@ def instance_config(
     }
 
 
-def send(gw: Gateway, path: str) -> int:
-    conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=10)
-    try:
-        conn.request("GET", path)
-        resp = conn.getresponse()
-        resp.read()
-        return resp.status
-    finally:
-        conn.close()
-
-
 def traffic(gw: Gateway, ok: int, not_found: int, failed: int) -> None:
-    statuses = [send(gw, "/hello") for _ in range(ok)]
-    statuses += [send(gw, "/status?code=404") for _ in range(not_found)]
-    statuses += [send(gw, "/status?code=503") for _ in range(failed)]
+    statuses = [gw.status_of("/hello") for _ in range(ok)]
+    statuses += [gw.status_of("/status?code=404") for _ in range(not_found)]
+    statuses += [gw.status_of("/status?code=503") for _ in range(failed)]
     assert statuses == [200] * ok + [404] * not_found + [503] * failed
 
 
