@@ -38,7 +38,8 @@ def _write(tmp_path: Path, fmt: str, req: Request) -> str:
     try:
         path = tmp_path / "access.log"
         log = AccessLog(loop, fmt, str(path))
-        log.write(req, 10.25)
+        req.ended = 10.25
+        log.write(req)
         log.close()
         return path.read_text(encoding="utf-8")
     finally:
@@ -80,7 +81,8 @@ def _write_all(tmp_path: Path, fmt: str, writes: list[tuple[Request, float]]) ->
         path = tmp_path / f"access-{fmt}.log"
         log = AccessLog(loop, fmt, str(path))
         for req, now in writes:
-            log.write(req, now)
+            req.ended = now
+            log.write(req)
         log.close()
         return path.read_text(encoding="utf-8").splitlines()
     finally:

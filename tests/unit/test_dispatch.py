@@ -144,12 +144,14 @@ def test_finish_calls_each_observer_in_order(loop: asyncio.AbstractEventLoop) ->
     ctx.finish(req)  # no observers: nothing happens
     seen: list[tuple[str, Request, float]] = []
     ctx.observers = (
-        lambda r, now: seen.append(("first", r, now)),
-        lambda r, now: seen.append(("second", r, now)),
+        lambda r: seen.append(("first", r, r.ended)),
+        lambda r: seen.append(("second", r, r.ended)),
     )
     ctx.finish(req)
     assert [(name, r) for name, r, _ in seen] == [("first", req), ("second", req)]
-    assert seen[0][2] == seen[1][2] > 0
+    assert seen[0][2] == seen[1][2] > 0  # one time, read once for both
+    ctx.observers = (lambda r: seen.append(("only", r, r.ended)),)
+    assert ctx.finish is ctx.observers[0]  # a single observer is the hook itself
 
 
 def test_a_derived_request_starts_with_a_fresh_outcome() -> None:

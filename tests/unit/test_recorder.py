@@ -63,10 +63,16 @@ def finished(
     return req
 
 
+def finish(tap: RequestTap, req: Request, now: float) -> None:
+    """What the finish hook does with a request that finished at `now`."""
+    req.ended = now
+    tap.record(req)
+
+
 def interval_of(*finished_at: tuple[Request, float], wall_offset: float = 0.0) -> Interval:
     tap = RequestTap()
     for req, now in finished_at:
-        tap.record(req, now)
+        finish(tap, req, now)
     interval = Interval(1_800_000_000)
     count(tap.drain(), wall_offset).add_to(interval)
     return interval
@@ -78,8 +84,8 @@ def bucket(seconds: float) -> int:
 
 def test_the_tap_keeps_rows_until_drained_and_starts_empty_again() -> None:
     tap = RequestTap()
-    tap.record(finished(), START + 0.01)
-    tap.record(finished(status=404), START + 0.02)
+    finish(tap, finished(), START + 0.01)
+    finish(tap, finished(status=404), START + 0.02)
     assert len(tap) == 2
     rows = tap.drain()
     assert len(tap) == 0 and tap.drain() == []
@@ -207,11 +213,11 @@ def recorder_on(clock: ManualClock) -> tuple[Recorder, RequestTap, list[Interval
 def test_each_request_lands_in_the_wall_clock_second_it_finished_in() -> None:
     clock = ManualClock(1_800_000_000.25)
     recorder, tap, seen = recorder_on(clock)
-    tap.record(finished(start=clock.monotonic()), clock.monotonic())  # in :00
+    finish(tap, finished(start=clock.monotonic()), clock.monotonic())  # in :00
     clock.advance(0.5)
-    tap.record(finished(start=clock.monotonic()), clock.monotonic())  # :00.75
+    finish(tap, finished(start=clock.monotonic()), clock.monotonic())  # :00.75
     clock.advance(0.5)  # :01.25: the second :00 ended, the timer has not run yet
-    tap.record(finished(status=500, start=clock.monotonic()), clock.monotonic())  # in :01
+    finish(tap, finished(status=500, start=clock.monotonic()), clock.monotonic())  # in :01
     recorder.flush()
     assert [i.start for i in seen] == [1_800_000_000]
     assert seen[0].requests == 2 and "5xx" not in seen[0].routes["/api/"].status
@@ -229,13 +235,13 @@ def test_a_scrape_flush_counts_everything_without_closing_the_second() -> None:
     recorder, tap, seen = recorder_on(clock)
     metrics = recorder.metrics = RequestMetrics()
     for _ in range(3):
-        tap.record(finished(start=clock.monotonic()), clock.monotonic())
+        finish(tap, finished(start=clock.monotonic()), clock.monotonic())
     clock.advance(0.2)
     recorder.flush()  # what a scrape does
     assert seen == []
     requests = metrics.routes["/api/"].requests
     assert requests == {("GET", 200, ""): 3}
-    tap.record(finished(start=clock.monotonic()), clock.monotonic())
+    finish(tap, finished(start=clock.monotonic()), clock.monotonic())
     clock.advance(0.8)
     recorder.flush()
     assert [i.requests for i in seen] == [4]  # the second holds both batches
@@ -249,7 +255,7 @@ def test_idle_seconds_are_closed_empty_and_a_stall_closes_only_the_last() -> Non
     clock.advance(1.0)
     recorder.flush()
     assert [(i.start, i.requests, i.in_flight) for i in seen] == [(1_800_000_000, 0, 7)]
-    tap.record(finished(start=clock.monotonic()), clock.monotonic())  # in :01
+    finish(tap, finished(start=clock.monotonic()), clock.monotonic())  # in :01
     clock.advance(30.0)  # the loop was stuck 30 s
     recorder.flush()
     assert [(i.start, i.requests) for i in seen[1:]] == [(1_800_000_001, 1), (1_800_000_030, 0)]
@@ -261,7 +267,7 @@ def test_without_sinks_only_the_counters_are_fed() -> None:
     tap = RequestTap(detailed=False)  # what the metrics alone need
     recorder = Recorder(tap, clock)
     metrics = recorder.metrics = RequestMetrics()
-    tap.record(finished(status=503, start=clock.monotonic()), clock.monotonic())
+    finish(tap, finished(status=503, start=clock.monotonic()), clock.monotonic())
     clock.advance(2.0)
     recorder.flush()
     assert metrics.routes["/api/"].requests == {("GET", 503, ""): 1}
@@ -290,7 +296,7 @@ def test_a_full_tap_is_counted_at_the_loops_next_turn() -> None:
         recorder.add_sink(lambda interval: None)
         recorder.start(loop)
         for _ in range(5):
-            tap.record(finished(start=clock.monotonic()), clock.monotonic())
+            finish(tap, finished(start=clock.monotonic()), clock.monotonic())
         assert len(tap) == 5  # never in the middle of a request
         loop.run_until_complete(asyncio.sleep(0))
         assert len(tap) == 0 and recorder.current.requests == 5
@@ -321,7 +327,7 @@ def consumer_counts(text: bytes) -> dict[tuple[str, str], float]:
 def counted(metrics: RequestMetrics, *reqs: Request) -> None:
     tap = RequestTap()
     for req in reqs:
-        tap.record(req, START + 0.01)
+        finish(tap, req, START + 0.01)
     metrics.add(count(tap.drain(), 0.0))
 
 

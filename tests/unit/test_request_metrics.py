@@ -19,7 +19,8 @@ def record(metrics: RequestMetrics, *finished_at: tuple[Request, float]) -> None
     """The requests as the finish hook hands them to the tap, counted as one batch."""
     tap = RequestTap()
     for req, now in finished_at:
-        tap.record(req, now)
+        req.ended = now
+        tap.record(req)
     metrics.add(count(tap.drain(), 0.0))
 
 

@@ -54,6 +54,7 @@ class Request:
         "consumer",
         "content_length",
         "dispatched",
+        "ended",
         "expect_continue",
         "extra_head",
         "head_edit",
@@ -135,6 +136,11 @@ class Request:
         self.bytes_out = 0
         self.upstream = ""
         self.upstream_time = -1.0
+        # when it finished, by `http.context.request_clock`: the proxy sets it as it reads
+        # the clock at the upstream's end (for `upstream_time`), so that the observers need
+        # not read it again; 0.0 until then (an observer reads the clock itself: see
+        # `http.context.Observer`)
+        self.ended = 0.0
         self.cache = ""  # the cache's outcome ("HIT", "MISS", "STALE", …); "" without one
         self.refused_by = ""  # the policy that refused it: its config key (`rate_limits`, …)
         self.refusal = ""  # why: the detail of its problem answer, else its status text
@@ -211,6 +217,7 @@ _FRESH_IN_DERIVED = frozenset(
         "chunked",
         "content_length",
         "dispatched",
+        "ended",
         "expect_continue",
         "extra_head",
         "head_edit",

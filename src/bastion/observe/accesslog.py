@@ -21,6 +21,7 @@ from json.encoder import encode_basestring_ascii
 from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import unquote_plus
 
+from bastion.http.context import request_clock
 from bastion.proxy.forwarded import client_address
 
 if TYPE_CHECKING:
@@ -235,7 +236,9 @@ class AccessLog:
         self._agents[key] = text
         return text
 
-    def write(self, req: Request, now: float) -> None:
+    def write(self, req: Request) -> None:
+        """Log a finished request (a request observer: `http.context.Observer`)."""
+        now = req.ended or request_clock()
         if now >= self._stamp_until:
             self._new_stamp(now)
         key = (

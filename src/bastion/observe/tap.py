@@ -16,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from bastion.http.context import request_clock
+
 if TYPE_CHECKING:
     from bastion.http.request import Request
 
@@ -24,7 +26,7 @@ ROUTE = 0  # req.route_name ("" no route answered)
 METHOD = 1
 STATUS = 2
 CACHE = 3  # "" without a cache
-END = 4  # when it finished (the finish hook's `now`, `http.context.request_clock`)
+END = 4  # when it finished (`req.ended`, else `http.context.request_clock()` read then)
 START = 5  # when its head was read (`req.start`, the same clock)
 UPSTREAM_TIME = 6  # -1.0 when not proxied
 BODY_BYTES = 7
@@ -49,7 +51,7 @@ DEFAULT_CAP = 10_000
 
 
 class RequestTap:
-    """The request-finish observer: `record(req, now)` adds a row; `drain()` takes them.
+    """The request-finish observer: `record(req)` adds a row; `drain()` takes them.
 
     With `detailed` a row has FIELDS items; without, only the first COUNTS_FIELDS (what
     the Prometheus counters need): no path, client, user agent, referrer, request id or
@@ -66,19 +68,19 @@ class RequestTap:
         self.detailed = detailed
         self.fields = FIELDS if detailed else COUNTS_FIELDS  # items a row
         self.on_full: Callable[[], None] = _nothing
-        self.record: Callable[[Request, float], None]
+        self.record: Callable[[Request], None]
         self.drain: Callable[[], list[Any]]
         self._size: Callable[[], int]
         self.record, self.drain, self._size = self._closures()
 
     def _closures(
         self,
-    ) -> tuple[Callable[[Request, float], None], Callable[[], list[Any]], Callable[[], int]]:
+    ) -> tuple[Callable[[Request], None], Callable[[], list[Any]], Callable[[], int]]:
         rows: list[Any] = []
         limit = self.cap * self.fields
         tap = self
 
-        def detailed(req: Request, now: float) -> None:
+        def detailed(req: Request) -> None:
             # the order of FIELDS above; keep to slot reads (no call, no arithmetic)
             rows.extend(
                 (
@@ -86,7 +88,7 @@ class RequestTap:
                     req.method,
                     req.status,
                     req.cache,
-                    now,
+                    req.ended or request_clock(),
                     req.start,
                     req.upstream_time,
                     req.body_bytes,
@@ -104,14 +106,14 @@ class RequestTap:
             if len(rows) > limit:
                 tap.on_full()
 
-        def counts(req: Request, now: float) -> None:
+        def counts(req: Request) -> None:
             rows.extend(
                 (
                     req.route_name,
                     req.method,
                     req.status,
                     req.cache,
-                    now,
+                    req.ended or request_clock(),
                     req.start,
                     req.upstream_time,
                     req.body_bytes,

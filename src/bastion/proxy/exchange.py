@@ -259,7 +259,8 @@ class Exchange(Attempts, TunnelEnd):
         req = self.req
         conn = self.upstream
         self.upstream = None
-        req.upstream_time = request_clock() - self.sent_clock
+        req.ended = ended = request_clock()  # (the observers' time too: read once)
+        req.upstream_time = ended - self.sent_clock
         if conn is not None:
             if self.request_sent and keep_alive and self.framing != BODY_CLOSE:
                 conn.exchange = None
