@@ -373,3 +373,52 @@ def test_certificates_locks_and_answers_on_a_redis_cluster(
     assert answers[1].lookup("tok-1") == b"tok-1.thumb"
     answers[0].unpublish("tok-1")
     assert answers[1].lookup("tok-1") is None
+    # a revocation on one instance: the pair leaves Redis and both local copies (the other
+    # instance's at its next read, even while it serves it), its serial is remembered
+    # until the next pair is stored, and the copy is never pushed back
+    one.revoke(["a.test"], serial)
+    assert one.read(["a.test"]) is None and two.revoked(["a.test"]) == serial
+    assert two.serial(["a.test"]) is None
+    assert two.files(["a.test"])[0].exists()  # (not read since)
+    assert two.read(["a.test"]) is None
+    assert not two.files(["a.test"])[0].exists() and two.revoked(["a.test"]) == serial
+    chain2, key2, _ = self_signed("a.test")
+    two.save(["a.test"], chain2, key2)
+    assert one.revoked(["a.test"]) is None and one.read(["a.test"]) == (chain2, key2)
+
+
+def test_a_certificate_revoked_on_one_instance_is_replaced_on_every_one(
+    tmp_path: Path,
+    backend: Backend,
+    pebble: Callable[..., Pebble],
+    gateway: Callable[..., Gateway],
+    redis_server: Callable[[], RedisServer],  # noqa: F811
+    forwarder: ToAnotherInstance,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("BASTION_ACME_RETRY", "1")
+    redis = redis_server()
+    ca = pebble(forwarder.port, nonce_reject=0)
+    instances = start_three(tmp_path, backend, ca, redis, gateway, forwarder)
+    root = save_root(ca, tmp_path)
+    (revoked,) = {served_serial(https, "bastion.test", root) for _, https in instances}
+    assert ca.new_orders() == 1
+
+    done = subprocess.run(
+        [sys.executable, "-m", "bastion", "certs", "revoke", "bastion.test", "-c",
+         str(instances[1][0].config_path)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done
+    assert f"revoked bastion.test, www.bastion.test (serial {revoked:x})" in done.stdout
+    # every instance, not only the one the command ran beside, stops serving it within
+    # tls.watch_interval: one new order between them, the same new certificate on all
+    deadline = time.monotonic() + 30
+    while True:
+        serials = {served_serial(https, "bastion.test", root) for _, https in instances}
+        if len(serials) == 1 and revoked not in serials:
+            break
+        assert time.monotonic() < deadline, (serials, [gw.stderr for gw, _ in instances])
+        time.sleep(0.2)
+    assert ca.new_orders() == 2
+    assert all("Traceback" not in gw.stderr for gw, _ in instances)

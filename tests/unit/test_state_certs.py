@@ -86,9 +86,13 @@ def test_certificate_round_trip(tmp_path: Path) -> None:
         "next_renewal": "2030-01-01T00:00:00+00:00",
         "last_error": "boom",
     }
-    store.remove(NAMES)
+    assert store.revoked(NAMES) is None
+    store.revoke(NAMES, cert.serial_number)
     assert store.read(NAMES) is None
     assert store.read_status(NAMES) == {}
+    assert store.revoked(NAMES) == cert.serial_number  # until the next pair is saved
+    store.save(NAMES, chain, key)
+    assert store.revoked(NAMES) is None and store.read(NAMES) == (chain, key)
 
 
 def test_usable_rejects_expired_mismatched_and_uncovering_pairs(tmp_path: Path) -> None:

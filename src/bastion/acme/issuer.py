@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from bastion.acme.client import AcmeClient, Solver
 from bastion.acme.jws import CertKey, Eab, ari_cert_id
-from bastion.acme.problems import AcmeError
+from bastion.acme.problems import AcmeError, AcmeProblem
 from bastion.acme.solvers import Dns01Solver, DnsHook, Http01Solver, TlsAlpn01Solver
 from bastion.state.certs import CertFiles, CertStore, usable
 from bastion.state.challenges import ChallengeCertificates, ChallengeTokens
@@ -201,6 +201,11 @@ class AcmeIssuer:
             found = self.stored(names)
             if found is None:
                 raise ValueError(f"no valid stored certificate for {', '.join(names)}")
-            self.client().revoke(found.load())
-            self.certs.remove(names)
+            try:
+                self.client().revoke(found.load())
+            except AcmeProblem as problem:
+                # revoked by an earlier run that could not tell the store: tell it now
+                if not problem.type.endswith(":alreadyRevoked"):
+                    raise
+            self.certs.revoke(names, found.serial)
             return found

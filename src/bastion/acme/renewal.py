@@ -168,21 +168,39 @@ class CertManager:
     async def _wait_until(
         self, issuer: AcmeIssuer, names: tuple[str, ...], files: CertFiles, when: dt.datetime
     ) -> CertFiles | None:
-        """Sleep until ``when``. With a store shared by other instances, ask it every
-        ``check_every`` seconds for the serial of its certificate (one small read, no
-        parsing): when another instance stored a new one, install it and return it, so
-        that every instance serves the renewed certificate within ``tls.watch_interval``
-        of its renewal and not only at its own renewal time."""
-        shared = issuer.certs.shared
+        """Sleep until ``when``, looking at the store every ``check_every`` seconds; returns
+        the certificate served from then on when it changed meanwhile:
+
+        - with a store shared by other instances, the serial of its certificate (one small
+          read, no parsing): when another instance stored a new one, it is installed, so
+          that every instance serves the renewed certificate within ``tls.watch_interval``
+          of its renewal and not only at its own renewal time;
+        - when the store says its certificate was revoked (``bastion certs revoke`` on
+          this machine or, with a shared store, on any), another is obtained at once:
+          a revoked certificate is refused by clients that check, so it is not served
+          until the next renewal (with a shared store the instances' orders meet at the
+          issuance lock, and one orders)."""
+        certs = issuer.certs
         delay = (when - _now()).total_seconds()
         while delay > 0:
-            await asyncio.sleep(min(delay, _MAX_SLEEP, self.check_every if shared else delay))
-            if shared:
-                serial = await asyncio.to_thread(issuer.certs.serial, list(names))
+            await asyncio.sleep(min(delay, _MAX_SLEEP, self.check_every))
+            serial = None
+            if certs.shared:
+                serial = await asyncio.to_thread(certs.serial, list(names))
                 if serial is not None and serial != files.serial:
                     taken = await self._take_up(issuer, names, files)
                     if taken is not None:
                         return taken
+            # (a revoked mark stays until the next pair is stored: while it is there, the
+            # last certificate stored was revoked, whichever one this loop scheduled)
+            revoked = None if serial else await asyncio.to_thread(certs.revoked, list(names))
+            if revoked is not None:
+                log.warning(
+                    "acme: the certificate for %s (serial %x) was revoked: obtaining another",
+                    ", ".join(names),
+                    revoked,
+                )
+                return await self._attempt(issuer, names, None)
             delay = (when - _now()).total_seconds()
         return None
 

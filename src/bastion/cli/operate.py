@@ -196,7 +196,10 @@ def cmd_certs(args: argparse.Namespace) -> int:
                 )
             else:
                 files = issuer.revoke(list(names))
-                print(f"revoked {what} (serial {files.serial:x}) and removed it from the store")
+                print(
+                    f"revoked {what} (serial {files.serial:x}) and removed it from the store; "
+                    "running gateways obtain another within tls.watch_interval"
+                )
         except AcmeError as exc:
             print(f"{args.action} {what} failed: {exc}. What to do: {exc.hint}", file=sys.stderr)
             status = 1

@@ -119,8 +119,14 @@ class CertStore(Protocol):
         catches a new key with the old chain sees a mismatch, which ``usable`` rejects)."""
         ...
 
-    def remove(self, names: Sequence[str]) -> None:
-        """Forget the pair and its status (after a revocation)."""
+    def revoke(self, names: Sequence[str], serial: int) -> None:
+        """Forget the pair and its status after the CA revoked it, and remember the
+        revoked ``serial`` (see ``revoked``) until the next pair is saved."""
+        ...
+
+    def revoked(self, names: Sequence[str]) -> int | None:
+        """The serial of the pair last revoked (None: none since the last save, or
+        unknown): a running instance that serves it orders another."""
         ...
 
     def read_status(self, names: Sequence[str]) -> dict[str, object]:
@@ -205,11 +211,21 @@ class FileCertStore:
         # the key first: a crash in between leaves a mismatch that usable() rejects
         atomic_write(key_path, key, _PRIVATE)
         atomic_write(cert_path, chain)
+        (self.site_dir(names) / "revoked").unlink(missing_ok=True)
 
-    def remove(self, names: Sequence[str]) -> None:
+    def revoke(self, names: Sequence[str], serial: int) -> None:
         directory = self.site_dir(names)
+        # the mark first: a crash in between leaves the pair with its mark, which a
+        # running instance reads as revoked all the same
+        atomic_write(ensure_dir(directory) / "revoked", f"{serial:x}\n".encode())
         for name in ("cert.pem", "key.pem", "status.json"):
             (directory / name).unlink(missing_ok=True)
+
+    def revoked(self, names: Sequence[str]) -> int | None:
+        try:
+            return int((self.site_dir(names) / "revoked").read_text().strip(), 16)
+        except (OSError, ValueError):
+            return None
 
     def status_path(self, names: Sequence[str]) -> Path:
         return self.site_dir(names) / "status.json"

@@ -186,10 +186,14 @@ class RedisCertStore:
         key = self.pair_key(names)
         local = self.local.read(names)
         try:
-            chain, sealed = self._call(lambda r: r.hmget(key, "chain", "key"))
+            chain, sealed, revoked = self._call(lambda r: r.hmget(key, "chain", "key", "revoked"))
         except _Down:
             return local
         if chain is None or sealed is None:
+            if revoked and local is not None and _serial_of(local[0]) == int(bytes(revoked), 16):
+                # revoked on another machine: this copy goes too
+                self.local.revoke(names, int(bytes(revoked), 16))
+                return None
             # nothing shared: this instance's own copy, if any (never pushed back: a
             # certificate revoked and removed elsewhere would come back)
             return local
@@ -222,13 +226,32 @@ class RedisCertStore:
         except ValueError:
             serial = ""
         fields = {"chain": chain, "key": self.sealer.seal(key, f"{name}#key"), "serial": serial}
-        # one HSET: readers see the old pair or the new one
+        # one HSET: readers see the old pair or the new one (a revoked mark left beside a
+        # pair for a moment is ignored: a pair present is served)
         self._try(lambda r: r.hset(name, mapping=fields))
+        self._try(lambda r: r.hdel(name, "revoked"))
 
-    def remove(self, names: Sequence[str]) -> None:
-        self.local.remove(names)
+    def revoke(self, names: Sequence[str], serial: int) -> None:
+        self.local.revoke(names, serial)
         key = self.pair_key(names)
-        self._try(lambda r: r.delete(key))
+        # the pair's fields go, the revoked serial stays: the instances that serve it
+        # (and an instance started later with it in its own copy) order another
+        try:
+            self._call(lambda r: r.hset(key, "revoked", f"{serial:x}"))
+            self._call(lambda r: r.hdel(key, "chain", "key", "serial"))
+        except _Down as exc:
+            raise OSError(
+                f"the CA revoked it and this machine's copy is gone, but the certificate "
+                f"store {self.target} is unreachable: the other instances keep serving it; "
+                f"run the command again once Redis answers"
+            ) from exc
+
+    def revoked(self, names: Sequence[str]) -> int | None:
+        try:
+            value = self._call(lambda r: r.hget(self.pair_key(names), "revoked"))
+        except _Down:
+            return self.local.revoked(names)
+        return int(bytes(value), 16) if value else None
 
     def read_status(self, names: Sequence[str]) -> dict[str, object]:
         try:
@@ -254,6 +277,13 @@ def _waiting(key: str) -> Callable[[str], None]:
         log.info("acme: %s is held by %s; waiting for it", key, holder)
 
     return told
+
+
+def _serial_of(chain: bytes) -> int | None:
+    try:
+        return x509.load_pem_x509_certificate(chain).serial_number
+    except ValueError:
+        return None
 
 
 def _newer(chain: bytes, than: bytes) -> bool:
