@@ -113,3 +113,11 @@ def test_certificate_files_reloaded_when_they_change(
     assert "still serving the previous certificate for files.example.com" in gw.stderr
     assert served_serial(port, name) == second
     assert gw.proc is not None and gw.proc.poll() is None
+
+    # the files removed (a revocation does that in the ACME store): said once, not as an
+    # error, and the loaded certificate is still served
+    cert.unlink()
+    key.unlink()
+    wait_until(lambda: f"{cert} was removed; still serving" in gw.stderr, gw)
+    assert served_serial(port, name) == second
+    assert gw.stderr.count("does not load") == 1

@@ -88,6 +88,16 @@ class CertWatcher:
                 if now == before:
                     continue
                 self.mtimes[site.cert_file] = now
+                if now == (0.0, 0.0):
+                    # removed (a revocation: the ACME code obtains another, which is
+                    # written here): nothing to load, nothing wrong yet
+                    log.info(
+                        "tls: %s was removed; still serving the certificate loaded for %s "
+                        "until another is written there",
+                        site.cert_file,
+                        ", ".join(site.names),
+                    )
+                    continue
                 try:
                     context = await self.context(site.cert_file, site.key_file)
                 except (OSError, ValueError) as exc:
