@@ -170,6 +170,20 @@ class Pipelined:
             raise reply
         return reply
 
+    @property
+    def ready(self) -> bool:
+        """Connected, and the connection not lost: `send` can be used."""
+        protocol = self.protocol
+        return protocol is not None and protocol.lost is None
+
+    def send(self, command: bytes, loop: asyncio.AbstractEventLoop) -> asyncio.Future[Any]:
+        """`execute` without a coroutine, on a `ready` connection: the reply's future. A
+        reply that is an error is its result, not its exception; no reply within the
+        timeout or a lost connection is its exception (the watchdog bounds the wait)."""
+        protocol = self.protocol
+        assert protocol is not None
+        return self._send(protocol, command, loop)
+
     @staticmethod
     def _send(
         protocol: _Protocol, command: bytes, loop: asyncio.AbstractEventLoop
