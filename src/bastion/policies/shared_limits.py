@@ -42,6 +42,32 @@ def _result(task: asyncio.Future[Any]) -> Denied | None:
     return task.result()
 
 
+class _Taking:
+    """A check waiting on Redis: its ``then`` (a `Later`'s) turns the reply into the
+    answer. An object, not a closure: a closure that hands itself on (the script sent
+    again) would be a reference cycle per request, left to the garbage collector."""
+
+    __slots__ = ("keys", "now", "policy", "req")
+
+    def __init__(
+        self, policy: SharedRateLimitPolicy, req: Request, keys: list[str], now: float
+    ) -> None:
+        self.policy = policy
+        self.req = req
+        self.keys = keys
+        self.now = now
+
+    def then(self, future: asyncio.Future[Any]) -> Denied | Later | None:
+        policy, keys, now = self.policy, self.keys, self.now
+        try:
+            taken = policy.shared.taken(future, policy.checks, keys, now, policy.report)
+        except StoreUnavailable as down:
+            return policy.fallback(keys, now, down.retry_after)
+        if isinstance(taken, tuple):
+            return policy.decided(self.req, taken, now)
+        return (taken, self.then)  # (the script sent whole: its reply)
+
+
 def local_share(check: Check, share: int) -> Check:
     """``check`` with its count (and burst) divided among ``share`` processes."""
     count = max(1, check.count // share)
@@ -91,17 +117,7 @@ class SharedRateLimitPolicy(RateLimitPolicy):
             return (asyncio.get_running_loop().create_task(self.on_request(req)), _result)
         if isinstance(started, tuple):
             return self.decided(req, started, now)
-
-        def then(future: asyncio.Future[Any]) -> Denied | Later | None:
-            try:
-                taken = shared.taken(future, checks, keys, now, report)
-            except StoreUnavailable as down:
-                return self.fallback(keys, now, down.retry_after)
-            if isinstance(taken, tuple):
-                return self.decided(req, taken, now)
-            return (taken, then)  # (the script sent whole: its reply)
-
-        return (started, then)
+        return (started, _Taking(self, req, keys, now).then)
 
     async def on_request(self, req: Request) -> Denied | None:  # type: ignore[override]
         clock = self.now

@@ -67,9 +67,13 @@ request); the table starts again when full."""
 _bulk: dict[str | bytes, bytes] = {}
 
 
+_ARRAYS = [b"*%d\r\n" % n for n in range(64)]  # (a %-format per command cost more)
+
+
 def encode(*words: bytes | str) -> bytes:
     """A command in RESP: an array of bulk strings."""
-    out = [b"*%d\r\n" % len(words)]
+    count = len(words)
+    out = [_ARRAYS[count] if count < 64 else b"*%d\r\n" % count]
     for word in words:
         bulk = _bulk.get(word)
         if bulk is None:
