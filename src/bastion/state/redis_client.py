@@ -241,9 +241,10 @@ class RedisConnection:
         if digest is None:
             digest = self.digests[lua] = hashlib.sha1(lua.encode()).hexdigest().encode()
         breaker = self.breaker
-        now = time.monotonic()
-        if not breaker.allow(now):
-            raise StoreUnavailable(breaker.retry_after(now))
+        if breaker.open:  # (closed: no clock to read, no call)
+            now = time.monotonic()
+            if not breaker.allow(now):
+                raise StoreUnavailable(breaker.retry_after(now))
         return pipelined.send(encode(b"EVALSHA", digest, str(len(keys)), *keys, *args), owner[1])
 
     def script_reply(self, future: asyncio.Future[Any]) -> Any:
@@ -262,7 +263,9 @@ class RedisConnection:
         except BaseException:
             self.breaker.probing = False  # (see `call`)
             raise
-        self.breaker.succeeded()
+        breaker = self.breaker
+        if breaker.failures or breaker.open:  # (nothing to tell it otherwise)
+            breaker.succeeded()
         return reply
 
     def script_again(

@@ -203,9 +203,10 @@ class RedisLimitStore:
         """`take` started: its answer at once (a refusal remembered), or the reply's
         future, to be given to `taken`; None when it must be awaited (`take`: connecting,
         or a server reached through redis-py). `StoreUnavailable` as `take`."""
-        remembered = self.remembered(checks, keys, now)
-        if remembered is not None:
-            return remembered
+        if self.refused:  # (none remembered: no call)
+            remembered = self.remembered(checks, keys, now)
+            if remembered is not None:
+                return remembered
         redis_keys = [self.redis_key(key) for key in keys]
         return self.connection.script_soon(LUA, redis_keys, self.script_args(checks))
 
