@@ -261,6 +261,8 @@ class RedisLimitStore:
     ) -> tuple[bool, list[Outcome] | None]:
         """`take`'s answer from the script's reply; a refusal is remembered."""
         allowed = reply[0] == 1
+        if allowed and not report:
+            return True, None  # (nothing to tell: the per-limit part is not even read)
         outcomes = [
             Outcome(reply[i] == 1, int(reply[i + 1]), float(reply[i + 2]), float(reply[i + 3]))
             for i in range(1, len(reply), 4)
