@@ -316,3 +316,35 @@ def test_refusals_while_waiting_are_recorded_and_answered(
         refused = [e for e in map(json.loads, lines) if e.get("refused_by")]
     assert [(e["refused_by"], e["status"]) for e in refused] == [("rate_limits", 429)] * 2
     no_trace(gw)
+
+
+def test_a_server_that_forgot_the_script_gets_it_whole_on_the_same_path(
+    tmp_path: Path,
+    backend: Backend,
+    gateway: Callable[..., Gateway],
+    redis_server: Callable[[], RedisServer],
+) -> None:
+    """SCRIPT FLUSH on a connection in use: the next check's EVALSHA is answered NOSCRIPT,
+    the script goes whole (EVAL) on the same connection, and the count goes on in Redis
+    without a fallback."""
+    redis = redis_server()
+    config = limited(tmp_path, backend, redis)
+    for site in config["sites"]:
+        site["routes"][1]["rate_limits"] = [{"rate": "3/m", "name": "few"}]
+    gw = start(gateway, config)
+    port = http_port(config)
+    assert get(port, "/s/0") == 200  # connected, the script known
+    evals = _evals(redis)
+    assert redis.command("SCRIPT", "FLUSH") == "+OK"
+    statuses = [get(port, f"/s/{i}") for i in range(1, 4)]
+    assert statuses == [200, 200, 429]  # the flush lost no count: 3 admitted in all
+    assert _evals(redis) == evals + 1  # sent whole once, then known again
+    assert "unavailable" not in gw.stderr
+    no_trace(gw)
+
+
+def _evals(redis: RedisServer) -> int:
+    for line in redis.info("commandstats").splitlines():
+        if line.startswith("cmdstat_eval:"):
+            return int(line.split("calls=")[1].split(",")[0])
+    return 0
