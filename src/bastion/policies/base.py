@@ -2,15 +2,18 @@
 
 A request-phase policy has ``is_async`` and ``on_request(req)``, which returns a
 `Denied`, an `Answer` or None (go on); when ``is_async`` is true, ``on_request`` is
-a coroutine function. A response-phase policy has ``on_response(req, head)`` and
-edits a `ResponseHead` in place.
+a coroutine function, and the policy may also have ``begin(req)``, which the chain then
+calls instead: it starts the check and returns its outcome at once or a `Later` (a
+future and what turns it into the outcome), so that the usual case waits without a task
+or coroutine frames per request. A response-phase policy has ``on_response(req, head)``
+and edits a `ResponseHead` in place.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from bastion.http.request import (
     BODY_CHUNKED,
@@ -59,11 +62,24 @@ class Answer:
 
 Outcome = Denied | Answer | None
 
+Later = tuple["asyncio.Future[Any]", Callable[["asyncio.Future[Any]"], "Outcome | Later"]]
+"""A check under way (what ``begin`` returns when it cannot answer at once): once the
+future is done, ``then(future)`` gives the outcome, or another `Later` to wait on. The
+chain calls ``then`` whatever became of the future, cancelled included (the client left:
+its result is then ignored), so that it can always release what it holds (a breaker's
+probe); ``then`` raising is a failed check (500)."""
+
 
 class RequestPolicy(Protocol):
     is_async: bool
 
     def on_request(self, req: Request) -> Outcome | Awaitable[Outcome]: ...
+
+
+class StartingPolicy(RequestPolicy, Protocol):
+    """An asynchronous policy that can start its check without a coroutine."""
+
+    def begin(self, req: Request) -> Outcome | Later: ...
 
 
 class ResponsePolicy(Protocol):

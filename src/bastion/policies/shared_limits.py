@@ -20,20 +20,52 @@ alone is not what the limit says.
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from bastion.config.policy_traffic import Quota, RateLimit
 from bastion.http.request import Request
-from bastion.policies.base import Denied
+from bastion.policies.base import Denied, Later
 from bastion.policies.ratelimit import RateLimitPolicy
-from bastion.state.limits import Check, LimitStore, MemoryLimitStore, StoreUnavailable
+from bastion.state.limits import Check, LimitStore, MemoryLimitStore, Outcome, StoreUnavailable
 
 if TYPE_CHECKING:
     from bastion.state.redis_limits import RedisLimitStore
 
 __all__ = ["SharedRateLimitPolicy", "local_share"]
+
+
+def _result(task: asyncio.Future[Any]) -> Denied | None:
+    """The ``then`` of `on_request` run as a task: what it returned."""
+    return task.result()
+
+
+class _Taking:
+    """A check waiting on Redis: its ``then`` (a `Later`'s) turns the reply into the
+    answer. An object, not a closure: a closure that hands itself on (the script sent
+    again) would be a reference cycle per request, left to the garbage collector."""
+
+    __slots__ = ("keys", "now", "policy", "req")
+
+    def __init__(
+        self, policy: SharedRateLimitPolicy, req: Request, keys: list[str], now: float
+    ) -> None:
+        self.policy = policy
+        self.req = req
+        self.keys = keys
+        self.now = now
+
+    def then(self, future: asyncio.Future[Any]) -> Denied | Later | None:
+        policy, keys, now = self.policy, self.keys, self.now
+        try:
+            taken = policy.shared.taken(future, policy.checks, keys, now, policy.report)
+        except StoreUnavailable as down:
+            return policy.fallback(keys, now, down.retry_after)
+        if isinstance(taken, tuple):
+            return policy.decided(self.req, taken, now)
+        return (taken, self.then)  # (the script sent whole: its reply)
 
 
 def local_share(check: Check, share: int) -> Check:
@@ -67,14 +99,41 @@ class SharedRateLimitPolicy(RateLimitPolicy):
         self.local_index = [i for i, spec in enumerate(specs) if spec.on_store_down == "local"]
         self.local_checks = [local_share(self.checks[i], share) for i in self.local_index]
 
+    def begin(self, req: Request) -> Denied | Later | None:
+        """The check started (the chain's fast path, `policies/chain.py`): the answer at
+        once (a remembered refusal, the breaker open), or the Redis reply's future with
+        what turns it into the answer. Before the first connection, and for servers
+        reached through redis-py, the coroutine `on_request` runs as a task instead."""
+        clock = self.now
+        now = clock()
+        keys = self.keys(req)
+        shared = self.shared
+        checks, report = self.checks, self.report
+        try:
+            started = shared.take_soon(checks, keys, now, report)
+        except StoreUnavailable as down:
+            return self.fallback(keys, now, down.retry_after)
+        if started is None:
+            return (asyncio.get_running_loop().create_task(self.on_request(req)), _result)
+        if isinstance(started, tuple):
+            return self.decided(req, started, now)
+        return (started, _Taking(self, req, keys, now).then)
+
     async def on_request(self, req: Request) -> Denied | None:  # type: ignore[override]
         clock = self.now
         now = clock()
         keys = self.keys(req)
         try:
-            allowed, outcomes = await self.shared.take(self.checks, keys, now, self.report)
+            taken = await self.shared.take(self.checks, keys, now, self.report)
         except StoreUnavailable as down:
             return self.fallback(keys, now, down.retry_after)
+        return self.decided(req, taken, now)
+
+    def decided(
+        self, req: Request, taken: tuple[bool, list[Outcome] | None], now: float
+    ) -> Denied | None:
+        """The answer to what the store said (`LimitStore.take`'s result)."""
+        allowed, outcomes = taken
         if outcomes is None:
             return None
         if allowed:

@@ -31,17 +31,21 @@ from urllib.parse import urlsplit
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 
 from bastion.config.state_models import RedisCluster, RedisSentinel, State, redis_target
 from bastion.state.limits import StoreUnavailable
 from bastion.state.redis_pipeline import Pipelined, encode, pipelined_target
 
-__all__ = ["Breaker", "RedisConnection"]
+__all__ = ["UNKNOWN_SCRIPT", "Breaker", "RedisConnection"]
 
 log = logging.getLogger("bastion.state")
 
 _T = TypeVar("_T")
+
+UNKNOWN_SCRIPT = object()
+"""What `RedisConnection.script_reply` says when the server does not know the script."""
 
 
 class _Process:
@@ -213,6 +217,66 @@ class RedisConnection:
             raise
         breaker.succeeded()
         return reply
+
+    # --- the same, without a coroutine: for the rate limits' checks (`begin` in
+    # `policies/shared_limits.py`), which wait on the reply's future directly
+    def script_soon(
+        self, lua: str, keys: Sequence[str], args: Sequence[str]
+    ) -> asyncio.Future[Any] | None:
+        """`run_script` started without a coroutine: the EVALSHA's reply future on the
+        pipelined connection, to be read by `script_reply`; None when that cannot be
+        (redis-py's servers, not connected yet, another loop or process): `run_script`
+        then, which connects. `StoreUnavailable` at once when the breaker is open."""
+        owner = self.owner
+        pipelined = self.pipelined
+        if (
+            pipelined is None
+            or not pipelined.ready
+            or owner is None
+            or owner[0] != _process.pid
+            or not owner[1].is_running()
+        ):
+            return None
+        digest = self.digests.get(lua)
+        if digest is None:
+            digest = self.digests[lua] = hashlib.sha1(lua.encode()).hexdigest().encode()
+        breaker = self.breaker
+        if breaker.open:  # (closed: no clock to read, no call)
+            now = time.monotonic()
+            if not breaker.allow(now):
+                raise StoreUnavailable(breaker.retry_after(now))
+        return pipelined.send(encode(b"EVALSHA", digest, str(len(keys)), *keys, *args), owner[1])
+
+    def script_reply(self, future: asyncio.Future[Any]) -> Any:
+        """The reply of a `script_soon` (or `script_again`) future, told to the breaker;
+        `StoreUnavailable` when it failed or timed out; `UNKNOWN_SCRIPT` when the server
+        does not know the script (then `script_again`). A cancelled future (the client
+        left) raises CancelledError, and a probe that ends so lets the next one go."""
+        try:
+            reply = future.result()
+            if isinstance(reply, ResponseError):
+                if str(reply).startswith("NOSCRIPT"):
+                    return UNKNOWN_SCRIPT
+                raise reply
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise self._failed(exc) from exc
+        except BaseException:
+            self.breaker.probing = False  # (see `call`)
+            raise
+        breaker = self.breaker
+        if breaker.failures or breaker.open:  # (nothing to tell it otherwise)
+            breaker.succeeded()
+        return reply
+
+    def script_again(
+        self, lua: str, keys: Sequence[str], args: Sequence[str], loop: asyncio.AbstractEventLoop
+    ) -> asyncio.Future[Any]:
+        """After `UNKNOWN_SCRIPT`: the script sent whole (EVAL); read by `script_reply`."""
+        pipelined = self.pipelined
+        if pipelined is None or not pipelined.ready:
+            lost = RedisConnectionError("connection to Redis lost")
+            raise self._failed(lost) from lost
+        return pipelined.send(encode(b"EVAL", lua, str(len(keys)), *keys, *args), loop)
 
     def script(self, lua: str) -> Any:
         """``lua`` registered on this worker's client (EVALSHA, EVAL on NOSCRIPT)."""

@@ -22,13 +22,15 @@ refused requests from one client costs no round trip.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Sequence
+from typing import Any
 
 from bastion.clock import SYSTEM_CLOCK, Clock
 from bastion.config.state_models import State
 from bastion.state.limits import Check, MemoryLimitStore, Outcome
-from bastion.state.redis_client import RedisConnection
+from bastion.state.redis_client import UNKNOWN_SCRIPT, RedisConnection
 
 __all__ = ["LUA", "LUA_CALENDAR", "RedisLimitStore"]
 
@@ -141,7 +143,8 @@ return out
 
 
 class RedisLimitStore:
-    """The `LimitStore` of ``state.redis``: ``take`` is a coroutine (one script call)."""
+    """The `LimitStore` of ``state.redis``: ``take`` is a coroutine (one script call), or
+    ``take_soon`` and ``taken`` around the reply's future."""
 
     is_async = True
     dirty = False  # nothing to save: Redis keeps the counters
@@ -186,6 +189,52 @@ class RedisLimitStore:
     ) -> tuple[bool, list[Outcome] | None]:
         """`LimitStore.take`, in Redis; raises `StoreUnavailable` when Redis cannot answer
         within the timeout or the breaker is open."""
+        remembered = self.remembered(checks, keys, now)
+        if remembered is not None:
+            return remembered
+        redis_keys = [self.redis_key(key) for key in keys]
+        reply = await self.connection.run_script(LUA, redis_keys, self.script_args(checks))
+        return self.outcomes(reply, checks, keys, now, report)
+
+    # `take` in two halves without a coroutine (the usual case: connected, pipelined)
+    def take_soon(
+        self, checks: Sequence[Check], keys: Sequence[str], now: float, report: bool = False
+    ) -> tuple[bool, list[Outcome] | None] | asyncio.Future[Any] | None:
+        """`take` started: its answer at once (a refusal remembered), or the reply's
+        future, to be given to `taken`; None when it must be awaited (`take`: connecting,
+        or a server reached through redis-py). `StoreUnavailable` as `take`."""
+        if self.refused:  # (none remembered: no call)
+            remembered = self.remembered(checks, keys, now)
+            if remembered is not None:
+                return remembered
+        redis_keys = [self.redis_key(key) for key in keys]
+        return self.connection.script_soon(LUA, redis_keys, self.script_args(checks))
+
+    def taken(
+        self,
+        future: asyncio.Future[Any],
+        checks: Sequence[Check],
+        keys: Sequence[str],
+        now: float,
+        report: bool = False,
+    ) -> tuple[bool, list[Outcome] | None] | asyncio.Future[Any]:
+        """What `take` returns, from the future of `take_soon` (or of a previous `taken`:
+        when the server did not know the script, it is sent whole and that reply's future
+        is returned, for `taken` again). `StoreUnavailable` as `take`."""
+        connection = self.connection
+        reply = connection.script_reply(future)
+        if reply is UNKNOWN_SCRIPT:
+            redis_keys = [self.redis_key(key) for key in keys]
+            args = self.script_args(checks)
+            return connection.script_again(LUA, redis_keys, args, future.get_loop())
+        return self.outcomes(reply, checks, keys, now, report)
+
+    def remembered(
+        self, checks: Sequence[Check], keys: Sequence[str], now: float
+    ) -> tuple[bool, list[Outcome]] | None:
+        """A refusal of these checks and keys that still holds (it costs no round trip)."""
+        if not self.refused:
+            return None
         # the checks by identity too: a reload makes new ones (a quota raised by the new
         # config must not stay refused until the end of its period)
         known = (id(checks), *keys)
@@ -195,16 +244,25 @@ class RedisLimitStore:
             if now < until:
                 return False, _aged(outcomes, now - then)
             del self.refused[known]
+        return None
+
+    def script_args(self, checks: Sequence[Check]) -> list[str]:
+        """`LUA`'s ARGV for a route's checks, made once per route."""
         made = self.arguments.get(id(checks))
         if made is None or made[0] is not checks:
             made = (checks, script_arguments(checks))
             if len(self.arguments) >= KEY_CACHE:
                 self.arguments.clear()
             self.arguments[id(checks)] = made
-        args = made[1]
-        redis_keys = [self.redis_key(key) for key in keys]
-        reply = await self.connection.run_script(LUA, redis_keys, args)
+        return made[1]
+
+    def outcomes(
+        self, reply: Any, checks: Sequence[Check], keys: Sequence[str], now: float, report: bool
+    ) -> tuple[bool, list[Outcome] | None]:
+        """`take`'s answer from the script's reply; a refusal is remembered."""
         allowed = reply[0] == 1
+        if allowed and not report:
+            return True, None  # (nothing to tell: the per-limit part is not even read)
         outcomes = [
             Outcome(reply[i] == 1, int(reply[i + 1]), float(reply[i + 2]), float(reply[i + 3]))
             for i in range(1, len(reply), 4)
@@ -213,7 +271,7 @@ class RedisLimitStore:
             wait = max(o.retry_after for o in outcomes if not o.allowed)
             if len(self.refused) >= REFUSED_CACHE:
                 self.refused.clear()
-            self.refused[known] = (now + wait, outcomes, now)
+            self.refused[(id(checks), *keys)] = (now + wait, outcomes, now)
             return False, outcomes
         return True, outcomes if report else None
 

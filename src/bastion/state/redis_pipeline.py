@@ -67,9 +67,13 @@ request); the table starts again when full."""
 _bulk: dict[str | bytes, bytes] = {}
 
 
+_ARRAYS = [b"*%d\r\n" % n for n in range(64)]  # (a %-format per command cost more)
+
+
 def encode(*words: bytes | str) -> bytes:
     """A command in RESP: an array of bulk strings."""
-    out = [b"*%d\r\n" % len(words)]
+    count = len(words)
+    out = [_ARRAYS[count] if count < 64 else b"*%d\r\n" % count]
     for word in words:
         bulk = _bulk.get(word)
         if bulk is None:
@@ -169,6 +173,20 @@ class Pipelined:
         if isinstance(reply, ResponseError):
             raise reply
         return reply
+
+    @property
+    def ready(self) -> bool:
+        """Connected, and the connection not lost: `send` can be used."""
+        protocol = self.protocol
+        return protocol is not None and protocol.lost is None
+
+    def send(self, command: bytes, loop: asyncio.AbstractEventLoop) -> asyncio.Future[Any]:
+        """`execute` without a coroutine, on a `ready` connection: the reply's future. A
+        reply that is an error is its result, not its exception; no reply within the
+        timeout or a lost connection is its exception (the watchdog bounds the wait)."""
+        protocol = self.protocol
+        assert protocol is not None
+        return self._send(protocol, command, loop)
 
     @staticmethod
     def _send(
