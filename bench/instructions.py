@@ -38,6 +38,10 @@ so it too grows as the rate falls: for the cost at a real rate, fit the per-requ
 figures of several runs as "a per request + b per second" over their rates (``--connections``
 changes the rate; docs/benchmarks.md shows such a fit).
 
+With ``--rounds N`` the measurement is repeated and the differences against ``bare`` are
+the medians of the rounds' (each round's variants measured together with ``--together``):
+on a busy machine one run's "net" difference moves by a point or two.
+
 With ``--h2`` the same variants are measured over HTTP/2 on TLS 1.3 (h2load, 16 connections
 of 10 streams, a fixed number of requests): the HTTP/2 path has a cost of its own (framing,
 HPACK, flow control, encryption), which the HTTP/1.1 figures do not show.
@@ -53,9 +57,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from statistics import linear_regression, median
 
 import targets
 import tlscert
@@ -302,15 +308,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--idle", type=int, default=10, metavar="SECONDS",
                    help="seconds without requests counted apart before the wrk run "
                    "(the per-second work; 0: none)")
-    p.add_argument("--connections", type=int, default=16,
+    p.add_argument("--connections", default="16",
                    help="wrk connections (16); fewer give a lower request rate, and the "
-                   "per-request figures at two rates separate the per-second work")
+                   "per-request figures at two rates separate the per-second work; a comma "
+                   "list (4,16,64) is taken in turn by the rounds")
     p.add_argument(
         "--bastion",
         type=Path,
         default=Path(sys.executable).parent / "bastion",
         help="bastion executable (default: the one beside this python)",
     )
+    p.add_argument("--rounds", type=int, default=1,
+                   help="measure this many times and give the medians against bare (the "
+                   "figures of one run move by a point or two on a busy machine)")
     p.add_argument("--redis", metavar="URL", default=None,
                    help="state.redis for every variant (API keys in Redis; the key is "
                    "created there): the cost of a cluster's shared state")
@@ -336,48 +346,95 @@ def main(argv: list[str] | None = None) -> int:
             check=True,
         )
         key = made.stdout.split()[0]
-        counts: dict[str, tuple[float, float]] = {}  # variant -> (per request, net)
+        # per round: variant -> (per request, net, requests a second)
+        rounds: list[dict[str, tuple[float, float, float]]] = []
+        connections = [int(n) for n in str(args.connections).split(",")]
 
-        def one(variant: str) -> Counted:
-            return measure(python, args.bastion, tmp, backend_port, variant, key,
-                           args.seconds, tls, args.idle, args.connections)  # fmt: skip
+        for number in range(args.rounds):
+            clients = connections[number % len(connections)]
+            if args.rounds > 1:
+                print(f"round {number + 1} of {args.rounds} ({clients} connections)", flush=True)
 
-        if args.together:
-            with ThreadPoolExecutor(len(args.variants)) as pool:
-                results = list(zip(args.variants, pool.map(one, args.variants), strict=True))
-        else:
-            results = [(variant, one(variant)) for variant in args.variants]
-        for variant, c in results:
-            # valgrind serves a few hundred requests a second, so the work done once a
-            # second weighs ~50x more per request than at a real rate. "net": the loop's
-            # thread less its idle rate times the counted seconds (what a request costs
-            # where that work is negligible); the other threads' work per second is shown
-            # apart (off the request path)
-            idle = args.idle or 1
-            per = c.total / c.requests
-            net = (c.loop - c.loop_idle / idle * args.seconds) / c.requests
-            others = (c.total - c.loop) / args.seconds
-            counts[variant] = (per, net)
-            print(
-                f"{variant:16s} {c.requests:7d} requests  {per / 1000:7.1f} kIr/req  "
-                f"idle {c.idle / idle / 1000:7.1f} kIr/s  net {net / 1000:7.1f} kIr/req  "
-                f"other threads {others / 1000:7.1f} kIr/s",
-                flush=True,
-            )
+            def one(variant: str, clients: int = clients) -> Counted:
+                return measure(python, args.bastion, tmp, backend_port, variant, key,
+                               args.seconds, tls, args.idle, clients)  # fmt: skip
+
+            rounds.append(_round(args, one))
     finally:
         backend.stop()
         if redis is not None:
             redis.stop()
-    if "bare" in counts:
-        base, base_net = counts["bare"]
+    if all("bare" in counts for counts in rounds):
         print("\nagainst bare:            per request          net")
-        for variant, (per, net) in counts.items():
+        if len(rounds) > 1:
+            print("(medians of the rounds' differences; each round's variants measured in it)")
+        for variant in rounds[0]:
+            per = median((c[variant][0] - c["bare"][0]) for c in rounds)
+            net = median((c[variant][1] - c["bare"][1]) for c in rounds)
+            per_ratio = median((c[variant][0] / c["bare"][0] - 1) for c in rounds)
+            net_ratio = median((c[variant][1] / c["bare"][1] - 1) for c in rounds)
+            spread = ""
+            if len(rounds) > 1:
+                ratios = sorted(100 * (c[variant][1] / c["bare"][1] - 1) for c in rounds)
+                spread = f"   (net {ratios[0]:+.1f}% to {ratios[-1]:+.1f}%)"
             print(
-                f"{variant:16s} {(per - base) / 1000:+6.1f}k {100 * (per / base - 1):+5.1f}%  "
-                f"{(net - base_net) / 1000:+6.1f}k {100 * (net / base_net - 1):+5.1f}%"
+                f"{variant:16s} {per / 1000:+6.1f}k {100 * per_ratio:+5.1f}%  "
+                f"{net / 1000:+6.1f}k {100 * net_ratio:+5.1f}%{spread}"
             )
+        if len(rounds) >= 3:
+            _print_fit(rounds)
     return 0
 
+
+def _print_fit(rounds: list[dict[str, tuple[float, float, float]]]) -> None:
+    """The "net" figures of every round fitted as ``a + b / rate`` per variant: ``a`` is
+    the cost of a request where the work a busy second brings (counted in "net") is spread
+    over a real rate's requests, ``b`` that work in instructions a second."""
+    fitted = {}
+    for variant in rounds[0]:
+        x = [1 / c[variant][2] for c in rounds]
+        y = [c[variant][1] for c in rounds]
+        try:
+            b, a = linear_regression(x, y)
+        except ValueError:  # (every round at the same rate)
+            return
+        fitted[variant] = a
+        print(f"fitted {variant:9s} {a / 1000:7.1f} kIr/req + {b / 1000:7.0f} kIr/s over the rate")
+    if "bare" in fitted:
+        for variant, a in fitted.items():
+            change = 100 * (a / fitted["bare"] - 1)
+            print(f"fitted per request, {variant} against bare: {change:+.1f}%")
+
+
+def _round(
+    args: argparse.Namespace, one: Callable[[str], Counted]
+) -> dict[str, tuple[float, float, float]]:
+    """One measurement of every variant (at the same time with ``--together``), printed;
+    variant -> (instructions per request, net, requests a second)."""
+    if args.together:
+        with ThreadPoolExecutor(len(args.variants)) as pool:
+            results = list(zip(args.variants, pool.map(one, args.variants), strict=True))
+    else:
+        results = [(variant, one(variant)) for variant in args.variants]
+    counts = {}
+    for variant, c in results:
+        # valgrind serves a few hundred requests a second, so the work done once a
+        # second weighs ~50x more per request than at a real rate. "net": the loop's
+        # thread less its idle rate times the counted seconds (what a request costs
+        # where that work is negligible); the other threads' work per second is shown
+        # apart (off the request path)
+        idle = args.idle or 1
+        per = c.total / c.requests
+        net = (c.loop - c.loop_idle / idle * args.seconds) / c.requests
+        others = (c.total - c.loop) / args.seconds
+        counts[variant] = (per, net, c.requests / args.seconds)
+        print(
+            f"{variant:16s} {c.requests:7d} requests  {per / 1000:7.1f} kIr/req  "
+            f"idle {c.idle / idle / 1000:7.1f} kIr/s  net {net / 1000:7.1f} kIr/req  "
+            f"other threads {others / 1000:7.1f} kIr/s",
+            flush=True,
+        )
+    return counts
 
 if __name__ == "__main__":
     sys.exit(main())
