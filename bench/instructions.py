@@ -158,7 +158,7 @@ def config(
         observe += f'state: {{redis: "{REDIS[0]}"}}\n'
     return f"""\
 listen: {listen}
-{observe}workers: 1
+{targets.H2_STREAM_CAP}{observe}workers: 1
 data_dir: "{tmp}/data"
 access_log: {log}
 sites:

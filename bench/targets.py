@@ -80,7 +80,7 @@ def _nginx_http_common(prefix: Path) -> str:
     fastcgi_temp_path {prefix}/fastcgi;
     uwsgi_temp_path {prefix}/uwsgi;
     scgi_temp_path {prefix}/scgi;
-    keepalive_requests 100000;
+    keepalive_requests {STREAMS_PER_CONNECTION};
     keepalive_timeout 65s;
     sendfile on;
     tcp_nopush on;
@@ -197,6 +197,13 @@ alerts:
 """
 
 
+# Streams served on one HTTP/2 connection before a graceful GOAWAY: the same cap for nginx
+# (`keepalive_requests`, which nginx applies to HTTP/2 streams) and bastion
+# (`http2.max_requests`), set high enough that no h2 run reaches it
+STREAMS_PER_CONNECTION = 100000
+H2_STREAM_CAP = f"http2: {{max_requests: {STREAMS_PER_CONNECTION}}}\n"
+
+
 def _bastion_yaml(port: int, backend_port: int, access_log: str,
                   tls: TlsFiles | None = None, observe: str = OBSERVE_OFF) -> str:
     listen = f"{{http: 127.0.0.1:{port}}}"
@@ -207,7 +214,7 @@ def _bastion_yaml(port: int, backend_port: int, access_log: str,
         site_tls = f"    tls: {{cert: \"{tls.cert}\", key: \"{tls.key}\"}}\n"
     return f"""\
 listen: {listen}
-workers: 1
+{H2_STREAM_CAP}workers: 1
 access_log: {access_log}
 {observe}sites:
   - hosts: ["*"]

@@ -146,7 +146,10 @@ class Http2(_Model):
         "(SETTINGS_MAX_CONCURRENT_STREAMS).",
     )
     max_requests: int = Field(
-        default=10000,
+        # nginx's default: its keepalive_requests (1000) caps the streams of an HTTP/2
+        # connection too (since 1.19.7); a long-lived connection is renewed now and then,
+        # which spreads clients over the workers and bounds what one connection holds
+        default=1000,
         ge=1,
         description="Streams served on one connection before a graceful GOAWAY asks the "
         "client to open a new one.",
