@@ -9,6 +9,7 @@ as `ParseReject` and answered by the connection (server.py).
 from __future__ import annotations
 
 import httptools
+from mypy_extensions import mypyc_attr
 
 from bastion.http.context import request_clock
 from bastion.http.request import REFUSED_METHODS, Request
@@ -45,6 +46,7 @@ _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PAT
 _VERSION_DETAIL = "Only HTTP/1.0 and HTTP/1.1 are supported on this connection."
 
 
+@mypyc_attr(native_class=False)  # see ConnectionState
 class HeadParser(ConnectionState):
     """The parser callbacks of `HTTP1Connection`, and how a parse error is answered."""
 

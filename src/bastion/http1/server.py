@@ -10,10 +10,12 @@ contract (response.py); closing paths and timers are in closing.py.
 from __future__ import annotations
 
 import asyncio
+import asyncio.protocols  # mypyc's code for HTTP1Connection's base looks this module up
 from collections import deque
 from typing import TYPE_CHECKING
 
 import httptools
+from mypy_extensions import mypyc_attr
 
 from bastion.http.dispatch import dispatch
 from bastion.http.downstream import Pause, Producer
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
     from bastion.http.context import ServerContext
     from bastion.http.downstream import Downstream
 
+@mypyc_attr(native_class=False)  # see http1/state.py's ConnectionState
 class HTTP1Connection(HeadParser, ResponseWriter, Closing, asyncio.Protocol):
     def __init__(self, ctx: ServerContext, scheme: bytes = b"http") -> None:
         self.ctx = ctx

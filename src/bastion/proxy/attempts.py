@@ -15,6 +15,8 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
+from mypy_extensions import mypyc_attr
+
 from bastion.proxy.base import ExchangeBase
 
 if TYPE_CHECKING:
@@ -28,6 +30,7 @@ IDEMPOTENT = frozenset(("GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"))
 _AT_LIMIT = "The upstream server is at its connection limit."
 
 
+@mypyc_attr(native_class=False)  # see ExchangeBase
 class Attempts(ExchangeBase):
     def _begin(self, member: Member) -> None:
         """Send the request to `member` (a pooled connection, else a new one)."""

@@ -15,6 +15,8 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Protocol
 
+from mypy_extensions import mypyc_attr
+
 from bastion.http.request import BODY_NONE, Request
 
 if TYPE_CHECKING:
@@ -38,6 +40,9 @@ class ResponseRecorder(Protocol):
     def on_abort(self) -> None: ...
 
 
+# A regular Python class when compiled by mypyc (docs/compiled.md): mypyc's own classes take one
+# base, and Exchange is assembled from Attempts and TunnelEnd, both parts on this base.
+@mypyc_attr(native_class=False)
 class ExchangeBase:
     head = b""  # the request head sent upstream; then the 101 head relayed to the client
     pool: Pool | None = None
@@ -80,13 +85,17 @@ class ExchangeBase:
         self.timer: asyncio.TimerHandle | None = None  # the total timeout
         self.set_cookie = b""  # the sticky policy's Set-Cookie line
 
-    if TYPE_CHECKING:
-        # written in the other parts; named here for the parts that call them
+    # Written in the other parts; named here for the parts that call them. Plain methods,
+    # not declarations under `if TYPE_CHECKING:` (mypyc compiles no `if` in a class body);
+    # the parts that define them come before this class in Exchange's MRO.
+    def _send(self, conn: UpstreamConnection) -> None:
+        raise NotImplementedError
 
-        def _send(self, conn: UpstreamConnection) -> None: ...
+    def _fail(self, status: int, detail: str | None, headers: bytes = b"") -> None:
+        raise NotImplementedError
 
-        def _fail(self, status: int, detail: str | None, headers: bytes = b"") -> None: ...
+    def _release(self) -> None:
+        raise NotImplementedError
 
-        def _release(self) -> None: ...
-
-        def _cancel_timer(self) -> None: ...
+    def _cancel_timer(self) -> None:
+        raise NotImplementedError

@@ -17,6 +17,8 @@ import logging
 import ssl
 from typing import TYPE_CHECKING
 
+from mypy_extensions import mypyc_attr
+
 from bastion.balance.policies import read_cookie
 from bastion.http.context import request_clock
 from bastion.http.downstream import Pause
@@ -36,6 +38,7 @@ log = logging.getLogger("bastion.proxy")
 _PAUSE_UPSTREAM = Pause.UPSTREAM  # (an enum member looked up once, not per call)
 
 
+@mypyc_attr(native_class=False)  # see proxy/base.py's ExchangeBase
 class Exchange(Attempts, TunnelEnd):
     """One request forwarded to the route's upstream pool and its answer relayed to
     `client`; `ProxyHandler.handle` makes one and calls `start`."""
