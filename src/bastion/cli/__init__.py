@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="bastion", description="HTTPS reverse proxy and API gateway"
     )
     parser.add_argument(
-        "--version", action="version", version=f"bastion {__version__} ({build_kind()})"
+        "--version", action="version", version=f"bastion {__version__}, {build_kind()} build"
     )
     sub = parser.add_subparsers(dest="command", required=True)
     for module in _MODULES:

@@ -14,6 +14,8 @@ import re
 from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
+from mypy_extensions import mypyc_attr
+
 from bastion.config.addresses import UpstreamAddress, parse_upstream
 from bastion.config.origins import parse_endpoint
 from bastion.handlers.sigv4 import Signer, encode_key_path
@@ -175,6 +177,8 @@ class S3Handler:
         S3Exchange(self, client, req, key, not forward).start(b"".join(parts))
 
 
+# compiled with Exchange, and like it a regular Python class: see proxy/base.py's ExchangeBase
+@mypyc_attr(native_class=False)
 class S3Exchange(Exchange):
     """An exchange whose answer is filtered and, for errors, replaced."""
 
@@ -188,7 +192,7 @@ class S3Exchange(Exchange):
         key: str,
         is_not_found: bool,
     ) -> None:
-        super().__init__(handler, client, req)  # type: ignore[arg-type]
+        super().__init__(handler, client, req)
         self.s3 = handler
         self.key = key
         self.is_not_found = is_not_found

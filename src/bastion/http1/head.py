@@ -8,6 +8,8 @@ as `ParseReject` and answered by the connection (server.py).
 
 from __future__ import annotations
 
+from typing import Protocol, cast
+
 import httptools
 from mypy_extensions import mypyc_attr
 
@@ -44,6 +46,18 @@ _SPECIAL = frozenset(
 # a cache key made of them compares by identity)
 _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
 _VERSION_DETAIL = "Only HTTP/1.0 and HTTP/1.1 are supported on this connection."
+
+
+class _ParsedURL(Protocol):
+    """httptools' URL as `parse_url` fills it: a part the target lacks is None (the stub that
+    httptools ships says bytes and int, and a compiled build checks what it reads against
+    the stub's types: docs/compiled.md)."""
+
+    schema: bytes | None
+    host: bytes | None
+    port: int | None
+    path: bytes | None
+    query: bytes | None
 
 
 @mypyc_attr(native_class=False)  # see ConnectionState
@@ -213,7 +227,7 @@ class HeadParser(ConnectionState):
             if b"#" in target:  # parse_url would drop the fragment without a word
                 raise ParseReject(400, FRAGMENT)
             try:
-                url = httptools.parse_url(target)
+                url = cast("_ParsedURL", httptools.parse_url(target))
             except httptools.HttpParserInvalidURLError:
                 raise ParseReject(400, "The request target is malformed.") from None
             if url.host is None or url.schema not in (b"http", b"https"):

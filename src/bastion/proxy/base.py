@@ -20,10 +20,49 @@ from mypy_extensions import mypyc_attr
 from bastion.http.request import BODY_NONE, Request
 
 if TYPE_CHECKING:
-    from bastion.balance.balancer import Member
+    from collections.abc import Collection
+
+    from bastion.balance.balancer import Balancer, Member, RetryBudget
     from bastion.http.downstream import Downstream
-    from bastion.proxy.handler import ProxyHandler
     from bastion.proxy.pool import Pool, UpstreamConnection
+
+
+class ExchangeHandler(Protocol):
+    """What an exchange reads from the handler that starts it: a route's `ProxyHandler`, or a
+    handler that forwards through an exchange of its own (`handlers/s3.py`). Named as a
+    protocol, not as ProxyHandler: a compiled build checks that a function's arguments are of
+    the classes annotated (docs/compiled.md)."""
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop: ...
+    @property
+    def balancer(self) -> Balancer: ...
+    @property
+    def attempts(self) -> int: ...
+    @property
+    def budget(self) -> RetryBudget | None: ...
+    @property
+    def retry_statuses(self) -> Collection[int] | None: ...
+    @property
+    def sticky_cookie(self) -> bytes | None: ...
+    @property
+    def connect_timeout(self) -> float: ...
+    @property
+    def read_timeout(self) -> float: ...
+    @property
+    def send_timeout(self) -> float: ...
+    @property
+    def total_timeout(self) -> float: ...
+    @property
+    def websocket_idle_timeout(self) -> float | None: ...
+    @property
+    def max_connections(self) -> int: ...
+    @property
+    def max_pending(self) -> int: ...
+    @property
+    def max_response_header_bytes(self) -> int: ...
+    @property
+    def max_response_header_fields(self) -> int: ...
 
 
 class ResponseRecorder(Protocol):
@@ -41,7 +80,9 @@ class ResponseRecorder(Protocol):
 
 
 # A regular Python class when compiled by mypyc (docs/compiled.md): mypyc's own classes take one
-# base, and Exchange is assembled from Attempts and TunnelEnd, both parts on this base.
+# base, and Exchange is assembled from Attempts and TunnelEnd, both parts on this base. The
+# compiled methods take as `self` only the classes compiled with them: a class that derives
+# from Exchange (handlers/s3.py's S3Exchange) is compiled too.
 @mypyc_attr(native_class=False)
 class ExchangeBase:
     head = b""  # the request head sent upstream; then the 101 head relayed to the client
@@ -66,7 +107,7 @@ class ExchangeBase:
 
     def __init__(
         self,
-        handler: ProxyHandler,
+        handler: ExchangeHandler,
         client: Downstream,
         req: Request,
         recorder: ResponseRecorder | None = None,
