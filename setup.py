@@ -42,6 +42,7 @@ HOT = [
     "bastion/proxy/exchange.py",
     "bastion/proxy/attempts.py",
     "bastion/proxy/base.py",
+    "bastion/proxy/tunnel.py",
     "bastion/proxy/pool.py",
     "bastion/proxy/response_head.py",
     "bastion/proxy/headers.py",

@@ -14,8 +14,6 @@ import re
 from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
-from mypy_extensions import mypyc_attr
-
 from bastion.config.addresses import UpstreamAddress, parse_upstream
 from bastion.config.origins import parse_endpoint
 from bastion.handlers.sigv4 import Signer, encode_key_path
@@ -177,8 +175,8 @@ class S3Handler:
         S3Exchange(self, client, req, key, not forward).start(b"".join(parts))
 
 
-# compiled with Exchange, and like it a regular Python class: see proxy/base.py's ExchangeBase
-@mypyc_attr(native_class=False)
+# compiled with Exchange: a compiled class's methods take as `self` only the classes compiled
+# with it (docs/compiled.md)
 class S3Exchange(Exchange):
     """An exchange whose answer is filtered and, for errors, replaced."""
 

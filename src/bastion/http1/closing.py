@@ -7,8 +7,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from mypy_extensions import mypyc_attr
-
 from bastion.http.context import request_clock
 from bastion.http.dispatch import cancel_handler
 from bastion.http.request import Request
@@ -45,7 +43,6 @@ def _drop_if_flushed(transport: Any) -> None:
         transport.abort()
 
 
-@mypyc_attr(native_class=False)  # see ConnectionState
 class Closing(ConnectionState):
     """The closing paths and timers of `HTTP1Connection`."""
 

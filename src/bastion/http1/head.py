@@ -11,17 +11,16 @@ from __future__ import annotations
 from typing import Protocol, cast
 
 import httptools
-from mypy_extensions import mypyc_attr
 
 from bastion.http.context import request_clock
 from bastion.http.request import REFUSED_METHODS, Request
 from bastion.http.target import FRAGMENT, SEEN_CANONICAL, set_origin_target
+from bastion.http1.response import ResponseWriter
 from bastion.http1.state import (
     BUFFER,
     MAX_BUFFERED_BODY,
     T_BODY,
     T_HEAD,
-    ConnectionState,
     ParseReject,
 )
 from bastion.routing import parse_host
@@ -60,8 +59,7 @@ class _ParsedURL(Protocol):
     query: bytes | None
 
 
-@mypyc_attr(native_class=False)  # see ConnectionState
-class HeadParser(ConnectionState):
+class HeadParser(ResponseWriter):  # one chain of parts: see http1/state.py
     """The parser callbacks of `HTTP1Connection`, and how a parse error is answered."""
 
     def _classify_parse_error(self, exc: Exception) -> ParseReject:

@@ -15,13 +15,10 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 import httptools
-from mypy_extensions import mypyc_attr
 
 from bastion.http.dispatch import dispatch
 from bastion.http.downstream import Pause, Producer
-from bastion.http1.closing import Closing
 from bastion.http1.head import HeadParser
-from bastion.http1.response import ResponseWriter
 from bastion.http1.state import (
     BUFFER,
     MAX_BUFFERED_BODY,
@@ -35,8 +32,7 @@ if TYPE_CHECKING:
     from bastion.http.context import ServerContext
     from bastion.http.downstream import Downstream
 
-@mypyc_attr(native_class=False)  # see http1/state.py's ConnectionState
-class HTTP1Connection(HeadParser, ResponseWriter, Closing, asyncio.Protocol):
+class HTTP1Connection(HeadParser, asyncio.Protocol):  # the parts, one chain: see state.py
     def __init__(self, ctx: ServerContext, scheme: bytes = b"http") -> None:
         self.ctx = ctx
         self.scheme = scheme

@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING
 # httptools and ServerContext are imported at run time (not only for type checking): mypyc
 # builds the annotations of ConnectionState's class body from them (docs/compiled.md)
 import httptools
-from mypy_extensions import mypyc_attr
 
 from bastion.http.context import ServerContext
 from bastion.http.downstream import Pause
@@ -49,9 +48,9 @@ class ParseReject(Exception):
         self.head = False  # it answers a HEAD request whose head did not complete
 
 
-# A regular Python class when compiled by mypyc (docs/compiled.md): mypyc's own classes take one
-# base, and HTTP1Connection is assembled from three parts on this state and asyncio.Protocol.
-@mypyc_attr(native_class=False)
+# The parts form one chain, ConnectionState <- Closing <- ResponseWriter <- HeadParser <-
+# HTTP1Connection (mypyc compiles classes of one base: docs/compiled.md), in the order of
+# HTTP1Connection's MRO when it derived from the three parts side by side.
 class ConnectionState(ProblemAnswers):
     transport: asyncio.Transport | None = None
     client_ip = ""

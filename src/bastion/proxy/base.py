@@ -15,8 +15,6 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Protocol
 
-from mypy_extensions import mypyc_attr
-
 from bastion.http.request import BODY_NONE, Request
 
 if TYPE_CHECKING:
@@ -79,11 +77,9 @@ class ResponseRecorder(Protocol):
     def on_abort(self) -> None: ...
 
 
-# A regular Python class when compiled by mypyc (docs/compiled.md): mypyc's own classes take one
-# base, and Exchange is assembled from Attempts and TunnelEnd, both parts on this base. The
-# compiled methods take as `self` only the classes compiled with them: a class that derives
-# from Exchange (handlers/s3.py's S3Exchange) is compiled too.
-@mypyc_attr(native_class=False)
+# The parts of an exchange form one chain, ExchangeBase <- TunnelEnd <- Attempts <- Exchange
+# (mypyc compiles classes of one base: docs/compiled.md); Exchange's MRO is what it was when it
+# derived from Attempts and TunnelEnd side by side.
 class ExchangeBase:
     head = b""  # the request head sent upstream; then the 101 head relayed to the client
     pool: Pool | None = None

@@ -17,15 +17,12 @@ import logging
 import ssl
 from typing import TYPE_CHECKING
 
-from mypy_extensions import mypyc_attr
-
 from bastion.balance.policies import read_cookie
 from bastion.http.context import request_clock
 from bastion.http.downstream import Pause
 from bastion.http.request import BODY_CLOSE
 from bastion.proxy.attempts import IDEMPOTENT, Attempts
 from bastion.proxy.response_head import RESPONSE_KINDS, edit_kinds, rewrite_head
-from bastion.proxy.tunnel import TunnelEnd
 from bastion.tls.client import describe_tls_error
 
 if TYPE_CHECKING:
@@ -38,8 +35,7 @@ log = logging.getLogger("bastion.proxy")
 _PAUSE_UPSTREAM = Pause.UPSTREAM  # (an enum member looked up once, not per call)
 
 
-@mypyc_attr(native_class=False)  # see proxy/base.py's ExchangeBase
-class Exchange(Attempts, TunnelEnd):
+class Exchange(Attempts):  # with TunnelEnd, through Attempts: see proxy/base.py
     """One request forwarded to the route's upstream pool and its answer relayed to
     `client`; `ProxyHandler.handle` makes one and calls `start`."""
 
