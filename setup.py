@@ -64,6 +64,20 @@ def _editable() -> bool:
     return any(arg in ("editable_wheel", "develop") for arg in sys.argv[1:])
 
 
+def _metadata_only() -> bool:
+    # pip asks for the build requirements and the metadata first (`egg_info`, `dist_info`):
+    # they do not depend on the extensions, and mypyc's analysis takes a while
+    commands = set(sys.argv[1:])
+    return bool(commands & {"egg_info", "dist_info"}) and not commands & {
+        "bdist_wheel",
+        "build",
+        "build_ext",
+        "install",
+        "develop",
+        "editable_wheel",
+    }
+
+
 def _can_compile() -> bool:
     """Whether a C compiler builds an extension against this Python's headers."""
     from setuptools._distutils.ccompiler import new_compiler
@@ -89,6 +103,8 @@ def _can_compile() -> bool:
 def _ext_modules() -> list:
     if os.environ.get("BASTION_PURE", "") not in ("", "0"):
         _say("BASTION_PURE is set: pure Python")
+        return []
+    if _metadata_only():
         return []
     if _editable():
         _say("editable install: pure Python (the sources run as they are edited)")
