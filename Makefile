@@ -4,7 +4,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
 .PHONY: run test bench bench-instructions lint venv clean constraints compiled test-compiled \
-	wheels bench-instructions-compiled
+	wheels bench-instructions-compiled test-pure-subset
 
 # Every install goes through constraints.txt: the versions CI and `make run` get are the
 # ones last chosen with `make constraints`, not whatever was released overnight. That holds
@@ -65,6 +65,12 @@ compiled: $(CBIN)/python
 test-compiled: compiled
 	env -u PYTHONPATH BASTION_EXPECT_BUILD=compiled \
 	  $(CBIN)/python -m pytest -q -n $(TEST_JOBS) --dist loadfile tests
+
+# the pure build's share when CI runs the whole suite on the compiled one (docs/compiled.md):
+# the same sources, so the unit and protocol tests check that nothing depends on compiling
+test-pure-subset: $(STAMP)
+	BASTION_EXPECT_BUILD=pure $(BIN)/python -m pytest -q -n $(TEST_JOBS) --dist loadfile \
+	  tests/unit tests/protocol
 
 # the two wheels of docs/compiled.md, into dist/: pure (py3-none-any) and compiled
 wheels: $(BIN)/python
