@@ -422,10 +422,11 @@ alerts:
 
 
 def run_cli(config: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    src = str(Path(__file__).resolve().parents[2] / "src")
+    # this interpreter's bastion: the checkout's (editable, or PYTHONPATH), or the installed
+    # compiled build under `make test-compiled`
     return subprocess.run(
         [sys.executable, "-m", "bastion", "alerts", "test", "-c", str(config)],
-        env={**os.environ, **env, "PYTHONPATH": src},
+        env={**os.environ, **env},
         capture_output=True,
         text=True,
         timeout=60,

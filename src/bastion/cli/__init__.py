@@ -10,7 +10,7 @@ import os
 import sys
 from pathlib import Path
 
-from bastion import __version__
+from bastion import __version__, build_kind
 from bastion.cli import check, demo, doctor, init, operate, quick, service, serving
 from bastion.observe.oplog import setup_logging
 from bastion.state.files import DATA_DIR_ENV
@@ -23,7 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bastion", description="HTTPS reverse proxy and API gateway"
     )
-    parser.add_argument("--version", action="version", version=f"bastion {__version__}")
+    parser.add_argument(
+        "--version", action="version", version=f"bastion {__version__}, {build_kind()} build"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     for module in _MODULES:
         module.register(sub)

@@ -8,6 +8,8 @@ import logging
 import os
 from typing import TYPE_CHECKING
 
+from bastion import build_kind
+
 if TYPE_CHECKING:
     from bastion.config import LoadedConfig
 
@@ -60,7 +62,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 await task
             await asyncio.sleep(0.02)
         print(
-            f"\nbastion demo: gateway on http://127.0.0.1:{args.port} and "
+            f"\nbastion demo ({build_kind()} build): gateway on http://127.0.0.1:{args.port} and "
             f"https://localhost:{args.https_port}, demo backend on 127.0.0.1:{port}\n"
             f"\nDashboard: http://127.0.0.1:{args.admin_port}/  (log in with the admin token "
             f"{token} ; it is ${ADMIN_TOKEN_ENV} for the commands below)\n"

@@ -10,6 +10,7 @@ import signal
 import sys
 from pathlib import Path
 
+from bastion import __version__, build_kind
 from bastion.cli.common import (
     config_flag,
     data_dir_flag,
@@ -52,6 +53,7 @@ def serve(loaded: LoadedConfig) -> int:
     """Run until SIGTERM/SIGINT with one worker in this process, or a supervisor."""
     config = loaded.config
     setup_logging(config.log_level)
+    log.info("bastion %s, %s build", __version__, build_kind())
     pid_file = Path(config.pid_file) if config.pid_file else default_pid_file()
     _write_pid(pid_file)
     from bastion.balance.status import INSTANCE_ENV

@@ -175,6 +175,8 @@ class S3Handler:
         S3Exchange(self, client, req, key, not forward).start(b"".join(parts))
 
 
+# compiled with Exchange: a compiled class's methods take as `self` only the classes compiled
+# with it (docs/compiled.md)
 class S3Exchange(Exchange):
     """An exchange whose answer is filtered and, for errors, replaced."""
 
@@ -188,7 +190,7 @@ class S3Exchange(Exchange):
         key: str,
         is_not_found: bool,
     ) -> None:
-        super().__init__(handler, client, req)  # type: ignore[arg-type]
+        super().__init__(handler, client, req)
         self.s3 = handler
         self.key = key
         self.is_not_found = is_not_found

@@ -8,17 +8,19 @@ as `ParseReject` and answered by the connection (server.py).
 
 from __future__ import annotations
 
+from typing import Protocol, cast
+
 import httptools
 
 from bastion.http.context import request_clock
 from bastion.http.request import REFUSED_METHODS, Request
 from bastion.http.target import FRAGMENT, SEEN_CANONICAL, set_origin_target
+from bastion.http1.response import ResponseWriter
 from bastion.http1.state import (
     BUFFER,
     MAX_BUFFERED_BODY,
     T_BODY,
     T_HEAD,
-    ConnectionState,
     ParseReject,
 )
 from bastion.routing import parse_host
@@ -45,7 +47,19 @@ _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PAT
 _VERSION_DETAIL = "Only HTTP/1.0 and HTTP/1.1 are supported on this connection."
 
 
-class HeadParser(ConnectionState):
+class _ParsedURL(Protocol):
+    """httptools' URL as `parse_url` fills it: a part the target lacks is None (the stub that
+    httptools ships says bytes and int, and a compiled build checks what it reads against
+    the stub's types: docs/compiled.md)."""
+
+    schema: bytes | None
+    host: bytes | None
+    port: int | None
+    path: bytes | None
+    query: bytes | None
+
+
+class HeadParser(ResponseWriter):  # one chain of parts: see http1/state.py
     """The parser callbacks of `HTTP1Connection`, and how a parse error is answered."""
 
     def _classify_parse_error(self, exc: Exception) -> ParseReject:
@@ -211,7 +225,7 @@ class HeadParser(ConnectionState):
             if b"#" in target:  # parse_url would drop the fragment without a word
                 raise ParseReject(400, FRAGMENT)
             try:
-                url = httptools.parse_url(target)
+                url = cast("_ParsedURL", httptools.parse_url(target))
             except httptools.HttpParserInvalidURLError:
                 raise ParseReject(400, "The request target is malformed.") from None
             if url.host is None or url.schema not in (b"http", b"https"):

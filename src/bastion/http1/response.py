@@ -5,15 +5,15 @@ tunnels), and what follows a response: the next pipelined request, or closing.""
 from __future__ import annotations
 
 from bastion.http.downstream import Tunnel
-from bastion.http.problem import ProblemAnswers
 from bastion.http.request import BODY_FIXED, BODY_LENGTH, BODY_NONE, BodySink, Request
 from bastion.http.status import fixed_head
-from bastion.http1.state import BUFFER, QUEUE, T_HEAD, T_IDLE, ConnectionState
+from bastion.http1.closing import Closing
+from bastion.http1.state import BUFFER, QUEUE, T_HEAD, T_IDLE
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
-class ResponseWriter(ConnectionState, ProblemAnswers):
+class ResponseWriter(Closing):  # one chain of parts: see http1/state.py
     """The answer side of `HTTP1Connection`."""
 
     # ------------------------------------------------------------ request body

@@ -10,6 +10,7 @@ contract (response.py); closing paths and timers are in closing.py.
 from __future__ import annotations
 
 import asyncio
+import asyncio.protocols  # mypyc's code for HTTP1Connection's base looks this module up
 from collections import deque
 from typing import TYPE_CHECKING
 
@@ -17,9 +18,7 @@ import httptools
 
 from bastion.http.dispatch import dispatch
 from bastion.http.downstream import Pause, Producer
-from bastion.http1.closing import Closing
 from bastion.http1.head import HeadParser
-from bastion.http1.response import ResponseWriter
 from bastion.http1.state import (
     BUFFER,
     MAX_BUFFERED_BODY,
@@ -33,7 +32,7 @@ if TYPE_CHECKING:
     from bastion.http.context import ServerContext
     from bastion.http.downstream import Downstream
 
-class HTTP1Connection(HeadParser, ResponseWriter, Closing, asyncio.Protocol):
+class HTTP1Connection(HeadParser, asyncio.Protocol):  # the parts, one chain: see state.py
     def __init__(self, ctx: ServerContext, scheme: bytes = b"http") -> None:
         self.ctx = ctx
         self.scheme = scheme

@@ -13,12 +13,15 @@ import asyncio
 from collections import deque
 from typing import TYPE_CHECKING
 
+# httptools and ServerContext are imported at run time (not only for type checking): mypyc
+# builds the annotations of ConnectionState's class body from them (docs/compiled.md)
+import httptools
+
+from bastion.http.context import ServerContext
 from bastion.http.downstream import Pause
+from bastion.http.problem import ProblemAnswers
 
 if TYPE_CHECKING:
-    import httptools
-
-    from bastion.http.context import ServerContext
     from bastion.http.downstream import Producer, Tunnel
     from bastion.http.request import Request
 
@@ -45,7 +48,10 @@ class ParseReject(Exception):
         self.head = False  # it answers a HEAD request whose head did not complete
 
 
-class ConnectionState:
+# The parts form one chain, ConnectionState <- Closing <- ResponseWriter <- HeadParser <-
+# HTTP1Connection (mypyc compiles classes of one base: docs/compiled.md), in the order of
+# HTTP1Connection's MRO when it derived from the three parts side by side.
+class ConnectionState(ProblemAnswers):
     transport: asyncio.Transport | None = None
     client_ip = ""
     # parsing state of the request being received
@@ -100,21 +106,44 @@ class ConnectionState:
     # requests parsed and waiting; the first one is the active one once dispatched
     queue: deque[Request]
 
-    if TYPE_CHECKING:
-        # what each part calls in the others
-        def _pause(self, bits: int) -> None: ...
-        def _resume(self, bits: int) -> None: ...
-        def _dispatch_next(self) -> None: ...
-        def _set_timer(self, kind: int, seconds: float) -> None: ...
-        def _clear_timer(self) -> None: ...
-        def _send_reject(self, failed: Request | None = None) -> None: ...
-        def _fail_active(self, req: Request) -> None: ...
-        def _cancel_handler(self, req: Request) -> None: ...
-        def _linger_close(self) -> None: ...
-        def _write(self, data: bytes) -> None: ...
-        def uncork(self) -> None: ...
-        def abort(self) -> None: ...
-        def end_response(self) -> None: ...
-        def problem(
-            self, req: Request, status: int, detail: str | None = None, headers: bytes = b""
-        ) -> None: ...
+    # What each part calls in the others. Plain methods, not declarations under `if
+    # TYPE_CHECKING:` (mypyc compiles no `if` in a class body); every part that defines one
+    # comes before this class in HTTP1Connection's MRO, so these are never the ones called.
+    def _pause(self, bits: int) -> None:
+        raise NotImplementedError
+
+    def _resume(self, bits: int) -> None:
+        raise NotImplementedError
+
+    def _dispatch_next(self) -> None:
+        raise NotImplementedError
+
+    def _set_timer(self, kind: int, seconds: float) -> None:
+        raise NotImplementedError
+
+    def _clear_timer(self) -> None:
+        raise NotImplementedError
+
+    def _send_reject(self, failed: Request | None = None) -> None:
+        raise NotImplementedError
+
+    def _fail_active(self, req: Request) -> None:
+        raise NotImplementedError
+
+    def _cancel_handler(self, req: Request) -> None:
+        raise NotImplementedError
+
+    def _linger_close(self) -> None:
+        raise NotImplementedError
+
+    def _write(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def uncork(self) -> None:
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        raise NotImplementedError
+
+    def end_response(self) -> None:
+        raise NotImplementedError

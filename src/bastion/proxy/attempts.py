@@ -15,7 +15,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-from bastion.proxy.base import ExchangeBase
+from bastion.proxy.tunnel import TunnelEnd
 
 if TYPE_CHECKING:
     from bastion.balance.balancer import Member
@@ -28,7 +28,7 @@ IDEMPOTENT = frozenset(("GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"))
 _AT_LIMIT = "The upstream server is at its connection limit."
 
 
-class Attempts(ExchangeBase):
+class Attempts(TunnelEnd):  # one chain of parts: see proxy/base.py
     def _begin(self, member: Member) -> None:
         """Send the request to `member` (a pooled connection, else a new one)."""
         handler = self.handler

@@ -18,10 +18,49 @@ from typing import TYPE_CHECKING, Protocol
 from bastion.http.request import BODY_NONE, Request
 
 if TYPE_CHECKING:
-    from bastion.balance.balancer import Member
+    from collections.abc import Collection
+
+    from bastion.balance.balancer import Balancer, Member, RetryBudget
     from bastion.http.downstream import Downstream
-    from bastion.proxy.handler import ProxyHandler
     from bastion.proxy.pool import Pool, UpstreamConnection
+
+
+class ExchangeHandler(Protocol):
+    """What an exchange reads from the handler that starts it: a route's `ProxyHandler`, or a
+    handler that forwards through an exchange of its own (`handlers/s3.py`). Named as a
+    protocol, not as ProxyHandler: a compiled build checks that a function's arguments are of
+    the classes annotated (docs/compiled.md)."""
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop: ...
+    @property
+    def balancer(self) -> Balancer: ...
+    @property
+    def attempts(self) -> int: ...
+    @property
+    def budget(self) -> RetryBudget | None: ...
+    @property
+    def retry_statuses(self) -> Collection[int] | None: ...
+    @property
+    def sticky_cookie(self) -> bytes | None: ...
+    @property
+    def connect_timeout(self) -> float: ...
+    @property
+    def read_timeout(self) -> float: ...
+    @property
+    def send_timeout(self) -> float: ...
+    @property
+    def total_timeout(self) -> float: ...
+    @property
+    def websocket_idle_timeout(self) -> float | None: ...
+    @property
+    def max_connections(self) -> int: ...
+    @property
+    def max_pending(self) -> int: ...
+    @property
+    def max_response_header_bytes(self) -> int: ...
+    @property
+    def max_response_header_fields(self) -> int: ...
 
 
 class ResponseRecorder(Protocol):
@@ -38,6 +77,9 @@ class ResponseRecorder(Protocol):
     def on_abort(self) -> None: ...
 
 
+# The parts of an exchange form one chain, ExchangeBase <- TunnelEnd <- Attempts <- Exchange
+# (mypyc compiles classes of one base: docs/compiled.md); Exchange's MRO is what it was when it
+# derived from Attempts and TunnelEnd side by side.
 class ExchangeBase:
     head = b""  # the request head sent upstream; then the 101 head relayed to the client
     pool: Pool | None = None
@@ -61,7 +103,7 @@ class ExchangeBase:
 
     def __init__(
         self,
-        handler: ProxyHandler,
+        handler: ExchangeHandler,
         client: Downstream,
         req: Request,
         recorder: ResponseRecorder | None = None,
@@ -80,13 +122,17 @@ class ExchangeBase:
         self.timer: asyncio.TimerHandle | None = None  # the total timeout
         self.set_cookie = b""  # the sticky policy's Set-Cookie line
 
-    if TYPE_CHECKING:
-        # written in the other parts; named here for the parts that call them
+    # Written in the other parts; named here for the parts that call them. Plain methods,
+    # not declarations under `if TYPE_CHECKING:` (mypyc compiles no `if` in a class body);
+    # the parts that define them come before this class in Exchange's MRO.
+    def _send(self, conn: UpstreamConnection) -> None:
+        raise NotImplementedError
 
-        def _send(self, conn: UpstreamConnection) -> None: ...
+    def _fail(self, status: int, detail: str | None, headers: bytes = b"") -> None:
+        raise NotImplementedError
 
-        def _fail(self, status: int, detail: str | None, headers: bytes = b"") -> None: ...
+    def _release(self) -> None:
+        raise NotImplementedError
 
-        def _release(self) -> None: ...
-
-        def _cancel_timer(self) -> None: ...
+    def _cancel_timer(self) -> None:
+        raise NotImplementedError

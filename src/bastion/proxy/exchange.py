@@ -23,7 +23,6 @@ from bastion.http.downstream import Pause
 from bastion.http.request import BODY_CLOSE
 from bastion.proxy.attempts import IDEMPOTENT, Attempts
 from bastion.proxy.response_head import RESPONSE_KINDS, edit_kinds, rewrite_head
-from bastion.proxy.tunnel import TunnelEnd
 from bastion.tls.client import describe_tls_error
 
 if TYPE_CHECKING:
@@ -36,7 +35,7 @@ log = logging.getLogger("bastion.proxy")
 _PAUSE_UPSTREAM = Pause.UPSTREAM  # (an enum member looked up once, not per call)
 
 
-class Exchange(Attempts, TunnelEnd):
+class Exchange(Attempts):  # with TunnelEnd, through Attempts: see proxy/base.py
     """One request forwarded to the route's upstream pool and its answer relayed to
     `client`; `ProxyHandler.handle` makes one and calls `start`."""
 

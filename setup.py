@@ -1,0 +1,144 @@
+"""Build bastion with its request path compiled by mypyc when it can, pure Python when not.
+
+The metadata lives in pyproject.toml; this file only decides the extension modules.
+One source serves both builds: mypyc compiles the modules of `HOT` (the request path, chosen
+by profiling the proxy under load, see docs/compiled.md) into C extensions placed beside
+their .py files in the wheel; every other module, and every module of a pure build, runs as
+Python. The build is pure when
+
+- ``BASTION_PURE=1`` is set (any value other than empty or ``0``),
+- the install is editable (``pip install -e``): a development checkout always runs its sources,
+  never a compiled copy that an edit would not change,
+- mypyc cannot be imported, or no C compiler can build an extension against this Python
+  (checked by compiling a tiny one first), or compiling the generated C fails.
+
+``BASTION_BUILD_VERBOSE=1`` prints why a build is pure.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import sysconfig
+import tempfile
+from pathlib import Path
+
+from setuptools import setup
+from setuptools.command.build_ext import build_ext
+
+ROOT = Path(__file__).resolve().parent
+
+# The modules compiled by mypyc, relative to src/. A module joins this list only if the
+# whole test suite passes against the compiled build (`make test-compiled`); docs/compiled.md
+# says what mypyc asks of a module's code.
+HOT = [
+    "bastion/http1/server.py",
+    "bastion/http1/head.py",
+    "bastion/http1/response.py",
+    "bastion/http1/closing.py",
+    "bastion/http1/state.py",
+    "bastion/http/request.py",
+    "bastion/http/dispatch.py",
+    "bastion/proxy/exchange.py",
+    "bastion/proxy/attempts.py",
+    "bastion/proxy/base.py",
+    "bastion/proxy/tunnel.py",
+    "bastion/proxy/pool.py",
+    "bastion/proxy/response_head.py",
+    "bastion/proxy/headers.py",
+    "bastion/proxy/handler.py",
+    # not hot, but it derives from Exchange: see proxy/base.py
+    "bastion/handlers/s3.py",
+    "bastion/routing.py",
+    "bastion/plan/runtime.py",
+]
+
+
+def _say(message: str) -> None:
+    if os.environ.get("BASTION_BUILD_VERBOSE", "") not in ("", "0"):
+        print(f"bastion build: {message}", file=sys.stderr)
+
+
+def _editable() -> bool:
+    # setuptools runs `editable_wheel` for `pip install -e` (PEP 660), `develop` for the old way
+    return any(arg in ("editable_wheel", "develop") for arg in sys.argv[1:])
+
+
+def _metadata_only() -> bool:
+    # pip asks for the build requirements and the metadata first (`egg_info`, `dist_info`):
+    # they do not depend on the extensions, and mypyc's analysis takes a while
+    commands = set(sys.argv[1:])
+    return bool(commands & {"egg_info", "dist_info"}) and not commands & {
+        "bdist_wheel",
+        "build",
+        "build_ext",
+        "install",
+        "develop",
+        "editable_wheel",
+    }
+
+
+def _can_compile() -> bool:
+    """Whether a C compiler builds an extension against this Python's headers."""
+    from setuptools._distutils.ccompiler import new_compiler
+    from setuptools._distutils.sysconfig import customize_compiler
+
+    compiler = new_compiler()
+    customize_compiler(compiler)
+    with tempfile.TemporaryDirectory() as tmp:
+        source = Path(tmp) / "probe.c"
+        source.write_text("#include <Python.h>\nint bastion_probe(void) { return 0; }\n")
+        try:
+            compiler.compile(
+                [str(source)],
+                output_dir=tmp,
+                include_dirs=[sysconfig.get_paths()["include"]],
+            )
+        except Exception as e:  # CompileError, or no compiler executable at all
+            _say(f"no working C compiler ({e})")
+            return False
+    return True
+
+
+def _ext_modules() -> list:
+    if os.environ.get("BASTION_PURE", "") not in ("", "0"):
+        _say("BASTION_PURE is set: pure Python")
+        return []
+    if _metadata_only():
+        return []
+    if _editable():
+        _say("editable install: pure Python (the sources run as they are edited)")
+        return []
+    try:
+        from mypyc.build import mypycify
+    except ImportError as e:
+        _say(f"mypyc is not available ({e}): pure Python")
+        return []
+    if not _can_compile():
+        return []
+    cwd = os.getcwd()
+    os.chdir(ROOT)  # mypyc reads [tool.mypy] of pyproject.toml and names modules from src/
+    try:
+        return mypycify(
+            [f"src/{path}" for path in HOT], opt_level="3", debug_level="0", group_name="bastion"
+        )
+    finally:
+        os.chdir(cwd)
+
+
+class OptionalBuildExt(build_ext):
+    """Compile the extensions; if any fails, install none (a pure build) rather than fail the
+    install or leave half of the modules compiled against a missing shared runtime."""
+
+    def run(self) -> None:
+        try:
+            super().run()
+        except Exception as e:
+            print(f"bastion build: compiling failed ({e}); installing pure Python", file=sys.stderr)
+            for ext in self.extensions:
+                built = Path(self.get_ext_fullpath(ext.name))
+                built.unlink(missing_ok=True)
+            self.extensions = []
+
+
+setup(ext_modules=_ext_modules(), cmdclass={"build_ext": OptionalBuildExt})
