@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import types
-from typing import Annotated, Any, Union, get_args, get_origin
+from typing import Annotated, Any, Union, cast, get_args, get_origin
 
 from pydantic import BaseModel
 from pydantic_core import ErrorDetails
@@ -70,7 +70,10 @@ def _model_at(loc: Loc) -> type[BaseModel] | None:
                 return None
             annotation = get_args(annotation)[0]
         elif isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            field = annotation.model_fields.get(part)
+            # (cast: the compiled build's type check may run without pydantic installed,
+            # where BaseModel is Any and the issubclass test narrows nothing)
+            model = cast("type[BaseModel]", annotation)
+            field = model.model_fields.get(part)
             if field is None:
                 return None
             annotation = field.annotation
