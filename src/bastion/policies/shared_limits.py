@@ -195,6 +195,19 @@ class _TakingOne:
 
     def then(self, future: asyncio.Future[Any]) -> Denied | Later | None:
         policy = self.policy
+        # The usual reply, read here: an admitted request's value with a breaker that has
+        # nothing to hear (no failure counted, not open), so that `script_reply` would do
+        # nothing but return it. Anything else (an error, a timeout, the client gone, the
+        # script unknown, a refusal, a breaker to tell) goes through `script_reply`.
+        try:
+            reply = future.result()
+        except BaseException:  # (read again by `script_reply`, which says what it is)
+            reply = None
+        breaker = policy.connection.breaker
+        if type(reply) is bytes and not breaker.failures and not breaker.open:
+            if policy.report:
+                self.req.extra_head += policy.line + reply
+            return None
         try:
             reply = policy.connection.script_reply(future)
             if type(reply) is bytes:

@@ -38,6 +38,8 @@ from bastion.config.state_models import RedisCluster, RedisSentinel, State, redi
 from bastion.state.limits import StoreUnavailable
 from bastion.state.redis_pipeline import Pipelined, encode, pipelined_target
 
+_send = Pipelined._send
+
 __all__ = ["UNKNOWN_SCRIPT", "Breaker", "RedisConnection"]
 
 log = logging.getLogger("bastion.state")
@@ -253,7 +255,7 @@ class RedisConnection:
             now = time.monotonic()
             if not breaker.allow(now):
                 raise StoreUnavailable(breaker.retry_after(now))
-        return pipelined.send(command, loop)
+        return _send(protocol, command, loop)  # (`Pipelined.send` without its checks)
 
     def script_reply(self, future: asyncio.Future[Any]) -> Any:
         """The reply of a `script_soon` (or `script_again`) future, told to the breaker;
