@@ -16,6 +16,11 @@ or timed out) each limit does what its ``on_store_down`` says:
 
 Answers made while the store is down carry no ``RateLimit`` fields: what a worker counts
 alone is not what the limit says.
+
+A route with a single rate limit (the common case) has a path of its own, as it has in
+process (`OneRateLimitPolicy`): `OneSharedRateLimitPolicy` sends a command made once per
+key and adds the ``RateLimit`` line that the script (`LUA_ONE`) wrote, with the same
+answers as the general path (tests/integration/test_shared_limits_one.py compares them).
 """
 
 from __future__ import annotations

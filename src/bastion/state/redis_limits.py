@@ -18,6 +18,11 @@ a quota key expires at the end of its period.
 
 Refusals are remembered here until they would pass (their ``retry_after``): a flood of
 refused requests from one client costs no round trip.
+
+A single rate limit has a script of its own (`LUA_ONE`, the same arithmetic on the same
+keys, so instances running either script count together): its reply to an admitted
+request is the ``RateLimit`` field's value, which the policy adds as it is
+(`policies/shared_limits.py`, `OneSharedRateLimitPolicy`).
 """
 
 from __future__ import annotations
