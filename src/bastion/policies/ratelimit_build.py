@@ -1,6 +1,7 @@
 """The builder of a route's ``rate_limits`` and ``quotas``: the policy for the process's
 limit store (`RateLimitPolicy` and its single-limit fast path on the in-process store,
-`SharedRateLimitPolicy` on Redis, whose module is imported only then)."""
+`SharedRateLimitPolicy` and its single-limit fast path on Redis, whose module is imported
+only then)."""
 
 from __future__ import annotations
 
@@ -27,12 +28,12 @@ def build_rate_limit(spec: RouteSpec, ctx: BuildContext) -> RateLimitPolicy | No
     policy: RateLimitPolicy
     if is_shared(store):
         # a shared store (Redis): awaited, with each limit's on_store_down
-        from bastion.policies.shared_limits import SharedRateLimitPolicy
+        from bastion.policies.shared_limits import shared_policy
         from bastion.state.redis_limits import RedisLimitStore
 
         assert isinstance(store, RedisLimitStore) and ctx.state is not None
         share = ctx.state.instances * ctx.workers
-        policy = SharedRateLimitPolicy(scope, specs, store, ctx.trusted, share)
+        policy = shared_policy(scope, specs, store, ctx.trusted, share)
         store.connection.breaker.on_change = ctx.events.store_state
         if ctx.checking is None:  # (a plan only checked talks to no server)
             store.warm()

@@ -16,6 +16,11 @@ or timed out) each limit does what its ``on_store_down`` says:
 
 Answers made while the store is down carry no ``RateLimit`` fields: what a worker counts
 alone is not what the limit says.
+
+A route with a single rate limit (the common case) has a path of its own, as it has in
+process (`OneRateLimitPolicy`): `OneSharedRateLimitPolicy` sends a command made once per
+key and adds the ``RateLimit`` line that the script (`LUA_ONE`) wrote, with the same
+answers as the general path (tests/integration/test_shared_limits_one.py compares them).
 """
 
 from __future__ import annotations
@@ -28,13 +33,14 @@ from typing import TYPE_CHECKING, Any, cast
 from bastion.config.policy_traffic import Quota, RateLimit
 from bastion.http.request import Request
 from bastion.policies.base import Denied, Later
-from bastion.policies.ratelimit import RateLimitPolicy
+from bastion.policies.ratelimit import KEY_CACHE, RateLimitPolicy
 from bastion.state.limits import Check, LimitStore, MemoryLimitStore, Outcome, StoreUnavailable
+from bastion.state.redis_client import UNKNOWN_SCRIPT
 
 if TYPE_CHECKING:
     from bastion.state.redis_limits import RedisLimitStore
 
-__all__ = ["SharedRateLimitPolicy", "local_share"]
+__all__ = ["OneSharedRateLimitPolicy", "SharedRateLimitPolicy", "local_share", "shared_policy"]
 
 
 def _result(task: asyncio.Future[Any]) -> Denied | None:
@@ -177,3 +183,147 @@ class SharedRateLimitPolicy(RateLimitPolicy):
             b"Retry-After: %d\r\n" % seconds,
             kind,
         )
+
+
+class _TakingOne:
+    """`_Taking` of `OneSharedRateLimitPolicy`: the reply of `LUA_ONE` (one key)."""
+
+    __slots__ = ("key", "now", "policy", "req")
+
+    def __init__(
+        self, policy: OneSharedRateLimitPolicy, req: Request, key: str, now: float
+    ) -> None:
+        self.policy = policy
+        self.req = req
+        self.key = key
+        self.now = now
+
+    def then(self, future: asyncio.Future[Any]) -> Denied | Later | None:
+        policy = self.policy
+        # The usual reply, read here: an admitted request's value with a breaker that has
+        # nothing to hear (no failure counted, not open), so that `script_reply` would do
+        # nothing but return it. Anything else (an error, a timeout, the client gone, the
+        # script unknown, a refusal, a breaker to tell) goes through `script_reply`.
+        try:
+            reply = future.result()
+        except BaseException:  # (read again by `script_reply`, which says what it is)
+            reply = None
+        breaker = policy.connection.breaker
+        if type(reply) is bytes and not breaker.failures and not breaker.open:
+            if policy.report:
+                self.req.extra_head += policy.line + reply
+            return None
+        try:
+            reply = policy.connection.script_reply(future)
+            if type(reply) is bytes:
+                # admitted: the reply is the RateLimit field's value, line end included
+                if policy.report:
+                    self.req.extra_head += policy.line + reply
+                return None
+            if reply is UNKNOWN_SCRIPT:  # (the script sent whole: its reply)
+                return (policy.shared.one_again(policy.check, self.key, future.get_loop()),
+                        self.then)  # fmt: skip
+        except StoreUnavailable as down:
+            return policy.fallback([self.key], self.now, down.retry_after)
+        # refused: `LUA`'s reply, read (and the refusal remembered) as the general path does
+        now = self.now
+        taken = policy.shared.outcomes(reply, policy.checks, [self.key], now, policy.report)
+        return policy.decided(self.req, taken, now)
+
+
+class OneSharedRateLimitPolicy(SharedRateLimitPolicy):
+    """A single rate limit (GCRA) in Redis: the common case, as `OneRateLimitPolicy` is
+    in process. Per request: the key's command looked up (made once per key: store key,
+    Redis key, script arguments, RESP), sent as it is, and an admitted request's
+    ``RateLimit`` line made of a constant start and the script's reply (`LUA_ONE` writes
+    the field's value): no list of keys, no encoding, no `Outcome`, no float read and no
+    formatting. A refusal, the store down, the script unknown and the first requests
+    (connecting: the coroutine `on_request`, through `LUA`) take the general path's
+    steps, with the same answers."""
+
+    def __init__(
+        self,
+        scope: str,
+        spec: RateLimit,
+        store: RedisLimitStore,
+        trusted: Callable[[str], bool] | None,
+        share: int,
+    ) -> None:
+        super().__init__(scope, [spec], store, trusted, share)
+        limit = self.limit = self.limits[0]
+        self.check = limit.check
+        self.connection = store.connection
+        # (store key, command) of a consumer, a client address (where they are what is
+        # counted, as in `OneRateLimitPolicy`) or any other store key
+        self.by_consumer: dict[str, tuple[str, bytes]] | None = (
+            {} if limit.key == "consumer" else None
+        )
+        plain_ip = trusted is None and limit.key in ("consumer", "client_ip")
+        self.by_ip: dict[str, tuple[str, bytes]] | None = {} if plain_ip else None
+        self.by_key: dict[str, tuple[str, bytes]] = {}
+        # the start of the RateLimit lines: the RateLimit-Policy line of a rate limit is
+        # constant (`fields` builds it the same way)
+        self._policy_line(self.now())
+        self.line = b"%sRateLimit: %s" % (self.policy_line, self.state_prefixes[0] or b"")
+
+    def begin(self, req: Request) -> Denied | Later | None:
+        clock = self.now
+        now = clock()
+        # (subscripts in a try block: a miss happens once per consumer or address)
+        try:
+            if self.by_consumer is not None and req.consumer:
+                key, command = self.by_consumer[req.consumer]
+            elif self.by_ip is not None:
+                key, command = self.by_ip[req.client_ip]
+            else:
+                key, command = self.by_key[self.limit.store_key(req, self.trusted)]
+        except KeyError:
+            key, command = self._command(req)
+        shared = self.shared
+        if shared.refused:  # (none remembered: no call)
+            remembered = shared.remembered(self.checks, [key], now)
+            if remembered is not None:
+                return self.decided(req, remembered, now)
+        try:
+            future = self.connection.send_soon(command)
+        except StoreUnavailable as down:
+            return self.fallback([key], now, down.retry_after)
+        if future is None:
+            return (asyncio.get_running_loop().create_task(self.on_request(req)), _result)
+        return (future, _TakingOne(self, req, key, now).then)
+
+    def _command(self, req: Request) -> tuple[str, bytes]:
+        """The store key and command of ``req``, made and remembered."""
+        key = self.limit.store_key(req, self.trusted)
+        made = self.by_key.get(key)
+        if made is None:
+            made = _bounded(self.by_key, key, (key, self.shared.one_command(self.check, key)))
+        if self.by_consumer is not None and req.consumer:
+            _bounded(self.by_consumer, req.consumer, made)
+        elif self.by_ip is not None:
+            _bounded(self.by_ip, req.client_ip, made)
+        return made
+
+
+def _bounded(
+    table: dict[str, tuple[str, bytes]], name: str, made: tuple[str, bytes]
+) -> tuple[str, bytes]:
+    """``made`` remembered in ``table``, which starts again when full (a flood of new
+    clients costs a command each, no memory)."""
+    if len(table) >= KEY_CACHE:
+        table.clear()
+    table[name] = made
+    return made
+
+
+def shared_policy(
+    scope: str,
+    specs: Sequence[RateLimit | Quota],
+    store: RedisLimitStore,
+    trusted: Callable[[str], bool] | None,
+    share: int,
+) -> SharedRateLimitPolicy:
+    """The policy of ``specs`` in Redis: the single-limit fast path when it applies."""
+    if len(specs) == 1 and isinstance(specs[0], RateLimit):
+        return OneSharedRateLimitPolicy(scope, specs[0], store, trusted, share)
+    return SharedRateLimitPolicy(scope, specs, store, trusted, share)

@@ -38,6 +38,8 @@ from bastion.config.state_models import RedisCluster, RedisSentinel, State, redi
 from bastion.state.limits import StoreUnavailable
 from bastion.state.redis_pipeline import Pipelined, encode, pipelined_target
 
+_send = Pipelined._send
+
 __all__ = ["UNKNOWN_SCRIPT", "Breaker", "RedisConnection"]
 
 log = logging.getLogger("bastion.state")
@@ -193,9 +195,7 @@ class RedisConnection:
 
             return await self.call(through_redis_py)
         # the pipelined connection bounds each command's wait itself: no timer per call
-        digest = self.digests.get(lua)
-        if digest is None:
-            digest = self.digests[lua] = hashlib.sha1(lua.encode()).hexdigest().encode()
+        digest = self.digest(lua)
         breaker = self.breaker
         now = time.monotonic()
         if not breaker.allow(now):
@@ -227,25 +227,35 @@ class RedisConnection:
         pipelined connection, to be read by `script_reply`; None when that cannot be
         (redis-py's servers, not connected yet, another loop or process): `run_script`
         then, which connects. `StoreUnavailable` at once when the breaker is open."""
-        owner = self.owner
-        pipelined = self.pipelined
-        if (
-            pipelined is None
-            or not pipelined.ready
-            or owner is None
-            or owner[0] != _process.pid
-            or not owner[1].is_running()
-        ):
-            return None
+        return self.send_soon(encode(b"EVALSHA", self.digest(lua), str(len(keys)), *keys, *args))
+
+    def digest(self, lua: str) -> bytes:
+        """The SHA1 of ``lua`` (hex), the name EVALSHA gives it."""
         digest = self.digests.get(lua)
         if digest is None:
             digest = self.digests[lua] = hashlib.sha1(lua.encode()).hexdigest().encode()
+        return digest
+
+    def send_soon(self, command: bytes) -> asyncio.Future[Any] | None:
+        """`script_soon` of a command already encoded (an EVALSHA that a caller made once
+        and sends again and again: the single-limit checks of `policies/shared_limits.py`).
+        None and `StoreUnavailable` as `script_soon`."""
+        owner = self.owner
+        pipelined = self.pipelined
+        if pipelined is None or owner is None or owner[0] != _process.pid:
+            return None
+        protocol = pipelined.protocol  # (`Pipelined.ready` inline: a call less)
+        if protocol is None or protocol.lost is not None:
+            return None
+        loop = owner[1]
+        if not loop.is_running():
+            return None
         breaker = self.breaker
         if breaker.open:  # (closed: no clock to read, no call)
             now = time.monotonic()
             if not breaker.allow(now):
                 raise StoreUnavailable(breaker.retry_after(now))
-        return pipelined.send(encode(b"EVALSHA", digest, str(len(keys)), *keys, *args), owner[1])
+        return _send(protocol, command, loop)  # (`Pipelined.send` without its checks)
 
     def script_reply(self, future: asyncio.Future[Any]) -> Any:
         """The reply of a `script_soon` (or `script_again`) future, told to the breaker;
@@ -286,29 +296,31 @@ class RedisConnection:
             script = self.scripts[lua] = client.register_script(lua)
         return script
 
-    def warm(self, lua: str) -> None:
-        """Connect and load ``lua`` now, in the background, when a loop is running (a
-        worker compiling its plan): the first requests then need no handshake and no
-        EVAL. A failure here only means that the first request will try again."""
+    def warm(self, *luas: str) -> None:
+        """Connect and load the scripts ``luas`` now, in the background, when a loop is
+        running (a worker compiling its plan): the first requests then need no handshake
+        and no EVAL. A failure here only means that the first request will try again."""
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return  # not on a loop: the first call connects
         if self.client is not None and self.owner == (_process.pid, loop):
             return  # this worker's client is made (by a route before, or a request)
-        self.script(lua)
-        task = loop.create_task(self._warm(lua))
+        for lua in luas:
+            self.script(lua)
+        task = loop.create_task(self._warm(luas))
         self.warming = task  # (a reference: a task nobody holds may be collected)
 
-    async def _warm(self, lua: str) -> None:
+    async def _warm(self, luas: Sequence[str]) -> None:
         with contextlib.suppress(RedisError, OSError, TimeoutError):
             async with asyncio.timeout(max(1.0, self.timeout)):
                 client = self._client()
-                if self.pipelined is not None:
-                    loop = asyncio.get_running_loop()
-                    await self.pipelined.execute(encode(b"SCRIPT", b"LOAD", lua), loop)
-                else:
-                    await client.script_load(lua)
+                for lua in luas:
+                    if self.pipelined is not None:
+                        loop = asyncio.get_running_loop()
+                        await self.pipelined.execute(encode(b"SCRIPT", b"LOAD", lua), loop)
+                    else:
+                        await client.script_load(lua)
 
     async def call(self, work: Callable[[Any], Awaitable[_T]]) -> _T:
         """``work(client)`` within the timeout, through the breaker; `StoreUnavailable`

@@ -18,6 +18,11 @@ a quota key expires at the end of its period.
 
 Refusals are remembered here until they would pass (their ``retry_after``): a flood of
 refused requests from one client costs no round trip.
+
+A single rate limit has a script of its own (`LUA_ONE`, the same arithmetic on the same
+keys, so instances running either script count together): its reply to an admitted
+request is the ``RateLimit`` field's value, which the policy adds as it is
+(`policies/shared_limits.py`, `OneSharedRateLimitPolicy`).
 """
 
 from __future__ import annotations
@@ -31,8 +36,9 @@ from bastion.clock import SYSTEM_CLOCK, Clock
 from bastion.config.state_models import State
 from bastion.state.limits import Check, MemoryLimitStore, Outcome
 from bastion.state.redis_client import UNKNOWN_SCRIPT, RedisConnection
+from bastion.state.redis_pipeline import encode
 
-__all__ = ["LUA", "LUA_CALENDAR", "RedisLimitStore"]
+__all__ = ["LUA", "LUA_CALENDAR", "LUA_ONE", "RedisLimitStore"]
 
 REFUSED_CACHE = 10_000
 """Refusals remembered (by the keys of the request); the table starts again when full."""
@@ -142,6 +148,47 @@ return out
 )
 
 
+LUA_ONE = """
+-- `LUA` for a single rate limit (GCRA), its arithmetic unchanged, with its reply made for
+-- the one thing a request needs when it is admitted: KEYS[1] the counter, ARGV interval,
+-- tau, ahead (`LUA`'s for 'r'). Admitted: the string '<remaining>;t=<seconds>\\r\\n',
+-- the RateLimit field's value as `RateLimitPolicy.fields` writes it from `LUA`'s reply
+-- (the reset written '%.6f', read back, less 1e-6, rounded up, at least 0: the same
+-- double arithmetic as Python's). Refused: `LUA`'s reply, {0, allowed, remaining, reset,
+-- retry_after}.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local interval, tau, ahead = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local v = redis.call('GET', KEYS[1])
+local seen = v and tonumber(v) or nil
+local tat = seen
+if tat and tat > now then
+  tat = tat + interval
+  if tat - now > ahead then
+    -- refused: nothing written; what `LUA` says of a refused check
+    local was = math.max(seen, now)
+    if was + interval - now > ahead then
+      return {0, 0, 0, string.format('%.6f', was - now), string.format('%.6f', was - tau - now)}
+    end
+    local left = math.floor((now + tau - was) / interval + 1e-9) + 1
+    return {0, 1, left, string.format('%.6f', was - now), string.format('%.6f', 0)}
+  end
+else
+  tat = now + interval  -- idle: a whole bucket always admits one
+end
+redis.call('SET', KEYS[1], string.format('%.17g', tat), 'PX', math.ceil((tat - now) * 1000) + 1)
+local left = math.floor((now + tau - tat) / interval + 1e-9) + 1
+local reset = tat - now
+if left <= 0 then
+  left = 0
+  reset = tat - tau - now
+end
+local seconds = math.ceil(tonumber(string.format('%.6f', reset)) - 1e-6)
+if seconds < 0 then seconds = 0 end
+return string.format('%d;t=%d\\r\\n', left, seconds)
+"""
+
+
 class RedisLimitStore:
     """The `LimitStore` of ``state.redis``: ``take`` is a coroutine (one script call), or
     ``take_soon`` and ``taken`` around the reply's future."""
@@ -163,7 +210,7 @@ class RedisLimitStore:
 
     def warm(self) -> None:
         """Connect and load the script in the background (see `RedisConnection.warm`)."""
-        self.connection.warm(LUA)
+        self.connection.warm(LUA, LUA_ONE)
 
     def take_and_save(self, now: float) -> None:
         """Nothing to save."""
@@ -229,6 +276,20 @@ class RedisLimitStore:
             return connection.script_again(LUA, redis_keys, args, future.get_loop())
         return self.outcomes(reply, checks, keys, now, report)
 
+    # the single rate limit's script (`LUA_ONE`), for `OneSharedRateLimitPolicy`
+    def one_command(self, check: Check, key: str) -> bytes:
+        """The EVALSHA of `LUA_ONE` for ``check`` on ``key``, encoded: the same bytes on
+        every request counted by that key, so its policy makes them once per key."""
+        digest = self.connection.digest(LUA_ONE)
+        return encode(b"EVALSHA", digest, b"1", self.redis_key(key), *one_arguments(check))
+
+    def one_again(
+        self, check: Check, key: str, loop: asyncio.AbstractEventLoop
+    ) -> asyncio.Future[Any]:
+        """After `UNKNOWN_SCRIPT` for a `one_command`: `LUA_ONE` sent whole (EVAL)."""
+        keys = [self.redis_key(key)]
+        return self.connection.script_again(LUA_ONE, keys, one_arguments(check), loop)
+
     def remembered(
         self, checks: Sequence[Check], keys: Sequence[str], now: float
     ) -> tuple[bool, list[Outcome]] | None:
@@ -285,6 +346,11 @@ def script_arguments(checks: Sequence[Check]) -> list[str]:
         else:
             args += ("q", str(check.count), check.per, "")
     return args
+
+
+def one_arguments(check: Check) -> list[str]:
+    """`LUA_ONE`'s ARGV for a rate limit: `script_arguments`' last three for it."""
+    return [repr(check.interval), repr(check.tau), repr(check.ahead)]
 
 
 def _aged(outcomes: list[Outcome], elapsed: float) -> list[Outcome]:
