@@ -325,6 +325,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="state.redis for every variant (API keys in Redis; the key is "
                    "created there): the cost of a cluster's shared state")
     args = p.parse_args(argv)
+    args.bastion = args.bastion.absolute()  # (bastion runs in the run's directory)
     if args.redis:
         REDIS.append(args.redis)
     python = args.bastion.parent / "python"
@@ -390,6 +391,10 @@ def _print_fit(rounds: list[dict[str, tuple[float, float, float]]]) -> None:
     """The "net" figures of every round fitted as ``a + b / rate`` per variant: ``a`` is
     the cost of a request where the work a busy second brings (counted in "net") is spread
     over a real rate's requests, ``b`` that work in instructions a second."""
+    rates = [c[variant][2] for c in rounds for variant in c]
+    if max(rates) < 1.5 * min(rates):
+        print("(no fit: the rounds' rates are too close; run some with fewer --connections)")
+        return
     fitted = {}
     for variant in rounds[0]:
         x = [1 / c[variant][2] for c in rounds]
