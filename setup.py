@@ -51,6 +51,9 @@ HOT = [
     "bastion/handlers/s3.py",
     "bastion/routing.py",
     "bastion/plan/runtime.py",
+    "bastion/proxy/tracing.py",
+    "bastion/observe/tap.py",
+    "bastion/observe/aggregate.py",
 ]
 
 

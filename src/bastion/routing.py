@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from typing import Generic, TypeVar
+from typing import Final, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -99,7 +99,7 @@ class PathTable(Generic[T]):
             yield from items
 
 
-_HOST_CHARS = re.compile(r"[a-z0-9.\-_~!$&'()*+,;=%]+|\[[0-9a-f:.]+\]")
+_HOST_CHARS: Final = re.compile(r"[a-z0-9.\-_~!$&'()*+,;=%]+|\[[0-9a-f:.]+\]")
 
 
 def parse_host(value: str) -> str | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 from urllib.parse import unquote
 
 from bastion.config.addresses import UpstreamAddress, parse_upstream
@@ -32,12 +32,12 @@ __all__ = ["S3Handler", "s3_endpoint"]
 log = logging.getLogger("bastion.s3")
 
 # Request fields passed on: ranges and conditionals, so that S3 answers 206/304/412.
-_FORWARDED = frozenset(
+_FORWARDED: Final = frozenset(
     (b"range", b"if-none-match", b"if-modified-since", b"if-match", b"if-unmodified-since")
 )
 # Response fields relayed; framing fields are the exchange's business. Everything else
 # (x-amz-request-id, x-amz-meta-*, x-amz-server-side-encryption, Server…) stays inside.
-_RELAYED = frozenset(
+_RELAYED: Final = frozenset(
     (
         b"content-type",
         b"content-length",
@@ -55,13 +55,13 @@ _RELAYED = frozenset(
         b"connection",
     )
 )
-_PASSED = frozenset((200, 206, 304, 412, 416))
-_CODE = re.compile(rb"<Code>([^<]{1,64})</Code>")
+_PASSED: Final = frozenset((200, 206, 304, 412, 416))
+_CODE: Final = re.compile(rb"<Code>([^<]{1,64})</Code>")
 # S3 error codes that mean "no such object" as far as a visitor is concerned: AccessDenied is
 # what S3 answers for a missing key when the credentials may not list the bucket.
-_MISSING = frozenset((b"NoSuchKey", b"AccessDenied", b""))
-_MISSING_DETAIL = "No object exists at this path."
-_ERROR_BODY_LIMIT = 4096
+_MISSING: Final = frozenset((b"NoSuchKey", b"AccessDenied", b""))
+_MISSING_DETAIL: Final = "No object exists at this path."
+_ERROR_BODY_LIMIT: Final = 4096
 
 
 def s3_endpoint(config: S3) -> tuple[UpstreamAddress, str, str]:

@@ -3,22 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 # How a message body is framed on the wire.
-BODY_NONE = 0  # no body (HEAD, 204, 304, or an empty request)
-BODY_LENGTH = 1  # Content-Length
-BODY_CHUNKED = 2  # Transfer-Encoding: chunked
-BODY_CLOSE = 3  # response delimited by closing the connection
+BODY_NONE: Final = 0  # no body (HEAD, 204, 304, or an empty request)
+BODY_LENGTH: Final = 1  # Content-Length
+BODY_CHUNKED: Final = 2  # Transfer-Encoding: chunked
+BODY_CLOSE: Final = 3  # response delimited by closing the connection
 # A complete answer whose body is already known (errors, fixed answers): response
 # policies may edit its head but not transform its body. Sent as BODY_LENGTH.
-BODY_FIXED = 4
+BODY_FIXED: Final = 4
 
 # Methods the gateway refuses (501) instead of forwarding, over HTTP/1.1 and HTTP/2.
 # CONNECT would turn the connection into a tunnel to wherever the backend points it;
 # TRACE makes a backend echo the request it received, injected secrets and forwarding
 # headers included, back to the client (cross-site tracing). nginx refuses both too.
-REFUSED_METHODS = {
+REFUSED_METHODS: Final = {
     b"CONNECT": "CONNECT is not supported: bastion is a reverse proxy, not a tunnel.",
     b"TRACE": "TRACE is not supported: it would echo the headers the gateway adds.",
 }
@@ -42,7 +42,7 @@ class BodyFilter(Protocol):
 
 # Request's slots, also named by `derived_get`: a module constant because mypyc's classes
 # do not expose `__slots__` as a class attribute
-REQUEST_SLOTS = (
+REQUEST_SLOTS: Final = (
     "body_buffer",
     "body_bytes",
     "body_done",
@@ -211,7 +211,7 @@ class Request:
 # Slots a derived GET starts fresh: its body, its upgrade, the answer's edits and
 # filters (its answer goes to the cache, not to a client) and the outcome for the log.
 # Any other slot, present or added later, is copied.
-_FRESH_IN_DERIVED = frozenset(
+_FRESH_IN_DERIVED: Final = frozenset(
     (
         "body_buffer",
         "body_bytes",
@@ -242,4 +242,4 @@ _FRESH_IN_DERIVED = frozenset(
         "version",
     )
 )
-_COPIED_TO_DERIVED = tuple(n for n in REQUEST_SLOTS if n not in _FRESH_IN_DERIVED)
+_COPIED_TO_DERIVED: Final = tuple(n for n in REQUEST_SLOTS if n not in _FRESH_IN_DERIVED)

@@ -8,7 +8,7 @@ as `ParseReject` and answered by the connection (server.py).
 
 from __future__ import annotations
 
-from typing import Protocol, cast
+from typing import Final, Protocol, cast
 
 import httptools
 
@@ -25,7 +25,7 @@ from bastion.http1.state import (
 )
 from bastion.routing import parse_host
 
-_SPECIAL = frozenset(
+_SPECIAL: Final = frozenset(
     (
         b"host",
         b"content-length",
@@ -43,8 +43,10 @@ _SPECIAL = frozenset(
 )
 # the usual methods as shared str objects (their hash is computed once, and a log line or
 # a cache key made of them compares by identity)
-_METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
-_VERSION_DETAIL = "Only HTTP/1.0 and HTTP/1.1 are supported on this connection."
+_METHODS: Final = {
+    m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")
+}
+_VERSION_DETAIL: Final = "Only HTTP/1.0 and HTTP/1.1 are supported on this connection."
 
 
 class _ParsedURL(Protocol):

@@ -4,13 +4,15 @@ tunnels), and what follows a response: the next pipelined request, or closing.""
 
 from __future__ import annotations
 
+from typing import Final
+
 from bastion.http.downstream import Tunnel
 from bastion.http.request import BODY_FIXED, BODY_LENGTH, BODY_NONE, BodySink, Request
 from bastion.http.status import fixed_head
 from bastion.http1.closing import Closing
 from bastion.http1.state import BUFFER, QUEUE, T_HEAD, T_IDLE
 
-_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
 class ResponseWriter(Closing):  # one chain of parts: see http1/state.py

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 # httptools and ServerContext are imported at run time (not only for type checking): mypyc
 # builds the annotations of ConnectionState's class body from them (docs/compiled.md)
@@ -26,16 +26,21 @@ if TYPE_CHECKING:
     from bastion.http.request import Request
 
 # Timer kinds: what the connection is waiting for from the client.
-T_NONE, T_HEAD, T_BODY, T_IDLE, T_LINGER = range(5)
+# (one Final each: compiled, a read is a C constant, not a lookup in the module's dict)
+T_NONE: Final = 0
+T_HEAD: Final = 1
+T_BODY: Final = 2
+T_IDLE: Final = 3
+T_LINGER: Final = 4
 
 # The reasons to stop reading as plain ints: the connection combines them on every
 # request, and the enum's own operators cost a microsecond each.
-QUEUE = int(Pause.QUEUE)  # pipelined requests wait for the current response
-UPSTREAM = int(Pause.UPSTREAM)  # the upstream cannot take more request body yet
-BUFFER = int(Pause.BUFFER)  # a handler is not ready for the body yet
+QUEUE: Final = int(Pause.QUEUE)  # pipelined requests wait for the current response
+UPSTREAM: Final = int(Pause.UPSTREAM)  # the upstream cannot take more request body yet
+BUFFER: Final = int(Pause.BUFFER)  # a handler is not ready for the body yet
 
-LINGER_SECONDS = 2.0
-MAX_BUFFERED_BODY = 256 * 1024
+LINGER_SECONDS: Final = 2.0
+MAX_BUFFERED_BODY: Final = 256 * 1024
 
 
 class ParseReject(Exception):

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from bastion.proxy.tunnel import TunnelEnd
 
@@ -23,9 +23,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("bastion.proxy")
 
-IDEMPOTENT = frozenset(("GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"))
+IDEMPOTENT: Final = frozenset(("GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"))
 
-_AT_LIMIT = "The upstream server is at its connection limit."
+_AT_LIMIT: Final = "The upstream server is at its connection limit."
 
 
 class Attempts(TunnelEnd):  # one chain of parts: see proxy/base.py

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import ssl
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from bastion.balance.policies import read_cookie
 from bastion.http.context import request_clock
@@ -32,7 +32,7 @@ __all__ = ["Exchange"]
 
 log = logging.getLogger("bastion.proxy")
 
-_PAUSE_UPSTREAM = Pause.UPSTREAM  # (an enum member looked up once, not per call)
+_PAUSE_UPSTREAM: Final = Pause.UPSTREAM  # (an enum member looked up once, not per call)
 
 
 class Exchange(Attempts):  # with TunnelEnd, through Attempts: see proxy/base.py

@@ -19,7 +19,7 @@ import contextlib
 import logging
 import socket
 import ssl
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 import httptools
 
@@ -36,11 +36,11 @@ log = logging.getLogger("bastion.proxy")
 
 # How long connections released beyond `max_idle` in a burst may wait for the next
 # burst before the coldest of them are closed.
-_TRIM_DELAY = 1.0
+_TRIM_DELAY: Final = 1.0
 
 # The configuration's defaults, for origins that have no such settings (S3).
-DEFAULT_HEAD_BYTES = 64 * 1024
-DEFAULT_HEAD_FIELDS = 100
+DEFAULT_HEAD_BYTES: Final = 64 * 1024
+DEFAULT_HEAD_FIELDS: Final = 100
 
 
 class UpstreamHeadError(Exception):

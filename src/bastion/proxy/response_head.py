@@ -10,7 +10,7 @@ included: the tunnel that follows needs them.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from bastion.http.request import BODY_CHUNKED, BODY_CLOSE, BODY_LENGTH, BODY_NONE
 from bastion.http.status import STATUS_LINES, status_line
@@ -23,16 +23,23 @@ __all__ = ["RESPONSE_KINDS", "edit_kinds", "rewrite_head"]
 
 # What to do with a response field, by name: a dict probe on the name as sent (most
 # backends use one spelling) before falling back to its lowercase form.
-KEEP, LENGTH, DATE, CHUNKED, CONNECTION, UPGRADE, DROP = range(7)
+# (one Final each: compiled, a read is a C constant, not a lookup in the module's dict)
+KEEP: Final = 0
+LENGTH: Final = 1
+DATE: Final = 2
+CHUNKED: Final = 3
+CONNECTION: Final = 4
+UPGRADE: Final = 5
+DROP: Final = 6
 # Connection values that name no other header: nothing to strip besides Connection
-_PLAIN_CONNECTION = frozenset((b"keep-alive", b"Keep-Alive", b"close", b"Close"))
-RESPONSE_KINDS: dict[bytes, int] = {}
+_PLAIN_CONNECTION: Final = frozenset((b"keep-alive", b"Keep-Alive", b"close", b"Close"))
+RESPONSE_KINDS: Final[dict[bytes, int]] = {}
 for _name in RESPONSE_DROPPED:
     RESPONSE_KINDS[_name] = DROP
 RESPONSE_KINDS[b"transfer-encoding"] = CHUNKED
 RESPONSE_KINDS[b"connection"] = CONNECTION
 # Connection options that never remove a field from the relayed head
-_NOT_HOP_BY_HOP = frozenset((b"close", b"keep-alive", b"", b"content-length"))
+_NOT_HOP_BY_HOP: Final = frozenset((b"close", b"keep-alive", b"", b"content-length"))
 RESPONSE_KINDS[b"upgrade"] = UPGRADE
 RESPONSE_KINDS[b"content-length"] = LENGTH
 RESPONSE_KINDS[b"date"] = DATE

@@ -22,20 +22,23 @@ from __future__ import annotations
 
 import os
 import re
+from typing import Final
 
 from bastion.http.request import Request
 
 __all__ = ["TRACE_FIELDS", "trace_lines", "valid_traceparent"]
 
-TRACE_FIELDS = frozenset((b"traceparent", b"tracestate"))
+TRACE_FIELDS: Final = frozenset((b"traceparent", b"tracestate"))
 
 # version-traceid-parentid-flags, lower-case hex only; a later version may add fields
 # after a "-" (parsed as version 00, as the specification tells a version-00 reader)
-_TRACEPARENT = re.compile(rb"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?")
-_ZERO_TRACE = b"0" * 32
-_ZERO_PARENT = b"0" * 16
+_TRACEPARENT: Final = re.compile(
+    rb"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?"
+)
+_ZERO_TRACE: Final = b"0" * 32
+_ZERO_PARENT: Final = b"0" * 16
 # the specification's bound on list members: a longer tracestate is dropped whole
-_MAX_TRACESTATE_MEMBERS = 32
+_MAX_TRACESTATE_MEMBERS: Final = 32
 
 
 def valid_traceparent(value: bytes) -> bytes | None:
