@@ -14,7 +14,7 @@ batch reads a column as one slice: `rows[ROUTE::FIELDS]`.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from bastion.http.context import request_clock
 
@@ -22,32 +22,32 @@ if TYPE_CHECKING:
     from bastion.http.request import Request
 
 # the row: positions of the fields in it, FIELDS items a request
-ROUTE = 0  # req.route_name ("" no route answered)
-METHOD = 1
-STATUS = 2
-CACHE = 3  # "" without a cache
-END = 4  # when it finished (`req.ended`, else `http.context.request_clock()` read then)
-START = 5  # when its head was read (`req.start`, the same clock)
-UPSTREAM_TIME = 6  # -1.0 when not proxied
-BODY_BYTES = 7
-BYTES_OUT = 8
-REFUSED_BY = 9  # the refusing policy's config key, ""
-CONSUMER = 10  # ""
-COUNTS_FIELDS = 11  # a row of counts only (Prometheus) ends here; the details follow
-RAW_PATH = 11  # as requested, no query
-CLIENT_IP = 12
+ROUTE: Final = 0  # req.route_name ("" no route answered)
+METHOD: Final = 1
+STATUS: Final = 2
+CACHE: Final = 3  # "" without a cache
+END: Final = 4  # when it finished (`req.ended`, else `http.context.request_clock()` read then)
+TOOK: Final = 5  # seconds from its head to its end (END - `req.start`)
+UPSTREAM_TIME: Final = 6  # -1.0 when not proxied
+BODY_BYTES: Final = 7
+BYTES_OUT: Final = 8
+REFUSED_BY: Final = 9  # the refusing policy's config key, ""
+CONSUMER: Final = 10  # ""
+COUNTS_FIELDS: Final = 11  # a row of counts only (Prometheus) ends here; the details follow
+RAW_PATH: Final = 11  # as requested, no query
+CLIENT_IP: Final = 12
 # User-Agent and Referer as sent (b"" absent), kept by the parsers as the fields pass:
 # two bytes objects, never a container (no copy of the header list, no work for the
 # cycle collector, no scan of every field in the batch)
-USER_AGENT = 13
-REFERER = 14
-REQUEST_ID = 15
-UPSTREAM = 16  # the upstream endpoint ("")
-FIELDS = 17
+USER_AGENT: Final = 13
+REFERER: Final = 14
+REQUEST_ID: Final = 15
+UPSTREAM: Final = 16  # the upstream endpoint ("")
+FIELDS: Final = 17
 
 # rows kept before an early count is asked for: the memory of a stalled second stays
 # bounded (10,000 rows: about 1.3 MB of row items plus what they refer to)
-DEFAULT_CAP = 10_000
+DEFAULT_CAP: Final = 10_000
 
 
 class RequestTap:
@@ -81,15 +81,17 @@ class RequestTap:
         tap = self
 
         def detailed(req: Request) -> None:
-            # the order of FIELDS above; keep to slot reads (no call, no arithmetic)
+            # the order of FIELDS above; keep to slot reads (the subtraction is one of C doubles
+            # when compiled: cheaper here than a pass over two columns of the batch)
+            end = req.ended or request_clock()
             rows.extend(
                 (
                     req.route_name,
                     req.method,
                     req.status,
                     req.cache,
-                    req.ended or request_clock(),
-                    req.start,
+                    end,
+                    end - req.start,
                     req.upstream_time,
                     req.body_bytes,
                     req.bytes_out,
@@ -107,14 +109,15 @@ class RequestTap:
                 tap.on_full()
 
         def counts(req: Request) -> None:
+            end = req.ended or request_clock()
             rows.extend(
                 (
                     req.route_name,
                     req.method,
                     req.status,
                     req.cache,
-                    req.ended or request_clock(),
-                    req.start,
+                    end,
+                    end - req.start,
                     req.upstream_time,
                     req.body_bytes,
                     req.bytes_out,
