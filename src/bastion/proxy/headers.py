@@ -79,7 +79,6 @@ def build_request_head(
     gateway sets. `trace`: write the W3C trace context (`tracing.py`).
     """
     parts = [req.method.encode("ascii"), b" ", target, b" HTTP/1.1\r\n", host_line]
-    append = parts.append
     tokens = req.connection_tokens
     from_proxy = trusted is not None and trusted(req.client_ip)
     if trace:
@@ -102,9 +101,9 @@ def build_request_head(
                     trace_fields = []
                 trace_fields.append((lname, value))
             continue
-        append(name + b": " + value + b"\r\n")
+        parts.append(name + b": " + value + b"\r\n")
     if req.upstream_extra:
-        append(req.upstream_extra)
+        parts.append(req.upstream_extra)
 
     if from_proxy and trusted is not None:
         xff, real_ip = forwarded_chain(req, trusted)
@@ -114,26 +113,26 @@ def build_request_head(
         xff = real_ip = req.client_ip.encode("latin-1")
         xfp = scheme
         xfh = client_host
-    append(b"X-Forwarded-For: " + xff + b"\r\nX-Forwarded-Proto: " + xfp)
-    append(b"\r\nX-Forwarded-Host: " + xfh + b"\r\nX-Real-IP: " + real_ip)
+    parts.append(b"X-Forwarded-For: " + xff + b"\r\nX-Forwarded-Proto: " + xfp)
+    parts.append(b"\r\nX-Forwarded-Host: " + xfh + b"\r\nX-Real-IP: " + real_ip)
     rid = req.request_id.encode("latin-1")
     if trace_fields is None and trace and (not from_proxy or req.xrid is None):
         # the common case, inline: a new trace named by the gateway's own request id, as
         # one piece: `bytes.join` takes a buffer table from the heap (malloc) past ten
         # pieces, which a request with a few fields would otherwise cross
-        append(b"".join((_RID, rid, _TRACEPARENT, rid, b"-", rid[16:], _SAMPLED)))
+        parts.append(b"".join((_RID, rid, _TRACEPARENT, rid, b"-", rid[16:], _SAMPLED)))
         req.trace_id = req.request_id
     else:
-        append(b"\r\nX-Request-ID: " + rid + b"\r\n")
+        parts.append(b"\r\nX-Request-ID: " + rid + b"\r\n")
         if trace:
-            append(trace_lines(req, trace_fields, rid))
+            parts.append(trace_lines(req, trace_fields, rid))
     if req.upgrade is not None:
-        append(b"Connection: upgrade\r\nUpgrade: " + req.upgrade + b"\r\n")
+        parts.append(b"Connection: upgrade\r\nUpgrade: " + req.upgrade + b"\r\n")
     if req.chunked:
-        append(b"Transfer-Encoding: chunked\r\n")
+        parts.append(b"Transfer-Encoding: chunked\r\n")
     elif req.content_length is not None:
-        append(b"Content-Length: %d\r\n" % req.content_length)
-    append(b"\r\n")
+        parts.append(b"Content-Length: %d\r\n" % req.content_length)
+    parts.append(b"\r\n")
     return b"".join(parts)
 
 

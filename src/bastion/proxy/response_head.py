@@ -97,7 +97,6 @@ def rewrite_head(
     connection is not reused). Both are BODY_NONE for a 101.
     """
     lines = [STATUS_LINES.get(status) or status_line(status)]
-    append = lines.append
     chunked = False
     length = b""  # the Content-Length value, if any
     has_date = False
@@ -110,7 +109,7 @@ def rewrite_head(
             if prefixes and kind == KEEP and lname.startswith(prefixes):
                 continue
         if kind == KEEP:
-            append(name + b": " + value + b"\r\n")
+            lines.append(name + b": " + value + b"\r\n")
             continue
         if kind == LENGTH:
             length = value
@@ -123,7 +122,7 @@ def rewrite_head(
                 tokens += [t.strip().lower() for t in value.split(b",")]
             if status != 101 or kind in (CHUNKED, DROP):
                 continue
-        append(name + b": " + value + b"\r\n")
+        lines.append(name + b": " + value + b"\r\n")
     if tokens and status != 101:
         # Content-Length frames the body being relayed: named in Connection or not, the
         # client needs it (without it, a length-framed body would reach the client with
