@@ -17,8 +17,8 @@ from urllib.parse import unquote
 from bastion.config.addresses import UpstreamAddress, parse_upstream
 from bastion.config.origins import parse_endpoint
 from bastion.handlers.sigv4 import Signer, encode_key_path
+from bastion.proxy.base import ExchangeHandler
 from bastion.proxy.exchange import Exchange
-from bastion.proxy.pool import DEFAULT_HEAD_BYTES, DEFAULT_HEAD_FIELDS
 
 if TYPE_CHECKING:
     from bastion.balance.balancer import Balancer
@@ -81,37 +81,9 @@ def s3_endpoint(config: S3) -> tuple[UpstreamAddress, str, str]:
     return endpoint, endpoint.authority, "/" + config.bucket if path_style else ""
 
 
-class S3Handler:
-    # the attributes an Exchange reads from its handler: one endpoint, no retries on
-    # statuses, no connection limits, the default limits of an answer's head
-    max_response_header_bytes = DEFAULT_HEAD_BYTES
-    max_response_header_fields = DEFAULT_HEAD_FIELDS
-    attempts = 1
-    budget = None
-    retry_statuses = None
-    max_connections = 0
-    max_pending = 0
-    sticky_cookie = None
-    total_timeout = 0.0
-
-    __slots__ = (
-        "balancer",
-        "base",
-        "bucket",
-        "connect_timeout",
-        "index",
-        "loop",
-        "not_found",
-        "pool",
-        "pools",
-        "prefix",
-        "read_timeout",
-        "send_timeout",
-        "signer",
-        "strip",
-        "websocket_idle_timeout",
-    )
-
+class S3Handler(ExchangeHandler):
+    # what an Exchange reads from its handler: ExchangeHandler's defaults (one endpoint, no
+    # retries on statuses, no connection limits, the default limits of an answer's head)
     def __init__(
         self, config: S3, balancer: Balancer, host: str, base: str, strip: str | None
     ) -> None:

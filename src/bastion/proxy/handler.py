@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from bastion.balance.balancer import Balancer, RetryBudget
 from bastion.http.request import Request
+from bastion.proxy.base import ExchangeHandler
 from bastion.proxy.exchange import Exchange
 from bastion.proxy.headers import build_request_head, upgrade_to_forward
 
@@ -16,31 +17,9 @@ if TYPE_CHECKING:
     from bastion.proxy.base import ResponseRecorder
 
 
-class ProxyHandler:
-    __slots__ = (
-        "attempts",
-        "balancer",
-        "budget",
-        "connect_timeout",
-        "loop",
-        "max_connections",
-        "max_pending",
-        "max_response_header_bytes",
-        "max_response_header_fields",
-        "preserve_host",
-        "read_timeout",
-        "retry_statuses",
-        "send_timeout",
-        "sticky_cookie",
-        "strip",
-        "total_timeout",
-        "trace",
-        "trusted",
-        "underscores",
-        "upgrades",
-        "upstream_host_line",
-        "websocket_idle_timeout",
-    )
+class ProxyHandler(ExchangeHandler):
+    """The `proxy:` action of one route: what its exchanges read (`ExchangeHandler`) and how
+    its requests' heads are written upstream."""
 
     def __init__(
         self,
