@@ -47,6 +47,15 @@ NOT_IN_A_PLAIN_WORKER = (
     "jwt",
     "redis",
     "argon2",
+    "shutil",  # argparse's help formatter; tempfile, for a file of the data dir
+    "tempfile",
+    "bastion.cli.operate",  # the other commands' modules
+    "bastion.cli.service",
+    "bastion.cli.init",
+    "bastion.policies.headers",  # policies no route uses
+    "bastion.policies.ratelimit",
+    "bastion.policies.cors",
+    "bastion.policies.ipfilter",
 )
 
 

@@ -14,6 +14,7 @@ import sys
 from typing import Any
 
 from bastion.cli.common import data_dir_flag
+from bastion.cli.formatting import RawDescriptionHelpFormatter
 from bastion.cli.quick_addresses import (
     FROM_FORMS,
     TO_FORMS,
@@ -60,7 +61,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="quick mode: proxy an address to upstreams with HTTPS, no config file",
         description=_DESCRIPTION,
         epilog=_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=RawDescriptionHelpFormatter,
     )
     p.add_argument(
         "--from",

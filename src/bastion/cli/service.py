@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TextIO
 
 from bastion.cli.common import default_config_path, load
+from bastion.cli.formatting import RawDescriptionHelpFormatter
 from bastion.service_unit import ServicePlan, plan_service
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@:-]{0,200}")
@@ -44,7 +45,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="write a systemd unit for a config file",
         description=_DESCRIPTION,
         epilog=_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=RawDescriptionHelpFormatter,
     )
     install.add_argument(
         "-c",

@@ -9,13 +9,13 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from bastion.config.show import show
-from bastion.config.types import Duration, Network, Size
+from bastion.config.types import Duration, Network, Size, section
 
 __all__ = ["Cache", "CacheKey", "RouteCache"]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 def _header_name(value: str) -> str:
@@ -68,9 +68,7 @@ class RouteCache(_Model):
         description="Default window after expiry in which a stale response is served when "
         "the backend fails or times out (the response's own stale-if-error wins).",
     )
-    key: CacheKey = Field(
-        default_factory=lambda: CacheKey(), description="What the cache key is made of."
-    )
+    key: CacheKey = section("What the cache key is made of.")
     heuristic: bool = Field(
         default=False,
         description="Allow heuristic freshness (10% of the age of Last-Modified) for "

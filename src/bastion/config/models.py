@@ -46,6 +46,7 @@ from bastion.config.types import (
     WorkerCount,
     base_dir,
     one_or_many,
+    section,
     string_or_list_schema,
 )
 
@@ -53,7 +54,9 @@ __all__ = ["AccessLog", "Config", "Http2", "Limits", "Listen", "ServerTimeouts"]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # defer_build (every config module): a model's validator is built at its first use, so
+    # a worker builds only the root's, with every section inlined (see types.section)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 class Listen(_Model):
@@ -213,20 +216,16 @@ def _lower(value: Any) -> Any:
 class Config(_Model):
     """A whole bastion configuration file."""
 
-    listen: Listen = Field(default_factory=lambda: Listen(), description="Listen addresses.")
+    listen: Listen = section("Listen addresses.")
     sites: list[Site] = Field(
         min_length=1,
         description="Sites, chosen by the request's host: an exact name first, then the "
         "longest matching '*.suffix', then '*'.",
     )
-    limits: Limits = Field(default_factory=lambda: Limits(), description="Request size limits.")
-    timeouts: ServerTimeouts = Field(
-        default_factory=lambda: ServerTimeouts(), description="Client time limits."
-    )
-    access_log: AccessLog = Field(default_factory=lambda: AccessLog(), description="Access log.")
-    http2: Http2 = Field(
-        default_factory=lambda: Http2(), description="HTTP/2 on the HTTPS listeners."
-    )
+    limits: Limits = section("Request size limits.")
+    timeouts: ServerTimeouts = section("Client time limits.")
+    access_log: AccessLog = section("Access log.")
+    http2: Http2 = section("HTTP/2 on the HTTPS listeners.")
     trusted_proxies: list[Network] = Field(
         default_factory=list,
         description="Addresses or CIDRs of proxies in front of bastion whose "
@@ -248,42 +247,26 @@ class Config(_Model):
         "The --data-dir flag and $BASTION_DATA_DIR take precedence over it; null means "
         "/var/lib/bastion for root, else ~/.local/share/bastion.",
     )
-    acme: Acme = Field(
-        default_factory=lambda: Acme(),
-        description="ACME settings for certificates of public names (tls: auto).",
+    acme: Acme = section("ACME settings for certificates of public names (tls: auto).")
+    tls: TlsPolicy = section(
+        "TLS policy of the https listeners (profile, certificate file watching)."
     )
-    tls: TlsPolicy = Field(
-        default_factory=lambda: TlsPolicy(),
-        description="TLS policy of the https listeners (profile, certificate file watching).",
+    cache: Cache = section("The response cache used by routes with `cache:`.")
+    metrics: Metrics = section(
+        "Prometheus metrics of the traffic, on a listener of their own; off "
+        "unless metrics.listen is set."
     )
-    cache: Cache = Field(
-        default_factory=lambda: Cache(),
-        description="The response cache used by routes with `cache:`.",
+    stats: Stats = section("Traffic statistics kept in the data dir.")
+    alerts: Alerts = section(
+        "Alert rules evaluated like CloudWatch alarms, and the channels they notify."
     )
-    metrics: Metrics = Field(
-        default_factory=lambda: Metrics(),
-        description="Prometheus metrics of the traffic, on a listener of their own; off "
-        "unless metrics.listen is set.",
+    admin: Admin = section(
+        "The admin listener (dashboard and JSON API); off unless admin.listen is set."
     )
-    stats: Stats = Field(
-        default_factory=lambda: Stats(), description="Traffic statistics kept in the data dir."
-    )
-    alerts: Alerts = Field(
-        default_factory=lambda: Alerts(),
-        description="Alert rules evaluated like CloudWatch alarms, and the channels they notify.",
-    )
-    admin: Admin = Field(
-        default_factory=lambda: Admin(),
-        description="The admin listener (dashboard and JSON API); off unless admin.listen is set.",
-    )
-    tracing: Tracing = Field(
-        default_factory=lambda: Tracing(),
-        description="W3C trace context (traceparent, tracestate) sent upstream.",
-    )
-    state: State = Field(
-        default_factory=lambda: State(),
-        description="Shared state across instances (Redis): rate limits and quotas counted "
-        "exactly by every instance; off unless state.redis is set.",
+    tracing: Tracing = section("W3C trace context (traceparent, tracestate) sent upstream.")
+    state: State = section(
+        "Shared state across instances (Redis): rate limits and quotas counted "
+        "exactly by every instance; off unless state.redis is set."
     )
     log_level: Annotated[Literal["debug", "info", "warning", "error"], BeforeValidator(_lower)] = (
         Field(default="info", description="Lowest level of the server's own log messages.")

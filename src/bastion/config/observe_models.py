@@ -14,7 +14,7 @@ __all__ = ["Metrics", "Stats", "Tracing"]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 class Metrics(_Model):

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 
 from bastion.config.addresses import UpstreamAddress, parse_upstream
 from bastion.config.show import show
-from bastion.config.types import IndexName
+from bastion.config.types import IndexName, section
 from bastion.config.upstream import ProxyTimeouts, UpstreamTls
 
 __all__ = ["S3", "parse_endpoint", "resolve_credentials", "validate_bucket"]
@@ -78,7 +78,7 @@ def resolve_credentials(
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 class S3(_Model):
@@ -126,9 +126,7 @@ class S3(_Model):
     tls: UpstreamTls | None = Field(
         default=None, description="TLS settings for an https endpoint (custom CA, etc.)."
     )
-    timeouts: ProxyTimeouts = Field(
-        default_factory=lambda: ProxyTimeouts(), description="Time limits for the endpoint."
-    )
+    timeouts: ProxyTimeouts = section("Time limits for the endpoint.")
 
     @field_validator("bucket")
     @classmethod

@@ -47,7 +47,7 @@ def unset_variable(issue: ConfigIssue) -> str | None:
 
 
 class _Paths(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     data_dir: RelativePath | None = None
     pid_file: RelativePath | None = None

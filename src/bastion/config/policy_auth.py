@@ -116,7 +116,7 @@ def _ca_bundle(value: str | None, url: str | None, url_key: str) -> None:
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 class ApiKeysAuth(_Model):

@@ -23,7 +23,7 @@ __all__ = ["COMPRESSIBLE_TYPES", "Compress", "CompressSetting", "Validation"]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 def _source(value: str, info: ValidationInfo) -> str:

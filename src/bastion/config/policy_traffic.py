@@ -22,7 +22,7 @@ from pydantic import (
 )
 
 from bastion.config.show import show
-from bastion.config.types import Duration, HeaderValue, Method, Network, one_or_many
+from bastion.config.types import Duration, HeaderValue, Method, Network, one_or_many, section
 from bastion.config.units import parse_duration
 
 __all__ = [
@@ -41,7 +41,7 @@ __all__ = [
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 # ------------------------------------------------------------------ IP rules
@@ -405,13 +405,9 @@ class RequestHeaderRules(HeaderRules):
 class Headers(_Model):
     """Header rules for the request forwarded upstream and for the route's answers."""
 
-    request: RequestHeaderRules = Field(
-        default_factory=lambda: RequestHeaderRules(),
-        description="Rules for the request sent upstream (proxy routes).",
-    )
-    response: HeaderRules = Field(
-        default_factory=lambda: HeaderRules(),
-        description="Rules for every answer of the route (proxied, static, errors).",
+    request: RequestHeaderRules = section("Rules for the request sent upstream (proxy routes).")
+    response: HeaderRules = section(
+        "Rules for every answer of the route (proxied, static, errors)."
     )
 
 

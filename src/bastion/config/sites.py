@@ -54,7 +54,7 @@ __all__ = ["Redirect", "Respond", "Route", "Site", "Static"]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 class Redirect(_Model):

@@ -32,7 +32,7 @@ from pydantic import (
     field_validator,
 )
 
-from bastion.config.types import Duration, one_or_many
+from bastion.config.types import Duration, one_or_many, section
 
 __all__ = [
     "Breaker",
@@ -48,7 +48,7 @@ _URL_FORMS = "redis://host:port/db, rediss://host:port/db or unix:///path/to/red
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 def _node(value: str) -> str:
@@ -175,9 +175,8 @@ class State(_Model):
         description="Start of every Redis key of this gateway: instances that share counters "
         "use the same prefix.",
     )
-    breaker: Breaker = Field(
-        default_factory=lambda: Breaker(),
-        description="When requests stop asking an unreachable Redis, and when they try again.",
+    breaker: Breaker = section(
+        "When requests stop asking an unreachable Redis, and when they try again."
     )
     instances: int = Field(
         default=1,

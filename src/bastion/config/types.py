@@ -16,6 +16,7 @@ from typing import Annotated, Any
 from pydantic import (
     AfterValidator,
     BeforeValidator,
+    Field,
     PlainSerializer,
     PlainValidator,
     ValidationInfo,
@@ -48,6 +49,7 @@ __all__ = [
     "WorkerCount",
     "base_dir",
     "one_or_many",
+    "section",
     "string_or_list_schema",
 ]
 
@@ -60,6 +62,18 @@ def base_dir(info: ValidationInfo) -> Path:
     context = info.context if isinstance(info.context, dict) else {}
     directory = context.get(BASE_DIR_KEY)
     return Path(directory) if directory is not None else Path.cwd()
+
+
+def section(description: str) -> Any:
+    """The field of a nested section that may be left out of the file: its default is
+    ``{}``, validated by the enclosing model's validator exactly as the section written
+    empty would be.
+
+    The models are built lazily (``defer_build``): a worker builds only the root's
+    validator, with every section inlined. A default made by calling the section's model
+    (``Limits()``) would make pydantic build that model's own validator and serializer
+    too, memory a worker does not otherwise need."""
+    return Field(default_factory=dict, validate_default=True, description=description)
 
 
 def one_or_many(value: Any) -> Any:

@@ -36,13 +36,13 @@ from bastion.config.balancing import (
 )
 from bastion.config.material import ca_bundle_problem, client_context_problem
 from bastion.config.show import redact, show
-from bastion.config.types import Duration, RelativePath, Size
+from bastion.config.types import Duration, RelativePath, Size, section
 
 __all__ = ["Proxy", "ProxyTimeouts", "UpstreamTls"]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 class ProxyTimeouts(_Model):
@@ -162,22 +162,13 @@ class Proxy(_Model):
         description="Load-balancing policy; round_robin, or peak_ewma when the endpoints "
         "have more than one zone.",
     )
-    hash: HashKey = Field(
-        default_factory=lambda: HashKey(), description="Key of the hash policy."
-    )
-    sticky: Sticky = Field(
-        default_factory=lambda: Sticky(), description="Cookie of the sticky policy."
-    )
+    hash: HashKey = section("Key of the hash policy.")
+    sticky: Sticky = section("Cookie of the sticky policy.")
     health: ActiveHealth | None = Field(
         default=None, description="Active health checks; none by default."
     )
-    passive: PassiveHealth = Field(
-        default_factory=lambda: PassiveHealth(),
-        description="Ejection of endpoints that fail real requests.",
-    )
-    retries: Retries = Field(
-        default_factory=lambda: Retries(), description="Retries on another endpoint."
-    )
+    passive: PassiveHealth = section("Ejection of endpoints that fail real requests.")
+    retries: Retries = section("Retries on another endpoint.")
     max_connections: int = Field(
         default=0,
         ge=0,
@@ -212,9 +203,7 @@ class Proxy(_Model):
         description="How long the addresses of an upstream host name are used before it is "
         "resolved again.",
     )
-    timeouts: ProxyTimeouts = Field(
-        default_factory=lambda: ProxyTimeouts(), description="Upstream time limits."
-    )
+    timeouts: ProxyTimeouts = section("Upstream time limits.")
     preserve_host: bool | None = Field(
         default=None,
         description="Send the client's Host header upstream; false sends the upstream's "

@@ -14,15 +14,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from bastion.policies.base import RequestPolicy, ResponsePolicy, apply_response_policies
 from bastion.policies.chain import PolicyHandler
-from bastion.policies.cors import build_cors
 from bastion.policies.fields import fold
-from bastion.policies.headers import (
-    build_request_headers,
-    build_response_headers,
-    build_security_headers,
-)
-from bastion.policies.ipfilter import build_ip_filter
-from bastion.policies.ratelimit_build import build_rate_limit
 from bastion.registry import Registry
 
 if TYPE_CHECKING:
@@ -33,8 +25,61 @@ __all__ = ["POLICIES", "REQUEST_PHASE", "RESPONSE_PHASE", "build_policies", "wra
 PolicyBuilder = Callable[["RouteSpec", "BuildContext"], object | None]
 
 
-# The modules of auth, validation and compression, and the libraries they use, are
-# imported only for routes that use them: a feature that is off costs no memory.
+# Each policy's module, and the libraries it uses, is imported only for a route that
+# uses the policy (or whose site does): a feature that is off costs no memory. Each
+# wrapper returns None only where its builder would.
+def _ip_rules(spec: RouteSpec, ctx: BuildContext) -> object | None:
+    if spec.route.ip_rules is None and spec.site.ip_rules is None:
+        return None
+    from bastion.policies.ipfilter import build_ip_filter
+
+    return build_ip_filter(spec, ctx)
+
+
+def _cors(spec: RouteSpec, ctx: BuildContext) -> object | None:
+    if spec.route.cors is None and spec.site.cors is None:
+        return None
+    from bastion.policies.cors import build_cors
+
+    return build_cors(spec, ctx)
+
+
+def _rate_limits(spec: RouteSpec, ctx: BuildContext) -> object | None:
+    if not spec.route.rate_limits and not spec.route.quotas:
+        return None
+    from bastion.policies.ratelimit_build import build_rate_limit
+
+    return build_rate_limit(spec, ctx)
+
+
+def _no_header_rules(spec: RouteSpec) -> bool:
+    return spec.route.headers is None and spec.site.headers is None
+
+
+def _request_headers(spec: RouteSpec, ctx: BuildContext) -> object | None:
+    if _no_header_rules(spec):
+        return None
+    from bastion.policies.headers import build_request_headers
+
+    return build_request_headers(spec, ctx)
+
+
+def _security_headers(spec: RouteSpec, ctx: BuildContext) -> object | None:
+    if spec.route.security_headers is None and spec.site.security_headers is None:
+        return None
+    from bastion.policies.headers import build_security_headers
+
+    return build_security_headers(spec, ctx)
+
+
+def _response_headers(spec: RouteSpec, ctx: BuildContext) -> object | None:
+    if _no_header_rules(spec):
+        return None
+    from bastion.policies.headers import build_response_headers
+
+    return build_response_headers(spec, ctx)
+
+
 def _auth(spec: RouteSpec, ctx: BuildContext) -> object | None:
     if spec.route.auth is None:
         return None
@@ -62,14 +107,14 @@ def _compress(spec: RouteSpec, ctx: BuildContext) -> object | None:
 POLICIES: Registry[PolicyBuilder] = Registry(
     "policy",
     {
-        "ip_rules": build_ip_filter,
-        "cors": build_cors,  # answers preflights; adds its response fields
+        "ip_rules": _ip_rules,
+        "cors": _cors,  # answers preflights; adds its response fields
         "auth": _auth,  # API keys, JWT, Basic auth, forward auth
-        "rate_limits": build_rate_limit,  # and quotas
+        "rate_limits": _rate_limits,  # and quotas
         "body": _body,  # request validation and body limits
-        "request_headers": build_request_headers,  # header rules and secret injection
-        "security_headers": build_security_headers,
-        "response_headers": build_response_headers,
+        "request_headers": _request_headers,  # header rules and secret injection
+        "security_headers": _security_headers,
+        "response_headers": _response_headers,
         "compress": _compress,
     },
 )

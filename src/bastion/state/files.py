@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -49,6 +48,10 @@ def ensure_dir(path: Path) -> Path:
 def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
     """Replace ``path`` with ``data`` atomically; the file gets ``mode`` from the start
     (a private key is never readable by others, not even for a moment)."""
+    # imported here: tempfile brings shutil, bz2 and lzma, which a gateway that writes no
+    # file of the data dir (a plain one, once its state exists) does not otherwise hold
+    import tempfile
+
     directory = path.parent
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
     try:
