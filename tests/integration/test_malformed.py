@@ -245,6 +245,57 @@ def test_http10_without_host_is_accepted(gw: Gateway, backend: Backend) -> None:
 
 
 @pytest.mark.parametrize(
+    "fields",
+    [
+        b"Connection: keep-alive\r\n",
+        b"Proxy-Connection: keep-alive\r\n",
+        b"Proxy-Connection: Keep-Alive\r\nConnection: te\r\n",
+        b"Connection: x-a\r\nProxy-Connection: keep-alive\r\nX-A: 1\r\n",
+    ],
+    ids=["connection", "proxy-connection", "proxy-connection-and-another-token", "named-field"],
+)
+def test_http10_kept_alive_is_still_http10(gw: Gateway, backend: Backend, fields: bytes) -> None:
+    """llhttp keeps an HTTP/1.0 connection open for a keep-alive token in Connection or in
+    Proxy-Connection. The parser takes a request kept open without such a field for
+    HTTP/1.1 without asking llhttp for the version (http1/head.py): a 1.0 request that
+    llhttp keeps open must still be read as 1.0 (no Host needed, no chunked answer)."""
+    ten = b"GET /ten HTTP/1.0\r\n" + fields + b"\r\n"
+    reply = exchange(gw.port, ten + ten, timeout=2.0)
+    assert [r.status for r in reply.responses] == [200, 200]
+    for response in reply.responses:
+        assert response.headers["connection"] == "keep-alive"
+        assert "transfer-encoding" not in response.headers
+    assert [r["path"] for r in backend.requests] == ["/ten", "/ten"]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"GET /ten HTTP/1.1\r\n" + H + b"\r\n",
+        b"GET /ten HTTP/1.1\r\n" + H + b"Connection: keep-alive\r\n\r\n",
+        b"GET /ten HTTP/1.1\r\n" + H + b"Proxy-Connection: close\r\n\r\n",
+        b"GET /ten HTTP/1.1\r\nX-A: 1\r\n\r\n",
+    ],
+    ids=["plain", "keep-alive-token", "proxy-connection", "no-host"],
+)
+def test_http11_is_read_as_http11_whatever_its_connection_fields(
+    gw: Gateway, backend: Backend, data: bytes
+) -> None:
+    reply = exchange(gw.port, data, timeout=2.0)
+    if b"Host:" not in data:
+        assert [r.status for r in reply.responses] == [400]  # HTTP/1.1 needs a Host
+        assert backend.requests == []
+        return
+    assert [r.status for r in reply.responses] == [200]
+    assert "transfer-encoding" not in reply.responses[0].headers  # (a length-framed answer)
+    # kept open, as 1.1 is by default, unless a close token says otherwise (llhttp reads
+    # Proxy-Connection's as Connection's)
+    closes = b"close" in data
+    assert reply.closed is closes
+    assert reply.responses[0].headers.get("connection") == ("close" if closes else None)
+
+
+@pytest.mark.parametrize(
     "first",
     [b"GET /ten HTTP/1.0\r\n\r\n", b"GET /ten HTTP/1.1\r\n" + H + b"Connection: close\r\n\r\n"],
     ids=["http10", "connection-close"],

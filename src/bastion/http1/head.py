@@ -37,6 +37,7 @@ _SPECIAL: Final = frozenset(
         b"x-forwarded-proto",
         b"x-forwarded-host",
         b"x-request-id",
+        b"proxy-connection",
         b"user-agent",
         b"referer",
     )
@@ -94,6 +95,7 @@ class HeadParser(ResponseWriter):  # one chain of parts: see http1/state.py
         self.url_bytes = 0
         self.url_parts = []
         self.req = None
+        self.proxy_connection = False
         if self.active is not None:
             # A pipelined request while a response is in progress: its head timer
             # starts when that response is done (end_response), not now.
@@ -168,6 +170,8 @@ class HeadParser(ResponseWriter):  # one chain of parts: see http1/state.py
             req.xfh = value
         elif lname == b"x-request-id":
             req.xrid = value
+        elif lname == b"proxy-connection":
+            self.proxy_connection = True
 
     def on_headers_complete(self) -> None:
         self.in_head = False
@@ -177,7 +181,16 @@ class HeadParser(ResponseWriter):  # one chain of parts: see http1/state.py
         if req is None:
             req = self.req = Request()
         parser = self.parser
-        version = parser.get_http_version()
+        keep_alive = parser.should_keep_alive()
+        if keep_alive and not req.connection_tokens and not self.proxy_connection:
+            # llhttp keeps a connection open without a keep-alive token (which only a
+            # Connection or Proxy-Connection field brings) only for a version whose minor
+            # number is above 0, and of the versions it accepts (0.9, 1.0, 1.1, 2.0) that is
+            # 1.1 alone: no get_http_version, which formats a new str (about 1.8 k
+            # instructions a request; tests/protocol/test_http1_versions.py)
+            version = "1.1"
+        else:
+            version = parser.get_http_version()
         if version == "1.1":
             req.version = "1.1"  # the module's own str objects: hashed once, compared by identity
         elif version == "1.0":
@@ -200,7 +213,7 @@ class HeadParser(ResponseWriter):  # one chain of parts: see http1/state.py
         elif req.chunked:
             raise ParseReject(400, "HTTP/1.0 requests cannot use chunked transfer coding.")
         self._parse_target(req, target)
-        req.keep_alive = parser.should_keep_alive()
+        req.keep_alive = keep_alive
         if not parser.should_upgrade():
             req.upgrade = None
         elif req.has_body:

@@ -68,6 +68,9 @@ class ConnectionState(ProblemAnswers):
     last_host = ""
     head_bytes = 0
     head_raw = 0
+    # the request being parsed has a Proxy-Connection field (llhttp reads its keep-alive
+    # token as Connection's: see HeadParser.on_headers_complete)
+    proxy_connection = False
     # bytes of the read being parsed that earlier requests' heads and bodies took: a head
     # that begins inside a read is charged only for the rest of it
     chunk_used = 0
