@@ -187,7 +187,7 @@ class HeadParser(ResponseWriter):  # one chain of parts: see http1/state.py
             # Connection or Proxy-Connection field brings) only for a version whose minor
             # number is above 0, and of the versions it accepts (0.9, 1.0, 1.1, 2.0) that is
             # 1.1 alone: no get_http_version, which formats a new str (about 1.8 k
-            # instructions a request; tests/protocol/test_http1_versions.py)
+            # instructions a request; tests/integration/test_malformed.py)
             version = "1.1"
         else:
             version = parser.get_http_version()
