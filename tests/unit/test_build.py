@@ -44,6 +44,21 @@ def test_the_build_is_the_one_expected() -> None:
         assert kind in ("compiled (mypyc)", "pure Python")
 
 
+def test_each_build_records_traffic_with_its_own_tap() -> None:
+    # counting at once is cheap compiled and dear interpreted; a row per request the
+    # reverse (observe/rows.py): a worker must get the tap of the build it runs
+    from bastion.observe.recorder import request_tap
+
+    tap = type(request_tap(detailed=True)).__name__
+    spec = find_spec("bastion.observe.tap")
+    assert spec is not None and spec.origin is not None
+    compiled = not spec.origin.endswith(".py")
+    assert tap == ("RequestTap" if compiled else "RowTap")
+    expected = os.environ.get("BASTION_EXPECT_BUILD", "")
+    if expected:
+        assert tap == ("RequestTap" if expected == "compiled" else "RowTap")
+
+
 def test_compiled_modules_exist_and_leave_out_the_ones_being_rewritten() -> None:
     modules = compiled_modules()
     assert modules and all(

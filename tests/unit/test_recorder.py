@@ -1,24 +1,45 @@
-"""The traffic recorder: what a finished request leaves in the tap, what a counted batch
-puts in a second's Interval, how the recorder cuts the stream of rows at wall-clock
+"""The traffic recorder: what a finished request counts in the tap, what a batch it takes
+puts in a second's Interval, how the tap and the recorder split requests at wall-clock
 second boundaries (an injected clock), and the capped consumer metric."""
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import json
+import math
+from collections import Counter
+from collections.abc import Callable, Iterator
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from bastion.clock import ManualClock
 from bastion.http.request import Request
-from bastion.observe.aggregate import count
+from bastion.observe.aggregate import UNION_BOUNDS, Batch
 from bastion.observe.exposition import exposition
 from bastion.observe.interval import BUCKET_COUNT, MAX_ERRORS, STATS_BUCKETS, Interval
 from bastion.observe.metrics import OTHER_CONSUMERS, RequestMetrics, merge
-from bastion.observe.recorder import Recorder
-from bastion.observe.tap import RequestTap
+from bastion.observe.recorder import Recorder, Tap
+from bastion.observe.rows import RowTap
+from bastion.observe.tap import DEFAULT_CAP, Histogram, RequestTap
 
 START = 1000.0  # the loop's time requests start at in these tests
+
+# Each build has its own tap (`recorder.request_tap`): every test here runs with both
+TAPS: list[Callable[..., Tap]] = [RequestTap, RowTap]
+_tap_kind: list[Callable[..., Tap]] = [RequestTap]
+
+
+@pytest.fixture(autouse=True, params=TAPS, ids=["counting", "rows"])
+def tap_kind(request: pytest.FixtureRequest) -> Iterator[None]:
+    _tap_kind[0] = request.param
+    yield
+    _tap_kind[0] = RequestTap
+
+
+def new_tap(cap: int = DEFAULT_CAP, detailed: bool = True) -> Tap:
+    return _tap_kind[0](cap=cap, detailed=detailed)
 
 
 def finished(
@@ -63,18 +84,24 @@ def finished(
     return req
 
 
-def finish(tap: RequestTap, req: Request, now: float) -> None:
+def finish(tap: Tap, req: Request, now: float) -> None:
     """What the finish hook does with a request that finished at `now`."""
     req.ended = now
     tap.record(req)
 
 
+def taken(tap: Tap, wall_offset: float = 0.0) -> Batch:
+    """The tap's one batch (no recorder: no second boundary)."""
+    [(_, batch)] = tap.take(wall_offset)
+    return batch
+
+
 def interval_of(*finished_at: tuple[Request, float], wall_offset: float = 0.0) -> Interval:
-    tap = RequestTap()
+    tap = new_tap()
     for req, now in finished_at:
         finish(tap, req, now)
     interval = Interval(1_800_000_000)
-    count(tap.drain(), wall_offset).add_to(interval)
+    taken(tap, wall_offset).add_to(interval)
     return interval
 
 
@@ -82,14 +109,13 @@ def bucket(seconds: float) -> int:
     return next((i for i, bound in enumerate(STATS_BUCKETS) if seconds <= bound), BUCKET_COUNT - 1)
 
 
-def test_the_tap_keeps_rows_until_drained_and_starts_empty_again() -> None:
-    tap = RequestTap()
+def test_the_tap_counts_until_taken_and_starts_afresh() -> None:
+    tap = new_tap()
     finish(tap, finished(), START + 0.01)
     finish(tap, finished(status=404), START + 0.02)
     assert len(tap) == 2
-    rows = tap.drain()
-    assert len(tap) == 0 and tap.drain() == []
-    assert count(rows, 0.0).requests == 2
+    assert taken(tap).requests == 2
+    assert len(tap) == 0 and taken(tap).requests == 0 and taken(tap).routes == {}
 
 
 def test_outcomes_per_route_status_class_code_method_cache_and_refusal() -> None:
@@ -145,6 +171,69 @@ def test_sums_are_kept_apart_when_routes_interleave() -> None:
     assert sum(a.upstream) == 1 and sum(b.upstream) == 1
 
 
+def test_outcomes_are_exact_when_they_alternate_within_and_across_routes() -> None:
+    # the tap counts runs of equal outcomes (route, then method, status, cache,
+    # refusal): every change of any of them must end the run it interrupts
+    seq = [
+        ("/a/", "GET", 200, ""),
+        ("/a/", "GET", 200, ""),
+        ("/b/", "GET", 200, ""),
+        ("/a/", "GET", 200, ""),
+        ("/a/", "POST", 200, ""),
+        ("/a/", "GET", 200, ""),
+        ("/a/", "GET", 200, "HIT"),
+        ("/a/", "GET", 429, ""),
+        ("/a/", "GET", 200, ""),
+        ("", "GET", 404, ""),
+        ("/a/", "GET", 200, ""),
+    ]
+    got = interval_of(
+        *[
+            (finished(route=route, method=method, status=status, cache=cache), START + 0.01)
+            for route, method, status, cache in seq
+        ]
+    )
+    a = got.routes["/a/"]
+    assert a.requests == 9
+    assert a.methods == {"GET": 8, "POST": 1}
+    assert a.codes == {200: 8, 429: 1}
+    assert a.cache == {"HIT": 1}
+    assert got.routes["/b/"].requests == 1 and got.routes["none"].codes == {404: 1}
+    # equal strings that are distinct objects are the same outcome
+    twins = interval_of(
+        (finished(method="GET"), START + 0.01), (finished(method="".join("GET")), START + 0.02)
+    )
+    assert twins.routes["/api/"].methods == {"GET": 2}
+
+
+def test_every_bound_and_its_neighbours_land_in_the_bucket_prometheus_le_says() -> None:
+    # the tap finds buckets from a table under 50 ms and by a search above: check both
+    # against a plain bisection, on each bound of the union and just either side of it
+    values = [0.0, 5e-324, 0.049999, 0.05, 0.0500001, 1e9, math.inf]
+    for bound in UNION_BOUNDS:
+        values += [math.nextafter(bound, 0.0), bound, math.nextafter(bound, math.inf)]
+    values += [step / 2000.0 + 1e-12 for step in range(100)]
+    for order in (values, values[::-1]):  # the search starts from the last bucket
+        histogram = Histogram()
+        for value in order:
+            histogram.add(value)
+        expected = Counter(bisect.bisect_left(UNION_BOUNDS, v) for v in order)
+        assert histogram.buckets() == dict(expected)
+
+
+def test_latency_buckets_hold_their_upper_bound_and_the_extremes() -> None:
+    # Prometheus' `le`: a value equal to a bound is in that bound's bucket; the tap's
+    # bucket search starts where the last value fell, so jump up and down
+    seconds = [0.001, 0.0005, 120.0, 0.001, 0.0, 0.0010001, 60.0]
+    got = interval_of(*[(finished(start=START), START + s) for s in seconds])
+    api = got.routes["/api/"]
+    expected = [0] * BUCKET_COUNT
+    for s in seconds:
+        expected[bucket(s)] += 1
+    assert api.latency == expected
+    assert api.latency[BUCKET_COUNT - 1] == 1  # 120 s: the last bucket (+Inf)
+
+
 def test_top_dimensions_paths_404s_clients_agents_and_referrers() -> None:
     firefox = [
         (b"host", b"Host", b"example.com"),
@@ -157,12 +246,13 @@ def test_top_dimensions_paths_404s_clients_agents_and_referrers() -> None:
         (finished(path="/a", headers=firefox, client="192.0.2.1"), START + 0.01),
         (finished(path="/b", headers=curl, client="192.0.2.2"), START + 0.01),
         (finished(route="", status=404, path="/nope", client="2001:db8::1"), START + 0.01),
+        (finished(path="/a", client="192.0.2.1"), START + 0.01),  # a value comes back
     )
-    assert got.top["paths"] == {"/a": 2, "/b": 1, "/nope": 1}
+    assert got.top["paths"] == {"/a": 3, "/b": 1, "/nope": 1}
     assert got.top["not_found"] == {"/nope": 1}
-    assert got.top["clients"] == {"192.0.2.1": 2, "192.0.2.2": 1, "2001:db8::1": 1}
-    assert got.top["agents"] == {"Mozilla/5.0 Firefox/120.0": 2, "curl/8.5.0": 1, "": 1}
-    assert got.top["referrers"] == {"https://example.org/": 2, "": 2}
+    assert got.top["clients"] == {"192.0.2.1": 3, "192.0.2.2": 1, "2001:db8::1": 1}
+    assert got.top["agents"] == {"Mozilla/5.0 Firefox/120.0": 2, "curl/8.5.0": 1, "": 2}
+    assert got.top["referrers"] == {"https://example.org/": 2, "": 3}
 
 
 def test_consumers_with_their_429s() -> None:
@@ -202,8 +292,8 @@ def test_5xx_answers_are_kept_with_their_request_ids_and_capped() -> None:
 # ----------------------------------------------------------------- the recorder
 
 
-def recorder_on(clock: ManualClock) -> tuple[Recorder, RequestTap, list[Interval]]:
-    tap = RequestTap()
+def recorder_on(clock: ManualClock) -> tuple[Recorder, Tap, list[Interval]]:
+    tap = new_tap()
     recorder = Recorder(tap, clock)
     seen: list[Interval] = []
     recorder.add_sink(seen.append)
@@ -228,6 +318,47 @@ def test_each_request_lands_in_the_wall_clock_second_it_finished_in() -> None:
     recorder.flush()
     assert [i.start for i in seen] == [1_800_000_000, 1_800_000_001]
     assert seen[1].requests == 1
+
+
+def test_a_request_past_the_boundary_opens_its_own_second_before_the_timer_runs() -> None:
+    clock = ManualClock(1_800_000_000.5)
+    recorder, tap, seen = recorder_on(clock)
+    finish(tap, finished(start=clock.monotonic()), clock.monotonic())  # in :00
+    clock.advance(0.5)  # exactly :01.000: the first instant of the next second
+    finish(tap, finished(status=404, start=clock.monotonic()), clock.monotonic())
+    clock.advance(2.7)  # :03.7, the timer stalled since :00
+    finish(tap, finished(status=500, start=clock.monotonic()), clock.monotonic())
+    clock.advance(0.1)
+    recorder.flush()
+    assert [(i.start, i.requests) for i in seen] == [(1_800_000_000, 1), (1_800_000_001, 1)]
+    assert seen[1].routes["/api/"].codes == {404: 1}
+    assert recorder.current.start == 1_800_000_003
+    assert recorder.current.routes["/api/"].codes == {500: 1}
+    clock.advance(0.3)  # :04.1
+    finish(tap, finished(start=clock.monotonic()), clock.monotonic())
+    recorder.flush()
+    assert [i.start for i in seen][2:] == [1_800_000_003]
+    assert recorder.current.start == 1_800_000_004 and recorder.current.requests == 1
+
+
+def test_a_route_counted_again_after_a_take_keeps_each_second_apart() -> None:
+    # the tap reuses a route's emptied tally after a take: a second ending before the
+    # next take must not share it with the one after
+    clock = ManualClock(1_800_000_000.1)
+    recorder, tap, seen = recorder_on(clock)
+    finish(tap, finished(out=1, start=clock.monotonic()), clock.monotonic())
+    clock.advance(0.2)
+    recorder.flush()  # a scrape: taken, the second still open
+    finish(tap, finished(out=10, start=clock.monotonic()), clock.monotonic())  # :00.3
+    clock.advance(0.8)  # :01.1
+    finish(tap, finished(out=100, start=clock.monotonic()), clock.monotonic())
+    finish(tap, finished(out=1000, start=clock.monotonic()), clock.monotonic())
+    recorder.flush()
+    assert [(i.start, i.requests, i.routes["/api/"].bytes_out) for i in seen] == [
+        (1_800_000_000, 2, 11)
+    ]
+    assert recorder.current.routes["/api/"].bytes_out == 1100
+    assert recorder.current.requests == 2
 
 
 def test_a_scrape_flush_counts_everything_without_closing_the_second() -> None:
@@ -264,7 +395,7 @@ def test_idle_seconds_are_closed_empty_and_a_stall_closes_only_the_last() -> Non
 
 def test_without_sinks_only_the_counters_are_fed() -> None:
     clock = ManualClock(1_800_000_000.5)
-    tap = RequestTap(detailed=False)  # what the metrics alone need
+    tap = new_tap(detailed=False)  # what the metrics alone need
     recorder = Recorder(tap, clock)
     metrics = recorder.metrics = RequestMetrics()
     finish(tap, finished(status=503, start=clock.monotonic()), clock.monotonic())
@@ -291,7 +422,7 @@ def test_a_full_tap_is_counted_at_the_loops_next_turn() -> None:
     loop = asyncio.new_event_loop()
     try:
         clock = ManualClock(1_800_000_000.5)
-        tap = RequestTap(cap=3)
+        tap = new_tap(cap=3)
         recorder = Recorder(tap, clock)
         recorder.add_sink(lambda interval: None)
         recorder.start(loop)
@@ -325,10 +456,10 @@ def consumer_counts(text: bytes) -> dict[tuple[str, str], float]:
 
 
 def counted(metrics: RequestMetrics, *reqs: Request) -> None:
-    tap = RequestTap()
+    tap = new_tap()
     for req in reqs:
         finish(tap, req, START + 0.01)
-    metrics.add(count(tap.drain(), 0.0))
+    metrics.add(taken(tap))
 
 
 def test_consumers_are_capped_to_the_busiest_across_workers() -> None:

@@ -1,27 +1,42 @@
 """Request metrics: what a counted batch of finished requests adds to the counters, how
 workers' counts add up, and the Prometheus text that a scrape gets (parsed back with
-prometheus-client's own parser). Requests go through the real tap and batch count."""
+prometheus-client's own parser). Requests go through the real tap."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from bastion.http.request import Request
-from bastion.observe.aggregate import count
 from bastion.observe.exposition import exposition
 from bastion.observe.metrics import UNROUTED, RequestMetrics, merge
+from bastion.observe.recorder import Tap
+from bastion.observe.rows import RowTap
 from bastion.observe.tap import RequestTap
+
+
+@pytest.fixture(autouse=True, params=[RequestTap, RowTap], ids=["counting", "rows"])
+def tap_kind(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every test with the tap of each build (`recorder.request_tap`)."""
+    _tap_kind[0] = request.param
+    yield
+    _tap_kind[0] = RequestTap
+
+
+_tap_kind: list[Callable[..., Tap]] = [RequestTap]
 
 
 def record(metrics: RequestMetrics, *finished_at: tuple[Request, float]) -> None:
     """The requests as the finish hook hands them to the tap, counted as one batch."""
-    tap = RequestTap()
+    tap = _tap_kind[0]()
     for req, now in finished_at:
         req.ended = now
         tap.record(req)
-    metrics.add(count(tap.drain(), 0.0))
+    [(_, batch)] = tap.take(0.0)
+    metrics.add(batch)
 
 
 def finished(

@@ -1,7 +1,7 @@
 """One worker's traffic during one wall-clock second, in the form every consumer reads.
 
-The request path only appends a row per finished request (`observe/tap.py`); once a second
-the recorder aggregates the batch into an `Interval`. The Prometheus counters, the
+The request path counts each finished request into its route's tally (`observe/tap.py`);
+once a second the recorder adds the tallies up into an `Interval`. The Prometheus counters, the
 statistics store, the live view and the alerts all read Intervals, never requests. An
 Interval is plain data: `to_json` / `from_json` carry it between workers and into storage,
 and `merge` adds several up (the workers of an instance, the seconds of a minute).

@@ -1,8 +1,8 @@
 """Request metrics: per-worker counters and fixed-bucket histograms, fed once a second
 (and at each scrape) with a counted batch of finished requests (`aggregate.Batch`).
 
-Nothing here runs per request: the request path only adds a row to the tap
-(`observe/tap.py`), and the recorder hands each counted batch to `add`. `snapshot()`
+Nothing here runs per request: the request path only counts into the tap
+(`observe/tap.py`), and the recorder hands each batch it takes to `add`. `snapshot()`
 turns the counters into plain data (JSON-ready) for the other workers; `merge` adds the
 snapshots of every worker up, so a scrape of any worker reports the totals of all.
 """

@@ -1,10 +1,10 @@
 """The metrics listener: `GET /metrics` in the Prometheus text format, on an address of
 its own (never a site's listener), to the addresses of `metrics.allow` only.
 
-Every worker counts its own requests (`observe/recorder.py`: the tap's rows, counted once
-a second) and, when there are several workers, puts a snapshot of its counters in the
+Every worker counts its own requests (`observe/tap.py`, taken once a second by
+`observe/recorder.py`) and, when there are several workers, puts a snapshot of its counters in the
 shared `Snapshots` store once a second. A scrape reaches one worker (the listener is shared with
-SO_REUSEPORT): it counts what its tap holds, then answers with its counters plus the
+SO_REUSEPORT): it takes what its tap counted, then answers with its counters plus the
 latest snapshot of every other worker, so the figures are the totals of the instance
 whichever worker answers. A worker that stops takes its counts with it; Prometheus reads
 the drop as a counter reset.

@@ -258,11 +258,10 @@ class Observability:
 def _start_recorder(ctx: WorkerContext, details: bool) -> Recorder:
     """The tap as a request observer and the recorder counting it once a second. A
     reload keeps both (and their counts)."""
-    from bastion.observe.recorder import Recorder
-    from bastion.observe.tap import RequestTap
+    from bastion.observe.recorder import Recorder, request_tap
 
-    tap = RequestTap(detailed=details)
-    # the default clock is `http.context.request_clock`, the one the rows carry
+    tap = request_tap(details)
+    # the default clock's monotonic is `http.context.request_clock`, the tap's clock
     recorder = Recorder(tap, in_flight=ctx.in_flight)
     ctx.add_observer(tap.record)
     recorder.start(ctx.loop)
