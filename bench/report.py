@@ -317,6 +317,26 @@ POLICY_RATIO_MIN = 0.85
 # than that between runs on a shared machine, so this check reads with that in mind.
 OBSERVE_PAIR = ("bastion", "bastion-observe")
 OBSERVE_RATIO_MIN = 0.95
+OBSERVE_INSTRUCTIONS_MAX = 0.05  # the budget: at most 5% more instructions per request
+
+
+def parse_instructions(output: str) -> tuple[float, float, float] | None:
+    """From `instructions.py bare observe`'s output: the "net" instructions per request
+    with everything off and on (medians over the rounds) and the median change (0.05:
+    +5%), or None when the output has no such figures."""
+    import re
+    from statistics import median
+
+    nets: dict[str, list[float]] = {"bare": [], "observe": []}
+    for line in output.splitlines():
+        found = re.match(r"(bare|observe)\s+\d+ requests .* net\s+([\d.]+) kIr/req", line)
+        if found:
+            nets[found.group(1)].append(float(found.group(2)) * 1000)
+    change = re.search(r"^observe\s+[+-][\d.]+k\s+[+-][\d.]+%\s+[+-][\d.]+k\s+([+-][\d.]+)%",
+                       output, re.MULTILINE)
+    if not nets["bare"] or not nets["observe"] or change is None:
+        return None
+    return median(nets["bare"]), median(nets["observe"]), float(change.group(1)) / 100
 
 
 def _pair_check(

@@ -106,6 +106,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--render", type=Path, metavar="RESULTS_JSON",
                    help="measure nothing: print the tables of a saved results file")
     p.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (configs, logs)")
+    p.add_argument("--instruction-rounds", type=int, default=1,
+                   help="with the observe scenario: paired callgrind rounds of bare and "
+                        "observe (bench/instructions.py) for the 5%% budget; 0: none (1)")
     args = p.parse_args(argv)
     if args.quick:
         args.duration, args.runs, args.warmup = 3.0, 1, 1.0
@@ -197,8 +200,10 @@ def access_log_note(path: Path) -> str:
 
 
 def print_report(results: report.Results, titles: dict[str, str], notes: list[str],
-                 method: str, markdown: bool) -> list[report.Check]:
-    """Add the ratios to ``results``, print the tables and return bastion's checks."""
+                 method: str, markdown: bool,
+                 extra: list[report.Check] | None = None) -> list[report.Check]:
+    """Add the ratios to ``results``, print the tables and return bastion's checks
+    (``extra``: checks measured apart, printed with the policy and observability ones)."""
     report.add_ratios(results)
     has_bastion = any(t.startswith("bastion") for e in results.values() for t in e)
     checks = report.checks(results) if has_bastion else []
@@ -206,6 +211,7 @@ def print_report(results: report.Results, titles: dict[str, str], notes: list[st
     policy = report.policy_checks(results) if has_bastion else []
     policy += report.observe_checks(results) if has_bastion else []
     policy += report.rl_redis_checks(results) if has_bastion else []
+    policy += extra or []
     if not any(
         name not in (*report.TLS_SCENARIOS, *report.RL_SCENARIOS, "policy", "observe", "cache-hit")
         for name in results
@@ -250,8 +256,44 @@ def render(path: Path, markdown: bool) -> int:
     payload = json.loads(path.read_text())
     titles = {name: f"{name}: {sc['description']}" for name, sc in payload["scenarios"].items()}
     print(f"results of {payload['timestamp']} (bastion {payload['machine']['bastion_commit']})")
-    print_report(payload["results"], titles, payload["notes"], payload["method"], markdown)
+    extra = [report.Check(**c) for c in payload.get("instruction_checks", [])]
+    print_report(payload["results"], titles, payload["notes"], payload["method"], markdown,
+                 extra)
     return 0
+
+
+def observe_instructions(args: argparse.Namespace) -> list[report.Check]:
+    """The observability budget in instructions per request: `instructions.py`'s paired
+    callgrind runs of the bare proxy with every observability feature off and on, its
+    "net" figures (the loop's thread less its idle rate). Throughput moves by more than
+    5% between runs on a shared machine; instruction counts do not."""
+    name = (f"every observability feature on: instructions per request <= "
+            f"{1 + report.OBSERVE_INSTRUCTIONS_MAX:.2f}x off (callgrind, net)")
+    if shutil.which("valgrind") is None:
+        return [report.Check(name, "SKIP", "valgrind not installed (apt-get install valgrind)")]
+    log(f"observe: instructions per request, {args.instruction_rounds} paired callgrind "
+        "round(s) of bare and observe")
+    done = subprocess.run(
+        [sys.executable, str(BENCH_DIR / "instructions.py"), "--bastion", str(args.bastion),
+         "--together", "--rounds", str(args.instruction_rounds), "bare", "observe"],
+        capture_output=True, text=True, check=False,
+    )
+    net = report.parse_instructions(done.stdout)
+    if done.returncode or net is None:
+        tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
+        return [report.Check(name, "SKIP", f"instructions.py failed: {tail[0][:160]}")]
+    off, on, change = net
+    ok = change <= report.OBSERVE_INSTRUCTIONS_MAX
+    detail = (f"{change * 100:+.1f}% ({on / 1000:.1f} k against {off / 1000:.1f} k a request, "
+              f"{bastion_build(args.bastion)})")
+    return [report.Check(name, "PASS" if ok else "FAIL", detail)]
+
+
+def bastion_build(bastion: Path) -> str:
+    """Which build ``bastion`` is ("compiled (mypyc) build" or "pure Python build")."""
+    done = subprocess.run([str(bastion), "--version"], capture_output=True, text=True,
+                          check=False)
+    return done.stdout.strip().partition(", ")[2] or "build unknown"
 
 
 def start_slots(env: targets.Env, names: list[str], tls: bool, skipped: dict[str, str],
@@ -415,7 +457,11 @@ def main(argv: list[str] | None = None) -> int:
               f"proxy on CPU {sorted(proxy_cpus) if proxy_cpus else 'any'}, "
               f"wrk + backend on CPU {sorted(load_cpus) if load_cpus else 'any'}")
     titles = {sc.name: f"{sc.name}: {sc.description}" for sc in scenarios}
-    checks = print_report(results, titles, notes, method, args.markdown)
+    # after the throughput runs, with every target stopped: callgrind wants the cores
+    instruction_checks = (observe_instructions(args)
+                          if "observe" in args.scenario_list and args.instruction_rounds > 0
+                          else [])
+    checks = print_report(results, titles, notes, method, args.markdown, instruction_checks)
 
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     args.results_dir.mkdir(parents=True, exist_ok=True)
@@ -431,6 +477,7 @@ def main(argv: list[str] | None = None) -> int:
                                "description": s.description} for s in scenarios},
         "results": results,
         "checks": [c.to_dict() for c in checks],
+        "instruction_checks": [c.to_dict() for c in instruction_checks],
     }
     out_path.write_text(json.dumps(payload, indent=2, default=str))
     print(f"results written to {out_path}")
