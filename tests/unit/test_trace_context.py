@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from bastion.http.context import ServerContext
+from bastion.http.ids import RequestIds
 from bastion.http.request import Request
 from bastion.observe.events import EventCounters, auth_reason, merge
 from bastion.proxy.headers import build_request_head
@@ -36,6 +37,20 @@ def test_request_ids_are_trace_ids() -> None:
     assert len(set(ids)) == 3
     for rid in ids:
         assert len(rid) == 32 and int(rid, 16) and rid == rid.lower()
+
+
+def test_request_ids_count_in_hex_across_the_table_of_last_digits() -> None:
+    # the last three digits come from a table and the rest is formatted once per 4,096:
+    # the ids must be what formatting the whole counter each time gives, at every carry
+    ids = RequestIds()
+    start = ids.counter
+    for n in range(1, 3 * 4096 + 2):
+        rid = ids.next()
+        assert rid == ids.prefix + f"{start + n:016x}", n
+    ids = RequestIds(start=(1 << 61) - 2)  # a carry through every digit of the counter
+    assert ids.next()[16:] == "1fffffffffffffff"
+    assert ids.next()[16:] == "2000000000000000"
+    assert ids.next()[16:] == "2000000000000001"
 
 
 def _head(headers: list[tuple[bytes, bytes]], trace: bool = True) -> tuple[bytes, Request]:

@@ -10,10 +10,11 @@ subclass; tests may use this class as it is.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
+
+from bastion.http.ids import RequestIds
 
 if TYPE_CHECKING:
     from bastion.http.downstream import Downstream
@@ -166,15 +167,11 @@ class ServerContext:
         self.plan = plan
         self.connections: set[Connection] = set()
         self.http2_connections: set[GoingAway] = set()
-        self._id_prefix = os.urandom(8).hex()
-        # from 2**60: `hex` then always gives 16 digits (zero-padding costs a format call)
-        self._id_counter = 1 << 60
+        self.request_ids = RequestIds()
 
     def next_request_id(self) -> str:
-        self._id_counter += 1
-        # a random per-process prefix and a counter: unique, and cheap to make; 32 hex
-        # digits, never all zero, so that it is also a W3C trace id (proxy/tracing.py)
-        return self._id_prefix + hex(self._id_counter)[2:]
+        """A new request id (`http.ids`; dispatch calls `request_ids.next()` itself)."""
+        return self.request_ids.next()
 
     def in_flight(self) -> int:
         """Requests in progress on this context's connections (read once a second)."""

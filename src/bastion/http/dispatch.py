@@ -28,7 +28,7 @@ def dispatch(ctx: ServerContext, client: Downstream, req: Request, secure: bool)
         if req.xrid is not None and plan.is_trusted(req.client_ip):
             req.request_id = req.xrid.decode("latin-1")
         else:
-            req.request_id = ctx.next_request_id()
+            req.request_id = ctx.request_ids.next()
     try:
         route, status, allow = plan.route(req, secure)
         if route is None:
@@ -54,7 +54,7 @@ def request_id(ctx: ServerContext, req: Request) -> None:
     if req.xrid is not None and ctx.plan.is_trusted(req.client_ip):
         req.request_id = req.xrid.decode("latin-1")
     else:
-        req.request_id = ctx.next_request_id()
+        req.request_id = ctx.request_ids.next()
 
 
 def cancel_handler(req: Request, producer: Producer | None) -> None:

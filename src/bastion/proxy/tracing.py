@@ -8,7 +8,7 @@ bastion takes part in a trace without recording spans of its own (no span export
   backend's span would hang off a parent missing from the trace;
 - with no `traceparent`, or an invalid one (bad version or length, upper-case or non-hex
   digits, an all-zero id, two fields), bastion starts a trace: the trace id is the request
-  id when bastion made it (32 hex digits: `ServerContext.next_request_id`), so a log line,
+  id when bastion made it (32 hex digits: `http.ids`), so a log line,
   an `X-Request-ID` and a trace name the same request; the parent id is the request id's
   counter half; the sampled flag is set, so that a backend that samples by its parent
   records the request. A client's `tracestate` is dropped with its invalid `traceparent`
