@@ -1,12 +1,14 @@
-"""Inputs on which the two request taps (`tap.RequestTap`, `rows.RowTap`) disagree.
+"""Two inputs on which the two request taps (`tap.RequestTap`, `rows.RowTap`) disagreed,
+found by a review of the equivalence test's kind (test_tap_equivalence.py):
 
 - Requests reach the finish hook in the order they finish, but their time is
   `req.ended`, which the proxy reads at the upstream's end (`proxy/exchange.py`), before
   the answer's last write: a request can be recorded after one that ended a little later.
-  `RequestTap` rolls over at the first request past the boundary; `RowTap` bisects its
-  column of end times as if it were sorted.
-- `RequestTap` counts the top-K dimensions only while `top` is set when a request is
-  recorded; `RowTap` keeps the values and counts them if `top` is set when taken.
+  `RequestTap` rolls over at the first request past the boundary; `RowTap` bisected its
+  column of end times as if it were sorted (it now cuts at the first row past it).
+- `RequestTap` counted the top-K dimensions only while `top` was set when a request was
+  recorded; `RowTap` keeps the values and counts them if `top` is set when taken (both
+  now decide when taken).
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ from bisect import bisect_left, bisect_right
 from collections import Counter
 from collections.abc import Callable
 from itertools import compress, repeat
-from operator import eq, ge
+from operator import eq, ge, indexOf
 from typing import TYPE_CHECKING, Any, Final
 
 from bastion.http.context import request_clock
@@ -173,7 +173,14 @@ class RowTap:
             if boundary == _NO_BOUNDARY:
                 cut = len(rows)
             else:
-                cut = bisect_left(rows[END::fields], boundary) * fields
+                # the first row at or past the boundary, as `tap.RequestTap` rolls over:
+                # rows are in the order requests were recorded, and a request's end time
+                # is read a little before its finish hook runs, so the times are not
+                # always sorted (a bisection could put a row past the boundary before it)
+                try:
+                    cut = indexOf(map(ge, rows[END::fields], repeat(boundary)), True) * fields
+                except ValueError:
+                    cut = len(rows)
             if cut:
                 taken.append((boundary, count(rows[:cut], wall_offset, top, fields)))
                 rows = rows[cut:]

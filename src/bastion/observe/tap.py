@@ -356,34 +356,34 @@ class RequestTap:
                 )
                 if len(tallies.errors) > 2 * MAX_ERRORS:
                     del tallies.errors[:-MAX_ERRORS]
-            if self.top:
-                # the runs, inline: a call only when a value changes
-                text = req.raw_path
-                run = tallies.paths
-                if text == run.last:
-                    run.n += 1
-                else:
-                    run.add(text)
-                if status == 404:
-                    tallies.not_found.add(text)
-                text = req.client_ip
-                run = tallies.clients
-                if text == run.last:
-                    run.n += 1
-                else:
-                    run.add(text)
-                value = req.user_agent
-                field = tallies.agents
-                if value == field.last:
-                    field.n += 1
-                else:
-                    field.add(value)
-                value = req.referer
-                field = tallies.referrers
-                if value == field.last:
-                    field.n += 1
-                else:
-                    field.add(value)
+            # the runs, inline: a call only when a value changes (counted whether or not a
+            # reader wants them now: `take` decides, as `rows.RowTap` does)
+            text = req.raw_path
+            run = tallies.paths
+            if text == run.last:
+                run.n += 1
+            else:
+                run.add(text)
+            if status == 404:
+                tallies.not_found.add(text)
+            text = req.client_ip
+            run = tallies.clients
+            if text == run.last:
+                run.n += 1
+            else:
+                run.add(text)
+            value = req.user_agent
+            field = tallies.agents
+            if value == field.last:
+                field.n += 1
+            else:
+                field.add(value)
+            value = req.referer
+            field = tallies.referrers
+            if value == field.last:
+                field.n += 1
+            else:
+                field.add(value)
         self.size += 1
         if self.size > self.cap:
             self.on_full()
