@@ -98,7 +98,7 @@ class Closing(ConnectionState):
         self.reject = reject  # keep ignoring input until closed
         if not self.lingering and not self.closing and self.transport is not None:
             self.closing = True
-            close_owing_nothing(self.ctx.loop, self.transport, self.secure)
+            close_owing_nothing(self.loop, self.transport, self.secure)
 
     def _linger_close(self) -> None:
         self.uncork()
@@ -109,7 +109,7 @@ class Closing(ConnectionState):
             # TLS cannot half-close in the transport: close_notify goes now, and the
             # TLS layer drains what the client still sends while it waits for its own
             self.closing = True
-            close_owing_nothing(self.ctx.loop, transport, True)
+            close_owing_nothing(self.loop, transport, True)
             return
         self._resume(QUEUE | BUFFER | UPSTREAM)
         if transport.can_write_eof():
@@ -126,12 +126,12 @@ class Closing(ConnectionState):
         if self.active is None and not self.queue and not self.in_head and self.tunnel is None:
             self.closing = True
             if self.transport is not None:
-                close_owing_nothing(self.ctx.loop, self.transport, self.secure)
+                close_owing_nothing(self.loop, self.transport, self.secure)
 
     # ------------------------------------------------------------------ timers
     def _set_timer(self, kind: int, seconds: float) -> None:
         self.timer_kind = kind
-        deadline = self.ctx.loop.time() + seconds
+        deadline = self.loop.time() + seconds
         self.timer_deadline = deadline
         handle = self.timer_handle
         if handle is None or deadline < self.timer_at:
@@ -140,7 +140,7 @@ class Closing(ConnectionState):
             if handle is not None:
                 handle.cancel()
             self.timer_at = deadline
-            self.timer_handle = self.ctx.loop.call_at(deadline, self._on_timer)
+            self.timer_handle = self.loop.call_at(deadline, self._on_timer)
 
     def _clear_timer(self) -> None:
         self.timer_kind = T_NONE
@@ -150,10 +150,10 @@ class Closing(ConnectionState):
         kind = self.timer_kind
         if kind == T_NONE or self.transport is None or self.closing:
             return
-        now = self.ctx.loop.time()
+        now = self.loop.time()
         if now < self.timer_deadline:
             self.timer_at = self.timer_deadline
-            self.timer_handle = self.ctx.loop.call_at(self.timer_deadline, self._on_timer)
+            self.timer_handle = self.loop.call_at(self.timer_deadline, self._on_timer)
             return
         self.timer_kind = T_NONE
         if kind == T_BODY and self.read_paused:
@@ -180,4 +180,4 @@ class Closing(ConnectionState):
                 # reading (the send timeout's case once no upstream waits on it)
                 self.transport.abort()
             else:
-                close_owing_nothing(self.ctx.loop, self.transport, self.secure)
+                close_owing_nothing(self.loop, self.transport, self.secure)

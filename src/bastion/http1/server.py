@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 class HTTP1Connection(HeadParser, asyncio.Protocol):  # the parts, one chain: see state.py
     def __init__(self, ctx: ServerContext, scheme: bytes = b"http") -> None:
         self.ctx = ctx
+        self.loop = ctx.loop
         self.scheme = scheme
         self.secure = scheme == b"https"
         self.parser = httptools.HttpRequestParser(self)
@@ -209,9 +210,7 @@ class HTTP1Connection(HeadParser, asyncio.Protocol):  # the parts, one chain: se
         dispatch(self.ctx, self, req, self.secure)
 
     # ------------------------------------------------------- the Downstream contract
-    @property
-    def loop(self) -> asyncio.AbstractEventLoop:
-        return self.ctx.loop
+    # (`loop` is an attribute: see state.py)
 
     @property
     def date_header(self) -> bytes:

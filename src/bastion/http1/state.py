@@ -100,6 +100,9 @@ class ConnectionState(ProblemAnswers):
 
     # set once per connection (HTTP1Connection.__init__)
     ctx: ServerContext
+    # `ctx.loop`, which never changes: a struct field where `ctx.loop` is a lookup by name
+    # in a Python object's dict (the context is not compiled), twice a request for timers
+    loop: asyncio.AbstractEventLoop
     scheme: bytes
     secure: bool
     parser: httptools.HttpRequestParser
