@@ -259,9 +259,9 @@ class RequestTap:
     hands the counts over as batches and starts afresh.
 
     Without `detailed` only what the Prometheus counters need is counted (no 5xx details,
-    no top-K dimensions); with it, the top-K dimensions only while `top` is set (the
-    recorder sets it while a sink reads them). Past `cap` requests since the last take,
-    `record` calls `on_full` (the recorder schedules an early take).
+    no top-K dimensions); with it, both, and `take` hands the top-K dimensions over while
+    `top` is set (the recorder sets it while a sink reads them). Past `cap` requests since
+    the last take, `record` calls `on_full` (the recorder schedules an early take).
     """
 
     def __init__(self, cap: int = DEFAULT_CAP, detailed: bool = True) -> None:
