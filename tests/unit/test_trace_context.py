@@ -33,7 +33,7 @@ def test_valid_traceparents() -> None:
 
 def test_request_ids_are_trace_ids() -> None:
     ctx = ServerContext(None, None)  # type: ignore[arg-type]
-    ids = [ctx.next_request_id() for _ in range(3)]
+    ids = [ctx.request_ids.next() for _ in range(3)]
     assert len(set(ids)) == 3
     for rid in ids:
         assert len(rid) == 32 and int(rid, 16) and rid == rid.lower()

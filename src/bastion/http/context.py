@@ -167,11 +167,7 @@ class ServerContext:
         self.plan = plan
         self.connections: set[Connection] = set()
         self.http2_connections: set[GoingAway] = set()
-        self.request_ids = RequestIds()
-
-    def next_request_id(self) -> str:
-        """A new request id (`http.ids`; dispatch calls `request_ids.next()` itself)."""
-        return self.request_ids.next()
+        self.request_ids = RequestIds()  # `request_ids.next()` names a request
 
     def in_flight(self) -> int:
         """Requests in progress on this context's connections (read once a second)."""

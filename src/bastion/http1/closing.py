@@ -81,7 +81,7 @@ class Closing(ConnectionState):
             req = Request()
         req.client_ip = self.client_ip
         if not req.request_id:
-            req.request_id = self.ctx.next_request_id()
+            req.request_id = self.ctx.request_ids.next()
         if not req.method:
             req.method = "HEAD" if reject.head else "-"
         req.start = req.start or request_clock()

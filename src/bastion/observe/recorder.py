@@ -44,8 +44,7 @@ def _none_in_flight() -> int:
 class Tap(Protocol):
     """What the recorder asks of a request tap (`tap.RequestTap`, `rows.RowTap`)."""
 
-    detailed: bool
-    top: bool  # count the top-K dimensions (with `detailed`)
+    top: bool  # hand the top-K dimensions over (when the tap keeps details)
     on_full: Callable[[], None]
 
     def record(self, req: Request) -> None: ...
