@@ -32,7 +32,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
 from bastion.http.context import request_clock
-from bastion.observe.aggregate import UNION_BOUNDS, Batch, Outcome, RouteBatch
+from bastion.observe.aggregate import UNION_BOUNDS, UNROUTED, Batch, Outcome, RouteBatch
 from bastion.observe.interval import MAX_ERRORS
 
 if TYPE_CHECKING:
@@ -227,7 +227,7 @@ class Tallies:
         epoch seconds (the 5xx answers' times)."""
         batch = Batch(requests=self.requests, consumers=self.consumers)
         for name, tally in self.routes.items():
-            batch.routes[name or _UNROUTED] = tally.batch()
+            batch.routes[name or UNROUTED] = tally.batch()
         if top:
             batch.top = {
                 "paths": self.paths.folded(),
@@ -239,7 +239,7 @@ class Tallies:
         batch.errors = [
             {
                 "time": end + wall_offset,
-                "route": route or _UNROUTED,
+                "route": route or UNROUTED,
                 "method": method,
                 "path": path,
                 "status": status,
@@ -249,9 +249,6 @@ class Tallies:
             for end, route, method, path, status, request_id, upstream in self.errors[-MAX_ERRORS:]
         ]
         return batch
-
-
-_UNROUTED: Final = "none"  # aggregate.UNROUTED (a compiled module reads its own constant)
 
 
 class RequestTap:
