@@ -9,17 +9,8 @@ closes it (GOAWAY, errors, the once-a-second tick).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
-
-from h2.config import H2Configuration
-from h2.connection import H2Connection
-from h2.errors import ErrorCodes
-from h2.events import RequestReceived
-from h2.exceptions import ProtocolError
-from h2.settings import SettingCodes, Settings
-from hyperframe.frame import GoAwayFrame
 
 from bastion.http.context import request_clock
 from bastion.http.dispatch import dispatch, request_id
@@ -27,6 +18,8 @@ from bastion.http.request import Request
 from bastion.http1.closing import close_owing_nothing
 from bastion.http2.decoder import MemoDecoder
 from bastion.http2.encoder import StaticEncoder
+from bastion.http2.engine import Engine, Event, goaway_frame
+from bastion.http2.errors import NO_ERROR, PROTOCOL_ERROR, REFUSED_STREAM
 from bastion.http2.events import RESET_WINDOW, FrameEvents
 from bastion.http2.guard import FrameGuard
 from bastion.http2.headers import Malformed, StreamReject, build_request
@@ -75,30 +68,15 @@ class HTTP2Connection(FrameEvents, Output, asyncio.Protocol):
         # per-field overhead; decoded lists are bounded by SETTINGS below
         block_limit = limits.max_header_bytes + limits.max_uri_bytes + 4096
         self.guard = FrameGuard(block_limit, _MAX_CONTINUATIONS)
-        # Header validation and outbound normalization are off: `headers.py` does
-        # the equivalent RFC 9113 §8.2/§8.3 checks in the one pass that maps the
-        # fields anyway (build_request inbound, response_headers outbound); h2's
-        # chain of per-field generators cost several times that. Its HPACK encoder
-        # is swapped for a static-table one (see encoder.py). h2 still joins split
-        # Cookie fields and checks DATA lengths against Content-Length.
-        config = H2Configuration(
-            client_side=False,
-            header_encoding=None,
-            validate_inbound_headers=False,
-            validate_outbound_headers=False,
-            normalize_outbound_headers=False,
-        )
-        self.h2 = H2Connection(config)
-        self.h2.encoder = StaticEncoder()  # type: ignore[assignment]
-        # the same decoder with a memo for repeated all-indexed header blocks
-        self.h2.decoder = MemoDecoder(self.h2.decoder.max_header_list_size)
-        self.h2.local_settings = Settings(
-            client=False,
-            initial_values={
-                SettingCodes.MAX_CONCURRENT_STREAMS: settings.max_concurrent_streams,
-                SettingCodes.MAX_HEADER_LIST_SIZE: block_limit,
-                SettingCodes.INITIAL_WINDOW_SIZE: window,
-            },
+        # the fields are checked by headers.py (RFC 9113 §8.2/§8.3) in the pass that
+        # maps them anyway; header blocks are encoded with the static table only
+        # (encoder.py) and decoded by `hpack` with a memo of repeated blocks (decoder.py)
+        self.engine = Engine(
+            MemoDecoder(block_limit),
+            StaticEncoder(),
+            settings.max_concurrent_streams,
+            window,
+            block_limit,
         )
         self.idle_since = ctx.loop.time()
 
@@ -110,10 +88,10 @@ class HTTP2Connection(FrameEvents, Output, asyncio.Protocol):
         ctx.http2_connections.add(self)
         peer = transport.get_extra_info("peername")
         self.client_ip = peer[0] if isinstance(peer, tuple) else "unix"
-        h2 = self.h2
-        h2.initiate_connection()
+        engine = self.engine
+        engine.initiate()
         # the connection window is shared by all streams: wider than one stream's
-        h2.increment_flow_control_window(self.connection_window - 65535)
+        engine.open_connection_window(self.connection_window - 65535)
         self.flush()
         self.block_since = self.control_since = ctx.loop.time()  # the preface is a head too
         self.timer = ctx.loop.call_later(_TICK, self._on_tick)
@@ -162,25 +140,24 @@ class HTTP2Connection(FrameEvents, Output, asyncio.Protocol):
         stream.req.body_buffer = None
         stream.closed = True
         stream.answered = True  # never dispatched: no answer and no access log line
-        self._reset(stream.sid, ErrorCodes.REFUSED_STREAM)
+        self._reset(stream.sid, REFUSED_STREAM)
         self.ack(stream.sid, stream.unacked)
         stream.unacked = 0
         self._forget(stream)
 
     def credit_connection(self, size: int) -> None:
         """Reopen the connection window (not the stream's) for bytes a waiting stream holds;
-        h2 counts them again when the stream acknowledges them, never past the window."""
+        when the stream acknowledges them, the window is not reopened past its size."""
         if self.closing or not size:
             return
-        with contextlib.suppress(ProtocolError):
-            self.h2.increment_flow_control_window(size)
+        self.engine.open_connection_window(size)
         self.flush_soon()
 
-    def _open(self, event: RequestReceived, now: float) -> Stream | None:
-        sid = event.stream_id
+    def _open(self, event: Event, now: float) -> Stream | None:
+        sid = event.sid
         if self.goaway_sent and sid > self.last_sid:
             # after our GOAWAY: never processed, the client may retry it elsewhere
-            self._reset(sid, ErrorCodes.REFUSED_STREAM)
+            self._reset(sid, REFUSED_STREAM)
             return None
         req = Request()
         req.version = "2.0"
@@ -189,7 +166,7 @@ class HTTP2Connection(FrameEvents, Output, asyncio.Protocol):
         stream = Stream(self, sid, req)
         try:
             build_request(
-                event.headers or [],
+                event.headers,
                 req,
                 self.max_header_bytes,
                 self.max_uri_bytes,
@@ -201,13 +178,13 @@ class HTTP2Connection(FrameEvents, Output, asyncio.Protocol):
             # a stream error (RFC 9113 §8.1.1): this stream is reset, its neighbours
             # go on; it counts like a cancelled stream against the reset limit
             log.info("http2: malformed request from %s: %s", self.client_ip, exc)
-            self._reset(sid, ErrorCodes.PROTOCOL_ERROR)
+            self._reset(sid, PROTOCOL_ERROR)
             self._count_early_reset(now)
             return None
         self.streams[sid] = stream
-        if req.content_length is None and event.stream_ended is None:
+        if req.content_length is None and not event.ended:
             req.chunked = True  # a body of unknown length: chunked to the upstream
-        elif event.stream_ended is not None and req.content_length:
+        elif event.ended and req.content_length:
             stream.reject = StreamReject(400, "The body is shorter than its Content-Length.")
         request_id(self.ctx, req)  # named now: it may be answered before its dispatch
         self.requests += 1
@@ -227,19 +204,13 @@ class HTTP2Connection(FrameEvents, Output, asyncio.Protocol):
 
     # ------------------------------------------------------------- closing
     def goaway(self, last_sid: int | None = None) -> None:
-        """Graceful GOAWAY: no new streams, the open ones finish, then close.
-
-        Written by hand: `h2` forbids sending on any stream once it has sent a GOAWAY,
-        and the open streams still need their answers."""
+        """Graceful GOAWAY: no new streams, the open ones finish, then close."""
         if self.goaway_sent or self.closing or self.transport is None:
             return
         self.goaway_sent = True
-        self.last_sid = self.h2.highest_inbound_stream_id if last_sid is None else last_sid
+        self.last_sid = self.engine.highest_inbound if last_sid is None else last_sid
         self.flush()
-        frame = GoAwayFrame(0)
-        frame.last_stream_id = self.last_sid
-        frame.error_code = ErrorCodes.NO_ERROR
-        self.transport.write(frame.serialize())
+        self.transport.write(goaway_frame(self.last_sid, NO_ERROR))
         if not self.streams:
             self.close()
 
@@ -247,8 +218,7 @@ class HTTP2Connection(FrameEvents, Output, asyncio.Protocol):
         """A connection error: GOAWAY with `code`, every stream cancelled, closed."""
         if self.closing:
             return
-        with contextlib.suppress(ProtocolError):
-            self.h2.close_connection(error_code=code)
+        self.engine.close_connection(code)
         self.flush()
         self.close(owing_nothing=True)
 
@@ -293,7 +263,7 @@ class HTTP2Connection(FrameEvents, Output, asyncio.Protocol):
             self.guard.control = 0
         if self.block_since and now - self.block_since > self.header_timeout:
             # the preface or a header block that never completes (slowloris)
-            self.fail(ErrorCodes.PROTOCOL_ERROR if self.preface_seen else ErrorCodes.NO_ERROR)
+            self.fail(PROTOCOL_ERROR if self.preface_seen else NO_ERROR)
             return
         if not self.streams and now - self.idle_since > self.idle_timeout:
             self.goaway()

@@ -1,4 +1,4 @@
-"""HTTP/2 frames in: h2's events applied to the connection's streams.
+"""HTTP/2 frames in: the frame engine's events applied to the connection's streams.
 
 Requests of one received chunk are dispatched only after the whole chunk is
 processed, so a stream reset in the same read never reaches a backend (rapid reset);
@@ -12,19 +12,24 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from h2.errors import ErrorCodes
-from h2.events import (
-    ConnectionTerminated,
-    DataReceived,
-    RemoteSettingsChanged,
-    RequestReceived,
-    StreamEnded,
-    StreamReset,
-    TrailersReceived,
-    WindowUpdated,
+from bastion.http2.engine import (
+    BODY,
+    ENDED,
+    REFUSED,
+    REQUEST,
+    RESET,
+    SETTINGS_CHANGED,
+    TERMINATED,
+    TRAILERS,
+    WINDOW,
+    Event,
 )
-from h2.exceptions import ProtocolError
-
+from bastion.http2.errors import (
+    ENHANCE_YOUR_CALM,
+    INTERNAL_ERROR,
+    PROTOCOL_ERROR,
+    ConnectionFailure,
+)
 from bastion.http2.headers import Malformed, check_trailers
 from bastion.http2.state import ConnectionState
 from bastion.http2.stream import Stream
@@ -47,18 +52,17 @@ class FrameEvents(ConnectionState):
         guard = self.guard
         if not guard.feed(data):
             log.warning("http2: header block flood from %s: closing", self.client_ip)
-            self.fail(ErrorCodes.ENHANCE_YOUR_CALM)
+            self.fail(ENHANCE_YOUR_CALM)
             return
         if guard.control > _MAX_CONTROL:
             log.warning("http2: control frame flood from %s: closing", self.client_ip)
-            self.fail(ErrorCodes.ENHANCE_YOUR_CALM)
+            self.fail(ENHANCE_YOUR_CALM)
             return
         try:
-            events = self.h2.receive_data(data)
-        except ProtocolError as exc:
-            code = getattr(exc, "error_code", ErrorCodes.PROTOCOL_ERROR)
-            log.info("http2: protocol error from %s: %s", self.client_ip, exc)
-            self.fail(code)
+            events = self.engine.receive(data)
+        except ConnectionFailure as exc:
+            log.info("http2: protocol error from %s: %s", self.client_ip, exc.reason)
+            self.fail(exc.code)
             return
         now = self.ctx.loop.time()
         if guard.in_block:
@@ -71,51 +75,69 @@ class FrameEvents(ConnectionState):
         except Exception:
             # a bug must cost this connection at most, never the worker
             log.exception("http2: failed handling frames from %s", self.client_ip)
-            self.fail(ErrorCodes.INTERNAL_ERROR)
+            self.fail(INTERNAL_ERROR)
 
-    def _handle_events(self, events: list[Any], now: float) -> None:
+    def _handle_events(self, events: list[Event], now: float) -> None:
         guard = self.guard
+        streams = self.streams
         new: list[Stream] = []
         for event in events:
-            if isinstance(event, DataReceived):
-                stream = self.streams.get(event.stream_id)
+            kind = event.kind
+            if kind == BODY:
+                stream = streams.get(event.sid)
                 if stream is None:
-                    self.ack(event.stream_id, event.flow_controlled_length)
-                else:
-                    if stream.body_at:
-                        stream.body_at = now
-                    stream.on_data(event.data, event.flow_controlled_length)
-            elif isinstance(event, RequestReceived):
+                    self.ack(event.sid, event.size)
+                    continue
+                length = stream.req.content_length
+                if length is not None and stream.req.body_bytes + len(event.data) > length:
+                    # RFC 9113 §8.1.1: DATA past the Content-Length is malformed
+                    self.ack(event.sid, event.size)
+                    self._malformed(stream, now, "a body longer than its Content-Length")
+                    continue
+                if stream.body_at:
+                    stream.body_at = now
+                stream.on_data(event.data, event.size)
+            elif kind == REQUEST:
                 stream = self._open(event, now)
                 if stream is not None:
                     new.append(stream)
-            elif isinstance(event, StreamEnded):
-                stream = self.streams.get(event.stream_id)
+            elif kind == ENDED:
+                stream = streams.get(event.sid)
                 if stream is not None:
-                    stream.on_end()
-            elif isinstance(event, TrailersReceived):
-                stream = self.streams.get(event.stream_id)
+                    length = stream.req.content_length
+                    if (
+                        length is not None
+                        and stream.req.body_bytes != length
+                        and stream.reject is None  # (already answered 400 for it)
+                    ):
+                        self._malformed(stream, now, "a body shorter than its Content-Length")
+                    else:
+                        stream.on_end()
+            elif kind == TRAILERS:
+                stream = streams.get(event.sid)
                 if stream is not None:
-                    self._on_trailers(stream, event.headers or [], now)
-            elif isinstance(event, WindowUpdated):
-                if event.stream_id == 0:
-                    for stream in list(self.streams.values()):
+                    self._on_trailers(stream, event.headers, now)
+            elif kind == WINDOW:
+                if event.sid == 0:
+                    for stream in list(streams.values()):
                         if stream.pending:
                             self._move(stream)
                 else:
-                    stream = self.streams.get(event.stream_id)
+                    stream = streams.get(event.sid)
                     if stream is not None and stream.pending:
                         self._move(stream)
-            elif isinstance(event, StreamReset):
-                self._on_client_reset(event.stream_id, now)
-            elif isinstance(event, RemoteSettingsChanged):
+            elif kind == RESET:
+                self._on_client_reset(event.sid, now)
+            elif kind == REFUSED:
+                self._count_early_reset(now)  # a stream past the concurrent stream limit
+            elif kind == SETTINGS_CHANGED:
                 if not self.preface_seen:
                     self.preface_seen = True
                     self.block_since = now if guard.in_block else 0.0
-                for stream in list(self.streams.values()):
+                for stream in list(streams.values()):
                     if stream.pending:
                         self._move(stream)
-            elif isinstance(event, ConnectionTerminated):
+            elif kind == TERMINATED:
                 # the client is leaving: what it still waits for cannot be sent
                 self.close()
                 return
@@ -138,14 +160,18 @@ class FrameEvents(ConnectionState):
         try:
             check_trailers(fields)
         except Malformed as exc:
-            log.info("http2: malformed trailers from %s: %s", self.client_ip, exc)
-            if stream.req.status == 0:
-                stream.req.status = 400  # for the access log of a dispatched request
-            stream.on_reset()
-            stream.closed = True
-            self._reset(stream.sid, ErrorCodes.PROTOCOL_ERROR)
-            self._forget(stream)
-            self._count_early_reset(now)
+            self._malformed(stream, now, f"trailers: {exc}")
+
+    def _malformed(self, stream: Stream, now: float, what: str) -> None:
+        """A stream error (RFC 9113 §8.1.1): this stream is reset, its neighbours go on."""
+        log.info("http2: malformed request from %s: %s", self.client_ip, what)
+        if stream.req.status == 0:
+            stream.req.status = 400  # for the access log of a dispatched request
+        stream.on_reset()
+        stream.closed = True
+        self._reset(stream.sid, PROTOCOL_ERROR)
+        self._forget(stream)
+        self._count_early_reset(now)
 
     def _on_client_reset(self, sid: int, now: float) -> None:
         stream = self.streams.pop(sid, None)
@@ -166,4 +192,4 @@ class FrameEvents(ConnectionState):
         self.resets += 1
         if self.resets > self.max_resets:
             log.warning("http2: rapid reset from %s: closing", self.client_ip)
-            self.fail(ErrorCodes.ENHANCE_YOUR_CALM)
+            self.fail(ENHANCE_YOUR_CALM)

@@ -7,12 +7,9 @@ last DATA frame carries END_STREAM instead of an empty frame after it.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 
-from h2.errors import ErrorCodes
-from h2.exceptions import ProtocolError, StreamClosedError
-
+from bastion.http2.errors import INTERNAL_ERROR, NO_ERROR
 from bastion.http2.state import ConnectionState
 from bastion.http2.stream import Stream
 
@@ -22,23 +19,17 @@ log = logging.getLogger("bastion.http2")
 class Output(ConnectionState):
     """The output side of `HTTP2Connection`: what its streams call to send."""
 
-    def _reset(self, sid: int, code: ErrorCodes) -> None:
-        """Reset a stream the client may already have reset: its RST_STREAM can arrive in
-        the same read as the HEADERS, and h2 has applied it before we see the request."""
-        with contextlib.suppress(ProtocolError, StreamClosedError):
-            self.h2.reset_stream(sid, code)
+    def _reset(self, sid: int, code: int) -> None:
+        """Reset a stream the client may already have reset (then nothing is sent): its
+        RST_STREAM can arrive in the same read as the HEADERS."""
+        self.engine.reset_stream(sid, code)
 
     def send_headers(self, stream: Stream, fields: list[tuple[bytes, bytes]], end: bool) -> None:
         if self.closing or stream.closed:
             return
-        try:
-            self.h2.send_headers(stream.sid, fields, end_stream=end)
-        except StreamClosedError:
+        if not self.engine.send_headers(stream.sid, fields, end):
             stream.on_reset()  # the client reset it meanwhile
             self._forget(stream)
-            return
-        except ProtocolError as exc:
-            self.unsendable(stream, exc)
             return
         if end:
             self._sent_end(stream)
@@ -64,34 +55,36 @@ class Output(ConnectionState):
         the last one carries END_STREAM when the response is complete."""
         if self.closing or stream.closed:
             return
-        h2 = self.h2
+        engine = self.engine
         sid = stream.sid
         pending = stream.pending
-        try:
-            while pending and not self.write_paused:
-                window = h2.local_flow_control_window(sid)
-                if window <= 0:
-                    break
-                chunk = pending[0]
-                size = min(window, h2.max_outbound_frame_size, len(chunk))
-                stream.pending_bytes -= size
-                if size < len(chunk):
-                    h2.send_data(sid, chunk[:size])
-                    pending[0] = chunk[size:]
-                else:
-                    pending.popleft()
-                    if not pending and stream.ended:
-                        h2.send_data(sid, chunk, end_stream=True)
-                        self._sent_end(stream)
-                        break
-                    h2.send_data(sid, chunk)
+        while pending and not self.write_paused:
+            window = engine.window(sid)
+            if window <= 0:
+                if window < 0:  # the client reset it meanwhile
+                    stream.on_reset()
+                    self._forget(stream)
+                break
+            chunk = pending[0]
+            size = min(window, engine.max_frame, len(chunk))
+            stream.pending_bytes -= size
+            if size < len(chunk):
+                engine.send_data(sid, chunk[:size], False)
+                pending[0] = chunk[size:]
             else:
+                pending.popleft()
                 if not pending and stream.ended:
-                    h2.end_stream(sid)
+                    engine.send_data(sid, chunk, True)
                     self._sent_end(stream)
-        except (ProtocolError, StreamClosedError):
-            stream.on_reset()
-            self._forget(stream)
+                    break
+                engine.send_data(sid, chunk, False)
+        else:
+            if not pending and stream.ended:
+                if engine.send_data(sid, b"", True):
+                    self._sent_end(stream)
+                else:
+                    stream.on_reset()
+                    self._forget(stream)
         stream.drained()
 
     def _sent_end(self, stream: Stream) -> None:
@@ -99,7 +92,7 @@ class Output(ConnectionState):
         if not stream.req.body_done and not self.closing:
             # answered before the body was complete: ask the client to stop
             # sending it, without error (RFC 9113 §8.1)
-            self._reset(stream.sid, ErrorCodes.NO_ERROR)
+            self._reset(stream.sid, NO_ERROR)
         self._forget(stream)
 
     def _forget(self, stream: Stream) -> None:
@@ -120,17 +113,14 @@ class Output(ConnectionState):
         stream.closed = True
         stream.pending.clear()
         if not self.closing:
-            self._reset(stream.sid, ErrorCodes.INTERNAL_ERROR)
+            self._reset(stream.sid, INTERNAL_ERROR)
             self.flush_soon()
         self._forget(stream)
 
     def ack(self, sid: int, size: int) -> None:
         if self.closing or not size:
             return
-        try:
-            self.h2.acknowledge_received_data(size, sid)
-        except (ProtocolError, StreamClosedError):
-            return
+        self.engine.acknowledge(size, sid)
         self.flush_soon()
 
     def flush_soon(self) -> None:
@@ -152,6 +142,6 @@ class Output(ConnectionState):
             for stream in ready:
                 stream.queued = False
                 self._move(stream)
-        data = self.h2.data_to_send()
+        data = self.engine.data_to_send()
         if data and self.transport is not None:
             self.transport.write(data)

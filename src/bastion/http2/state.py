@@ -11,11 +11,8 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from h2.connection import H2Connection
-    from h2.errors import ErrorCodes
-    from h2.events import RequestReceived
-
     from bastion.http.context import ServerContext
+    from bastion.http2.engine import Engine, Event
     from bastion.http2.guard import FrameGuard
     from bastion.http2.stream import Stream
     from bastion.http2.uploads import Uploads
@@ -39,7 +36,7 @@ class ConnectionState:
 
     # set once per connection (HTTP2Connection.__init__)
     ctx: ServerContext
-    h2: H2Connection
+    engine: Engine
     guard: FrameGuard
     uploads: Uploads
     client_ip: str
@@ -59,10 +56,10 @@ class ConnectionState:
 
     if TYPE_CHECKING:
         # what each part calls in the others
-        def _open(self, event: RequestReceived, now: float) -> Stream | None: ...
+        def _open(self, event: Event, now: float) -> Stream | None: ...
         def hold_waiting(self, stream: Stream, size: int) -> None: ...
         def _count_early_reset(self, now: float) -> None: ...
-        def _reset(self, sid: int, code: ErrorCodes) -> None: ...
+        def _reset(self, sid: int, code: int) -> None: ...
         def _move(self, stream: Stream) -> None: ...
         def _forget(self, stream: Stream) -> None: ...
         def _stream_gone(self) -> None: ...

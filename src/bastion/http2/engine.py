@@ -1,0 +1,561 @@
+"""The server side of HTTP/2 framing (RFC 9113): bytes in, events out; sends as frames.
+
+Written for the gateway instead of driving the `h2` library: h2 builds a frame object,
+runs two state machines and several generator chains per frame, which cost more than
+half of a proxied HTTP/2 request. This engine keeps per stream only what the protocol
+needs (its two halves, its two flow-control windows) and decodes frames straight from
+the received bytes. HPACK decoding stays with the `hpack` library (decoder.py); header
+blocks are encoded by encoder.py.
+
+What it enforces itself: the preface; frame sizes; stream ids (client-initiated, odd,
+increasing); the state of each stream (RFC 9113 §5.1); SETTINGS values; both directions
+of flow control, with window overflows and frames beyond the advertised windows as
+errors; header blocks interleaved with other frames; the concurrent stream limit it
+advertises (streams past it are refused). A violation the RFC calls a connection error
+raises `ConnectionFailure`; a stream error resets the stream and reports it as a
+`RESET` event, so the gateway forgets it as if the client had reset it. The checks of
+the request's fields (RFC 9113 §8) are in headers.py; floods are counted by guard.py.
+
+Frames on a stream that is closed are ignored (their DATA still counts against the
+connection window and is reported for acknowledgement): after a RST_STREAM crossed the
+client's frames in flight, those frames are legitimate (RFC 9113 §5.4.2).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from hpack.exceptions import HPACKError, OversizedHeaderListError
+
+from bastion.http2.errors import (
+    COMPRESSION_ERROR,
+    ENHANCE_YOUR_CALM,
+    FLOW_CONTROL_ERROR,
+    FRAME_SIZE_ERROR,
+    NO_ERROR,
+    PROTOCOL_ERROR,
+    REFUSED_STREAM,
+    STREAM_CLOSED,
+    ConnectionFailure,
+)
+
+PREFACE: Final = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+MAX_WINDOW: Final = 2**31 - 1
+DEFAULT_WINDOW: Final = 65535
+DEFAULT_FRAME: Final = 16384
+
+# frame types (RFC 9113 §6)
+DATA: Final = 0x0
+HEADERS: Final = 0x1
+PRIORITY: Final = 0x2
+RST_STREAM: Final = 0x3
+SETTINGS: Final = 0x4
+PUSH_PROMISE: Final = 0x5
+PING: Final = 0x6
+GOAWAY: Final = 0x7
+WINDOW_UPDATE: Final = 0x8
+CONTINUATION: Final = 0x9
+
+# flags
+END_STREAM: Final = 0x1
+ACK: Final = 0x1
+END_HEADERS: Final = 0x4
+PADDED: Final = 0x8
+PRIORITY_FLAG: Final = 0x20
+
+# settings (RFC 9113 §6.5.2, RFC 8441)
+HEADER_TABLE_SIZE: Final = 0x1
+ENABLE_PUSH: Final = 0x2
+MAX_CONCURRENT_STREAMS: Final = 0x3
+INITIAL_WINDOW_SIZE: Final = 0x4
+MAX_FRAME_SIZE: Final = 0x5
+MAX_HEADER_LIST_SIZE: Final = 0x6
+ENABLE_CONNECT_PROTOCOL: Final = 0x8
+
+# event kinds
+REQUEST: Final = 1  # a new stream's header block: headers, ended
+BODY: Final = 2  # DATA: data, size (flow-controlled length, padding included)
+ENDED: Final = 3  # the client's half of the stream is done
+TRAILERS: Final = 4  # the header block that ends a stream: headers
+WINDOW: Final = 5  # the client opened a window: sid 0 for the connection
+RESET: Final = 6  # the stream is gone (the client reset it, or a stream error): code
+SETTINGS_CHANGED: Final = 7  # the client's SETTINGS were applied
+TERMINATED: Final = 8  # the client sent GOAWAY: code
+REFUSED: Final = 9  # a new stream past the concurrent stream limit was refused
+
+
+class Event:
+    __slots__ = ("code", "data", "ended", "headers", "kind", "sid", "size")
+
+    def __init__(self, kind: int, sid: int) -> None:
+        self.kind = kind
+        self.sid = sid
+        self.data = b""
+        self.size = 0
+        self.headers: list[Any] = []
+        self.ended = False
+        self.code = 0
+
+
+class StreamWindows:
+    """What the engine keeps of an open stream."""
+
+    __slots__ = ("in_unacked", "in_window", "local_open", "out_window", "remote_open")
+
+    def __init__(self, out_window: int, in_window: int, remote_open: bool) -> None:
+        self.out_window = out_window  # what we may send
+        self.in_window = in_window  # what the client may still send
+        self.in_unacked = 0  # received and passed on, not yet returned with WINDOW_UPDATE
+        self.remote_open = remote_open
+        self.local_open = True
+
+
+def frame_head(length: int, kind: int, flags: int, sid: int) -> bytes:
+    return ((length << 48) | (kind << 40) | (flags << 32) | sid).to_bytes(9, "big")
+
+
+def window_update(sid: int, increment: int) -> bytes:
+    return frame_head(4, WINDOW_UPDATE, 0, sid) + increment.to_bytes(4, "big")
+
+
+def goaway_frame(last_sid: int, code: int) -> bytes:
+    return frame_head(8, GOAWAY, 0, 0) + last_sid.to_bytes(4, "big") + code.to_bytes(4, "big")
+
+
+def _credit(unacked: int, window: int, target: int) -> bool:
+    """Whether returned bytes should leave now as a WINDOW_UPDATE: once half the window is
+    owed, or when the window is nearly shut (a small body then is not held up)."""
+    return unacked >= target // 2 or window < min(DEFAULT_FRAME, target // 4)
+
+
+class Engine:
+    """One server connection's HTTP/2 state. `receive` turns bytes into events; the send
+    methods append frames to an output buffer that `data_to_send` hands over."""
+
+    def __init__(
+        self,
+        decoder: Any,
+        encoder: Any,
+        max_streams: int,
+        initial_window: int,
+        max_header_list: int,
+    ) -> None:
+        self.decoder = decoder  # hpack.Decoder-like: decode(block, raw=True)
+        self.encoder = encoder  # encode(fields) -> block; header_table_size attribute
+        self.max_streams = max_streams
+        self.initial_window = initial_window  # ours: what a new stream may send us
+        self.max_header_list = max_header_list
+        self.streams: dict[int, StreamWindows] = {}
+        self.highest_inbound = 0
+        self.out: list[bytes] = []
+        self.buf = b""
+        self.preface = False  # the client's preface was read
+        self.settings_seen = False
+        # the client's settings
+        self.peer_window = DEFAULT_WINDOW
+        self.max_frame = DEFAULT_FRAME
+        # connection windows
+        self.out_window = DEFAULT_WINDOW
+        self.in_window = DEFAULT_WINDOW
+        self.in_target = DEFAULT_WINDOW
+        self.in_unacked = 0
+        # a header block in progress: its stream, flags of its HEADERS frame, fragments
+        self.block_sid = 0
+        self.block_flags = 0
+        self.block: list[bytes] = []
+
+    # ------------------------------------------------------------------ start
+    def initiate(self) -> None:
+        """The server's preface: its SETTINGS."""
+        settings = b"".join(
+            key.to_bytes(2, "big") + value.to_bytes(4, "big")
+            for key, value in (
+                (MAX_CONCURRENT_STREAMS, self.max_streams),
+                (MAX_HEADER_LIST_SIZE, self.max_header_list),
+                (INITIAL_WINDOW_SIZE, self.initial_window),
+            )
+        )
+        self.out.append(frame_head(len(settings), SETTINGS, 0, 0) + settings)
+
+    def open_connection_window(self, increment: int) -> None:
+        """Widen what the client may send on the connection (in all streams) by `increment`."""
+        if increment <= 0:
+            return
+        self.in_window += increment
+        if self.in_window > self.in_target:
+            self.in_target = self.in_window
+        self.out.append(window_update(0, increment))
+
+    # ------------------------------------------------------------------ input
+    def receive(self, data: bytes) -> list[Event]:
+        buf = self.buf + data if self.buf else data
+        events: list[Event] = []
+        pos = 0
+        end = len(buf)
+        if not self.preface:
+            if end < 24:
+                if PREFACE[:end] != buf:
+                    raise ConnectionFailure(PROTOCOL_ERROR, "invalid connection preface")
+                self.buf = buf
+                return events
+            if buf[:24] != PREFACE:
+                raise ConnectionFailure(PROTOCOL_ERROR, "invalid connection preface")
+            self.preface = True
+            pos = 24
+        while end - pos >= 9:
+            length = (buf[pos] << 16) | (buf[pos + 1] << 8) | buf[pos + 2]
+            if length > DEFAULT_FRAME:
+                raise ConnectionFailure(FRAME_SIZE_ERROR, "a frame over the maximum size")
+            stop = pos + 9 + length
+            if stop > end:
+                break
+            kind = buf[pos + 3]
+            flags = buf[pos + 4]
+            sid = int.from_bytes(buf[pos + 5 : pos + 9], "big") & 0x7FFFFFFF
+            payload = buf[pos + 9 : stop]
+            pos = stop
+            self._frame(kind, flags, sid, payload, events)
+        self.buf = buf[pos:] if pos < end else b""
+        return events
+
+    def _frame(self, kind: int, flags: int, sid: int, payload: bytes, events: list[Event]) -> None:
+        if self.block_sid and (kind != CONTINUATION or sid != self.block_sid):
+            raise ConnectionFailure(PROTOCOL_ERROR, "a frame inside a header block")
+        if not self.settings_seen and (kind != SETTINGS or flags & ACK):
+            raise ConnectionFailure(PROTOCOL_ERROR, "the preface must start with SETTINGS")
+        if kind == DATA:
+            self._data(flags, sid, payload, events)
+        elif kind == HEADERS:
+            self._headers(flags, sid, payload, events)
+        elif kind == CONTINUATION:
+            if not self.block_sid:
+                raise ConnectionFailure(PROTOCOL_ERROR, "CONTINUATION without a header block")
+            self.block.append(payload)
+            if flags & END_HEADERS:
+                self._block_done(events)
+        elif kind == WINDOW_UPDATE:
+            self._window_update(sid, payload, events)
+        elif kind == RST_STREAM:
+            if len(payload) != 4:
+                raise ConnectionFailure(FRAME_SIZE_ERROR, "RST_STREAM of a wrong size")
+            self._check_known(sid, "RST_STREAM")
+            if self.streams.pop(sid, None) is not None:
+                event = Event(RESET, sid)
+                event.code = int.from_bytes(payload, "big")
+                events.append(event)
+        elif kind == SETTINGS:
+            self._settings(flags, sid, payload, events)
+        elif kind == PING:
+            if sid:
+                raise ConnectionFailure(PROTOCOL_ERROR, "PING on a stream")
+            if len(payload) != 8:
+                raise ConnectionFailure(FRAME_SIZE_ERROR, "PING of a wrong size")
+            if not flags & ACK:
+                self.out.append(frame_head(8, PING, ACK, 0) + payload)
+        elif kind == PRIORITY:
+            if not sid:
+                raise ConnectionFailure(PROTOCOL_ERROR, "PRIORITY on stream 0")
+            if len(payload) != 5:
+                self._stream_error(sid, FRAME_SIZE_ERROR, events)
+            elif int.from_bytes(payload[:4], "big") & 0x7FFFFFFF == sid:
+                self._stream_error(sid, PROTOCOL_ERROR, events)
+        elif kind == GOAWAY:
+            if sid:
+                raise ConnectionFailure(PROTOCOL_ERROR, "GOAWAY on a stream")
+            if len(payload) < 8:
+                raise ConnectionFailure(FRAME_SIZE_ERROR, "GOAWAY of a wrong size")
+            event = Event(TERMINATED, 0)
+            event.code = int.from_bytes(payload[4:8], "big")
+            events.append(event)
+        elif kind == PUSH_PROMISE:
+            raise ConnectionFailure(PROTOCOL_ERROR, "PUSH_PROMISE from a client")
+        # other types are extensions this endpoint does not know: ignored (§5.5)
+
+    def _check_known(self, sid: int, what: str) -> None:
+        if not sid:
+            raise ConnectionFailure(PROTOCOL_ERROR, f"{what} on stream 0")
+        if sid > self.highest_inbound:
+            raise ConnectionFailure(PROTOCOL_ERROR, f"{what} on an idle stream")
+
+    @staticmethod
+    def _unpad(flags: int, payload: bytes) -> bytes:
+        if not flags & PADDED:
+            return payload
+        if not payload:
+            raise ConnectionFailure(FRAME_SIZE_ERROR, "a padded frame without its pad length")
+        pad = payload[0]
+        if pad >= len(payload):
+            raise ConnectionFailure(PROTOCOL_ERROR, "padding longer than the frame")
+        return payload[1 : len(payload) - pad]
+
+    def _data(self, flags: int, sid: int, payload: bytes, events: list[Event]) -> None:
+        self._check_known(sid, "DATA")
+        size = len(payload)
+        self.in_window -= size
+        if self.in_window < 0:
+            raise ConnectionFailure(FLOW_CONTROL_ERROR, "DATA beyond the connection window")
+        data = self._unpad(flags, payload)
+        stream = self.streams.get(sid)
+        if stream is None:
+            # a closed stream (§5.4.2): ignored, its bytes given back to the connection
+            if size:
+                self.acknowledge(size, 0)
+            return
+        if not stream.remote_open:
+            self._stream_error(sid, STREAM_CLOSED, events)
+            if size:
+                self.acknowledge(size, 0)
+            return
+        stream.in_window -= size
+        if stream.in_window < 0:
+            raise ConnectionFailure(FLOW_CONTROL_ERROR, "DATA beyond the stream window")
+        if size:
+            event = Event(BODY, sid)
+            event.data = data
+            event.size = size
+            events.append(event)
+        if flags & END_STREAM:
+            self._remote_end(sid, stream, events)
+
+    def _remote_end(self, sid: int, stream: StreamWindows, events: list[Event]) -> None:
+        stream.remote_open = False
+        if not stream.local_open:
+            del self.streams[sid]
+        events.append(Event(ENDED, sid))
+
+    def _headers(self, flags: int, sid: int, payload: bytes, events: list[Event]) -> None:
+        if not sid or not sid & 1:
+            raise ConnectionFailure(PROTOCOL_ERROR, "HEADERS on stream 0 or an even stream")
+        fragment = self._unpad(flags, payload)
+        if flags & PRIORITY_FLAG:
+            if len(fragment) < 5:
+                raise ConnectionFailure(FRAME_SIZE_ERROR, "HEADERS too short for its priority")
+            if int.from_bytes(fragment[:4], "big") & 0x7FFFFFFF == sid:
+                # a stream depending on itself: a stream error, after the block is
+                # decoded (below) so the compression state stays in step
+                flags |= 0x100
+            fragment = fragment[5:]
+        self.block_sid = sid
+        self.block_flags = flags
+        self.block = [fragment]
+        if flags & END_HEADERS:
+            self._block_done(events)
+
+    def _block_done(self, events: list[Event]) -> None:
+        sid = self.block_sid
+        flags = self.block_flags
+        block = self.block[0] if len(self.block) == 1 else b"".join(self.block)
+        self.block_sid = 0
+        self.block = []
+        try:
+            headers = self.decoder.decode(block, raw=True)
+        except OversizedHeaderListError:
+            # an HPACK bomb: a small block that decodes past SETTINGS_MAX_HEADER_LIST_SIZE
+            raise ConnectionFailure(ENHANCE_YOUR_CALM, "header list too large") from None
+        except HPACKError as exc:
+            raise ConnectionFailure(COMPRESSION_ERROR, f"header block: {exc}") from None
+        except (IndexError, TypeError, ValueError) as exc:
+            raise ConnectionFailure(COMPRESSION_ERROR, f"header block: {exc}") from None
+        ended = bool(flags & END_STREAM)
+        if sid > self.highest_inbound:
+            self.highest_inbound = sid
+            if flags & 0x100:
+                self._stream_error(sid, PROTOCOL_ERROR, events, known=False)
+                return
+            if len(self.streams) >= self.max_streams:
+                # past the advertised limit (§5.1.2): refused, and reported so that
+                # the gateway counts it like an early reset
+                self.out.append(_rst(sid, REFUSED_STREAM))
+                events.append(Event(REFUSED, sid))
+                return
+            self.streams[sid] = StreamWindows(self.peer_window, self.initial_window, not ended)
+            event = Event(REQUEST, sid)
+            event.headers = headers
+            event.ended = ended
+            events.append(event)
+            if ended:
+                events.append(Event(ENDED, sid))
+            return
+        stream = self.streams.get(sid)
+        if stream is None:
+            return  # a stream closed meanwhile (§5.4.2)
+        if not stream.remote_open:
+            self._stream_error(sid, STREAM_CLOSED, events)
+        elif not ended or flags & 0x100:
+            # a second header block must end the stream (trailers, RFC 9113 §8.1)
+            self._stream_error(sid, PROTOCOL_ERROR, events)
+        else:
+            event = Event(TRAILERS, sid)
+            event.headers = headers
+            events.append(event)
+            self._remote_end(sid, stream, events)
+
+    def _stream_error(self, sid: int, code: int, events: list[Event], known: bool = True) -> None:
+        """Reset one stream (RFC 9113 §5.4.2); the gateway hears of it as a reset."""
+        self.out.append(_rst(sid, code))
+        if known and self.streams.pop(sid, None) is not None:
+            event = Event(RESET, sid)
+            event.code = code
+            events.append(event)
+
+    def _window_update(self, sid: int, payload: bytes, events: list[Event]) -> None:
+        if len(payload) != 4:
+            raise ConnectionFailure(FRAME_SIZE_ERROR, "WINDOW_UPDATE of a wrong size")
+        increment = int.from_bytes(payload, "big") & 0x7FFFFFFF
+        if not sid:
+            if not increment:
+                raise ConnectionFailure(PROTOCOL_ERROR, "WINDOW_UPDATE of 0")
+            self.out_window += increment
+            if self.out_window > MAX_WINDOW:
+                raise ConnectionFailure(FLOW_CONTROL_ERROR, "connection window overflow")
+            events.append(Event(WINDOW, 0))
+            return
+        self._check_known(sid, "WINDOW_UPDATE")
+        stream = self.streams.get(sid)
+        if stream is None:
+            return
+        if not increment:
+            self._stream_error(sid, PROTOCOL_ERROR, events)
+            return
+        stream.out_window += increment
+        if stream.out_window > MAX_WINDOW:
+            self._stream_error(sid, FLOW_CONTROL_ERROR, events)
+            return
+        events.append(Event(WINDOW, sid))
+
+    def _settings(self, flags: int, sid: int, payload: bytes, events: list[Event]) -> None:
+        if sid:
+            raise ConnectionFailure(PROTOCOL_ERROR, "SETTINGS on a stream")
+        if flags & ACK:
+            if payload:
+                raise ConnectionFailure(FRAME_SIZE_ERROR, "SETTINGS ACK with a payload")
+            return
+        if len(payload) % 6:
+            raise ConnectionFailure(FRAME_SIZE_ERROR, "SETTINGS of a wrong size")
+        self.settings_seen = True
+        for at in range(0, len(payload), 6):
+            key = (payload[at] << 8) | payload[at + 1]
+            value = int.from_bytes(payload[at + 2 : at + 6], "big")
+            if key == INITIAL_WINDOW_SIZE:
+                if value > MAX_WINDOW:
+                    raise ConnectionFailure(FLOW_CONTROL_ERROR, "SETTINGS_INITIAL_WINDOW_SIZE")
+                delta = value - self.peer_window
+                self.peer_window = value
+                for stream in self.streams.values():
+                    stream.out_window += delta
+                    if stream.out_window > MAX_WINDOW:
+                        raise ConnectionFailure(FLOW_CONTROL_ERROR, "stream window overflow")
+            elif key == MAX_FRAME_SIZE:
+                if value < DEFAULT_FRAME or value > 16777215:
+                    raise ConnectionFailure(PROTOCOL_ERROR, "SETTINGS_MAX_FRAME_SIZE")
+                self.max_frame = value
+            elif key == HEADER_TABLE_SIZE:
+                self.encoder.header_table_size = value
+            elif key in (ENABLE_PUSH, ENABLE_CONNECT_PROTOCOL) and value > 1:
+                raise ConnectionFailure(PROTOCOL_ERROR, "a SETTINGS flag other than 0 or 1")
+        self.out.append(frame_head(0, SETTINGS, ACK, 0))
+        events.append(Event(SETTINGS_CHANGED, 0))
+
+    # ----------------------------------------------------------------- output
+    def window(self, sid: int) -> int:
+        """What may be sent on a stream now (its window and the connection's); -1 when
+        the stream is closed."""
+        stream = self.streams.get(sid)
+        if stream is None or not stream.local_open:
+            return -1
+        return min(stream.out_window, self.out_window)
+
+    def is_open(self, sid: int) -> bool:
+        stream = self.streams.get(sid)
+        return stream is not None and stream.local_open
+
+    def send_headers(self, sid: int, fields: list[tuple[bytes, bytes]], end: bool) -> bool:
+        """HEADERS (and CONTINUATION) for an open stream; False when it is closed."""
+        stream = self.streams.get(sid)
+        if stream is None or not stream.local_open:
+            return False
+        block = self.encoder.encode(fields)
+        limit = self.max_frame
+        flags = END_STREAM if end else 0
+        if len(block) <= limit:
+            self.out.append(frame_head(len(block), HEADERS, flags | END_HEADERS, sid) + block)
+        else:
+            self.out.append(frame_head(limit, HEADERS, flags, sid) + block[:limit])
+            at = limit
+            while at < len(block):
+                piece = block[at : at + limit]
+                at += limit
+                last = END_HEADERS if at >= len(block) else 0
+                self.out.append(frame_head(len(piece), CONTINUATION, last, sid) + piece)
+        if end:
+            self._local_end(sid, stream)
+        return True
+
+    def send_data(self, sid: int, data: bytes, end: bool) -> bool:
+        """One DATA frame within the windows and the frame size (the caller sizes it with
+        `window` and `max_frame`); False when the stream is closed."""
+        stream = self.streams.get(sid)
+        if stream is None or not stream.local_open:
+            return False
+        size = len(data)
+        stream.out_window -= size
+        self.out_window -= size
+        self.out.append(frame_head(size, DATA, END_STREAM if end else 0, sid))
+        if size:
+            self.out.append(data)
+        if end:
+            self._local_end(sid, stream)
+        return True
+
+    def _local_end(self, sid: int, stream: StreamWindows) -> None:
+        stream.local_open = False
+        if not stream.remote_open:
+            del self.streams[sid]
+
+    def reset_stream(self, sid: int, code: int) -> None:
+        """RST_STREAM for a stream still open (a closed one needs none)."""
+        if self.streams.pop(sid, None) is not None:
+            self.out.append(_rst(sid, code))
+
+    def acknowledge(self, size: int, sid: int) -> None:
+        """`size` received bytes passed on: the windows they took are given back, in
+        WINDOW_UPDATE frames batched until half a window is owed. A window is never
+        reopened past its size: bytes credited ahead (`open_connection_window` for a
+        waiting stream's body) are not credited twice."""
+        if size <= 0:
+            return
+        self.in_unacked += size
+        if _credit(self.in_unacked, self.in_window, self.in_target):
+            increment = min(self.in_unacked, self.in_target - self.in_window)
+            self.in_unacked = 0
+            if increment > 0:
+                self.in_window += increment
+                self.out.append(window_update(0, increment))
+        stream = self.streams.get(sid) if sid else None
+        if stream is not None and stream.remote_open:
+            stream.in_unacked += size
+            target = self.initial_window
+            if _credit(stream.in_unacked, stream.in_window, target):
+                increment = min(stream.in_unacked, target - stream.in_window)
+                stream.in_unacked = 0
+                if increment > 0:
+                    stream.in_window += increment
+                    self.out.append(window_update(sid, increment))
+
+    def close_connection(self, code: int) -> None:
+        self.out.append(goaway_frame(self.highest_inbound, code))
+
+    def data_to_send(self) -> bytes:
+        out = self.out
+        if not out:
+            return b""
+        data = out[0] if len(out) == 1 else b"".join(out)
+        self.out = []
+        return data
+
+
+def _rst(sid: int, code: int) -> bytes:
+    return frame_head(4, RST_STREAM, 0, sid) + code.to_bytes(4, "big")
+
+
+__all__ = ["NO_ERROR", "ConnectionFailure", "Engine", "Event"]
