@@ -55,6 +55,10 @@ HOT = [
     "bastion/proxy/tracing.py",
     "bastion/observe/tap.py",
     "bastion/observe/aggregate.py",
+    "bastion/http2/engine.py",
+    "bastion/http2/errors.py",
+    "bastion/http2/encoder.py",
+    "bastion/http2/headers.py",
 ]
 
 

@@ -18,9 +18,10 @@ from bastion.http.request import Request
 from bastion.http1.closing import close_owing_nothing
 from bastion.http2.decoder import MemoDecoder
 from bastion.http2.encoder import StaticEncoder
-from bastion.http2.engine import Engine, Event, goaway_frame
+from bastion.http2.engine import Engine, Event
 from bastion.http2.errors import NO_ERROR, PROTOCOL_ERROR, REFUSED_STREAM
 from bastion.http2.events import RESET_WINDOW, FrameEvents
+from bastion.http2.frames import goaway_frame
 from bastion.http2.guard import FrameGuard
 from bastion.http2.headers import Malformed, StreamReject, build_request
 from bastion.http2.output import Output

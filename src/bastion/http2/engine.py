@@ -32,45 +32,47 @@ from bastion.http2.errors import (
     ENHANCE_YOUR_CALM,
     FLOW_CONTROL_ERROR,
     FRAME_SIZE_ERROR,
-    NO_ERROR,
     PROTOCOL_ERROR,
     REFUSED_STREAM,
     STREAM_CLOSED,
     ConnectionFailure,
 )
+from bastion.http2.frames import (
+    ACK,
+    CONTINUATION,
+    DATA,
+    DEFAULT_FRAME,
+    DEFAULT_WINDOW,
+    ENABLE_CONNECT_PROTOCOL,
+    ENABLE_PUSH,
+    END_HEADERS,
+    END_STREAM,
+    GOAWAY,
+    HEADER_TABLE_SIZE,
+    HEADERS,
+    INITIAL_WINDOW_SIZE,
+    MAX_CONCURRENT_STREAMS,
+    MAX_FRAME_SIZE,
+    MAX_HEADER_LIST_SIZE,
+    MAX_WINDOW,
+    PADDED,
+    PING,
+    PREFACE,
+    PRIORITY,
+    PRIORITY_FLAG,
+    PUSH_PROMISE,
+    RST_STREAM,
+    SETTINGS,
+    WINDOW_UPDATE,
+    frame_head,
+    goaway_frame,
+    rst_frame,
+    window_update,
+)
 
-PREFACE: Final = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-MAX_WINDOW: Final = 2**31 - 1
-DEFAULT_WINDOW: Final = 65535
-DEFAULT_FRAME: Final = 16384
-
-# frame types (RFC 9113 §6)
-DATA: Final = 0x0
-HEADERS: Final = 0x1
-PRIORITY: Final = 0x2
-RST_STREAM: Final = 0x3
-SETTINGS: Final = 0x4
-PUSH_PROMISE: Final = 0x5
-PING: Final = 0x6
-GOAWAY: Final = 0x7
-WINDOW_UPDATE: Final = 0x8
-CONTINUATION: Final = 0x9
-
-# flags
-END_STREAM: Final = 0x1
-ACK: Final = 0x1
-END_HEADERS: Final = 0x4
-PADDED: Final = 0x8
-PRIORITY_FLAG: Final = 0x20
-
-# settings (RFC 9113 §6.5.2, RFC 8441)
-HEADER_TABLE_SIZE: Final = 0x1
-ENABLE_PUSH: Final = 0x2
-MAX_CONCURRENT_STREAMS: Final = 0x3
-INITIAL_WINDOW_SIZE: Final = 0x4
-MAX_FRAME_SIZE: Final = 0x5
-MAX_HEADER_LIST_SIZE: Final = 0x6
-ENABLE_CONNECT_PROTOCOL: Final = 0x8
+# a HEADERS frame's stream depends on itself (an engine-internal flag bit, beyond the
+# frame's eight): a stream error once the block is decoded
+_SELF_DEPENDENT: Final = 0x100
 
 # event kinds
 REQUEST: Final = 1  # a new stream's header block: headers, ended
@@ -108,18 +110,6 @@ class StreamWindows:
         self.in_unacked = 0  # received and passed on, not yet returned with WINDOW_UPDATE
         self.remote_open = remote_open
         self.local_open = True
-
-
-def frame_head(length: int, kind: int, flags: int, sid: int) -> bytes:
-    return ((length << 48) | (kind << 40) | (flags << 32) | sid).to_bytes(9, "big")
-
-
-def window_update(sid: int, increment: int) -> bytes:
-    return frame_head(4, WINDOW_UPDATE, 0, sid) + increment.to_bytes(4, "big")
-
-
-def goaway_frame(last_sid: int, code: int) -> bytes:
-    return frame_head(8, GOAWAY, 0, 0) + last_sid.to_bytes(4, "big") + code.to_bytes(4, "big")
 
 
 def _credit(unacked: int, window: int, target: int) -> bool:
@@ -333,7 +323,7 @@ class Engine:
             if int.from_bytes(fragment[:4], "big") & 0x7FFFFFFF == sid:
                 # a stream depending on itself: a stream error, after the block is
                 # decoded (below) so the compression state stays in step
-                flags |= 0x100
+                flags |= _SELF_DEPENDENT
             fragment = fragment[5:]
         self.block_sid = sid
         self.block_flags = flags
@@ -359,13 +349,13 @@ class Engine:
         ended = bool(flags & END_STREAM)
         if sid > self.highest_inbound:
             self.highest_inbound = sid
-            if flags & 0x100:
+            if flags & _SELF_DEPENDENT:
                 self._stream_error(sid, PROTOCOL_ERROR, events, known=False)
                 return
             if len(self.streams) >= self.max_streams:
                 # past the advertised limit (§5.1.2): refused, and reported so that
                 # the gateway counts it like an early reset
-                self.out.append(_rst(sid, REFUSED_STREAM))
+                self.out.append(rst_frame(sid, REFUSED_STREAM))
                 events.append(Event(REFUSED, sid))
                 return
             self.streams[sid] = StreamWindows(self.peer_window, self.initial_window, not ended)
@@ -381,7 +371,7 @@ class Engine:
             return  # a stream closed meanwhile (§5.4.2)
         if not stream.remote_open:
             self._stream_error(sid, STREAM_CLOSED, events)
-        elif not ended or flags & 0x100:
+        elif not ended or flags & _SELF_DEPENDENT:
             # a second header block must end the stream (trailers, RFC 9113 §8.1)
             self._stream_error(sid, PROTOCOL_ERROR, events)
         else:
@@ -392,7 +382,7 @@ class Engine:
 
     def _stream_error(self, sid: int, code: int, events: list[Event], known: bool = True) -> None:
         """Reset one stream (RFC 9113 §5.4.2); the gateway hears of it as a reset."""
-        self.out.append(_rst(sid, code))
+        self.out.append(rst_frame(sid, code))
         if known and self.streams.pop(sid, None) is not None:
             event = Event(RESET, sid)
             event.code = code
@@ -515,7 +505,7 @@ class Engine:
     def reset_stream(self, sid: int, code: int) -> None:
         """RST_STREAM for a stream still open (a closed one needs none)."""
         if self.streams.pop(sid, None) is not None:
-            self.out.append(_rst(sid, code))
+            self.out.append(rst_frame(sid, code))
 
     def acknowledge(self, size: int, sid: int) -> None:
         """`size` received bytes passed on: the windows they took are given back, in
@@ -552,10 +542,3 @@ class Engine:
         data = out[0] if len(out) == 1 else b"".join(out)
         self.out = []
         return data
-
-
-def _rst(sid: int, code: int) -> bytes:
-    return frame_head(4, RST_STREAM, 0, sid) + code.to_bytes(4, "big")
-
-
-__all__ = ["NO_ERROR", "ConnectionFailure", "Engine", "Event"]
