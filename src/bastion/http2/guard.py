@@ -14,17 +14,19 @@ with its limit per time window.
 
 from __future__ import annotations
 
-_PREFACE_BYTES = 24  # "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-_DATA = 0x0
-_HEADERS = 0x1
-_PRIORITY = 0x2
-_SETTINGS = 0x4
-_PUSH_PROMISE = 0x5
-_PING = 0x6
-_CONTINUATION = 0x9
-_END_HEADERS = 0x4
-_END_STREAM = 0x1
-_ACK = 0x1
+from bastion.http2.frames import (
+    ACK,
+    CONTINUATION,
+    DATA,
+    END_HEADERS,
+    END_STREAM,
+    HEADERS,
+    PING,
+    PREFACE,
+    PRIORITY,
+    PUSH_PROMISE,
+    SETTINGS,
+)
 
 
 class FrameGuard:
@@ -43,7 +45,7 @@ class FrameGuard:
     def __init__(self, max_bytes: int, max_frames: int) -> None:
         self.max_bytes = max_bytes
         self.max_frames = max_frames
-        self.preface = _PREFACE_BYTES
+        self.preface = len(PREFACE)
         self.partial = b""  # the start of a frame header split across reads
         self.skip = 0  # payload bytes of the current frame still to pass over
         self.in_block = False  # a header block has started and not ended
@@ -76,24 +78,24 @@ class FrameGuard:
             kind = header[3]
             flags = header[4]
             self.skip = length
-            if kind in (_HEADERS, _PUSH_PROMISE):
-                if not flags & _END_HEADERS:
+            if kind in (HEADERS, PUSH_PROMISE):
+                if not flags & END_HEADERS:
                     self.in_block = True
                     self.block_bytes = length
                     self.frames = 0
-            elif kind == _DATA:
-                if not length and not flags & _END_STREAM:
+            elif kind == DATA:
+                if not length and not flags & END_STREAM:
                     self.control += 1
-            elif kind in (_PING, _SETTINGS):
-                if not flags & _ACK:
+            elif kind in (PING, SETTINGS):
+                if not flags & ACK:
                     self.control += 1
-            elif kind == _PRIORITY:
+            elif kind == PRIORITY:
                 self.control += 1
-            elif kind == _CONTINUATION:
+            elif kind == CONTINUATION:
                 self.frames += 1
                 self.block_bytes += length
                 if self.block_bytes > self.max_bytes or self.frames > self.max_frames:
                     return False
-                if flags & _END_HEADERS:
+                if flags & END_HEADERS:
                     self.in_block = False
         return True
