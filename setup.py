@@ -59,6 +59,15 @@ HOT = [
     "bastion/http2/errors.py",
     "bastion/http2/encoder.py",
     "bastion/http2/headers.py",
+    "bastion/http2/frames.py",
+    "bastion/http2/guard.py",
+    "bastion/http2/state.py",
+    "bastion/http2/output.py",
+    "bastion/http2/events.py",
+    "bastion/http2/connection.py",
+    "bastion/http2/stream.py",
+    "bastion/http2/uploads.py",
+    "bastion/http2/decoder.py",
 ]
 
 

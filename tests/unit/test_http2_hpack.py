@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from hpack import Decoder, Encoder
 
-from bastion.http2.decoder import MemoDecoder
+from bastion.http2.decoder import MemoDecoder, changes_table
 from bastion.http2.encoder import StaticEncoder
 
 
@@ -63,3 +63,36 @@ def test_memo_decoder_hands_out_independent_lists() -> None:
     got = decoder.decode(block, raw=True)
     got.append((b"x", b"y"))
     assert decoder.decode(block, raw=True) == fields
+
+
+def test_block_walker_tells_which_blocks_may_change_the_table() -> None:
+    raw_path = b"\x05/api/"  # a raw 5-byte string literal
+    assert not changes_table(b"\x82\x87")  # static references
+    assert not changes_table(b"\x04" + raw_path)  # literal without indexing, indexed name
+    assert not changes_table(b"\x14" + raw_path)  # never indexed
+    assert not changes_table(b"\x00\x03x-k" + raw_path)  # without indexing, literal name
+    assert not changes_table(b"\xff\x80\x01")  # a multi-byte index (static + dynamic)
+    assert changes_table(b"\x44" + raw_path)  # incremental indexing
+    assert changes_table(b"\x82\x3f\xe1\x1f")  # a table size update after a reference
+    assert changes_table(b"\x04\x05/ap")  # cut short: the decoder refuses it
+    assert changes_table(b"\x04\x7f")  # a length whose continuation is missing
+    long_value = b"v" * 300
+    block = Encoder().encode([(b"x-long", long_value, True)])  # never indexed, long
+    assert not changes_table(block)
+
+
+def test_memo_decoder_remembers_blocks_with_unindexed_literals() -> None:
+    # nghttp2 never indexes :path, so a repeated request carries it as a literal each time
+    client = Encoder()
+    decoder = MemoDecoder(65536)
+    fields = [(b":method", b"GET"), (b":path", b"/api/", True), (b"x-token", b"one")]
+    plain = [(b":method", b"GET"), (b":path", b"/api/"), (b"x-token", b"one")]
+    assert decoder.decode(client.encode(fields), raw=True) == plain
+    again = client.encode(fields)
+    assert not changes_table(again)
+    assert decoder.decode(again, raw=True) == plain
+    assert again in decoder.memo
+    assert decoder.decode(again, raw=True) == plain
+    # a block that indexes something new empties it: the old bytes may mean other fields
+    assert decoder.decode(client.encode([(b"x-new", b"1")]), raw=True) == [(b"x-new", b"1")]
+    assert not decoder.memo

@@ -169,8 +169,8 @@ class HTTP1Connection(HeadParser, asyncio.Protocol):  # the parts, one chain: se
                 pass
             elif self.reject is None:
                 self.reject = self._classify_parse_error(exc)
-        except ParseReject as exc:
-            self.reject = exc
+        except ParseReject as rejected:  # (not `exc` twice: see docs/compiled.md)
+            self.reject = rejected
         if self.in_head and self.reject is None:
             # a head still incomplete after this whole chunk: all of it was head
             self.head_raw += len(data)

@@ -9,6 +9,7 @@ closes it (GOAWAY, errors, the once-a-second tick).
 from __future__ import annotations
 
 import asyncio
+import asyncio.protocols  # mypyc's code for HTTP2Connection's base looks this module up
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +25,6 @@ from bastion.http2.events import RESET_WINDOW, FrameEvents
 from bastion.http2.frames import goaway_frame
 from bastion.http2.guard import FrameGuard
 from bastion.http2.headers import Malformed, StreamReject, build_request
-from bastion.http2.output import Output
 from bastion.http2.stream import Stream
 from bastion.http2.uploads import Uploads
 
@@ -37,7 +37,7 @@ _MAX_CONTINUATIONS = 16  # more CONTINUATION frames in one header block: a flood
 _TICK = 1.0
 
 
-class HTTP2Connection(FrameEvents, Output, asyncio.Protocol):
+class HTTP2Connection(FrameEvents, asyncio.Protocol):  # the parts, one chain: see state.py
     def __init__(self, ctx: ServerContext) -> None:
         self.ctx = ctx
         plan = ctx.plan
@@ -129,7 +129,7 @@ class HTTP2Connection(FrameEvents, Output, asyncio.Protocol):
         """`size` more body bytes held by a waiting stream: credited back to the
         connection window within the waiting streams' budget, else the stream is refused."""
         if self.uploads.hold(stream, size):
-            self.credit_connection(size)
+            self.credit_connection(size, stream.sid)
         else:
             self.refuse(stream)
 
@@ -146,12 +146,12 @@ class HTTP2Connection(FrameEvents, Output, asyncio.Protocol):
         stream.unacked = 0
         self._forget(stream)
 
-    def credit_connection(self, size: int) -> None:
+    def credit_connection(self, size: int, sid: int = 0) -> None:
         """Reopen the connection window (not the stream's) for bytes a waiting stream holds;
         when the stream acknowledges them, the window is not reopened past its size."""
         if self.closing or not size:
             return
-        self.engine.open_connection_window(size)
+        self.engine.open_connection_window(size, sid)
         self.flush_soon()
 
     def _open(self, event: Event, now: float) -> Stream | None:
@@ -173,12 +173,12 @@ class HTTP2Connection(FrameEvents, Output, asyncio.Protocol):
                 self.max_uri_bytes,
                 self.max_body_bytes,
             )
-        except StreamReject as exc:
-            stream.reject = exc
-        except Malformed as exc:
+        except StreamReject as reject:
+            stream.reject = reject
+        except Malformed as malformed:  # (not `exc` twice: see docs/compiled.md)
             # a stream error (RFC 9113 §8.1.1): this stream is reset, its neighbours
             # go on; it counts like a cancelled stream against the reset limit
-            log.info("http2: malformed request from %s: %s", self.client_ip, exc)
+            log.info("http2: malformed request from %s: %s", self.client_ip, malformed)
             self._reset(sid, PROTOCOL_ERROR)
             self._count_early_reset(now)
             return None

@@ -14,12 +14,13 @@ Callers hand it validated, lowercased fields (see `headers.response_headers`).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Final
 
 from hpack.table import HeaderTable
 
 # names whose values must not be added to any table on the way (RFC 7541 §7.1.3):
 # sent as "never indexed" literals, as the `hpack` encoder does for them
-_SENSITIVE = frozenset((b"authorization", b"proxy-authorization", b"cookie", b"set-cookie"))
+_SENSITIVE: Final = frozenset((b"authorization", b"proxy-authorization", b"cookie", b"set-cookie"))
 
 
 def _integer(value: int, prefix_bits: int, first: int) -> bytes:
@@ -47,9 +48,11 @@ def _build_tables() -> tuple[dict[tuple[bytes, bytes], bytes], dict[bytes, bytes
     return full, names
 
 
-_FULL, _NAMES = _build_tables()
+_TABLES: Final = _build_tables()
+_FULL: Final = _TABLES[0]
+_NAMES: Final = _TABLES[1]
 # value lengths below 127 take one byte; precomputed as the most common case
-_LENGTHS = tuple(bytes((n,)) for n in range(127))
+_LENGTHS: Final = tuple(bytes((n,)) for n in range(127))
 
 
 def _string(data: bytes) -> bytes:
@@ -85,25 +88,24 @@ class StaticEncoder:
 
     def encode(self, headers: Iterable[tuple[bytes, bytes]], huffman: bool = True) -> bytes:
         parts: list[bytes] = []
-        append = parts.append
         smallest = self._size_update
         if smallest is not None:
             self._size_update = None
-            append(_integer(smallest, 5, 0x20))
+            parts.append(_integer(smallest, 5, 0x20))
             if self._size != smallest:
-                append(_integer(self._size, 5, 0x20))
+                parts.append(_integer(self._size, 5, 0x20))
         full = _FULL
         names = _NAMES
         for name, value in headers:
             indexed = full.get((name, value))
             if indexed is not None:
-                append(indexed)
+                parts.append(indexed)
                 continue
             prefix = names.get(name)
             if prefix is None:
-                append(b"\x10" if name in _SENSITIVE else b"\x00")
-                append(_string(name))
+                parts.append(b"\x10" if name in _SENSITIVE else b"\x00")
+                parts.append(_string(name))
             else:
-                append(prefix)
-            append(_string(value))
+                parts.append(prefix)
+            parts.append(_string(value))
         return b"".join(parts)

@@ -153,6 +153,11 @@ class Engine:
         self.block_sid = 0
         self.block_flags = 0
         self.block: list[bytes] = []
+        # streams reset by this side whose client half may still send (§5.4.2), the
+        # latest ones: frames on them are ignored, frames on other closed ids are errors
+        self.reset_ids: dict[int, None] = {}
+        # connection window credited ahead per stream, not yet acknowledged
+        self.ahead: dict[int, int] = {}
 
     # ------------------------------------------------------------------ start
     def initiate(self) -> None:
@@ -167,10 +172,14 @@ class Engine:
         )
         self.out.append(frame_head(len(settings), SETTINGS, 0, 0) + settings)
 
-    def open_connection_window(self, increment: int) -> None:
-        """Widen what the client may send on the connection (in all streams) by `increment`."""
+    def open_connection_window(self, increment: int, sid: int = 0) -> None:
+        """Widen what the client may send on the connection (in all streams) by `increment`;
+        with `sid`, for bytes that stream holds: their acknowledgement later is not credited
+        to the connection again."""
         if increment <= 0:
             return
+        if sid:
+            self.ahead[sid] = self.ahead.get(sid, 0) + increment
         self.in_window += increment
         if self.in_window > self.in_target:
             self.in_target = self.in_window
@@ -229,6 +238,7 @@ class Engine:
             if len(payload) != 4:
                 raise ConnectionFailure(FRAME_SIZE_ERROR, "RST_STREAM of a wrong size")
             self._check_known(sid, "RST_STREAM")
+            self.ahead.pop(sid, None)  # what it held is dropped, its credit stays given
             if self.streams.pop(sid, None) is not None:
                 event = Event(RESET, sid)
                 event.code = int.from_bytes(payload, "big")
@@ -264,7 +274,7 @@ class Engine:
     def _check_known(self, sid: int, what: str) -> None:
         if not sid:
             raise ConnectionFailure(PROTOCOL_ERROR, f"{what} on stream 0")
-        if sid > self.highest_inbound:
+        if sid > self.highest_inbound or not sid & 1:
             raise ConnectionFailure(PROTOCOL_ERROR, f"{what} on an idle stream")
 
     @staticmethod
@@ -319,6 +329,9 @@ class Engine:
         fragment = self._unpad(flags, payload)
         if flags & PRIORITY_FLAG:
             if len(fragment) < 5:
+                if flags & PADDED and len(payload) >= 6:
+                    # room for the priority fields, but the padding eats into them (§6.2)
+                    raise ConnectionFailure(PROTOCOL_ERROR, "padding longer than the frame")
                 raise ConnectionFailure(FRAME_SIZE_ERROR, "HEADERS too short for its priority")
             if int.from_bytes(fragment[:4], "big") & 0x7FFFFFFF == sid:
                 # a stream depending on itself: a stream error, after the block is
@@ -342,9 +355,7 @@ class Engine:
         except OversizedHeaderListError:
             # an HPACK bomb: a small block that decodes past SETTINGS_MAX_HEADER_LIST_SIZE
             raise ConnectionFailure(ENHANCE_YOUR_CALM, "header list too large") from None
-        except HPACKError as exc:
-            raise ConnectionFailure(COMPRESSION_ERROR, f"header block: {exc}") from None
-        except (IndexError, TypeError, ValueError) as exc:
+        except (HPACKError, IndexError, TypeError, ValueError) as exc:
             raise ConnectionFailure(COMPRESSION_ERROR, f"header block: {exc}") from None
         ended = bool(flags & END_STREAM)
         if sid > self.highest_inbound:
@@ -356,6 +367,7 @@ class Engine:
                 # past the advertised limit (§5.1.2): refused, and reported so that
                 # the gateway counts it like an early reset
                 self.out.append(rst_frame(sid, REFUSED_STREAM))
+                self._note_reset(sid)
                 events.append(Event(REFUSED, sid))
                 return
             self.streams[sid] = StreamWindows(self.peer_window, self.initial_window, not ended)
@@ -368,7 +380,9 @@ class Engine:
             return
         stream = self.streams.get(sid)
         if stream is None:
-            return  # a stream closed meanwhile (§5.4.2)
+            if sid in self.reset_ids:
+                return  # a stream reset meanwhile (§5.4.2)
+            raise ConnectionFailure(PROTOCOL_ERROR, "HEADERS on a closed stream")
         if not stream.remote_open:
             self._stream_error(sid, STREAM_CLOSED, events)
         elif not ended or flags & _SELF_DEPENDENT:
@@ -380,9 +394,17 @@ class Engine:
             events.append(event)
             self._remote_end(sid, stream, events)
 
+    def _note_reset(self, sid: int) -> None:
+        ids = self.reset_ids
+        ids[sid] = None
+        if len(ids) > 2 * self.max_streams + 100:
+            del ids[next(iter(ids))]
+
     def _stream_error(self, sid: int, code: int, events: list[Event], known: bool = True) -> None:
         """Reset one stream (RFC 9113 §5.4.2); the gateway hears of it as a reset."""
         self.out.append(rst_frame(sid, code))
+        self._note_reset(sid)
+        self.ahead.pop(sid, None)
         if known and self.streams.pop(sid, None) is not None:
             event = Event(RESET, sid)
             event.code = code
@@ -453,7 +475,8 @@ class Engine:
         stream = self.streams.get(sid)
         if stream is None or not stream.local_open:
             return -1
-        return min(stream.out_window, self.out_window)
+        window = min(stream.out_window, self.out_window)
+        return window if window > 0 else 0
 
     def is_open(self, sid: int) -> bool:
         stream = self.streams.get(sid)
@@ -506,6 +529,7 @@ class Engine:
         """RST_STREAM for a stream still open (a closed one needs none)."""
         if self.streams.pop(sid, None) is not None:
             self.out.append(rst_frame(sid, code))
+            self._note_reset(sid)
 
     def acknowledge(self, size: int, sid: int) -> None:
         """`size` received bytes passed on: the windows they took are given back, in
@@ -514,8 +538,17 @@ class Engine:
         waiting stream's body) are not credited twice."""
         if size <= 0:
             return
-        self.in_unacked += size
-        if _credit(self.in_unacked, self.in_window, self.in_target):
+        ahead = self.ahead.get(sid, 0) if sid else 0
+        if ahead:
+            taken = min(ahead, size)
+            if taken == ahead:
+                del self.ahead[sid]
+            else:
+                self.ahead[sid] = ahead - taken
+            self.in_unacked += size - taken
+        else:
+            self.in_unacked += size
+        if self.in_unacked and _credit(self.in_unacked, self.in_window, self.in_target):
             increment = min(self.in_unacked, self.in_target - self.in_window)
             self.in_unacked = 0
             if increment > 0:

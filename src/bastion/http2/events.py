@@ -31,7 +31,7 @@ from bastion.http2.errors import (
     ConnectionFailure,
 )
 from bastion.http2.headers import Malformed, check_trailers
-from bastion.http2.state import ConnectionState
+from bastion.http2.output import Output
 from bastion.http2.stream import Stream
 
 log = logging.getLogger("bastion.http2")
@@ -42,7 +42,7 @@ RESET_WINDOW = 10.0  # seconds over which early cancellations are counted
 _MAX_CONTROL = 1000
 
 
-class FrameEvents(ConnectionState):
+class FrameEvents(Output):
     """The input side of `HTTP2Connection`."""
 
     # --------------------------------------------------------------- input

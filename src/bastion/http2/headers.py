@@ -17,6 +17,7 @@ fields. `response_headers` does the outbound side.
 from __future__ import annotations
 
 import re
+from typing import Final
 
 from bastion.http.request import REFUSED_METHODS, Request
 from bastion.http.target import set_origin_target
@@ -24,7 +25,7 @@ from bastion.routing import parse_host
 
 # Response fields that mean something only to an HTTP/1.1 connection (RFC 9113 §8.2.2),
 # and TE, which only a request may carry.
-_CONNECTION_SPECIFIC = frozenset(
+_CONNECTION_SPECIFIC: Final = frozenset(
     (
         b"connection",
         b"keep-alive",
@@ -34,7 +35,7 @@ _CONNECTION_SPECIFIC = frozenset(
         b"upgrade",
     )
 )
-_SPECIAL = frozenset(
+_SPECIAL: Final = frozenset(
     (
         b"content-length",
         b"expect",
@@ -52,26 +53,28 @@ _SPECIAL = frozenset(
 # as bytes.translate with a delete table, and cheaper than a per-character loop).
 # A field name is an RFC 9110 §5.6.2 token, and in HTTP/2 a lowercase one (RFC 9113
 # §8.2.1: uppercase is malformed); a pseudo-header's leading colon is taken apart first.
-_BAD_NAME = re.compile(rb"[^!#$%&'*+\-.^_`|~0-9a-z]")
+_BAD_NAME: Final = re.compile(rb"[^!#$%&'*+\-.^_`|~0-9a-z]")
 # RFC 9110 §5.5: a field value holds visible characters, SP, HTAB and obs-text; any
 # other control character (NUL, CR, LF, ESC, DEL, ...) is refused, not just the
 # three RFC 9113 §8.2.1 names, as an HTTP/1.1 parser refuses them too.
-_BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
-_WHITESPACE = (32, 9)  # SP and HTAB, as byte values
+_BAD_VALUE: Final = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+_WHITESPACE: Final = (32, 9)  # SP and HTAB, as byte values
 # RFC 9110 §9.1: a method is a token, compared case-sensitively. The gateway takes
 # methods in uppercase only (as nginx and the HTTP/1.1 parser do): backends that
 # uppercase the method they read (WSGI frameworks do) would otherwise run `trace`
 # or `get` as TRACE or GET while the gateway's refusals and route `methods` saw
 # another method.
-_BAD_METHOD = re.compile(rb"[^!#$%&'*+\-.^_`|~0-9A-Za-z]")
-_LOWERCASE = re.compile(rb"[a-z]")
+_BAD_METHOD: Final = re.compile(rb"[^!#$%&'*+\-.^_`|~0-9A-Za-z]")
+_LOWERCASE: Final = re.compile(rb"[a-z]")
 # RFC 9112 §3.2 / RFC 3986: a request target is visible ASCII only; SP, controls,
 # DEL and bytes >= 0x80 cannot be written into an HTTP/1.1 request line
-_BAD_PATH = re.compile(rb"[^\x21-\x7e]")
+_BAD_PATH: Final = re.compile(rb"[^\x21-\x7e]")
 # the usual methods as shared str objects, as on HTTP/1.1 (no check, no decoding)
-_METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
+_METHODS: Final = {
+    m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")
+}
 # fields HTTP/2 forbids in a request (RFC 9113 §8.2.2); TE is checked by value
-_FORBIDDEN = frozenset(
+_FORBIDDEN: Final = frozenset(
     (b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade")
 )
 
@@ -276,7 +279,6 @@ def response_headers(head: bytes) -> list[tuple[bytes, bytes]]:
     if len(status) != 3 or not status.isdigit():
         raise ValueError("the response status is malformed")
     out: list[tuple[bytes, bytes]] = [(b":status", status)]
-    append = out.append
     for line in lines[1:]:
         if not line:
             continue
@@ -285,5 +287,5 @@ def response_headers(head: bytes) -> list[tuple[bytes, bytes]]:
         # an empty name (a line starting with ":" included) has no HTTP/2 form
         if not lname or lname in _CONNECTION_SPECIFIC:
             continue
-        append((lname, value.strip()))
+        out.append((lname, value.strip()))
     return out

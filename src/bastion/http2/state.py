@@ -1,8 +1,9 @@
 """The state of one HTTP/2 connection, shared by the parts of its protocol.
 
 `HTTP2Connection` (connection.py: set-up, stream admission, closing, the tick) is
-assembled with the frame event handling of events.py and the output side of
-output.py (frames coalesced and written once per loop iteration).
+built as one chain of parts, as mypyc's native classes take a single compiled base:
+`ConnectionState <- Output (output.py: frames coalesced and written once per loop
+iteration) <- FrameEvents (events.py: frames in) <- HTTP2Connection`.
 """
 
 from __future__ import annotations
@@ -54,18 +55,44 @@ class ConnectionState:
     max_resets: int
     idle_since: float
 
-    if TYPE_CHECKING:
-        # what each part calls in the others
-        def _open(self, event: Event, now: float) -> Stream | None: ...
-        def hold_waiting(self, stream: Stream, size: int) -> None: ...
-        def _count_early_reset(self, now: float) -> None: ...
-        def _reset(self, sid: int, code: int) -> None: ...
-        def _move(self, stream: Stream) -> None: ...
-        def _forget(self, stream: Stream) -> None: ...
-        def _stream_gone(self) -> None: ...
-        def ack(self, sid: int, size: int) -> None: ...
-        def flush_soon(self) -> None: ...
-        def flush(self) -> None: ...
-        def goaway(self, last_sid: int | None = None) -> None: ...
-        def fail(self, code: int) -> None: ...
-        def close(self, owing_nothing: bool = False) -> None: ...
+    # what each part calls in the others: every method is defined by the part that
+    # owns it, which comes first in HTTP2Connection's MRO (a compiled class cannot
+    # declare them under `if TYPE_CHECKING:`)
+    def _open(self, event: Event, now: float) -> Stream | None:
+        raise NotImplementedError
+
+    def hold_waiting(self, stream: Stream, size: int) -> None:
+        raise NotImplementedError
+
+    def _count_early_reset(self, now: float) -> None:
+        raise NotImplementedError
+
+    def _reset(self, sid: int, code: int) -> None:
+        raise NotImplementedError
+
+    def _move(self, stream: Stream) -> None:
+        raise NotImplementedError
+
+    def _forget(self, stream: Stream) -> None:
+        raise NotImplementedError
+
+    def _stream_gone(self) -> None:
+        raise NotImplementedError
+
+    def ack(self, sid: int, size: int) -> None:
+        raise NotImplementedError
+
+    def flush_soon(self) -> None:
+        raise NotImplementedError
+
+    def flush(self) -> None:
+        raise NotImplementedError
+
+    def goaway(self, last_sid: int | None = None) -> None:
+        raise NotImplementedError
+
+    def fail(self, code: int) -> None:
+        raise NotImplementedError
+
+    def close(self, owing_nothing: bool = False) -> None:
+        raise NotImplementedError
