@@ -788,7 +788,7 @@ def test_acknowledge_never_reopens_past_the_window_credited_ahead() -> None:
     client.feed(client.headers(1, end=False))
     client.feed(data(1, b"x" * 16384) * 3)
     # the gateway holds these bytes for a waiting stream: credited to the connection now
-    client.engine.open_connection_window(49152)
+    client.engine.open_connection_window(49152, 1)
     assert _updates(client.out()) == {0: 49152}
     # passed on later: the stream's window reopens, the connection's is already open
     client.engine.acknowledge(49152, 1)
@@ -796,11 +796,12 @@ def test_acknowledge_never_reopens_past_the_window_credited_ahead() -> None:
 
 
 def test_acknowledge_does_not_credit_bytes_credited_ahead_twice() -> None:
-    """`acknowledge` promises that bytes credited ahead with `open_connection_window` are
-    not credited twice. While other bytes are still held (received, not acknowledged),
-    the cap "never past the window's size" does not hold that promise: the ahead bytes,
-    acknowledged, pay for the held ones again, and the client may then send more than a
-    connection window while the gateway holds bytes it never returned."""
+    """Bytes credited ahead for a stream with `open_connection_window` are not credited
+    again when that stream acknowledges them. While other bytes are still held (received,
+    not acknowledged), a cap "never past the window's size" alone would not hold that
+    promise: the ahead bytes, acknowledged, would pay for the held ones again, and the
+    client could send more than a connection window while the gateway holds bytes it never
+    returned."""
     client = started()
     client.feed(client.headers(1, end=False) + client.headers(3, end=False))
     client.feed(client.headers(5, end=False))
@@ -815,7 +816,7 @@ def test_acknowledge_does_not_credit_bytes_credited_ahead_twice() -> None:
             received += piece
 
     send(1, 20000)  # stream 1 waits: its bytes are credited to the connection at once
-    client.engine.open_connection_window(20000)
+    client.engine.open_connection_window(20000, 1)
     client.engine.acknowledge(20000, 1)  # ... and passed on once it is dispatched
     send(3, 30000)  # stream 3's upstream is slow: its bytes stay held, unacknowledged
     send(5, 13000)  # stream 5's are passed on
