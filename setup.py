@@ -51,6 +51,7 @@ HOT = [
     # the endpoint and member state the exchange reads and writes per request
     "bastion/balance/endpoint.py",
     "bastion/balance/balancer.py",
+    "bastion/balance/policies.py",
     # not hot, but it derives from Exchange: see proxy/base.py
     "bastion/handlers/s3.py",
     "bastion/routing.py",
