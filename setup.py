@@ -48,6 +48,10 @@ HOT = [
     "bastion/proxy/response_head.py",
     "bastion/proxy/headers.py",
     "bastion/proxy/handler.py",
+    # the endpoint and member state the exchange reads and writes per request
+    "bastion/balance/endpoint.py",
+    "bastion/balance/balancer.py",
+    "bastion/balance/policies.py",
     # not hot, but it derives from Exchange: see proxy/base.py
     "bastion/handlers/s3.py",
     "bastion/routing.py",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from bastion.balance.endpoint import EPOCH, Endpoint, changed
 from bastion.balance.policies import Policy
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from bastion.config.balancing import PassiveHealth
     from bastion.http.request import Request
 
-_NEVER = math.inf
+_NEVER: Final = math.inf
 
 
 class Member:

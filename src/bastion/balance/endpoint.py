@@ -10,19 +10,19 @@ import asyncio
 import hashlib
 import math
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
     from bastion.proxy.pool import Pool
 
 # Bumped whenever an endpoint becomes usable or unusable, so that balancers rebuild
 # their candidate lists on the next pick instead of checking every endpoint per request.
-EPOCH = [0]
+EPOCH: Final = [0]
 
 # Time constant of the latency average: a sample older than this weighs 1/e as much.
-EWMA_DECAY = 3.0
+EWMA_DECAY: Final = 3.0
 # Latency assumed before the first sample (seconds): small, so new endpoints get traffic.
-EWMA_START = 0.001
+EWMA_START: Final = 0.001
 
 
 def changed() -> None:

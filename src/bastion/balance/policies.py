@@ -11,7 +11,7 @@ import hashlib
 import math
 import random
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from bastion.balance.endpoint import EWMA_DECAY
 from bastion.registry import Registry
@@ -22,11 +22,17 @@ if TYPE_CHECKING:
     from bastion.http.request import Request
 
 
-class Policy(Protocol):
-    def choose(self, members: Sequence[Member], req: Request | None, now: float) -> Member: ...
+class Policy:
+    """What a balancer asks of its policy: the member for the next try among `members`
+    (never empty). A base class rather than a protocol: compiled (docs/compiled.md), the
+    balancer calls `choose` through the class's method table, where through a protocol the
+    call was a lookup by name."""
+
+    def choose(self, members: Sequence[Member], req: Request | None, now: float) -> Member:
+        raise NotImplementedError
 
 
-class RoundRobin:
+class RoundRobin(Policy):
     """Smooth weighted round robin (as nginx does it): weights 5,1,1 give
     a a b a c a a, not a a a a a b c."""
 
@@ -61,7 +67,7 @@ class RoundRobin:
         return best
 
 
-class LeastRequests:
+class LeastRequests(Policy):
     """Fewest requests in flight relative to weight; ties go round robin."""
 
     def __init__(self) -> None:
@@ -91,7 +97,7 @@ def _two(members: Sequence[Member], rand: Callable[[], float]) -> tuple[Member, 
     return members[i], members[j]
 
 
-class RandomTwo:
+class RandomTwo(Policy):
     """Power of two random choices: the less loaded of two picked at random."""
 
     def __init__(self, rand: Callable[[], float] = random.random) -> None:
@@ -106,7 +112,7 @@ class RandomTwo:
         return b
 
 
-class PeakEwma:
+class PeakEwma(Policy):
     """Two random choices compared by latency * (in flight + 1) / weight: load moves
     away from an endpoint as soon as it turns slow, and back once it recovers."""
 
@@ -166,7 +172,7 @@ def read_cookie(req: Request, name: bytes) -> bytes | None:
     return None
 
 
-class Hash:
+class Hash(Policy):
     """Consistent hashing on a request key; requests without the key go round robin."""
 
     def __init__(self, spec: str) -> None:
@@ -186,7 +192,7 @@ class Hash:
         return best
 
 
-class Sticky:
+class Sticky(Policy):
     """The endpoint named by the request's cookie while it is usable; otherwise
     least requests (the exchange then sets the cookie on the response)."""
 
