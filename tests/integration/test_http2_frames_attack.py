@@ -442,3 +442,30 @@ def test_an_hpack_bomb_built_on_an_earlier_request(
     assert seen.goaway.code in (ENHANCE_YOUR_CALM, COMPRESSION_ERROR)
     assert 3 not in seen.statuses
     assert paths_received(backend) == ["/first"]
+
+
+# ----------------------------------------------------------------------- GOAWAY
+def test_a_graceful_goaway_from_the_client_lets_its_open_streams_finish(
+    tmp_path: Path, backend: Backend, gateway: Callable[..., Gateway]
+) -> None:
+    """RFC 9113 §6.8: a client's GOAWAY(NO_ERROR) says it opens no more streams; those
+    it opened are still answered, then the gateway says GOAWAY too and closes. An
+    error code fails the connection at once."""
+    connect = gateway_for(tmp_path, backend, gateway)
+    wire = connect()
+    goaway = (1).to_bytes(4, "big") + NO_ERROR.to_bytes(4, "big")
+    wire.send(wire.headers(1, "/slow?s=0.5"), frame(GOAWAY, 0, 0, goaway))
+    seen = wire.read(lambda s: 1 in s.ended and s.closed)
+    wire.close()
+    assert seen.statuses == {1: 200}
+    assert b'"slow": true' in seen.bodies[1]
+    assert seen.goaway is not None and seen.goaway.code == NO_ERROR
+    assert int.from_bytes(seen.goaway.payload[:4], "big") == 1
+    assert seen.closed
+
+    wire = connect()
+    failing = (0).to_bytes(4, "big") + PROTOCOL_ERROR.to_bytes(4, "big")
+    wire.send(wire.headers(1, "/slow?s=0.5"), frame(GOAWAY, 0, 0, failing))
+    seen = wire.read(lambda s: s.closed, timeout=5)
+    wire.close()
+    assert seen.closed and 1 not in seen.statuses

@@ -27,6 +27,7 @@ from bastion.http2.engine import (
 from bastion.http2.errors import (
     ENHANCE_YOUR_CALM,
     INTERNAL_ERROR,
+    NO_ERROR,
     PROTOCOL_ERROR,
     ConnectionFailure,
 )
@@ -138,9 +139,14 @@ class FrameEvents(Output):
                     if stream.pending:
                         self._move(stream)
             elif kind == TERMINATED:
-                # the client is leaving: what it still waits for cannot be sent
-                self.close()
-                return
+                if event.code == NO_ERROR and self.streams:
+                    # the client opens no more streams but still reads (RFC 9113 §6.8):
+                    # its open streams are answered, then the connection closes
+                    self.goaway()
+                else:
+                    # the client is failing the connection: nothing more can be sent
+                    self.close()
+                    return
             if self.closing:
                 return
         for stream in new:
