@@ -469,3 +469,48 @@ def test_a_graceful_goaway_from_the_client_lets_its_open_streams_finish(
     seen = wire.read(lambda s: s.closed, timeout=5)
     wire.close()
     assert seen.closed and 1 not in seen.statuses
+
+
+# ----------------------------------------------------------------------- fields
+def test_cookie_crumbs_reach_the_upstream_as_one_field(
+    tmp_path: Path, backend: Backend, gateway: Callable[..., Gateway]
+) -> None:
+    """RFC 9113 §8.2.3: a client may split Cookie into one field per crumb; an HTTP/1.1
+    upstream gets them joined with "; " in one field."""
+    connect = gateway_for(tmp_path, backend, gateway)
+    wire = connect()
+    crumbs = [("cookie", "a=1"), ("x-other", "v"), ("cookie", "b=2"), ("cookie", "c=3")]
+    wire.send(wire.headers(1, "/crumbs", extra=crumbs))
+    seen = wire.read(lambda s: 1 in s.ended)
+    wire.close()
+    assert seen.statuses == {1: 200}
+    time.sleep(0.3)
+    (entry,) = backend.requests
+    cookies = [value for name, value in entry["headers"] if name == "cookie"]
+    assert cookies == ["a=1; b=2; c=3"]
+
+
+def test_a_repeated_header_block_is_checked_like_the_first(
+    tmp_path: Path, backend: Backend, gateway: Callable[..., Gateway]
+) -> None:
+    """A request repeated with the same header block bytes is decoded from the memo and
+    its field scans are skipped only if it passed them before: the same malformed block
+    sent again is reset again, and never reaches the backend."""
+    connect = gateway_for(tmp_path, backend, gateway)
+    wire = connect()
+    # never-indexed literals: the same bytes each time, and a block the memo keeps
+    bad = [(":method", "GET"), (":scheme", "https"), (":authority", "localhost")]
+    bad_block = wire.encoder.encode([*bad, (":path", "/bad"), ("x-bad", "a\x01b", True)])
+    good_block = wire.encoder.encode([*bad, (":path", "/good"), ("x-good", "ok", True)])
+    again_bad = wire.encoder.encode([*bad, (":path", "/bad"), ("x-bad", "a\x01b", True)])
+    again_good = wire.encoder.encode([*bad, (":path", "/good"), ("x-good", "ok", True)])
+    flags = END_HEADERS | END_STREAM
+    wire.send(frame(HEADERS, flags, 1, bad_block), frame(HEADERS, flags, 3, good_block))
+    wire.read(lambda s: 1 in s.resets and 3 in s.ended)
+    wire.send(frame(HEADERS, flags, 5, again_bad), frame(HEADERS, flags, 7, again_good))
+    wire.send(frame(HEADERS, flags, 9, again_bad), frame(HEADERS, flags, 11, again_good))
+    seen = wire.read(lambda s: {5, 9} <= set(s.resets) and {7, 11} <= s.ended)
+    wire.close()
+    assert seen.resets == {1: PROTOCOL_ERROR, 5: PROTOCOL_ERROR, 9: PROTOCOL_ERROR}
+    assert seen.statuses == {3: 200, 7: 200, 11: 200}
+    assert paths_received(backend) == ["/good", "/good", "/good"]

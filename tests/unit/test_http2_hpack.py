@@ -96,3 +96,22 @@ def test_memo_decoder_remembers_blocks_with_unindexed_literals() -> None:
     # a block that indexes something new empties it: the old bytes may mean other fields
     assert decoder.decode(client.encode([(b"x-new", b"1")]), raw=True) == [(b"x-new", b"1")]
     assert not decoder.memo
+
+
+def test_memo_decoder_says_which_blocks_passed_the_field_scans() -> None:
+    client = Encoder()
+    decoder = MemoDecoder(65536)
+    fields = [(b":method", b"GET"), (b":path", b"/a", True)]
+    decoder.decode(client.encode(fields), raw=True)
+    block = client.encode(fields)
+    decoder.decode(block, raw=True)
+    assert not decoder.hit  # remembered, not yet marked
+    decoder.mark_checked(block)
+    decoder.decode(block, raw=True)
+    assert decoder.hit
+    decoder.mark_checked(b"\x82")  # a block the memo does not hold is never marked
+    assert b"\x82" not in decoder.checked
+    # a block that changes the table forgets both the blocks and the marks
+    decoder.decode(client.encode([(b"x-new", b"1")]), raw=True)
+    decoder.decode(block, raw=True)
+    assert not decoder.hit and not decoder.checked

@@ -172,9 +172,13 @@ class HTTP2Connection(FrameEvents, asyncio.Protocol):  # the parts, one chain: s
                 self.max_header_bytes,
                 self.max_uri_bytes,
                 self.max_body_bytes,
+                event.checked,
             )
         except StreamReject as reject:
+            # (past the field scans: a refusal of the gateway's own, per request)
             stream.reject = reject
+            if not event.checked:
+                self.engine.decoder.mark_checked(event.block)
         except Malformed as malformed:  # (not `exc` twice: see docs/compiled.md)
             # a stream error (RFC 9113 §8.1.1): this stream is reset, its neighbours
             # go on; it counts like a cancelled stream against the reset limit
@@ -182,6 +186,9 @@ class HTTP2Connection(FrameEvents, asyncio.Protocol):  # the parts, one chain: s
             self._reset(sid, PROTOCOL_ERROR)
             self._count_early_reset(now)
             return None
+        else:
+            if not event.checked:
+                self.engine.decoder.mark_checked(event.block)
         self.streams[sid] = stream
         if req.content_length is None and not event.ended:
             req.chunked = True  # a body of unknown length: chunked to the upstream

@@ -84,11 +84,17 @@ def _skip_string(block: bytes, pos: int) -> int:
 
 
 class MemoDecoder:
-    """An `hpack.Decoder` with the memo: `decode(block, raw=True)` as the library's."""
+    """An `hpack.Decoder` with the memo: `decode(block, raw=True)` as the library's.
+
+    The memo also remembers which of its blocks made a request that passed the field
+    scans of headers.py (`mark_checked`): `hit` says, after each `decode`, whether the
+    block came from the memo and was marked so; its fields need no scan again."""
 
     def __init__(self, max_header_list_size: int) -> None:
         self.decoder = Decoder(max_header_list_size=max_header_list_size)
         self.memo: dict[bytes, list[Any]] = {}
+        self.checked: set[bytes] = set()  # memo keys whose fields passed the scans
+        self.hit = False
 
     def decode(self, data: bytes, raw: bool = True) -> list[Any]:
         memo = self.memo
@@ -96,11 +102,19 @@ class MemoDecoder:
         if known is not None:
             # stored when it could not change the table, which has not changed since:
             # each caller gets its own list, the memo keeps an untouched one
+            self.hit = data in self.checked
             return list(known)
+        self.hit = False
         headers = list(self.decoder.decode(data, raw=raw))
         if changes_table(data):
             if memo:
                 memo.clear()
+                self.checked.clear()
         elif raw and len(memo) < _MEMO_SIZE:
             memo[data] = list(headers)
         return headers
+
+    def mark_checked(self, data: bytes) -> None:
+        """The request of block `data` passed the field scans."""
+        if data in self.memo:
+            self.checked.add(data)

@@ -27,6 +27,7 @@ from typing import Any, Final
 
 from hpack.exceptions import HPACKError, OversizedHeaderListError
 
+from bastion.http2.decoder import MemoDecoder
 from bastion.http2.errors import (
     COMPRESSION_ERROR,
     ENHANCE_YOUR_CALM,
@@ -87,7 +88,7 @@ REFUSED: Final = 9  # a new stream past the concurrent stream limit was refused
 
 
 class Event:
-    __slots__ = ("code", "data", "ended", "headers", "kind", "sid", "size")
+    __slots__ = ("block", "checked", "code", "data", "ended", "headers", "kind", "sid", "size")
 
     def __init__(self, kind: int, sid: int) -> None:
         self.kind = kind
@@ -97,6 +98,10 @@ class Event:
         self.headers: list[Any] = []
         self.ended = False
         self.code = 0
+        # a request's header block, and whether its fields passed the scans before
+        # (the decoder's memo knows it: see decoder.py)
+        self.block = b""
+        self.checked = False
 
 
 class StreamWindows:
@@ -124,13 +129,13 @@ class Engine:
 
     def __init__(
         self,
-        decoder: Any,
+        decoder: MemoDecoder,
         encoder: Any,
         max_streams: int,
         initial_window: int,
         max_header_list: int,
     ) -> None:
-        self.decoder = decoder  # hpack.Decoder-like: decode(block, raw=True)
+        self.decoder = decoder
         self.encoder = encoder  # encode(fields) -> block; header_table_size attribute
         self.max_streams = max_streams
         self.initial_window = initial_window  # ours: what a new stream may send us
@@ -374,6 +379,8 @@ class Engine:
             event = Event(REQUEST, sid)
             event.headers = headers
             event.ended = ended
+            event.block = block
+            event.checked = self.decoder.hit
             events.append(event)
             if ended:
                 events.append(Event(ENDED, sid))

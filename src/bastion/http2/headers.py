@@ -1,17 +1,15 @@
 """Header translation between HTTP/2 header lists and the HTTP/1.1 shapes the
 router, the proxy and the handlers already speak.
 
-The connection runs `h2` with its header validation off in both directions (its
-chain of per-field generators cost more than the rest of a proxied request), so
-the checks of RFC 9113 §8.2 and §8.3 are done here, in the one pass that maps the
+The checks of RFC 9113 §8.2 and §8.3 are done here, in the one pass that maps the
 fields anyway: `build_request` raises `Malformed` for names that are not lowercase
 tokens, control characters (other than HTAB) or surrounding whitespace in values,
 connection-specific fields, `te` other than `trailers`, unknown, duplicate,
 misplaced or missing pseudo-headers, a :method that is not a token, a :path with
 anything but visible ASCII and Host differing from :authority; `check_trailers`
 holds trailer fields to the same rules. Nothing that could not be written as an
-HTTP/1.1 request line or field reaches the upstream. `h2` still joins split Cookie
-fields. `response_headers` does the outbound side.
+HTTP/1.1 request line or field reaches the upstream. Split Cookie fields are joined
+(RFC 9113 §8.2.3). `response_headers` does the outbound side.
 """
 
 from __future__ import annotations
@@ -98,17 +96,22 @@ def build_request(
     max_header_bytes: int,
     max_uri_bytes: int,
     max_body_bytes: int,
+    checked: bool = False,
 ) -> None:
     """Fill `req` from a request header list; raises Malformed or StreamReject.
 
     Sizes are counted as the HTTP/1.1 side counts them (name, value and four bytes
     of framing per field), so one `limits:` section means the same on both.
+    `checked`: the same list passed these field scans before (a header block the
+    decoder's memo knows, see decoder.py): the character scans are skipped, the
+    rest of the checks are not.
     """
     method = scheme = path = authority = protocol = None
     host = None
     size = 0
     fields = req.headers
     regular = False  # a regular field was seen: no pseudo-header may follow
+    cookie_at = -1  # where the Cookie field is in `fields`
     deferred: StreamReject | None = None  # the gateway's own refusal, after §8 checks
     bad_name = _BAD_NAME.search
     bad_value = _BAD_VALUE.search
@@ -120,14 +123,18 @@ def build_request(
             if name == b":path" and path is None:
                 # visible ASCII only (RFC 9112 §3.2, RFC 3986): what an HTTP/1.1
                 # request line can carry; this scan stands in for the value check
-                if bad_path(value) is not None:
+                if not checked and bad_path(value) is not None:
                     raise Malformed("a character that is not visible ASCII in :path")
                 path = value
                 continue
-            if value and (
-                bad_value(value) is not None
-                or value[0] in _WHITESPACE
-                or value[-1] in _WHITESPACE
+            if (
+                value
+                and not checked
+                and (
+                    bad_value(value) is not None
+                    or value[0] in _WHITESPACE
+                    or value[-1] in _WHITESPACE
+                )
             ):
                 raise Malformed(f"illegal character or whitespace in the value of {name!r}")
             if name == b":method" and method is None:
@@ -141,13 +148,24 @@ def build_request(
             else:
                 raise Malformed(f"unknown or repeated pseudo-header {name!r}")
             continue
-        if value and (
-            bad_value(value) is not None or value[0] in _WHITESPACE or value[-1] in _WHITESPACE
-        ):
-            raise Malformed(f"illegal character or whitespace in the value of {name!r}")
+        if not checked:
+            if value and (
+                bad_value(value) is not None
+                or value[0] in _WHITESPACE
+                or value[-1] in _WHITESPACE
+            ):
+                raise Malformed(f"illegal character or whitespace in the value of {name!r}")
+            if not name or bad_name(name) is not None:
+                raise Malformed(f"illegal field name {name!r}")
         regular = True
-        if not name or bad_name(name) is not None:
-            raise Malformed(f"illegal field name {name!r}")
+        if name == b"cookie":
+            if cookie_at >= 0:
+                # split crumbs are one field again for HTTP/1.1 (RFC 9113 §8.2.3)
+                joined = fields[cookie_at][2] + b"; " + value
+                fields[cookie_at] = (name, name, joined)
+                size += len(value) + 2
+                continue
+            cookie_at = len(fields)
         size += len(name) + len(value) + 4
         fields.append((name, name, value))
         if name == b"host":
@@ -268,11 +286,12 @@ def response_headers(head: bytes) -> list[tuple[bytes, bytes]]:
     """An HTTP/1.1 response head (status line, fields, optional blank line) as an
     HTTP/2 header list: `:status` first, names lowercased, connection fields dropped.
 
-    This is the outbound check of RFC 9113 §8.2 for what the gateway sends: the
-    connection runs `h2` with its own (much slower) outbound normalization and
-    validation off. Raises ValueError for a head HTTP/2 cannot carry: a NUL, or a CR
+    This is the outbound check of RFC 9113 §8.2 for what the gateway sends. Raises
+    ValueError for a head HTTP/2 cannot carry: a NUL, or a CR
     or LF that is not a line end (an upstream's obs-fold, say)."""
-    if b"\0" in head or head.count(b"\n") != head.count(b"\r\n"):
+    # (find, not `in`: `bytes in bytes` first tries the needle as an integer, and the
+    # TypeError it formats costs more than the scan)
+    if head.find(b"\0") >= 0 or head.count(b"\n") != head.count(b"\r\n"):
         raise ValueError("a response header field contains a forbidden character")
     lines = head.split(b"\r\n")
     status = lines[0][9:12]
