@@ -60,6 +60,7 @@ HOT = [
     "bastion/observe/tap.py",
     "bastion/observe/aggregate.py",
     "bastion/http2/engine.py",
+    "bastion/http2/sending.py",
     "bastion/http2/errors.py",
     "bastion/http2/encoder.py",
     "bastion/http2/headers.py",
