@@ -7,7 +7,8 @@ table of header combinations without a server.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
+
+from bastion.http.dates import parse_http_date
 
 # RFC 9110 §15.1: statuses cacheable by default (heuristically). 206 is left out: the
 # cache does not combine partial content.
@@ -40,10 +41,7 @@ def http_date(value: str | None) -> float | None:
     Expires means "already expired", handled by the caller)."""
     if not value:
         return None
-    try:
-        return parsedate_to_datetime(value).timestamp()
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
+    return parse_http_date(value)
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,10 +14,10 @@ from __future__ import annotations
 import mimetypes
 import os
 import stat
-from email.utils import formatdate, parsedate_to_datetime
 from typing import TYPE_CHECKING, BinaryIO
 from urllib.parse import unquote
 
+from bastion.http.dates import imf_fixdate, parse_http_date
 from bastion.http.request import BODY_LENGTH, BODY_NONE
 from bastion.http.status import status_line
 
@@ -95,7 +95,7 @@ class StaticHandler:
     def _serve(self, client: Downstream, req: Request, full: str, st: os.stat_result) -> None:
         size = st.st_size
         etag = b'"%x-%x"' % (st.st_mtime_ns, size)
-        modified = formatdate(st.st_mtime, usegmt=True).encode()
+        modified = imf_fixdate(st.st_mtime).encode()
         validators = b"ETag: " + etag + b"\r\nLast-Modified: " + modified + b"\r\n"
         if _not_modified(req, etag, st.st_mtime):
             client.write_head(
@@ -199,10 +199,8 @@ def _not_modified(req: Request, etag: bytes, mtime: float) -> bool:
         return b"*" in tags or etag in tags
     ims = req.header(b"if-modified-since")
     if ims is not None:
-        try:
-            return int(mtime) <= parsedate_to_datetime(ims.decode("latin-1")).timestamp()
-        except (TypeError, ValueError):
-            return False
+        since = parse_http_date(ims.decode("latin-1"))
+        return since is not None and int(mtime) <= since
     return False
 
 
