@@ -106,12 +106,30 @@ def test_memo_decoder_says_which_blocks_passed_the_field_scans() -> None:
     block = client.encode(fields)
     decoder.decode(block, raw=True)
     assert not decoder.hit  # remembered, not yet marked
-    decoder.mark_checked(block)
+    decoder.mark_checked(block, decoder.generation)
     decoder.decode(block, raw=True)
     assert decoder.hit
-    decoder.mark_checked(b"\x82")  # a block the memo does not hold is never marked
+    decoder.mark_checked(b"\x82", decoder.generation)  # not in the memo: never marked
     assert b"\x82" not in decoder.checked
     # a block that changes the table forgets both the blocks and the marks
     decoder.decode(client.encode([(b"x-new", b"1")]), raw=True)
     decoder.decode(block, raw=True)
     assert not decoder.hit and not decoder.checked
+
+
+def test_a_mark_for_a_list_decoded_before_the_table_changed_is_refused() -> None:
+    """The blocks of one read are decoded before any request is scanned: a block that
+    changes the table in between can make the same bytes decode to other fields, and a
+    mark for the first list must not cover the second."""
+    client = Encoder()
+    decoder = MemoDecoder(65536)
+    decoder.decode(client.encode([(b":method", b"GET"), (b"x-a", b"ok")]), raw=True)
+    block = client.encode([(b":method", b"GET"), (b"x-a", b"ok")])  # references only
+    assert decoder.decode(block, raw=True)[1] == (b"x-a", b"ok")
+    scanned_in = decoder.generation
+    # another block inserts an entry: index 62 now names it
+    decoder.decode(client.encode([(b"x-a", b"bad\r\nvalue")]), raw=True)
+    assert decoder.decode(block, raw=True)[1] == (b"x-a", b"bad\r\nvalue")
+    decoder.mark_checked(block, scanned_in)  # the first list's scan, arriving late
+    decoder.decode(block, raw=True)
+    assert not decoder.hit

@@ -178,7 +178,7 @@ class HTTP2Connection(FrameEvents, asyncio.Protocol):  # the parts, one chain: s
             # (past the field scans: a refusal of the gateway's own, per request)
             stream.reject = reject
             if not event.checked:
-                self.engine.decoder.mark_checked(event.block)
+                self.engine.decoder.mark_checked(event.block, event.generation)
         except Malformed as malformed:  # (not `exc` twice: see docs/compiled.md)
             # a stream error (RFC 9113 §8.1.1): this stream is reset, its neighbours
             # go on; it counts like a cancelled stream against the reset limit
@@ -188,7 +188,7 @@ class HTTP2Connection(FrameEvents, asyncio.Protocol):  # the parts, one chain: s
             return None
         else:
             if not event.checked:
-                self.engine.decoder.mark_checked(event.block)
+                self.engine.decoder.mark_checked(event.block, event.generation)
         self.streams[sid] = stream
         if req.content_length is None and not event.ended:
             req.chunked = True  # a body of unknown length: chunked to the upstream

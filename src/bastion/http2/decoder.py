@@ -88,13 +88,18 @@ class MemoDecoder:
 
     The memo also remembers which of its blocks made a request that passed the field
     scans of headers.py (`mark_checked`): `hit` says, after each `decode`, whether the
-    block came from the memo and was marked so; its fields need no scan again."""
+    block came from the memo and was marked so; its fields need no scan again. A mark
+    names the memo's `generation` the scanned list was decoded in: the blocks of one
+    read are all decoded before any request is scanned, so the memo may have been
+    emptied and the same bytes decoded to other fields meanwhile (a block in between
+    changed the table); such a mark is refused."""
 
     def __init__(self, max_header_list_size: int) -> None:
         self.decoder = Decoder(max_header_list_size=max_header_list_size)
         self.memo: dict[bytes, list[Any]] = {}
         self.checked: set[bytes] = set()  # memo keys whose fields passed the scans
         self.hit = False
+        self.generation = 0  # counts the times the memo was emptied
 
     def decode(self, data: bytes, raw: bool = True) -> list[Any]:
         memo = self.memo
@@ -107,6 +112,8 @@ class MemoDecoder:
         self.hit = False
         headers = list(self.decoder.decode(data, raw=raw))
         if changes_table(data):
+            # the same bytes may mean other fields from now on
+            self.generation += 1
             if memo:
                 memo.clear()
                 self.checked.clear()
@@ -114,7 +121,8 @@ class MemoDecoder:
             memo[data] = list(headers)
         return headers
 
-    def mark_checked(self, data: bytes) -> None:
-        """The request of block `data` passed the field scans."""
-        if data in self.memo:
+    def mark_checked(self, data: bytes, generation: int) -> None:
+        """The request of block `data`, decoded in memo `generation`, passed the field
+        scans."""
+        if generation == self.generation and data in self.memo:
             self.checked.add(data)

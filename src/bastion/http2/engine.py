@@ -83,7 +83,18 @@ REFUSED: Final = 9  # a new stream past the concurrent stream limit was refused
 
 
 class Event:
-    __slots__ = ("block", "checked", "code", "data", "ended", "headers", "kind", "sid", "size")
+    __slots__ = (
+        "block",
+        "checked",
+        "code",
+        "data",
+        "ended",
+        "generation",
+        "headers",
+        "kind",
+        "sid",
+        "size",
+    )
 
     def __init__(self, kind: int, sid: int) -> None:
         self.kind = kind
@@ -97,6 +108,7 @@ class Event:
         # (the decoder's memo knows it: see decoder.py)
         self.block = b""
         self.checked = False
+        self.generation = 0  # the decoder memo's when the block was decoded
 
 
 class Engine(SendSide):
@@ -294,6 +306,7 @@ class Engine(SendSide):
             event.ended = ended
             event.block = block
             event.checked = self.decoder.hit
+            event.generation = self.decoder.generation
             events.append(event)
             if ended:
                 events.append(Event(ENDED, sid))
