@@ -514,3 +514,43 @@ def test_a_repeated_header_block_is_checked_like_the_first(
     assert seen.resets == {1: PROTOCOL_ERROR, 5: PROTOCOL_ERROR, 9: PROTOCOL_ERROR}
     assert seen.statuses == {3: 200, 7: 200, 11: 200}
     assert paths_received(backend) == ["/good", "/good", "/good"]
+
+
+# ------------------------------------------------------------------ the decoder's memo
+def _literal_indexed(name: bytes, value: bytes) -> bytes:
+    """A literal field with incremental indexing, new name, no Huffman (RFC 7541 §6.2.1)."""
+    return bytes((0x40, len(name))) + name + bytes((len(value),)) + value
+
+
+def test_a_memo_entry_replaced_in_the_same_read_keeps_no_checked_mark(
+    tmp_path: Path, backend: Backend, gateway: Callable[..., Gateway]
+) -> None:
+    """The decoder's memo marks a block "checked" once its request passed the field
+    scans; the mark must belong to the decoded list that was scanned. Here block X
+    (static fields and dynamic index 62) first decodes to a clean field (stream 3); in
+    the same read, stream 5 inserts a field with CR LF in its value (malformed: reset,
+    but the HPACK table keeps it) and stream 7 repeats X, which now decodes to that
+    field (malformed: reset). Stream 3's request is checked after all three were
+    decoded, so its mark must not land on stream 7's list: a later X (stream 9) is
+    scanned again, and the CR LF never reaches the backend."""
+    connect = gateway_for(tmp_path, backend, gateway)
+    wire = connect()
+    base = b"\x82\x87" + b"\x04\x0a/memo-test" + b"\x01\x09localhost"  # GET https /memo-test
+    block_x = base + b"\xbe"  # ... and the newest dynamic table entry
+    wire.send(frame(HEADERS, END_HEADERS | END_STREAM, 1, base + _literal_indexed(b"x-a", b"ok")))
+    seen = wire.read(lambda s: 1 in s.ended or 1 in s.resets)
+    evil = _literal_indexed(b"x-a", b"ok\r\nx-smuggled: yes")
+    wire.send(
+        frame(HEADERS, END_HEADERS | END_STREAM, 3, block_x)
+        + frame(HEADERS, END_HEADERS | END_STREAM, 5, base + evil)
+        + frame(HEADERS, END_HEADERS | END_STREAM, 7, block_x)
+    )
+    wire.barrier()
+    wire.send(frame(HEADERS, END_HEADERS | END_STREAM, 9, block_x))
+    seen = wire.read(lambda s: 9 in s.ended or 9 in s.resets)
+    wire.close()
+    assert seen.resets.get(5) == PROTOCOL_ERROR and seen.resets.get(7) == PROTOCOL_ERROR
+    time.sleep(0.5)
+    smuggled = [e for e in backend.requests if any(k == "x-smuggled" for k, _ in e["headers"])]
+    assert smuggled == [], smuggled
+    assert seen.resets.get(9) == PROTOCOL_ERROR
