@@ -554,3 +554,27 @@ def test_a_memo_entry_replaced_in_the_same_read_keeps_no_checked_mark(
     smuggled = [e for e in backend.requests if any(k == "x-smuggled" for k, _ in e["headers"])]
     assert smuggled == [], smuggled
     assert seen.resets.get(9) == PROTOCOL_ERROR
+
+
+def test_body_bytes_of_streams_answered_without_reading_them_go_back_to_the_window(
+    tmp_path: Path, backend: Backend, gateway: Callable[..., Gateway]
+) -> None:
+    """A stream answered without its body being read (a POST to a static file) drops the
+    bytes that came with its HEADERS, held until its answer: their share of the
+    connection window is given back. 100 such streams of 15,000 bytes are more than the
+    1 MiB connection window: were the bytes kept from it, a flow-control error would end
+    the connection."""
+    connect = gateway_for(tmp_path, backend, gateway)
+    wire = connect()
+    size = 15_000  # HEADERS and DATA in one TLS record: one read, before the dispatch
+    for sid in range(1, 201, 2):
+        headers = [("content-length", str(2 * size))]
+        head = wire.headers(sid, "/files/hello.txt", "POST", headers, end=False)
+        wire.send(head + frame(DATA, 0, sid, b"u" * size))
+        seen = wire.read(lambda s, sid=sid: sid in s.resets or s.closed)
+        assert not seen.closed and seen.goaway is None, f"stream {sid}: {seen.goaway}"
+        assert sid in seen.statuses
+    wire.send(wire.headers(201, "/files/hello.txt"))
+    seen = wire.read(lambda s: 201 in s.ended)
+    wire.close()
+    assert seen.statuses[201] == 200 and seen.goaway is None

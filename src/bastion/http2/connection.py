@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import asyncio.protocols  # mypyc's code for HTTP2Connection's base looks this module up
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from bastion.http.context import request_clock
 from bastion.http.dispatch import dispatch, request_id
@@ -33,8 +33,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("bastion.http2")
 
-_MAX_CONTINUATIONS = 16  # more CONTINUATION frames in one header block: a flood
-_TICK = 1.0
+_MAX_CONTINUATIONS: Final = 16  # more CONTINUATION frames in one header block: a flood
+_TICK: Final = 1.0
 
 
 class HTTP2Connection(FrameEvents, asyncio.Protocol):  # the parts, one chain: see state.py

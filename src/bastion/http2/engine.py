@@ -168,7 +168,6 @@ class Engine(SendSide):
             if len(payload) != 4:
                 raise ConnectionFailure(FRAME_SIZE_ERROR, "RST_STREAM of a wrong size")
             self._check_known(sid, "RST_STREAM")
-            self.ahead.pop(sid, None)  # what it held is dropped, its credit stays given
             if self.streams.pop(sid, None) is not None:
                 event = Event(RESET, sid)
                 event.code = int.from_bytes(payload, "big")
@@ -185,7 +184,9 @@ class Engine(SendSide):
         elif kind == PRIORITY:
             if not sid:
                 raise ConnectionFailure(PROTOCOL_ERROR, "PRIORITY on stream 0")
-            if len(payload) != 5:
+            if sid > self.highest_inbound:
+                pass  # an idle stream: no RST_STREAM may name it (§5.1), and priority is advisory
+            elif len(payload) != 5:
                 self._stream_error(sid, FRAME_SIZE_ERROR, events)
             elif int.from_bytes(payload[:4], "big") & 0x7FFFFFFF == sid:
                 self._stream_error(sid, PROTOCOL_ERROR, events)
@@ -331,7 +332,6 @@ class Engine(SendSide):
         """Reset one stream (RFC 9113 §5.4.2); the gateway hears of it as a reset."""
         self.out.append(rst_frame(sid, code))
         self._note_reset(sid)
-        self.ahead.pop(sid, None)
         if known and self.streams.pop(sid, None) is not None:
             event = Event(RESET, sid)
             event.code = code

@@ -10,7 +10,7 @@ too (guard.py).
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Final
 
 from bastion.http2.engine import (
     BODY,
@@ -37,10 +37,10 @@ from bastion.http2.stream import Stream
 
 log = logging.getLogger("bastion.http2")
 
-RESET_WINDOW = 10.0  # seconds over which early cancellations are counted
+RESET_WINDOW: Final = 10.0  # seconds over which early cancellations are counted
 # PING, SETTINGS, PRIORITY and empty DATA frames allowed per RESET_WINDOW: browsers
 # send a handful per connection, a flood sends them by the thousand
-_MAX_CONTROL = 1000
+_MAX_CONTROL: Final = 1000
 
 
 class FrameEvents(Output):
@@ -185,6 +185,7 @@ class FrameEvents(Output):
             return
         early = not stream.answered
         stream.on_reset()
+        self._give_back(stream)
         self._stream_gone()
         if early:
             # a stream cancelled before its answer: the rapid reset pattern when

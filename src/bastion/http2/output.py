@@ -96,12 +96,21 @@ class Output(ConnectionState):
         self._forget(stream)
 
     def _forget(self, stream: Stream) -> None:
+        self._give_back(stream)
         if stream.uploading:
             self.uploads.done(stream)
         if stream.held:
             self.uploads.release(stream)
         if self.streams.pop(stream.sid, None) is not None:
             self._stream_gone()
+
+    def _give_back(self, stream: Stream) -> None:
+        """The body bytes a stream still holds unacknowledged are dropped with it: their
+        share of the connection window is given back (else each such stream would shrink
+        the window for good)."""
+        if stream.unacked:
+            self.ack(stream.sid, stream.unacked)
+            stream.unacked = 0
 
     def _stream_gone(self) -> None:
         if not self.streams:

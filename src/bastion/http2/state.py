@@ -79,6 +79,9 @@ class ConnectionState:
     def _stream_gone(self) -> None:
         raise NotImplementedError
 
+    def _give_back(self, stream: Stream) -> None:
+        raise NotImplementedError
+
     def ack(self, sid: int, size: int) -> None:
         raise NotImplementedError
 

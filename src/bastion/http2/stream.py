@@ -9,7 +9,7 @@ HEADERS and DATA frames within the HTTP/2 flow-control windows.
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from bastion.http.dispatch import cancel_handler
 from bastion.http.problem import ProblemAnswers
@@ -26,8 +26,8 @@ if TYPE_CHECKING:
 
 # Response bytes a stream may hold while its windows are closed; past it the
 # producer (the upstream socket, a file) is paused until the client opens them.
-HIGH_WATER = 64 * 1024
-LOW_WATER = 16 * 1024
+HIGH_WATER: Final = 64 * 1024
+LOW_WATER: Final = 16 * 1024
 
 
 class Stream(ProblemAnswers):
