@@ -117,15 +117,26 @@ class Engine(SendSide):
 
     # ------------------------------------------------------------------ input
     def receive(self, data: bytes) -> list[Event]:
-        buf = self.buf + data if self.buf else data
         events: list[Event] = []
+        if self.parts:
+            # the rest of a frame cut across reads: kept in pieces until it is whole, so
+            # a frame dribbled a byte at a time is copied once, not once per read
+            self.parts.append(data)
+            self.parts_size += len(data)
+            if self.parts_size < self.need:
+                return events
+            buf = b"".join(self.parts)
+            self.parts = []
+            self.parts_size = 0
+        else:
+            buf = data
         pos = 0
         end = len(buf)
         if not self.preface:
             if end < 24:
                 if PREFACE[:end] != buf:
                     raise ConnectionFailure(PROTOCOL_ERROR, "invalid connection preface")
-                self.buf = buf
+                self._keep(buf, 24)
                 return events
             if buf[:24] != PREFACE:
                 raise ConnectionFailure(PROTOCOL_ERROR, "invalid connection preface")
@@ -137,15 +148,23 @@ class Engine(SendSide):
                 raise ConnectionFailure(FRAME_SIZE_ERROR, "a frame over the maximum size")
             stop = pos + 9 + length
             if stop > end:
-                break
+                self._keep(buf[pos:], 9 + length)
+                return events
             kind = buf[pos + 3]
             flags = buf[pos + 4]
             sid = int.from_bytes(buf[pos + 5 : pos + 9], "big") & 0x7FFFFFFF
             payload = buf[pos + 9 : stop]
             pos = stop
             self._frame(kind, flags, sid, payload, events)
-        self.buf = buf[pos:] if pos < end else b""
+        if pos < end:
+            self._keep(buf[pos:], 9)
         return events
+
+    def _keep(self, rest: bytes, need: int) -> None:
+        """Hold the start of a frame (or of the preface) until `need` bytes of it are in."""
+        self.parts = [rest]
+        self.parts_size = len(rest)
+        self.need = need
 
     def _frame(self, kind: int, flags: int, sid: int, payload: bytes, events: list[Event]) -> None:
         if self.block_sid and (kind != CONTINUATION or sid != self.block_sid):

@@ -64,7 +64,11 @@ class SendSide:
         self.streams: dict[int, StreamWindows] = {}
         self.highest_inbound = 0
         self.out: list[bytes] = []
-        self.buf = b""
+        # the start of a frame cut across reads (engine.receive), and how long it must
+        # grow before it is parsed again
+        self.parts: list[bytes] = []
+        self.parts_size = 0
+        self.need = 0
         self.preface = False  # the client's preface was read
         self.settings_seen = False
         # the client's settings
