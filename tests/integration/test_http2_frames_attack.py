@@ -20,29 +20,31 @@ from hpack import Decoder, Encoder
 from test_http2 import h2_config, https_port, root_ca, start
 
 from conftest import Backend, Gateway
+from h2frames import (
+    ACK,
+    CONTINUATION,
+    DATA,
+    END_HEADERS,
+    END_STREAM,
+    GOAWAY,
+    HEADERS,
+    INITIAL_WINDOW_SIZE,
+    MAX_CONCURRENT_STREAMS,
+    MAX_HEADER_LIST_SIZE,
+    PING,
+    PREFACE,
+    RST_STREAM,
+    SETTINGS,
+    WINDOW_UPDATE,
+    Frame,
+    frame,
+    settings_frame,
+)
 
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-DATA, HEADERS, RST_STREAM, SETTINGS, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION = (
-    0x0, 0x1, 0x3, 0x4, 0x6, 0x7, 0x8, 0x9,
-)  # fmt: skip
-END_STREAM = ACK = 0x1
-END_HEADERS = 0x4
-INITIAL_WINDOW_SIZE = 0x4
-MAX_CONCURRENT_STREAMS = 0x3
-MAX_HEADER_LIST_SIZE = 0x6
 NO_ERROR, PROTOCOL_ERROR, FLOW_CONTROL_ERROR, REFUSED_STREAM = 0x0, 0x1, 0x3, 0x7
 COMPRESSION_ERROR, ENHANCE_YOUR_CALM = 0x9, 0xB
 
 WINDOW = 256 * 1024  # http2.initial_window (default)
-
-
-def frame(kind: int, flags: int, sid: int, payload: bytes = b"") -> bytes:
-    return len(payload).to_bytes(3, "big") + bytes((kind, flags)) + sid.to_bytes(4, "big") + payload
-
-
-def settings_frame(*pairs: tuple[int, int]) -> bytes:
-    body = b"".join(k.to_bytes(2, "big") + v.to_bytes(4, "big") for k, v in pairs)
-    return frame(SETTINGS, 0, 0, body)
 
 
 def data_frames(sid: int, size: int, end: bool = False, fill: bytes = b"d") -> bytes:
@@ -55,20 +57,6 @@ def data_frames(sid: int, size: int, end: bool = False, fill: bytes = b"d") -> b
         out.append(frame(DATA, END_STREAM if end and not left else 0, sid, fill * piece))
         if not left:
             return b"".join(out)
-
-
-@dataclass
-class Frame:
-    kind: int
-    flags: int
-    sid: int
-    payload: bytes
-
-    @property
-    def code(self) -> int:
-        if self.kind == GOAWAY:
-            return int.from_bytes(self.payload[4:8], "big")
-        return int.from_bytes(self.payload[:4], "big")
 
 
 @dataclass

@@ -43,32 +43,40 @@ from bastion.http2.errors import (
     STREAM_CLOSED,
     ConnectionFailure,
 )
-
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-# frame types (RFC 9113 §6)
-DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS = 0x0, 0x1, 0x2, 0x3, 0x4
-PUSH_PROMISE, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION = 0x5, 0x6, 0x7, 0x8, 0x9
-# flags
-END_STREAM = ACK = 0x1
-END_HEADERS = 0x4
-PADDED = 0x8
-PRIORITY_FLAG = 0x20
-# settings
-HEADER_TABLE_SIZE, ENABLE_PUSH, MAX_CONCURRENT_STREAMS = 0x1, 0x2, 0x3
-INITIAL_WINDOW_SIZE, MAX_FRAME_SIZE, MAX_HEADER_LIST_SIZE = 0x4, 0x5, 0x6
-ENABLE_CONNECT_PROTOCOL = 0x8
+from h2frames import (
+    ACK,
+    CONTINUATION,
+    DATA,
+    ENABLE_CONNECT_PROTOCOL,
+    ENABLE_PUSH,
+    END_HEADERS,
+    END_STREAM,
+    GOAWAY,
+    HEADER_TABLE_SIZE,
+    HEADERS,
+    INITIAL_WINDOW_SIZE,
+    MAX_CONCURRENT_STREAMS,
+    MAX_FRAME_SIZE,
+    MAX_HEADER_LIST_SIZE,
+    PADDED,
+    PING,
+    PREFACE,
+    PRIORITY,
+    PRIORITY_FLAG,
+    PUSH_PROMISE,
+    RST_STREAM,
+    SETTINGS,
+    WINDOW_UPDATE,
+    Frame,
+    frame,
+    settings_frame,
+)
 
 MAX_WINDOW = 2**31 - 1
 
 
 # ------------------------------------------------------------------ frames in
-def frame(kind: int, flags: int = 0, sid: int = 0, payload: bytes = b"") -> bytes:
-    return len(payload).to_bytes(3, "big") + bytes((kind, flags)) + sid.to_bytes(4, "big") + payload
-
-
-def settings(*pairs: tuple[int, int]) -> bytes:
-    body = b"".join(k.to_bytes(2, "big") + v.to_bytes(4, "big") for k, v in pairs)
-    return frame(SETTINGS, 0, 0, body)
+settings = settings_frame
 
 
 def window_update(sid: int, increment: int) -> bytes:
@@ -99,23 +107,7 @@ def goaway(last: int, code: int, debug: bytes = b"") -> bytes:
 
 
 # ------------------------------------------------------------------ frames out
-@dataclass
-class Out:
-    kind: int
-    flags: int
-    sid: int
-    payload: bytes
-
-    @property
-    def code(self) -> int:
-        """RST_STREAM's or GOAWAY's error code."""
-        if self.kind == GOAWAY:
-            return int.from_bytes(self.payload[4:8], "big")
-        return int.from_bytes(self.payload[:4], "big")
-
-    @property
-    def increment(self) -> int:
-        return int.from_bytes(self.payload, "big") & 0x7FFFFFFF
+Out = Frame
 
 
 def parse(wire: bytes) -> list[Out]:
