@@ -566,3 +566,23 @@ def test_body_bytes_of_streams_answered_without_reading_them_go_back_to_the_wind
     seen = wire.read(lambda s: 201 in s.ended)
     wire.close()
     assert seen.statuses[201] == 200 and seen.goaway is None
+
+
+def test_header_blocks_for_a_reset_stream_are_a_flood_past_the_limit(
+    tmp_path: Path, backend: Backend, gateway: Callable[..., Gateway]
+) -> None:
+    """A HEADERS frame for a stream the gateway reset is decoded and dropped (it may be
+    a trailer section in flight, RFC 9113 §5.4.2), and no request is counted for it: past
+    1000 such blocks within 10 seconds the connection is closed like other floods."""
+    connect = gateway_for(tmp_path, backend, gateway)
+    wire = connect()
+    fields = [(":method", "GET"), (":scheme", "https"), (":authority", "localhost")]
+    malformed = wire.encoder.encode([*fields, (":path", "/x"), ("X-Upper", "1")])
+    wire.send(frame(HEADERS, END_HEADERS | END_STREAM, 1, malformed))
+    assert wire.read(lambda s: 1 in s.resets).resets[1] == PROTOCOL_ERROR
+    trailer = wire.encoder.encode([("x-trailer", "t", True)])  # never indexed
+    wire.send(frame(HEADERS, END_HEADERS | END_STREAM, 1, trailer) * 1001)
+    seen = wire.read(lambda s: s.goaway is not None or s.closed)
+    wire.close()
+    assert seen.goaway is not None and seen.goaway.code == ENHANCE_YOUR_CALM
+    assert paths_received(backend, settle=0.2) == []

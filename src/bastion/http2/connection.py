@@ -269,6 +269,7 @@ class HTTP2Connection(FrameEvents, asyncio.Protocol):  # the parts, one chain: s
         if now - self.control_since >= RESET_WINDOW:
             self.control_since = now
             self.guard.control = 0
+            self.engine.ignored_blocks = 0
         if self.block_since and now - self.block_since > self.header_timeout:
             # the preface or a header block that never completes (slowloris)
             self.fail(PROTOCOL_ERROR if self.preface_seen else NO_ERROR)

@@ -334,7 +334,10 @@ class Engine(SendSide):
         stream = self.streams.get(sid)
         if stream is None:
             if sid in self.reset_ids:
-                return  # a stream reset meanwhile (§5.4.2)
+                # a stream reset meanwhile (§5.4.2): dropped, but decoding it was work
+                # that no request pays for, so it is counted (see events.py)
+                self.ignored_blocks += 1
+                return
             raise ConnectionFailure(PROTOCOL_ERROR, "HEADERS on a closed stream")
         if not stream.remote_open:
             self._stream_error(sid, STREAM_CLOSED, events)

@@ -38,8 +38,9 @@ from bastion.http2.stream import Stream
 log = logging.getLogger("bastion.http2")
 
 RESET_WINDOW: Final = 10.0  # seconds over which early cancellations are counted
-# PING, SETTINGS, PRIORITY and empty DATA frames allowed per RESET_WINDOW: browsers
-# send a handful per connection, a flood sends them by the thousand
+# PING, SETTINGS, PRIORITY and empty DATA frames allowed per RESET_WINDOW (and, apart,
+# header blocks for streams already reset): browsers send a handful per connection, a
+# flood sends them by the thousand
 _MAX_CONTROL: Final = 1000
 
 
@@ -64,6 +65,12 @@ class FrameEvents(Output):
         except ConnectionFailure as exc:
             log.info("http2: protocol error from %s: %s", self.client_ip, exc.reason)
             self.fail(exc.code)
+            return
+        if self.engine.ignored_blocks > _MAX_CONTROL:
+            # header blocks for streams already reset: decoded, dropped, and no request
+            # counted against http2.max_requests for them
+            log.warning("http2: header blocks for reset streams from %s: closing", self.client_ip)
+            self.fail(ENHANCE_YOUR_CALM)
             return
         now = self.ctx.loop.time()
         if guard.in_block:

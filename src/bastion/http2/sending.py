@@ -86,6 +86,8 @@ class SendSide:
         # streams reset by this side whose client half may still send (§5.4.2), the
         # latest ones: frames on them are ignored, frames on other closed ids are errors
         self.reset_ids: dict[int, None] = {}
+        # header blocks decoded for streams already reset, since the flood count's reset
+        self.ignored_blocks = 0
         # connection window credited ahead per stream, not yet acknowledged
         self.ahead: dict[int, int] = {}
 
