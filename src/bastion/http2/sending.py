@@ -132,10 +132,6 @@ class SendSide:
         window = min(stream.out_window, self.out_window)
         return window if window > 0 else 0
 
-    def is_open(self, sid: int) -> bool:
-        stream = self.streams.get(sid)
-        return stream is not None and stream.local_open
-
     def send_headers(self, sid: int, fields: list[tuple[bytes, bytes]], end: bool) -> bool:
         """HEADERS (and CONTINUATION) for an open stream; False when it is closed."""
         stream = self.streams.get(sid)
