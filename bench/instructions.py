@@ -42,6 +42,10 @@ With ``--rounds N`` the measurement is repeated and the differences against ``ba
 the medians of the rounds' (each round's variants measured together with ``--together``):
 on a busy machine one run's "net" difference moves by a point or two.
 
+With ``--close`` every request comes on a new connection (the `newconn` scenario of
+`run.py`): the figures then include what accepting, setting up and closing a client
+connection costs.
+
 With ``--h2`` the same variants are measured over HTTP/2 on TLS 1.3 (h2load, 16 connections
 of 10 streams, a fixed number of requests): the HTTP/2 path has a cost of its own (framing,
 HPACK, flow control, encryption), which the HTTP/1.1 figures do not show.
@@ -210,6 +214,7 @@ def measure(
     tls: tlscert.TlsFiles | None = None,
     idle: int = 0,
     connections: int = 16,
+    close: bool = False,
 ) -> Counted:
     """The instructions of one wrk run (h2load with ``tls``) against bastion running
     ``variant``, after ``idle`` seconds without requests counted apart (the work a worker
@@ -236,6 +241,7 @@ def measure(
             requests = _h2load(port, key, 2000 * seconds)
         else:
             wrk = ["wrk", "-t1", f"-c{connections}", "-H", f"X-API-Key: {key}",
+                   *(("-H", "Connection: close") if close else ()),
                    f"http://127.0.0.1:{port}{targets.POLICY_PATH}"]  # fmt: skip
             subprocess.run([*wrk, "-d3s"], capture_output=True, check=True)  # warm-up
             subprocess.run(["callgrind_control", "-i", "on", str(proc.pid)], capture_output=True)
@@ -305,6 +311,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--h2", action="store_true",
                    help="over HTTP/2 on TLS (h2load; --seconds x 2000 requests counted)")
+    p.add_argument("--close", action="store_true",
+                   help="a new connection per request (wrk sends Connection: close): what "
+                   "accepting, setting up and closing a client connection adds")
     p.add_argument("--idle", type=int, default=10, metavar="SECONDS",
                    help="seconds without requests counted apart before the wrk run "
                    "(the per-second work; 0: none)")
@@ -358,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
 
             def one(variant: str, clients: int = clients) -> Counted:
                 return measure(python, args.bastion, tmp, backend_port, variant, key,
-                               args.seconds, tls, args.idle, clients)  # fmt: skip
+                               args.seconds, tls, args.idle, clients, args.close)  # fmt: skip
 
             rounds.append(_round(args, one))
     finally:
