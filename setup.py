@@ -23,7 +23,7 @@ import sysconfig
 import tempfile
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 ROOT = Path(__file__).resolve().parent
@@ -46,6 +46,7 @@ HOT = [
     "bastion/proxy/tunnel.py",
     "bastion/proxy/pool.py",
     "bastion/proxy/response_head.py",
+    "bastion/proxy/raw_head.py",
     "bastion/proxy/headers.py",
     "bastion/proxy/handler.py",
     # the endpoint and member state the exchange reads and writes per request
@@ -74,6 +75,10 @@ HOT = [
     "bastion/http2/uploads.py",
     "bastion/http2/decoder.py",
 ]
+
+# Extension modules written in C by hand (relative to this file), built with the compiled
+# build only: raw_head.py says why, and holds the Python twin a pure build runs.
+C_MODULES = [("bastion.proxy._rawhead", "src/bastion/proxy/_rawhead.c")]
 
 
 def _say(message: str) -> None:
@@ -141,11 +146,13 @@ def _ext_modules() -> list:
     cwd = os.getcwd()
     os.chdir(ROOT)  # mypyc reads [tool.mypy] of pyproject.toml and names modules from src/
     try:
-        return mypycify(
+        modules = mypycify(
             [f"src/{path}" for path in HOT], opt_level="3", debug_level="0", group_name="bastion"
         )
     finally:
         os.chdir(cwd)
+    # the hand-written C of the compiled build (each has a Python twin, used by a pure build)
+    return [*modules, *(Extension(name, [source]) for name, source in C_MODULES)]
 
 
 class OptionalBuildExt(build_ext):

@@ -18,6 +18,12 @@ each request's path picks an answer that a well-behaved server never sends.
   forged answer (`POISONED`), followed by the real answer to that next request.
 - `/two-answers`: a 200 with its body, and the forged answer right behind it in the
   same write, before any next request.
+- `/dribble`: a 103 and the final 200 (with hop-by-hop fields to drop), a byte per write.
+- `/odd-spacing`: fields written ``Name:value``, ``Name:  value  ``, with a tab and empty.
+- `/connection-names`: a 200 whose `Connection` names `X-Secret`, which it also sends.
+- `/leading-crlf`: empty lines before the status line (which llhttp skips).
+- `/rtsp`: an `RTSP/1.0 200 OK` answer (which llhttp parses as a response).
+- `/many-interim?n=N`: N `102 Processing` heads, one per write, then the final 200.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from __future__ import annotations
 import socket
 import socketserver
 import threading
+import time
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -33,6 +40,11 @@ SPLIT_BODY = (
     b"HTTP/1.1 200 OK\r\nSet-Cookie: session=attacker; Path=/\r\nContent-Length: 8\r\n\r\ninjected"
 )
 MIB = 1024 * 1024
+DRIBBLED = (
+    b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"
+    b"HTTP/1.1 200 OK\r\nX-Kept: yes\r\nKeep-Alive: timeout=5\r\nConnection: keep-alive\r\n"
+    b"Transfer-Encoding: chunked\r\n\r\n5\r\nfinal\r\n0\r\n\r\n"
+)
 
 
 class _Conn:
@@ -123,6 +135,16 @@ class _Handler(socketserver.BaseRequestHandler):
                 conn.sock.sendall(head)
                 stray = POISON  # the body, once the next request has come
                 continue
+            if path == "/dribble":
+                for i in range(len(DRIBBLED)):
+                    conn.sock.sendall(DRIBBLED[i : i + 1])
+                    time.sleep(0.001)
+                continue
+            if path == "/many-interim":
+                for _ in range(int(query["n"])):
+                    conn.sock.sendall(b"HTTP/1.1 102 Processing\r\n\r\n")
+                conn.sock.sendall(_ok(conn, b"final"))
+                continue
             conn.sock.sendall(self._answer(conn, path, query))
 
     def _answer(self, conn: _Conn, path: str, query: dict[str, str]) -> bytes:
@@ -148,9 +170,22 @@ class _Handler(socketserver.BaseRequestHandler):
             return b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok" + POISON
         if path == "/connection-length":
             return (
-                b"HTTP/1.1 200 OK\r\nConnection: content-length\r\n"
-                b"Content-Length: 5\r\n\r\nhello"
+                b"HTTP/1.1 200 OK\r\nConnection: content-length\r\nContent-Length: 5\r\n\r\nhello"
             )
+        if path == "/odd-spacing":
+            return (
+                b"HTTP/1.1 200 OK\r\nX-A:tight\r\nX-B:  wide  \r\nX-C:\t tab\r\n"
+                b"X-Empty:\r\nContent-Length: 2\r\n\r\nok"
+            )
+        if path == "/connection-names":
+            return (
+                b"HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Secret\r\nX-Secret: s\r\n"
+                b"X-Kept: k\r\nContent-Length: 2\r\n\r\nok"
+            )
+        if path == "/leading-crlf":
+            return b"\r\n\n" + _ok(conn)
+        if path == "/rtsp":
+            return b"RTSP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok"
         if path == "/trailer":
             return (
                 b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"

@@ -277,3 +277,80 @@ def test_trailers_are_not_relayed_nor_left_for_the_next_answer(
     assert "x-trailer-leak" not in r.headers
     # a clean chunked answer leaves its connection reusable
     assert conn_of(hostile, "/ok") == conn_of(hostile, "/trailer")
+
+
+# ------------------------------------- heads read from their bytes (proxy/raw_head.py)
+def raw_answer(front: Front, path: str) -> bytes:
+    request = f"GET {path} HTTP/1.1\r\nHost: {PLAIN_HOST}\r\nConnection: close\r\n\r\n"
+    return front.raw(request.encode())
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_head_dribbled_a_byte_per_write_is_relayed_once_and_whole(
+    front: Front, hostile: HostileBackend, protocol: str
+) -> None:
+    r = front.request(protocol, "GET", "/dribble")
+    assert r.status_code == 200 and r.text == "final"
+    assert r.headers["x-kept"] == "yes"
+    assert "link" not in r.headers and "keep-alive" not in r.headers
+    if protocol == "http1":
+        answer = raw_answer(front, "/dribble")
+        head = answer.split(b"\r\n\r\n", 1)[0]
+        assert answer.count(b"HTTP/1.1 ") == 1 and b"103" not in head
+        assert b"\r\nX-Kept: yes\r\n" in head and b"Keep-Alive" not in head
+    # the chunked answer ended cleanly: its connection serves the next request
+    assert front.request(protocol, "GET", "/ok").status_code == 200
+    assert conn_of(hostile, "/ok") == conn_of(hostile, "/dribble")
+
+
+def test_fields_not_written_name_colon_space_value_are_relayed_in_that_form(
+    front: Front,
+) -> None:
+    head = raw_answer(front, "/odd-spacing").split(b"\r\n\r\n", 1)[0]
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+    for line in (b"X-A: tight", b"X-B: wide  ", b"X-C: tab", b"X-Empty: "):
+        assert b"\r\n" + line + b"\r\n" in head + b"\r\n", (line, head)
+    r = front.request("http2", "GET", "/odd-spacing")
+    assert (r.headers["x-a"], r.headers["x-b"], r.headers["x-c"]) == ("tight", "wide", "tab")
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_field_named_in_the_answers_connection_field_is_not_relayed(
+    front: Front, protocol: str
+) -> None:
+    r = front.request(protocol, "GET", "/connection-names")
+    assert r.status_code == 200 and r.text == "ok"
+    assert "x-secret" not in r.headers and r.headers["x-kept"] == "k"
+    if protocol == "http1":
+        answer = raw_answer(front, "/connection-names")
+        assert b"X-Secret" not in answer and b"\r\nX-Kept: k\r\n" in answer
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_empty_lines_before_the_status_line_are_skipped(
+    front: Front, hostile: HostileBackend, protocol: str
+) -> None:
+    r = front.request(protocol, "GET", "/leading-crlf")
+    assert r.status_code == 200 and r.text == "ok"
+    assert r.headers["x-conn"] == str(conn_of(hostile, "/leading-crlf"))
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_an_answer_that_is_not_http_is_502(
+    front: Front, hostile: HostileBackend, protocol: str
+) -> None:
+    assert_502(front.request(protocol, "GET", "/rtsp"))
+    r = front.request(protocol, "GET", "/ok")
+    assert r.status_code == 200
+    assert conn_of(hostile, "/ok") != conn_of(hostile, "/rtsp")
+    no_tracebacks(front)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_hundreds_of_interim_heads_then_the_final_answer(
+    front: Front, hostile: HostileBackend, protocol: str
+) -> None:
+    r = front.request(protocol, "GET", "/many-interim?n=500")
+    assert r.status_code == 200 and r.text == "final"
+    assert front.request(protocol, "GET", "/ok").status_code == 200
+    assert conn_of(hostile, "/ok") == conn_of(hostile, "/many-interim?n=500")

@@ -172,7 +172,7 @@ class S3Exchange(Exchange):
     def on_response_head(self, status: int) -> None:
         conn = self.upstream
         if conn is not None:
-            conn.resp_headers = [h for h in conn.resp_headers if h[0].lower() in _RELAYED]
+            conn.resp_headers = [h for h in conn.fields() if h[0].lower() in _RELAYED]
         if status < 200 or (status in _PASSED and not (self.is_not_found and status != 200)):
             super().on_response_head(404 if self.is_not_found and status == 200 else status)
             return

@@ -22,6 +22,7 @@ from bastion.http.context import request_clock
 from bastion.http.downstream import Pause
 from bastion.http.request import BODY_CLOSE
 from bastion.proxy.attempts import IDEMPOTENT, Attempts
+from bastion.proxy.raw_head import rewrite_raw
 from bastion.proxy.response_head import RESPONSE_KINDS, edit_kinds, rewrite_head
 from bastion.tls.client import describe_tls_error
 
@@ -182,26 +183,38 @@ class Exchange(Attempts):  # with TunnelEnd, through Attempts: see proxy/base.py
                 self.upstream_failed(ValueError("101 to a request without Upgrade"))
                 return
             self.interim = True  # 100/102/103: not relayed, the final answer follows
-            if self.upstream is not None:
-                self.upstream.resp_headers = []
             return
         conn = self.upstream
-        headers: list[tuple[bytes, bytes]] = []
-        if conn is not None:
-            headers = conn.resp_headers
-            conn.resp_headers = []
         edit = req.head_edit if status != 101 else None  # a switch is relayed as sent
-        if edit is None:
-            kinds = RESPONSE_KINDS
-            prefixes: tuple[bytes, ...] = ()
-        else:
-            # the route's header rules, applied in this same pass (policies/fields.py)
-            kinds = edit.kinds or edit_kinds(edit)
-            prefixes = edit.prefixes
         head_request = req.method == "HEAD"
-        parts, add_date, framing, self.framing = rewrite_head(
-            status, headers, kinds, prefixes, head_request
-        )
+        # the compiled build's common case, the head relayed from its bytes (raw_head.py):
+        # no header rules, no cache, no handler that filtered the fields already (S3); a
+        # pure build's connection was handed the fields (pool.FieldsUpstreamConnection)
+        if (
+            conn is not None
+            and conn.resp_headers is None
+            and edit is None
+            and self.recorder is None
+        ):
+            rewritten = rewrite_raw(
+                status, conn.head_buf, conn.head_start, conn.head_end, head_request
+            )
+            if rewritten is None:
+                rewritten = rewrite_head(status, conn.fields(), RESPONSE_KINDS, (), head_request)
+            headers: list[tuple[bytes, bytes]] = []  # (for a recorder, and there is none)
+        else:
+            headers = []
+            if conn is not None:  # (the pure build's connection has them as a list)
+                headers = conn.resp_headers or conn.fields()
+            if edit is None:
+                kinds = RESPONSE_KINDS
+                prefixes: tuple[bytes, ...] = ()
+            else:
+                # the route's header rules, applied in this same pass (policies/fields.py)
+                kinds = edit.kinds or edit_kinds(edit)
+                prefixes = edit.prefixes
+            rewritten = rewrite_head(status, headers, kinds, prefixes, head_request)
+        parts, add_date, framing, self.framing = rewritten
         if add_date:
             parts.append(self.client.date_header)
         if self.set_cookie:

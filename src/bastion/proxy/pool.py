@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Final
 import httptools
 
 from bastion.observe.events import EventCounters
+from bastion.proxy.raw_head import HAVE_C, locate_head, split_fields
 from bastion.tls.client import describe_tls_error
 
 if TYPE_CHECKING:
@@ -47,10 +48,6 @@ class UpstreamHeadError(Exception):
     """A response head bastion refuses to relay: too large, or a status out of range."""
 
 
-def _head_size(headers: list[tuple[bytes, bytes]]) -> int:
-    return sum(len(name) + len(value) + 4 for name, value in headers)
-
-
 def head_too_large(limit: int) -> UpstreamHeadError:
     # nginx's words for the same refusal, so that operators recognise it
     return UpstreamHeadError(f"upstream sent too big header (limit {limit} bytes)")
@@ -65,8 +62,21 @@ class UpstreamConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.exchange: Exchange | None = None
-        # response header fields as parsed; the exchange takes and clears them
-        self.resp_headers: list[tuple[bytes, bytes]] = []
+        # The response head being read is kept as the bytes fed to the parser since it
+        # began (raw_head.py): `head_buf` from `head_from` on. `head_from` is -1 once the
+        # final head is read (body follows), and -2 once an answer has ended: the next
+        # read starts the next head. An answer that begins in the read where the last one
+        # ended was never asked for, and is refused (on_message_begin).
+        self.head_buf = b""
+        self.head_more: list[bytes] = []
+        self.head_from = 0
+        # the head just completed, from `head_start` to `head_end` in `head_buf`
+        self.head_start = 0
+        self.head_end = 0
+        # its fields, split only when asked for (`fields`)
+        self.resp_headers: list[tuple[bytes, bytes]] | None = None
+        # the fields llhttp hands over, in the pure build only (FieldsUpstreamConnection)
+        self.collected: list[tuple[bytes, bytes]] | None = None
         self.closed = False
         self.in_feed = False
         self.release_after_feed = False
@@ -78,6 +88,7 @@ class UpstreamConnection(asyncio.Protocol):
         # exchange's read/send deadline, while idle the pool's idle timeout.
         self.deadline = 0.0
         self.timer: asyncio.TimerHandle | None = None
+        self.timer_at = 0.0  # when `timer` fires
         self.tunnel_idle: float | None = None
         # Bytes fed since the parser last delivered a head or a piece of body: the head
         # (or trailer section) being read, plus at most the rest of one read. Counting
@@ -97,6 +108,16 @@ class UpstreamConnection(asyncio.Protocol):
         if exchange.tunnelling:
             exchange.from_upstream(data)
             return
+        head_from = self.head_from
+        if head_from == -2:  # the first read of an answer
+            self.head_from = 0
+            self.head_buf = data
+        elif head_from >= 0:
+            if self.head_buf:
+                # a head over several reads: joined once it is complete, not per read
+                self.head_more.append(data)
+            else:
+                self.head_buf = data
         self.in_feed = True
         self.head_bytes += len(data)  # reset by the parser events that end a head or carry body
         client = exchange.client
@@ -165,28 +186,80 @@ class UpstreamConnection(asyncio.Protocol):
             # with a 204, say): whatever follows cannot be framed, drop the connection
             self.close()
 
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.resp_headers.append((name, value))
-
+    # (no on_header: llhttp then makes no call per field; the head is read from its bytes)
     def on_headers_complete(self) -> None:
         exchange = self.exchange
         if exchange is None:
             return
-        headers = self.resp_headers
         handler = exchange.handler
-        limit = handler.max_response_header_bytes
-        if self.head_bytes > limit and _head_size(headers) > limit:
-            # (the count includes the whole last read, body too: measured exactly)
-            raise head_too_large(limit)
+        buf = self.head_buf
+        if self.head_more:
+            buf = self.head_buf = buf + b"".join(self.head_more)
+            self.head_more = []
+        begin = self.head_from
+        collected = self.collected
+        end = -1
+        if (
+            collected is not None
+            and 0 <= begin < len(buf)
+            and buf[begin] == 72  # "H"
+            and self.head_bytes <= handler.max_response_header_bytes
+        ):
+            # The pure build's usual head, checked without locating it: llhttp has read
+            # "HTTP/" where it begins (its other protocols start with R and I), fewer bytes
+            # than the limit were fed since the last head, and it has one field a line.
+            if len(collected) > handler.max_response_header_fields:
+                raise UpstreamHeadError(f"upstream sent too many header fields ({len(collected)})")
+        else:
+            end = self._locate(buf, begin, handler.max_response_header_bytes)
+            most = handler.max_response_header_fields
+            # (a field line is at least 4 bytes: only a head that could hold more is counted)
+            if end - self.head_start > 4 * most:
+                count = buf.count(b"\r\n", self.head_start, end) - 2
+                if count > most:
+                    raise UpstreamHeadError(f"upstream sent too many header fields ({count})")
         self.head_bytes = 0
-        if len(headers) > handler.max_response_header_fields:
-            raise UpstreamHeadError(f"upstream sent too many header fields ({len(headers)})")
         status = self.parser.get_status_code()
         if status < 100 or status > 599:
             # "099" is no interim answer and "600" no final one: relaying either
             # would let the backend write the client's next status line itself
             raise UpstreamHeadError(f"status {status:03d} out of range")
+        if collected is not None:  # the pure build: llhttp handed the fields over
+            self.collected = []
+        self.resp_headers = collected
+        if status < 200 and status != 101:
+            # an interim head has no body: the next head follows it at once
+            if end < 0:
+                end = self._locate(buf, begin, handler.max_response_header_bytes)
+            self.head_from = end
+            exchange.on_response_head(status)
+            if end == len(buf) and self.head_from == end:
+                self.head_buf = b""  # nothing of the next head yet: 1xx heads never pile up
+                self.head_from = 0
+            return
+        self.head_from = -1
         exchange.on_response_head(status)
+        self.head_buf = b""
+
+    def _locate(self, buf: bytes, begin: int, limit: int) -> int:
+        """Find the head just completed in `buf` (from `begin`) and hold it to `limit`;
+        its end, also kept with its start in `head_start`, `head_end`."""
+        start, end = locate_head(buf, begin) if begin >= 0 else (-1, -1)
+        if start < 0:
+            raise UpstreamHeadError("the response head could not be located")
+        if end - start > limit:
+            raise head_too_large(limit)
+        self.head_start = start
+        self.head_end = end
+        return end
+
+    def fields(self) -> list[tuple[bytes, bytes]]:
+        """The fields of the head just completed, as llhttp's `on_header` would give them
+        (made once, when a path needs the list: header rules, the cache, S3)."""
+        fields = self.resp_headers
+        if fields is None:
+            fields = self.resp_headers = split_fields(self.head_buf, self.head_start, self.head_end)
+        return fields
 
     def on_body(self, body: bytes) -> None:
         self.head_bytes = 0
@@ -194,9 +267,11 @@ class UpstreamConnection(asyncio.Protocol):
             self.exchange.on_response_body(body)
 
     def on_message_complete(self) -> None:
-        if self.resp_headers:
-            # trailers: never relayed, and not left for the next answer's head
-            self.resp_headers = []
+        if self.collected:
+            # trailers (the pure build): never relayed, nor left for the next answer's head
+            self.collected = []
+        if self.head_from < 0:
+            self.head_from = -2
         if self.exchange is not None:
             self.exchange.on_response_end()
 
@@ -205,7 +280,10 @@ class UpstreamConnection(asyncio.Protocol):
         """A fresh parser after an answer to HEAD (llhttp cannot be told that an answer
         has no body because of the request it answers)."""
         self.parser = httptools.HttpResponseParser(self)
-        self.resp_headers = []
+        self.head_from = -2
+        self.head_buf = b""
+        self.head_more = []
+        self.resp_headers = None
 
     def close(self) -> None:
         self.closed = True
@@ -227,9 +305,11 @@ class UpstreamConnection(asyncio.Protocol):
         self.deadline = deadline
         timer = self.timer
         if timer is None:
+            self.timer_at = deadline
             self.timer = self.pool.loop.call_at(deadline, self._on_timer)
-        elif deadline < timer.when():
+        elif deadline < self.timer_at:  # (not timer.when(): a call by name, twice a request)
             timer.cancel()
+            self.timer_at = deadline
             self.timer = self.pool.loop.call_at(deadline, self._on_timer)
 
     def _on_timer(self) -> None:
@@ -238,6 +318,7 @@ class UpstreamConnection(asyncio.Protocol):
             return
         loop = self.pool.loop
         if loop.time() < self.deadline:
+            self.timer_at = self.deadline
             self.timer = loop.call_at(self.deadline, self._on_timer)
             return
         exchange = self.exchange
@@ -246,6 +327,25 @@ class UpstreamConnection(asyncio.Protocol):
         else:
             self.pool.forget(self)
             self.close()
+
+
+class FieldsUpstreamConnection(UpstreamConnection):
+    """The pure build's connection: llhttp gives it each field (`on_header`). Interpreted,
+    that and `rewrite_head` cost less than reading the head's bytes in Python, which only
+    the compiled build's C scans make cheap (raw_head.py). The head is still located in its
+    bytes, so both builds hold it to the same size limit and refuse the same answers."""
+
+    def __init__(self, pool: Pool) -> None:
+        super().__init__(pool)
+        self.collected = []
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        # (a list from __init__ to the end: no None check on the per-field path)
+        self.collected.append((name, value))  # type: ignore[union-attr]
+
+
+# (the compiled build scans heads in C, the pure one is handed their fields)
+_CONNECTION: Final = UpstreamConnection if HAVE_C else FieldsUpstreamConnection
 
 
 class Pool:
@@ -291,7 +391,7 @@ class Pool:
         if address.scheme == "unix":
             assert address.path is not None
             _, conn = await self.loop.create_unix_connection(
-                lambda: UpstreamConnection(self), address.path
+                lambda: _CONNECTION(self), address.path
             )
         else:
             assert address.host is not None and address.port is not None
@@ -310,10 +410,10 @@ class Pool:
         the TLS handshake too. With TLS, SNI and verification use the configured name,
         not the address the name resolved to."""
         if self.tls is None:
-            return await self.loop.create_connection(lambda: UpstreamConnection(self), host, port)
+            return await self.loop.create_connection(lambda: _CONNECTION(self), host, port)
         try:
             return await self.loop.create_connection(
-                lambda: UpstreamConnection(self),
+                lambda: _CONNECTION(self),
                 host,
                 port,
                 ssl=self.tls,

@@ -19,7 +19,7 @@ from bastion.proxy.headers import RESPONSE_DROPPED
 if TYPE_CHECKING:
     from bastion.policies.fields import FieldEdit
 
-__all__ = ["RESPONSE_KINDS", "edit_kinds", "rewrite_head"]
+__all__ = ["PLAIN_CONNECTION", "RESPONSE_KINDS", "edit_kinds", "framing_of", "rewrite_head"]
 
 # What to do with a response field, by name: a dict probe on the name as sent (most
 # backends use one spelling) before falling back to its lowercase form.
@@ -32,7 +32,7 @@ CONNECTION: Final = 4
 UPGRADE: Final = 5
 DROP: Final = 6
 # Connection values that name no other header: nothing to strip besides Connection
-_PLAIN_CONNECTION: Final = frozenset((b"keep-alive", b"Keep-Alive", b"close", b"Close"))
+PLAIN_CONNECTION: Final = frozenset((b"keep-alive", b"Keep-Alive", b"close", b"Close"))
 RESPONSE_KINDS: Final[dict[bytes, int]] = {}
 for _name in RESPONSE_DROPPED:
     RESPONSE_KINDS[_name] = DROP
@@ -118,7 +118,7 @@ def rewrite_head(
         else:
             if kind == CHUNKED:
                 chunked = True
-            elif kind == CONNECTION and value not in _PLAIN_CONNECTION:
+            elif kind == CONNECTION and value not in PLAIN_CONNECTION:
                 tokens += [t.strip().lower() for t in value.split(b",")]
             if status != 101 or kind in (CHUNKED, DROP):
                 continue
@@ -132,14 +132,28 @@ def rewrite_head(
             lines = [lines[0]] + [p for p in lines[1:] if p.split(b":", 1)[0].lower() not in named]
     # a route that removes Date has it dropped in its table
     add_date = not has_date and kinds.get(b"date") != DROP
+    # (framing_of's decision, written out: a call is dear in the pure build, where every
+    # response comes this way)
     if status == 101 or head_request or status == 204 or status == 304:
-        framing = BODY_NONE
         if status == 204 and not head_request and (chunked or (length and length != b"0")):
-            return lines, add_date, framing, BODY_CLOSE
-    elif chunked:
-        framing = BODY_CHUNKED
-    elif length:
-        framing = BODY_LENGTH
-    else:
-        framing = BODY_CLOSE
-    return lines, add_date, framing, framing
+            return lines, add_date, BODY_NONE, BODY_CLOSE
+        return lines, add_date, BODY_NONE, BODY_NONE
+    if chunked:
+        return lines, add_date, BODY_CHUNKED, BODY_CHUNKED
+    if length:
+        return lines, add_date, BODY_LENGTH, BODY_LENGTH
+    return lines, add_date, BODY_CLOSE, BODY_CLOSE
+
+
+def framing_of(status: int, head_request: bool, chunked: bool, length: bytes) -> tuple[int, int]:
+    """How the answer's body is framed towards the client, and how the upstream's ends
+    (see rewrite_head), from the status and the upstream's framing fields."""
+    if status == 101 or head_request or status == 204 or status == 304:
+        if status == 204 and not head_request and (chunked or (length and length != b"0")):
+            return BODY_NONE, BODY_CLOSE
+        return BODY_NONE, BODY_NONE
+    if chunked:
+        return BODY_CHUNKED, BODY_CHUNKED
+    if length:
+        return BODY_LENGTH, BODY_LENGTH
+    return BODY_CLOSE, BODY_CLOSE

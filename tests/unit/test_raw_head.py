@@ -1,0 +1,240 @@
+"""proxy/raw_head.py against llhttp and the per-field path.
+
+Every head llhttp (httptools) accepts is read three ways: by llhttp's own `on_header`
+callbacks, by `split_fields` on its bytes, and, where `rewrite_raw` takes it, by both
+`rewrite_raw` and `rewrite_head`. The fields must be identical, and the relayed head and
+its framing byte for byte the same. Heads are random (names and values drawn from what
+matters to the rewrite: hop-by-hop and framing names in every case, Connection options,
+spacing around values, bytes llhttp refuses) and structured (interim heads before the
+final one, empty lines before the status line)."""
+
+from __future__ import annotations
+
+import random
+
+import httptools
+import pytest
+
+from bastion.proxy import raw_head
+from bastion.proxy.raw_head import (
+    locate_head,
+    locate_head_py,
+    rewrite_raw,
+    scan_head,
+    scan_head_py,
+    split_fields,
+)
+from bastion.proxy.response_head import RESPONSE_KINDS, rewrite_head
+
+NAMES = [
+    b"Server", b"Date", b"date", b"DATE", b"Content-Type", b"Content-Length",
+    b"content-length", b"CONTENT-LENGTH", b"Connection", b"connection", b"Keep-Alive",
+    b"Transfer-Encoding", b"transfer-encoding", b"Upgrade", b"TE", b"Trailer",
+    b"Proxy-Connection", b"Proxy-Authenticate", b"X-Request-ID", b"x-request-id",
+    b"X-Secret", b"ETag", b"Set-Cookie", b"Vary", b"X-A", b"8x", b"x", b"Dat",
+    b"Connectio", b"Content-Lengths",
+]  # fmt: skip
+VALUES = [
+    b"", b"v", b"keep-alive", b"close", b"Keep-Alive", b"chunked", b"0", b"12",
+    b"close, X-Secret", b"X-Secret", b"a b", b"\xff\xfe", b"text/html; charset=utf-8",
+    b"gzip, chunked", b"5 ",
+]  # fmt: skip
+SPACING = [b" ", b" ", b" ", b"", b"  ", b"\t", b" \t"]
+TRAILING = [b"", b"", b"", b" ", b"\t", b"  "]
+STATUSES = [200, 200, 204, 304, 404, 500, 101, 100, 103, 199, 299]
+BAD = [b"\x00", b"\r", b"\n", b" ", b":", b"\x7f", b"\x01"]
+
+
+class _Collect:
+    def __init__(self) -> None:
+        self.fields: list[tuple[bytes, bytes]] = []
+        self.heads = 0
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self.heads == 0:
+            self.fields.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        self.heads += 1
+
+
+def llhttp_fields(data: bytes) -> list[tuple[bytes, bytes]] | None:
+    """The first head's fields as llhttp's callbacks give them; None if it refuses it."""
+    collect = _Collect()
+    parser = httptools.HttpResponseParser(collect)
+    try:
+        parser.feed_data(data)
+    except httptools.HttpParserUpgrade:
+        pass
+    except httptools.HttpParserError:
+        return None
+    return collect.fields if collect.heads else None
+
+
+def random_head(rng: random.Random) -> tuple[int, bytes]:
+    status = rng.choice(STATUSES)
+    lines = [rng.choice([b"", b"", b"\r\n", b"\n", b"\r\n\r\n"])]
+    lines.append(b"HTTP/1.1 %d %s\r\n" % (status, rng.choice([b"OK", b"", b"Odd Reason"])))
+    for _ in range(rng.randrange(0, 9)):
+        name = rng.choice(NAMES)
+        value = rng.choice(VALUES)
+        line = name + b":" + rng.choice(SPACING) + value + rng.choice(TRAILING)
+        if rng.random() < 0.05:
+            at = rng.randrange(len(line) + 1)
+            line = line[:at] + rng.choice(BAD) + line[at:]
+        lines.append(line + b"\r\n")
+    lines.append(b"\r\n")
+    return status, b"".join(lines)
+
+
+def check(status: int, data: bytes, begin: int = 0) -> bool:
+    """Compare the three readings of the head of `data` read from `begin`; False when
+    llhttp refuses it."""
+    fields = llhttp_fields(data[begin:])
+    if fields is None:
+        return False
+    start, end = locate_head(data, begin)
+    assert start >= begin and data[start:end].endswith(b"\r\n\r\n"), data
+    # the compiled build's C scans give what their Python twins give
+    assert locate_head_py(data, begin) == (start, end)
+    assert scan_head(data, start, end, b"S") == scan_head_py(data, start, end, b"S"), data
+    assert split_fields(data, start, end) == fields, data
+    for head_request in (False, True):
+        raw = rewrite_raw(status, data, start, end, head_request)
+        lines, add_date, framing, upstream = rewrite_head(
+            status, fields, RESPONSE_KINDS, (), head_request
+        )
+        if raw is None:
+            continue
+        parts, raw_add_date, raw_framing, raw_upstream = raw
+        assert parts[0] == lines[0]
+        assert b"".join(parts) == b"".join(lines), data
+        assert (raw_add_date, raw_framing, raw_upstream) == (add_date, framing, upstream)
+    return True
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_random_heads_read_from_their_bytes_match_llhttp_and_the_per_field_path(
+    seed: int,
+) -> None:
+    rng = random.Random(seed)
+    accepted = taken = 0
+    for _ in range(2500):
+        status, data = random_head(rng)
+        # (body bytes after the head, where llhttp does not read them as a next answer)
+        tail = b"body" if status >= 200 and status not in (204, 304) else b""
+        if check(status, data + tail):
+            accepted += 1
+            start, end = locate_head(data, 0)
+            taken += rewrite_raw(status, data, start, end, False) is not None
+    # both paths were exercised, not only the refusals
+    assert accepted > 1000 and 200 < taken < accepted
+
+
+def test_a_head_after_interim_heads_in_the_same_bytes_is_found_where_they_end() -> None:
+    interim = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early\r\nLink: </a>\r\n\r\n"
+    final = b"HTTP/1.1 200 OK\r\nX-A: 1\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok"
+    data = interim + final
+    start, end = locate_head(data, 0)
+    assert data[start:end] == b"HTTP/1.1 100 Continue\r\n\r\n"
+    start, end = locate_head(data, end)
+    assert data[start:end] == b"HTTP/1.1 103 Early\r\nLink: </a>\r\n\r\n"
+    assert split_fields(data, start, end) == [(b"Link", b"</a>")]
+    start, end = locate_head(data, end)
+    assert data[end:] == b"ok"
+    raw = rewrite_raw(200, data, start, end, False)
+    assert raw is not None
+    assert b"".join(raw[0]) == b"HTTP/1.1 200 OK\r\nX-A: 1\r\nContent-Length: 2\r\n"
+    assert check(200, data, len(interim))
+
+
+@pytest.mark.parametrize("prefix", [b"\r\n", b"\n", b"\r\n\r\n\n"])
+def test_empty_lines_before_the_status_line_are_skipped(prefix: bytes) -> None:
+    data = prefix + b"HTTP/1.1 204 No Content\r\nDate: x\r\n\r\n"
+    assert locate_head(data, 0) == (len(prefix), len(data))
+    assert check(204, data)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"RTSP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n",  # llhttp parses it as a response
+        b"ICE/1.0 200 OK\r\n\r\n",
+        b"0 OK\r\nContent-Length: 0\r\n\r\n",  # the head's start is not in these bytes
+        b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n",  # nor its end
+    ],
+)
+def test_bytes_that_are_not_the_heads_start_and_end_are_not_taken_for_it(data: bytes) -> None:
+    assert locate_head(data, 0) == (-1, -1)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"X-A:tight",
+        b"X-A:",
+        b"X-A:  two spaces",
+        b"X-A: \tspace and tab",
+        b"X-A:\ttab",
+        b"Connection: close, X-A",
+        b"Connection: X-A",
+    ],
+)
+def test_heads_rewrite_head_would_write_differently_take_the_per_field_path(
+    line: bytes,
+) -> None:
+    data = b"HTTP/1.1 200 OK\r\nX-B: b\r\n" + line + b"\r\nContent-Length: 0\r\n\r\n"
+    assert rewrite_raw(200, data, *locate_head(data, 0), False) is None
+    assert check(200, data)
+
+
+def test_a_101_takes_the_per_field_path() -> None:
+    data = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+    assert rewrite_raw(101, data, *locate_head(data, 0), False) is None
+
+
+def test_dropped_lines_split_the_kept_runs() -> None:
+    data = (
+        b"HTTP/1.1 200 OK\r\nKeep-Alive: timeout=5\r\nX-A: 1\r\nX-B: 2\r\n"
+        b"Transfer-Encoding: chunked\r\nX-C: 3\r\nTE: trailers\r\n\r\n"
+    )
+    raw = rewrite_raw(200, data, *locate_head(data, 0), False)
+    assert raw is not None
+    parts, add_date, _framing, _ = raw
+    assert parts == [b"HTTP/1.1 200 OK\r\n", b"X-A: 1\r\nX-B: 2\r\n", b"X-C: 3\r\n"]
+    assert add_date
+    assert check(200, data)
+
+
+PIECES = [
+    b"HTTP/", b"HTTP/1.1 200 OK", b"\r\n", b"\r\n\r\n", b"\r", b"\n", b":", b": ", b" ", b"\t",
+    b"Date", b"CONTENT-length", b"Connection", b"keep-alive", b"Keep-Alive", b"close, x",
+    b"transfer-encoding", b"TE", b"x-request-id", b"X-A", b"v", b"\x00", b"\xff", b"",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_scans_and_their_twins_agree_on_any_bytes(seed: int) -> None:
+    """Not only on heads llhttp accepted: on arbitrary bytes and bounds, the C scans
+    (compiled build) and the Python ones return the same, refusals included."""
+    rng = random.Random(seed)
+    for _ in range(4000):
+        buf = b"".join(rng.choice(PIECES) for _ in range(rng.randrange(0, 30)))
+        begin = rng.randrange(-2, len(buf) + 3)
+        assert locate_head(buf, begin) == locate_head_py(buf, begin), (buf, begin)
+        start = rng.randrange(-1, len(buf) + 2)
+        end = rng.randrange(-1, len(buf) + 3)
+        got = scan_head(buf, start, end, b"S")
+        assert got == scan_head_py(buf, start, end, b"S"), (buf, start, end)
+
+
+def test_the_compiled_build_runs_the_c_scans() -> None:
+    """The pure build runs the twins; the compiled one must have built the C module
+    (BASTION_EXPECT_BUILD, as tests/unit/test_build.py)."""
+    import os
+
+    expected = os.environ.get("BASTION_EXPECT_BUILD", "")
+    if expected == "compiled":
+        assert raw_head.HAVE_C and locate_head is not locate_head_py
+    elif expected == "pure":
+        assert not raw_head.HAVE_C and locate_head is locate_head_py
