@@ -39,6 +39,7 @@ HOT = [
     "bastion/http1/state.py",
     "bastion/http/request.py",
     "bastion/http/dispatch.py",
+    "bastion/http/wheel.py",
     "bastion/http/ids.py",
     "bastion/proxy/exchange.py",
     "bastion/proxy/attempts.py",

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 from bastion.http.ids import RequestIds
+from bastion.http.wheel import TimerWheel
 
 if TYPE_CHECKING:
     from bastion.http.downstream import Downstream
@@ -168,6 +169,8 @@ class ServerContext:
         self.connections: set[Connection] = set()
         self.http2_connections: set[GoingAway] = set()
         self.request_ids = RequestIds()  # `request_ids.next()` names a request
+        # the deadlines of the worker's HTTP/1.1 connections, on one loop timer
+        self.wheel = TimerWheel(loop)
 
     def in_flight(self) -> int:
         """Requests in progress on this context's connections (read once a second)."""

@@ -10,6 +10,7 @@ from typing import Any
 from bastion.http.context import request_clock
 from bastion.http.dispatch import cancel_handler
 from bastion.http.request import Request
+from bastion.http.wheel import TICK
 from bastion.http1.state import (
     BUFFER,
     LINGER_SECONDS,
@@ -133,27 +134,28 @@ class Closing(ConnectionState):
         self.timer_kind = kind
         deadline = self.loop.time() + seconds
         self.timer_deadline = deadline
-        handle = self.timer_handle
-        if handle is None or deadline < self.timer_at:
-            # a later deadline waits for the pending handle (re-armed when it
-            # fires); an earlier one (idle → head, head → body) needs its own
-            if handle is not None:
-                handle.cancel()
-            self.timer_at = deadline
-            self.timer_handle = self.loop.call_at(deadline, self._on_timer)
+        slot = self.timer_slot
+        if slot < 0 or deadline < self.timer_at:
+            # a later deadline waits for the slot filed (filed again when it is due);
+            # an earlier one (idle → head, head → body) needs an earlier slot
+            wheel = self.wheel
+            if slot >= 0:
+                wheel.discard(self, slot)
+            slot = self.timer_slot = wheel.add(self, deadline)
+            self.timer_at = slot * TICK
 
     def _clear_timer(self) -> None:
         self.timer_kind = T_NONE
 
-    def _on_timer(self) -> None:
-        self.timer_handle = None
+    def on_deadline(self) -> None:
+        """The wheel's call: the slot this connection was filed in is due."""
+        self.timer_slot = -1
         kind = self.timer_kind
         if kind == T_NONE or self.transport is None or self.closing:
             return
-        now = self.loop.time()
-        if now < self.timer_deadline:
-            self.timer_at = self.timer_deadline
-            self.timer_handle = self.loop.call_at(self.timer_deadline, self._on_timer)
+        if self.loop.time() < self.timer_deadline:
+            slot = self.timer_slot = self.wheel.add(self, self.timer_deadline)
+            self.timer_at = slot * TICK
             return
         self.timer_kind = T_NONE
         if kind == T_BODY and self.read_paused:

@@ -13,13 +13,15 @@ import asyncio
 from collections import deque
 from typing import TYPE_CHECKING, Final
 
-# httptools and ServerContext are imported at run time (not only for type checking): mypyc
-# builds the annotations of ConnectionState's class body from them (docs/compiled.md)
+# httptools, ServerContext and TimerWheel are imported at run time (not only for type
+# checking): mypyc builds the annotations of ConnectionState's class body from them
+# (docs/compiled.md)
 import httptools
 
 from bastion.http.context import ServerContext
 from bastion.http.downstream import Pause
 from bastion.http.problem import ProblemAnswers
+from bastion.http.wheel import TimerWheel
 
 if TYPE_CHECKING:
     from bastion.http.downstream import Producer, Tunnel
@@ -92,17 +94,19 @@ class ConnectionState(ProblemAnswers):
     # While an upstream chunk is being parsed, response bytes collect here and
     # leave in one write: head, body and terminator usually share a packet.
     corked: list[bytes] | None = None
-    # one lazily re-armed timer (aiohttp's trick: re-arm only when it fires early)
+    # one lazily re-armed timer (aiohttp's trick: re-arm only when it fires early), an
+    # entry in the worker's timer wheel (http/wheel.py), not a loop timer of its own
     timer_kind = T_NONE
     timer_deadline = 0.0
-    timer_handle: asyncio.TimerHandle | None = None
-    timer_at = 0.0  # when timer_handle fires
+    timer_slot = -1  # the wheel's slot this connection is filed in, -1 for none
+    timer_at = 0.0  # when that slot is due
 
     # set once per connection (HTTP1Connection.__init__)
     ctx: ServerContext
     # `ctx.loop`, which never changes: a struct field where `ctx.loop` is a lookup by name
     # in a Python object's dict (the context is not compiled), twice a request for timers
     loop: asyncio.AbstractEventLoop
+    wheel: TimerWheel  # `ctx.wheel`, the same way
     scheme: bytes
     secure: bool
     parser: httptools.HttpRequestParser
