@@ -114,6 +114,11 @@ class UpstreamConnection(asyncio.Protocol):
             self.head_buf = data
         elif head_from >= 0:
             if self.head_buf:
+                if head_from:
+                    # the interim heads before it were read: only the head being read is
+                    # kept (or a flood of them would be held, and joined again at each)
+                    self.head_buf = self.head_buf[head_from:]
+                    self.head_from = 0
                 # a head over several reads: joined once it is complete, not per read
                 self.head_more.append(data)
             else:
