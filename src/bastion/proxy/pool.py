@@ -237,6 +237,8 @@ class UpstreamConnection(asyncio.Protocol):
             if end < 0:
                 end = self._locate(buf, begin, handler.max_response_header_bytes)
             self.head_from = end
+            # what this read holds after it is the next head's: counted against the limit
+            self.head_bytes = len(buf) - end
             exchange.on_response_head(status)
             if end == len(buf) and self.head_from == end:
                 self.head_buf = b""  # nothing of the next head yet: 1xx heads never pile up
