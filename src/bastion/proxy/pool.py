@@ -279,6 +279,8 @@ class UpstreamConnection(asyncio.Protocol):
             self.collected = []
         if self.head_from < 0:
             self.head_from = -2
+            # (a trailer section read on its own is not the next answer's head)
+            self.head_bytes = 0
         if self.exchange is not None:
             self.exchange.on_response_end()
 
