@@ -23,6 +23,8 @@ each request's path picks an answer that a well-behaved server never sends.
 - `/connection-names`: a 200 whose `Connection` names `X-Secret`, which it also sends.
 - `/leading-crlf`: empty lines before the status line (which llhttp skips).
 - `/rtsp`: an `RTSP/1.0 200 OK` answer (which llhttp parses as a response).
+- `/ice`: an `ICE/1.0 200 OK` answer (the same).
+- `/304-body`: a `304` and, in the same write, a forged answer where no body may be.
 - `/many-interim?n=N`: N `102 Processing` heads, one per write, then the final 200.
 - `/interim-flood?mb=N`: N MiB of `103` heads of 16 KiB in one write (the gateway's reads
   end inside them), then, once `release` is set, the final 200 (`flooded` is set between).
@@ -217,6 +219,10 @@ class _Handler(socketserver.BaseRequestHandler):
             return b"\r\n\n" + _ok(conn)
         if path == "/rtsp":
             return b"RTSP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok"
+        if path == "/ice":
+            return b"ICE/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok"
+        if path == "/304-body":
+            return b'HTTP/1.1 304 Not Modified\r\nETag: "e"\r\n\r\n' + POISON
         if path == "/trailer":
             return (
                 b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"

@@ -410,3 +410,23 @@ def test_a_trailer_section_does_not_count_against_the_next_answers_head(
     assert r.status_code == 200 and len(r.headers["x-big"]) == 8 * 1024
     assert conn_of(hostile, "/split-field?kb=8") == conn_of(hostile, "/big-trailer?kb=60")
     no_tracebacks(front)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_an_ice_answer_is_502(front: Front, hostile: HostileBackend, protocol: str) -> None:
+    assert_502(front.request(protocol, "GET", "/ice"))
+    assert front.request(protocol, "GET", "/ok").status_code == 200
+    assert conn_of(hostile, "/ok") != conn_of(hostile, "/ice")
+    no_tracebacks(front)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_an_answer_behind_a_304_is_not_taken_for_the_next_one(
+    front: Front, hostile: HostileBackend, protocol: str
+) -> None:
+    r = front.request(protocol, "GET", "/304-body")
+    assert r.status_code == 304 and r.content == b"" and r.headers["etag"] == '"e"'
+    r = front.request(protocol, "GET", "/ok")
+    assert r.status_code == 200 and r.text == "ok" and "x-poisoned" not in r.headers
+    assert conn_of(hostile, "/ok") != conn_of(hostile, "/304-body")
+    no_tracebacks(front)

@@ -445,3 +445,29 @@ def test_a_trailer_section_does_not_count_against_the_next_head(
         ("body", b"ok"),
         ("end",),
     ]
+
+
+@pytest.mark.parametrize("kind", CONNECTIONS)
+@pytest.mark.parametrize("over", [0, 1])
+def test_the_limit_is_the_heads_size_as_sent_however_it_is_split(
+    kind: type[pool.UpstreamConnection], over: int
+) -> None:
+    """A head of exactly the limit (status line, fields, line ends) is relayed, one byte
+    more is refused, whichever read its bytes come in, after an interim head or not."""
+    status = b"HTTP/1.1 200 OK\r\n"
+    filler = 8192 - len(status) - len(b"X-Pad: \r\nContent-Length: 2\r\n\r\n") + over
+    head = status + b"X-Pad: " + b"p" * filler + b"\r\nContent-Length: 2\r\n\r\n"
+    assert len(head) == 8192 + over
+    for before in (b"", b"HTTP/1.1 100 Continue\r\n\r\n"):
+        data = before + head + b"ok"
+        for split in [*range(0, 40), *range(len(data) - 40, len(data))]:
+            conn = kind(None)  # type: ignore[arg-type]
+            exchange = _Exchange(conn)
+            for piece in (data[:split], data[split:]):
+                if piece and conn.exchange is not None:
+                    conn.data_received(piece)
+            if over:
+                assert exchange.events[-1][0] == "failed", (split, exchange.events)
+            else:
+                body = b"".join(e[1] for e in exchange.events if e[0] == "body")
+                assert exchange.events[-1] == ("end",) and body == b"ok", split
