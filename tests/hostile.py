@@ -23,7 +23,16 @@ each request's path picks an answer that a well-behaved server never sends.
 - `/connection-names`: a 200 whose `Connection` names `X-Secret`, which it also sends.
 - `/leading-crlf`: empty lines before the status line (which llhttp skips).
 - `/rtsp`: an `RTSP/1.0 200 OK` answer (which llhttp parses as a response).
+- `/ice`: an `ICE/1.0 200 OK` answer (the same).
+- `/304-body`: a `304` and, in the same write, a forged answer where no body may be.
 - `/many-interim?n=N`: N `102 Processing` heads, one per write, then the final 200.
+- `/interim-flood?mb=N`: N MiB of `103` heads of 16 KiB in one write (the gateway's reads
+  end inside them), then, once `release` is set, the final 200 (`flooded` is set between).
+- `/interim-then-field?kb=N`: a `100` and the first half of a head with one field of N KiB
+  in one write, the rest of the head and a small body in a later one.
+- `/big-trailer?kb=N`: a chunked 200 whose trailer section (a field of N KiB) comes in a
+  write of its own, the connection kept alive.
+- `/split-field?kb=N`: a head with one field of N KiB in two writes, then a small body.
 """
 
 from __future__ import annotations
@@ -140,6 +149,30 @@ class _Handler(socketserver.BaseRequestHandler):
                     conn.sock.sendall(DRIBBLED[i : i + 1])
                     time.sleep(0.001)
                 continue
+            if path == "/interim-flood":
+                hint = b"HTTP/1.1 103 Early Hints\r\nLink: " + b"l" * (16 * 1024) + b"\r\n\r\n"
+                conn.sock.sendall(hint * (int(query["mb"]) * MIB // len(hint)))
+                owner.flooded.set()
+                owner.release.wait(60)
+                conn.sock.sendall(_ok(conn, b"final"))
+                continue
+            if path == "/interim-then-field" or path == "/split-field":
+                value = b"v" * (int(query["kb"]) * 1024)
+                head = b"HTTP/1.1 200 OK\r\nX-Big: " + value + b"\r\nContent-Length: 2\r\n\r\n"
+                if path == "/interim-then-field":
+                    head = b"HTTP/1.1 100 Continue\r\n\r\n" + head
+                half = len(head) // 2
+                conn.sock.sendall(head[:half])
+                time.sleep(0.2)  # (the gateway reads the first half on its own)
+                conn.sock.sendall(head[half:] + b"ok")
+                continue
+            if path == "/big-trailer":
+                start = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n"
+                conn.sock.sendall(start)
+                time.sleep(0.2)
+                value = b"t" * (int(query["kb"]) * 1024)
+                conn.sock.sendall(b"0\r\nX-Trailer: " + value + b"\r\n\r\n")
+                continue
             if path == "/many-interim":
                 for _ in range(int(query["n"])):
                     conn.sock.sendall(b"HTTP/1.1 102 Processing\r\n\r\n")
@@ -186,6 +219,10 @@ class _Handler(socketserver.BaseRequestHandler):
             return b"\r\n\n" + _ok(conn)
         if path == "/rtsp":
             return b"RTSP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok"
+        if path == "/ice":
+            return b"ICE/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok"
+        if path == "/304-body":
+            return b'HTTP/1.1 304 Not Modified\r\nETag: "e"\r\n\r\n' + POISON
         if path == "/trailer":
             return (
                 b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -222,6 +259,8 @@ class HostileBackend:
         self._connections = 0
         self.sent: list[int] = []  # bytes of each huge field that got through
         self.streamed = threading.Event()
+        self.flooded = threading.Event()  # /interim-flood's heads are written
+        self.release = threading.Event()  # /interim-flood may send its final answer
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
@@ -240,5 +279,6 @@ class HostileBackend:
             return list(self._requests)
 
     def stop(self) -> None:
+        self.release.set()
         self.server.shutdown()
         self.server.server_close()

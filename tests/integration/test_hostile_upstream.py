@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import socket
 import ssl
+import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -354,3 +356,77 @@ def test_hundreds_of_interim_heads_then_the_final_answer(
     assert r.status_code == 200 and r.text == "final"
     assert front.request(protocol, "GET", "/ok").status_code == 200
     assert conn_of(hostile, "/ok") == conn_of(hostile, "/many-interim?n=500")
+
+
+def test_a_flood_of_interim_heads_is_not_kept_in_memory(
+    front: Front, hostile: HostileBackend
+) -> None:
+    # 32 MiB of 103 heads, the gateway's reads ending inside them: each head is done with
+    # once read, so what the gateway holds stays about one read, not the whole flood
+    assert front.request("http1", "GET", "/ok").status_code == 200
+    baseline = front.gw.rss_kb()
+    result: list[httpx.Response] = []
+    thread = threading.Thread(
+        target=lambda: result.append(front.request("http1", "GET", "/interim-flood?mb=32"))
+    )
+    thread.start()
+    try:
+        assert hostile.flooded.wait(60)
+        peak = 0
+        for _ in range(10):  # (what the sockets still held reaches the gateway meanwhile)
+            peak = max(peak, front.gw.rss_kb())
+            time.sleep(0.05)
+    finally:
+        hostile.release.set()
+        thread.join(60)
+    assert result and result[0].status_code == 200 and result[0].text == "final"
+    assert peak - baseline < 16 * 1024, (baseline, peak)
+    no_tracebacks(front)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_head_after_an_interim_one_is_held_to_the_limit_in_every_build(
+    front_factory: Callable[..., Front], protocol: str
+) -> None:
+    # the 100 and the first half of the final head arrive in one read, the rest in the
+    # next: the head's whole size counts, not only what was read after the 100
+    front = front_factory(max_response_header_bytes="8KiB")
+    r = front.request(protocol, "GET", "/interim-then-field?kb=6")
+    assert r.status_code == 200 and len(r.headers["x-big"]) == 6 * 1024
+    assert_502(front.request(protocol, "GET", "/interim-then-field?kb=9"))
+    assert "upstream sent too big header" in front.gw.stderr
+    no_tracebacks(front)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_trailer_section_does_not_count_against_the_next_answers_head(
+    front: Front, hostile: HostileBackend, protocol: str
+) -> None:
+    # a trailer section near the limit, in a read of its own, then on the same pooled
+    # connection a head of 8 KiB in two reads: well within the limit
+    r = front.request(protocol, "GET", "/big-trailer?kb=60")
+    assert r.status_code == 200 and r.text == "ok"
+    r = front.request(protocol, "GET", "/split-field?kb=8")
+    assert r.status_code == 200 and len(r.headers["x-big"]) == 8 * 1024
+    assert conn_of(hostile, "/split-field?kb=8") == conn_of(hostile, "/big-trailer?kb=60")
+    no_tracebacks(front)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_an_ice_answer_is_502(front: Front, hostile: HostileBackend, protocol: str) -> None:
+    assert_502(front.request(protocol, "GET", "/ice"))
+    assert front.request(protocol, "GET", "/ok").status_code == 200
+    assert conn_of(hostile, "/ok") != conn_of(hostile, "/ice")
+    no_tracebacks(front)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_an_answer_behind_a_304_is_not_taken_for_the_next_one(
+    front: Front, hostile: HostileBackend, protocol: str
+) -> None:
+    r = front.request(protocol, "GET", "/304-body")
+    assert r.status_code == 304 and r.content == b"" and r.headers["etag"] == '"e"'
+    r = front.request(protocol, "GET", "/ok")
+    assert r.status_code == 200 and r.text == "ok" and "x-poisoned" not in r.headers
+    assert conn_of(hostile, "/ok") != conn_of(hostile, "/304-body")
+    no_tracebacks(front)

@@ -10,12 +10,16 @@ final one, empty lines before the status line)."""
 
 from __future__ import annotations
 
+import os
 import random
+import subprocess
+import sys
+from pathlib import Path
 
 import httptools
 import pytest
 
-from bastion.proxy import raw_head
+from bastion.proxy import pool, raw_head
 from bastion.proxy.raw_head import (
     locate_head,
     locate_head_py,
@@ -238,3 +242,232 @@ def test_the_compiled_build_runs_the_c_scans() -> None:
         assert raw_head.HAVE_C and locate_head is not locate_head_py
     elif expected == "pure":
         assert not raw_head.HAVE_C and locate_head is locate_head_py
+
+
+# ------------------------------------------- the C module's arguments (compiled build)
+def _run_isolated(script: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """`script` in a Python of its own (a crash ends it, not the test run), importing
+    this bastion; `env` added to its environment."""
+    import bastion
+
+    source = str(Path(bastion.__file__).resolve().parent.parent)
+    return subprocess.run(
+        [sys.executable, "-c", script],
+        env={**os.environ, "PYTHONPATH": source, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_bounds_whose_difference_overflows_are_refused_like_any_other() -> None:
+    """scan() takes any ints; `end - start` must not overflow into a huge head (the C
+    scan then read from `buf + start`, far outside the buffer)."""
+    script = (
+        "from bastion.proxy.raw_head import scan_head, scan_head_py\n"
+        "buf = b'HTTP/1.1 200 OK\\r\\nX-A: 1\\r\\n\\r\\n'\n"
+        "for start, end in ((2**62, -(2**62) - 10), (1, -(2**63)), (2**63 - 1, -2)):\n"
+        "    assert scan_head(buf, start, end, b'S') is None, (start, end)\n"
+        "    assert scan_head_py(buf, start, end, b'S') is None\n"
+        "print('refused')\n"
+    )
+    done = _run_isolated(script)
+    assert done.returncode == 0 and done.stdout == "refused\n", (done.returncode, done.stderr)
+
+
+_C_ONLY = pytest.mark.skipif(not raw_head.HAVE_C, reason="the C module is the compiled build's")
+
+
+@_C_ONLY
+def test_a_configure_that_fails_leaves_the_table_it_had() -> None:
+    """A configure() that raises half-way must not leave the scans with a partial (here
+    empty) table: they would relay the hop-by-hop fields they are there to drop."""
+    script = (
+        "from bastion.proxy import _rawhead\n"
+        "from bastion.proxy.raw_head import scan_head_py\n"
+        "buf = b'HTTP/1.1 200 OK\\r\\nConnection: close\\r\\nTransfer-Encoding: chunked\\r\\n"
+        "X-A: 1\\r\\n\\r\\n'\n"
+        "for bad in ({b'x' * 40: 6}, {b'te': 'six'}):\n"
+        "    try:\n"
+        "        _rawhead.configure(bad, (), (0, 1, 2, 3, 4))\n"
+        "    except (ValueError, TypeError):\n"
+        "        pass\n"
+        "    assert _rawhead.scan(buf, 0, len(buf), b'S') == scan_head_py(buf, 0, len(buf), b'S')\n"
+        "try:\n"
+        "    _rawhead.configure({b'te': 6}, (), (0, 1, 2))\n"
+        "except TypeError:\n"
+        "    pass\n"
+        "assert _rawhead.scan(buf, 0, len(buf), b'S') == scan_head_py(buf, 0, len(buf), b'S')\n"
+        "print('kept')\n"
+    )
+    done = _run_isolated(script)
+    assert done.returncode == 0 and done.stdout == "kept\n", (done.returncode, done.stderr)
+
+
+@_C_ONLY
+def test_configure_holds_no_borrowed_name_across_python_code() -> None:
+    """A kind that is not an int runs Python code (its __index__) in the middle of the
+    table's copy; a name borrowed from the dict may be freed by then (PYTHONMALLOC=debug
+    fills freed memory, so a read of it fails at once)."""
+    script = (
+        "from bastion.proxy import _rawhead\n"
+        "class Kind:\n"
+        "    def __index__(self):\n"
+        "        kinds.clear()\n"
+        "        return 6\n"
+        "kinds = {bytes(bytearray(b'proxy-connection')): Kind()}\n"
+        "try:\n"
+        "    _rawhead.configure(kinds, (), (0, 1, 2, 3, 4))\n"
+        "except TypeError:\n"
+        "    pass\n"
+        "print('survived')\n"
+    )
+    done = _run_isolated(script, PYTHONMALLOC="debug")
+    assert done.returncode == 0 and done.stdout == "survived\n", (done.returncode, done.stderr)
+
+
+# --------------------------------------- the connection's head bookkeeping (proxy/pool.py)
+class _Handler:
+    max_response_header_bytes = 8192
+    max_response_header_fields = 100
+
+
+class _Client:
+    def cork(self) -> None:
+        pass
+
+    def uncork(self) -> None:
+        pass
+
+
+class _Exchange:
+    """What the connection tells an exchange, written down; the head relayed as
+    Exchange.on_response_head relays it without header rules."""
+
+    tunnelling = False
+
+    def __init__(self, conn: pool.UpstreamConnection) -> None:
+        self.conn = conn
+        conn.exchange = self  # type: ignore[assignment]
+        self.handler = _Handler()
+        self.client = _Client()
+        self.events: list[tuple[object, ...]] = []
+        self.interim = False
+
+    def on_response_head(self, status: int) -> None:
+        if status < 200:
+            self.interim = True
+            self.events.append(("interim", status))
+            return
+        conn = self.conn
+        fields = conn.resp_headers
+        raw = None
+        if fields is None:
+            raw = rewrite_raw(status, conn.head_buf, conn.head_start, conn.head_end, False)
+            fields = conn.fields() if raw is None else []
+        if raw is None:
+            raw = rewrite_head(status, fields, RESPONSE_KINDS, (), False)
+        self.events.append(("head", b"".join(raw[0])))
+
+    def on_response_body(self, data: bytes) -> None:
+        self.events.append(("body", data))
+
+    def on_response_end(self) -> None:
+        if self.interim:
+            self.interim = False
+            return
+        self.events.append(("end",))
+        self.conn.exchange = None
+
+    def upstream_failed(self, exc: Exception) -> None:
+        self.events.append(("failed", str(exc)))
+        self.conn.exchange = None
+
+
+CONNECTIONS = [pool.UpstreamConnection, pool.FieldsUpstreamConnection]  # (compiled, pure)
+
+
+@pytest.mark.parametrize("kind", CONNECTIONS)
+def test_interim_heads_over_many_reads_are_not_kept(kind: type[pool.UpstreamConnection]) -> None:
+    """Reads that each end inside an interim head: once read, a head's bytes are let go
+    (they were kept and joined again at each head, memory and time growing with the
+    whole flood)."""
+    conn = kind(None)  # type: ignore[arg-type]
+    exchange = _Exchange(conn)
+    hint = b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"
+    read = hint[20:] + hint * 20 + hint[:20]
+    conn.data_received(hint[:20])
+    for _ in range(200):
+        conn.data_received(read)
+        assert len(conn.head_buf) + sum(map(len, conn.head_more)) <= 2 * len(read)
+    conn.data_received(hint[20:] + b"HTTP/1.1 200 OK\r\nX-A: 1\r\nContent-Length: 2\r\n\r\nok")
+    assert exchange.events[-3:] == [
+        ("head", b"HTTP/1.1 200 OK\r\nX-A: 1\r\nContent-Length: 2\r\n"),
+        ("body", b"ok"),
+        ("end",),
+    ]
+
+
+@pytest.mark.parametrize("kind", CONNECTIONS)
+def test_a_head_read_with_the_end_of_an_interim_one_is_held_to_the_limit(
+    kind: type[pool.UpstreamConnection],
+) -> None:
+    """The bytes of the final head read with the 100 count too: both builds refuse a head
+    over the limit however its bytes were split."""
+    head = b"HTTP/1.1 200 OK\r\nX-Big: " + b"v" * 9000 + b"\r\nContent-Length: 2\r\n\r\nok"
+    data = b"HTTP/1.1 100 Continue\r\n\r\n" + head
+    for split in (10, 30, 4000, 5000, 8000, len(data) - 10):
+        conn = kind(None)  # type: ignore[arg-type]
+        exchange = _Exchange(conn)
+        conn.data_received(data[:split])
+        if conn.exchange is not None:
+            conn.data_received(data[split:])
+        assert exchange.events[-1] == ("failed", "upstream sent too big header (limit 8192 bytes)")
+
+
+@pytest.mark.parametrize("kind", CONNECTIONS)
+def test_a_trailer_section_does_not_count_against_the_next_head(
+    kind: type[pool.UpstreamConnection],
+) -> None:
+    """A trailer section read on its own (within the limit) is done with at the answer's
+    end: the next answer's head, on the same connection, starts a count of its own."""
+    conn = kind(None)  # type: ignore[arg-type]
+    exchange = _Exchange(conn)
+    conn.data_received(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n")
+    conn.data_received(b"0\r\nX-T: " + b"t" * 7000 + b"\r\n\r\n")
+    assert exchange.events[-1] == ("end",)
+    exchange = _Exchange(conn)
+    head = b"HTTP/1.1 200 OK\r\nX-A: " + b"a" * 3000 + b"\r\nContent-Length: 2\r\n\r\nok"
+    conn.data_received(head[:2000])
+    conn.data_received(head[2000:])
+    assert exchange.events == [
+        ("head", head[:-2].replace(b"\r\n\r\n", b"\r\n")),
+        ("body", b"ok"),
+        ("end",),
+    ]
+
+
+@pytest.mark.parametrize("kind", CONNECTIONS)
+@pytest.mark.parametrize("over", [0, 1])
+def test_the_limit_is_the_heads_size_as_sent_however_it_is_split(
+    kind: type[pool.UpstreamConnection], over: int
+) -> None:
+    """A head of exactly the limit (status line, fields, line ends) is relayed, one byte
+    more is refused, whichever read its bytes come in, after an interim head or not."""
+    status = b"HTTP/1.1 200 OK\r\n"
+    filler = 8192 - len(status) - len(b"X-Pad: \r\nContent-Length: 2\r\n\r\n") + over
+    head = status + b"X-Pad: " + b"p" * filler + b"\r\nContent-Length: 2\r\n\r\n"
+    assert len(head) == 8192 + over
+    for before in (b"", b"HTTP/1.1 100 Continue\r\n\r\n"):
+        data = before + head + b"ok"
+        for split in [*range(0, 40), *range(len(data) - 40, len(data))]:
+            conn = kind(None)  # type: ignore[arg-type]
+            exchange = _Exchange(conn)
+            for piece in (data[:split], data[split:]):
+                if piece and conn.exchange is not None:
+                    conn.data_received(piece)
+            if over:
+                assert exchange.events[-1][0] == "failed", (split, exchange.events)
+            else:
+                body = b"".join(e[1] for e in exchange.events if e[0] == "body")
+                assert exchange.events[-1] == ("end",) and body == b"ok", split

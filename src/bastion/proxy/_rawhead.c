@@ -22,17 +22,19 @@
 #define MAX_PLAIN 8
 
 /* the field names the scan acts on, lowercase, and what each is (configure()) */
-static struct {
+struct name_kind {
     char name[MAX_NAME];
     Py_ssize_t size;
     long kind;
-} names[MAX_NAMES];
+};
+static struct name_kind names[MAX_NAMES];
 static int name_count = 0;
 /* Connection values that name no other field, compared exactly */
-static struct {
+struct plain_value {
     char value[MAX_NAME];
     Py_ssize_t size;
-} plain[MAX_PLAIN];
+};
+static struct plain_value plain[MAX_PLAIN];
 static int plain_count = 0;
 static long KIND_KEEP, KIND_LENGTH, KIND_DATE, KIND_CHUNKED, KIND_CONNECTION;
 /* set for each (name length, first letter) pair of a name above: most lines are kept
@@ -40,51 +42,71 @@ static long KIND_KEEP, KIND_LENGTH, KIND_DATE, KIND_CHUNKED, KIND_CONNECTION;
 static unsigned char candidate[MAX_NAME * 32];
 static int configured = 0;
 
+/* The tables are built aside and installed whole once every argument has been read: a
+ * call that fails leaves the scans with the tables they had. The kinds must be ints
+ * proper, so that no Python code (an __index__) runs while a name borrowed from the dict
+ * is being copied. */
 static PyObject *
 configure(PyObject *self, PyObject *args)
 {
     PyObject *kinds, *plains, *key, *value;
     Py_ssize_t pos = 0;
-    if (!PyArg_ParseTuple(args, "O!O(lllll)", &PyDict_Type, &kinds, &plains, &KIND_KEEP,
-                          &KIND_LENGTH, &KIND_DATE, &KIND_CHUNKED, &KIND_CONNECTION))
+    long keep, length, date, chunked, connection;
+    struct name_kind new_names[MAX_NAMES];
+    struct plain_value new_plain[MAX_PLAIN];
+    unsigned char new_candidate[MAX_NAME * 32];
+    int new_name_count = 0, new_plain_count = 0;
+    if (!PyArg_ParseTuple(args, "O!O(lllll)", &PyDict_Type, &kinds, &plains, &keep, &length,
+                          &date, &chunked, &connection))
         return NULL;
-    name_count = 0;
-    memset(candidate, 0, sizeof(candidate));
+    memset(new_candidate, 0, sizeof(new_candidate));
     while (PyDict_Next(kinds, &pos, &key, &value)) {
-        long kind;
-        if (!PyBytes_Check(key) || PyBytes_GET_SIZE(key) >= MAX_NAME || name_count >= MAX_NAMES) {
+        if (!PyBytes_Check(key) || PyBytes_GET_SIZE(key) >= MAX_NAME || new_name_count >= MAX_NAMES) {
             PyErr_SetString(PyExc_ValueError, "field names must be short bytes");
             return NULL;
         }
-        kind = PyLong_AsLong(value);
+        if (!PyLong_Check(value)) {
+            PyErr_SetString(PyExc_TypeError, "field kinds must be ints");
+            return NULL;
+        }
+        long kind = PyLong_AsLong(value);
         if (kind == -1 && PyErr_Occurred())
             return NULL;
-        memcpy(names[name_count].name, PyBytes_AS_STRING(key), PyBytes_GET_SIZE(key));
-        names[name_count].size = PyBytes_GET_SIZE(key);
-        names[name_count].kind = kind;
+        memcpy(new_names[new_name_count].name, PyBytes_AS_STRING(key), PyBytes_GET_SIZE(key));
+        new_names[new_name_count].size = PyBytes_GET_SIZE(key);
+        new_names[new_name_count].kind = kind;
         if (PyBytes_GET_SIZE(key) > 0)
-            candidate[PyBytes_GET_SIZE(key) << 5 | (PyBytes_AS_STRING(key)[0] & 31)] = 1;
-        name_count++;
+            new_candidate[PyBytes_GET_SIZE(key) << 5 | (PyBytes_AS_STRING(key)[0] & 31)] = 1;
+        new_name_count++;
     }
     PyObject *iter = PyObject_GetIter(plains);
     if (iter == NULL)
         return NULL;
-    plain_count = 0;
     while ((value = PyIter_Next(iter)) != NULL) {
-        if (!PyBytes_Check(value) || PyBytes_GET_SIZE(value) >= MAX_NAME || plain_count >= MAX_PLAIN) {
+        if (!PyBytes_Check(value) || PyBytes_GET_SIZE(value) >= MAX_NAME || new_plain_count >= MAX_PLAIN) {
             Py_DECREF(value);
             Py_DECREF(iter);
             PyErr_SetString(PyExc_ValueError, "Connection values must be short bytes");
             return NULL;
         }
-        memcpy(plain[plain_count].value, PyBytes_AS_STRING(value), PyBytes_GET_SIZE(value));
-        plain[plain_count].size = PyBytes_GET_SIZE(value);
-        plain_count++;
+        memcpy(new_plain[new_plain_count].value, PyBytes_AS_STRING(value), PyBytes_GET_SIZE(value));
+        new_plain[new_plain_count].size = PyBytes_GET_SIZE(value);
+        new_plain_count++;
         Py_DECREF(value);
     }
     Py_DECREF(iter);
     if (PyErr_Occurred())
         return NULL;
+    memcpy(names, new_names, sizeof(new_names[0]) * (size_t)new_name_count);
+    name_count = new_name_count;
+    memcpy(plain, new_plain, sizeof(new_plain[0]) * (size_t)new_plain_count);
+    plain_count = new_plain_count;
+    memcpy(candidate, new_candidate, sizeof(candidate));
+    KIND_KEEP = keep;
+    KIND_LENGTH = length;
+    KIND_DATE = date;
+    KIND_CHUNKED = chunked;
+    KIND_CONNECTION = connection;
     configured = 1;
     Py_RETURN_NONE;
 }
@@ -180,10 +202,13 @@ scan(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     const char *buf = PyBytes_AS_STRING(bytes);
     Py_ssize_t size = PyBytes_GET_SIZE(bytes);
     Py_ssize_t start = PyLong_AsSsize_t(args[1]);
-    Py_ssize_t end = PyLong_AsSsize_t(args[2]);
-    if (PyErr_Occurred())
+    if (start == -1 && PyErr_Occurred())
         return NULL;
-    if (start < 0 || end > size || end - start < 4)
+    Py_ssize_t end = PyLong_AsSsize_t(args[2]);
+    if (end == -1 && PyErr_Occurred())
+        return NULL;
+    /* (end >= 4 first: with start >= 0, end - start cannot overflow then) */
+    if (start < 0 || end > size || end < 4 || end - start < 4)
         Py_RETURN_NONE;
     const char *stop = buf + end - 2; /* where the blank line begins */
     const char *pos = memchr(buf + start, '\n', (size_t)(stop - (buf + start)));

@@ -114,6 +114,11 @@ class UpstreamConnection(asyncio.Protocol):
             self.head_buf = data
         elif head_from >= 0:
             if self.head_buf:
+                if head_from:
+                    # the interim heads before it were read: only the head being read is
+                    # kept (or a flood of them would be held, and joined again at each)
+                    self.head_buf = self.head_buf[head_from:]
+                    self.head_from = 0
                 # a head over several reads: joined once it is complete, not per read
                 self.head_more.append(data)
             else:
@@ -232,6 +237,8 @@ class UpstreamConnection(asyncio.Protocol):
             if end < 0:
                 end = self._locate(buf, begin, handler.max_response_header_bytes)
             self.head_from = end
+            # what this read holds after it is the next head's: counted against the limit
+            self.head_bytes = len(buf) - end
             exchange.on_response_head(status)
             if end == len(buf) and self.head_from == end:
                 self.head_buf = b""  # nothing of the next head yet: 1xx heads never pile up
@@ -272,6 +279,8 @@ class UpstreamConnection(asyncio.Protocol):
             self.collected = []
         if self.head_from < 0:
             self.head_from = -2
+            # (a trailer section read on its own is not the next answer's head)
+            self.head_bytes = 0
         if self.exchange is not None:
             self.exchange.on_response_end()
 
