@@ -6,10 +6,8 @@ have hit the backend's own idle timeout). A connection closed by the backend
 while idle leaves the stack at once (`connection_lost`), so a request is rarely
 written to a dead socket; when it is, the exchange decides whether a retry is safe.
 
-Response heads are bounded as they arrive: httptools keeps header fields in memory
-until the head ends, so the connection counts the bytes fed since the parser last
-delivered a head or a piece of body, and gives up as soon as they pass the route's
-limit, long before the backend has sent what it meant to.
+Response heads are bounded as they arrive: the connection counts the bytes fed since
+the parser last delivered a head or body, and gives up once they pass the route's limit.
 """
 
 from __future__ import annotations
@@ -62,20 +60,17 @@ class UpstreamConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.exchange: Exchange | None = None
-        # The response head being read is kept as the bytes fed to the parser since it
-        # began (raw_head.py): `head_buf` from `head_from` on. `head_from` is -1 once the
-        # final head is read (body follows), and -2 once an answer has ended: the next
-        # read starts the next head. An answer that begins in the read where the last one
-        # ended was never asked for, and is refused (on_message_begin).
+        # The head being read: the bytes fed since it began (raw_head.py), `head_buf` from
+        # `head_from` on; -1 once the final head is read, -2 once an answer has ended (the
+        # next read starts the next head; one beginning in the same read is refused).
         self.head_buf = b""
         self.head_more: list[bytes] = []
         self.head_from = 0
-        # the head just completed, from `head_start` to `head_end` in `head_buf`
-        self.head_start = 0
+        self.head_start = 0  # the head just completed, in `head_buf`
         self.head_end = 0
-        # its fields, split only when asked for (`fields`)
+        # its fields, split only when asked for (`fields`); the fields llhttp hands over
+        # in the pure build only (FieldsUpstreamConnection)
         self.resp_headers: list[tuple[bytes, bytes]] | None = None
-        # the fields llhttp hands over, in the pure build only (FieldsUpstreamConnection)
         self.collected: list[tuple[bytes, bytes]] | None = None
         self.closed = False
         self.in_feed = False
@@ -84,15 +79,13 @@ class UpstreamConnection(asyncio.Protocol):
         # once the feed is over and the connection is back in the pool (it ends the
         # client's response)
         self.after_feed: Exchange | None = None
-        # One timer per connection, re-armed lazily: while busy it watches the
-        # exchange's read/send deadline, while idle the pool's idle timeout.
+        # one timer, re-armed lazily: the exchange's read/send deadline, or the idle timeout
         self.deadline = 0.0
         self.timer: asyncio.TimerHandle | None = None
         self.timer_at = 0.0  # when `timer` fires
         self.tunnel_idle: float | None = None
-        # Bytes fed since the parser last delivered a head or a piece of body: the head
-        # (or trailer section) being read, plus at most the rest of one read. Counting
-        # per read rather than per field keeps the count off the per-field path.
+        # Bytes fed since the parser last delivered a head or body: the head (or trailer
+        # section) being read, plus at most the rest of one read (counted per read).
         self.head_bytes = 0
 
     # transport events
@@ -339,10 +332,8 @@ class UpstreamConnection(asyncio.Protocol):
 
 
 class FieldsUpstreamConnection(UpstreamConnection):
-    """The pure build's connection: llhttp gives it each field (`on_header`). Interpreted,
-    that and `rewrite_head` cost less than reading the head's bytes in Python, which only
-    the compiled build's C scans make cheap (raw_head.py). The head is still located in its
-    bytes, so both builds hold it to the same size limit and refuse the same answers."""
+    """The pure build's connection: llhttp gives it each field (`on_header`), which costs
+    less interpreted than reading the head's bytes in Python (docs/compiled.md)."""
 
     def __init__(self, pool: Pool) -> None:
         super().__init__(pool)
