@@ -185,6 +185,16 @@ is_plain(const char *value, Py_ssize_t size)
     return 0;
 }
 
+/* a run of kept lines, as a bytes object at the end of `parts`; -1 on error */
+static int
+append_piece(PyObject *parts, const char *run, Py_ssize_t size)
+{
+    PyObject *piece = PyBytes_FromStringAndSize(run, size);
+    int failed = piece == NULL || PyList_Append(parts, piece) < 0;
+    Py_XDECREF(piece);
+    return failed ? -1 : 0;
+}
+
 /* scan(buf, start, end, status_line) -> (parts, has_date, chunked, length) or None:
  * see raw_head.scan_head */
 static PyObject *
@@ -249,27 +259,17 @@ scan(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             else if (kind == KIND_CONNECTION && !is_plain(colon + 2, eol - colon - 2))
                 goto refuse;
             /* a dropped line: the run before it is relayed, the next starts after it */
-            if (run < pos) {
-                PyObject *piece = PyBytes_FromStringAndSize(run, pos - run);
-                if (piece == NULL || PyList_Append(parts, piece) < 0) {
-                    Py_XDECREF(piece);
-                    Py_DECREF(parts);
-                    return NULL;
-                }
-                Py_DECREF(piece);
+            if (run < pos && append_piece(parts, run, pos - run) < 0) {
+                Py_DECREF(parts);
+                return NULL;
             }
             run = eol + 2;
         }
         pos = eol + 2;
     }
-    if (run < stop) {
-        PyObject *piece = PyBytes_FromStringAndSize(run, stop - run);
-        if (piece == NULL || PyList_Append(parts, piece) < 0) {
-            Py_XDECREF(piece);
-            Py_DECREF(parts);
-            return NULL;
-        }
-        Py_DECREF(piece);
+    if (run < stop && append_piece(parts, run, stop - run) < 0) {
+        Py_DECREF(parts);
+        return NULL;
     }
     PyObject *value = PyBytes_FromStringAndSize(length ? length : "", length_size);
     PyObject *result = value == NULL ? NULL : PyTuple_New(4);
