@@ -33,8 +33,13 @@ class Owner:
 
 
 def run(body: object) -> None:
+    """Run `body` on a uvloop loop; an exception that escaped a loop callback (the
+    wheel's own) fails the test, not only a log line."""
+    escaped: list[dict[str, object]] = []
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.get_loop().set_exception_handler(lambda _loop, context: escaped.append(context))
         runner.run(body)  # type: ignore[arg-type]
+    assert escaped == []
 
 
 def test_deadlines_are_met_never_early_and_in_order() -> None:

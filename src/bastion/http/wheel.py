@@ -85,5 +85,12 @@ class TimerWheel:
                     timed.on_deadline()
                 except Exception:  # one owner's failure must not cost the others theirs
                     log.exception("a connection's timer failed")
+        self._rearm()
+
+    def _rearm(self) -> None:
+        # A method of its own: within `_fire`, after `self.handle = None`, mypy takes the
+        # handle for None still, and the compiled build would refuse the one an owner
+        # filed while its slot ran (docs/compiled.md).
+        order = self.order
         if order and (self.handle is None or order[0] < self.armed):
             self._arm(order[0])
