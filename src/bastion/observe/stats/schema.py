@@ -20,6 +20,7 @@ answers in ``errors`` (48 hours).
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 
 from bastion.observe.interval import BUCKET_COUNT
@@ -135,23 +136,36 @@ def open_writer(path: Path) -> sqlite3.Connection:
 
     Several processes open it at once: creating the tables is idempotent and done in one
     transaction, and `busy_timeout` makes a writer wait for another's transaction instead
-    of failing."""
+    of failing. Switching a new file to WAL is the exception: SQLite answers "database is
+    locked" at once, without waiting, to a connection that asks while another holds the
+    file (it would otherwise risk a deadlock), so the opening is tried again for as long
+    as `busy_timeout` would have waited."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            return _open_writer_once(path)
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.02)
+
+
+def _open_writer_once(path: Path) -> sqlite3.Connection:
     db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
-    db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-    db.execute("PRAGMA journal_mode = WAL")
-    # NORMAL: a power cut may lose the last transactions (a second of figures), never
-    # corrupt the file; FULL would fsync every second for nothing a user would miss
-    db.execute("PRAGMA synchronous = NORMAL")
-    version = db.execute("PRAGMA user_version").fetchone()[0]
-    if version > SCHEMA_VERSION:
-        db.close()
-        raise ValueError(
-            f"{path} was written by a newer bastion (schema {version}, this one knows "
-            f"{SCHEMA_VERSION}); move it away to start new statistics"
-        )
-    db.execute("BEGIN IMMEDIATE")
     try:
+        db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        db.execute("PRAGMA journal_mode = WAL")
+        # NORMAL: a power cut may lose the last transactions (a second of figures), never
+        # corrupt the file; FULL would fsync every second for nothing a user would miss
+        db.execute("PRAGMA synchronous = NORMAL")
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise ValueError(
+                f"{path} was written by a newer bastion (schema {version}, this one knows "
+                f"{SCHEMA_VERSION}); move it away to start new statistics"
+            )
+        db.execute("BEGIN IMMEDIATE")
         for statement in SCHEMA:
             db.execute(statement)
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
