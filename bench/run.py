@@ -119,6 +119,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.noisy_retries = args.runs
     if args.runs < 1 or args.duration < 1:
         p.error("--runs and --duration must be >= 1")
+    if os.sep in args.bastion:
+        # the targets run in directories of their own: a path relative to here would
+        # name nothing there
+        args.bastion = os.path.abspath(args.bastion)
     args.target_list = _pick(p, args.targets, list(targets.TARGETS), "target")
     args.scenario_list = _pick(p, args.scenarios, list(SCENARIOS), "scenario")
     return args

@@ -9,7 +9,7 @@ import pwd
 import shutil
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,9 @@ class Running:
     port: int
     proc: Proc | None  # None for "none" (wrk hits the backend directly)
     version: str = ""
+    # by keyword only: a list of backends passed where `tls` stood made a plain target
+    # look like an HTTPS one (its readiness probe then spoke TLS to it)
+    _: KW_ONLY
     tls: bool = False  # listens with HTTPS (and h2 where the server has it) on ``port``
     extra: list[Proc] = field(default_factory=list)  # more backends this target started
 
@@ -282,7 +285,7 @@ sites:
 """)
     proc = start(name, [env.bastion_bin, "run", "-c", str(cfg)], workdir / "stdout.log",
                  cpus=env.proxy_cpus, cwd=workdir)
-    return Running(name, port, proc, _bastion_version(env.bastion_bin), extra)
+    return Running(name, port, proc, _bastion_version(env.bastion_bin), extra=extra)
 
 
 def start_bastion_pool_rr(env: Env) -> Running:
