@@ -40,6 +40,7 @@ HOT = [
     "bastion/http/request.py",
     "bastion/http/dispatch.py",
     "bastion/http/wheel.py",
+    "bastion/http/settings.py",
     "bastion/http/ids.py",
     "bastion/proxy/exchange.py",
     "bastion/proxy/attempts.py",

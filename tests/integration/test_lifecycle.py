@@ -154,6 +154,28 @@ def test_reload_opens_new_listeners_and_keeps_old_ones(gateway: Any) -> None:
     assert httpx.get(f"http://127.0.0.1:{port2}/version").text == "two"
 
 
+def test_a_reload_sets_the_limits_of_the_connections_opened_after_it(gateway: Any) -> None:
+    """Each connection follows the limits of the plan in force when it opened, the metrics
+    listener's included: a reload lowering the head limit refuses a head that passed, on a
+    new connection, and an open one keeps the limit it opened with."""
+    port, metrics = free_port(), free_port()
+    config = _respond_config(port, "one")
+    config["metrics"] = {"listen": f"127.0.0.1:{metrics}"}
+    gw: Gateway = gateway(config)
+    big = {"X-Filler": "a" * 3000}
+    metrics_url = f"http://127.0.0.1:{metrics}/metrics"
+    with httpx.Client() as before:
+        assert before.get(gw.url + "/version", headers=big).status_code == 200
+        assert httpx.get(metrics_url, headers=big).status_code == 200
+        config["limits"] = {"max_header_bytes": 2048}
+        gw.reload(config, wait_for="configuration reloaded")
+        assert before.get(gw.url + "/version", headers=big).status_code == 200
+    assert httpx.get(gw.url + "/version", headers=big).status_code == 431
+    assert httpx.get(gw.url + "/version").status_code == 200
+    assert httpx.get(metrics_url, headers=big).status_code == 431
+    assert httpx.get(metrics_url).status_code == 200
+
+
 def test_in_flight_request_finishes_on_reload_and_shutdown(gateway: Any, backend: Backend) -> None:
     port = free_port()
     gw: Gateway = gateway(_respond_config(port, "v1", backend.url))

@@ -33,6 +33,12 @@ class _Client:
 
 
 class _Router:
+    # what a context copies for its connections (ConnectionSettings)
+    limits = SimpleNamespace(
+        max_header_bytes=8192, max_uri_bytes=4096, max_body_bytes=0, max_connections=100
+    )
+    timeouts = SimpleNamespace(header=5.0, body=5.0, keepalive=5.0, send=5.0)
+
     def __init__(self, routes: dict[str, Any], trusted: str = "") -> None:
         self.routes = routes
         self.trusted = trusted

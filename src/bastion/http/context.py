@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 from bastion.http.ids import RequestIds
+from bastion.http.settings import ConnectionSettings
 from bastion.http.wheel import TimerWheel
 
 if TYPE_CHECKING:
@@ -165,12 +166,17 @@ class ServerContext:
     def __init__(self, loop: asyncio.AbstractEventLoop, plan: Router) -> None:
         self.observers = ()
         self.loop = loop
-        self.plan = plan
         self.connections: set[Connection] = set()
         self.http2_connections: set[GoingAway] = set()
         self.request_ids = RequestIds()  # `request_ids.next()` names a request
         # the deadlines of the worker's HTTP/1.1 connections, on one loop timer
         self.wheel = TimerWheel(loop)
+        self.use_plan(plan)
+
+    def use_plan(self, plan: Router) -> None:
+        """Put `plan` in force: connections opened from now on follow it."""
+        self.plan = plan
+        self.settings = ConnectionSettings(self.loop, self.wheel, plan)
 
     def in_flight(self) -> int:
         """Requests in progress on this context's connections (read once a second)."""

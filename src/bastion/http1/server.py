@@ -41,22 +41,21 @@ class HTTP1Connection(HeadParser, asyncio.Protocol):  # the parts, one chain: se
 
     def __init__(self, ctx: ServerContext, scheme: bytes = b"http") -> None:
         self.ctx = ctx
-        self.loop = ctx.loop
-        self.wheel = ctx.wheel
+        # limits copied once per connection from the plan in force when it opened
+        settings = ctx.settings
+        self.loop = settings.loop
+        self.wheel = settings.wheel
         self.scheme = scheme
         self.secure = scheme == b"https"
         self.parser = httptools.HttpRequestParser(self)
-        # limits copied once per connection from the plan in force when it opened
-        plan = ctx.plan
-        limits = plan.limits
-        self.max_header_bytes = limits.max_header_bytes
-        self.max_uri_bytes = limits.max_uri_bytes
-        self.max_body_bytes = limits.max_body_bytes
-        timeouts = plan.timeouts
-        self.header_timeout = timeouts.header
-        self.body_timeout = timeouts.body
-        self.idle_timeout = timeouts.keepalive
-        self.send_timeout = timeouts.send
+        self.max_header_bytes = settings.max_header_bytes
+        self.max_uri_bytes = settings.max_uri_bytes
+        self.max_body_bytes = settings.max_body_bytes
+        self.max_connections = settings.max_connections
+        self.header_timeout = settings.header_timeout
+        self.body_timeout = settings.body_timeout
+        self.idle_timeout = settings.idle_timeout
+        self.send_timeout = settings.send_timeout
         self.url_parts = []
         self.queue = deque()
 
@@ -65,7 +64,7 @@ class HTTP1Connection(HeadParser, asyncio.Protocol):  # the parts, one chain: se
         # uvloop transports are not asyncio.Transport subclasses; same interface
         self.transport = transport  # type: ignore[assignment]
         ctx = self.ctx
-        if len(ctx.connections) >= ctx.plan.limits.max_connections or ctx.draining:
+        if len(ctx.connections) >= self.max_connections or ctx.draining:
             transport.abort()  # type: ignore[attr-defined]
             return
         if self.secure and ctx.start_http2 is not None:

@@ -113,6 +113,7 @@ class ConnectionState(ProblemAnswers):
     max_header_bytes: int
     max_uri_bytes: int
     max_body_bytes: int
+    max_connections: int
     header_timeout: float
     body_timeout: float
     idle_timeout: float

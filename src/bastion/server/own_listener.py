@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from bastion.http.context import ServerContext
+from bastion.http.settings import ConnectionSettings
 
 if TYPE_CHECKING:
     from bastion.http.context import Handler, HTTP2Settings, Limits, Timeouts
@@ -57,6 +58,16 @@ class OwnContext(ServerContext):
     def __init__(self, worker: WorkerContext, router: OwnRouter) -> None:
         super().__init__(worker.loop, router)
         self.worker = worker
+
+    @property
+    def settings(self) -> ConnectionSettings:
+        # the worker's plan in force, whichever it is now (a reload replaces it); read by
+        # each new connection of the listener, which are few
+        return ConnectionSettings(self.loop, self.wheel, self.plan)
+
+    @settings.setter
+    def settings(self, value: ConnectionSettings) -> None:
+        pass  # made from the worker's plan when read
 
     @property
     def date_header(self) -> bytes:

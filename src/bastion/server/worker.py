@@ -273,7 +273,7 @@ class Worker:
             old_config = self.loaded.config
             self.loaded = loaded
             old = self.ctx.plan
-            self.ctx.plan = plan
+            self.ctx.use_plan(plan)
             if old.cache is not None:
                 old.cache.purge.stop()  # the old plan's cache is dropped with it
             self.registry.keep_only(plan.pools)
