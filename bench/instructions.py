@@ -48,7 +48,8 @@ connection costs.
 
 With ``--h2`` the same variants are measured over HTTP/2 on TLS 1.3 (h2load, 16 connections
 of 10 streams, a fixed number of requests): the HTTP/2 path has a cost of its own (framing,
-HPACK, flow control, encryption), which the HTTP/1.1 figures do not show.
+HPACK, flow control, encryption), which the HTTP/1.1 figures do not show. With ``--https``
+they are measured over HTTP/1.1 on TLS 1.3 (wrk, as the `https` scenario of `run.py`).
 """
 
 from __future__ import annotations
@@ -215,6 +216,7 @@ def measure(
     idle: int = 0,
     connections: int = 16,
     close: bool = False,
+    https: bool = False,
 ) -> Counted:
     """The instructions of one wrk run (h2load with ``tls``) against bastion running
     ``variant``, after ``idle`` seconds without requests counted apart (the work a worker
@@ -235,14 +237,15 @@ def measure(
         # port, and what they import and set up must not fall into a counted window
         for listening in _listeners(cfg.read_text()):
             _wait_port(listening, 120)
-        if tls is not None:
+        if tls is not None and not https:
             _h2load(port, key, 2000)  # warm-up
             subprocess.run(["callgrind_control", "-i", "on", str(proc.pid)], capture_output=True)
             requests = _h2load(port, key, 2000 * seconds)
         else:
+            scheme = "https" if https else "http"
             wrk = ["wrk", "-t1", f"-c{connections}", "-H", f"X-API-Key: {key}",
                    *(("-H", "Connection: close") if close else ()),
-                   f"http://127.0.0.1:{port}{targets.POLICY_PATH}"]  # fmt: skip
+                   f"{scheme}://127.0.0.1:{port}{targets.POLICY_PATH}"]  # fmt: skip
             subprocess.run([*wrk, "-d3s"], capture_output=True, check=True)  # warm-up
             subprocess.run(["callgrind_control", "-i", "on", str(proc.pid)], capture_output=True)
             if idle:
@@ -311,6 +314,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--h2", action="store_true",
                    help="over HTTP/2 on TLS (h2load; --seconds x 2000 requests counted)")
+    p.add_argument("--https", action="store_true",
+                   help="over HTTP/1.1 on TLS (wrk): what the encryption adds")
     p.add_argument("--close", action="store_true",
                    help="a new connection per request (wrk sends Connection: close): what "
                    "accepting, setting up and closing a client connection adds")
@@ -340,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     python = args.bastion.parent / "python"
     tmp = Path(tempfile.mkdtemp(prefix="bastion-instructions-"))
     backend, backend_port = targets.start_backend(tmp, None)
-    tls = tlscert.make(tmp) if args.h2 else None
+    tls = tlscert.make(tmp) if args.h2 or args.https else None
     redis = None
     if any("redis" in variant.split(",") for variant in args.variants):
         import redis_targets
@@ -367,7 +372,8 @@ def main(argv: list[str] | None = None) -> int:
 
             def one(variant: str, clients: int = clients) -> Counted:
                 return measure(python, args.bastion, tmp, backend_port, variant, key,
-                               args.seconds, tls, args.idle, clients, args.close)  # fmt: skip
+                               args.seconds, tls, args.idle, clients, args.close,
+                               args.https)  # fmt: skip
 
             rounds.append(_round(args, one))
     finally:
