@@ -101,7 +101,14 @@ def build_request_head(
                     trace_fields = []
                 trace_fields.append((lname, value))
             continue
-        parts.append(name + b": " + value + b"\r\n")
+        # the line's pieces, not `name + b": " + value + b"\r\n"`: each `+` makes a bytes
+        # object that the next copies and frees. Interpreted, this saves about 1k
+        # instructions a request; compiled, the appends and the longer join cost what the
+        # `+`s did (callgrind, docs/benchmarks.md)
+        parts.append(name)
+        parts.append(b": ")
+        parts.append(value)
+        parts.append(b"\r\n")
     if req.upstream_extra:
         parts.append(req.upstream_extra)
 
@@ -113,17 +120,29 @@ def build_request_head(
         xff = real_ip = req.client_ip.encode("latin-1")
         xfp = scheme
         xfh = client_host
-    parts.append(b"X-Forwarded-For: " + xff + b"\r\nX-Forwarded-Proto: " + xfp)
-    parts.append(b"\r\nX-Forwarded-Host: " + xfh + b"\r\nX-Real-IP: " + real_ip)
+    parts.append(b"X-Forwarded-For: ")
+    parts.append(xff)
+    parts.append(b"\r\nX-Forwarded-Proto: ")
+    parts.append(xfp)
+    parts.append(b"\r\nX-Forwarded-Host: ")
+    parts.append(xfh)
+    parts.append(b"\r\nX-Real-IP: ")
+    parts.append(real_ip)
     rid = req.request_id.encode("latin-1")
     if trace_fields is None and trace and (not from_proxy or req.xrid is None):
-        # the common case, inline: a new trace named by the gateway's own request id, as
-        # one piece: `bytes.join` takes a buffer table from the heap (malloc) past ten
-        # pieces, which a request with a few fields would otherwise cross
-        parts.append(b"".join((_RID, rid, _TRACEPARENT, rid, b"-", rid[16:], _SAMPLED)))
+        # the common case, inline: a new trace named by the gateway's own request id
+        parts.append(_RID)
+        parts.append(rid)
+        parts.append(_TRACEPARENT)
+        parts.append(rid)
+        parts.append(b"-")
+        parts.append(rid[16:])
+        parts.append(_SAMPLED)
         req.trace_id = req.request_id
     else:
-        parts.append(b"\r\nX-Request-ID: " + rid + b"\r\n")
+        parts.append(_RID)
+        parts.append(rid)
+        parts.append(b"\r\n")
         if trace:
             parts.append(trace_lines(req, trace_fields, rid))
     if req.upgrade is not None:
