@@ -334,3 +334,44 @@ def test_websocket_upgrade_still_reaches_the_backend(gw: Started, backend: Backe
     assert answer.startswith(b"HTTP/1.1 200 ")  # the stdlib backend does not switch
     sent = dict(backend.requests[0]["headers"])
     assert sent["upgrade"] == "WebSocket" and sent["connection"].lower() == "upgrade"
+
+
+# ------------------------------------------------------- how names are spelled
+_SPELLINGS = (str.title, str.lower, str.upper, lambda n: n[:3].lower() + n[3:].upper())
+
+
+@pytest.mark.parametrize("spell", _SPELLINGS, ids=["title", "lower", "upper", "mixed"])
+def test_fields_the_gateway_sets_are_replaced_however_they_are_spelled(
+    gw: Started, backend: Backend, spell: Callable[[str], str]
+) -> None:
+    """Names are compared case-insensitively whether the gateway knows their usual spelling
+    or not (HTTP/1.1: HTTP/2 names are lowercase on the wire): a client's forwarding
+    fields never reach the backend, however it spells them."""
+    spoofs = {
+        "X-Forwarded-For": "6.6.6.6",
+        "X-Forwarded-Proto": "gopher",
+        "X-Forwarded-Host": "evil.test",
+        "X-Real-IP": "6.6.6.6",
+        "X-Request-ID": "spoofed-id",
+        "Forwarded": "for=6.6.6.6",
+        "X-Kept": "yes",
+    }
+    lines = "".join(f"{spell(name)}: {value}\r\n" for name, value in spoofs.items())
+    head = f"GET /plain HTTP/1.1\r\n{spell('Host')}: {PLAIN}\r\n{lines}Connection: close\r\n\r\n"
+    answer = raw_request(gw.port, head.encode())
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+    seen = dict(backend.requests[-1]["headers"])
+    assert seen["x-forwarded-for"] == "127.0.0.1" and seen["x-real-ip"] == "127.0.0.1"
+    assert seen["x-forwarded-proto"] == "http" and seen["x-forwarded-host"] == PLAIN
+    assert seen["x-request-id"] != "spoofed-id" and "forwarded" not in seen
+    assert seen["x-kept"] == "yes"
+
+
+@pytest.mark.parametrize("second", ["HOST", "host", "hOST"])
+def test_a_second_host_spelled_otherwise_is_a_400(
+    gw: Started, backend: Backend, second: str
+) -> None:
+    before = len(backend.requests)
+    head = f"GET /plain HTTP/1.1\r\nHost: {PLAIN}\r\n{second}: evil.test\r\n\r\n"
+    assert raw_request(gw.port, head.encode()).startswith(b"HTTP/1.1 400")
+    assert len(backend.requests) == before
