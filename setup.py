@@ -62,6 +62,8 @@ HOT = [
     "bastion/proxy/tracing.py",
     "bastion/observe/tap.py",
     "bastion/observe/aggregate.py",
+    # the access log's line, built once a request when the log is on
+    "bastion/observe/accesslog.py",
     "bastion/http2/engine.py",
     "bastion/http2/sending.py",
     "bastion/http2/errors.py",

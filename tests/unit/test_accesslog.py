@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 from pathlib import Path
 
 from bastion.http.request import Request
@@ -173,3 +174,21 @@ def test_redact_query_masks_every_value_of_a_secret_parameter() -> None:
     # a bare name holds no value; other names and an empty query are left alone
     assert redact_query(b"/a?api_key&b=2", names) == b"/a?api_key&b=2"
     assert redact_query(b"/a?", names) == b"/a?"
+
+
+def test_times_are_written_as_python_formats_them_with_three_decimals() -> None:
+    """The durations of a line (`duration_ms`, `upstream_ms`, combined's seconds) are formatted
+    from whole thousandths, not by float formatting: the text must be the same, but for a
+    tie at the fourth decimal, where either neighbour is as right."""
+    from bastion.observe.accesslog import _fixed3
+
+    rng = random.Random(20261206)
+    values = [0.0, 0.0004, 0.0005, 0.0015, 1.5, 999.9995, 12345.678, 1e9 + 0.25, 2.0**52]
+    values += [rng.random() * rng.choice((1e-3, 1.0, 1e3, 1e6)) for _ in range(50_000)]
+    for value in values:
+        expected = f"{value:.3f}"
+        got = _fixed3(value)
+        if got != expected:
+            fourth = value * 1000 - int(value * 1000)
+            assert abs(fourth - 0.5) < 1e-6, (value, got, expected)
+        assert _fixed3(-value) == ("-" + got if value else got)
