@@ -27,6 +27,7 @@ from bastion.proxy.raw_head import (
     scan_head,
     scan_head_py,
     split_fields,
+    split_fields_py,
 )
 from bastion.proxy.response_head import RESPONSE_KINDS, rewrite_head
 
@@ -60,6 +61,9 @@ class _Collect:
 
     def on_headers_complete(self) -> None:
         self.heads += 1
+
+
+_C_ONLY = pytest.mark.skipif(not raw_head.HAVE_C, reason="the C module is the compiled build's")
 
 
 def llhttp_fields(data: bytes) -> list[tuple[bytes, bytes]] | None:
@@ -230,6 +234,21 @@ def test_the_scans_and_their_twins_agree_on_any_bytes(seed: int) -> None:
         end = rng.randrange(-1, len(buf) + 3)
         got = scan_head(buf, start, end, b"S")
         assert got == scan_head_py(buf, start, end, b"S"), (buf, start, end)
+        # the split takes only bounds inside the buffer, with room for the blank line
+        if 0 <= start <= end - 4 <= len(buf) - 4:
+            fields = split_fields(buf, start, end)
+            assert fields == split_fields_py(buf, start, end), (buf, start, end)
+
+
+@_C_ONLY
+def test_the_c_split_refuses_bounds_outside_the_buffer() -> None:
+    from bastion.proxy import _rawhead
+
+    buf = b"HTTP/1.1 200 OK\r\nA: b\r\n\r\n"
+    assert _rawhead.split(buf, 0, len(buf)) == [(b"A", b"b")]
+    for start, end in ((-1, len(buf)), (0, len(buf) + 1), (0, 3), (5, 8), (2**62, 2**62 + 5)):
+        with pytest.raises(ValueError):
+            _rawhead.split(buf, start, end)
 
 
 def test_the_compiled_build_runs_the_c_scans() -> None:
@@ -240,6 +259,7 @@ def test_the_compiled_build_runs_the_c_scans() -> None:
     expected = os.environ.get("BASTION_EXPECT_BUILD", "")
     if expected == "compiled":
         assert raw_head.HAVE_C and locate_head is not locate_head_py
+        assert split_fields is not raw_head.split_fields_py
     elif expected == "pure":
         assert not raw_head.HAVE_C and locate_head is locate_head_py
 
@@ -273,9 +293,6 @@ def test_bounds_whose_difference_overflows_are_refused_like_any_other() -> None:
     )
     done = _run_isolated(script)
     assert done.returncode == 0 and done.stdout == "refused\n", (done.returncode, done.stderr)
-
-
-_C_ONLY = pytest.mark.skipif(not raw_head.HAVE_C, reason="the C module is the compiled build's")
 
 
 @_C_ONLY

@@ -288,12 +288,95 @@ refuse:
     Py_RETURN_NONE;
 }
 
+/* The (name, value) pair of one field line [pos, eol): see raw_head.split_fields_py */
+static PyObject *
+field_pair(const char *pos, const char *eol)
+{
+    const char *colon = memchr(pos, ':', (size_t)(eol - pos));
+    const char *value = eol;
+    if (colon != NULL) {
+        value = colon + 1;
+        while (value < eol && (*value == ' ' || *value == '\t'))
+            value++;
+    }
+    else {
+        colon = eol;
+    }
+    PyObject *name = PyBytes_FromStringAndSize(pos, colon - pos);
+    PyObject *text = PyBytes_FromStringAndSize(value, eol - value);
+    PyObject *tuple = (name == NULL || text == NULL) ? NULL : PyTuple_New(2);
+    if (tuple == NULL) {
+        Py_XDECREF(name);
+        Py_XDECREF(text);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(tuple, 0, name);
+    PyTuple_SET_ITEM(tuple, 1, text);
+    return tuple;
+}
+
+/* split(buf, start, end) -> [(name, value), ...]: see raw_head.split_fields_py, whose
+ * result this is for 0 <= start <= end - 4 <= len(buf) - 4; other bounds are a ValueError */
+static PyObject *
+split(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3 || !PyBytes_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "split(buf: bytes, start: int, end: int)");
+        return NULL;
+    }
+    const char *buf = PyBytes_AS_STRING(args[0]);
+    Py_ssize_t size = PyBytes_GET_SIZE(args[0]);
+    Py_ssize_t start = PyLong_AsSsize_t(args[1]);
+    if (start == -1 && PyErr_Occurred())
+        return NULL;
+    Py_ssize_t end = PyLong_AsSsize_t(args[2]);
+    if (end == -1 && PyErr_Occurred())
+        return NULL;
+    /* (end >= 4 first: with start >= 0, end - 4 - start cannot overflow then) */
+    if (start < 0 || end > size || end < 4 || end - 4 < start) {
+        PyErr_SetString(PyExc_ValueError, "split: bounds outside the buffer");
+        return NULL;
+    }
+    PyObject *fields = PyList_New(0);
+    if (fields == NULL)
+        return NULL;
+    const char *pos = buf + start, *stop = buf + end - 4;
+    int first = 1; /* the status line, which is not a field */
+    for (;;) {
+        /* the next CR LF at or after pos, else the end: the line is [pos, eol) */
+        const char *eol = pos;
+        for (;;) {
+            eol = memchr(eol, '\r', (size_t)(stop - eol));
+            if (eol == NULL || (eol + 1 < stop && eol[1] == '\n'))
+                break;
+            eol++;
+        }
+        const char *line_end = eol == NULL ? stop : eol;
+        if (!first) {
+            PyObject *pair_ = field_pair(pos, line_end);
+            if (pair_ == NULL || PyList_Append(fields, pair_) < 0) {
+                Py_XDECREF(pair_);
+                Py_DECREF(fields);
+                return NULL;
+            }
+            Py_DECREF(pair_);
+        }
+        first = 0;
+        if (eol == NULL)
+            break;
+        pos = eol + 2; /* after a separator there is always one more line, maybe empty */
+    }
+    return fields;
+}
+
 static PyMethodDef methods[] = {
     {"configure", configure, METH_VARARGS,
      "configure(kinds, plain_connection, (keep, length, date, chunked, connection))"},
     {"locate", (PyCFunction)(void (*)(void))locate, METH_FASTCALL, "locate(buf, begin) -> (start, end)"},
     {"scan", (PyCFunction)(void (*)(void))scan, METH_FASTCALL,
      "scan(buf, start, end, status_line) -> (parts, has_date, chunked, length) | None"},
+    {"split", (PyCFunction)(void (*)(void))split, METH_FASTCALL,
+     "split(buf, start, end) -> [(name, value), ...]"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -145,15 +145,26 @@ else:
     scan_head = _rawhead.scan
 
 
-def split_fields(buf: bytes, start: int, end: int) -> list[tuple[bytes, bytes]]:
+def split_fields_py(buf: bytes, start: int, end: int) -> list[tuple[bytes, bytes]]:
     """The head's fields as llhttp's `on_header` gives them: the name as sent, the value
-    without the whitespace after the colon (trailing whitespace kept)."""
+    without the whitespace after the colon (trailing whitespace kept). (The twin of
+    `_rawhead.split`, which takes only bounds with 0 <= start <= end - 4 <= len(buf) - 4.)"""
     fields: list[tuple[bytes, bytes]] = []
     lines = buf[start : end - 4].split(b"\r\n")
     for i in range(1, len(lines)):
         name, _sep, value = lines[i].partition(b":")
         fields.append((name, value.lstrip(b" \t")))
     return fields
+
+
+# Compiled, the twin's calls of bytes methods by name (`split`, then `partition` and `lstrip`
+# a line) cost some 700 instructions each: about 10k for a head of five fields, which every
+# response of a route with header rules, a cache or S3 pays (docs/benchmarks.md).
+split_fields: Callable[[bytes, int, int], list[tuple[bytes, bytes]]]
+if HAVE_C:
+    split_fields = _rawhead.split
+else:
+    split_fields = split_fields_py
 
 
 def rewrite_raw(
