@@ -160,11 +160,9 @@ def split_fields_py(buf: bytes, start: int, end: int) -> list[tuple[bytes, bytes
 # Compiled, the twin's calls of bytes methods by name (`split`, then `partition` and `lstrip`
 # a line) cost some 700 instructions each: about 10k for a head of five fields, which every
 # response of a route with header rules, a cache or S3 pays (docs/benchmarks.md).
-split_fields: Callable[[bytes, int, int], list[tuple[bytes, bytes]]]
-if HAVE_C:
-    split_fields = _rawhead.split
-else:
-    split_fields = split_fields_py
+split_fields: Callable[[bytes, int, int], list[tuple[bytes, bytes]]] = (
+    _rawhead.split if HAVE_C else split_fields_py
+)
 
 
 def rewrite_raw(
