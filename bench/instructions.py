@@ -312,10 +312,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="measure the variants at the same time (paired figures)",
     )
-    p.add_argument("--h2", action="store_true",
-                   help="over HTTP/2 on TLS (h2load; --seconds x 2000 requests counted)")
-    p.add_argument("--https", action="store_true",
-                   help="over HTTP/1.1 on TLS (wrk): what the encryption adds")
+    over_tls = p.add_mutually_exclusive_group()
+    over_tls.add_argument("--h2", action="store_true",
+                          help="over HTTP/2 on TLS (h2load; --seconds x 2000 requests counted)")
+    over_tls.add_argument("--https", action="store_true",
+                          help="over HTTP/1.1 on TLS (wrk): what the encryption adds")
     p.add_argument("--close", action="store_true",
                    help="a new connection per request (wrk sends Connection: close): what "
                    "accepting, setting up and closing a client connection adds")

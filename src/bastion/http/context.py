@@ -175,8 +175,9 @@ class ServerContext:
 
     def use_plan(self, plan: Router) -> None:
         """Put `plan` in force: connections opened from now on follow it."""
+        settings = ConnectionSettings(self.loop, self.wheel, plan)  # (may refuse: first)
         self.plan = plan
-        self.settings = ConnectionSettings(self.loop, self.wheel, plan)
+        self.settings = settings
 
     def in_flight(self) -> int:
         """Requests in progress on this context's connections (read once a second)."""

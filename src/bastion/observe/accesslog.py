@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Callable, Collection
 from json.encoder import encode_basestring_ascii
+from types import FunctionType
 from typing import TYPE_CHECKING, Final, TypeVar
 from urllib.parse import unquote_plus
 
@@ -103,10 +104,11 @@ _THOUSANDTHS: Final = tuple(f"{n:03d}" for n in range(1000))
 
 
 def _fixed3(value: float) -> str:
-    """`value` with three decimals, as `f"{value:.3f}"` writes it (rounded half up where
-    that rounds the binary value half to even: the two differ only on a tie at the fourth
-    decimal). Formatting a float costs some 2.5k instructions, an int a few hundred: a line
-    has two such figures."""
+    """`value` with three decimals, as `f"{value:.3f}"` writes it, but for values whose
+    fourth decimal is a 5 and nothing after it in decimal (1.0005): this rounds them up,
+    the f-string rounds the binary value, just above or below, so the two may differ by one
+    in the last digit there. Formatting a float costs some 2.5k instructions compiled, an
+    int a few hundred: a line has two such figures."""
     if value < 0:
         return "-" + _fixed3(-value)
     n = int(value * 1000 + 0.5)
@@ -115,7 +117,8 @@ def _fixed3(value: float) -> str:
 
 # Interpreted, the other way round: `f"{value:.3f}"` is one step of the interpreter and
 # `_fixed3` a call of several (0.9 us against 0.6 us), so a pure build formats the floats.
-_COMPILED: Final = not __file__.endswith(".py")
+# (Not from `__file__`: mypyc before 1.x set it only after running a module's body.)
+_COMPILED: Final = not isinstance(_fixed3, FunctionType)
 
 
 def _json_times(key: tuple[float, float]) -> tuple[str, str]:
