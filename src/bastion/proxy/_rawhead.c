@@ -111,11 +111,13 @@ configure(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* (first, second), both new references it takes over; NULL (both released) when either
+ * is NULL or the tuple cannot be made */
 static PyObject *
-pair(Py_ssize_t a, Py_ssize_t b)
+tuple2(PyObject *first, PyObject *second)
 {
-    PyObject *first = PyLong_FromSsize_t(a), *second = PyLong_FromSsize_t(b), *tuple;
-    if (first == NULL || second == NULL || (tuple = PyTuple_New(2)) == NULL) {
+    PyObject *tuple = (first == NULL || second == NULL) ? NULL : PyTuple_New(2);
+    if (tuple == NULL) {
         Py_XDECREF(first);
         Py_XDECREF(second);
         return NULL;
@@ -123,6 +125,25 @@ pair(Py_ssize_t a, Py_ssize_t b)
     PyTuple_SET_ITEM(tuple, 0, first);
     PyTuple_SET_ITEM(tuple, 1, second);
     return tuple;
+}
+
+static PyObject *
+pair(Py_ssize_t a, Py_ssize_t b)
+{
+    return tuple2(PyLong_FromSsize_t(a), PyLong_FromSsize_t(b));
+}
+
+/* args[1] and args[2] as C sizes; -1 with the error set when either is not one */
+static int
+read_bounds(PyObject *const *args, Py_ssize_t *start, Py_ssize_t *end)
+{
+    *start = PyLong_AsSsize_t(args[1]);
+    if (*start == -1 && PyErr_Occurred())
+        return -1;
+    *end = PyLong_AsSsize_t(args[2]);
+    if (*end == -1 && PyErr_Occurred())
+        return -1;
+    return 0;
 }
 
 /* locate(buf, begin) -> (start, end): see raw_head.locate_head_py */
@@ -211,11 +232,8 @@ scan(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     PyObject *bytes = args[0];
     const char *buf = PyBytes_AS_STRING(bytes);
     Py_ssize_t size = PyBytes_GET_SIZE(bytes);
-    Py_ssize_t start = PyLong_AsSsize_t(args[1]);
-    if (start == -1 && PyErr_Occurred())
-        return NULL;
-    Py_ssize_t end = PyLong_AsSsize_t(args[2]);
-    if (end == -1 && PyErr_Occurred())
+    Py_ssize_t start, end;
+    if (read_bounds(args, &start, &end) < 0)
         return NULL;
     /* (end >= 4 first: with start >= 0, end - start cannot overflow then) */
     if (start < 0 || end > size || end < 4 || end - start < 4)
@@ -302,17 +320,8 @@ field_pair(const char *pos, const char *eol)
     else {
         colon = eol;
     }
-    PyObject *name = PyBytes_FromStringAndSize(pos, colon - pos);
-    PyObject *text = PyBytes_FromStringAndSize(value, eol - value);
-    PyObject *tuple = (name == NULL || text == NULL) ? NULL : PyTuple_New(2);
-    if (tuple == NULL) {
-        Py_XDECREF(name);
-        Py_XDECREF(text);
-        return NULL;
-    }
-    PyTuple_SET_ITEM(tuple, 0, name);
-    PyTuple_SET_ITEM(tuple, 1, text);
-    return tuple;
+    return tuple2(PyBytes_FromStringAndSize(pos, colon - pos),
+                  PyBytes_FromStringAndSize(value, eol - value));
 }
 
 /* split(buf, start, end) -> [(name, value), ...]: see raw_head.split_fields_py, whose
@@ -326,11 +335,8 @@ split(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     }
     const char *buf = PyBytes_AS_STRING(args[0]);
     Py_ssize_t size = PyBytes_GET_SIZE(args[0]);
-    Py_ssize_t start = PyLong_AsSsize_t(args[1]);
-    if (start == -1 && PyErr_Occurred())
-        return NULL;
-    Py_ssize_t end = PyLong_AsSsize_t(args[2]);
-    if (end == -1 && PyErr_Occurred())
+    Py_ssize_t start, end;
+    if (read_bounds(args, &start, &end) < 0)
         return NULL;
     /* (end >= 4 first: with start >= 0, end - 4 - start cannot overflow then) */
     if (start < 0 || end > size || end < 4 || end - 4 < start) {
