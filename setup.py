@@ -42,6 +42,12 @@ HOT = [
     "bastion/http/wheel.py",
     "bastion/http/settings.py",
     "bastion/http/ids.py",
+    # the base class every Downstream derives from: called through its method table
+    "bastion/http/downstream.py",
+    "bastion/http/problem.py",
+    # the plan as dispatch sees it (base classes, for the same reason), and its routes
+    "bastion/http/router.py",
+    "bastion/plan/routes.py",
     "bastion/proxy/exchange.py",
     "bastion/proxy/attempts.py",
     "bastion/proxy/base.py",

@@ -4,7 +4,7 @@ of their context: request ids, 404/405, the 500 fallback, handler cancellation, 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -12,14 +12,17 @@ import pytest
 
 from bastion.http.context import ServerContext
 from bastion.http.dispatch import cancel_handler, dispatch
+from bastion.http.downstream import Downstream
 from bastion.http.request import Request
+from bastion.http.router import Handler, Route, Router
 
 
-class _Client:
+class _Client(Downstream):
     """Records what dispatch asks of a Downstream."""
 
+    resp_started = False  # (at class level: Downstream's property has no setter)
+
     def __init__(self) -> None:
-        self.resp_started = False
         self.calls: list[tuple[Any, ...]] = []
 
     def problem(
@@ -32,7 +35,7 @@ class _Client:
         self.calls.append(("abort",))
 
 
-class _Router:
+class _Router(Router):
     # what a context copies for its connections (ConnectionSettings)
     limits = SimpleNamespace(
         max_header_bytes=8192, max_uri_bytes=4096, max_body_bytes=0, max_connections=100
@@ -53,9 +56,16 @@ class _Router:
         return ip == self.trusted
 
 
-def _route(name: str, handle: Any) -> Any:
-    return SimpleNamespace(name=name, extra_head=b"X-Route: " + name.encode() + b"\r\n",
-                           handler=SimpleNamespace(handle=handle))  # fmt: skip
+class _Handler(Handler):
+    def __init__(self, answer: Callable[[Downstream, Request], None]) -> None:
+        self.answer = answer
+
+    def handle(self, client: Downstream, req: Request) -> None:
+        self.answer(client, req)
+
+
+def _route(name: str, handle: Callable[[Downstream, Request], None]) -> Route:
+    return Route(name, _Handler(handle), b"X-Route: " + name.encode() + b"\r\n")
 
 
 @pytest.fixture

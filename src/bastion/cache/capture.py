@@ -11,15 +11,19 @@ import asyncio
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from bastion.http.downstream import Downstream
 from bastion.http.request import BodySink, Request
 
 if TYPE_CHECKING:
-    from bastion.http.downstream import Downstream, Pause, Producer, Tunnel
+    from bastion.http.downstream import Pause, Producer, Tunnel
 
 
-class CaptureClient:
+class CaptureClient(Downstream):
+    # class-level defaults, also for the attributes set later: an attribute named like a
+    # property of Downstream must be declared here (see Downstream)
     producer: Producer | None = None
     resp_started = False
+    scheme = b"http"
 
     def __init__(self, origin: Downstream, done: Callable[[CaptureClient], None]) -> None:
         # the client whose request this one stands in for: its loop and Date line
@@ -123,7 +127,3 @@ class CaptureClient:
     @property
     def body(self) -> bytes:
         return b"".join(self.chunks)
-
-
-if TYPE_CHECKING:
-    _downstream: type[Downstream] = CaptureClient  # mypy: the contract is complete

@@ -26,6 +26,7 @@ from bastion.cache.key import (
 from bastion.cache.policy import Rules, decide
 from bastion.cache.recorder import Recorder
 from bastion.clock import SYSTEM_CLOCK, Clock
+from bastion.http.router import Handler
 
 if TYPE_CHECKING:
     from bastion.cache.consumer import ConsumerKey
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("bastion.cache")
 
 
-class CachingHandler:
+class CachingHandler(Handler):
     __slots__ = (
         "broadcast",
         "consumers",

@@ -6,6 +6,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
+from bastion.http.router import Handler
 from bastion.state.challenges import CHALLENGE_PREFIX
 
 if TYPE_CHECKING:
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("bastion.acme")
 
 
-class RedirectHandler:
+class RedirectHandler(Handler):
     __slots__ = ("keep_rest", "prefix", "status", "to")
 
     def __init__(self, config: Redirect, prefix: str | None) -> None:
@@ -42,7 +43,7 @@ class RedirectHandler:
         client.respond(req, self.status, b"", b"", headers)
 
 
-class HttpsRedirectHandler:
+class HttpsRedirectHandler(Handler):
     """A plain-HTTP request for a site with TLS: the same URL over HTTPS.
 
     301 for GET and HEAD, 308 otherwise (308 keeps the method and body). The path is sent
@@ -104,7 +105,7 @@ def _challenge_answered(client: Downstream, req: Request, answer: bytes) -> None
     client.respond(req, 200, answer, b"application/octet-stream")
 
 
-class RespondHandler:
+class RespondHandler(Handler):
     __slots__ = ("body", "content_type", "status")
 
     def __init__(self, config: Respond) -> None:

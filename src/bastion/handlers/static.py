@@ -19,6 +19,7 @@ from urllib.parse import unquote
 
 from bastion.http.dates import imf_fixdate, parse_http_date
 from bastion.http.request import BODY_LENGTH, BODY_NONE
+from bastion.http.router import Handler
 from bastion.http.status import status_line
 
 if TYPE_CHECKING:
@@ -30,7 +31,7 @@ CHUNK = 64 * 1024
 _TEXT = ("text/", "application/javascript", "application/json", "image/svg+xml")
 
 
-class StaticHandler:
+class StaticHandler(Handler):
     __slots__ = ("cache_control", "index", "root")
 
     def __init__(self, config: Static) -> None:

@@ -1,9 +1,9 @@
 """What a wire protocol needs from the worker it runs in, named without the worker.
 
 A protocol (`bastion.http1`, `bastion.http2`) reads its limits and timeouts from a
-`Router` (the compiled plan in force), asks it for a request's route, and reports to
-a `ServerContext`: the worker's connection registry, request ids, the `Date` line
-and the request-finish hook. `bastion.server.context.WorkerContext` is the worker's
+`Router` (the compiled plan in force, `http/router.py`), asks it for a request's route,
+and reports to a `ServerContext`: the worker's connection registry, request ids, the
+`Date` line and the request-finish hook. `bastion.server.context.WorkerContext` is the worker's
 subclass; tests may use this class as it is.
 """
 
@@ -19,29 +19,8 @@ from bastion.http.settings import ConnectionSettings
 from bastion.http.wheel import TimerWheel
 
 if TYPE_CHECKING:
-    from bastion.http.downstream import Downstream
     from bastion.http.request import Request
-
-
-class Handler(Protocol):
-    """What answers a routed request (the proxy, a fixed answer, a policy chain…)."""
-
-    def handle(self, client: Downstream, req: Request) -> None: ...
-
-
-class Route(Protocol):
-    """A route as dispatch sees it."""
-
-    @property
-    def name(self) -> str: ...
-
-    @property
-    def extra_head(self) -> bytes:
-        """Header lines added to every answer of the route (HSTS)."""
-        ...
-
-    @property
-    def handler(self) -> Handler: ...
+    from bastion.http.router import Router
 
 
 class Limits(Protocol):
@@ -87,27 +66,6 @@ class HTTP2Settings(Protocol):
 
     @property
     def max_uploads(self) -> int: ...
-
-
-class Router(Protocol):
-    """The compiled plan, as protocols see it: copied into a connection when it opens."""
-
-    @property
-    def limits(self) -> Limits: ...
-
-    @property
-    def timeouts(self) -> Timeouts: ...
-
-    @property
-    def http2(self) -> HTTP2Settings: ...
-
-    def route(self, req: Request, secure: bool) -> tuple[Route | None, int, bytes]:
-        """The route of `req`, or (None, 404 or 405, the Allow value)."""
-        ...
-
-    def is_trusted(self, ip: str) -> bool:
-        """`ip` is one of the trusted proxies (its X-Request-Id is kept)."""
-        ...
 
 
 class Connection(Protocol):

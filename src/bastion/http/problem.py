@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
+from bastion.http.downstream import Downstream
 from bastion.http.status import REASONS
 
 if TYPE_CHECKING:
@@ -48,23 +49,12 @@ def problem_body(status: int, detail: str | None = None, request_id: str | None 
     return json.dumps(doc, separators=(",", ":")).encode()
 
 
-class ProblemAnswers:
+class ProblemAnswers(Downstream):
     """`Downstream.problem` for a protocol whose `respond` sends a complete answer: the
     HTTP/1.1 connection and the HTTP/2 stream share it."""
-
-    def respond(
-        self,
-        req: Request,
-        status: int,
-        body: bytes = b"",
-        content_type: bytes = b"text/plain; charset=utf-8",
-        headers: bytes = b"",
-    ) -> None:
-        raise NotImplementedError
 
     def problem(
         self, req: Request, status: int, detail: str | None = None, headers: bytes = b""
     ) -> None:
         body = problem_body(status, detail, req.request_id)
         self.respond(req, status, body, _PROBLEM_CONTENT_TYPE, headers)
-

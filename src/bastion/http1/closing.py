@@ -99,7 +99,7 @@ class Closing(ConnectionState):
         self.reject = reject  # keep ignoring input until closed
         if not self.lingering and not self.closing and self.transport is not None:
             self.closing = True
-            close_owing_nothing(self.loop, self.transport, self.secure)
+            close_owing_nothing(self.event_loop, self.transport, self.secure)
 
     def _linger_close(self) -> None:
         self.uncork()
@@ -110,7 +110,7 @@ class Closing(ConnectionState):
             # TLS cannot half-close in the transport: close_notify goes now, and the
             # TLS layer drains what the client still sends while it waits for its own
             self.closing = True
-            close_owing_nothing(self.loop, transport, True)
+            close_owing_nothing(self.event_loop, transport, True)
             return
         self._resume(QUEUE | BUFFER | UPSTREAM)
         if transport.can_write_eof():
@@ -127,12 +127,12 @@ class Closing(ConnectionState):
         if self.active is None and not self.queue and not self.in_head and self.tunnel is None:
             self.closing = True
             if self.transport is not None:
-                close_owing_nothing(self.loop, self.transport, self.secure)
+                close_owing_nothing(self.event_loop, self.transport, self.secure)
 
     # ------------------------------------------------------------------ timers
     def _set_timer(self, kind: int, seconds: float) -> None:
         self.timer_kind = kind
-        deadline = self.loop.time() + seconds
+        deadline = self.event_loop.time() + seconds
         self.timer_deadline = deadline
         slot = self.timer_slot
         if slot < 0 or deadline < self.timer_at:
@@ -153,7 +153,7 @@ class Closing(ConnectionState):
         kind = self.timer_kind
         if kind == T_NONE or self.transport is None or self.closing:
             return
-        if self.loop.time() < self.timer_deadline:
+        if self.event_loop.time() < self.timer_deadline:
             slot = self.timer_slot = self.wheel.add(self, self.timer_deadline)
             self.timer_at = slot * TICK
             return
@@ -182,4 +182,4 @@ class Closing(ConnectionState):
                 # reading (the send timeout's case once no upstream waits on it)
                 self.transport.abort()
             else:
-                close_owing_nothing(self.loop, self.transport, self.secure)
+                close_owing_nothing(self.event_loop, self.transport, self.secure)

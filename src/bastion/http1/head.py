@@ -283,7 +283,7 @@ class HeadParser(ResponseWriter):  # one chain of parts: see http1/state.py
             if req.dispatched and req.body_bytes > MAX_BUFFERED_BODY:
                 self._pause(BUFFER)
         if self.timer_kind == T_BODY:
-            self.timer_deadline = self.loop.time() + self.body_timeout
+            self.timer_deadline = self.event_loop.time() + self.body_timeout
 
     def on_message_complete(self) -> None:
         req = self.queue[-1] if self.queue else self.req

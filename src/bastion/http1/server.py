@@ -30,7 +30,7 @@ from bastion.http1.state import (
 
 if TYPE_CHECKING:
     from bastion.http.context import ServerContext
-    from bastion.http.downstream import Downstream
+
 
 class HTTP1Connection(HeadParser, asyncio.Protocol):  # the parts, one chain: see state.py
     # The parser callbacks bastion does not take, as None: httptools looks each callback up
@@ -43,7 +43,7 @@ class HTTP1Connection(HeadParser, asyncio.Protocol):  # the parts, one chain: se
         self.ctx = ctx
         # limits copied once per connection from the plan in force when it opened
         settings = ctx.settings
-        self.loop = settings.loop
+        self.event_loop = settings.loop
         self.wheel = settings.wheel
         self.scheme = scheme
         self.secure = scheme == b"https"
@@ -58,6 +58,8 @@ class HTTP1Connection(HeadParser, asyncio.Protocol):  # the parts, one chain: se
         self.send_timeout = settings.send_timeout
         self.url_parts = []
         self.queue = deque()
+        self.producer = None
+        self.tunnel = None
 
     # ----------------------------------------------------------------- transport
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -216,7 +218,9 @@ class HTTP1Connection(HeadParser, asyncio.Protocol):  # the parts, one chain: se
         dispatch(self.ctx, self, req, self.secure)
 
     # ------------------------------------------------------- the Downstream contract
-    # (`loop` is an attribute: see state.py)
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        return self.event_loop
 
     @property
     def date_header(self) -> bytes:
@@ -231,7 +235,3 @@ class HTTP1Connection(HeadParser, asyncio.Protocol):  # the parts, one chain: se
 
     def close_after_response(self) -> None:
         self.resp_keep_alive = False
-
-
-if TYPE_CHECKING:
-    _downstream: type[Downstream] = HTTP1Connection  # mypy: the contract is complete

@@ -84,11 +84,15 @@ class ConnectionState(ProblemAnswers):
     resp_started = False
     resp_chunked = False
     resp_keep_alive = True  # this connection's own: handlers call close_after_response
-    producer: Producer | None = None  # paused/resumed with the client's write buffer
+    # paused/resumed with the client's write buffer. Set by HTTP1Connection's __init__ too:
+    # mypyc drops a class-level default typed with a compiled module's protocol
+    # (docs/compiled.md); interpreted, the class-level value is what shadows
+    # `Downstream.producer`, a property without a setter
+    producer: Producer | None = None
     write_paused = False
     read_paused = 0  # the Pause reasons that hold, as an int
     upgraded = False
-    tunnel: Tunnel | None = None
+    tunnel: Tunnel | None = None  # (set by __init__ too, as `producer`)
     closing = False
     lingering = False
     # While an upstream chunk is being parsed, response bytes collect here and
@@ -104,11 +108,14 @@ class ConnectionState(ProblemAnswers):
     # set once per connection (HTTP1Connection.__init__)
     ctx: ServerContext
     # `ctx.loop`, which never changes: a struct field where `ctx.loop` is a lookup by name
-    # in a Python object's dict (the context is not compiled), twice a request for timers
-    loop: asyncio.AbstractEventLoop
+    # in a Python object's dict (the context is not compiled), twice a request for timers.
+    # (Not named `loop`: that is `Downstream.loop`, a property, HTTP1Connection's.)
+    event_loop: asyncio.AbstractEventLoop
     wheel: TimerWheel  # `ctx.wheel`, the same way
-    scheme: bytes
-    secure: bool
+    # class-level values: interpreted, they shadow `Downstream`'s properties of these names,
+    # which have no setter (the compiled build makes them struct fields either way)
+    scheme = b"http"
+    secure = False
     parser: httptools.HttpRequestParser
     max_header_bytes: int
     max_uri_bytes: int
@@ -117,7 +124,7 @@ class ConnectionState(ProblemAnswers):
     header_timeout: float
     body_timeout: float
     idle_timeout: float
-    send_timeout: float
+    send_timeout = 0.0  # (a class-level value: see `scheme`)
     url_parts: list[bytes]
     # requests parsed and waiting; the first one is the active one once dispatched
     queue: deque[Request]

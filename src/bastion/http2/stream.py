@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     import asyncio
 
     from bastion.http.context import ServerContext
-    from bastion.http.downstream import Downstream, Pause, Producer, Tunnel
+    from bastion.http.downstream import Pause, Producer, Tunnel
     from bastion.http2.connection import HTTP2Connection
 
 # Response bytes a stream may hold while its windows are closed; past it the
@@ -31,7 +31,9 @@ LOW_WATER: Final = 16 * 1024
 
 
 class Stream(ProblemAnswers):
-    # class-level defaults: a new stream assigns only what differs
+    # class-level defaults: a new stream assigns only what differs (but `producer`, which
+    # __init__ sets too: mypyc drops a class-level default typed with a compiled module's
+    # protocol, docs/compiled.md)
     producer: Producer | None = None
     producer_paused = False
     resp_started = False
@@ -57,6 +59,7 @@ class Stream(ProblemAnswers):
         self.req = req
         self.ctx: ServerContext = conn.ctx
         self.pending: deque[bytes] = deque()
+        self.producer = None
 
     # ---------------------------------------------- what handlers look at
     @property
@@ -308,7 +311,3 @@ class Stream(ProblemAnswers):
         producer = self.producer
         self.producer = None
         cancel_handler(self.req, producer)
-
-
-if TYPE_CHECKING:
-    _downstream: type[Downstream] = Stream  # mypy: the contract is complete

@@ -3,8 +3,9 @@ route to a target that was not in canonical form."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from bastion.http.router import Handler, Route
 from bastion.http.target import has_encoded_slash, has_path_parameter
 
 if TYPE_CHECKING:
@@ -14,25 +15,15 @@ if TYPE_CHECKING:
 __all__ = ["CanonicalRedirect", "CompiledRoute", "noncanonical"]
 
 
-class CompiledRoute:
-    __slots__ = (
-        "encoded_slashes",
-        "extra_head",
-        "handler",
-        "methods",
-        "name",
-        "noncanonical",
-        "path_parameters",
-    )
+class CompiledRoute(Route):
+    """A site's route: `Route`'s name, handler and the header lines added to every
+    response of the route (HSTS over HTTPS), and what `Plan.route` checks."""
 
     def __init__(
-        self, name: str, methods: frozenset[str] | None, handler: Any, extra_head: bytes = b""
+        self, name: str, methods: frozenset[str] | None, handler: Handler, extra_head: bytes = b""
     ) -> None:
-        self.name = name
+        super().__init__(name, handler, extra_head)
         self.methods = methods
-        self.handler = handler
-        # header lines added to every response of this route (HSTS over HTTPS)
-        self.extra_head = extra_head
         # the route's backend takes %2F / %5C as data, not as a separator
         self.encoded_slashes = False
         # the route's backend takes ";" in a path as data, not as a parameter to cut off
@@ -42,7 +33,7 @@ class CompiledRoute:
         self.noncanonical: CompiledRoute | int | None = None
 
 
-class CanonicalRedirect:
+class CanonicalRedirect(Handler):
     """The answer of a `path_normalisation: redirect` route to a non-canonical target."""
 
     def handle(self, client: Downstream, req: Request) -> None:

@@ -11,6 +11,7 @@ from ipaddress import IPv4Network, IPv6Network
 from typing import TYPE_CHECKING
 
 from bastion.config.addresses import client_address
+from bastion.http.router import Router
 from bastion.plan.routes import CompiledRoute
 from bastion.plan.routes import noncanonical as _noncanonical
 from bastion.routing import HostTable, PathTable
@@ -51,7 +52,7 @@ class Http2Settings:
         )
 
 
-class Plan:
+class Plan(Router):
     def __init__(
         self,
         listeners: Sequence[Address],
@@ -63,9 +64,11 @@ class Plan:
     ) -> None:
         self.listeners = list(listeners)
         self.https_listeners = list(https_listeners)
-        self.limits = limits
-        self.timeouts = timeouts
-        self.http2 = http2
+        # Router's properties (below): attributes of their own names would be refused,
+        # interpreted, by Router's, which have no setter
+        self._limits = limits
+        self._timeouts = timeouts
+        self._http2 = http2
         # per-site facts (TLS mode, HSTS line), in config order: computed once
         self.sites: tuple[SiteFacts, ...] = ()
         # sites by host, as seen from plain-HTTP and from HTTPS listeners: a site with TLS
@@ -83,6 +86,18 @@ class Plan:
         self.cache: PlanCache | None = None
         # what a check-only compile found worth saying that is not an error
         self.warnings: list[str] = []
+
+    @property
+    def limits(self) -> Limits:
+        return self._limits
+
+    @property
+    def timeouts(self) -> ServerTimeouts:
+        return self._timeouts
+
+    @property
+    def http2(self) -> Http2Settings:
+        return self._http2
 
     def route(self, req: Request, secure: bool = False) -> tuple[CompiledRoute | None, int, bytes]:
         """The route for a request, or (None, status, Allow value) for 404/405."""

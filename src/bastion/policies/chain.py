@@ -18,9 +18,9 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from bastion.http.context import Handler
 from bastion.http.downstream import Downstream, Pause
 from bastion.http.request import Request
+from bastion.http.router import Handler
 from bastion.http.status import REASONS
 from bastion.observe.events import EventCounters
 from bastion.policies.base import Answer, Denied, Later, Outcome, RequestPolicy
@@ -47,7 +47,7 @@ def _step(policy: RequestPolicy) -> _Step:
             policy.on_request)  # fmt: skip
 
 
-class PolicyHandler:
+class PolicyHandler(Handler):
     """``checks`` are the bound ``on_request`` of the synchronous policies before the first
     asynchronous one (at ``policies[first_async]``), ``rest`` how to call that one and
     those after it; ``drops`` the client fields that the policies never forward (the

@@ -16,6 +16,7 @@ import asyncio
 from typing import TYPE_CHECKING, Protocol
 
 from bastion.http.request import BODY_NONE, Request
+from bastion.http.router import Handler
 from bastion.proxy.pool import DEFAULT_HEAD_BYTES, DEFAULT_HEAD_FIELDS
 
 if TYPE_CHECKING:
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
     from bastion.proxy.pool import Pool, UpstreamConnection
 
 
-class ExchangeHandler:
+class ExchangeHandler(Handler):
     """What an exchange reads from the handler that starts it: the base class of a route's
     `ProxyHandler` and of a handler that forwards through an exchange of its own
     (`handlers/s3.py`). A compiled class both derive from, not a protocol: compiled, an

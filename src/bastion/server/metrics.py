@@ -21,6 +21,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from bastion.config.addresses import client_address
+from bastion.http.router import Handler
 from bastion.http1.server import HTTP1Connection
 from bastion.observe.metrics import RequestMetrics, merge
 from bastion.server.listen import where_to_listen
@@ -43,7 +44,7 @@ PATH = "/metrics"
 BACKLOG = 100  # the loop's default: a listener for scrapers, not for the traffic
 
 
-class MetricsHandler:
+class MetricsHandler(Handler):
     def __init__(self, endpoint: MetricsEndpoint) -> None:
         self.endpoint = endpoint
 

@@ -8,24 +8,21 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from bastion.http.context import ServerContext
+from bastion.http.router import Route, Router
 from bastion.http.settings import ConnectionSettings
 
 if TYPE_CHECKING:
-    from bastion.http.context import Handler, HTTP2Settings, Limits, Timeouts
+    from bastion.http.context import HTTP2Settings, Limits, Timeouts
     from bastion.http.request import Request
     from bastion.server.context import WorkerContext
 
 
-class OwnRoute:
-    """The one route of such a listener."""
-
-    def __init__(self, name: str, handler: Handler, extra_head: bytes = b"") -> None:
-        self.name = name
-        self.handler = handler
-        self.extra_head = extra_head  # header lines of every answer, refusals included
+class OwnRoute(Route):
+    """The one route of such a listener (`extra_head`: header lines of every answer,
+    refusals included)."""
 
 
-class OwnRouter:
+class OwnRouter(Router):
     """The listener's plan: every request goes to its route (a subclass may refuse paths or
     methods in `route`)."""
 

@@ -11,6 +11,7 @@ from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
+from bastion.http.router import Handler
 from bastion.policies.base import read_body
 from bastion.server.admin.api import STATS_OFF, Refused
 from bastion.server.admin.gate import OPEN, REFUSED, Caller, Gate, client_key, header
@@ -34,7 +35,7 @@ BODY_TIMEOUT = 10.0
 Action = Callable[["Downstream", "Request", Caller], None]
 
 
-class AdminHandler:
+class AdminHandler(Handler):
     def __init__(self, state: AdminState, data: AdminApi) -> None:
         self.state = state
         self.gate = Gate(state)
