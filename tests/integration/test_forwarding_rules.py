@@ -203,6 +203,27 @@ def test_an_upgrade_request_with_a_body_is_a_400(gw: Started, backend: Backend) 
     assert backend.requests == []
 
 
+def test_an_upgrade_token_without_an_upgrade_field_is_a_plain_request(
+    gw: Started, backend: Backend
+) -> None:
+    """Only an Upgrade field makes a request an upgrade: "Connection: upgrade" alone (or a
+    stray Upgrade-like field) is a plain request, whose body reaches the backend whole."""
+    heads = (
+        b"POST /plain HTTP/1.1\r\nHost: plain.test\r\nConnection: Upgrade\r\n",
+        b"POST /plain HTTP/1.1\r\nHost: plain.test\r\nConnection: upgrade\r\n"
+        b"Upgrades: websocket\r\nX-Upgrade: websocket\r\n",
+    )
+    for head in heads:
+        for framing in (b"Content-Length: 5\r\n\r\nhello", b"Transfer-Encoding: chunked\r\n\r\n"
+                        b"5\r\nhello\r\n0\r\n\r\n"):  # fmt: skip
+            answer = raw_request(gw.port, head + framing)
+            assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
+    assert len(backend.requests) == 4
+    for seen in backend.requests:
+        assert seen["method"] == "POST" and seen["body_len"] == 5
+        assert "upgrade" not in dict(seen["headers"])
+
+
 def test_a_101_to_a_stripped_upgrade_is_a_502(
     tiny: Callable[..., TinyBackend], gateway: Callable[..., Gateway], tmp_path: Path
 ) -> None:

@@ -96,12 +96,12 @@ class HeadParser(ResponseWriter):  # one chain of parts: see http1/state.py
         self.url_parts = []
         self.req = None
         self.proxy_connection = False
-        if self.active is not None:
+        if self.active is not None or self.timer_kind != T_HEAD:
             # A pipelined request while a response is in progress: its head timer
-            # starts when that response is done (end_response), not now.
+            # starts when that response is done (end_response). Otherwise it starts at
+            # the end of this read if the head is still incomplete (`data_received`): a
+            # head that comes whole, as nearly all do, costs no clock reading.
             self._clear_timer()
-        elif self.timer_kind != T_HEAD:
-            self._set_timer(T_HEAD, self.header_timeout)
 
     def on_url(self, url: bytes) -> None:
         self.url_parts.append(url)
@@ -214,7 +214,11 @@ class HeadParser(ResponseWriter):  # one chain of parts: see http1/state.py
             raise ParseReject(400, "HTTP/1.0 requests cannot use chunked transfer coding.")
         self._parse_target(req, target)
         req.keep_alive = keep_alive
-        if not parser.should_upgrade():
+        # llhttp upgrades a request with an Upgrade field and an "upgrade" Connection token,
+        # or a CONNECT (refused above): without the field, no call to ask it
+        if req.upgrade is None:
+            pass
+        elif not parser.should_upgrade():
             req.upgrade = None
         elif req.has_body:
             # llhttp hands over everything after an upgrade request's head unparsed, so its

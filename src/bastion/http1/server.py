@@ -180,6 +180,9 @@ class HTTP1Connection(HeadParser, asyncio.Protocol):  # the parts, one chain: se
         except ParseReject as rejected:  # (not `exc` twice: see docs/compiled.md)
             self.reject = rejected
         if self.in_head and self.reject is None:
+            if self.timer_kind == T_NONE and self.active is None:
+                # the head began in this read (on_message_begin) and is not complete
+                self._set_timer(T_HEAD, self.header_timeout)
             # a head still incomplete after this whole chunk: all of it was head
             self.head_raw += len(data)
             if self.head_raw > self.max_header_bytes + self.max_uri_bytes:
