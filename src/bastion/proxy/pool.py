@@ -1,13 +1,13 @@
 """Upstream connections and their keep-alive pools.
 
-One `Pool` per upstream endpoint. Idle connections are a LIFO stack: the most
-recently used connection is the warmest (its TCP window open, least likely to
-have hit the backend's own idle timeout). A connection closed by the backend
-while idle leaves the stack at once (`connection_lost`), so a request is rarely
-written to a dead socket; when it is, the exchange decides whether a retry is safe.
+One `Pool` per upstream endpoint. Idle connections are a LIFO stack: the most recently
+used connection is the warmest (its TCP window open, least likely to have hit the
+backend's own idle timeout). A connection closed by the backend while idle leaves the
+stack at once (`connection_lost`), so a request is rarely written to a dead socket; when
+it is, the exchange decides whether a retry is safe.
 
-Response heads are bounded as they arrive: the connection counts the bytes fed since
-the parser last delivered a head or body, and gives up once they pass the route's limit.
+Response heads are bounded as they arrive: the connection counts the bytes fed since the
+parser last delivered a head or body, and gives up past the route's limit.
 """
 
 from __future__ import annotations
@@ -33,9 +33,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("bastion.proxy")
 
-# How long connections released beyond `max_idle` in a burst may wait for the next
-# burst before the coldest of them are closed.
-_TRIM_DELAY: Final = 1.0
+# how long connections released beyond `max_idle` in a burst wait for the next burst
+_TRIM_DELAY: Final = 1.0  # before the coldest of them are closed
 
 # The configuration's defaults, for origins that have no such settings (S3).
 DEFAULT_HEAD_BYTES: Final = 64 * 1024
@@ -68,16 +67,15 @@ class UpstreamConnection(asyncio.Protocol):
         self.head_from = 0
         self.head_start = 0  # the head just completed, in `head_buf`
         self.head_end = 0
-        # its fields, split only when asked for (`fields`); the fields llhttp hands over
-        # in the pure build only (FieldsUpstreamConnection)
+        # its fields, split when asked (`fields`), or llhttp's (pure: FieldsUpstreamConnection)
         self.resp_headers: list[tuple[bytes, bytes]] | None = None
         self.collected: list[tuple[bytes, bytes]] | None = None
         self.closed = False
         self.in_feed = False
         self.release_after_feed = False
-        # set by an exchange that finished during a feed: its `end_client` is called
-        # once the feed is over and the connection is back in the pool (it ends the
-        # client's response)
+        self.read_at = -1.0  # the loop's time in this read, once asked (exchange.read_time)
+        # set by an exchange that finished during a feed: its `end_client` is called once
+        # the feed is over and the connection is back in the pool (it ends the response)
         self.after_feed: Exchange | None = None
         # one timer, re-armed lazily: the exchange's read/send deadline, or the idle timeout
         self.deadline = 0.0
@@ -117,6 +115,7 @@ class UpstreamConnection(asyncio.Protocol):
             else:
                 self.head_buf = data
         self.in_feed = True
+        self.read_at = -1.0
         self.head_bytes += len(data)  # reset by the parser events that end a head or carry body
         client = exchange.client
         client.cork()
@@ -147,7 +146,7 @@ class UpstreamConnection(asyncio.Protocol):
                 self.exchange.upstream_failed(head_too_large(limit))
         if self.release_after_feed:
             self.release_after_feed = False
-            self.pool.release(self)
+            self.pool.release(self, self.read_at)
         after = self.after_feed
         if after is not None:
             self.after_feed = None
@@ -423,8 +422,9 @@ class Pool:
             # re-raised as a plain connect failure whose text says what to fix
             raise OSError(exc.errno or 0, describe_tls_error(exc)) from None
 
-    def release(self, conn: UpstreamConnection) -> None:
-        """Take back a connection whose exchange finished cleanly."""
+    def release(self, conn: UpstreamConnection, now: float = -1.0) -> None:
+        """Take back a connection whose exchange finished cleanly (`now`: the loop's time
+        if the caller has read it)."""
         if conn.in_feed:
             conn.release_after_feed = True
             return
@@ -440,7 +440,7 @@ class Pool:
             # backpressure): an idle connection must read, to see the backend
             # close it, and the next exchange must get its answer.
             transport.resume_reading()
-        conn.arm(self.loop.time() + self.idle_timeout)
+        conn.arm((now if now >= 0.0 else self.loop.time()) + self.idle_timeout)
         self.idle.append(conn)
         if len(self.idle) > self.max_idle and self.trim_timer is None:
             # Over the limit after a burst (an HTTP/2 client sends up to
