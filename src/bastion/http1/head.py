@@ -48,6 +48,11 @@ _METHODS: Final = {
     m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")
 }
 _VERSION_DETAIL: Final = "Only HTTP/1.0 and HTTP/1.1 are supported on this connection."
+# Imported names read per request, as C statics of this module: compiled code reads any
+# other imported name that is not a compiled function or class from the module's dict,
+# some 130 instructions a use (docs/compiled.md)
+_request_clock: Final = request_clock
+_SEEN_CANONICAL: Final = SEEN_CANONICAL
 
 
 class _ParsedURL(Protocol):
@@ -226,7 +231,7 @@ class HeadParser(ResponseWriter):  # one chain of parts: see http1/state.py
             # WebSocket handshake is a GET without one (RFC 6455 §4.1)
             raise ParseReject(400, "An upgrade request cannot carry a body.")
         req.client_ip = self.client_ip
-        req.start = request_clock()
+        req.start = _request_clock()
         max_body = self.max_body_bytes
         if max_body and req.content_length is not None and req.content_length > max_body:
             raise ParseReject(413)
@@ -261,7 +266,7 @@ class HeadParser(ResponseWriter):  # one chain of parts: see http1/state.py
         # (a path in that set holds no "#", so only the query is scanned for one)
         raw = target.decode("latin-1")
         path, _sep, query = raw.partition("?")
-        if path in SEEN_CANONICAL and "#" not in query:
+        if path in _SEEN_CANONICAL and "#" not in query:
             req.raw_path = req.path = path
             req.query = query
             return

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import asyncio.protocols  # mypyc's code for HTTP1Connection's base looks this module up
 from collections import deque
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, Final
 
 import httptools
 
@@ -31,6 +31,10 @@ from bastion.http1.state import (
 if TYPE_CHECKING:
     from bastion.http.context import ServerContext
 
+# C statics, read once a connection (http1/head.py says why)
+_RequestParser: Final = httptools.HttpRequestParser
+_deque: Final = deque
+
 
 class HTTP1Connection(HeadParser, asyncio.Protocol):  # the parts, one chain: see state.py
     # The parser callbacks bastion does not take, as None: httptools looks each callback up
@@ -47,7 +51,7 @@ class HTTP1Connection(HeadParser, asyncio.Protocol):  # the parts, one chain: se
         self.wheel = settings.wheel
         self.scheme = scheme
         self.secure = scheme == b"https"
-        self.parser = httptools.HttpRequestParser(self)
+        self.parser = _RequestParser(self)
         self.max_header_bytes = settings.max_header_bytes
         self.max_uri_bytes = settings.max_uri_bytes
         self.max_body_bytes = settings.max_body_bytes
@@ -57,7 +61,7 @@ class HTTP1Connection(HeadParser, asyncio.Protocol):  # the parts, one chain: se
         self.idle_timeout = settings.idle_timeout
         self.send_timeout = settings.send_timeout
         self.url_parts = []
-        self.queue = deque()
+        self.queue = _deque()
         self.producer = None
         self.tunnel = None
 

@@ -35,6 +35,7 @@ log = logging.getLogger("bastion.proxy")
 
 # how long connections released beyond `max_idle` in a burst wait for the next burst
 _TRIM_DELAY: Final = 1.0  # before the coldest of them are closed
+_locate_head: Final = locate_head  # a C static (http1/head.py says why)
 
 # The configuration's defaults, for origins that have no such settings (S3).
 DEFAULT_HEAD_BYTES: Final = 64 * 1024
@@ -243,7 +244,7 @@ class UpstreamConnection(asyncio.Protocol):
     def _locate(self, buf: bytes, begin: int, limit: int) -> int:
         """Find the head just completed in `buf` (from `begin`) and hold it to `limit`;
         its end, also kept with its start in `head_start`, `head_end`."""
-        start, end = locate_head(buf, begin) if begin >= 0 else (-1, -1)
+        start, end = _locate_head(buf, begin) if begin >= 0 else (-1, -1)
         if start < 0:
             raise UpstreamHeadError("the response head could not be located")
         if end - start > limit:
@@ -299,10 +300,9 @@ class UpstreamConnection(asyncio.Protocol):
             self.transport.abort()
 
     def arm(self, deadline: float) -> None:
-        """Watch a new deadline. A later one only moves `deadline` (the timer
-        re-arms itself when it fires early); an earlier one than the pending
-        timer (read timeout after the idle timeout, tunnel idle after read)
-        reschedules it, or it would fire late."""
+        """Watch a new deadline. A later one only moves `deadline` (the timer re-arms
+        itself when it fires early); an earlier one than the pending timer (read timeout
+        after the idle timeout, tunnel idle after read) reschedules it, or it fires late."""
         self.deadline = deadline
         timer = self.timer
         if timer is None:

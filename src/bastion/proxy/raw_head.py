@@ -165,6 +165,12 @@ split_fields: Callable[[bytes, int, int], list[tuple[bytes, bytes]]] = (
 )
 
 
+# C statics (http1/head.py says why): read once a response
+_scan_head: Final = scan_head
+_STATUS_LINES: Final = STATUS_LINES
+_status_line: Final = status_line
+
+
 def rewrite_raw(
     status: int, buf: bytes, start: int, end: int, head_request: bool
 ) -> tuple[list[bytes], bool, int, int] | None:
@@ -173,7 +179,7 @@ def rewrite_raw(
     piece), or None when this head needs that path: a 101, or what `scan_head` refuses."""
     if status == 101:
         return None
-    scanned = scan_head(buf, start, end, STATUS_LINES.get(status) or status_line(status))
+    scanned = _scan_head(buf, start, end, _STATUS_LINES.get(status) or _status_line(status))
     if scanned is None:
         return None
     parts, has_date, chunked, length = scanned
