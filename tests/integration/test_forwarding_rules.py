@@ -185,6 +185,14 @@ def test_h2c_upgrade_is_forwarded_as_a_plain_request(gw: Started, backend: Backe
     assert "upgrade" not in sent.get("connection", "").lower()
 
 
+def _with_bodies(port: int, heads: tuple[bytes, ...]) -> list[bytes]:
+    """The answers to each head (its fields, without the blank line) sent with a 5-byte
+    body, by Content-Length and chunked."""
+    bodies = (b"Content-Length: 5\r\n\r\nhello",
+              b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")  # fmt: skip
+    return [raw_request(port, head + body) for head in heads for body in bodies]
+
+
 def test_an_upgrade_request_with_a_body_is_a_400(gw: Started, backend: Backend) -> None:
     """The parser hands over what follows an upgrade request's head unparsed: its body
     would be lost (the backend waited for it until a 504) whether the upgrade is
@@ -195,11 +203,8 @@ def test_an_upgrade_request_with_a_body_is_a_400(gw: Started, backend: Backend) 
         b"POST /plain HTTP/1.1\r\nHost: plain.test\r\nConnection: Upgrade\r\n"
         b"Upgrade: websocket\r\n",
     )
-    for head in heads:
-        for framing in (b"Content-Length: 5\r\n\r\nhello", b"Transfer-Encoding: chunked\r\n\r\n"
-                        b"5\r\nhello\r\n0\r\n\r\n"):  # fmt: skip
-            answer = raw_request(gw.port, head + framing)
-            assert answer.startswith(b"HTTP/1.1 400 "), answer[:200]
+    for answer in _with_bodies(gw.port, heads):
+        assert answer.startswith(b"HTTP/1.1 400 "), answer[:200]
     assert backend.requests == []
 
 
@@ -213,11 +218,8 @@ def test_an_upgrade_token_without_an_upgrade_field_is_a_plain_request(
         b"POST /plain HTTP/1.1\r\nHost: plain.test\r\nConnection: upgrade\r\n"
         b"Upgrades: websocket\r\nX-Upgrade: websocket\r\n",
     )
-    for head in heads:
-        for framing in (b"Content-Length: 5\r\n\r\nhello", b"Transfer-Encoding: chunked\r\n\r\n"
-                        b"5\r\nhello\r\n0\r\n\r\n"):  # fmt: skip
-            answer = raw_request(gw.port, head + framing)
-            assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
+    for answer in _with_bodies(gw.port, heads):
+        assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
     assert len(backend.requests) == 4
     for seen in backend.requests:
         assert seen["method"] == "POST" and seen["body_len"] == 5
