@@ -10,8 +10,12 @@ or an attribute of its own (a class-level value, or a field of the compiled buil
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
+
 import pytest
 
+import bastion
 from bastion.cache.capture import CaptureClient
 from bastion.cache.handler import CachingHandler
 from bastion.handlers.s3 import S3Handler
@@ -24,7 +28,6 @@ from bastion.http2.stream import Stream
 from bastion.plan.routes import CanonicalRedirect
 from bastion.plan.runtime import Plan
 from bastion.policies.chain import PolicyHandler
-from bastion.proxy.base import ExchangeHandler
 from bastion.proxy.handler import ProxyHandler
 from bastion.server.admin.handler import AdminHandler
 from bastion.server.metrics import MetricsHandler, MetricsRouter
@@ -72,23 +75,29 @@ def test_every_member_of_the_contract_is_implemented(contract: type, cls: type) 
 
 
 def _declared_below(cls: type, contract: type) -> set[str]:
-    """The names some class between `cls` and `contract` in its MRO defines (methods,
-    properties, class-level values, the compiled build's fields), or annotates."""
+    """The names some class between `cls` and `contract` in its MRO defines: methods,
+    properties, class-level values, the compiled build's fields. Not a bare annotation:
+    interpreted, the base's property would still answer, and refuse an assignment."""
     names: set[str] = set()
     for klass in cls.__mro__:
         if klass is contract:
             break
         names |= set(vars(klass))
-        names |= set(getattr(klass, "__annotations__", {}))
     return names
 
 
-def test_every_handler_class_is_checked_here() -> None:
-    """A new handler class (of the modules imported here) must join the list above."""
-    checked = {cls for contract, cls in IMPLEMENTATIONS if contract is Handler}
-    found = _all_subclasses(Handler)
-    bases = {Handler, ExchangeHandler}  # (ExchangeHandler: the base of two of them)
-    assert found <= checked | bases, f"unchecked: {sorted(c.__name__ for c in found - checked)}"
+@pytest.mark.parametrize("contract", [Downstream, Router, Handler], ids=lambda c: c.__name__)
+def test_every_implementation_is_checked_here(contract: type) -> None:
+    """A new implementation, in any module of bastion, must join the list above."""
+    for module in pkgutil.walk_packages(bastion.__path__, "bastion."):
+        if module.name != "bastion.__main__":
+            importlib.import_module(module.name)
+    checked = {cls for base, cls in IMPLEMENTATIONS if base is contract}
+    # the parts a checked class is built of (ProblemAnswers, the HTTP/1.1 connection's
+    # chain, ExchangeHandler) are checked with it
+    parts = {klass for cls in checked for klass in cls.__mro__}
+    unchecked = _all_subclasses(contract) - parts
+    assert not unchecked, f"unchecked: {sorted(c.__name__ for c in unchecked)}"
 
 
 def _all_subclasses(cls: type) -> set[type]:

@@ -53,7 +53,7 @@ class Downstream:
     answer; the others act on the answer under way.
 
     A base class, not a protocol: the compiled build calls a protocol's methods by name
-    (a lookup and an argument parse, some 200 instructions a call, seven or more calls a
+    (a lookup and an argument parse, 200 to 370 instructions a call, seven or more calls a
     request) and a base class's through its method table (docs/compiled.md). Every
     implementation derives from it; each overrides every method and property, with an
     attribute where it has one (a class-level declaration, as `ConnectionState`'s).

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from bastion.http.wheel import TimerWheel
 
 if TYPE_CHECKING:
-    from bastion.http.context import Router
+    from bastion.http.router import Router
 
 __all__ = ["ConnectionSettings"]
 

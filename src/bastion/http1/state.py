@@ -161,12 +161,3 @@ class ConnectionState(ProblemAnswers):
 
     def _write(self, data: bytes) -> None:
         raise NotImplementedError
-
-    def uncork(self) -> None:
-        raise NotImplementedError
-
-    def abort(self) -> None:
-        raise NotImplementedError
-
-    def end_response(self) -> None:
-        raise NotImplementedError

@@ -5,7 +5,7 @@ a handler uses are added to the plan."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from bastion.balance import health
 from bastion.balance.balancer import Balancer, Member
@@ -15,6 +15,7 @@ from bastion.balance.resolve import Resolver, needs_resolver
 from bastion.config.balancing import PassiveHealth, default_policy
 from bastion.config.rules import ACTIONS
 from bastion.handlers.simple import RedirectHandler, RespondHandler
+from bastion.http.router import Handler
 from bastion.proxy.handler import ProxyHandler
 from bastion.proxy.tls import upstream_tls
 from bastion.registry import Registry
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
 
 __all__ = ["HANDLERS", "build_handler", "route_kind"]
 
-HandlerBuilder = Callable[["RouteSpec", "BuildContext", "Plan"], Any]
+HandlerBuilder = Callable[["RouteSpec", "BuildContext", "Plan"], Handler]
 
 
 def route_kind(route: Route) -> str:
@@ -41,7 +42,7 @@ def route_kind(route: Route) -> str:
     return ""
 
 
-def build_handler(spec: RouteSpec, ctx: BuildContext, plan: Plan) -> Any:
+def build_handler(spec: RouteSpec, ctx: BuildContext, plan: Plan) -> Handler:
     kind = route_kind(spec.route)
     return HANDLERS.get(kind, spec.loc, ctx.source)(spec, ctx, plan)
 
@@ -50,7 +51,7 @@ def _prefix(route: Route) -> str | None:
     return route.path.value if route.path.kind == "prefix" else None
 
 
-def _proxy(spec: RouteSpec, ctx: BuildContext, plan: Plan) -> Any:
+def _proxy(spec: RouteSpec, ctx: BuildContext, plan: Plan) -> Handler:
     route = spec.route
     assert route.proxy is not None
     balancer = _balancer(route.proxy, ctx, spec.name, (*spec.loc, "proxy"))
@@ -65,7 +66,7 @@ def _proxy(spec: RouteSpec, ctx: BuildContext, plan: Plan) -> Any:
     return handler
 
 
-def _s3(spec: RouteSpec, ctx: BuildContext, plan: Plan) -> Any:
+def _s3(spec: RouteSpec, ctx: BuildContext, plan: Plan) -> Handler:
     # imported by the routes that use it: SigV4 signing and the static handler's
     # date and MIME tables stay out of a worker that serves neither
     from bastion.handlers.s3 import S3Handler, s3_endpoint
@@ -81,19 +82,19 @@ def _s3(spec: RouteSpec, ctx: BuildContext, plan: Plan) -> Any:
     return S3Handler(s3, balancer, host, base, _prefix(route) if route.strip_prefix else None)
 
 
-def _redirect(spec: RouteSpec, ctx: BuildContext, plan: Plan) -> Any:
+def _redirect(spec: RouteSpec, ctx: BuildContext, plan: Plan) -> Handler:
     assert spec.route.redirect is not None
     return RedirectHandler(spec.route.redirect, _prefix(spec.route))
 
 
-def _static(spec: RouteSpec, ctx: BuildContext, plan: Plan) -> Any:
+def _static(spec: RouteSpec, ctx: BuildContext, plan: Plan) -> Handler:
     from bastion.handlers.static import StaticHandler
 
     assert spec.route.static is not None
     return StaticHandler(spec.route.static)
 
 
-def _respond(spec: RouteSpec, ctx: BuildContext, plan: Plan) -> Any:
+def _respond(spec: RouteSpec, ctx: BuildContext, plan: Plan) -> Handler:
     assert spec.route.respond is not None
     return RespondHandler(spec.route.respond)
 

@@ -10,7 +10,7 @@ phases (CORS) is built once and the same object serves both.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, cast
 
 from bastion.policies.base import RequestPolicy, ResponsePolicy, apply_response_policies
 from bastion.policies.chain import PolicyHandler
@@ -18,6 +18,7 @@ from bastion.policies.fields import fold
 from bastion.registry import Registry
 
 if TYPE_CHECKING:
+    from bastion.http.router import Handler
     from bastion.plan.context import BuildContext, RouteSpec
 
 __all__ = ["POLICIES", "REQUEST_PHASE", "RESPONSE_PHASE", "build_policies", "wrap_handler"]
@@ -141,7 +142,7 @@ def build_policies(
     return request, response
 
 
-def wrap_handler(handler: Any, spec: RouteSpec, ctx: BuildContext) -> Any:
+def wrap_handler(handler: Handler, spec: RouteSpec, ctx: BuildContext) -> Handler:
     """The route's handler behind its policies, or the handler itself when it has none."""
     request, response = build_policies(spec, ctx)
     if not request and not response:
