@@ -221,15 +221,14 @@ class HeadParser(ResponseWriter):  # one chain of parts: see http1/state.py
         req.keep_alive = keep_alive
         # llhttp upgrades a request with an Upgrade field and an "upgrade" Connection token,
         # or a CONNECT (refused above): without the field, no call to ask it
-        if req.upgrade is None:
-            pass
-        elif not parser.should_upgrade():
-            req.upgrade = None
-        elif req.has_body:
-            # llhttp hands over everything after an upgrade request's head unparsed, so its
-            # body could be forwarded neither in a tunnel nor as a plain request's body; a
-            # WebSocket handshake is a GET without one (RFC 6455 §4.1)
-            raise ParseReject(400, "An upgrade request cannot carry a body.")
+        if req.upgrade is not None:
+            if not parser.should_upgrade():
+                req.upgrade = None
+            elif req.has_body:
+                # llhttp hands over everything after an upgrade request's head unparsed, so
+                # its body could be forwarded neither in a tunnel nor as a plain request's
+                # body; a WebSocket handshake is a GET without one (RFC 6455 §4.1)
+                raise ParseReject(400, "An upgrade request cannot carry a body.")
         req.client_ip = self.client_ip
         req.start = _request_clock()
         max_body = self.max_body_bytes
