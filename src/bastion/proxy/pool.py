@@ -36,6 +36,8 @@ log = logging.getLogger("bastion.proxy")
 # how long connections released beyond `max_idle` in a burst wait for the next burst
 _TRIM_DELAY: Final = 1.0  # before the coldest of them are closed
 _locate_head: Final = locate_head  # a C static (http1/head.py says why)
+# a closed connection's parser, so that it is no cycle (http1/server.py says why)
+_DONE_PARSER: Final = httptools.HttpResponseParser(object())
 
 # The configuration's defaults, for origins that have no such settings (S3).
 DEFAULT_HEAD_BYTES: Final = 64 * 1024
@@ -168,6 +170,7 @@ class UpstreamConnection(asyncio.Protocol):
         if exchange is not None:
             self.exchange = None
             exchange.upstream_lost(exc)
+        self.parser = _DONE_PARSER
 
     def pause_writing(self) -> None:
         if self.exchange is not None:
