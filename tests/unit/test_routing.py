@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bastion.routing import HostTable, PathTable, parse_host
+import bastion.routing as routing
+from bastion.routing import HostTable, PathTable, host_of, parse_host
 
 
 # ------------------------------------------------------------------ HostTable
@@ -170,3 +171,37 @@ def test_parse_host(value: str, host: str) -> None:
 )
 def test_parse_host_rejects(value: str) -> None:
     assert parse_host(value) is None
+
+
+# ------------------------------------------------------------------- host_of's memo
+HOST_VALUES = [
+    b"api.test",
+    b"API.Test:8443",
+    b"www.example.test.",
+    b"[::1]:443",
+    b"[::1",
+    b"a b",
+    b"host:99999999",
+    b"h\xc3\xa9.test",
+    b"",
+]
+
+
+@pytest.mark.parametrize("value", HOST_VALUES)
+def test_host_of_is_parse_host_remembered(value: bytes) -> None:
+    expected = parse_host(value.decode("latin-1"))
+    first = host_of(value)
+    assert first == expected
+    again = host_of(bytes(bytearray(value)))  # an equal value in another object
+    assert again == expected
+    if expected is not None:
+        assert again is first  # the same str: its hash is computed once
+
+
+def test_host_of_keeps_a_bounded_table() -> None:
+    long_value = b"a" * 400 + b".test"
+    assert host_of(long_value) == parse_host(long_value.decode())
+    assert long_value not in routing._hosts  # too long to keep
+    for n in range(routing._HOSTS_MAX + 10):
+        assert host_of(b"h%d.test" % n) == f"h{n}.test"
+        assert len(routing._hosts) <= routing._HOSTS_MAX

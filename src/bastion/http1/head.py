@@ -23,7 +23,7 @@ from bastion.http1.state import (
     T_HEAD,
     ParseReject,
 )
-from bastion.routing import parse_host
+from bastion.routing import host_of, parse_host
 
 _SPECIAL: Final = frozenset(
     (
@@ -42,6 +42,24 @@ _SPECIAL: Final = frozenset(
         b"referer",
     )
 )
+# The Connection values clients send, as their token sets: building the set (split, strip,
+# lower, frozenset) cost more than the rest of the field's handling. Fixed: a value not
+# listed is split as before, and nothing a client sends is added.
+_CONNECTION_VALUES: Final = {
+    value: frozenset(t.strip().lower() for t in value.split(b","))
+    for value in (
+        b"close",
+        b"Close",
+        b"keep-alive",
+        b"Keep-Alive",
+        b"upgrade",
+        b"Upgrade",
+        b"keep-alive, Upgrade",
+        b"Upgrade, HTTP2-Settings",
+        b"TE",
+        b"close, TE",
+    )
+}
 # the usual methods as shared str objects (their hash is computed once, and a log line or
 # a cache key made of them compares by identity)
 _METHODS: Final = {
@@ -137,7 +155,7 @@ class HeadParser(ResponseWriter):  # one chain of parts: see http1/state.py
             if value == self.last_host_value:
                 host = self.last_host
             else:
-                parsed = parse_host(value.decode("latin-1"))
+                parsed = host_of(value)
                 if parsed is None:
                     raise ParseReject(400, "The Host header is malformed.")
                 host = self.last_host = parsed
@@ -156,10 +174,12 @@ class HeadParser(ResponseWriter):  # one chain of parts: see http1/state.py
         elif lname == b"content-length":
             req.content_length = int(value)  # llhttp has already checked the digits
         elif lname == b"connection":
-            req.connection_tokens = (
-                frozenset(t.strip().lower() for t in value.split(b",") if t.strip())
-                | req.connection_tokens
-            )
+            tokens = _CONNECTION_VALUES.get(value)
+            if tokens is None:
+                tokens = frozenset(t.strip().lower() for t in value.split(b",") if t.strip())
+            if req.connection_tokens:
+                tokens = tokens | req.connection_tokens
+            req.connection_tokens = tokens
         elif lname == b"expect":
             if value.lower() == b"100-continue":
                 req.expect_continue = True

@@ -19,7 +19,7 @@ from typing import Final
 
 from bastion.http.request import REFUSED_METHODS, Request
 from bastion.http.target import set_origin_target
-from bastion.routing import parse_host
+from bastion.routing import host_of
 
 # Response fields that mean something only to an HTTP/1.1 connection (RFC 9113 §8.2.2),
 # and TE, which only a request may carry.
@@ -217,7 +217,7 @@ def build_request(
     raw_host = authority or host or b""
     # reg-name, IP literal and port characters only (RFC 3986 §3.2.2), hence no
     # userinfo (RFC 9113 §8.3.1) and no byte outside ASCII: as for Host on HTTP/1.1
-    parsed = parse_host(raw_host.decode("latin-1"))
+    parsed = host_of(raw_host)
     if parsed is None:
         raise StreamReject(400, "The :authority pseudo-header is malformed.")
     req.host = parsed
