@@ -42,6 +42,27 @@ _SPECIAL: Final = frozenset(
         b"referer",
     )
 )
+# Field names as clients usually spell them, each to its lowercase form, one shared bytes
+# object per name: a lookup here costs less than `lower()` (a method call and a new object
+# for every field), and the shared object's hash is computed once for every later lookup
+# by name (`_SPECIAL`, the policies' fields). Any other spelling is lowered as before.
+_COMMON_NAMES: Final = (
+    "Host", "User-Agent", "Accept", "Accept-Encoding", "Accept-Language", "Accept-Charset",
+    "Connection", "Keep-Alive", "Content-Length", "Content-Type", "Content-Encoding",
+    "Transfer-Encoding", "Expect", "TE", "Upgrade", "Cookie", "Referer", "Origin",
+    "Authorization", "X-API-Key", "Cache-Control", "Pragma", "If-None-Match", "If-Modified-Since",
+    "If-Match", "If-Range", "Range", "Upgrade-Insecure-Requests", "Sec-Fetch-Site",
+    "Sec-Fetch-Mode", "Sec-Fetch-Dest", "Sec-Fetch-User", "Sec-CH-UA", "Sec-CH-UA-Mobile",
+    "Sec-CH-UA-Platform", "Sec-WebSocket-Key", "Sec-WebSocket-Version",
+    "Sec-WebSocket-Extensions", "Sec-WebSocket-Protocol", "DNT", "Priority", "Purpose",
+    "X-Requested-With", "X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "X-Real-IP",
+    "X-Request-ID", "Forwarded", "Proxy-Connection", "Traceparent", "Tracestate",
+)
+_LOWER_NAMES: Final = {
+    spelling.encode(): lowered
+    for name, lowered in ((name, name.lower().encode()) for name in _COMMON_NAMES)
+    for spelling in (name, name.lower(), "-".join(p.capitalize() for p in name.split("-")))
+}
 # The Connection values clients send, as their token sets: building the set (split, strip,
 # lower, frozenset) cost more than the rest of the field's handling. Fixed: a value not
 # listed is split as before, and nothing a client sends is added.
@@ -143,7 +164,9 @@ class HeadParser(ResponseWriter):  # one chain of parts: see http1/state.py
             # a trailer field of a chunked body: counted against the head limit above, then
             # dropped; it never becomes a header field, a credential or anything forwarded
             return
-        lname = name.lower()
+        lname = _LOWER_NAMES.get(name)
+        if lname is None:
+            lname = name.lower()
         req.headers.append((lname, name, value))
         if lname in _SPECIAL:
             self._special_header(req, lname, value)

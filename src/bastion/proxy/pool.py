@@ -374,8 +374,7 @@ class Pool:
         # https:// upstreams: the context built with the plan, and the SNI / verified name
         self.tls: ssl.SSLContext | None = None
         self.server_name: str | None = None
-        # balancing state, kept with the pool
-        # across reloads so that health and latency survive them
+        # balancing state, kept with the pool across reloads (health and latency survive them)
         self.endpoint: Endpoint | None = None
         # host names only: addresses cached on a TTL
         self.resolver: Resolver | None = None
@@ -415,11 +414,8 @@ class Pool:
             return await self.loop.create_connection(lambda: _CONNECTION(self), host, port)
         try:
             return await self.loop.create_connection(
-                lambda: _CONNECTION(self),
-                host,
-                port,
-                ssl=self.tls,
-                server_hostname=self.server_name,
+                lambda: _CONNECTION(self), host, port,
+                ssl=self.tls, server_hostname=self.server_name
             )
         except ssl.SSLError as exc:
             # re-raised as a plain connect failure whose text says what to fix
