@@ -87,8 +87,12 @@ HOT = [
 ]
 
 # Extension modules written in C by hand (relative to this file), built with the compiled
-# build only: raw_head.py says why, and holds the Python twin a pure build runs.
-C_MODULES = [("bastion.proxy._rawhead", "src/bastion/proxy/_rawhead.c")]
+# build only: each file says why, and raw_head.py and http/joining.py hold the Python
+# twins a pure build runs.
+C_MODULES = [
+    ("bastion.proxy._rawhead", "src/bastion/proxy/_rawhead.c"),
+    ("bastion.http._join", "src/bastion/http/_join.c"),
+]
 
 
 def _say(message: str) -> None:

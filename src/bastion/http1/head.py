@@ -13,6 +13,7 @@ from typing import Final, Protocol, cast
 import httptools
 
 from bastion.http.context import request_clock
+from bastion.http.joining import join_bytes
 from bastion.http.request import REFUSED_METHODS, Request
 from bastion.http.target import FRAGMENT, SEEN_CANONICAL, set_origin_target
 from bastion.http1.response import ResponseWriter
@@ -92,6 +93,7 @@ _VERSION_DETAIL: Final = "Only HTTP/1.0 and HTTP/1.1 are supported on this conne
 # some 130 instructions a use (docs/compiled.md)
 _request_clock: Final = request_clock
 _SEEN_CANONICAL: Final = SEEN_CANONICAL
+_join_bytes: Final = join_bytes
 
 
 class _ParsedURL(Protocol):
@@ -253,7 +255,7 @@ class HeadParser(ResponseWriter):  # one chain of parts: see http1/state.py
                 raise ParseReject(501, REFUSED_METHODS[method])
             known = method.decode("ascii")
         req.method = known
-        target = b"".join(self.url_parts)
+        target = _join_bytes(self.url_parts)
         req.target = target
         if version == "1.1":
             if not req.host:

@@ -7,12 +7,14 @@ from __future__ import annotations
 from typing import Final
 
 from bastion.http.downstream import Tunnel
+from bastion.http.joining import join_bytes
 from bastion.http.request import BODY_FIXED, BODY_LENGTH, BODY_NONE, BodySink, Request
 from bastion.http.status import fixed_head
 from bastion.http1.closing import Closing
 from bastion.http1.state import BUFFER, QUEUE, T_HEAD, T_IDLE
 
 _CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
+_join_bytes: Final = join_bytes  # a C static (http1/head.py says why)
 
 
 class ResponseWriter(Closing):  # one chain of parts: see http1/state.py
@@ -98,7 +100,7 @@ class ResponseWriter(Closing):  # one chain of parts: see http1/state.py
         elif req.version == "1.0":
             tail.append(b"Connection: keep-alive\r\n")
         tail.append(b"\r\n")
-        data = b"".join(tail)
+        data = _join_bytes(tail)
         req.bytes_out += len(data)
         if self.corked is not None:
             self.corked.append(data)
@@ -191,7 +193,7 @@ class ResponseWriter(Closing):  # one chain of parts: see http1/state.py
         corked = self.corked
         self.corked = None
         if corked and self.transport is not None and not self.closing:
-            self.transport.write(corked[0] if len(corked) == 1 else b"".join(corked))
+            self.transport.write(_join_bytes(corked))
 
     def abort(self) -> None:
         """Drop the connection at once (a response was cut short upstream)."""

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Final
 from bastion.balance.policies import read_cookie
 from bastion.http.context import request_clock
 from bastion.http.downstream import Pause
+from bastion.http.joining import join_bytes
 from bastion.http.request import BODY_CLOSE
 from bastion.proxy.attempts import IDEMPOTENT, Attempts
 from bastion.proxy.raw_head import rewrite_raw
@@ -36,6 +37,7 @@ log = logging.getLogger("bastion.proxy")
 _PAUSE_UPSTREAM: Final = Pause.UPSTREAM  # (an enum member looked up once, not per call)
 # a C static, not a lookup in the module's dict at each use (http1/head.py says why)
 _request_clock: Final = request_clock
+_join_bytes: Final = join_bytes
 
 
 def read_time(conn: UpstreamConnection) -> float:
@@ -241,7 +243,7 @@ class Exchange(Attempts):  # with TunnelEnd, through Attempts: see proxy/base.py
         req.status = status
         req.upstream = self.pool.label if self.pool is not None else ""
         if status == 101:
-            self.head = b"".join(parts)
+            self.head = _join_bytes(parts)
             # llhttp reports the 101's message end before raising HttpParserUpgrade
             # (then on_upgraded): that end must not finish the exchange.
             self.interim = True
@@ -249,7 +251,7 @@ class Exchange(Attempts):  # with TunnelEnd, through Attempts: see proxy/base.py
         self.resp_started = True
         if self.recorder is not None:
             self.recorder.on_head(status, parts[0], headers)
-        self.client.write_head(req, b"".join(parts), framing)
+        self.client.write_head(req, _join_bytes(parts), framing)
         if head_request:
             # The head is the whole answer (llhttp cannot be told it answers a HEAD).
             conn = self.upstream

@@ -9,9 +9,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Final
 
+from bastion.http.joining import join_bytes
 from bastion.http.request import Request
 from bastion.proxy.forwarded import forwarded_chain
 from bastion.proxy.tracing import TRACE_FIELDS, trace_lines
+
+_join_bytes: Final = join_bytes  # a C static (http1/head.py says why)
 
 # Hop-by-hop fields: meaningful for one connection only, never forwarded.
 HOP_BY_HOP: Final = frozenset(
@@ -152,7 +155,7 @@ def build_request_head(
     elif req.content_length is not None:
         parts.append(b"Content-Length: %d\r\n" % req.content_length)
     parts.append(b"\r\n")
-    return b"".join(parts)
+    return _join_bytes(parts)
 
 
 def upgrade_to_forward(value: bytes, allowed: frozenset[bytes]) -> bytes | None:

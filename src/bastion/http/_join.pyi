@@ -1,0 +1,3 @@
+# b"".join in C for lists of bytes (_join.c); built with the compiled build only.
+
+def join(parts: list[bytes], /) -> bytes: ...
