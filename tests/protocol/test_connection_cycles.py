@@ -59,12 +59,19 @@ sites:
 """
 
 
-def close_one(gateway: InProcessGateway, target: str) -> bytes:
+def close_one(gateway: InProcessGateway, target: str, seen: set[str]) -> bytes:
     """One request with `Connection: close` on a new HTTP/1.1 connection, until the gateway
-    has closed it; the answer's bytes."""
+    has closed it; the answer's bytes. `seen` gets the kinds of connection objects alive
+    while it was open (the check that the test sees them at all)."""
     conn = gateway.connect("h1")
+    seen.update(live_connections())
     conn.send(f"GET {target} HTTP/1.1\r\nHost: api.test\r\nConnection: close\r\n\r\n".encode())
-    conn.settle(lambda: conn.transport.lost)
+
+    def closed() -> bool:
+        seen.update(live_connections())
+        return conn.transport.lost
+
+    conn.settle(closed)
     assert conn.transport.lost, "the gateway did not close the connection"
     gateway.connections.remove(conn)  # the harness's reference, the last but ours
     return conn.transport.output
@@ -81,14 +88,19 @@ def test_a_closed_connection_is_no_reference_cycle(
     backend: Backend, tmp_path: Path, collector_off: None, target: str, answer: bytes
 ) -> None:
     with InProcessGateway(config(backend), tmp_path) as gateway:
-        assert live_connections() == []
-        output = close_one(gateway, target)
+        before = live_connections()  # (none, unless an earlier test left some behind)
+        seen: set[str] = set()
+        output = close_one(gateway, target, seen)
         (response,) = parse_h1_responses(output, ["GET"], closed=True)
         assert response.status == 200 and response.body == answer
         if target.startswith("/headers"):
             # the backend's connection: its close is seen once the loop runs again
             gateway.run(_settle_loop())
-        assert live_connections() == []
+        assert live_connections() == before
+    # the objects were there to be seen: the client's, and the backend's when proxied
+    assert "HTTP1Connection" in seen
+    if target.startswith("/headers"):
+        assert seen & {"UpstreamConnection", "FieldsUpstreamConnection"}
 
 
 async def _settle_loop() -> None:

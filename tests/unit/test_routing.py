@@ -199,9 +199,12 @@ def test_host_of_is_parse_host_remembered(value: bytes) -> None:
 
 
 def test_host_of_keeps_a_bounded_table() -> None:
-    long_value = b"a" * 400 + b".test"
-    assert host_of(long_value) == parse_host(long_value.decode())
-    assert long_value not in routing._hosts  # too long to keep
+    longest = b"a" * (routing._HOST_VALUE_MAX - 5) + b".test"
+    assert host_of(longest) == longest.decode()
+    assert routing._hosts[longest] == longest.decode()  # kept: at the bound
+    too_long = b"a" + longest
+    assert host_of(too_long) == too_long.decode()
+    assert too_long not in routing._hosts  # too long to keep
     for n in range(routing._HOSTS_MAX + 10):
         assert host_of(b"h%d.test" % n) == f"h{n}.test"
         assert len(routing._hosts) <= routing._HOSTS_MAX

@@ -1,11 +1,12 @@
 /* join(parts) -> bytes: b"".join(parts) for the heads bastion builds piece by piece.
  *
  * Written by hand because CPython's bytes join is general where the request path is not: it
- * takes any sequence of any buffer, so it asks each piece for a buffer and releases it, and
- * for more than ten pieces allocates an array to hold those buffers. The heads bastion writes
- * (the upstream request head, the response head, a corked batch of writes) are lists of a
- * handful to some thirty `bytes` objects, joined five times a keep-alive request; that
- * generality cost about 4k instructions a request compiled, this about a quarter of it.
+ * takes any sequence of any buffer, so it keeps a buffer record for each piece (a reference
+ * taken, a buffer release at the end), and for more than ten pieces allocates an array of
+ * them. The heads bastion writes (the upstream request head, the response head, a corked
+ * batch of writes) are lists of a handful to some thirty `bytes` objects, joined five times
+ * a keep-alive request; that generality cost about 3.9k instructions a request compiled,
+ * and this join 1.7k less.
  *
  * A list of exact `bytes` objects only; anything else (a tuple, a bytearray or memoryview
  * among the pieces, a subclass of bytes) goes to b"".join itself, so the result, and the

@@ -68,7 +68,7 @@ _LOWER_NAMES: Final = {
 # lower, frozenset) cost more than the rest of the field's handling. Fixed: a value not
 # listed is split as before, and nothing a client sends is added.
 _CONNECTION_VALUES: Final = {
-    value: frozenset(t.strip().lower() for t in value.split(b","))
+    value: frozenset(t.strip().lower() for t in value.split(b",") if t.strip())
     for value in (
         b"close",
         b"Close",

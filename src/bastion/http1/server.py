@@ -84,8 +84,8 @@ class HTTP1Connection(HeadParser, asyncio.Protocol):  # the parts, one chain: se
         if self.secure and ctx.start_http2 is not None:
             ssl_object = transport.get_extra_info("ssl_object")
             if ssl_object is not None and ssl_object.selected_alpn_protocol() == "h2":
-                # ALPN chose HTTP/2: that protocol takes over. Drop our reference so
-                # this object (kept alive by its parser cycle) does not hold the transport.
+                # ALPN chose HTTP/2: that protocol takes over; this object lets go of
+                # the transport and of its parser (no cycle: it is freed at once)
                 self.transport = None
                 self.parser = _DONE_PARSER
                 ctx.start_http2(transport)
@@ -96,6 +96,7 @@ class HTTP1Connection(HeadParser, asyncio.Protocol):  # the parts, one chain: se
         self._set_timer(T_HEAD, self.header_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.parser = _DONE_PARSER  # first: no cycle left, whatever the rest raises
         self.closing = True
         self.ctx.connections.discard(self)
         self.timer_kind = T_NONE
@@ -114,7 +115,6 @@ class HTTP1Connection(HeadParser, asyncio.Protocol):  # the parts, one chain: se
         self.queue.clear()
         self.producer = None
         self.transport = None
-        self.parser = _DONE_PARSER
 
     def eof_received(self) -> bool:
         # A client may half-close after sending its request and still read the

@@ -22,7 +22,13 @@ from typing import TYPE_CHECKING, Final
 import httptools
 
 from bastion.observe.events import EventCounters
-from bastion.proxy.raw_head import HAVE_C, locate_head, split_fields
+from bastion.proxy.raw_head import (
+    HAVE_C,
+    UpstreamHeadError,
+    head_too_large,
+    locate_head,
+    split_fields,
+)
 from bastion.tls.client import describe_tls_error
 
 if TYPE_CHECKING:
@@ -42,15 +48,6 @@ _DONE_PARSER: Final = httptools.HttpResponseParser(object())
 # The configuration's defaults, for origins that have no such settings (S3).
 DEFAULT_HEAD_BYTES: Final = 64 * 1024
 DEFAULT_HEAD_FIELDS: Final = 100
-
-
-class UpstreamHeadError(Exception):
-    """A response head bastion refuses to relay: too large, or a status out of range."""
-
-
-def head_too_large(limit: int) -> UpstreamHeadError:
-    # nginx's words for the same refusal, so that operators recognise it
-    return UpstreamHeadError(f"upstream sent too big header (limit {limit} bytes)")
 
 
 class UpstreamConnection(asyncio.Protocol):
@@ -161,6 +158,7 @@ class UpstreamConnection(asyncio.Protocol):
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.parser = _DONE_PARSER  # first: no cycle left, whatever the rest raises
         self.closed = True
         if self.timer is not None:
             self.timer.cancel()
@@ -170,7 +168,6 @@ class UpstreamConnection(asyncio.Protocol):
         if exchange is not None:
             self.exchange = None
             exchange.upstream_lost(exc)
-        self.parser = _DONE_PARSER
 
     def pause_writing(self) -> None:
         if self.exchange is not None:
@@ -414,8 +411,11 @@ class Pool:
             return await self.loop.create_connection(lambda: _CONNECTION(self), host, port)
         try:
             return await self.loop.create_connection(
-                lambda: _CONNECTION(self), host, port,
-                ssl=self.tls, server_hostname=self.server_name
+                lambda: _CONNECTION(self),
+                host,
+                port,
+                ssl=self.tls,
+                server_hostname=self.server_name,
             )
         except ssl.SSLError as exc:
             # re-raised as a plain connect failure whose text says what to fix

@@ -37,7 +37,24 @@ from bastion.proxy.response_head import (
     framing_of,
 )
 
-__all__ = ["HAVE_C", "locate_head", "rewrite_raw", "scan_head", "split_fields"]
+__all__ = [
+    "HAVE_C",
+    "UpstreamHeadError",
+    "head_too_large",
+    "locate_head",
+    "rewrite_raw",
+    "scan_head",
+    "split_fields",
+]
+
+
+class UpstreamHeadError(Exception):
+    """A response head bastion refuses to relay: too large, or a status out of range."""
+
+
+def head_too_large(limit: int) -> UpstreamHeadError:
+    # nginx's words for the same refusal, so that operators recognise it
+    return UpstreamHeadError(f"upstream sent too big header (limit {limit} bytes)")
 
 
 def _candidates() -> bytes:

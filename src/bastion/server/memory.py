@@ -75,8 +75,9 @@ class HeapTrimmer:
 
     def trim(self, closed: int) -> None:
         started = time.perf_counter()
-        # closed connections still in reference cycles (a protocol and its parser
-        # refer to each other) are freed first, or their memory stays
+        # whatever closed connections left in reference cycles is freed first, or its
+        # memory stays (a connection and its parser no longer form one: they let go of
+        # each other at `connection_lost`)
         gc.collect()
         if not self._trim_loaded:
             self._trim, self._trim_loaded = _load_trim(), True
