@@ -70,6 +70,9 @@ HOT = [
     "bastion/observe/aggregate.py",
     # the access log's line, built once a request when the log is on
     "bastion/observe/accesslog.py",
+    # a route's policies around its handler: on every request of a route that has any
+    "bastion/policies/chain.py",
+    "bastion/policies/auth_keys.py",
     "bastion/http2/engine.py",
     "bastion/http2/sending.py",
     "bastion/http2/errors.py",
