@@ -73,6 +73,8 @@ HOT = [
     # a route's policies around its handler: on every request of a route that has any
     "bastion/policies/chain.py",
     "bastion/policies/auth_keys.py",
+    "bastion/policies/ratelimit.py",
+    "bastion/policies/headers.py",
     "bastion/http2/engine.py",
     "bastion/http2/sending.py",
     "bastion/http2/errors.py",

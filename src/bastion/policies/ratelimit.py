@@ -20,6 +20,8 @@ import math
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
+from mypy_extensions import mypyc_attr
+
 from bastion.config.policy_traffic import Quota, RateLimit, parse_rate
 from bastion.http.request import Request
 from bastion.policies.base import Denied, real_client_ip
@@ -161,6 +163,7 @@ def _remember(table: dict[_K, str], value: _K, key: str) -> str:
     return key
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # the Redis-backed ones (shared_limits.py)
 class RateLimitPolicy:
     """Any set of rate limits and quotas, on any store."""
 
