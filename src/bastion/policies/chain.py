@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 from bastion.http.downstream import Downstream, Pause
 from bastion.http.request import Request
@@ -27,12 +27,12 @@ from bastion.policies.base import Answer, Denied, Later, Outcome, RequestPolicy
 from bastion.policies.fields import FieldEdit
 
 log = logging.getLogger("bastion.policies")
-_BUFFER = Pause.BUFFER  # looked up once, not per request
+_BUFFER: Final = Pause.BUFFER  # looked up once, not per request
 
 # how the chain calls a policy after the first asynchronous one (`_Rest.run`)
-_CALL = 0  # on_request(req) or begin(req): an outcome, or a Later (begin only)
-_TASK = 1  # on_request(req) is a coroutine: run as a task
-_TASK_BODY = 2  # on_request(req, client) is a coroutine that reads the body
+_CALL: Final = 0  # on_request(req) or begin(req): an outcome, or a Later (begin only)
+_TASK: Final = 1  # on_request(req) is a coroutine: run as a task
+_TASK_BODY: Final = 2  # on_request(req, client) is a coroutine that reads the body
 _Step = tuple[RequestPolicy, int, Callable[..., Any]]
 
 
@@ -116,6 +116,9 @@ def _result(task: asyncio.Future[Any]) -> Outcome:
     return task.result()
 
 
+_RESULT: Final = _result  # (compiled, a C static: the function as a value, read per task)
+
+
 class _Rest:
     """The rest of a chain, from its first asynchronous policy.
 
@@ -156,7 +159,7 @@ class _Rest:
                 else:
                     work = call(req, self.client) if how == _TASK_BODY else call(req)
                     self.index = index
-                    self._wait(policy, (self.client.loop.create_task(work), _result))
+                    self._wait(policy, (self.client.loop.create_task(work), _RESULT))
                     return
                 if outcome is not None:
                     self._answer(policy, outcome)

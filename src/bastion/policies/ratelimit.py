@@ -50,9 +50,6 @@ them, and a store key must stay small however long the field is."""
 LINE_CACHE = 1024
 """``RateLimit`` lines remembered per single-limit policy, by how far ahead the TAT is."""
 
-# module globals are one lookup cheaper than attributes of `math`
-_floor = math.floor
-_ceil = math.ceil
 
 
 class Limit:
@@ -165,7 +162,11 @@ def _remember(table: dict[_K, str], value: _K, key: str) -> str:
 
 @mypyc_attr(allow_interpreted_subclasses=True)  # the Redis-backed ones (shared_limits.py)
 class RateLimitPolicy:
-    """Any set of rate limits and quotas, on any store."""
+    """Any set of rate limits and quotas, on any store.
+
+    Compiled, with interpreted subclasses: a subclass sets the fields it changes (``is_async``)
+    in ``__init__``, not at class level, where compiled code, reading the base's field, would
+    not see them."""
 
     kind = "rate_limits"  # the config key it comes from: what metrics and logs call it
     # counted for the metrics on refusal (set by the builder; `policies/chain.py`)
@@ -249,7 +250,7 @@ class RateLimitPolicy:
                 outcome = outcomes[i]
                 left = outcome.remaining
                 reset = outcome.retry_after if left == 0 else outcome.reset
-                state.append(b"%s%d;t=%d" % (prefix, left, max(0, _ceil(reset - 1e-6))))
+                state.append(b"%s%d;t=%d" % (prefix, left, max(0, math.ceil(reset - 1e-6))))
         return b"%sRateLimit: %s\r\n" % (self.policy_line, b", ".join(state))
 
     def _policy_line(self, now: float) -> None:
@@ -327,12 +328,12 @@ class OneRateLimitPolicy(RateLimitPolicy):
         """Both fields after a request that moved the key's TAT to ``tat``: what `take`
         reports and `fields` writes, with the same arithmetic."""
         check = self.check
-        left = _floor((now + check.tau - tat) / check.interval + 1e-9) + 1
+        left = math.floor((now + check.tau - tat) / check.interval + 1e-9) + 1
         if left > 0:
-            reset = _ceil(tat - now - 1e-6)
+            reset = math.ceil(tat - now - 1e-6)
         else:
             left = 0
-            reset = _ceil(tat - check.tau - now - 1e-6)
+            reset = math.ceil(tat - check.tau - now - 1e-6)
         if reset < 0:
             reset = 0
         line = b"%s%d;t=%d\r\n" % (self.prefix, left, reset)
