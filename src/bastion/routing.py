@@ -138,8 +138,9 @@ _hosts: Final[dict[bytes, str | None]] = {}
 
 
 def host_of(value: bytes) -> str | None:
-    """`parse_host` of a raw Host value (or :authority), remembered: the same value gives the
-    same str object, whose hash the routing lookups then find already computed."""
+    """`parse_host` of a raw Host value (or :authority), remembered: while a value is in the
+    table (300 bytes at most, until the table is next emptied) it gives the same str object,
+    whose hash the routing lookups then find already computed."""
     try:
         return _hosts[value]
     except KeyError:
