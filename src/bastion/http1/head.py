@@ -24,7 +24,7 @@ from bastion.http1.state import (
     T_HEAD,
     ParseReject,
 )
-from bastion.routing import host_of, parse_host
+from bastion.routing import host_of
 
 _SPECIAL: Final = frozenset(
     (
@@ -299,7 +299,7 @@ class HeadParser(ResponseWriter):  # one chain of parts: see http1/state.py
             if url.host is None or url.schema not in (b"http", b"https"):
                 raise ParseReject(400, "The request target is malformed.")
             # absolute-form: the target's authority replaces Host (RFC 9112 §3.2.2)
-            host = parse_host(url.host.decode("latin-1"))
+            host = host_of(url.host)
             if host is None:
                 raise ParseReject(400, "The request target is malformed.")
             req.host = host
