@@ -19,6 +19,7 @@ from pathlib import Path
 import httptools
 import pytest
 
+from bastion.policies.fields import FieldEdit
 from bastion.proxy import pool, raw_head
 from bastion.proxy.raw_head import (
     locate_head,
@@ -29,7 +30,7 @@ from bastion.proxy.raw_head import (
     split_fields,
     split_fields_py,
 )
-from bastion.proxy.response_head import RESPONSE_KINDS, rewrite_head
+from bastion.proxy.response_head import RESPONSE_KINDS, edit_kinds, rewrite_head
 
 NAMES = [
     b"Server", b"Date", b"date", b"DATE", b"Content-Type", b"Content-Length",
@@ -119,6 +120,88 @@ def check(status: int, data: bytes, begin: int = 0) -> bool:
         assert b"".join(parts) == b"".join(lines), data
         assert (raw_add_date, raw_framing, raw_upstream) == (add_date, framing, upstream)
     return True
+
+
+# what a route's header rules may remove (lowercase, as policies/headers.py gives them):
+# fields kept, Date, hop-by-hop and framing fields (which keep their kind), prefixes
+DROPPED = [
+    b"x-a", b"x-secret", b"server", b"date", b"set-cookie", b"etag", b"x", b"keep-alive",
+    b"content-length", b"connection", b"transfer-encoding", b"upgrade", b"x-request-id",
+]  # fmt: skip
+PREFIXES = [b"x-", b"x", b"se", b"d", b"content-", b"t", b"conn", b"8", b"etag"]
+
+
+def random_edit(rng: random.Random, data: bytes = b"") -> FieldEdit:
+    """Removals drawn from the lists above and from the names in `data` (a head)."""
+    names = DROPPED + [line.split(b":")[0].lower() for line in data.split(b"\r\n")[1:]]
+    drop = frozenset(rng.sample(names, min(len(names), rng.randrange(0, 5))))
+    prefixes = tuple(rng.sample(PREFIXES, rng.choice([0, 0, 1, 2])))
+    return FieldEdit(drop, prefixes, [b"X-Added: 1\r\n"])
+
+
+def check_edit(status: int, data: bytes, edit: FieldEdit) -> bool:
+    """The head read from its bytes with the route's removals applied in the scan gives
+    what the per-field path gives with the route's table; False when it took that path."""
+    fields = llhttp_fields(data)
+    assert fields is not None
+    start, end = locate_head(data, 0)
+    assert scan_head(data, start, end, b"S", edit.drop_names, edit.prefixes) == scan_head_py(
+        data, start, end, b"S", edit.drop_names, edit.prefixes
+    ), (data, edit.drop, edit.prefixes)
+    taken = False
+    for head_request in (False, True):
+        raw = rewrite_raw(status, data, start, end, head_request, edit)
+        if raw is None:
+            continue
+        taken = True
+        lines, add_date, framing, upstream = rewrite_head(
+            status, fields, edit.kinds or edit_kinds(edit), edit.prefixes, head_request
+        )
+        parts, raw_add_date, raw_framing, raw_upstream = raw
+        assert b"".join(parts) == b"".join(lines), (data, edit.drop, edit.prefixes)
+        assert (raw_add_date, raw_framing, raw_upstream) == (add_date, framing, upstream)
+    return taken
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_routes_removals_in_the_scan_match_the_per_field_path(seed: int) -> None:
+    rng = random.Random(seed)
+    taken = removed = 0
+    for i in range(2500):
+        status, data = random_head(rng)
+        if i % 2:  # half of them in the form the scan takes: "Name: value" lines
+            status = rng.choice(STATUSES)
+            fields = [rng.choice(NAMES) + b": " + rng.choice(VALUES) for _ in range(8)]
+            data = b"HTTP/1.1 %d OK\r\n%s\r\n\r\n" % (status, b"\r\n".join(fields))
+        if llhttp_fields(data) is None:
+            continue
+        edit = random_edit(rng, data)
+        if check_edit(status, data, edit):
+            taken += 1
+            raw = rewrite_raw(status, data, *locate_head(data, 0), False)
+            with_edit = rewrite_raw(status, data, *locate_head(data, 0), False, edit)
+            assert raw is not None and with_edit is not None
+            removed += b"".join(raw[0]) != b"".join(with_edit[0])
+    # the scan took the edited heads, and removed lines from many of them
+    assert taken > 400 and removed > 150
+
+
+def test_removed_names_are_matched_in_any_case_and_framing_is_kept() -> None:
+    data = (
+        b"HTTP/1.1 200 OK\r\nSERVER: s\r\nX-Powered-By: p\r\nx-debug-id: 7\r\n"
+        b"X-DEBUG-" + b"Long" * 20 + b": 8\r\n"  # (past the kinds table's 32 bytes)
+        b"Date: d\r\nContent-Length: 2\r\nX-Kept: k\r\n\r\nok"
+    )
+    edit = FieldEdit(
+        frozenset((b"server", b"x-powered-by", b"date", b"content-length")), (b"x-debug-",), []
+    )
+    raw = rewrite_raw(200, data, *locate_head(data, 0), False, edit)
+    assert raw is not None
+    parts, add_date, framing, _ = raw
+    assert b"".join(parts) == b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Kept: k\r\n"
+    assert not add_date  # the route removes Date: none is added either
+    assert framing == rewrite_raw(200, data, *locate_head(data, 0), False)[2]  # type: ignore[index]
+    assert check_edit(200, data, edit)
 
 
 @pytest.mark.parametrize("seed", range(8))
@@ -234,6 +317,9 @@ def test_the_scans_and_their_twins_agree_on_any_bytes(seed: int) -> None:
         end = rng.randrange(-1, len(buf) + 3)
         got = scan_head(buf, start, end, b"S")
         assert got == scan_head_py(buf, start, end, b"S"), (buf, start, end)
+        edit = random_edit(rng)
+        got = scan_head(buf, start, end, b"S", edit.drop_names, edit.prefixes)
+        assert got == scan_head_py(buf, start, end, b"S", edit.drop_names, edit.prefixes)
         # the split takes only bounds inside the buffer, with room for the blank line
         if 0 <= start <= end - 4 <= len(buf) - 4:
             fields = split_fields(buf, start, end)
@@ -249,6 +335,25 @@ def test_the_c_split_refuses_bounds_outside_the_buffer() -> None:
     for start, end in ((-1, len(buf)), (0, len(buf) + 1), (0, 3), (5, 8), (2**62, 2**62 + 5)):
         with pytest.raises(ValueError):
             _rawhead.split(buf, start, end)
+
+
+@_C_ONLY
+@pytest.mark.parametrize(
+    "extra",
+    [([b"x"],), ([b"x"], ()), ((b"x",), (b"a", "b")), (("x",), ()), ((), [b"x"])],
+)
+def test_the_c_scan_refuses_removals_that_are_not_tuples_of_bytes(
+    extra: tuple[object, ...],
+) -> None:
+    from bastion.proxy import _rawhead
+
+    buf = b"HTTP/1.1 200 OK\r\nX: b\r\n\r\n"
+    with pytest.raises(TypeError):
+        _rawhead.scan(buf, 0, len(buf), b"S", *extra)
+    assert _rawhead.scan(buf, 0, len(buf), b"S", (b"x",), ()) == ([b"S"], False, False, b"")
+    assert _rawhead.scan(buf, 0, len(buf), b"S", (b"x",)) == ([b"S"], False, False, b"")
+    with pytest.raises(TypeError):
+        _rawhead.scan(buf, 0, len(buf), b"S", (), (), ())
 
 
 def test_the_compiled_build_runs_the_c_scans() -> None:

@@ -32,7 +32,7 @@ class FoldablePolicy(Protocol):
 
 
 class FieldEdit:
-    __slots__ = ("added", "drop", "kinds", "prefixes")
+    __slots__ = ("added", "drop", "drop_names", "drops_date", "kinds", "prefixes")
 
     def __init__(
         self,
@@ -40,8 +40,11 @@ class FieldEdit:
         prefixes: tuple[bytes, ...],
         lines: list[bytes | Getter],
     ) -> None:
-        self.drop = drop
-        self.prefixes = prefixes
+        self.drop = drop  # lowercase names
+        self.prefixes = prefixes  # lowercase
+        # for the scan of the answer's bytes (proxy/raw_head.py), which takes a tuple
+        self.drop_names = tuple(sorted(drop))
+        self.drops_date = b"date" in drop
         self.added = Template.of(lines)  # the lines added
         self.kinds: dict[bytes, int] | None = None  # the proxy's field table, made at first use
 

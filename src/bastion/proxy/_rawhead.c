@@ -196,6 +196,59 @@ kind_of(const char *name, Py_ssize_t size)
     return KIND_KEEP;
 }
 
+/* whether the name [name, name + size) equals `lower` (lowercase) but for the case of its
+ * letters; `prefix`: whether it starts with it */
+static int
+equal_folded(const char *name, Py_ssize_t size, PyObject *lower, int prefix)
+{
+    Py_ssize_t n = PyBytes_GET_SIZE(lower);
+    if (prefix ? n > size : n != size)
+        return 0;
+    const char *want = PyBytes_AS_STRING(lower);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        char c = name[i];
+        if (((c >= 'A' && c <= 'Z') ? (char)(c + 32) : c) != want[i])
+            return 0;
+    }
+    return 1;
+}
+
+/* whether the route's rules remove the line named [name, name + size) of kind `kind`:
+ * as response_head.edit_kinds decides, an exact name removes a field kept or a Date, a
+ * prefix only a field kept (framing and hop-by-hop fields keep their kind); `prefixes`
+ * may be NULL (none) */
+static int
+removed(const char *name, Py_ssize_t size, long kind, PyObject *drop, PyObject *prefixes)
+{
+    if (kind != KIND_KEEP && kind != KIND_DATE)
+        return 0;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(drop); i++) {
+        if (equal_folded(name, size, PyTuple_GET_ITEM(drop, i), 0))
+            return 1;
+    }
+    if (kind != KIND_KEEP || prefixes == NULL)
+        return 0;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(prefixes); i++) {
+        if (equal_folded(name, size, PyTuple_GET_ITEM(prefixes, i), 1))
+            return 1;
+    }
+    return 0;
+}
+
+/* a tuple of bytes objects (lowercase, which only the caller can promise: a name with a
+ * capital letter would never match) */
+static int
+bytes_tuple(PyObject *names)
+{
+    if (!PyTuple_Check(names))
+        return 0;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(names); i++) {
+        if (!PyBytes_Check(PyTuple_GET_ITEM(names, i)))
+            return 0;
+    }
+    return 1;
+}
+
 static int
 is_plain(const char *value, Py_ssize_t size)
 {
@@ -216,14 +269,30 @@ append_piece(PyObject *parts, const char *run, Py_ssize_t size)
     return failed ? -1 : 0;
 }
 
-/* scan(buf, start, end, status_line) -> (parts, has_date, chunked, length) or None:
- * see raw_head.scan_head */
+/* scan(buf, start, end, status_line[, drop, prefixes]) -> (parts, has_date, chunked,
+ * length) or None: see raw_head.scan_head_py */
 static PyObject *
 scan(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 4 || !PyBytes_Check(args[0]) || !PyBytes_Check(args[3])) {
-        PyErr_SetString(PyExc_TypeError, "scan(buf: bytes, start: int, end: int, status_line: bytes)");
+    if (nargs < 4 || nargs > 6 || !PyBytes_Check(args[0]) || !PyBytes_Check(args[3])) {
+        PyErr_SetString(PyExc_TypeError, "scan(buf: bytes, start: int, end: int, status_line: bytes"
+                                         "[, drop: tuple[bytes, ...], prefixes: tuple[bytes, ...]])");
         return NULL;
+    }
+    /* the route's removals: lowercase names and name prefixes (policies/fields.FieldEdit) */
+    PyObject *drop = NULL, *prefixes = NULL;
+    if (nargs > 4) {
+        PyObject *names = args[4], *starts = nargs > 5 ? args[5] : NULL;
+        if (!bytes_tuple(names) || (starts != NULL && !bytes_tuple(starts))) {
+            PyErr_SetString(PyExc_TypeError, "drop and prefixes must be tuples of bytes");
+            return NULL;
+        }
+        if (starts != NULL && PyTuple_GET_SIZE(starts) == 0)
+            starts = NULL;
+        if (PyTuple_GET_SIZE(names) || starts != NULL) {
+            drop = names;
+            prefixes = starts;
+        }
     }
     if (!configured) {
         PyErr_SetString(PyExc_RuntimeError, "scan() before configure()");
@@ -264,7 +333,14 @@ scan(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         if (colon + 2 < eol && (colon[2] == ' ' || colon[2] == '\t'))
             goto refuse;
         long kind = kind_of(pos, colon - pos);
-        if (kind == KIND_LENGTH) {
+        if (drop != NULL && removed(pos, colon - pos, kind, drop, prefixes)) {
+            if (run < pos && append_piece(parts, run, pos - run) < 0) {
+                Py_DECREF(parts);
+                return NULL;
+            }
+            run = eol + 2;
+        }
+        else if (kind == KIND_LENGTH) {
             length = colon + 2;
             length_size = eol - length;
         }
@@ -380,7 +456,7 @@ static PyMethodDef methods[] = {
      "configure(kinds, plain_connection, (keep, length, date, chunked, connection))"},
     {"locate", (PyCFunction)(void (*)(void))locate, METH_FASTCALL, "locate(buf, begin) -> (start, end)"},
     {"scan", (PyCFunction)(void (*)(void))scan, METH_FASTCALL,
-     "scan(buf, start, end, status_line) -> (parts, has_date, chunked, length) | None"},
+     "scan(buf, start, end, status_line[, drop, prefixes]) -> (parts, has_date, chunked, length) | None"},
     {"split", (PyCFunction)(void (*)(void))split, METH_FASTCALL,
      "split(buf, start, end) -> [(name, value), ...]"},
     {NULL, NULL, 0, NULL},

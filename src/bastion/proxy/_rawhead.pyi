@@ -5,6 +5,12 @@ def configure(
 ) -> None: ...
 def locate(buf: bytes, begin: int, /) -> tuple[int, int]: ...
 def scan(
-    buf: bytes, start: int, end: int, status_line: bytes, /
+    buf: bytes,
+    start: int,
+    end: int,
+    status_line: bytes,
+    drop: tuple[bytes, ...] = ...,
+    prefixes: tuple[bytes, ...] = ...,
+    /,
 ) -> tuple[list[bytes], bool, bool, bytes] | None: ...
 def split(buf: bytes, start: int, end: int, /) -> list[tuple[bytes, bytes]]: ...

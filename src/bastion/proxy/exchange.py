@@ -205,23 +205,17 @@ class Exchange(Attempts):  # with TunnelEnd, through Attempts: see proxy/base.py
         conn = self.upstream
         edit = req.head_edit if status != 101 else None  # a switch is relayed as sent
         head_request = req.method == "HEAD"
-        # the compiled build's common case, the head relayed from its bytes (raw_head.py):
-        # no header rules, no cache, no handler that filtered the fields already (S3); a
-        # pure build's connection was handed the fields (pool.FieldsUpstreamConnection)
-        if (
-            conn is not None
-            and conn.resp_headers is None
-            and edit is None
-            and self.recorder is None
-        ):
+        # the compiled build's common case, the head relayed from its bytes (raw_head.py),
+        # the route's header rules applied in the same scan: no cache, no handler that
+        # filtered the fields already (S3); a pure build's connection was handed the
+        # fields (pool.FieldsUpstreamConnection)
+        rewritten = None
+        if conn is not None and conn.resp_headers is None and self.recorder is None:
             rewritten = rewrite_raw(
-                status, conn.head_buf, conn.head_start, conn.head_end, head_request
+                status, conn.head_buf, conn.head_start, conn.head_end, head_request, edit
             )
-            if rewritten is None:
-                rewritten = rewrite_head(status, conn.fields(), RESPONSE_KINDS, (), head_request)
-            headers: list[tuple[bytes, bytes]] = []  # (for a recorder, and there is none)
-        else:
-            headers = []
+        headers: list[tuple[bytes, bytes]] = []  # (for a recorder: then not rewritten yet)
+        if rewritten is None:
             if conn is not None:  # (the pure build's connection has them as a list)
                 headers = conn.resp_headers or conn.fields()
             if edit is None:

@@ -23,7 +23,7 @@ callbacks and `rewrite_head` on random and structured heads.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from bastion.http.status import STATUS_LINES, status_line
 from bastion.proxy.response_head import (
@@ -36,6 +36,9 @@ from bastion.proxy.response_head import (
     RESPONSE_KINDS,
     framing_of,
 )
+
+if TYPE_CHECKING:
+    from bastion.policies.fields import FieldEdit
 
 __all__ = [
     "HAVE_C",
@@ -94,12 +97,22 @@ def locate_head_py(buf: bytes, begin: int) -> tuple[int, int]:
 
 
 def scan_head_py(
-    buf: bytes, start: int, end: int, status_line: bytes
+    buf: bytes,
+    start: int,
+    end: int,
+    status_line: bytes,
+    drop: tuple[bytes, ...] = (),
+    prefixes: tuple[bytes, ...] = (),
 ) -> tuple[list[bytes], bool, bool, bytes] | None:
     """The head from `start` to `end` in `buf` relayed: ``(parts, has_date, chunked,
     length)``, `parts` being `status_line` then the runs of kept lines, each a slice of
     `buf`; None when a line is not in ``Name: value`` form or a Connection option may name
-    a field (rewrite_head then does it). (The twin of `_rawhead.scan`.)"""
+    a field (rewrite_head then does it). (The twin of `_rawhead.scan`.)
+
+    `drop` and `prefixes` are the lowercase names and name prefixes a route's header rules
+    remove (`policies.fields.FieldEdit`), with `response_head.edit_kinds`'s meaning: an
+    exact name removes a field kept or a Date (the Date is then not counted), a prefix
+    only a field kept; framing and hop-by-hop fields keep their kind."""
     if start < 0 or end > len(buf) or end - start < 4:
         return None
     stop = end - 2  # where the blank line begins
@@ -122,13 +135,19 @@ def scan_head_py(
         if colon + 2 < eol and (buf[colon + 2] == 32 or buf[colon + 2] == 9):
             return None  # more whitespace than one space before the value
         size = colon - pos
+        kind = KEEP
         if size < 32 and _CANDIDATE[size << 5 | (buf[pos] & 31)]:
             kind = RESPONSE_KINDS.get(buf[pos:colon].lower(), KEEP)
+        if (drop or prefixes) and _removed(buf[pos:colon].lower(), kind, drop, prefixes):
+            if run < pos:
+                parts.append(buf[run:pos])
+            run = eol + 2
+        elif kind != KEEP:
             if kind == LENGTH:
                 length = buf[colon + 2 : eol]
             elif kind == DATE:
                 has_date = True
-            elif kind != KEEP:
+            else:
                 if kind == CHUNKED:
                     chunked = True
                 elif kind == CONNECTION and buf[colon + 2 : eol] not in PLAIN_CONNECTION:
@@ -143,8 +162,15 @@ def scan_head_py(
     return parts, has_date, chunked, length
 
 
+def _removed(lname: bytes, kind: int, drop: tuple[bytes, ...], prefixes: tuple[bytes, ...]) -> bool:
+    if kind != KEEP and kind != DATE:
+        return False
+    return lname in drop or (kind == KEEP and lname.startswith(prefixes))
+
+
 locate_head: Callable[[bytes, int], tuple[int, int]]
-scan_head: Callable[[bytes, int, int, bytes], tuple[list[bytes], bool, bool, bytes] | None]
+# (buf, start, end, status_line[, drop, prefixes]): see scan_head_py
+scan_head: Callable[..., tuple[list[bytes], bool, bool, bytes] | None]
 try:
     from bastion.proxy import _rawhead
 except ImportError:  # the pure build
@@ -189,16 +215,29 @@ _status_line: Final = status_line
 
 
 def rewrite_raw(
-    status: int, buf: bytes, start: int, end: int, head_request: bool
+    status: int,
+    buf: bytes,
+    start: int,
+    end: int,
+    head_request: bool,
+    edit: FieldEdit | None = None,
 ) -> tuple[list[bytes], bool, int, int] | None:
-    """What `rewrite_head(status, split_fields(buf, start, end), RESPONSE_KINDS, (),
+    """What `rewrite_head(status, split_fields(buf, start, end), kinds, prefixes,
     head_request)` returns, the lines joined differently (whole runs of kept lines are one
-    piece), or None when this head needs that path: a 101, or what `scan_head` refuses."""
+    piece), or None when this head needs that path: a 101, or what `scan_head` refuses.
+    `kinds` and `prefixes` are RESPONSE_KINDS and () without an `edit`, else the route's
+    (`edit_kinds(edit)`, `edit.prefixes`); the edit's added lines are the caller's."""
     if status == 101:
         return None
-    scanned = _scan_head(buf, start, end, _STATUS_LINES.get(status) or _status_line(status))
+    line = _STATUS_LINES.get(status) or _status_line(status)
+    if edit is None:
+        scanned = _scan_head(buf, start, end, line)
+    else:
+        scanned = _scan_head(buf, start, end, line, edit.drop_names, edit.prefixes)
     if scanned is None:
         return None
     parts, has_date, chunked, length = scanned
     framing, upstream_framing = framing_of(status, head_request, chunked, length)
-    return parts, not has_date, framing, upstream_framing
+    # a route that removes Date gets none added either (as rewrite_head)
+    add_date = not has_date and (edit is None or not edit.drops_date)
+    return parts, add_date, framing, upstream_framing
