@@ -75,6 +75,8 @@ HOT = [
     "bastion/policies/auth_keys.py",
     "bastion/policies/ratelimit.py",
     "bastion/policies/headers.py",
+    # header lines a route's rules add (Template.render), and its response edit
+    "bastion/policies/fields.py",
     "bastion/http2/engine.py",
     "bastion/http2/sending.py",
     "bastion/http2/errors.py",
