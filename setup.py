@@ -77,6 +77,9 @@ HOT = [
     "bastion/policies/headers.py",
     # header lines a route's rules add (Template.render), and its response edit
     "bastion/policies/fields.py",
+    # the in-process rate-limit counters (MemoryLimitStore.take_rate: every rate-limited
+    # request); open to the interpreted subclass that saves them (state/persist.py)
+    "bastion/state/limits.py",
     "bastion/http2/engine.py",
     "bastion/http2/sending.py",
     "bastion/http2/errors.py",

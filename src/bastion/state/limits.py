@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import TYPE_CHECKING, Protocol, TypeAlias
 
+from mypy_extensions import mypyc_attr
+
 from bastion.clock import SYSTEM_CLOCK, Clock
 
 if TYPE_CHECKING:
@@ -162,6 +164,8 @@ def quota_window(per: str, now: float) -> tuple[int, float, float]:
     return t.tm_year * 100 + t.tm_mon, start, start + days * 86400.0
 
 
+# compiled (setup.py); PersistentStore (state/persist.py), interpreted, derives from it
+@mypyc_attr(allow_interpreted_subclasses=True)
 class MemoryLimitStore:
     """Counters in this process: exact for one worker. Idle keys are forgotten (a GCRA key
     whose TAT has passed is the same as a fresh one; a quota key of a past period is zero),
