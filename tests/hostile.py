@@ -33,6 +33,9 @@ each request's path picks an answer that a well-behaved server never sends.
 - `/big-trailer?kb=N`: a chunked 200 whose trailer section (a field of N KiB) comes in a
   write of its own, the connection kept alive.
 - `/split-field?kb=N`: a head with one field of N KiB in two writes, then a small body.
+- `/leaky-fields`: a 200 whose fields a route's header rules may remove (`X-Powered-By`,
+  `Server`, `X-Debug-*`, a name past 32 bytes, `Date`), each valued `leak`, in odd
+  spellings and twice; with `?odd=1` one more written ``Name:value``.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ SPLIT_BODY = (
     b"HTTP/1.1 200 OK\r\nSet-Cookie: session=attacker; Path=/\r\nContent-Length: 8\r\n\r\ninjected"
 )
 MIB = 1024 * 1024
+LONG_NAME = b"x-removed-" + b"long" * 10  # (a field name of more than 32 bytes)
 DRIBBLED = (
     b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"
     b"HTTP/1.1 200 OK\r\nX-Kept: yes\r\nKeep-Alive: timeout=5\r\nConnection: keep-alive\r\n"
@@ -215,6 +219,16 @@ class _Handler(socketserver.BaseRequestHandler):
                 b"HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Secret\r\nX-Secret: s\r\n"
                 b"X-Kept: k\r\nContent-Length: 2\r\n\r\nok"
             )
+        if path == "/leaky-fields":
+            lines = [
+                b"HTTP/1.1 200 OK", b"sErVeR: leak", b"X-POWERED-BY: leak", b"X-Kept: yes",
+                b"x-powered-by: leak", b"X-Debug-Token: leak", b"Date: leak",
+                b"x-debug-" + b"Long" * 20 + b": leak", LONG_NAME.upper() + b": leak",
+                b"Content-Length: 2",
+            ]  # fmt: skip
+            if query.get("odd"):
+                lines.append(b"X-Powered-By:leak")
+            return b"\r\n".join(lines) + b"\r\n\r\nok"
         if path == "/leading-crlf":
             return b"\r\n\n" + _ok(conn)
         if path == "/rtsp":

@@ -38,7 +38,7 @@ NAMES = [
     b"Transfer-Encoding", b"transfer-encoding", b"Upgrade", b"TE", b"Trailer",
     b"Proxy-Connection", b"Proxy-Authenticate", b"X-Request-ID", b"x-request-id",
     b"X-Secret", b"ETag", b"Set-Cookie", b"Vary", b"X-A", b"8x", b"x", b"Dat",
-    b"Connectio", b"Content-Lengths",
+    b"Connectio", b"Content-Lengths", b"X-Removed-" + b"Long" * 10,
 ]  # fmt: skip
 VALUES = [
     b"", b"v", b"keep-alive", b"close", b"Keep-Alive", b"chunked", b"0", b"12",
@@ -127,8 +127,9 @@ def check(status: int, data: bytes, begin: int = 0) -> bool:
 DROPPED = [
     b"x-a", b"x-secret", b"server", b"date", b"set-cookie", b"etag", b"x", b"keep-alive",
     b"content-length", b"connection", b"transfer-encoding", b"upgrade", b"x-request-id",
+    b"x-removed-" + b"long" * 10,
 ]  # fmt: skip
-PREFIXES = [b"x-", b"x", b"se", b"d", b"content-", b"t", b"conn", b"8", b"etag"]
+PREFIXES = [b"x-", b"x", b"se", b"d", b"content-", b"t", b"conn", b"8", b"etag", b"x-removed-long"]
 
 
 def random_edit(rng: random.Random, data: bytes = b"") -> FieldEdit:

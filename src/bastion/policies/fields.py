@@ -2,11 +2,12 @@
 builds an answer's head.
 
 Header rules and the security-headers preset only remove fields by name and add fields. A
-proxied answer's head is built field by field from the upstream's parsed fields anyway
-(`bastion.proxy.exchange`), so it can skip the removed names in that same pass and append
-the added lines: no second parse of the head. Answers the gateway makes itself (problems,
-static files, cache hits) still go through the route's ``on_head`` hook, which gives the same
-result.
+proxied answer's head is rewritten in one pass anyway (`bastion.proxy.exchange`): the scan
+of its bytes in the compiled build (`proxy/raw_head.py`), the per-field rewrite otherwise
+(`proxy/response_head.py`). Either skips the removed names in that same pass, and the
+added lines are appended: no second parse of the head. Answers the gateway makes itself
+(problems, static files, cache hits) still go through the route's ``on_head`` hook, which
+gives the same result.
 """
 
 from __future__ import annotations
@@ -40,11 +41,12 @@ class FieldEdit:
         prefixes: tuple[bytes, ...],
         lines: list[bytes | Getter],
     ) -> None:
-        self.drop = drop  # lowercase names
-        self.prefixes = prefixes  # lowercase
-        # for the scan of the answer's bytes (proxy/raw_head.py), which takes a tuple
-        self.drop_names = tuple(sorted(drop))
-        self.drops_date = b"date" in drop
+        # lowercase whatever a policy gave: both the per-field path and the scan of the
+        # answer's bytes (proxy/raw_head.py, which takes tuples) compare lowercase names
+        self.drop = frozenset(name.lower() for name in drop)
+        self.prefixes = tuple(prefix.lower() for prefix in prefixes)
+        self.drop_names = tuple(sorted(self.drop))
+        self.drops_date = b"date" in self.drop
         self.added = Template.of(lines)  # the lines added
         self.kinds: dict[bytes, int] | None = None  # the proxy's field table, made at first use
 

@@ -8,6 +8,10 @@
  * `scan_head`), used where this module is not built (the pure build); the tests check
  * that both give identical results on random and structured heads.
  *
+ * `scan` also leaves out the lines a route's header rules remove, given as tuples of
+ * lowercase names and name prefixes (policies/fields.FieldEdit), compared with the line's
+ * name case-insensitively.
+ *
  * Both only ever read bytes llhttp has already accepted as a response head (strict mode:
  * CR LF line ends, no obs-fold, no whitespace before a colon, no control byte in a
  * value), and both refuse (return -1 / None) rather than guess when the bytes are not

@@ -5,9 +5,9 @@ still validates every byte of the head, but a field costs it no call into Python
 of bytes objects and no list entry. Once it reports the head complete, the head is found
 in the bytes it was fed (`locate_head`), and:
 
-- `rewrite_raw` relays it in runs of whole lines, dropping the hop-by-hop ones, for the
-  common case: no header rules on the route, no cache, no `Connection` option naming other
-  fields, every kept line in the form ``Name: value``;
+- `rewrite_raw` relays it in runs of whole lines, dropping the hop-by-hop ones and those
+  the route's header rules remove, for the common case: no cache, no `Connection` option
+  naming other fields, every line in the form ``Name: value``;
 - `split_fields` gives the (name, value) list llhttp's callbacks would have given, for
   everything else (response_head.rewrite_head, the cache, S3).
 
@@ -202,7 +202,8 @@ def split_fields_py(buf: bytes, start: int, end: int) -> list[tuple[bytes, bytes
 
 # Compiled, the twin's calls of bytes methods by name (`split`, then `partition` and `lstrip`
 # a line) cost some 700 instructions each: about 10k for a head of five fields, which every
-# response of a route with header rules, a cache or S3 pays (docs/benchmarks.md).
+# response of a route with a cache or S3 pays, and every head the scan refuses
+# (docs/benchmarks.md).
 split_fields: Callable[[bytes, int, int], list[tuple[bytes, bytes]]] = (
     _rawhead.split if HAVE_C else split_fields_py
 )

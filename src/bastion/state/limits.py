@@ -27,7 +27,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from itertools import islice
-from typing import TYPE_CHECKING, Protocol, TypeAlias
+from typing import TYPE_CHECKING, Final, Protocol, TypeAlias
 
 from mypy_extensions import mypyc_attr
 
@@ -36,7 +36,7 @@ from bastion.clock import SYSTEM_CLOCK, Clock
 if TYPE_CHECKING:
     from typing_extensions import TypeIs  # (typing has it from Python 3.13)
 
-SWEEP_SLICE = 500
+SWEEP_SLICE: Final = 500
 """Keys a request looks at while a sweep of idle keys is under way (see `sweep_some`)."""
 
 Counters = tuple[dict[str, float], dict[str, tuple[int, int]], set[str]]
