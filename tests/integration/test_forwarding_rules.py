@@ -128,12 +128,10 @@ def test_a_trailer_key_does_not_authenticate_over_http1(
         "POST {path} HTTP/1.1\r\nHost: plain.test\r\nTransfer-Encoding: chunked\r\n\r\n"
         "5\r\nhello\r\n0\r\nX-API-Key: {key}\r\nX-Trailer-Note: t\r\n\r\n"
     )
-    answer = raw_request(gw.port, chunked.format(path="/keys/up", key=key).encode())
-    assert answer.startswith(b"HTTP/1.1 401 "), answer[:200]
+    assert _status_of(gw.port, chunked.format(path="/keys/up", key=key).encode()) == 401
     assert backend.requests == []
     # on an open route the body passes, its trailer fields stay out of the header block
-    answer = raw_request(gw.port, chunked.format(path="/up", key=key).encode())
-    assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
+    assert _status_of(gw.port, chunked.format(path="/up", key=key).encode()) == 200
     (seen,) = backend.requests
     assert seen["body_len"] == 5
     assert not names(seen) & {"x-api-key", "x-trailer-note"}
@@ -185,12 +183,23 @@ def test_h2c_upgrade_is_forwarded_as_a_plain_request(gw: Started, backend: Backe
     assert "upgrade" not in sent.get("connection", "").lower()
 
 
-def _with_bodies(port: int, heads: tuple[bytes, ...]) -> list[bytes]:
-    """The answers to each head (its fields, without the blank line) sent with a 5-byte
-    body, by Content-Length and chunked."""
+def _status_of(port: int, data: bytes) -> int:
+    """The status of the answer to `data`, read as soon as it is whole (a kept-alive
+    connection is not waited on until a timeout)."""
+    raw = RawClient(port)
+    try:
+        raw.send(data)
+        return raw.reply().status
+    finally:
+        raw.close()
+
+
+def _with_bodies(port: int, heads: tuple[bytes, ...]) -> list[int]:
+    """The statuses of the answers to each head (its fields, without the blank line) sent
+    with a 5-byte body, by Content-Length and chunked."""
     bodies = (b"Content-Length: 5\r\n\r\nhello",
               b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")  # fmt: skip
-    return [raw_request(port, head + body) for head in heads for body in bodies]
+    return [_status_of(port, head + body) for head in heads for body in bodies]
 
 
 def test_an_upgrade_request_with_a_body_is_a_400(gw: Started, backend: Backend) -> None:
@@ -203,8 +212,7 @@ def test_an_upgrade_request_with_a_body_is_a_400(gw: Started, backend: Backend) 
         b"POST /plain HTTP/1.1\r\nHost: plain.test\r\nConnection: Upgrade\r\n"
         b"Upgrade: websocket\r\n",
     )
-    for answer in _with_bodies(gw.port, heads):
-        assert answer.startswith(b"HTTP/1.1 400 "), answer[:200]
+    assert _with_bodies(gw.port, heads) == [400] * 4
     assert backend.requests == []
 
 
@@ -218,8 +226,7 @@ def test_an_upgrade_token_without_an_upgrade_field_is_a_plain_request(
         b"POST /plain HTTP/1.1\r\nHost: plain.test\r\nConnection: upgrade\r\n"
         b"Upgrades: websocket\r\nX-Upgrade: websocket\r\n",
     )
-    for answer in _with_bodies(gw.port, heads):
-        assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
+    assert _with_bodies(gw.port, heads) == [200] * 4
     assert len(backend.requests) == 4
     for seen in backend.requests:
         assert seen["method"] == "POST" and seen["body_len"] == 5
