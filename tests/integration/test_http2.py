@@ -501,16 +501,7 @@ def read_frames(sock: ssl.SSLSocket, timeout: float) -> list[Frame]:
         if not chunk:
             break
         data += chunk
-    frames: list[Frame] = []
-    view = memoryview(data)
-    while len(view) >= 9:
-        frame, length = Frame.parse_frame_header(view[:9])
-        if len(view) < 9 + length:
-            break
-        frame.parse_body(view[9 : 9 + length])
-        frames.append(frame)
-        view = view[9 + length :]
-    return frames
+    return frames_in(data)
 
 
 def test_reload_sends_graceful_goaway(
@@ -537,6 +528,64 @@ def test_reload_sends_graceful_goaway(
     with client(tmp_path) as c:
         r = c.get(f"https://localhost:{port}/new")
         assert r.http_version == "HTTP/2" and r.text == "new config"
+
+
+def test_a_stop_does_not_wait_on_an_idle_http2_client(
+    tmp_path: Path, backend: Backend, gateway: Callable[..., Gateway]
+) -> None:
+    """At a stop an idle HTTP/2 connection gets GOAWAY and is closed at once: a client that
+    reads nothing (it has nothing in flight) must not hold the stop until the TLS layer gives
+    up waiting for its close_notify (30 s, longer than `stop` waits before it kills)."""
+    config = h2_config(tmp_path, backend)
+    gw = start(gateway, config)
+    with client(tmp_path) as c:
+        r = c.get(f"https://localhost:{https_port(config)}/plain")
+        assert r.http_version == "HTTP/2" and r.status_code == 200
+        assert gw.stop() == 0  # a graceful exit, not the kill after 15 s
+
+
+def test_a_stop_closes_an_http2_connection_once_its_last_answer_is_out(
+    tmp_path: Path, backend: Backend, gateway: Callable[..., Gateway]
+) -> None:
+    """The same once a stream in flight at the stop has its answer: the client keeps the
+    connection and reads no more."""
+    config = h2_config(tmp_path, backend)
+    gw = start(gateway, config)
+    raw = RawH2(https_port(config), root_ca(tmp_path))
+    try:
+        raw.conn.send_headers(1, raw.request_headers("/slow?s=2"), end_stream=True)
+        raw.flush()
+        deadline = time.monotonic() + 10
+        while not any(e["path"].startswith("/slow") for e in backend.requests):
+            assert time.monotonic() < deadline, "the slow request never reached the backend"
+            time.sleep(0.02)
+        assert gw.proc is not None
+        gw.proc.send_signal(signal.SIGTERM)
+        # read until the answer has ended (by hand: the h2 library refuses frames after a
+        # GOAWAY), then read no more and keep the connection
+        data = b""
+        raw.sock.settimeout(15)
+        while not any(f.stream_id == 1 and "END_STREAM" in f.flags for f in frames_in(data)):
+            chunk = raw.sock.recv(65536)
+            assert chunk, "closed before the answer ended"
+            data += chunk
+        assert gw.stop() == 0
+    finally:
+        raw.close()
+
+
+def frames_in(data: bytes) -> list[Frame]:
+    """The whole frames at the start of `data`."""
+    frames: list[Frame] = []
+    view = memoryview(data)
+    while len(view) >= 9:
+        frame, length = Frame.parse_frame_header(view[:9])
+        if len(view) < 9 + length:
+            break
+        frame.parse_body(view[9 : 9 + length])
+        frames.append(frame)
+        view = view[9 + length :]
+    return frames
 
 
 def test_max_requests_per_connection(

@@ -220,7 +220,9 @@ class HTTP2Connection(FrameEvents, asyncio.Protocol):  # the parts, one chain: s
         self.flush()
         self.transport.write(goaway_frame(self.last_sid, NO_ERROR))
         if not self.streams:
-            self.close()
+            # owed nothing but the GOAWAY: a client that does not read (an idle one, as
+            # at a stop) must not hold the connection until the TLS layer's 30 s
+            self.close(owing_nothing=True)
 
     def fail(self, code: int) -> None:
         """A connection error: GOAWAY with `code`, every stream cancelled, closed."""

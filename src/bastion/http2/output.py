@@ -116,7 +116,9 @@ class Output(ConnectionState):
         if not self.streams:
             self.idle_since = self.ctx.loop.time()
             if self.goaway_sent and not self.closing:
-                self.close()
+                # the last answer is written: closed like an idle connection (what is
+                # still leaving is not cut, see close_owing_nothing)
+                self.close(owing_nothing=True)
 
     def reset(self, stream: Stream, cancelled: bool) -> None:
         stream.closed = True
