@@ -453,18 +453,23 @@ def test_websocket_still_works_on_the_tls_listener(
         server.shutdown()
 
 
-def test_goaway_on_sigterm_lets_the_slow_stream_finish(
-    tmp_path: Path, backend: Backend, gateway: Callable[..., Gateway]
-) -> None:
-    config = h2_config(tmp_path, backend)
-    gw = start(gateway, config)
-    raw = RawH2(https_port(config), root_ca(tmp_path))
+def ask_slowly(raw: RawH2, backend: Backend) -> None:
+    """Stream 1 asks for an answer 2 s late; returns once the backend has the request."""
     raw.conn.send_headers(1, raw.request_headers("/slow?s=2"), end_stream=True)
     raw.flush()
     deadline = time.monotonic() + 10
     while not any(e["path"].startswith("/slow") for e in backend.requests):
         assert time.monotonic() < deadline, "the slow request never reached the backend"
         time.sleep(0.02)
+
+
+def test_goaway_on_sigterm_lets_the_slow_stream_finish(
+    tmp_path: Path, backend: Backend, gateway: Callable[..., Gateway]
+) -> None:
+    config = h2_config(tmp_path, backend)
+    gw = start(gateway, config)
+    raw = RawH2(https_port(config), root_ca(tmp_path))
+    ask_slowly(raw, backend)
     gw.send_signal(signal.SIGTERM)
     # The h2 library refuses every frame after a GOAWAY (a limit of its client side),
     # so the frames that follow are read here by hand.
@@ -553,12 +558,7 @@ def test_a_stop_closes_an_http2_connection_once_its_last_answer_is_out(
     gw = start(gateway, config)
     raw = RawH2(https_port(config), root_ca(tmp_path))
     try:
-        raw.conn.send_headers(1, raw.request_headers("/slow?s=2"), end_stream=True)
-        raw.flush()
-        deadline = time.monotonic() + 10
-        while not any(e["path"].startswith("/slow") for e in backend.requests):
-            assert time.monotonic() < deadline, "the slow request never reached the backend"
-            time.sleep(0.02)
+        ask_slowly(raw, backend)
         assert gw.proc is not None
         gw.proc.send_signal(signal.SIGTERM)
         # read until the answer has ended (by hand: the h2 library refuses frames after a
