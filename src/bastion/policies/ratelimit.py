@@ -51,7 +51,6 @@ LINE_CACHE = 1024
 """``RateLimit`` lines remembered per single-limit policy, by how far ahead the TAT is."""
 
 
-
 class Limit:
     """One configured limit, resolved: how to key it, and its check parameters."""
 
