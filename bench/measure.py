@@ -25,8 +25,8 @@ from procs import (
     cpu_snapshot,
     foreign_cpu_pct,
     http_get_ok,
-    tree_cpu_seconds,
     tree_rss_mib,
+    tree_user_system_seconds,
     wait_quiet,
 )
 
@@ -121,13 +121,16 @@ class Measure:
                 log(f"  machine still busy ({load:.0f}% of a CPU used by other processes)")
         with RssSampler(slot.pid) as sampler:
             before = cpu_snapshot(roots)
-            cpu_before = tree_cpu_seconds(slot.pid) if slot.pid else 0.0
+            user0, system0 = tree_user_system_seconds(slot.pid) if slot.pid else (0.0, 0.0)
             res = self._wrk(slot, sc, args.duration)
             after = cpu_snapshot(roots)
             res.foreign_cpu_pct, res.steal_pct = foreign_cpu_pct(before, after)
             if slot.pid:
-                used = tree_cpu_seconds(slot.pid) - cpu_before
-                res.proxy_cpu_pct = 100.0 * used / max(after.time - before.time, 1e-6)
+                user1, system1 = tree_user_system_seconds(slot.pid)
+                elapsed = max(after.time - before.time, 1e-6)
+                res.proxy_user_pct = 100.0 * (user1 - user0) / elapsed
+                res.proxy_system_pct = 100.0 * (system1 - system0) / elapsed
+                res.proxy_cpu_pct = res.proxy_user_pct + res.proxy_system_pct
         if sc.name in slot.unsupported:
             return
         res.noisy = res.foreign_cpu_pct + res.steal_pct > args.noise_limit
@@ -138,7 +141,8 @@ class Measure:
         if res.noisy:
             flag += "  NOISY"
         rss = f"  rss {report.fmt_mib(res.rss_peak_mib)} MB" if slot.pid else ""
-        cpu = f"  cpu {res.proxy_cpu_pct:.0f}%" if slot.pid else ""
+        cpu = (f"  cpu {res.proxy_cpu_pct:.0f}% (user {res.user_us:.1f} + system "
+               f"{res.system_us:.1f} us a request)" if slot.pid else "")
         lat = (f"p50 {report.fmt_us(res.p50_us):>7}  p99 {report.fmt_us(res.p99_us):>7}"
                if sc.kind != "h2" else f"mean {report.fmt_us(res.mean_us):>7}")
         log(f"  {sc.name:<9} {slot.running.name:<13} run {len(runs)}: {res.rps:>9,.0f} rps  "

@@ -273,20 +273,32 @@ def _machine_busy_jiffies() -> tuple[int, int]:
     return user + nice + system, steal
 
 
-def _proc_jiffies(pid: int) -> int:
+def _proc_user_system(pid: int) -> tuple[int, int]:
+    """(user, system) jiffies of one process; (0, 0) once it is gone."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             stat = f.read()
     except OSError:
-        return 0
+        return 0, 0
     rest = stat[stat.rfind(b")") + 2 :].split()
     # utime and stime are fields 14 and 15 (1-based); rest starts at field 3.
-    return int(rest[11]) + int(rest[12])
+    return int(rest[11]), int(rest[12])
 
 
-def tree_cpu_seconds(pid: int) -> float:
-    """CPU time (user + system) used so far by ``pid`` and its live descendants."""
-    return sum(_proc_jiffies(p) for p in process_tree(pid)) / _HZ
+def _proc_jiffies(pid: int) -> int:
+    return sum(_proc_user_system(pid))
+
+
+def tree_user_system_seconds(pid: int) -> tuple[float, float]:
+    """User and system CPU time used so far by ``pid`` and its live descendants: the
+    system part is the kernel's work on the target's behalf (its system calls, the TCP
+    stack under them), which the instruction counts of callgrind leave out."""
+    user = system = 0
+    for p in process_tree(pid):
+        u, s = _proc_user_system(p)
+        user += u
+        system += s
+    return user / _HZ, system / _HZ
 
 
 @dataclass

@@ -58,7 +58,7 @@ def add_ratios(results: Results, baseline: str = "nginx") -> None:
 
 
 HEADERS = ["target", "rps", "x nginx", "p50", "p99", "p99 x nginx", "errors",
-           "RSS idle MB", "RSS peak MB", "CPU %", "rps/CPU", "noise"]
+           "RSS idle MB", "RSS peak MB", "CPU %", "rps/CPU", "user+sys us/req", "noise"]
 
 
 def _row(target: str, entry: dict[str, Any], markdown: bool) -> list[str]:
@@ -87,6 +87,7 @@ def _row(target: str, entry: dict[str, Any], markdown: bool) -> list[str]:
         fmt_mib(entry.get("rss_peak_mib")),
         f"{med['proxy_cpu_pct']:.0f}" if med.get("proxy_cpu_pct") else "-",
         f"{med['rps_per_cpu']:,.0f}" if med.get("rps_per_cpu") else "-",
+        f"{med['user_us']:.1f}+{med['system_us']:.1f}" if med.get("user_us") else "-",
         _noise(med, entry),
     ]
 

@@ -48,6 +48,8 @@ class WrkResult:
     foreign_cpu_pct: float = 0.0  # CPU used by processes we did not start, % of one CPU
     steal_pct: float = 0.0
     proxy_cpu_pct: float = 0.0  # CPU used by the target's processes, % of one CPU
+    proxy_user_pct: float = 0.0  # of it in user space
+    proxy_system_pct: float = 0.0  # of it in the kernel, on the target's behalf
     protocol: str = ""  # h2load: the protocol ALPN chose
     noisy: bool = False
     exit_code: int = 0
@@ -67,6 +69,8 @@ class WrkResult:
         data["ok"] = self.ok
         data["bytes_per_response"] = round(self.bytes / self.requests) if self.requests else 0
         data["rps_per_cpu"] = self.rps_per_cpu
+        data["user_us"] = self.user_us
+        data["system_us"] = self.system_us
         return data
 
     @property
@@ -74,6 +78,17 @@ class WrkResult:
         """Requests per second of the target's CPU time: its capacity when the load
         generator, not the target, is the bottleneck (new TLS handshakes)."""
         return self.rps * 100.0 / self.proxy_cpu_pct if self.proxy_cpu_pct > 0 else 0.0
+
+    @property
+    def user_us(self) -> float:
+        """The target's user-space CPU time a request, in microseconds."""
+        return self.proxy_user_pct * 1e4 / self.rps if self.rps > 0 else 0.0
+
+    @property
+    def system_us(self) -> float:
+        """The target's kernel CPU time a request, in microseconds: where a new connection's
+        cost splits between the proxy's own work and the TCP stack's."""
+        return self.proxy_system_pct * 1e4 / self.rps if self.rps > 0 else 0.0
 
 
 def write_lua(directory: Path) -> Path:

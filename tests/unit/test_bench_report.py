@@ -9,6 +9,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
 import report
+import wrk
 
 # the output of `instructions.py --together --rounds 2 bare observe` (a real run, shortened)
 TWO_ROUNDS = """\
@@ -38,3 +39,15 @@ def test_output_without_the_comparison_is_no_figure() -> None:
     assert report.parse_instructions("") is None
     assert report.parse_instructions(TWO_ROUNDS.split("\nagainst bare")[0]) is None
     assert report.parse_instructions(TWO_ROUNDS.replace("observe ", "trace   ")) is None
+
+
+def test_the_cpu_time_of_a_request_is_split_into_user_and_kernel_time() -> None:
+    # 10,000 requests a second with half a core in user space and 30% of one in the kernel
+    run = wrk.WrkResult(rps=10_000.0, requests=60_000, proxy_cpu_pct=80.0, proxy_user_pct=50.0,
+                        proxy_system_pct=30.0)  # fmt: skip
+    data = run.to_dict()
+    assert (round(data["user_us"], 6), round(data["system_us"], 6)) == (50.0, 30.0)
+    entry = {"median": {**data, "error_count": 0, "errors": {}, "non_2xx": 0}, "runs": [data]}
+    row = report.table("newconn", {"bastion": entry}, markdown=True).splitlines()[-1]
+    assert "| 50.0+30.0 |" in row
+    assert wrk.WrkResult().to_dict()["user_us"] == 0.0  # no requests: no figure, no error
