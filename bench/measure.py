@@ -127,10 +127,9 @@ class Measure:
             res.foreign_cpu_pct, res.steal_pct = foreign_cpu_pct(before, after)
             if slot.pid:
                 user1, system1 = tree_user_system_seconds(slot.pid)
-                elapsed = max(after.time - before.time, 1e-6)
-                res.proxy_user_pct = 100.0 * (user1 - user0) / elapsed
-                res.proxy_system_pct = 100.0 * (system1 - system0) / elapsed
-                res.proxy_cpu_pct = res.proxy_user_pct + res.proxy_system_pct
+                res.proxy_user_s, res.proxy_system_s = user1 - user0, system1 - system0
+                used = res.proxy_user_s + res.proxy_system_s
+                res.proxy_cpu_pct = 100.0 * used / max(after.time - before.time, 1e-6)
         if sc.name in slot.unsupported:
             return
         res.noisy = res.foreign_cpu_pct + res.steal_pct > args.noise_limit

@@ -48,8 +48,8 @@ class WrkResult:
     foreign_cpu_pct: float = 0.0  # CPU used by processes we did not start, % of one CPU
     steal_pct: float = 0.0
     proxy_cpu_pct: float = 0.0  # CPU used by the target's processes, % of one CPU
-    proxy_user_pct: float = 0.0  # of it in user space
-    proxy_system_pct: float = 0.0  # of it in the kernel, on the target's behalf
+    proxy_user_s: float = 0.0  # CPU seconds the target's processes used in user space
+    proxy_system_s: float = 0.0  # and in the kernel, on their behalf
     protocol: str = ""  # h2load: the protocol ALPN chose
     noisy: bool = False
     exit_code: int = 0
@@ -82,13 +82,13 @@ class WrkResult:
     @property
     def user_us(self) -> float:
         """The target's user-space CPU time a request, in microseconds."""
-        return self.proxy_user_pct * 1e4 / self.rps if self.rps > 0 else 0.0
+        return self.proxy_user_s * 1e6 / self.requests if self.requests else 0.0
 
     @property
     def system_us(self) -> float:
         """The target's kernel CPU time a request, in microseconds: where a new connection's
         cost splits between the proxy's own work and the TCP stack's."""
-        return self.proxy_system_pct * 1e4 / self.rps if self.rps > 0 else 0.0
+        return self.proxy_system_s * 1e6 / self.requests if self.requests else 0.0
 
 
 def write_lua(directory: Path) -> Path:

@@ -3,6 +3,7 @@ the observability budget's check (instructions per request, everything on agains
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -42,12 +43,17 @@ def test_output_without_the_comparison_is_no_figure() -> None:
 
 
 def test_the_cpu_time_of_a_request_is_split_into_user_and_kernel_time() -> None:
-    # 10,000 requests a second with half a core in user space and 30% of one in the kernel
-    run = wrk.WrkResult(rps=10_000.0, requests=60_000, proxy_cpu_pct=80.0, proxy_user_pct=50.0,
-                        proxy_system_pct=30.0)  # fmt: skip
+    # 80,000 requests for which the target spent 2 s in user space and 1.2 s in the kernel
+    run = wrk.WrkResult(rps=10_000.0, requests=80_000, proxy_cpu_pct=40.0, proxy_user_s=2.0,
+                        proxy_system_s=1.2)  # fmt: skip
     data = run.to_dict()
-    assert (round(data["user_us"], 6), round(data["system_us"], 6)) == (50.0, 30.0)
+    assert (round(data["user_us"], 6), round(data["system_us"], 6)) == (25.0, 15.0)
     entry = {"median": {**data, "error_count": 0, "errors": {}, "non_2xx": 0}, "runs": [data]}
-    row = report.table("newconn", {"bastion": entry}, markdown=True).splitlines()[-1]
-    assert "| 50.0+30.0 |" in row
+    column = report.HEADERS.index("user+sys us/req")
+    markdown = report.table("newconn", {"bastion": entry}, markdown=True).splitlines()
+    assert markdown[-1].split(" | ")[column] == "25.0+15.0"
+    # the text table: cells two spaces apart at least (headers hold single spaces)
+    text = report.table("newconn", {"bastion": entry}, markdown=False).splitlines()
+    headers, row = (re.split(r"\s{2,}", line.strip()) for line in (text[1], text[-1]))
+    assert headers[column] == "user+sys us/req" and row[column] == "25.0+15.0"
     assert wrk.WrkResult().to_dict()["user_us"] == 0.0  # no requests: no figure, no error

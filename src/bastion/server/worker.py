@@ -168,7 +168,7 @@ class Worker:
                     )
                 else:
                     # a partial, not a lambda: uvloop calls the factory once a connection,
-                    # and this module is interpreted (a lambda's frame: about 0.6k
+                    # and this module is interpreted (a lambda's frame: about 0.7k
                     # instructions more a new connection, callgrind)
                     server = await loop.create_server(
                         partial(HTTP1Connection, ctx),
