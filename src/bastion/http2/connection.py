@@ -277,8 +277,9 @@ class HTTP2Connection(FrameEvents, asyncio.Protocol):  # the parts, one chain: s
             self.fail(PROTOCOL_ERROR if self.preface_seen else NO_ERROR)
             return
         if not self.streams and now - self.idle_since > self.idle_timeout:
-            self.goaway()
-            self.close(owing_nothing=True)
+            self.goaway()  # (with no stream left, this closes the connection too)
+            if not self.closing:  # a GOAWAY sent earlier: close here
+                self.close(owing_nothing=True)
             return
         if self.uploads.count:
             self.uploads.expire(now, list(self.streams.values()))

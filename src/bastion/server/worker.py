@@ -156,6 +156,9 @@ class Worker:
                 if key in self.servers:
                     continue
                 server: asyncio.Server | AlpnListener
+                # the protocol factories are partials, not lambdas: uvloop calls one a
+                # connection, and this module is interpreted (a lambda's frame: about 0.7k
+                # instructions more a new connection, callgrind)
                 if secure and self._alpn_dir is not None:
                     # TLS-ALPN-01 may be used: a listener that can answer it (tls/alpn.py)
                     server = await self._alpn_listener(address, self._alpn_dir)
@@ -167,9 +170,6 @@ class Worker:
                         ssl_handshake_timeout=ctx.plan.timeouts.header,
                     )
                 else:
-                    # a partial, not a lambda: uvloop calls the factory once a connection,
-                    # and this module is interpreted (a lambda's frame: about 0.7k
-                    # instructions more a new connection, callgrind)
                     server = await loop.create_server(
                         partial(HTTP1Connection, ctx),
                         **where_to_listen(address, self.reuse_port, backlog=2048),
