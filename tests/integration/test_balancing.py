@@ -85,8 +85,13 @@ def test_load_aware_policies_spread_equal_backends(
     for t in threads:
         t.join()
     assert sum(seen.values()) == 600
+    # every backend takes a real share (1/3 = 200). Peak-EWMA holds a backend back for
+    # EWMA_DECAY (3 s, longer than this run) after a slow answer, by design, and on a busy
+    # machine (the suite runs four processes) one answer of an idle backend can be slow: its
+    # floor is lower, still far above a backend that is never chosen.
+    floor = 30 if policy == "peak_ewma" else 60
     for name in "abc":
-        assert seen[name] >= 60, seen  # every backend takes a real share (1/3 = 200)
+        assert seen[name] >= floor, seen
 
 
 def test_hash_keeps_a_key_on_one_backend_and_moves_few_keys_when_one_leaves(
