@@ -32,7 +32,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bastion.config.admin_models import UnixAddress
+from bastion.config.addresses import UnixAddress
 from bastion.config.models import Config
 
 __all__ = ["ServicePlan", "plan_service", "systemd_quote"]

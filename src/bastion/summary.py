@@ -4,7 +4,7 @@ substituted from ${ENV} or ${file:} never appear in it."""
 from __future__ import annotations
 
 from bastion.config import LoadedConfig
-from bastion.config.balancing import default_policy
+from bastion.config.defaults import default_policy
 from bastion.config.policy_traffic import SECURITY_HEADERS_OFF
 from bastion.config.show import redact
 from bastion.config.sites import Route, Site

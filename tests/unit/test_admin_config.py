@@ -9,8 +9,7 @@ from typing import Any
 import pytest
 
 from bastion.config import ConfigError, config_from_dict
-from bastion.config.addresses import Address
-from bastion.config.admin_models import UnixAddress, is_local
+from bastion.config.addresses import Address, UnixAddress, is_local
 
 TOKEN = "t" * 24
 SITES = [{"hosts": ["*"], "routes": [{"path": "/", "respond": {}}]}]

@@ -5,8 +5,7 @@ Origin values pass."""
 from __future__ import annotations
 
 from bastion.clock import ManualClock
-from bastion.config.addresses import Address
-from bastion.config.admin_models import UnixAddress
+from bastion.config.addresses import Address, UnixAddress
 from bastion.server.admin.security import HostCheck, LoginThrottle, Sessions, token_matches
 
 TOKEN = "correct-horse-battery-staple"

@@ -24,9 +24,9 @@ from bastion.balance.policies import (
     make_policy,
 )
 from bastion.config import config_from_dict
+from bastion.config.defaults import ACTIONS
 from bastion.config.errors import ConfigError
 from bastion.config.policy_auth import Auth
-from bastion.config.rules import ACTIONS
 from bastion.config.sites import Route
 from bastion.config.upstream import Proxy
 from bastion.plan import compile_plan

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from bastion.config import ConfigError, load_config
-from bastion.config.state_models import RedisCluster, RedisSentinel, redis_target
+from bastion.config.state_models import RedisCluster, RedisSentinel
+from bastion.config.state_values import redis_target
 
 SITE = """\
 sites:

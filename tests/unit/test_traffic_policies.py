@@ -9,8 +9,9 @@ import pytest
 from pydantic import ValidationError
 
 from bastion.config import ConfigError, load_config
-from bastion.config.policy_traffic import Cors, IpRules, parse_rate
+from bastion.config.policy_traffic import Cors, IpRules
 from bastion.config.sites import Route
+from bastion.config.units import parse_rate
 from bastion.http.request import Request
 from bastion.policies.cors import CorsPolicy
 from bastion.policies.headers import compile_template

@@ -47,7 +47,7 @@ class Balancer:
         members: list[Member],
         policy: Policy,
         policy_name: str,
-        passive: PassiveHealth,
+        passive: PassiveHealth | None,
         slow_start: float,
         max_connections: int,
         max_pending: int,
@@ -57,11 +57,14 @@ class Balancer:
         self.members = members
         self.policy = policy
         self.policy_name = policy_name
-        self.passive_failures = passive.failures
-        self.ejection = passive.ejection
+        # None: no passive ejection (a lone endpoint, never ejected anyway)
+        self.passive_failures = passive.failures if passive is not None else 0
+        self.ejection = passive.ejection if passive is not None else 0.0
         # at least one endpoint may always be ejected from a pool of two or more
-        self.max_ejected = max(
-            1 if len(members) > 1 else 0, math.floor(passive.max_ejected * len(members))
+        self.max_ejected = (
+            max(1 if len(members) > 1 else 0, math.floor(passive.max_ejected * len(members)))
+            if passive is not None
+            else 0
         )
         self.slow_start = slow_start
         self.max_connections = max_connections

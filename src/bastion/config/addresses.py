@@ -15,10 +15,15 @@ from typing import Literal
 from bastion.config.show import show
 
 __all__ = [
+    "UNIX_PREFIX",
     "Address",
+    "AdminAddressValue",
+    "UnixAddress",
     "UpstreamAddress",
     "format_authority",
+    "is_local",
     "parse_address",
+    "parse_endpoint",
     "parse_hostname",
     "parse_upstream",
 ]
@@ -204,3 +209,41 @@ def client_address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address |
         return address.ipv4_mapped
     return address
 
+
+def parse_endpoint(value: str) -> UpstreamAddress:
+    """An http:// or https:// endpoint URL (no path)."""
+    address = parse_upstream(value.strip().rstrip("/"))
+    if address.scheme == "unix":
+        raise ValueError(f"expected an http:// or https:// URL, got {show(value)}")
+    return address
+
+# ------------------------------------------------ the admin API's addresses
+UNIX_PREFIX = "unix:"
+
+
+@dataclass(frozen=True, slots=True)
+class UnixAddress:
+    """A Unix socket path (absolute)."""
+
+    path: str
+
+    def __str__(self) -> str:
+        return UNIX_PREFIX + self.path
+
+
+AdminAddressValue = Address | UnixAddress
+
+
+def is_local(address: AdminAddressValue) -> bool:
+    """Only this machine can reach it: a Unix socket, a loopback address, localhost."""
+    if isinstance(address, UnixAddress):
+        return True
+    host = address.host
+    if host is None:
+        return False  # every interface
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -7,8 +7,6 @@ The rules that read other keys (the admin address may be no site's or metrics' a
 
 from __future__ import annotations
 
-import ipaddress
-from dataclasses import dataclass
 from ipaddress import ip_network
 from typing import Annotated, Any
 
@@ -24,7 +22,15 @@ from pydantic import (
     model_validator,
 )
 
-from bastion.config.addresses import Address, parse_address, parse_hostname
+from bastion.config.addresses import (
+    UNIX_PREFIX,
+    Address,
+    AdminAddressValue,
+    UnixAddress,
+    is_local,
+    parse_address,
+    parse_hostname,
+)
 from bastion.config.show import show
 from bastion.config.tls_models import TlsFiles
 from bastion.config.types import Duration, Network, RelativePath
@@ -32,22 +38,6 @@ from bastion.config.types import Duration, Network, RelativePath
 __all__ = ["MIN_TOKEN_LENGTH", "Admin", "AdminAddress", "UnixAddress", "admin_rules", "is_local"]
 
 MIN_TOKEN_LENGTH = 16
-UNIX_PREFIX = "unix:"
-
-
-@dataclass(frozen=True, slots=True)
-class UnixAddress:
-    """A Unix socket path (absolute)."""
-
-    path: str
-
-    def __str__(self) -> str:
-        return UNIX_PREFIX + self.path
-
-
-AdminAddressValue = Address | UnixAddress
-
-
 def parse_admin_address(value: object) -> AdminAddressValue:
     """``127.0.0.1:9180``, ``[::1]:9180``, ``:9180`` or ``unix:/absolute/path.sock``."""
     if isinstance(value, Address | UnixAddress):
@@ -68,21 +58,6 @@ AdminAddress = Annotated[
     PlainSerializer(str, return_type=str),
     WithJsonSchema({"type": "string", "examples": ["127.0.0.1:9180", "unix:/run/bastion.sock"]}),
 ]
-
-
-def is_local(address: AdminAddressValue) -> bool:
-    """Only this machine can reach it: a Unix socket, a loopback address, localhost."""
-    if isinstance(address, UnixAddress):
-        return True
-    host = address.host
-    if host is None:
-        return False  # every interface
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _host_name(value: Any) -> Any:

@@ -25,6 +25,7 @@ from pydantic import (
     model_validator,
 )
 
+from bastion.config.plain import AlertRuleNeeds, ChannelType
 from bastion.config.rules import Problem, validate_with_rules
 from bastion.config.show import show
 from bastion.config.types import Duration, RelativePath
@@ -183,7 +184,7 @@ class EmailChannel(_Model):
         return self
 
 
-class AlertChannel(_Model):
+class AlertChannel(_Model, ChannelType):
     """Where notifications go: exactly one of webhook, slack, email."""
 
     webhook: WebhookChannel | None = Field(
@@ -206,10 +207,6 @@ class AlertChannel(_Model):
                 + (f"; this one has {' and '.join(given)}" if given else "")
             )
         return self
-
-    @property
-    def type(self) -> str:
-        return next(k for k in ("webhook", "slack", "email") if getattr(self, k) is not None)
 
 
 def _percent(value: Any) -> Any:
@@ -297,7 +294,7 @@ def _rule_problems(data: dict[str, Any]) -> list[Problem]:
     return problems
 
 
-class AlertRule(_Model):
+class AlertRule(_Model, AlertRuleNeeds):
     """A rule: what to watch, its threshold, and when it fires (N of M periods)."""
 
     kind: RuleKind = Field(
@@ -416,11 +413,6 @@ class AlertRule(_Model):
         if self.datapoints_to_alarm is None:
             object.__setattr__(self, "datapoints_to_alarm", self.evaluation_periods)
         return self
-
-    @property
-    def needed(self) -> int:
-        """N: breaching periods out of the last M that fire the rule."""
-        return self.datapoints_to_alarm or self.evaluation_periods
 
 
 _KIND_SPECIFIC = frozenset().union(*KIND_KEYS.values())

@@ -140,12 +140,6 @@ class UpstreamEndpoint(_Model):
         return handler(self)
 
 
-def default_policy(endpoints: list[UpstreamEndpoint]) -> str:
-    """round_robin, or peak_ewma for a pool that spans zones (regions)."""
-    zones = {e.zone for e in endpoints if e.zone is not None}
-    return "peak_ewma" if len(zones) > 1 else "round_robin"
-
-
 def endpoint_short_form(value: Any) -> Any:
     """A string is {url: string}; parsed here so that its errors point at the list item."""
     if isinstance(value, str):

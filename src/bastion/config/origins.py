@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from bastion.config.addresses import UpstreamAddress, parse_upstream
+from bastion.config.addresses import parse_endpoint
 from bastion.config.show import show
 from bastion.config.types import IndexName, section
 from bastion.config.upstream import ProxyTimeouts, UpstreamTls
@@ -31,14 +31,6 @@ def validate_bucket(value: str) -> str:
             f"got {show(value)}"
         )
     return value
-
-
-def parse_endpoint(value: str) -> UpstreamAddress:
-    """An http:// or https:// endpoint URL (no path)."""
-    address = parse_upstream(value.strip().rstrip("/"))
-    if address.scheme == "unix":
-        raise ValueError(f"expected an http:// or https:// URL, got {show(value)}")
-    return address
 
 
 def resolve_credentials(

@@ -24,6 +24,7 @@ from pydantic import (
 
 from bastion.config.material import client_context_problem, public_key_problem
 from bastion.config.passwords import check_hash, read_users_file
+from bastion.config.plain import AuthMethods
 from bastion.config.show import redact, show
 from bastion.config.types import Duration, RelativePath, one_or_many
 
@@ -367,7 +368,7 @@ class ForwardAuth(_Model):
         return self
 
 
-class Auth(_Model):
+class Auth(_Model, AuthMethods):
     """Who may use a route: one authentication method, or several with ``satisfy: any``."""
 
     api_keys: ApiKeysAuth | None = Field(
@@ -399,7 +400,3 @@ class Auth(_Model):
                 "request pass with any one of them (requiring all of them is not supported)"
             )
         return self
-
-    def methods(self) -> list[str]:
-        """The names of the methods set, in the order they are tried."""
-        return [k for k in ("api_keys", "jwt", "basic", "forward") if getattr(self, k)]

@@ -21,9 +21,10 @@ from pydantic import (
     model_validator,
 )
 
+from bastion.config.defaults import HSTS_MAX_AGE
 from bastion.config.show import show
 from bastion.config.types import Duration, HeaderValue, Method, Network, one_or_many, section
-from bastion.config.units import parse_duration
+from bastion.config.units import parse_rate
 
 __all__ = [
     "Cors",
@@ -154,28 +155,7 @@ class Cors(_Model):
 
 
 # --------------------------------------------------------------- rate limits
-_PERIODS = {"s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0,
-            "h": 3600.0, "hour": 3600.0, "d": 86400.0, "day": 86400.0}  # fmt: skip
-_RATE_HINT = "expected a rate like 10/s, 100/m, 5000/h, 10000/day or 50/10s"
 _KEY_HINT = "expected client_ip, consumer, route or header:NAME"
-
-
-def parse_rate(value: object) -> tuple[int, float]:
-    """``"10/s"`` → (10, 1.0): the count and the period in seconds."""
-    if not isinstance(value, str) or value.count("/") != 1:
-        raise ValueError(f"{_RATE_HINT}, got {show(value)}")
-    count_text, period_text = (part.strip() for part in value.split("/"))
-    if not count_text.isdigit() or int(count_text) < 1:
-        raise ValueError(f"{_RATE_HINT} (a whole number of requests >= 1), got {show(value)}")
-    period = _PERIODS.get(period_text.lower())
-    if period is None:
-        try:
-            period = parse_duration(period_text)
-        except ValueError:
-            raise ValueError(f"{_RATE_HINT}, got {show(value)}") from None
-        if period <= 0:
-            raise ValueError(f"{_RATE_HINT} (a period above zero), got {show(value)}")
-    return int(count_text), period
 
 
 def _limit_key(value: object) -> str:
@@ -428,7 +408,7 @@ class StsHeader(_Model):
     """Strict-Transport-Security of the security_headers preset."""
 
     max_age: Duration = Field(
-        default=365 * 86400.0, gt=0, description="How long browsers remember to use HTTPS only."
+        default=HSTS_MAX_AGE, gt=0, description="How long browsers remember to use HTTPS only."
     )
     include_subdomains: bool = Field(
         default=False, description="Apply to every subdomain of the site's hosts as well."

@@ -16,6 +16,7 @@ from pydantic import TypeAdapter, ValidationError, ValidatorFunctionWrapHandler
 from pydantic_core import ErrorDetails, InitErrorDetails
 
 from bastion.config.addresses import Address, parse_address
+from bastion.config.defaults import ACTIONS
 from bastion.config.matching import (
     RoutePath,
     is_private_acme,
@@ -27,13 +28,10 @@ from bastion.config.matching import (
 from bastion.config.show import show
 from bastion.http.target import has_path_parameter
 
-__all__ = ["ACTIONS", "config_rules", "route_rules", "site_rules", "validate_with_rules"]
+__all__ = ["config_rules", "route_rules", "site_rules", "validate_with_rules"]
 
 Loc = tuple[str | int, ...]
 Problem = tuple[Loc, str]
-
-ACTIONS = ("proxy", "redirect", "static", "respond", "s3")
-"""What a route does with a request; exactly one per route."""
 
 _BOOL: TypeAdapter[bool] = TypeAdapter(bool)
 

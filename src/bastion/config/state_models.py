@@ -15,9 +15,6 @@ describes the server without it, for logs.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import re
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
@@ -32,6 +29,7 @@ from pydantic import (
     field_validator,
 )
 
+from bastion.config.state_values import encryption_key_bytes, redis_target
 from bastion.config.types import Duration, one_or_many, section
 
 __all__ = [
@@ -207,39 +205,3 @@ class State(_Model):
         if "{" in value or "}" in value:
             raise ValueError("may not contain { or } (the keys' hash tag follows it)")
         return value
-
-
-_HEX = re.compile(r"[0-9A-Fa-f]{64}")
-
-
-def encryption_key_bytes(text: str) -> bytes:
-    """The 32 bytes of an ``encryption_key`` (64 hex digits, or base64 / base64url);
-    ``ValueError`` that never shows the value."""
-    raw = text.strip()
-    if _HEX.fullmatch(raw):
-        return bytes.fromhex(raw)
-    try:
-        key = base64.b64decode(raw.replace("-", "+").replace("_", "/"), validate=True)
-    except (binascii.Error, ValueError):
-        key = b""
-    if len(key) != 32:
-        raise ValueError(
-            "expected a 32-byte key as 64 hex digits or base64 (the value is hidden); "
-            "make one with: openssl rand -base64 32"
-        )
-    return key
-
-
-def redis_target(redis: str | RedisSentinel | RedisCluster) -> str:
-    """The server for logs and messages: no user, no password."""
-    if isinstance(redis, RedisSentinel):
-        return f"sentinel {redis.service} via {', '.join(redis.sentinel)}"
-    if isinstance(redis, RedisCluster):
-        return f"cluster via {', '.join(redis.cluster)}"
-    parts = urlsplit(redis)
-    if parts.scheme == "unix":
-        return f"unix://{parts.path}"
-    host = parts.hostname or ""
-    host = f"[{host}]" if ":" in host else host
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{host}{port}{parts.path}"

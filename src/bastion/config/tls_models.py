@@ -22,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from bastion.config.defaults import HSTS_MAX_AGE
 from bastion.config.material import server_pair_problem
 from bastion.config.show import redact, show
 from bastion.config.types import Duration, RelativePath, one_or_many
@@ -72,7 +73,7 @@ class Hsts(_Model):
     """Strict-Transport-Security sent over HTTPS."""
 
     max_age: Duration = Field(
-        default=365 * 86400.0, gt=0, description="How long browsers remember to use HTTPS only."
+        default=HSTS_MAX_AGE, gt=0, description="How long browsers remember to use HTTPS only."
     )
     include_subdomains: bool = Field(
         default=False, description="Apply to every subdomain of the site's hosts as well."

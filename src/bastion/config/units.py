@@ -1,7 +1,9 @@
-"""Durations and sizes as operators write them: ``5s``, ``250ms``, ``1h30m``, ``16KiB``, ``10m``.
+"""Durations, sizes and rates as operators write them: ``5s``, ``250ms``, ``1h30m``, ``16KiB``,
+``10/s``.
 
-Pure functions, no pydantic: each takes the raw YAML value and returns seconds (float) or
-bytes (int), or raises ``ValueError`` with a message that names the accepted forms.
+Pure functions, no pydantic: each takes the raw YAML value and returns seconds (float),
+bytes (int) or (count, seconds), or raises ``ValueError`` with a message that names the
+accepted forms.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import re
 
 from bastion.config.show import show
 
-__all__ = ["parse_duration", "parse_size"]
+__all__ = ["parse_duration", "parse_rate", "parse_size"]
 
 _DURATION_UNITS: dict[str, float] = {
     "ms": 0.001,
@@ -98,3 +100,26 @@ def parse_size(value: object) -> int:
             # Fractions are allowed ("1.5MiB"); the result is rounded down to whole bytes.
             return int(float(number) * _SIZE_UNITS[unit])
     raise ValueError(f"{_SIZE_HINT}, got {show(value)}")
+
+
+_PERIODS = {"s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0,
+            "h": 3600.0, "hour": 3600.0, "d": 86400.0, "day": 86400.0}  # fmt: skip
+_RATE_HINT = "expected a rate like 10/s, 100/m, 5000/h, 10000/day or 50/10s"
+
+
+def parse_rate(value: object) -> tuple[int, float]:
+    """``"10/s"`` → (10, 1.0): the count and the period in seconds."""
+    if not isinstance(value, str) or value.count("/") != 1:
+        raise ValueError(f"{_RATE_HINT}, got {show(value)}")
+    count_text, period_text = (part.strip() for part in value.split("/"))
+    if not count_text.isdigit() or int(count_text) < 1:
+        raise ValueError(f"{_RATE_HINT} (a whole number of requests >= 1), got {show(value)}")
+    period = _PERIODS.get(period_text.lower())
+    if period is None:
+        try:
+            period = parse_duration(period_text)
+        except ValueError:
+            raise ValueError(f"{_RATE_HINT}, got {show(value)}") from None
+        if period <= 0:
+            raise ValueError(f"{_RATE_HINT} (a period above zero), got {show(value)}")
+    return int(count_text), period

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from bastion.config.admin_models import UnixAddress
+from bastion.config.addresses import UnixAddress
 from bastion.config.matching import is_private_acme, uses_acme
 from bastion.tls.table import site_tls_mode
 

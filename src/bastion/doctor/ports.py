@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import bastion.doctor.procfs as procfs
-from bastion.config.admin_models import is_local
+from bastion.config.addresses import is_local
 from bastion.doctor.facts import listeners
 from bastion.doctor.result import Finding, fail, passed, skip, warn
 

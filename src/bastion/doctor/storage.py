@@ -108,7 +108,7 @@ def redis_findings(settings: State, timeout: float) -> Iterator[Finding]:
     Cluster, with the configured credentials), then look at what the server says of itself."""
     from redis.exceptions import AuthenticationError, RedisError, ResponseError
 
-    from bastion.config.state_models import redis_target
+    from bastion.config.state_values import redis_target
     from bastion.state.redis_sync import connect_sync
 
     assert settings.redis is not None

@@ -14,8 +14,7 @@ import re
 from typing import TYPE_CHECKING, Final
 from urllib.parse import unquote
 
-from bastion.config.addresses import UpstreamAddress, parse_upstream
-from bastion.config.origins import parse_endpoint
+from bastion.config.addresses import UpstreamAddress, parse_endpoint, parse_upstream
 from bastion.handlers.sigv4 import Signer, encode_key_path
 from bastion.proxy.base import ExchangeHandler
 from bastion.proxy.exchange import Exchange

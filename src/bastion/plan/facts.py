@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from bastion.config.tls_models import Hsts
+from bastion.config.defaults import HSTS_MAX_AGE
 from bastion.tls.table import site_tls_mode
 
 if TYPE_CHECKING:
@@ -43,7 +43,7 @@ def hsts_line(site: Site) -> bytes:
     if hsts is False:
         return b""
     if hsts is True:
-        hsts = Hsts()
+        return b"Strict-Transport-Security: max-age=%d\r\n" % int(HSTS_MAX_AGE)
     value = f"max-age={int(hsts.max_age)}"
     if hsts.include_subdomains:
         value += "; includeSubDomains"

@@ -12,8 +12,7 @@ from bastion.balance.balancer import Balancer, Member
 from bastion.balance.endpoint import endpoint_of
 from bastion.balance.policies import make_policy
 from bastion.balance.resolve import Resolver, needs_resolver
-from bastion.config.balancing import PassiveHealth, default_policy
-from bastion.config.rules import ACTIONS
+from bastion.config.defaults import ACTIONS, default_policy
 from bastion.handlers.simple import RedirectHandler, RespondHandler
 from bastion.http.router import Handler
 from bastion.proxy.handler import ProxyHandler
@@ -34,7 +33,7 @@ HandlerBuilder = Callable[["RouteSpec", "BuildContext", "Plan"], Handler]
 
 
 def route_kind(route: Route) -> str:
-    """The route's kind: the one of ``config.rules.ACTIONS`` it sets (the config makes
+    """The route's kind: the one of ``config.defaults.ACTIONS`` it sets (the config makes
     sure there is exactly one)."""
     for kind in ACTIONS:
         if getattr(route, kind) is not None:
@@ -141,4 +140,4 @@ def _single_balancer(pool: Pool, name: str, ctx: BuildContext, loc: Loc) -> Bala
     """A one-endpoint pool with the defaults (an S3 endpoint)."""
     member = Member(endpoint_of(pool), 1, None, False)
     policy = make_policy("round_robin", "client_ip", "", loc, ctx.source)
-    return Balancer(name, [member], policy, "round_robin", PassiveHealth(), 0.0, 0, 0, None)
+    return Balancer(name, [member], policy, "round_robin", None, 0.0, 0, 0, None)

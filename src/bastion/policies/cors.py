@@ -16,11 +16,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from bastion.config.policy_traffic import Cors
 from bastion.http.request import Request
 from bastion.policies.base import Answer, Denied, ResponseHead
 
 if TYPE_CHECKING:
+    from bastion.config.policy_traffic import Cors
     from bastion.plan.context import BuildContext, RouteSpec
 
 __all__ = ["CorsPolicy"]

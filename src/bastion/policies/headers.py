@@ -9,21 +9,17 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
-from bastion.config.policy_traffic import (
-    SECURITY_HEADERS_OFF,
-    HeaderRules,
-    RequestHeaderRules,
-    SecurityHeaders,
-    StsHeader,
-)
+from bastion.config.defaults import HSTS_MAX_AGE
 from bastion.http.request import Request
 from bastion.policies.base import ResponseHead, real_client_ip
 from bastion.policies.fields import Fields, Getter, Template, field_line
 
 if TYPE_CHECKING:
+    from bastion.config.policy_traffic import HeaderRules, SecurityHeaders
     from bastion.plan.context import BuildContext, RouteSpec
 
 __all__ = [
@@ -80,19 +76,32 @@ def _append(parts: list[bytes | Getter], data: bytes) -> None:
         parts.append(data)
 
 
-def merge_rules(first: HeaderRules | None, then: HeaderRules | None) -> HeaderRules | None:
+@dataclass(frozen=True, slots=True)
+class Rules:
+    """A site's header rules followed by a route's (``merge_rules``)."""
+
+    remove: Sequence[str] = ()
+    set: Mapping[str, str] = field(default_factory=dict)
+    add: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    inject: Mapping[str, Any] = field(default_factory=dict)
+    """Request rules only: field name -> a secret (``get_secret_value()``)."""
+
+
+def merge_rules(first: HeaderRules | None, then: HeaderRules | None) -> Rules | None:
     """The site's rules followed by the route's: a route's set of a field replaces the
     site's set and add of it."""
-    if first is None or then is None:
-        return then if first is None else first
-    overridden = {name.lower() for name in then.set}
-    remove = [*first.remove, *then.remove]
-    set_ = {**{k: v for k, v in first.set.items() if k.lower() not in overridden}, **then.set}
-    add = {**{k: v for k, v in first.add.items() if k.lower() not in overridden}, **then.add}
-    if isinstance(first, RequestHeaderRules) or isinstance(then, RequestHeaderRules):
-        inject = {**getattr(first, "inject", {}), **getattr(then, "inject", {})}
-        return RequestHeaderRules.model_construct(remove=remove, set=set_, add=add, inject=inject)
-    return HeaderRules.model_construct(remove=remove, set=set_, add=add)
+    if first is None and then is None:
+        return None
+    empty = Rules()
+    a = first if first is not None else empty
+    b = then if then is not None else empty
+    overridden = {name.lower() for name in b.set}
+    return Rules(
+        [*a.remove, *b.remove],
+        {**{k: v for k, v in a.set.items() if k.lower() not in overridden}, **b.set},
+        {**{k: v for k, v in a.add.items() if k.lower() not in overridden}, **b.add},
+        {**getattr(a, "inject", {}), **getattr(b, "inject", {})},
+    )
 
 
 class _Names:
@@ -118,7 +127,7 @@ class RequestHeaderPolicy:
 
     is_async = False
 
-    def __init__(self, rules: RequestHeaderRules, trusted: Callable[[str], bool] | None) -> None:
+    def __init__(self, rules: Rules, trusted: Callable[[str], bool] | None) -> None:
         self.remove = _Names(rules.remove)
         set_ = [(n.encode(), compile_template(v, trusted)) for n, v in rules.set.items()]
         add = [(n.encode(), compile_template(v, trusted))
@@ -145,7 +154,7 @@ class RequestHeaderPolicy:
 class ResponseHeaderPolicy:
     """Rules for every answer of the route."""
 
-    def __init__(self, rules: HeaderRules, trusted: Callable[[str], bool] | None) -> None:
+    def __init__(self, rules: Rules, trusted: Callable[[str], bool] | None) -> None:
         self.remove = _Names(rules.remove)
         self.set = [(n.encode(), compile_template(v, trusted)) for n, v in rules.set.items()]
         self.add = [(n.encode(), compile_template(v, trusted))
@@ -173,11 +182,11 @@ class SecurityHeadersPolicy:
         self.strip = _Names(preset.strip)
         fields: list[tuple[bytes, bytes]] = []
         if preset.hsts is not False and https:
-            sts = StsHeader() if preset.hsts is True else preset.hsts
-            value = f"max-age={int(sts.max_age)}"
-            if sts.include_subdomains:
+            sts = preset.hsts
+            value = f"max-age={int(HSTS_MAX_AGE if sts is True else sts.max_age)}"
+            if sts is not True and sts.include_subdomains:
                 value += "; includeSubDomains"
-            if sts.preload:
+            if sts is not True and sts.preload:
                 value += "; preload"
             fields.append((b"Strict-Transport-Security", value.encode()))
         if preset.content_type_options:
@@ -228,24 +237,21 @@ def build_request_headers(spec: RouteSpec, ctx: BuildContext) -> RequestHeaderPo
         None if site.headers is None else site.headers.request,
         None if route.headers is None else route.headers.request,
     )
-    if rules is None or not (rules.remove or rules.set or rules.add or _injects(rules)):
+    if rules is None or not (rules.remove or rules.set or rules.add or rules.inject):
         return None
-    assert isinstance(rules, RequestHeaderRules)
     return RequestHeaderPolicy(rules, ctx.trusted)
-
-
-def _injects(rules: HeaderRules) -> bool:
-    return bool(getattr(rules, "inject", None))
 
 
 def build_security_headers(spec: RouteSpec, ctx: BuildContext) -> SecurityHeadersPolicy | None:
     """The security-headers preset (the route's, else the site's), or None."""
     site = spec.site
     preset = spec.route.security_headers or site.security_headers
-    if preset is None or preset == SECURITY_HEADERS_OFF:
+    if preset is None:
         return None
     # the site's own hsts key already sends Strict-Transport-Security
-    return SecurityHeadersPolicy(preset, spec.facts.secure and site.hsts is False)
+    policy = SecurityHeadersPolicy(preset, spec.facts.secure and site.hsts is False)
+    # `security_headers: false` (or a preset with every field off) sends and strips nothing
+    return policy if policy.fields or policy.strip else None
 
 
 def build_response_headers(spec: RouteSpec, ctx: BuildContext) -> ResponseHeaderPolicy | None:

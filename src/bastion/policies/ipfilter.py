@@ -12,11 +12,11 @@ from collections.abc import Callable
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import TYPE_CHECKING
 
-from bastion.config.policy_traffic import IpRules
 from bastion.http.request import Request
 from bastion.policies.base import Denied, real_client_ip
 
 if TYPE_CHECKING:
+    from bastion.config.policy_traffic import IpRules
     from bastion.plan.context import BuildContext, RouteSpec
 
 __all__ = ["IpFilter"]

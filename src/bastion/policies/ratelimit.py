@@ -22,15 +22,24 @@ from typing import TYPE_CHECKING, TypeVar
 
 from mypy_extensions import mypyc_attr
 
-from bastion.config.policy_traffic import Quota, RateLimit, parse_rate
+from bastion.config.plain import is_a
+from bastion.config.units import parse_rate
 from bastion.http.request import Request
 from bastion.policies.base import Denied, real_client_ip
 from bastion.state.limits import Check, LimitStore, MemoryLimitStore, Outcome, quota_window
 
 if TYPE_CHECKING:
+    from typing_extensions import TypeIs
+
+    from bastion.config.policy_traffic import Quota, RateLimit
     from bastion.observe.events import EventCounters
 
 __all__ = ["LONG_WINDOW", "Limit", "OneRateLimitPolicy", "RateLimitPolicy", "build_policy"]
+
+def is_rate_limit(spec: RateLimit | Quota) -> TypeIs[RateLimit]:
+    """A rate limit, not a quota (the config's model or its plain node)."""
+    return is_a(spec, "RateLimit")
+
 
 LONG_WINDOW = 60.0
 """Rate limits with a period of at least this many seconds are saved across restarts."""
@@ -63,7 +72,7 @@ class Limit:
         self.advertise = spec.advertise
         self.v6_prefix = spec.ipv6_prefix
         self.span = (0.0, 0.0)  # the current calendar period of a quota
-        if isinstance(spec, RateLimit):
+        if is_rate_limit(spec):
             self.count, self.period = parse_rate(spec.rate)
             self.burst = spec.burst or self.count
             self.per: str | None = None
@@ -353,6 +362,6 @@ def build_policy(
     saver: LimitStore | None = None,
 ) -> RateLimitPolicy:
     """The policy for ``specs``: the single-limit fast path when it applies."""
-    if len(specs) == 1 and isinstance(specs[0], RateLimit) and isinstance(store, MemoryLimitStore):
+    if len(specs) == 1 and is_rate_limit(specs[0]) and isinstance(store, MemoryLimitStore):
         return OneRateLimitPolicy(scope, specs[0], store, trusted, saver)
     return RateLimitPolicy(scope, specs, store, trusted, saver)

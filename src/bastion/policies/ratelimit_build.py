@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from bastion.config.policy_traffic import Quota, RateLimit
 from bastion.policies.ratelimit import RateLimitPolicy, build_policy
 from bastion.state.limits import is_shared
 
 if TYPE_CHECKING:
+    from bastion.config.policy_traffic import Quota, RateLimit
     from bastion.plan.context import BuildContext, RouteSpec
 
 __all__ = ["build_rate_limit"]

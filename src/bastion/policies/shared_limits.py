@@ -30,14 +30,14 @@ import math
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
-from bastion.config.policy_traffic import Quota, RateLimit
 from bastion.http.request import Request
 from bastion.policies.base import Denied, Later
-from bastion.policies.ratelimit import KEY_CACHE, RateLimitPolicy
+from bastion.policies.ratelimit import KEY_CACHE, RateLimitPolicy, is_rate_limit
 from bastion.state.limits import Check, LimitStore, MemoryLimitStore, Outcome, StoreUnavailable
 from bastion.state.redis_client import UNKNOWN_SCRIPT
 
 if TYPE_CHECKING:
+    from bastion.config.policy_traffic import Quota, RateLimit
     from bastion.state.redis_limits import RedisLimitStore
 
 __all__ = ["OneSharedRateLimitPolicy", "SharedRateLimitPolicy", "local_share", "shared_policy"]
@@ -324,6 +324,6 @@ def shared_policy(
     share: int,
 ) -> SharedRateLimitPolicy:
     """The policy of ``specs`` in Redis: the single-limit fast path when it applies."""
-    if len(specs) == 1 and isinstance(specs[0], RateLimit):
+    if len(specs) == 1 and is_rate_limit(specs[0]):
         return OneSharedRateLimitPolicy(scope, specs[0], store, trusted, share)
     return SharedRateLimitPolicy(scope, specs, store, trusted, share)

@@ -21,6 +21,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from bastion.config.addresses import client_address
+from bastion.config.plain import replaced
 from bastion.http.router import Handler
 from bastion.http1.server import HTTP1Connection
 from bastion.observe.metrics import RequestMetrics, merge
@@ -104,7 +105,7 @@ class MetricsEndpoint:
         needs a restart."""
         if settings.listen != self.settings.listen:
             log.warning("metrics.listen changed: the new address is used after a restart")
-        self.settings = settings.model_copy(update={"listen": self.settings.listen})
+        self.settings = replaced(settings, listen=self.settings.listen)
         self.counters.exact_status = settings.status_codes
         self.counters.consumers = settings.consumers
         self._allowed = {}

@@ -176,7 +176,7 @@ def read_blocking(settings: Any) -> dict[str, Any]:
     hash}``, or ``{"error": why}`` when Redis cannot be reached."""
     from redis.exceptions import RedisError
 
-    from bastion.config.state_models import redis_target
+    from bastion.config.state_values import redis_target
     from bastion.state.redis_sync import connect_sync
 
     client = connect_sync(settings)

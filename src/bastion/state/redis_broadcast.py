@@ -18,12 +18,15 @@ import asyncio
 import json
 import secrets
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError
 
-from bastion.config.state_models import State, redis_target
+from bastion.config.state_values import redis_target
 from bastion.state.broadcast import Message
+
+if TYPE_CHECKING:
+    from bastion.config.state_models import State
 
 __all__ = ["RedisBroadcast"]
 

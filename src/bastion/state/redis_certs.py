@@ -31,16 +31,19 @@ import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from cryptography import x509
 from redis.exceptions import RedisError
 
-from bastion.config.state_models import State, encryption_key_bytes, redis_target
+from bastion.config.state_values import encryption_key_bytes, redis_target
 from bastion.state.certs import FileCertStore, safe_name
 from bastion.state.redis_lock import LockTimeout, RedisLock
 from bastion.state.redis_sync import connect_sync
 from bastion.state.sealing import Sealer
+
+if TYPE_CHECKING:
+    from bastion.config.state_models import State
 
 __all__ = ["RedisCertStore"]
 

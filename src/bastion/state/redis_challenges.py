@@ -21,14 +21,17 @@ import contextlib
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError
 
-from bastion.config.state_models import State, redis_target
+from bastion.config.state_values import redis_target
 from bastion.state.challenges import FileChallengeTokens, valid_token
 from bastion.state.files import atomic_write, ensure_dir
 from bastion.state.redis_sync import connect_sync
+
+if TYPE_CHECKING:
+    from bastion.config.state_models import State
 
 __all__ = ["ALPN_MIRROR", "TOKEN_TTL", "RedisChallengeTokens"]
 

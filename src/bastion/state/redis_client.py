@@ -25,7 +25,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
@@ -34,9 +34,12 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 
-from bastion.config.state_models import RedisCluster, RedisSentinel, State, redis_target
+from bastion.config.state_values import is_cluster, is_sentinel, redis_target
 from bastion.state.limits import StoreUnavailable
 from bastion.state.redis_pipeline import Pipelined, encode, pipelined_target
+
+if TYPE_CHECKING:
+    from bastion.config.state_models import State
 
 _send = Pipelined._send
 
@@ -363,7 +366,7 @@ def connect(settings: State) -> Any:
         # no CLIENT SETINFO on each new connection: less to wait for at connect
         "driver_info": None,
     }
-    if isinstance(redis, RedisSentinel):
+    if is_sentinel(redis):
         from redis.asyncio.sentinel import Sentinel
 
         nodes = [host_port(node) for node in redis.sentinel]
@@ -371,7 +374,7 @@ def connect(settings: State) -> Any:
         return sentinel.master_for(
             redis.service, username=redis.username, password=redis.password, db=redis.db
         )
-    if isinstance(redis, RedisCluster):
+    if is_cluster(redis):
         from redis.asyncio.cluster import ClusterNode
         from redis.asyncio.cluster import RedisCluster as Cluster
 

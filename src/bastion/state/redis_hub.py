@@ -21,12 +21,16 @@ import contextlib
 import logging
 import os
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from redis.exceptions import RedisError
 
-from bastion.config.state_models import State, redis_target
+from bastion.config.plain import fingerprint, replaced
+from bastion.config.state_values import redis_target
 from bastion.state.redis_client import connect
+
+if TYPE_CHECKING:
+    from bastion.config.state_models import State
 
 __all__ = ["BACKGROUND_TIMEOUT", "RedisHub", "Unreachable", "hub_for"]
 
@@ -50,7 +54,7 @@ class RedisHub:
         self.settings = settings
         self.target = redis_target(settings.redis)
         self.timeout = max(settings.timeout, BACKGROUND_TIMEOUT)
-        self.client: Any = connect(settings.model_copy(update={"timeout": self.timeout}))
+        self.client: Any = connect(replaced(settings, timeout=self.timeout))
         self.channels: dict[str, list[Callable[[bytes], None]]] = {}
         self.connect_hooks: list[Callable[[], None]] = []
         self.connected = False
@@ -206,7 +210,7 @@ _HUBS: dict[tuple[int, str], RedisHub] = {}
 
 def hub_for(settings: State) -> RedisHub:
     """This process's hub for these settings, made on first use (on the running loop)."""
-    key = (os.getpid(), settings.model_dump_json())
+    key = (os.getpid(), fingerprint(settings))
     hub = _HUBS.get(key)
     if hub is None:
         hub = _HUBS[key] = RedisHub(settings)

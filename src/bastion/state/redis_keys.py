@@ -29,14 +29,17 @@ import secrets
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError
 
 from bastion.clock import SYSTEM_CLOCK, Clock
-from bastion.config.state_models import State, redis_target
+from bastion.config.state_values import redis_target
 from bastion.state.files import atomic_write, ensure_dir
 from bastion.state.keys import KeyRecord, hash_key, valid_consumer
+
+if TYPE_CHECKING:
+    from bastion.config.state_models import State
 
 __all__ = ["COPY_NAME", "RESYNC_SECONDS", "SEEN_SECONDS", "RedisKeyStore"]
 

@@ -30,13 +30,15 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bastion.clock import SYSTEM_CLOCK, Clock
-from bastion.config.state_models import State
 from bastion.state.limits import Check, MemoryLimitStore, Outcome
 from bastion.state.redis_client import UNKNOWN_SCRIPT, RedisConnection
 from bastion.state.redis_pipeline import encode
+
+if TYPE_CHECKING:
+    from bastion.config.state_models import State
 
 __all__ = ["LUA", "LUA_CALENDAR", "LUA_ONE", "RedisLimitStore"]
 

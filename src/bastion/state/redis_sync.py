@@ -8,14 +8,17 @@ machines may take longer than a limit check may wait. Imported only with ``state
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from redis import Redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from bastion.config.state_models import RedisCluster, RedisSentinel, State
+from bastion.config.state_values import is_cluster, is_sentinel
 from bastion.state.redis_client import host_port
+
+if TYPE_CHECKING:
+    from bastion.config.state_models import State
 
 __all__ = ["SYNC_TIMEOUT", "connect_sync"]
 
@@ -34,7 +37,7 @@ def connect_sync(settings: State, timeout: float | None = None) -> Any:
         "retry": Retry(NoBackoff(), 0),
         "driver_info": None,
     }
-    if isinstance(redis, RedisSentinel):
+    if is_sentinel(redis):
         from redis.sentinel import Sentinel
 
         nodes = [host_port(node) for node in redis.sentinel]
@@ -42,7 +45,7 @@ def connect_sync(settings: State, timeout: float | None = None) -> Any:
         return sentinel.master_for(
             redis.service, username=redis.username, password=redis.password, db=redis.db
         )
-    if isinstance(redis, RedisCluster):
+    if is_cluster(redis):
         from redis.cluster import ClusterNode
         from redis.cluster import RedisCluster as Cluster
 

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bastion.clock import SYSTEM_CLOCK, Clock
+from bastion.config.plain import fingerprint
 
 if TYPE_CHECKING:
     from bastion.config.state_models import State
@@ -78,7 +79,7 @@ class Stores:
         state = self.state
         if state is None or state.redis is None:
             return self.local_limits
-        settings = state.model_dump_json()
+        settings = fingerprint(state)
         store = self.shared_limits.get(settings)
         if store is None:
             from bastion.state.redis_limits import RedisLimitStore
@@ -139,7 +140,7 @@ class Stores:
         if state is None or state.redis is None:
             return local
         secret = state.encryption_key.get_secret_value() if state.encryption_key else ""
-        settings = (state.model_dump_json(), secret, directory)
+        settings = (fingerprint(state), secret, directory)
         store = self.shared_certs.get(settings)
         if store is None:
             from bastion.state.redis_certs import RedisCertStore
@@ -156,7 +157,7 @@ class Stores:
         local = FileChallengeTokens(self.data_dir)
         if state is None or state.redis is None:
             return local
-        settings = (state.model_dump_json(), str(self.data_dir))
+        settings = (fingerprint(state), str(self.data_dir))
         tokens = self.shared_challenges.get(settings)
         if tokens is None:
             from bastion.state.redis_challenges import RedisChallengeTokens
@@ -174,7 +175,7 @@ class Stores:
         if shared_max_object_size is not None and state is not None and state.redis is not None:
             from bastion.state.redis_cache import RedisCacheShelf, TieredCacheStore
 
-            settings = (state.model_dump_json(), shared_max_object_size)
+            settings = (fingerprint(state), shared_max_object_size)
             shelf = self.shared_caches.get(settings)
             if shelf is None:
                 shelf = self.shared_caches[settings] = RedisCacheShelf(

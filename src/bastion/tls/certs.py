@@ -20,12 +20,11 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from bastion.config.matching import is_private_acme, uses_acme
-from bastion.config.tls_models import TlsFiles
 from bastion.state.certs import CertStore, usable
 from bastion.state.files import ensure_dir, resolve_data_dir
 from bastion.state.stores import stores_for
 from bastion.tls.localca import LocalCA
-from bastion.tls.table import LOCALHOST_NAMES, site_tls_mode
+from bastion.tls.table import LOCALHOST_NAMES, is_tls_files, site_tls_mode
 
 if TYPE_CHECKING:
     from bastion.config.models import Config
@@ -105,7 +104,7 @@ def cert_rows(config: Config) -> list[CertRow]:
             rows.append(_acme_row(store, acme_names))
             if not names:
                 continue
-        if isinstance(site.tls, TlsFiles):
+        if is_tls_files(site.tls):
             cert = _load(Path(site.tls.cert))
             row = CertRow(tuple(names), "file", last_error="-" if cert else "does not load")
         else:

@@ -17,14 +17,17 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from bastion.config.matching import is_private_acme, uses_acme
-from bastion.config.tls_models import TlsFiles
+from bastion.config.plain import is_a
 from bastion.state.files import ensure_dir, resolve_data_dir
 from bastion.tls.context import certificate_context
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
+    from typing_extensions import TypeIs
+
     from bastion.config.models import Config, Site
+    from bastion.config.tls_models import TlsFiles
     from bastion.state.certs import CertFiles
     from bastion.tls.localca import LocalCA
 
@@ -36,12 +39,17 @@ __all__ = ["LOCALHOST_NAMES", "PendingACME", "SiteTLS", "TLSTable", "site_tls_mo
 LOCALHOST_NAMES = ("localhost", "127.0.0.1", "::1")
 
 
+def is_tls_files(tls: object) -> TypeIs[TlsFiles]:
+    """A site's ``tls`` names certificate files (the model or its plain node)."""
+    return is_a(tls, "TlsFiles")
+
+
 def site_tls_mode(site: Site, has_https: bool, acme_directory: str | None = None) -> str:
     """'off', 'internal', 'files' or 'acme'. 'auto' (and the default with an https
     listener) is 'acme' when some host is certified through ACME (see ``uses_acme``; the
     local names of such a site still get a local-CA certificate), else 'internal'."""
     tls = site.tls
-    if isinstance(tls, TlsFiles):
+    if is_tls_files(tls):
         return "files"
     if tls is None and not has_https:
         return "off"
@@ -183,7 +191,7 @@ class TLSTable:
                 if not names:
                     continue
                 mode = "internal"
-            if isinstance(site.tls, TlsFiles):
+            if is_tls_files(site.tls):
                 cert_file, key_file = site.tls.cert, site.tls.key
             elif not issue:
                 table.unissued.append(tuple(names))

@@ -14,12 +14,14 @@ import ssl
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from bastion import __version__
-from bastion.config.alert_models import AlertChannel, EmailChannel, SlackChannel, WebhookChannel
 from bastion.config.show import redact
+
+if TYPE_CHECKING:
+    from bastion.config.alert_models import AlertChannel, EmailChannel, SlackChannel, WebhookChannel
 
 __all__ = [
     "SIGNATURE_HEADER",

@@ -11,8 +11,8 @@ import functools
 import logging
 import threading
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
-from bastion.config.alert_models import AlertChannel
 from bastion.config.show import redact
 from bastion.observe.alerts.channels import (
     Notification,
@@ -21,6 +21,9 @@ from bastion.observe.alerts.channels import (
     send,
     with_url_parts,
 )
+
+if TYPE_CHECKING:
+    from bastion.config.alert_models import AlertChannel
 
 __all__ = ["RETRY_DELAYS", "Deliveries", "try_send"]
 

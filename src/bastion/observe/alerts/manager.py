@@ -18,10 +18,9 @@ import logging
 import math
 import socket
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bastion.clock import SYSTEM_CLOCK, Clock
-from bastion.config.alert_models import AlertRule, Alerts
 from bastion.config.show import redact
 from bastion.observe.alerts.channels import Notification, with_url_parts
 from bastion.observe.alerts.delivery import RETRY_DELAYS, Deliveries
@@ -36,6 +35,9 @@ from bastion.observe.alerts.measure import (
     threshold_of,
 )
 from bastion.observe.alerts.state import RuleState
+
+if TYPE_CHECKING:
+    from bastion.config.alert_models import AlertRule, Alerts
 
 __all__ = ["SETTLE", "TICK", "AlertManager"]
 
@@ -74,7 +76,7 @@ class AlertManager:
         self.leader_status = leader_status
         self.deliveries = Deliveries(retry_delays, secrets)
         self.watch = PoolWatch()
-        self.settings = Alerts()
+        self.settings = settings  # no state yet: reconfigure compares no rule with it
         self.states: dict[str, RuleState] = {}
         self._published = -REPUBLISH
         self.reconfigure(settings)

@@ -11,10 +11,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from bastion.config.alert_models import AlertRule
 from bastion.observe.alerts.inputs import AlertInputs
+
+if TYPE_CHECKING:
+    from bastion.config.alert_models import AlertRule
 
 __all__ = ["MEASURES", "Datapoint", "Period", "PoolWatch", "measure"]
 
@@ -208,7 +210,7 @@ def _reload_failed(rule: AlertRule, inputs: AlertInputs, period: Period, _: Pool
     return Datapoint(1.0, True, f"the last reload was rejected: {reason}")
 
 
-Measure = Callable[[AlertRule, AlertInputs, Period, PoolWatch], Datapoint]
+Measure = Callable[["AlertRule", AlertInputs, Period, PoolWatch], Datapoint]
 
 
 def _store_fallback(

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from bastion.config.alert_models import Alerts
 from bastion.observe.alerts.channels import Notification
 from bastion.observe.alerts.delivery import try_send
+
+if TYPE_CHECKING:
+    from bastion.config.alert_models import Alerts
 
 __all__ = ["send_test"]
 

@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 import sys
 import time
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from bastion.config.models import Config
 from bastion.observe.stats.merge import cluster_summary
 from bastion.observe.stats.report import count, duration, percent, render
+
+if TYPE_CHECKING:
+    from bastion.config.models import Config
 
 __all__ = ["run_cluster_stats"]
 

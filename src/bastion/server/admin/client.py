@@ -18,7 +18,7 @@ import socket
 import ssl
 from typing import TYPE_CHECKING, Any
 
-from bastion.config.admin_models import UnixAddress
+from bastion.config.addresses import UnixAddress
 
 if TYPE_CHECKING:
     from bastion.config.admin_models import Admin

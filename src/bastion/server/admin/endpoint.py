@@ -17,7 +17,7 @@ import ssl
 import time
 from typing import TYPE_CHECKING, Any
 
-from bastion.config.admin_models import UnixAddress
+from bastion.config.addresses import UnixAddress
 from bastion.http1.server import HTTP1Connection
 from bastion.server.admin.api import AdminApi
 from bastion.server.admin.handler import AdminHandler

@@ -18,11 +18,11 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from bastion.config.admin_models import UnixAddress
+from bastion.config.addresses import UnixAddress
 
 if TYPE_CHECKING:
     from bastion.clock import Clock
-    from bastion.config.admin_models import AdminAddressValue
+    from bastion.config.addresses import AdminAddressValue
 
 __all__ = ["COOKIE", "HostCheck", "LoginThrottle", "Session", "Sessions", "token_matches"]
 

@@ -11,13 +11,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bastion.clock import SYSTEM_CLOCK, Clock
-from bastion.config.admin_models import UnixAddress
+from bastion.config.addresses import UnixAddress
 from bastion.server.admin.pages import StaticFiles, default_dashboard
 from bastion.server.admin.security import HostCheck, LoginThrottle, Sessions
 
 if TYPE_CHECKING:
     from bastion.config import LoadedConfig
-    from bastion.config.admin_models import Admin, AdminAddressValue
+    from bastion.config.addresses import AdminAddressValue
+    from bastion.config.admin_models import Admin
     from bastion.server.admin.sources import AlertSource, StatsSource
 
 
