@@ -42,6 +42,12 @@ def _imports(tree: ast.AST) -> list[list[str]]:
             called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
             if called in ("import_module", "__import__"):
                 arg = node.args[0] if node.args else None
+                if isinstance(arg, ast.JoinedStr):  # f"bastion.config.{name}": a config module
+                    first = arg.values[0] if arg.values else None
+                    assert isinstance(first, ast.Constant), "a dynamic import hides its module"
+                    assert str(first.value) == "bastion.config.", "only config modules, by name"
+                    found.append(["bastion.config"])
+                    continue
                 assert isinstance(arg, ast.Constant), "a dynamic import hides what is imported"
                 found.append([str(arg.value)])
     return found

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bastion.config import ConfigError, LoadedConfig, load_config
+from bastion.config import ConfigError, LoadedConfig
 from bastion.state.files import DATA_DIR_ENV, resolve_data_dir
 
 if TYPE_CHECKING:
@@ -44,10 +44,19 @@ def data_dir_flag(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def load(path: str | None) -> LoadedConfig | None:
-    """The config at `path` (or the default one), or None with its errors printed."""
+def load(path: str | None, apart: bool = False) -> LoadedConfig | None:
+    """The config at `path` (or the default one), or None with its errors printed.
+
+    ``apart``: validated by a child process and handed over as plain objects
+    (``bastion.config.handoff``), for a process that serves and should not hold pydantic."""
     path = path or default_config_path()
     try:
+        if apart:
+            from bastion.config.handoff import load_config_apart
+
+            return load_config_apart(path)
+        from bastion.config.loader import load_config
+
         return load_config(path)
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)

@@ -24,7 +24,8 @@ from bastion.cli.quick_addresses import (
     parse_to,
 )
 from bastion.cli.serving import serve
-from bastion.config import ConfigError, config_from_dict
+from bastion.config import ConfigError
+from bastion.config.handoff import config_from_dict_apart
 from bastion.config.matching import is_private_acme, uses_acme
 from bastion.state.files import resolve_data_dir
 
@@ -179,7 +180,8 @@ def cmd_proxy(args: argparse.Namespace) -> int:
         print(f"bastion proxy: {exc}", file=sys.stderr)
         return 2
     try:
-        loaded = config_from_dict(data, source="<command line>")
+        # validated by a child: the gateway this process becomes holds no pydantic
+        loaded = config_from_dict_apart(data, source="<command line>")
     except ConfigError as exc:
         for issue in exc.issues:
             where = _FLAG_OF_KEY.get(issue.path, issue.path)

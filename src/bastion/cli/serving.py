@@ -20,7 +20,7 @@ from bastion.cli.common import (
     operator_settings,
     pid_file_of,
 )
-from bastion.config import ConfigError, ConfigIssue, LoadedConfig, load_config
+from bastion.config import ConfigError, ConfigIssue, LoadedConfig
 from bastion.observe.oplog import setup_logging
 
 log = logging.getLogger("bastion")
@@ -43,7 +43,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    loaded = load(args.config)
+    loaded = load(args.config, apart=True)
     if loaded is None:
         return 1
     return serve(loaded)
@@ -134,6 +134,7 @@ def _worth_reloading(source: Path) -> bool:
     is no such error, nor what follows from its absence (a rule about the key holding it):
     the gateway resolves placeholders in its own environment, and keeps its running config
     if that fails there too."""
+    from bastion.config.loader import load_config
     from bastion.config.partial import unset_variable
 
     try:

@@ -7,14 +7,14 @@ parsed as YAML stops it early.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
 from bastion.config.errors import ConfigError, ConfigIssue, Loc, format_path, line_of
+from bastion.config.loaded import LoadedConfig
 from bastion.config.messages import describe_error
 from bastion.config.models import Config
 from bastion.config.secrets import substitute
@@ -30,29 +30,6 @@ __all__ = [
     "read_document",
     "reading_issues",
 ]
-
-
-@dataclass(frozen=True)
-class LoadedConfig:
-    """A validated config and where it came from."""
-
-    config: Config
-    source: Path | None
-    """The config file (absolute), None when built from a dict."""
-    secrets: frozenset[str]
-    """Every value substituted from ``${ENV}`` or ``${file:...}``: redact these when printing."""
-    lines: Mapping[Loc, int] = field(default_factory=dict, compare=False, repr=False)
-    """The line of each key path in the file, for errors found after validation."""
-
-    def locate(self, error: ConfigError) -> ConfigError:
-        """``error`` (raised by the plan compiler, which knows key paths but not lines)
-        with each issue's line found in this file."""
-        return ConfigError(
-            ConfigIssue(i.file, line_of(i.loc, self.lines), i.path, i.message, loc=i.loc)
-            if i.line is None and i.loc is not None
-            else i
-            for i in error.issues
-        )
 
 
 def load_config(path: str | Path) -> LoadedConfig:

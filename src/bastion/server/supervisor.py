@@ -12,7 +12,8 @@ import os
 import signal
 import time
 
-from bastion.config import ConfigError, LoadedConfig, load_config
+from bastion.config import ConfigError, LoadedConfig
+from bastion.config.handoff import load_config_apart
 from bastion.server.worker import run_worker
 
 log = logging.getLogger("bastion.server")
@@ -83,7 +84,7 @@ class Supervisor:
             if source is None:
                 return
             try:
-                self.loaded = load_config(source)
+                self.loaded = load_config_apart(source)
             except ConfigError as exc:
                 log.error("reload rejected, still serving the previous config:\n%s", exc)
                 from bastion.observe.alerts.service import record_rejected_reload

@@ -14,12 +14,14 @@ import logging
 import os
 import signal
 import ssl
+import subprocess
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bastion.balance import status
-from bastion.config import Address, ConfigError, LoadedConfig, load_config
+from bastion.config import Address, ConfigError, LoadedConfig
+from bastion.config.handoff import child_command, child_environment, read_answer
 from bastion.http1.server import HTTP1Connection
 from bastion.observe.accesslog import AccessLog
 from bastion.plan import Plan, compile_plan
@@ -260,7 +262,7 @@ class Worker:
         async with self._reload_lock:
             loaded: LoadedConfig | None = None
             try:
-                loaded = load_config(source)
+                loaded = await _load_config_apart(source)
                 plan = compile_plan(loaded.config, self.registry, _source(loaded))
                 await self._sync_listeners(plan)
             except ConfigError as exc:
@@ -389,3 +391,17 @@ def _key_query_params(config: Config) -> set[str]:
         if route.auth is not None and route.auth.api_keys is not None
     ]
     return {name for k in keys for name in (k.query, k.header) if name is not None}
+
+
+async def _load_config_apart(path: Path) -> LoadedConfig:
+    """The file validated by a child process (``bastion.config.handoff``) while the loop
+    goes on serving."""
+    proc = await asyncio.create_subprocess_exec(
+        *child_command(path),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        env=child_environment(),
+    )
+    out, _ = await proc.communicate()
+    assert proc.returncode is not None
+    return read_answer(path, proc.returncode, out)

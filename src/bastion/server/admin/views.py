@@ -156,7 +156,7 @@ def config_view(loaded: LoadedConfig) -> dict[str, Any]:
     """The config in force with its defaults, every secret replaced by "<redacted>":
     secret fields, and every value substituted from ${ENV} or ${file:} wherever it
     stands (an upstream URL's password too)."""
-    dumped = loaded.config.model_dump(mode="json")
+    dumped = loaded.as_json()
     return {
         "source": str(loaded.source) if loaded.source is not None else None,
         "config": _redacted(dumped, loaded.secrets),
