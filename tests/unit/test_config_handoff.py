@@ -3,7 +3,6 @@ objects reads exactly like the validated models, and needs neither pydantic nor 
 
 from __future__ import annotations
 
-import os
 import pickle
 import subprocess
 import sys
@@ -15,7 +14,13 @@ from pydantic import BaseModel, SecretStr
 
 from bastion.config import ConfigError, LoadedConfig, config_from_dict, load_config
 from bastion.config.child import freeze, handed_over
-from bastion.config.handoff import config_from_dict_apart, load_config_apart
+from bastion.config.handoff import (
+    MARK,
+    config_from_dict_apart,
+    load_config_apart,
+    read_answer,
+    stamp,
+)
 from bastion.config.plain import ConfigNode, Secret, fingerprint, is_a, replaced
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -116,6 +121,29 @@ def _models(value: Any) -> list[Any]:
     return found
 
 
+def _behaviour(model: type[BaseModel]) -> set[str]:
+    """The public names a model class has besides its fields and pydantic's own."""
+    names: set[str] = set()
+    for cls in type.mro(model):
+        if cls.__module__.startswith("bastion."):
+            names |= {n for n in vars(cls) if not n.startswith("_")}
+    return names - set(model.model_fields) - {"model_config"}
+
+
+def test_every_model_property_is_known_to_the_nodes() -> None:
+    """A property or method a model gains must reach its node: through a mixin of
+    ``bastion.config.plain`` (the parity test below calls each on real configs)."""
+    import bastion.config.loader  # noqa: F401  (defines every model)
+
+    def subclasses(cls: type) -> list[type]:
+        return [c for s in cls.__subclasses__() for c in (s, *subclasses(s))]
+
+    models = [m for m in subclasses(BaseModel) if m.__module__.startswith("bastion.config.")]
+    assert len({m.__name__ for m in models}) >= 60
+    found = {m.__name__: sorted(_behaviour(m)) for m in models if _behaviour(m)}
+    assert found == {"AlertChannel": ["type"], "AlertRule": ["needed"], "Auth": ["methods"]}
+
+
 def test_the_handed_over_config_reads_as_the_models(configs: list[Path]) -> None:
     """Every field of every model, secrets included, is the node's; the properties code
     reads off a model (an alert channel's type, a rule's N, an auth's methods) agree; and
@@ -132,11 +160,11 @@ def test_the_handed_over_config_reads_as_the_models(configs: list[Path]) -> None
                 expected = any(c.__name__ == name for c in type(model).__mro__)
                 assert is_a(node, name) == is_a(model, name) == expected
             assert node == freeze(model)
-            for prop in ("type", "needed"):
-                if hasattr(model, prop):
-                    assert getattr(node, prop) == getattr(model, prop)
-            if callable(getattr(model, "methods", None)):
-                assert node.methods() == model.methods()
+            for name in _behaviour(type(model)):  # every property and method code may read
+                mine, theirs = getattr(node, name), getattr(model, name)
+                assert (mine() if callable(mine) else mine) == (
+                    theirs() if callable(theirs) else theirs
+                ), (type(model).__name__, name)
     rich = freeze(load_config(configs[0]).config)
     assert rich.alerts.channels["mail"].type == "email"
     assert rich.alerts.rules["slow"].needed == 2
@@ -233,10 +261,37 @@ def test_a_child_that_fails_without_answering_is_a_config_error(
     broken = tmp_path / "broken" / "pydantic"
     broken.mkdir(parents=True)
     (broken / "__init__.py").write_text("raise RuntimeError('pydantic broke: not a secret')\n")
-    monkeypatch.setenv("PYTHONPATH", f"{broken.parent}:{os.environ.get('PYTHONPATH', '')}")
+    monkeypatch.syspath_prepend(str(broken.parent))  # the child gets this process's path
     with pytest.raises(ConfigError) as failed:
         load_config_apart(configs[0])
     message = str(failed.value)
     assert "ended without an answer (exit status 1" in message
     assert "pydantic broke" not in message
     assert "pydantic broke" in capfd.readouterr().err
+
+
+def test_an_answer_that_cannot_be_used_is_a_config_error() -> None:
+    """Garbage, no answer, a wrong shape or another version's config code: each is a
+    ConfigError (a reload keeps the running config), never another exception."""
+    good = pickle.dumps(("error", ConfigError([]), stamp()))
+    for out in (b"", b"noise", MARK + b"garbage", MARK + pickle.dumps(("ok", 42, stamp()))):
+        with pytest.raises(ConfigError, match="ended without an answer"):
+            read_answer("x.yaml", 0, out)
+    with pytest.raises(ConfigError, match="killed by signal 9"):
+        read_answer("x.yaml", -9, MARK + good)
+    with pytest.raises(ConfigError, match="restart it instead of reloading"):
+        read_answer("x.yaml", 0, MARK + pickle.dumps(("error", ConfigError([]), "other")))
+    with pytest.raises(ConfigError) as answered:  # what a site hook printed first is skipped
+        read_answer("x.yaml", 0, b"hello from a .pth file\n" + MARK + good)
+    assert answered.value.issues == []
+
+
+def test_the_child_imports_nothing_from_the_current_directory(
+    tmp_path: Path, configs: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It runs with this process's import path and ``-P``: a yaml.py or pydantic/ where
+    the gateway was started (quick mode is run from a project directory) is not loaded."""
+    for name in ("json.py", "yaml.py", "typing_extensions.py"):
+        (tmp_path / name).write_text("raise SystemExit('imported from the current directory')\n")
+    monkeypatch.chdir(tmp_path)
+    assert isinstance(load_config_apart(configs[1]).config, ConfigNode)

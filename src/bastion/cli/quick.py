@@ -185,7 +185,7 @@ def cmd_proxy(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         for issue in exc.issues:
             where = _FLAG_OF_KEY.get(issue.path, issue.path)
-            print(f"bastion proxy: {where}: {issue.message}", file=sys.stderr)
+            print(f"bastion proxy: {where + ': ' if where else ''}{issue.message}", file=sys.stderr)
         if origin.host is not None and origin.host.startswith("*."):
             print(
                 "bastion proxy: quick mode has no DNS hook for a public wildcard: add "

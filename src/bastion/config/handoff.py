@@ -1,27 +1,33 @@
 """A config validated by another process and handed over as plain objects.
 
-A serving process keeps its config for its whole life, and pydantic with the config's 74
-models and PyYAML cost about 12 MiB of it: more than everything else a plain gateway
+A serving process keeps its config for its whole life, and pydantic with the config's
+60 models and PyYAML cost about 12 MiB of it: more than everything else a plain gateway
 holds but the interpreter and asyncio. So ``bastion run``, quick mode and every reload
-have the config validated by a short-lived child (``python -m bastion.config.child``),
-which loads it exactly as ``load_config`` does and writes back either the config as
-``bastion.config.plain`` nodes or the ``ConfigError`` with every problem's file, line and
-key. The serving process unpickles the answer without importing pydantic. The price: an
-interpreter started per start and per reload (a few tenths of a second; a worker's reload
-waits for it off the event loop).
+have the config validated by a short-lived child (``bastion.config.child``), which loads
+it as ``load_config`` does and writes back either the config as ``bastion.config.plain``
+nodes or the ``ConfigError`` with every problem's file, line and key. The serving process
+unpickles the answer without importing pydantic. The price: an interpreter started per
+start and per reload (a few tenths of a second; a worker's reload waits for it off the
+event loop).
 
-The child's stderr is the gateway's: a child that fails without an answer (a bug, a
-signal) leaves its traceback where the gateway's own would have been, and its parent gets
-a ``ConfigError`` that says so.
+The child is this interpreter, run with ``-P`` and given this process's ``sys.path``: it
+imports exactly what this process would (never a module from the current directory). It
+answers on its stdout, to which nothing else can write (the child points file descriptor
+1 at stderr before importing anything), and says which config code it ran (``stamp``):
+after an upgrade in place a reload is refused rather than handing new models to old code.
+Its stderr is the gateway's: a child that fails without an answer leaves its traceback
+where the gateway's own would have been, and its parent gets a ``ConfigError`` saying so.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import pickle
-import site
 import subprocess
 import sys
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -29,70 +35,122 @@ from bastion.config.errors import ConfigError, ConfigIssue
 from bastion.config.loaded import LoadedConfig
 
 __all__ = [
+    "MARK",
+    "TIMEOUT",
     "child_command",
     "child_environment",
     "config_from_dict_apart",
     "load_config_apart",
     "read_answer",
+    "stamp",
+    "too_slow",
 ]
 
-_CHILD = "bastion.config.child"
+TIMEOUT = 60.0
+"""Seconds a child may take (a ``${file:...}`` on a hung mount must not hold a reload)."""
+
+_PATH_ENV = "BASTION_CHILD_SYS_PATH"
+MARK = b"\0bastion-config-answer\0"
+"""Starts the answer: what a site hook printed before the child took stdout is skipped."""
+# the child's first lines: this process's import path, and stdout kept for the answer
+_BOOT = (
+    "import json, os, sys\n"
+    f"sys.path[:] = json.loads(os.environ.pop({_PATH_ENV!r}))\n"
+    "answer = os.fdopen(os.dup(1), 'wb')\n"
+    "os.dup2(2, 1)\n"
+    "sys.stdout = sys.stderr\n"
+    "from bastion.config.child import main\n"
+    "sys.exit(main(sys.argv[1:], answer))\n"
+)
 
 
-def child_command(path: str | Path) -> list[str]:
-    """The child that validates the file at ``path``; ``-`` reads a built config from its
-    stdin instead (``config_from_dict_apart``). It answers on stdout, pickled:
-    ``("ok", LoadedConfig)`` or ``("error", ConfigError)``."""
-    return [sys.executable, "-m", _CHILD, os.fspath(path)]
+@cache
+def stamp() -> str:
+    """Names the config code on disk: the size and time of each module of this package.
+    A serving process takes it for its first child, as it starts (its forked workers
+    inherit it); a child's differs from its parent's only when the files changed since."""
+    here = Path(__file__).parent
+    digest = hashlib.sha256()
+    for path in sorted(here.glob("*.py")):
+        info = path.stat()
+        digest.update(f"{path.name} {info.st_size} {info.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def child_command(*args: str) -> list[str]:
+    """The child: ``--file PATH`` validates a file, ``--built`` the pickled ``(data,
+    source, base_dir)`` on its stdin (``config_from_dict_apart``). It answers, pickled:
+    ``("ok", LoadedConfig, stamp)`` or ``("error", ConfigError, stamp)``."""
+    return [sys.executable, "-P", "-c", _BOOT, *args]
 
 
 def child_environment() -> dict[str, str]:
-    """This process's environment (the file's ${VARIABLES} are read there). When this
-    bastion was not imported from an installed package (a development checkout's ``src``),
-    that directory goes first on the child's path, so the child validates with the same
-    code; an installed one is found by the same interpreter anyway."""
-    import bastion
-
-    home = os.path.dirname(os.path.dirname(os.path.abspath(bastion.__file__)))
-    env = dict(os.environ)
-    installed = {os.path.abspath(p) for p in [*site.getsitepackages(), site.getusersitepackages()]}
-    if home not in installed:
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (home, env.get("PYTHONPATH")) if p)
-    return env
+    """This process's environment (the file's ${VARIABLES} are read there), with its
+    import path for the child."""
+    stamp()  # taken now at the latest, before a child could see newer files
+    return {**os.environ, _PATH_ENV: json.dumps(sys.path)}
 
 
 def read_answer(source: str | Path, code: int, out: bytes) -> LoadedConfig:
-    """The child's config, or its ``ConfigError``; a child that failed without answering
-    becomes a ``ConfigError`` too (its traceback went to the gateway's stderr)."""
-    if code == 0 and out:
-        kind, value = pickle.loads(out)
-        if kind == "ok" and isinstance(value, LoadedConfig):
-            return value
-        if kind == "error" and isinstance(value, ConfigError):
-            raise value
+    """The child's config, or its ``ConfigError``; a child that failed without a usable
+    answer becomes a ``ConfigError`` too (its traceback went to the gateway's stderr)."""
     why = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
-    raise ConfigError(
-        [
-            ConfigIssue(
-                str(source),
-                None,
-                "",
-                f"the config could not be validated: the validating process ({_CHILD}) "
-                f"ended without an answer ({why}; its output, if any, is above)",
-            )
-        ]
+    if code == 0:
+        start = out.find(MARK)
+        try:
+            if start < 0:
+                raise EOFError("no answer")
+            kind, value, their_stamp = pickle.loads(out[start + len(MARK) :])
+        except Exception as exc:
+            why = f"its answer could not be read: {type(exc).__name__}"
+        else:
+            if their_stamp != stamp():
+                raise _failure(
+                    source,
+                    "bastion's config code changed on disk since this process started "
+                    "(an upgrade?): restart it instead of reloading",
+                )
+            if kind == "ok" and isinstance(value, LoadedConfig):
+                return value
+            if kind == "error" and isinstance(value, ConfigError):
+                raise value
+            why = "its answer is not a config"
+    raise _failure(
+        source,
+        "the config could not be validated: the validating process ended without an "
+        f"answer ({why}; its output, if any, is above)",
     )
+
+
+def too_slow(source: str | Path) -> ConfigError:
+    """The error of a child that did not answer within ``TIMEOUT`` (it was killed)."""
+    return _failure(
+        source, f"the config could not be validated in {TIMEOUT:.0f} s (a file that hangs?)"
+    )
+
+
+def _failure(source: str | Path, message: str) -> ConfigError:
+    return ConfigError([ConfigIssue(str(source), None, "", message)])
+
+
+def _run(source: str | Path, args: list[str], request: bytes | None = None) -> LoadedConfig:
+    try:
+        done = subprocess.run(
+            child_command(*args),
+            input=request,
+            stdin=None if request is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            env=child_environment(),
+            timeout=TIMEOUT,
+        )
+    except subprocess.TimeoutExpired:
+        raise too_slow(source) from None
+    return read_answer(source, done.returncode, done.stdout)
 
 
 def load_config_apart(path: str | Path) -> LoadedConfig:
     """``load_config(path)``, done by a child process; raises its ``ConfigError``."""
-    done = subprocess.run(
-        child_command(path),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        env=child_environment(),
-    )
-    return read_answer(path, done.returncode, done.stdout)
+    return _run(path, ["--file", os.fspath(path)])
 
 
 def config_from_dict_apart(
@@ -100,7 +158,4 @@ def config_from_dict_apart(
 ) -> LoadedConfig:
     """``config_from_dict``, done by a child process (quick mode's config)."""
     request = pickle.dumps((data, source, base_dir), protocol=pickle.HIGHEST_PROTOCOL)
-    done = subprocess.run(
-        child_command("-"), input=request, stdout=subprocess.PIPE, env=child_environment()
-    )
-    return read_answer(source, done.returncode, done.stdout)
+    return _run(source, ["--built"], request)

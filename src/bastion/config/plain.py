@@ -3,7 +3,7 @@
 A serving process never validates a config itself: a short-lived process does and hands it
 over (``bastion.config.handoff``), each model turned into a ``ConfigNode`` whose class has
 the model's name, its fields as attributes and the few properties that code reads off a
-model (the mixins below, which the models inherit too). Pydantic and the 74 models'
+model (the mixins below, which the models inherit too). Pydantic and the 60 models'
 classes cost a worker about 12 MiB that it would keep for its whole life.
 
 The code that serves reads a node exactly as it reads a model: attributes, and the helpers

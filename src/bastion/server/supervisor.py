@@ -28,6 +28,8 @@ class Supervisor:
         self.children: dict[int, int] = {}  # pid -> worker slot
         self.crashes: dict[int, int] = {}  # slot -> recent crash count
         self.stopping = False
+        self._reloading = False  # a SIGHUP's validation runs (in the signal handler)
+        self._reload_again = False  # another SIGHUP came meanwhile
 
     def run(self) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
@@ -80,20 +82,36 @@ class Supervisor:
             self.stopping = True
             self._forward(signal.SIGTERM)
         elif signum == signal.SIGHUP:
-            source = self.loaded.source
-            if source is None:
+            if self._reloading:  # arrived during the validation below: it runs again after
+                self._reload_again = True
                 return
+            self._reloading = True
             try:
-                self.loaded = load_config_apart(source)
-            except ConfigError as exc:
-                log.error("reload rejected, still serving the previous config:\n%s", exc)
-                from bastion.observe.alerts.service import record_rejected_reload
-
-                record_rejected_reload(self.loaded, str(exc))  # for the reload_failed rule
-                return
-            self._forward(signal.SIGHUP)
+                self._reload_again = True
+                while self._reload_again and not self.stopping:
+                    self._reload_again = False
+                    self._reload()
+            finally:
+                self._reloading = False
         else:
             self._forward(signum)
+
+    def _reload(self) -> None:
+        """Validate the file (a child process does, ``bastion.config.handoff``) and pass
+        the reload on to the workers, which validate it again for themselves."""
+        source = self.loaded.source
+        if source is None:
+            return
+        try:
+            self.loaded = load_config_apart(source)
+        except (ConfigError, OSError) as exc:  # OSError: no child could be started
+            log.error("reload rejected, still serving the previous config:\n%s", exc)
+            from bastion.observe.alerts.service import record_rejected_reload
+
+            record_rejected_reload(self.loaded, str(exc))  # for the reload_failed rule
+            return
+        if not self.stopping:
+            self._forward(signal.SIGHUP)
 
     def _forward(self, signum: int) -> None:
         for pid in list(self.children):

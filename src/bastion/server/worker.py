@@ -21,7 +21,13 @@ from typing import TYPE_CHECKING
 
 from bastion.balance import status
 from bastion.config import Address, ConfigError, LoadedConfig
-from bastion.config.handoff import child_command, child_environment, read_answer
+from bastion.config.handoff import (
+    TIMEOUT,
+    child_command,
+    child_environment,
+    read_answer,
+    too_slow,
+)
 from bastion.http1.server import HTTP1Connection
 from bastion.observe.accesslog import AccessLog
 from bastion.plan import Plan, compile_plan
@@ -263,6 +269,9 @@ class Worker:
             loaded: LoadedConfig | None = None
             try:
                 loaded = await _load_config_apart(source)
+                if self.stopping is not None and self.stopping.is_set():
+                    log.info("reload dropped: the worker is stopping")
+                    return False
                 plan = compile_plan(loaded.config, self.registry, _source(loaded))
                 await self._sync_listeners(plan)
             except ConfigError as exc:
@@ -395,13 +404,21 @@ def _key_query_params(config: Config) -> set[str]:
 
 async def _load_config_apart(path: Path) -> LoadedConfig:
     """The file validated by a child process (``bastion.config.handoff``) while the loop
-    goes on serving."""
+    goes on serving; the child is killed if the reload is cancelled or takes too long."""
     proc = await asyncio.create_subprocess_exec(
-        *child_command(path),
+        *child_command("--file", os.fspath(path)),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         env=child_environment(),
     )
-    out, _ = await proc.communicate()
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), TIMEOUT)
+    except BaseException as exc:  # timed out, or cancelled (the worker stops)
+        if proc.returncode is None:
+            proc.kill()
+        await proc.wait()
+        if isinstance(exc, TimeoutError):
+            raise too_slow(path) from None
+        raise
     assert proc.returncode is not None
     return read_answer(path, proc.returncode, out)
