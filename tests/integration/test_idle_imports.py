@@ -65,19 +65,22 @@ NOT_IN_A_PLAIN_WORKER = (
     "bastion.config.models",
     "bastion.config.types",
 )
+MODELS = ("pydantic", "pydantic_core", "yaml", "bastion.config.loader", "bastion.config.models")
 # bastion's own stand-in for pydantic's plugin lookup (bastion.config.noplugins), a module
 # of two names registered with the config package: not pydantic
 STUB = "pydantic.plugin._loader"
 
 
 class ProbedGateway(Gateway):
-    """A gateway started under `PROBE`."""
+    """A gateway started under `PROBE` (`bastion run`, or the command in `args`)."""
+
+    args: list[str] | None = None
 
     def start(self, wait: bool = True) -> ProbedGateway:
         self.modules_file = self.workdir / "modules.txt"
         env = dict(os.environ, PYTHONUNBUFFERED="1", BASTION_PROBE_MODULES=str(self.modules_file))
         self.proc = subprocess.Popen(
-            [sys.executable, PROBE, "run", "-c", str(self.config_path)],
+            [sys.executable, PROBE, *(self.args or ["run", "-c", str(self.config_path)])],
             stdout=self.stdout_path.open("wb"),
             stderr=self.stderr_path.open("wb"),
             cwd=self.workdir,
@@ -158,6 +161,38 @@ def test_a_plain_gateway_at_idle_has_not_loaded_the_libraries_it_does_not_use(
         assert "bastion.yaml:1: sites[0]: unknown key 'rutes' (did you mean 'routes'?)" in gw.stderr
         assert client.get(f"{gw.url}/v2").status_code == 204
         assert _loaded(gw.modules(), NOT_IN_A_PLAIN_WORKER) == []
+
+
+def test_quick_mode_and_a_supervisor_hold_no_config_models(
+    backend: Backend, probed, tmp_path: Path
+) -> None:
+    """Quick mode's config is validated by a child too; and a supervisor (workers: 2),
+    whose modules its forked workers inherit, holds none of them either, after a reload."""
+    port = free_port()
+    quick = ProbedGateway(tmp_path / "none.yaml", port, tmp_path)
+    quick.args = ["proxy", "--from", f"http://127.0.0.1:{port}", "--to", backend.url]
+    quick.start()
+    try:
+        assert httpx.get(f"{quick.url}/hello").status_code == 200
+        assert _loaded(quick.modules(), MODELS) == []
+    finally:
+        quick.stop(signal.SIGTERM)
+    port = free_port()
+    config: dict[str, Any] = {
+        "listen": {"http": f"127.0.0.1:{port}"},
+        "workers": 2,
+        "data_dir": str(tmp_path / "data"),
+        "sites": [{"hosts": ["*"], "routes": [{"path": "/", "respond": {"status": 204}}]}],
+    }
+    gw = probed(config, port)
+    assert httpx.get(f"{gw.url}/").status_code == 204
+    config["sites"][0]["routes"][0]["respond"]["status"] = 202
+    gw.reload(yaml.safe_dump(config))
+    deadline = time.monotonic() + 10
+    while httpx.get(f"{gw.url}/").status_code != 202 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert httpx.get(f"{gw.url}/").status_code == 202, gw.stderr
+    assert _loaded(gw.modules(), MODELS) == []
 
 
 # not needed by a restarted https gateway whose certificates come from the local CA

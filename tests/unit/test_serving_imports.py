@@ -32,7 +32,10 @@ NOT_SERVING = (
     "__main__.py",
 )  # fmt: skip
 # the commands' modules that a serving process runs: `bastion run` and quick mode
-SERVING_CLI = ("cli/__init__.py", "cli/serving.py", "cli/common.py", "cli/quick.py")
+SERVING_CLI = (
+    "cli/__init__.py", "cli/serving.py", "cli/common.py", "cli/quick.py",
+    "cli/quick_addresses.py", "cli/formatting.py",
+)  # fmt: skip
 # (module, function) -> why it may: code of those modules that other commands run
 ALLOWED = {
     ("cli/common.py", "load"): "validates in-process unless asked for a child's config",
@@ -49,10 +52,19 @@ def _runtime_imports(tree: ast.Module) -> list[tuple[int, str, list[str], str]]:
 
     def visit(node: ast.AST, where: str) -> None:
         for child in ast.iter_child_nodes(node):
-            if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
+            if isinstance(child, ast.If) and ast.unparse(child.test) in (
+                "TYPE_CHECKING",
+                "typing.TYPE_CHECKING",
+            ):
                 for other in child.orelse:
                     visit(other, where)
                 continue
+            if isinstance(child, ast.Call):  # import_module("...") with a literal name
+                func = child.func
+                called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+                arg = child.args[0] if child.args else None
+                if called in ("import_module", "__import__") and isinstance(arg, ast.Constant):
+                    found.append((child.lineno, str(arg.value), [], where))
             if isinstance(child, ast.Import):
                 found.extend((child.lineno, a.name, [], where) for a in child.names)
             elif isinstance(child, ast.ImportFrom) and child.level == 0 and child.module:
@@ -70,8 +82,12 @@ def _runtime_imports(tree: ast.Module) -> list[tuple[int, str, list[str], str]]:
 def _problems(module: str, names: list[str]) -> list[str]:
     if module.split(".")[0] in FORBIDDEN:
         return [module]
+    if module == "bastion" and "config" in names:  # then config.Config: cannot be told
+        return ["bastion.config as a module (import names from it instead)"]
     if module == "bastion.config":
         homes = bastion.config._HOMES
+        if "*" in names:
+            return ["bastion.config.* (imports every model)"]
         return [
             f"bastion.config.{name} (from {homes[name]})"
             for name in names
@@ -130,9 +146,21 @@ def test_the_guard_sees_what_it_guards() -> None:
     tree = ast.parse(
         "from typing import TYPE_CHECKING\n"
         "if TYPE_CHECKING:\n    from bastion.config.sites import Route\n"
+        "if not TYPE_CHECKING:\n    from bastion.config.sites import Site\n"
         "from bastion.config import LoadedConfig, Config\n"
+        "from bastion.config import *\n"
+        "from bastion import config\n"
+        "importlib.import_module('bastion.config.models')\n"
         "def f():\n    import yaml\n    from bastion.config.upstream import Proxy\n"
     )
     problems = [p for _, m, n, _ in _runtime_imports(tree) for p in _problems(m, n)]
-    assert problems == ["bastion.config.Config (from models)", "yaml", "bastion.config.upstream"]
+    assert problems == [
+        "bastion.config.sites",
+        "bastion.config.Config (from models)",
+        "bastion.config.* (imports every model)",
+        "bastion.config as a module (import names from it instead)",
+        "bastion.config.models",
+        "yaml",
+        "bastion.config.upstream",
+    ]
     assert [w for *_, w in _runtime_imports(tree)][-2:] == ["f", "f"]

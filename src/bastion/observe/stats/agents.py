@@ -13,6 +13,7 @@ header limit allows.
 
 from __future__ import annotations
 
+import _imp
 import re
 import sys
 from collections.abc import Mapping
@@ -65,16 +66,20 @@ def _ua_parser() -> ModuleType:
     loaded = sys.modules.get("ua_parser")
     if loaded is not None:
         return loaded
-    if "yaml" in sys.modules:  # validated here (bastion demo, the tests): nothing to save
-        import ua_parser
-
-        return ua_parser
-    sys.modules["yaml"] = None  # type: ignore[assignment]  # `import yaml` raises ImportError
+    # this runs in the statistics thread: the interpreter's import lock keeps another
+    # thread from importing (and failing to import) PyYAML while it is refused
+    _imp.acquire_lock()
     try:
-        import ua_parser
+        refused = "yaml" not in sys.modules  # else validated here (bastion demo, the tests)
+        if refused:
+            sys.modules["yaml"] = None  # type: ignore[assignment]  # `import yaml` fails
+        try:
+            import ua_parser
+        finally:
+            if refused:
+                del sys.modules["yaml"]
     finally:
-        if "yaml" in sys.modules and sys.modules["yaml"] is None:
-            del sys.modules["yaml"]
+        _imp.release_lock()
     return ua_parser
 
 
