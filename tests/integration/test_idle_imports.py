@@ -188,10 +188,11 @@ def test_quick_mode_and_a_supervisor_hold_no_config_models(
     assert httpx.get(f"{gw.url}/").status_code == 204
     config["sites"][0]["routes"][0]["respond"]["status"] = 202
     gw.reload(yaml.safe_dump(config))
-    deadline = time.monotonic() + 10
-    while httpx.get(f"{gw.url}/").status_code != 202 and time.monotonic() < deadline:
+    deadline = time.monotonic() + 15  # each worker validates it again, then reloads
+    while gw.stderr.count("configuration reloaded") < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert httpx.get(f"{gw.url}/").status_code == 202, gw.stderr
+    assert gw.stderr.count("configuration reloaded") == 2, gw.stderr
+    assert {httpx.get(f"{gw.url}/").status_code for _ in range(8)} == {202}
     assert _loaded(gw.modules(), MODELS) == []
 
 

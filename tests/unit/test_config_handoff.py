@@ -3,6 +3,7 @@ objects reads exactly like the validated models, and needs neither pydantic nor 
 
 from __future__ import annotations
 
+import os
 import pickle
 import subprocess
 import sys
@@ -273,25 +274,54 @@ def test_a_child_that_fails_without_answering_is_a_config_error(
 def test_an_answer_that_cannot_be_used_is_a_config_error() -> None:
     """Garbage, no answer, a wrong shape or another version's config code: each is a
     ConfigError (a reload keeps the running config), never another exception."""
-    good = pickle.dumps(("error", ConfigError([]), stamp()))
-    for out in (b"", b"noise", MARK + b"garbage", MARK + pickle.dumps(("ok", 42, stamp()))):
+    mine = MARK + stamp().encode()
+    good = mine + pickle.dumps(("error", ConfigError([])))
+    for out in (b"", b"noise", MARK, mine + b"garbage", mine + pickle.dumps(("ok", 42))):
         with pytest.raises(ConfigError, match="ended without an answer"):
             read_answer("x.yaml", 0, out)
     with pytest.raises(ConfigError, match="killed by signal 9"):
-        read_answer("x.yaml", -9, MARK + good)
+        read_answer("x.yaml", -9, good)
+    # another version's answer is refused before any of it is unpickled
     with pytest.raises(ConfigError, match="restart it instead of reloading"):
-        read_answer("x.yaml", 0, MARK + pickle.dumps(("error", ConfigError([]), "other")))
+        read_answer("x.yaml", 0, MARK + b"0123456789abcdef" + b"not even a pickle")
     with pytest.raises(ConfigError) as answered:  # what a site hook printed first is skipped
-        read_answer("x.yaml", 0, b"hello from a .pth file\n" + MARK + good)
+        read_answer("x.yaml", 0, b"hello from a .pth file\n" + good)
     assert answered.value.issues == []
 
 
 def test_the_child_imports_nothing_from_the_current_directory(
     tmp_path: Path, configs: list[Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """It runs with this process's import path and ``-P``: a yaml.py or pydantic/ where
-    the gateway was started (quick mode is run from a project directory) is not loaded."""
+    """It runs with this process's import path less the current directory, and ``-P``:
+    a yaml.py or json.py where the gateway was started (quick mode is run from a project
+    directory) is not loaded, even under ``python -m bastion``, which puts that directory
+    first on the path."""
     for name in ("json.py", "yaml.py", "typing_extensions.py"):
         (tmp_path / name).write_text("raise SystemExit('imported from the current directory')\n")
     monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))  # as `python -m` does
     assert isinstance(load_config_apart(configs[1]).config, ConfigNode)
+
+
+def test_a_child_that_hangs_is_killed_and_the_reload_rejected(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ``${file:...}`` that never answers (here a FIFO nobody writes) holds neither a
+    start nor a worker's reload: the child is killed after ``TIMEOUT``."""
+    import asyncio
+
+    from bastion.config import handoff
+    from bastion.server.worker import _load_config_apart
+
+    fifo = tmp_path / "token"
+    os.mkfifo(fifo)
+    config = tmp_path / "bastion.yaml"
+    config.write_text(
+        f"admin: {{listen: 127.0.0.1:9, token: '${{file:{fifo}}}'}}\n"
+        "sites: [{hosts: ['*'], routes: [{path: /, respond: {status: 204}}]}]\n"
+    )
+    monkeypatch.setattr(handoff, "TIMEOUT", 1.0)
+    with pytest.raises(ConfigError, match="could not be validated in 1 s"):
+        load_config_apart(config)
+    with pytest.raises(ConfigError, match="could not be validated in 1 s"):
+        asyncio.run(_load_config_apart(config))

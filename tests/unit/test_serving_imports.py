@@ -82,6 +82,8 @@ def _runtime_imports(tree: ast.Module) -> list[tuple[int, str, list[str], str]]:
 def _problems(module: str, names: list[str]) -> list[str]:
     if module.split(".")[0] in FORBIDDEN:
         return [module]
+    if module == "bastion.config" and not names:  # `import bastion.config [as c]`
+        return ["bastion.config as a module (import names from it instead)"]
     if module == "bastion" and "config" in names:  # then config.Config: cannot be told
         return ["bastion.config as a module (import names from it instead)"]
     if module == "bastion.config":
@@ -150,6 +152,7 @@ def test_the_guard_sees_what_it_guards() -> None:
         "from bastion.config import LoadedConfig, Config\n"
         "from bastion.config import *\n"
         "from bastion import config\n"
+        "import bastion.config as c\n"
         "importlib.import_module('bastion.config.models')\n"
         "def f():\n    import yaml\n    from bastion.config.upstream import Proxy\n"
     )
@@ -158,6 +161,7 @@ def test_the_guard_sees_what_it_guards() -> None:
         "bastion.config.sites",
         "bastion.config.Config (from models)",
         "bastion.config.* (imports every model)",
+        "bastion.config as a module (import names from it instead)",
         "bastion.config as a module (import names from it instead)",
         "bastion.config.models",
         "yaml",

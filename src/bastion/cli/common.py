@@ -61,6 +61,9 @@ def load(path: str | None, apart: bool = False) -> LoadedConfig | None:
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return None
+    except OSError as exc:  # apart: no process could be started to validate it
+        print(f"{path}: the config could not be validated: {exc}", file=sys.stderr)
+        return None
 
 
 def config_given_or_found(args: argparse.Namespace) -> str | None:

@@ -182,6 +182,9 @@ def cmd_proxy(args: argparse.Namespace) -> int:
     try:
         # validated by a child: the gateway this process becomes holds no pydantic
         loaded = config_from_dict_apart(data, source="<command line>")
+    except OSError as exc:
+        print(f"bastion proxy: the config could not be validated: {exc}", file=sys.stderr)
+        return 1
     except ConfigError as exc:
         for issue in exc.issues:
             where = _FLAG_OF_KEY.get(issue.path, issue.path)

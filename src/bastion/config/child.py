@@ -3,8 +3,9 @@ starts it and says why).
 
 ``--file PATH`` loads PATH as ``load_config`` does; ``--built`` validates the pickled
 ``(data, source, base_dir)`` on stdin as ``config_from_dict`` does. The answer, pickled on
-the channel it is given: ``("ok", LoadedConfig, stamp)`` with the config as
-``bastion.config.plain`` nodes, or ``("error", ConfigError, stamp)``. pydantic and the
+the channel it is given after ``handoff.MARK`` and the stamp of its config code:
+``("ok", LoadedConfig)`` with the config as ``bastion.config.plain`` nodes, or
+``("error", ConfigError)``. pydantic and the
 models are imported inside the functions: the process points its stdout elsewhere first.
 """
 
@@ -64,18 +65,18 @@ def main(argv: list[str], answer: BinaryIO) -> int:
     if not ((mode == "--file" and len(argv) == 2) or (mode == "--built" and len(argv) == 1)):
         print("usage: (bastion.config.child) --file CONFIG | --built", file=sys.stderr)
         return 2
-    result: tuple[str, Any, str]
+    result: tuple[str, Any]
     try:
         if mode == "--built":
             data, source, base_dir = pickle.loads(sys.stdin.buffer.read())
             loaded = config_from_dict(data, source=source, base_dir=base_dir)
         else:
             loaded = load_config(argv[1])
-        result = ("ok", handed_over(loaded), stamp())
+        result = ("ok", handed_over(loaded))
     except ConfigError as exc:
-        result = ("error", exc, stamp())
+        result = ("error", exc)
     try:
-        answer.write(MARK + pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
+        answer.write(MARK + stamp().encode() + pickle.dumps(result, pickle.HIGHEST_PROTOCOL))
         answer.flush()
     except BrokenPipeError:
         pass  # the gateway stopped meanwhile: nobody waits for the answer

@@ -10,11 +10,14 @@ unpickles the answer without importing pydantic. The price: an interpreter start
 start and per reload (a few tenths of a second; a worker's reload waits for it off the
 event loop).
 
-The child is this interpreter, run with ``-P`` and given this process's ``sys.path``: it
-imports exactly what this process would (never a module from the current directory). It
-answers on its stdout, to which nothing else can write (the child points file descriptor
-1 at stderr before importing anything), and says which config code it ran (``stamp``):
-after an upgrade in place a reload is refused rather than handing new models to old code.
+The child is this interpreter, run with ``-P`` and given this process's ``sys.path`` less
+the current directory (which ``python -m`` puts there): it imports what this process
+would, never a module of the directory the gateway was started in (unless bastion itself
+came from there). It answers on its stdout, which it points at stderr before importing
+anything (only a site hook could write there first: the answer follows ``MARK``), and
+says first which config code it ran (``stamp``): after an upgrade in place a reload is
+refused, before anything of the answer is unpickled, rather than handing new models to
+old code.
 Its stderr is the gateway's: a child that fails without an answer leaves its traceback
 where the gateway's own would have been, and its parent gets a ``ConfigError`` saying so.
 """
@@ -36,6 +39,7 @@ from bastion.config.loaded import LoadedConfig
 
 __all__ = [
     "MARK",
+    "STAMP_SIZE",
     "TIMEOUT",
     "child_command",
     "child_environment",
@@ -51,7 +55,9 @@ TIMEOUT = 60.0
 
 _PATH_ENV = "BASTION_CHILD_SYS_PATH"
 MARK = b"\0bastion-config-answer\0"
-"""Starts the answer: what a site hook printed before the child took stdout is skipped."""
+"""Starts the answer: what a site hook printed before the child took stdout is skipped.
+The stamp (``STAMP_SIZE`` ASCII bytes) follows, then the pickle."""
+STAMP_SIZE = 16
 # the child's first lines: this process's import path, and stdout kept for the answer
 _BOOT = (
     "import json, os, sys\n"
@@ -71,24 +77,32 @@ def stamp() -> str:
     inherit it); a child's differs from its parent's only when the files changed since."""
     here = Path(__file__).parent
     digest = hashlib.sha256()
-    for path in sorted(here.glob("*.py")):
-        info = path.stat()
+    for path in sorted(here.glob("[!.]*.py")):  # not an editor's lock or backup file
+        try:
+            info = path.stat()
+        except OSError:
+            continue
         digest.update(f"{path.name} {info.st_size} {info.st_mtime_ns}\n".encode())
-    return digest.hexdigest()[:16]
+    return digest.hexdigest()[:STAMP_SIZE]
 
 
 def child_command(*args: str) -> list[str]:
     """The child: ``--file PATH`` validates a file, ``--built`` the pickled ``(data,
-    source, base_dir)`` on its stdin (``config_from_dict_apart``). It answers, pickled:
-    ``("ok", LoadedConfig, stamp)`` or ``("error", ConfigError, stamp)``."""
+    source, base_dir)`` on its stdin (``config_from_dict_apart``). It answers ``MARK``,
+    its ``stamp()``, then pickled ``("ok", LoadedConfig)`` or ``("error", ConfigError)``."""
     return [sys.executable, "-P", "-c", _BOOT, *args]
 
 
 def child_environment() -> dict[str, str]:
     """This process's environment (the file's ${VARIABLES} are read there), with its
-    import path for the child."""
+    import path for the child, less the current directory unless bastion is there."""
+    import bastion
+
     stamp()  # taken now at the latest, before a child could see newer files
-    return {**os.environ, _PATH_ENV: json.dumps(sys.path)}
+    here = os.getcwd()
+    home = os.path.dirname(os.path.dirname(os.path.abspath(bastion.__file__)))
+    path = [p for p in sys.path if os.path.abspath(p or ".") != here or here == home]
+    return {**os.environ, _PATH_ENV: json.dumps(path)}
 
 
 def read_answer(source: str | Path, code: int, out: bytes) -> LoadedConfig:
@@ -96,20 +110,23 @@ def read_answer(source: str | Path, code: int, out: bytes) -> LoadedConfig:
     answer becomes a ``ConfigError`` too (its traceback went to the gateway's stderr)."""
     why = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
     if code == 0:
-        start = out.find(MARK)
+        start = out.find(MARK) + len(MARK)
+        their_stamp = out[start : start + STAMP_SIZE]
+        if start >= len(MARK) and len(their_stamp) == STAMP_SIZE and their_stamp != (
+            stamp().encode()
+        ):
+            raise _failure(
+                source,
+                "bastion's config code changed on disk since this process started "
+                "(an upgrade?): restart it instead of reloading",
+            )
         try:
-            if start < 0:
+            if start < len(MARK):
                 raise EOFError("no answer")
-            kind, value, their_stamp = pickle.loads(out[start + len(MARK) :])
+            kind, value = pickle.loads(out[start + STAMP_SIZE :])
         except Exception as exc:
             why = f"its answer could not be read: {type(exc).__name__}"
         else:
-            if their_stamp != stamp():
-                raise _failure(
-                    source,
-                    "bastion's config code changed on disk since this process started "
-                    "(an upgrade?): restart it instead of reloading",
-                )
             if kind == "ok" and isinstance(value, LoadedConfig):
                 return value
             if kind == "error" and isinstance(value, ConfigError):

@@ -12,7 +12,7 @@ import os
 import signal
 import time
 
-from bastion.config import ConfigError, LoadedConfig
+from bastion.config import LoadedConfig
 from bastion.config.handoff import load_config_apart
 from bastion.server.worker import run_worker
 
@@ -85,14 +85,15 @@ class Supervisor:
             if self._reloading:  # arrived during the validation below: it runs again after
                 self._reload_again = True
                 return
-            self._reloading = True
-            try:
-                self._reload_again = True
-                while self._reload_again and not self.stopping:
-                    self._reload_again = False
-                    self._reload()
-            finally:
-                self._reloading = False
+            self._reload_again = True
+            while self._reload_again and not self.stopping:
+                self._reloading = True
+                try:
+                    while self._reload_again and not self.stopping:
+                        self._reload_again = False
+                        self._reload()
+                finally:
+                    self._reloading = False
         else:
             self._forward(signum)
 
@@ -104,11 +105,16 @@ class Supervisor:
             return
         try:
             self.loaded = load_config_apart(source)
-        except (ConfigError, OSError) as exc:  # OSError: no child could be started
+        except Exception as exc:  # ConfigError; OSError: no child could be started; a bug
+            if self.stopping:  # e.g. Ctrl-C reached the child too: no rejected reload
+                return
             log.error("reload rejected, still serving the previous config:\n%s", exc)
             from bastion.observe.alerts.service import record_rejected_reload
 
-            record_rejected_reload(self.loaded, str(exc))  # for the reload_failed rule
+            try:
+                record_rejected_reload(self.loaded, str(exc))  # for the reload_failed rule
+            except Exception:
+                log.exception("the rejected reload could not be recorded")
             return
         if not self.stopping:
             self._forward(signal.SIGHUP)

@@ -10,6 +10,7 @@ their warm connections.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -20,14 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bastion.balance import status
-from bastion.config import Address, ConfigError, LoadedConfig
-from bastion.config.handoff import (
-    TIMEOUT,
-    child_command,
-    child_environment,
-    read_answer,
-    too_slow,
-)
+from bastion.config import Address, ConfigError, LoadedConfig, handoff
 from bastion.http1.server import HTTP1Connection
 from bastion.observe.accesslog import AccessLog
 from bastion.plan import Plan, compile_plan
@@ -285,6 +279,10 @@ class Worker:
                 log.error("reload rejected, still serving the previous config: %s", exc)
                 self._reloaded(False, str(exc))
                 return False
+            except Exception as exc:  # a bug: the running config stays, the watcher lives
+                log.exception("reload failed, still serving the previous config")
+                self._reloaded(False, f"{type(exc).__name__}: {exc}")
+                return False
             old_config = self.loaded.config
             self.loaded = loaded
             old = self.ctx.plan
@@ -406,19 +404,20 @@ async def _load_config_apart(path: Path) -> LoadedConfig:
     """The file validated by a child process (``bastion.config.handoff``) while the loop
     goes on serving; the child is killed if the reload is cancelled or takes too long."""
     proc = await asyncio.create_subprocess_exec(
-        *child_command("--file", os.fspath(path)),
+        *handoff.child_command("--file", os.fspath(path)),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
-        env=child_environment(),
+        env=handoff.child_environment(),
     )
     try:
-        out, _ = await asyncio.wait_for(proc.communicate(), TIMEOUT)
+        out, _ = await asyncio.wait_for(proc.communicate(), handoff.TIMEOUT)
     except BaseException as exc:  # timed out, or cancelled (the worker stops)
         if proc.returncode is None:
             proc.kill()
-        await proc.wait()
+        with contextlib.suppress(TimeoutError):  # one stuck in the kernel is left to init
+            await asyncio.wait_for(proc.wait(), 5.0)
         if isinstance(exc, TimeoutError):
-            raise too_slow(path) from None
+            raise handoff.too_slow(path) from None
         raise
     assert proc.returncode is not None
-    return read_answer(path, proc.returncode, out)
+    return handoff.read_answer(path, proc.returncode, out)

@@ -13,9 +13,9 @@ header limit allows.
 
 from __future__ import annotations
 
-import _imp
 import re
 import sys
+import threading
 from collections.abc import Mapping
 from types import ModuleType
 from typing import NamedTuple
@@ -66,21 +66,25 @@ def _ua_parser() -> ModuleType:
     loaded = sys.modules.get("ua_parser")
     if loaded is not None:
         return loaded
-    # this runs in the statistics thread: the interpreter's import lock keeps another
-    # thread from importing (and failing to import) PyYAML while it is refused
-    _imp.acquire_lock()
+    refusal = _RefuseYaml(threading.get_ident())  # this thread's imports only
+    sys.meta_path.insert(0, refusal)
     try:
-        refused = "yaml" not in sys.modules  # else validated here (bastion demo, the tests)
-        if refused:
-            sys.modules["yaml"] = None  # type: ignore[assignment]  # `import yaml` fails
-        try:
-            import ua_parser
-        finally:
-            if refused:
-                del sys.modules["yaml"]
+        import ua_parser
     finally:
-        _imp.release_lock()
+        sys.meta_path.remove(refusal)
     return ua_parser
+
+
+class _RefuseYaml:
+    """An import finder that makes ``import yaml`` fail in one thread (unless PyYAML is
+    loaded already: then ``sys.modules`` answers before any finder is asked)."""
+
+    def __init__(self, thread: int) -> None:
+        self.thread = thread
+
+    def find_spec(self, name: str, path: object = None, target: object = None) -> None:
+        if name.partition(".")[0] == "yaml" and threading.get_ident() == self.thread:
+            raise ModuleNotFoundError("PyYAML is not imported by a serving process", name=name)
 
 
 def clip_bot(agent: str) -> str:
