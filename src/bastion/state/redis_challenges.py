@@ -42,6 +42,12 @@ ALPN_MIRROR = 0.5  # how often a worker mirrors TLS-ALPN-01 certificates (second
 _ALPN_TTL = 3600  # seconds the challenge-certificate hash lives after its last change
 
 
+ANSWER_WAIT = 1.0
+"""Seconds an http-01 answer may wait for Redis. ``state.timeout`` (50 ms by default) is a
+request's budget, sized for rate limits; a validation comes a few times per certificate,
+and one answered with the redirect instead fails the whole order: a just-started
+instance's first connection on a busy machine may take longer than 50 ms."""
+
 class RedisChallengeTokens:
     """``ChallengeTokens`` in Redis, with the local files as a copy."""
 
@@ -102,12 +108,12 @@ class RedisChallengeTokens:
 
     async def lookup_async(self, token: str) -> bytes | None:
         """`lookup` on the event loop: the asyncio client, waiting at most
-        ``state.timeout``; then the local files."""
+        ``state.timeout`` or ``ANSWER_WAIT``, the longer; then the local files."""
         if not valid_token(token):
             return None
         value = None
         try:
-            async with asyncio.timeout(self.settings.timeout):
+            async with asyncio.timeout(max(self.settings.timeout, ANSWER_WAIT)):
                 value = await self._aclient().get(self._key(token))
         except (RedisError, OSError, TimeoutError) as exc:
             log.debug("acme: http-01 answer not read from %s: %s", self.target, exc)
