@@ -7,13 +7,35 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Protocol
 
-__all__ = ["ACTIONS", "HSTS_MAX_AGE", "default_policy"]
+__all__ = ["ACTIONS", "HSTS_MAX_AGE", "default_policy", "sts_value"]
 
 ACTIONS = ("proxy", "redirect", "static", "respond", "s3")
 """What a route does with a request; exactly one per route."""
 
 HSTS_MAX_AGE = 365 * 86400.0
 """Strict-Transport-Security's max-age when ``hsts: true`` (a site's or the preset's)."""
+
+
+class _Sts(Protocol):
+    @property
+    def max_age(self) -> float: ...
+    @property
+    def include_subdomains(self) -> bool: ...
+    @property
+    def preload(self) -> bool: ...
+
+
+def sts_value(hsts: _Sts | bool) -> str:
+    """Strict-Transport-Security's value for a site's ``hsts`` or the preset's (``True``:
+    the defaults)."""
+    if isinstance(hsts, bool):  # true: the defaults (false sends no field: the callers')
+        return f"max-age={int(HSTS_MAX_AGE)}"
+    value = f"max-age={int(hsts.max_age)}"
+    if hsts.include_subdomains:
+        value += "; includeSubDomains"
+    if hsts.preload:
+        value += "; preload"
+    return value
 
 
 class _Zoned(Protocol):

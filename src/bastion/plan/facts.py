@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from bastion.config.defaults import HSTS_MAX_AGE
+from bastion.config.defaults import sts_value
 from bastion.tls.table import site_tls_mode
 
 if TYPE_CHECKING:
@@ -39,14 +39,6 @@ def site_facts(config: Config) -> tuple[SiteFacts, ...]:
 
 
 def hsts_line(site: Site) -> bytes:
-    hsts = site.hsts
-    if hsts is False:
+    if site.hsts is False:
         return b""
-    if hsts is True:
-        return b"Strict-Transport-Security: max-age=%d\r\n" % int(HSTS_MAX_AGE)
-    value = f"max-age={int(hsts.max_age)}"
-    if hsts.include_subdomains:
-        value += "; includeSubDomains"
-    if hsts.preload:
-        value += "; preload"
-    return b"Strict-Transport-Security: " + value.encode() + b"\r\n"
+    return b"Strict-Transport-Security: " + sts_value(site.hsts).encode() + b"\r\n"

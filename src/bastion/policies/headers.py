@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from bastion.config.defaults import HSTS_MAX_AGE
+from bastion.config.defaults import sts_value
 from bastion.http.request import Request
 from bastion.policies.base import ResponseHead, real_client_ip
 from bastion.policies.fields import Fields, Getter, Template, field_line
@@ -182,13 +182,7 @@ class SecurityHeadersPolicy:
         self.strip = _Names(preset.strip)
         fields: list[tuple[bytes, bytes]] = []
         if preset.hsts is not False and https:
-            sts = preset.hsts
-            value = f"max-age={int(HSTS_MAX_AGE if sts is True else sts.max_age)}"
-            if sts is not True and sts.include_subdomains:
-                value += "; includeSubDomains"
-            if sts is not True and sts.preload:
-                value += "; preload"
-            fields.append((b"Strict-Transport-Security", value.encode()))
+            fields.append((b"Strict-Transport-Security", sts_value(preset.hsts).encode()))
         if preset.content_type_options:
             fields.append((b"X-Content-Type-Options", b"nosniff"))
         if preset.referrer_policy:
